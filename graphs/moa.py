@@ -1,0 +1,59 @@
+"""Mixture-of-Agents wiring: START -> propose* -> join -> (propose* -> join)... -> aggregate.
+
+Each layer fans out one ``propose`` task per proposer with ``Send``; all tasks of a layer run in
+the same superstep and ``join`` runs once they all have finished.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.runtime import Runtime
+from langgraph.types import Send
+
+from graphs.state import MoAInput, MoAOutput, MoAState
+from nodes.aggregate import aggregate
+from nodes.context import Context
+from nodes.join import join
+from nodes.presets import resolve_context
+from nodes.propose import propose, proposer_tasks
+
+Next = list[Send] | Literal["aggregate"]
+
+
+def first_layer(state: MoAState, runtime: Runtime[Context]) -> Next:
+    ctx = resolve_context(runtime.context)
+    if ctx.proposer_layers == 0:
+        return "aggregate"
+    return [Send("propose", t) for t in proposer_tasks(ctx, 1, state["messages"], None)]
+
+
+def next_layer(state: MoAState, runtime: Runtime[Context]) -> Next:
+    ctx = resolve_context(runtime.context)
+    done = len(state["layers"])
+    if done >= ctx.proposer_layers:
+        return "aggregate"
+    tasks = proposer_tasks(ctx, done + 1, state["messages"], state["aggregation_prompt"])
+    return [Send("propose", t) for t in tasks]
+
+
+def build_moa_graph() -> StateGraph[MoAState, Context, MoAInput, MoAOutput]:
+    """The uncompiled MoA graph: compile it with your own checkpointer, store and name."""
+    builder = StateGraph(
+        MoAState, context_schema=Context, input_schema=MoAInput, output_schema=MoAOutput
+    )
+    builder.add_node("propose", propose)
+    builder.add_node("join", join)
+    builder.add_node("aggregate", aggregate)
+    builder.add_conditional_edges(START, first_layer, ["propose", "aggregate"])
+    builder.add_edge("propose", "join")
+    builder.add_conditional_edges("join", next_layer, ["propose", "aggregate"])
+    builder.add_edge("aggregate", END)
+    return builder
+
+
+graph: CompiledStateGraph[MoAState, Context, MoAInput, MoAOutput] = build_moa_graph().compile(
+    name="moa"
+)

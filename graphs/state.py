@@ -1,0 +1,41 @@
+"""The graph's state: the conversation plus per-layer response lists.
+
+``messages`` follows ``MessagesState``, so the graph drops into any parent graph that keeps
+``messages``. Everything else is plain JSON-serialisable data (see nodes/records.py).
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Annotated, TypedDict
+
+from langchain_core.messages import AnyMessage
+from langgraph.graph.message import add_messages
+
+from nodes.records import Answer, Proposal
+
+
+class MoAInput(TypedDict):
+    """What callers send: the conversation, newest user message last."""
+
+    messages: Annotated[list[AnyMessage], add_messages]
+
+
+class MoAOutput(TypedDict):
+    """What callers get back."""
+
+    messages: Annotated[list[AnyMessage], add_messages]
+    layers: list[list[Proposal]]
+    answer: Answer
+
+
+class MoAState(TypedDict):
+    messages: Annotated[list[AnyMessage], add_messages]
+    # Proposals of the layer in flight, one write per proposer task; the join node empties it.
+    proposals: Annotated[list[Proposal], operator.add]
+    # One list per finished proposer layer, each in the configured proposer order.
+    layers: Annotated[list[list[Proposal]], operator.add]
+    # System prompt for the next step, built by the join node from the last layer.
+    aggregation_prompt: str | None
+    # The final aggregator call (model, usage, timings).
+    answer: Answer

@@ -1,0 +1,10 @@
+"""The work of a Mixture-of-Agents run: proposers, join, aggregator, models, prompts, settings.
+
+Nothing here imports ``graphs``; the graph wiring imports these nodes.
+"""
+
+from nodes.context import Context, ModelSpec
+from nodes.errors import MoAError
+from nodes.presets import load_preset, preset_names
+
+__all__ = ["Context", "MoAError", "ModelSpec", "load_preset", "preset_names"]

@@ -1,0 +1,166 @@
+"""Run-time settings: the one place every MoA knob lives.
+
+The graph reads these through LangGraph's ``context_schema``: pass ``context=Context(...)``
+(or a plain dict with the same fields) to ``invoke``/``stream``. Presets and config files are
+just stored ``Context`` values (see ``nodes.presets``).
+
+Layers are counted as in the paper: ``layers`` includes the final aggregator, so ``layers=3``
+means two proposer layers followed by the aggregator, and ``layers=1`` asks the aggregator
+alone (a single-model baseline).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from nodes.prompts import AGGREGATION_PROMPT
+
+MODEL_NAME = re.compile(r"^(?P<provider>[a-z][a-z0-9_\-]*):(?P<name>\S.*)$")
+
+
+class ModelSpec(BaseModel):
+    """One model endpoint. A bare string ``"provider:model"`` is accepted wherever a spec is."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str = Field(
+        description="Model named 'provider:model', e.g. 'together:Qwen/Qwen2.5-72B-Instruct-Turbo'."
+    )
+    temperature: float | None = Field(
+        default=None, ge=0, le=2, description="Sampling temperature; unset uses Context.temperature."
+    )
+    max_tokens: int | None = Field(
+        default=None, gt=0, description="Answer length limit; unset uses Context.max_tokens."
+    )
+    seed: int | None = Field(default=None, description="Sampling seed, if the provider takes one.")
+    base_url: str | None = Field(
+        default=None,
+        description="OpenAI-compatible endpoint (vLLM, llama.cpp server, Ollama, LM Studio...).",
+    )
+    api_key_env: str | None = Field(
+        default=None,
+        description="Name of the environment variable holding the API key (never the key itself).",
+    )
+    timeout: float | None = Field(
+        default=None, gt=0, description="Per-call timeout in seconds; unset uses Context.timeout."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        return {"model": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check_name(self) -> ModelSpec:
+        if not MODEL_NAME.match(self.model):
+            raise ValueError(
+                f"model name {self.model!r} must look like 'provider:model', "
+                "e.g. 'together:Qwen/Qwen2.5-72B-Instruct-Turbo' or 'openai:gpt-4o-mini'"
+            )
+        return self
+
+    @property
+    def provider(self) -> str:
+        return self.model.split(":", 1)[0]
+
+    @property
+    def name(self) -> str:
+        return self.model.split(":", 1)[1]
+
+
+ModelList = Annotated[list[ModelSpec], Field(min_length=1)]
+
+
+class Context(BaseModel):
+    """Every run-time setting of a Mixture-of-Agents run."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    proposers: list[ModelSpec] = Field(
+        default_factory=lambda: [ModelSpec(model=m) for m in DEFAULT_PROPOSERS],
+        description="Proposer models of every proposer layer, in order (the order of the "
+        "per-layer response lists). Repeat a model to sample it several times (Self-MoA).",
+    )
+    aggregator: ModelSpec = Field(
+        default_factory=lambda: ModelSpec(model=DEFAULT_AGGREGATOR),
+        description="The model that writes the final, streamed answer.",
+    )
+    layers: int = Field(
+        default=2,
+        ge=1,
+        le=10,
+        description="Number of layers counting the aggregator, as in the paper: 2 = one "
+        "proposer layer + aggregator; 3 = two proposer layers + aggregator; 1 = aggregator alone.",
+    )
+    layer_proposers: list[ModelList] | None = Field(
+        default=None,
+        description="Optional proposer list per proposer layer (length layers-1), "
+        "overriding 'proposers' when layers should use different models.",
+    )
+    temperature: float = Field(
+        default=0.7, ge=0, le=2, description="Default sampling temperature for every model."
+    )
+    max_tokens: int = Field(
+        default=512, gt=0, description="Default answer length limit for every model."
+    )
+    timeout: float = Field(
+        default=120.0, gt=0, description="Default per-call timeout in seconds."
+    )
+    max_attempts: int = Field(
+        default=3, ge=1, le=10, description="Attempts per model call, the first one included."
+    )
+    min_proposals: int = Field(
+        default=1,
+        ge=1,
+        description="A layer goes on when at least this many of its proposers answered.",
+    )
+    aggregation_prompt: str = Field(
+        default=AGGREGATION_PROMPT,
+        description="System prompt given to later-layer proposers and the aggregator; "
+        "'{references}' is replaced by the numbered previous-layer responses.",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Context:
+        if "{references}" not in self.aggregation_prompt:
+            raise ValueError("aggregation_prompt must contain the placeholder '{references}'")
+        if self.layer_proposers is not None and len(self.layer_proposers) != self.layers - 1:
+            raise ValueError(
+                f"layer_proposers has {len(self.layer_proposers)} lists but layers={self.layers} "
+                f"needs {self.layers - 1} (one per proposer layer; the aggregator is the last layer)"
+            )
+        if self.layers > 1 and not self.layer_proposers and not self.proposers:
+            raise ValueError("proposers is empty: a MoA run needs at least one proposer")
+        return self
+
+    @property
+    def proposer_layers(self) -> int:
+        """How many layers of proposers run before the aggregator."""
+        return self.layers - 1
+
+    def proposers_of(self, layer: int) -> list[ModelSpec]:
+        """The proposers of 1-based proposer layer ``layer``."""
+        if self.layer_proposers is not None:
+            return self.layer_proposers[layer - 1]
+        return self.proposers
+
+    def all_models(self) -> list[ModelSpec]:
+        """Every model this run may call, each once, aggregator last."""
+        seen: dict[ModelSpec, None] = {}
+        for layer in range(1, self.layers):
+            seen.update(dict.fromkeys(self.proposers_of(layer)))
+        seen[self.aggregator] = None
+        return list(seen)
+
+
+# Models Together serves today (see nodes/presets/together.toml, which repeats them as data).
+DEFAULT_PROPOSERS = (
+    "together:Qwen/Qwen2.5-72B-Instruct-Turbo",
+    "together:meta-llama/Llama-3.3-70B-Instruct-Turbo",
+    "together:deepseek-ai/DeepSeek-V3",
+    "together:mistralai/Mistral-Small-24B-Instruct-2501",
+)
+DEFAULT_AGGREGATOR = "together:Qwen/Qwen2.5-72B-Instruct-Turbo"

@@ -1,0 +1,23 @@
+"""Errors a user can act on. Each carries one line that says what is wrong and what to do next."""
+
+from __future__ import annotations
+
+
+class MoAError(Exception):
+    """Base class: the message is shown to the user as-is (the CLI prints it and exits non-zero)."""
+
+
+class ConfigError(MoAError):
+    """A setting (preset, config file, CLI flag or graph context) is invalid."""
+
+
+class ProviderError(MoAError):
+    """A model cannot be built: unknown provider, missing package or missing API key."""
+
+
+class LayerFailedError(MoAError):
+    """Too few proposers of a layer answered to go on."""
+
+
+class AggregatorError(MoAError):
+    """The final aggregator could not produce an answer."""

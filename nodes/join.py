@@ -1,0 +1,46 @@
+"""The join node: gathers a layer's responses and builds the next aggregation prompt."""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+from langgraph.runtime import Runtime
+from langgraph.types import Overwrite
+
+from nodes.context import Context
+from nodes.errors import LayerFailedError
+from nodes.presets import resolve_context
+from nodes.prompts import aggregation_system_prompt
+from nodes.records import Proposal
+
+
+class JoinInput(TypedDict):
+    proposals: list[Proposal]
+
+
+def join(state: JoinInput, runtime: Runtime[Context]) -> dict[str, Any]:
+    ctx = resolve_context(runtime.context)
+    layer = state["proposals"][-1]["layer"]
+    # Configured proposer order, whatever order the calls finished in.
+    responses = sorted(
+        (p for p in state["proposals"] if p["layer"] == layer), key=lambda p: p["index"]
+    )
+    ok = [p for p in responses if p["text"] is not None]
+    if len(ok) < min(ctx.min_proposals, len(responses)):
+        failed = "; ".join(
+            f"{p['model']}: {p['error']['message'] if p['error'] else 'no answer'}"
+            for p in responses
+            if p["text"] is None
+        )
+        raise LayerFailedError(
+            f"layer {layer}: only {len(ok)} of {len(responses)} proposers answered "
+            f"(min_proposals={ctx.min_proposals}); {failed}"
+        )
+    return {
+        # Layer 1 starts a new run: drop the previous turn's layers.
+        "layers": Overwrite([responses]) if layer == 1 else [responses],
+        "proposals": Overwrite([]),
+        "aggregation_prompt": aggregation_system_prompt(
+            ctx.aggregation_prompt, [p["text"] for p in ok if p["text"] is not None]
+        ),
+    }

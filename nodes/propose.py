@@ -1,0 +1,66 @@
+"""The proposer node: one model answering, in one layer. Many run in parallel."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from langchain_core.messages import AnyMessage
+from langgraph.config import get_stream_writer
+from langgraph.constants import TAG_NOSTREAM
+from langgraph.runtime import Runtime
+
+from nodes.calls import CallFailedError, call_model
+from nodes.context import Context
+from nodes.conversation import with_system
+from nodes.presets import resolve_context
+from nodes.providers import chat_model
+from nodes.records import ErrorInfo, Proposal, ProposeTask, usage_of
+
+
+def proposer_tasks(
+    ctx: Context, layer: int, messages: Sequence[AnyMessage], system: str | None
+) -> list[ProposeTask]:
+    """One task per proposer of ``layer`` (1-based), in the configured order."""
+    return [
+        ProposeTask(layer=layer, index=i, messages=list(messages), system=system)
+        for i in range(len(ctx.proposers_of(layer)))
+    ]
+
+
+async def propose(task: ProposeTask, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Ask one proposer; a failure is recorded, never raised, so its siblings keep running."""
+    ctx = resolve_context(runtime.context)
+    spec = ctx.proposers_of(task["layer"])[task["index"]]
+    record = Proposal(
+        layer=task["layer"],
+        index=task["index"],
+        model=spec.model,
+        text=None,
+        usage=None,
+        latency_s=0.0,
+        attempts=0,
+        error=None,
+    )
+    try:
+        result = await call_model(
+            chat_model(spec, ctx),
+            with_system(task["messages"], task["system"]),
+            timeout=spec.timeout or ctx.timeout,
+            max_attempts=ctx.max_attempts,
+            tags=[TAG_NOSTREAM],  # proposer tokens stay out of stream_mode="messages"
+        )
+    except CallFailedError as exc:
+        record.update(latency_s=exc.latency_s, attempts=exc.attempts)
+        record["error"] = ErrorInfo(kind=exc.kind, message=exc.message)
+    else:
+        record.update(
+            usage=usage_of(result.message), latency_s=result.latency_s, attempts=result.attempts
+        )
+        if result.text.strip():
+            record["text"] = result.text
+        else:
+            record["error"] = ErrorInfo(kind="empty", message="answered with empty text")
+    # Progress for the CLI and Studio (stream_mode="custom"); a no-op when nobody listens.
+    get_stream_writer()({"event": "proposal", **record})
+    return {"proposals": [record]}

@@ -1,0 +1,142 @@
+"""Turn a ``provider:model`` spec into a LangChain chat model, built once and reused.
+
+Adding a provider means adding one function to ``PROVIDERS``; nothing else changes.
+Together goes through ``langchain-together``; OpenAI-compatible servers through ``ChatOpenAI``
+with a base URL; every other provider LangChain knows through ``init_chat_model``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from functools import lru_cache
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+
+from nodes.context import Context, ModelSpec
+from nodes.errors import ProviderError
+
+# The API key variable each provider reads when the spec names none.
+KEY_ENV = {
+    "together": "TOGETHER_API_KEY",
+    "openai": "OPENAI_API_KEY",
+    "anthropic": "ANTHROPIC_API_KEY",
+    "groq": "GROQ_API_KEY",
+    "mistralai": "MISTRAL_API_KEY",
+    "fireworks": "FIREWORKS_API_KEY",
+    "deepseek": "DEEPSEEK_API_KEY",
+    "google_genai": "GOOGLE_API_KEY",
+    "xai": "XAI_API_KEY",
+    "openrouter": "OPENROUTER_API_KEY",
+}
+
+# OpenAI-compatible local servers reachable without an API key.
+LOCAL_SERVERS = {
+    "ollama": ("OLLAMA_HOST", "http://localhost:11434"),
+    "lmstudio": ("LMSTUDIO_HOST", "http://localhost:1234"),
+    "vllm": ("VLLM_HOST", "http://localhost:8000"),
+}
+
+
+def _api_key(spec: ModelSpec, *, required: bool) -> str | None:
+    env = spec.api_key_env or KEY_ENV.get(spec.provider)
+    key = os.environ.get(env) if env else None
+    if not key and required:
+        hint = f"set {env}" if env else "set api_key_env in the model's config"
+        raise ProviderError(f"missing API key for {spec.model}: {hint} (or choose another model)")
+    return key
+
+
+def _common(spec: ModelSpec, ctx: Context) -> dict[str, Any]:
+    return {
+        "temperature": spec.temperature if spec.temperature is not None else ctx.temperature,
+        "max_tokens": spec.max_tokens or ctx.max_tokens,
+        "timeout": spec.timeout or ctx.timeout,
+        # One retry layer only: the node's call loop retries (nodes/calls.py), not the client.
+        "max_retries": 0,
+        # Usage is wanted while streaming too (the cost report needs it).
+        "stream_usage": True,
+        **({"seed": spec.seed} if spec.seed is not None else {}),
+    }
+
+
+def _together(spec: ModelSpec, ctx: Context) -> BaseChatModel:
+    from langchain_together import ChatTogether
+
+    base_url = spec.base_url or os.environ.get("TOGETHER_API_BASE")
+    # A custom endpoint (a local OpenAI-compatible server) may need no key.
+    key = _api_key(spec, required=base_url is None) or "not-needed"
+    extra = {"base_url": base_url} if base_url else {}
+    return ChatTogether(model=spec.name, api_key=key, **extra, **_common(spec, ctx))  # type: ignore[arg-type]
+
+
+def _openai_compatible(spec: ModelSpec, ctx: Context) -> BaseChatModel:
+    from langchain_openai import ChatOpenAI
+
+    base_url = spec.base_url
+    if spec.provider in LOCAL_SERVERS and not base_url:
+        env, default = LOCAL_SERVERS[spec.provider]
+        base_url = os.environ.get(env, default).rstrip("/") + "/v1"
+    key = _api_key(spec, required=base_url is None) or "not-needed"
+    return ChatOpenAI(model=spec.name, api_key=key, base_url=base_url, **_common(spec, ctx))  # type: ignore[arg-type]
+
+
+def _langchain(spec: ModelSpec, ctx: Context) -> BaseChatModel:
+    from langchain.chat_models import init_chat_model
+
+    key = _api_key(spec, required=spec.provider in KEY_ENV and not spec.base_url)
+    extra: dict[str, Any] = {"api_key": key} if key else {}
+    if spec.base_url:
+        extra["base_url"] = spec.base_url
+    common = _common(spec, ctx)
+    common.pop("stream_usage")
+    try:
+        return init_chat_model(spec.model, **common, **extra)
+    except ImportError as exc:
+        raise ProviderError(f"provider {spec.provider!r} needs a package: {exc}") from None
+
+
+ModelFactory = Callable[[ModelSpec, Context], BaseChatModel]
+
+PROVIDERS: dict[str, ModelFactory] = {
+    "together": _together,
+    "openai": _openai_compatible,
+    **dict.fromkeys(LOCAL_SERVERS, _openai_compatible),
+}
+
+
+def known_providers() -> list[str]:
+    from langchain.chat_models.base import _BUILTIN_PROVIDERS
+
+    return sorted(set(PROVIDERS) | set(_BUILTIN_PROVIDERS))
+
+
+def check_provider(spec: ModelSpec) -> None:
+    if spec.provider not in PROVIDERS and spec.provider not in known_providers():
+        raise ProviderError(
+            f"unknown provider {spec.provider!r} in {spec.model!r}; "
+            f"known providers: {', '.join(known_providers())}"
+        )
+
+
+def chat_model(spec: ModelSpec, ctx: Context) -> BaseChatModel:
+    """The chat model for ``spec`` under ``ctx``'s defaults, built once per distinct setting."""
+    return _cached(spec, ctx.temperature, ctx.max_tokens, ctx.timeout, _env_fingerprint(spec))
+
+
+def _env_fingerprint(spec: ModelSpec) -> tuple[str | None, ...]:
+    # Keys and endpoints come from the environment: a change there must give a new client.
+    names = [spec.api_key_env or KEY_ENV.get(spec.provider), "TOGETHER_API_BASE"]
+    names += [env for env, _ in LOCAL_SERVERS.values()]
+    return tuple(os.environ.get(n) if n else None for n in names)
+
+
+@lru_cache(maxsize=128)
+def _cached(
+    spec: ModelSpec, temperature: float, max_tokens: int, timeout: float, _env: tuple[Any, ...]
+) -> BaseChatModel:
+    check_provider(spec)
+    ctx = Context(temperature=temperature, max_tokens=max_tokens, timeout=timeout)
+    factory = PROVIDERS.get(spec.provider, _langchain)
+    return factory(spec, ctx)

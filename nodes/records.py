@@ -1,0 +1,62 @@
+"""Plain, JSON-serialisable records kept in graph state (they survive checkpoints and the API)."""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+from langchain_core.messages import AnyMessage
+
+
+class Usage(TypedDict):
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+
+
+class ErrorInfo(TypedDict):
+    kind: str  # "timeout", "rate_limit", "server", "connection", "client", "stream", "other"
+    message: str
+
+
+class Proposal(TypedDict):
+    """One proposer's response in one layer."""
+
+    layer: int  # 1-based proposer layer
+    index: int  # position in the layer's proposer list
+    model: str  # "provider:model"
+    text: str | None  # None when the call failed
+    usage: Usage | None
+    latency_s: float
+    attempts: int
+    error: ErrorInfo | None
+
+
+class Answer(TypedDict):
+    """The aggregator's call: which model wrote the final answer and what it cost."""
+
+    model: str
+    usage: Usage | None
+    latency_s: float
+    ttft_s: float | None
+    attempts: int
+
+
+class ProposeTask(TypedDict):
+    """The private input of one proposer task (a ``Send`` payload)."""
+
+    layer: int
+    index: int  # the proposer's position in Context.proposers_of(layer)
+    messages: list[AnyMessage]
+    system: str | None  # the aggregation prompt built by the join node, None in layer 1
+
+
+def usage_of(message: Any) -> Usage | None:
+    """Token usage reported with a LangChain message, if any."""
+    meta = getattr(message, "usage_metadata", None)
+    if not meta:
+        return None
+    return Usage(
+        input_tokens=int(meta.get("input_tokens", 0)),
+        output_tokens=int(meta.get("output_tokens", 0)),
+        total_tokens=int(meta.get("total_tokens", 0)),
+    )
