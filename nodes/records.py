@@ -60,3 +60,19 @@ def usage_of(message: Any) -> Usage | None:
         output_tokens=int(meta.get("output_tokens", 0)),
         total_tokens=int(meta.get("total_tokens", 0)),
     )
+
+
+def usage_by_model(layers: list[list[Proposal]], answer: Answer | None) -> dict[str, dict[str, int]]:
+    """Calls and tokens per model over a whole run (proposers of every layer + aggregator)."""
+    totals: dict[str, dict[str, int]] = {}
+    calls: list[tuple[str, Usage | None]] = [(p["model"], p["usage"]) for lay in layers for p in lay]
+    if answer is not None:
+        calls.append((answer["model"], answer["usage"]))
+    for model, usage in calls:
+        row = totals.setdefault(
+            model, {"calls": 0, "input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
+        )
+        row["calls"] += 1
+        for key in ("input_tokens", "output_tokens", "total_tokens"):
+            row[key] += int(usage[key]) if usage else 0  # type: ignore[literal-required]
+    return totals

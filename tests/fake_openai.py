@@ -47,7 +47,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -213,7 +213,7 @@ def message_text(content: Any) -> str:
     return str(content)
 
 
-def default_reply(model: str, messages: Sequence[dict[str, Any]]) -> str:
+def default_reply(model: str, messages: Sequence[Mapping[str, Any]]) -> str:
     """The reply of an unscripted model (or a scripted one with reply=None).
 
     ``f'Answer from {model}: I considered "{snippet}" and this is my reply.'``
@@ -223,7 +223,7 @@ def default_reply(model: str, messages: Sequence[dict[str, Any]]) -> str:
     """
     last_user = ""
     for message in reversed(messages):
-        if isinstance(message, dict) and message.get("role") == "user":
+        if isinstance(message, Mapping) and message.get("role") == "user":
             last_user = message_text(message.get("content"))
             break
     snippet = " ".join(last_user.split())[:60]
@@ -236,12 +236,12 @@ def split_tokens(text: str) -> list[str]:
     return _TOKEN_RE.findall(text)
 
 
-def count_prompt_tokens(messages: Sequence[dict[str, Any]]) -> int:
+def count_prompt_tokens(messages: Sequence[Mapping[str, Any]]) -> int:
     """``usage.prompt_tokens``: whitespace-separated words over all message
     contents, plus 3 per message."""
     total = 0
     for message in messages:
-        content = message.get("content") if isinstance(message, dict) else None
+        content = message.get("content") if isinstance(message, Mapping) else None
         total += len(message_text(content).split()) + 3
     return total
 
@@ -270,8 +270,9 @@ def _error_kind(status: int) -> tuple[str, str | None]:
     return "invalid_request_error", None
 
 
-def _error_body(status: int, message: str, error_type: str | None = None,
-                code: str | None = None) -> bytes:
+def _error_body(
+    status: int, message: str, error_type: str | None = None, code: str | None = None
+) -> bytes:
     default_type, default_code = _error_kind(status)
     payload = {
         "error": {
@@ -309,8 +310,9 @@ _ABORT_FILTER = _DropAbortLogs()
 class _Exchange:
     """State of one chat-completions request while it is being answered."""
 
-    def __init__(self, scope: Scope, receive: Receive, send: Send,
-                 record: RecordedRequest, request_id: str) -> None:
+    def __init__(
+        self, scope: Scope, receive: Receive, send: Send, record: RecordedRequest, request_id: str
+    ) -> None:
         self.request_id = request_id
         self.scope = scope
         self.receive = receive
@@ -342,10 +344,13 @@ class _Exchange:
             self.interrupt.set_result(reason)
 
     async def close(self) -> None:
-        if self.listener is not None and not self.listener.done():
-            self.listener.cancel()
-            with contextlib.suppress(BaseException):
-                await self.listener
+        listener = self.listener
+        if listener is None:
+            return
+        if not listener.done():
+            listener.cancel()
+        with contextlib.suppress(BaseException):
+            await listener
 
     # -- timing ----------------------------------------------------------------
     async def wait_until(self, deadline: float) -> bool:
@@ -374,8 +379,9 @@ class _Exchange:
         if not more and self.record.finished is None:
             self.record.finished = time.perf_counter()
 
-    async def send_json(self, status: int, payload: bytes,
-                        extra_headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
+    async def send_json(
+        self, status: int, payload: bytes, extra_headers: Sequence[tuple[bytes, bytes]] = ()
+    ) -> None:
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(payload)).encode()),
@@ -385,8 +391,15 @@ class _Exchange:
         await self.start_response(status, headers)
         await self.body(payload, more=False)
 
-    async def send_error(self, status: int, message: str, *, retry_after: str | None = None,
-                         error_type: str | None = None, code: str | None = None) -> None:
+    async def send_error(
+        self,
+        status: int,
+        message: str,
+        *,
+        retry_after: str | None = None,
+        error_type: str | None = None,
+        code: str | None = None,
+    ) -> None:
         extra: list[tuple[bytes, bytes]] = []
         if retry_after is not None:
             extra.append((b"retry-after", retry_after.encode("latin-1")))
@@ -443,6 +456,8 @@ class FakeOpenAIServer:
         requests: every request in arrival order (appended under a lock; the
             records are updated in place while they are answered).
         strict: see above; may be changed at any time.
+        app: the starlette ASGI application (routes only; scripted connection
+            drops need uvicorn's transport, so prefer the real server).
 
     Use :meth:`start`/:meth:`stop` or ``with FakeOpenAIServer() as server:``.
     The server runs uvicorn in a daemon thread with its own event loop; the
@@ -498,8 +513,9 @@ class FakeOpenAIServer:
         )
         self._server = uvicorn.Server(config)
         self._thread_error = None
-        self._thread = threading.Thread(target=self._run, name=f"fake-openai-{self._port}",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name=f"fake-openai-{self._port}", daemon=True
+        )
         self._thread.start()
         deadline = time.monotonic() + 15.0
         while not self._server.started:
@@ -567,8 +583,12 @@ class FakeOpenAIServer:
     def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
 
     @property
@@ -594,16 +614,25 @@ class FakeOpenAIServer:
         return f"{self.url}/v1"
 
     # ------------------------------------------------------------- scripting
-    def script(self, model: str, reply: ReplySpec = None, *, ttft: float = 0.0,
-               token_delay: float = 0.0, latency: Callable[[], float] | None = None,
-               failures: list[Failure] | None = None) -> None:
+    def script(
+        self,
+        model: str,
+        reply: ReplySpec = None,
+        *,
+        ttft: float = 0.0,
+        token_delay: float = 0.0,
+        latency: Callable[[], float] | None = None,
+        failures: list[Failure] | None = None,
+    ) -> None:
         """Script ``model`` (replacing any earlier script for it).
 
         Args:
             reply: fixed text, a callable ``RecordedRequest -> str``, or None
                 for :func:`default_reply`.
-            ttft: seconds before the first content chunk (streaming) / part of
-                the total wait (non-streaming).
+            ttft: time to first token, counted from the request's arrival
+                (after any ``Failure.hang``).  Streaming: the 200 status and
+                headers go out at once, the role chunk and the first content
+                chunk after ``ttft``; non-streaming: part of the total wait.
             token_delay: seconds between content chunks; non-streaming answers
                 wait ``ttft + n_chunks * token_delay``.
             latency: if given, called once per request to draw the ttft
@@ -612,8 +641,9 @@ class FakeOpenAIServer:
                 failures (None keeps failures queued with :meth:`fail`).
         """
         with self._lock:
-            self._scripts[model] = _Script(reply=reply, ttft=ttft, token_delay=token_delay,
-                                           latency=latency)
+            self._scripts[model] = _Script(
+                reply=reply, ttft=ttft, token_delay=token_delay, latency=latency
+            )
             if failures is not None:
                 self._failures[model] = collections.deque(failures)
 
@@ -675,12 +705,14 @@ class FakeOpenAIServer:
     # -------------------------------------------------------------- the app
     def _build_app(self) -> Starlette:
         chat = _ASGIEndpoint(self._chat_completions)
-        return Starlette(routes=[
-            Route("/v1/chat/completions", chat, methods=["POST"]),
-            Route("/chat/completions", chat, methods=["POST"]),
-            Route("/v1/models", self._models, methods=["GET"]),
-            Route("/models", self._models, methods=["GET"]),
-        ])
+        return Starlette(
+            routes=[
+                Route("/v1/chat/completions", chat, methods=["POST"]),
+                Route("/chat/completions", chat, methods=["POST"]),
+                Route("/v1/models", self._models, methods=["GET"]),
+                Route("/models", self._models, methods=["GET"]),
+            ]
+        )
 
     async def _outer_app(self, scope: Scope, receive: Receive, send: Send) -> None:
         # uvicorn hands us its RequestResponseCycle.send bound method; keep the
@@ -695,16 +727,21 @@ class FakeOpenAIServer:
         with self._lock:
             ids = list(self._scripts)
         created = int(time.time())
-        return JSONResponse({
-            "object": "list",
-            "data": [{"id": m, "object": "model", "created": created, "owned_by": "fake-openai"}
-                     for m in ids],
-        })
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": [
+                    {"id": m, "object": "model", "created": created, "owned_by": "fake-openai"}
+                    for m in ids
+                ],
+            }
+        )
 
     async def _chat_completions(self, scope: Scope, receive: Receive, send: Send) -> None:
         arrived = time.perf_counter()
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1")
-                   for k, v in scope.get("headers", [])}
+        headers = {
+            k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])
+        }
         request = Request(scope, receive)
         raw = await request.body()
         parsed: Any
@@ -717,8 +754,14 @@ class FakeOpenAIServer:
         model = model if isinstance(model, str) else ""
         messages_raw = body.get("messages")
         messages: list[dict[str, Any]] = messages_raw if isinstance(messages_raw, list) else []
-        record = RecordedRequest(model=model, messages=messages, body=body, headers=headers,
-                                 stream=body.get("stream") is True, started=arrived)
+        record = RecordedRequest(
+            model=model,
+            messages=messages,
+            body=body,
+            headers=headers,
+            stream=body.get("stream") is True,
+            started=arrived,
+        )
         with self._lock:
             self._counter += 1
             completion_id = f"chatcmpl-fake{self._counter:06d}"
@@ -749,8 +792,11 @@ class FakeOpenAIServer:
                 await exchange.send_error(400, "'messages' is a required property")
             elif self.strict and not known:
                 await exchange.send_error(
-                    404, f"The model `{model}` does not exist or you do not have access to it.",
-                    error_type="invalid_request_error", code="model_not_found")
+                    404,
+                    f"The model `{model}` does not exist or you do not have access to it.",
+                    error_type="invalid_request_error",
+                    code="model_not_found",
+                )
             else:
                 await self._answer(exchange, script or _Script(), failure)
         except _AbortConnection:
@@ -763,11 +809,11 @@ class FakeOpenAIServer:
         finally:
             if record.finished is None:
                 record.finished = time.perf_counter()
-            await exchange.close()
             self._exchanges.discard(exchange)
             with self._lock:
                 self._in_flight_total -= 1
                 self._in_flight[model] = self._in_flight.get(model, 1) - 1
+            await exchange.close()
 
     async def _answer(self, ex: _Exchange, script: _Script, failure: Failure | None) -> None:
         record = ex.record
@@ -781,8 +827,13 @@ class FakeOpenAIServer:
                 return
             begin = time.perf_counter()
         if failure is not None and failure.status is not None:
-            await ex.send_error(failure.status, failure.message, retry_after=failure.retry_after,
-                                error_type=failure.error_type, code=failure.code)
+            await ex.send_error(
+                failure.status,
+                failure.message,
+                retry_after=failure.retry_after,
+                error_type=failure.error_type,
+                code=failure.code,
+            )
             return
 
         reply_spec = script.reply
@@ -794,10 +845,13 @@ class FakeOpenAIServer:
             text = reply_spec(record)
         chunks = split_tokens(text)
         finish_reason = "stop"
-        limits = [v for v in (body.get("max_tokens"), body.get("max_completion_tokens"))
-                  if isinstance(v, int) and not isinstance(v, bool)]
+        limits = [
+            v
+            for v in (body.get("max_tokens"), body.get("max_completion_tokens"))
+            if isinstance(v, int) and not isinstance(v, bool)
+        ]
         if limits and min(limits) < len(chunks):
-            chunks = chunks[:max(min(limits), 0)]
+            chunks = chunks[: max(min(limits), 0)]
             finish_reason = "length"
         record.reply = "".join(chunks)
         ttft = float(script.latency()) if script.latency is not None else script.ttft
@@ -826,13 +880,14 @@ class FakeOpenAIServer:
                 "created": created,
                 "model": record.model,
                 "system_fingerprint": "fp_fake",
-                "choices": [{
-                    "index": 0,
-                    "message": {"role": "assistant", "content": record.reply,
-                                "refusal": None},
-                    "logprobs": None,
-                    "finish_reason": finish_reason,
-                }],
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": record.reply, "refusal": None},
+                        "logprobs": None,
+                        "finish_reason": finish_reason,
+                    }
+                ],
                 "usage": usage,
             }
             await ex.send_json(200, json.dumps(payload).encode())
@@ -840,8 +895,9 @@ class FakeOpenAIServer:
 
         # ---- streaming ----
         stream_options = body.get("stream_options")
-        include_usage = isinstance(stream_options, dict) and \
-            stream_options.get("include_usage") is True
+        include_usage = (
+            isinstance(stream_options, dict) and stream_options.get("include_usage") is True
+        )
 
         def chunk(delta: dict[str, Any], finish: str | None) -> bytes:
             payload: dict[str, Any] = {
@@ -850,25 +906,28 @@ class FakeOpenAIServer:
                 "created": created,
                 "model": record.model,
                 "system_fingerprint": "fp_fake",
-                "choices": [{"index": 0, "delta": delta, "logprobs": None,
-                             "finish_reason": finish}],
+                "choices": [
+                    {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+                ],
             }
             if include_usage:
                 payload["usage"] = None
             return _sse(payload)
 
-        await ex.start_response(200, [
-            (b"content-type", b"text/event-stream; charset=utf-8"),
-            (b"cache-control", b"no-cache"),
-            (b"x-request-id", completion_id.encode()),
-        ])
-        to_send = chunks if drop is None else chunks[:max(drop, 0)]
+        await ex.start_response(
+            200,
+            [
+                (b"content-type", b"text/event-stream; charset=utf-8"),
+                (b"cache-control", b"no-cache"),
+                (b"x-request-id", completion_id.encode()),
+            ],
+        )
+        to_send = chunks if drop is None else chunks[: max(drop, 0)]
         first_at = begin + ttft
         if not await ex.wait_until(first_at):
             await ex.on_interrupt()
             return
-        await ex.body(chunk({"role": "assistant", "content": "", "refusal": None}, None),
-                      more=True)
+        await ex.body(chunk({"role": "assistant", "content": "", "refusal": None}, None), more=True)
         for i, token in enumerate(to_send):
             if i and not await ex.wait_until(first_at + i * delay):
                 await ex.on_interrupt()
@@ -884,14 +943,16 @@ class FakeOpenAIServer:
         record.finish_reason = finish_reason
         tail = chunk({}, finish_reason)
         if include_usage:
-            tail += _sse({
-                "id": completion_id,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": record.model,
-                "system_fingerprint": "fp_fake",
-                "choices": [],
-                "usage": usage,
-            })
+            tail += _sse(
+                {
+                    "id": completion_id,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": record.model,
+                    "system_fingerprint": "fp_fake",
+                    "choices": [],
+                    "usage": usage,
+                }
+            )
         tail += b"data: [DONE]\n\n"
         await ex.body(tail, more=False)

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import openai
@@ -20,8 +20,9 @@ import pytest
 from langchain_core.messages import AIMessageChunk
 from langchain_openai import ChatOpenAI
 from langchain_together import ChatTogether
+from openai.types.chat import ChatCompletionMessageParam
 
-try:  # plain `pytest`: tests/ is not a package, pytest puts tests/ itself on sys.path
+if TYPE_CHECKING:
     from fake_openai import (
         Failure,
         FakeOpenAIServer,
@@ -30,17 +31,29 @@ try:  # plain `pytest`: tests/ is not a package, pytest puts tests/ itself on sy
         default_reply,
         split_tokens,
     )
-except ModuleNotFoundError:  # tests/ became a package (tests/__init__.py)
-    from tests.fake_openai import (  # type: ignore[no-redef]
-        Failure,
-        FakeOpenAIServer,
-        RecordedRequest,
-        count_prompt_tokens,
-        default_reply,
-        split_tokens,
-    )
+else:
+    try:  # plain `pytest`: tests/ is not a package, pytest puts tests/ itself on sys.path
+        from fake_openai import (
+            Failure,
+            FakeOpenAIServer,
+            RecordedRequest,
+            count_prompt_tokens,
+            default_reply,
+            split_tokens,
+        )
+    except ModuleNotFoundError:  # tests/ became a package (tests/__init__.py)
+        from tests.fake_openai import (
+            Failure,
+            FakeOpenAIServer,
+            RecordedRequest,
+            count_prompt_tokens,
+            default_reply,
+            split_tokens,
+        )
 
-USER = [{"role": "user", "content": "What is the capital of France?"}]
+USER: list[ChatCompletionMessageParam] = [
+    {"role": "user", "content": "What is the capital of France?"}
+]
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +86,7 @@ def client(server: FakeOpenAIServer, **kwargs: Any) -> openai.OpenAI:
 
 def test_openai_non_streaming_default_reply_and_usage(server: FakeOpenAIServer) -> None:
     with client(server) as c:
-        resp = c.chat.completions.create(model="gpt-fake", messages=USER)  # type: ignore[arg-type]
+        resp = c.chat.completions.create(model="gpt-fake", messages=USER)
     expected = default_reply("gpt-fake", USER)
     assert expected.startswith("Answer from gpt-fake: ")
     assert "What is the capital of France?" in expected
@@ -103,13 +116,18 @@ def test_openai_streaming_chunks_and_usage(server: FakeOpenAIServer) -> None:
     server.script("streamer", "Paris is the capital of France.")
     with client(server) as c:
         stream = c.chat.completions.create(
-            model="streamer", messages=USER, stream=True,  # type: ignore[arg-type]
+            model="streamer",
+            messages=USER,
+            stream=True,
             stream_options={"include_usage": True},
         )
         chunks = list(stream)
     assert chunks[0].choices[0].delta.role == "assistant"
-    contents = [ch.choices[0].delta.content for ch in chunks[1:] if ch.choices
-                and ch.choices[0].delta.content]
+    contents = [
+        ch.choices[0].delta.content
+        for ch in chunks[1:]
+        if ch.choices and ch.choices[0].delta.content
+    ]
     assert contents == ["Paris ", "is ", "the ", "capital ", "of ", "France."]
     finish = [ch.choices[0].finish_reason for ch in chunks if ch.choices]
     assert finish[-1] == "stop" and set(finish[:-1]) == {None}
@@ -131,8 +149,7 @@ def test_openai_streaming_chunks_and_usage(server: FakeOpenAIServer) -> None:
 def test_streaming_without_include_usage_sends_no_usage(server: FakeOpenAIServer) -> None:
     server.script("m", "one two")
     with client(server) as c:
-        chunks = list(c.chat.completions.create(model="m", messages=USER,  # type: ignore[arg-type]
-                                                stream=True))
+        chunks = list(c.chat.completions.create(model="m", messages=USER, stream=True))
     assert all(ch.usage is None for ch in chunks)
     assert all(ch.choices for ch in chunks)
     assert [ch.choices[0].delta.content for ch in chunks[1:-1]] == ["one ", "two"]
@@ -141,10 +158,9 @@ def test_streaming_without_include_usage_sends_no_usage(server: FakeOpenAIServer
 def test_max_tokens_cuts_reply_with_finish_reason_length(server: FakeOpenAIServer) -> None:
     server.script("m", "a b c d e f")
     with client(server) as c:
-        resp = c.chat.completions.create(model="m", messages=USER, max_tokens=3)  # type: ignore[arg-type]
-        resp2 = c.chat.completions.create(model="m", messages=USER,  # type: ignore[arg-type]
-                                          max_completion_tokens=2)
-        resp3 = c.chat.completions.create(model="m", messages=USER, max_tokens=50)  # type: ignore[arg-type]
+        resp = c.chat.completions.create(model="m", messages=USER, max_tokens=3)
+        resp2 = c.chat.completions.create(model="m", messages=USER, max_completion_tokens=2)
+        resp3 = c.chat.completions.create(model="m", messages=USER, max_tokens=50)
     assert resp.choices[0].message.content == "a b c "
     assert resp.choices[0].finish_reason == "length"
     assert resp.usage is not None and resp.usage.completion_tokens == 3
@@ -154,17 +170,24 @@ def test_max_tokens_cuts_reply_with_finish_reason_length(server: FakeOpenAIServe
 
 
 def test_prompt_tokens_count_text_parts(server: FakeOpenAIServer) -> None:
-    messages: list[dict[str, Any]] = [
+    messages: list[ChatCompletionMessageParam] = [
         {"role": "system", "content": "You are terse."},
-        {"role": "user", "content": [{"type": "text", "text": "first part"},
-                                     {"type": "text", "text": "and the   second"}]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "first part"},
+                {"type": "text", "text": "and the   second"},
+            ],
+        },
     ]
     assert count_prompt_tokens(messages) == 3 + 3 + 5 + 3
     with client(server) as c:
-        resp = c.chat.completions.create(model="m", messages=messages)  # type: ignore[arg-type]
+        resp = c.chat.completions.create(model="m", messages=messages)
     assert resp.usage is not None and resp.usage.prompt_tokens == 14
-    assert resp.choices[0].message.content == \
-        'Answer from m: I considered "first part and the second" and this is my reply.'
+    assert (
+        resp.choices[0].message.content
+        == 'Answer from m: I considered "first part and the second" and this is my reply.'
+    )
     assert server.requests[0].messages == messages
 
 
@@ -175,9 +198,9 @@ def test_reply_callable_latency_and_models_endpoint(server: FakeOpenAIServer) ->
     server.script("echo", echo)
     server.script("slow", "ok", latency=lambda: 0.2)
     with client(server) as c:
-        resp = c.chat.completions.create(model="echo", messages=USER * 2)  # type: ignore[arg-type]
+        resp = c.chat.completions.create(model="echo", messages=USER * 2)
         t0 = time.perf_counter()
-        c.chat.completions.create(model="slow", messages=USER)  # type: ignore[arg-type]
+        c.chat.completions.create(model="slow", messages=USER)
         elapsed = time.perf_counter() - t0
         ids = {m.id for m in c.models.list()}
     assert resp.choices[0].message.content == "echo saw 2 messages"
@@ -186,8 +209,11 @@ def test_reply_callable_latency_and_models_endpoint(server: FakeOpenAIServer) ->
 
 
 def test_invalid_json_is_400_and_recorded(server: FakeOpenAIServer) -> None:
-    r = httpx.post(server.base_url + "/chat/completions", content=b"{nope",
-                   headers={"content-type": "application/json"})
+    r = httpx.post(
+        server.base_url + "/chat/completions",
+        content=b"{nope",
+        headers={"content-type": "application/json"},
+    )
     assert r.status_code == 400
     assert r.json()["error"]["type"] == "invalid_request_error"
     assert server.requests[0].status == 400
@@ -200,8 +226,13 @@ def test_invalid_json_is_400_and_recorded(server: FakeOpenAIServer) -> None:
 
 def test_langchain_chat_openai_invoke_and_stream(server: FakeOpenAIServer) -> None:
     server.script("lc-model", "Bonjour from the fake.")
-    llm = ChatOpenAI(model="lc-model", base_url=server.base_url, api_key="test-key",  # type: ignore[arg-type]
-                     stream_usage=True, max_retries=0)
+    llm = ChatOpenAI(
+        model="lc-model",
+        base_url=server.base_url,
+        api_key="test-key",
+        stream_usage=True,
+        max_retries=0,
+    )
     msg = llm.invoke("Say hi")
     assert msg.content == "Bonjour from the fake."
     assert msg.usage_metadata is not None
@@ -226,8 +257,9 @@ def test_langchain_chat_openai_invoke_and_stream(server: FakeOpenAIServer) -> No
 
 
 def test_langchain_chat_together(server: FakeOpenAIServer) -> None:
-    llm = ChatTogether(base_url=server.base_url, api_key="k",  # type: ignore[call-arg, arg-type]
-                       model="together/model-x", max_retries=0)
+    llm = ChatTogether(
+        base_url=server.base_url, api_key="k", model="together/model-x", max_retries=0
+    )
     msg = llm.invoke("Hello Together")
     expected = default_reply("together/model-x", [{"role": "user", "content": "Hello Together"}])
     assert msg.content == expected
@@ -255,7 +287,7 @@ def test_scripted_429_with_retry_after(server: FakeOpenAIServer) -> None:
     assert server.pending_failures("limited") == 1
     with client(server) as c:
         with pytest.raises(openai.RateLimitError) as info:
-            c.chat.completions.create(model="limited", messages=USER)  # type: ignore[arg-type]
+            c.chat.completions.create(model="limited", messages=USER)
         err = info.value
         assert err.status_code == 429
         assert err.response.headers["retry-after"] == "2"
@@ -263,18 +295,28 @@ def test_scripted_429_with_retry_after(server: FakeOpenAIServer) -> None:
         assert err.type == "rate_limit_error"
         assert "Slow down" in err.message
         # The failure was consumed: the next request succeeds.
-        ok = c.chat.completions.create(model="limited", messages=USER)  # type: ignore[arg-type]
+        ok = c.chat.completions.create(model="limited", messages=USER)
     assert ok.choices[0].message.content == default_reply("limited", USER)
     assert [r.status for r in server.requests_for("limited")] == [429, 200]
     assert server.requests[0].failure is not None
 
 
 def test_client_retries_honour_retry_after(server: FakeOpenAIServer) -> None:
-    server.script("flaky", "fine", failures=[Failure(status=503, retry_after="0"),
-                                             Failure(status=500)])
+    # Without the header the SDK would back off >= ~1 s over two retries.
+    server.script(
+        "flaky",
+        "fine",
+        failures=[
+            Failure(status=503, retry_after="0.01"),
+            Failure(status=500, retry_after="0.01"),
+        ],
+    )
     with client(server, max_retries=2) as c:
-        resp = c.chat.completions.create(model="flaky", messages=USER)  # type: ignore[arg-type]
+        t0 = time.perf_counter()
+        resp = c.chat.completions.create(model="flaky", messages=USER)
+        elapsed = time.perf_counter() - t0
     assert resp.choices[0].message.content == "fine"
+    assert elapsed < 0.9, elapsed
     recs = server.requests_for("flaky")
     assert [r.status for r in recs] == [503, 500, 200]
     assert [r.headers.get("x-stainless-retry-count") for r in recs] == ["0", "1", "2"]
@@ -287,8 +329,7 @@ def test_drop_after_tokens_streaming(server: FakeOpenAIServer) -> None:
     raised: BaseException | None = None
     with client(server) as c:
         try:
-            for ch in c.chat.completions.create(model="dropper", messages=USER,  # type: ignore[arg-type]
-                                                stream=True):
+            for ch in c.chat.completions.create(model="dropper", messages=USER, stream=True):
                 if ch.choices:
                     finish_reasons.append(ch.choices[0].finish_reason)
                     if ch.choices[0].delta.content:
@@ -308,18 +349,19 @@ def test_drop_after_tokens_streaming(server: FakeOpenAIServer) -> None:
 def test_drop_non_streaming_closes_without_response(server: FakeOpenAIServer) -> None:
     server.fail("dropper", Failure(drop_after_tokens=0))
     with client(server) as c, pytest.raises(openai.APIConnectionError):
-        c.chat.completions.create(model="dropper", messages=USER)  # type: ignore[arg-type]
+        c.chat.completions.create(model="dropper", messages=USER)
     server.wait_idle()
     [rec] = server.requests
     assert rec.status == 0
 
 
 def test_hang_triggers_client_timeout_and_is_recorded_as_disconnect(
-        server: FakeOpenAIServer) -> None:
+    server: FakeOpenAIServer,
+) -> None:
     server.fail("hanger", Failure(hang=10))
     t0 = time.perf_counter()
     with client(server, timeout=0.3) as c, pytest.raises(openai.APITimeoutError):
-        c.chat.completions.create(model="hanger", messages=USER)  # type: ignore[arg-type]
+        c.chat.completions.create(model="hanger", messages=USER)
     assert time.perf_counter() - t0 < 2.0
     assert server.wait_idle(5.0)
     [rec] = server.requests
@@ -331,8 +373,7 @@ def test_hang_triggers_client_timeout_and_is_recorded_as_disconnect(
 def test_early_stream_close_is_recorded_as_disconnect(server: FakeOpenAIServer) -> None:
     server.script("long", " ".join(f"t{i}" for i in range(40)), token_delay=0.05)
     with client(server) as c:
-        stream = c.chat.completions.create(model="long", messages=USER,  # type: ignore[arg-type]
-                                           stream=True)
+        stream = c.chat.completions.create(model="long", messages=USER, stream=True)
         seen = 0
         for ch in stream:
             if ch.choices and ch.choices[0].delta.content:
@@ -359,7 +400,7 @@ def test_concurrent_requests_overlap(server: FakeOpenAIServer) -> None:
         c.models.list()  # warm the client up outside the timed region
 
         def call(_: int) -> str | None:
-            resp = c.chat.completions.create(model="par", messages=USER)  # type: ignore[arg-type]
+            resp = c.chat.completions.create(model="par", messages=USER)
             return resp.choices[0].message.content
 
         with ThreadPoolExecutor(max_workers=8) as pool:
@@ -377,12 +418,11 @@ def test_concurrent_async_streams_overlap(server: FakeOpenAIServer) -> None:
     server.script("apar", "x y z", ttft=0.3, token_delay=0.01)
 
     async def main() -> float:
-        async with openai.AsyncOpenAI(base_url=server.base_url, api_key="k",
-                                      max_retries=0) as ac:
+        async with openai.AsyncOpenAI(base_url=server.base_url, api_key="k", max_retries=0) as ac:
+
             async def one() -> str:
                 parts: list[str] = []
-                stream = await ac.chat.completions.create(
-                    model="apar", messages=USER, stream=True)  # type: ignore[arg-type]
+                stream = await ac.chat.completions.create(model="apar", messages=USER, stream=True)
                 async for ch in stream:
                     if ch.choices and ch.choices[0].delta.content:
                         parts.append(ch.choices[0].delta.content)
@@ -403,8 +443,7 @@ def test_first_chunk_arrives_well_before_last(server: FakeOpenAIServer) -> None:
     with client(server) as c:
         c.models.list()
         t0 = time.perf_counter()
-        for ch in c.chat.completions.create(model="ticker", messages=USER,  # type: ignore[arg-type]
-                                            stream=True):
+        for ch in c.chat.completions.create(model="ticker", messages=USER, stream=True):
             if ch.choices and ch.choices[0].delta.content:
                 arrivals.append(time.perf_counter() - t0)
     assert len(arrivals) == 10
@@ -424,9 +463,9 @@ def test_strict_mode_rejects_unknown_models() -> None:
         srv.script("known", "yes")
         with client(srv) as c:
             with pytest.raises(openai.NotFoundError) as info:
-                c.chat.completions.create(model="unknown", messages=USER)  # type: ignore[arg-type]
+                c.chat.completions.create(model="unknown", messages=USER)
             assert info.value.code == "model_not_found"
-            ok = c.chat.completions.create(model="known", messages=USER)  # type: ignore[arg-type]
+            ok = c.chat.completions.create(model="known", messages=USER)
         assert ok.choices[0].message.content == "yes"
         assert [r.status for r in srv.requests] == [404, 200]
 
@@ -435,12 +474,15 @@ def test_reset_clears_scripts_failures_and_records(server: FakeOpenAIServer) -> 
     server.script("a", "scripted", ttft=0.0)
     server.fail("a", Failure(status=500))
     with client(server) as c:
-        c.chat.completions.create(model="b", messages=USER)  # type: ignore[arg-type]
+        c.chat.completions.create(model="b", messages=USER)
+    # The client can hold its answer a moment before the server has
+    # finished the request; wait so the peak restarts from zero.
+    assert server.wait_idle()
     server.reset()
     assert server.requests == [] and server.max_concurrency() == 0
     assert server.pending_failures("a") == 0
     with client(server) as c:
-        resp = c.chat.completions.create(model="a", messages=USER)  # type: ignore[arg-type]
+        resp = c.chat.completions.create(model="a", messages=USER)
     assert resp.choices[0].message.content == default_reply("a", USER)
 
 
@@ -457,8 +499,7 @@ def test_stop_is_prompt_and_idempotent_with_requests_in_flight() -> None:
     def background() -> None:
         with openai.OpenAI(base_url=base_url, api_key="k", max_retries=0) as c:
             try:
-                for _ in c.chat.completions.create(model="forever", messages=USER,  # type: ignore[arg-type]
-                                                   stream=True):
+                for _ in c.chat.completions.create(model="forever", messages=USER, stream=True):
                     pass
             except (openai.APIError, httpx.HTTPError) as exc:
                 errors.append(exc)

@@ -1,0 +1,80 @@
+"""Drive the graph for one turn: stream the answer, feed progress, return the final state."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from langchain_core.messages import AIMessageChunk, HumanMessage
+from langchain_core.runnables import RunnableConfig
+from langgraph.graph.state import CompiledStateGraph
+
+from cli.progress import Progress
+from nodes.aggregate import ANSWER_TAG
+from nodes.context import Context
+from nodes.records import usage_by_model
+
+
+async def run_turn(
+    graph: CompiledStateGraph[Any, Any, Any, Any],
+    prompt: str,
+    ctx: Context,
+    progress: Progress,
+    on_token: Callable[[str], None] | None,
+    on_layer: Callable[[list[dict[str, Any]]], None] | None = None,
+    config: RunnableConfig | None = None,
+) -> dict[str, Any]:
+    """Run one user turn; tokens of the final answer go to ``on_token`` as they arrive."""
+    start = time.perf_counter()
+    first_token: float | None = None
+    final: dict[str, Any] = {}
+    async for mode, payload in graph.astream(
+        {"messages": [HumanMessage(prompt)]},
+        config,
+        context=ctx,
+        stream_mode=["messages", "custom", "updates", "values"],
+    ):
+        if mode == "messages":
+            chunk, meta = payload
+            if ANSWER_TAG in meta.get("tags", ()) and isinstance(chunk, AIMessageChunk):
+                text = chunk.text
+                if text:
+                    if first_token is None:
+                        first_token = time.perf_counter() - start
+                        progress.stop()
+                    if on_token is not None:
+                        on_token(text)
+        elif mode == "custom" and payload.get("event") == "proposal":
+            progress.proposal(payload)
+        elif mode == "updates" and on_layer is not None and "join" in payload:
+            layers = payload["join"]["layers"]
+            # join writes Overwrite([...]) for layer 1 and [...] for later layers
+            value = getattr(layers, "value", layers)
+            on_layer(value[-1])
+        elif mode == "values":
+            final = payload
+    final["timings"] = {
+        "total_s": time.perf_counter() - start,
+        "first_token_s": first_token,
+        "layers_s": [max((p["latency_s"] for p in lay), default=0.0) for lay in final["layers"]],
+        "aggregator_s": final["answer"]["latency_s"],
+    }
+    final["usage"] = usage_by_model(final.get("layers", []), final.get("answer"))
+    return final
+
+
+def report(final: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    """The --json object: answer, per-layer responses, usage per model, timings."""
+    return {
+        "answer": final["messages"][-1].text,
+        "aggregator": final["answer"]["model"],
+        "layers": final.get("layers", []),
+        "usage": final["usage"],
+        "timings": final["timings"],
+        "settings": {
+            "layers": ctx.layers,
+            "proposers": [[s.model for s in ctx.proposers_of(i)] for i in range(1, ctx.layers)],
+            "aggregator": ctx.aggregator.model,
+        },
+    }
