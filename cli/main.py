@@ -1,8 +1,8 @@
 """``moa``: ask a Mixture-of-Agents from the terminal.
 
-    moa "What are some fun things to do in SF?"
-    moa --preset moa-lite --show-proposals "Explain RAFT consensus"
-    moa chat
+moa "What are some fun things to do in SF?"
+moa --preset moa-lite --show-proposals "Explain RAFT consensus"
+moa chat
 """
 
 from __future__ import annotations
@@ -96,27 +96,41 @@ def ask(
     if prompt == "-":
         prompt = sys.stdin.read()
     if not prompt.strip():
-        fail("the prompt is empty: give a question, e.g. moa \"What is MoA?\"", 2)
+        fail('the prompt is empty: give a question, e.g. moa "What is MoA?"', 2)
     ctx = _context(
-        preset=preset, config=config, proposers=proposer, aggregator=aggregator,
-        layers=layers, temperature=temperature, max_tokens=max_tokens,
+        preset=preset,
+        config=config,
+        proposers=proposer,
+        aggregator=aggregator,
+        layers=layers,
+        temperature=temperature,
+        max_tokens=max_tokens,
     )
-    from cli.progress import Progress
-    from cli.run import report, run_turn
-    from graphs import graph
-
-    with Progress(ctx, err) as progress:
-        final = _run(
-            run_turn(
-                graph, prompt, ctx, progress,
-                on_token=None if as_json else write,
-                on_layer=print_layer if show_proposals and not as_json else None,
-            )
-        )
+    final = _run(_ask(prompt, ctx, show_proposals=show_proposals, as_json=as_json))
     if as_json:
+        from cli.run import report
+
         print(json.dumps(report(final, ctx), indent=2, ensure_ascii=False))
     else:
         write("\n")
+
+
+async def _ask(prompt: str, ctx: Any, *, show_proposals: bool, as_json: bool) -> Any:
+    from cli.progress import Progress
+    from cli.run import run_turn
+    from cli.settings import preflight
+    from graphs import graph
+
+    preflight(ctx)  # inside the loop: the clients built here are the ones the run reuses
+    with Progress(ctx, err) as progress:
+        return await run_turn(
+            graph,
+            prompt,
+            ctx,
+            progress,
+            on_token=None if as_json else write,
+            on_layer=print_layer if show_proposals and not as_json else None,
+        )
 
 
 @app.command(help="An interactive multi-turn session; every turn goes through MoA.")
@@ -131,33 +145,51 @@ def chat(
     show_proposals: ShowOpt = False,
 ) -> None:
     ctx = _context(
-        preset=preset, config=config, proposers=proposer, aggregator=aggregator,
-        layers=layers, temperature=temperature, max_tokens=max_tokens,
+        preset=preset,
+        config=config,
+        proposers=proposer,
+        aggregator=aggregator,
+        layers=layers,
+        temperature=temperature,
+        max_tokens=max_tokens,
     )
+    _run(_chat(ctx, show_proposals=show_proposals))
+
+
+async def _chat(ctx: Any, *, show_proposals: bool) -> None:
     from langgraph.checkpoint.memory import InMemorySaver
 
     from cli.progress import Progress
     from cli.run import run_turn
+    from cli.settings import preflight
     from graphs import build_moa_graph
 
+    preflight(ctx)
     # The checkpointer keeps the conversation: each turn sends only the new user message.
     graph = build_moa_graph().compile(checkpointer=InMemorySaver(), name="moa-chat")
-    config: Any = {"configurable": {"thread_id": str(uuid.uuid4())}}
+    thread: Any = {"configurable": {"thread_id": str(uuid.uuid4())}}
     err.print("moa chat: type a message, 'exit' or Ctrl-D to leave.")
     while True:
         err.print("> ", end="")
-        line = sys.stdin.readline()
+        line = await asyncio.to_thread(sys.stdin.readline)
         if not line or line.strip() in {"exit", "quit", "/exit"}:
             break
         if not line.strip():
             continue
-        with Progress(ctx, err) as progress:
-            _run(
-                run_turn(
-                    graph, line.strip(), ctx, progress, on_token=write,
-                    on_layer=print_layer if show_proposals else None, config=config,
+        try:
+            with Progress(ctx, err) as progress:
+                await run_turn(
+                    graph,
+                    line.strip(),
+                    ctx,
+                    progress,
+                    on_token=write,
+                    on_layer=print_layer if show_proposals else None,
+                    config=thread,
                 )
-            )
+        except MoAError as exc:  # one failed turn does not end the session
+            err.print(f"moa: error: {exc}", markup=False)
+            continue
         write("\n\n")
 
 

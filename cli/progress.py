@@ -32,7 +32,10 @@ class Progress:
     def __enter__(self) -> Progress:
         if self.console.is_terminal and self.ctx.proposer_layers:
             self.live = Live(
-                self._render(), console=self.console, transient=True, refresh_per_second=8,
+                self._render(),
+                console=self.console,
+                transient=True,
+                refresh_per_second=8,
                 get_renderable=self._render,
             )
             self.live.__enter__()

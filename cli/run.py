@@ -29,6 +29,8 @@ async def run_turn(
     start = time.perf_counter()
     first_token: float | None = None
     final: dict[str, Any] = {}
+    mode: str
+    payload: Any
     async for mode, payload in graph.astream(
         {"messages": [HumanMessage(prompt)]},
         config,

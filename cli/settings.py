@@ -43,9 +43,7 @@ def context_from_flags(
         "max_tokens": max_tokens,
     }
     data.update({k: v for k, v in overrides.items() if v is not None})
-    ctx = build_context(data, source)
-    preflight(ctx)
-    return ctx
+    return build_context(data, source)
 
 
 def preflight(ctx: Context) -> None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from typing import Any
 
 from langchain_core.messages import AIMessage, AnyMessage
 from langgraph.runtime import Runtime
 from langgraph.types import Overwrite
+from typing_extensions import TypedDict
 
 from nodes.calls import CallFailedError, call_model
 from nodes.context import Context

@@ -124,7 +124,7 @@ async def _attempt(
     async for chunk in model.astream(list(messages), config):
         if ttft is None and chunk.content:
             ttft = time.perf_counter() - start
-        total = chunk if total is None else total + chunk  # type: ignore[assignment]
+        total = chunk if total is None else total + chunk
     if total is None or not _finished(model, total):
         raise StreamBrokenError("the stream ended before the answer was complete")
     return total, ttft

@@ -21,6 +21,16 @@ from nodes.prompts import AGGREGATION_PROMPT
 MODEL_NAME = re.compile(r"^(?P<provider>[a-z][a-z0-9_\-]*):(?P<name>\S.*)$")
 
 
+# Models Together serves today (see nodes/presets/together.toml, which repeats them as data).
+DEFAULT_PROPOSERS = (
+    "together:Qwen/Qwen2.5-72B-Instruct-Turbo",
+    "together:meta-llama/Llama-3.3-70B-Instruct-Turbo",
+    "together:deepseek-ai/DeepSeek-V3",
+    "together:mistralai/Mistral-Small-24B-Instruct-2501",
+)
+DEFAULT_AGGREGATOR = "together:Qwen/Qwen2.5-72B-Instruct-Turbo"
+
+
 class ModelSpec(BaseModel):
     """One model endpoint. A bare string ``"provider:model"`` is accepted wherever a spec is."""
 
@@ -30,7 +40,10 @@ class ModelSpec(BaseModel):
         description="Model named 'provider:model', e.g. 'together:Qwen/Qwen2.5-72B-Instruct-Turbo'."
     )
     temperature: float | None = Field(
-        default=None, ge=0, le=2, description="Sampling temperature; unset uses Context.temperature."
+        default=None,
+        ge=0,
+        le=2,
+        description="Sampling temperature; unset uses Context.temperature.",
     )
     max_tokens: int | None = Field(
         default=None, gt=0, description="Answer length limit; unset uses Context.max_tokens."
@@ -106,9 +119,7 @@ class Context(BaseModel):
     max_tokens: int = Field(
         default=512, gt=0, description="Default answer length limit for every model."
     )
-    timeout: float = Field(
-        default=120.0, gt=0, description="Default per-call timeout in seconds."
-    )
+    timeout: float = Field(default=120.0, gt=0, description="Default per-call timeout in seconds.")
     max_attempts: int = Field(
         default=3, ge=1, le=10, description="Attempts per model call, the first one included."
     )
@@ -130,7 +141,7 @@ class Context(BaseModel):
         if self.layer_proposers is not None and len(self.layer_proposers) != self.layers - 1:
             raise ValueError(
                 f"layer_proposers has {len(self.layer_proposers)} lists but layers={self.layers} "
-                f"needs {self.layers - 1} (one per proposer layer; the aggregator is the last layer)"
+                f"needs {self.layers - 1} (one per proposer layer; the aggregator is the last)"
             )
         if self.layers > 1 and not self.layer_proposers and not self.proposers:
             raise ValueError("proposers is empty: a MoA run needs at least one proposer")
@@ -154,13 +165,3 @@ class Context(BaseModel):
             seen.update(dict.fromkeys(self.proposers_of(layer)))
         seen[self.aggregator] = None
         return list(seen)
-
-
-# Models Together serves today (see nodes/presets/together.toml, which repeats them as data).
-DEFAULT_PROPOSERS = (
-    "together:Qwen/Qwen2.5-72B-Instruct-Turbo",
-    "together:meta-llama/Llama-3.3-70B-Instruct-Turbo",
-    "together:deepseek-ai/DeepSeek-V3",
-    "together:mistralai/Mistral-Small-24B-Instruct-2501",
-)
-DEFAULT_AGGREGATOR = "together:Qwen/Qwen2.5-72B-Instruct-Turbo"

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from typing import Any
 
 from langgraph.runtime import Runtime
 from langgraph.types import Overwrite
+from typing_extensions import TypedDict
 
 from nodes.context import Context
 from nodes.errors import LayerFailedError

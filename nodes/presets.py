@@ -22,7 +22,9 @@ PRESET_DIR = resources.files("nodes") / "presets"
 
 
 def preset_names() -> list[str]:
-    return sorted(p.name.removesuffix(".toml") for p in PRESET_DIR.iterdir() if p.name.endswith(".toml"))
+    return sorted(
+        p.name.removesuffix(".toml") for p in PRESET_DIR.iterdir() if p.name.endswith(".toml")
+    )
 
 
 def default_preset_name() -> str:

@@ -51,12 +51,11 @@ async def propose(task: ProposeTask, runtime: Runtime[Context]) -> dict[str, Any
             tags=[TAG_NOSTREAM],  # proposer tokens stay out of stream_mode="messages"
         )
     except CallFailedError as exc:
-        record.update(latency_s=exc.latency_s, attempts=exc.attempts)
+        record["latency_s"], record["attempts"] = exc.latency_s, exc.attempts
         record["error"] = ErrorInfo(kind=exc.kind, message=exc.message)
     else:
-        record.update(
-            usage=usage_of(result.message), latency_s=result.latency_s, attempts=result.attempts
-        )
+        record["usage"] = usage_of(result.message)
+        record["latency_s"], record["attempts"] = result.latency_s, result.attempts
         if result.text.strip():
             record["text"] = result.text
         else:

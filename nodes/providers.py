@@ -7,9 +7,10 @@ with a base URL; every other provider LangChain knows through ``init_chat_model`
 
 from __future__ import annotations
 
+import asyncio
 import os
+import weakref
 from collections.abc import Callable
-from functools import lru_cache
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -68,7 +69,7 @@ def _together(spec: ModelSpec, ctx: Context) -> BaseChatModel:
     # A custom endpoint (a local OpenAI-compatible server) may need no key.
     key = _api_key(spec, required=base_url is None) or "not-needed"
     extra = {"base_url": base_url} if base_url else {}
-    return ChatTogether(model=spec.name, api_key=key, **extra, **_common(spec, ctx))  # type: ignore[arg-type]
+    return ChatTogether(model=spec.name, api_key=key, **extra, **_common(spec, ctx))
 
 
 def _openai_compatible(spec: ModelSpec, ctx: Context) -> BaseChatModel:
@@ -79,7 +80,7 @@ def _openai_compatible(spec: ModelSpec, ctx: Context) -> BaseChatModel:
         env, default = LOCAL_SERVERS[spec.provider]
         base_url = os.environ.get(env, default).rstrip("/") + "/v1"
     key = _api_key(spec, required=base_url is None) or "not-needed"
-    return ChatOpenAI(model=spec.name, api_key=key, base_url=base_url, **_common(spec, ctx))  # type: ignore[arg-type]
+    return ChatOpenAI(model=spec.name, api_key=key, base_url=base_url, **_common(spec, ctx))
 
 
 def _langchain(spec: ModelSpec, ctx: Context) -> BaseChatModel:
@@ -92,15 +93,24 @@ def _langchain(spec: ModelSpec, ctx: Context) -> BaseChatModel:
     common = _common(spec, ctx)
     common.pop("stream_usage")
     try:
-        return init_chat_model(spec.model, **common, **extra)
+        model: BaseChatModel = init_chat_model(spec.model, **common, **extra)
+        return model
     except ImportError as exc:
         raise ProviderError(f"provider {spec.provider!r} needs a package: {exc}") from None
+
+
+def _local(spec: ModelSpec, ctx: Context) -> BaseChatModel:
+    # Imported on use: llama.cpp is an optional extra.
+    from nodes.local import local_chat_model
+
+    return local_chat_model(spec, ctx)
 
 
 ModelFactory = Callable[[ModelSpec, Context], BaseChatModel]
 
 PROVIDERS: dict[str, ModelFactory] = {
     "together": _together,
+    "local": _local,
     "openai": _openai_compatible,
     **dict.fromkeys(LOCAL_SERVERS, _openai_compatible),
 }
@@ -120,9 +130,26 @@ def check_provider(spec: ModelSpec) -> None:
         )
 
 
+# Built models per event loop: an async HTTP client's connection pool belongs to the loop
+# that opened it, so a second ``asyncio.run`` in one process needs its own clients. Weak keys
+# let a finished loop's clients go with it.
+_MODELS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Any, BaseChatModel]] = (
+    weakref.WeakKeyDictionary()
+)
+_NO_LOOP: dict[Any, BaseChatModel] = {}
+
+
 def chat_model(spec: ModelSpec, ctx: Context) -> BaseChatModel:
     """The chat model for ``spec`` under ``ctx``'s defaults, built once per distinct setting."""
-    return _cached(spec, ctx.temperature, ctx.max_tokens, ctx.timeout, _env_fingerprint(spec))
+    key = (spec, ctx.temperature, ctx.max_tokens, ctx.timeout, _env_fingerprint(spec))
+    try:
+        models = _MODELS.setdefault(asyncio.get_running_loop(), {})
+    except RuntimeError:
+        models = _NO_LOOP
+    model = models.get(key)
+    if model is None:
+        model = models[key] = _build(spec, ctx)
+    return model
 
 
 def _env_fingerprint(spec: ModelSpec) -> tuple[str | None, ...]:
@@ -132,11 +159,6 @@ def _env_fingerprint(spec: ModelSpec) -> tuple[str | None, ...]:
     return tuple(os.environ.get(n) if n else None for n in names)
 
 
-@lru_cache(maxsize=128)
-def _cached(
-    spec: ModelSpec, temperature: float, max_tokens: int, timeout: float, _env: tuple[Any, ...]
-) -> BaseChatModel:
+def _build(spec: ModelSpec, ctx: Context) -> BaseChatModel:
     check_provider(spec)
-    ctx = Context(temperature=temperature, max_tokens=max_tokens, timeout=timeout)
-    factory = PROVIDERS.get(spec.provider, _langchain)
-    return factory(spec, ctx)
+    return PROVIDERS.get(spec.provider, _langchain)(spec, ctx)

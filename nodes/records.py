@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from typing import Any
 
 from langchain_core.messages import AnyMessage
+from typing_extensions import TypedDict
 
 
 class Usage(TypedDict):
@@ -62,10 +63,14 @@ def usage_of(message: Any) -> Usage | None:
     )
 
 
-def usage_by_model(layers: list[list[Proposal]], answer: Answer | None) -> dict[str, dict[str, int]]:
+def usage_by_model(
+    layers: list[list[Proposal]], answer: Answer | None
+) -> dict[str, dict[str, int]]:
     """Calls and tokens per model over a whole run (proposers of every layer + aggregator)."""
     totals: dict[str, dict[str, int]] = {}
-    calls: list[tuple[str, Usage | None]] = [(p["model"], p["usage"]) for lay in layers for p in lay]
+    calls: list[tuple[str, Usage | None]] = [
+        (p["model"], p["usage"]) for lay in layers for p in lay
+    ]
     if answer is not None:
         calls.append((answer["model"], answer["usage"]))
     for model, usage in calls:
@@ -74,5 +79,5 @@ def usage_by_model(layers: list[list[Proposal]], answer: Answer | None) -> dict[
         )
         row["calls"] += 1
         for key in ("input_tokens", "output_tokens", "total_tokens"):
-            row[key] += int(usage[key]) if usage else 0  # type: ignore[literal-required]
+            row[key] += int(usage[key]) if usage else 0
     return totals
