@@ -81,7 +81,7 @@ def resolve_context(value: Any) -> Context:
     """What a node sees: the context given to the run, or the default preset when none was."""
     if isinstance(value, Context):
         return value
-    if value is None:
+    if not value:  # None, or the empty context LangGraph Studio sends by default
         return load_preset(default_preset_name())
     if isinstance(value, dict):
         return build_context(value)

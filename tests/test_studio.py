@@ -1,0 +1,125 @@
+"""The graph served by ``langgraph dev`` (what LangGraph Studio talks to), over real HTTP."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import ROOT
+from fake_openai import FakeOpenAIServer
+from langgraph_sdk import get_sync_client
+
+URL = re.compile(r"API: \S*?(http://127\.0\.0\.1:\d+)")
+
+
+@pytest.fixture(scope="module")
+def studio(_server: FakeOpenAIServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    # Run from a copy so the in-memory server's .langgraph_api/ lands outside the repo.
+    work = tmp_path_factory.mktemp("studio")
+    for name in ("langgraph.json", "graphs", "nodes"):
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, work / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(src, work / name)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TOGETHER_", "OPENAI_"))}
+    env.update(
+        TOGETHER_API_KEY="studio-test-key",
+        TOGETHER_API_BASE=_server.base_url,
+        LANGGRAPH_NO_ANALYTICS="1",
+        LANGSMITH_TRACING="false",
+    )
+    cli = Path(sys.executable).parent / "langgraph"
+    proc = subprocess.Popen(
+        [str(cli), "dev", "--no-browser", "--no-reload", "--host", "127.0.0.1", "--port", _port()],
+        cwd=work,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        url = _wait_for_url(proc)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _port() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return str(sock.getsockname()[1])
+
+
+def _wait_for_url(proc: subprocess.Popen[str]) -> str:
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 90
+    url = None
+    seen = []
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            raise AssertionError("langgraph dev exited:\n" + "".join(seen))
+        seen.append(line)
+        match = URL.search(re.sub(r"\x1b\[[0-9;]*m", "", line))
+        if match:
+            url = match.group(1)
+            break
+    assert url, "".join(seen)
+    # Keep draining the server's log so a full pipe never blocks it.
+    threading.Thread(target=proc.stdout.read, daemon=True).start()
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/ok", timeout=2).status_code == 200:
+                return url
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    raise AssertionError("langgraph dev did not answer /ok")
+
+
+def test_studio_renders_and_streams_the_answer(studio: str, server: FakeOpenAIServer) -> None:
+    server.script("Qwen/Qwen2.5-72B-Instruct-Turbo", "studio answer in five words")
+    client = get_sync_client(url=studio, api_key=None)
+    (assistant,) = client.assistants.search(graph_id="moa")
+    drawn = client.assistants.get_graph(assistant["assistant_id"])
+    assert {"propose", "join", "aggregate"} <= {n["id"] for n in drawn["nodes"]}
+
+    tokens: list[str] = []
+    final = None
+    for part in client.runs.stream(
+        None,
+        assistant["assistant_id"],
+        input={"messages": [{"role": "user", "content": "hello from studio"}]},
+        context={"proposers": ["together:m1", "together:m2"], "layers": 2},
+        stream_mode=["messages-tuple", "values"],
+    ):
+        if part.event == "messages":
+            chunk, meta = part.data
+            assert meta["langgraph_node"] == "aggregate"
+            if chunk.get("content"):
+                tokens.append(chunk["content"])
+        elif part.event == "values":
+            final = part.data
+    assert "".join(tokens) == "studio answer in five words"
+    assert len(tokens) == 5
+    assert final is not None
+    assert [p["model"] for p in final["layers"][0]] == ["together:m1", "together:m2"]
+    assert {r.model for r in server.requests} == {
+        "m1",
+        "m2",
+        "Qwen/Qwen2.5-72B-Instruct-Turbo",
+    }
