@@ -26,7 +26,8 @@ app = typer.Typer(
     help="Ask several LLMs at once and let an aggregator write one answer (Mixture-of-Agents).",
 )
 # soft_wrap: one message stays one line, whatever the terminal width
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# emoji=False: "together:a: ..." must not print as "together🅰 ..."
+err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 PresetOpt = Annotated[
     str | None, typer.Option("--preset", "-p", help="Preset name (see 'moa presets').")
@@ -45,13 +46,27 @@ LayersOpt = Annotated[
 ]
 TemperatureOpt = Annotated[float | None, typer.Option("--temperature", "-t")]
 MaxTokensOpt = Annotated[int | None, typer.Option("--max-tokens", "-m")]
+QuorumOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--quorum",
+        "-q",
+        help="Go on once K proposers of a layer answered, cancelling the rest (default: all).",
+    ),
+]
+GraceOpt = Annotated[
+    float | None,
+    typer.Option("--grace", help="With --quorum: seconds to still wait after the K-th answer."),
+]
 ShowOpt = Annotated[
     bool, typer.Option("--show-proposals", help="Print every layer's responses, by model.")
 ]
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    err.print(f"moa: error: {message}", markup=False)
+    from nodes.redact import redact
+
+    err.print(f"moa: error: {redact(message)}", markup=False)  # no API key, ever
     raise typer.Exit(code)
 
 
@@ -88,6 +103,8 @@ def ask(
     layers: LayersOpt = None,
     temperature: TemperatureOpt = None,
     max_tokens: MaxTokensOpt = None,
+    quorum: QuorumOpt = None,
+    grace: GraceOpt = None,
     show_proposals: ShowOpt = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON object with everything, at the end.")
@@ -105,6 +122,8 @@ def ask(
         layers=layers,
         temperature=temperature,
         max_tokens=max_tokens,
+        quorum=quorum,
+        quorum_grace=grace,
     )
     final = _run(_ask(prompt, ctx, show_proposals=show_proposals, as_json=as_json))
     if as_json:
@@ -142,6 +161,8 @@ def chat(
     layers: LayersOpt = None,
     temperature: TemperatureOpt = None,
     max_tokens: MaxTokensOpt = None,
+    quorum: QuorumOpt = None,
+    grace: GraceOpt = None,
     show_proposals: ShowOpt = False,
 ) -> None:
     ctx = _context(
@@ -152,6 +173,8 @@ def chat(
         layers=layers,
         temperature=temperature,
         max_tokens=max_tokens,
+        quorum=quorum,
+        quorum_grace=grace,
     )
     _run(_chat(ctx, show_proposals=show_proposals))
 
@@ -188,7 +211,9 @@ async def _chat(ctx: Any, *, show_proposals: bool) -> None:
                     config=thread,
                 )
         except MoAError as exc:  # one failed turn does not end the session
-            err.print(f"moa: error: {exc}", markup=False)
+            from nodes.redact import redact
+
+            err.print(f"moa: error: {redact(str(exc))}", markup=False)
             continue
         write("\n\n")
 

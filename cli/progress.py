@@ -87,6 +87,20 @@ class Progress:
             if layer < self.ctx.proposer_layers:
                 self.layer = layer + 1
 
+    def answer_restarted(self, event: dict[str, Any], *, streamed: bool) -> None:
+        """The final answer starts over: a retry of the aggregator, or its fallback."""
+        again = "; the answer starts over on the next line" if streamed else ""
+        if event["event"] == "answer_fallback":
+            line = (
+                f"moa: aggregator {event['failed_model']} failed ({event['message']}); "
+                f"fallback {event['model']} answers{again}"
+            )
+        elif streamed:
+            line = f"moa: the answer from {event['model']} broke off ({event['message']}){again}"
+        else:
+            return  # nothing shown yet: a retry before the first token needs no notice
+        self.console.print(line, highlight=False, markup=False)
+
     def _layer_finished(self, layer: int, done: list[dict[str, Any]], total: int) -> None:
         failed = [p for p in done if p["text"] is None]
         if failed:
@@ -97,4 +111,5 @@ class Progress:
             self.console.print(
                 f"moa: layer {layer}: {total - len(failed)}/{total} proposals; {why}",
                 highlight=False,
+                markup=False,
             )

@@ -28,6 +28,7 @@ async def run_turn(
     """Run one user turn; tokens of the final answer go to ``on_token`` as they arrive."""
     start = time.perf_counter()
     first_token: float | None = None
+    streamed = False  # answer text shown since the answer last (re)started
     final: dict[str, Any] = {}
     mode: str
     payload: Any
@@ -47,8 +48,16 @@ async def run_turn(
                         progress.stop()
                     if on_token is not None:
                         on_token(text)
+                        streamed = True
         elif mode == "custom" and payload.get("event") == "proposal":
             progress.proposal(payload)
+        elif mode == "custom" and payload.get("event") in ("answer_retry", "answer_fallback"):
+            # The answer starts over (a retry, or the fallback aggregator): end the partial
+            # text's line so the new answer starts on a line of its own, and say why on stderr.
+            if streamed and on_token is not None:
+                on_token("\n")
+            progress.answer_restarted(payload, streamed=streamed)
+            streamed = False
         elif mode == "updates" and on_layer is not None and "join" in payload:
             layers = payload["join"]["layers"]
             # join writes Overwrite([...]) for layer 1 and [...] for later layers
@@ -71,6 +80,8 @@ def report(final: dict[str, Any], ctx: Context) -> dict[str, Any]:
     return {
         "answer": final["messages"][-1].text,
         "aggregator": final["answer"]["model"],
+        "fallback": final["answer"].get("fallback", False),
+        "aggregator_call": final["answer"],
         "layers": final.get("layers", []),
         "usage": final["usage"],
         "timings": final["timings"],

@@ -20,6 +20,8 @@ def context_from_flags(
     layers: int | None,
     temperature: float | None,
     max_tokens: int | None,
+    quorum: int | None = None,
+    quorum_grace: float | None = None,
 ) -> Context:
     if preset and config:
         raise ConfigError("give either --preset or --config, not both")
@@ -41,6 +43,8 @@ def context_from_flags(
         "layers": layers,
         "temperature": temperature,
         "max_tokens": max_tokens,
+        "quorum": quorum,
+        "quorum_grace": quorum_grace,
     }
     data.update({k: v for k, v in overrides.items() if v is not None})
     return build_context(data, source)

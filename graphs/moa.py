@@ -23,19 +23,19 @@ from nodes.propose import propose, proposer_tasks
 Next = list[Send] | Literal["aggregate"]
 
 
-def first_layer(state: MoAState, runtime: Runtime[Context]) -> Next:
+async def first_layer(state: MoAState, runtime: Runtime[Context]) -> Next:
     ctx = resolve_context(runtime.context)
     if ctx.proposer_layers == 0:
         return "aggregate"
     return [Send("propose", t) for t in proposer_tasks(ctx, 1, state["messages"], None)]
 
 
-def next_layer(state: MoAState, runtime: Runtime[Context]) -> Next:
+async def next_layer(state: MoAState, runtime: Runtime[Context]) -> Next:
     ctx = resolve_context(runtime.context)
     done = len(state["layers"])
     if done >= ctx.proposer_layers:
         return "aggregate"
-    tasks = proposer_tasks(ctx, done + 1, state["messages"], state["aggregation_prompt"])
+    tasks = proposer_tasks(ctx, done + 1, state["messages"], state["references"])
     return [Send("propose", t) for t in tasks]
 
 

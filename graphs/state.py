@@ -36,7 +36,7 @@ class MoAState(TypedDict):
     proposals: Annotated[list[Proposal], operator.add]
     # One list per finished proposer layer, each in the configured proposer order.
     layers: Annotated[list[list[Proposal]], operator.add]
-    # System prompt for the next step, built by the join node from the last layer.
-    aggregation_prompt: str | None
+    # The last layer's successful answers, kept by the join node for the next step's prompt.
+    references: list[str] | None
     # The final aggregator call (model, usage, timings).
     answer: Answer

@@ -1,21 +1,32 @@
-"""The aggregator node: writes the final answer, streamed token by token."""
+"""The aggregator node: writes the final answer, streamed token by token.
+
+Failure policy: the aggregator's call is retried like any call (nodes/calls.py). A retry after
+tokens were already streamed starts the answer over: stream consumers get a custom event
+``{"event": "answer_retry", ...}`` first, and the new attempt's chunks carry a new message id
+(the CLI prints a notice on stderr and starts a new line). When the aggregator still fails, or
+answers with empty text, ``Context.fallback_aggregator`` (if set) answers instead, announced by
+``{"event": "answer_fallback", ...}`` and recorded in ``Answer.fallback`` and
+``Answer.aggregator_failure``. Otherwise the run fails with ``AggregatorError``; an empty answer
+is never returned as a success.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from langchain_core.messages import AIMessage, AnyMessage
+from langgraph.config import get_stream_writer
 from langgraph.runtime import Runtime
-from langgraph.types import Overwrite
+from langgraph.types import Overwrite, StreamWriter
 from typing_extensions import TypedDict
 
-from nodes.calls import CallFailedError, call_model
-from nodes.context import Context
-from nodes.conversation import with_system
+from nodes.budget import fit_request
+from nodes.calls import CallFailedError, CallResult, call_model
+from nodes.context import Context, ModelSpec
 from nodes.errors import AggregatorError
 from nodes.presets import resolve_context
 from nodes.providers import chat_model
-from nodes.records import Answer, usage_of
+from nodes.records import Answer, CallFailure, ErrorInfo, usage_of
 
 # Tag on the aggregator's model call: filter stream_mode="messages" chunks on it
 # (or on metadata["langgraph_node"] == "aggregate") to show only the final answer.
@@ -24,28 +35,79 @@ ANSWER_TAG = "moa:answer"
 
 class AggregateInput(TypedDict):
     messages: list[AnyMessage]
-    aggregation_prompt: str | None
+    references: list[str] | None
+
+
+async def _answer(
+    spec: ModelSpec, ctx: Context, state: AggregateInput, writer: StreamWriter
+) -> CallResult:
+    """One model's answer, or ``CallFailedError`` (an empty answer is a failure too)."""
+    model = chat_model(spec, ctx)
+    # With layers=1 there are no proposals: the aggregator answers alone.
+    references = state.get("references") if ctx.layers > 1 else None
+    request = fit_request(spec, model, ctx, state["messages"], references)
+
+    def on_retry(attempt: int, kind: str, message: str, wait_s: float) -> None:
+        writer(
+            {
+                "event": "answer_retry",
+                "model": spec.model,
+                "attempt": attempt,
+                "kind": kind,
+                "message": message,
+                "wait_s": wait_s,
+            }
+        )
+
+    result = await call_model(
+        model,
+        request,
+        timeout=spec.timeout or ctx.timeout,
+        max_attempts=ctx.max_attempts,
+        tags=[ANSWER_TAG],
+        retry_base_s=ctx.retry_base_s,
+        on_retry=on_retry,
+    )
+    if not result.text.strip():
+        raise CallFailedError("empty", "answered with empty text", result.attempts, 0.0)
+    return result
+
+
+def _failed(spec: ModelSpec, exc: CallFailedError) -> str:
+    return f"{spec.model} failed after {exc.attempts} attempt(s): {exc.message}"
 
 
 async def aggregate(state: AggregateInput, runtime: Runtime[Context]) -> dict[str, Any]:
     ctx = resolve_context(runtime.context)
-    spec = ctx.aggregator
-    # With layers=1 there are no proposals: the aggregator answers alone.
-    system = state.get("aggregation_prompt") if ctx.layers > 1 else None
+    writer = get_stream_writer()
+    spec, failure = ctx.aggregator, None
     try:
-        result = await call_model(
-            chat_model(spec, ctx),
-            with_system(state["messages"], system),
-            timeout=spec.timeout or ctx.timeout,
-            max_attempts=ctx.max_attempts,
-            tags=[ANSWER_TAG],
-        )
+        result = await _answer(spec, ctx, state, writer)
     except CallFailedError as exc:
-        raise AggregatorError(
-            f"aggregator {spec.model} failed after {exc.attempts} attempt(s): {exc.message}"
-        ) from None
-    if not result.text.strip():
-        raise AggregatorError(f"aggregator {spec.model} answered with empty text")
+        fallback = ctx.fallback_aggregator
+        if fallback is None:
+            raise AggregatorError(f"aggregator {_failed(spec, exc)}") from None
+        failure = CallFailure(
+            model=spec.model,
+            error=ErrorInfo(kind=exc.kind, message=exc.message),
+            attempts=exc.attempts,
+        )
+        writer(
+            {
+                "event": "answer_fallback",
+                "model": fallback.model,
+                "failed_model": spec.model,
+                "kind": exc.kind,
+                "message": exc.message,
+            }
+        )
+        try:
+            result = await _answer(fallback, ctx, state, writer)
+        except CallFailedError as exc2:
+            raise AggregatorError(
+                f"aggregator {_failed(spec, exc)}; fallback aggregator {_failed(fallback, exc2)}"
+            ) from None
+        spec = fallback
     usage = usage_of(result.message)
     # Same id as the streamed chunks, so stream_mode="messages" does not emit it twice.
     answer = AIMessage(
@@ -62,8 +124,10 @@ async def aggregate(state: AggregateInput, runtime: Runtime[Context]) -> dict[st
             latency_s=result.latency_s,
             ttft_s=result.ttft_s,
             attempts=result.attempts,
+            fallback=failure is not None,
+            aggregator_failure=failure,
         ),
-        "aggregation_prompt": None,
+        "references": None,
     }
     if ctx.layers == 1:
         update["layers"] = Overwrite([])

@@ -1,8 +1,16 @@
 """One model call: streamed, timed, retried when retrying can help, classified when it fails.
 
-This is the project's only retry layer (clients are built with ``max_retries=0``). It is
-hand-written rather than tenacity because each wait depends on the error (``Retry-After``) and
-the attempt count is part of the result that lands in graph state.
+This is the project's only retry layer (clients are built with ``max_retries=0`` and the graph's
+nodes have no retry policy), so ``max_attempts`` is the number of requests a call really makes.
+It is hand-written rather than tenacity because each wait depends on the error (``Retry-After``)
+and the attempt count is part of the result that lands in graph state.
+
+Retried: HTTP 429 (waiting what ``Retry-After`` asks, seconds or HTTP date, when it is at most
+``RETRY_AFTER_CAP_S``), 408, 409 and 5xx, connection errors, timeouts, and a stream that ends or
+breaks before the model said it was done. Never retried: every other 4xx (400 bad request or
+context too long, 401 bad key, 403, 404 unknown model, 413, 422): the call fails at once.
+Other waits are exponential backoff with jitter: ``retry_base_s * 2**(n-1)``, times a random
+factor in [0.5, 1], capped at ``BACKOFF_CAP_S``.
 """
 
 from __future__ import annotations
@@ -11,7 +19,7 @@ import asyncio
 import email.utils
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -20,10 +28,23 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessageChunk, AnyMessage
 from langchain_core.runnables import RunnableConfig
 
+from nodes.redact import redact
+
 BACKOFF_BASE_S = 1.0
 BACKOFF_CAP_S = 20.0
+# A longer Retry-After fails the call at once: waiting minutes inside one answer helps nobody.
 RETRY_AFTER_CAP_S = 60.0
-NOT_RETRIED = {400, 401, 403, 404, 422}
+RETRIED_STATUS = {408, 409, 429}  # and every 5xx
+NOT_RETRIED = {400, 401, 403, 404, 413, 422}  # documented examples; every other 4xx too
+STATUS_HINT = {
+    400: "request rejected (e.g. the prompt is longer than the model's context window)",
+    401: "authentication failed: check the API key",
+    403: "permission denied for this model or key",
+    404: "unknown model or endpoint",
+    413: "request too large",
+    422: "request rejected as invalid",
+    429: "rate limited",
+}
 
 
 class StreamBrokenError(Exception):
@@ -41,6 +62,9 @@ class CallResult:
 
 @dataclass
 class CallFailedError(Exception):
+    """A call that failed for good. ``kind`` is one of "rate_limit", "server", "client",
+    "timeout", "connection", "stream", "deadline", "context", "empty", "other"."""
+
     kind: str
     message: str
     attempts: int
@@ -50,15 +74,29 @@ class CallFailedError(Exception):
         return self.message
 
 
+# Called before each retry with (failed attempt number, kind, message, seconds to wait).
+OnRetry = Callable[[int, str, str, float], None]
+
+
 def _status(exc: BaseException) -> int | None:
     code = getattr(exc, "status_code", None)
     return code if isinstance(code, int) else None
 
 
 def retry_after_s(exc: BaseException) -> float | None:
-    """Seconds the server asked us to wait (``Retry-After`` as seconds or an HTTP date)."""
+    """Seconds the server asked us to wait (``Retry-After`` as seconds or an HTTP date, or
+    OpenAI's ``retry-after-ms``)."""
     response = getattr(exc, "response", None)
-    value = getattr(response, "headers", {}).get("retry-after") if response is not None else None
+    headers = getattr(response, "headers", None) if response is not None else None
+    if headers is None:
+        return None
+    millis = headers.get("retry-after-ms")
+    if millis:
+        try:
+            return max(0.0, float(millis) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
     if not value:
         return None
     try:
@@ -74,32 +112,43 @@ def retry_after_s(exc: BaseException) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
-def classify(exc: BaseException) -> tuple[str, bool]:
-    """(kind, retryable) for a failed attempt."""
+def classify(exc: BaseException, *, streamed: bool = False) -> tuple[str, bool]:
+    """(kind, retryable) for a failed attempt; ``streamed``: answer text had arrived."""
     status = _status(exc)
     if status is not None:
         if status == 429:
             return "rate_limit", True
-        if status >= 500 or status in (408, 409):
+        if status >= 500 or status in RETRIED_STATUS:
             return "server", True
-        return "client", status not in NOT_RETRIED
-    if isinstance(exc, TimeoutError) or "Timeout" in type(exc).__name__:
+        return "client", False  # 400, 401, 403, 404, 413, 422...: the same request fails again
+    name = type(exc).__name__
+    if isinstance(exc, TimeoutError) or "Timeout" in name:
         return "timeout", True
     if isinstance(exc, StreamBrokenError):
         return "stream", True
-    if "Connection" in type(exc).__name__ or "RemoteProtocol" in type(exc).__name__:
-        return "connection", True
+    if "Connection" in name or "RemoteProtocol" in name or "ReadError" in name:
+        # A connection cut in the middle of an answer is a broken stream.
+        return ("stream" if streamed else "connection"), True
     return "other", False
 
 
 def describe(kind: str, exc: BaseException, timeout: float) -> str:
+    """One short line for records and error messages, with any API key masked."""
     if kind == "timeout":
         return f"timed out after {timeout:g} s"
     status = _status(exc)
     body = getattr(exc, "body", None)
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        body = body["error"]
     detail = body.get("message") if isinstance(body, dict) else None
-    text = str(detail or exc).strip().splitlines()[0] if str(detail or exc).strip() else kind
-    return f"HTTP {status}: {text}" if status else text[:300]
+    text = str(detail or exc).strip()
+    text = text.splitlines()[0][:300] if text else kind
+    if kind == "stream" and not isinstance(exc, StreamBrokenError):
+        text = f"the stream broke off before the answer was complete ({text})"
+    if status:
+        hint = STATUS_HINT.get(status) or ("server error" if status >= 500 else "client error")
+        text = f"HTTP {status} {hint}: {text}"
+    return redact(text)
 
 
 def _reports_finish(model: BaseChatModel) -> bool:
@@ -115,15 +164,24 @@ def _finished(model: BaseChatModel, message: AIMessageChunk) -> bool:
     return bool((message.response_metadata or {}).get("finish_reason"))
 
 
+@dataclass
+class _Seen:
+    """What one attempt received before it failed."""
+
+    chunks: int = 0
+
+
 async def _attempt(
-    model: BaseChatModel, messages: Sequence[AnyMessage], config: RunnableConfig
+    model: BaseChatModel, messages: Sequence[AnyMessage], config: RunnableConfig, seen: _Seen
 ) -> tuple[AIMessageChunk, float | None]:
     start = time.perf_counter()
     ttft: float | None = None
     total: AIMessageChunk | None = None
     async for chunk in model.astream(list(messages), config):
-        if ttft is None and chunk.content:
-            ttft = time.perf_counter() - start
+        if chunk.content:
+            seen.chunks += 1
+            if ttft is None:
+                ttft = time.perf_counter() - start
         total = chunk if total is None else total + chunk
     if total is None or not _finished(model, total):
         raise StreamBrokenError("the stream ended before the answer was complete")
@@ -137,27 +195,63 @@ async def call_model(
     timeout: float,
     max_attempts: int,
     tags: list[str] | None = None,
+    retry_base_s: float = BACKOFF_BASE_S,
+    deadline_s: float | None = None,
+    on_retry: OnRetry | None = None,
 ) -> CallResult:
-    """Stream one answer from ``model``; retry transient failures; raise ``CallFailedError``."""
+    """Stream one answer from ``model``; retry transient failures; raise ``CallFailedError``.
+
+    ``timeout`` bounds each attempt; ``deadline_s`` (optional) bounds the whole call, attempts
+    and waits included: no retry starts that could not finish before it.
+    """
     config: RunnableConfig = {"tags": tags or []}
     start = time.perf_counter()
+    ends = start + deadline_s if deadline_s is not None else None
     for attempt in range(1, max_attempts + 1):
+        limit, by_deadline = timeout, False
+        if ends is not None and ends - time.perf_counter() < timeout:
+            limit, by_deadline = max(0.0, ends - time.perf_counter()), True
+        seen = _Seen()
         try:
-            async with asyncio.timeout(timeout):
-                message, ttft = await _attempt(model, messages, config)
+            async with asyncio.timeout(limit):
+                message, ttft = await _attempt(model, messages, config, seen)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            kind, retryable = classify(exc)
-            if not retryable or attempt == max_attempts:
+            elapsed = time.perf_counter() - start
+            kind, retryable = classify(exc, streamed=seen.chunks > 0)
+            if kind == "timeout" and by_deadline:
                 raise CallFailedError(
-                    kind, describe(kind, exc, timeout), attempt, time.perf_counter() - start
+                    "deadline", f"missed the layer deadline of {deadline_s:g} s", attempt, elapsed
                 ) from exc
-            wait = retry_after_s(exc)
-            if wait is None:
-                backoff = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (attempt - 1))
+            message_ = describe(kind, exc, timeout)
+            if not retryable or attempt == max_attempts:
+                raise CallFailedError(kind, message_, attempt, elapsed) from exc
+            asked = retry_after_s(exc)
+            if asked is not None and asked > RETRY_AFTER_CAP_S:
+                raise CallFailedError(
+                    kind,
+                    f"{message_} (the server asked to wait {asked:.0f} s, more than the "
+                    f"{RETRY_AFTER_CAP_S:.0f} s this call waits)",
+                    attempt,
+                    elapsed,
+                ) from exc
+            if asked is None:
+                backoff = min(BACKOFF_CAP_S, retry_base_s * 2 ** (attempt - 1))
                 wait = backoff * random.uniform(0.5, 1.0)  # jitter spreads retries of a layer
-            await asyncio.sleep(min(wait, RETRY_AFTER_CAP_S))
+            else:
+                wait = asked
+            if ends is not None and time.perf_counter() + wait >= ends:
+                raise CallFailedError(
+                    kind,
+                    f"{message_} (no time left to retry before the layer deadline of "
+                    f"{deadline_s:g} s)",
+                    attempt,
+                    elapsed,
+                ) from exc
+            if on_retry is not None:
+                on_retry(attempt, kind, message_, wait)
+            await asyncio.sleep(wait)
             continue
         return CallResult(
             text=_text(message),

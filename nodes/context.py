@@ -58,7 +58,16 @@ class ModelSpec(BaseModel):
         description="Name of the environment variable holding the API key (never the key itself).",
     )
     timeout: float | None = Field(
-        default=None, gt=0, description="Per-call timeout in seconds; unset uses Context.timeout."
+        default=None,
+        gt=0,
+        description="Per-call timeout in seconds (bounds connecting, every read and each whole "
+        "attempt); unset uses Context.timeout.",
+    )
+    context_window: int | None = Field(
+        default=None,
+        gt=0,
+        description="The model's context window in tokens (prompt + answer); unset uses the "
+        "known window of the model (nodes/budget.py) or a conservative 8192.",
     )
 
     @model_validator(mode="before")
@@ -101,6 +110,11 @@ class Context(BaseModel):
         default_factory=lambda: ModelSpec(model=DEFAULT_AGGREGATOR),
         description="The model that writes the final, streamed answer.",
     )
+    fallback_aggregator: ModelSpec | None = Field(
+        default=None,
+        description="Writes the answer when the aggregator still fails after its attempts "
+        "(recorded in the answer record); None (the default) = the run fails with an error.",
+    )
     layers: int = Field(
         default=2,
         ge=1,
@@ -119,14 +133,51 @@ class Context(BaseModel):
     max_tokens: int = Field(
         default=512, gt=0, description="Default answer length limit for every model."
     )
-    timeout: float = Field(default=120.0, gt=0, description="Default per-call timeout in seconds.")
+    timeout: float = Field(
+        default=120.0,
+        gt=0,
+        description="Default per-call timeout in seconds: connecting, every read and each whole "
+        "attempt of a call are bounded by it.",
+    )
     max_attempts: int = Field(
-        default=3, ge=1, le=10, description="Attempts per model call, the first one included."
+        default=3,
+        ge=1,
+        le=10,
+        description="Attempts per model call, the first one included (1 = never retry). The only "
+        "retry layer: clients do not retry on their own.",
+    )
+    retry_base_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=30,
+        description="First backoff wait in seconds between attempts; doubled each retry, with "
+        "jitter, capped at 20 s. A 429's Retry-After replaces it.",
     )
     min_proposals: int = Field(
         default=1,
         ge=1,
-        description="A layer goes on when at least this many of its proposers answered.",
+        description="A layer goes on when at least this many of its proposers answered; the "
+        "default 1 means one answer is enough. Below it the run stops with an error.",
+    )
+    layer_deadline: float | None = Field(
+        default=None,
+        gt=0,
+        description="Seconds each proposer call of a layer (retries and waits included) may take "
+        "before it is given up and recorded as missing; None (the default) = no deadline.",
+    )
+    quorum: int | None = Field(
+        default=None,
+        ge=1,
+        description="Straggler quorum: a proposer layer goes on once this many of its proposers "
+        "answered and quorum_grace has passed, cancelling the calls still running (recorded as "
+        "kind 'cancelled'). Faster when one proposer straggles, at the cost of fewer references. "
+        "None (the default) waits for every proposer.",
+    )
+    quorum_grace: float = Field(
+        default=0.0,
+        ge=0,
+        description="Seconds a layer still waits for its other proposers after the quorum-th "
+        "answer arrived (only with quorum).",
     )
     aggregation_prompt: str = Field(
         default=AGGREGATION_PROMPT,
@@ -145,6 +196,24 @@ class Context(BaseModel):
             )
         if self.layers > 1 and not self.layer_proposers and not self.proposers:
             raise ValueError("proposers is empty: a MoA run needs at least one proposer")
+        if self.quorum is not None and self.quorum < self.min_proposals:
+            raise ValueError(
+                f"quorum={self.quorum} is below min_proposals={self.min_proposals}: "
+                "a layer cut at its quorum would then fail; raise quorum or lower min_proposals"
+            )
+        smallest = min((len(self.proposers_of(n)) for n in range(1, self.layers)), default=None)
+        if smallest is not None and self.min_proposals > smallest:
+            raise ValueError(
+                f"min_proposals={self.min_proposals} but a layer has only {smallest} proposer(s): "
+                f"allowed values are 1 to {smallest}"
+            )
+        for spec in self.all_models():
+            answer = spec.max_tokens or self.max_tokens
+            if spec.context_window is not None and answer >= spec.context_window:
+                raise ValueError(
+                    f"{spec.model}: max_tokens={answer} leaves no room for the prompt in "
+                    f"context_window={spec.context_window}; it must be below context_window"
+                )
         return self
 
     @property
@@ -159,9 +228,11 @@ class Context(BaseModel):
         return self.proposers
 
     def all_models(self) -> list[ModelSpec]:
-        """Every model this run may call, each once, aggregator last."""
+        """Every model this run may call, each once, aggregator (then its fallback) last."""
         seen: dict[ModelSpec, None] = {}
         for layer in range(1, self.layers):
             seen.update(dict.fromkeys(self.proposers_of(layer)))
         seen[self.aggregator] = None
+        if self.fallback_aggregator is not None:
+            seen[self.fallback_aggregator] = None
         return list(seen)

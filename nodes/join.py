@@ -1,4 +1,4 @@
-"""The join node: gathers a layer's responses and builds the next aggregation prompt."""
+"""The join node: gathers a layer's responses and keeps the successful ones as references."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from typing_extensions import TypedDict
 from nodes.context import Context
 from nodes.errors import LayerFailedError
 from nodes.presets import resolve_context
-from nodes.prompts import aggregation_system_prompt
 from nodes.records import Proposal
 
 
@@ -19,7 +18,7 @@ class JoinInput(TypedDict):
     proposals: list[Proposal]
 
 
-def join(state: JoinInput, runtime: Runtime[Context]) -> dict[str, Any]:
+async def join(state: JoinInput, runtime: Runtime[Context]) -> dict[str, Any]:
     ctx = resolve_context(runtime.context)
     layer = state["proposals"][-1]["layer"]
     # Configured proposer order, whatever order the calls finished in.
@@ -30,6 +29,7 @@ def join(state: JoinInput, runtime: Runtime[Context]) -> dict[str, Any]:
     if len(ok) < min(ctx.min_proposals, len(responses)):
         failed = "; ".join(
             f"{p['model']}: {p['error']['message'] if p['error'] else 'no answer'}"
+            f" ({p['attempts']} attempt{'s' if p['attempts'] != 1 else ''})"
             for p in responses
             if p["text"] is None
         )
@@ -41,7 +41,7 @@ def join(state: JoinInput, runtime: Runtime[Context]) -> dict[str, Any]:
         # Layer 1 starts a new run: drop the previous turn's layers.
         "layers": Overwrite([responses]) if layer == 1 else [responses],
         "proposals": Overwrite([]),
-        "aggregation_prompt": aggregation_system_prompt(
-            ctx.aggregation_prompt, [p["text"] for p in ok if p["text"] is not None]
-        ),
+        # Only answers that succeeded; the next calls fence them (nodes/prompts.py) after
+        # fitting them to each model's context window (nodes/budget.py).
+        "references": [p["text"] for p in ok if p["text"] is not None],
     }

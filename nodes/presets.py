@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from nodes.context import Context
+from nodes.context import Context, ModelSpec
 from nodes.errors import ConfigError
 
 PRESET_DIR = resources.files("nodes") / "presets"
@@ -66,9 +66,14 @@ def build_context(data: dict[str, Any], source: str = "context") -> Context:
 def explain(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "value"
+        where = ".".join(str(p) for p in err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
-        parts.append(f"{where}: {msg}")
+        if err["type"] == "extra_forbidden":
+            # A misspelt setting: say which names exist (a model's own, or the run's).
+            fields = ModelSpec.model_fields if len(err["loc"]) > 1 else Context.model_fields
+            msg = f"unknown setting; allowed: {', '.join(fields)}"
+        # Whole-context checks have no location; their message names the fields.
+        parts.append(f"{where}: {msg}" if where else msg)
     return "; ".join(parts)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,20 +11,24 @@ from langgraph.config import get_stream_writer
 from langgraph.constants import TAG_NOSTREAM
 from langgraph.runtime import Runtime
 
+from nodes.budget import fit_request
 from nodes.calls import CallFailedError, call_model
 from nodes.context import Context
-from nodes.conversation import with_system
 from nodes.presets import resolve_context
 from nodes.providers import chat_model
+from nodes.quorum import QuorumCancelledError, quorum_call
 from nodes.records import ErrorInfo, Proposal, ProposeTask, usage_of
 
 
 def proposer_tasks(
-    ctx: Context, layer: int, messages: Sequence[AnyMessage], system: str | None
+    ctx: Context, layer: int, messages: Sequence[AnyMessage], references: list[str] | None
 ) -> list[ProposeTask]:
     """One task per proposer of ``layer`` (1-based), in the configured order."""
+    group = uuid.uuid4().hex  # the layer's quorum is keyed by it (nodes/quorum.py)
     return [
-        ProposeTask(layer=layer, index=i, messages=list(messages), system=system)
+        ProposeTask(
+            layer=layer, index=i, messages=list(messages), references=references, group=group
+        )
         for i in range(len(ctx.proposers_of(layer)))
     ]
 
@@ -43,16 +48,25 @@ async def propose(task: ProposeTask, runtime: Runtime[Context]) -> dict[str, Any
         error=None,
     )
     try:
-        result = await call_model(
-            chat_model(spec, ctx),
-            with_system(task["messages"], task["system"]),
+        model = chat_model(spec, ctx)
+        # Fitted to the model's context window; raises (kind "context") when nothing fits.
+        request = fit_request(spec, model, ctx, task["messages"], task["references"])
+        call = call_model(
+            model,
+            request,
             timeout=spec.timeout or ctx.timeout,
             max_attempts=ctx.max_attempts,
             tags=[TAG_NOSTREAM],  # proposer tokens stay out of stream_mode="messages"
+            retry_base_s=ctx.retry_base_s,
+            deadline_s=ctx.layer_deadline,
         )
+        result = await quorum_call(ctx, task, call)  # a plain await unless ctx.quorum is set
     except CallFailedError as exc:
         record["latency_s"], record["attempts"] = exc.latency_s, exc.attempts
         record["error"] = ErrorInfo(kind=exc.kind, message=exc.message)
+    except QuorumCancelledError as exc:
+        record["latency_s"], record["attempts"] = exc.latency_s, 1
+        record["error"] = ErrorInfo(kind="cancelled", message=exc.message)
     else:
         record["usage"] = usage_of(result.message)
         record["latency_s"], record["attempts"] = result.latency_s, result.attempts

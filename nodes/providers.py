@@ -8,6 +8,7 @@ with a base URL; every other provider LangChain knows through ``init_chat_model`
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import weakref
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from langchain_core.language_models import BaseChatModel
 
 from nodes.context import Context, ModelSpec
 from nodes.errors import ProviderError
+from nodes.redact import redact, register_key_env
 
 # The API key variable each provider reads when the spec names none.
 KEY_ENV = {
@@ -42,6 +44,8 @@ LOCAL_SERVERS = {
 
 def _api_key(spec: ModelSpec, *, required: bool) -> str | None:
     env = spec.api_key_env or KEY_ENV.get(spec.provider)
+    if env:
+        register_key_env(env)  # its value is masked in every error message and output
     key = os.environ.get(env) if env else None
     if not key and required:
         hint = f"set {env}" if env else "set api_key_env in the model's config"
@@ -62,6 +66,46 @@ def _common(spec: ModelSpec, ctx: Context) -> dict[str, Any]:
     }
 
 
+def _openai_common(spec: ModelSpec, ctx: Context) -> dict[str, Any]:
+    """``_common`` for OpenAI SDK clients (ChatTogether, ChatOpenAI)."""
+    import openai
+
+    seconds = spec.timeout or ctx.timeout
+    # The SDK's Timeout object, not a float: connect, every read, write and pool wait all get
+    # ``seconds`` explicitly. It also keeps langchain-openai from sharing one cached HTTP client
+    # (keyed by base URL and a float timeout) across event loops: a client's connection pool
+    # belongs to the loop that opened it ("Event loop is closed" on the next asyncio.run).
+    return {**_common(spec, ctx), "timeout": openai.Timeout(seconds)}
+
+
+def _openai_style() -> dict[str, Any]:
+    """What every OpenAI-style client (ChatTogether, ChatOpenAI) gets on top of its settings.
+
+    - No per-chunk timer: langchain-openai wraps every streamed chunk in asyncio.wait_for (a
+      task per chunk, ~20% of a chunk's CPU); call_model's per-attempt timeout already bounds a
+      stalled stream.
+    - Shared HTTP clients, one async client per event loop and one sync client per process:
+      otherwise each model builds two to four clients of its own, each loading the CA store
+      (~50 ms, several times that on a busy machine: a 5-model preset took over a second to
+      build), and each holding megabytes of certificates.
+    """
+    import openai
+
+    global _SYNC_HTTP
+    if _SYNC_HTTP is None:
+        _SYNC_HTTP = openai.DefaultHttpxClient()
+    try:
+        loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+    client = _ASYNC_HTTP.get(loop) if loop is not None else None
+    if client is None:
+        client = openai.DefaultAsyncHttpxClient()
+        if loop is not None:
+            _ASYNC_HTTP[loop] = client
+    return {"stream_chunk_timeout": None, "http_client": _SYNC_HTTP, "http_async_client": client}
+
+
 def _together(spec: ModelSpec, ctx: Context) -> BaseChatModel:
     from langchain_together import ChatTogether
 
@@ -69,7 +113,9 @@ def _together(spec: ModelSpec, ctx: Context) -> BaseChatModel:
     # A custom endpoint (a local OpenAI-compatible server) may need no key.
     key = _api_key(spec, required=base_url is None) or "not-needed"
     extra = {"base_url": base_url} if base_url else {}
-    return ChatTogether(model=spec.name, api_key=key, **extra, **_common(spec, ctx))
+    return ChatTogether(
+        model=spec.name, api_key=key, **extra, **_openai_common(spec, ctx), **_openai_style()
+    )
 
 
 def _openai_compatible(spec: ModelSpec, ctx: Context) -> BaseChatModel:
@@ -80,7 +126,13 @@ def _openai_compatible(spec: ModelSpec, ctx: Context) -> BaseChatModel:
         env, default = LOCAL_SERVERS[spec.provider]
         base_url = os.environ.get(env, default).rstrip("/") + "/v1"
     key = _api_key(spec, required=base_url is None) or "not-needed"
-    return ChatOpenAI(model=spec.name, api_key=key, base_url=base_url, **_common(spec, ctx))
+    return ChatOpenAI(
+        model=spec.name,
+        api_key=key,
+        base_url=base_url,
+        **_openai_common(spec, ctx),
+        **_openai_style(),
+    )
 
 
 def _langchain(spec: ModelSpec, ctx: Context) -> BaseChatModel:
@@ -137,15 +189,31 @@ _MODELS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Any, BaseChat
     weakref.WeakKeyDictionary()
 )
 _NO_LOOP: dict[Any, BaseChatModel] = {}
+_ASYNC_HTTP: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+_SYNC_HTTP: Any = None
+
+
+def _forget_closed_loops() -> None:
+    # Weak keys are not enough: a used client's connections hold their loop, so the entry of
+    # a closed loop would keep itself alive (~16 MB per asyncio.run with a 5-model preset).
+    for cache in (_MODELS, _ASYNC_HTTP):
+        for loop in [loop for loop in cache if loop.is_closed()]:
+            del cache[loop]
 
 
 def chat_model(spec: ModelSpec, ctx: Context) -> BaseChatModel:
     """The chat model for ``spec`` under ``ctx``'s defaults, built once per distinct setting."""
     key = (spec, ctx.temperature, ctx.max_tokens, ctx.timeout, _env_fingerprint(spec))
     try:
-        models = _MODELS.setdefault(asyncio.get_running_loop(), {})
+        loop = asyncio.get_running_loop()
     except RuntimeError:
         models = _NO_LOOP
+    else:
+        found = _MODELS.get(loop)
+        if found is None:  # a new loop: the time to drop the clients of loops that are gone
+            _forget_closed_loops()
+            found = _MODELS[loop] = {}
+        models = found
     model = models.get(key)
     if model is None:
         model = models[key] = _build(spec, ctx)
@@ -161,4 +229,73 @@ def _env_fingerprint(spec: ModelSpec) -> tuple[str | None, ...]:
 
 def _build(spec: ModelSpec, ctx: Context) -> BaseChatModel:
     check_provider(spec)
-    return PROVIDERS.get(spec.provider, _langchain)(spec, ctx)
+    model = PROVIDERS.get(spec.provider, _langchain)(spec, ctx)
+    _mask_keys_in_api_errors(model)
+    return model
+
+
+class _MaskedCompletions:
+    """An OpenAI SDK ``chat.completions`` whose API errors have any API key masked.
+
+    A provider may quote the rejected key in its error body. The SDK's exception carries that
+    text, and LangChain hands the exception to every callback (tracers such as LangSmith record
+    it) before our call loop sees it, so the text is masked here, where the SDK raises it.
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def create(self, **kwargs: Any) -> Any:
+        try:
+            return await self._inner.create(**kwargs)
+        except Exception as exc:
+            _mask_exception(exc)
+            raise
+
+
+class _MaskedResponse:
+    """An HTTP response whose body reads with any API key masked (LangChain records it)."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    @property
+    def text(self) -> str:
+        return redact(str(self._inner.text))
+
+    @property
+    def content(self) -> bytes:
+        return self.text.encode()
+
+    def json(self) -> Any:
+        return _masked(self._inner.json())
+
+
+def _masked(value: Any) -> Any:
+    return json.loads(redact(json.dumps(value)))
+
+
+def _mask_exception(exc: BaseException) -> None:
+    exc.args = tuple(redact(a) if isinstance(a, str) else a for a in exc.args)
+    for name in ("message", "body"):
+        value = getattr(exc, name, None)
+        if isinstance(value, str):
+            setattr(exc, name, redact(value))
+        elif isinstance(value, dict | list):
+            setattr(exc, name, _masked(value))
+    response = getattr(exc, "response", None)
+    if response is not None and not isinstance(response, _MaskedResponse):
+        exc.response = _MaskedResponse(response)  # type: ignore[attr-defined]
+
+
+def _mask_keys_in_api_errors(model: BaseChatModel) -> None:
+    # OpenAI-style clients (ChatOpenAI, ChatTogether) stream through ``async_client.create``.
+    inner = getattr(model, "async_client", None)
+    if inner is not None and hasattr(inner, "create") and not isinstance(inner, _MaskedCompletions):
+        model.async_client = _MaskedCompletions(inner)  # type: ignore[attr-defined]

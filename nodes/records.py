@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NotRequired
 
 from langchain_core.messages import AnyMessage
 from typing_extensions import TypedDict
@@ -15,7 +15,10 @@ class Usage(TypedDict):
 
 
 class ErrorInfo(TypedDict):
-    kind: str  # "timeout", "rate_limit", "server", "connection", "client", "stream", "other"
+    # "timeout", "rate_limit", "server", "connection", "client", "stream", "other", "empty",
+    # "deadline" (Context.layer_deadline), "context" (prompt too long for the model's window,
+    # nothing sent), "cancelled" (cut by the layer's quorum, see nodes/quorum.py)
+    kind: str
     message: str
 
 
@@ -32,14 +35,24 @@ class Proposal(TypedDict):
     error: ErrorInfo | None
 
 
+class CallFailure(TypedDict):
+    """A model call that failed for good."""
+
+    model: str
+    error: ErrorInfo
+    attempts: int
+
+
 class Answer(TypedDict):
     """The aggregator's call: which model wrote the final answer and what it cost."""
 
-    model: str
+    model: str  # the model that wrote the answer: the aggregator, or its fallback
     usage: Usage | None
     latency_s: float
     ttft_s: float | None
-    attempts: int
+    attempts: int  # attempts of the call that answered
+    fallback: bool  # True when Context.fallback_aggregator wrote the answer
+    aggregator_failure: CallFailure | None  # why the aggregator did not, when fallback is True
 
 
 class ProposeTask(TypedDict):
@@ -48,7 +61,8 @@ class ProposeTask(TypedDict):
     layer: int
     index: int  # the proposer's position in Context.proposers_of(layer)
     messages: list[AnyMessage]
-    system: str | None  # the aggregation prompt built by the join node, None in layer 1
+    references: list[str] | None  # the previous layer's answers (join node), None in layer 1
+    group: NotRequired[str]  # one id per layer and run: the layer's quorum (nodes/quorum.py)
 
 
 def usage_of(message: Any) -> Usage | None:

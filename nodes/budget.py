@@ -1,0 +1,145 @@
+"""Context budget: make each request fit its model's context window before it is sent.
+
+A request must hold its prompt and the answer it asks for (``max_tokens``) within the model's
+context window. Before every proposer and aggregator call the prompt is measured:
+
+* with the model's own tokenizer when it has one in the process (a model class that implements
+  ``get_num_tokens`` itself, like an embedded llama.cpp model; remote clients' tokenizers are not
+  used: tiktoken may download its tables);
+* otherwise estimated at ``CHARS_PER_TOKEN`` = 3.5 characters per token plus
+  ``MESSAGE_OVERHEAD`` tokens per message. English prose averages about 4 characters per token
+  with the usual tokenizers, so the estimate errs on the safe side.
+
+The window is ``ModelSpec.context_window`` when set, else the window a local model reports
+(``n_ctx``), else ``KNOWN_WINDOWS`` (the presets' models), else ``DEFAULT_WINDOW`` = 8192.
+
+When the references do not fit, every reference is cut to the same fraction of its length (the
+largest that fits), at a word boundary, and ends with a visible ``[truncated]`` marker. The
+user's conversation is never cut: when it does not fit even with empty references, the call
+fails with kind ``"context"`` before anything is sent.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+from langchain_core.language_models import BaseChatModel, BaseLanguageModel
+from langchain_core.messages import AnyMessage
+
+from nodes.calls import CallFailedError
+from nodes.context import Context, ModelSpec
+from nodes.conversation import with_system
+from nodes.prompts import aggregation_system_prompt
+
+CHARS_PER_TOKEN = 3.5
+MESSAGE_OVERHEAD = 4  # role and separators of one chat message
+REQUEST_OVERHEAD = 3  # the assistant turn the template opens
+DEFAULT_WINDOW = 8192
+TRUNCATED = "[truncated]"
+
+# Context windows (tokens) of the presets' models as served by Together.
+KNOWN_WINDOWS: dict[str, int] = {
+    "together:Qwen/Qwen2.5-72B-Instruct-Turbo": 32768,
+    "together:meta-llama/Llama-3.3-70B-Instruct-Turbo": 131072,
+    "together:deepseek-ai/DeepSeek-V3": 131072,
+    "together:mistralai/Mistral-Small-24B-Instruct-2501": 32768,
+    "together:Qwen/Qwen2-72B-Instruct": 32768,
+    "together:Qwen/Qwen1.5-72B-Chat": 32768,
+    "together:Qwen/Qwen1.5-110B-Chat": 32768,
+    "together:mistralai/Mixtral-8x22B-Instruct-v0.1": 65536,
+    "together:microsoft/WizardLM-2-8x22B": 65536,
+    "together:meta-llama/Llama-3-70b-chat-hf": 8192,
+    "together:databricks/dbrx-instruct": 32768,
+}
+
+Counter = Callable[[str], int]
+
+
+def estimate_tokens(text: str) -> int:
+    """Tokens of ``text`` by the characters-per-token estimate."""
+    return math.ceil(len(text) / CHARS_PER_TOKEN)
+
+
+def context_window(spec: ModelSpec, model: BaseChatModel | None = None) -> int:
+    """The context window of ``spec``'s model, in tokens."""
+    if spec.context_window is not None:
+        return spec.context_window
+    n_ctx = getattr(model, "n_ctx", None)  # a local model knows its own
+    if isinstance(n_ctx, int) and n_ctx > 0:
+        return n_ctx
+    return KNOWN_WINDOWS.get(spec.model, DEFAULT_WINDOW)
+
+
+def counter_of(model: BaseChatModel | None) -> Counter:
+    """The model's own tokenizer when it runs in the process, else the estimate."""
+    if model is None or not hasattr(model, "n_ctx"):
+        return estimate_tokens
+    if type(model).get_num_tokens is BaseLanguageModel.get_num_tokens:
+        return estimate_tokens  # the generic fallback needs transformers' GPT-2 tokenizer
+    return model.get_num_tokens
+
+
+def request_tokens(messages: Sequence[AnyMessage], count: Counter = estimate_tokens) -> int:
+    """Prompt tokens of a chat request."""
+    return REQUEST_OVERHEAD + sum(count(m.text) + MESSAGE_OVERHEAD for m in messages)
+
+
+def trim(text: str, fraction: float) -> str:
+    """The first ``fraction`` of ``text`` (cut at a word boundary), marked ``[truncated]``."""
+    if fraction >= 1:
+        return text
+    keep = int(len(text) * fraction)
+    cut = text[:keep]
+    space = cut.rfind(" ")
+    if space > keep * 0.8:
+        cut = cut[:space]
+    return f"{cut.rstrip()} {TRUNCATED}".lstrip()
+
+
+def fit_request(
+    spec: ModelSpec,
+    model: BaseChatModel | None,
+    ctx: Context,
+    messages: Sequence[AnyMessage],
+    references: Sequence[str] | None,
+) -> list[AnyMessage]:
+    """The request for one call, its references trimmed to fit the model's window.
+
+    Raises ``CallFailedError`` (kind ``"context"``, nothing sent) when even the conversation
+    alone does not fit.
+    """
+    window = context_window(spec, model)
+    answer = spec.max_tokens or ctx.max_tokens
+    limit = window - answer
+    count = counter_of(model)
+
+    def build(refs: Sequence[str] | None) -> list[AnyMessage]:
+        system = aggregation_system_prompt(ctx.aggregation_prompt, refs) if refs else None
+        return with_system(messages, system)
+
+    request = build(references)
+    needed = request_tokens(request, count)
+    if needed <= limit:
+        return request
+    if references:
+        floor = build([TRUNCATED] * len(references))
+        if request_tokens(floor, count) <= limit:
+            # The largest common fraction that fits (fitting grows with the fraction).
+            low, high = 0.0, 1.0
+            for _ in range(20):
+                mid = (low + high) / 2
+                if request_tokens(build([trim(r, mid) for r in references]), count) <= limit:
+                    low = mid
+                else:
+                    high = mid
+            return build([trim(r, low) for r in references])
+        needed = request_tokens(floor, count)
+    raise CallFailedError(
+        "context",
+        f"the prompt needs about {needed} tokens and the answer up to {answer}, more than "
+        f"{spec.model}'s context window of {window} tokens; shorten the conversation, lower "
+        "max_tokens or set context_window",
+        0,
+        0.0,
+    )

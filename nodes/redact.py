@@ -1,0 +1,42 @@
+"""Keeping API keys out of everything the project shows or stores.
+
+Keys are read from environment variables only (``ModelSpec.api_key_env`` or the provider's
+default variable) and handed straight to the client; they are never put in ``Context``, graph
+state, checkpoints or records. Text that comes back from elsewhere (a provider's error message
+may quote the key it rejected, an exception may print a header) goes through ``redact`` before it
+is recorded, raised or printed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+
+MASK = "***"
+# Variables whose value is a secret: every provider default (TOGETHER_API_KEY, OPENAI_API_KEY...)
+# and the usual naming of others. Variables named by ModelSpec.api_key_env are added on use.
+_SECRET_NAME = re.compile(r"(API_KEY|_KEY|_TOKEN|_SECRET|_PASSWORD)$", re.IGNORECASE)
+# Shorter values are not masked: "1" or "true" would blank unrelated text.
+_MIN_LEN = 6
+_KEY_ENVS: set[str] = set()
+
+
+def register_key_env(name: str) -> None:
+    """Mask the value of variable ``name`` from now on (a key named by ``api_key_env``)."""
+    _KEY_ENVS.add(name)
+
+
+def secret_values(extra_envs: Iterable[str] = ()) -> list[str]:
+    """The secret values set in the environment, longest first."""
+    names = {n for n in os.environ if _SECRET_NAME.search(n)} | _KEY_ENVS | set(extra_envs)
+    values = {v for n in names if (v := os.environ.get(n)) and len(v) >= _MIN_LEN}
+    return sorted(values, key=len, reverse=True)
+
+
+def redact(text: str, extra_envs: Iterable[str] = ()) -> str:
+    """``text`` with every secret value of the environment replaced by ``***``."""
+    for value in secret_values(extra_envs):
+        if value in text:
+            text = text.replace(value, MASK)
+    return text
