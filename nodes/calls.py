@@ -28,6 +28,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessageChunk, AnyMessage
 from langchain_core.runnables import RunnableConfig
 
+from nodes.errors import ContextOverflowError
 from nodes.redact import redact
 
 BACKOFF_BASE_S = 1.0
@@ -121,6 +122,8 @@ def classify(exc: BaseException, *, streamed: bool = False) -> tuple[str, bool]:
         if status >= 500 or status in RETRIED_STATUS:
             return "server", True
         return "client", False  # 400, 401, 403, 404, 413, 422...: the same request fails again
+    if isinstance(exc, ContextOverflowError):
+        return "context", False
     name = type(exc).__name__
     if isinstance(exc, TimeoutError) or "Timeout" in name:
         return "timeout", True

@@ -15,6 +15,10 @@ class ProviderError(MoAError):
     """A model cannot be built: unknown provider, missing package or missing API key."""
 
 
+class ContextOverflowError(ProviderError):
+    """A prompt does not fit the model's context window (never retried: it would fail again)."""
+
+
 class LayerFailedError(MoAError):
     """Too few proposers of a layer answered to go on."""
 

@@ -50,7 +50,7 @@ from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from pydantic import Field
 
 from nodes.context import Context, ModelSpec
-from nodes.errors import ProviderError
+from nodes.errors import ContextOverflowError, ProviderError
 
 INSTALL_HINT = (
     "install the local extra: `uv sync --extra local` or `pip install 'langgraph-moa[local]'`"
@@ -68,7 +68,7 @@ DEFAULT_POOL_SIZE = 2
 _POLL_S = 0.05
 
 
-class ContextWindowExceededError(ProviderError):
+class ContextWindowExceededError(ContextOverflowError):
     """The prompt (plus the answer budget) does not fit the local model's context window."""
 
 

@@ -186,3 +186,21 @@ def test_a_key_picks_together_and_no_notice(server: FakeOpenAIServer) -> None:
     assert result.returncode == 0, result.stderr
     assert "no TOGETHER_API_KEY" not in result.stderr
     assert [r.model for r in server.requests] == ["Qwen/Qwen2.5-72B-Instruct-Turbo"]
+
+
+def test_no_key_runs_the_embedded_local_model_and_says_so() -> None:
+    result = run_cli("--max-tokens", "24", "Name a colour.")
+    assert result.returncode == 0, result.stderr
+    notices = [line for line in result.stderr.splitlines() if "no TOGETHER_API_KEY" in line]
+    assert notices == [
+        "moa: no TOGETHER_API_KEY: running the embedded local model (SmolLM2-135M); "
+        "set it for Together's models, or pick one with --preset"
+    ]
+    assert "local:smollm2 done in" in result.stderr  # the local preset's proposers ran
+    assert result.stdout.strip()
+
+
+def test_an_explicit_preset_wins_over_the_default_choice() -> None:
+    result = run_cli("--preset", "seed", "hi")
+    assert "no TOGETHER_API_KEY: running" not in result.stderr
+    assert "set TOGETHER_API_KEY" in one_error_line(result.stderr)

@@ -18,13 +18,10 @@ import pytest
 from langchain_core.messages import AIMessageChunk, HumanMessage
 
 from graphs import graph
-from nodes import local, providers
+from nodes import local
 from nodes.calls import CallFailedError, call_model
 from nodes.context import Context, ModelSpec
 from nodes.errors import ProviderError
-
-# Until nodes/providers.py registers it.
-providers.PROVIDERS.setdefault("local", local.local_chat_model)
 
 QUESTION = "What is the capital of France? Answer in one sentence."
 
