@@ -32,3 +32,7 @@ unit: install-dev
 	$(UV) run --frozen pytest
 
 test: lint typecheck unit
+
+# All benchmarks against the fake server; writes benchmarks/RESULTS.md (about 6 minutes).
+bench: install-dev
+	$(UV) run --frozen python -m benchmarks.run

@@ -2,9 +2,12 @@
 
 Each count runs in a fresh child process that calls the CLI's ``ask`` command (the function
 ``moa ask`` runs: settings from a config file, preflight, a new event loop per query, the graph
-streamed as the CLI streams it) with zero-latency in-process ``fake:`` models, 2 proposer layers
-x 4 proposers and the quorum on (so its per-layer coordinator is exercised too). A per-query leak
-in a cache, the graph or the model clients would show as growth of the 1,000-query peak.
+streamed as the CLI streams it). The models are zero-latency fakes reached through the real
+clients (ChatTogether over HTTP to the fake server, which runs in a third process so its request
+records do not count): 1 proposer layer x 3 proposers (small, so that 1,000 queries fit the time
+budget), with a quorum of 2 so the quorum's per-layer coordinator and its cancellations run too.
+A per-query leak in a cache, the graph or the model clients would show as growth of the
+1,000-query peak.
 """
 
 from __future__ import annotations
@@ -19,20 +22,25 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-CONFIG = """\
-layers = 3
-proposers = ["fake:p0", "fake:p1", "fake:p2", "fake:p3"]
-aggregator = "fake:aggregator"
-quorum = 3
-"""
+
+
+LAYERS, PROPOSERS, QUORUM = 1, 3, 2  # proposer layers; kept small: 1,000 queries must fit
+
+
+def _config(base_url: str) -> str:
+    proposers = ", ".join(
+        f'{{ model = "together:p{i}", base_url = "{base_url}" }}' for i in range(PROPOSERS)
+    )
+    return (
+        f"layers = {LAYERS + 1}\nquorum = {QUORUM}\nproposers = [{proposers}]\n"
+        f'aggregator = {{ model = "together:aggregator", base_url = "{base_url}" }}\n'
+    )
 
 
 def _child(queries: int, config: str, out: str) -> None:
-    from benchmarks.common import register_instant_provider
     from cli.main import ask
     from nodes import providers, quorum
 
-    register_instant_provider()
     checkpoints: dict[int, float] = {}
     for i in range(1, queries + 1):
         ask(prompt=f"Question number {i}: what is fun in San Francisco?", config=config)
@@ -43,7 +51,7 @@ def _child(queries: int, config: str, out: str) -> None:
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "rss_mib_after": checkpoints,
         "quorum_groups_left": quorum.active_groups(),
-        "model_caches_left": len(providers._MODELS),
+        "model_caches_left": len(providers._MODELS) + len(providers._ASYNC_HTTP),
     }
     Path(out).write_text(json.dumps(result), encoding="utf-8")
 
@@ -69,9 +77,11 @@ def _measure(queries: int, config: str) -> dict[str, Any]:
 
 
 def run(many: int = 1000) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as tmp:
+    from benchmarks.server import ServerProcess
+
+    with tempfile.TemporaryDirectory() as tmp, ServerProcess() as server:
         config = str(Path(tmp) / "memory-bench.toml")
-        Path(config).write_text(CONFIG, encoding="utf-8")
+        Path(config).write_text(_config(server.base_url), encoding="utf-8")
         one = _measure(1, config)
         lots = _measure(many, config)
     return {"one": one, "many": lots, "growth": lots["peak_rss_mib"] / one["peak_rss_mib"] - 1}

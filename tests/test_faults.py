@@ -204,7 +204,8 @@ def test_clients_bound_connect_and_read_and_work_across_event_loops(
     )
     for model_spec, seconds in ((ctx.proposers[0], 7.5), (ctx.aggregator, 42)):
         client = chat_model(model_spec, ctx).root_async_client  # type: ignore[attr-defined]
-        timeout = client._client.timeout  # the HTTP client the SDK sends with
+        # Sent with every request (the HTTP client itself is shared: nodes/providers.py).
+        timeout = client.timeout
         assert (timeout.connect, timeout.read, timeout.write) == (seconds, seconds, seconds)
     # Each asyncio.run has its own loop: clients (and their connection pools) must not be shared.
     for _ in range(2):
