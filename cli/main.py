@@ -199,6 +199,7 @@ async def _chat(ctx: Any, *, show_proposals: bool) -> None:
             break
         if not line.strip():
             continue
+        before = (await graph.aget_state(thread)).config
         try:
             with Progress(ctx, err) as progress:
                 await run_turn(
@@ -214,6 +215,12 @@ async def _chat(ctx: Any, *, show_proposals: bool) -> None:
             from nodes.redact import redact
 
             err.print(f"moa: error: {redact(str(exc))}", markup=False)
+            # Forget the failed turn: the next one continues from the last good checkpoint
+            # (a fork), so the unanswered question does not stay in the conversation.
+            if before.get("configurable", {}).get("checkpoint_id"):
+                thread = before
+            else:
+                thread = {"configurable": {"thread_id": str(uuid.uuid4())}}
             continue
         write("\n\n")
 

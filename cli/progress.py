@@ -81,6 +81,7 @@ class Progress:
                 f"{event['model']} {status} in {event['latency_s']:.2f} s "
                 f"({self.elapsed():.1f} s elapsed)",
                 highlight=False,
+                markup=False,  # model names may contain [brackets]
             )
         if len(done) == total:
             self._layer_finished(layer, done, total)

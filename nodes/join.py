@@ -21,10 +21,11 @@ class JoinInput(TypedDict):
 async def join(state: JoinInput, runtime: Runtime[Context]) -> dict[str, Any]:
     ctx = resolve_context(runtime.context)
     layer = state["proposals"][-1]["layer"]
+    # Each task of the layer wrote one record, after any left over from a turn that failed
+    # before its join (a checkpointer keeps them): the layer is the last n records.
+    current = state["proposals"][-len(ctx.proposers_of(layer)) :]
     # Configured proposer order, whatever order the calls finished in.
-    responses = sorted(
-        (p for p in state["proposals"] if p["layer"] == layer), key=lambda p: p["index"]
-    )
+    responses = sorted(current, key=lambda p: p["index"])
     ok = [p for p in responses if p["text"] is not None]
     if len(ok) < min(ctx.min_proposals, len(responses)):
         failed = "; ".join(

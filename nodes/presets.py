@@ -35,12 +35,16 @@ def default_preset_name() -> str:
 def read_settings(name_or_path: str) -> dict[str, Any]:
     """The raw fields of a preset (by name) or of a TOML config file (by path)."""
     path = Path(name_or_path)
-    if path.suffix == ".toml" or path.exists():
+    entry = PRESET_DIR / f"{name_or_path}.toml"
+    # A preset's name wins over a file or folder of that name in the working directory.
+    if path.suffix == ".toml" or (path.exists() and not entry.is_file()):
         if not path.is_file():
             raise ConfigError(f"config file {name_or_path!r} not found")
-        text = path.read_text(encoding="utf-8")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {name_or_path!r} cannot be read: {exc}") from None
     else:
-        entry = PRESET_DIR / f"{name_or_path}.toml"
         if not entry.is_file():
             raise ConfigError(
                 f"unknown preset {name_or_path!r}; choose one of: {', '.join(preset_names())} "

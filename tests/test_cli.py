@@ -204,3 +204,19 @@ def test_an_explicit_preset_wins_over_the_default_choice() -> None:
     result = run_cli("--preset", "seed", "hi")
     assert "no TOGETHER_API_KEY: running" not in result.stderr
     assert "set TOGETHER_API_KEY" in one_error_line(result.stderr)
+
+
+def test_chat_forgets_a_failed_turn(server: FakeOpenAIServer) -> None:
+    from fake_openai import Failure
+
+    for m in SEED_PROPOSERS:
+        server.fail(m, Failure(status=401))
+    result = run_cli(
+        "chat", "--preset", "seed", env=together_env(server), stdin="doomed turn\nsecond turn\n"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "only 0 of 4 proposers answered" in one_error_line(result.stderr)
+    convo = [
+        (m["role"], m["content"]) for m in server.requests[-1].messages if m["role"] != "system"
+    ]
+    assert convo == [("user", "second turn")]

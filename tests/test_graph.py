@@ -260,3 +260,26 @@ def test_graph_renders_propose_join_aggregate_and_context_is_described() -> None
     for name, field in schema["properties"].items():
         assert field.get("description"), name
     assert set(graph.get_input_jsonschema()["properties"]) == {"messages"}
+
+
+async def test_a_failed_turn_leaves_nothing_behind_for_the_next(server: FakeOpenAIServer) -> None:
+    from fake_openai import Failure
+
+    from nodes.errors import LayerFailedError
+
+    app = build_moa_graph().compile(checkpointer=InMemorySaver())
+    ctx = fake_context(server, ["a", "b"], min_proposals=2, max_attempts=1)
+    config: Any = {"configurable": {"thread_id": "t-fail"}}
+    server.fail("b", Failure(status=401))
+    try:
+        await app.ainvoke({"messages": [HumanMessage("first")]}, config, context=ctx)
+    except LayerFailedError:
+        pass
+    else:
+        raise AssertionError("the first turn should have failed")
+    server.requests.clear()
+    second = await app.ainvoke({"messages": [HumanMessage("second")]}, config, context=ctx)
+    # Turn 1's answer from "a" must not leak into turn 2's layer or references.
+    assert [p["model"] for p in second["layers"][0]] == ["together:a", "together:b"]
+    agg = system_prompt(server.requests_for("agg")[0])
+    assert agg.count("<reference id=") == 2

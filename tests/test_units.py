@@ -124,3 +124,17 @@ async def test_a_new_provider_is_one_registry_entry(monkeypatch: pytest.MonkeyPa
     assert [[p["text"] for p in layer] for layer in state["layers"]] == [
         ["a says hello world", "b says hello world"]
     ] * 2
+
+
+def test_a_preset_name_wins_over_a_folder_of_that_name(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nodes.presets import read_settings
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "local").mkdir()
+    assert read_settings("local")["layers"] == 2
+    bad = tmp_path / "bad.toml"
+    bad.write_bytes(b"\xff\xfe not utf-8")
+    with pytest.raises(ConfigError, match="cannot be read"):
+        read_settings(str(bad))
