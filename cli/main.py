@@ -260,7 +260,7 @@ COMMANDS = {"ask", "chat", "presets", "--help", "-h", "--version"}
 
 def main() -> None:
     """Entry point: ``moa PROMPT`` is short for ``moa ask PROMPT``."""
-    args = sys.argv[1:]
+    args = sys.argv[1:] or ["--help"]
     if args and args[0] not in COMMANDS:
         args = ["ask", *args]
     if args == ["--version"]:
@@ -268,7 +268,16 @@ def main() -> None:
 
         print(f"moa {version('langgraph-moa')}")
         return
-    app(args=args, prog_name="moa")
+    try:
+        code = app(args=args, prog_name="moa", standalone_mode=False)
+    except typer.TyperException as exc:  # a bad flag or value: one line, like every other error
+        message = " ".join(str(getattr(exc, "format_message", exc.__str__)()).split())
+        err.print(f"moa: error: {message} (see 'moa --help')", markup=False)
+        sys.exit(2)
+    except typer.Abort:
+        err.print("moa: error: interrupted", markup=False)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -220,3 +220,17 @@ def test_chat_forgets_a_failed_turn(server: FakeOpenAIServer) -> None:
         (m["role"], m["content"]) for m in server.requests[-1].messages if m["role"] != "system"
     ]
     assert convo == [("user", "second turn")]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--layers", "abc", "hi"], "Invalid value for '--layers'"),
+        (["--no-such-flag", "hi"], "No such option: --no-such-flag"),
+    ],
+)
+def test_bad_flags_give_one_line_too(args: list[str], expected: str) -> None:
+    result = run_cli(*args, env=KEY)
+    assert result.returncode == 2
+    assert expected in one_error_line(result.stderr)
+    assert len(result.stderr.strip().splitlines()) == 1
