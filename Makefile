@@ -12,11 +12,11 @@ ARGS ?=
 
 install:
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
-	$(UV) sync --frozen --extra local --no-dev
+	$(UV) sync --frozen --extra local --extra serve --extra compare --no-dev
 
 install-dev:
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
-	$(UV) sync --frozen --extra local
+	$(UV) sync --frozen --all-extras
 
 run: install
 	$(UV) run --frozen --no-dev moa $(ARGS) "$(PROMPT)"

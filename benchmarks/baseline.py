@@ -13,7 +13,9 @@ from typing import Any
 
 from together import AsyncTogether
 
-from nodes.prompts import AGGREGATION_PROMPT  # the same prompt, so both send the same text
+from langgraph_moa.nodes.prompts import (
+    AGGREGATION_PROMPT,
+)  # the same prompt, so both send the same text
 
 
 def with_references(messages: list[dict[str, str]], references: list[str]) -> list[Any]:

@@ -18,7 +18,7 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from rich.console import Console
 
-from nodes.context import Context, ModelSpec
+from langgraph_moa.nodes.context import Context, ModelSpec
 
 QUESTION = "What are some fun things to do in San Francisco?"
 
@@ -87,9 +87,9 @@ async def cli_query(ctx: Context, prompt: str = QUESTION) -> tuple[float, float]
 
     Returns (wall time, time to the first token of the final answer), in seconds.
     """
-    from cli.progress import Progress
-    from cli.run import run_turn
-    from graphs import graph
+    from langgraph_moa.apps.cli.progress import Progress
+    from langgraph_moa.apps.cli.run import run_turn
+    from langgraph_moa.graphs import graph
 
     first: list[float] = []
 
@@ -192,7 +192,7 @@ class InstantChatModel(BaseChatModel):
 
 def register_instant_provider() -> None:
     """``fake:NAME`` models answer at once, in process (nodes.providers.PROVIDERS["fake"])."""
-    from nodes.providers import PROVIDERS
+    from langgraph_moa.nodes.models.providers import PROVIDERS
 
     def instant(spec: ModelSpec, ctx: Context) -> BaseChatModel:
         return InstantChatModel(reply=f"An instant answer by {spec.name}.")

@@ -38,8 +38,8 @@ def _config(base_url: str) -> str:
 
 
 def _child(queries: int, config: str, out: str) -> None:
-    from cli.main import ask
-    from nodes import providers, quorum
+    from langgraph_moa.apps.cli.main import ask
+    from langgraph_moa.nodes.models import providers, quorum
 
     checkpoints: dict[int, float] = {}
     for i in range(1, queries + 1):

@@ -80,7 +80,7 @@ def run(blocks: int = 7, per_block: int = 40) -> dict[str, Any]:
     """CPU ms per query: MoA graph (ainvoke), bare graph (ainvoke), MoA as ``moa ask`` runs it."""
 
     async def main() -> dict[str, Any]:
-        from graphs import graph
+        from langgraph_moa.graphs import graph
 
         ctx = instant_context(LAYERS, PROPOSERS)
         bare = bare_graph()

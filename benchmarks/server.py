@@ -90,8 +90,7 @@ class ServerProcess:
 
 
 def _serve() -> None:
-    sys.path.insert(0, str(ROOT / "tests"))
-    from fake_openai import FakeOpenAIServer, split_tokens  # type: ignore[import-not-found]
+    from langgraph_moa.testing.fake_openai import FakeOpenAIServer, split_tokens
 
     def tail_latency(ttft: float, total: float, p: float, factor: float, seed: int) -> Any:
         rng = random.Random(seed)  # drawn on the server thread, in arrival order

@@ -17,7 +17,7 @@ from langchain_core.messages import HumanMessage
 
 from benchmarks.common import PROPOSER, QUESTION, median, percentile, text_of
 from benchmarks.server import ServerProcess
-from nodes.context import Context, ModelSpec
+from langgraph_moa.nodes.context import Context, ModelSpec
 
 LAYERS, PROPOSERS = 2, 4
 TAIL_P, TAIL_X = 0.2, 5.0
@@ -45,7 +45,7 @@ def _context(base_url: str, tag: str, quorum: int | None, grace: float) -> Conte
 
 def run(queries: int = 200, concurrency: int = 4) -> dict[str, Any]:
     async def main() -> dict[str, Any]:
-        from graphs import graph
+        from langgraph_moa.graphs import graph
 
         with ServerProcess() as server:
             contexts = {}

@@ -13,12 +13,12 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Send
 
-from graphs.state import MoAInput, MoAOutput, MoAState
-from nodes.aggregate import aggregate
-from nodes.context import Context
-from nodes.join import join
-from nodes.presets import resolve_context
-from nodes.propose import propose, proposer_tasks
+from langgraph_moa.graphs.state import MoAInput, MoAOutput, MoAState
+from langgraph_moa.nodes.aggregate import aggregate
+from langgraph_moa.nodes.context import Context
+from langgraph_moa.nodes.join import join
+from langgraph_moa.nodes.presets import resolve_context
+from langgraph_moa.nodes.propose import propose, proposer_tasks
 
 Next = list[Send] | Literal["aggregate"]
 

@@ -13,7 +13,7 @@ from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
 from typing_extensions import TypedDict
 
-from nodes.records import Answer, Proposal
+from langgraph_moa.nodes.records import Answer, Proposal
 
 
 class MoAInput(TypedDict):

@@ -3,8 +3,8 @@
 Nothing here imports ``graphs``; the graph wiring imports these nodes.
 """
 
-from nodes.context import Context, ModelSpec
-from nodes.errors import MoAError
-from nodes.presets import load_preset, preset_names
+from langgraph_moa.nodes.context import Context, ModelSpec
+from langgraph_moa.nodes.errors import MoAError
+from langgraph_moa.nodes.presets import load_preset, preset_names
 
 __all__ = ["Context", "MoAError", "ModelSpec", "load_preset", "preset_names"]

@@ -20,13 +20,13 @@ from langgraph.runtime import Runtime
 from langgraph.types import Overwrite, StreamWriter
 from typing_extensions import TypedDict
 
-from nodes.budget import fit_request
-from nodes.calls import CallFailedError, CallResult, call_model
-from nodes.context import Context, ModelSpec
-from nodes.errors import AggregatorError
-from nodes.presets import resolve_context
-from nodes.providers import chat_model
-from nodes.records import Answer, CallFailure, ErrorInfo, usage_of
+from langgraph_moa.nodes.context import Context, ModelSpec
+from langgraph_moa.nodes.errors import AggregatorError
+from langgraph_moa.nodes.models.budget import fit_request
+from langgraph_moa.nodes.models.calls import CallFailedError, CallResult, call_model
+from langgraph_moa.nodes.models.providers import chat_model
+from langgraph_moa.nodes.presets import resolve_context
+from langgraph_moa.nodes.records import Answer, CallFailure, ErrorInfo, usage_of
 
 # Tag on the aggregator's model call: filter stream_mode="messages" chunks on it
 # (or on metadata["langgraph_node"] == "aggregate") to show only the final answer.

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from nodes.prompts import AGGREGATION_PROMPT
+from langgraph_moa.nodes.prompts import AGGREGATION_PROMPT
 
 MODEL_NAME = re.compile(r"^(?P<provider>[a-z][a-z0-9_\-]*):(?P<name>\S.*)$")
 

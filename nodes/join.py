@@ -8,10 +8,10 @@ from langgraph.runtime import Runtime
 from langgraph.types import Overwrite
 from typing_extensions import TypedDict
 
-from nodes.context import Context
-from nodes.errors import LayerFailedError
-from nodes.presets import resolve_context
-from nodes.records import Proposal
+from langgraph_moa.nodes.context import Context
+from langgraph_moa.nodes.errors import LayerFailedError
+from langgraph_moa.nodes.presets import resolve_context
+from langgraph_moa.nodes.records import Proposal
 
 
 class JoinInput(TypedDict):

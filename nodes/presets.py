@@ -15,10 +15,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from nodes.context import Context, ModelSpec
-from nodes.errors import ConfigError
+from langgraph_moa.nodes.context import Context, ModelSpec
+from langgraph_moa.nodes.errors import ConfigError
 
-PRESET_DIR = resources.files("nodes") / "presets"
+PRESET_DIR = resources.files("langgraph_moa.nodes") / "presets"
 
 
 def preset_names() -> list[str]:

@@ -11,13 +11,13 @@ from langgraph.config import get_stream_writer
 from langgraph.constants import TAG_NOSTREAM
 from langgraph.runtime import Runtime
 
-from nodes.budget import fit_request
-from nodes.calls import CallFailedError, call_model
-from nodes.context import Context
-from nodes.presets import resolve_context
-from nodes.providers import chat_model
-from nodes.quorum import QuorumCancelledError, quorum_call
-from nodes.records import ErrorInfo, Proposal, ProposeTask, usage_of
+from langgraph_moa.nodes.context import Context
+from langgraph_moa.nodes.models.budget import fit_request
+from langgraph_moa.nodes.models.calls import CallFailedError, call_model
+from langgraph_moa.nodes.models.providers import chat_model
+from langgraph_moa.nodes.models.quorum import QuorumCancelledError, quorum_call
+from langgraph_moa.nodes.presets import resolve_context
+from langgraph_moa.nodes.records import ErrorInfo, Proposal, ProposeTask, usage_of
 
 
 def proposer_tasks(

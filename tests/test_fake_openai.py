@@ -1,4 +1,4 @@
-"""Prove tests/fake_openai.py against the real provider clients over real HTTP.
+"""Prove testing/fake_openai.py against the real provider clients over real HTTP.
 
 Every test talks to a FakeOpenAIServer on 127.0.0.1 through the ``openai``
 SDK, ``langchain_openai.ChatOpenAI`` or ``langchain_together.ChatTogether``;
@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 import openai
@@ -22,34 +22,14 @@ from langchain_openai import ChatOpenAI
 from langchain_together import ChatTogether
 from openai.types.chat import ChatCompletionMessageParam
 
-if TYPE_CHECKING:
-    from fake_openai import (
-        Failure,
-        FakeOpenAIServer,
-        RecordedRequest,
-        count_prompt_tokens,
-        default_reply,
-        split_tokens,
-    )
-else:
-    try:  # plain `pytest`: tests/ is not a package, pytest puts tests/ itself on sys.path
-        from fake_openai import (
-            Failure,
-            FakeOpenAIServer,
-            RecordedRequest,
-            count_prompt_tokens,
-            default_reply,
-            split_tokens,
-        )
-    except ModuleNotFoundError:  # tests/ became a package (tests/__init__.py)
-        from tests.fake_openai import (
-            Failure,
-            FakeOpenAIServer,
-            RecordedRequest,
-            count_prompt_tokens,
-            default_reply,
-            split_tokens,
-        )
+from langgraph_moa.testing.fake_openai import (
+    Failure,
+    FakeOpenAIServer,
+    RecordedRequest,
+    count_prompt_tokens,
+    default_reply,
+    split_tokens,
+)
 
 USER: list[ChatCompletionMessageParam] = [
     {"role": "user", "content": "What is the capital of France?"}

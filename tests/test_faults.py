@@ -20,21 +20,26 @@ from typing import Any
 
 import pytest
 from conftest import fake_context, run_cli, spec
-from fake_openai import Failure, FakeOpenAIServer, RecordedRequest, default_reply
 from langchain_core.messages import AIMessageChunk, HumanMessage
 from langchain_core.tracers.base import BaseTracer
 from langchain_core.tracers.schemas import Run
 from langgraph.checkpoint.memory import InMemorySaver
 from pydantic import ValidationError
 
-from graphs import build_moa_graph, graph
-from nodes import budget
-from nodes.calls import RETRY_AFTER_CAP_S, classify, retry_after_s
-from nodes.context import Context, ModelSpec
-from nodes.errors import AggregatorError, ConfigError, LayerFailedError
-from nodes.presets import build_context, load_preset, preset_names
-from nodes.providers import chat_model
-from nodes.redact import redact
+from langgraph_moa.graphs import build_moa_graph, graph
+from langgraph_moa.nodes.context import Context, ModelSpec
+from langgraph_moa.nodes.errors import AggregatorError, ConfigError, LayerFailedError
+from langgraph_moa.nodes.models import budget
+from langgraph_moa.nodes.models.calls import RETRY_AFTER_CAP_S, classify, retry_after_s
+from langgraph_moa.nodes.models.providers import chat_model
+from langgraph_moa.nodes.models.redact import redact
+from langgraph_moa.nodes.presets import build_context, load_preset, preset_names
+from langgraph_moa.testing.fake_openai import (
+    Failure,
+    FakeOpenAIServer,
+    RecordedRequest,
+    default_reply,
+)
 
 QUESTION = "What are some fun things to do in SF?"
 FAST = {"retry_base_s": 0.01}  # backoff waits of ~10 ms: tests of retries stay quick

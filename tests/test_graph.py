@@ -6,15 +6,15 @@ import time
 from typing import Any
 
 from conftest import fake_context, spec
-from fake_openai import FakeOpenAIServer, default_reply
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import START, MessagesState, StateGraph
 
-from graphs import build_moa_graph, graph
-from nodes.aggregate import ANSWER_TAG
-from nodes.context import Context
-from nodes.providers import chat_model
+from langgraph_moa.graphs import build_moa_graph, graph
+from langgraph_moa.nodes.aggregate import ANSWER_TAG
+from langgraph_moa.nodes.context import Context
+from langgraph_moa.nodes.models.providers import chat_model
+from langgraph_moa.testing.fake_openai import FakeOpenAIServer, default_reply
 
 QUESTION = "What are some fun things to do in SF?"
 
@@ -263,9 +263,8 @@ def test_graph_renders_propose_join_aggregate_and_context_is_described() -> None
 
 
 async def test_a_failed_turn_leaves_nothing_behind_for_the_next(server: FakeOpenAIServer) -> None:
-    from fake_openai import Failure
-
-    from nodes.errors import LayerFailedError
+    from langgraph_moa.nodes.errors import LayerFailedError
+    from langgraph_moa.testing.fake_openai import Failure
 
     app = build_moa_graph().compile(checkpointer=InMemorySaver())
     ctx = fake_context(server, ["a", "b"], min_proposals=2, max_attempts=1)

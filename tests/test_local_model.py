@@ -17,11 +17,11 @@ from typing import Any, cast
 import pytest
 from langchain_core.messages import AIMessageChunk, HumanMessage
 
-from graphs import graph
-from nodes import local
-from nodes.calls import CallFailedError, call_model
-from nodes.context import Context, ModelSpec
-from nodes.errors import ProviderError
+from langgraph_moa.graphs import graph
+from langgraph_moa.nodes.context import Context, ModelSpec
+from langgraph_moa.nodes.errors import ProviderError
+from langgraph_moa.nodes.models import local
+from langgraph_moa.nodes.models.calls import CallFailedError, call_model
 
 QUESTION = "What is the capital of France? Answer in one sentence."
 

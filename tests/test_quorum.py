@@ -13,14 +13,14 @@ from typing import Any
 
 import pytest
 from conftest import fake_context, run_cli
-from fake_openai import Failure, FakeOpenAIServer
 from langchain_core.messages import HumanMessage
 
-from graphs import graph
-from nodes.context import Context
-from nodes.errors import ConfigError
-from nodes.presets import build_context
-from nodes.quorum import active_groups
+from langgraph_moa.graphs import graph
+from langgraph_moa.nodes.context import Context
+from langgraph_moa.nodes.errors import ConfigError
+from langgraph_moa.nodes.models.quorum import active_groups
+from langgraph_moa.nodes.presets import build_context
+from langgraph_moa.testing.fake_openai import Failure, FakeOpenAIServer
 
 QUESTION = "What are some fun things to do in SF?"
 

@@ -16,8 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import ROOT
-from fake_openai import FakeOpenAIServer
 from langgraph_sdk import get_sync_client
+
+from langgraph_moa.testing.fake_openai import FakeOpenAIServer
 
 URL = re.compile(r"API: \S*?(http://127\.0\.0\.1:\d+)")
 
@@ -26,7 +27,7 @@ URL = re.compile(r"API: \S*?(http://127\.0\.0\.1:\d+)")
 def studio(_server: FakeOpenAIServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     # Run from a copy so the in-memory server's .langgraph_api/ lands outside the repo.
     work = tmp_path_factory.mktemp("studio")
-    for name in ("langgraph.json", "graphs", "nodes"):
+    for name in ("langgraph.json", "graphs"):
         src = ROOT / name
         if src.is_dir():
             shutil.copytree(src, work / name, ignore=shutil.ignore_patterns("__pycache__"))

@@ -9,13 +9,13 @@ import pytest
 from langchain_core.language_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
-from graphs import graph
-from nodes import providers
-from nodes.context import Context, ModelSpec
-from nodes.conversation import with_system
-from nodes.errors import ConfigError, ProviderError
-from nodes.presets import build_context, load_preset, preset_names, resolve_context
-from nodes.prompts import AGGREGATION_PROMPT, aggregation_system_prompt
+from langgraph_moa.graphs import graph
+from langgraph_moa.nodes.context import Context, ModelSpec
+from langgraph_moa.nodes.conversation import with_system
+from langgraph_moa.nodes.errors import ConfigError, ProviderError
+from langgraph_moa.nodes.models import providers
+from langgraph_moa.nodes.presets import build_context, load_preset, preset_names, resolve_context
+from langgraph_moa.nodes.prompts import AGGREGATION_PROMPT, aggregation_system_prompt
 
 
 def test_presets_match_the_paper_and_the_seed_setups() -> None:
@@ -129,7 +129,7 @@ async def test_a_new_provider_is_one_registry_entry(monkeypatch: pytest.MonkeyPa
 def test_a_preset_name_wins_over_a_folder_of_that_name(
     tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from nodes.presets import read_settings
+    from langgraph_moa.nodes.presets import read_settings
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "local").mkdir()

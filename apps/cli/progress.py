@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from nodes.context import Context
+from langgraph_moa.nodes.context import Context
 
 
 def short(model: str) -> str:

@@ -49,8 +49,8 @@ from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from pydantic import Field
 
-from nodes.context import Context, ModelSpec
-from nodes.errors import ContextOverflowError, ProviderError
+from langgraph_moa.nodes.context import Context, ModelSpec
+from langgraph_moa.nodes.errors import ContextOverflowError, ProviderError
 
 INSTALL_HINT = (
     "install the local extra: `uv sync --extra local` or `pip install 'langgraph-moa[local]'`"

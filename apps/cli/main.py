@@ -17,7 +17,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 from rich.console import Console
 
-from nodes.errors import ConfigError, MoAError
+from langgraph_moa.nodes.errors import ConfigError, MoAError
 
 app = typer.Typer(
     add_completion=False,
@@ -64,7 +64,7 @@ ShowOpt = Annotated[
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    from nodes.redact import redact
+    from langgraph_moa.nodes.models.redact import redact
 
     err.print(f"moa: error: {redact(message)}", markup=False)  # no API key, ever
     raise typer.Exit(code)
@@ -83,7 +83,7 @@ def write(text: str) -> None:
 
 
 def _context(**flags: Any) -> Any:
-    from cli.settings import context_from_flags
+    from langgraph_moa.apps.cli.settings import context_from_flags
 
     try:
         return context_from_flags(**flags)
@@ -127,7 +127,7 @@ def ask(
     )
     final = _run(_ask(prompt, ctx, show_proposals=show_proposals, as_json=as_json))
     if as_json:
-        from cli.run import report
+        from langgraph_moa.apps.cli.run import report
 
         print(json.dumps(report(final, ctx), indent=2, ensure_ascii=False))
     else:
@@ -135,10 +135,10 @@ def ask(
 
 
 async def _ask(prompt: str, ctx: Any, *, show_proposals: bool, as_json: bool) -> Any:
-    from cli.progress import Progress
-    from cli.run import run_turn
-    from cli.settings import preflight
-    from graphs import graph
+    from langgraph_moa.apps.cli.progress import Progress
+    from langgraph_moa.apps.cli.run import run_turn
+    from langgraph_moa.apps.cli.settings import preflight
+    from langgraph_moa.graphs import graph
 
     preflight(ctx)  # inside the loop: the clients built here are the ones the run reuses
     with Progress(ctx, err) as progress:
@@ -182,10 +182,10 @@ def chat(
 async def _chat(ctx: Any, *, show_proposals: bool) -> None:
     from langgraph.checkpoint.memory import InMemorySaver
 
-    from cli.progress import Progress
-    from cli.run import run_turn
-    from cli.settings import preflight
-    from graphs import build_moa_graph
+    from langgraph_moa.apps.cli.progress import Progress
+    from langgraph_moa.apps.cli.run import run_turn
+    from langgraph_moa.apps.cli.settings import preflight
+    from langgraph_moa.graphs import build_moa_graph
 
     preflight(ctx)
     # The checkpointer keeps the conversation: each turn sends only the new user message.
@@ -212,7 +212,7 @@ async def _chat(ctx: Any, *, show_proposals: bool) -> None:
                     config=thread,
                 )
         except MoAError as exc:  # one failed turn does not end the session
-            from nodes.redact import redact
+            from langgraph_moa.nodes.models.redact import redact
 
             err.print(f"moa: error: {redact(str(exc))}", markup=False)
             # Forget the failed turn: the next one continues from the last good checkpoint
@@ -227,7 +227,7 @@ async def _chat(ctx: Any, *, show_proposals: bool) -> None:
 
 @app.command(help="List the presets and what they run.")
 def presets() -> None:
-    from nodes.presets import PRESET_DIR, load_preset, preset_names
+    from langgraph_moa.nodes.presets import PRESET_DIR, load_preset, preset_names
 
     for name in preset_names():
         ctx = load_preset(name)

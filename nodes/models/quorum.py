@@ -20,9 +20,9 @@ import asyncio
 import time
 from collections.abc import Awaitable
 
-from nodes.calls import CallResult
-from nodes.context import Context
-from nodes.records import ProposeTask
+from langgraph_moa.nodes.context import Context
+from langgraph_moa.nodes.models.calls import CallResult
+from langgraph_moa.nodes.records import ProposeTask
 
 
 class QuorumCancelledError(Exception):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from nodes.context import Context
-from nodes.errors import ConfigError
-from nodes.presets import build_context, default_preset_name, read_settings
-from nodes.providers import chat_model
+from langgraph_moa.nodes.context import Context
+from langgraph_moa.nodes.errors import ConfigError
+from langgraph_moa.nodes.models.providers import chat_model
+from langgraph_moa.nodes.presets import build_context, default_preset_name, read_settings
 
 
 def context_from_flags(

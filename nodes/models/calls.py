@@ -28,8 +28,8 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessageChunk, AnyMessage
 from langchain_core.runnables import RunnableConfig
 
-from nodes.errors import ContextOverflowError
-from nodes.redact import redact
+from langgraph_moa.nodes.errors import ContextOverflowError
+from langgraph_moa.nodes.models.redact import redact
 
 BACKOFF_BASE_S = 1.0
 BACKOFF_CAP_S = 20.0

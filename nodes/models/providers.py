@@ -17,9 +17,9 @@ from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 
-from nodes.context import Context, ModelSpec
-from nodes.errors import ProviderError
-from nodes.redact import redact, register_key_env
+from langgraph_moa.nodes.context import Context, ModelSpec
+from langgraph_moa.nodes.errors import ProviderError
+from langgraph_moa.nodes.models.redact import redact, register_key_env
 
 # The API key variable each provider reads when the spec names none.
 KEY_ENV = {
@@ -161,7 +161,7 @@ def _langchain(spec: ModelSpec, ctx: Context) -> BaseChatModel:
 
 def _local(spec: ModelSpec, ctx: Context) -> BaseChatModel:
     # Imported on use: llama.cpp is an optional extra.
-    from nodes.local import local_chat_model
+    from langgraph_moa.nodes.models.local import local_chat_model
 
     return local_chat_model(spec, ctx)
 

@@ -27,10 +27,10 @@ from collections.abc import Callable, Sequence
 from langchain_core.language_models import BaseChatModel, BaseLanguageModel
 from langchain_core.messages import AnyMessage
 
-from nodes.calls import CallFailedError
-from nodes.context import Context, ModelSpec
-from nodes.conversation import with_system
-from nodes.prompts import aggregation_system_prompt
+from langgraph_moa.nodes.context import Context, ModelSpec
+from langgraph_moa.nodes.conversation import with_system
+from langgraph_moa.nodes.models.calls import CallFailedError
+from langgraph_moa.nodes.prompts import aggregation_system_prompt
 
 CHARS_PER_TOKEN = 3.5
 MESSAGE_OVERHEAD = 4  # role and separators of one chat message

@@ -10,10 +10,10 @@ from langchain_core.messages import AIMessageChunk, HumanMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
 
-from cli.progress import Progress
-from nodes.aggregate import ANSWER_TAG
-from nodes.context import Context
-from nodes.records import usage_by_model
+from langgraph_moa.apps.cli.progress import Progress
+from langgraph_moa.nodes.aggregate import ANSWER_TAG
+from langgraph_moa.nodes.context import Context
+from langgraph_moa.nodes.records import usage_by_model
 
 
 async def run_turn(

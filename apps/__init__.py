@@ -1,0 +1,1 @@
+"""What users run on top of the graph: the ``moa`` command and its subcommands."""

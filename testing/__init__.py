@@ -1,0 +1,1 @@
+"""Test support shipped with the package: a real OpenAI-compatible HTTP server on 127.0.0.1."""
