@@ -1,15 +1,18 @@
 """Run every benchmark and write benchmarks/RESULTS.md.
 
-.venv/bin/python -m benchmarks.run            (about 6 minutes on 2 cores)
-.venv/bin/python -m benchmarks.run --quick    (fewer repetitions; prints, writes nothing)
+.venv/bin/python -m benchmarks.run                 (every section; about 6 minutes on 2 cores)
+.venv/bin/python -m benchmarks.run latency memory  (those sections only)
+.venv/bin/python -m benchmarks.run --quick         (fewer repetitions; prints, writes nothing)
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import re
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -154,48 +157,73 @@ def _memory_section(r: dict[str, Any]) -> list[str]:
     ]
 
 
+# name -> (measure, render): each section of RESULTS.md is measured and written on its own, so one
+# benchmark can be rerun (python -m benchmarks.run NAME) without redoing the others. A new benchmark
+# adds one line here.
+Section = tuple[Callable[[bool], Any], Callable[[Any], list[str]]]
+SECTIONS: dict[str, Section] = {
+    "latency": (lambda quick: latency.run(reps=3 if quick else 7), _latency_section),
+    "orchestration": (
+        lambda quick: orchestration.run(blocks=3 if quick else 7),
+        _orchestration_section,
+    ),
+    "stragglers": (lambda quick: stragglers.run(queries=40 if quick else 200), _stragglers_section),
+    "memory": (lambda quick: memory.run(many=100 if quick else 1000), _memory_section),
+}
+
+HEADER = [
+    "# Benchmark results",
+    "",
+    "Written by `python -m benchmarks.run` (all sections) or `python -m benchmarks.run NAME...` "
+    "(those sections only), from the repository root with the project's venv. Each section says "
+    "when and where it was measured. Every ratio is measured side by side in one run. Absolute "
+    "times drift on shared machines; the ratios are what to compare.",
+    "",
+]
+_MARK = re.compile(r"<!-- section: (\S+) -->\n.*?<!-- end: \1 -->\n", re.DOTALL)
+
+
+def splice(text: str, name: str, body: list[str]) -> str:
+    """``text`` with section ``name`` replaced by ``body`` (appended when it is new)."""
+    block = (
+        f"<!-- section: {name} -->\n" + "\n".join(body).rstrip("\n") + f"\n<!-- end: {name} -->\n"
+    )
+    found = {m.group(1): m for m in _MARK.finditer(text)}
+    if name in found:
+        m = found[name]
+        return text[: m.start()] + block + text[m.end() :]
+    return text.rstrip("\n") + "\n\n" + block
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("names", nargs="*", help=f"sections to rerun: {', '.join(SECTIONS)}")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (smoke run)")
     args = parser.parse_args()
-    started = time.perf_counter()
-    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    unknown = [n for n in args.names if n not in SECTIONS]
+    if unknown:
+        parser.error(f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
     where = machine()
-    command = "python -m benchmarks.run" + (" --quick" if args.quick else "")
-    steps: list[tuple[str, Any]] = [
-        ("latency", lambda: latency.run(reps=3 if args.quick else 7)),
-        ("orchestration", lambda: orchestration.run(blocks=3 if args.quick else 7)),
-        ("stragglers", lambda: stragglers.run(queries=40 if args.quick else 200)),
-        ("memory", lambda: memory.run(many=100 if args.quick else 1000)),
-    ]
-    results: dict[str, Any] = {}
-    for name, step in steps:
+    text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else ""
+    if not text.startswith(HEADER[0]):
+        text = "\n".join(HEADER)
+    for name in args.names or list(SECTIONS):
+        measure, render = SECTIONS[name]
         t0 = time.perf_counter()
         print(f"benchmarks: {name}...", file=sys.stderr, flush=True)
-        results[name] = step()
-        print(f"benchmarks: {name} done in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-    total = time.perf_counter() - started
-    lines = [
-        "# Benchmark results",
-        "",
-        f"- Date: {when}",
-        f"- Machine: {where}",
-        f"- Command: `{command}` (from the repository root, with the project's venv)",
-        f"- Total runtime: {total / 60:.1f} min",
-        "",
-        "Every ratio is measured side by side in one run. Absolute times drift on shared "
-        "machines; the ratios are what to compare.",
-        "",
-        *_latency_section(results["latency"]),
-        *_orchestration_section(results["orchestration"]),
-        *_stragglers_section(results["stragglers"]),
-        *_memory_section(results["memory"]),
-    ]
-    if args.quick:  # a smoke run: its figures are too rough to replace the file
-        print("\n".join(lines))
-        return
-    RESULTS.write_text("\n".join(lines), encoding="utf-8")
-    print(f"benchmarks: wrote {RESULTS} in {total / 60:.1f} min", file=sys.stderr)
+        result = measure(args.quick)
+        took = time.perf_counter() - t0
+        when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        body = render(result)
+        body[1:1] = ["", f"*Measured {when} on {where}, in {took / 60:.1f} min.*"]
+        print(f"benchmarks: {name} done in {took:.0f} s", file=sys.stderr)
+        if args.quick:  # a smoke run: its figures are too rough to replace the file
+            print("\n".join(body))
+            continue
+        text = splice(text, name, body)
+        RESULTS.write_text(text, encoding="utf-8")  # after each section: a crash keeps the rest
+    if not args.quick:
+        print(f"benchmarks: wrote {RESULTS}", file=sys.stderr)
 
 
 if __name__ == "__main__":
