@@ -502,6 +502,6 @@ def local_chat_model(spec: ModelSpec, ctx: Context) -> BaseChatModel:
         model_name=spec.name if spec.name in BUNDLED else path.name,
         temperature=spec.temperature if spec.temperature is not None else ctx.temperature,
         max_tokens=spec.max_tokens or ctx.max_tokens,
-        seed=spec.seed,
+        seed=spec.seed if spec.seed is not None else ctx.seed,
         pool_size=_pool_size_from_env(),
     )

@@ -63,8 +63,12 @@ def _common(spec: ModelSpec, ctx: Context) -> dict[str, Any]:
         "max_retries": 0,
         # Usage is wanted while streaming too (the cost report needs it).
         "stream_usage": True,
-        **({"seed": spec.seed} if spec.seed is not None else {}),
+        **({"seed": seed} if (seed := _seed(spec, ctx)) is not None else {}),
     }
+
+
+def _seed(spec: ModelSpec, ctx: Context) -> int | None:
+    return spec.seed if spec.seed is not None else ctx.seed
 
 
 def _openai_common(spec: ModelSpec, ctx: Context) -> dict[str, Any]:
@@ -212,7 +216,7 @@ def _forget_closed_loops() -> None:
 
 def chat_model(spec: ModelSpec, ctx: Context) -> BaseChatModel:
     """The chat model for ``spec`` under ``ctx``'s defaults, built once per distinct setting."""
-    key = (spec, ctx.temperature, ctx.max_tokens, ctx.timeout, _env_fingerprint(spec))
+    key = (spec, ctx.temperature, ctx.max_tokens, ctx.seed, ctx.timeout, _env_fingerprint(spec))
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
