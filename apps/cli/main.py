@@ -164,7 +164,21 @@ def chat(
     quorum: QuorumOpt = None,
     grace: GraceOpt = None,
     show_proposals: ShowOpt = False,
+    thread: Annotated[
+        str | None,
+        typer.Option(
+            "--thread", help="Save the conversation as NAME and resume it later (see --list)."
+        ),
+    ] = None,
+    list_threads: Annotated[
+        bool, typer.Option("--list", help="List the saved conversations and exit.")
+    ] = False,
 ) -> None:
+    if list_threads:
+        _run(_list_threads())
+        return
+    if thread is not None and not thread.strip():
+        fail("--thread needs a name, e.g. moa chat --thread work", 2)
     ctx = _context(
         preset=preset,
         config=config,
@@ -176,21 +190,58 @@ def chat(
         quorum=quorum,
         quorum_grace=grace,
     )
-    _run(_chat(ctx, show_proposals=show_proposals))
+    if thread is None:
+        _run(_chat(ctx, show_proposals=show_proposals))
+    else:
+        _run(_chat_saved(ctx, thread.strip(), show_proposals=show_proposals))
 
 
-async def _chat(ctx: Any, *, show_proposals: bool) -> None:
+async def _chat_saved(ctx: Any, name: str, *, show_proposals: bool) -> None:
+    from langgraph_moa.apps.cli.threads import open_saver
+
+    async with open_saver() as saver:
+        await _chat(ctx, show_proposals=show_proposals, checkpointer=saver, thread_name=name)
+
+
+async def _list_threads() -> None:
+    from langgraph_moa.apps.cli.threads import DB_NAME, data_dir, list_threads, open_saver
+    from langgraph_moa.graphs import build_moa_graph
+
+    async with open_saver() as saver:
+        found = await list_threads(build_moa_graph().compile(checkpointer=saver), saver)
+    if not found:
+        err.print(f"moa chat: no saved threads in {data_dir() / DB_NAME}", markup=False)
+        return
+    width = max(len(t.name) for t in found)
+    for t in found:
+        turns = f"{t.turns} turn{'s' if t.turns != 1 else ''}"
+        print(f"{t.name:<{width}}  {turns:>9}  {t.updated[:16].replace('T', ' ')}  {t.first}")
+
+
+async def _chat(
+    ctx: Any,
+    *,
+    show_proposals: bool,
+    checkpointer: Any = None,
+    thread_name: str | None = None,
+) -> None:
     from langgraph.checkpoint.memory import InMemorySaver
 
     from langgraph_moa.apps.cli.progress import Progress
     from langgraph_moa.apps.cli.run import run_turn
     from langgraph_moa.apps.cli.settings import preflight
+    from langgraph_moa.apps.cli.threads import count_turns, resume_point
     from langgraph_moa.graphs import build_moa_graph
 
     preflight(ctx)
     # The checkpointer keeps the conversation: each turn sends only the new user message.
-    graph = build_moa_graph().compile(checkpointer=InMemorySaver(), name="moa-chat")
-    thread: Any = {"configurable": {"thread_id": str(uuid.uuid4())}}
+    # With --thread it is the SQLite store (apps/cli/threads.py), so a later process resumes it.
+    graph = build_moa_graph().compile(checkpointer=checkpointer or InMemorySaver(), name="moa-chat")
+    name = thread_name or str(uuid.uuid4())
+    thread: Any = await resume_point(graph, name)
+    if thread_name:
+        turns = await count_turns(graph, thread)
+        err.print(f"moa chat: thread {name!r}: " + (f"{turns} earlier turn(s)" if turns else "new"))
     err.print("moa chat: type a message, 'exit' or Ctrl-D to leave.")
     while True:
         err.print("> ", end="")
@@ -199,7 +250,6 @@ async def _chat(ctx: Any, *, show_proposals: bool) -> None:
             break
         if not line.strip():
             continue
-        before = (await graph.aget_state(thread)).config
         try:
             with Progress(ctx, err) as progress:
                 await run_turn(
@@ -217,11 +267,9 @@ async def _chat(ctx: Any, *, show_proposals: bool) -> None:
             err.print(f"moa: error: {redact(str(exc))}", markup=False)
             # Forget the failed turn: the next one continues from the last good checkpoint
             # (a fork), so the unanswered question does not stay in the conversation.
-            if before.get("configurable", {}).get("checkpoint_id"):
-                thread = before
-            else:
-                thread = {"configurable": {"thread_id": str(uuid.uuid4())}}
+            thread = await resume_point(graph, name)
             continue
+        thread = await resume_point(graph, name)  # the turn's final checkpoint
         write("\n\n")
 
 
