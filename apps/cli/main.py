@@ -273,6 +273,85 @@ async def _chat(
         write("\n\n")
 
 
+@app.command(
+    help="Serve MoA as an OpenAI-compatible model, with LangServe routes (docs/serving.md)."
+)
+def serve(
+    preset: Annotated[
+        str | None, typer.Option("--preset", "-p", help="The default model (a preset name).")
+    ] = None,
+    config: Annotated[
+        str | None,
+        typer.Option("--config", "-c", help="A TOML config, served as a model named after it."),
+    ] = None,
+    host: Annotated[
+        str | None, typer.Option("--host", help="Interface to listen on [default: 127.0.0.1].")
+    ] = None,
+    port: Annotated[int, typer.Option("--port", help="Port; 0 picks a free one.")] = 8000,
+    max_concurrent: Annotated[
+        int | None,
+        typer.Option("--max-concurrent", help="Runs in flight at most (then 429) [default: 64]."),
+    ] = None,
+    max_body: Annotated[
+        int | None,
+        typer.Option(
+            "--max-body", help="Largest request body in bytes (then 413) [default: 1 MiB]."
+        ),
+    ] = None,
+    grace: Annotated[
+        float | None,
+        typer.Option("--grace", help="Seconds in-flight streams get after SIGTERM [default: 30]."),
+    ] = None,
+    show_proposals: Annotated[
+        bool,
+        typer.Option(
+            "--show-proposals",
+            help="Send the proposals as reasoning_content unless a request says otherwise.",
+        ),
+    ] = False,
+) -> None:
+    import os
+
+    from pydantic import ValidationError
+
+    from langgraph_moa.apps.serve.auth import KEY_ENV
+    from langgraph_moa.apps.serve.main import is_loopback, listen, run
+    from langgraph_moa.apps.serve.registry import ModelRegistry
+    from langgraph_moa.apps.serve.settings import ServeSettings
+    from langgraph_moa.nodes.presets import explain
+
+    try:
+        models = ModelRegistry.from_flags(preset, config)
+    except ConfigError as exc:
+        fail(str(exc), 2)
+    except MoAError as exc:
+        fail(str(exc))
+    given = {
+        "host": host,
+        "port": port,
+        "api_key": os.environ.get(KEY_ENV) or None,
+        "max_concurrent": max_concurrent,
+        "max_body_bytes": max_body,
+        "grace_s": grace,
+        "show_proposals": show_proposals,
+    }
+    try:
+        settings = ServeSettings.model_validate({k: v for k, v in given.items() if v is not None})
+    except ValidationError as exc:
+        fail(explain(exc).replace("max_body_bytes", "--max-body").replace("grace_s", "--grace"), 2)
+    if settings.api_key is None and not is_loopback(settings.host):
+        err.print(
+            f"moa serve: warning: no {KEY_ENV} set and listening on {settings.host}: anyone who "
+            "can reach this port can spend your provider keys",
+            markup=False,
+        )
+    try:
+        sock = listen(settings.host, settings.port)
+    except OSError as exc:
+        fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}")
+    _run(run(settings, models, sock))
+
+
 @app.command(help="List the presets and what they run.")
 def presets() -> None:
     from langgraph_moa.nodes.presets import PRESET_DIR, load_preset, preset_names
@@ -303,7 +382,7 @@ def _run(coro: Any) -> Any:
         fail(f"unexpected {type(exc).__name__}: {exc} (set MOA_DEBUG=1 for a traceback)")
 
 
-COMMANDS = {"ask", "chat", "presets", "--help", "-h", "--version"}
+COMMANDS = {"ask", "chat", "serve", "presets", "--help", "-h", "--version"}
 
 
 def main() -> None:
