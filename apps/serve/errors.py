@@ -141,7 +141,7 @@ def validation_error(errors: Iterable[Any]) -> OpenAIError:
     if kind == "json_invalid" or first.get("msg") == "Invalid JSON body":
         return OpenAIError(400, "the request body is not valid JSON", code="invalid_json")
     param = _param(first.get("loc", ()))
-    if kind == "missing" and not param:
+    if not param:  # the body itself: missing, or not an object
         return OpenAIError(400, "the request body must be a JSON object", code="invalid_json")
     if kind == "too_short" and param == "messages":
         return OpenAIError(400, "messages must not be empty", param="messages")
