@@ -1,9 +1,9 @@
 """The ASGI app of ``moa serve``: OpenAI Chat Completions, LangServe routes, health.
 
 ``create_app(settings, models)`` builds it; apps/serve/main.py runs it under uvicorn. Layers, from
-the outside in: ``ShieldErrors`` (no traceback ever leaves), ``BodyLimit`` (413), the routes with
-their dependencies (auth: 401; runs in flight: 429), the exception handlers (OpenAI's error
-shape for everything).
+the outside in: ``ShieldErrors`` (no traceback ever leaves), ``BodyLimit`` (413), the
+routes with their dependencies (auth: 401; runs in flight: 429), the exception handlers (OpenAI's
+error shape for everything).
 """
 
 from __future__ import annotations

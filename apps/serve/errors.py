@@ -12,6 +12,7 @@ status, on every route; and nothing else: no traceback and no API key in a respo
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import Iterable, Mapping
@@ -202,6 +203,11 @@ class ShieldErrors:
 
         try:
             await self.app(scope, receive, tracked)
+        except asyncio.CancelledError:
+            # The server cancels the requests still running when the shutdown grace period is
+            # over; this is the request's own task, so the cancellation ends here, on one line
+            # (uvicorn would log it with a traceback).
+            log.warning("moa serve: %s %s cut at shutdown", scope["method"], scope["path"])
         except Exception as exc:
             error = from_run_error(exc)  # a MoAError a LangServe stream raised, or a bug
             if not started:

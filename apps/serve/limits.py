@@ -8,7 +8,9 @@ at once rather than queued: the client (the ``openai`` SDK retries 429s, honouri
 
 Body size: pure ASGI middleware, because FastAPI reads the body before any dependency runs; it
 refuses a declared ``Content-Length`` over the limit before reading anything and cuts a chunked
-body as soon as it passes the limit. Starlette and uvicorn have no body limit of their own.
+body as soon as it passes the limit. Not FastAPI's ``max_body_size``: Starlette's limiter behind
+it answers a declared over-limit body with its own plain-text 413, replacing whatever the app's
+handlers send, so clients would not get OpenAI's error shape.
 """
 
 from __future__ import annotations

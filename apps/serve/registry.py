@@ -33,7 +33,7 @@ class ModelRegistry:
         self.default = default
         if default not in self.own and default not in self.presets:
             raise ConfigError(
-                f"unknown model {default!r}; choose one of: {', '.join(self.names())}"
+                f"unknown preset {default!r}; choose one of: {', '.join(self.names())}"
             )
 
     @classmethod

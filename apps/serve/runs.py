@@ -78,7 +78,10 @@ class RunStream:
         self._live.discard(self)
         if not self._task.done():
             self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
+            # asyncio.wait, not gather: a caller cancelled while it waits (anyio re-cancels its
+            # tasks until they finish) must not cancel the run again, which would cut short
+            # LangGraph's own clean-up and leave the node's provider call running.
+            await asyncio.wait({self._task})
 
 
 class RunService:
