@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import latency, memory, orchestration, stragglers
+from benchmarks import latency, memory, orchestration, serve_load, stragglers
 from benchmarks.common import AGGREGATOR, PROPOSER, machine
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -169,6 +169,7 @@ SECTIONS: dict[str, Section] = {
     ),
     "stragglers": (lambda quick: stragglers.run(queries=40 if quick else 200), _stragglers_section),
     "memory": (lambda quick: memory.run(many=100 if quick else 1000), _memory_section),
+    "serve": (lambda quick: serve_load.run(requests=200 if quick else 2000), serve_load.render),
 }
 
 HEADER = [
