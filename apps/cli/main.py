@@ -17,6 +17,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 from rich.console import Console
 
+from langgraph_moa.apps.serve import settings as serve_defaults
 from langgraph_moa.nodes.errors import ConfigError, MoAError
 
 app = typer.Typer(
@@ -285,23 +286,20 @@ def serve(
         typer.Option("--config", "-c", help="A TOML config, served as a model named after it."),
     ] = None,
     host: Annotated[
-        str | None, typer.Option("--host", help="Interface to listen on [default: 127.0.0.1].")
-    ] = None,
-    port: Annotated[int, typer.Option("--port", help="Port; 0 picks a free one.")] = 8000,
+        str, typer.Option("--host", help="Interface to listen on (all: 0.0.0.0, with a key).")
+    ] = serve_defaults.DEFAULT_HOST,
+    port: Annotated[
+        int, typer.Option("--port", help="Port; 0 picks a free one.")
+    ] = serve_defaults.DEFAULT_PORT,
     max_concurrent: Annotated[
-        int | None,
-        typer.Option("--max-concurrent", help="Runs in flight at most (then 429) [default: 64]."),
-    ] = None,
+        int, typer.Option("--max-concurrent", help="Runs in flight at most (then 429).")
+    ] = serve_defaults.DEFAULT_MAX_CONCURRENT,
     max_body: Annotated[
-        int | None,
-        typer.Option(
-            "--max-body", help="Largest request body in bytes (then 413) [default: 1 MiB]."
-        ),
-    ] = None,
+        int, typer.Option("--max-body", help="Largest request body in bytes (then 413).")
+    ] = serve_defaults.DEFAULT_MAX_BODY_BYTES,
     grace: Annotated[
-        float | None,
-        typer.Option("--grace", help="Seconds in-flight streams get after SIGTERM [default: 30]."),
-    ] = None,
+        float, typer.Option("--grace", help="Seconds in-flight streams get after SIGTERM.")
+    ] = serve_defaults.DEFAULT_GRACE_S,
     show_proposals: Annotated[
         bool,
         typer.Option(
@@ -314,11 +312,18 @@ def serve(
 
     from pydantic import ValidationError
 
-    from langgraph_moa.apps.serve.auth import KEY_ENV
-    from langgraph_moa.apps.serve.main import is_loopback, listen, run
-    from langgraph_moa.apps.serve.registry import ModelRegistry
-    from langgraph_moa.apps.serve.settings import ServeSettings
     from langgraph_moa.nodes.presets import explain
+
+    try:
+        from langgraph_moa.apps.serve.auth import KEY_ENV
+        from langgraph_moa.apps.serve.main import is_loopback, listen, run
+        from langgraph_moa.apps.serve.registry import ModelRegistry
+        from langgraph_moa.apps.serve.settings import ServeSettings
+    except ImportError as exc:
+        fail(
+            f"moa serve needs the 'serve' extra ({exc.name or exc} is missing): "
+            "uv sync --extra serve, or pip install 'langgraph-moa[serve]'"
+        )
 
     try:
         models = ModelRegistry.from_flags(preset, config)
@@ -336,7 +341,7 @@ def serve(
         "show_proposals": show_proposals,
     }
     try:
-        settings = ServeSettings.model_validate({k: v for k, v in given.items() if v is not None})
+        settings = ServeSettings.model_validate(given)
     except ValidationError as exc:
         fail(explain(exc).replace("max_body_bytes", "--max-body").replace("grace_s", "--grace"), 2)
     if settings.api_key is None and not is_loopback(settings.host):
