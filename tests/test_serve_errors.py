@@ -295,3 +295,19 @@ def test_an_unexpected_error_is_a_500_on_one_log_line(
     lines = [r.getMessage() for r in caplog.records if r.name == "moa.serve"]
     assert any("unexpected RuntimeError: a bug in the server" in line for line in lines)
     assert "Traceback" not in caplog.text and all(r.exc_info is None for r in caplog.records)
+
+
+def test_an_answer_that_starts_over_is_complete_after_a_blank_line(
+    server: FakeOpenAIServer,
+) -> None:
+    server.script("agg", ANSWER)
+    ctx = fake_context(server, ["p1"], max_attempts=2, retry_base_s=0.01)
+    with running(app_for(ctx)) as base:
+        # The aggregator's first stream breaks after 3 tokens; its retry answers in full.
+        server.fail("agg", Failure(drop_after_tokens=3))
+        stream = client(base).chat.completions.create(model="fake", messages=MESSAGES, stream=True)
+        text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+        assert text == "one two three \n\n" + ANSWER
+        server.fail("agg", Failure(drop_after_tokens=3))
+        whole = client(base).chat.completions.create(model="fake", messages=MESSAGES)
+        assert whole.choices[0].message.content == ANSWER

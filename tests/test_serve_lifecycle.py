@@ -34,7 +34,7 @@ def wait_for(check: Callable[[], bool], timeout: float = 10.0, why: Any = None) 
 
 
 def raw_stream_request(port: int, body: dict[str, Any]) -> socket.socket:
-    """A streaming request on a bare socket: the test decides when the client goes away."""
+    """A request on a bare socket: the test decides when the client goes away."""
     data = json.dumps(body).encode()
     sock = socket.create_connection(("127.0.0.1", port))
     sock.sendall(
@@ -46,16 +46,18 @@ def raw_stream_request(port: int, body: dict[str, Any]) -> socket.socket:
     return sock
 
 
-def test_client_gone_while_proposers_run_closes_their_requests(server: FakeOpenAIServer) -> None:
+@pytest.mark.parametrize("stream", [True, False], ids=["streamed", "not-streamed"])
+def test_client_gone_while_proposers_run_closes_their_requests(
+    server: FakeOpenAIServer, stream: bool
+) -> None:
     # Proposers that would take 30 s to answer; the client leaves after they started.
     for name in ("p1", "p2"):
         server.script(name, LONG, ttft=30)
     app = app_for(fake_context(server, ["p1", "p2"]))
     with running(app) as base:
         port = int(base.rsplit(":", 1)[1])
-        sock = raw_stream_request(
-            port, {"model": "fake", "messages": [{"role": "user", "content": "hi"}], "stream": True}
-        )
+        question = [{"role": "user", "content": "hi"}]
+        sock = raw_stream_request(port, {"model": "fake", "messages": question, "stream": stream})
         wait_for(lambda: server.in_flight() == 2)
         sock.close()  # the client goes away before any byte of the answer
         wait_for(lambda: server.in_flight() == 0, timeout=5)

@@ -28,7 +28,7 @@ from langchain_core.runnables import Runnable, RunnableConfig
 from langserve import add_routes
 from pydantic import BaseModel, Field, model_validator
 
-from langgraph_moa.apps.cli.run import Finished, Token
+from langgraph_moa.apps.cli.run import AnswerRestart, Finished, Token
 from langgraph_moa.apps.serve.runs import RunService, run_summary, total_usage
 
 PATH = "/moa"
@@ -116,10 +116,16 @@ class MoARunnable(Runnable[dict[str, Any], AIMessage]):
     async def _tokens(self, inputs: AsyncIterator[dict[str, Any]]) -> AsyncIterator[AIMessageChunk]:
         async for input in inputs:
             run = self._start(input)
+            streamed = False  # answer text sent since the answer last (re)started
             try:
                 async for event in run:
                     if isinstance(event, Token):
                         yield AIMessageChunk(content=event.text)
+                        streamed = True
+                    elif isinstance(event, AnswerRestart):
+                        if streamed:  # as on the OpenAI route: the new answer after a blank line
+                            yield AIMessageChunk(content="\n\n")
+                        streamed = False
                     elif isinstance(event, Finished):
                         final = _message(event.state)
                         yield AIMessageChunk(
