@@ -15,9 +15,8 @@ from langgraph.types import Send
 
 from langgraph_moa.graphs.state import MoAInput, MoAOutput, MoAState
 from langgraph_moa.nodes.aggregate import aggregate
-from langgraph_moa.nodes.context import Context
+from langgraph_moa.nodes.context import Context, resolve_context
 from langgraph_moa.nodes.join import join
-from langgraph_moa.nodes.presets import resolve_context
 from langgraph_moa.nodes.propose import propose, proposer_tasks
 
 Next = list[Send] | Literal["aggregate"]

@@ -12,23 +12,16 @@ alone (a single-model baseline).
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from langgraph_moa.nodes.errors import ConfigError
+from langgraph_moa.nodes.presets import default_preset_name, read_settings
 from langgraph_moa.nodes.prompts import AGGREGATION_PROMPT
 
 MODEL_NAME = re.compile(r"^(?P<provider>[a-z][a-z0-9_\-]*):(?P<name>\S.*)$")
-
-
-# Models Together serves today (see nodes/presets/together.toml, which repeats them as data).
-DEFAULT_PROPOSERS = (
-    "together:Qwen/Qwen2.5-72B-Instruct-Turbo",
-    "together:meta-llama/Llama-3.3-70B-Instruct-Turbo",
-    "together:deepseek-ai/DeepSeek-V3",
-    "together:mistralai/Mistral-Small-24B-Instruct-2501",
-)
-DEFAULT_AGGREGATOR = "together:Qwen/Qwen2.5-72B-Instruct-Turbo"
 
 
 class ModelSpec(BaseModel):
@@ -97,18 +90,23 @@ ModelList = Annotated[list[ModelSpec], Field(min_length=1)]
 
 
 class Context(BaseModel):
-    """Every run-time setting of a Mixture-of-Agents run."""
+    """Every run-time setting of a Mixture-of-Agents run.
+
+    The models you leave out (``proposers``, ``aggregator``) are the default preset's: Together's
+    with TOGETHER_API_KEY set, the embedded ``local`` model without (``default_preset_name``).
+    So ``Context()`` is the default preset, and ``Context(layers=1)`` its aggregator alone.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     proposers: list[ModelSpec] = Field(
-        default_factory=lambda: [ModelSpec(model=m) for m in DEFAULT_PROPOSERS],
+        default_factory=list,
         description="Proposer models of every proposer layer, in order (the order of the "
-        "per-layer response lists). Repeat a model to sample it several times (Self-MoA).",
+        "per-layer response lists). Repeat a model to sample it several times (Self-MoA). "
+        "Unset: the default preset's.",
     )
     aggregator: ModelSpec = Field(
-        default_factory=lambda: ModelSpec(model=DEFAULT_AGGREGATOR),
-        description="The model that writes the final, streamed answer.",
+        description="The model that writes the final, streamed answer. Unset: the default preset's."
     )
     fallback_aggregator: ModelSpec | None = Field(
         default=None,
@@ -185,6 +183,24 @@ class Context(BaseModel):
         "'{references}' is replaced by the numbered previous-layer responses.",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_models(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        missing = [
+            name
+            for name, given in (
+                ("aggregator", "aggregator" in data),
+                ("proposers", "proposers" in data or "layer_proposers" in data),
+            )
+            if not given
+        ]
+        if not missing:
+            return data
+        preset = read_settings(default_preset_name())
+        return {**{name: preset[name] for name in missing}, **data}
+
     @model_validator(mode="after")
     def _check(self) -> Context:
         if "{references}" not in self.aggregation_prompt:
@@ -236,3 +252,42 @@ class Context(BaseModel):
         if self.fallback_aggregator is not None:
             seen[self.fallback_aggregator] = None
         return list(seen)
+
+
+def build_context(data: dict[str, Any], source: str = "context") -> Context:
+    """Validate settings into a ``Context``; errors name the field and what is allowed."""
+    try:
+        return Context.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {explain(exc)}") from None
+
+
+def explain(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            # A misspelt setting: say which names exist (a model's own, or the run's).
+            fields = ModelSpec.model_fields if len(err["loc"]) > 1 else Context.model_fields
+            msg = f"unknown setting; allowed: {', '.join(fields)}"
+        # Whole-context checks have no location; their message names the fields.
+        parts.append(f"{where}: {msg}" if where else msg)
+    return "; ".join(parts)
+
+
+@lru_cache(maxsize=32)
+def load_preset(name_or_path: str) -> Context:
+    """A preset by name, or a TOML config file by path, as a validated ``Context``."""
+    return build_context(read_settings(name_or_path), name_or_path)
+
+
+def resolve_context(value: Any) -> Context:
+    """What a node sees: the context given to the run, or the default preset when none was."""
+    if isinstance(value, Context):
+        return value
+    if not value:  # None, or the empty context LangGraph Studio sends by default
+        return load_preset(default_preset_name())
+    if isinstance(value, dict):
+        return build_context(value)
+    raise ConfigError(f"context must be a Context or a dict, not {type(value).__name__}")
