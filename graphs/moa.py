@@ -1,7 +1,8 @@
 """Mixture-of-Agents wiring: START -> propose* -> join -> (propose* -> join)... -> aggregate.
 
 Each layer fans out one ``propose`` task per proposer with ``Send``; all tasks of a layer run in
-the same superstep and ``join`` runs once they all have finished.
+the same superstep and ``join`` runs once they all have finished. ``build_moa_graph(unroll=ctx)``
+draws the same nodes as one node per proposer per layer instead (graphs/unrolled.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import Send
 
 from langgraph_moa.graphs.state import MoAInput, MoAOutput, MoAState
+from langgraph_moa.graphs.unrolled import unroll as add_unrolled
 from langgraph_moa.nodes.aggregate import aggregate
 from langgraph_moa.nodes.context import Context, resolve_context
 from langgraph_moa.nodes.join import join
@@ -38,11 +40,19 @@ async def next_layer(state: MoAState, runtime: Runtime[Context]) -> Next:
     return [Send("propose", t) for t in tasks]
 
 
-def build_moa_graph() -> StateGraph[MoAState, Context, MoAInput, MoAOutput]:
-    """The uncompiled MoA graph: compile it with your own checkpointer, store and name."""
+def build_moa_graph(
+    unroll: Context | None = None,
+) -> StateGraph[MoAState, Context, MoAInput, MoAOutput]:
+    """The uncompiled MoA graph: compile it with your own checkpointer, store and name.
+
+    ``unroll``: draw and run this Context's mixture with one node per proposer per layer.
+    """
     builder = StateGraph(
         MoAState, context_schema=Context, input_schema=MoAInput, output_schema=MoAOutput
     )
+    if unroll is not None:
+        add_unrolled(builder, unroll)
+        return builder
     # mypy cannot match a Send-payload input (ProposeTask) to StateGraph's node overloads.
     builder.add_node("propose", propose)  # type: ignore[call-overload]
     builder.add_node("join", join)
