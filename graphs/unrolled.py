@@ -12,15 +12,15 @@ have fixed.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
+from langgraph_moa.graphs.adapt import Check, adapt
 from langgraph_moa.graphs.state import MoAInput, MoAOutput, MoAState
 from langgraph_moa.nodes.aggregate import aggregate
-from langgraph_moa.nodes.context import Context, resolve_context
+from langgraph_moa.nodes.context import Context
 from langgraph_moa.nodes.errors import ConfigError
 from langgraph_moa.nodes.join import join
 from langgraph_moa.nodes.propose import propose
@@ -53,25 +53,23 @@ def join_node_name(layer: int) -> str:
     return f"join layer {layer}"
 
 
-def _bound(built: Context) -> Callable[[Runtime[Context]], Runtime[Context]]:
+def _same_shape(built: Context) -> Check:
     shape = _shape(built)
 
-    def runtime_for(runtime: Runtime[Context]) -> Runtime[Context]:
-        ctx = resolve_context(runtime.context) if runtime.context else built
+    def check(ctx: Context) -> None:
         if _shape(ctx) != shape:
             raise ConfigError(
                 f"this graph is unrolled for {len(shape)} proposer layer(s) of "
                 f"{', '.join(shape[0]) if shape else 'no proposers'}; a run's context may change "
                 "settings but not the layers or the proposer models (use the dynamic graph)"
             )
-        return runtime.override(context=ctx)
 
-    return runtime_for
+    return check
 
 
 def unroll(builder: StateGraph[MoAState, Context, MoAInput, MoAOutput], ctx: Context) -> None:
     """Add the unrolled mixture of ``ctx`` to ``builder``."""
-    runtime_for = _bound(ctx)
+    check = _same_shape(ctx)
 
     def add_proposer(name: str, layer: int, index: int) -> None:
         async def node(state: MoAState, runtime: Runtime[Context]) -> dict[str, Any]:
@@ -81,19 +79,11 @@ def unroll(builder: StateGraph[MoAState, Context, MoAInput, MoAOutput], ctx: Con
                 messages=state["messages"],
                 references=state.get("references") if layer > 1 else None,
             )
-            return await propose(task, runtime_for(runtime))
+            return await propose(task, runtime)
 
-        builder.add_node(name, node)
+        builder.add_node(name, adapt(node, ctx, check))
 
-    async def joined(state: MoAState, runtime: Runtime[Context]) -> dict[str, Any]:
-        return await join({"proposals": state["proposals"]}, runtime_for(runtime))
-
-    async def aggregated(state: MoAState, runtime: Runtime[Context]) -> dict[str, Any]:
-        return await aggregate(
-            {"messages": state["messages"], "references": state.get("references")},
-            runtime_for(runtime),
-        )
-
+    joined, aggregated = adapt(join, ctx, check), adapt(aggregate, ctx, check)
     builder.add_node("aggregate", aggregated)
     previous = [START]
     for layer, names in enumerate(proposer_node_names(ctx), start=1):
