@@ -164,3 +164,20 @@ def test_the_wheel_claims_no_generic_top_level_names(
         check=True,
     ).stdout
     assert str(venv) in installed  # the wheel's copy, not the repository's
+
+
+def _make_run_plan(**env: str) -> str:
+    clean = {k: v for k, v in os.environ.items() if k != "TOGETHER_API_KEY"}
+    done = subprocess.run(
+        ["make", "-n", "run"], cwd=ROOT, env={**clean, **env}, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_make_run_builds_the_local_model_only_without_a_key() -> None:
+    without = _make_run_plan()
+    assert "--extra local" in without and "C/C++ compiler" in without
+    with_key = _make_run_plan(TOGETHER_API_KEY="set")
+    sync = next(line for line in with_key.splitlines() if " sync " in line)
+    assert "--extra local" not in sync and "--compile-bytecode" in sync
