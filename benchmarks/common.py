@@ -19,6 +19,7 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from rich.console import Console
 
 from langgraph_moa.nodes.context import Context, ModelSpec
+from langgraph_moa.nodes.models import ModelSettings
 
 QUESTION = "What are some fun things to do in San Francisco?"
 
@@ -191,11 +192,11 @@ class InstantChatModel(BaseChatModel):
 
 
 def register_instant_provider() -> None:
-    """``fake:NAME`` models answer at once, in process (nodes.providers.PROVIDERS["fake"])."""
+    """``fake:NAME`` models answer at once, in process (a ``PROVIDERS`` entry)."""
     from langgraph_moa.nodes.models.providers import PROVIDERS
 
-    def instant(spec: ModelSpec, ctx: Context) -> BaseChatModel:
-        return InstantChatModel(reply=f"An instant answer by {spec.name}.")
+    def instant(settings: ModelSettings) -> BaseChatModel:
+        return InstantChatModel(reply=f"An instant answer by {settings.name}.")
 
     PROVIDERS["fake"] = instant
 

@@ -39,7 +39,7 @@ def _config(base_url: str) -> str:
 
 def _child(queries: int, config: str, out: str) -> None:
     from langgraph_moa.apps.cli.main import ask
-    from langgraph_moa.nodes.models import providers, quorum
+    from langgraph_moa.nodes.models import cache, http, quorum
 
     checkpoints: dict[int, float] = {}
     for i in range(1, queries + 1):
@@ -51,7 +51,7 @@ def _child(queries: int, config: str, out: str) -> None:
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "rss_mib_after": checkpoints,
         "quorum_groups_left": quorum.active_groups(),
-        "model_caches_left": len(providers._MODELS) + len(providers._ASYNC_HTTP),
+        "model_caches_left": cache.cached_loops() + http.cached_loops(),
     }
     Path(out).write_text(json.dumps(result), encoding="utf-8")
 

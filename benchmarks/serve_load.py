@@ -235,7 +235,7 @@ async def _measure(
 
 def run(requests: int = 2000, block: int = CONCURRENCY) -> dict[str, Any]:
     """``requests`` through the server in all (half per latency profile), as many in-process."""
-    from langgraph_moa.nodes.presets import load_preset
+    from langgraph_moa.nodes.context import load_preset
 
     per_side = requests // len(PROFILES)
     results: dict[str, Any] = {"profiles": {}, "requests": requests}

@@ -20,13 +20,10 @@ from langgraph.runtime import Runtime
 from langgraph.types import Overwrite, StreamWriter
 from typing_extensions import TypedDict
 
-from langgraph_moa.nodes.context import Context, ModelSpec
+from langgraph_moa.nodes.context import Context, ModelSpec, resolve_context
 from langgraph_moa.nodes.errors import AggregatorError
-from langgraph_moa.nodes.models.budget import fit_request
-from langgraph_moa.nodes.models.calls import CallFailedError, CallResult, call_model
-from langgraph_moa.nodes.models.providers import chat_model
-from langgraph_moa.nodes.presets import resolve_context
-from langgraph_moa.nodes.records import Answer, CallFailure, ErrorInfo, usage_of
+from langgraph_moa.nodes.models import CallFailedError, CallResult, ask_model, settings_for
+from langgraph_moa.nodes.records import Answer, CallFailure, ErrorInfo, ErrorKind, usage_of
 
 # Tag on the aggregator's model call: filter stream_mode="messages" chunks on it
 # (or on metadata["langgraph_node"] == "aggregate") to show only the final answer.
@@ -42,12 +39,8 @@ async def _answer(
     spec: ModelSpec, ctx: Context, state: AggregateInput, writer: StreamWriter
 ) -> CallResult:
     """One model's answer, or ``CallFailedError`` (an empty answer is a failure too)."""
-    model = chat_model(spec, ctx)
-    # With layers=1 there are no proposals: the aggregator answers alone.
-    references = state.get("references") if ctx.layers > 1 else None
-    request = fit_request(spec, model, ctx, state["messages"], references)
 
-    def on_retry(attempt: int, kind: str, message: str, wait_s: float) -> None:
+    def on_retry(attempt: int, kind: ErrorKind, message: str, wait_s: float) -> None:
         writer(
             {
                 "event": "answer_retry",
@@ -59,18 +52,16 @@ async def _answer(
             }
         )
 
-    result = await call_model(
-        model,
-        request,
-        timeout=spec.timeout or ctx.timeout,
-        max_attempts=ctx.max_attempts,
+    # With layers=1 there are no proposals: the aggregator answers alone.
+    references = state.get("references") if ctx.layers > 1 else None
+    return await ask_model(
+        settings_for(spec, ctx),
+        ctx,
+        state["messages"],
+        references,
         tags=[ANSWER_TAG],
-        retry_base_s=ctx.retry_base_s,
         on_retry=on_retry,
     )
-    if not result.text.strip():
-        raise CallFailedError("empty", "answered with empty text", result.attempts, 0.0)
-    return result
 
 
 def _failed(spec: ModelSpec, exc: CallFailedError) -> str:

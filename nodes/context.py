@@ -12,23 +12,17 @@ alone (a single-model baseline).
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from langgraph_moa.nodes.errors import ConfigError
+from langgraph_moa.nodes.history import ToolHistory
+from langgraph_moa.nodes.presets import default_preset_name, read_settings
 from langgraph_moa.nodes.prompts import AGGREGATION_PROMPT
 
 MODEL_NAME = re.compile(r"^(?P<provider>[a-z][a-z0-9_\-]*):(?P<name>\S.*)$")
-
-
-# Models Together serves today (see nodes/presets/together.toml, which repeats them as data).
-DEFAULT_PROPOSERS = (
-    "together:Qwen/Qwen2.5-72B-Instruct-Turbo",
-    "together:meta-llama/Llama-3.3-70B-Instruct-Turbo",
-    "together:deepseek-ai/DeepSeek-V3",
-    "together:mistralai/Mistral-Small-24B-Instruct-2501",
-)
-DEFAULT_AGGREGATOR = "together:Qwen/Qwen2.5-72B-Instruct-Turbo"
 
 
 class ModelSpec(BaseModel):
@@ -97,18 +91,23 @@ ModelList = Annotated[list[ModelSpec], Field(min_length=1)]
 
 
 class Context(BaseModel):
-    """Every run-time setting of a Mixture-of-Agents run."""
+    """Every run-time setting of a Mixture-of-Agents run.
+
+    The models you leave out (``proposers``, ``aggregator``) are the default preset's: Together's
+    with TOGETHER_API_KEY set, the embedded ``local`` model without (``default_preset_name``).
+    So ``Context()`` is the default preset, and ``Context(layers=1)`` its aggregator alone.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     proposers: list[ModelSpec] = Field(
-        default_factory=lambda: [ModelSpec(model=m) for m in DEFAULT_PROPOSERS],
+        default_factory=list,
         description="Proposer models of every proposer layer, in order (the order of the "
-        "per-layer response lists). Repeat a model to sample it several times (Self-MoA).",
+        "per-layer response lists). Repeat a model to sample it several times (Self-MoA). "
+        "Unset: the default preset's.",
     )
     aggregator: ModelSpec = Field(
-        default_factory=lambda: ModelSpec(model=DEFAULT_AGGREGATOR),
-        description="The model that writes the final, streamed answer.",
+        description="The model that writes the final, streamed answer. Unset: the default preset's."
     )
     fallback_aggregator: ModelSpec | None = Field(
         default=None,
@@ -184,11 +183,36 @@ class Context(BaseModel):
         description="Seconds a layer still waits for its other proposers after the quorum-th "
         "answer arrived (only with quorum).",
     )
+    tool_history: ToolHistory = Field(
+        default="as_text",
+        description="What proposers and the aggregator see of tool calls and tool results in "
+        "the conversation (a parent agent's history): 'as_text' renders them as plain text, "
+        "'drop' leaves them out. Either way they see text turns ending with the user's "
+        "(nodes/history.py).",
+    )
     aggregation_prompt: str = Field(
         default=AGGREGATION_PROMPT,
         description="System prompt given to later-layer proposers and the aggregator; "
         "'{references}' is replaced by the numbered previous-layer responses.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_models(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        missing = [
+            name
+            for name, given in (
+                ("aggregator", "aggregator" in data),
+                ("proposers", "proposers" in data or "layer_proposers" in data),
+            )
+            if not given
+        ]
+        if not missing:
+            return data
+        preset = read_settings(default_preset_name())
+        return {**{name: preset[name] for name in missing}, **data}
 
     @model_validator(mode="after")
     def _check(self) -> Context:
@@ -241,3 +265,61 @@ class Context(BaseModel):
         if self.fallback_aggregator is not None:
             seen[self.fallback_aggregator] = None
         return list(seen)
+
+
+def build_context(data: dict[str, Any], source: str = "context") -> Context:
+    """Validate settings into a ``Context``; errors name the field and what is allowed."""
+    try:
+        return Context.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {explain(exc)}") from None
+
+
+def explain(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            # A misspelt setting: say which names exist (a model's own, or the run's).
+            fields = ModelSpec.model_fields if len(err["loc"]) > 1 else Context.model_fields
+            msg = f"unknown setting; allowed: {', '.join(fields)}"
+        # Whole-context checks have no location; their message names the fields.
+        parts.append(f"{where}: {msg}" if where else msg)
+    return "; ".join(parts)
+
+
+@lru_cache(maxsize=32)
+def load_preset(name_or_path: str) -> Context:
+    """A preset by name, or a TOML config file by path, as a validated ``Context``."""
+    return build_context(read_settings(name_or_path), name_or_path)
+
+
+# The field of a parent graph's own context that may carry MoA's settings.
+PARENT_FIELD = "moa"
+
+
+def resolve_context(value: Any, default: Context | None = None) -> Context:
+    """The settings of a run, from whatever context it was given.
+
+    - a ``Context``, or a dict with its fields (the LangGraph server passes dicts): used as is;
+    - a preset name: that preset;
+    - a parent graph's own context (any object or dict with no ``Context`` field): its ``moa``
+      field (attribute or key) if it has one, holding any of the above; else ``default``;
+    - nothing (None, or the empty dict Studio sends): ``default``.
+
+    ``default`` is the graph's own (``build_moa_graph(context=...)``), else the default preset.
+    """
+    if isinstance(value, Context):
+        return value
+    if isinstance(value, str):
+        return load_preset(value)
+    if isinstance(value, dict) and Context.model_fields.keys() & value.keys():
+        # Validated strictly: a misspelt field next to real ones is an error, not ignored.
+        return build_context(value)
+    nested = (
+        value.get(PARENT_FIELD) if isinstance(value, dict) else getattr(value, PARENT_FIELD, None)
+    )
+    if nested is not None:
+        return resolve_context(nested, default)
+    return default if default is not None else load_preset(default_preset_name())

@@ -8,9 +8,8 @@ from langgraph.runtime import Runtime
 from langgraph.types import Overwrite
 from typing_extensions import TypedDict
 
-from langgraph_moa.nodes.context import Context
+from langgraph_moa.nodes.context import Context, resolve_context
 from langgraph_moa.nodes.errors import LayerFailedError
-from langgraph_moa.nodes.presets import resolve_context
 from langgraph_moa.nodes.records import Proposal
 
 

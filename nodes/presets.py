@@ -1,21 +1,18 @@
 """Presets: stored ``Context`` values kept as TOML files users can copy and edit.
 
-``load_preset("moa-lite")`` reads ``nodes/presets/moa-lite.toml``; a path to any TOML file works
-the same way. A preset file holds the same fields as ``Context`` (see nodes/context.py).
+``read_settings("moa-lite")`` reads ``nodes/presets/moa-lite.toml``; a path to any TOML file works
+the same way. A preset file holds the same fields as ``Context``; ``load_preset`` (nodes/context.py)
+validates it into one. The default preset is chosen here, in ``default_preset_name``.
 """
 
 from __future__ import annotations
 
 import os
 import tomllib
-from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
-from langgraph_moa.nodes.context import Context, ModelSpec
 from langgraph_moa.nodes.errors import ConfigError
 
 PRESET_DIR = resources.files("langgraph_moa.nodes") / "presets"
@@ -59,39 +56,7 @@ def read_settings(name_or_path: str) -> dict[str, Any]:
     return data
 
 
-def build_context(data: dict[str, Any], source: str = "context") -> Context:
-    """Validate settings into a ``Context``; errors name the field and what is allowed."""
-    try:
-        return Context.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(f"{source}: {explain(exc)}") from None
-
-
-def explain(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"])
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            # A misspelt setting: say which names exist (a model's own, or the run's).
-            fields = ModelSpec.model_fields if len(err["loc"]) > 1 else Context.model_fields
-            msg = f"unknown setting; allowed: {', '.join(fields)}"
-        # Whole-context checks have no location; their message names the fields.
-        parts.append(f"{where}: {msg}" if where else msg)
-    return "; ".join(parts)
-
-
-@lru_cache(maxsize=32)
-def load_preset(name_or_path: str) -> Context:
-    return build_context(read_settings(name_or_path), name_or_path)
-
-
-def resolve_context(value: Any) -> Context:
-    """What a node sees: the context given to the run, or the default preset when none was."""
-    if isinstance(value, Context):
-        return value
-    if not value:  # None, or the empty context LangGraph Studio sends by default
-        return load_preset(default_preset_name())
-    if isinstance(value, dict):
-        return build_context(value)
-    raise ConfigError(f"context must be a Context or a dict, not {type(value).__name__}")
+def preset_description(name: str) -> str:
+    """The ``description`` line of a preset file."""
+    text = (PRESET_DIR / f"{name}.toml").read_text(encoding="utf-8")
+    return str(tomllib.loads(text).get("description", ""))

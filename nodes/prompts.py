@@ -13,6 +13,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from langchain_core.messages import AnyMessage, SystemMessage
+
 AGGREGATION_PROMPT = """\
 You are the synthesizer in a mixture of AI assistants. Several assistants have answered the \
 latest user message; their responses are given below as numbered references.
@@ -55,3 +57,17 @@ def aggregation_system_prompt(template: str, texts: Sequence[str]) -> str:
     """The system prompt of a later-layer proposer or of the aggregator."""
     # str.replace, not str.format: user templates may contain other braces.
     return template.replace("{references}", format_references(texts))
+
+
+def with_system(messages: Sequence[AnyMessage], system: str | None) -> list[AnyMessage]:
+    """The conversation with ``system`` as its system prompt.
+
+    A system message the user already has is kept and the aggregation prompt appended to it:
+    several providers reject more than one system message.
+    """
+    if not system:
+        return list(messages)
+    if messages and isinstance(messages[0], SystemMessage):
+        first = messages[0]
+        return [SystemMessage(f"{first.text}\n\n{system}"), *messages[1:]]
+    return [SystemMessage(system), *messages]

@@ -11,12 +11,9 @@ from langgraph.config import get_stream_writer
 from langgraph.constants import TAG_NOSTREAM
 from langgraph.runtime import Runtime
 
-from langgraph_moa.nodes.context import Context
-from langgraph_moa.nodes.models.budget import fit_request
-from langgraph_moa.nodes.models.calls import CallFailedError, call_model
-from langgraph_moa.nodes.models.providers import chat_model
+from langgraph_moa.nodes.context import Context, resolve_context
+from langgraph_moa.nodes.models import CallFailedError, ask_model, settings_for
 from langgraph_moa.nodes.models.quorum import QuorumCancelledError, quorum_call
-from langgraph_moa.nodes.presets import resolve_context
 from langgraph_moa.nodes.records import ErrorInfo, Proposal, ProposeTask, usage_of
 
 
@@ -24,13 +21,18 @@ def proposer_tasks(
     ctx: Context, layer: int, messages: Sequence[AnyMessage], references: list[str] | None
 ) -> list[ProposeTask]:
     """One task per proposer of ``layer`` (1-based), in the configured order."""
-    group = uuid.uuid4().hex  # the layer's quorum is keyed by it (nodes/quorum.py)
     return [
-        ProposeTask(
-            layer=layer, index=i, messages=list(messages), references=references, group=group
-        )
+        ProposeTask(layer=layer, index=i, messages=list(messages), references=references)
         for i in range(len(ctx.proposers_of(layer)))
     ]
+
+
+def _layer_run(runtime: Runtime[Context], layer: int) -> str:
+    """The same key for every task of one layer of one run: the quorum's group."""
+    # All tasks of a layer run in one superstep, whose checkpoint id (a fresh uuid per step of
+    # every run, checkpointer or not) they share.
+    info = runtime.execution_info
+    return f"{info.checkpoint_id}:{layer}" if info else f"{uuid.uuid4()}:{layer}"
 
 
 async def propose(task: ProposeTask, runtime: Runtime[Context]) -> dict[str, Any]:
@@ -47,20 +49,17 @@ async def propose(task: ProposeTask, runtime: Runtime[Context]) -> dict[str, Any
         attempts=0,
         error=None,
     )
+    call = ask_model(
+        settings_for(spec, ctx),
+        ctx,
+        task["messages"],
+        task["references"],
+        tags=[TAG_NOSTREAM],  # proposer tokens stay out of stream_mode="messages"
+        deadline_s=ctx.layer_deadline,
+    )
     try:
-        model = chat_model(spec, ctx)
-        # Fitted to the model's context window; raises (kind "context") when nothing fits.
-        request = fit_request(spec, model, ctx, task["messages"], task["references"])
-        call = call_model(
-            model,
-            request,
-            timeout=spec.timeout or ctx.timeout,
-            max_attempts=ctx.max_attempts,
-            tags=[TAG_NOSTREAM],  # proposer tokens stay out of stream_mode="messages"
-            retry_base_s=ctx.retry_base_s,
-            deadline_s=ctx.layer_deadline,
-        )
-        result = await quorum_call(ctx, task, call)  # a plain await unless ctx.quorum is set
+        # A plain await unless ctx.quorum is set.
+        result = await quorum_call(ctx, task["layer"], _layer_run(runtime, task["layer"]), call)
     except CallFailedError as exc:
         record["latency_s"], record["attempts"] = exc.latency_s, exc.attempts
         record["error"] = ErrorInfo(kind=exc.kind, message=exc.message)
@@ -68,12 +67,8 @@ async def propose(task: ProposeTask, runtime: Runtime[Context]) -> dict[str, Any
         record["latency_s"], record["attempts"] = exc.latency_s, 1
         record["error"] = ErrorInfo(kind="cancelled", message=exc.message)
     else:
-        record["usage"] = usage_of(result.message)
+        record["text"], record["usage"] = result.text, usage_of(result.message)
         record["latency_s"], record["attempts"] = result.latency_s, result.attempts
-        if result.text.strip():
-            record["text"] = result.text
-        else:
-            record["error"] = ErrorInfo(kind="empty", message="answered with empty text")
     # Progress for the CLI and Studio (stream_mode="custom"); a no-op when nobody listens.
     get_stream_writer()({"event": "proposal", **record})
     return {"proposals": [record]}

@@ -2,10 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Any, NotRequired
+from typing import Any, Literal, get_args
 
 from langchain_core.messages import AnyMessage
 from typing_extensions import TypedDict
+
+ErrorKind = Literal[
+    "timeout",  # an attempt took longer than its timeout
+    "rate_limit",  # HTTP 429
+    "server",  # HTTP 5xx, 408, 409
+    "connection",  # could not connect, or the connection dropped before any answer
+    "client",  # any other HTTP 4xx: bad request, bad key, unknown model (never retried)
+    "stream",  # the streamed answer broke off before the model said it was done
+    "empty",  # the model answered with empty text
+    "deadline",  # missed Context.layer_deadline (retries and waits included)
+    "context",  # the prompt does not fit the model's context window (nothing sent)
+    "cancelled",  # cut by the layer's straggler quorum (nodes/models/quorum.py)
+    "other",  # anything else (the message says what)
+]
+"""Why a model call failed: records, call errors and the CLI all use these names."""
+
+ERROR_KINDS: tuple[ErrorKind, ...] = get_args(ErrorKind)
 
 
 class Usage(TypedDict):
@@ -15,10 +32,7 @@ class Usage(TypedDict):
 
 
 class ErrorInfo(TypedDict):
-    # "timeout", "rate_limit", "server", "connection", "client", "stream", "other", "empty",
-    # "deadline" (Context.layer_deadline), "context" (prompt too long for the model's window,
-    # nothing sent), "cancelled" (cut by the layer's quorum, see nodes/quorum.py)
-    kind: str
+    kind: ErrorKind
     message: str
 
 
@@ -62,7 +76,6 @@ class ProposeTask(TypedDict):
     index: int  # the proposer's position in Context.proposers_of(layer)
     messages: list[AnyMessage]
     references: list[str] | None  # the previous layer's answers (join node), None in layer 1
-    group: NotRequired[str]  # one id per layer and run: the layer's quorum (nodes/quorum.py)
 
 
 def usage_of(message: Any) -> Usage | None:
@@ -95,3 +108,13 @@ def usage_by_model(
         for key in ("input_tokens", "output_tokens", "total_tokens"):
             row[key] += int(usage[key]) if usage else 0
     return totals
+
+
+def total_usage(layers: list[list[Proposal]], answer: Answer | None) -> Usage:
+    """Tokens of every call of a run (every proposer of every layer + the aggregator)."""
+    rows = usage_by_model(layers, answer).values()
+    return Usage(
+        input_tokens=sum(r["input_tokens"] for r in rows),
+        output_tokens=sum(r["output_tokens"] for r in rows),
+        total_tokens=sum(r["total_tokens"] for r in rows),
+    )

@@ -375,9 +375,10 @@ class _Exchange:
     async def body(self, data: bytes, *, more: bool) -> None:
         if not more:
             self.complete = True
+            # Before sending: a client that got the last byte must see the request finished.
+            if self.record.finished is None:
+                self.record.finished = time.perf_counter()
         await self.send({"type": "http.response.body", "body": data, "more_body": more})
-        if not more and self.record.finished is None:
-            self.record.finished = time.perf_counter()
 
     async def send_json(
         self, status: int, payload: bytes, extra_headers: Sequence[tuple[bytes, bytes]] = ()

@@ -11,8 +11,8 @@ from langchain_core.messages import HumanMessage
 
 from langgraph_moa.graphs import graph
 from langgraph_moa.nodes.context import ModelSpec
-from langgraph_moa.nodes.models import providers
-from langgraph_moa.nodes.models.providers import chat_model
+from langgraph_moa.nodes.models import cache, http, settings_for
+from langgraph_moa.nodes.models.cache import chat_model
 from langgraph_moa.testing.fake_openai import FakeOpenAIServer
 
 
@@ -20,10 +20,12 @@ def test_models_of_a_loop_share_one_http_client_and_build_fast(server: FakeOpenA
     ctx = fake_context(server, ["a"])
 
     async def build() -> list[Any]:
-        chat_model(ModelSpec(model="together:warm", base_url=server.base_url), ctx)
+        chat_model(settings_for(ModelSpec(model="together:warm", base_url=server.base_url), ctx))
         start = time.perf_counter()
         models = [
-            chat_model(ModelSpec(model=f"{provider}:m{i}", base_url=server.base_url), ctx)
+            chat_model(
+                settings_for(ModelSpec(model=f"{provider}:m{i}", base_url=server.base_url), ctx)
+            )
             for i in range(5)
             for provider in ("together", "openai")
         ]
@@ -43,4 +45,4 @@ def test_nothing_is_kept_for_finished_event_loops(server: FakeOpenAIServer) -> N
         state = asyncio.run(graph.ainvoke({"messages": [HumanMessage("hi")]}, context=ctx))
         assert state["answer"]["model"] == "together:agg"
     # Only the last loop's models and HTTP client remain (they are dropped with the next loop).
-    assert len(providers._MODELS) <= 1 and len(providers._ASYNC_HTTP) <= 1
+    assert cache.cached_loops() <= 1 and http.cached_loops() <= 1

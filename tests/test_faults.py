@@ -27,13 +27,13 @@ from langgraph.checkpoint.memory import InMemorySaver
 from pydantic import ValidationError
 
 from langgraph_moa.graphs import build_moa_graph, graph
-from langgraph_moa.nodes.context import Context, ModelSpec
+from langgraph_moa.nodes.context import Context, ModelSpec, build_context, load_preset
 from langgraph_moa.nodes.errors import AggregatorError, ConfigError, LayerFailedError
-from langgraph_moa.nodes.models import budget
+from langgraph_moa.nodes.models import budget, catalog, settings_for
+from langgraph_moa.nodes.models.cache import chat_model
 from langgraph_moa.nodes.models.calls import RETRY_AFTER_CAP_S, classify, retry_after_s
-from langgraph_moa.nodes.models.providers import chat_model
 from langgraph_moa.nodes.models.redact import redact
-from langgraph_moa.nodes.presets import build_context, load_preset, preset_names
+from langgraph_moa.nodes.presets import preset_names
 from langgraph_moa.testing.fake_openai import (
     Failure,
     FakeOpenAIServer,
@@ -208,7 +208,7 @@ def test_clients_bound_connect_and_read_and_work_across_event_loops(
         timeout=42,
     )
     for model_spec, seconds in ((ctx.proposers[0], 7.5), (ctx.aggregator, 42)):
-        client = chat_model(model_spec, ctx).root_async_client  # type: ignore[attr-defined]
+        client = chat_model(settings_for(model_spec, ctx)).root_async_client  # type: ignore[attr-defined]
         # Sent with every request (the HTTP client itself is shared: nodes/providers.py).
         timeout = client.timeout
         assert (timeout.connect, timeout.read, timeout.write) == (seconds, seconds, seconds)
@@ -485,18 +485,34 @@ async def test_a_conversation_that_cannot_fit_is_never_sent(server: FakeOpenAISe
 
 
 def test_window_defaults_and_the_local_models_own() -> None:
-    assert budget.context_window(ModelSpec(model="together:databricks/dbrx-instruct")) == 32768
-    assert budget.context_window(ModelSpec(model="openai:unknown")) == budget.DEFAULT_WINDOW
-    assert budget.context_window(ModelSpec(model="openai:x", context_window=1000)) == 1000
+    assert (
+        budget.context_window(
+            settings_for(ModelSpec(model="together:databricks/dbrx-instruct"), Context())
+        )
+        == 32768
+    )
+    assert (
+        budget.context_window(settings_for(ModelSpec(model="openai:unknown"), Context()))
+        == catalog.DEFAULT_WINDOW
+    )
+    assert (
+        budget.context_window(
+            settings_for(ModelSpec(model="openai:x", context_window=1000), Context())
+        )
+        == 1000
+    )
     for name in preset_names():
         for model_spec in load_preset(name).all_models():
             if model_spec.provider == "together":
-                assert model_spec.model in budget.KNOWN_WINDOWS, (name, model_spec.model)
+                assert model_spec.model in catalog.models(), (name, model_spec.model)
     try:
-        local = chat_model(ModelSpec(model="local:smollm2"), Context())
+        local = chat_model(settings_for(ModelSpec(model="local:smollm2"), Context()))
     except Exception as exc:  # the local extra is optional
         pytest.skip(f"local model unavailable: {exc}")
-    assert budget.context_window(ModelSpec(model="local:smollm2"), local) == local.n_ctx  # type: ignore[attr-defined]
+    assert (
+        budget.context_window(settings_for(ModelSpec(model="local:smollm2"), Context()), local)
+        == local.n_ctx
+    )  # type: ignore[attr-defined]
 
 
 def test_trimming_is_proportional_and_marked() -> None:
@@ -627,7 +643,9 @@ def test_redact_masks_every_key_variable(monkeypatch: pytest.MonkeyPatch) -> Non
 
 def test_a_key_named_by_api_key_env_is_masked(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MY_LLM_CREDENTIAL", "custom-credential-789")
-    chat_model(ModelSpec(model="openai:m", api_key_env="MY_LLM_CREDENTIAL"), Context())
+    chat_model(
+        settings_for(ModelSpec(model="openai:m", api_key_env="MY_LLM_CREDENTIAL"), Context())
+    )
     assert redact("got custom-credential-789") == "got ***"
 
 

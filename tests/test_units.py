@@ -10,12 +10,17 @@ from langchain_core.language_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
 from langgraph_moa.graphs import graph
-from langgraph_moa.nodes.context import Context, ModelSpec
-from langgraph_moa.nodes.conversation import with_system
+from langgraph_moa.nodes.context import (
+    Context,
+    ModelSpec,
+    build_context,
+    load_preset,
+    resolve_context,
+)
 from langgraph_moa.nodes.errors import ConfigError, ProviderError
-from langgraph_moa.nodes.models import providers
-from langgraph_moa.nodes.presets import build_context, load_preset, preset_names, resolve_context
-from langgraph_moa.nodes.prompts import AGGREGATION_PROMPT, aggregation_system_prompt
+from langgraph_moa.nodes.models import ModelSettings, cache, providers, settings_for
+from langgraph_moa.nodes.presets import preset_names
+from langgraph_moa.nodes.prompts import AGGREGATION_PROMPT, aggregation_system_prompt, with_system
 
 
 def test_presets_match_the_paper_and_the_seed_setups() -> None:
@@ -104,17 +109,17 @@ def test_system_prompt_joins_a_users_own_system_message() -> None:
 def test_unknown_provider_and_missing_key_are_clear(monkeypatch: pytest.MonkeyPatch) -> None:
     ctx = Context()
     with pytest.raises(ProviderError, match="unknown provider 'nope'"):
-        providers.chat_model(ModelSpec(model="nope:x"), ctx)
+        cache.chat_model(settings_for(ModelSpec(model="nope:x"), ctx))
     with pytest.raises(ProviderError, match="set TOGETHER_API_KEY"):
-        providers.chat_model(ModelSpec(model="together:x"), ctx)
+        cache.chat_model(settings_for(ModelSpec(model="together:x"), ctx))
     with pytest.raises(ProviderError, match="set MY_KEY"):
-        providers.chat_model(ModelSpec(model="together:x", api_key_env="MY_KEY"), ctx)
+        cache.chat_model(settings_for(ModelSpec(model="together:x", api_key_env="MY_KEY"), ctx))
 
 
 async def test_a_new_provider_is_one_registry_entry(monkeypatch: pytest.MonkeyPatch) -> None:
-    def fake(spec: ModelSpec, ctx: Context) -> GenericFakeChatModel:
+    def fake(settings: ModelSettings) -> GenericFakeChatModel:
         # One instance per model: GenericFakeChatModel instances share their iterator.
-        reply = AIMessage(content=f"{spec.name} says hello world")
+        reply = AIMessage(content=f"{settings.name} says hello world")
         return GenericFakeChatModel(messages=itertools.cycle([reply]))
 
     monkeypatch.setitem(providers.PROVIDERS, "fake", fake)

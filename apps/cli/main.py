@@ -312,7 +312,7 @@ def serve(
 
     from pydantic import ValidationError
 
-    from langgraph_moa.nodes.presets import explain
+    from langgraph_moa.nodes.context import explain
 
     try:
         from langgraph_moa.apps.serve.auth import KEY_ENV
@@ -359,19 +359,14 @@ def serve(
 
 @app.command(help="List the presets and what they run.")
 def presets() -> None:
-    from langgraph_moa.nodes.presets import PRESET_DIR, load_preset, preset_names
+    from langgraph_moa.nodes.context import load_preset
+    from langgraph_moa.nodes.presets import preset_description, preset_names
 
     for name in preset_names():
         ctx = load_preset(name)
-        print(f"{name}: {preset_description(PRESET_DIR / f'{name}.toml')}")
+        print(f"{name}: {preset_description(name)}")
         print(f"    layers={ctx.layers}  aggregator={ctx.aggregator.model}")
         print(f"    proposers: {', '.join(s.model for s in ctx.proposers)}")
-
-
-def preset_description(path: Any) -> str:
-    import tomllib
-
-    return str(tomllib.loads(path.read_text(encoding="utf-8")).get("description", ""))
 
 
 def _run(coro: Any) -> Any:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from langgraph_moa.nodes.context import Context
+from langgraph_moa.nodes.context import Context, build_context
 from langgraph_moa.nodes.errors import ConfigError
-from langgraph_moa.nodes.models.providers import chat_model
-from langgraph_moa.nodes.presets import build_context, default_preset_name, read_settings
+from langgraph_moa.nodes.models import settings_for
+from langgraph_moa.nodes.models.cache import chat_model
+from langgraph_moa.nodes.presets import default_preset_name, read_settings
 
 
 def context_from_flags(
@@ -53,4 +54,4 @@ def context_from_flags(
 def preflight(ctx: Context) -> None:
     """Build every model now: an unknown provider or a missing key fails before any call."""
     for spec in ctx.all_models():
-        chat_model(spec, ctx)
+        chat_model(settings_for(spec, ctx))

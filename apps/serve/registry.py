@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from langgraph_moa.apps.serve.errors import OpenAIError
-from langgraph_moa.nodes.context import Context
+from langgraph_moa.nodes.context import Context, build_context, load_preset
 from langgraph_moa.nodes.errors import ConfigError
-from langgraph_moa.nodes.presets import build_context, load_preset, preset_names
+from langgraph_moa.nodes.presets import preset_names
 
 MODEL_FIELDS = ("proposers", "aggregator", "fallback_aggregator", "layer_proposers")
 SERVER_ONLY = ("base_url", "api_key_env")

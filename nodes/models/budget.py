@@ -10,8 +10,8 @@ context window. Before every proposer and aggregator call the prompt is measured
   ``MESSAGE_OVERHEAD`` tokens per message. English prose averages about 4 characters per token
   with the usual tokenizers, so the estimate errs on the safe side.
 
-The window is ``ModelSpec.context_window`` when set, else the window a local model reports
-(``n_ctx``), else ``KNOWN_WINDOWS`` (the presets' models), else ``DEFAULT_WINDOW`` = 8192.
+The window is ``ModelSpec.context_window`` when set, else the one nodes/models/catalog.toml gives
+for the model, else the window a local model reports (``n_ctx``), else ``DEFAULT_WINDOW`` = 8192.
 
 When the references do not fit, every reference is cut to the same fraction of its length (the
 largest that fits), at a word boundary, and ends with a visible ``[truncated]`` marker. The
@@ -27,31 +27,15 @@ from collections.abc import Callable, Sequence
 from langchain_core.language_models import BaseChatModel, BaseLanguageModel
 from langchain_core.messages import AnyMessage
 
-from langgraph_moa.nodes.context import Context, ModelSpec
-from langgraph_moa.nodes.conversation import with_system
 from langgraph_moa.nodes.models.calls import CallFailedError
-from langgraph_moa.nodes.prompts import aggregation_system_prompt
+from langgraph_moa.nodes.models.catalog import DEFAULT_WINDOW
+from langgraph_moa.nodes.models.settings import ModelSettings
+from langgraph_moa.nodes.prompts import AGGREGATION_PROMPT, aggregation_system_prompt, with_system
 
 CHARS_PER_TOKEN = 3.5
 MESSAGE_OVERHEAD = 4  # role and separators of one chat message
 REQUEST_OVERHEAD = 3  # the assistant turn the template opens
-DEFAULT_WINDOW = 8192
 TRUNCATED = "[truncated]"
-
-# Context windows (tokens) of the presets' models as served by Together.
-KNOWN_WINDOWS: dict[str, int] = {
-    "together:Qwen/Qwen2.5-72B-Instruct-Turbo": 32768,
-    "together:meta-llama/Llama-3.3-70B-Instruct-Turbo": 131072,
-    "together:deepseek-ai/DeepSeek-V3": 131072,
-    "together:mistralai/Mistral-Small-24B-Instruct-2501": 32768,
-    "together:Qwen/Qwen2-72B-Instruct": 32768,
-    "together:Qwen/Qwen1.5-72B-Chat": 32768,
-    "together:Qwen/Qwen1.5-110B-Chat": 32768,
-    "together:mistralai/Mixtral-8x22B-Instruct-v0.1": 65536,
-    "together:microsoft/WizardLM-2-8x22B": 65536,
-    "together:meta-llama/Llama-3-70b-chat-hf": 8192,
-    "together:databricks/dbrx-instruct": 32768,
-}
 
 Counter = Callable[[str], int]
 
@@ -61,14 +45,14 @@ def estimate_tokens(text: str) -> int:
     return math.ceil(len(text) / CHARS_PER_TOKEN)
 
 
-def context_window(spec: ModelSpec, model: BaseChatModel | None = None) -> int:
-    """The context window of ``spec``'s model, in tokens."""
-    if spec.context_window is not None:
-        return spec.context_window
+def context_window(settings: ModelSettings, model: BaseChatModel | None = None) -> int:
+    """The context window of ``settings``' model, in tokens."""
+    if settings.window is not None:
+        return settings.window
     n_ctx = getattr(model, "n_ctx", None)  # a local model knows its own
     if isinstance(n_ctx, int) and n_ctx > 0:
         return n_ctx
-    return KNOWN_WINDOWS.get(spec.model, DEFAULT_WINDOW)
+    return DEFAULT_WINDOW
 
 
 def counter_of(model: BaseChatModel | None) -> Counter:
@@ -98,24 +82,24 @@ def trim(text: str, fraction: float) -> str:
 
 
 def fit_request(
-    spec: ModelSpec,
+    settings: ModelSettings,
     model: BaseChatModel | None,
-    ctx: Context,
     messages: Sequence[AnyMessage],
     references: Sequence[str] | None,
+    template: str = AGGREGATION_PROMPT,
 ) -> list[AnyMessage]:
     """The request for one call, its references trimmed to fit the model's window.
 
     Raises ``CallFailedError`` (kind ``"context"``, nothing sent) when even the conversation
     alone does not fit.
     """
-    window = context_window(spec, model)
-    answer = spec.max_tokens or ctx.max_tokens
+    window = context_window(settings, model)
+    answer = settings.max_tokens
     limit = window - answer
     count = counter_of(model)
 
     def build(refs: Sequence[str] | None) -> list[AnyMessage]:
-        system = aggregation_system_prompt(ctx.aggregation_prompt, refs) if refs else None
+        system = aggregation_system_prompt(template, refs) if refs else None
         return with_system(messages, system)
 
     request = build(references)
@@ -138,7 +122,7 @@ def fit_request(
     raise CallFailedError(
         "context",
         f"the prompt needs about {needed} tokens and the answer up to {answer}, more than "
-        f"{spec.model}'s context window of {window} tokens; shorten the conversation, lower "
+        f"{settings.model}'s context window of {window} tokens; shorten the conversation, lower "
         "max_tokens or set context_window",
         0,
         0.0,

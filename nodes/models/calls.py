@@ -30,6 +30,7 @@ from langchain_core.runnables import RunnableConfig
 
 from langgraph_moa.nodes.errors import ContextOverflowError
 from langgraph_moa.nodes.models.redact import redact
+from langgraph_moa.nodes.records import ErrorKind
 
 BACKOFF_BASE_S = 1.0
 BACKOFF_CAP_S = 20.0
@@ -63,10 +64,9 @@ class CallResult:
 
 @dataclass
 class CallFailedError(Exception):
-    """A call that failed for good. ``kind`` is one of "rate_limit", "server", "client",
-    "timeout", "connection", "stream", "deadline", "context", "empty", "other"."""
+    """A call that failed for good, and why (``kind``, see nodes/records.py)."""
 
-    kind: str
+    kind: ErrorKind
     message: str
     attempts: int
     latency_s: float
@@ -76,7 +76,7 @@ class CallFailedError(Exception):
 
 
 # Called before each retry with (failed attempt number, kind, message, seconds to wait).
-OnRetry = Callable[[int, str, str, float], None]
+OnRetry = Callable[[int, ErrorKind, str, float], None]
 
 
 def _status(exc: BaseException) -> int | None:
@@ -113,7 +113,7 @@ def retry_after_s(exc: BaseException) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
-def classify(exc: BaseException, *, streamed: bool = False) -> tuple[str, bool]:
+def classify(exc: BaseException, *, streamed: bool = False) -> tuple[ErrorKind, bool]:
     """(kind, retryable) for a failed attempt; ``streamed``: answer text had arrived."""
     status = _status(exc)
     if status is not None:
@@ -135,7 +135,7 @@ def classify(exc: BaseException, *, streamed: bool = False) -> tuple[str, bool]:
     return "other", False
 
 
-def describe(kind: str, exc: BaseException, timeout: float) -> str:
+def describe(kind: ErrorKind, exc: BaseException, timeout: float) -> str:
     """One short line for records and error messages, with any API key masked."""
     if kind == "timeout":
         return f"timed out after {timeout:g} s"

@@ -48,8 +48,8 @@ from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from pydantic import Field
 
-from langgraph_moa.nodes.context import Context, ModelSpec
 from langgraph_moa.nodes.errors import ContextOverflowError, ProviderError
+from langgraph_moa.nodes.models.settings import ModelSettings
 
 INSTALL_HINT = (
     "install the local extra: `uv sync --extra local` or `pip install 'langgraph-moa[local]'`"
@@ -488,20 +488,20 @@ def _pool_size_from_env() -> int:
     return int(value)
 
 
-def local_chat_model(spec: ModelSpec, ctx: Context) -> BaseChatModel:
+def local_chat_model(settings: ModelSettings) -> BaseChatModel:
     """``PROVIDERS["local"]``: ``local:smollm2`` or ``local:/path/to/model.gguf``.
 
     Checks the file and the llama-cpp-python install now; loads the model on first use.
-    ``ctx.timeout`` is not used here: the caller (nodes/calls.py) applies timeouts.
+    ``settings.timeout`` is not used here: the call loop (nodes/models/calls.py) applies it.
     """
-    path = resolve_model_path(spec.name)
+    path = resolve_model_path(settings.name)
     if importlib.util.find_spec("llama_cpp") is None:
         raise ProviderError(f"the local provider needs llama-cpp-python: {INSTALL_HINT}")
     return ChatLocalGGUF(
         model_path=str(path),
-        model_name=spec.name if spec.name in BUNDLED else path.name,
-        temperature=spec.temperature if spec.temperature is not None else ctx.temperature,
-        max_tokens=spec.max_tokens or ctx.max_tokens,
-        seed=spec.seed if spec.seed is not None else ctx.seed,
+        model_name=settings.name if settings.name in BUNDLED else path.name,
+        temperature=settings.temperature,
+        max_tokens=settings.max_tokens,
+        seed=settings.seed,
         pool_size=_pool_size_from_env(),
     )

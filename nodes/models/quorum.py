@@ -7,11 +7,11 @@ and recorded as failures of kind ``"cancelled"``. Cancelling a call cancels its 
 request: the client closes the response, so the provider stops generating (and billing) it.
 
 A LangGraph superstep waits for every one of its tasks, so the proposer tasks must end
-themselves. Each task of a layer joins the layer's group (keyed by the group id the router put in
-every ``ProposeTask`` of the layer) and runs its model call inside an ``asyncio.timeout`` scope
-with no deadline; the ``k``-th success gives every scope still open the deadline "now + grace".
-``asyncio.timeout`` turns the cancellation into an error of this task only and leaves a
-cancellation from outside (the caller cancelling the run) untouched.
+themselves. Each task of a layer joins the layer's group (keyed by the checkpoint id of the
+superstep the layer runs in, which all its tasks share, and the layer number) and runs its model
+call inside an ``asyncio.timeout`` scope with no deadline; the ``k``-th success gives every scope
+still open the deadline "now + grace". ``asyncio.timeout`` turns the cancellation into an error of
+this task only and leaves a cancellation from outside (the caller cancelling the run) untouched.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from collections.abc import Awaitable
 
 from langgraph_moa.nodes.context import Context
 from langgraph_moa.nodes.models.calls import CallResult
-from langgraph_moa.nodes.records import ProposeTask
 
 
 class QuorumCancelledError(Exception):
@@ -54,24 +53,26 @@ def active_groups() -> int:
     return len(_GROUPS)
 
 
-def _quorum_of(ctx: Context, task: ProposeTask) -> tuple[int, int] | None:
-    """(k, n) when ``task``'s layer runs under a quorum that can cut anything, else None."""
-    if ctx.quorum is None or not task.get("group"):
+def _quorum_of(ctx: Context, layer: int) -> tuple[int, int] | None:
+    """(k, n) when ``layer`` runs under a quorum that can cut anything, else None."""
+    if ctx.quorum is None:
         return None
-    size = len(ctx.proposers_of(task["layer"]))
+    size = len(ctx.proposers_of(layer))
     return (ctx.quorum, size) if ctx.quorum < size else None
 
 
-async def quorum_call(ctx: Context, task: ProposeTask, call: Awaitable[CallResult]) -> CallResult:
+async def quorum_call(
+    ctx: Context, layer: int, key: str, call: Awaitable[CallResult]
+) -> CallResult:
     """Await one proposer's call as a member of its layer's quorum (plainly when there is none).
 
-    Raises ``QuorumCancelledError`` when the call was cut.
+    ``key`` names the layer's run, the same for every task of the layer. Raises
+    ``QuorumCancelledError`` when the call was cut.
     """
-    quorum = _quorum_of(ctx, task)
+    quorum = _quorum_of(ctx, layer)
     if quorum is None:
         return await call
     k, size = quorum
-    key = task["group"]
     group = _GROUPS.get(key)
     if group is None:
         group = _GROUPS[key] = _Group()

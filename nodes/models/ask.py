@@ -1,0 +1,54 @@
+"""Ask one model: the one path every proposer and the aggregator take.
+
+Build (or reuse) the model, fit the request to its context window, call it with retries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from langchain_core.messages import AnyMessage
+
+from langgraph_moa.nodes.context import Context
+from langgraph_moa.nodes.history import model_view
+from langgraph_moa.nodes.models.budget import fit_request
+from langgraph_moa.nodes.models.cache import chat_model
+from langgraph_moa.nodes.models.calls import CallFailedError, CallResult, OnRetry, call_model
+from langgraph_moa.nodes.models.settings import ModelSettings
+
+
+async def ask_model(
+    settings: ModelSettings,
+    ctx: Context,
+    messages: Sequence[AnyMessage],
+    references: Sequence[str] | None,
+    *,
+    tags: list[str],
+    deadline_s: float | None = None,
+    on_retry: OnRetry | None = None,
+) -> CallResult:
+    """The model's answer to ``messages``, with ``references`` in the aggregation prompt.
+
+    Raises ``CallFailedError`` when the call fails for good or answers with empty text, and
+    ``ProviderError`` when the model cannot be built (unknown provider, missing key).
+    """
+    model = chat_model(settings)
+    # Text turns only, by the context's policy for tool calls and results (nodes/history.py).
+    conversation = model_view(messages, ctx.tool_history)
+    # Fitted to the model's context window; raises (kind "context") when nothing fits.
+    request = fit_request(settings, model, conversation, references, ctx.aggregation_prompt)
+    result = await call_model(
+        model,
+        request,
+        timeout=settings.timeout,
+        max_attempts=ctx.max_attempts,
+        tags=tags,
+        retry_base_s=ctx.retry_base_s,
+        deadline_s=deadline_s,
+        on_retry=on_retry,
+    )
+    if not result.text.strip():
+        raise CallFailedError(
+            "empty", "answered with empty text", result.attempts, result.latency_s
+        )
+    return result

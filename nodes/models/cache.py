@@ -1,0 +1,55 @@
+"""Chat models, built once per distinct ``ModelSettings`` and event loop, then reused.
+
+Building a client costs ~130 ms (ChatTogether builds four OpenAI clients), so a model is built
+on first use and kept. Per event loop, because its async HTTP client's connection pool belongs
+to the loop that opened it: a second ``asyncio.run`` in one process needs its own. The entries of
+closed loops are dropped when a new loop first asks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import weakref
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+
+from langgraph_moa.nodes.models.catalog import LOCAL_SERVERS, TOGETHER_BASE_ENV
+from langgraph_moa.nodes.models.http import forget_closed_loops, running_loop
+from langgraph_moa.nodes.models.providers import build_model
+from langgraph_moa.nodes.models.settings import ModelSettings
+
+_MODELS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Any, BaseChatModel]] = (
+    weakref.WeakKeyDictionary()
+)
+_NO_LOOP: dict[Any, BaseChatModel] = {}
+
+
+def _env_fingerprint(settings: ModelSettings) -> tuple[str | None, ...]:
+    # Keys and endpoints come from the environment: a change there must give a new client.
+    names = [settings.api_key_env, TOGETHER_BASE_ENV, *(env for env, _ in LOCAL_SERVERS.values())]
+    return tuple(os.environ.get(n) if n else None for n in names)
+
+
+def chat_model(settings: ModelSettings) -> BaseChatModel:
+    """The chat model for ``settings``, built on first use in this event loop."""
+    key = (settings, _env_fingerprint(settings))
+    loop = running_loop()
+    if loop is None:
+        models = _NO_LOOP
+    else:
+        found = _MODELS.get(loop)
+        if found is None:  # a new loop: the time to drop the models of loops that are gone
+            forget_closed_loops(_MODELS)
+            found = _MODELS[loop] = {}
+        models = found
+    model = models.get(key)
+    if model is None:
+        model = models[key] = build_model(settings)
+    return model
+
+
+def cached_loops() -> int:
+    """Event loops with cached models (for tests and the memory benchmark)."""
+    return len(_MODELS)
