@@ -6,11 +6,18 @@ like a chat template's control token (``<|im_start|>``, ``<|eot_id|>``, ``[INST]
 ``</s>``) is defused with a look-alike character, so a proposal cannot close its block early,
 open a new one, or start a turn of its own that poses as the system prompt. The prompt also tells
 the model that references are untrusted data.
+
+Tags are looked for in the text as it reads, not as it is encoded: invisible characters
+(zero-width spaces and joiners, soft hyphens, bidi controls, combining marks) are skipped, and
+compatibility forms (full-width ``＜／ｒｅｆ``, small forms, styled letters) and a few look-alike
+letters of other scripts (Cyrillic ``е``, Greek ``Ι``...) count as the characters they look like.
+Only the tag's opening bracket is changed; the rest of a proposal reaches the model as written.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Sequence
 
 from langchain_core.messages import AnyMessage, SystemMessage
@@ -38,10 +45,56 @@ _TAG = re.compile(r"<(\s*/?\s*references?)\b", re.IGNORECASE)
 _CONTROL = re.compile(r"<(\|)|<(/?s>)|\[(/?INST\])|<(</?SYS>)", re.IGNORECASE)
 
 
+# Characters nobody sees: format characters (Cf: zero-width space, joiners, soft hyphen, BOM,
+# bidi controls) and combining marks (Mn, Me), plus the invisible Hangul fillers.
+_INVISIBLE = {"Cf", "Mn", "Me"}
+_FILLERS = {"\u115f", "\u1160", "\u3164", "\uffa0"}
+# Look-alikes NFKD keeps apart (Unicode's confusables, for the characters of our tags only).
+_LOOK_ALIKE = str.maketrans(
+    {
+        "\u0435": "e", "\u0415": "E", "\u0395": "E",  # Cyrillic and Greek E
+        "\u0441": "c", "\u0421": "C", "\u03f2": "c", "\u03f9": "C",
+        "\u0455": "s", "\u0405": "S",
+        "\u0456": "i", "\u0406": "I", "\u04c0": "I", "\u0399": "I",
+        "\u039d": "N", "\u0422": "T", "\u03a4": "T", "\u04ae": "Y", "\u03a5": "Y",
+        "\u02c2": "<", "\u1438": "<", "\u02c3": ">", "\u1433": ">",
+        "\u2044": "/", "\u2215": "/", "\u29f8": "/",
+        "\u01c0": "|", "\u2223": "|",
+    }
+)  # fmt: skip
+
+
+def _as_read(text: str) -> tuple[str, list[int]]:
+    """``text`` as a reader sees it (see the module's docstring), and for each of its characters
+    the index in ``text`` of the character it came from."""
+    shown: list[str] = []
+    origin: list[int] = []
+    for i, char in enumerate(text):
+        if char.isascii():
+            shown.append(char)
+            origin.append(i)
+            continue
+        if char in _FILLERS:
+            continue
+        for part in unicodedata.normalize("NFKD", char).translate(_LOOK_ALIKE):
+            if unicodedata.category(part) not in _INVISIBLE:
+                shown.append(part)
+                origin.append(i)
+    return "".join(shown), origin
+
+
 def _defuse(text: str) -> str:
     # A look-alike bracket keeps the text readable while no longer matching our delimiters.
-    text = _TAG.sub(lambda m: f"‹{m.group(1)}", text)
-    return _CONTROL.sub(lambda m: "‹" + next(g for g in m.groups() if g is not None), text)
+    shown, origin = (text, None) if text.isascii() else _as_read(text)
+    starts = {m.start() for m in _TAG.finditer(shown)} | {
+        m.start() for m in _CONTROL.finditer(shown)
+    }
+    if not starts:
+        return text
+    chars = list(text)
+    for start in starts:
+        chars[origin[start] if origin is not None else start] = "‹"
+    return "".join(chars)
 
 
 def format_references(texts: Sequence[str]) -> str:
