@@ -291,17 +291,24 @@ def build_context(data: dict[str, Any], source: str = "context") -> Context:
 
 
 def explain(exc: ValidationError) -> str:
-    parts = []
+    """One line for a validation error: each problem as ``field: what is wrong``."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in loc)}: {msg}" if loc else msg for loc, msg in problems(exc)
+    )
+
+
+def problems(exc: ValidationError) -> list[tuple[tuple[str | int, ...], str]]:
+    """Each problem of a validation error as (location, message); whole-context checks have no
+    location (their message names the fields)."""
+    found = []
     for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             # A misspelt setting: say which names exist (a model's own, or the run's).
             fields = ModelSpec.model_fields if len(err["loc"]) > 1 else Context.model_fields
             msg = f"unknown setting; allowed: {', '.join(fields)}"
-        # Whole-context checks have no location; their message names the fields.
-        parts.append(f"{where}: {msg}" if where else msg)
-    return "; ".join(parts)
+        found.append((tuple(err["loc"]), msg))
+    return found
 
 
 @lru_cache(maxsize=32)
