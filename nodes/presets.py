@@ -2,8 +2,9 @@
 
 ``read_settings("moa-lite")`` reads ``nodes/presets/moa-lite.toml``; a path to any TOML file works
 the same way. ``read_preset`` takes preset names only and ``read_config`` paths only (the CLI's
-``--preset`` and ``--config``). A preset file holds the same fields as ``Context``; ``load_preset`` (nodes/context.py)
-validates it into one. The default preset is chosen here, in ``default_preset_name``.
+``--preset`` and ``--config``). A preset file holds the same fields as ``Context``;
+``load_preset`` (nodes/context.py) validates it into one. The default preset is chosen here, in
+``default_preset_name``.
 """
 
 from __future__ import annotations
@@ -50,12 +51,23 @@ def read_preset(name: str) -> dict[str, Any]:
     return _parse((PRESET_DIR / f"{name}.toml").read_text(encoding="utf-8"), f"preset {name!r}")
 
 
+# A config file is a few hundred bytes; reading stops here (`--config /dev/zero`).
+MAX_CONFIG_BYTES = 2**20
+
+
 def read_config(path: str) -> dict[str, Any]:
-    """The raw fields of the TOML config file at ``path``."""
-    if not Path(path).is_file():
+    """The raw fields of the TOML config file at ``path`` (a pipe such as ``<(...)`` works too)."""
+    where = Path(path)
+    if not where.exists():
         raise ConfigError(f"config file {path!r} not found")
+    if where.is_dir():
+        raise ConfigError(f"config file {path!r} is a folder, not a file")
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with where.open("rb") as file:
+            data = file.read(MAX_CONFIG_BYTES + 1)
+        if len(data) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"config file {path!r} is larger than 1 MiB: not a config file")
+        text = data.decode("utf-8-sig")  # -sig: a BOM some editors write is not an error
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {path!r} cannot be read: {exc}") from None
     return _parse(text, f"config file {path!r}")

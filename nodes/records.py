@@ -18,7 +18,7 @@ ErrorKind = Literal[
     "deadline",  # missed Context.layer_deadline (retries and waits included)
     "context",  # the prompt does not fit the model's context window (nothing sent)
     "cancelled",  # cut by the layer's straggler quorum (nodes/models/quorum.py)
-    "straggler",  # the last of its layer, cut after Context.straggler_grace (nodes/models/quorum.py)
+    "straggler",  # the last of its layer, cut after Context.straggler_grace (models/quorum.py)
     "other",  # anything else (the message says what)
 ]
 """Why a model call failed: records, call errors and the CLI all use these names."""

@@ -52,8 +52,9 @@ def test_ctrl_c_at_the_idle_prompt_leaves_at_once(
         moa.expect("> ")
         start = time.monotonic()
         moa.send(CTRL_C)
-        assert moa.wait(10) == 130
-        assert time.monotonic() - start < 5
+        assert moa.wait(20) == 130
+        # At once: no Enter needed (a generous bound, the machine is shared).
+        assert time.monotonic() - start < 10
         assert "Traceback" not in moa.text and "moa: error" not in moa.text
     assert not server.requests
 

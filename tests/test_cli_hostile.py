@@ -28,7 +28,7 @@ def moa(
     shell_redirect: str = "",
     timeout: float = 60,
 ) -> subprocess.CompletedProcess[bytes]:
-    """Run ``moa ARGS`` with raw bytes on stdin; ``shell_redirect`` (e.g. ``<&-``) goes through sh."""
+    """``moa ARGS`` with raw bytes on stdin; ``shell_redirect`` (e.g. ``<&-``) goes through sh."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("TOGETHER_", "OPENAI_"))}
     full_env.update(env or {})
     command = [sys.executable, "-m", "langgraph_moa.apps.cli.main", *args]

@@ -324,6 +324,9 @@ COMMANDS = {"ask", "chat", "presets", "--help", "-h", "--version"}
 def main() -> None:
     """Entry point: ``moa PROMPT`` is short for ``moa ask PROMPT``."""
     args = sys.argv[1:] or ["--help"]
+    if sys.stdout is None:  # `moa ... >&-`: Python starts without a stdout
+        err.print("moa: error: stdout is closed: nowhere to write the answer", markup=False)
+        sys.exit(2)
     if args and args[0] not in COMMANDS:
         args = ["ask", *args]
     if args == ["--version"]:

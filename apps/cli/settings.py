@@ -43,12 +43,12 @@ def context_from_flags(
     quorum: int | None = None,
     quorum_grace: float | None = None,
 ) -> Context:
-    if preset and config:
+    if preset is not None and config is not None:
         raise ConfigError("give either --preset or --config, not both")
     if config is not None:
         data, origin = _config(config), f"config file {config!r}"
     else:
-        name = preset or default_preset_name()
+        name = preset if preset is not None else default_preset_name()
         data, origin = _preset(name), f"preset {name!r}"
     flags: dict[str, Any] = {
         "proposers": proposers or None,
@@ -107,10 +107,11 @@ def _say_what_runs_locally(ctx: Context, flags: dict[str, Any]) -> None:
         pick = "pick models with --proposer or --preset"
     else:
         return  # every model was given: nothing local runs
-    print(
-        f"moa: no TOGETHER_API_KEY: {what}; set it for Together's models, or {pick}",
-        file=sys.stderr,
-    )
+    if sys.stderr is not None:  # print(file=None) would write to stdout
+        print(
+            f"moa: no TOGETHER_API_KEY: {what}; set it for Together's models, or {pick}",
+            file=sys.stderr,
+        )
 
 
 def _shown(value: Any) -> str:

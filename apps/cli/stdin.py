@@ -53,7 +53,7 @@ def read_prompt() -> str:
         raise InputError(
             "stdin is closed: give the prompt as an argument, or pipe it in (moa - < file)"
         )
-    if sys.stdin.isatty():
+    if sys.stdin.isatty() and sys.stderr is not None:
         print("moa: reading the prompt from the terminal; end it with Ctrl-D", file=sys.stderr)
     try:
         data = sys.stdin.buffer.read(MAX_INPUT_BYTES + 1)
@@ -79,6 +79,7 @@ class ChatInput:
         self.fd = sys.stdin.fileno()
         self.buffer = bytearray()
         self.eof = False
+        self.skipping = False
         self.lines = 0
 
     async def readline(self) -> str | None:
@@ -88,14 +89,20 @@ class ChatInput:
         """
         while True:
             end = self.buffer.find(b"\n")
-            if end < 0 and len(self.buffer) > MAX_INPUT_BYTES:
+            if self.skipping:  # the rest of a line that was too long
+                if end >= 0:
+                    del self.buffer[: end + 1]
+                    self.skipping = False
+                    continue
                 self.buffer.clear()
-                self.eof = await self._skip_rest_of_line()
+            elif end < 0 and len(self.buffer) > MAX_INPUT_BYTES:
+                self.buffer.clear()
+                self.skipping = True
                 self.lines += 1
                 raise InputError(
                     f"line {self.lines} is longer than {MAX_INPUT_BYTES // 2**20} MiB: skipped"
                 )
-            if end >= 0 or (self.eof and self.buffer):
+            elif end >= 0 or (self.eof and self.buffer):
                 end = end if end >= 0 else len(self.buffer)
                 raw = bytes(self.buffer[:end])
                 del self.buffer[: end + 1]
@@ -109,16 +116,6 @@ class ChatInput:
             elif chunk is not None:
                 self.buffer += chunk
 
-    async def _skip_rest_of_line(self) -> bool:
-        """Drop input up to the next newline; True when the input ended first."""
-        while True:
-            chunk = await self._read()
-            if chunk == b"":
-                return True
-            if chunk and b"\n" in chunk:
-                self.buffer += chunk[chunk.index(b"\n") + 1 :]
-                return False
-
     async def _read(self) -> bytes | None:
         """What is there to read (b"" at the end of input); None: nothing yet, try again."""
         loop = asyncio.get_running_loop()
@@ -131,7 +128,10 @@ class ChatInput:
         try:
             loop.add_reader(self.fd, readable)
         except (OSError, ValueError, NotImplementedError):
-            return self._os_read()  # a regular file or /dev/null: reading never blocks
+            # A regular file or a device the loop cannot watch: reading never blocks, but give
+            # the loop a turn, so Ctrl-C still works on an endless one (/dev/zero).
+            await asyncio.sleep(0)
+            return self._os_read()
         try:
             await ready
         finally:

@@ -70,7 +70,7 @@ _GROUPS: dict[str, _Group] = {}
 
 
 def active_groups() -> int:
-    """Layers with calls in flight under a rule (for tests and the memory benchmark: 0 when idle)."""
+    """Layers with calls in flight under a rule (tests, memory benchmark: 0 when idle)."""
     return len(_GROUPS)
 
 
