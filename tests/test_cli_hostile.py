@@ -5,6 +5,7 @@ value came from. Each test runs the command as a subprocess, the way a user does
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -311,3 +312,87 @@ def test_a_mix_of_flag_and_file_names_both(tmp_path: Path) -> None:
     assert error.startswith(
         f"moa: error: --quorum 1 with config file '{config}': quorum=1 is below"
     )
+
+
+# --- found while trying to break the fixes -------------------------------------------------------
+
+
+def test_an_empty_preset_name_is_an_error_not_the_default() -> None:
+    result = run_cli("--preset", "", "hi", env=KEY)
+    assert result.returncode == 2
+    assert "unknown preset ''" in one_error_line(result.stderr.encode())
+
+
+def test_config_from_a_pipe_a_folder_an_endless_device_or_with_a_bom(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    env = {**os.environ, **together_env(server)}
+    moa_cmd = f"{sys.executable} -m langgraph_moa.apps.cli.main"
+    piped = subprocess.run(
+        [
+            "bash",
+            "-c",
+            f"{moa_cmd} --config <(printf 'layers=1\\naggregator=\"together:agg\"\\n') hi",
+        ],
+        capture_output=True,
+        env=env,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert piped.returncode == 0, piped.stderr
+    assert [r.model for r in server.requests] == ["agg"]
+    for path, expected in ((str(tmp_path), "is a folder"), ("/dev/zero", "larger than 1 MiB")):
+        result = run_cli("--config", path, "hi", env=KEY)
+        assert result.returncode == 2
+        assert expected in one_error_line(result.stderr.encode())
+    bom = tmp_path / "bom.toml"
+    bom.write_bytes(b'\xef\xbb\xbflayers = 1\naggregator = "together:agg"\n')
+    assert run_cli("--config", str(bom), "hi", env=together_env(server)).returncode == 0
+
+
+def test_stdout_closed_is_one_line(server: FakeOpenAIServer) -> None:
+    result = moa("--preset", "seed", "hi", env=together_env(server), shell_redirect=">&-")
+    assert result.returncode == 2
+    assert "stdout is closed" in one_error_line(result.stderr)
+    assert not server.requests
+
+
+def test_stderr_closed_keeps_notices_out_of_the_answer() -> None:
+    # No key: the aggregator is the embedded model, and the notice saying so must not land in
+    # stdout when stderr is closed (print(file=None) writes to stdout).
+    result = moa(
+        "--proposer", "together:p", "--layers", "1", "--max-tokens", "4", "hi",
+        shell_redirect="2>&-",
+    )  # fmt: skip
+    assert result.returncode == 0
+    assert result.stdout.strip() and b"TOGETHER_API_KEY" not in result.stdout
+
+
+def test_endless_stdin_is_refused(server: FakeOpenAIServer) -> None:
+    result = moa("--preset", "seed", "-", env=together_env(server), shell_redirect="< /dev/zero")
+    assert result.returncode == 2
+    assert "stdin holds more than 16 MiB" in one_error_line(result.stderr)
+    assert not server.requests
+
+
+def test_an_endless_chat_line_is_skipped_and_ctrl_c_still_works(server: FakeOpenAIServer) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TOGETHER_", "OPENAI_"))}
+    with open("/dev/zero", "rb") as zero:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "langgraph_moa.apps.cli.main", "chat", "--preset", "seed"],
+            stdin=zero,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={**env, **together_env(server)},
+            cwd=ROOT,
+        )
+    assert proc.stderr is not None
+    seen = b""
+    while b"skipped" not in seen:  # reading blocks until moa prints (or exits: then it fails)
+        chunk = proc.stderr.read1(4096)
+        assert chunk, seen
+        seen += chunk
+    proc.send_signal(signal.SIGINT)  # the reads never block: the loop must still see Ctrl-C
+    assert proc.wait(30) == 130
+    assert b"line 1 is longer than 16 MiB: skipped" in seen
+    assert not server.requests
