@@ -121,7 +121,8 @@ def test_the_cli_line_gives_attempts_and_real_time(
     (line,) = [line for line in result.stderr.splitlines() if "proposals;" in line]
     # "dead" timed out three times (0.3 s each): the line says so, with the real time spent;
     # "hung" was cut 2 s after "dead" ended, its siblings being done.
-    assert re.search(r"dead timed out after 0\.3 s \(3 attempts, (0\.9|[1-9]\d*\.\d) s\)", line), line
+    timed_out = r"dead timed out after 0\.3 s \(3 attempts, (0\.9|[1-9]\d*\.\d) s\)"
+    assert re.search(timed_out, line), line
     assert re.search(
         r"hung cut as a straggler: still running \d+(\.\d)? s after the layer's other proposers "
         r"had finished \(straggler_grace\) \(1 attempt, \d+\.\d s\)",
