@@ -38,16 +38,18 @@ _TAG = re.compile(r"<(\s*/?\s*references?)\b", re.IGNORECASE)
 _CONTROL = re.compile(r"<(\|)|<(/?s>)|\[(/?INST\])|<(</?SYS>)", re.IGNORECASE)
 
 
-def _defuse(text: str) -> str:
+def defuse(text: str, tag: re.Pattern[str] = _TAG) -> str:
+    """``text`` with look-alikes of ``tag`` (a pattern whose group 1 follows the ``<``) and of
+    chat-template control tokens defused, to put untrusted text inside tagged blocks."""
     # A look-alike bracket keeps the text readable while no longer matching our delimiters.
-    text = _TAG.sub(lambda m: f"‹{m.group(1)}", text)
+    text = tag.sub(lambda m: f"‹{m.group(1)}", text)
     return _CONTROL.sub(lambda m: "‹" + next(g for g in m.groups() if g is not None), text)
 
 
 def format_references(texts: Sequence[str]) -> str:
     """Number and fence each reference; the result replaces ``{references}`` in the prompt."""
     blocks = [
-        f'<reference id="{i}">\n{_defuse(text).strip()}\n</reference>'
+        f'<reference id="{i}">\n{defuse(text).strip()}\n</reference>'
         for i, text in enumerate(texts, start=1)
     ]
     return "<references>\n" + "\n\n".join(blocks) + "\n</references>"
