@@ -148,7 +148,7 @@ def _report(result: BatchResult, console: Console, cache: Path | None) -> int:
         console.print(text, highlight=False, markup=False)
 
     if result.progress is not None and result.ran:
-        console.print(result.progress.summary())
+        say(result.progress.summary())
     if result.skipped:
         say(f"moa batch: {result.skipped} items were already in the output and were skipped")
     if result.other_settings:
@@ -223,7 +223,7 @@ def _dry_run(
     for model, row in est.per_model.items():
         lines.append(
             f"  {model:<{width}}  {row.calls:>8,} calls  {row.input_tokens:>12,} in  "
-            f"{row.output_tokens:>11,} out  {money(est.cost(model))}"
+            f"{row.output_tokens:>11,} out  cost {money(est.cost(model))}"
         )
     print("\n".join(lines))
     return 0

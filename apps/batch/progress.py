@@ -14,7 +14,6 @@ from typing import Any, Self
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
-from rich.table import Table
 
 from langgraph_moa.apps.batch.cost import Prices, cost_of
 
@@ -24,7 +23,7 @@ LINE_EVERY_S = 60.0
 
 def money(usd: float | None) -> str:
     if usd is None:
-        return "cost n/a"
+        return "n/a"
     return f"${usd:,.4f}" if usd < 1 else f"${usd:,.2f}"
 
 
@@ -131,7 +130,7 @@ class BatchProgress:
         eta = duration(left / rate * 60) if rate > 0 and left else ("-" if left else "0s")
         return (
             f"{rate:,.1f} items/min · ETA {eta} · {self.tokens:,} tokens · "
-            f"{money(self.spent())} · {self.failed} failed"
+            f"cost {money(self.spent())} · {self.failed} failed"
         )
 
     def line(self) -> str:
@@ -150,42 +149,40 @@ class BatchProgress:
             self.console.print(self.line(), highlight=False, markup=False)
             self._last_line = (self.done, now)
 
-    def summary(self) -> Table:
-        """Totals per model: calls, cache hits, requests, tokens and cost."""
+    def summary(self) -> str:
+        """Totals per model: calls, cache hits, requests, tokens and cost (plain, aligned text:
+        it goes to logs as often as to terminals)."""
         elapsed = time.perf_counter() - self.start
-        table = Table(
-            title=(
-                f"moa batch: {self.done} items in {duration(elapsed)} ({self.rate():,.1f}/min), "
-                f"{self.done - self.failed} ok, {self.failed} failed; "
-                f"{self.before} finished before"
-            ),
-            title_justify="left",
+        head = (
+            f"moa batch: {self.done} items in {duration(elapsed)} ({self.rate():,.1f}/min): "
+            f"{self.done - self.failed} ok, {self.failed} failed"
         )
-        for name in ("model", "calls", "cached", "requests", "input tokens", "output tokens"):
-            table.add_column(name, justify="left" if name == "model" else "right")
-        table.add_column("cost", justify="right")
+        rows: list[tuple[str, ...]] = [
+            ("model", "calls", "cached", "requests", "input tokens", "output tokens", "cost")
+        ]
         for model, t in sorted(self.models.items()):
-            cost = cost_of(
-                {model: {"input_tokens": t.input_tokens, "output_tokens": t.output_tokens}},
-                self.prices,
+            spent = {"input_tokens": t.input_tokens, "output_tokens": t.output_tokens}
+            rows.append(_row(model, [t], money(cost_of({model: spent}, self.prices))))
+        rows.append(_row("total", list(self.models.values()), money(self.spent())))
+        widths = [max(len(r[n]) for r in rows) for n in range(len(rows[0]))]
+        lines = [
+            "  "
+            + "  ".join(
+                c.ljust(w) if n == 0 else c.rjust(w)
+                for n, (c, w) in enumerate(zip(r, widths, strict=True))
             )
-            table.add_row(
-                model,
-                f"{t.calls:,}",
-                f"{t.cached:,}",
-                f"{t.requests:,}",
-                f"{t.input_tokens:,}",
-                f"{t.output_tokens:,}",
-                money(cost),
-            )
-        total = self.models.values()
-        table.add_row(
-            "total",
-            f"{sum(t.calls for t in total):,}",
-            f"{sum(t.cached for t in total):,}",
-            f"{sum(t.requests for t in total):,}",
-            f"{sum(t.input_tokens for t in total):,}",
-            f"{sum(t.output_tokens for t in total):,}",
-            money(self.spent()),
-        )
-        return table
+            for r in rows
+        ]
+        return "\n".join([head, *lines])
+
+
+def _row(name: str, totals: list[ModelTotals], cost: str) -> tuple[str, ...]:
+    return (
+        name,
+        f"{sum(t.calls for t in totals):,}",
+        f"{sum(t.cached for t in totals):,}",
+        f"{sum(t.requests for t in totals):,}",
+        f"{sum(t.input_tokens for t in totals):,}",
+        f"{sum(t.output_tokens for t in totals):,}",
+        cost,
+    )
