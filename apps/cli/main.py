@@ -225,6 +225,118 @@ async def _chat(ctx: Any, *, show_proposals: bool) -> None:
         write("\n\n")
 
 
+@app.command(
+    help="Answer every item of a dataset (JSONL or a JSON list; '-' for stdin) with MoA: "
+    "resumable (rerun the same command after a crash), rate-limited, cached, with the cost "
+    "up front (--dry-run). See docs/batch.md."
+)
+def batch(
+    input_path: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="INPUT",
+            help="Items: {prompt}, {messages}, {instruction} (AlpacaEval) or "
+            "{question_id, turns} (MT-Bench), one JSON object a line or a JSON list.",
+        ),
+    ] = None,
+    output: Annotated[
+        str | None, typer.Option("--output", "-o", help="Where the records go (JSONL).")
+    ] = None,
+    fmt: Annotated[
+        str,
+        typer.Option("--format", "-f", help="jsonl (every detail), alpaca-eval or mt-bench."),
+    ] = "jsonl",
+    preset: PresetOpt = None,
+    config: ConfigOpt = None,
+    proposer: ProposerOpt = None,
+    aggregator: AggregatorOpt = None,
+    layers: LayersOpt = None,
+    temperature: TemperatureOpt = None,
+    max_tokens: MaxTokensOpt = None,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", "-j", help="Items in flight at once.")
+    ] = 8,
+    skip_invalid: Annotated[
+        bool, typer.Option("--skip-invalid", help="Record malformed items as failed and go on.")
+    ] = False,
+    retry_failed: Annotated[
+        bool, typer.Option("--retry-failed", help="Run the items that failed again.")
+    ] = False,
+    cache: Annotated[
+        str | None,
+        typer.Option("--cache", help="The model-call cache (default: moa-cache.sqlite beside -o)."),
+    ] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Use no call cache.")] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Print items, calls, tokens and cost expected; run nothing."
+        ),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="With --dry-run: print JSON.")] = False,
+    replay: Annotated[
+        str | None,
+        typer.Option(
+            "--replay", help="Re-aggregate the proposals of a run file; no proposer runs."
+        ),
+    ] = None,
+    server: Annotated[
+        str | None,
+        typer.Option("--server", help="Run the items on a LangGraph server at this URL."),
+    ] = None,
+    assistant: Annotated[
+        str, typer.Option("--assistant", help="The graph or assistant on --server.")
+    ] = "moa",
+    generator: Annotated[
+        str | None,
+        typer.Option("--generator", help="The name AlpacaEval/MT-Bench outputs give the model."),
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", help="Run at most N of the remaining items.")
+    ] = None,
+) -> None:
+    from langgraph_moa.apps.batch.cli import batch as run
+
+    flags = {
+        "preset": preset,
+        "config": config,
+        "proposers": proposer,
+        "aggregator": aggregator,
+        "layers": layers,
+        "temperature": temperature,
+        "max_tokens": max_tokens,
+    }
+    try:
+        code = run(
+            input_path=input_path,
+            output=output,
+            fmt=fmt,
+            flags=flags,
+            concurrency=concurrency,
+            skip_invalid=skip_invalid,
+            retry_failed=retry_failed,
+            cache=cache,
+            no_cache=no_cache,
+            dry_run=dry_run,
+            as_json=as_json,
+            replay=replay,
+            server=server,
+            assistant=assistant,
+            generator=generator,
+            limit=limit,
+            console=err,
+        )
+    except MoAError as exc:
+        from langgraph_moa.apps.batch.inputs import InputError
+
+        fail(str(exc), 2 if isinstance(exc, ConfigError | InputError) else 1)
+    except Exception as exc:  # a last resort, as in _run
+        if os.environ.get("MOA_DEBUG"):
+            raise
+        fail(f"unexpected {type(exc).__name__}: {exc} (set MOA_DEBUG=1 for a traceback)")
+    raise typer.Exit(code)
+
+
 @app.command(help="List the presets and what they run.")
 def presets() -> None:
     from langgraph_moa.nodes.context import load_preset
@@ -250,7 +362,7 @@ def _run(coro: Any) -> Any:
         fail(f"unexpected {type(exc).__name__}: {exc} (set MOA_DEBUG=1 for a traceback)")
 
 
-COMMANDS = {"ask", "chat", "presets", "--help", "-h", "--version"}
+COMMANDS = {"ask", "chat", "batch", "presets", "--help", "-h", "--version"}
 
 
 def main() -> None:
