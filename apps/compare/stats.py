@@ -91,8 +91,8 @@ def fit_preference(
     """Fit ``logit P = a + b x`` to preferences ``y`` in [0, 1], one fit per row.
 
     ``y`` and ``x`` are (fits, observations). Maximises the log-likelihood minus
-    ``(ridge_a * a^2 + ridge_b * b^2) / 2``: strictly concave, so Newton's method converges; each step is
-    capped so the first steps on a (nearly) separable sample do not overshoot.
+    ``(ridge_a * a^2 + ridge_b * b^2) / 2``: strictly concave, so Newton's method converges;
+    each step is capped so the first steps on a (nearly) separable sample do not overshoot.
     """
     a = np.zeros(y.shape[0])
     b = np.zeros(y.shape[0])

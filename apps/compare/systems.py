@@ -122,11 +122,11 @@ def default_systems(ctx: Context, name: str) -> list[System]:
     for (model, (spec, role)), short in zip(specs.items(), shorts, strict=True):
         # Two models with one short name (two providers), or the mixture's name: the full name.
         label = short if shorts.count(short) == 1 and short != name else model
-        systems.append(System(_safe(label), f"{model} alone ({role})", single_model(spec, ctx)))
+        systems.append(System(safe_name(label), f"{model} alone ({role})", single_model(spec, ctx)))
     return systems
 
 
-def _safe(label: str) -> str:
+def safe_name(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9._\-]+", "_", label).strip("_") or "model"
 
 
