@@ -45,8 +45,10 @@ def starter_prompts() -> Path:
 
 
 def _candidate_name(flags: dict[str, Any]) -> str:
-    source = flags.get("config") or flags.get("preset")
-    name = Path(source).stem if source else "moa"
+    from langgraph_moa.nodes.presets import default_preset_name
+
+    source = flags.get("config") or flags.get("preset") or default_preset_name()
+    name = Path(source).stem
     return name if "moa" in name else f"moa-{name}"
 
 

@@ -58,7 +58,10 @@ class PairStats:
     length_slope: float | None  # b: how much the judge's preference follows length
 
     def as_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        for key in ("ci", "lc_ci"):  # as JSON stores them, so a run and a reread compare equal
+            data[key] = list(data[key]) if data[key] is not None else None
+        return data
 
 
 def win_rate(scores: Sequence[float]) -> float:
