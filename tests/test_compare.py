@@ -199,8 +199,8 @@ async def test_the_report_files(server: FakeOpenAIServer, tmp_path: Path) -> Non
     ratio = moa["cost_per_answer"] / solo["cost_per_answer"]
     assert ratio > 2
     assert data["verdict"].startswith(
-        f"moa beats solo alone by 50 points (95% CI 50 to 50) at {ratio:.1f}x the cost; "
-        "length-controlled +"
+        f"moa beats solo alone by 50 points (95% CI 50 to 50) at {ratio:.1f}x the cost, "
+        "on only 8 judged pairs; length-controlled +"
     )
     report = (out / "report.md").read_text()
     assert report.startswith("# Does MoA pay off? moa against its baselines")

@@ -39,6 +39,9 @@ from langgraph_moa.nodes.errors import ConfigError
         ("> Verdict: (a)", "A"),
         ("Verdict: A\nSome words after it.", "A"),
         ("Verdict: A\n...\nVerdict: A", "A"),
+        ("A", "A"),  # a reply that is nothing but the label
+        ("  [[B]]\n", "B"),
+        ("Tie.", "tie"),
     ],
 )
 def test_explicit_verdict_lines_are_read(reply: str, verdict: str) -> None:
@@ -57,6 +60,8 @@ def test_explicit_verdict_lines_are_read(reply: str, verdict: str) -> None:
         ("Verdict: both", "verdict line not understood"),
         ("Verdict: A or B", "verdict line not understood"),
         ("The verdict is hard to give. Maybe A.", "no verdict line"),
+        ("The answer that is better is:\nB", "no verdict line"),  # a label after prose
+        ("A\nB", "no verdict line"),
     ],
 )
 def test_unclear_replies_are_unparsed_never_guessed(reply: str | None, problem: str) -> None:
@@ -234,6 +239,7 @@ def test_the_verdict_line_names_the_strongest_baseline_the_margin_and_the_cost()
     def pair(base: str, rate: float, ci: tuple[float, float]) -> dict[str, object]:
         return {
             "baseline": base,
+            "judged": 30,
             "win_rate": rate,
             "ci": list(ci),
             "lc_win_rate": rate - 3,
@@ -253,6 +259,8 @@ def test_the_verdict_line_names_the_strongest_baseline_the_margin_and_the_cost()
     assert verdict_line(results).startswith(
         "moa does not clearly beat its best single model (qwen): -5 points (95% CI -12 to +2)"
     )
+    results["pairs"][0]["judged"] = 1
+    assert ", on only 1 judged pair;" in verdict_line(results)
     results["pairs"] = [pair("qwen", 30, (22, 38)), pair("llama", 48, (40, 56))]
     assert verdict_line(results).startswith(
         "moa loses to its best single model (qwen) by 20 points (95% CI 12 to 28)"

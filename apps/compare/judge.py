@@ -6,9 +6,11 @@ verdicts, read from the candidate's side, make the pair's outcome: the same verd
 verdict; two different ones (a judge that always says "A" gives a win and a loss) count as a tie.
 
 A verdict is read only from an explicit line ``Verdict: A``, ``Verdict: B`` or ``Verdict: tie``
-(markdown emphasis, brackets and a final full stop allowed). No line, a verdict line that says
-anything else, or verdict lines that disagree: the judgment is *unparsed*, recorded with why,
-never guessed. A pair with an unparsed judgment counts as unparsed, not as a tie.
+(markdown emphasis, brackets and a final full stop allowed), or from a reply that is nothing but
+the label (``A``, ``[[B]]``, ``Tie.``: AlpacaEval's judges answer that way). No such line, a
+verdict line that says anything else, or verdict lines that disagree: the judgment is *unparsed*,
+recorded with why, never guessed. A pair with an unparsed judgment counts as unparsed, not as a
+tie.
 """
 
 from __future__ import annotations
@@ -78,17 +80,18 @@ class Parsed:
 # Emphasis and quoting a model may wrap a line in (``**Verdict:** A``, ``> Verdict: A``...).
 _DECOR = re.compile(r"[*_`#>]")
 _VERDICT_LINE = re.compile(r"^\s*verdict\b", re.IGNORECASE)
-_VERDICT = re.compile(
-    r"^\s*verdict\s*[:=\-–]\s*"
-    r"[\[\(\"']*\s*(?:answer\s+|assistant\s+)?(?P<v>a|b|tie)\s*[\]\)\"']*\s*[.!]?\s*$",
-    re.IGNORECASE,
-)
+_LABEL = r"[\[\(\"']*\s*(?:answer\s+|assistant\s+)?(?P<v>a|b|tie)\s*[\]\)\"']*\s*[.!]?\s*$"
+_VERDICT = re.compile(r"^\s*verdict\s*[:=\-–]\s*" + _LABEL, re.IGNORECASE)
+_BARE = re.compile(r"^\s*" + _LABEL, re.IGNORECASE)
 
 
 def parse_verdict(text: str | None) -> Parsed:
     """The verdict of a judge's reply; ``Parsed(None, problem)`` when there is no clear one."""
     if text is None or not text.strip():
         return Parsed(None, "empty reply")
+    bare = _BARE.match(_DECOR.sub("", text).strip())
+    if bare is not None:
+        return Parsed(_label(bare["v"]))
     found: list[Verdict] = []
     for raw in text.splitlines():
         line = _DECOR.sub("", raw).strip()
@@ -97,13 +100,17 @@ def parse_verdict(text: str | None) -> Parsed:
         match = _VERDICT.match(line)
         if match is None:
             return Parsed(None, f"verdict line not understood: {line[:80]!r}")
-        value = match["v"].lower()
-        found.append("tie" if value == "tie" else "A" if value == "a" else "B")
+        found.append(_label(match["v"]))
     if not found:
         return Parsed(None, "no verdict line")
     if len(set(found)) > 1:
         return Parsed(None, f"verdict lines disagree: {', '.join(found)}")
     return Parsed(found[0])
+
+
+def _label(value: str) -> Verdict:
+    value = value.lower()
+    return "tie" if value == "tie" else "A" if value == "a" else "B"
 
 
 def side(verdict: Verdict, order: Order) -> Side:

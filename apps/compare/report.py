@@ -15,6 +15,10 @@ SHORT_SAMPLE = 20  # fewer judged prompts than this: say the intervals are wide
 LENGTH_GAP = 5.0  # points between raw and length-controlled rates worth pointing out
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def _points(value: float) -> str:
     text = f"{value:+.0f}"
     return "+0" if text == "-0" else text
@@ -77,6 +81,8 @@ def verdict_line(results: dict[str, Any]) -> str:
     ratio = _ratio(systems[cand], base)
     if ratio:
         line += f" at {ratio}"
+    if best["judged"] < SHORT_SAMPLE:
+        line += f", on only {_count(best['judged'], 'judged pair')}"
     lc_low, lc_high = (c - 50 for c in best["lc_ci"])
     line += (
         f"; length-controlled {_points(best['lc_win_rate'] - 50)} points "
@@ -113,7 +119,7 @@ def notes(results: dict[str, Any]) -> list[str]:
     missing = sum(p["missing"] for p in results["pairs"])
     if missing:
         out.append(
-            f"{missing} pairs are missing: a system did not answer or a judge call failed "
+            f"{_count(missing, 'pair')} missing: a system did not answer or a judge call failed "
             "(rerun the same command with --retry-failed)."
         )
     for p in results["pairs"]:
@@ -128,8 +134,8 @@ def notes(results: dict[str, Any]) -> list[str]:
     few = [p["judged"] for p in results["pairs"] if p["win_rate"] is not None]
     if few and min(few) < SHORT_SAMPLE:
         out.append(
-            f"Only {min(few)} pairs per baseline were judged: the intervals are wide; use "
-            f"{SHORT_SAMPLE} prompts or more for a firmer answer."
+            f"Only {_count(min(few), 'pair')} per baseline could be judged: the intervals are "
+            f"wide; judge {SHORT_SAMPLE} pairs or more for a firmer answer."
         )
     for s in systems:
         if s["answers"] and s["latency_answers"] < s["answers"]:
