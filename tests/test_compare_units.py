@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from langgraph_moa.apps.compare.judge import (
     JUDGE_SYSTEM,
+    JUDGE_USER,
     combine,
     judge_messages,
     parse_verdict,
@@ -265,3 +268,9 @@ def test_the_verdict_line_names_the_strongest_baseline_the_margin_and_the_cost()
     assert verdict_line(results).startswith(
         "moa loses to its best single model (qwen) by 20 points (95% CI 12 to 28)"
     )
+
+
+def test_the_docs_show_the_judge_prompt_as_it_is() -> None:
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "compare.md").read_text()
+    assert f"```text\n{JUDGE_SYSTEM}\n```" in docs
+    assert f"```text\n{JUDGE_USER}\n```" in docs

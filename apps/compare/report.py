@@ -208,7 +208,7 @@ def pairs_table(results: dict[str, Any]) -> str:
 
 def systems_table(results: dict[str, Any]) -> str:
     lines = [
-        "| system | runs | answers | cost | per answer | tokens per answer | calls per answer "
+        "| system | runs | answers | cost | per answer | tokens (per answer) | calls per answer "
         "| median latency | p95 latency |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
@@ -217,7 +217,8 @@ def systems_table(results: dict[str, Any]) -> str:
         calls = "n/a" if s["calls_per_answer"] is None else f"{s['calls_per_answer']:.1f}"
         lines.append(
             f"| {s['name']} | {s['models']} | {answered} | {_money(s['cost_usd'])} "
-            f"| {_money(s['cost_per_answer'])} | {_num(s['tokens_per_answer'])} | {calls} "
+            f"| {_money(s['cost_per_answer'])} | {_num(s['tokens'])} "
+            f"({_num(s['tokens_per_answer'])}) | {calls} "
             f"| {_seconds(s['latency_median_s'])} | {_seconds(s['latency_p95_s'])} |"
         )
     return "\n".join(lines)

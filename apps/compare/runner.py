@@ -152,7 +152,9 @@ async def run_compare(
         # Nobody reads these tokens: whole answers cost the client far less CPU.
         ctx = system.ctx.model_copy(update={"stream": False})
         await run_batch(_system_items(items, system), ctx, path, batch, console=console)
-        answers[system.name] = _by_prompt(path, system)
+        # Only this run's prompts: a file may hold answers to prompts of an earlier run.
+        found = _by_prompt(path, system)
+        answers[system.name] = {i.id: found[i.id] for i in items if i.id in found}
         failed_answers += sum(1 for r in answers[system.name].values() if r["status"] != "ok")
 
     prompts = prompts_of(items)
