@@ -41,15 +41,18 @@ def one_error_line(stderr: str) -> str:
 def test_each_input_shape_is_read(tmp_path: Path) -> None:
     items = [
         {"prompt": "plain prompt"},
-        {"id": "m1", "messages": [
-            {"role": "system", "content": "be brief"},
-            {"role": "user", "content": "first"},
-            {"role": "assistant", "content": "reply"},
-            {"role": "user", "content": "second"},
-        ]},
+        {
+            "id": "m1",
+            "messages": [
+                {"role": "system", "content": "be brief"},
+                {"role": "user", "content": "first"},
+                {"role": "assistant", "content": "reply"},
+                {"role": "user", "content": "second"},
+            ],
+        },
         {"instruction": "Translate", "input": "bonjour", "dataset": "helpful_base"},
         {"question_id": 81, "turns": ["turn one", "turn two"], "category": "writing"},
-    ]  # fmt: skip
+    ]
     jsonl = read_items(str(write_items(tmp_path / "in.jsonl", items)))
     (tmp_path / "in.json").write_text(json.dumps(items))
     as_list = read_items(str(tmp_path / "in.json"))
@@ -91,11 +94,17 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, server: FakeOpenAIServ
     bad.write_text('{"prompt": "fine"}\n{"prompt": oops}\n')
     cases = [
         (["batch", str(bad), "-o", "o.jsonl", "-c", str(config)], "bad.jsonl: line 2: not valid"),
-        (["batch", "nowhere.jsonl", "-o", "o.jsonl", "-c", str(config)], "'nowhere.jsonl' not found"),
+        (
+            ["batch", "nowhere.jsonl", "-o", "o.jsonl", "-c", str(config)],
+            "'nowhere.jsonl' not found",
+        ),
         (["batch", str(bad), "-c", str(config)], "give the output file with -o"),
-        (["batch", str(bad), "-o", "o.json", "-f", "csv", "-c", str(config)], "choose one of jsonl"),
+        (
+            ["batch", str(bad), "-o", "o.json", "-f", "csv", "-c", str(config)],
+            "choose one of jsonl",
+        ),
         (["batch", str(bad), "-o", "o.jsonl", "-j", "0", "-c", str(config)], "--concurrency"),
-    ]  # fmt: skip
+    ]
     for args, expected in cases:
         result = run_cli(*args)
         assert result.returncode == 2, (args, result.stderr)
@@ -106,7 +115,9 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, server: FakeOpenAIServ
 def test_skip_invalid_records_the_line_as_failed(tmp_path: Path, server: FakeOpenAIServer) -> None:
     config = write_config(tmp_path / "c.toml", server)
     data = tmp_path / "in.jsonl"
-    data.write_text('{"id": "a", "prompt": "fine"}\n{"prompt": oops}\n{"id": "c", "prompt": "ok"}\n')
+    data.write_text(
+        '{"id": "a", "prompt": "fine"}\n{"prompt": oops}\n{"id": "c", "prompt": "ok"}\n'
+    )
     out = tmp_path / "out.jsonl"
     result = run_cli("batch", str(data), "-o", str(out), "-c", str(config), "--skip-invalid")
     assert result.returncode == 1, result.stderr  # an item failed
@@ -114,7 +125,7 @@ def test_skip_invalid_records_the_line_as_failed(tmp_path: Path, server: FakeOpe
     assert [r["status"] for r in records] == ["ok", "failed", "ok"]
     assert records[1]["error"]["kind"] == "invalid"
     assert "line 2: not valid JSON" in records[1]["error"]["message"]
-    assert records[1]["input"] == "{\"prompt\": oops}"  # the line as it was
+    assert records[1]["input"] == '{"prompt": oops}'  # the line as it was
 
 
 # --------------------------------------------------------------------------------- outputs
@@ -124,12 +135,13 @@ def test_jsonl_record_has_layers_usage_cost_and_timings(
     # The aggregator's price comes from the catalog (list price), p2's from the config.
     agg = "Qwen/Qwen2.5-72B-Instruct-Turbo"
     config = tmp_path / "c.toml"
+    url = f'base_url = "{server.base_url}"'
     config.write_text(
         "layers = 2\nproposers = ["
-        f'{{ model = "together:p1", base_url = "{server.base_url}", price = {{ input = 0, output = 0 }} }}, '
-        f'{{ model = "together:p2", base_url = "{server.base_url}", price = {{ input = 2, output = 4 }} }}]\n'
-        f'aggregator = {{ model = "together:{agg}", base_url = "{server.base_url}" }}\n'
-    )  # fmt: skip
+        f'{{ model = "together:p1", {url}, price = {{ input = 0, output = 0 }} }}, '
+        f'{{ model = "together:p2", {url}, price = {{ input = 2, output = 4 }} }}]\n'
+        f'aggregator = {{ model = "together:{agg}", {url} }}\n'
+    )
     data = write_items(tmp_path / "in.jsonl", prompts(3))
     out = tmp_path / "out.jsonl"
     result = run_cli("batch", str(data), "-o", str(out), "-c", str(config))
@@ -140,7 +152,7 @@ def test_jsonl_record_has_layers_usage_cost_and_timings(
     assert r["status"] == "ok" and r["error"] is None
     assert r["input"] == {"id": "q0", "prompt": "question number 0"}
     assert r["answer"] == r["answers"][0]
-    assert r["answer"].startswith(f"Answer from {agg}: I considered \"question number 0\"")
+    assert r["answer"].startswith(f'Answer from {agg}: I considered "question number 0"')
     (layer,) = r["turns"][0]["layers"]
     assert [p["model"] for p in layer] == ["together:p1", "together:p2"]
     assert all(p["text"] and p["usage"]["output_tokens"] > 0 and p["error"] is None for p in layer)
@@ -149,10 +161,11 @@ def test_jsonl_record_has_layers_usage_cost_and_timings(
     usage = r["usage"]
     assert set(usage) == {"together:p1", "together:p2", f"together:{agg}"}
     expected = (
-        usage["together:p2"]["input_tokens"] * 2 + usage["together:p2"]["output_tokens"] * 4
+        usage["together:p2"]["input_tokens"] * 2
+        + usage["together:p2"]["output_tokens"] * 4
         + (usage[f"together:{agg}"]["input_tokens"] + usage[f"together:{agg}"]["output_tokens"])
         * 1.20
-    ) / 1e6  # fmt: skip
+    ) / 1e6
     assert r["cost_usd"] == pytest.approx(expected)
     assert r["spent_usd"] == pytest.approx(expected)
     assert r["requests"] == 3 and r["cached_calls"] == 0
@@ -175,9 +188,17 @@ def test_alpaca_eval_and_mt_bench_formats(tmp_path: Path, server: FakeOpenAIServ
     )
     out = tmp_path / "model_outputs.json"
     result = run_cli(
-        "batch", str(alpaca), "-o", str(out), "-c", str(config), "-f", "alpaca-eval",
-        "--generator", "my-moa",
-    )  # fmt: skip
+        "batch",
+        str(alpaca),
+        "-o",
+        str(out),
+        "-c",
+        str(config),
+        "-f",
+        "alpaca-eval",
+        "--generator",
+        "my-moa",
+    )
     assert result.returncode == 0, result.stderr
     rows = json.loads(out.read_text())
     assert [set(r) for r in rows] == [{"instruction", "output", "generator", "dataset"}] * 2
@@ -334,16 +355,28 @@ def test_another_aggregator_pays_no_proposer_call_again(
     data = write_items(tmp_path / "in.jsonl", prompts(3))
     cache = tmp_path / "calls.sqlite"
     first = run_cli(
-        "batch", str(data), "-o", str(tmp_path / "a.jsonl"), "--cache", str(cache),
-        "-c", str(write_config(tmp_path / "a.toml", server, ("p", "p"), "agg")),
-    )  # fmt: skip
+        "batch",
+        str(data),
+        "-o",
+        str(tmp_path / "a.jsonl"),
+        "--cache",
+        str(cache),
+        "-c",
+        str(write_config(tmp_path / "a.toml", server, ("p", "p"), "agg")),
+    )
     assert first.returncode == 0, first.stderr
     assert len(server.requests_for("p")) == 6
     server.reset()
     second = run_cli(
-        "batch", str(data), "-o", str(tmp_path / "b.jsonl"), "--cache", str(cache),
-        "-c", str(write_config(tmp_path / "b.toml", server, ("p", "p"), "agg2")),
-    )  # fmt: skip
+        "batch",
+        str(data),
+        "-o",
+        str(tmp_path / "b.jsonl"),
+        "--cache",
+        str(cache),
+        "-c",
+        str(write_config(tmp_path / "b.toml", server, ("p", "p"), "agg2")),
+    )
     assert second.returncode == 0, second.stderr
     assert server.requests_for("p") == []  # every proposer call came from the cache
     assert len(server.requests_for("agg2")) == 3
@@ -364,13 +397,24 @@ def test_replay_calls_only_the_aggregator(tmp_path: Path, server: FakeOpenAIServ
         [*prompts(2), {"question_id": 7, "turns": ["first turn", "second turn"]}],
     )
     run = tmp_path / "run.jsonl"
-    assert run_cli("batch", str(data), "-o", str(run), "-c", str(write_config(tmp_path / "a.toml", server))).returncode == 0  # fmt: skip
+    assert (
+        run_cli(
+            "batch", str(data), "-o", str(run), "-c", str(write_config(tmp_path / "a.toml", server))
+        ).returncode
+        == 0
+    )
     server.reset()
     new = tmp_path / "new.jsonl"
     result = run_cli(
-        "batch", "--replay", str(run), "-o", str(new), "--no-cache",
-        "-c", str(write_config(tmp_path / "b.toml", server, aggregator="agg2")),
-    )  # fmt: skip
+        "batch",
+        "--replay",
+        str(run),
+        "-o",
+        str(new),
+        "--no-cache",
+        "-c",
+        str(write_config(tmp_path / "b.toml", server, aggregator="agg2")),
+    )
     assert result.returncode == 0, result.stderr
     assert {r.model for r in server.requests} == {"agg2"}
     assert len(server.requests) == 4  # one call per turn: 1 + 1 + 2
@@ -414,15 +458,23 @@ def test_dry_run_estimate_holds_against_the_real_count(
     for name in (*PROPOSERS, "agg"):
         server.script(name, words)  # longer than max_tokens: every answer is cut at 40 tokens
     config = write_config(tmp_path / "c.toml", server, extra="max_tokens = 40")
-    items = [{"id": f"q{i}", "prompt": f"Explain topic {i} to a curious student in a few lines"} for i in range(12)]  # fmt: skip
-    items.append({"question_id": 99, "turns": ["Tell a story about a lighthouse", "Now make it sad"]})  # fmt: skip
+    items = [
+        {"id": f"q{i}", "prompt": f"Explain topic {i} to a curious student in a few lines"}
+        for i in range(12)
+    ]
+    items.append(
+        {"question_id": 99, "turns": ["Tell a story about a lighthouse", "Now make it sad"]}
+    )
     data = write_items(tmp_path / "in.jsonl", items)
     out = tmp_path / "out.jsonl"
 
     # Before anything ran: the upper bound.
     bound = _dry_run(str(data), "-o", str(out), "-c", str(config))
     assert bound["method"] == "upper bound" and bound["to_run"] == 13 and bound["turns"] == 14
-    assert run_cli("batch", str(data), "-o", str(out), "-c", str(config), "--limit", "6").returncode == 0  # fmt: skip
+    assert (
+        run_cli("batch", str(data), "-o", str(out), "-c", str(config), "--limit", "6").returncode
+        == 0
+    )
     calls, inputs, outputs = _totals(read_records(out))
     # (the first 6 items are 6 of the 13 estimated: compare per call)
     assert bound["calls"] == 14 * 3
@@ -446,7 +498,9 @@ def test_dry_run_estimate_holds_against_the_real_count(
 
 def test_dry_run_text_names_items_calls_tokens_and_cost(tmp_path: Path) -> None:
     data = write_items(tmp_path / "in.jsonl", prompts(10))
-    result = run_cli("batch", str(data), "--preset", "together", "--dry-run", env={"TOGETHER_API_KEY": "k"})  # fmt: skip
+    result = run_cli(
+        "batch", str(data), "--preset", "together", "--dry-run", env={"TOGETHER_API_KEY": "k"}
+    )
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "10 items (0 already done, 10 to run), 10 turns" in out

@@ -54,7 +54,9 @@ async def test_the_fake_server_answers_429_above_its_rate(server: FakeOpenAIServ
     server.rate_limit(5)
     async with httpx.AsyncClient(base_url=server.base_url) as client:
         body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
-        answers = await asyncio.gather(*(client.post("/chat/completions", json=body) for _ in range(8)))  # fmt: skip
+        answers = await asyncio.gather(
+            *(client.post("/chat/completions", json=body) for _ in range(8))
+        )
         codes = sorted(r.status_code for r in answers)
         assert codes == [200] * 5 + [429] * 3
         limited = next(r for r in answers if r.status_code == 429)
@@ -105,9 +107,7 @@ async def test_a_429_pauses_the_model_for_every_caller(
     (limited,) = [r for r in p1 if r.status == 429]
     assert limited.finished is not None
     # Requests sent before the 429 came back may still arrive; none after, for 1 s.
-    quiet = [
-        r for r in p1 if limited.finished + 0.05 < r.started < limited.finished + 0.95
-    ]
+    quiet = [r for r in p1 if limited.finished + 0.05 < r.started < limited.finished + 0.95]
     assert quiet == [], [round(r.started - limited.finished, 3) for r in quiet]
     # The other model was not paused.
     p2 = server.requests_for("p2")
@@ -115,12 +115,13 @@ async def test_a_429_pauses_the_model_for_every_caller(
 
 
 async def test_tpm_spreads_calls_over_the_minute() -> None:
-    gate = ModelGate(rpm=None, tpm=600)  # 10 tokens per second, a minute's bucket
     start = time.perf_counter()
+    await ModelGate(rpm=None, tpm=600).reserve_tokens(10_000)  # over a minute's worth: capped
+    gate = ModelGate(rpm=None, tpm=600)  # 10 tokens per second, a minute's bucket
     await gate.reserve_tokens(600)  # the first minute's worth goes at once
+    assert time.perf_counter() - start < 0.2
     await gate.reserve_tokens(5)  # then the bucket drains at 10 per second
     assert 0.4 < time.perf_counter() - start < 2.0
-    await gate.reserve_tokens(10_000)  # more than a minute's worth: capped, never stuck
     gate.pause(0.2)
     start = time.perf_counter()
     assert await gate.aacquire()
