@@ -405,16 +405,12 @@ def test_replay_calls_only_the_aggregator(tmp_path: Path, server: FakeOpenAIServ
     )
     server.reset()
     new = tmp_path / "new.jsonl"
-    result = run_cli(
-        "batch",
-        "--replay",
-        str(run),
-        "-o",
-        str(new),
-        "--no-cache",
-        "-c",
-        str(write_config(tmp_path / "b.toml", server, aggregator="agg2")),
-    )
+    args = ["batch", "--replay", str(run), "-o", str(new), "--no-cache", "-c"]
+    args.append(str(write_config(tmp_path / "b.toml", server, aggregator="agg2")))
+    estimate = _dry_run(*args[1:])
+    assert estimate["calls"] == 4  # one aggregator call per turn: 1 + 1 + 2
+    assert list(estimate["per_model"]) == ["together:agg2"]  # type: ignore[call-overload]
+    result = run_cli(*args)
     assert result.returncode == 0, result.stderr
     assert {r.model for r in server.requests} == {"agg2"}
     assert len(server.requests) == 4  # one call per turn: 1 + 1 + 2
@@ -426,6 +422,8 @@ def test_replay_calls_only_the_aggregator(tmp_path: Path, server: FakeOpenAIServ
             assert turn["layers"] == old_turn["layers"]  # the stored proposals, untouched
         assert rec["settings"]["aggregator"] == "together:agg2"
         assert set(rec["usage"]) == {"together:agg2", "together:p1", "together:p2"}
+    replayed_input = sum(r["usage"]["together:agg2"]["input_tokens"] for r in new_records)
+    assert replayed_input <= estimate["input_tokens"]  # type: ignore[operator]
     # The aggregator got the stored proposals as references.
     (request,) = [r for r in server.requests if last_user(r) == "question number 0"]
     system = request.messages[0]["content"]
