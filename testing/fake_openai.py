@@ -28,6 +28,7 @@ Usage::
     with FakeOpenAIServer() as server:
         server.script("proposer-a", "Hello there", ttft=0.2, token_delay=0.01)
         server.fail("proposer-b", Failure(status=429, retry_after="1"))
+        server.rate_limit(10)  # like a provider: 429 above 10 requests per second per model
         client = openai.OpenAI(base_url=server.base_url, api_key="test-key")
         ...
         assert server.requests_for("proposer-a")[0].stream
