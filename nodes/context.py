@@ -18,6 +18,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from langgraph_moa.nodes.errors import ConfigError
+from langgraph_moa.nodes.history import ToolHistory
 from langgraph_moa.nodes.presets import default_preset_name, read_settings
 from langgraph_moa.nodes.prompts import AGGREGATION_PROMPT
 
@@ -203,6 +204,13 @@ class Context(BaseModel):
         description="Seconds a layer still waits for its other proposers after the quorum-th "
         "answer arrived (only with quorum).",
     )
+    tool_history: ToolHistory = Field(
+        default="as_text",
+        description="What proposers and the aggregator see of tool calls and tool results in "
+        "the conversation (a parent agent's history): 'as_text' renders them as plain text, "
+        "'drop' leaves them out. Either way they see text turns ending with the user's "
+        "(nodes/history.py).",
+    )
     stream: bool = Field(
         default=True,
         description="Stream every model's answer (the aggregator's tokens reach "
@@ -344,12 +352,31 @@ def load_preset(name_or_path: str) -> Context:
     return build_context(read_settings(name_or_path), name_or_path)
 
 
-def resolve_context(value: Any) -> Context:
-    """What a node sees: the context given to the run, or the default preset when none was."""
+# The field of a parent graph's own context that may carry MoA's settings.
+PARENT_FIELD = "moa"
+
+
+def resolve_context(value: Any, default: Context | None = None) -> Context:
+    """The settings of a run, from whatever context it was given.
+
+    - a ``Context``, or a dict with its fields (the LangGraph server passes dicts): used as is;
+    - a preset name: that preset;
+    - a parent graph's own context (any object or dict with no ``Context`` field): its ``moa``
+      field (attribute or key) if it has one, holding any of the above; else ``default``;
+    - nothing (None, or the empty dict Studio sends): ``default``.
+
+    ``default`` is the graph's own (``build_moa_graph(context=...)``), else the default preset.
+    """
     if isinstance(value, Context):
         return value
-    if not value:  # None, or the empty context LangGraph Studio sends by default
-        return load_preset(default_preset_name())
-    if isinstance(value, dict):
+    if isinstance(value, str):
+        return load_preset(value)
+    if isinstance(value, dict) and Context.model_fields.keys() & value.keys():
+        # Validated strictly: a misspelt field next to real ones is an error, not ignored.
         return build_context(value)
-    raise ConfigError(f"context must be a Context or a dict, not {type(value).__name__}")
+    nested = (
+        value.get(PARENT_FIELD) if isinstance(value, dict) else getattr(value, PARENT_FIELD, None)
+    )
+    if nested is not None:
+        return resolve_context(nested, default)
+    return default if default is not None else load_preset(default_preset_name())

@@ -108,3 +108,13 @@ def usage_by_model(
         for key in ("input_tokens", "output_tokens", "total_tokens"):
             row[key] += int(usage[key]) if usage else 0
     return totals
+
+
+def total_usage(layers: list[list[Proposal]], answer: Answer | None) -> Usage:
+    """Tokens of every call of a run (every proposer of every layer + the aggregator)."""
+    rows = usage_by_model(layers, answer).values()
+    return Usage(
+        input_tokens=sum(r["input_tokens"] for r in rows),
+        output_tokens=sum(r["output_tokens"] for r in rows),
+        total_tokens=sum(r["total_tokens"] for r in rows),
+    )
