@@ -28,6 +28,7 @@ Usage::
     with FakeOpenAIServer() as server:
         server.script("proposer-a", "Hello there", ttft=0.2, token_delay=0.01)
         server.fail("proposer-b", Failure(status=429, retry_after="1"))
+        server.rate_limit(10)  # like a provider: 429 above 10 requests per second per model
         client = openai.OpenAI(base_url=server.base_url, api_key="test-key")
         ...
         assert server.requests_for("proposer-a")[0].stream
@@ -484,7 +485,7 @@ class FakeOpenAIServer:
         self._counter = 0
         self._rate: float | None = None  # requests per second allowed (see rate_limit)
         self._window = 1.0
-        self._accepted: collections.deque[float] = collections.deque()
+        self._accepted: dict[str, collections.deque[float]] = {}
         self.rate_limited = 0  # requests answered 429 by the rate limit
         self._exchanges: set[_Exchange] = set()
         self._sock: socket.socket | None = None
@@ -670,10 +671,10 @@ class FakeOpenAIServer:
             return len(self._failures.get(model, ()))
 
     def rate_limit(self, requests_per_s: float | None, *, window_s: float = 1.0) -> None:
-        """Answer 429 above ``requests_per_s``, like a provider's rate limit (None: no limit).
+        """Answer 429 above ``requests_per_s`` per model, like a provider (None: no limit).
 
-        Over any sliding ``window_s`` seconds at most ``requests_per_s * window_s`` requests (to
-        any model) are accepted; one more is answered HTTP 429 (``rate_limit_exceeded``) with
+        Over any sliding ``window_s`` seconds at most ``requests_per_s * window_s`` requests to
+        one model are accepted; one more is answered HTTP 429 (``rate_limit_exceeded``) with
         ``Retry-After`` (whole seconds, rounded up) and ``retry-after-ms`` saying when the oldest
         accepted request leaves the window. Rejected requests do not count against the limit.
         ``rate_limited`` counts them. Scripted failures are consumed only by accepted requests.
@@ -684,16 +685,18 @@ class FakeOpenAIServer:
             self._accepted.clear()
             self.rate_limited = 0
 
-    def _over_limit(self, now: float) -> float | None:
-        """Seconds to wait if a request arriving ``now`` is over the rate limit (lock held)."""
+    def _over_limit(self, model: str, now: float) -> float | None:
+        """Seconds to wait if a request to ``model`` arriving ``now`` is over the rate limit
+        (lock held)."""
         if self._rate is None:
             return None
-        while self._accepted and self._accepted[0] <= now - self._window:
-            self._accepted.popleft()
-        if len(self._accepted) >= self._rate * self._window:
+        accepted = self._accepted.setdefault(model, collections.deque())
+        while accepted and accepted[0] <= now - self._window:
+            accepted.popleft()
+        if len(accepted) >= self._rate * self._window:
             self.rate_limited += 1
-            return self._accepted[0] + self._window - now
-        self._accepted.append(now)
+            return accepted[0] + self._window - now
+        accepted.append(now)
         return None
 
     def reset(self) -> None:
@@ -816,7 +819,7 @@ class FakeOpenAIServer:
             known = script is not None
             failure: Failure | None = None
             usable = isinstance(parsed, dict) and model and isinstance(messages_raw, list)
-            wait = self._over_limit(arrived) if usable else None
+            wait = self._over_limit(model, arrived) if usable else None
             if wait is not None:
                 failure = Failure(
                     status=429,

@@ -104,7 +104,7 @@ def batch(
     the_format: Format = fmt
 
     if dry_run:
-        return _dry_run(items, ctx, output, the_format, as_json, replay=stored is not None)
+        return _dry_run(items, ctx, output, the_format, as_json, replay=stored)
 
     assert output is not None
     out = Path(output)
@@ -182,24 +182,23 @@ def _dry_run(
     fmt: Format,
     as_json: bool,
     *,
-    replay: bool,
+    replay: dict[str, dict[str, Any]] | None,
 ) -> int:
-    if replay:  # only the aggregator runs: its calls, on the stored references
-        ctx = ctx.model_copy(update={"layers": 1})
     run_file = RunFile(run_file_for(Path(output), fmt)) if output else None
     finished = list(run_file.records()) if run_file is not None and run_file.path.exists() else []
     done = {str(r["id"]) for r in finished}
-    est = estimate(items, ctx, done=done, finished=finished)
+    # A replay calls only the aggregator, on the stored references.
+    est = estimate(items, ctx, done=done, finished=finished, replay=replay)
     invalid = sum(isinstance(i, InvalidItem) for i in items)
     if as_json:
         print(json.dumps({**est.as_json(), "invalid": invalid}, indent=2))
         return 0
-    calls_per_turn = sum(len(ctx.proposers_of(n)) for n in range(1, ctx.layers)) + 1
+    proposer_calls = 0 if replay else sum(len(ctx.proposers_of(n)) for n in range(1, ctx.layers))
     lines = [
         f"moa batch --dry-run: {est.items} items ({est.done} already done, {est.to_run} to run"
         f"{f', {invalid} invalid' if invalid else ''}), {est.turns} turns",
-        f"calls: {est.calls:,} ({calls_per_turn} per turn: "
-        f"{calls_per_turn - 1} proposer calls + the aggregator; retries not counted)",
+        f"calls: {est.calls:,} ({proposer_calls + 1} per turn: "
+        f"{proposer_calls} proposer calls + the aggregator; retries not counted)",
         f"tokens: {est.input_tokens:,} input + {est.output_tokens:,} output",
         f"cost: {money(est.cost())}" + (" (list prices to check)" if est.cost() else ""),
     ]

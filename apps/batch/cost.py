@@ -144,14 +144,29 @@ def _turn_calls(ctx: Context, conversation: int) -> list[tuple[ModelSpec, int, i
     return calls
 
 
+def _replay_calls(
+    ctx: Context, conversation: int, layers: list[list[dict[str, Any]]]
+) -> list[tuple[ModelSpec, int, int]]:
+    """The aggregator's call of a replayed turn, on the stored proposals (counted as text)."""
+    texts = [p["text"] for p in layers[-1] if p.get("text")] if layers else []
+    prompt = REQUEST_OVERHEAD + conversation
+    if texts:
+        prompt += _reference_block(ctx, [estimate_tokens(t) for t in texts])
+    return [(ctx.aggregator, prompt, settings_for(ctx.aggregator, ctx).max_tokens)]
+
+
 def estimate(
     items: Iterable[Item | InvalidItem],
     ctx: Context,
     *,
     done: set[str],
     finished: Iterable[dict[str, Any]] = (),
+    replay: dict[str, dict[str, Any]] | None = None,
 ) -> Estimate:
-    """The estimate for the items not in ``done``; measured from ``finished`` records if any."""
+    """The estimate for the items not in ``done``; measured from ``finished`` records if any.
+
+    ``replay``: the stored records of a ``--replay`` run (only the aggregator is called).
+    """
     all_items = list(items)
     todo = [i for i in all_items if isinstance(i, Item) and i.id not in done]
     result = Estimate(
@@ -164,9 +179,16 @@ def estimate(
     answer = settings_for(ctx.aggregator, ctx).max_tokens
     for item in todo:
         conversation = sum(_message_tokens(m["content"]) for m in item.history)
-        for text in item.turns:
+        for n, text in enumerate(item.turns):
             conversation += _message_tokens(text)
-            for spec, prompt, out in _turn_calls(ctx, conversation):
+            if replay is not None:
+                stored = replay[item.id]["turns"]
+                calls = _replay_calls(
+                    ctx, conversation, stored[n]["layers"] if n < len(stored) else []
+                )
+            else:
+                calls = _turn_calls(ctx, conversation)
+            for spec, prompt, out in calls:
                 row = result.per_model.setdefault(spec.model, ModelEstimate())
                 row.calls += 1
                 row.input_tokens += prompt
