@@ -27,14 +27,6 @@ def shown(request: RecordedRequest) -> dict[str, str]:
     return {m["id"]: m["text"] for m in ANSWER.finditer(user)}
 
 
-def request_of(request: RecordedRequest) -> str:
-    """The user request a judge request shows."""
-    user = message_text(request.messages[-1]["content"])
-    found = re.search(r"<request>\n(.*?)\n</request>", user, re.S)
-    assert found is not None
-    return found[1]
-
-
 def always_a(request: RecordedRequest) -> str:
     return "Answer A reads better to me.\nVerdict: A"
 
