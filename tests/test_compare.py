@@ -392,17 +392,20 @@ def test_the_starter_set_is_varied_and_well_formed() -> None:
         (["--preset", "seed", "--layers", "1"], 2, "no mixture to compare"),
         (["--preset", "seed", "--concurrency", "0"], 2, "--concurrency must be at least 1"),
         (["nowhere.jsonl", "--preset", "seed"], 2, "input file 'nowhere.jsonl' not found"),
+        (["-", "--preset", "seed"], 2, "stdin: line 1: prompt is empty"),
         (["--report-only", "nowhere"], 1, "no results.json there"),
         (["--system", "a=seed", "--system", "b=together:x"], 1, "set TOGETHER_API_KEY"),
     ],
     ids=["system-format", "unknown-preset", "one-system", "mixed-flags", "bad-judge",
-         "single-preset", "concurrency", "missing-prompts", "report-only", "missing-key"],
+         "single-preset", "concurrency", "missing-prompts", "empty-prompt", "report-only",
+         "missing-key"],
 )  # fmt: skip
 def test_bad_input_gives_one_line_and_an_exit_code(
     args: list[str], code: int, message: str, tmp_path: Path
 ) -> None:
     key = {} if "TOGETHER_API_KEY" in message else {"TOGETHER_API_KEY": "k"}
-    done = run_cli("compare", *args, "-o", str(tmp_path / "r"), env=key)
+    done = run_cli("compare", *args, "-o", str(tmp_path / "r"), env=key, stdin='{"prompt": ""}\n')
+    assert "--skip-invalid" not in done.stderr
     assert done.returncode == code, done.stderr
     errors = [x for x in done.stderr.splitlines() if x.startswith("moa: error:")]
     assert len(errors) == 1 and message in errors[0], done.stderr

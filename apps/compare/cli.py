@@ -15,7 +15,7 @@ from typing import Any
 
 from rich.console import Console
 
-from langgraph_moa.apps.batch.inputs import InvalidItem, Item, read_items
+from langgraph_moa.apps.batch.inputs import InputError, InvalidItem, Item, read_items
 from langgraph_moa.apps.compare.report import PLOT, REPORT, RESULTS, write_report
 from langgraph_moa.apps.compare.runner import CompareError, CompareOptions, run_compare
 from langgraph_moa.apps.compare.systems import (
@@ -112,7 +112,10 @@ def _items(prompts: str | None, limit: int | None) -> tuple[list[Item], str]:
         path, source = str(starter_prompts()), "the starter set, apps/compare/prompts.jsonl"
     else:
         path, source = prompts, "stdin" if prompts == "-" else prompts
-    items = read_items(path)
+    try:
+        items = read_items(path)
+    except InputError as exc:  # its hint names a moa batch flag that moa compare has not
+        raise InputError(str(exc).split(" (or pass --skip-invalid")[0]) from None
     checked = [i for i in items if not isinstance(i, InvalidItem)]  # read_items raised for those
     if limit is not None:
         checked = checked[:limit]
