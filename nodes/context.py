@@ -32,6 +32,15 @@ from langgraph_moa.nodes.prompts import AGGREGATION_PROMPT
 MODEL_NAME = re.compile(r"^(?P<provider>[a-z][a-z0-9_\-]*):(?P<name>\S.*)$")
 
 
+class Price(BaseModel):
+    """What a model costs: USD per million tokens."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    input: float = Field(ge=0, description="USD per million input (prompt) tokens.")
+    output: float = Field(ge=0, description="USD per million output (answer) tokens.")
+
+
 class ModelSpec(BaseModel):
     """One model endpoint. A bare string ``"provider:model"`` is accepted wherever a spec is."""
 
@@ -70,6 +79,23 @@ class ModelSpec(BaseModel):
         gt=0,
         description="The model's context window in tokens (prompt + answer); unset uses the "
         "known window of the model (nodes/budget.py) or a conservative 8192.",
+    )
+    rpm: float | None = Field(
+        default=None,
+        gt=0,
+        description="Requests per minute this model may be sent (the provider's limit, or a bit "
+        "under it); unset = no request limit. Shared by every call to the model in the process.",
+    )
+    tpm: float | None = Field(
+        default=None,
+        gt=0,
+        description="Tokens per minute (prompt estimate + max_tokens per call, as providers count "
+        "them) this model may be sent; unset = no token limit. Shared like rpm.",
+    )
+    price: Price | None = Field(
+        default=None,
+        description="USD per million input and output tokens, for cost reports and estimates; "
+        "unset uses the list price in nodes/models/catalog.toml, if the model is there.",
     )
 
     @model_validator(mode="before")
@@ -207,6 +233,12 @@ class Context(BaseModel):
         "'straggler'. Bounds what one hung provider costs a question. None (false in TOML) "
         "never cuts it.",
     )
+    stream: bool = Field(
+        default=True,
+        description="Stream every model's answer (the aggregator's tokens reach "
+        "stream_mode='messages'). False asks each model for its whole answer in one response: "
+        "far less client CPU per call, for runs where nobody reads tokens (moa batch).",
+    )
     aggregation_prompt: str = Field(
         default=AGGREGATION_PROMPT,
         description="System prompt given to later-layer proposers and the aggregator; "
@@ -259,6 +291,7 @@ class Context(BaseModel):
                 f"min_proposals={self.min_proposals} but a layer has only {smallest} proposer(s): "
                 f"allowed values are 1 to {smallest}"
             )
+        _check_shared_limits(self.all_models())
         for spec in self.all_models():
             answer = spec.max_tokens or self.max_tokens
             if spec.context_window is not None and answer >= spec.context_window:
@@ -288,6 +321,35 @@ class Context(BaseModel):
         if self.fallback_aggregator is not None:
             seen[self.fallback_aggregator] = None
         return list(seen)
+
+
+def _check_shared_limits(specs: list[ModelSpec]) -> None:
+    """Limits and prices belong to a model, not to one use of it: its uses must agree."""
+    for field in ("rpm", "tpm", "price"):
+        seen: dict[tuple[str, str | None], Any] = {}
+        for spec in specs:
+            value = getattr(spec, field)
+            if value is None:
+                continue
+            key = (spec.model, spec.base_url)
+            if seen.setdefault(key, value) != value:
+                raise ValueError(
+                    f"{spec.model}: {field} is given two values ({seen[key]} and {value}); "
+                    f"every use of a model shares its provider's {field}: give one value"
+                )
+
+
+def shared_setting(ctx: Context, spec: ModelSpec, field: str) -> Any:
+    """``spec``'s ``field`` (rpm, tpm, price), or the one another use of the model declares."""
+    value = getattr(spec, field)
+    if value is not None:
+        return value
+    for other in ctx.all_models():
+        if other.model == spec.model and other.base_url == spec.base_url:
+            found = getattr(other, field)
+            if found is not None:
+                return found
+    return None
 
 
 def build_context(data: dict[str, Any], source: str = "context") -> Context:

@@ -38,7 +38,8 @@ def _layer_run(runtime: Runtime[Context], layer: int) -> str:
 async def propose(task: ProposeTask, runtime: Runtime[Context]) -> dict[str, Any]:
     """Ask one proposer; a failure is recorded, never raised, so its siblings keep running."""
     ctx = resolve_context(runtime.context)
-    spec = ctx.proposers_of(task["layer"])[task["index"]]
+    specs = ctx.proposers_of(task["layer"])
+    spec = specs[task["index"]]
     record = Proposal(
         layer=task["layer"],
         index=task["index"],
@@ -62,6 +63,8 @@ async def propose(task: ProposeTask, runtime: Runtime[Context]) -> dict[str, Any
         tags=[TAG_NOSTREAM],  # proposer tokens stay out of stream_mode="messages"
         deadline_s=ctx.layer_deadline,
         on_retry=on_retry,
+        # The same model listed twice is two samples: the call cache keeps them apart.
+        sample=specs[: task["index"]].count(spec),
     )
     try:
         # Cut by the layer's quorum or straggler grace (nodes/models/quorum.py), if at all.

@@ -46,7 +46,7 @@ class Proposal(TypedDict):
     text: str | None  # None when the call failed
     usage: Usage | None
     latency_s: float
-    attempts: int
+    attempts: int  # requests made; 0 with text = answered from the call cache (moa batch)
     error: ErrorInfo | None
 
 
@@ -65,7 +65,7 @@ class Answer(TypedDict):
     usage: Usage | None
     latency_s: float
     ttft_s: float | None
-    attempts: int  # attempts of the call that answered
+    attempts: int  # attempts of the call that answered; 0 = answered from the call cache
     fallback: bool  # True when Context.fallback_aggregator wrote the answer
     aggregator_failure: CallFailure | None  # why the aggregator did not, when fallback is True
 

@@ -286,6 +286,217 @@ class Shown:
         write(text)
 
 
+@app.command(
+    help="Answer every item of a dataset (JSONL or a JSON list; '-' for stdin) with MoA: "
+    "resumable (rerun the same command after a crash), rate-limited, cached, with the cost "
+    "up front (--dry-run). See docs/batch.md."
+)
+def batch(
+    input_path: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="INPUT",
+            help="Items: {prompt}, {messages}, {instruction} (AlpacaEval) or "
+            "{question_id, turns} (MT-Bench), one JSON object a line or a JSON list.",
+        ),
+    ] = None,
+    output: Annotated[
+        str | None, typer.Option("--output", "-o", help="Where the records go (JSONL).")
+    ] = None,
+    fmt: Annotated[
+        str,
+        typer.Option("--format", "-f", help="jsonl (every detail), alpaca-eval or mt-bench."),
+    ] = "jsonl",
+    preset: PresetOpt = None,
+    config: ConfigOpt = None,
+    proposer: ProposerOpt = None,
+    aggregator: AggregatorOpt = None,
+    layers: LayersOpt = None,
+    temperature: TemperatureOpt = None,
+    max_tokens: MaxTokensOpt = None,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", "-j", help="Items in flight at once.")
+    ] = 8,
+    skip_invalid: Annotated[
+        bool, typer.Option("--skip-invalid", help="Record malformed items as failed and go on.")
+    ] = False,
+    retry_failed: Annotated[
+        bool, typer.Option("--retry-failed", help="Run the items that failed again.")
+    ] = False,
+    cache: Annotated[
+        str | None,
+        typer.Option("--cache", help="The model-call cache (default: moa-cache.sqlite beside -o)."),
+    ] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Use no call cache.")] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Print items, calls, tokens and cost expected; run nothing."
+        ),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="With --dry-run: print JSON.")] = False,
+    replay: Annotated[
+        str | None,
+        typer.Option(
+            "--replay", help="Re-aggregate the proposals of a run file; no proposer runs."
+        ),
+    ] = None,
+    server: Annotated[
+        str | None,
+        typer.Option("--server", help="Run the items on a LangGraph server at this URL."),
+    ] = None,
+    assistant: Annotated[
+        str, typer.Option("--assistant", help="The graph or assistant on --server.")
+    ] = "moa",
+    generator: Annotated[
+        str | None,
+        typer.Option("--generator", help="The name AlpacaEval/MT-Bench outputs give the model."),
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", help="Run at most N of the remaining items.")
+    ] = None,
+) -> None:
+    from langgraph_moa.apps.batch.cli import batch as run
+
+    flags = {
+        "preset": preset,
+        "config": config,
+        "proposers": proposer,
+        "aggregator": aggregator,
+        "layers": layers,
+        "temperature": temperature,
+        "max_tokens": max_tokens,
+    }
+    try:
+        code = run(
+            input_path=input_path,
+            output=output,
+            fmt=fmt,
+            flags=flags,
+            concurrency=concurrency,
+            skip_invalid=skip_invalid,
+            retry_failed=retry_failed,
+            cache=cache,
+            no_cache=no_cache,
+            dry_run=dry_run,
+            as_json=as_json,
+            replay=replay,
+            server=server,
+            assistant=assistant,
+            generator=generator,
+            limit=limit,
+            console=err,
+        )
+    except MoAError as exc:
+        from langgraph_moa.apps.batch.inputs import InputError
+
+        fail(str(exc), 2 if isinstance(exc, ConfigError | InputError) else 1)
+    except Exception as exc:  # a last resort, as in _run
+        if os.environ.get("MOA_DEBUG"):
+            raise
+        fail(f"unexpected {type(exc).__name__}: {exc} (set MOA_DEBUG=1 for a traceback)")
+    raise typer.Exit(code)
+
+
+@app.command(
+    help="Does MoA pay off on your prompts? Answer them with the mixture and with each single "
+    "model (through moa batch: resumable, cached), judge the mixture against each pairwise with "
+    "the positions swapped, and write REPORT_DIR/report.md, results.json and plot.png: win "
+    "rates with 95% intervals, length-controlled, cost and latency. See docs/compare.md."
+)
+def compare(
+    prompts: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="PROMPTS",
+            help="Items as for moa batch (JSONL or a JSON list; '-' for stdin); default: the "
+            "starter set of 30 prompts.",
+        ),
+    ] = None,
+    system: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--system",
+            "-s",
+            help="NAME=SPEC, SPEC a preset, a config file or provider:model; repeat. The first "
+            "is the candidate. Default: the preset against its aggregator and proposers alone.",
+        ),
+    ] = None,
+    judge: Annotated[
+        str | None,
+        typer.Option("--judge", "-J", help="The judge, provider:model (default: the aggregator)."),
+    ] = None,
+    output: Annotated[
+        str | None,
+        typer.Option("--output", "-o", help="REPORT_DIR (default: ./moa-compare)."),
+    ] = None,
+    report_only: Annotated[
+        str | None,
+        typer.Option("--report-only", help="Redraw REPORT_DIR's report and plot; call nothing."),
+    ] = None,
+    preset: PresetOpt = None,
+    config: ConfigOpt = None,
+    proposer: ProposerOpt = None,
+    aggregator: AggregatorOpt = None,
+    layers: LayersOpt = None,
+    temperature: TemperatureOpt = None,
+    max_tokens: MaxTokensOpt = None,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", "-j", help="Answers or judgments in flight at once.")
+    ] = 8,
+    judge_max_tokens: Annotated[
+        int, typer.Option("--judge-max-tokens", help="Length limit of each judgment.")
+    ] = 512,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Use no call cache.")] = False,
+    retry_failed: Annotated[
+        bool, typer.Option("--retry-failed", help="Run failed answers and judgments again.")
+    ] = False,
+    limit: Annotated[
+        int | None, typer.Option("--limit", help="Use only the first N prompts.")
+    ] = None,
+) -> None:
+    try:
+        from langgraph_moa.apps.compare.cli import compare as run
+    except ImportError as exc:  # numpy / matplotlib come with the extra
+        fail(
+            f"moa compare needs the 'compare' extra ({exc.name} is missing): "
+            "uv sync --extra compare, or pip install 'langgraph-moa[compare]'"
+        )
+    flags = {
+        "preset": preset,
+        "config": config,
+        "proposers": proposer,
+        "aggregator": aggregator,
+        "layers": layers,
+        "temperature": temperature,
+        "max_tokens": max_tokens,
+    }
+    try:
+        code = run(
+            prompts=prompts,
+            system=system,
+            judge=judge,
+            output=output,
+            report_only_dir=report_only,
+            flags=flags,
+            concurrency=concurrency,
+            judge_max_tokens=judge_max_tokens,
+            no_cache=no_cache,
+            retry_failed=retry_failed,
+            limit=limit,
+            console=err,
+        )
+    except MoAError as exc:
+        from langgraph_moa.apps.batch.inputs import InputError
+
+        fail(str(exc), 2 if isinstance(exc, ConfigError | InputError) else 1)
+    except Exception as exc:  # a last resort, as in _run
+        if os.environ.get("MOA_DEBUG"):
+            raise
+        fail(f"unexpected {type(exc).__name__}: {exc} (set MOA_DEBUG=1 for a traceback)")
+    raise typer.Exit(code)
+
+
 @app.command(help="List the presets and what they run.")
 def presets() -> None:
     from langgraph_moa.nodes.context import load_preset
@@ -318,7 +529,7 @@ def _run(coro: Any) -> Any:
         fail(f"unexpected {type(exc).__name__}: {exc} (set MOA_DEBUG=1 for a traceback)")
 
 
-COMMANDS = {"ask", "chat", "presets", "--help", "-h", "--version"}
+COMMANDS = {"ask", "chat", "batch", "compare", "presets", "--help", "-h", "--version"}
 
 
 def main() -> None:

@@ -18,6 +18,7 @@ from langchain_core.language_models import BaseChatModel
 from langgraph_moa.nodes.errors import ProviderError
 from langgraph_moa.nodes.models.catalog import KEY_ENV, LOCAL_SERVERS, TOGETHER_BASE_ENV
 from langgraph_moa.nodes.models.http import shared_http_clients
+from langgraph_moa.nodes.models.limits import gate_for
 from langgraph_moa.nodes.models.masking import mask_keys_in_api_errors
 from langgraph_moa.nodes.models.redact import register_key_env
 from langgraph_moa.nodes.models.settings import ModelSettings
@@ -144,4 +145,8 @@ def build_model(settings: ModelSettings) -> BaseChatModel:
     check_provider(settings.provider, settings.model)
     model = PROVIDERS.get(settings.provider, _langchain)(settings)
     mask_keys_in_api_errors(model)
+    # Every request waits its turn at the model's gate (rpm, and the pause after a 429).
+    model.rate_limiter = gate_for(settings)
+    # Not streamed: astream falls back to one whole response (far less client CPU per call).
+    model.disable_streaming = not settings.stream
     return model
