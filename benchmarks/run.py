@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import batch, latency, memory, orchestration, stragglers
+from benchmarks import batch, latency, memory, orchestration, serve_load, stragglers
 from benchmarks.common import AGGREGATOR, PROPOSER, machine
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -226,6 +226,7 @@ SECTIONS: dict[str, Section] = {
         ),
         _batch_section,
     ),
+    "serve": (lambda quick: serve_load.run(requests=200 if quick else 2000), serve_load.render),
 }
 
 HEADER = [

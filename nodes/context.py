@@ -167,6 +167,11 @@ class Context(BaseModel):
     max_tokens: int = Field(
         default=512, gt=0, description="Default answer length limit for every model."
     )
+    seed: int | None = Field(
+        default=None,
+        description="Default sampling seed for every model whose own spec sets none (providers "
+        "that take one); None (the default) = no seed.",
+    )
     timeout: float = Field(
         default=120.0,
         gt=0,

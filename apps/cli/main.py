@@ -19,6 +19,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 from rich.console import Console
 
+from langgraph_moa.apps.serve import settings as serve_defaults
 from langgraph_moa.nodes.errors import ConfigError, MoAError
 
 app = typer.Typer(
@@ -192,7 +193,21 @@ def chat(
     quorum: QuorumOpt = None,
     grace: GraceOpt = None,
     show_proposals: ShowOpt = False,
+    thread: Annotated[
+        str | None,
+        typer.Option(
+            "--thread", help="Save the conversation as NAME and resume it later (see --list)."
+        ),
+    ] = None,
+    list_threads: Annotated[
+        bool, typer.Option("--list", help="List the saved conversations and exit.")
+    ] = False,
 ) -> None:
+    if list_threads:
+        _run(_list_threads())
+        return
+    if thread is not None and not thread.strip():
+        fail("--thread needs a name, e.g. moa chat --thread work", 2)
     ctx = _context(
         preset=preset,
         config=config,
@@ -204,12 +219,43 @@ def chat(
         quorum=quorum,
         quorum_grace=grace,
     )
-    code = _run(_chat(ctx, show_proposals=show_proposals))
+    if thread is None:
+        code = _run(_chat(ctx, show_proposals=show_proposals))
+    else:
+        code = _run(_chat_saved(ctx, thread.strip(), show_proposals=show_proposals))
     if code:
         raise typer.Exit(code)
 
 
-async def _chat(ctx: Any, *, show_proposals: bool) -> int:
+async def _chat_saved(ctx: Any, name: str, *, show_proposals: bool) -> int:
+    from langgraph_moa.apps.cli.threads import open_saver
+
+    async with open_saver() as saver:
+        return await _chat(ctx, show_proposals=show_proposals, checkpointer=saver, thread_name=name)
+
+
+async def _list_threads() -> None:
+    from langgraph_moa.apps.cli.threads import DB_NAME, data_dir, list_threads, open_saver
+    from langgraph_moa.graphs import build_moa_graph
+
+    async with open_saver() as saver:
+        found = await list_threads(build_moa_graph().compile(checkpointer=saver), saver)
+    if not found:
+        err.print(f"moa chat: no saved threads in {data_dir() / DB_NAME}", markup=False)
+        return
+    width = max(len(t.name) for t in found)
+    for t in found:
+        turns = f"{t.turns} turn{'s' if t.turns != 1 else ''}"
+        print(f"{t.name:<{width}}  {turns:>9}  {t.updated[:16].replace('T', ' ')}  {t.first}")
+
+
+async def _chat(
+    ctx: Any,
+    *,
+    show_proposals: bool,
+    checkpointer: Any = None,
+    thread_name: str | None = None,
+) -> int:
     """The chat session; returns the exit status (130: left with Ctrl-C)."""
     from langgraph.checkpoint.memory import InMemorySaver
 
@@ -218,14 +264,20 @@ async def _chat(ctx: Any, *, show_proposals: bool) -> int:
     from langgraph_moa.apps.cli.run import run_turn
     from langgraph_moa.apps.cli.settings import preflight
     from langgraph_moa.apps.cli.stdin import ChatInput, InputError
+    from langgraph_moa.apps.cli.threads import count_turns, resume_point
     from langgraph_moa.graphs import build_moa_graph
     from langgraph_moa.nodes.models.redact import redact
 
     lines = ChatInput()
     preflight(ctx)
     # The checkpointer keeps the conversation: each turn sends only the new user message.
-    graph = build_moa_graph().compile(checkpointer=InMemorySaver(), name="moa-chat")
-    thread: Any = {"configurable": {"thread_id": str(uuid.uuid4())}}
+    # With --thread it is the SQLite store (apps/cli/threads.py), so a later process resumes it.
+    graph = build_moa_graph().compile(checkpointer=checkpointer or InMemorySaver(), name="moa-chat")
+    name = thread_name or str(uuid.uuid4())
+    thread: Any = await resume_point(graph, name)
+    if thread_name:
+        turns = await count_turns(graph, thread)
+        err.print(f"moa chat: thread {name!r}: " + (f"{turns} earlier turn(s)" if turns else "new"))
     err.print("moa chat: type a message, 'exit' or Ctrl-D to leave; Ctrl-C stops an answer.")
     with CtrlC() as ctrl_c:
         while True:
@@ -242,7 +294,6 @@ async def _chat(ctx: Any, *, show_proposals: bool) -> int:
                 break
             if not line.strip():
                 continue
-            before = (await graph.aget_state(thread)).config
             shown = Shown()
             try:
                 with Progress(ctx, err) as progress:
@@ -266,11 +317,9 @@ async def _chat(ctx: Any, *, show_proposals: bool) -> int:
                     err.print(f"moa: error: {redact(str(exc))}", markup=False)
                 # Forget the turn: the next one continues from the last good checkpoint (a
                 # fork), so the unanswered question does not stay in the conversation.
-                if before.get("configurable", {}).get("checkpoint_id"):
-                    thread = before
-                else:
-                    thread = {"configurable": {"thread_id": str(uuid.uuid4())}}
+                thread = await resume_point(graph, name)
                 continue
+            thread = await resume_point(graph, name)  # the turn's final checkpoint
             write("\n\n")
     return 0
 
@@ -497,6 +546,89 @@ def compare(
     raise typer.Exit(code)
 
 
+@app.command(
+    help="Serve MoA as an OpenAI-compatible model, with LangServe routes (docs/serving.md)."
+)
+def serve(
+    preset: Annotated[
+        str | None, typer.Option("--preset", "-p", help="The default model (a preset name).")
+    ] = None,
+    config: Annotated[
+        str | None,
+        typer.Option("--config", "-c", help="A TOML config, served as a model named after it."),
+    ] = None,
+    host: Annotated[
+        str, typer.Option("--host", help="Interface to listen on (all: 0.0.0.0, with a key).")
+    ] = serve_defaults.DEFAULT_HOST,
+    port: Annotated[
+        int, typer.Option("--port", help="Port; 0 picks a free one.")
+    ] = serve_defaults.DEFAULT_PORT,
+    max_concurrent: Annotated[
+        int, typer.Option("--max-concurrent", help="Runs in flight at most (then 429).")
+    ] = serve_defaults.DEFAULT_MAX_CONCURRENT,
+    max_body: Annotated[
+        int, typer.Option("--max-body", help="Largest request body in bytes (then 413).")
+    ] = serve_defaults.DEFAULT_MAX_BODY_BYTES,
+    grace: Annotated[
+        float, typer.Option("--grace", help="Seconds in-flight streams get after SIGTERM.")
+    ] = serve_defaults.DEFAULT_GRACE_S,
+    show_proposals: Annotated[
+        bool,
+        typer.Option(
+            "--show-proposals",
+            help="Send the proposals as reasoning_content unless a request says otherwise.",
+        ),
+    ] = False,
+) -> None:
+    import os
+
+    from pydantic import ValidationError
+
+    from langgraph_moa.nodes.context import explain
+
+    try:
+        from langgraph_moa.apps.serve.auth import KEY_ENV
+        from langgraph_moa.apps.serve.main import is_loopback, listen, run
+        from langgraph_moa.apps.serve.registry import ModelRegistry
+        from langgraph_moa.apps.serve.settings import ServeSettings
+    except ImportError as exc:
+        fail(
+            f"moa serve needs the 'serve' extra ({exc.name or exc} is missing): "
+            "uv sync --extra serve, or pip install 'langgraph-moa[serve]'"
+        )
+
+    try:
+        models = ModelRegistry.from_flags(preset, config)
+    except ConfigError as exc:
+        fail(str(exc), 2)
+    except MoAError as exc:
+        fail(str(exc))
+    given = {
+        "host": host,
+        "port": port,
+        "api_key": os.environ.get(KEY_ENV) or None,
+        "max_concurrent": max_concurrent,
+        "max_body_bytes": max_body,
+        "grace_s": grace,
+        "show_proposals": show_proposals,
+    }
+    try:
+        settings = ServeSettings.model_validate(given)
+    except ValidationError as exc:
+        fail(explain(exc).replace("max_body_bytes", "--max-body").replace("grace_s", "--grace"), 2)
+    if settings.api_key is None and not is_loopback(settings.host):
+        err.print(
+            f"moa serve: warning: no {KEY_ENV} set and listening on {settings.host}: anyone who "
+            "can reach this port can spend your provider keys",
+            markup=False,
+        )
+    try:
+        sock = listen(settings.host, settings.port)
+    except OSError as exc:
+        fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}")
+    _run(run(settings, models, sock))
+
+
 @app.command(help="List the presets and what they run.")
 def presets() -> None:
     from langgraph_moa.nodes.context import load_preset
@@ -530,6 +662,7 @@ def _run(coro: Any) -> Any:
 
 
 COMMANDS = {"ask", "chat", "batch", "compare", "presets", "--help", "-h", "--version"}
+COMMANDS = {"ask", "chat", "serve", "presets", "--help", "-h", "--version"}
 
 
 def main() -> None:

@@ -1,19 +1,105 @@
-"""Drive the graph for one turn: stream the answer, feed progress, return the final state."""
+"""Drive the graph for one turn: the run as a stream of events, and the CLI's turn on top of it.
+
+``run_events`` is the one place that turns the graph's stream modes into what a front end needs
+(answer tokens, finished proposals, answer restarts, finished layers, the final state); the CLI
+(``run_turn``) and the server (apps/serve/runs.py) both consume it.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
-from langchain_core.messages import AIMessageChunk, HumanMessage
+from langchain_core.messages import AIMessageChunk, AnyMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import StreamMode
 
 from langgraph_moa.apps.cli.progress import Progress
 from langgraph_moa.nodes.aggregate import ANSWER_TAG
 from langgraph_moa.nodes.context import Context
 from langgraph_moa.nodes.records import usage_by_model
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """A piece of the final answer's text."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProposalDone:
+    """One proposer finished (``record`` is a ``Proposal``; ``text`` None when it failed)."""
+
+    record: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerRestart:
+    """The answer starts over (an aggregator retry, or the fallback aggregator)."""
+
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class LayerDone:
+    """A proposer layer finished: its responses in the configured proposer order."""
+
+    responses: list[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """The run's final state (``messages``, ``layers``, ``answer``)."""
+
+    state: dict[str, Any]
+
+
+RunEvent = Token | ProposalDone | AnswerRestart | LayerDone | Finished
+
+
+async def run_events(
+    graph: CompiledStateGraph[Any, Any, Any, Any],
+    messages: list[AnyMessage],
+    ctx: Context,
+    config: RunnableConfig | None = None,
+    *,
+    layers: bool = False,
+) -> AsyncIterator[RunEvent]:
+    """Run the graph on ``messages`` (the new ones, with a checkpointer; else the whole
+    conversation) and yield what happens, ending with ``Finished``. ``layers``: also yield
+    ``LayerDone`` (costs one more stream mode). Errors of the run (``MoAError``) propagate."""
+    modes: list[StreamMode] = ["messages", "custom", "values"]
+    if layers:
+        modes.append("updates")
+    final: dict[str, Any] = {}
+    mode: str
+    payload: Any
+    async for mode, payload in graph.astream(
+        {"messages": messages}, config, context=ctx, stream_mode=modes
+    ):
+        if mode == "messages":
+            chunk, meta = payload
+            if ANSWER_TAG in meta.get("tags", ()) and isinstance(chunk, AIMessageChunk):
+                text = chunk.text
+                if text:
+                    yield Token(text)
+        elif mode == "custom":
+            event = payload.get("event")
+            if event == "proposal":
+                yield ProposalDone(payload)
+            elif event in ("answer_retry", "answer_fallback"):
+                yield AnswerRestart(payload)
+        elif mode == "updates" and "join" in payload:
+            value = payload["join"]["layers"]
+            # join writes Overwrite([...]) for layer 1 and [...] for later layers
+            yield LayerDone(getattr(value, "value", value)[-1])
+        elif mode == "values":
+            final = payload
+    yield Finished(final)
 
 
 async def run_turn(
@@ -30,41 +116,30 @@ async def run_turn(
     first_token: float | None = None
     streamed = False  # answer text shown since the answer last (re)started
     final: dict[str, Any] = {}
-    mode: str
-    payload: Any
-    async for mode, payload in graph.astream(
-        {"messages": [HumanMessage(prompt)]},
-        config,
-        context=ctx,
-        stream_mode=["messages", "custom", "updates", "values"],
+    async for event in run_events(
+        graph, [HumanMessage(prompt)], ctx, config, layers=on_layer is not None
     ):
-        if mode == "messages":
-            chunk, meta = payload
-            if ANSWER_TAG in meta.get("tags", ()) and isinstance(chunk, AIMessageChunk):
-                text = chunk.text
-                if text:
-                    if first_token is None:
-                        first_token = time.perf_counter() - start
-                        progress.stop()
-                    if on_token is not None:
-                        on_token(text)
-                        streamed = True
-        elif mode == "custom" and payload.get("event") == "proposal":
-            progress.proposal(payload)
-        elif mode == "custom" and payload.get("event") in ("answer_retry", "answer_fallback"):
+        if isinstance(event, Token):
+            if first_token is None:
+                first_token = time.perf_counter() - start
+                progress.stop()
+            if on_token is not None:
+                on_token(event.text)
+                streamed = True
+        elif isinstance(event, ProposalDone):
+            progress.proposal(event.record)
+        elif isinstance(event, AnswerRestart):
             # The answer starts over (a retry, or the fallback aggregator): end the partial
             # text's line so the new answer starts on a line of its own, and say why on stderr.
             if streamed and on_token is not None:
                 on_token("\n")
-            progress.answer_restarted(payload, streamed=streamed)
+            progress.answer_restarted(event.payload, streamed=streamed)
             streamed = False
-        elif mode == "updates" and on_layer is not None and "join" in payload:
-            layers = payload["join"]["layers"]
-            # join writes Overwrite([...]) for layer 1 and [...] for later layers
-            value = getattr(layers, "value", layers)
-            on_layer(value[-1])
-        elif mode == "values":
-            final = payload
+        elif isinstance(event, LayerDone):
+            if on_layer is not None:
+                on_layer(event.responses)
+        else:
+            final = event.state
     final["timings"] = {
         "total_s": time.perf_counter() - start,
         "first_token_s": first_token,

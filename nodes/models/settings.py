@@ -45,7 +45,7 @@ def settings_for(spec: ModelSpec, ctx: Context) -> ModelSettings:
         model=spec.model,
         temperature=spec.temperature if spec.temperature is not None else ctx.temperature,
         max_tokens=spec.max_tokens or ctx.max_tokens,
-        seed=spec.seed,
+        seed=spec.seed if spec.seed is not None else ctx.seed,
         timeout=spec.timeout or ctx.timeout,
         window=spec.context_window or known_window(spec.model),
         base_url=spec.base_url,

@@ -1,0 +1,123 @@
+"""Saved conversations of ``moa chat --thread NAME``: a SQLite checkpointer in the user's data dir.
+
+The conversation is the graph's own state, kept by LangGraph's ``AsyncSqliteSaver`` under the
+thread id NAME, so a later process resumes it. A turn that fails leaves checkpoints of its partial
+run behind (LangGraph saves every finished step); the thread's *good* state is therefore its
+latest checkpoint of a completed run (nothing left to execute), and each turn starts from there
+(a fork), whether the failure happened in this process or in one that died.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from langchain_core.messages import HumanMessage
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+from langgraph.graph.state import CompiledStateGraph
+
+from langgraph_moa.nodes.errors import ConfigError
+
+DATA_DIR_ENV = "MOA_DATA_DIR"
+DB_NAME = "chat-threads.sqlite"
+
+
+def data_dir() -> Path:
+    """``$MOA_DATA_DIR``, else the platform's user data directory for langgraph-moa."""
+    override = os.environ.get(DATA_DIR_ENV)
+    if override:
+        return Path(override).expanduser()
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("langgraph-moa", appauthor=False))
+
+
+@asynccontextmanager
+async def open_saver() -> AsyncIterator[AsyncSqliteSaver]:
+    """The thread store, created on first use; a folder that cannot be used is one error line."""
+    path = data_dir() / DB_NAME
+    async with AsyncExitStack() as stack:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            saver = await stack.enter_async_context(AsyncSqliteSaver.from_conn_string(str(path)))
+            await saver.setup()
+        except (OSError, sqlite3.Error) as exc:
+            raise ConfigError(
+                f"cannot open the chat thread store {path}: {exc} "
+                f"(set {DATA_DIR_ENV} to another folder)"
+            ) from None
+        yield saver
+
+
+def thread_config(name: str) -> RunnableConfig:
+    return {"configurable": {"thread_id": name}}
+
+
+async def good_checkpoint(
+    graph: CompiledStateGraph[Any, Any, Any, Any], name: str
+) -> RunnableConfig | None:
+    """The checkpoint of thread ``name``'s last completed run, None when it has none."""
+    async for snapshot in graph.aget_state_history(thread_config(name)):
+        if not snapshot.next:
+            return snapshot.config
+    return None
+
+
+async def resume_point(graph: CompiledStateGraph[Any, Any, Any, Any], name: str) -> RunnableConfig:
+    """Where the next turn of thread ``name`` starts: its last completed run (a fork from there,
+    so a failed turn is forgotten). A thread with no completed run is deleted: it starts empty."""
+    found = await good_checkpoint(graph, name)
+    if found is not None:
+        return found
+    saver = graph.checkpointer
+    if isinstance(saver, BaseCheckpointSaver):
+        await saver.adelete_thread(name)
+    return thread_config(name)
+
+
+async def count_turns(graph: CompiledStateGraph[Any, Any, Any, Any], config: RunnableConfig) -> int:
+    """User messages in the conversation at ``config``."""
+    values = (await graph.aget_state(config)).values
+    return sum(isinstance(m, HumanMessage) for m in values.get("messages", []))
+
+
+@dataclass(frozen=True)
+class ThreadInfo:
+    name: str
+    turns: int
+    updated: str  # ISO time of the last completed turn
+    first: str  # the first user message, shortened
+
+
+async def list_threads(
+    graph: CompiledStateGraph[Any, Any, Any, Any], saver: AsyncSqliteSaver
+) -> list[ThreadInfo]:
+    """Every saved thread with at least one completed turn, most recently used first."""
+    # The checkpointer has no "list threads" call (alist reads every checkpoint of every thread);
+    # its table keeps one row per checkpoint with the thread id.
+    rows = await saver.conn.execute_fetchall("SELECT DISTINCT thread_id FROM checkpoints")
+    found: list[ThreadInfo] = []
+    for (name,) in rows:
+        config = await good_checkpoint(graph, str(name))
+        if config is None:  # no completed turn (yet, or it failed): nothing to resume
+            continue
+        snapshot = await graph.aget_state(config)
+        messages = snapshot.values.get("messages", [])
+        questions = [m for m in messages if isinstance(m, HumanMessage)]
+        first = " ".join(questions[0].text.split()) if questions else ""
+        found.append(
+            ThreadInfo(
+                name=str(name),
+                turns=len(questions),
+                updated=snapshot.created_at or "",
+                first=first if len(first) <= 60 else first[:59] + "…",
+            )
+        )
+    return sorted(found, key=lambda t: t.updated, reverse=True)

@@ -1,0 +1,70 @@
+"""The ASGI app of ``moa serve``: OpenAI Chat Completions, LangServe routes, health.
+
+``create_app(settings, models)`` builds it; apps/serve/main.py runs it under uvicorn. Layers, from
+the outside in: ``ShieldErrors`` (no traceback ever leaves), ``BodyLimit`` (413), the
+routes with their dependencies (auth: 401; runs in flight: 429), the exception handlers (OpenAI's
+error shape for everything).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from sse_starlette.sse import AppStatus
+
+from langgraph_moa.apps.serve import errors
+from langgraph_moa.apps.serve.auth import bearer_auth
+from langgraph_moa.apps.serve.langserve_routes import add_moa_routes
+from langgraph_moa.apps.serve.limits import BodyLimit, RunSlots, run_slot
+from langgraph_moa.apps.serve.openai_routes import openai_router
+from langgraph_moa.apps.serve.registry import ModelRegistry
+from langgraph_moa.apps.serve.runs import RunService
+from langgraph_moa.apps.serve.settings import ServeSettings
+
+
+def create_app(settings: ServeSettings, models: ModelRegistry) -> FastAPI:
+    service = RunService(models)
+    slots = RunSlots(settings.max_concurrent)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # sse-starlette cuts every stream the moment the server is told to stop; we want
+        # uvicorn's drain instead: in-flight streams run on for the grace period
+        # (timeout_graceful_shutdown), then uvicorn cancels what is left.
+        AppStatus.disable_automatic_graceful_drain()  # type: ignore[no-untyped-call]
+        yield
+        await service.close_all()  # runs whose requests were cut: close their provider calls
+
+    app = FastAPI(
+        title="langgraph-moa",
+        summary="Mixture-of-Agents as an OpenAI-compatible model",
+        lifespan=lifespan,
+        # No unauthenticated documentation routes: every route but /health is behind the key.
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.service = service
+    app.state.slots = slots
+    errors.install(app)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(errors.ShieldErrors)  # added last: the outermost of ours
+
+    key = settings.api_key.get_secret_value() if settings.api_key else None
+    auth, slot = bearer_auth(key), run_slot(slots)
+    app.include_router(
+        openai_router(service, show_proposals=settings.show_proposals, auth=auth, slot=slot)
+    )
+    add_moa_routes(app, service, auth=auth, slot=slot)
+
+    @app.get("/health")
+    async def health() -> dict[str, object]:
+        return {
+            "status": "ok",
+            "runs_in_flight": slots.in_use,
+            "max_concurrent": slots.limit,
+        }
+
+    return app

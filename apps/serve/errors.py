@@ -1,0 +1,216 @@
+"""Errors in OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``, with the right
+status, on every route; and nothing else: no traceback and no API key in a response or the log.
+
+- 400 bad input (``invalid_request_error``), 401 missing or wrong key, 413 body too large,
+  429 at the concurrency limit (with ``Retry-After``), 502 when a layer's proposers or the
+  aggregator failed (``LayerFailedError``, ``AggregatorError``), 500 for anything unexpected.
+- Every message goes through ``redact`` (nodes/models/redact.py) before it is sent or logged.
+- ``ShieldErrors`` is the last net: an exception no handler took becomes a 500 (or, once a
+  response has started, is only logged) on one line. Starlette's own outermost handler would
+  re-raise it to the server, which logs the traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from langgraph_moa.apps.serve.schemas import ErrorBody, ErrorDetail
+from langgraph_moa.nodes.errors import (
+    AggregatorError,
+    ConfigError,
+    LayerFailedError,
+    MoAError,
+    ProviderError,
+)
+from langgraph_moa.nodes.models.redact import redact
+
+log = logging.getLogger("moa.serve")
+
+# error.type per status, as OpenAI names them
+TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+    500: "server_error",
+    502: "server_error",
+    503: "server_error",
+}
+
+
+class OpenAIError(Exception):
+    """An error answered in OpenAI's shape."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = redact(message)
+        self.param = param
+        self.code = code
+        self.headers = dict(headers or {})
+
+    def body(self) -> dict[str, Any]:
+        detail = ErrorDetail(
+            message=self.message,
+            type=TYPES.get(
+                self.status, "server_error" if self.status >= 500 else "invalid_request_error"
+            ),
+            param=self.param,
+            code=self.code,
+        )
+        return ErrorBody(error=detail).model_dump()
+
+    def log(self) -> None:
+        if self.status >= 500:
+            log.error("moa serve: %s %s", self.status, self.message)
+
+    def response(self) -> JSONResponse:
+        self.log()
+        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
+
+
+def from_run_error(exc: BaseException, proposals: Iterable[Mapping[str, Any]] = ()) -> OpenAIError:
+    """The answer for an error a run raised. ``proposals``: the run's finished proposer calls."""
+    message = str(exc)
+    if isinstance(exc, OpenAIError):
+        return exc
+    if isinstance(exc, LayerFailedError):
+        failed = [p for p in proposals if p.get("error")]
+        last = max((p["layer"] for p in failed), default=0)
+        kinds = {p["error"]["kind"] for p in failed if p["layer"] == last}
+        if kinds == {"context"}:  # the conversation fits none of the proposers: the client's to fix
+            return OpenAIError(400, message, param="messages", code="context_length_exceeded")
+        return OpenAIError(502, message, code="proposers_failed")
+    if isinstance(exc, AggregatorError):
+        return OpenAIError(502, message, code="aggregator_failed")
+    if isinstance(exc, ConfigError):
+        return OpenAIError(400, message, code="invalid_settings")
+    if isinstance(exc, ProviderError):
+        # A model of the chosen mixture cannot be built here (a key the server lacks, a package
+        # it misses): retrying will not help; another model may.
+        return OpenAIError(400, message, param="model", code="model_not_available")
+    if isinstance(exc, MoAError):
+        return OpenAIError(502, message, code="run_failed")
+    return unexpected(exc)
+
+
+def unexpected(exc: BaseException) -> OpenAIError:
+    """A 500 for a bug: one log line (the traceback only with MOA_DEBUG=1), a generic answer."""
+    text = redact(f"{type(exc).__name__}: {exc}")
+    if os.environ.get("MOA_DEBUG"):
+        log.error("moa serve: unexpected %s", text, exc_info=exc)
+    else:
+        log.error("moa serve: unexpected %s (set MOA_DEBUG=1 for a traceback)", text)
+    return OpenAIError(500, "internal server error; the server's log has the details")
+
+
+def _param(loc: Iterable[Any]) -> str:
+    parts = [p for p in loc if p != "body"]
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+def validation_error(errors: Iterable[Any]) -> OpenAIError:
+    """400 for a body that does not parse or does not match the schema; names the field."""
+    errs = [e if isinstance(e, Mapping) else {"msg": str(e)} for e in errors]
+    if not errs:
+        return OpenAIError(400, "invalid request")
+    first = errs[0]
+    kind = first.get("type", "")
+    if kind == "json_invalid" or first.get("msg") == "Invalid JSON body":
+        return OpenAIError(400, "the request body is not valid JSON", code="invalid_json")
+    param = _param(first.get("loc", ()))
+    if not param:  # the body itself: missing, or not an object
+        return OpenAIError(400, "the request body must be a JSON object", code="invalid_json")
+    if kind == "too_short" and param == "messages":
+        return OpenAIError(400, "messages must not be empty", param="messages")
+    messages = []
+    for e in errs[:3]:
+        where = _param(e.get("loc", ()))
+        msg = str(e.get("msg", "invalid"))
+        messages.append(f"{where}: {msg}" if where else msg)
+    return OpenAIError(400, "; ".join(messages), param=param or None)
+
+
+def install(app: FastAPI) -> None:
+    """Route every error of ``app`` through OpenAI's shape."""
+
+    async def on_openai(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, OpenAIError)
+        return exc.response()
+
+    async def on_http(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, HTTPException)
+        message = exc.detail if isinstance(exc.detail, str) else "request failed"
+        if exc.status_code == 404:
+            message = f"no route {request.method} {request.url.path}"
+        error = OpenAIError(exc.status_code, message, headers=exc.headers)
+        return error.response()
+
+    async def on_validation(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return validation_error(exc.errors()).response()
+
+    async def on_moa(request: Request, exc: Exception) -> JSONResponse:
+        return from_run_error(exc).response()
+
+    app.add_exception_handler(OpenAIError, on_openai)
+    app.add_exception_handler(HTTPException, on_http)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(MoAError, on_moa)
+
+
+class ShieldErrors:
+    """Pure ASGI middleware: an exception that escaped every handler is answered 500 on one line
+    (only logged once the response started: its stream is cut, the client sees it end)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except asyncio.CancelledError:
+            # The server cancels the requests still running when the shutdown grace period is
+            # over; this is the request's own task, so the cancellation ends here, on one line
+            # (uvicorn would log it with a traceback).
+            log.warning("moa serve: %s %s cut at shutdown", scope["method"], scope["path"])
+        except Exception as exc:
+            error = from_run_error(exc)  # a MoAError a LangServe stream raised, or a bug
+            if not started:
+                await error.response()(scope, receive, send)
+            elif isinstance(exc, MoAError):
+                log.warning("moa serve: a stream ended with an error: %s", error.message)

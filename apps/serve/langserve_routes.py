@@ -1,0 +1,176 @@
+"""``/moa/invoke``, ``/moa/batch``, ``/moa/stream`` and ``/moa/playground`` from LangServe.
+
+LangServe (in maintenance upstream; ``langgraph.json`` with ``langgraph dev`` or LangGraph
+Platform is the maintained way to deploy the graph) cannot serve the graph as it is: it passes no
+``context=`` (so no run settings), and its ``/stream_events`` fails on graphs that fan out with
+``Send``. So the routes serve ``MoARunnable``, a small runnable around the graph:
+
+- its input is the conversation plus optional run settings (a preset name, ``Context`` fields),
+  validated when the request is read, so bad settings are a 400 before anything streams;
+- it turns the settings into ``context=`` and runs the graph through ``RunStream`` (the path the
+  OpenAI routes use: same limits, same cancellation when a client goes away);
+- it streams the answer's tokens only (``AIMessageChunk``), then one empty chunk carrying the
+  run's summed usage; ``invoke`` returns the answer as an ``AIMessage`` with that usage.
+
+The graph runs in a fresh context, not as a traced child of the runnable: LangServe's
+``/stream_log`` (which the playground reads) would otherwise carry the graph's ``Send`` objects,
+which it cannot serialise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from fastapi import Depends, FastAPI
+from langchain_core.messages import AIMessage, AIMessageChunk, AnyMessage
+from langchain_core.runnables import Runnable, RunnableConfig
+from langserve import add_routes
+from pydantic import BaseModel, Field, model_validator
+
+from langgraph_moa.apps.cli.run import AnswerRestart, Finished, Token
+from langgraph_moa.apps.serve.runs import RunService, run_summary, total_usage
+
+PATH = "/moa"
+
+
+def input_type(service: RunService) -> type[BaseModel]:
+    """The input schema, checking the preset and settings against this server's models."""
+
+    class MoAInput(BaseModel):
+        """A conversation for Mixture-of-Agents, with optional run settings."""
+
+        messages: list[AnyMessage] = Field(
+            min_length=1, description="The conversation, newest user message last."
+        )
+        preset: str | None = Field(
+            default=None,
+            description="A model of this server by the name GET /v1/models lists (a preset, or "
+            "the server's config); default: the server's.",
+        )
+        settings: dict[str, Any] | None = Field(
+            default=None,
+            description="Context fields that change the preset's settings for this run, e.g. "
+            '{"layers": 3, "temperature": 0.2} (see nodes/context.py).',
+        )
+
+        @model_validator(mode="after")
+        def _known(self) -> MoAInput:
+            service.context(self.preset, self.settings or {}, "settings")  # raises a 400
+            return self
+
+    return MoAInput
+
+
+class MoARunnable(Runnable[dict[str, Any], AIMessage]):
+    """The graph as LangServe can serve it: settings from the input, the answer's tokens out."""
+
+    def __init__(self, service: RunService) -> None:
+        self.service = service
+        self.name = "moa"
+        self._input_type = input_type(service)
+
+    @property
+    def InputType(self) -> type[BaseModel]:  # type: ignore[override]
+        # A pydantic model (LangServe's input schema) for what reaches the runnable as a dict.
+        return self._input_type
+
+    @property
+    def OutputType(self) -> type[AIMessage]:
+        return AIMessage
+
+    def invoke(
+        self, input: dict[str, Any], config: RunnableConfig | None = None, **kwargs: Any
+    ) -> AIMessage:
+        raise NotImplementedError("MoARunnable runs on the server's event loop: use ainvoke")
+
+    async def ainvoke(
+        self, input: dict[str, Any], config: RunnableConfig | None = None, **kwargs: Any
+    ) -> AIMessage:
+        return await self._acall_with_config(self._answer, input, config)
+
+    async def astream(
+        self, input: dict[str, Any], config: RunnableConfig | None = None, **kwargs: Any
+    ) -> AsyncIterator[AIMessage]:
+        async def one() -> AsyncIterator[dict[str, Any]]:
+            yield input
+
+        async for chunk in self._atransform_stream_with_config(one(), self._tokens, config):
+            yield chunk
+
+    def _start(self, input: dict[str, Any]) -> Any:
+        messages: list[AnyMessage] = list(input["messages"])
+        _, ctx = self.service.context(input.get("preset"), input.get("settings") or {}, "settings")
+        return self.service.start(messages, ctx)
+
+    async def _answer(self, input: dict[str, Any]) -> AIMessage:
+        run = self._start(input)
+        try:
+            async for event in run:
+                if isinstance(event, Finished):
+                    return _message(event.state)
+        finally:
+            await run.aclose()
+        raise AssertionError("a run ends with Finished or an error")
+
+    async def _tokens(self, inputs: AsyncIterator[dict[str, Any]]) -> AsyncIterator[AIMessageChunk]:
+        async for input in inputs:
+            run = self._start(input)
+            streamed = False  # answer text sent since the answer last (re)started
+            try:
+                async for event in run:
+                    if isinstance(event, Token):
+                        yield AIMessageChunk(content=event.text)
+                        streamed = True
+                    elif isinstance(event, AnswerRestart):
+                        if streamed:  # as on the OpenAI route: the new answer after a blank line
+                            yield AIMessageChunk(content="\n\n")
+                        streamed = False
+                    elif isinstance(event, Finished):
+                        final = _message(event.state)
+                        yield AIMessageChunk(
+                            content="",
+                            usage_metadata=final.usage_metadata,
+                            response_metadata=final.response_metadata,
+                        )
+            finally:
+                await run.aclose()
+
+
+def _message(state: dict[str, Any]) -> AIMessage:
+    usage = total_usage(state)
+    return AIMessage(
+        content=state["messages"][-1].text,
+        usage_metadata={
+            "input_tokens": usage["prompt_tokens"],
+            "output_tokens": usage["completion_tokens"],
+            "total_tokens": usage["total_tokens"],
+        },
+        response_metadata={
+            "model_name": (state.get("answer") or {}).get("model"),
+            "moa": run_summary(state),
+        },
+    )
+
+
+def add_moa_routes(
+    app: FastAPI, service: RunService, *, auth: Callable[..., Any], slot: Callable[..., Any]
+) -> None:
+    add_routes(
+        app,
+        MoARunnable(service),
+        path=PATH,
+        # /stream_events fails on graphs with Send (langserve#721); the rest is what the issue
+        # and the playground need.
+        enabled_endpoints=(
+            "invoke",
+            "batch",
+            "stream",
+            "stream_log",
+            "playground",
+            "input_schema",
+            "output_schema",
+            "config_schema",
+        ),
+        dependencies=[Depends(auth), Depends(slot)],
+    )

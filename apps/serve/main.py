@@ -1,0 +1,81 @@
+"""``moa serve``: check the settings, bind the socket, run the app under uvicorn, drain on SIGTERM.
+
+Shutdown: on SIGTERM (or Ctrl-C) uvicorn stops accepting connections, lets the requests in flight
+finish for up to ``grace_s`` (its ``timeout_graceful_shutdown``), cancels what is left (which
+closes those runs' provider calls) and returns; the process then exits 0. uvicorn re-raises the
+signal it caught once it is done, so that the previous handler can act: ours ignores it, which is
+what turns a clean drain into exit status 0 rather than death by SIGTERM.
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+import signal
+import socket
+import sys
+from typing import Any
+
+from langgraph_moa.apps.serve.settings import ServeSettings
+
+
+def listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def log_config() -> dict[str, Any]:
+    """uvicorn's logging, plus the server's own logger (one line per error, on stderr)."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["moa.serve"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    return config
+
+
+async def run(settings: ServeSettings, models: Any, sock: socket.socket) -> None:
+    import uvicorn
+
+    from langgraph_moa.apps.cli.settings import preflight
+    from langgraph_moa.apps.serve.app import create_app
+
+    # The default model's clients, built in the server's loop (the one that reuses them); a key
+    # the server lacks stops it here, on one line.
+    preflight(models.context(None)[1])
+    app = create_app(settings, models)
+    config = uvicorn.Config(
+        app,
+        log_config=log_config(),
+        timeout_graceful_shutdown=int(settings.grace_s + 0.999),
+        server_header=False,
+    )
+    server = uvicorn.Server(config)
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    print(
+        f"moa serve: http://{shown}:{port}/v1 (models: {', '.join(models.names())}; "
+        f"default {models.default}; auth {'on' if settings.api_key else 'off'}; "
+        f"at most {settings.max_concurrent} runs in flight)",
+        file=sys.stderr,
+        flush=True,
+    )
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)  # see the module docstring
+    await server.serve(sockets=[sock])

@@ -1,0 +1,128 @@
+"""The mixtures a server offers as models, and a request's settings applied to one of them.
+
+Every preset is a model (``GET /v1/models``), plus the server's own config file when one was given
+(named after the file). A request picks one by name and may change its settings: the OpenAI
+fields ``temperature``, ``max_tokens``/``max_completion_tokens`` and ``seed`` become the run's
+defaults; LangServe's ``settings`` may set any ``Context`` field.
+
+Endpoints and keys come from the server's presets and config only: a model given in a request may
+not carry ``base_url`` or ``api_key_env`` (else a client could send the server's provider key to a
+URL of its choosing), nor name a ``local:`` model file by path (a probe of the server's files).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from langgraph_moa.apps.serve.errors import OpenAIError
+from langgraph_moa.nodes.context import Context, build_context, load_preset
+from langgraph_moa.nodes.errors import ConfigError
+from langgraph_moa.nodes.presets import preset_names
+
+MODEL_FIELDS = ("proposers", "aggregator", "fallback_aggregator", "layer_proposers")
+SERVER_ONLY = ("base_url", "api_key_env")
+
+
+class ModelRegistry:
+    """Names -> ``Context``: the presets, and the server's own configs (which win on a clash)."""
+
+    def __init__(self, default: str, own: dict[str, Context] | None = None) -> None:
+        self.own = dict(own or {})
+        self.presets = preset_names()
+        self.default = default
+        if default not in self.own and default not in self.presets:
+            raise ConfigError(
+                f"unknown preset {default!r}; choose one of: {', '.join(self.names())}"
+            )
+
+    @classmethod
+    def from_flags(cls, preset: str | None, config: str | None) -> ModelRegistry:
+        """What ``moa serve --preset NAME | --config FILE`` offers; the default preset otherwise."""
+        from langgraph_moa.nodes.presets import default_preset_name
+
+        if preset and config:
+            raise ConfigError("give either --preset or --config, not both")
+        if config:
+            name = Path(config).stem
+            return cls(name, {name: load_preset(config)})
+        return cls(preset or default_preset_name())
+
+    def names(self) -> list[str]:
+        return [*self.own, *(p for p in self.presets if p not in self.own)]
+
+    def context(self, name: str | None) -> tuple[str, Context]:
+        """(name, settings) of the model ``name`` (None: the server's default); 400 if unknown."""
+        name = name or self.default
+        if name in self.own:
+            return name, self.own[name]
+        if name in self.presets:
+            return name, load_preset(name)
+        raise OpenAIError(
+            400,
+            f"unknown model {name!r}; this server offers: {', '.join(self.names())}",
+            param="model",
+            code="model_not_found",
+        )
+
+
+def with_overrides(base: Context, overrides: dict[str, Any], source: str) -> Context:
+    """``base`` with a request's settings applied and validated (400 naming the field)."""
+    if not overrides:
+        return base
+    for field in MODEL_FIELDS:
+        if field in overrides:
+            _check_models(field, overrides[field])
+    data = base.model_dump(exclude_unset=True)
+    if "proposers" in overrides and "layer_proposers" not in overrides:
+        data.pop("layer_proposers", None)  # new proposers replace the per-layer lists too
+    data.update(overrides)
+    try:
+        return build_context(data, source)
+    except ConfigError as exc:
+        raise OpenAIError(400, str(exc), param=source, code="invalid_settings") from None
+
+
+def _check_models(field: str, value: Any) -> None:
+    specs = value if isinstance(value, list) else [value]
+    for item in specs:
+        if isinstance(item, list):  # layer_proposers: a list per layer
+            _check_models(field, item)
+            continue
+        if isinstance(item, dict):
+            for key in SERVER_ONLY:
+                if item.get(key) is not None:
+                    raise OpenAIError(
+                        400,
+                        f"settings.{field}: '{key}' cannot be set by a request; endpoints and keys "
+                        "come from the server's presets and config",
+                        param=f"settings.{field}",
+                        code="invalid_settings",
+                    )
+            name = item.get("model")
+        else:
+            name = item
+        if isinstance(name, str) and name.startswith("local:"):
+            model = name.removeprefix("local:")
+            if "/" in model or "\\" in model or model.endswith(".gguf"):
+                raise OpenAIError(
+                    400,
+                    f"settings.{field}: a request may name local models only by their bundled "
+                    "name (e.g. 'local:smollm2'), not a file path",
+                    param=f"settings.{field}",
+                    code="invalid_settings",
+                )
+
+
+def openai_overrides(
+    temperature: float | None, max_tokens: int | None, seed: int | None
+) -> dict[str, Any]:
+    """The OpenAI request fields that become the run's defaults."""
+    out: dict[str, Any] = {}
+    if temperature is not None:
+        out["temperature"] = temperature
+    if max_tokens is not None:
+        out["max_tokens"] = max_tokens
+    if seed is not None:
+        out["seed"] = seed
+    return out

@@ -1,0 +1,170 @@
+"""Runs of the graph on behalf of HTTP requests, and what every route needs to know about them.
+
+A ``RunStream`` runs the graph (through ``apps.cli.run.run_events``, the driver the CLI uses) in a
+task of its own and hands its events over a bounded queue. Closing it cancels the task, which
+cancels the graph's running nodes and so closes their open HTTP requests to the providers: a
+client that goes away stops the providers' generation (and billing). The run lives in its own task
+so that the route can wait for its first event before choosing the HTTP status, and then stream
+the rest from the response's task (an async generator must not move between tasks: LangGraph
+keeps per-run context variables).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import Awaitable, Mapping
+from typing import Any, TypeVar
+
+from langchain_core.messages import AnyMessage
+from starlette.requests import Request
+
+from langgraph_moa.apps.cli.run import Finished, ProposalDone, RunEvent, run_events
+from langgraph_moa.apps.cli.settings import preflight
+from langgraph_moa.apps.serve.errors import from_run_error
+from langgraph_moa.apps.serve.registry import ModelRegistry, with_overrides
+from langgraph_moa.graphs import graph
+from langgraph_moa.nodes.context import Context
+from langgraph_moa.nodes.errors import MoAError
+from langgraph_moa.nodes.records import usage_by_model
+
+T = TypeVar("T")
+# Events buffered between the run and a slow client; past it the run waits for the client.
+QUEUE_SIZE = 256
+
+
+class RunStream:
+    """One run in its own task; iterate it for its events (it ends after ``Finished``).
+
+    An error of the run is raised by the iteration as an ``OpenAIError`` (status and message
+    chosen by ``errors.from_run_error``).
+    """
+
+    def __init__(self, messages: list[AnyMessage], ctx: Context, live: set[RunStream]) -> None:
+        self.proposals: list[dict[str, Any]] = []
+        self._queue: asyncio.Queue[RunEvent | BaseException] = asyncio.Queue(QUEUE_SIZE)
+        self._done = False
+        self._live = live
+        live.add(self)
+        # A fresh context: the run is nobody's child run (see langserve_routes.py) and inherits
+        # nothing from the request that started it.
+        self._task = asyncio.create_task(self._pump(messages, ctx), context=contextvars.Context())
+
+    async def _pump(self, messages: list[AnyMessage], ctx: Context) -> None:
+        try:
+            async for event in run_events(graph, messages, ctx):
+                if isinstance(event, ProposalDone):
+                    self.proposals.append(event.record)
+                await self._queue.put(event)
+        except Exception as exc:  # handed to the reader, who answers it
+            await self._queue.put(exc)
+
+    def __aiter__(self) -> RunStream:
+        return self
+
+    async def __anext__(self) -> RunEvent:
+        if self._done:
+            raise StopAsyncIteration
+        item = await self._queue.get()
+        if isinstance(item, BaseException):
+            self._done = True
+            raise from_run_error(item, self.proposals)
+        if isinstance(item, Finished):
+            self._done = True
+        return item
+
+    async def aclose(self) -> None:
+        """Cancel the run if it is still going and wait until its calls are closed."""
+        self._live.discard(self)
+        if not self._task.done():
+            self._task.cancel()
+            # asyncio.wait, not gather: a caller cancelled while it waits (anyio re-cancels its
+            # tasks until they finish) must not cancel the run again, which would cut short
+            # LangGraph's own clean-up and leave the node's provider call running.
+            await asyncio.wait({self._task})
+
+
+class RunService:
+    """Starts runs for the routes: the models on offer and the runs in flight."""
+
+    def __init__(self, models: ModelRegistry) -> None:
+        self.models = models
+        self.live: set[RunStream] = set()
+
+    def context(
+        self, model: str | None, overrides: dict[str, Any], source: str
+    ) -> tuple[str, Context]:
+        name, base = self.models.context(model)
+        return name, with_overrides(base, overrides, source)
+
+    def start(self, messages: list[AnyMessage], ctx: Context) -> RunStream:
+        try:
+            preflight(ctx)  # an unknown provider or a key the server lacks: before any call
+        except MoAError as exc:
+            raise from_run_error(exc) from None
+        return RunStream(messages, ctx, self.live)
+
+    async def close_all(self) -> None:
+        """Cancel every run still in flight (server shutdown, after the grace period)."""
+        await asyncio.gather(*(run.aclose() for run in list(self.live)))
+
+
+def total_usage(state: Mapping[str, Any]) -> dict[str, int]:
+    """Tokens of every call of the run: all proposers of every layer and the aggregator."""
+    per_model = usage_by_model(state.get("layers", []), state.get("answer"))
+    prompt = sum(row["input_tokens"] for row in per_model.values())
+    completion = sum(row["output_tokens"] for row in per_model.values())
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+
+
+def run_summary(state: Mapping[str, Any]) -> dict[str, Any]:
+    """MoA's own part of a response: who wrote the answer, and calls and tokens per model."""
+    answer = state.get("answer") or {}
+    return {
+        "aggregator": answer.get("model"),
+        "fallback": bool(answer.get("fallback")),
+        "usage_by_model": usage_by_model(state.get("layers", []), state.get("answer")),
+    }
+
+
+def proposal_text(record: Mapping[str, Any]) -> str:
+    """One finished proposer call as reasoning text."""
+    head = f"[layer {record['layer']} · {record['model']} · {record['latency_s']:.1f} s]"
+    error = record.get("error") or {}
+    body = record["text"] if record.get("text") is not None else f"(failed: {error.get('message')})"
+    return f"{head}\n{body}\n\n"
+
+
+class ClientGoneError(Exception):
+    """The client disconnected while the route was waiting."""
+
+
+async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """``await work``, unless the client disconnects first (then ``ClientGoneError``).
+
+    Starlette notices a disconnect only when it next sends; a MoA run may send nothing for the
+    seconds its proposers take, so the route listens for the disconnect message itself.
+    """
+    task = asyncio.ensure_future(work)
+    watch = asyncio.ensure_future(_disconnect(request))
+    try:
+        done, _ = await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    finally:
+        watch.cancel()
+    if task in done:
+        return task.result()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    raise ClientGoneError
+
+
+async def _disconnect(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass

@@ -1,0 +1,157 @@
+"""The OpenAI Chat Completions shapes the server reads and writes (the subset MoA supports).
+
+Requests are lenient where OpenAI clients send fields MoA has no use for (``top_p``, ``user``,
+``metadata``...: accepted and ignored) and strict where ignoring a field would silently give the
+client something else than it asked for (``n`` > 1, tools, images, JSON modes: a 400 that says
+so, see ``unsupported``).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    # A string, or a list of content parts ({"type": "text", "text": ...}, image parts...).
+    content: str | list[dict[str, Any]] | None = None
+    name: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    model: str | None = Field(
+        default=None, description="A model listed by GET /v1/models; default: the server's."
+    )
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    seed: int | None = None
+    n: int | None = Field(default=None, ge=1)
+    tools: list[dict[str, Any]] | None = None
+    functions: list[dict[str, Any]] | None = None
+    tool_choice: Any = None
+    response_format: dict[str, Any] | None = None
+    logprobs: bool | None = None
+    # MoA's own field (send it with the openai client's extra_body): the proposals travel as
+    # reasoning_content before the answer. None = the server's default (moa serve
+    # --show-proposals).
+    show_proposals: bool | None = None
+
+    def unsupported(self) -> tuple[str, str] | None:
+        """(param, message) for a request MoA cannot answer as asked, else None."""
+        if self.n is not None and self.n > 1:
+            return "n", "n > 1 is not supported yet: ask for one choice per request"
+        if self.tools or self.functions:
+            param = "tools" if self.tools else "functions"
+            return param, "tools and function calling are not supported yet by Mixture-of-Agents"
+        if self.tool_choice not in (None, "none"):
+            return "tool_choice", "tool_choice is not supported yet (no tools)"
+        if self.response_format and self.response_format.get("type") not in (None, "text"):
+            return "response_format", "only response_format type 'text' is supported yet"
+        if self.logprobs:
+            return "logprobs", "logprobs are not supported by Mixture-of-Agents"
+        return None
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ResponseMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+    # The proposals, when asked for (clients that show reasoning display this field).
+    reasoning_content: str | None = None
+    refusal: None = None
+
+
+class Choice(BaseModel):
+    index: int = 0
+    message: ResponseMessage
+    logprobs: None = None
+    finish_reason: Literal["stop", "length"] = "stop"
+
+
+class ChatCompletion(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[Choice]
+    usage: Usage
+    # MoA's own: which model wrote the answer and the calls and tokens of every model of the run.
+    moa: dict[str, Any] | None = None
+
+
+class Delta(BaseModel):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+    reasoning_content: str | None = None
+
+
+class ChunkChoice(BaseModel):
+    index: int = 0
+    delta: Delta
+    logprobs: None = None
+    finish_reason: Literal["stop", "length"] | None = None
+
+
+class ChatCompletionChunk(BaseModel):
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChunkChoice]
+    usage: Usage | None = None
+    moa: dict[str, Any] | None = None
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "langgraph-moa"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+def completion_id() -> str:
+    return f"chatcmpl-{uuid.uuid4().hex}"
+
+
+def now() -> int:
+    return int(time.time())

@@ -1,0 +1,52 @@
+"""The server's own settings: how it listens and what it allows (the runs' are in ``Context``)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+# Runs in flight. A run costs the server about 0.3 s of CPU (benchmarks/serve_load: three
+# 200-token proposals and a 500-token answer, mostly the provider clients parsing streamed
+# chunks) and holds proposers + 1 provider connections for its whole length, 10-30 s with real
+# models. 64 runs of ~20 s keep about one core busy (64 / 20 s x 0.3 s), all one process can
+# give: past that every run in flight slows down, so the server refuses (429) and lets the client
+# or a load balancer go elsewhere. 64 runs are also some 250-450 concurrent provider requests,
+# about what a team's provider rate limits allow.
+DEFAULT_MAX_CONCURRENT = 64
+DEFAULT_HOST = "127.0.0.1"  # without a key only this machine can reach the server
+DEFAULT_PORT = 8000
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+DEFAULT_GRACE_S = 30.0
+
+
+class ServeSettings(BaseModel):
+    """How ``moa serve`` listens and what it allows."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    host: str = Field(default=DEFAULT_HOST, description="Interface to listen on.")
+    port: int = Field(default=DEFAULT_PORT, ge=0, le=65535, description="Port; 0 picks a free one.")
+    api_key: SecretStr | None = Field(
+        default=None,
+        description="Bearer key every route but GET /health requires (MOA_SERVER_API_KEY); None "
+        "= no auth.",
+    )
+    max_concurrent: int = Field(
+        default=DEFAULT_MAX_CONCURRENT,
+        ge=1,
+        description="Runs in flight at most; beyond it requests get 429 with Retry-After.",
+    )
+    max_body_bytes: int = Field(
+        default=DEFAULT_MAX_BODY_BYTES,
+        ge=1024,
+        description="Largest request body accepted; larger ones get 413.",
+    )
+    grace_s: float = Field(
+        default=DEFAULT_GRACE_S,
+        ge=0,
+        description="On SIGTERM: seconds in-flight streams get to finish before they are cut.",
+    )
+    show_proposals: bool = Field(
+        default=False,
+        description="Send the proposals as reasoning_content by default (a request's "
+        "show_proposals field overrides it).",
+    )

@@ -1,0 +1,179 @@
+"""LangServe's routes on ``moa serve``, driven by ``langserve.RemoteRunnable`` over HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+
+import httpx
+import pytest
+from conftest import fake_context
+from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, SystemMessage
+from langserve import RemoteRunnable
+from serving import app_for, running
+
+from langgraph_moa.testing.fake_openai import Failure, FakeOpenAIServer
+
+ANSWER = "The aggregated answer, token by token, from the final model."
+PROPOSALS = {"p1": "proposal one text", "p2": "proposal two text"}
+CONVERSATION = [SystemMessage("Be brief."), HumanMessage("What is MoA?")]
+
+
+@pytest.fixture
+def base(server: FakeOpenAIServer) -> Iterator[str]:
+    for name, text in PROPOSALS.items():
+        server.script(name, text)
+    server.script("agg", ANSWER)
+    with running(app_for(fake_context(server, list(PROPOSALS), max_attempts=1))) as url:
+        yield url
+
+
+@asynccontextmanager
+async def aremote(base: str) -> AsyncIterator[RemoteRunnable]:
+    runnable = RemoteRunnable(f"{base}/moa")
+    try:
+        yield runnable
+    finally:  # its HTTP client belongs to this test's event loop
+        await runnable.async_client.aclose()
+        runnable.sync_client.close()
+
+
+async def test_invoke_returns_the_answer_with_summed_usage(
+    server: FakeOpenAIServer, base: str
+) -> None:
+    async with aremote(base) as runnable:
+        result = await runnable.ainvoke({"messages": CONVERSATION})
+    assert isinstance(result, AIMessage)
+    assert result.content == ANSWER
+    assert result.usage_metadata is not None
+    billed = sum(r.chunks_sent for r in server.requests)
+    assert result.usage_metadata["output_tokens"] == billed
+    assert result.response_metadata["model_name"] == "together:agg"
+    # The whole conversation reached every model.
+    for r in server.requests:
+        assert r.messages[-1] == {"role": "user", "content": "What is MoA?"}
+        assert "Be brief." in r.messages[0]["content"]
+
+
+def test_sync_invoke_batch_and_stream(server: FakeOpenAIServer, base: str) -> None:
+    runnable = RemoteRunnable(f"{base}/moa")
+    assert runnable.invoke({"messages": CONVERSATION}).content == ANSWER
+    results = runnable.batch(
+        [{"messages": [HumanMessage("one")]}, {"messages": [HumanMessage("two")]}]
+    )
+    assert [r.content for r in results] == [ANSWER, ANSWER]
+    questions = {r.messages[-1]["content"] for r in server.requests_for("agg")}
+    assert {"one", "two"} <= questions
+    chunks = list(runnable.stream({"messages": CONVERSATION}))
+    assert all(isinstance(c, AIMessageChunk) for c in chunks)
+    assert len(chunks) > 5  # token by token
+    assert "".join(str(c.content) for c in chunks) == ANSWER
+
+
+async def test_stream_carries_the_answers_tokens_only(base: str) -> None:
+    async with aremote(base) as runnable:
+        chunks = [c async for c in runnable.astream({"messages": CONVERSATION})]
+    text = "".join(str(c.content) for c in chunks)
+    assert text == ANSWER
+    assert all(p not in str(c.content) for c in chunks for p in PROPOSALS.values())
+    # The last chunk carries the run's usage, no text.
+    assert chunks[-1].content == "" and chunks[-1].usage_metadata is not None
+    total = chunks[0]
+    for c in chunks[1:]:
+        total += c
+    assert total.usage_metadata is not None and total.usage_metadata["total_tokens"] > 0
+
+
+async def test_settings_and_preset_in_the_input(
+    server: FakeOpenAIServer, base: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Context fields: layers=1 asks the aggregator alone, at this temperature.
+    async with aremote(base) as runnable:
+        result = await runnable.ainvoke(
+            {"messages": CONVERSATION, "settings": {"layers": 1, "temperature": 0.1}}
+        )
+    assert result.content == ANSWER
+    assert [r.model for r in server.requests] == ["agg"]
+    assert server.requests[0].body["temperature"] == 0.1
+    server.requests.clear()
+    # A preset by name (its Together models, pointed at the fake server by TOGETHER_API_BASE).
+    monkeypatch.setenv("TOGETHER_API_BASE", server.base_url)
+    monkeypatch.setenv("TOGETHER_API_KEY", "test-key")
+    async with aremote(base) as runnable:
+        await runnable.ainvoke({"messages": CONVERSATION, "preset": "seed"})
+    assert "databricks/dbrx-instruct" in {r.model for r in server.requests}
+
+
+@pytest.mark.parametrize(
+    ("input_", "message"),
+    [
+        ({"messages": CONVERSATION, "preset": "nope"}, "unknown model 'nope'"),
+        ({"messages": CONVERSATION, "settings": {"layers": 0}}, "layers: Input should be"),
+        ({"messages": CONVERSATION, "settings": {"retries": 2}}, "retries: unknown setting"),
+        (
+            {
+                "messages": CONVERSATION,
+                "settings": {
+                    "proposers": [{"model": "openai:x", "base_url": "http://attacker.invalid"}]
+                },
+            },
+            "'base_url' cannot be set by a request",
+        ),
+        (
+            {"messages": CONVERSATION, "settings": {"aggregator": "local:/etc/passwd"}},
+            "not a file path",
+        ),
+        ({"messages": []}, "messages"),
+    ],
+    ids=["unknown-preset", "bad-layers", "unknown-setting", "endpoint", "local-path", "empty"],
+)
+def test_bad_input_is_400_before_anything_runs(
+    server: FakeOpenAIServer, base: str, input_: dict[str, object], message: str
+) -> None:
+    from langserve.serialization import WellKnownLCSerializer
+
+    body = WellKnownLCSerializer().dumps({"input": input_})
+    for endpoint in ("invoke", "stream"):
+        response = httpx.post(
+            f"{base}/moa/{endpoint}", content=body, headers={"content-type": "application/json"}
+        )
+        assert response.status_code == 400, response.text
+        assert message in response.json()["error"]["message"]
+    assert server.requests == []
+
+
+async def test_a_failed_run_is_502_for_invoke(server: FakeOpenAIServer, base: str) -> None:
+    for p in PROPOSALS:
+        server.fail(p, Failure(status=503))
+    with pytest.raises(httpx.HTTPStatusError) as caught:
+        async with aremote(base) as runnable:
+            await runnable.ainvoke({"messages": CONVERSATION})
+    assert caught.value.response.status_code == 502
+    assert caught.value.response.json()["error"]["code"] == "proposers_failed"
+
+
+def test_playground_schemas_and_stream_log(base: str) -> None:
+    page = httpx.get(f"{base}/moa/playground/", follow_redirects=True)
+    assert page.status_code == 200 and "<html" in page.text.lower()
+    schema = httpx.get(f"{base}/moa/input_schema").json()
+    assert {"messages", "preset", "settings"} <= set(schema["properties"])
+    # The playground reads /stream_log: it works (the graph's Send objects stay out of it).
+    from langserve.serialization import WellKnownLCSerializer
+
+    body = WellKnownLCSerializer().dumps({"input": {"messages": CONVERSATION}})
+    with httpx.stream(
+        "POST",
+        f"{base}/moa/stream_log",
+        content=body,
+        headers={"content-type": "application/json"},
+        timeout=30,
+    ) as response:
+        text = "".join(response.iter_text())
+    assert "event: error" not in text
+    assert "event: end" in text and "streamed_output" in text
+
+
+def test_stream_events_is_not_served(base: str) -> None:
+    # It fails on graphs with Send (langserve#721): not offered rather than broken.
+    response = httpx.post(f"{base}/moa/stream_events", json={"input": {}})
+    assert response.status_code == 404
