@@ -126,6 +126,7 @@ def _serve() -> None:
                         "finished": r.finished,
                         "disconnected": r.disconnected,
                         "chunks_sent": r.chunks_sent,
+                        "stream": r.stream,
                     }
                     for r in list(server.requests)
                 ]
