@@ -13,10 +13,13 @@ import sys
 import time
 from typing import Any
 
-from conftest import ROOT, fake_context
+from conftest import ROOT, fake_context, spec
 from langchain_core.messages import AIMessageChunk, HumanMessage
 
 from langgraph_moa.graphs import graph
+from langgraph_moa.nodes.context import Context
+from langgraph_moa.nodes.models import settings_for
+from langgraph_moa.nodes.models.cache import chat_model
 from langgraph_moa.testing.fake_openai import FakeOpenAIServer
 
 QUESTION = "What are some fun things to do in SF?"
@@ -116,3 +119,18 @@ def test_the_cli_shows_the_answer_as_it_comes(server: FakeOpenAIServer) -> None:
 
 def _clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(("TOGETHER_", "OPENAI_"))}
+
+
+async def test_streamed_chunks_reach_langchain_as_plain_dicts(server: FakeOpenAIServer) -> None:
+    # nodes/models/chunks.py: the SDK's per-chunk objects are skipped (half a streamed token's
+    # CPU). Fails if an SDK upgrade makes that setting a no-op.
+    server.script("agg", "one two three")
+    settings = settings_for(spec(server, "agg"), Context())
+    completions = chat_model(settings).async_client  # type: ignore[attr-defined]
+    stream = await completions.create(
+        model="agg", messages=[{"role": "user", "content": "hi"}], stream=True
+    )
+    chunks = [chunk async for chunk in stream]
+    assert chunks and all(isinstance(c, dict) for c in chunks)
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert text == "one two three"
