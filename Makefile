@@ -12,11 +12,11 @@ ARGS ?=
 
 install:
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
-	$(UV) sync --frozen --extra local --extra serve --extra compare --no-dev
+	$(UV) sync --frozen --compile-bytecode --extra local --extra serve --extra compare --no-dev
 
 install-dev:
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
-	$(UV) sync --frozen --all-extras
+	$(UV) sync --frozen --compile-bytecode --all-extras
 
 run: install
 	$(UV) run --frozen --no-dev moa $(ARGS) "$(PROMPT)"

@@ -8,6 +8,8 @@ moa chat
 from __future__ import annotations
 
 import asyncio
+import atexit
+import gc
 import json
 import os
 import sys
@@ -255,6 +257,11 @@ COMMANDS = {"ask", "chat", "presets", "--help", "-h", "--version"}
 
 def main() -> None:
     """Entry point: ``moa PROMPT`` is short for ``moa ask PROMPT``."""
+    # Registered first, so it runs last of the exit handlers: with every object frozen, the
+    # interpreter's final garbage collection has nothing to walk. That collection went through
+    # the hundreds of thousands of objects LangChain, LangGraph and the SDKs create at import,
+    # and took 0.5-1.5 s of every run (docs/performance.md).
+    atexit.register(gc.freeze)
     args = sys.argv[1:] or ["--help"]
     if args and args[0] not in COMMANDS:
         args = ["ask", *args]
