@@ -16,8 +16,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import latency, memory, orchestration, stragglers
-from benchmarks.common import AGGREGATOR, PROPOSER, machine
+from benchmarks import latency, memory, orchestration, profile, startup, stragglers, streaming
+from benchmarks.common import (
+    AGGREGATOR,
+    PROPOSAL_TOKENS,
+    PROPOSER_DELAY,
+    PROPOSER_TTFT,
+    machine,
+)
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
@@ -28,44 +34,133 @@ def _ok(met: bool) -> str:
 
 def _latency_section(rows: list[dict[str, Any]]) -> list[str]:
     reps = rows[0]["reps"]
+    sizes = ", ".join(str(n) for n in PROPOSAL_TOKENS)
     out = [
-        "## 1-3. Latency against the limit and against a raw-asyncio baseline",
+        "## 1-3. The graph against the seed's approach, at real sizes",
         "",
-        f"Each proposer call streams {PROPOSER.tokens} tokens: the first after "
-        f"{PROPOSER.ttft * 1000:.0f} ms, then one every {PROPOSER.delay * 1000:.0f} ms "
-        f"({PROPOSER.total * 1000:.0f} ms in all). The aggregator streams {AGGREGATOR.tokens} "
-        f"tokens: the first after {AGGREGATOR.ttft * 1000:.0f} ms, then one every "
-        f"{AGGREGATOR.delay * 1000:.0f} ms ({AGGREGATOR.total * 1000:.0f} ms in all). "
-        "The fake server runs in its own process. The graph runs as `moa ask` runs it "
-        "(graph.astream through cli.run.run_turn, ChatTogether clients over HTTP); the baseline is "
-        "benchmarks/baseline.py (asyncio.gather over each layer's proposers with the `together` "
-        f"SDK, then a streamed aggregator call). Both sides alternate; {reps} repetitions each "
-        "after 2 warm-up queries; figures are medians.",
+        f"Proposer i writes the i-th of ({sizes}) tokens: the first after "
+        f"{PROPOSER_TTFT * 1000:.0f} ms, then one every {PROPOSER_DELAY * 1000:g} ms. The "
+        f"aggregator writes {AGGREGATOR.tokens} tokens: the first after "
+        f"{AGGREGATOR.ttft * 1000:.0f} ms, then one every {AGGREGATOR.delay * 1000:g} ms "
+        f"({AGGREGATOR.total * 1000:.0f} ms in all). A request that is not streamed gets the whole "
+        "answer when its last token would have come. The fake server runs in its own process.",
         "",
-        "*Layers* here are proposer layers: `Context.layers` counts the aggregator too (paper "
-        "convention), so (2, 4) is `Context(layers=3)` with 4 proposers.",
+        "- **graph**: as `moa ask` runs it (graph.astream with the CLI's four stream modes "
+        "through cli.run.run_turn, ChatTogether clients over HTTP); proposers are not streamed, "
+        "the answer is;",
+        "- **seed**: benchmarks/baseline.py, the seed's own approach: per layer, "
+        "`asyncio.gather` of non-streamed proposer calls with the `together` SDK "
+        "(`AsyncTogether.chat.completions.create`), each later layer getting the previous "
+        "answers in its system prompt, then one streamed aggregator call whose tokens are "
+        "handed to a callback.",
         "",
-        "limit = layers x proposer call + aggregator call; TTFT limit = layers x proposer call + "
-        "aggregator's time to first token.",
+        f"Same process, same server, alternating which goes first; {reps} queries each after 2 "
+        "warm-up queries; figures are medians. CPU is `time.process_time` of the client process "
+        "around each query. *Layers* are proposer layers (`Context.layers` counts the aggregator "
+        "too: (2, 4) is `Context(layers=3)` with 4 proposers).",
         "",
-        "| proposer layers, proposers | limit | graph wall | baseline wall "
-        "| 1. graph / limit (target <= 1.03) | 2. graph / baseline (target <= 1.03) "
-        "| 3. graph TTFT / TTFT limit (target <= 1.05) "
-        "| baseline / limit | baseline TTFT / limit |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| proposer layers, proposers | seed wall | graph wall | graph / seed wall "
+        "(target <= 1.05) | graph / seed time to first answer token (target <= 1.05) "
+        "| seed CPU | graph CPU | graph / seed CPU per query (target <= 1.5) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         layers, n = r["shape"]
         out.append(
-            f"| ({layers}, {n}) | {r['limit_s'] * 1000:.0f} ms | {r['graph_wall_s'] * 1000:.0f} ms "
-            f"| {r['baseline_wall_s'] * 1000:.0f} ms "
-            f"| {r['limit_ratio']:.3f} {_ok(r['limit_ratio'] <= 1.03)} "
-            f"| {r['baseline_ratio']:.3f} {_ok(r['baseline_ratio'] <= 1.03)} "
+            f"| ({layers}, {n}) | {r['seed_wall_s'] * 1000:.0f} ms "
+            f"| {r['graph_wall_s'] * 1000:.0f} ms "
+            f"| {r['wall_ratio']:.3f} {_ok(r['wall_ratio'] <= 1.05)} "
             f"| {r['ttft_ratio']:.3f} {_ok(r['ttft_ratio'] <= 1.05)} "
-            f"| {r['baseline_limit_ratio']:.3f} | {r['baseline_ttft_ratio']:.3f} |"
+            f"| {r['seed_cpu_s'] * 1000:.0f} ms | {r['graph_cpu_s'] * 1000:.0f} ms "
+            f"| {r['cpu_ratio']:.2f} {_ok(r['cpu_ratio'] <= 1.5)} |"
+        )
+    out += [
+        "",
+        "Against the latency limit (layers x the slowest proposer's call + the aggregator's "
+        "call; TTFT limit: layers x the slowest proposer's call + the aggregator's time to first "
+        "token), for both sides:",
+        "",
+        "| proposer layers, proposers | limit | graph / limit | seed / limit "
+        "| graph TTFT / TTFT limit | seed TTFT / TTFT limit |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        layers, n = r["shape"]
+        out.append(
+            f"| ({layers}, {n}) | {r['limit_s'] * 1000:.0f} ms | {r['limit_ratio']:.3f} "
+            f"| {r['seed_limit_ratio']:.3f} | {r['ttft_limit_ratio']:.3f} "
+            f"| {r['seed_ttft_limit_ratio']:.3f} |"
         )
     out.append("")
     return out
+
+
+def _streaming_section(r: dict[str, Any]) -> list[str]:
+    out = [
+        "## 6. What streaming costs, and nobody pays it when nobody reads the tokens",
+        "",
+        f"The workload of 1-3 at (2, 4), run five ways in one process, alternating, "
+        f"{r['reps']} queries each; CPU per query is the median of `time.process_time`. "
+        "Streamed requests are counted by the fake server (its record of each request's "
+        '`"stream"` field), for one query.',
+        "",
+        "| way | CPU per query | proposer requests streamed | aggregator request streamed |",
+        "|---|---|---|---|",
+    ]
+    for label, key in streaming.WAYS.items():
+        row = r["rows"][key]
+        out.append(
+            f"| {label} | {row['cpu_s'] * 1000:.0f} ms "
+            f"| {row['proposer_streamed']} of {row['proposer_requests']} "
+            f"| {'yes' if row['aggregator_streamed'] else 'no'} |"
+        )
+    per = r["per_token_s"]
+    out += [
+        "",
+        f"CPU per streamed answer token (streamed minus whole, over {AGGREGATOR.tokens} tokens): "
+        f"graph {per['graph'] * 1e6:.0f} us, seed {per['seed'] * 1e6:.0f} us.",
+        "",
+    ]
+    return out
+
+
+def _profile_section(r: dict[str, Any]) -> list[str]:
+    return [
+        "## 7. CPU profile of one query",
+        "",
+        f"cProfile over {r['queries']} queries of (1, 4) at real sizes after 2 warm-up queries, "
+        "divided by the number of queries (benchmarks/profile.py). Idle time (waiting in epoll) "
+        "is left out; cProfile inflates code that makes many small calls, so compare shares. "
+        "The profile before the changes of issue #10 is kept below this section.",
+        "",
+        *profile.render(r),
+    ]
+
+
+def _startup_section(r: dict[str, Any]) -> list[str]:
+    share = r["project_share_s"]
+    return [
+        "## 8. Start-up",
+        "",
+        "Wall time of a fresh `moa` process answering one question (1 proposer layer x 2 "
+        "proposers) to zero-latency models on the fake server, median of "
+        f"{r['reps']} runs (benchmarks/startup.py).",
+        "",
+        "| figure | value | target |",
+        "|---|---|---|",
+        f"| bytecode cached (`uv sync --compile-bytecode`, the Makefile's install) "
+        f"| {r['warm_s']:.2f} s | |",
+        f"| no bytecode, none written (an install without compiled bytecode, with "
+        f"PYTHONDONTWRITEBYTECODE set) | {r['cold_s']:.2f} s | what the Makefile avoids |",
+        f"| of the cached run: the interpreter starting (`python -c pass`) "
+        f"| {r['interpreter_s']:.2f} s | |",
+        f"| of the cached run: importing other packages (`-X importtime`) "
+        f"| {r['third_party_imports_s']:.2f} s | |",
+        f"| of the cached run: the project's own share (the rest: its modules, settings, "
+        f"clients, graph, query, output, exit) | {share:.2f} s | <= 0.5 s: {_ok(share <= 0.5)} |",
+        f"| of which importing the project's own modules | {r['own_imports_s']:.2f} s | |",
+        "",
+    ]
 
 
 def _orchestration_section(r: dict[str, Any]) -> list[str]:
@@ -93,7 +188,8 @@ def _stragglers_section(r: dict[str, Any]) -> list[str]:
     out = [
         "## 5. Stragglers: wait for all against the quorum",
         "",
-        f"Every proposer call takes {PROPOSER.total * 1000:.0f} ms, or {stragglers.TAIL_X:g}x as "
+        f"Every proposer call writes {stragglers.PROPOSER.tokens} tokens "
+        f"({stragglers.PROPOSER.total * 1000:.0f} ms), or takes {stragglers.TAIL_X:g}x as "
         f"long with a {stragglers.TAIL_P:.0%} chance (drawn per request by the server, seeded); "
         f"the aggregator's call is a fixed {stragglers.AGGREGATOR_S * 1000:.0f} ms. 2 proposer "
         f"layers x 4 proposers, {r['queries']} queries per policy, the policies' queries "
@@ -111,7 +207,8 @@ def _stragglers_section(r: dict[str, Any]) -> list[str]:
             f"| {row['p95_ratio']:.2f}{target} | {row['mean_proposals_per_layer']:.2f} "
             f"| {row['cancelled_calls']} | {row['server_disconnects']} |"
         )
-    base, slow = PROPOSER.total, PROPOSER.total * stragglers.TAIL_X
+    base = stragglers.PROPOSER.total
+    slow = base * stragglers.TAIL_X
     agg = stragglers.AGGREGATOR_S
     best_ratio = (slow + base + agg) / (2 * slow + agg)
     out += [
@@ -162,7 +259,10 @@ def _memory_section(r: dict[str, Any]) -> list[str]:
 # adds one line here.
 Section = tuple[Callable[[bool], Any], Callable[[Any], list[str]]]
 SECTIONS: dict[str, Section] = {
-    "latency": (lambda quick: latency.run(reps=3 if quick else 7), _latency_section),
+    "latency": (lambda quick: latency.run(reps=3 if quick else 9), _latency_section),
+    "streaming": (lambda quick: streaming.run(reps=3 if quick else 9), _streaming_section),
+    "profile": (lambda quick: profile.run(queries=3 if quick else 8), _profile_section),
+    "startup": (lambda quick: startup.run(reps=2 if quick else 5), _startup_section),
     "orchestration": (
         lambda quick: orchestration.run(blocks=3 if quick else 7),
         _orchestration_section,

@@ -41,7 +41,7 @@ from typing import Any
 
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AnyMessage, BaseMessage
+from langchain_core.messages import AIMessage, AnyMessage, BaseMessage
 from langchain_core.runnables import RunnableConfig, ensure_config
 from langchain_core.runnables.config import merge_configs
 
@@ -73,7 +73,7 @@ class StreamBrokenError(Exception):
 @dataclass
 class CallResult:
     text: str
-    message: BaseMessage
+    message: AIMessage
     attempts: int
     latency_s: float
     # Time to the first answer text the caller could see, from the start of the attempt that
@@ -200,7 +200,7 @@ class _Watch(BaseCallbackHandler):
         self.chunks = 0
         self.first_s: float | None = None
 
-    def on_llm_new_token(self, token: str, **kwargs: Any) -> None:
+    def on_llm_new_token(self, token: str | list[str | dict[str, Any]], **kwargs: Any) -> None:
         if token:
             self.chunks += 1
             if self.first_s is None:
@@ -209,7 +209,7 @@ class _Watch(BaseCallbackHandler):
 
 async def _attempt(
     model: BaseChatModel, messages: Sequence[AnyMessage], tags: list[str], watch: _Watch
-) -> BaseMessage:
+) -> AIMessage:
     # The node's config (LangGraph's callbacks, with the stream_mode="messages" handler when
     # someone streams) with this call's tags and the watcher added.
     config: RunnableConfig = merge_configs(ensure_config({"tags": tags}), {"callbacks": [watch]})
