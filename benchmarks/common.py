@@ -178,6 +178,17 @@ class InstantChatModel(BaseChatModel):
         message = AIMessage(content=self.reply, usage_metadata=self._usage())
         return ChatResult(generations=[ChatGeneration(message=message)])
 
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        # Without it LangChain runs _generate in a worker thread: a real provider's client
+        # answers on the event loop, so the fake must too.
+        return self._generate(messages, stop, **kwargs)
+
     def _stream(
         self,
         messages: list[BaseMessage],

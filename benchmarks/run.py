@@ -197,7 +197,7 @@ def _stragglers_section(r: dict[str, Any]) -> list[str]:
         "CPU adds the same few hundred ms to every policy).",
         "",
         "| policy | p50 | p95 | p95 / wait-all p95 (target <= 0.6) | proposals used per layer "
-        "| calls cancelled | of those, closed at the server mid-answer |",
+        "| calls cancelled | of those, seen closed by the server before it had answered |",
         "|---|---|---|---|---|---|---|",
     ]
     for name, row in r["policies"].items():
@@ -215,7 +215,7 @@ def _stragglers_section(r: dict[str, Any]) -> list[str]:
         "",
         "What the distribution allows (no overhead): with wait-for-all a layer is slow when any of "
         f"its 4 calls is (p = 1 - 0.8^4 = 59%), so more than 5% of queries have two slow layers "
-        f"and p95 = 2 x {slow:g} + {agg:g} = {2 * slow + agg:.1f} s. With a quorum of 3 a layer "
+        f"and p95 = 2 x {slow:.2f} + {agg:g} = {2 * slow + agg:.1f} s. With a quorum of 3 a layer "
         "is slow only when 2+ of its 4 calls are (18%): p95 = one slow layer = "
         f"{slow + base + agg:.1f} s + grace, a ratio of {best_ratio:.2f}: "
         "0.6 is out of reach for 3 of 4 on this distribution, whatever the implementation. "
