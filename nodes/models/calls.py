@@ -210,9 +210,11 @@ class _Watch(BaseCallbackHandler):
 async def _attempt(
     model: BaseChatModel, messages: Sequence[AnyMessage], tags: list[str], watch: _Watch
 ) -> AIMessage:
-    # The node's config (LangGraph's callbacks, with the stream_mode="messages" handler when
-    # someone streams) with this call's tags and the watcher added.
-    config: RunnableConfig = merge_configs(ensure_config({"tags": tags}), {"callbacks": [watch]})
+    config: RunnableConfig = {"tags": tags}
+    if model.disable_streaming is not True:  # it may stream: watch its tokens
+        # The node's config (LangGraph's callbacks, with the stream_mode="messages" handler
+        # when someone streams) with the watcher added. Only here: it costs ~0.1 ms a call.
+        config = merge_configs(ensure_config(config), {"callbacks": [watch]})
     message = await model.ainvoke(list(messages), config)
     if not _finished(model, message):
         raise StreamBrokenError("the answer ended before the model said it was done")
