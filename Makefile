@@ -33,6 +33,6 @@ unit: install-dev
 
 test: lint typecheck unit
 
-# All benchmarks against the fake server; writes benchmarks/RESULTS.md (about 6 minutes).
+# All benchmarks against the fake server; writes benchmarks/RESULTS.md (about 15 minutes).
 bench: install-dev
 	$(UV) run --frozen python -m benchmarks.run

@@ -1,6 +1,6 @@
 """Run every benchmark and write benchmarks/RESULTS.md.
 
-.venv/bin/python -m benchmarks.run                 (every section; about 6 minutes on 2 cores)
+.venv/bin/python -m benchmarks.run                 (every section; about 15 minutes on 2 cores)
 .venv/bin/python -m benchmarks.run latency memory  (those sections only)
 .venv/bin/python -m benchmarks.run --quick         (fewer repetitions; prints, writes nothing)
 """

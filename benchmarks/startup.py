@@ -1,4 +1,4 @@
-"""Start-up: how long ``moa`` takes to answer a question to zero-latency models, and whose time.
+"""Start-up: the time a fresh ``moa`` takes to answer zero-latency models, and whose it is.
 
 Each figure is the wall time of a fresh ``moa`` process (the installed command, as a user runs
 it) answering one question: 1 proposer layer x 2 proposers and an aggregator, served by the fake

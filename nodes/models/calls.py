@@ -4,8 +4,8 @@ Streamed only when someone reads the tokens. The call is ``model.ainvoke``: Lang
 when a streaming consumer is attached (LangGraph's ``stream_mode="messages"`` handler) and the
 model allows it (``disable_streaming`` unset; proposers get a copy that sets it, see
 nodes/models/cache.py), and otherwise makes one non-streamed request. A streamed token costs the
-client ~0.3 ms of CPU through the SDK and LangChain; a non-streamed answer of 500 tokens costs
-about as much as one token (docs/performance.md).
+client ~0.3 ms of CPU through the SDK and LangChain; a whole 500-token answer not streamed costs
+about as much as a handful of streamed tokens (docs/performance.md).
 
 This is the project's only retry layer (clients are built with ``max_retries=0`` and the graph's
 nodes have no retry policy), so ``max_attempts`` is the number of requests a call really makes.
