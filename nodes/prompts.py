@@ -10,6 +10,7 @@ the model that references are untrusted data.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 
@@ -46,6 +47,13 @@ def _defuse(text: str) -> str:
 
 def format_references(texts: Sequence[str]) -> str:
     """Number and fence each reference; the result replaces ``{references}`` in the prompt."""
+    return _fenced(tuple(texts))
+
+
+# Every proposer of a layer gets the same references: fence them once (~15 us per reference).
+# The key is the tuple of the same string objects, whose hashes Python keeps: a lookup is cheap.
+@functools.lru_cache(maxsize=16)
+def _fenced(texts: tuple[str, ...]) -> str:
     blocks = [
         f'<reference id="{i}">\n{_defuse(text).strip()}\n</reference>'
         for i, text in enumerate(texts, start=1)
