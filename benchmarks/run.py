@@ -243,8 +243,9 @@ def _memory_section(r: dict[str, Any]) -> list[str]:
         "",
         "Peak RSS (`ru_maxrss`) of a child process calling the CLI's `ask` command (the function "
         "`moa ask` runs: config file, preflight, a new event loop per query, the graph streamed "
-        "with progress). Zero-latency models through the real clients: ChatTogether over HTTP to "
-        "the fake server (in a third process, so its request records do not count); "
+        "with progress). Zero-latency models at real sizes (400-token proposals, a 500-token "
+        "answer) through the real clients: ChatTogether over HTTP to the fake server (in a third "
+        "process, so its request records do not count); "
         f"{memory.LAYERS} proposer layer x {memory.PROPOSERS} proposers (kept small so that "
         f"1,000 queries fit the time budget), quorum {memory.QUORUM} on.",
         "",
