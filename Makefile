@@ -1,25 +1,40 @@
 # Two commands do all the set-up on a fresh machine (Python 3.11+ and make are all it needs):
 #   make run PROMPT="What are some fun things to do in SF?"   install, then answer with MoA
 #   make test                                                  install, then lint, type-check, test
-# uv comes from PyPI when it is not on PATH. The first install compiles llama.cpp (local extra):
-# several minutes on 2 cores, cached afterwards.
+# uv is used when it is on PATH; otherwise it is installed from PyPI into .tools/ (a venv of its
+# own, so a system Python that refuses pip installs (PEP 668) works too).
+# Without TOGETHER_API_KEY, `make run` answers with the embedded local model, whose first install
+# compiles llama.cpp (a C/C++ compiler is needed; several minutes on 2 cores, cached afterwards).
+# With the key set, the local model is not installed and nothing is compiled.
 
-UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
+TOOLS := .tools
+UV := $(shell command -v uv 2>/dev/null || echo $(TOOLS)/bin/uv)
 PROMPT ?= What are some fun things to do in San Francisco?
 ARGS ?=
+LOCAL := $(if $(TOGETHER_API_KEY),,--extra local)
 
-.PHONY: run test lint typecheck unit install install-dev bench
+.PHONY: run test lint typecheck unit install install-dev bench uv compiler
 
-install:
-	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
-	$(UV) sync --frozen --compile-bytecode --extra local --extra serve --extra compare --no-dev
+uv:
+	@$(UV) --version >/dev/null 2>&1 || { \
+	  python3 -m venv $(TOOLS) >/dev/null 2>&1 && $(TOOLS)/bin/python -m pip install --quiet uv; \
+	} || { echo "make: cannot install uv: install it (https://docs.astral.sh/uv/) or python3-venv (apt install python3-venv), then retry" >&2; exit 1; }
 
-install-dev:
-	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+# The local model's llama.cpp is compiled from source: say what is missing before pip fails.
+compiler:
+	@if [ -n "$(LOCAL)" ] && ! command -v c++ >/dev/null 2>&1 && ! command -v g++ >/dev/null 2>&1 && ! command -v clang++ >/dev/null 2>&1; then \
+	  echo "make: the embedded local model needs a C/C++ compiler to build llama.cpp: install one (apt install build-essential, or xcode-select --install), or set TOGETHER_API_KEY to use Together's models instead" >&2; exit 1; \
+	fi
+
+install: uv compiler
+	$(UV) sync --frozen --compile-bytecode --no-dev $(LOCAL) --extra serve --extra compare
+
+install-dev: uv
+	@$(MAKE) --no-print-directory compiler LOCAL=--extra-local
 	$(UV) sync --frozen --compile-bytecode --all-extras
 
 run: install
-	$(UV) run --frozen --no-dev moa $(ARGS) "$(PROMPT)"
+	$(UV) run --frozen --no-sync moa $(ARGS) "$(PROMPT)"
 
 lint: install-dev
 	$(UV) run --frozen ruff check .
@@ -33,6 +48,8 @@ unit: install-dev
 
 test: lint typecheck unit
 
-# All benchmarks against the fake server; writes benchmarks/RESULTS.md (about 15 minutes).
+# All benchmarks against the fake server; writes benchmarks/RESULTS.md (about 15 minutes). One section:
+#   make bench SECTIONS=latency
+SECTIONS ?=
 bench: install-dev
-	$(UV) run --frozen python -m benchmarks.run
+	$(UV) run --frozen python -m benchmarks.run $(SECTIONS)

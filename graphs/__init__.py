@@ -1,5 +1,22 @@
-"""Mixture-of-Agents graph wiring. Import ``build_moa_graph`` or the compiled ``graph``."""
+"""Mixture-of-Agents graph wiring: ``build_moa_graph``, the compiled ``graph``, and the ways to
+compose it into your own agent (``moa_node``, ``moa_tool``, ``ChatMoA``, in compose.py)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from langgraph_moa.graphs.moa import build_moa_graph, graph
 
-__all__ = ["build_moa_graph", "graph"]
+if TYPE_CHECKING:
+    from langgraph_moa.graphs.compose import ChatMoA, moa_node, moa_tool
+
+__all__ = ["ChatMoA", "build_moa_graph", "graph", "moa_node", "moa_tool"]
+
+
+def __getattr__(name: str) -> Any:
+    # compose.py pulls in LangChain's tools and chat-model machinery: imported on first use.
+    if name in ("ChatMoA", "moa_node", "moa_tool"):
+        from langgraph_moa.graphs import compose
+
+        return getattr(compose, name)
+    raise AttributeError(f"module 'langgraph_moa.graphs' has no attribute {name!r}")

@@ -1,7 +1,8 @@
 """Mixture-of-Agents wiring: START -> propose* -> join -> (propose* -> join)... -> aggregate.
 
 Each layer fans out one ``propose`` task per proposer with ``Send``; all tasks of a layer run in
-the same superstep and ``join`` runs once they all have finished.
+the same superstep and ``join`` runs once they all have finished. ``build_moa_graph(unroll=ctx)``
+draws the same nodes as one node per proposer per layer instead (graphs/unrolled.py).
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Send
 
+from langgraph_moa.graphs.adapt import adapt
 from langgraph_moa.graphs.state import MoAInput, MoAOutput, MoAState
+from langgraph_moa.graphs.unrolled import unroll as add_unrolled
 from langgraph_moa.nodes.aggregate import aggregate
-from langgraph_moa.nodes.context import Context, resolve_context
+from langgraph_moa.nodes.context import Context, load_preset, resolve_context
 from langgraph_moa.nodes.join import join
 from langgraph_moa.nodes.propose import propose, proposer_tasks
 
@@ -38,18 +41,28 @@ async def next_layer(state: MoAState, runtime: Runtime[Context]) -> Next:
     return [Send("propose", t) for t in tasks]
 
 
-def build_moa_graph() -> StateGraph[MoAState, Context, MoAInput, MoAOutput]:
-    """The uncompiled MoA graph: compile it with your own checkpointer, store and name."""
+def build_moa_graph(
+    context: Context | str | None = None, *, unroll: Context | None = None
+) -> StateGraph[MoAState, Context, MoAInput, MoAOutput]:
+    """The uncompiled MoA graph: compile it with your own checkpointer, store and name.
+
+    ``context``: the settings of runs that bring none (a Context or a preset name); by default
+    the default preset. ``unroll``: draw and run this Context's mixture with one node per
+    proposer per layer (graphs/unrolled.py).
+    """
+    default = load_preset(context) if isinstance(context, str) else context
     builder = StateGraph(
         MoAState, context_schema=Context, input_schema=MoAInput, output_schema=MoAOutput
     )
-    # mypy cannot match a Send-payload input (ProposeTask) to StateGraph's node overloads.
-    builder.add_node("propose", propose)  # type: ignore[call-overload]
-    builder.add_node("join", join)
-    builder.add_node("aggregate", aggregate)
-    builder.add_conditional_edges(START, first_layer, ["propose", "aggregate"])
+    if unroll is not None:
+        add_unrolled(builder, unroll)
+        return builder
+    builder.add_node("propose", adapt(propose, default))
+    builder.add_node("join", adapt(join, default))
+    builder.add_node("aggregate", adapt(aggregate, default))
+    builder.add_conditional_edges(START, adapt(first_layer, default), ["propose", "aggregate"])
     builder.add_edge("propose", "join")
-    builder.add_conditional_edges("join", next_layer, ["propose", "aggregate"])
+    builder.add_conditional_edges("join", adapt(next_layer, default), ["propose", "aggregate"])
     builder.add_edge("aggregate", END)
     return builder
 

@@ -2,39 +2,52 @@
 
 The package is laid out the way the method reads:
 
-- ``langgraph_moa.graphs``: the wiring (``build_moa_graph``, the compiled ``graph``, its state);
+- ``langgraph_moa.graphs``: the wiring (``build_moa_graph``, the compiled ``graph``, its state)
+  and the ways to compose it into your own agent (``moa_node``, ``moa_tool``, ``ChatMoA``);
 - ``langgraph_moa.nodes``: the nodes (propose, join, aggregate), the prompt and the settings
   (``Context``), with the machinery of calling models in ``langgraph_moa.nodes.models``;
-- ``langgraph_moa.apps``: what users run (the ``moa`` command);
+- ``langgraph_moa.apps``: what users run (the ``moa`` command and its subcommands);
 - ``langgraph_moa.testing``: a fake OpenAI-compatible server for tests and benchmarks.
+
+The names below are imported on first use, so ``import langgraph_moa.apps...`` stays quick.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
-from langgraph_moa.nodes import Context, MoAError, ModelSpec, load_preset, preset_names
-
 if TYPE_CHECKING:
-    from langgraph_moa.graphs import build_moa_graph, graph
+    from langgraph_moa.graphs import ChatMoA, build_moa_graph, graph, moa_node, moa_tool
+    from langgraph_moa.nodes import Context, MoAError, ModelSpec, load_preset, preset_names
 
-
-def __getattr__(name: str) -> Any:
-    # The graph on first use (PEP 562): importing it imports LangGraph (~2 s on 2 cores), which
-    # `moa --help`, `moa presets` and a bad flag do not need.
-    if name in ("build_moa_graph", "graph"):
-        from langgraph_moa import graphs
-
-        return getattr(graphs, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
+_WHERE = {
+    "ChatMoA": "langgraph_moa.graphs",
+    "build_moa_graph": "langgraph_moa.graphs",
+    "graph": "langgraph_moa.graphs",
+    "moa_node": "langgraph_moa.graphs",
+    "moa_tool": "langgraph_moa.graphs",
+    "Context": "langgraph_moa.nodes",
+    "MoAError": "langgraph_moa.nodes",
+    "ModelSpec": "langgraph_moa.nodes",
+    "load_preset": "langgraph_moa.nodes",
+    "preset_names": "langgraph_moa.nodes",
+}
 __all__ = [
+    "ChatMoA",
     "Context",
     "MoAError",
     "ModelSpec",
     "build_moa_graph",
     "graph",
     "load_preset",
+    "moa_node",
+    "moa_tool",
     "preset_names",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(_WHERE[name]), name)
+    raise AttributeError(f"module 'langgraph_moa' has no attribute {name!r}")

@@ -15,9 +15,17 @@ import re
 from functools import lru_cache
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from langgraph_moa.nodes.errors import ConfigError
+from langgraph_moa.nodes.history import ToolHistory
 from langgraph_moa.nodes.presets import default_preset_name, read_settings
 from langgraph_moa.nodes.prompts import AGGREGATION_PROMPT
 
@@ -27,7 +35,8 @@ MODEL_NAME = re.compile(r"^(?P<provider>[a-z][a-z0-9_\-]*):(?P<name>\S.*)$")
 class ModelSpec(BaseModel):
     """One model endpoint. A bare string ``"provider:model"`` is accepted wherever a spec is."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # allow_inf_nan=False: a duration of inf (or nan) would wait forever.
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     model: str = Field(
         description="Model named 'provider:model', e.g. 'together:Qwen/Qwen2.5-72B-Instruct-Turbo'."
@@ -97,7 +106,8 @@ class Context(BaseModel):
     So ``Context()`` is the default preset, and ``Context(layers=1)`` its aggregator alone.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: every duration is finite (inf or nan would wait forever).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     proposers: list[ModelSpec] = Field(
         default_factory=list,
@@ -177,11 +187,37 @@ class Context(BaseModel):
         description="Seconds a layer still waits for its other proposers after the quorum-th "
         "answer arrived (only with quorum).",
     )
+    tool_history: ToolHistory = Field(
+        default="as_text",
+        description="What proposers and the aggregator see of tool calls and tool results in "
+        "the conversation (a parent agent's history): 'as_text' renders them as plain text, "
+        "'drop' leaves them out. Either way they see text turns ending with the user's "
+        "(nodes/history.py).",
+    )
+    # 30 s: a healthy model that is only slower than its siblings still finishes (512 tokens at
+    # ~20 tokens/s take ~25 s), while a hung one costs 30 s instead of 3 x 120 s + backoff.
+    # "Twice its siblings' time" keeps a call that queued behind them on one server (Ollama,
+    # llama.cpp, the local pool) and so ends about one sibling-time later.
+    straggler_grace: float | None = Field(
+        default=30.0,
+        gt=0,
+        description="Once every other proposer of a layer has finished (and at least "
+        "min_proposals answered), the last one may run this many seconds more, or twice as long "
+        "as its siblings took if that is longer; then it is cancelled and recorded with kind "
+        "'straggler'. Bounds what one hung provider costs a question. None (false in TOML) "
+        "never cuts it.",
+    )
     aggregation_prompt: str = Field(
         default=AGGREGATION_PROMPT,
         description="System prompt given to later-layer proposers and the aggregator; "
         "'{references}' is replaced by the numbered previous-layer responses.",
     )
+
+    @field_validator("straggler_grace", mode="before")
+    @classmethod
+    def _grace_off(cls, value: Any) -> Any:
+        # TOML has no null: `straggler_grace = false` turns the cut off.
+        return None if value is False else value
 
     @model_validator(mode="before")
     @classmethod
@@ -263,17 +299,24 @@ def build_context(data: dict[str, Any], source: str = "context") -> Context:
 
 
 def explain(exc: ValidationError) -> str:
-    parts = []
+    """One line for a validation error: each problem as ``field: what is wrong``."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in loc)}: {msg}" if loc else msg for loc, msg in problems(exc)
+    )
+
+
+def problems(exc: ValidationError) -> list[tuple[tuple[str | int, ...], str]]:
+    """Each problem of a validation error as (location, message); whole-context checks have no
+    location (their message names the fields)."""
+    found = []
     for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             # A misspelt setting: say which names exist (a model's own, or the run's).
             fields = ModelSpec.model_fields if len(err["loc"]) > 1 else Context.model_fields
             msg = f"unknown setting; allowed: {', '.join(fields)}"
-        # Whole-context checks have no location; their message names the fields.
-        parts.append(f"{where}: {msg}" if where else msg)
-    return "; ".join(parts)
+        found.append((tuple(err["loc"]), msg))
+    return found
 
 
 @lru_cache(maxsize=32)
@@ -282,12 +325,31 @@ def load_preset(name_or_path: str) -> Context:
     return build_context(read_settings(name_or_path), name_or_path)
 
 
-def resolve_context(value: Any) -> Context:
-    """What a node sees: the context given to the run, or the default preset when none was."""
+# The field of a parent graph's own context that may carry MoA's settings.
+PARENT_FIELD = "moa"
+
+
+def resolve_context(value: Any, default: Context | None = None) -> Context:
+    """The settings of a run, from whatever context it was given.
+
+    - a ``Context``, or a dict with its fields (the LangGraph server passes dicts): used as is;
+    - a preset name: that preset;
+    - a parent graph's own context (any object or dict with no ``Context`` field): its ``moa``
+      field (attribute or key) if it has one, holding any of the above; else ``default``;
+    - nothing (None, or the empty dict Studio sends): ``default``.
+
+    ``default`` is the graph's own (``build_moa_graph(context=...)``), else the default preset.
+    """
     if isinstance(value, Context):
         return value
-    if not value:  # None, or the empty context LangGraph Studio sends by default
-        return load_preset(default_preset_name())
-    if isinstance(value, dict):
+    if isinstance(value, str):
+        return load_preset(value)
+    if isinstance(value, dict) and Context.model_fields.keys() & value.keys():
+        # Validated strictly: a misspelt field next to real ones is an error, not ignored.
         return build_context(value)
-    raise ConfigError(f"context must be a Context or a dict, not {type(value).__name__}")
+    nested = (
+        value.get(PARENT_FIELD) if isinstance(value, dict) else getattr(value, PARENT_FIELD, None)
+    )
+    if nested is not None:
+        return resolve_context(nested, default)
+    return default if default is not None else load_preset(default_preset_name())

@@ -18,6 +18,7 @@ ErrorKind = Literal[
     "deadline",  # missed Context.layer_deadline (retries and waits included)
     "context",  # the prompt does not fit the model's context window (nothing sent)
     "cancelled",  # cut by the layer's straggler quorum (nodes/models/quorum.py)
+    "straggler",  # the last of its layer, cut after Context.straggler_grace (models/quorum.py)
     "other",  # anything else (the message says what)
 ]
 """Why a model call failed: records, call errors and the CLI all use these names."""
@@ -78,6 +79,11 @@ class ProposeTask(TypedDict):
     references: list[str] | None  # the previous layer's answers (join node), None in layer 1
 
 
+def failure_note(message: str, attempts: int, latency_s: float) -> str:
+    """A failure as users see it: why, how many attempts, and the real time spent in all."""
+    return f"{message} ({attempts} attempt{'s' if attempts != 1 else ''}, {latency_s:.1f} s)"
+
+
 def usage_of(message: Any) -> Usage | None:
     """Token usage reported with a LangChain message, if any."""
     meta = getattr(message, "usage_metadata", None)
@@ -108,3 +114,13 @@ def usage_by_model(
         for key in ("input_tokens", "output_tokens", "total_tokens"):
             row[key] += int(usage[key]) if usage else 0
     return totals
+
+
+def total_usage(layers: list[list[Proposal]], answer: Answer | None) -> Usage:
+    """Tokens of every call of a run (every proposer of every layer + the aggregator)."""
+    rows = usage_by_model(layers, answer).values()
+    return Usage(
+        input_tokens=sum(r["input_tokens"] for r in rows),
+        output_tokens=sum(r["output_tokens"] for r in rows),
+        total_tokens=sum(r["total_tokens"] for r in rows),
+    )

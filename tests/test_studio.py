@@ -18,6 +18,7 @@ import pytest
 from conftest import ROOT
 from langgraph_sdk import get_sync_client
 
+from langgraph_moa.nodes.context import load_preset
 from langgraph_moa.testing.fake_openai import FakeOpenAIServer
 
 URL = re.compile(r"API: \S*?(http://127\.0\.0\.1:\d+)")
@@ -98,6 +99,13 @@ def test_studio_renders_and_streams_the_answer(studio: str, server: FakeOpenAISe
     (assistant,) = client.assistants.search(graph_id="moa")
     drawn = client.assistants.get_graph(assistant["assistant_id"])
     assert {"propose", "join", "aggregate"} <= {n["id"] for n in drawn["nodes"]}
+    # Beside it, the default preset's mixture unrolled: a node per proposer, a join per layer.
+    (unrolled,) = client.assistants.search(graph_id="moa-unrolled")
+    nodes = {n["id"] for n in client.assistants.get_graph(unrolled["assistant_id"])["nodes"]}
+    together = load_preset("together")
+    assert nodes == {"__start__", "__end__", "aggregate", "join layer 1"} | {
+        f"layer 1 · {s.name.rsplit('/', 1)[-1]}" for s in together.proposers
+    }
 
     tokens: list[str] = []
     final = None

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from langchain_core.messages import AnyMessage
 
 from langgraph_moa.nodes.context import Context
+from langgraph_moa.nodes.history import model_view
 from langgraph_moa.nodes.models.budget import fit_request
 from langgraph_moa.nodes.models.cache import chat_model
 from langgraph_moa.nodes.models.calls import CallFailedError, CallResult, OnRetry, call_model
@@ -37,8 +38,10 @@ async def ask_model(
     ``ProviderError`` when the model cannot be built (unknown provider, missing key).
     """
     model = chat_model(settings, stream=stream)
+    # Text turns only, by the context's policy for tool calls and results (nodes/history.py).
+    conversation = model_view(messages, ctx.tool_history)
     # Fitted to the model's context window; raises (kind "context") when nothing fits.
-    request = fit_request(settings, model, messages, references, ctx.aggregation_prompt)
+    request = fit_request(settings, model, conversation, references, ctx.aggregation_prompt)
     result = await call_model(
         model,
         request,

@@ -1,0 +1,263 @@
+"""MoA inside your own agent, the ways LangGraph users compose: a node, a tool, a chat model.
+
+(As a subgraph needs nothing more: ``parent.add_node("moa", build_moa_graph(...).compile())``.)
+
+- ``moa_node(question=..., answer=...)``: a node over your own state: reads the question from a
+  key you name, writes the answer (and optionally the per-layer records) to keys you name;
+- ``moa_tool()``: a tool a tool-calling agent may decide to use for a hard question;
+- ``ChatMoA()``: a ``BaseChatModel`` that runs the mixture, wherever a chat model goes.
+
+Each runs its own compiled MoA graph built with the settings given here (a ``Context``, a preset
+name, or None for the default preset); a run inside a parent graph may still override them
+through a ``moa`` field of the parent's context (``resolve_context``). All work sync and async.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from typing import Any
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
+from langchain_core.messages.ai import UsageMetadata
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.tools import BaseTool, StructuredTool
+from langgraph._internal._runnable import RunnableCallable
+from langgraph.graph.state import CompiledStateGraph
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+
+from langgraph_moa.graphs.moa import build_moa_graph
+from langgraph_moa.nodes.aggregate import ANSWER_TAG
+from langgraph_moa.nodes.context import Context
+from langgraph_moa.nodes.records import total_usage
+
+Settings = Context | str | None
+Graph = CompiledStateGraph[Any, Any, Any, Any]
+
+
+def _compiled(context: Settings, name: str) -> Graph:
+    return build_moa_graph(context).compile(name=name)
+
+
+def _answer(final: Mapping[str, Any]) -> str:
+    return str(final["messages"][-1].text)
+
+
+def _usage(final: Mapping[str, Any]) -> UsageMetadata:
+    usage = total_usage(final.get("layers", []), final.get("answer"))
+    return UsageMetadata(
+        input_tokens=usage["input_tokens"],
+        output_tokens=usage["output_tokens"],
+        total_tokens=usage["total_tokens"],
+    )
+
+
+# --- a node over your own state ---------------------------------------------------------------
+
+
+def _read(state: Any, key: str) -> Any:
+    return state[key] if isinstance(state, Mapping) else getattr(state, key)
+
+
+def moa_node(
+    *,
+    question: str = "question",
+    answer: str = "answer",
+    layers: str | None = None,
+    context: Settings = None,
+) -> RunnableCallable:
+    """A node that asks MoA ``state[question]`` and writes ``state[answer]``.
+
+    ``state[question]`` is a string or a list of messages (a conversation). ``layers``, if set,
+    names the key that receives the per-layer proposal records (nodes/records.py).
+    """
+    graph = _compiled(context, "moa")
+
+    def inputs(state: Any) -> dict[str, Any]:
+        value = _read(state, question)
+        messages = [HumanMessage(value)] if isinstance(value, str) else list(value)
+        return {"messages": messages}
+
+    def outputs(final: Mapping[str, Any]) -> dict[str, Any]:
+        update: dict[str, Any] = {answer: _answer(final)}
+        if layers is not None:
+            update[layers] = final.get("layers", [])
+        return update
+
+    async def amoa(state: Any) -> dict[str, Any]:
+        return outputs(await graph.ainvoke(inputs(state)))
+
+    def moa(state: Any) -> dict[str, Any]:
+        return outputs(graph.invoke(inputs(state)))
+
+    return RunnableCallable(moa, amoa, name="moa")
+
+
+# --- a tool ------------------------------------------------------------------------------------
+
+TOOL_DESCRIPTION = (
+    "Consult a mixture of several language models on a hard question: they each answer, then "
+    "one synthesizes their answers into a better one. Slower and costlier than answering "
+    "yourself; use it for questions where quality matters. Pass the full, self-contained "
+    "question: the models see nothing else of the conversation."
+)
+
+
+class _ToolArgs(BaseModel):
+    question: str = Field(description="The complete, self-contained question to answer.")
+
+
+def moa_tool(
+    context: Settings = None,
+    *,
+    name: str = "ask_mixture_of_models",
+    description: str = TOOL_DESCRIPTION,
+) -> BaseTool:
+    """MoA as a tool: takes ``question``, returns the mixture's answer as text."""
+    graph = _compiled(context, name)
+
+    async def ask(question: str) -> str:
+        return _answer(await graph.ainvoke({"messages": [HumanMessage(question)]}))
+
+    def ask_sync(question: str) -> str:
+        return _answer(graph.invoke({"messages": [HumanMessage(question)]}))
+
+    return StructuredTool.from_function(
+        func=ask_sync, coroutine=ask, name=name, description=description, args_schema=_ToolArgs
+    )
+
+
+# --- a chat model ------------------------------------------------------------------------------
+
+
+class ChatMoA(BaseChatModel):
+    """A chat model whose every answer is a Mixture-of-Agents run.
+
+    Streams the aggregator's tokens; ``usage_metadata`` adds up every call of the run;
+    ``response_metadata`` names the model that wrote the answer and carries the run's
+    per-layer records (``moa_layers``). ``stop`` sequences are not supported and ignored.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    context: Settings = Field(
+        default=None, description="A Context, a preset name, or None for the default preset."
+    )
+    _graph: Graph | None = PrivateAttr(default=None)
+
+    @property
+    def _llm_type(self) -> str:
+        return "mixture-of-agents"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        context = self.context
+        return {"context": context.model_dump() if isinstance(context, Context) else context}
+
+    def _moa(self) -> Graph:
+        if self._graph is None:
+            self._graph = _compiled(self.context, "chat-moa")
+        return self._graph
+
+    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> Any:
+        raise NotImplementedError(
+            "ChatMoA cannot call tools yet: its proposers and aggregator answer in text. "
+            "Give your agent MoA as a tool instead (moa_tool()), or use ChatMoA without tools."
+        )
+
+    @staticmethod
+    def _message(final: Mapping[str, Any]) -> AIMessage:
+        return AIMessage(
+            content=_answer(final),
+            usage_metadata=_usage(final),
+            response_metadata={
+                "model_name": final["answer"]["model"],
+                "moa_layers": final.get("layers", []),
+            },
+        )
+
+    @staticmethod
+    def _last_chunk(final: Mapping[str, Any]) -> ChatGenerationChunk:
+        message = ChatMoA._message(final)
+        return ChatGenerationChunk(
+            message=AIMessageChunk(
+                content="",
+                usage_metadata=message.usage_metadata,
+                response_metadata=message.response_metadata,
+                chunk_position="last",
+            )
+        )
+
+    @staticmethod
+    def _token(chunk: Any, meta: Mapping[str, Any]) -> str | None:
+        if ANSWER_TAG in meta.get("tags", ()) and isinstance(chunk, AIMessageChunk):
+            return str(chunk.text) or None
+        return None
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        final = self._moa().invoke({"messages": messages})
+        return ChatResult(generations=[ChatGeneration(message=self._message(final))])
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        final = await self._moa().ainvoke({"messages": messages})
+        return ChatResult(generations=[ChatGeneration(message=self._message(final))])
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        final: Mapping[str, Any] = {}
+        mode: str
+        payload: Any
+        for mode, payload in self._moa().stream(
+            {"messages": messages}, stream_mode=["messages", "values"]
+        ):
+            if mode == "values":
+                final = payload
+            elif text := self._token(*payload):
+                chunk = ChatGenerationChunk(message=AIMessageChunk(content=text))
+                if run_manager is not None:
+                    run_manager.on_llm_new_token(text, chunk=chunk)
+                yield chunk
+        yield self._last_chunk(final)
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        final: Mapping[str, Any] = {}
+        mode: str
+        payload: Any
+        async for mode, payload in self._moa().astream(
+            {"messages": messages}, stream_mode=["messages", "values"]
+        ):
+            if mode == "values":
+                final = payload
+            elif text := self._token(*payload):
+                chunk = ChatGenerationChunk(message=AIMessageChunk(content=text))
+                if run_manager is not None:
+                    await run_manager.on_llm_new_token(text, chunk=chunk)
+                yield chunk
+        yield self._last_chunk(final)
+
+
+__all__ = ["ChatMoA", "moa_node", "moa_tool"]

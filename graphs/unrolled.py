@@ -1,0 +1,99 @@
+"""The same MoA drawn as the mixture it runs: one node per proposer per layer, a join per layer.
+
+``build_moa_graph(unroll=ctx)`` wires the nodes of nodes/ with static edges for one ``Context``:
+``START -> layer 1 proposers -> join layer 1 -> layer 2 proposers -> ... -> aggregate -> END``.
+Studio then draws the actual mixture. The dynamic graph (``Send`` fan-out, proposers chosen per
+run) is what deployments should serve; this one is for seeing and explaining a preset.
+
+A run of the unrolled graph uses the ``Context`` it was built for. A context passed at run time
+may change any setting but the shape (layers and each layer's proposer models), which the edges
+have fixed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
+
+from langgraph_moa.graphs.adapt import Check, adapt
+from langgraph_moa.graphs.state import MoAInput, MoAOutput, MoAState
+from langgraph_moa.nodes.aggregate import aggregate
+from langgraph_moa.nodes.context import Context
+from langgraph_moa.nodes.errors import ConfigError
+from langgraph_moa.nodes.join import join
+from langgraph_moa.nodes.propose import propose
+from langgraph_moa.nodes.records import ProposeTask
+
+
+def _shape(ctx: Context) -> list[list[str]]:
+    return [[s.model for s in ctx.proposers_of(layer)] for layer in range(1, ctx.layers)]
+
+
+def _short(model: str) -> str:
+    """'together:Qwen/Qwen2.5-72B-Instruct-Turbo' -> 'Qwen2.5-72B-Instruct-Turbo'."""
+    return model.split(":", 1)[1].rsplit("/", 1)[-1].replace("|", "/").replace(":", "/")
+
+
+def proposer_node_names(ctx: Context) -> list[list[str]]:
+    """Node names per proposer layer: 'layer 1 · Qwen2.5-72B-Instruct-Turbo' (' #2' on repeats)."""
+    names = []
+    for layer, models in enumerate(_shape(ctx), start=1):
+        row: list[str] = []
+        for model in models:
+            name = f"layer {layer} · {_short(model)}"
+            repeats = sum(1 for n in row if n == name or n.startswith(f"{name} #"))
+            row.append(f"{name} #{repeats + 1}" if repeats else name)
+        names.append(row)
+    return names
+
+
+def join_node_name(layer: int) -> str:
+    return f"join layer {layer}"
+
+
+def _same_shape(built: Context) -> Check:
+    shape = _shape(built)
+
+    def check(ctx: Context) -> None:
+        if _shape(ctx) != shape:
+            raise ConfigError(
+                f"this graph is unrolled for {len(shape)} proposer layer(s) of "
+                f"{', '.join(shape[0]) if shape else 'no proposers'}; a run's context may change "
+                "settings but not the layers or the proposer models (use the dynamic graph)"
+            )
+
+    return check
+
+
+def unroll(builder: StateGraph[MoAState, Context, MoAInput, MoAOutput], ctx: Context) -> None:
+    """Add the unrolled mixture of ``ctx`` to ``builder``."""
+    check = _same_shape(ctx)
+
+    def add_proposer(name: str, layer: int, index: int) -> None:
+        async def node(state: MoAState, runtime: Runtime[Context]) -> dict[str, Any]:
+            task = ProposeTask(
+                layer=layer,
+                index=index,
+                messages=state["messages"],
+                references=state.get("references") if layer > 1 else None,
+            )
+            return await propose(task, runtime)
+
+        builder.add_node(name, adapt(node, ctx, check))
+
+    joined, aggregated = adapt(join, ctx, check), adapt(aggregate, ctx, check)
+    builder.add_node("aggregate", aggregated)
+    previous = [START]
+    for layer, names in enumerate(proposer_node_names(ctx), start=1):
+        for index, name in enumerate(names):
+            add_proposer(name, layer, index)
+            for source in previous:
+                builder.add_edge(source, name)
+        builder.add_node(join_node_name(layer), joined)
+        builder.add_edge(names, join_node_name(layer))
+        previous = [join_node_name(layer)]
+    for source in previous:
+        builder.add_edge(source, "aggregate")
+    builder.add_edge("aggregate", END)

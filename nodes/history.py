@@ -1,0 +1,79 @@
+"""What the models see of the conversation: its text turns, whatever the caller's history holds.
+
+A parent agent's history (a ReAct loop, say) holds more than text turns: assistant messages that
+call tools, the tools' results, and often a trailing assistant draft. Proposers and the
+aggregator are asked to answer the user's latest message in plain text, so before every call the
+history goes through ``model_view``, by ``Context.tool_history``:
+
+- ``"as_text"`` (default): a tool call becomes a line of the assistant's text
+  (``[called tool search with {"q": "..."}]``) and a tool result becomes a user turn
+  (``[tool search returned]`` and the result), so what the tools found still informs the answer;
+- ``"drop"``: tool calls and tool results are left out.
+
+Either way, consecutive turns of one role are merged into one (several providers insist that
+roles alternate), assistant turns with no text are dropped, and assistant turns after the last
+user turn (a draft the parent wrote before asking MoA) are dropped: the conversation the models
+see ends with a user turn. System messages are merged into one at the start.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Literal
+
+from langchain_core.messages import (
+    AIMessage,
+    AnyMessage,
+    BaseMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
+
+ToolHistory = Literal["as_text", "drop"]
+
+
+def _tool_call_line(call: dict[str, object]) -> str:
+    args = json.dumps(call.get("args", {}), ensure_ascii=False, sort_keys=True)
+    return f"[called tool {call.get('name', '?')} with {args}]"
+
+
+def _turn(message: BaseMessage, policy: ToolHistory) -> tuple[str, str] | None:
+    """(role, text) of one message as the models see it; None leaves it out."""
+    if isinstance(message, SystemMessage):
+        return "system", message.text
+    if isinstance(message, ToolMessage):
+        if policy == "drop":
+            return None
+        return "user", f"[tool {message.name or 'result'} returned]\n{message.text}"
+    if isinstance(message, AIMessage):
+        lines: list[str] = [str(message.text)] if message.text.strip() else []
+        if policy == "as_text":
+            lines += [_tool_call_line(dict(call)) for call in message.tool_calls]
+        return ("assistant", "\n".join(lines)) if lines else None
+    if message.type == "human" or isinstance(message, HumanMessage):
+        return "user", message.text
+    return None  # function messages and other kinds carry nothing for these models
+
+
+def model_view(messages: Sequence[AnyMessage], policy: ToolHistory = "as_text") -> list[AnyMessage]:
+    """The conversation as proposers and the aggregator see it (see the module's docstring)."""
+    turns: list[tuple[str, str]] = []
+    for message in messages:
+        turn = _turn(message, policy)
+        if turn is None:
+            continue
+        role, text = turn
+        if role == "system" and turns and turns[0][0] == "system":
+            turns[0] = ("system", f"{turns[0][1]}\n\n{text}")
+        elif role == "system":
+            turns.insert(0, turn)
+        elif turns and turns[-1][0] == role:
+            turns[-1] = (role, f"{turns[-1][1]}\n\n{text}")
+        else:
+            turns.append(turn)
+    while turns and turns[-1][0] == "assistant":
+        turns.pop()
+    kinds = {"system": SystemMessage, "user": HumanMessage, "assistant": AIMessage}
+    return [kinds[role](content=text) for role, text in turns]

@@ -1,0 +1,228 @@
+"""MoA inside the test's own agent graphs: subgraph, node, tool, chat model; sync and async."""
+
+from __future__ import annotations
+
+import json
+import operator
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import pytest
+from conftest import fake_context
+from langchain.agents import create_agent
+from langchain_core.language_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, AnyMessage, HumanMessage, ToolMessage
+from langgraph.graph import END, START, MessagesState, StateGraph
+from langgraph.graph.message import add_messages
+from typing_extensions import TypedDict
+
+from langgraph_moa import ChatMoA, Context, build_moa_graph, graph, moa_node, moa_tool
+from langgraph_moa.testing.fake_openai import FakeOpenAIServer, count_prompt_tokens
+
+
+@dataclass
+class ParentContext:
+    """A parent's own run-time settings, unrelated to MoA."""
+
+    user_id: str = "u-1"
+    moa: Context | None = None
+
+
+class ParentState(TypedDict):
+    messages: Annotated[list[AnyMessage], add_messages]
+    topic: str
+
+
+def script(server: FakeOpenAIServer, answer: str = "the mixture's answer") -> None:
+    for name in ("p1", "p2"):
+        server.script(name, f"proposal by {name}")
+    server.script("agg", answer, token_delay=0.002)
+
+
+def requests_total_tokens(server: FakeOpenAIServer) -> int:
+    # What the server reported: prompt tokens by its own count, plus the chunks it sent.
+    return sum(count_prompt_tokens(r.messages) + r.chunks_sent for r in server.requests)
+
+
+async def test_a_subgraph_in_a_parent_with_its_own_state_and_context(
+    server: FakeOpenAIServer,
+) -> None:
+    script(server)
+    moa = build_moa_graph(context=fake_context(server, ["p1", "p2"])).compile(name="moa")
+    parent = StateGraph(ParentState, context_schema=ParentContext)
+    parent.add_node("moa", moa)
+    parent.add_edge(START, "moa")
+    parent.add_edge("moa", END)
+    app = parent.compile()
+
+    state = await app.ainvoke(
+        {"messages": [HumanMessage("hi")], "topic": "t"}, context=ParentContext()
+    )
+    assert state["messages"][-1].content == "the mixture's answer"
+    assert state["topic"] == "t"
+    assert {r.model for r in server.requests} == {"p1", "p2", "agg"}
+
+    # A moa field of the parent's context overrides the subgraph's own settings.
+    server.reset()
+    script(server)
+    server.script("agg2", "from the parent's choice")
+    own = fake_context(server, ["p1"], aggregator="agg2")
+    state = app.invoke(
+        {"messages": [HumanMessage("hi")], "topic": "t"}, context=ParentContext(moa=own)
+    )
+    assert state["messages"][-1].content == "from the parent's choice"
+    assert {r.model for r in server.requests} == {"p1", "agg2"}
+
+
+class QAState(TypedDict, total=False):
+    question: str
+    answer: str
+    proposals: list[Any]
+    log: Annotated[list[str], operator.add]
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_a_node_over_the_parents_own_keys(server: FakeOpenAIServer, mode: str) -> None:
+    script(server)
+    parent = StateGraph(QAState)
+    parent.add_node(
+        "ask",
+        moa_node(
+            question="question",
+            answer="answer",
+            layers="proposals",
+            context=fake_context(server, ["p1", "p2"]),
+        ),
+    )
+    parent.add_edge(START, "ask")
+    parent.add_edge("ask", END)
+    app = parent.compile()
+    inputs: QAState = {"question": "What is MoA?"}
+    state = app.invoke(inputs) if mode == "sync" else await app.ainvoke(inputs)
+    assert state["answer"] == "the mixture's answer"
+    assert [p["text"] for p in state["proposals"][0]] == ["proposal by p1", "proposal by p2"]
+    (agg,) = server.requests_for("agg")
+    assert agg.messages[-1] == {"role": "user", "content": "What is MoA?"}
+
+
+class ToolCallingFake(GenericFakeChatModel):
+    """An agent model that calls the MoA tool once, then answers with what it returned."""
+
+    def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
+        return self
+
+
+async def test_a_tool_for_a_tool_calling_agent(server: FakeOpenAIServer) -> None:
+    script(server)
+    tool = moa_tool(fake_context(server, ["p1", "p2"]))
+    call = {"name": tool.name, "args": {"question": "Is P = NP?"}, "id": "call-1"}
+    agent_model = ToolCallingFake(
+        messages=iter([AIMessage(content="", tool_calls=[call]), AIMessage(content="done")])
+    )
+    agent = create_agent(agent_model, [tool])
+    state = await agent.ainvoke({"messages": [HumanMessage("Hard question: is P = NP?")]})
+    (result,) = [m for m in state["messages"] if isinstance(m, ToolMessage)]
+    assert result.content == "the mixture's answer"
+    assert server.requests_for("p1")[0].messages[-1] == {"role": "user", "content": "Is P = NP?"}
+    assert tool.invoke({"question": "again"}) == "the mixture's answer"  # sync too
+
+
+async def test_a_chat_model_sync_async_streaming_and_usage(server: FakeOpenAIServer) -> None:
+    script(server, "one two three four five six")
+    chat = ChatMoA(context=fake_context(server, ["p1", "p2"]))
+
+    message = chat.invoke("hello")
+    assert message.content == "one two three four five six"
+    assert message.usage_metadata is not None
+    assert message.usage_metadata["total_tokens"] == requests_total_tokens(server) > 0
+    assert message.response_metadata["model_name"] == "together:agg"
+    assert len(message.response_metadata["moa_layers"][0]) == 2
+
+    assert (await chat.ainvoke("hello")).content == "one two three four five six"
+    chunks = [c async for c in chat.astream("hello")]
+    assert [c.content for c in chunks if c.content] == [
+        "one ",
+        "two ",
+        "three ",
+        "four ",
+        "five ",
+        "six",
+    ]
+    total: AIMessageChunk = sum(chunks[1:], chunks[0])  # type: ignore[assignment]
+    assert total.content == "one two three four five six"
+    assert total.usage_metadata is not None and total.usage_metadata["total_tokens"] > 0
+    sync_chunks = list(chat.stream("hello"))
+    assert "".join(str(c.content) for c in sync_chunks) == "one two three four five six"
+    assert len([c for c in sync_chunks if c.content]) == 6
+    assert [m.content for m in chat.batch(["a", "b"])] == ["one two three four five six"] * 2
+    assert [m.content for m in await chat.abatch(["a", "b"])] == ["one two three four five six"] * 2
+
+    with pytest.raises(NotImplementedError, match="cannot call tools yet"):
+        chat.bind_tools([moa_tool()])
+
+
+def test_the_graph_itself_works_sync(server: FakeOpenAIServer) -> None:
+    script(server, "alpha beta gamma")
+    ctx = fake_context(server, ["p1", "p2"], layers=3)
+    assert graph.invoke({"messages": [HumanMessage("x")]}, context=ctx)["messages"][-1].content == (
+        "alpha beta gamma"
+    )
+    tokens = [
+        chunk.content
+        for chunk, meta in graph.stream(
+            {"messages": [HumanMessage("x")]}, context=ctx, stream_mode="messages"
+        )
+        if chunk.content
+    ]
+    assert tokens == ["alpha ", "beta ", "gamma"]
+    states = graph.batch([{"messages": [HumanMessage("x")]}] * 2, context=ctx)
+    assert [s["messages"][-1].content for s in states] == ["alpha beta gamma"] * 2
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [
+        (
+            "as_text",
+            [
+                {"role": "user", "content": "What's the weather in Paris?"},
+                {
+                    "role": "assistant",
+                    "content": '[called tool weather with {"city": "Paris"}]',
+                },
+                {"role": "user", "content": "[tool weather returned]\nSunny, 21 C"},
+            ],
+        ),
+        ("drop", [{"role": "user", "content": "What's the weather in Paris?"}]),
+    ],
+)
+async def test_a_react_history_reaches_the_models_as_text_turns(
+    server: FakeOpenAIServer, policy: str, expected: list[dict[str, str]]
+) -> None:
+    script(server)
+    history: list[AnyMessage] = [
+        HumanMessage("What's the weather in Paris?"),
+        AIMessage(
+            content="", tool_calls=[{"name": "weather", "args": {"city": "Paris"}, "id": "t1"}]
+        ),
+        ToolMessage(content="Sunny, 21 C", tool_call_id="t1", name="weather"),
+        AIMessage(content="Draft: it is sunny."),  # the parent's own draft, before asking MoA
+    ]
+    ctx = fake_context(server, ["p1", "p2"], tool_history=policy)
+    state = await graph.ainvoke({"messages": history}, context=ctx)
+    for model in ("p1", "p2"):
+        (request,) = server.requests_for(model)
+        assert request.messages == expected, json.dumps(request.messages)
+    (agg,) = server.requests_for("agg")
+    assert agg.messages[1:] == expected  # after the aggregation prompt
+    assert state["messages"][-1].content == "the mixture's answer"
+
+
+async def test_a_messages_state_parent_keeps_the_answer(server: FakeOpenAIServer) -> None:
+    script(server)
+    parent = StateGraph(MessagesState)
+    parent.add_node("moa", build_moa_graph(context=fake_context(server, ["p1"])).compile())
+    parent.add_edge(START, "moa")
+    state = await parent.compile().ainvoke({"messages": [HumanMessage("hi")]})
+    assert [m.type for m in state["messages"]] == ["human", "ai"]
+    assert state["messages"][-1].content == "the mixture's answer"

@@ -1,0 +1,183 @@
+"""The package's layout as users meet it: the unrolled graph, and the wheel installed elsewhere."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import ROOT, fake_context
+from langchain_core.messages import HumanMessage
+
+from langgraph_moa.graphs import build_moa_graph, graph
+from langgraph_moa.graphs.unrolled import join_node_name, proposer_node_names
+from langgraph_moa.nodes.errors import ConfigError
+from langgraph_moa.testing.fake_openai import FakeOpenAIServer
+
+
+def drawn(compiled: Any) -> tuple[set[str], set[tuple[str, str]]]:
+    g = compiled.get_graph()
+    return set(g.nodes), {(e.source, e.target) for e in g.edges}
+
+
+def test_the_dynamic_graph_draws_three_nodes_and_a_loop() -> None:
+    nodes, edges = drawn(graph)
+    assert nodes == {"__start__", "propose", "join", "aggregate", "__end__"}
+    assert {("__start__", "propose"), ("propose", "join"), ("join", "propose")} <= edges
+    assert {("join", "aggregate"), ("aggregate", "__end__")} <= edges
+
+
+def test_the_unrolled_graph_draws_each_proposer_of_each_layer(server: FakeOpenAIServer) -> None:
+    ctx = fake_context(server, ["together-a", "b", "b"], layers=3)
+    nodes, edges = drawn(build_moa_graph(unroll=ctx).compile())
+    names = proposer_node_names(ctx)
+    assert names == [
+        ["layer 1 · together-a", "layer 1 · b", "layer 1 · b #2"],
+        ["layer 2 · together-a", "layer 2 · b", "layer 2 · b #2"],
+    ]
+    assert nodes == {"__start__", "__end__", "aggregate", *names[0], *names[1]} | {
+        join_node_name(1),
+        join_node_name(2),
+    }
+    for name in names[0]:
+        assert ("__start__", name) in edges and (name, join_node_name(1)) in edges
+    for name in names[1]:
+        assert (join_node_name(1), name) in edges and (name, join_node_name(2)) in edges
+    assert (join_node_name(2), "aggregate") in edges and ("aggregate", "__end__") in edges
+
+
+async def test_both_graphs_send_the_aggregator_the_same_request(server: FakeOpenAIServer) -> None:
+    for name in ("p1", "p2", "p3"):
+        server.script(name, lambda req: f"{req.model} saw {len(req.messages)} messages")
+    ctx = fake_context(server, ["p1", "p2", "p3"], layers=3)
+    question = {"messages": [HumanMessage("Why is the sky blue?")]}
+
+    dynamic = await graph.ainvoke(question, context=ctx)
+    (dynamic_request,) = server.requests_for("agg")
+    server.reset()
+    for name in ("p1", "p2", "p3"):
+        server.script(name, lambda req: f"{req.model} saw {len(req.messages)} messages")
+    unrolled = await build_moa_graph(unroll=ctx).compile().ainvoke(question)
+    (unrolled_request,) = server.requests_for("agg")
+
+    assert unrolled_request.messages == dynamic_request.messages
+    assert "p3 saw 2 messages" in unrolled_request.messages[0]["content"]  # layer 2's answers
+    assert unrolled["messages"][-1].content == dynamic["messages"][-1].content
+    assert unrolled["layers"] == [
+        [{**p, "latency_s": q["latency_s"]} for p, q in zip(lay, ulay, strict=True)]
+        for lay, ulay in zip(dynamic["layers"], unrolled["layers"], strict=True)
+    ]
+
+
+async def test_the_unrolled_graph_refuses_a_context_of_another_shape(
+    server: FakeOpenAIServer,
+) -> None:
+    unrolled = build_moa_graph(unroll=fake_context(server, ["p1", "p2"])).compile()
+    with pytest.raises(ConfigError, match="not the layers or the proposer models"):
+        await unrolled.ainvoke(
+            {"messages": [HumanMessage("hi")]}, context=fake_context(server, ["p1"])
+        )
+    # The same shape with other settings is fine.
+    state = await unrolled.ainvoke(
+        {"messages": [HumanMessage("hi")]},
+        context=fake_context(server, ["p1", "p2"], temperature=0),
+    )
+    assert [p["model"] for p in state["layers"][0]] == ["together:p1", "together:p2"]
+    assert server.requests_for("p1")[0].body["temperature"] == 0
+
+
+def _uv() -> list[str]:
+    found = shutil.which("uv")
+    return [found] if found else [sys.executable, "-m", "uv"]
+
+
+def test_the_wheel_claims_no_generic_top_level_names(
+    tmp_path: Path, server: FakeOpenAIServer
+) -> None:
+    """Installed beside a project with its own ``nodes`` and ``graphs``, both keep working."""
+    server.script("p", "a proposal")
+    server.script("agg", "the answer from the installed wheel")
+    dist = tmp_path / "dist"
+    offline = {**os.environ, "UV_OFFLINE": "1"}  # from uv's cache only: tests use no network
+    subprocess.run(
+        [*_uv(), "build", "--wheel", "--out-dir", str(dist), str(ROOT)],
+        check=True,
+        capture_output=True,
+        env=offline,
+    )
+    (wheel,) = dist.glob("langgraph_moa-*.whl")
+    venv = tmp_path / "venv"
+    subprocess.run([*_uv(), "venv", "-q", str(venv)], check=True, capture_output=True)
+    python = venv / "bin" / "python"
+    subprocess.run(
+        [*_uv(), "pip", "install", "-q", "--no-deps", "--python", str(python), str(wheel)],
+        check=True,
+        capture_output=True,
+        env=offline,
+    )
+    # The dependencies come from this venv, added as a plain path: a path added by a .pth file
+    # is not scanned for .pth files, so the repository's editable install stays out.
+    (site,) = (venv / "lib").glob("python3*/site-packages")
+    deps = next(p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir())
+    (site / "dependencies.pth").write_text(deps + "\n")
+    project = tmp_path / "project"
+    for package, body in (("nodes", "MINE = 'nodes'"), ("graphs", "MINE = 'graphs'")):
+        (project / package).mkdir(parents=True)
+        (project / package / "__init__.py").write_text(body)
+    (project / "records.py").write_text("")
+    (project / "main.py").write_text(
+        textwrap.dedent(
+            f"""
+            import asyncio
+
+            import graphs
+            import nodes
+            from langgraph_moa.graphs import graph
+            from langgraph_moa.nodes import Context, ModelSpec
+
+            assert nodes.MINE == "nodes" and graphs.MINE == "graphs"
+            ctx = Context(
+                proposers=[ModelSpec(model="together:p", base_url="{server.base_url}")],
+                aggregator=ModelSpec(model="together:agg", base_url="{server.base_url}"),
+            )
+            state = asyncio.run(graph.ainvoke({{"messages": [("user", "hi")]}}, context=ctx))
+            print(state["messages"][-1].content)
+            """
+        )
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TOGETHER_", "PYTHONPATH"))}
+    done = subprocess.run(
+        [str(python), "main.py"], cwd=project, capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "the answer from the installed wheel"
+    installed = subprocess.run(
+        [str(python), "-c", "import langgraph_moa, sys; print(langgraph_moa.__file__)"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert str(venv) in installed  # the wheel's copy, not the repository's
+
+
+def _make_run_plan(**env: str) -> str:
+    clean = {k: v for k, v in os.environ.items() if k != "TOGETHER_API_KEY"}
+    done = subprocess.run(
+        ["make", "-n", "run"], cwd=ROOT, env={**clean, **env}, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_make_run_builds_the_local_model_only_without_a_key() -> None:
+    without = _make_run_plan()
+    assert "--extra local" in without and "C/C++ compiler" in without
+    with_key = _make_run_plan(TOGETHER_API_KEY="set")
+    sync = next(line for line in with_key.splitlines() if " sync " in line)
+    assert "--extra local" not in sync and "--compile-bytecode" in sync
