@@ -48,8 +48,7 @@ unit: install-dev
 
 test: lint typecheck unit
 
-# All benchmarks against the fake server; writes benchmarks/RESULTS.md (about 13 minutes).
-# One section:
+# All benchmarks against the fake server; writes benchmarks/RESULTS.md (about 15 minutes). One section:
 #   make bench SECTIONS=latency
 SECTIONS ?=
 bench: install-dev

@@ -132,7 +132,7 @@ def _serve() -> None:
                         "finished": r.finished,
                         "disconnected": r.disconnected,
                         "chunks_sent": r.chunks_sent,
-                        "status": r.status,
+                        "stream": r.stream,
                     }
                     for r in list(server.requests)
                 ]

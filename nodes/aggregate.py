@@ -1,4 +1,7 @@
-"""The aggregator node: writes the final answer, streamed token by token.
+"""The aggregator node: writes the final answer, streamed token by token to whoever reads it.
+
+Streamed only when someone reads the tokens (``stream_mode="messages"``, as ``moa`` does); a run
+nobody streams (``ainvoke``, batch) makes one plain request and pays no per-token work.
 
 Failure policy: the aggregator's call is retried like any call (nodes/calls.py). A retry after
 tokens were already streamed starts the answer over: stream consumers get a custom event
@@ -67,6 +70,7 @@ async def _answer(
         state["messages"],
         references,
         tags=[ANSWER_TAG],
+        stream=True,  # token by token when someone reads them (stream_mode="messages")
         on_retry=on_retry,
     )
 

@@ -16,6 +16,7 @@ Only the tag's opening bracket is changed; the rest of a proposal reaches the mo
 
 from __future__ import annotations
 
+import functools
 import re
 import string
 import unicodedata
@@ -116,6 +117,13 @@ def defuse(text: str, tag: re.Pattern[str] = _TAG) -> str:
 
 def format_references(texts: Sequence[str]) -> str:
     """Number and fence each reference; the result replaces ``{references}`` in the prompt."""
+    return _fenced(tuple(texts))
+
+
+# Every proposer of a layer gets the same references: fence them once per layer.
+# The key is the tuple of the same string objects, whose hashes Python keeps: a lookup is cheap.
+@functools.lru_cache(maxsize=16)
+def _fenced(texts: tuple[str, ...]) -> str:
     blocks = [
         f'<reference id="{i}">\n{defuse(text).strip()}\n</reference>'
         for i, text in enumerate(texts, start=1)

@@ -60,7 +60,11 @@ async def propose(task: ProposeTask, runtime: Runtime[Context]) -> dict[str, Any
         ctx,
         task["messages"],
         task["references"],
-        tags=[TAG_NOSTREAM],  # proposer tokens stay out of stream_mode="messages"
+        # Never streamed: the next layer reads the answer whole, and a streamed token costs ~30x
+        # the client CPU of a non-streamed one. The tag keeps the answer itself out of
+        # stream_mode="messages" too.
+        tags=[TAG_NOSTREAM],
+        stream=False,
         deadline_s=ctx.layer_deadline,
         on_retry=on_retry,
         # The same model listed twice is two samples: the call cache keeps them apart.

@@ -266,7 +266,9 @@ async def test_a_refused_connection_is_retried(server: FakeOpenAIServer) -> None
     assert gone["error"]["kind"] == "connection" and gone["attempts"] == 2
 
 
-async def test_a_stream_dropped_mid_answer_is_retried(server: FakeOpenAIServer) -> None:
+async def test_a_proposer_answer_cut_off_is_retried(server: FakeOpenAIServer) -> None:
+    # Proposers are not streamed: a connection cut before the response was complete is a
+    # connection error, retried like one (nodes/models/calls.py).
     reply = "one two three four five six seven eight"
     server.script("flaky", reply)
     server.fail("flaky", Failure(drop_after_tokens=3))
@@ -275,19 +277,42 @@ async def test_a_stream_dropped_mid_answer_is_retried(server: FakeOpenAIServer) 
     flaky = by_model(state)["flaky"]
     assert flaky["text"] == reply and flaky["attempts"] == 2 and flaky["error"] is None
     cut, whole = server.requests_for("flaky")
-    assert cut.chunks_sent == 3 and cut.finish_reason is None
+    assert not cut.stream and cut.status == 0 and cut.finish_reason is None
     assert whole.finish_reason == "stop"
     # The aggregator saw the whole answer once, never the broken fragment on its own.
     (block,) = blocks(system_of(server.requests_for("agg")[0]))
     assert block == reply
 
 
-async def test_a_stream_that_always_breaks_is_recorded_as_such(server: FakeOpenAIServer) -> None:
+async def test_a_proposer_answer_that_is_always_cut_off_is_recorded_as_such(
+    server: FakeOpenAIServer,
+) -> None:
     server.fail("flaky", *[Failure(drop_after_tokens=2)] * 2)
     state = await run(fake_context(server, ["flaky", "ok"], max_attempts=2, **FAST))
     flaky = by_model(state)["flaky"]
-    assert flaky["error"]["kind"] == "stream" and flaky["attempts"] == 2
-    assert flaky["error"]["message"].startswith("the stream broke off")
+    assert flaky["error"]["kind"] == "connection" and flaky["attempts"] == 2
+    assert len(server.requests_for("flaky")) == 2
+
+
+async def test_a_streamed_answer_that_always_breaks_is_recorded_as_such(
+    server: FakeOpenAIServer,
+) -> None:
+    server.script("agg", "alpha beta gamma delta epsilon zeta")
+    server.fail("agg", *[Failure(drop_after_tokens=2)] * 2)
+    backup = spec(server, "backup")
+    ctx = fake_context(server, ["p"], fallback_aggregator=backup, max_attempts=2, **FAST)
+    final: dict[str, Any] = {}
+    async for mode, payload in graph.astream(
+        {"messages": [HumanMessage(QUESTION)]},
+        context=ctx,
+        stream_mode=["messages", "values"],
+    ):
+        if mode == "values":
+            final = payload
+    failure = final["answer"]["aggregator_failure"]
+    assert failure["error"]["kind"] == "stream" and failure["attempts"] == 2
+    assert failure["error"]["message"].startswith("the stream broke off")
+    assert all(r.stream and r.chunks_sent == 2 for r in server.requests_for("agg"))
 
 
 async def test_the_layer_deadline_gives_up_on_a_straggler(server: FakeOpenAIServer) -> None:

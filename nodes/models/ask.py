@@ -29,17 +29,22 @@ async def ask_model(
     references: Sequence[str] | None,
     *,
     tags: list[str],
+    stream: bool,
     deadline_s: float | None = None,
     on_retry: OnRetry | None = None,
     sample: int = 0,
 ) -> CallResult:
     """The model's answer to ``messages``, with ``references`` in the aggregation prompt.
 
-    ``sample`` tells identical proposers of a layer apart in the call cache. Raises
-    ``CallFailedError`` when the call fails for good or answers with empty text, and
+    ``stream``: whether the answer may be streamed. With True it streams when someone reads the
+    tokens (LangGraph's ``stream_mode="messages"``) and is one plain request otherwise; with False
+    it is always one plain request (a proposer's answer is read whole, by the next layer).
+    ``sample`` tells identical proposers of a layer apart in the call cache.
+
+    Raises ``CallFailedError`` when the call fails for good or answers with empty text, and
     ``ProviderError`` when the model cannot be built (unknown provider, missing key).
     """
-    model = chat_model(settings)
+    model = chat_model(settings, stream=stream)
     # Text turns only, by the context's policy for tool calls and results (nodes/history.py).
     conversation = model_view(messages, ctx.tool_history)
     # Fitted to the model's context window; raises (kind "context") when nothing fits.
