@@ -48,7 +48,7 @@ unit: install-dev
 
 test: lint typecheck unit
 
-# All benchmarks against the fake server; writes benchmarks/RESULTS.md. One section:
+# All benchmarks against the fake server; writes benchmarks/RESULTS.md (about 15 minutes). One section:
 #   make bench SECTIONS=latency
 SECTIONS ?=
 bench: install-dev

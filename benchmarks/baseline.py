@@ -2,7 +2,8 @@
 
 Each layer asks every proposer at once with ``asyncio.gather`` through the ``together`` SDK,
 each later layer gets the previous layer's answers in its system prompt, and the aggregator's
-answer is streamed. No retries, no timeouts per call, no failure handling, no state.
+answer is streamed (or, with ``on_token=None``, asked for whole: the "nobody streams" case of
+benchmarks/streaming.py). No retries, no timeouts per call, no failure handling, no state.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ async def moa(
     proposers: list[str],
     aggregator: str,
     layers: int,
-    on_token: Callable[[str], None],
+    on_token: Callable[[str], None] | None,
 ) -> str:
     messages = [{"role": "user", "content": question}]
     references: list[str] = []
@@ -48,9 +49,12 @@ async def moa(
         layer_messages = with_references(messages, references)
         answers = await asyncio.gather(*(ask(client, m, layer_messages) for m in proposers))
         references = list(answers)
+    final = with_references(messages, references)
+    if on_token is None:
+        return await ask(client, aggregator, final)
     stream = await client.chat.completions.create(
         model=aggregator,
-        messages=with_references(messages, references),
+        messages=final,
         temperature=0.7,
         max_tokens=512,
         stream=True,

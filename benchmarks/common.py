@@ -38,13 +38,26 @@ class Timing:
         return self.ttft + (self.tokens - 1) * self.delay
 
 
-# 200 ms per proposer call: the first of 20 tokens after 105 ms, then one every 5 ms (a
-# 200 tokens/s stream, as fast as hosted 70B "turbo" models go).
-PROPOSER = Timing(ttft=0.105, tokens=20, delay=0.005)
-# A 50-token streamed aggregator: first token after 200 ms, then 100 tokens/s (0.69 s in all).
-AGGREGATOR = Timing(ttft=0.2, tokens=50, delay=0.01)
+# Real sizes (issue #10): a proposer writes 300-500 tokens (what models write at max_tokens=512)
+# and the aggregator's answer is 500 tokens. Time is compressed to keep the suite short: a
+# proposer's first token comes after 150 ms, then one every 0.5 ms; the answer's first token
+# after 200 ms, then one every 2 ms (500 tokens/s, faster than hosted models stream, so the client
+# gets less time per token than it would in real use). Non-streamed requests get the whole answer
+# when the last token would have come.
+PROPOSAL_TOKENS = (300, 400, 500, 350, 450, 400)  # proposer i writes PROPOSAL_TOKENS[i % 6]
+PROPOSER_TTFT, PROPOSER_DELAY = 0.15, 0.0005
+AGGREGATOR = Timing(ttft=0.2, tokens=500, delay=0.002)
 # (proposer layers, proposers per layer) of the latency benchmarks.
 SHAPES = ((1, 4), (2, 4), (3, 6))
+
+
+def proposer_timing(index: int) -> Timing:
+    return Timing(PROPOSER_TTFT, PROPOSAL_TOKENS[index % len(PROPOSAL_TOKENS)], PROPOSER_DELAY)
+
+
+def slowest_proposer(n: int) -> Timing:
+    """The slowest call of a layer of ``n`` proposers: what the layer waits for."""
+    return max((proposer_timing(i) for i in range(n)), key=lambda t: t.total)
 
 
 def text_of(tokens: int, word: str = "token") -> str:
@@ -58,10 +71,9 @@ def proposer_names(n: int) -> list[str]:
 
 def script_workload(server: Any, n_proposers: int) -> None:
     """Script the proposers and the aggregator of the latency benchmarks on ``server``."""
-    for name in proposer_names(n_proposers):
-        server.script(
-            name, text_of(PROPOSER.tokens), ttft=PROPOSER.ttft, token_delay=PROPOSER.delay
-        )
+    for i, name in enumerate(proposer_names(n_proposers)):
+        timing = proposer_timing(i)
+        server.script(name, text_of(timing.tokens), ttft=timing.ttft, token_delay=timing.delay)
     server.script(
         "aggregator",
         text_of(AGGREGATOR.tokens, "answer"),
@@ -145,7 +157,7 @@ def machine() -> str:
 
 # --------------------------------------------------------------------------- in-process fakes
 class InstantChatModel(BaseChatModel):
-    """A zero-latency chat model: answers ``reply`` at once, in one streamed chunk."""
+    """A zero-latency chat model: answers ``reply`` at once, in one chunk (streamed or not)."""
 
     reply: str = "An instant answer."
 
@@ -165,6 +177,17 @@ class InstantChatModel(BaseChatModel):
     ) -> ChatResult:
         message = AIMessage(content=self.reply, usage_metadata=self._usage())
         return ChatResult(generations=[ChatGeneration(message=message)])
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        # Without it LangChain runs _generate in a worker thread: a real provider's client
+        # answers on the event loop, so the fake must too.
+        return self._generate(messages, stop, **kwargs)
 
     def _stream(
         self,
@@ -196,7 +219,10 @@ def register_instant_provider() -> None:
     from langgraph_moa.nodes.models.providers import PROVIDERS
 
     def instant(settings: ModelSettings) -> BaseChatModel:
-        return InstantChatModel(reply=f"An instant answer by {settings.name}.")
+        # Real sizes: the state and the prompts carry what real proposals and answers weigh.
+        mean = round(statistics.mean(PROPOSAL_TOKENS))
+        tokens = AGGREGATOR.tokens if settings.name == "aggregator" else mean
+        return InstantChatModel(reply=text_of(tokens, settings.name))
 
     PROVIDERS["fake"] = instant
 

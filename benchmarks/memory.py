@@ -4,7 +4,8 @@ Each count runs in a fresh child process that calls the CLI's ``ask`` command (t
 ``moa ask`` runs: settings from a config file, preflight, a new event loop per query, the graph
 streamed as the CLI streams it). The models are zero-latency fakes reached through the real
 clients (ChatTogether over HTTP to the fake server, which runs in a third process so its request
-records do not count): 1 proposer layer x 3 proposers (small, so that 1,000 queries fit the time
+records do not count), at real sizes (400-token proposals, a 500-token answer): 1 proposer
+layer x 3 proposers (small, so that 1,000 queries fit the time
 budget), with a quorum of 2 so the quorum's per-layer coordinator and its cancellations run too.
 A per-query leak in a cache, the graph or the model clients would show as growth of the
 1,000-query peak.
@@ -77,9 +78,14 @@ def _measure(queries: int, config: str) -> dict[str, Any]:
 
 
 def run(many: int = 1000) -> dict[str, Any]:
+    from benchmarks.common import AGGREGATOR, text_of
     from benchmarks.server import ServerProcess
 
     with tempfile.TemporaryDirectory() as tmp, ServerProcess() as server:
+        # Real sizes: 400-token proposals and a 500-token answer, sent at once.
+        for i in range(PROPOSERS):
+            server.script(f"p{i}", text_of(400))
+        server.script("aggregator", text_of(AGGREGATOR.tokens, "answer"))
         config = str(Path(tmp) / "memory-bench.toml")
         Path(config).write_text(_config(server.base_url), encoding="utf-8")
         one = _measure(1, config)

@@ -1,6 +1,6 @@
 """Run every benchmark and write benchmarks/RESULTS.md.
 
-.venv/bin/python -m benchmarks.run                 (every section; about 6 minutes on 2 cores)
+.venv/bin/python -m benchmarks.run                 (every section; about 20 minutes on 2 cores)
 .venv/bin/python -m benchmarks.run latency memory  (those sections only)
 .venv/bin/python -m benchmarks.run --quick         (fewer repetitions; prints, writes nothing)
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib
 import re
 import sys
 import time
@@ -16,10 +17,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import latency, memory, orchestration, serve_load, stragglers
-from benchmarks.common import AGGREGATOR, PROPOSER, machine
+from benchmarks.common import (
+    AGGREGATOR,
+    PROPOSAL_TOKENS,
+    PROPOSER_DELAY,
+    PROPOSER_TTFT,
+    machine,
+)
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+
+
+def _bench(name: str) -> Any:
+    """A benchmark module, imported when its section runs: a section measures a process holding
+    only what it needs (a module imported for another section, such as the seed's ``together``
+    SDK, makes every full garbage collection of the orchestration benchmark walk more objects)."""
+    return importlib.import_module(f"benchmarks.{name}")
 
 
 def _ok(met: bool) -> str:
@@ -28,44 +41,133 @@ def _ok(met: bool) -> str:
 
 def _latency_section(rows: list[dict[str, Any]]) -> list[str]:
     reps = rows[0]["reps"]
+    sizes = ", ".join(str(n) for n in PROPOSAL_TOKENS)
     out = [
-        "## 1-3. Latency against the limit and against a raw-asyncio baseline",
+        "## 1-3. The graph against the seed's approach, at real sizes",
         "",
-        f"Each proposer call streams {PROPOSER.tokens} tokens: the first after "
-        f"{PROPOSER.ttft * 1000:.0f} ms, then one every {PROPOSER.delay * 1000:.0f} ms "
-        f"({PROPOSER.total * 1000:.0f} ms in all). The aggregator streams {AGGREGATOR.tokens} "
-        f"tokens: the first after {AGGREGATOR.ttft * 1000:.0f} ms, then one every "
-        f"{AGGREGATOR.delay * 1000:.0f} ms ({AGGREGATOR.total * 1000:.0f} ms in all). "
-        "The fake server runs in its own process. The graph runs as `moa ask` runs it "
-        "(graph.astream through cli.run.run_turn, ChatTogether clients over HTTP); the baseline is "
-        "benchmarks/baseline.py (asyncio.gather over each layer's proposers with the `together` "
-        f"SDK, then a streamed aggregator call). Both sides alternate; {reps} repetitions each "
-        "after 2 warm-up queries; figures are medians.",
+        f"Proposer i writes the i-th of ({sizes}) tokens: the first after "
+        f"{PROPOSER_TTFT * 1000:.0f} ms, then one every {PROPOSER_DELAY * 1000:g} ms. The "
+        f"aggregator writes {AGGREGATOR.tokens} tokens: the first after "
+        f"{AGGREGATOR.ttft * 1000:.0f} ms, then one every {AGGREGATOR.delay * 1000:g} ms "
+        f"({AGGREGATOR.total * 1000:.0f} ms in all). A request that is not streamed gets the whole "
+        "answer when its last token would have come. The fake server runs in its own process.",
         "",
-        "*Layers* here are proposer layers: `Context.layers` counts the aggregator too (paper "
-        "convention), so (2, 4) is `Context(layers=3)` with 4 proposers.",
+        "- **graph**: as `moa ask` runs it (graph.astream with the CLI's four stream modes "
+        "through cli.run.run_turn, ChatTogether clients over HTTP); proposers are not streamed, "
+        "the answer is;",
+        "- **seed**: benchmarks/baseline.py, the seed's own approach: per layer, "
+        "`asyncio.gather` of non-streamed proposer calls with the `together` SDK "
+        "(`AsyncTogether.chat.completions.create`), each later layer getting the previous "
+        "answers in its system prompt, then one streamed aggregator call whose tokens are "
+        "handed to a callback.",
         "",
-        "limit = layers x proposer call + aggregator call; TTFT limit = layers x proposer call + "
-        "aggregator's time to first token.",
+        f"Same process, same server, alternating which goes first; {reps} queries each after 2 "
+        "warm-up queries; figures are medians. CPU is `time.process_time` of the client process "
+        "around each query. *Layers* are proposer layers (`Context.layers` counts the aggregator "
+        "too: (2, 4) is `Context(layers=3)` with 4 proposers).",
         "",
-        "| proposer layers, proposers | limit | graph wall | baseline wall "
-        "| 1. graph / limit (target <= 1.03) | 2. graph / baseline (target <= 1.03) "
-        "| 3. graph TTFT / TTFT limit (target <= 1.05) "
-        "| baseline / limit | baseline TTFT / limit |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| proposer layers, proposers | seed wall | graph wall | graph / seed wall "
+        "(target <= 1.05) | graph / seed time to first answer token (target <= 1.05) "
+        "| seed CPU | graph CPU | graph / seed CPU per query (target <= 1.5) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         layers, n = r["shape"]
         out.append(
-            f"| ({layers}, {n}) | {r['limit_s'] * 1000:.0f} ms | {r['graph_wall_s'] * 1000:.0f} ms "
-            f"| {r['baseline_wall_s'] * 1000:.0f} ms "
-            f"| {r['limit_ratio']:.3f} {_ok(r['limit_ratio'] <= 1.03)} "
-            f"| {r['baseline_ratio']:.3f} {_ok(r['baseline_ratio'] <= 1.03)} "
+            f"| ({layers}, {n}) | {r['seed_wall_s'] * 1000:.0f} ms "
+            f"| {r['graph_wall_s'] * 1000:.0f} ms "
+            f"| {r['wall_ratio']:.3f} {_ok(r['wall_ratio'] <= 1.05)} "
             f"| {r['ttft_ratio']:.3f} {_ok(r['ttft_ratio'] <= 1.05)} "
-            f"| {r['baseline_limit_ratio']:.3f} | {r['baseline_ttft_ratio']:.3f} |"
+            f"| {r['seed_cpu_s'] * 1000:.0f} ms | {r['graph_cpu_s'] * 1000:.0f} ms "
+            f"| {r['cpu_ratio']:.2f} {_ok(r['cpu_ratio'] <= 1.5)} |"
+        )
+    out += [
+        "",
+        "Against the latency limit (layers x the slowest proposer's call + the aggregator's "
+        "call; TTFT limit: layers x the slowest proposer's call + the aggregator's time to first "
+        "token), for both sides:",
+        "",
+        "| proposer layers, proposers | limit | graph / limit | seed / limit "
+        "| graph TTFT / TTFT limit | seed TTFT / TTFT limit |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        layers, n = r["shape"]
+        out.append(
+            f"| ({layers}, {n}) | {r['limit_s'] * 1000:.0f} ms | {r['limit_ratio']:.3f} "
+            f"| {r['seed_limit_ratio']:.3f} | {r['ttft_limit_ratio']:.3f} "
+            f"| {r['seed_ttft_limit_ratio']:.3f} |"
         )
     out.append("")
     return out
+
+
+def _streaming_section(r: dict[str, Any]) -> list[str]:
+    out = [
+        "## 6. What streaming costs, and nobody pays it when nobody reads the tokens",
+        "",
+        f"The workload of 1-3 at (2, 4), run five ways in one process, alternating, "
+        f"{r['reps']} queries each; CPU per query is the median of `time.process_time`. "
+        "Streamed requests are counted by the fake server (its record of each request's "
+        '`"stream"` field), for one query.',
+        "",
+        "| way | CPU per query | proposer requests streamed | aggregator request streamed |",
+        "|---|---|---|---|",
+    ]
+    for label, key in _bench("streaming").WAYS.items():
+        row = r["rows"][key]
+        out.append(
+            f"| {label} | {row['cpu_s'] * 1000:.0f} ms "
+            f"| {row['proposer_streamed']} of {row['proposer_requests']} "
+            f"| {'yes' if row['aggregator_streamed'] else 'no'} |"
+        )
+    per = r["per_token_s"]
+    out += [
+        "",
+        f"CPU per streamed answer token (streamed minus whole, over {AGGREGATOR.tokens} tokens): "
+        f"graph {per['graph'] * 1e6:.0f} us, seed {per['seed'] * 1e6:.0f} us.",
+        "",
+    ]
+    return out
+
+
+def _profile_section(r: dict[str, Any]) -> list[str]:
+    return [
+        "## 7. CPU profile of one query",
+        "",
+        f"cProfile over {r['queries']} queries of (1, 4) at real sizes after 2 warm-up queries, "
+        "divided by the number of queries (benchmarks/profile.py). Idle time (waiting in epoll) "
+        "is left out; cProfile inflates code that makes many small calls, so compare shares. "
+        "The profile before the changes of issue #10 is kept below this section.",
+        "",
+        *_bench("profile").render(r),
+    ]
+
+
+def _startup_section(r: dict[str, Any]) -> list[str]:
+    share = r["project_share_s"]
+    return [
+        "## 8. Start-up",
+        "",
+        "Wall time of a fresh `moa` process answering one question (1 proposer layer x 2 "
+        "proposers) to zero-latency models on the fake server, median of "
+        f"{r['reps']} runs (benchmarks/startup.py).",
+        "",
+        "| figure | value | target |",
+        "|---|---|---|",
+        f"| bytecode cached (`uv sync --compile-bytecode`, the Makefile's install) "
+        f"| {r['warm_s']:.2f} s | |",
+        f"| no bytecode, none written (an install without compiled bytecode, with "
+        f"PYTHONDONTWRITEBYTECODE set) | {r['cold_s']:.2f} s | what the Makefile avoids |",
+        f"| of the cached run: the interpreter starting (`python -c pass`) "
+        f"| {r['interpreter_s']:.2f} s | |",
+        f"| of the cached run: importing other packages (`-X importtime`) "
+        f"| {r['third_party_imports_s']:.2f} s | |",
+        f"| of the cached run: the project's own share (the rest: its modules, settings, "
+        f"clients, graph, query, output, exit) | {share:.2f} s | <= 0.5 s: {_ok(share <= 0.5)} |",
+        f"| of which importing the project's own modules | {r['own_imports_s']:.2f} s | |",
+        "",
+    ]
 
 
 def _orchestration_section(r: dict[str, Any]) -> list[str]:
@@ -90,10 +192,12 @@ def _orchestration_section(r: dict[str, Any]) -> list[str]:
 
 
 def _stragglers_section(r: dict[str, Any]) -> list[str]:
+    stragglers = _bench("stragglers")
     out = [
         "## 5. Stragglers: wait for all against the quorum",
         "",
-        f"Every proposer call takes {PROPOSER.total * 1000:.0f} ms, or {stragglers.TAIL_X:g}x as "
+        f"Every proposer call writes {stragglers.PROPOSER.tokens} tokens "
+        f"({stragglers.PROPOSER.total * 1000:.0f} ms), or takes {stragglers.TAIL_X:g}x as "
         f"long with a {stragglers.TAIL_P:.0%} chance (drawn per request by the server, seeded); "
         f"the aggregator's call is a fixed {stragglers.AGGREGATOR_S * 1000:.0f} ms. 2 proposer "
         f"layers x 4 proposers, {r['queries']} queries per policy, the policies' queries "
@@ -101,7 +205,7 @@ def _stragglers_section(r: dict[str, Any]) -> list[str]:
         "CPU adds the same few hundred ms to every policy).",
         "",
         "| policy | p50 | p95 | p95 / wait-all p95 (target <= 0.6) | proposals used per layer "
-        "| calls cancelled | of those, closed at the server mid-answer |",
+        "| calls cancelled | of those, seen closed by the server before it had answered |",
         "|---|---|---|---|---|---|---|",
     ]
     for name, row in r["policies"].items():
@@ -111,14 +215,15 @@ def _stragglers_section(r: dict[str, Any]) -> list[str]:
             f"| {row['p95_ratio']:.2f}{target} | {row['mean_proposals_per_layer']:.2f} "
             f"| {row['cancelled_calls']} | {row['server_disconnects']} |"
         )
-    base, slow = PROPOSER.total, PROPOSER.total * stragglers.TAIL_X
+    base = stragglers.PROPOSER.total
+    slow = base * stragglers.TAIL_X
     agg = stragglers.AGGREGATOR_S
     best_ratio = (slow + base + agg) / (2 * slow + agg)
     out += [
         "",
         "What the distribution allows (no overhead): with wait-for-all a layer is slow when any of "
         f"its 4 calls is (p = 1 - 0.8^4 = 59%), so more than 5% of queries have two slow layers "
-        f"and p95 = 2 x {slow:g} + {agg:g} = {2 * slow + agg:.1f} s. With a quorum of 3 a layer "
+        f"and p95 = 2 x {slow:.2f} + {agg:g} = {2 * slow + agg:.1f} s. With a quorum of 3 a layer "
         "is slow only when 2+ of its 4 calls are (18%): p95 = one slow layer = "
         f"{slow + base + agg:.1f} s + grace, a ratio of {best_ratio:.2f}: "
         "0.6 is out of reach for 3 of 4 on this distribution, whatever the implementation. "
@@ -131,14 +236,16 @@ def _stragglers_section(r: dict[str, Any]) -> list[str]:
 
 
 def _memory_section(r: dict[str, Any]) -> list[str]:
+    memory = _bench("memory")
     one, many = r["one"], r["many"]
     return [
         "## Memory",
         "",
         "Peak RSS (`ru_maxrss`) of a child process calling the CLI's `ask` command (the function "
         "`moa ask` runs: config file, preflight, a new event loop per query, the graph streamed "
-        "with progress). Zero-latency models through the real clients: ChatTogether over HTTP to "
-        "the fake server (in a third process, so its request records do not count); "
+        "with progress). Zero-latency models at real sizes (400-token proposals, a 500-token "
+        "answer) through the real clients: ChatTogether over HTTP to the fake server (in a third "
+        "process, so its request records do not count); "
         f"{memory.LAYERS} proposer layer x {memory.PROPOSERS} proposers (kept small so that "
         f"1,000 queries fit the time budget), quorum {memory.QUORUM} on.",
         "",
@@ -157,19 +264,92 @@ def _memory_section(r: dict[str, Any]) -> list[str]:
     ]
 
 
+def _batch_section(r: dict[str, Any]) -> list[str]:
+    batch = _bench("batch")
+    t, m = r["throughput"], r["memory"]
+    rate = t["rate"]
+    return [
+        "## Batch: `moa batch` under a provider's rate limit",
+        "",
+        f"The fake provider (its own process) allows R = {rate:g} requests per second per model "
+        f"and answers every call in {batch.CALL_S * 1000:.0f} ms with a whole "
+        f"{batch.REPLY_TOKENS}-token answer; above R it answers 429 with Retry-After. "
+        f"`moa batch` (the real command, a child process) runs {t['items']:,} items of a "
+        f"1-layer x {batch.PROPOSERS}-proposer MoA (Self-MoA: one model, three seeds, the same "
+        f"model aggregating, so one limit covers every call), `-j {batch.CONCURRENCY}`, `rpm` set "
+        "to the provider's limit, the call cache on. Sustained rate: requests the server accepted "
+        "per second between 10% and 90% of the run. The baseline runs items the reference "
+        "repository's way (its evaluation script: one item at a time, its proposers one after "
+        f"another, then the aggregator; the `together` SDK): {t['baseline_items'] // 2} items "
+        "before the batch run and as many after (median of the two).",
+        "",
+        "| figure | value | target |",
+        "|---|---|---|",
+        f"| sustained request rate | {t['sustained_rps']:.1f} req/s = "
+        f"{t['sustained_rps'] / rate:.2f} R | >= 0.9 R: {_ok(t['sustained_rps'] >= 0.9 * rate)} |",
+        f"| failed items | {t['failed']} of {t['records']:,} | 0: {_ok(t['failed'] == 0)} |",
+        f"| 429s answered | {t['rate_limited']} | few |",
+        f"| whole run, start-up included | {t['overall_rps']:.1f} req/s, "
+        f"{t['items_per_min']:,.0f} items/min, {t['wall_s']:.0f} s | |",
+        f"| baseline (reference way) | {t['baseline_items_per_min']:.0f} items/min | |",
+        f"| `moa batch` / baseline | {t['speedup']:.1f}x items per minute | |",
+        f"| CPU per item, `moa batch` (whole process) | {t['cpu_ms_per_item']:.1f} ms | |",
+        f"| CPU per item, baseline | {t['baseline_cpu_ms_per_item']:.1f} ms | |",
+        f"| peak RSS, `moa batch`, {t['items']:,} items | {t['peak_rss_mib']:.0f} MiB | |",
+        "",
+        f"Memory: `run_batch` over {m['items']:,} items in a child process with zero-latency "
+        "in-process models (`fake:` models, benchmarks/common.py; real HTTP calls at this count "
+        "would not fit the time budget), the call cache, model gates, run file and progress all "
+        "on.",
+        "",
+        "| figure | value | target |",
+        "|---|---|---|",
+        f"| peak RSS (`ru_maxrss`) after 10% of the items | {m['peak_rss_at_10pct_mib']:.1f} MiB "
+        "| |",
+        f"| peak RSS after all {m['items']:,} | {m['peak_rss_mib']:.1f} MiB | |",
+        f"| growth of the peak | {m['growth'] * 100:+.1f}% | <= +10%: {_ok(m['growth'] <= 0.10)} |",
+        f"| RSS sampled every 0.25 s: after 10% / highest / at the end | "
+        f"{m['rss_at_10pct_mib']:.1f} / {m['max_sampled_rss_mib']:.1f} / "
+        f"{m['rss_at_end_mib']:.1f} MiB | |",
+        f"| CPU per item (orchestration, cache, records) | {m['cpu_ms_per_item']:.2f} ms | |",
+        "",
+    ]
+
+
 # name -> (measure, render): each section of RESULTS.md is measured and written on its own, so one
 # benchmark can be rerun (python -m benchmarks.run NAME) without redoing the others. A new benchmark
 # adds one line here.
 Section = tuple[Callable[[bool], Any], Callable[[Any], list[str]]]
 SECTIONS: dict[str, Section] = {
-    "latency": (lambda quick: latency.run(reps=3 if quick else 7), _latency_section),
+    # First: it measures the graph's own CPU, before the other sections import more modules.
     "orchestration": (
-        lambda quick: orchestration.run(blocks=3 if quick else 7),
+        lambda quick: _bench("orchestration").run(blocks=3 if quick else 7),
         _orchestration_section,
     ),
-    "stragglers": (lambda quick: stragglers.run(queries=40 if quick else 200), _stragglers_section),
-    "memory": (lambda quick: memory.run(many=100 if quick else 1000), _memory_section),
-    "serve": (lambda quick: serve_load.run(requests=200 if quick else 2000), serve_load.render),
+    "latency": (lambda quick: _bench("latency").run(reps=3 if quick else 9), _latency_section),
+    "streaming": (
+        lambda quick: _bench("streaming").run(reps=3 if quick else 9),
+        _streaming_section,
+    ),
+    "profile": (lambda quick: _bench("profile").run(queries=3 if quick else 8), _profile_section),
+    "startup": (lambda quick: _bench("startup").run(reps=2 if quick else 5), _startup_section),
+    "stragglers": (
+        lambda quick: _bench("stragglers").run(queries=40 if quick else 200),
+        _stragglers_section,
+    ),
+    "memory": (lambda quick: _bench("memory").run(many=100 if quick else 1000), _memory_section),
+    "batch": (
+        lambda quick: (
+            _bench("batch").run(items=200, memory_items=1000, baseline_items=3)
+            if quick
+            else _bench("batch").run()
+        ),
+        _batch_section,
+    ),
+    "serve": (
+        lambda quick: _bench("serve_load").run(requests=200 if quick else 2000),
+        lambda r: _bench("serve_load").render(r),
+    ),
 }
 
 HEADER = [

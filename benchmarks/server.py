@@ -4,7 +4,7 @@ In its own process the server's event loop never waits for the client's CPU (the
 costs ~8 ms of CPU per request), so the latencies it scripts are the latencies clients see.
 
 Child: ``python -m benchmarks.server`` prints ``{"base_url": ...}`` and then answers one JSON
-line per command read on stdin: ``script``, ``reset``, ``requests``, ``quit``.
+line per command read on stdin: ``script``, ``rate_limit``, ``reset``, ``requests``, ``quit``.
 """
 
 from __future__ import annotations
@@ -81,6 +81,10 @@ class ServerProcess:
         (its first token comes later by ``(factor - 1)`` x the whole call's time)."""
         self.call("script", model=model, reply=reply, ttft=ttft, token_delay=token_delay, tail=tail)
 
+    def rate_limit(self, requests_per_s: float | None) -> None:
+        """Answer 429 above ``requests_per_s`` per model (FakeOpenAIServer.rate_limit)."""
+        self.call("rate_limit", requests_per_s=requests_per_s)
+
     def reset(self) -> None:
         self.call("reset")
 
@@ -114,6 +118,8 @@ def _serve() -> None:
                     token_delay=cmd["token_delay"],
                     latency=latency,
                 )
+            elif op == "rate_limit":
+                server.rate_limit(cmd["requests_per_s"])
             elif op == "reset":
                 server.wait_idle(10.0)
                 server.reset()
@@ -126,6 +132,7 @@ def _serve() -> None:
                         "finished": r.finished,
                         "disconnected": r.disconnected,
                         "chunks_sent": r.chunks_sent,
+                        "stream": r.stream,
                     }
                     for r in list(server.requests)
                 ]

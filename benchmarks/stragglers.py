@@ -1,9 +1,10 @@
 """Benchmark 5: stragglers. Wait-for-all against the quorum policy under heavy-tailed latency.
 
-Every proposer call is the 200 ms call of the latency benchmarks, or 5x as long (1 s) with a 20%
-chance, drawn per request by the server from a seeded generator (one per policy and proposer, so
-every policy sees the same kind of draws). The aggregator's call is fixed (200 ms): the quorum
-cannot help it, and a fixed aggregator keeps its noise out of the comparison. 2 proposer layers
+Every proposer call writes 400 tokens at the pace of the latency benchmarks (~0.35 s), or takes
+5x as long with a 20% chance, drawn per request by the server from a seeded generator (one per
+policy and proposer, so every policy sees the same kind of draws). The aggregator's call is
+fixed (200 ms): the quorum cannot help it, and a fixed aggregator keeps its noise out of the
+comparison (its 500-token answer arrives whole: ``ainvoke``, nobody streams). 2 proposer layers
 x 4 proposers; the policies' queries are interleaved and run ``concurrency`` at a time.
 """
 
@@ -15,11 +16,21 @@ from typing import Any
 
 from langchain_core.messages import HumanMessage
 
-from benchmarks.common import PROPOSER, QUESTION, median, percentile, text_of
+from benchmarks.common import (
+    AGGREGATOR,
+    PROPOSER_DELAY,
+    PROPOSER_TTFT,
+    QUESTION,
+    Timing,
+    median,
+    percentile,
+    text_of,
+)
 from benchmarks.server import ServerProcess
 from langgraph_moa.nodes.context import Context, ModelSpec
 
 LAYERS, PROPOSERS = 2, 4
+PROPOSER = Timing(PROPOSER_TTFT, 400, PROPOSER_DELAY)
 TAIL_P, TAIL_X = 0.2, 5.0
 AGGREGATOR_S = 0.2
 GRACE_S = 0.05
@@ -59,7 +70,7 @@ def run(queries: int = 200, concurrency: int = 4) -> dict[str, Any]:
                         token_delay=PROPOSER.delay,
                         tail=(TAIL_P, TAIL_X, 1000 * n + i),
                     )
-                server.script(f"{tag}-agg", text_of(10, "answer"), ttft=AGGREGATOR_S)
+                server.script(f"{tag}-agg", text_of(AGGREGATOR.tokens, "answer"), ttft=AGGREGATOR_S)
                 contexts[name] = _context(server.base_url, tag, quorum, grace)
             inputs: Any = {"messages": [HumanMessage(QUESTION)]}
             warm = _context(server.base_url, "warm", None, 0.0)

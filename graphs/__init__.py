@@ -6,11 +6,20 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from langgraph_moa.graphs.moa import build_moa_graph, graph
+from langgraph_moa.graphs.replay import build_replay_graph, replay_graph
 
 if TYPE_CHECKING:
     from langgraph_moa.graphs.compose import ChatMoA, moa_node, moa_tool
 
-__all__ = ["ChatMoA", "build_moa_graph", "graph", "moa_node", "moa_tool"]
+__all__ = [
+    "ChatMoA",
+    "build_moa_graph",
+    "build_replay_graph",
+    "graph",
+    "moa_node",
+    "moa_tool",
+    "replay_graph",
+]
 
 
 def __getattr__(name: str) -> Any:

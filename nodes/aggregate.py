@@ -1,4 +1,7 @@
-"""The aggregator node: writes the final answer, streamed token by token.
+"""The aggregator node: writes the final answer, streamed token by token to whoever reads it.
+
+Streamed only when someone reads the tokens (``stream_mode="messages"``, as ``moa`` does); a run
+nobody streams (``ainvoke``, batch) makes one plain request and pays no per-token work.
 
 Failure policy: the aggregator's call is retried like any call (nodes/calls.py). A retry after
 tokens were already streamed starts the answer over: stream consumers get a custom event
@@ -23,7 +26,14 @@ from typing_extensions import TypedDict
 from langgraph_moa.nodes.context import Context, ModelSpec, resolve_context
 from langgraph_moa.nodes.errors import AggregatorError
 from langgraph_moa.nodes.models import CallFailedError, CallResult, ask_model, settings_for
-from langgraph_moa.nodes.records import Answer, CallFailure, ErrorInfo, ErrorKind, usage_of
+from langgraph_moa.nodes.records import (
+    Answer,
+    CallFailure,
+    ErrorInfo,
+    ErrorKind,
+    failure_note,
+    usage_of,
+)
 
 # Tag on the aggregator's model call: filter stream_mode="messages" chunks on it
 # (or on metadata["langgraph_node"] == "aggregate") to show only the final answer.
@@ -60,12 +70,13 @@ async def _answer(
         state["messages"],
         references,
         tags=[ANSWER_TAG],
+        stream=True,  # token by token when someone reads them (stream_mode="messages")
         on_retry=on_retry,
     )
 
 
 def _failed(spec: ModelSpec, exc: CallFailedError) -> str:
-    return f"{spec.model} failed after {exc.attempts} attempt(s): {exc.message}"
+    return f"{spec.model} failed: {failure_note(exc.message, exc.attempts, exc.latency_s)}"
 
 
 async def aggregate(state: AggregateInput, runtime: Runtime[Context]) -> dict[str, Any]:

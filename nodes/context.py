@@ -15,7 +15,14 @@ import re
 from functools import lru_cache
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from langgraph_moa.nodes.errors import ConfigError
 from langgraph_moa.nodes.history import ToolHistory
@@ -25,10 +32,20 @@ from langgraph_moa.nodes.prompts import AGGREGATION_PROMPT
 MODEL_NAME = re.compile(r"^(?P<provider>[a-z][a-z0-9_\-]*):(?P<name>\S.*)$")
 
 
+class Price(BaseModel):
+    """What a model costs: USD per million tokens."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    input: float = Field(ge=0, description="USD per million input (prompt) tokens.")
+    output: float = Field(ge=0, description="USD per million output (answer) tokens.")
+
+
 class ModelSpec(BaseModel):
     """One model endpoint. A bare string ``"provider:model"`` is accepted wherever a spec is."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # allow_inf_nan=False: a duration of inf (or nan) would wait forever.
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     model: str = Field(
         description="Model named 'provider:model', e.g. 'together:Qwen/Qwen2.5-72B-Instruct-Turbo'."
@@ -62,6 +79,23 @@ class ModelSpec(BaseModel):
         gt=0,
         description="The model's context window in tokens (prompt + answer); unset uses the "
         "known window of the model (nodes/budget.py) or a conservative 8192.",
+    )
+    rpm: float | None = Field(
+        default=None,
+        gt=0,
+        description="Requests per minute this model may be sent (the provider's limit, or a bit "
+        "under it); unset = no request limit. Shared by every call to the model in the process.",
+    )
+    tpm: float | None = Field(
+        default=None,
+        gt=0,
+        description="Tokens per minute (prompt estimate + max_tokens per call, as providers count "
+        "them) this model may be sent; unset = no token limit. Shared like rpm.",
+    )
+    price: Price | None = Field(
+        default=None,
+        description="USD per million input and output tokens, for cost reports and estimates; "
+        "unset uses the list price in nodes/models/catalog.toml, if the model is there.",
     )
 
     @model_validator(mode="before")
@@ -98,7 +132,8 @@ class Context(BaseModel):
     So ``Context()`` is the default preset, and ``Context(layers=1)`` its aggregator alone.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: every duration is finite (inf or nan would wait forever).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     proposers: list[ModelSpec] = Field(
         default_factory=list,
@@ -190,11 +225,36 @@ class Context(BaseModel):
         "'drop' leaves them out. Either way they see text turns ending with the user's "
         "(nodes/history.py).",
     )
+    # 30 s: a healthy model that is only slower than its siblings still finishes (512 tokens at
+    # ~20 tokens/s take ~25 s), while a hung one costs 30 s instead of 3 x 120 s + backoff.
+    # "Twice its siblings' time" keeps a call that queued behind them on one server (Ollama,
+    # llama.cpp, the local pool) and so ends about one sibling-time later.
+    straggler_grace: float | None = Field(
+        default=30.0,
+        gt=0,
+        description="Once every other proposer of a layer has finished (and at least "
+        "min_proposals answered), the last one may run this many seconds more, or twice as long "
+        "as its siblings took if that is longer; then it is cancelled and recorded with kind "
+        "'straggler'. Bounds what one hung provider costs a question. None (false in TOML) "
+        "never cuts it.",
+    )
+    stream: bool = Field(
+        default=True,
+        description="Stream every model's answer (the aggregator's tokens reach "
+        "stream_mode='messages'). False asks each model for its whole answer in one response: "
+        "far less client CPU per call, for runs where nobody reads tokens (moa batch).",
+    )
     aggregation_prompt: str = Field(
         default=AGGREGATION_PROMPT,
         description="System prompt given to later-layer proposers and the aggregator; "
         "'{references}' is replaced by the numbered previous-layer responses.",
     )
+
+    @field_validator("straggler_grace", mode="before")
+    @classmethod
+    def _grace_off(cls, value: Any) -> Any:
+        # TOML has no null: `straggler_grace = false` turns the cut off.
+        return None if value is False else value
 
     @model_validator(mode="before")
     @classmethod
@@ -236,6 +296,7 @@ class Context(BaseModel):
                 f"min_proposals={self.min_proposals} but a layer has only {smallest} proposer(s): "
                 f"allowed values are 1 to {smallest}"
             )
+        _check_shared_limits(self.all_models())
         for spec in self.all_models():
             answer = spec.max_tokens or self.max_tokens
             if spec.context_window is not None and answer >= spec.context_window:
@@ -267,6 +328,35 @@ class Context(BaseModel):
         return list(seen)
 
 
+def _check_shared_limits(specs: list[ModelSpec]) -> None:
+    """Limits and prices belong to a model, not to one use of it: its uses must agree."""
+    for field in ("rpm", "tpm", "price"):
+        seen: dict[tuple[str, str | None], Any] = {}
+        for spec in specs:
+            value = getattr(spec, field)
+            if value is None:
+                continue
+            key = (spec.model, spec.base_url)
+            if seen.setdefault(key, value) != value:
+                raise ValueError(
+                    f"{spec.model}: {field} is given two values ({seen[key]} and {value}); "
+                    f"every use of a model shares its provider's {field}: give one value"
+                )
+
+
+def shared_setting(ctx: Context, spec: ModelSpec, field: str) -> Any:
+    """``spec``'s ``field`` (rpm, tpm, price), or the one another use of the model declares."""
+    value = getattr(spec, field)
+    if value is not None:
+        return value
+    for other in ctx.all_models():
+        if other.model == spec.model and other.base_url == spec.base_url:
+            found = getattr(other, field)
+            if found is not None:
+                return found
+    return None
+
+
 def build_context(data: dict[str, Any], source: str = "context") -> Context:
     """Validate settings into a ``Context``; errors name the field and what is allowed."""
     try:
@@ -276,17 +366,24 @@ def build_context(data: dict[str, Any], source: str = "context") -> Context:
 
 
 def explain(exc: ValidationError) -> str:
-    parts = []
+    """One line for a validation error: each problem as ``field: what is wrong``."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in loc)}: {msg}" if loc else msg for loc, msg in problems(exc)
+    )
+
+
+def problems(exc: ValidationError) -> list[tuple[tuple[str | int, ...], str]]:
+    """Each problem of a validation error as (location, message); whole-context checks have no
+    location (their message names the fields)."""
+    found = []
     for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             # A misspelt setting: say which names exist (a model's own, or the run's).
             fields = ModelSpec.model_fields if len(err["loc"]) > 1 else Context.model_fields
             msg = f"unknown setting; allowed: {', '.join(fields)}"
-        # Whole-context checks have no location; their message names the fields.
-        parts.append(f"{where}: {msg}" if where else msg)
-    return "; ".join(parts)
+        found.append((tuple(err["loc"]), msg))
+    return found
 
 
 @lru_cache(maxsize=32)

@@ -13,8 +13,8 @@ from langgraph.runtime import Runtime
 
 from langgraph_moa.nodes.context import Context, resolve_context
 from langgraph_moa.nodes.models import CallFailedError, ask_model, settings_for
-from langgraph_moa.nodes.models.quorum import QuorumCancelledError, quorum_call
-from langgraph_moa.nodes.records import ErrorInfo, Proposal, ProposeTask, usage_of
+from langgraph_moa.nodes.models.quorum import CutError, quorum_call
+from langgraph_moa.nodes.records import ErrorInfo, ErrorKind, Proposal, ProposeTask, usage_of
 
 
 def proposer_tasks(
@@ -38,7 +38,8 @@ def _layer_run(runtime: Runtime[Context], layer: int) -> str:
 async def propose(task: ProposeTask, runtime: Runtime[Context]) -> dict[str, Any]:
     """Ask one proposer; a failure is recorded, never raised, so its siblings keep running."""
     ctx = resolve_context(runtime.context)
-    spec = ctx.proposers_of(task["layer"])[task["index"]]
+    specs = ctx.proposers_of(task["layer"])
+    spec = specs[task["index"]]
     record = Proposal(
         layer=task["layer"],
         index=task["index"],
@@ -49,23 +50,35 @@ async def propose(task: ProposeTask, runtime: Runtime[Context]) -> dict[str, Any
         attempts=0,
         error=None,
     )
+    started = [1]  # attempts started, for a call cut in the middle of its retries
+
+    def on_retry(attempt: int, kind: ErrorKind, message: str, wait_s: float) -> None:
+        started[0] = attempt + 1
+
     call = ask_model(
         settings_for(spec, ctx),
         ctx,
         task["messages"],
         task["references"],
-        tags=[TAG_NOSTREAM],  # proposer tokens stay out of stream_mode="messages"
+        # Never streamed: the next layer reads the answer whole, and a streamed token costs ~30x
+        # the client CPU of a non-streamed one. The tag keeps the answer itself out of
+        # stream_mode="messages" too.
+        tags=[TAG_NOSTREAM],
+        stream=False,
         deadline_s=ctx.layer_deadline,
+        on_retry=on_retry,
+        # The same model listed twice is two samples: the call cache keeps them apart.
+        sample=specs[: task["index"]].count(spec),
     )
     try:
-        # A plain await unless ctx.quorum is set.
+        # Cut by the layer's quorum or straggler grace (nodes/models/quorum.py), if at all.
         result = await quorum_call(ctx, task["layer"], _layer_run(runtime, task["layer"]), call)
     except CallFailedError as exc:
         record["latency_s"], record["attempts"] = exc.latency_s, exc.attempts
         record["error"] = ErrorInfo(kind=exc.kind, message=exc.message)
-    except QuorumCancelledError as exc:
-        record["latency_s"], record["attempts"] = exc.latency_s, 1
-        record["error"] = ErrorInfo(kind="cancelled", message=exc.message)
+    except CutError as exc:
+        record["latency_s"], record["attempts"] = exc.latency_s, started[0]
+        record["error"] = ErrorInfo(kind=exc.kind, message=exc.message)
     else:
         record["text"], record["usage"] = result.text, usage_of(result.message)
         record["latency_s"], record["attempts"] = result.latency_s, result.attempts

@@ -18,6 +18,7 @@ ErrorKind = Literal[
     "deadline",  # missed Context.layer_deadline (retries and waits included)
     "context",  # the prompt does not fit the model's context window (nothing sent)
     "cancelled",  # cut by the layer's straggler quorum (nodes/models/quorum.py)
+    "straggler",  # the last of its layer, cut after Context.straggler_grace (models/quorum.py)
     "other",  # anything else (the message says what)
 ]
 """Why a model call failed: records, call errors and the CLI all use these names."""
@@ -45,7 +46,7 @@ class Proposal(TypedDict):
     text: str | None  # None when the call failed
     usage: Usage | None
     latency_s: float
-    attempts: int
+    attempts: int  # requests made; 0 with text = answered from the call cache (moa batch)
     error: ErrorInfo | None
 
 
@@ -64,7 +65,7 @@ class Answer(TypedDict):
     usage: Usage | None
     latency_s: float
     ttft_s: float | None
-    attempts: int  # attempts of the call that answered
+    attempts: int  # attempts of the call that answered; 0 = answered from the call cache
     fallback: bool  # True when Context.fallback_aggregator wrote the answer
     aggregator_failure: CallFailure | None  # why the aggregator did not, when fallback is True
 
@@ -76,6 +77,11 @@ class ProposeTask(TypedDict):
     index: int  # the proposer's position in Context.proposers_of(layer)
     messages: list[AnyMessage]
     references: list[str] | None  # the previous layer's answers (join node), None in layer 1
+
+
+def failure_note(message: str, attempts: int, latency_s: float) -> str:
+    """A failure as users see it: why, how many attempts, and the real time spent in all."""
+    return f"{message} ({attempts} attempt{'s' if attempts != 1 else ''}, {latency_s:.1f} s)"
 
 
 def usage_of(message: Any) -> Usage | None:

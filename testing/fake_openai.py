@@ -28,6 +28,7 @@ Usage::
     with FakeOpenAIServer() as server:
         server.script("proposer-a", "Hello there", ttft=0.2, token_delay=0.01)
         server.fail("proposer-b", Failure(status=429, retry_after="1"))
+        server.rate_limit(10)  # like a provider: 429 above 10 requests per second per model
         client = openai.OpenAI(base_url=server.base_url, api_key="test-key")
         ...
         assert server.requests_for("proposer-a")[0].stream
@@ -43,6 +44,7 @@ import collections
 import contextlib
 import json
 import logging
+import math
 import re
 import socket
 import threading
@@ -95,6 +97,7 @@ class Failure:
             ``{"error": {"message", "type", "code", "param"}}``.
         retry_after: value of the ``Retry-After`` header (seconds or HTTP date),
             sent with ``status``.
+        retry_after_ms: value of OpenAI's ``retry-after-ms`` header, sent with ``status``.
         hang: sleep this many seconds before answering anything (to trigger
             client timeouts); then answer normally (or with ``status``).  The
             sleep ends early if the client disconnects.
@@ -112,6 +115,7 @@ class Failure:
 
     status: int | None = None
     retry_after: str | None = None
+    retry_after_ms: str | None = None
     hang: float | None = None
     drop_after_tokens: int | None = None
     message: str = "scripted failure"
@@ -398,12 +402,15 @@ class _Exchange:
         message: str,
         *,
         retry_after: str | None = None,
+        retry_after_ms: str | None = None,
         error_type: str | None = None,
         code: str | None = None,
     ) -> None:
         extra: list[tuple[bytes, bytes]] = []
         if retry_after is not None:
             extra.append((b"retry-after", retry_after.encode("latin-1")))
+        if retry_after_ms is not None:
+            extra.append((b"retry-after-ms", retry_after_ms.encode("latin-1")))
         await self.send_json(status, _error_body(status, message, error_type, code), extra)
 
     async def abort(self) -> None:
@@ -476,6 +483,10 @@ class FakeOpenAIServer:
         self._peak: dict[str, int] = {}
         self._peak_total = 0
         self._counter = 0
+        self._rate: float | None = None  # requests per second allowed (see rate_limit)
+        self._window = 1.0
+        self._accepted: dict[str, collections.deque[float]] = {}
+        self.rate_limited = 0  # requests answered 429 by the rate limit
         self._exchanges: set[_Exchange] = set()
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
@@ -659,6 +670,35 @@ class FakeOpenAIServer:
         with self._lock:
             return len(self._failures.get(model, ()))
 
+    def rate_limit(self, requests_per_s: float | None, *, window_s: float = 1.0) -> None:
+        """Answer 429 above ``requests_per_s`` per model, like a provider (None: no limit).
+
+        Over any sliding ``window_s`` seconds at most ``requests_per_s * window_s`` requests to
+        one model are accepted; one more is answered HTTP 429 (``rate_limit_exceeded``) with
+        ``Retry-After`` (whole seconds, rounded up) and ``retry-after-ms`` saying when the oldest
+        accepted request leaves the window. Rejected requests do not count against the limit.
+        ``rate_limited`` counts them. Scripted failures are consumed only by accepted requests.
+        """
+        with self._lock:
+            self._rate = requests_per_s
+            self._window = window_s
+            self._accepted.clear()
+            self.rate_limited = 0
+
+    def _over_limit(self, model: str, now: float) -> float | None:
+        """Seconds to wait if a request to ``model`` arriving ``now`` is over the rate limit
+        (lock held)."""
+        if self._rate is None:
+            return None
+        accepted = self._accepted.setdefault(model, collections.deque())
+        while accepted and accepted[0] <= now - self._window:
+            accepted.popleft()
+        if len(accepted) >= self._rate * self._window:
+            self.rate_limited += 1
+            return accepted[0] + self._window - now
+        accepted.append(now)
+        return None
+
     def reset(self) -> None:
         """Clear scripts, pending failures, records and concurrency peaks.
 
@@ -671,6 +711,9 @@ class FakeOpenAIServer:
             self.requests.clear()
             self._peak = {m: n for m, n in self._in_flight.items() if n}
             self._peak_total = self._in_flight_total
+            self._rate = None
+            self._accepted.clear()
+            self.rate_limited = 0
 
     # ------------------------------------------------------------ inspection
     def requests_for(self, model: str) -> list[RecordedRequest]:
@@ -776,7 +819,15 @@ class FakeOpenAIServer:
             known = script is not None
             failure: Failure | None = None
             usable = isinstance(parsed, dict) and model and isinstance(messages_raw, list)
-            if usable and (known or not self.strict):
+            wait = self._over_limit(model, arrived) if usable else None
+            if wait is not None:
+                failure = Failure(
+                    status=429,
+                    retry_after=str(max(1, math.ceil(wait))),
+                    retry_after_ms=str(max(1, math.ceil(wait * 1000))),
+                    message="Rate limit reached: too many requests per second",
+                )
+            elif usable and (known or not self.strict):
                 queue = self._failures.get(model)
                 if queue:
                     failure = queue.popleft()
@@ -832,6 +883,7 @@ class FakeOpenAIServer:
                 failure.status,
                 failure.message,
                 retry_after=failure.retry_after,
+                retry_after_ms=failure.retry_after_ms,
                 error_type=failure.error_type,
                 code=failure.code,
             )

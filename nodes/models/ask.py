@@ -1,6 +1,8 @@
 """Ask one model: the one path every proposer and the aggregator take.
 
-Build (or reuse) the model, fit the request to its context window, call it with retries.
+Build (or reuse) the model, fit the request to its context window, answer from the call cache when
+one is active (nodes/models/callcache.py), wait for the model's token budget
+(nodes/models/limits.py), call it with retries. A 429 pauses the model for every caller.
 """
 
 from __future__ import annotations
@@ -11,10 +13,13 @@ from langchain_core.messages import AnyMessage
 
 from langgraph_moa.nodes.context import Context
 from langgraph_moa.nodes.history import model_view
-from langgraph_moa.nodes.models.budget import fit_request
+from langgraph_moa.nodes.models.budget import fit_request, request_tokens
 from langgraph_moa.nodes.models.cache import chat_model
+from langgraph_moa.nodes.models.callcache import active_call_cache, request_key
 from langgraph_moa.nodes.models.calls import CallFailedError, CallResult, OnRetry, call_model
+from langgraph_moa.nodes.models.limits import gate_for
 from langgraph_moa.nodes.models.settings import ModelSettings
+from langgraph_moa.nodes.records import ErrorKind
 
 
 async def ask_model(
@@ -24,19 +29,42 @@ async def ask_model(
     references: Sequence[str] | None,
     *,
     tags: list[str],
+    stream: bool,
     deadline_s: float | None = None,
     on_retry: OnRetry | None = None,
+    sample: int = 0,
 ) -> CallResult:
     """The model's answer to ``messages``, with ``references`` in the aggregation prompt.
+
+    ``stream``: whether the answer may be streamed. With True it streams when someone reads the
+    tokens (LangGraph's ``stream_mode="messages"``) and is one plain request otherwise; with False
+    it is always one plain request (a proposer's answer is read whole, by the next layer).
+    ``sample`` tells identical proposers of a layer apart in the call cache.
 
     Raises ``CallFailedError`` when the call fails for good or answers with empty text, and
     ``ProviderError`` when the model cannot be built (unknown provider, missing key).
     """
-    model = chat_model(settings)
+    model = chat_model(settings, stream=stream)
     # Text turns only, by the context's policy for tool calls and results (nodes/history.py).
     conversation = model_view(messages, ctx.tool_history)
     # Fitted to the model's context window; raises (kind "context") when nothing fits.
     request = fit_request(settings, model, conversation, references, ctx.aggregation_prompt)
+    cache = active_call_cache()
+    key = None
+    if cache is not None:
+        key = request_key(settings, request, sample=sample, scope=cache[1])
+        found = await cache[0].lookup(key)
+        if found is not None:
+            return found
+    gate = gate_for(settings)
+    await gate.reserve_tokens(request_tokens(request) + settings.max_tokens)
+
+    def retrying(attempt: int, kind: ErrorKind, message: str, wait_s: float) -> None:
+        if kind == "rate_limit":  # the provider said slow down: to every caller of the model
+            gate.pause(wait_s)
+        if on_retry is not None:
+            on_retry(attempt, kind, message, wait_s)
+
     result = await call_model(
         model,
         request,
@@ -45,10 +73,12 @@ async def ask_model(
         tags=tags,
         retry_base_s=ctx.retry_base_s,
         deadline_s=deadline_s,
-        on_retry=on_retry,
+        on_retry=retrying,
     )
     if not result.text.strip():
         raise CallFailedError(
             "empty", "answered with empty text", result.attempts, result.latency_s
         )
+    if cache is not None and key is not None:
+        await cache[0].store(key, result)
     return result

@@ -4,6 +4,11 @@ Building a client costs ~130 ms (ChatTogether builds four OpenAI clients), so a 
 on first use and kept. Per event loop, because its async HTTP client's connection pool belongs
 to the loop that opened it: a second ``asyncio.run`` in one process needs its own. The entries of
 closed loops are dropped when a new loop first asks.
+
+Each model also has a non-streaming twin (``stream=False``) for calls whose tokens nobody reads
+(the proposers): a copy with LangChain's ``disable_streaming`` set, sharing the model's clients.
+Without it LangChain streams every call made while a ``stream_mode="messages"`` consumer is
+attached, even calls tagged ``nostream`` whose chunks LangGraph then drops.
 """
 
 from __future__ import annotations
@@ -32,8 +37,11 @@ def _env_fingerprint(settings: ModelSettings) -> tuple[str | None, ...]:
     return tuple(os.environ.get(n) if n else None for n in names)
 
 
-def chat_model(settings: ModelSettings) -> BaseChatModel:
-    """The chat model for ``settings``, built on first use in this event loop."""
+def chat_model(settings: ModelSettings, *, stream: bool = True) -> BaseChatModel:
+    """The chat model for ``settings``, built on first use in this event loop.
+
+    ``stream=False``: its twin that never streams, whoever listens.
+    """
     key = (settings, _env_fingerprint(settings))
     loop = running_loop()
     if loop is None:
@@ -47,7 +55,12 @@ def chat_model(settings: ModelSettings) -> BaseChatModel:
     model = models.get(key)
     if model is None:
         model = models[key] = build_model(settings)
-    return model
+    if stream:
+        return model
+    quiet = models.get((key, "quiet"))
+    if quiet is None:
+        quiet = models[(key, "quiet")] = model.model_copy(update={"disable_streaming": True})
+    return quiet
 
 
 def cached_loops() -> int:

@@ -1,4 +1,11 @@
-"""One model call: streamed, timed, retried when retrying can help, classified when it fails.
+"""One model call: timed, retried when retrying can help, classified when it fails.
+
+Streamed only when someone reads the tokens. The call is ``model.ainvoke``: LangChain streams it
+when a streaming consumer is attached (LangGraph's ``stream_mode="messages"`` handler) and the
+model allows it (``disable_streaming`` unset; proposers get a copy that sets it, see
+nodes/models/cache.py), and otherwise makes one non-streamed request. A streamed token costs the
+client ~0.3 ms of CPU through the SDK and LangChain; a whole 500-token answer not streamed costs
+about as much as a handful of streamed tokens (docs/performance.md).
 
 This is the project's only retry layer (clients are built with ``max_retries=0`` and the graph's
 nodes have no retry policy), so ``max_attempts`` is the number of requests a call really makes.
@@ -7,7 +14,15 @@ and the attempt count is part of the result that lands in graph state.
 
 Retried: HTTP 429 (waiting what ``Retry-After`` asks, seconds or HTTP date, when it is at most
 ``RETRY_AFTER_CAP_S``), 408, 409 and 5xx, connection errors, timeouts, and a stream that ends or
-breaks before the model said it was done. Never retried: every other 4xx (400 bad request or
+breaks before the model said it was done. What "broken" means depends on how the call went:
+
+- streamed: the connection broke after answer text had arrived (kind ``stream``), or the stream
+  ended without a ``finish_reason`` (kind ``stream``);
+- not streamed: the answer arrives whole or not at all. A connection cut before the response was
+  complete is a connection error (kind ``connection``, retried like one); a complete response
+  without a ``finish_reason`` is an unfinished answer (kind ``stream``, retried).
+
+Never retried: every other 4xx (400 bad request or
 context too long, 401 bad key, 403, 404 unknown model, 413, 422): the call fails at once.
 Other waits are exponential backoff with jitter: ``retry_base_s * 2**(n-1)``, times a random
 factor in [0.5, 1], capped at ``BACKOFF_CAP_S``.
@@ -24,9 +39,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessageChunk, AnyMessage
-from langchain_core.runnables import RunnableConfig
+from langchain_core.messages import AIMessage, AnyMessage, BaseMessage
+from langchain_core.runnables import RunnableConfig, ensure_config
+from langchain_core.runnables.config import merge_configs
 
 from langgraph_moa.nodes.errors import ContextOverflowError
 from langgraph_moa.nodes.models.redact import redact
@@ -50,15 +67,17 @@ STATUS_HINT = {
 
 
 class StreamBrokenError(Exception):
-    """The stream ended before the model said it was done."""
+    """The answer ended before the model said it was done (no ``finish_reason``)."""
 
 
 @dataclass
 class CallResult:
     text: str
-    message: AIMessageChunk
+    message: AIMessage
     attempts: int
     latency_s: float
+    # Time to the first answer text the caller could see, from the start of the attempt that
+    # answered: the first streamed token, or the whole answer when the call was not streamed.
     ttft_s: float | None
 
 
@@ -161,34 +180,45 @@ def _reports_finish(model: BaseChatModel) -> bool:
     return isinstance(model, BaseChatOpenAI)
 
 
-def _finished(model: BaseChatModel, message: AIMessageChunk) -> bool:
+def _finished(model: BaseChatModel, message: BaseMessage) -> bool:
     if not _reports_finish(model):
         return True
     return bool((message.response_metadata or {}).get("finish_reason"))
 
 
-@dataclass
-class _Seen:
-    """What one attempt received before it failed."""
+class _Watch(BaseCallbackHandler):
+    """Notes the tokens of a streamed attempt: when the first text came, and how many.
 
-    chunks: int = 0
+    A callback handler because ``ainvoke`` streams inside LangChain; it runs inline (no thread,
+    no task), which costs a few microseconds a token, and nothing when the call is not streamed.
+    """
+
+    run_inline = True
+
+    def __init__(self, start: float) -> None:
+        self.start = start
+        self.chunks = 0
+        self.first_s: float | None = None
+
+    def on_llm_new_token(self, token: str | list[str | dict[str, Any]], **kwargs: Any) -> None:
+        if token:
+            self.chunks += 1
+            if self.first_s is None:
+                self.first_s = time.perf_counter() - self.start
 
 
 async def _attempt(
-    model: BaseChatModel, messages: Sequence[AnyMessage], config: RunnableConfig, seen: _Seen
-) -> tuple[AIMessageChunk, float | None]:
-    start = time.perf_counter()
-    ttft: float | None = None
-    total: AIMessageChunk | None = None
-    async for chunk in model.astream(list(messages), config):
-        if chunk.content:
-            seen.chunks += 1
-            if ttft is None:
-                ttft = time.perf_counter() - start
-        total = chunk if total is None else total + chunk
-    if total is None or not _finished(model, total):
-        raise StreamBrokenError("the stream ended before the answer was complete")
-    return total, ttft
+    model: BaseChatModel, messages: Sequence[AnyMessage], tags: list[str], watch: _Watch
+) -> AIMessage:
+    config: RunnableConfig = {"tags": tags}
+    if model.disable_streaming is not True:  # it may stream: watch its tokens
+        # The node's config (LangGraph's callbacks, with the stream_mode="messages" handler
+        # when someone streams) with the watcher added. Only here: it costs ~0.1 ms a call.
+        config = merge_configs(ensure_config(config), {"callbacks": [watch]})
+    message = await model.ainvoke(list(messages), config)
+    if not _finished(model, message):
+        raise StreamBrokenError("the answer ended before the model said it was done")
+    return message
 
 
 async def call_model(
@@ -202,27 +232,27 @@ async def call_model(
     deadline_s: float | None = None,
     on_retry: OnRetry | None = None,
 ) -> CallResult:
-    """Stream one answer from ``model``; retry transient failures; raise ``CallFailedError``.
+    """One answer from ``model`` (streamed only when someone reads the tokens, see above);
+    retry transient failures; raise ``CallFailedError``.
 
     ``timeout`` bounds each attempt; ``deadline_s`` (optional) bounds the whole call, attempts
     and waits included: no retry starts that could not finish before it.
     """
-    config: RunnableConfig = {"tags": tags or []}
     start = time.perf_counter()
     ends = start + deadline_s if deadline_s is not None else None
     for attempt in range(1, max_attempts + 1):
         limit, by_deadline = timeout, False
         if ends is not None and ends - time.perf_counter() < timeout:
             limit, by_deadline = max(0.0, ends - time.perf_counter()), True
-        seen = _Seen()
+        watch = _Watch(time.perf_counter())
         try:
             async with asyncio.timeout(limit):
-                message, ttft = await _attempt(model, messages, config, seen)
+                message = await _attempt(model, messages, tags or [], watch)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             elapsed = time.perf_counter() - start
-            kind, retryable = classify(exc, streamed=seen.chunks > 0)
+            kind, retryable = classify(exc, streamed=watch.chunks > 0)
             if kind == "timeout" and by_deadline:
                 raise CallFailedError(
                     "deadline", f"missed the layer deadline of {deadline_s:g} s", attempt, elapsed
@@ -256,17 +286,18 @@ async def call_model(
                 on_retry(attempt, kind, message_, wait)
             await asyncio.sleep(wait)
             continue
+        end = time.perf_counter()
         return CallResult(
             text=_text(message),
             message=message,
             attempts=attempt,
-            latency_s=time.perf_counter() - start,
-            ttft_s=ttft,
+            latency_s=end - start,
+            ttft_s=watch.first_s if watch.first_s is not None else end - watch.start,
         )
     raise AssertionError("unreachable")
 
 
-def _text(message: AIMessageChunk) -> str:
+def _text(message: BaseMessage) -> str:
     content: Any = message.content
     if isinstance(content, str):
         return content

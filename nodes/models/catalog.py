@@ -1,7 +1,7 @@
 """What the project knows about providers and models, written once.
 
 Providers: the API key variable each reads, and the OpenAI-compatible servers that run locally.
-Models: facts per ``provider:model`` in catalog.toml (context windows).
+Models: facts per ``provider:model`` in catalog.toml (context windows, list prices).
 """
 
 from __future__ import annotations
@@ -50,3 +50,16 @@ def known_window(model: str) -> int | None:
     """The context window catalog.toml gives for ``model``, if any."""
     window = models().get(model, {}).get("window")
     return int(window) if window is not None else None
+
+
+def known_price(model: str) -> tuple[float, float] | None:
+    """USD per million (input, output) tokens catalog.toml gives for ``model``, if any."""
+    price = models().get(model, {}).get("price")
+    if price is None:
+        return None
+    return (float(price["input"]), float(price["output"]))
+
+
+def priced_models() -> list[str]:
+    """The models catalog.toml has a price for."""
+    return [name for name, facts in models().items() if "price" in facts]

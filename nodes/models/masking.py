@@ -25,6 +25,11 @@ class _MaskedCompletions:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
+    @property
+    def with_raw_response(self) -> _MaskedCompletions:
+        # The non-streamed path goes through ``with_raw_response.create``.
+        return _MaskedCompletions(self._inner.with_raw_response)
+
     async def create(self, **kwargs: Any) -> Any:
         try:
             return await self._inner.create(**kwargs)
@@ -72,7 +77,8 @@ def _mask_exception(exc: BaseException) -> None:
 
 
 def mask_keys_in_api_errors(model: BaseChatModel) -> None:
-    """Wrap an OpenAI-style client (ChatOpenAI, ChatTogether): both call ``async_client.create``."""
+    """Wrap an OpenAI-style client (ChatOpenAI, ChatTogether): both call ``async_client.create``
+    (streamed) or ``async_client.with_raw_response.create`` (not streamed)."""
     inner = getattr(model, "async_client", None)
     if inner is not None and hasattr(inner, "create") and not isinstance(inner, _MaskedCompletions):
         model.async_client = _MaskedCompletions(inner)  # type: ignore[attr-defined]

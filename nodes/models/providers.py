@@ -17,7 +17,9 @@ from langchain_core.language_models import BaseChatModel
 
 from langgraph_moa.nodes.errors import ProviderError
 from langgraph_moa.nodes.models.catalog import KEY_ENV, LOCAL_SERVERS, TOGETHER_BASE_ENV
+from langgraph_moa.nodes.models.chunks import plain_stream_chunks
 from langgraph_moa.nodes.models.http import shared_http_clients
+from langgraph_moa.nodes.models.limits import gate_for
 from langgraph_moa.nodes.models.masking import mask_keys_in_api_errors
 from langgraph_moa.nodes.models.redact import register_key_env
 from langgraph_moa.nodes.models.settings import ModelSettings
@@ -143,5 +145,10 @@ def build_model(settings: ModelSettings) -> BaseChatModel:
     """A new chat model for ``settings`` (use nodes/models/cache.py's ``chat_model`` to reuse)."""
     check_provider(settings.provider, settings.model)
     model = PROVIDERS.get(settings.provider, _langchain)(settings)
+    plain_stream_chunks(model)  # first: the key masking wraps it
     mask_keys_in_api_errors(model)
+    # Every request waits its turn at the model's gate (rpm, and the pause after a 429).
+    model.rate_limiter = gate_for(settings)
+    # Not streamed: astream falls back to one whole response (far less client CPU per call).
+    model.disable_streaming = not settings.stream
     return model

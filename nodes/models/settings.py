@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from langgraph_moa.nodes.context import Context, ModelSpec
-from langgraph_moa.nodes.models.catalog import KEY_ENV, known_window
+from langgraph_moa.nodes.context import Context, ModelSpec, Price, shared_setting
+from langgraph_moa.nodes.models.catalog import KEY_ENV, known_price, known_window
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +25,10 @@ class ModelSettings:
     window: int | None  # context window: declared, or from the catalog; None = ask the model
     base_url: str | None  # an OpenAI-compatible endpoint instead of the provider's own
     api_key_env: str | None  # the variable holding the key (never the key itself)
+    stream: bool  # stream the answer; False asks for it in one response (less client CPU)
+    rpm: float | None  # requests per minute allowed (nodes/models/limits.py), None = no limit
+    tpm: float | None  # tokens per minute allowed, None = no limit
+    price: tuple[float, float] | None  # USD per million (input, output) tokens; None = unknown
 
     @property
     def provider(self) -> str:
@@ -46,4 +50,14 @@ def settings_for(spec: ModelSpec, ctx: Context) -> ModelSettings:
         window=spec.context_window or known_window(spec.model),
         base_url=spec.base_url,
         api_key_env=spec.api_key_env or KEY_ENV.get(spec.provider),
+        stream=ctx.stream,
+        rpm=shared_setting(ctx, spec, "rpm"),
+        tpm=shared_setting(ctx, spec, "tpm"),
+        price=_price(shared_setting(ctx, spec, "price"), spec.model),
     )
+
+
+def _price(declared: Price | None, model: str) -> tuple[float, float] | None:
+    if declared is not None:
+        return (declared.input, declared.output)
+    return known_price(model)

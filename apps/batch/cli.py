@@ -1,0 +1,228 @@
+"""``moa batch``: from the command's flags to a run (or a dry run), a summary and an exit code.
+
+Exit codes: 0 every item ok (or a dry run); 1 some items failed (rerun with --retry-failed) or
+the run could not go on; 2 bad input or settings; 130 interrupted (rerun the command to resume).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from langgraph_moa.apps.batch.cost import estimate
+from langgraph_moa.apps.batch.formats import FORMATS, Format, run_file_for
+from langgraph_moa.apps.batch.inputs import InputError, InvalidItem, Item, read_items
+from langgraph_moa.apps.batch.outputs import RunFile
+from langgraph_moa.apps.batch.progress import money
+from langgraph_moa.apps.batch.runner import (
+    BatchOptions,
+    BatchResult,
+    default_cache,
+    replay_items,
+    run_batch,
+)
+from langgraph_moa.nodes.context import Context, ModelSpec
+from langgraph_moa.nodes.errors import ConfigError
+
+
+def _context(flags: dict[str, Any]) -> Context:
+    from langgraph_moa.apps.cli.settings import context_from_flags
+
+    ctx = context_from_flags(**flags)
+    # Nobody reads a batch run's tokens: whole answers cost the client far less CPU.
+    return ctx.model_copy(update={"stream": False})
+
+
+def _generator(flags: dict[str, Any], ctx: Context, replay: bool) -> str:
+    source = flags.get("config") or flags.get("preset")
+    name = Path(source).stem if source else "moa"
+    if replay:
+        return f"moa-replay-{ctx.aggregator.name.rsplit('/', 1)[-1]}"
+    return name if name.startswith("moa") else f"moa-{name}"
+
+
+def _preflight(models: list[ModelSpec], ctx: Context) -> None:
+    """Build the models now: an unknown provider or a missing key fails before any item."""
+    from langgraph_moa.nodes.models import settings_for
+    from langgraph_moa.nodes.models.cache import chat_model
+
+    for spec in models:
+        chat_model(settings_for(spec, ctx))
+
+
+def batch(
+    *,
+    input_path: str | None,
+    output: str | None,
+    fmt: str,
+    flags: dict[str, Any],
+    concurrency: int,
+    skip_invalid: bool,
+    retry_failed: bool,
+    cache: str | None,
+    no_cache: bool,
+    dry_run: bool,
+    as_json: bool,
+    replay: str | None,
+    server: str | None,
+    assistant: str,
+    generator: str | None,
+    limit: int | None,
+    console: Console,
+) -> int:
+    """Run the command; raises MoAError (InputError, ConfigError: bad input) for one-line errors."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    if concurrency < 1:
+        raise ConfigError("--concurrency must be at least 1")
+    if limit is not None and limit < 1:
+        raise ConfigError("--limit must be at least 1")
+    if replay and input_path:
+        raise ConfigError("give either INPUT or --replay RUN.jsonl, not both")
+    if replay and server:
+        raise ConfigError("--replay runs here: it cannot go with --server")
+    if not replay and not input_path:
+        raise ConfigError("give the INPUT file (JSONL or a JSON list; '-' for stdin)")
+    if output is None and not dry_run:
+        raise ConfigError("give the output file with -o/--output")
+    ctx = _context(flags)
+
+    stored: dict[str, dict[str, Any]] | None = None
+    if replay:
+        if not Path(replay).is_file():
+            raise InputError(f"--replay: run file {replay!r} not found")
+        items, stored = replay_items(RunFile(replay).records())
+        if not items:
+            raise InputError(f"--replay: {replay} holds no records")
+    else:
+        assert input_path is not None
+        items = read_items(input_path, skip_invalid=skip_invalid)
+    the_format: Format = fmt
+
+    if dry_run:
+        return _dry_run(items, ctx, output, the_format, as_json, replay=stored)
+
+    assert output is not None
+    out = Path(output)
+    cache_path = None if no_cache or server else Path(cache) if cache else default_cache(out)
+    options = BatchOptions(
+        concurrency=concurrency,
+        fmt=the_format,
+        generator=generator or _generator(flags, ctx, stored is not None),
+        cache=cache_path,
+        retry_failed=retry_failed,
+        limit=limit,
+        server=server,
+        assistant=assistant,
+        replay=stored,
+    )
+
+    async def go() -> BatchResult:
+        if not server:
+            models = [
+                ctx.aggregator,
+                *([ctx.fallback_aggregator] if ctx.fallback_aggregator else []),
+            ]
+            _preflight(models if stored is not None else ctx.all_models(), ctx)
+        return await run_batch(items, ctx, out, options, console=console)
+
+    try:
+        result = asyncio.run(go())
+    except KeyboardInterrupt:
+        console.print(
+            f"moa batch: interrupted; the finished items are in {run_file_for(out, the_format)}: "
+            "run the same command again to finish the rest",
+            highlight=False,
+            markup=False,
+        )
+        return 130
+    return _report(result, console, cache_path)
+
+
+def _report(result: BatchResult, console: Console, cache: Path | None) -> int:
+    def say(text: str) -> None:
+        console.print(text, highlight=False, markup=False)
+
+    if result.progress is not None and result.ran:
+        say(result.progress.summary())
+    if result.skipped:
+        say(f"moa batch: {result.skipped} items were already in the output and were skipped")
+    if result.other_settings:
+        say(
+            f"moa batch: {result.other_settings} finished items were made with other models than "
+            "this run's; they are kept (write to a new -o to redo them)"
+        )
+    if cache is not None and result.ran:
+        say(f"moa batch: call cache {cache}")
+    if not result.complete:
+        left = result.total - result.ok - result.failed
+        say(f"moa batch: {left} items left; run the same command again (without --limit) for them")
+    else:
+        where = f"{result.output}"
+        if result.written is not None:
+            where += f" ({result.written} items; every record in {result.run_file})"
+        say(f"moa batch: {result.ok} ok, {result.failed} failed of {result.total} items -> {where}")
+    if result.failed:
+        say(
+            f"moa batch: {result.failed} items failed (see 'error' in {result.run_file}); "
+            "rerun with --retry-failed to run them again"
+        )
+        return 1
+    return 0
+
+
+def _dry_run(
+    items: list[Item | InvalidItem],
+    ctx: Context,
+    output: str | None,
+    fmt: Format,
+    as_json: bool,
+    *,
+    replay: dict[str, dict[str, Any]] | None,
+) -> int:
+    run_file = RunFile(run_file_for(Path(output), fmt)) if output else None
+    finished = list(run_file.records()) if run_file is not None and run_file.path.exists() else []
+    done = {str(r["id"]) for r in finished}
+    # A replay calls only the aggregator, on the stored references.
+    est = estimate(items, ctx, done=done, finished=finished, replay=replay)
+    invalid = sum(isinstance(i, InvalidItem) for i in items)
+    if as_json:
+        print(json.dumps({**est.as_json(), "invalid": invalid}, indent=2))
+        return 0
+    proposer_calls = 0 if replay else sum(len(ctx.proposers_of(n)) for n in range(1, ctx.layers))
+    lines = [
+        f"moa batch --dry-run: {est.items} items ({est.done} already done, {est.to_run} to run"
+        f"{f', {invalid} invalid' if invalid else ''}), {est.turns} turns",
+        f"calls: {est.calls:,} ({proposer_calls + 1} per turn: "
+        f"{proposer_calls} proposer calls + the aggregator; retries not counted)",
+        f"tokens: {est.input_tokens:,} input + {est.output_tokens:,} output",
+        f"cost: {money(est.cost())}" + (" (list prices to check)" if est.cost() else ""),
+    ]
+    if est.measured_from:
+        lines.append(
+            f"method: the mean tokens per call of each model over the {est.measured_from} "
+            "finished items; close when the remaining prompts are like them"
+        )
+    else:
+        lines.append(
+            "method: an upper bound: every answer max_tokens long, 3.5 characters per token "
+            "(English text takes fewer); real runs usually cost less"
+        )
+    if est.unpriced:
+        lines.append(
+            f"no price for {', '.join(est.unpriced)}: set price = {{ input = .., output = .. }} "
+            "(USD per million tokens) next to the model in the config"
+        )
+    lines.append("per model:")
+    width = max(len(m) for m in est.per_model)
+    for model, row in est.per_model.items():
+        lines.append(
+            f"  {model:<{width}}  {row.calls:>8,} calls  {row.input_tokens:>12,} in  "
+            f"{row.output_tokens:>11,} out  cost {money(est.cost(model))}"
+        )
+    print("\n".join(lines))
+    return 0

@@ -1,0 +1,217 @@
+"""Cost: prices per model, the cost of a record's calls, and the estimate before a run.
+
+Prices are USD per million input and output tokens: ``ModelSpec.price`` from the config, else the
+list price in nodes/models/catalog.toml (to check: providers change them).
+
+The estimate (``moa batch --dry-run``) counts the calls exactly (items x turns x (proposers of
+every layer + the aggregator); retries not counted) and the tokens in one of two ways:
+
+- **upper bound**, before anything ran: every answer is assumed ``max_tokens`` long (a model never
+  writes more), so later layers and the aggregator get references that long; text is counted at
+  3.5 characters per token plus 4 tokens per message (nodes/models/budget.py), more than English
+  text takes with the usual tokenizers (about 4 characters per token). Real usage is at most this
+  for English text (code and other scripts can take more tokens per character); answers shorter
+  than ``max_tokens`` make it lower, often by half or more.
+- **measured**, when the output already holds finished items: the rest is estimated from their
+  mean input and output tokens per call of each model. Close when the remaining prompts are like
+  the finished ones; run a few dozen items first (``--limit``) to get it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from langgraph_moa.apps.batch.inputs import InvalidItem, Item
+from langgraph_moa.nodes.context import Context, ModelSpec
+from langgraph_moa.nodes.models import settings_for
+from langgraph_moa.nodes.models.budget import MESSAGE_OVERHEAD, REQUEST_OVERHEAD, estimate_tokens
+from langgraph_moa.nodes.prompts import format_references
+
+Prices = dict[str, tuple[float, float] | None]  # model -> USD per million (input, output)
+
+
+def prices_of(ctx: Context) -> Prices:
+    """The price of every model the run may call (None: unknown)."""
+    return {spec.model: settings_for(spec, ctx).price for spec in ctx.all_models()}
+
+
+def cost_of(usage: dict[str, dict[str, int]], prices: Prices) -> float | None:
+    """USD for ``usage`` (tokens per model); None when a model that used tokens has no price."""
+    total = 0.0
+    for model, row in usage.items():
+        price = prices.get(model)
+        tokens = row.get("input_tokens", 0) + row.get("output_tokens", 0)
+        if price is None:
+            if tokens:
+                return None
+            continue
+        total += (
+            row.get("input_tokens", 0) * price[0] + row.get("output_tokens", 0) * price[1]
+        ) / 1e6
+    return total
+
+
+@dataclass
+class ModelEstimate:
+    calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+@dataclass
+class Estimate:
+    """What running the remaining items is expected to take."""
+
+    items: int  # in the input
+    done: int  # already finished in the output (skipped)
+    to_run: int
+    turns: int  # user turns of the items to run
+    per_model: dict[str, ModelEstimate] = field(default_factory=dict)
+    prices: Prices = field(default_factory=dict)
+    measured_from: int = 0  # finished items the means come from; 0 = the upper bound
+
+    @property
+    def calls(self) -> int:
+        return sum(m.calls for m in self.per_model.values())
+
+    @property
+    def input_tokens(self) -> int:
+        return sum(m.input_tokens for m in self.per_model.values())
+
+    @property
+    def output_tokens(self) -> int:
+        return sum(m.output_tokens for m in self.per_model.values())
+
+    def cost(self, model: str | None = None) -> float | None:
+        rows = self.per_model if model is None else {model: self.per_model[model]}
+        usage = {
+            m: {"input_tokens": r.input_tokens, "output_tokens": r.output_tokens}
+            for m, r in rows.items()
+        }
+        return cost_of(usage, self.prices)
+
+    @property
+    def unpriced(self) -> list[str]:
+        return [m for m in self.per_model if self.prices.get(m) is None]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "items": self.items,
+            "done": self.done,
+            "to_run": self.to_run,
+            "turns": self.turns,
+            "calls": self.calls,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cost_usd": self.cost(),
+            "method": "measured" if self.measured_from else "upper bound",
+            "measured_from": self.measured_from,
+            "unpriced": self.unpriced,
+            "per_model": {
+                m: {**r.__dict__, "cost_usd": self.cost(m)} for m, r in self.per_model.items()
+            },
+        }
+
+
+def _message_tokens(text: str) -> int:
+    return estimate_tokens(text) + MESSAGE_OVERHEAD
+
+
+def _reference_block(ctx: Context, answers: Sequence[int]) -> int:
+    """Tokens of the aggregation system prompt holding references of ``answers`` tokens."""
+    frame = ctx.aggregation_prompt.replace("{references}", format_references([""] * len(answers)))
+    return _message_tokens(frame) + sum(answers)
+
+
+def _turn_calls(ctx: Context, conversation: int) -> list[tuple[ModelSpec, int, int]]:
+    """(model, input tokens, output tokens) of every call of one turn, at most."""
+    calls = []
+    references: list[int] = []
+    for layer in range(1, ctx.layers):
+        prompt = REQUEST_OVERHEAD + conversation
+        if references:
+            prompt += _reference_block(ctx, references)
+        specs = ctx.proposers_of(layer)
+        outs = [settings_for(s, ctx).max_tokens for s in specs]
+        calls += [(s, prompt, out) for s, out in zip(specs, outs, strict=True)]
+        references = outs
+    prompt = REQUEST_OVERHEAD + conversation
+    if references:
+        prompt += _reference_block(ctx, references)
+    calls.append((ctx.aggregator, prompt, settings_for(ctx.aggregator, ctx).max_tokens))
+    return calls
+
+
+def _replay_calls(
+    ctx: Context, conversation: int, layers: list[list[dict[str, Any]]]
+) -> list[tuple[ModelSpec, int, int]]:
+    """The aggregator's call of a replayed turn, on the stored proposals (counted as text)."""
+    texts = [p["text"] for p in layers[-1] if p.get("text")] if layers else []
+    prompt = REQUEST_OVERHEAD + conversation
+    if texts:
+        prompt += _reference_block(ctx, [estimate_tokens(t) for t in texts])
+    return [(ctx.aggregator, prompt, settings_for(ctx.aggregator, ctx).max_tokens)]
+
+
+def estimate(
+    items: Iterable[Item | InvalidItem],
+    ctx: Context,
+    *,
+    done: set[str],
+    finished: Iterable[dict[str, Any]] = (),
+    replay: dict[str, dict[str, Any]] | None = None,
+) -> Estimate:
+    """The estimate for the items not in ``done``; measured from ``finished`` records if any.
+
+    ``replay``: the stored records of a ``--replay`` run (only the aggregator is called).
+    """
+    all_items = list(items)
+    todo = [i for i in all_items if isinstance(i, Item) and i.id not in done]
+    result = Estimate(
+        items=len(all_items),
+        done=len(all_items) - len(todo),
+        to_run=len(todo),
+        turns=sum(len(i.turns) for i in todo),
+        prices=prices_of(ctx),
+    )
+    answer = settings_for(ctx.aggregator, ctx).max_tokens
+    for item in todo:
+        conversation = sum(_message_tokens(m["content"]) for m in item.history)
+        for n, text in enumerate(item.turns):
+            conversation += _message_tokens(text)
+            if replay is not None:
+                stored = replay[item.id]["turns"]
+                calls = _replay_calls(
+                    ctx, conversation, stored[n]["layers"] if n < len(stored) else []
+                )
+            else:
+                calls = _turn_calls(ctx, conversation)
+            for spec, prompt, out in calls:
+                row = result.per_model.setdefault(spec.model, ModelEstimate())
+                row.calls += 1
+                row.input_tokens += prompt
+                row.output_tokens += out
+            conversation += answer + MESSAGE_OVERHEAD  # the answer stays in the conversation
+    return _measured(result, list(finished))
+
+
+def _measured(result: Estimate, finished: list[dict[str, Any]]) -> Estimate:
+    """The upper bound's call counts with the finished items' mean tokens per call."""
+    ok = [r for r in finished if r.get("status") == "ok"]
+    seen: dict[str, ModelEstimate] = {}
+    for record in ok:
+        for model, row in record.get("usage", {}).items():
+            into = seen.setdefault(model, ModelEstimate())
+            into.calls += row["calls"]
+            into.input_tokens += row["input_tokens"]
+            into.output_tokens += row["output_tokens"]
+    if not ok or not all(seen.get(m) and seen[m].calls for m in result.per_model):
+        return result
+    for model, row in result.per_model.items():
+        mean = seen[model]
+        row.input_tokens = round(row.calls * mean.input_tokens / mean.calls)
+        row.output_tokens = round(row.calls * mean.output_tokens / mean.calls)
+    result.measured_from = len(ok)
+    return result

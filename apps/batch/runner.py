@@ -1,0 +1,295 @@
+"""Running a dataset: items in flight up to a bound, records as they finish, resumable output.
+
+Two layers, both usable as a library (``moa compare`` builds on them):
+
+- ``run_items(items, turns, ...)``: an async iterator of records, in the order items finish, with
+  at most ``concurrency`` items in flight. Knows nothing of files.
+- ``run_batch(items, ctx, output, options)``: the command's whole run: resume from the output
+  (skip finished items, repair a torn last line, ``retry_failed``), the call cache, the records
+  appended as they finish, progress, the output put in input order at the end and written in the
+  chosen format. Returns a ``BatchResult``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from langgraph_moa.apps.batch.cost import Prices, prices_of
+from langgraph_moa.apps.batch.formats import Format, run_file_for, write_format
+from langgraph_moa.apps.batch.inputs import InvalidItem, Item, parse_item
+from langgraph_moa.apps.batch.outputs import RunFile
+from langgraph_moa.apps.batch.progress import BatchProgress
+from langgraph_moa.apps.batch.records import ItemErrorKind, Turn, build_record, settings_summary
+from langgraph_moa.apps.batch.turns import GraphTurns, ReplayError, ReplayTurns, Turns
+from langgraph_moa.nodes.context import Context
+from langgraph_moa.nodes.errors import (
+    AggregatorError,
+    ConfigError,
+    LayerFailedError,
+    MoAError,
+    ProviderError,
+)
+from langgraph_moa.nodes.models.callcache import CallCache
+from langgraph_moa.nodes.models.redact import redact
+
+DEFAULT_CONCURRENCY = 8
+CACHE_NAME = "moa-cache.sqlite"  # the default call cache, in the output's folder
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """How ``run_batch`` runs (the ``moa batch`` flags)."""
+
+    concurrency: int = DEFAULT_CONCURRENCY  # items in flight
+    fmt: Format = "jsonl"
+    generator: str = "moa"  # the name in AlpacaEval's "generator" / MT-Bench's "model_id"
+    cache: Path | None = None  # the call cache file; None = no cache
+    retry_failed: bool = False  # run failed items again
+    limit: int | None = None  # run at most this many of the remaining items
+    server: str | None = None  # a LangGraph server's URL: items run there
+    assistant: str = "moa"  # the graph or assistant on the server
+    replay: dict[str, dict[str, Any]] | None = None  # id -> stored record: re-aggregate only
+
+
+@dataclass
+class BatchResult:
+    """What a ``run_batch`` call did."""
+
+    total: int  # items in the input
+    ran: int  # items run by this call
+    ok: int  # items ok in the output, this run's and earlier ones
+    failed: int
+    skipped: int  # finished before and left alone
+    repaired_bytes: int  # a torn last line cut off the output
+    other_settings: int  # finished items made with other models than this run's
+    complete: bool  # every item has a record (the output is in input order)
+    run_file: Path
+    output: Path
+    written: int | None = None  # items in the --format output, once complete
+    progress: BatchProgress | None = field(default=None, repr=False)
+
+
+# ---------------------------------------------------------------------------------- items
+def _error_of(exc: BaseException) -> tuple[ItemErrorKind, str]:
+    from langgraph_moa.apps.batch.server import ServerRunError
+
+    kinds: list[tuple[type[BaseException], ItemErrorKind]] = [
+        (LayerFailedError, "layer"),
+        (AggregatorError, "aggregator"),
+        (ConfigError, "config"),
+        (ProviderError, "provider"),
+        (ReplayError, "invalid"),
+    ]
+    if isinstance(exc, ServerRunError):
+        return exc.kind, redact(str(exc))
+    for cls, kind in kinds:
+        if isinstance(exc, cls):
+            return kind, redact(str(exc))
+    if isinstance(exc, MoAError):
+        return "other", redact(str(exc))
+    # One item's bug must not end a week-long run: it is recorded, with what it was.
+    return "other", redact(f"unexpected {type(exc).__name__}: {exc}")
+
+
+async def run_item(
+    item: Item | InvalidItem, turns: Turns, *, prices: Prices, generator: str
+) -> dict[str, Any]:
+    """The record of one item: every turn asked after the previous turn's answer."""
+    start = time.perf_counter()
+    if isinstance(item, InvalidItem):
+        return build_record(
+            item,
+            [],
+            error=("invalid", item.error),
+            seconds=0.0,
+            prices=prices,
+            generator=generator,
+            settings={},
+        )
+    done: list[Turn] = []
+    messages = [dict(m) for m in item.history]
+    error = None
+    settings: dict[str, Any] = {}
+    try:
+        settings = turns.settings_of(item)
+        for index, text in enumerate(item.turns):
+            messages.append({"role": "user", "content": text})
+            began = time.perf_counter()
+            result = await turns.turn(item, list(messages), index)
+            done.append(Turn(prompt=text, seconds=round(time.perf_counter() - began, 3), **result))
+            messages.append({"role": "assistant", "content": result["answer"]})
+    except Exception as exc:
+        error = _error_of(exc)
+    return build_record(
+        item,
+        done,
+        error=error,
+        seconds=time.perf_counter() - start,
+        prices=prices,
+        generator=generator,
+        settings=settings,
+    )
+
+
+async def run_items(
+    items: Iterable[Item | InvalidItem],
+    turns: Turns,
+    *,
+    prices: Prices,
+    generator: str = "moa",
+    concurrency: int = DEFAULT_CONCURRENCY,
+) -> AsyncIterator[dict[str, Any]]:
+    """Records of ``items`` as they finish, at most ``concurrency`` items in flight.
+
+    Items are taken from ``items`` only as room frees up, so a generator of items is read
+    lazily. Closing the iterator (or cancelling its consumer) cancels the items in flight.
+    """
+    if concurrency < 1:
+        raise ConfigError("concurrency must be at least 1")
+    source = iter(items)
+    running: set[asyncio.Task[dict[str, Any]]] = set()
+    exhausted = False
+    try:
+        while True:
+            while not exhausted and len(running) < concurrency:
+                item = next(source, None)
+                if item is None:
+                    exhausted = True
+                    break
+                running.add(
+                    asyncio.create_task(run_item(item, turns, prices=prices, generator=generator))
+                )
+            if not running:
+                return
+            finished, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            for task in finished:
+                yield task.result()
+    finally:
+        for task in running:
+            task.cancel()
+        if running:
+            with contextlib.suppress(BaseException):
+                await asyncio.gather(*running, return_exceptions=True)
+
+
+# ---------------------------------------------------------------------------------- a run
+def default_cache(output: Path) -> Path:
+    return output.parent / CACHE_NAME
+
+
+def replay_items(
+    records: Iterable[dict[str, Any]],
+) -> tuple[list[Item | InvalidItem], dict[str, dict[str, Any]]]:
+    """The items of a run file to re-aggregate, and their stored records by id."""
+    items: list[Item | InvalidItem] = []
+    stored: dict[str, dict[str, Any]] = {}
+    for n, record in enumerate(records, 1):
+        rid = str(record["id"])
+        if record.get("status") != "ok":
+            items.append(
+                InvalidItem(rid, f"item {rid} failed in the replayed run", record.get("input"), n)
+            )
+            continue
+        item = parse_item(record["input"], n)
+        items.append(Item(rid, item.kind, item.turns, item.history, item.source, n))
+        stored[rid] = record
+    return items, stored
+
+
+async def run_batch(
+    items: Sequence[Item | InvalidItem],
+    ctx: Context,
+    output: str | Path,
+    options: BatchOptions | None = None,
+    *,
+    console: Console | None = None,
+) -> BatchResult:
+    """Run ``items`` into ``output`` (resuming it if it holds finished items)."""
+    options = options or BatchOptions()
+    console = console or Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+    output = Path(output)
+    run_file = RunFile(run_file_for(output, options.fmt))
+    status = run_file.open()
+    if run_file.repaired:
+        console.print(
+            f"moa batch: cut off a torn last line ({run_file.repaired} bytes) of {run_file.path}; "
+            "that item runs again",
+            highlight=False,
+            markup=False,
+        )
+    if options.retry_failed:
+        again = {i for i, s in status.items() if s == "failed"}
+        if again:
+            run_file.drop(again)
+            status = {i: s for i, s in status.items() if i not in again}
+    todo = [i for i in items if i.id not in status]
+    if options.limit is not None:
+        todo = todo[: options.limit]
+
+    prices = prices_of(ctx)
+    cache = CallCache(options.cache) if options.cache is not None and not options.server else None
+    turns: Turns
+    if options.server:
+        from langgraph_moa.apps.batch.server import ServerTurns
+
+        remote = ServerTurns(options.server, ctx, options.assistant)
+        await remote.check()
+        turns = remote
+    elif options.replay is not None:
+        turns = ReplayTurns(ctx, options.replay, cache)
+    else:
+        turns = GraphTurns(ctx, cache)
+
+    # Finished items made with other models are kept; the user is told how many.
+    mine = settings_summary(ctx)
+    other = (
+        sum(1 for r in run_file.records() if r.get("settings") and r["settings"] != mine)
+        if status and options.replay is None
+        else 0
+    )
+
+    progress = BatchProgress(console, total=len(items), to_run=len(todo), prices=prices)
+    try:
+        with run_file, progress:
+            async for record in run_items(
+                todo,
+                turns,
+                prices=prices,
+                generator=options.generator,
+                concurrency=options.concurrency,
+            ):
+                run_file.append(record)
+                progress.record(record)
+    finally:
+        if cache is not None:
+            cache.close()
+
+    final = {r["id"]: r["status"] for r in run_file.records()}
+    ids = [i.id for i in items]
+    complete = all(i in final for i in ids)
+    result = BatchResult(
+        total=len(items),
+        ran=progress.done,
+        ok=sum(1 for i in ids if final.get(i) == "ok"),
+        failed=sum(1 for i in ids if final.get(i) == "failed"),
+        skipped=len(items) - len([i for i in items if i.id not in status]),
+        repaired_bytes=run_file.repaired,
+        other_settings=other,
+        complete=complete,
+        run_file=run_file.path,
+        output=output,
+        progress=progress,
+    )
+    if complete:
+        run_file.finish(ids)
+        if options.fmt != "jsonl":
+            result.written = write_format(options.fmt, run_file.records(), output)
+    return result

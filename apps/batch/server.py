@@ -1,0 +1,110 @@
+"""Turns run on a LangGraph server (``moa batch --server URL``), through langgraph-sdk.
+
+Each turn is one stateless run (``runs.wait`` with no thread) of the served graph (assistant
+``moa`` by default, what langgraph.json serves), with the batch's settings as its context. The
+server queues the runs; on LangGraph Platform its queue workers spread them over machines. The
+output, resuming and progress stay here, exactly as for a local run; ``--concurrency`` bounds the
+runs in flight. Rate limits (``rpm``/``tpm``) and the call cache act inside each server worker.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import httpx
+
+from langgraph_moa.apps.batch.inputs import Item
+from langgraph_moa.apps.batch.records import ItemErrorKind, TurnResult, settings_summary
+from langgraph_moa.apps.batch.turns import Message
+from langgraph_moa.nodes.context import Context
+from langgraph_moa.nodes.errors import MoAError
+
+# The server's error names for the graph's own failures, and the record's kind for them.
+ERROR_KINDS: dict[str, ItemErrorKind] = {
+    "LayerFailedError": "layer",
+    "AggregatorError": "aggregator",
+    "ProviderError": "provider",
+    "ContextOverflowError": "provider",
+    "ConfigError": "config",
+}
+
+
+class ServerError(MoAError):
+    """The LangGraph server cannot be reached, or has no such graph."""
+
+
+class ServerRunError(MoAError):
+    """One run on the server failed."""
+
+    def __init__(self, kind: ItemErrorKind, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class ServerTurns:
+    """Each turn is a stateless run on the server at ``url``."""
+
+    def __init__(self, url: str, ctx: Context, assistant: str = "moa") -> None:
+        from langgraph_sdk import get_client
+
+        self.url = url
+        self.assistant = assistant
+        self.client = get_client(url=url)
+        # Only what differs from the defaults: the server validates it into the same Context.
+        self.context = ctx.model_dump(mode="json", exclude_defaults=True)
+        self._settings = settings_summary(ctx)
+
+    def settings_of(self, item: Item) -> dict[str, Any]:
+        return self._settings
+
+    async def check(self) -> None:
+        """Fail early, with one clear line, when the server or the graph is not there."""
+        try:
+            found = await self.client.assistants.search(graph_id=self.assistant, limit=1)
+            if not found:
+                await self.client.assistants.get(self.assistant)
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code == 404:
+                raise ServerError(
+                    f"the LangGraph server at {self.url} serves no graph or assistant "
+                    f"{self.assistant!r} (see its langgraph.json; --assistant names another)"
+                ) from None
+            raise ServerError(f"the LangGraph server at {self.url} answered: {exc}") from None
+        except httpx.HTTPError as exc:
+            raise ServerError(
+                f"cannot reach the LangGraph server at {self.url} ({type(exc).__name__}: {exc}); "
+                "start one with 'langgraph dev' or check the URL"
+            ) from None
+
+    async def turn(self, item: Item, messages: list[Message], index: int) -> TurnResult:
+        try:
+            out = await self.client.runs.wait(
+                None,
+                self.assistant,
+                input=cast(dict[str, Any], {"messages": messages}),
+                context=self.context,
+                metadata=cast(dict[str, Any], {"moa_batch_item": item.id, "turn": index}),
+                raise_error=False,
+                on_disconnect="cancel",
+            )
+        except httpx.HTTPError as exc:
+            raise ServerRunError("server", f"the server failed the run: {exc}") from None
+        if not isinstance(out, dict):
+            raise ServerRunError("server", f"the server returned {type(out).__name__}, not a state")
+        if "__error__" in out:
+            error = out["__error__"] if isinstance(out["__error__"], dict) else {}
+            name = str(error.get("error", "Error"))
+            raise ServerRunError(ERROR_KINDS.get(name, "server"), str(error.get("message", name)))
+        try:
+            content = out["messages"][-1]["content"]
+            answer = content if isinstance(content, str) else _text(content)
+            return TurnResult(answer=answer, layers=out["layers"], aggregator=out["answer"])
+        except (KeyError, IndexError, TypeError):
+            raise ServerRunError(
+                "server",
+                f"the run's state has no MoA answer (is {self.assistant!r} the MoA graph?)",
+            ) from None
+
+
+def _text(content: Any) -> str:
+    return "".join(p.get("text", "") if isinstance(p, dict) else str(p) for p in content)

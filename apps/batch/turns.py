@@ -1,0 +1,111 @@
+"""Where a turn of an item runs: the MoA graph in this process, or a re-aggregation of stored
+proposals (``--replay``). A LangGraph server is the third (apps/batch/server.py).
+
+Each takes the item and the conversation so far (the turn's user message last) as plain
+``{"role", "content"}`` messages and returns the turn's answer, layers and aggregator call.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from langchain_core.runnables import RunnableConfig
+
+from langgraph_moa.apps.batch.inputs import Item
+from langgraph_moa.apps.batch.records import TurnResult, settings_summary
+from langgraph_moa.nodes.context import Context, build_context
+from langgraph_moa.nodes.errors import MoAError
+from langgraph_moa.nodes.models.callcache import CallCache, use_call_cache
+
+Message = dict[str, str]
+
+
+class Turns(Protocol):
+    """Runs one turn of an item."""
+
+    async def turn(self, item: Item, messages: list[Message], index: int) -> TurnResult: ...
+
+    def settings_of(self, item: Item) -> dict[str, Any]:
+        """The models that answer ``item`` (for its record)."""
+        ...
+
+
+class ReplayError(MoAError):
+    """The stored record has no proposals for this turn."""
+
+
+def _result(state: dict[str, Any]) -> TurnResult:
+    return TurnResult(
+        answer=state["messages"][-1].text, layers=state["layers"], aggregator=state["answer"]
+    )
+
+
+class GraphTurns:
+    """Each turn is one run of the MoA graph in this process, with the call cache if given."""
+
+    def __init__(self, ctx: Context, cache: CallCache | None = None, graph: Any = None) -> None:
+        from langgraph_moa.graphs import graph as moa_graph
+
+        self.ctx = ctx
+        self.cache = cache
+        self.graph: Any = graph if graph is not None else moa_graph
+        self._settings = settings_summary(ctx)
+
+    def settings_of(self, item: Item) -> dict[str, Any]:
+        return self._settings
+
+    async def turn(self, item: Item, messages: list[Message], index: int) -> TurnResult:
+        config: RunnableConfig = {"run_name": f"moa batch {item.id}"}
+        with use_call_cache(self.cache, scope=item.id):
+            state = await self.graph.ainvoke({"messages": messages}, config, context=self.ctx)
+        return _result(state)
+
+
+class ReplayTurns:
+    """Each turn re-aggregates the proposals a previous run stored for it: only the aggregator
+    (``ctx.aggregator``, with its fallback) is called."""
+
+    def __init__(
+        self, ctx: Context, stored: dict[str, dict[str, Any]], cache: CallCache | None = None
+    ) -> None:
+        from langgraph_moa.graphs import replay_graph
+
+        self.ctx = ctx
+        self.stored = stored
+        self.cache = cache
+        self.graph: Any = replay_graph
+        self._contexts: dict[tuple[tuple[str, ...], ...], Context] = {}
+
+    def _layers(self, item: Item, index: int) -> list[list[Any]]:
+        turns = self.stored[item.id].get("turns") or []
+        if index >= len(turns):
+            raise ReplayError(f"the replayed record has no proposals for turn {index + 1}")
+        layers: list[list[Any]] = turns[index]["layers"]
+        return layers
+
+    def _context(self, layers: list[list[Any]]) -> Context:
+        """The run's context with the stored layers' proposers: only the aggregator runs."""
+        shape = tuple(tuple(p["model"] for p in lay) for lay in layers)
+        if shape not in self._contexts:
+            data = self.ctx.model_dump(
+                exclude={"proposers", "layer_proposers", "layers", "quorum", "min_proposals"}
+            )
+            data.update(
+                layers=len(shape) + 1,
+                proposers=[],
+                layer_proposers=[list(models) for models in shape] or None,
+                min_proposals=1,
+            )
+            self._contexts[shape] = build_context(data, "replay")
+        return self._contexts[shape]
+
+    def settings_of(self, item: Item) -> dict[str, Any]:
+        return settings_summary(self._context(self._layers(item, 0)))
+
+    async def turn(self, item: Item, messages: list[Message], index: int) -> TurnResult:
+        layers = self._layers(item, index)
+        references = [p["text"] for p in layers[-1] if p["text"] is not None] if layers else None
+        state_in = {"messages": messages, "layers": layers, "references": references}
+        with use_call_cache(self.cache, scope=item.id):
+            state = await self.graph.ainvoke(state_in, context=self._context(layers))
+        return _result(state)

@@ -1,0 +1,259 @@
+"""Batch: ``moa batch`` under a provider's rate limit, the reference repository's way, and memory.
+
+1. Throughput. The fake provider (its own process) allows ``RATE`` requests per second per model
+   and answers each call in ``CALL_S`` (a whole, non-streamed answer of ``REPLY_TOKENS`` tokens);
+   above the rate it answers 429 with Retry-After. ``moa batch`` (the real command, a child
+   process) runs ``ITEMS`` items of a 1-layer x 3-proposer MoA (Self-MoA: one model, three seeds,
+   the same model aggregating, so the one limit covers every call) with ``rpm`` set to the
+   provider's limit and the call cache on. Sustained rate: accepted requests per second at the
+   server between 10% and 90% of the run.
+2. Baseline: the same items the reference repository's way (its evaluation script): one item at
+   a time, its proposers one after another, then the aggregator (the ``together`` SDK, no limit
+   needed: it never gets near it). ``BASELINE_ITEMS`` items before the batch run and as many after.
+3. Memory: peak RSS of ``run_batch`` over ``MEMORY_ITEMS`` items in a child process (zero-latency
+   in-process models, so the size fits the time budget; the call cache, gates, run file and
+   progress all run), and its growth from the first 10% of the items to the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import median, text_of
+
+ROOT = Path(__file__).resolve().parent.parent
+RATE = 40.0  # requests per second the provider allows, per model
+CALL_S = 0.2
+PROPOSERS = 3
+REPLY_TOKENS = 400
+ITEMS = 2000
+CONCURRENCY = 16
+BASELINE_ITEMS = 15  # before and after the batch run
+MEMORY_ITEMS = 10_000
+MODEL = "m"
+
+
+def _prompt(i: int) -> str:
+    return (
+        f"Item {i}: explain, for a newcomer, how a distributed database keeps replicas consistent "
+        "when the network splits, and what it gives up to do so."
+    )
+
+
+def _config(base_url: str, rate: float) -> str:
+    spec = f'model = "together:{MODEL}", base_url = "{base_url}", rpm = {rate * 60:g}'
+    proposers = ", ".join(f"{{ {spec}, seed = {i} }}" for i in range(PROPOSERS))
+    return (
+        f"layers = 2\nmax_tokens = {REPLY_TOKENS + 100}\nproposers = [{proposers}]\n"
+        f"aggregator = {{ {spec} }}\n"
+    )
+
+
+def _child_usage(cmd: list[str], cwd: Path) -> tuple[float, float, int]:
+    """(wall s, CPU s, peak RSS KiB) of one child process."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TOGETHER_", "OPENAI_"))}
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    # Drain stderr (progress lines) so the child never blocks on a full pipe.
+    tail: list[bytes] = []
+    assert proc.stderr is not None
+    stderr = proc.stderr
+    reader = threading.Thread(target=lambda: tail.extend(stderr.readlines()), daemon=True)
+    reader.start()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    reader.join(timeout=5)
+    if proc.returncode != 0:
+        raise RuntimeError(f"child failed ({proc.returncode}): {b''.join(tail[-20:]).decode()}")
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss
+
+
+async def _baseline(base_url: str, n: int, first: int) -> tuple[float, float]:
+    """(wall s, CPU s) of ``n`` items the reference repository's way."""
+    from benchmarks.baseline import ask, client, with_references
+
+    sdk = client(base_url)
+    start, cpu = time.perf_counter(), time.process_time()
+    for i in range(first, first + n):
+        messages = [{"role": "user", "content": _prompt(i)}]
+        references = [await ask(sdk, MODEL, messages) for _ in range(PROPOSERS)]  # one by one
+        await ask(sdk, MODEL, with_references(messages, references))
+    await sdk.close()
+    return time.perf_counter() - start, time.process_time() - cpu
+
+
+def _sustained(records: list[dict[str, Any]]) -> tuple[float, int, int]:
+    """(accepted requests per second between 10% and 90% of them, accepted, 429s)."""
+    accepted = sorted(r["started"] for r in records if r["status"] == 200)
+    limited = sum(1 for r in records if r["status"] == 429)
+    lo, hi = int(len(accepted) * 0.1), int(len(accepted) * 0.9)
+    rate = (hi - lo) / (accepted[hi] - accepted[lo]) if hi > lo else 0.0
+    return rate, len(accepted), limited
+
+
+def _throughput(items: int, baseline_items: int, rate: float) -> dict[str, Any]:
+    from benchmarks.server import ServerProcess
+
+    with tempfile.TemporaryDirectory() as tmp, ServerProcess() as server:
+        work = Path(tmp)
+        server.script(MODEL, text_of(REPLY_TOKENS, "word"), ttft=CALL_S)
+        config = work / "batch.toml"
+        config.write_text(_config(server.base_url, rate), encoding="utf-8")
+        data = work / "items.jsonl"
+        data.write_text(
+            "".join(json.dumps({"id": f"i{i}", "prompt": _prompt(i)}) + "\n" for i in range(items)),
+            encoding="utf-8",
+        )
+        base_walls, base_cpus = [], []
+        wall, cpu = asyncio.run(_baseline(server.base_url, baseline_items, 0))
+        base_walls.append(wall / baseline_items)
+        base_cpus.append(cpu / baseline_items)
+
+        server.reset()
+        server.script(MODEL, text_of(REPLY_TOKENS, "word"), ttft=CALL_S)
+        server.rate_limit(rate)
+        out = work / "out.jsonl"
+        cmd = [
+            sys.executable, "-m", "langgraph_moa.apps.cli.main", "batch", str(data),
+            "-o", str(out), "-c", str(config), "-j", str(CONCURRENCY),
+        ]  # fmt: skip
+        batch_wall, batch_cpu, batch_rss = _child_usage(cmd, ROOT)
+        sustained, accepted, limited = _sustained(server.requests())
+        records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+        failed = sum(r["status"] != "ok" for r in records)
+        server.rate_limit(None)
+
+        wall, cpu = asyncio.run(_baseline(server.base_url, baseline_items, baseline_items))
+        base_walls.append(wall / baseline_items)
+        base_cpus.append(cpu / baseline_items)
+    base_per_item = median(base_walls)
+    return {
+        "items": items,
+        "rate": rate,
+        "sustained_rps": sustained,
+        "overall_rps": accepted / batch_wall,
+        "accepted": accepted,
+        "rate_limited": limited,
+        "failed": failed,
+        "records": len(records),
+        "wall_s": batch_wall,
+        "items_per_min": items / batch_wall * 60,
+        "cpu_ms_per_item": batch_cpu / items * 1000,
+        "peak_rss_mib": batch_rss / 1024,
+        "baseline_items": 2 * baseline_items,
+        "baseline_items_per_min": 60 / base_per_item,
+        "baseline_s_per_item": base_walls,
+        "baseline_cpu_ms_per_item": median(base_cpus) * 1000,
+        "speedup": (items / batch_wall * 60) / (60 / base_per_item),
+    }
+
+
+# --------------------------------------------------------------------------------- memory
+def _rss_now_mib() -> float:
+    with open("/proc/self/statm", encoding="utf-8") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _memory_child(items: int, out: str) -> None:
+    import io
+
+    from rich.console import Console
+
+    from benchmarks.common import register_instant_provider
+    from langgraph_moa.apps.batch import BatchOptions, parse_item, run_batch
+    from langgraph_moa.nodes.context import Context, ModelSpec
+
+    register_instant_provider()
+    ctx = Context(
+        layers=2,
+        proposers=[ModelSpec(model="fake:p", seed=i) for i in range(PROPOSERS)],
+        aggregator="fake:a",
+        stream=False,
+    )
+    dataset = [parse_item({"id": f"i{i}", "prompt": _prompt(i)}) for i in range(items)]
+    samples: list[tuple[float, float, float]] = []  # (unix time, RSS MiB, peak RSS MiB)
+
+    def peak() -> float:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    async def main(tmp: Path) -> None:
+        async def sample() -> None:
+            while True:
+                samples.append((time.time(), _rss_now_mib(), peak()))
+                await asyncio.sleep(0.25)
+
+        sampler = asyncio.create_task(sample())
+        options = BatchOptions(concurrency=CONCURRENCY, cache=tmp / "cache.sqlite")
+        await run_batch(
+            dataset, ctx, tmp / "out.jsonl", options, console=Console(file=io.StringIO())
+        )
+        sampler.cancel()
+        samples.append((time.time(), _rss_now_mib(), peak()))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.process_time()
+        asyncio.run(main(Path(tmp)))
+        cpu = time.process_time() - start
+        finished = sorted(
+            json.loads(line)["finished"]
+            for line in (Path(tmp) / "out.jsonl").open(encoding="utf-8")
+        )
+    tenth = finished[len(finished) // 10]
+    result = {
+        "items": items,
+        "peak_rss_at_10pct_mib": max(top for t, _, top in samples if t <= tenth),
+        "peak_rss_mib": samples[-1][2],  # when run_batch returned (output in order, closed)
+        "rss_at_10pct_mib": max(rss for t, rss, _ in samples if t <= tenth),
+        "rss_at_end_mib": samples[-1][1],
+        "max_sampled_rss_mib": max(rss for _, rss, _ in samples),
+        "cpu_ms_per_item": cpu / items * 1000,
+    }
+    Path(out).write_text(json.dumps(result), encoding="utf-8")
+
+
+def _memory(items: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = str(Path(tmp) / "memory.json")
+        subprocess.run(
+            [sys.executable, "-m", "benchmarks.batch", "--memory-child", str(items), out],
+            cwd=ROOT,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            timeout=1800,
+        )
+        result: dict[str, Any] = json.loads(Path(out).read_text(encoding="utf-8"))
+    result["growth"] = result["peak_rss_mib"] / result["peak_rss_at_10pct_mib"] - 1
+    return result
+
+
+def run(
+    items: int = ITEMS,
+    memory_items: int = MEMORY_ITEMS,
+    baseline_items: int = BASELINE_ITEMS,
+    rate: float = RATE,
+) -> dict[str, Any]:
+    return {
+        "throughput": _throughput(items, baseline_items, rate),
+        "memory": _memory(memory_items),
+    }
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--memory-child":
+        _memory_child(int(sys.argv[2]), sys.argv[3])
+    else:
+        print(json.dumps(run(*(int(a) for a in sys.argv[1:3])), indent=2))

@@ -1,0 +1,119 @@
+"""The model-call cache: a call that finished is answered again from disk instead of paid again.
+
+Used by ``moa batch`` (apps/batch): a resumed item, or a rerun with another aggregator, gets its
+proposers' answers back without a request. ``ask_model`` consults it when one is active in the
+current context (``use_call_cache``; LangGraph's tasks inherit the caller's context variables).
+
+The key is the whole request: the model and every setting that shapes its answer (temperature,
+max_tokens, seed, endpoint), the exact messages sent (after fitting to the context window, so the
+references of later layers are in it), plus
+
+- ``sample``: which of several identical proposers of a layer this is (Self-MoA samples one model
+  several times: each sample keeps its own answer instead of all getting the first one's), and
+- ``scope``: the batch item, so two items with the same prompt stay two samples.
+
+Only successful, non-empty answers are stored: a failed call is asked again.
+
+Why not LangGraph's node cache or LangChain's LLM cache (both were considered):
+- The node cache (``CachePolicy`` on ``add_node``) stores a node's writes. The proposer node
+  records a failed call instead of raising, so failures would be replayed forever; and its key
+  function sees only the node's input, not the run's models.
+- LangChain's LLM cache (``cache=``/``set_llm_cache``) is consulted only on the non-streaming path
+  (``astream`` bypasses it in langchain-core 1.7), keys on (messages, model parameters) so
+  identical proposers and repeated prompts collapse into one sample, and its hits look exactly
+  like paid calls (no flag), so cost reports would count them; its SQLite backend also lives in
+  langchain-community.
+So the key is ours and the store is LangGraph's ``SqliteCache`` (langgraph-checkpoint-sqlite):
+a maintained SQLite table with WAL, expiry and serialization.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any
+
+from langchain_core.messages import AIMessageChunk, AnyMessage
+from langgraph.cache.sqlite import SqliteCache
+
+from langgraph_moa.nodes.models.calls import CallResult
+from langgraph_moa.nodes.models.settings import ModelSettings
+
+NAMESPACE = ("moa-calls", "v1")  # bump the version when the key or the value changes
+
+
+class CallCache:
+    """Finished model calls in one SQLite file."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._store: SqliteCache[dict[str, Any]] = SqliteCache(path=str(self.path))
+        self.hits = 0  # calls answered from the cache in this process
+        self.stored = 0
+
+    async def lookup(self, key: str) -> CallResult | None:
+        found = (await self._store.aget([(NAMESPACE, key)])).get((NAMESPACE, key))
+        if found is None:
+            return None
+        self.hits += 1
+        message = AIMessageChunk(
+            content=found["text"],
+            usage_metadata=found["usage"],
+            response_metadata=found["metadata"],
+        )
+        # attempts=0: no request was made (records show it; cost reports leave it out).
+        return CallResult(
+            text=found["text"], message=message, attempts=0, latency_s=0.0, ttft_s=None
+        )
+
+    async def store(self, key: str, result: CallResult) -> None:
+        meta = result.message.response_metadata or {}
+        value = {
+            "text": result.text,
+            "usage": dict(result.message.usage_metadata or {}) or None,
+            "metadata": {k: meta[k] for k in ("finish_reason", "model_name") if k in meta},
+        }
+        await self._store.aset({(NAMESPACE, key): (value, None)})
+        self.stored += 1
+
+    def close(self) -> None:
+        self._store._conn.close()  # SqliteCache has no close(); its connection is ours to end
+
+
+_ACTIVE: ContextVar[tuple[CallCache, str] | None] = ContextVar("moa_call_cache", default=None)
+
+
+@contextmanager
+def use_call_cache(cache: CallCache | None, scope: str) -> Iterator[None]:
+    """Calls made in this block (and in the tasks it starts) use ``cache``, keyed in ``scope``."""
+    token = _ACTIVE.set((cache, scope) if cache is not None else None)
+    try:
+        yield
+    finally:
+        _ACTIVE.reset(token)
+
+
+def active_call_cache() -> tuple[CallCache, str] | None:
+    return _ACTIVE.get()
+
+
+def request_key(
+    settings: ModelSettings, request: Sequence[AnyMessage], *, sample: int, scope: str
+) -> str:
+    """The cache key of one request: everything that shapes the answer."""
+    shape = {
+        "model": settings.model,
+        "base_url": settings.base_url,
+        "temperature": settings.temperature,
+        "max_tokens": settings.max_tokens,
+        "seed": settings.seed,
+        "messages": [[m.type, m.content] for m in request],
+        "sample": sample,
+        "scope": scope,
+    }
+    text = json.dumps(shape, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()

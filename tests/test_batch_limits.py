@@ -1,0 +1,154 @@
+"""Throughput under provider limits: the concurrency bound, rpm/tpm kept, a 429 slowing the model
+down for every caller, all observed at the fake server; and the fake server's rate limit itself."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from batch_helpers import prompts, read_records
+from conftest import spec
+from rich.console import Console
+
+from langgraph_moa.apps.batch import BatchOptions, parse_item, run_batch
+from langgraph_moa.nodes.context import Context
+from langgraph_moa.nodes.models.limits import ModelGate
+from langgraph_moa.testing.fake_openai import Failure, FakeOpenAIServer
+
+
+def _context(server: FakeOpenAIServer, **model: Any) -> Context:
+    return Context(
+        proposers=[spec(server, "p1", **model), spec(server, "p2", **model)],
+        aggregator=spec(server, "agg", **model),
+        stream=False,
+        retry_base_s=0.1,
+    )
+
+
+async def _run(ctx: Context, out: Path, n: int, **options: Any) -> list[dict[str, Any]]:
+    items = [parse_item(p) for p in prompts(n)]
+    quiet = Console(file=io.StringIO())
+    result = await run_batch(items, ctx, out, BatchOptions(**options), console=quiet)
+    assert result.complete
+    return read_records(out)
+
+
+async def test_concurrency_bounds_the_items_in_flight(
+    tmp_path: Path, server: FakeOpenAIServer
+) -> None:
+    for name in ("p1", "p2", "agg"):
+        server.script(name, ttft=0.2)
+    records = await _run(_context(server), tmp_path / "out.jsonl", 12, concurrency=3)
+    assert all(r["status"] == "ok" for r in records)
+    # 3 items in flight, each with its 2 proposers at once: at most 6 requests.
+    assert server.max_concurrency() <= 6
+    assert server.max_concurrency() >= 5  # and the bound is used, not undershot
+
+
+async def test_the_fake_server_answers_429_above_its_rate(server: FakeOpenAIServer) -> None:
+    server.rate_limit(5)
+    async with httpx.AsyncClient(base_url=server.base_url) as client:
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+        answers = await asyncio.gather(
+            *(client.post("/chat/completions", json=body) for _ in range(8))
+        )
+        codes = sorted(r.status_code for r in answers)
+        assert codes == [200] * 5 + [429] * 3
+        limited = next(r for r in answers if r.status_code == 429)
+        assert limited.json()["error"]["code"] == "rate_limit_exceeded"
+        assert limited.headers["retry-after"] == "1"
+        assert 0 < int(limited.headers["retry-after-ms"]) <= 1000
+        assert server.rate_limited == 3
+        await asyncio.sleep(1.05)  # the window has passed: accepted again
+        assert (await client.post("/chat/completions", json=body)).status_code == 200
+
+
+async def test_rpm_keeps_the_run_under_the_provider_limit(
+    tmp_path: Path, server: FakeOpenAIServer
+) -> None:
+    server.rate_limit(10)  # the provider: 10 requests per second per model
+    ctx = _context(server, rpm=540)  # configured just under: 9 per second per model
+    start = time.perf_counter()
+    records = await _run(ctx, tmp_path / "out.jsonl", 15, concurrency=8)
+    took = time.perf_counter() - start
+    assert all(r["status"] == "ok" for r in records)
+    assert server.rate_limited <= 2  # few 429s
+    assert len(server.requests) == 45 + server.rate_limited
+    assert took >= 14 / 9 * 0.9  # the rate was kept (15 requests per model at 9/s)...
+    assert took < 20  # ...without crawling
+
+
+async def test_without_rpm_429s_are_absorbed_and_nothing_fails(
+    tmp_path: Path, server: FakeOpenAIServer
+) -> None:
+    server.rate_limit(10)
+    ctx = _context(server).model_copy(update={"max_attempts": 6})
+    records = await _run(ctx, tmp_path / "out.jsonl", 15, concurrency=8)
+    assert all(r["status"] == "ok" for r in records)
+    assert server.rate_limited > 0  # it hit the limit, and waited what the server asked
+    rate_limited = [p for r in records for p in r["turns"][0]["layers"][0] if p["attempts"] > 1]
+    assert rate_limited
+
+
+async def test_a_429_pauses_the_model_for_every_caller(
+    tmp_path: Path, server: FakeOpenAIServer
+) -> None:
+    for name in ("p1", "p2", "agg"):
+        server.script(name, ttft=0.05)
+    server.fail("p1", Failure(status=429, retry_after="1"))
+    records = await _run(_context(server), tmp_path / "out.jsonl", 8, concurrency=4)
+    assert all(r["status"] == "ok" for r in records)
+    p1 = server.requests_for("p1")
+    (limited,) = [r for r in p1 if r.status == 429]
+    assert limited.finished is not None
+    # Requests sent before the 429 came back may still arrive; none after, for 1 s.
+    quiet = [r for r in p1 if limited.finished + 0.05 < r.started < limited.finished + 0.95]
+    assert quiet == [], [round(r.started - limited.finished, 3) for r in quiet]
+    # The other model was not paused.
+    p2 = server.requests_for("p2")
+    assert any(limited.finished + 0.05 < r.started < limited.finished + 0.95 for r in p2)
+
+
+async def test_tpm_spreads_calls_over_the_minute() -> None:
+    start = time.perf_counter()
+    await ModelGate(rpm=None, tpm=600).reserve_tokens(10_000)  # over a minute's worth: capped
+    gate = ModelGate(rpm=None, tpm=600)  # 10 tokens per second, a minute's bucket
+    await gate.reserve_tokens(600)  # the first minute's worth goes at once
+    assert time.perf_counter() - start < 0.2
+    await gate.reserve_tokens(5)  # then the bucket drains at 10 per second
+    assert 0.4 < time.perf_counter() - start < 2.0
+    gate.pause(0.2)
+    start = time.perf_counter()
+    assert await gate.aacquire()
+    assert time.perf_counter() - start >= 0.18
+
+
+def test_limits_of_a_model_must_agree(server: FakeOpenAIServer) -> None:
+    from langgraph_moa.nodes.context import build_context
+    from langgraph_moa.nodes.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="rpm is given two values"):
+        build_context(
+            {
+                "proposers": [
+                    {"model": "together:a", "rpm": 60},
+                    {"model": "together:a", "rpm": 120, "temperature": 0.2},
+                ],
+                "aggregator": "together:b",
+            }
+        )
+    # One use declaring it is enough: the others share it.
+    from langgraph_moa.nodes.models import settings_for
+
+    ctx = build_context(
+        {
+            "proposers": [{"model": "together:a", "rpm": 60}, {"model": "together:a", "seed": 2}],
+            "aggregator": "together:a",
+        }
+    )
+    assert {settings_for(s, ctx).rpm for s in ctx.all_models()} == {60}
