@@ -663,8 +663,7 @@ def _run(coro: Any) -> Any:
         fail(f"unexpected {type(exc).__name__}: {exc} (set MOA_DEBUG=1 for a traceback)")
 
 
-COMMANDS = {"ask", "chat", "batch", "compare", "presets", "--help", "-h", "--version"}
-COMMANDS = {"ask", "chat", "serve", "presets", "--help", "-h", "--version"}
+COMMANDS = {"ask", "chat", "serve", "batch", "compare", "presets", "--help", "-h", "--version"}
 
 
 def main() -> None:
