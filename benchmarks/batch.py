@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -59,8 +58,8 @@ def _config(base_url: str, rate: float) -> str:
     )
 
 
-def _child_usage(cmd: list[str], cwd: Path) -> tuple[float, float, int]:
-    """(wall s, CPU s, peak RSS KiB) of one child process."""
+def _child_usage(cmd: list[str], cwd: Path) -> tuple[float, float]:
+    """(wall s, CPU s) of one child process."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TOGETHER_", "OPENAI_"))}
     start = time.perf_counter()
     proc = subprocess.Popen(
@@ -79,7 +78,7 @@ def _child_usage(cmd: list[str], cwd: Path) -> tuple[float, float, int]:
     reader.join(timeout=5)
     if proc.returncode != 0:
         raise RuntimeError(f"child failed ({proc.returncode}): {b''.join(tail[-20:]).decode()}")
-    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss
+    return wall, usage.ru_utime + usage.ru_stime
 
 
 async def _baseline(base_url: str, n: int, first: int) -> tuple[float, float]:
@@ -131,7 +130,7 @@ def _throughput(items: int, baseline_items: int, rate: float) -> dict[str, Any]:
             sys.executable, "-m", "langgraph_moa.apps.cli.main", "batch", str(data),
             "-o", str(out), "-c", str(config), "-j", str(CONCURRENCY),
         ]  # fmt: skip
-        batch_wall, batch_cpu, batch_rss = _child_usage(cmd, ROOT)
+        batch_wall, batch_cpu = _child_usage(cmd, ROOT)
         sustained, accepted, limited = _sustained(server.requests())
         records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
         failed = sum(r["status"] != "ok" for r in records)
@@ -153,7 +152,6 @@ def _throughput(items: int, baseline_items: int, rate: float) -> dict[str, Any]:
         "wall_s": batch_wall,
         "items_per_min": items / batch_wall * 60,
         "cpu_ms_per_item": batch_cpu / items * 1000,
-        "peak_rss_mib": batch_rss / 1024,
         "baseline_items": 2 * baseline_items,
         "baseline_items_per_min": 60 / base_per_item,
         "baseline_s_per_item": base_walls,
@@ -188,7 +186,11 @@ def _memory_child(items: int, out: str) -> None:
     samples: list[tuple[float, float, float]] = []  # (unix time, RSS MiB, peak RSS MiB)
 
     def peak() -> float:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        # VmHWM, not ru_maxrss: a child's ru_maxrss keeps the size of the parent it was forked
+        # from (Linux carries it across exec), which here is the benchmark runner.
+        with open("/proc/self/status", encoding="utf-8") as f:
+            line = next(x for x in f if x.startswith("VmHWM:"))
+        return int(line.split()[1]) / 1024
 
     async def main(tmp: Path) -> None:
         async def sample() -> None:

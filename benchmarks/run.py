@@ -187,7 +187,6 @@ def _batch_section(r: dict[str, Any]) -> list[str]:
         f"| `moa batch` / baseline | {t['speedup']:.1f}x items per minute | |",
         f"| CPU per item, `moa batch` (whole process) | {t['cpu_ms_per_item']:.1f} ms | |",
         f"| CPU per item, baseline | {t['baseline_cpu_ms_per_item']:.1f} ms | |",
-        f"| peak RSS, `moa batch`, {t['items']:,} items | {t['peak_rss_mib']:.0f} MiB | |",
         "",
         f"Memory: `run_batch` over {m['items']:,} items in a child process with zero-latency "
         "in-process models (`fake:` models, benchmarks/common.py; real HTTP calls at this count "
@@ -196,8 +195,7 @@ def _batch_section(r: dict[str, Any]) -> list[str]:
         "",
         "| figure | value | target |",
         "|---|---|---|",
-        f"| peak RSS (`ru_maxrss`) after 10% of the items | {m['peak_rss_at_10pct_mib']:.1f} MiB "
-        "| |",
+        f"| peak RSS (VmHWM) after 10% of the items | {m['peak_rss_at_10pct_mib']:.1f} MiB | |",
         f"| peak RSS after all {m['items']:,} | {m['peak_rss_mib']:.1f} MiB | |",
         f"| growth of the peak | {m['growth'] * 100:+.1f}% | <= +10%: {_ok(m['growth'] <= 0.10)} |",
         f"| RSS sampled every 0.25 s: after 10% / highest / at the end | "
