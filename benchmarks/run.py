@@ -169,10 +169,11 @@ def _batch_section(r: dict[str, Any]) -> list[str]:
         f"`moa batch` (the real command, a child process) runs {t['items']:,} items of a "
         f"1-layer x {batch.PROPOSERS}-proposer MoA (Self-MoA: one model, three seeds, the same "
         f"model aggregating, so one limit covers every call), `-j {batch.CONCURRENCY}`, `rpm` set "
-        "to the provider's limit, the call cache on. Sustained rate: requests the server accepted "
-        "per second between 10% and 90% of the run. The baseline runs items the reference "
-        "repository's way (its evaluation script: one item at a time, its proposers one after "
-        f"another, then the aggregator; the `together` SDK): {t['baseline_items'] // 2} items "
+        f"just under the provider's limit ({batch.RPM_SHARE:g} R), the call cache on. Sustained "
+        "rate: requests the server accepted per second between 10% and 90% of the run. The "
+        "baseline runs items the reference repository's way (its evaluation script: one item at "
+        "a time, its proposers one after another, then the aggregator; the `together` SDK): "
+        f"{t['baseline_items'] // 2} items "
         "before the batch run and as many after (median of the two).",
         "",
         "| figure | value | target |",
