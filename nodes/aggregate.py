@@ -23,7 +23,14 @@ from typing_extensions import TypedDict
 from langgraph_moa.nodes.context import Context, ModelSpec, resolve_context
 from langgraph_moa.nodes.errors import AggregatorError
 from langgraph_moa.nodes.models import CallFailedError, CallResult, ask_model, settings_for
-from langgraph_moa.nodes.records import Answer, CallFailure, ErrorInfo, ErrorKind, usage_of
+from langgraph_moa.nodes.records import (
+    Answer,
+    CallFailure,
+    ErrorInfo,
+    ErrorKind,
+    failure_note,
+    usage_of,
+)
 
 # Tag on the aggregator's model call: filter stream_mode="messages" chunks on it
 # (or on metadata["langgraph_node"] == "aggregate") to show only the final answer.
@@ -65,7 +72,7 @@ async def _answer(
 
 
 def _failed(spec: ModelSpec, exc: CallFailedError) -> str:
-    return f"{spec.model} failed after {exc.attempts} attempt(s): {exc.message}"
+    return f"{spec.model} failed: {failure_note(exc.message, exc.attempts, exc.latency_s)}"
 
 
 async def aggregate(state: AggregateInput, runtime: Runtime[Context]) -> dict[str, Any]:

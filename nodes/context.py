@@ -15,7 +15,14 @@ import re
 from functools import lru_cache
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from langgraph_moa.nodes.errors import ConfigError
 from langgraph_moa.nodes.history import ToolHistory
@@ -37,7 +44,8 @@ class Price(BaseModel):
 class ModelSpec(BaseModel):
     """One model endpoint. A bare string ``"provider:model"`` is accepted wherever a spec is."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # allow_inf_nan=False: a duration of inf (or nan) would wait forever.
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     model: str = Field(
         description="Model named 'provider:model', e.g. 'together:Qwen/Qwen2.5-72B-Instruct-Turbo'."
@@ -124,7 +132,8 @@ class Context(BaseModel):
     So ``Context()`` is the default preset, and ``Context(layers=1)`` its aggregator alone.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: every duration is finite (inf or nan would wait forever).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     proposers: list[ModelSpec] = Field(
         default_factory=list,
@@ -211,6 +220,19 @@ class Context(BaseModel):
         "'drop' leaves them out. Either way they see text turns ending with the user's "
         "(nodes/history.py).",
     )
+    # 30 s: a healthy model that is only slower than its siblings still finishes (512 tokens at
+    # ~20 tokens/s take ~25 s), while a hung one costs 30 s instead of 3 x 120 s + backoff.
+    # "Twice its siblings' time" keeps a call that queued behind them on one server (Ollama,
+    # llama.cpp, the local pool) and so ends about one sibling-time later.
+    straggler_grace: float | None = Field(
+        default=30.0,
+        gt=0,
+        description="Once every other proposer of a layer has finished (and at least "
+        "min_proposals answered), the last one may run this many seconds more, or twice as long "
+        "as its siblings took if that is longer; then it is cancelled and recorded with kind "
+        "'straggler'. Bounds what one hung provider costs a question. None (false in TOML) "
+        "never cuts it.",
+    )
     stream: bool = Field(
         default=True,
         description="Stream every model's answer (the aggregator's tokens reach "
@@ -222,6 +244,12 @@ class Context(BaseModel):
         description="System prompt given to later-layer proposers and the aggregator; "
         "'{references}' is replaced by the numbered previous-layer responses.",
     )
+
+    @field_validator("straggler_grace", mode="before")
+    @classmethod
+    def _grace_off(cls, value: Any) -> Any:
+        # TOML has no null: `straggler_grace = false` turns the cut off.
+        return None if value is False else value
 
     @model_validator(mode="before")
     @classmethod
@@ -333,17 +361,24 @@ def build_context(data: dict[str, Any], source: str = "context") -> Context:
 
 
 def explain(exc: ValidationError) -> str:
-    parts = []
+    """One line for a validation error: each problem as ``field: what is wrong``."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in loc)}: {msg}" if loc else msg for loc, msg in problems(exc)
+    )
+
+
+def problems(exc: ValidationError) -> list[tuple[tuple[str | int, ...], str]]:
+    """Each problem of a validation error as (location, message); whole-context checks have no
+    location (their message names the fields)."""
+    found = []
     for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             # A misspelt setting: say which names exist (a model's own, or the run's).
             fields = ModelSpec.model_fields if len(err["loc"]) > 1 else Context.model_fields
             msg = f"unknown setting; allowed: {', '.join(fields)}"
-        # Whole-context checks have no location; their message names the fields.
-        parts.append(f"{where}: {msg}" if where else msg)
-    return "; ".join(parts)
+        found.append((tuple(err["loc"]), msg))
+    return found
 
 
 @lru_cache(maxsize=32)

@@ -10,7 +10,7 @@ from typing_extensions import TypedDict
 
 from langgraph_moa.nodes.context import Context, resolve_context
 from langgraph_moa.nodes.errors import LayerFailedError
-from langgraph_moa.nodes.records import Proposal
+from langgraph_moa.nodes.records import Proposal, failure_note
 
 
 class JoinInput(TypedDict):
@@ -28,8 +28,10 @@ async def join(state: JoinInput, runtime: Runtime[Context]) -> dict[str, Any]:
     ok = [p for p in responses if p["text"] is not None]
     if len(ok) < min(ctx.min_proposals, len(responses)):
         failed = "; ".join(
-            f"{p['model']}: {p['error']['message'] if p['error'] else 'no answer'}"
-            f" ({p['attempts']} attempt{'s' if p['attempts'] != 1 else ''})"
+            f"{p['model']}: "
+            + failure_note(
+                p["error"]["message"] if p["error"] else "no answer", p["attempts"], p["latency_s"]
+            )
             for p in responses
             if p["text"] is None
         )

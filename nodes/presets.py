@@ -1,8 +1,10 @@
 """Presets: stored ``Context`` values kept as TOML files users can copy and edit.
 
 ``read_settings("moa-lite")`` reads ``nodes/presets/moa-lite.toml``; a path to any TOML file works
-the same way. A preset file holds the same fields as ``Context``; ``load_preset`` (nodes/context.py)
-validates it into one. The default preset is chosen here, in ``default_preset_name``.
+the same way. ``read_preset`` takes preset names only and ``read_config`` paths only (the CLI's
+``--preset`` and ``--config``). A preset file holds the same fields as ``Context``;
+``load_preset`` (nodes/context.py) validates it into one. The default preset is chosen here, in
+``default_preset_name``.
 """
 
 from __future__ import annotations
@@ -35,23 +37,47 @@ def read_settings(name_or_path: str) -> dict[str, Any]:
     entry = PRESET_DIR / f"{name_or_path}.toml"
     # A preset's name wins over a file or folder of that name in the working directory.
     if path.suffix == ".toml" or (path.exists() and not entry.is_file()):
-        if not path.is_file():
-            raise ConfigError(f"config file {name_or_path!r} not found")
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"config file {name_or_path!r} cannot be read: {exc}") from None
-    else:
-        if not entry.is_file():
-            raise ConfigError(
-                f"unknown preset {name_or_path!r}; choose one of: {', '.join(preset_names())} "
-                "(or give a path to a .toml config file)"
-            )
-        text = entry.read_text(encoding="utf-8")
+        return read_config(name_or_path)
+    return read_preset(name_or_path)
+
+
+def read_preset(name: str) -> dict[str, Any]:
+    """The raw fields of the preset called ``name``; never a file elsewhere (no paths)."""
+    if name not in preset_names():
+        raise ConfigError(
+            f"unknown preset {name!r}; choose one of: {', '.join(preset_names())} "
+            "(or give a path to a .toml config file)"
+        )
+    return _parse((PRESET_DIR / f"{name}.toml").read_text(encoding="utf-8"), f"preset {name!r}")
+
+
+# A config file is a few hundred bytes; reading stops here (`--config /dev/zero`).
+MAX_CONFIG_BYTES = 2**20
+
+
+def read_config(path: str) -> dict[str, Any]:
+    """The raw fields of the TOML config file at ``path`` (a pipe such as ``<(...)`` works too)."""
+    where = Path(path)
+    if not where.exists():
+        raise ConfigError(f"config file {path!r} not found")
+    if where.is_dir():
+        raise ConfigError(f"config file {path!r} is a folder, not a file")
+    try:
+        with where.open("rb") as file:
+            data = file.read(MAX_CONFIG_BYTES + 1)
+        if len(data) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"config file {path!r} is larger than 1 MiB: not a config file")
+        text = data.decode("utf-8-sig")  # -sig: a BOM some editors write is not an error
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path!r} cannot be read: {exc}") from None
+    return _parse(text, f"config file {path!r}")
+
+
+def _parse(text: str, where: str) -> dict[str, Any]:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{name_or_path}: not valid TOML: {exc}") from None
+        raise ConfigError(f"{where}: not valid TOML: {exc}") from None
     data.pop("description", None)  # documentation only
     return data
 

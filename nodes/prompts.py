@@ -6,12 +6,21 @@ like a chat template's control token (``<|im_start|>``, ``<|eot_id|>``, ``[INST]
 ``</s>``) is defused with a look-alike character, so a proposal cannot close its block early,
 open a new one, or start a turn of its own that poses as the system prompt. The prompt also tells
 the model that references are untrusted data.
+
+Tags are looked for in the text as it reads, not as it is encoded: invisible characters
+(zero-width spaces and joiners, soft hyphens, bidi controls, combining marks) are skipped, and
+compatibility forms (full-width ``＜／ｒｅｆ``, small forms, styled letters) and a few look-alike
+letters of other scripts (Cyrillic ``е``, Greek ``Ι``...) count as the characters they look like.
+Only the tag's opening bracket is changed; the rest of a proposal reaches the model as written.
 """
 
 from __future__ import annotations
 
 import re
+import string
+import unicodedata
 from collections.abc import Sequence
+from functools import lru_cache
 
 from langchain_core.messages import AnyMessage, SystemMessage
 
@@ -38,16 +47,77 @@ _TAG = re.compile(r"<(\s*/?\s*references?)\b", re.IGNORECASE)
 _CONTROL = re.compile(r"<(\|)|<(/?s>)|\[(/?INST\])|<(</?SYS>)", re.IGNORECASE)
 
 
-def _defuse(text: str) -> str:
+# Characters nobody sees: format characters (Cf: zero-width space, joiners, soft hyphen, BOM,
+# bidi controls) and combining marks (Mn, Me), plus the invisible Hangul fillers.
+_INVISIBLE = {"Cf", "Mn", "Me"}
+_FILLERS = {"\u115f", "\u1160", "\u3164", "\uffa0"}
+# Look-alikes NFKD keeps apart (Unicode's confusables, for the characters of our tags only).
+_LOOK_ALIKE = str.maketrans(
+    {
+        "\u0435": "e", "\u0415": "E", "\u0395": "E",  # Cyrillic and Greek E
+        "\u0441": "c", "\u0421": "C", "\u03f2": "c", "\u03f9": "C",
+        "\u0455": "s", "\u0405": "S",
+        "\u0456": "i", "\u0406": "I", "\u04c0": "I", "\u0399": "I",
+        "\u039d": "N", "\u0422": "T", "\u03a4": "T", "\u04ae": "Y", "\u03a5": "Y",
+        "\u02c2": "<", "\u1438": "<", "\u02c3": ">", "\u1433": ">",
+        "\u2044": "/", "\u2215": "/", "\u29f8": "/",
+        "\u01c0": "|", "\u2223": "|",
+    }
+)  # fmt: skip
+
+
+# What our tags and the control tokens are made of: other characters cannot hide one.
+_TAG_CHARS = frozenset(string.ascii_letters + string.digits + string.whitespace + "<>[]/|_=\"'")
+
+
+@lru_cache(maxsize=4096)
+def _as_read(char: str) -> str:
+    """How a non-ASCII character reads: "" when invisible, else its compatibility form with
+    look-alikes folded and combining marks dropped."""
+    if char in _FILLERS:
+        return ""
+    parts = unicodedata.normalize("NFKD", char).translate(_LOOK_ALIKE)
+    return "".join(p for p in parts if unicodedata.category(p) not in _INVISIBLE)
+
+
+def defuse(text: str, tag: re.Pattern[str] = _TAG) -> str:
+    """``text`` with look-alikes of ``tag`` (our reference tags by default) and of chat-template
+    control tokens defused, to put untrusted text inside tagged blocks."""
+    # Look for tags in the text as it reads (see the module's docstring). The work is done by
+    # str.translate and re (C code): a per-character Python loop cost ~100 ms per 100 KB.
+    table: dict[int, str] = {}
+    if not text.isascii():
+        for char in set(text):
+            read = char if char.isascii() else _as_read(char)
+            if read == char or not (read == "" or _TAG_CHARS.issuperset(read)):
+                continue  # reads as itself, or as nothing a tag is made of (，-> ,)
+            # Every character that reads as a bracket reads as exactly one, so the bracket
+            # lists below line up.
+            if read in ("<", "[") or not ("<" in read or "[" in read):
+                table[ord(char)] = read
+    shown = text.translate(table) if table else text
+    starts = {m.start() for m in tag.finditer(shown)} | {
+        m.start() for m in _CONTROL.finditer(shown)
+    }
+    if not starts:
+        return text
+    if table:  # positions in `shown` -> positions in `text`, bracket by bracket
+        like = "".join(chr(c) for c, read in table.items() if read in ("<", "["))
+        in_text = [m.start() for m in re.finditer(f"[<\\[{re.escape(like)}]", text)]
+        in_shown = {at: i for i, at in enumerate(m.start() for m in re.finditer(r"[<\[]", shown))}
+        starts = {in_text[in_shown[at]] for at in starts}
     # A look-alike bracket keeps the text readable while no longer matching our delimiters.
-    text = _TAG.sub(lambda m: f"‹{m.group(1)}", text)
-    return _CONTROL.sub(lambda m: "‹" + next(g for g in m.groups() if g is not None), text)
+    parts, last = [], 0
+    for at in sorted(starts):
+        parts += [text[last:at], "‹"]
+        last = at + 1
+    return "".join([*parts, text[last:]])
 
 
 def format_references(texts: Sequence[str]) -> str:
     """Number and fence each reference; the result replaces ``{references}`` in the prompt."""
     blocks = [
-        f'<reference id="{i}">\n{_defuse(text).strip()}\n</reference>'
+        f'<reference id="{i}">\n{defuse(text).strip()}\n</reference>'
         for i, text in enumerate(texts, start=1)
     ]
     return "<references>\n" + "\n\n".join(blocks) + "\n</references>"

@@ -13,8 +13,8 @@ from langgraph.runtime import Runtime
 
 from langgraph_moa.nodes.context import Context, resolve_context
 from langgraph_moa.nodes.models import CallFailedError, ask_model, settings_for
-from langgraph_moa.nodes.models.quorum import QuorumCancelledError, quorum_call
-from langgraph_moa.nodes.records import ErrorInfo, Proposal, ProposeTask, usage_of
+from langgraph_moa.nodes.models.quorum import CutError, quorum_call
+from langgraph_moa.nodes.records import ErrorInfo, ErrorKind, Proposal, ProposeTask, usage_of
 
 
 def proposer_tasks(
@@ -50,6 +50,11 @@ async def propose(task: ProposeTask, runtime: Runtime[Context]) -> dict[str, Any
         attempts=0,
         error=None,
     )
+    started = [1]  # attempts started, for a call cut in the middle of its retries
+
+    def on_retry(attempt: int, kind: ErrorKind, message: str, wait_s: float) -> None:
+        started[0] = attempt + 1
+
     call = ask_model(
         settings_for(spec, ctx),
         ctx,
@@ -57,18 +62,19 @@ async def propose(task: ProposeTask, runtime: Runtime[Context]) -> dict[str, Any
         task["references"],
         tags=[TAG_NOSTREAM],  # proposer tokens stay out of stream_mode="messages"
         deadline_s=ctx.layer_deadline,
+        on_retry=on_retry,
         # The same model listed twice is two samples: the call cache keeps them apart.
         sample=specs[: task["index"]].count(spec),
     )
     try:
-        # A plain await unless ctx.quorum is set.
+        # Cut by the layer's quorum or straggler grace (nodes/models/quorum.py), if at all.
         result = await quorum_call(ctx, task["layer"], _layer_run(runtime, task["layer"]), call)
     except CallFailedError as exc:
         record["latency_s"], record["attempts"] = exc.latency_s, exc.attempts
         record["error"] = ErrorInfo(kind=exc.kind, message=exc.message)
-    except QuorumCancelledError as exc:
-        record["latency_s"], record["attempts"] = exc.latency_s, 1
-        record["error"] = ErrorInfo(kind="cancelled", message=exc.message)
+    except CutError as exc:
+        record["latency_s"], record["attempts"] = exc.latency_s, started[0]
+        record["error"] = ErrorInfo(kind=exc.kind, message=exc.message)
     else:
         record["text"], record["usage"] = result.text, usage_of(result.message)
         record["latency_s"], record["attempts"] = result.latency_s, result.attempts

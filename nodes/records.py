@@ -18,6 +18,7 @@ ErrorKind = Literal[
     "deadline",  # missed Context.layer_deadline (retries and waits included)
     "context",  # the prompt does not fit the model's context window (nothing sent)
     "cancelled",  # cut by the layer's straggler quorum (nodes/models/quorum.py)
+    "straggler",  # the last of its layer, cut after Context.straggler_grace (models/quorum.py)
     "other",  # anything else (the message says what)
 ]
 """Why a model call failed: records, call errors and the CLI all use these names."""
@@ -76,6 +77,11 @@ class ProposeTask(TypedDict):
     index: int  # the proposer's position in Context.proposers_of(layer)
     messages: list[AnyMessage]
     references: list[str] | None  # the previous layer's answers (join node), None in layer 1
+
+
+def failure_note(message: str, attempts: int, latency_s: float) -> str:
+    """A failure as users see it: why, how many attempts, and the real time spent in all."""
+    return f"{message} ({attempts} attempt{'s' if attempts != 1 else ''}, {latency_s:.1f} s)"
 
 
 def usage_of(message: Any) -> Usage | None:

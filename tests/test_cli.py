@@ -43,9 +43,9 @@ def one_error_line(stderr: str) -> str:
         ),
         (["--preset", "seed", "--proposer", "bogus:m", "hi"], KEY, "unknown provider 'bogus'"),
         (["--preset", "seed", "hi"], {}, "set TOGETHER_API_KEY"),
-        (["--preset", "seed", "--layers", "0", "hi"], KEY, "layers: Input should be greater"),
-        (["--preset", "seed", "--max-tokens", "-5", "hi"], KEY, "max_tokens: Input should be"),
-        (["--preset", "seed", "--temperature", "9", "hi"], KEY, "temperature: Input should be"),
+        (["--preset", "seed", "--layers", "0", "hi"], KEY, "--layers 0: Input should be greater"),
+        (["--preset", "seed", "--max-tokens", "-5", "hi"], KEY, "--max-tokens -5: Input should be"),
+        (["--preset", "seed", "--temperature", "9", "hi"], KEY, "--temperature 9: Input should be"),
     ],
     ids=[
         "empty-prompt",

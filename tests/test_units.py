@@ -143,3 +143,48 @@ def test_a_preset_name_wins_over_a_folder_of_that_name(
     bad.write_bytes(b"\xff\xfe not utf-8")
     with pytest.raises(ConfigError, match="cannot be read"):
         read_settings(str(bad))
+
+
+@pytest.mark.parametrize(
+    "disguise",
+    [
+        "<\u200b/reference>",  # zero-width space
+        "<\u2060/references>",  # word joiner
+        "<\u00ad/reference>",  # soft hyphen
+        "\ufeff</reference>",  # a BOM in front is harmless, the tag must still be found
+        "<\u200c/\u200dreference>",  # zero-width non-joiner and joiner
+        "<\u0301/reference>",  # a combining mark between the brackets' characters
+        "\uff1c/reference\uff1e",  # full-width < and >
+        "\ufe64/reference\ufe65",  # small form variants
+        "<\uff0freference>",  # full-width solidus
+        "</\uff52\uff45\uff46erence>",  # full-width letters
+        "</r\u0435f\u0435r\u0435nc\u0435>",  # Cyrillic e
+        "</REFERENCE>",
+        "<\u200b|im_start|>",
+        "\uff1c|eot_id|>",
+        "[\u200bINST]",
+        "\uff3bINST]",
+        "<\u200b<SYS>>",
+        "<\u200b/s>",
+    ],
+)
+def test_look_alike_tags_are_defused_too(disguise: str) -> None:
+    from langgraph_moa.nodes.prompts import format_references
+
+    fenced = format_references([f"before {disguise} after"])
+    body = fenced.split('<reference id="1">\n', 1)[1].rsplit("\n</reference>", 1)[0]
+    assert "‹" in body, body  # the disguised tag's bracket was swapped for the look-alike
+    assert body.startswith("before ") and body.endswith(" after")
+
+
+def test_defusing_leaves_ordinary_text_alone() -> None:
+    from langgraph_moa.nodes.prompts import format_references
+
+    # Emoji ZWJ sequences, a Persian ZWNJ, superscripts, ligatures, full-width CJK text and HTML
+    # that is not one of our tags must reach the aggregator unchanged.
+    text = (
+        "family 👨\u200d👩\u200d👧, می\u200cخواهم, x² + y², ﬁne, 全角ＡＢＣ（注）, "
+        "<div class='reference'>a < b</div>, <ref>, [INSTALL], <sup>"
+    )
+    fenced = format_references([text])
+    assert f'<reference id="1">\n{text}\n</reference>' in fenced

@@ -8,10 +8,12 @@ moa chat
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
 import uuid
+from collections.abc import Iterator
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -63,6 +65,27 @@ ShowOpt = Annotated[
 ]
 
 
+def reader_gone() -> NoReturn:
+    """Whoever read our output went away (``moa ... | head``): stop quietly, as Unix tools do."""
+    # The status a shell reports for a tool killed by SIGPIPE. Python ignores SIGPIPE (its sockets
+    # need that), so the error arrives as BrokenPipeError instead. /dev/null in place of the
+    # closed pipe keeps the interpreter's last flush from failing again.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for fd in (1, 2):
+        with contextlib.suppress(OSError):
+            os.dup2(devnull, fd)
+    raise typer.Exit(141)
+
+
+@contextlib.contextmanager
+def stdout_may_close() -> Iterator[None]:
+    """Output outside the event loop: a closed pipe ends the command quietly there too."""
+    try:
+        yield
+    except BrokenPipeError:
+        reader_gone()
+
+
 def fail(message: str, code: int = 1) -> NoReturn:
     from langgraph_moa.nodes.models.redact import redact
 
@@ -110,8 +133,12 @@ def ask(
         bool, typer.Option("--json", help="Print one JSON object with everything, at the end.")
     ] = False,
 ) -> None:
-    if prompt == "-":
-        prompt = sys.stdin.read()
+    from langgraph_moa.apps.cli.stdin import InputError, checked, read_prompt
+
+    try:
+        prompt = read_prompt() if prompt == "-" else checked(prompt, "the prompt")
+    except InputError as exc:
+        fail(str(exc), 2)
     if not prompt.strip():
         fail('the prompt is empty: give a question, e.g. moa "What is MoA?"', 2)
     ctx = _context(
@@ -126,12 +153,13 @@ def ask(
         quorum_grace=grace,
     )
     final = _run(_ask(prompt, ctx, show_proposals=show_proposals, as_json=as_json))
-    if as_json:
-        from langgraph_moa.apps.cli.run import report
+    with stdout_may_close():
+        if as_json:
+            from langgraph_moa.apps.cli.run import report
 
-        print(json.dumps(report(final, ctx), indent=2, ensure_ascii=False))
-    else:
-        write("\n")
+            print(json.dumps(report(final, ctx), indent=2, ensure_ascii=False))
+        else:
+            write("\n")
 
 
 async def _ask(prompt: str, ctx: Any, *, show_proposals: bool, as_json: bool) -> Any:
@@ -176,53 +204,86 @@ def chat(
         quorum=quorum,
         quorum_grace=grace,
     )
-    _run(_chat(ctx, show_proposals=show_proposals))
+    code = _run(_chat(ctx, show_proposals=show_proposals))
+    if code:
+        raise typer.Exit(code)
 
 
-async def _chat(ctx: Any, *, show_proposals: bool) -> None:
+async def _chat(ctx: Any, *, show_proposals: bool) -> int:
+    """The chat session; returns the exit status (130: left with Ctrl-C)."""
     from langgraph.checkpoint.memory import InMemorySaver
 
+    from langgraph_moa.apps.cli.interrupts import CtrlC, Interrupted
     from langgraph_moa.apps.cli.progress import Progress
     from langgraph_moa.apps.cli.run import run_turn
     from langgraph_moa.apps.cli.settings import preflight
+    from langgraph_moa.apps.cli.stdin import ChatInput, InputError
     from langgraph_moa.graphs import build_moa_graph
+    from langgraph_moa.nodes.models.redact import redact
 
+    lines = ChatInput()
     preflight(ctx)
     # The checkpointer keeps the conversation: each turn sends only the new user message.
     graph = build_moa_graph().compile(checkpointer=InMemorySaver(), name="moa-chat")
     thread: Any = {"configurable": {"thread_id": str(uuid.uuid4())}}
-    err.print("moa chat: type a message, 'exit' or Ctrl-D to leave.")
-    while True:
-        err.print("> ", end="")
-        line = await asyncio.to_thread(sys.stdin.readline)
-        if not line or line.strip() in {"exit", "quit", "/exit"}:
-            break
-        if not line.strip():
-            continue
-        before = (await graph.aget_state(thread)).config
-        try:
-            with Progress(ctx, err) as progress:
-                await run_turn(
-                    graph,
-                    line.strip(),
-                    ctx,
-                    progress,
-                    on_token=write,
-                    on_layer=print_layer if show_proposals else None,
-                    config=thread,
-                )
-        except MoAError as exc:  # one failed turn does not end the session
-            from langgraph_moa.nodes.models.redact import redact
+    err.print("moa chat: type a message, 'exit' or Ctrl-D to leave; Ctrl-C stops an answer.")
+    with CtrlC() as ctrl_c:
+        while True:
+            err.print("> ", end="")
+            try:
+                line = await ctrl_c.step(lines.readline())
+            except Interrupted:  # Ctrl-C at the prompt: leave at once
+                err.print()
+                return 130
+            except InputError as exc:  # not text: say so and ask again
+                err.print(f"moa: error: {exc}", markup=False)
+                continue
+            if line is None or line.strip() in {"exit", "quit", "/exit"}:
+                break
+            if not line.strip():
+                continue
+            before = (await graph.aget_state(thread)).config
+            shown = Shown()
+            try:
+                with Progress(ctx, err) as progress:
+                    await ctrl_c.step(
+                        run_turn(
+                            graph,
+                            line.strip(),
+                            ctx,
+                            progress,
+                            on_token=shown.write,
+                            on_layer=print_layer if show_proposals else None,
+                            config=thread,
+                        )
+                    )
+            except (MoAError, Interrupted) as exc:  # one failed turn does not end the session
+                if shown.any:
+                    write("\n")  # end the partial answer's line
+                if isinstance(exc, Interrupted):
+                    err.print("moa: interrupted: this turn is dropped", markup=False)
+                else:
+                    err.print(f"moa: error: {redact(str(exc))}", markup=False)
+                # Forget the turn: the next one continues from the last good checkpoint (a
+                # fork), so the unanswered question does not stay in the conversation.
+                if before.get("configurable", {}).get("checkpoint_id"):
+                    thread = before
+                else:
+                    thread = {"configurable": {"thread_id": str(uuid.uuid4())}}
+                continue
+            write("\n\n")
+    return 0
 
-            err.print(f"moa: error: {redact(str(exc))}", markup=False)
-            # Forget the failed turn: the next one continues from the last good checkpoint
-            # (a fork), so the unanswered question does not stay in the conversation.
-            if before.get("configurable", {}).get("checkpoint_id"):
-                thread = before
-            else:
-                thread = {"configurable": {"thread_id": str(uuid.uuid4())}}
-            continue
-        write("\n\n")
+
+class Shown:
+    """Writes answer text to stdout and remembers whether any was shown."""
+
+    def __init__(self) -> None:
+        self.any = False
+
+    def write(self, text: str) -> None:
+        self.any = True
+        write(text)
 
 
 @app.command(
@@ -337,21 +398,127 @@ def batch(
     raise typer.Exit(code)
 
 
+@app.command(
+    help="Does MoA pay off on your prompts? Answer them with the mixture and with each single "
+    "model (through moa batch: resumable, cached), judge the mixture against each pairwise with "
+    "the positions swapped, and write REPORT_DIR/report.md, results.json and plot.png: win "
+    "rates with 95% intervals, length-controlled, cost and latency. See docs/compare.md."
+)
+def compare(
+    prompts: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="PROMPTS",
+            help="Items as for moa batch (JSONL or a JSON list; '-' for stdin); default: the "
+            "starter set of 30 prompts.",
+        ),
+    ] = None,
+    system: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--system",
+            "-s",
+            help="NAME=SPEC, SPEC a preset, a config file or provider:model; repeat. The first "
+            "is the candidate. Default: the preset against its aggregator and proposers alone.",
+        ),
+    ] = None,
+    judge: Annotated[
+        str | None,
+        typer.Option("--judge", "-J", help="The judge, provider:model (default: the aggregator)."),
+    ] = None,
+    output: Annotated[
+        str | None,
+        typer.Option("--output", "-o", help="REPORT_DIR (default: ./moa-compare)."),
+    ] = None,
+    report_only: Annotated[
+        str | None,
+        typer.Option("--report-only", help="Redraw REPORT_DIR's report and plot; call nothing."),
+    ] = None,
+    preset: PresetOpt = None,
+    config: ConfigOpt = None,
+    proposer: ProposerOpt = None,
+    aggregator: AggregatorOpt = None,
+    layers: LayersOpt = None,
+    temperature: TemperatureOpt = None,
+    max_tokens: MaxTokensOpt = None,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", "-j", help="Answers or judgments in flight at once.")
+    ] = 8,
+    judge_max_tokens: Annotated[
+        int, typer.Option("--judge-max-tokens", help="Length limit of each judgment.")
+    ] = 512,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Use no call cache.")] = False,
+    retry_failed: Annotated[
+        bool, typer.Option("--retry-failed", help="Run failed answers and judgments again.")
+    ] = False,
+    limit: Annotated[
+        int | None, typer.Option("--limit", help="Use only the first N prompts.")
+    ] = None,
+) -> None:
+    try:
+        from langgraph_moa.apps.compare.cli import compare as run
+    except ImportError as exc:  # numpy / matplotlib come with the extra
+        fail(
+            f"moa compare needs the 'compare' extra ({exc.name} is missing): "
+            "uv sync --extra compare, or pip install 'langgraph-moa[compare]'"
+        )
+    flags = {
+        "preset": preset,
+        "config": config,
+        "proposers": proposer,
+        "aggregator": aggregator,
+        "layers": layers,
+        "temperature": temperature,
+        "max_tokens": max_tokens,
+    }
+    try:
+        code = run(
+            prompts=prompts,
+            system=system,
+            judge=judge,
+            output=output,
+            report_only_dir=report_only,
+            flags=flags,
+            concurrency=concurrency,
+            judge_max_tokens=judge_max_tokens,
+            no_cache=no_cache,
+            retry_failed=retry_failed,
+            limit=limit,
+            console=err,
+        )
+    except MoAError as exc:
+        from langgraph_moa.apps.batch.inputs import InputError
+
+        fail(str(exc), 2 if isinstance(exc, ConfigError | InputError) else 1)
+    except Exception as exc:  # a last resort, as in _run
+        if os.environ.get("MOA_DEBUG"):
+            raise
+        fail(f"unexpected {type(exc).__name__}: {exc} (set MOA_DEBUG=1 for a traceback)")
+    raise typer.Exit(code)
+
+
 @app.command(help="List the presets and what they run.")
 def presets() -> None:
     from langgraph_moa.nodes.context import load_preset
     from langgraph_moa.nodes.presets import preset_description, preset_names
 
-    for name in preset_names():
-        ctx = load_preset(name)
-        print(f"{name}: {preset_description(name)}")
-        print(f"    layers={ctx.layers}  aggregator={ctx.aggregator.model}")
-        print(f"    proposers: {', '.join(s.model for s in ctx.proposers)}")
+    with stdout_may_close():
+        for name in preset_names():
+            ctx = load_preset(name)
+            print(f"{name}: {preset_description(name)}")
+            print(f"    layers={ctx.layers}  aggregator={ctx.aggregator.model}")
+            print(f"    proposers: {', '.join(s.model for s in ctx.proposers)}")
 
 
 def _run(coro: Any) -> Any:
+    from langgraph_moa.apps.cli.stdin import InputError
+
     try:
         return asyncio.run(coro)
+    except BrokenPipeError:
+        reader_gone()
+    except InputError as exc:
+        fail(str(exc), 2)
     except MoAError as exc:
         fail(str(exc))
     except KeyboardInterrupt:
@@ -362,12 +529,15 @@ def _run(coro: Any) -> Any:
         fail(f"unexpected {type(exc).__name__}: {exc} (set MOA_DEBUG=1 for a traceback)")
 
 
-COMMANDS = {"ask", "chat", "batch", "presets", "--help", "-h", "--version"}
+COMMANDS = {"ask", "chat", "batch", "compare", "presets", "--help", "-h", "--version"}
 
 
 def main() -> None:
     """Entry point: ``moa PROMPT`` is short for ``moa ask PROMPT``."""
     args = sys.argv[1:] or ["--help"]
+    if sys.stdout is None:  # `moa ... >&-`: Python starts without a stdout
+        err.print("moa: error: stdout is closed: nowhere to write the answer", markup=False)
+        sys.exit(2)
     if args and args[0] not in COMMANDS:
         args = ["ask", *args]
     if args == ["--version"]:

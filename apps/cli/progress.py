@@ -11,6 +11,7 @@ from rich.live import Live
 from rich.text import Text
 
 from langgraph_moa.nodes.context import Context
+from langgraph_moa.nodes.records import failure_note
 
 
 def short(model: str) -> str:
@@ -106,7 +107,10 @@ class Progress:
         failed = [p for p in done if p["text"] is None]
         if failed:
             why = "; ".join(
-                f"{short(p['model'])} {p['error']['message'] if p['error'] else 'failed'}"
+                f"{short(p['model'])} "
+                + failure_note(
+                    p["error"]["message"] if p["error"] else "failed", p["attempts"], p["latency_s"]
+                )
                 for p in failed
             )
             self.console.print(

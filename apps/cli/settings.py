@@ -2,14 +2,33 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import Any
 
-from langgraph_moa.nodes.context import Context, build_context
+from pydantic import ValidationError
+
+from langgraph_moa.nodes.context import Context, problems
 from langgraph_moa.nodes.errors import ConfigError
 from langgraph_moa.nodes.models import settings_for
 from langgraph_moa.nodes.models.cache import chat_model
-from langgraph_moa.nodes.presets import default_preset_name, read_settings
+from langgraph_moa.nodes.presets import (
+    default_preset_name,
+    preset_names,
+    read_config,
+    read_preset,
+)
+
+# The Context field each settings flag sets, and the flag's name (errors name the flag).
+FLAGS = {
+    "proposers": "--proposer",
+    "aggregator": "--aggregator",
+    "layers": "--layers",
+    "temperature": "--temperature",
+    "max_tokens": "--max-tokens",
+    "quorum": "--quorum",
+    "quorum_grace": "--grace",
+}
 
 
 def context_from_flags(
@@ -24,22 +43,15 @@ def context_from_flags(
     quorum: int | None = None,
     quorum_grace: float | None = None,
 ) -> Context:
-    if preset and config:
+    if preset is not None and config is not None:
         raise ConfigError("give either --preset or --config, not both")
-    source = config or preset
-    if source is None:
-        source = default_preset_name()
-        if source == "local":
-            print(
-                "moa: no TOGETHER_API_KEY: running the embedded local model (SmolLM2-135M); "
-                "set it for Together's models, or pick one with --preset",
-                file=sys.stderr,
-            )
-    data: dict[str, Any] = read_settings(source)
-    if proposers:
-        data["proposers"] = proposers
-        data.pop("layer_proposers", None)
-    overrides = {
+    if config is not None:
+        data, origin = _config(config), f"config file {config!r}"
+    else:
+        name = preset if preset is not None else default_preset_name()
+        data, origin = _preset(name), f"preset {name!r}"
+    flags: dict[str, Any] = {
+        "proposers": proposers or None,
         "aggregator": aggregator,
         "layers": layers,
         "temperature": temperature,
@@ -47,8 +59,90 @@ def context_from_flags(
         "quorum": quorum,
         "quorum_grace": quorum_grace,
     }
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    return build_context(data, source)
+    flags = {k: v for k, v in flags.items() if v is not None}
+    if "proposers" in flags:
+        data.pop("layer_proposers", None)
+    data.update(flags)
+    try:
+        ctx = Context.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, flags, origin)) from None
+    if preset is None and config is None:
+        _say_what_runs_locally(ctx, flags)
+    return ctx
+
+
+def _preset(name: str) -> dict[str, Any]:
+    # A preset name names a preset: never a file elsewhere (paths go through --config).
+    if name not in preset_names():
+        raise ConfigError(
+            f"unknown preset {name!r}; choose one of: {', '.join(preset_names())} "
+            "(use --config for a file)"
+        )
+    return read_preset(name)
+
+
+def _config(path: str) -> dict[str, Any]:
+    try:
+        return read_config(path)
+    except ConfigError as exc:
+        if path in preset_names():
+            raise ConfigError(f"{exc} (for the preset of that name, use --preset {path})") from None
+        raise
+
+
+def _say_what_runs_locally(ctx: Context, flags: dict[str, Any]) -> None:
+    """Without a key the default is the embedded model: say so, for the models it still runs."""
+    if default_preset_name() != "local":
+        return
+    proposers = ctx.layers > 1 and "proposers" not in flags
+    aggregator = "aggregator" not in flags
+    if proposers and aggregator:
+        what, pick = "running the embedded local model (SmolLM2-135M)", "pick one with --preset"
+    elif aggregator:
+        what = "the aggregator is the embedded local model (SmolLM2-135M)"
+        pick = "pick models with --aggregator or --preset"
+    elif proposers:
+        what = "the proposers are the embedded local model (SmolLM2-135M)"
+        pick = "pick models with --proposer or --preset"
+    else:
+        return  # every model was given: nothing local runs
+    if sys.stderr is not None:  # print(file=None) would write to stdout
+        print(
+            f"moa: no TOGETHER_API_KEY: {what}; set it for Together's models, or {pick}",
+            file=sys.stderr,
+        )
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, float):
+        return format(value, "g")  # 9, not 9.0: as typed
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def _explain(exc: ValidationError, flags: dict[str, Any], origin: str) -> str:
+    """Each problem, prefixed with where its value came from: the flag, or the preset or file."""
+    parts = []
+    for loc, msg in problems(exc):
+        field = str(loc[0]) if loc else None
+        if field in flags:
+            value = flags[field]
+            if field == "proposers" and len(loc) > 1 and isinstance(loc[1], int):
+                value = value[loc[1]]
+            inner = ".".join(str(p) for p in (loc[2:] if field == "proposers" else loc[1:]))
+            where = f"{FLAGS[field]} {_shown(value)}"
+            parts.append(f"{where}: {inner + ': ' if inner else ''}{msg}")
+        elif loc:
+            parts.append(f"{origin}: {'.'.join(str(p) for p in loc)}: {msg}")
+        else:
+            # A check across fields: name the flags it mentions, and the preset or file.
+            named = [
+                f"{FLAGS[f]} {_shown(v)}"
+                for f, v in flags.items()
+                if f != "proposers" and re.search(rf"\b{f}\b", msg)
+            ]
+            parts.append(f"{' with '.join([*named, origin])}: {msg}")
+    return "; ".join(parts)
 
 
 def preflight(ctx: Context) -> None:

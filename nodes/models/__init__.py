@@ -8,7 +8,7 @@
 - ask.py: ``ask_model``, the one path of every call: build, fit to the window, call
 - calls.py: one call with timeouts and retries, failures classified
 - budget.py: fitting a request to the model's context window
-- quorum.py: cutting a layer's stragglers once enough proposals are in
+- quorum.py: cutting a layer's stragglers (the quorum, and the default straggler grace)
 - local.py: the embedded llama.cpp model (``local:smollm2``)
 """
 

@@ -1,17 +1,25 @@
-"""Straggler quorum: a proposer layer may go on once ``k`` of its ``n`` proposals are in.
+"""Cutting a proposer layer's stragglers: the quorum (opt-in) and the straggler grace (default).
 
-Off by default (``Context.quorum=None``: every layer waits for all its proposers). With
-``quorum=k`` the ``k``-th successful proposal of a layer starts a grace period
-(``Context.quorum_grace`` seconds); when it ends, the proposer calls still running are cancelled
-and recorded as failures of kind ``"cancelled"``. Cancelling a call cancels its streaming HTTP
-request: the client closes the response, so the provider stops generating (and billing) it.
+A LangGraph superstep waits for every one of its tasks, so the proposer tasks must end themselves.
+Each task of a layer joins the layer's group (keyed by the checkpoint id of the superstep the
+layer runs in, which all its tasks share, and the layer number) and runs its model call inside an
+``asyncio.timeout`` scope with no deadline. Two rules may give every scope still open a deadline;
+when it passes, the calls still running are cancelled and recorded as failures. Cancelling a call
+cancels its HTTP request: the client closes the response, so the provider stops generating (and
+billing) it. ``asyncio.timeout`` turns the cancellation into an error of this task only and leaves
+a cancellation from outside (the caller cancelling the run) untouched.
 
-A LangGraph superstep waits for every one of its tasks, so the proposer tasks must end
-themselves. Each task of a layer joins the layer's group (keyed by the checkpoint id of the
-superstep the layer runs in, which all its tasks share, and the layer number) and runs its model
-call inside an ``asyncio.timeout`` scope with no deadline; the ``k``-th success gives every scope
-still open the deadline "now + grace". ``asyncio.timeout`` turns the cancellation into an error of
-this task only and leaves a cancellation from outside (the caller cancelling the run) untouched.
+- Quorum (``Context.quorum=k``, off by default): the ``k``-th successful proposal starts a grace
+  period of ``Context.quorum_grace`` seconds; the calls still running then are cut, kind
+  ``"cancelled"``.
+- Straggler grace (``Context.straggler_grace``, 30 s by default): once every proposer of the layer
+  but one has finished, and at least ``min_proposals`` of them answered, the last one may run
+  ``straggler_grace`` seconds more, or as long again as twice the time its siblings took if that
+  is longer (a call that queued behind its siblings on one server then still finishes). Then it is
+  cut, kind ``"straggler"``. One hung provider so costs a bounded time instead of
+  ``timeout x max_attempts`` (6 minutes with the defaults).
+
+The earlier of the two deadlines wins.
 """
 
 from __future__ import annotations
@@ -22,13 +30,15 @@ from collections.abc import Awaitable
 
 from langgraph_moa.nodes.context import Context
 from langgraph_moa.nodes.models.calls import CallResult
+from langgraph_moa.nodes.records import ErrorKind
 
 
-class QuorumCancelledError(Exception):
-    """The call was cut: the layer had its quorum and the grace period had passed."""
+class CutError(Exception):
+    """The call was cut by one of the layer's rules (``kind``: "cancelled" or "straggler")."""
 
-    def __init__(self, message: str, latency_s: float) -> None:
+    def __init__(self, kind: ErrorKind, message: str, latency_s: float) -> None:
         super().__init__(message)
+        self.kind = kind
         self.message = message
         self.latency_s = latency_s
 
@@ -36,46 +46,82 @@ class QuorumCancelledError(Exception):
 class _Group:
     """The proposer tasks of one layer of one run."""
 
-    __slots__ = ("deadline", "open", "running", "successes")
+    __slots__ = ("deadline", "finished", "kind", "open", "running", "started", "successes", "why")
 
-    def __init__(self) -> None:
+    def __init__(self, started: float) -> None:
         self.running = 0  # calls of the layer running now
+        self.finished = 0  # calls that ended on their own (answered or failed), not cut
         self.successes = 0
+        self.started = started  # loop time at which the layer's first call started
         self.deadline: float | None = None  # loop time at which the calls still open are cut
+        self.kind: ErrorKind = "cancelled"  # and how, and why, they are recorded
+        self.why = ""
         self.open: set[asyncio.Timeout] = set()
+
+    def cut_at(self, when: float, kind: ErrorKind, why: str) -> None:
+        if self.deadline is not None and self.deadline <= when:
+            return
+        self.deadline, self.kind, self.why = when, kind, why
+        for scope in self.open:
+            scope.reschedule(when)
 
 
 _GROUPS: dict[str, _Group] = {}
 
 
 def active_groups() -> int:
-    """Layers with a quorum in flight (for tests and the memory benchmark: 0 when idle)."""
+    """Layers with calls in flight under a rule (tests, memory benchmark: 0 when idle)."""
     return len(_GROUPS)
 
 
-def _quorum_of(ctx: Context, layer: int) -> tuple[int, int] | None:
-    """(k, n) when ``layer`` runs under a quorum that can cut anything, else None."""
-    if ctx.quorum is None:
-        return None
-    size = len(ctx.proposers_of(layer))
-    return (ctx.quorum, size) if ctx.quorum < size else None
+def _seconds(value: float) -> str:
+    return format(round(value, 1), "g")
+
+
+def _applies(ctx: Context, size: int) -> bool:
+    """Whether any rule can cut a call of a layer of ``size`` proposers."""
+    quorum = ctx.quorum is not None and ctx.quorum < size
+    return quorum or (ctx.straggler_grace is not None and size > 1)
+
+
+def _finished(group: _Group, ctx: Context, size: int, ok: bool) -> None:
+    """A call ended on its own: start whichever rule it completes."""
+    group.finished += 1
+    group.successes += ok
+    now = asyncio.get_running_loop().time()
+    k = ctx.quorum
+    if ok and k is not None and k < size and group.successes == k:
+        group.cut_at(
+            now + ctx.quorum_grace,
+            "cancelled",
+            f"cancelled: {k} of {size} proposals were in and the {ctx.quorum_grace:g} s grace "
+            "period had passed",
+        )
+    grace = ctx.straggler_grace
+    if grace is not None and group.finished == size - 1 and group.successes >= ctx.min_proposals:
+        extra = max(grace, 2 * (now - group.started))
+        group.cut_at(
+            now + extra,
+            "straggler",
+            f"cut as a straggler: still running {_seconds(extra)} s after the layer's other "
+            "proposers had finished (straggler_grace)",
+        )
 
 
 async def quorum_call(
     ctx: Context, layer: int, key: str, call: Awaitable[CallResult]
 ) -> CallResult:
-    """Await one proposer's call as a member of its layer's quorum (plainly when there is none).
+    """Await one proposer's call as a member of its layer's group (plainly when no rule applies).
 
-    ``key`` names the layer's run, the same for every task of the layer. Raises
-    ``QuorumCancelledError`` when the call was cut.
+    ``key`` names the layer's run, the same for every task of the layer. Raises ``CutError`` when
+    the call was cut.
     """
-    quorum = _quorum_of(ctx, layer)
-    if quorum is None:
+    size = len(ctx.proposers_of(layer))
+    if not _applies(ctx, size):
         return await call
-    k, size = quorum
     group = _GROUPS.get(key)
     if group is None:
-        group = _GROUPS[key] = _Group()
+        group = _GROUPS[key] = _Group(asyncio.get_running_loop().time())
     group.running += 1
     start = time.perf_counter()
     try:
@@ -83,23 +129,17 @@ async def quorum_call(
             group.open.add(scope)
             try:
                 result = await call
+            except Exception:
+                _finished(group, ctx, size, ok=False)
+                raise
             finally:
                 group.open.discard(scope)
     except TimeoutError:
         if not scope.expired():
             raise
-        raise QuorumCancelledError(
-            f"cancelled: {k} of {size} proposals were in and the "
-            f"{ctx.quorum_grace:g} s grace period had passed",
-            time.perf_counter() - start,
-        ) from None
+        raise CutError(group.kind, group.why, time.perf_counter() - start) from None
     else:
-        if result.text.strip():
-            group.successes += 1
-            if group.successes == k:
-                group.deadline = asyncio.get_running_loop().time() + ctx.quorum_grace
-                for other in group.open:
-                    other.reschedule(group.deadline)
+        _finished(group, ctx, size, ok=bool(result.text.strip()))
         return result
     finally:
         # The last call of the layer to end takes the group with it: nothing stays per query.

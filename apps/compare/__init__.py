@@ -1,0 +1,32 @@
+"""``moa compare``: does MoA pay off on your prompts? The mixture against each single model,
+judged pairwise, with cost, latency and a plot. See docs/compare.md.
+
+One concern per module:
+
+- prompts.jsonl: the starter set (30 prompts written for this project), used without PROMPTS
+- systems.py: the systems compared (``--system NAME=SPEC``, or a preset and its own models)
+- judge.py: the pairwise judge prompt, the position swap, the parsing of a verdict
+- stats.py: win rate, bootstrap intervals, the length-controlled win rate, latency percentiles
+- results.py: from answers and judgments to results.json
+- report.py: the verdict line, the notes and report.md
+- plot.py: plot.png (win rate with its interval against cost per answer)
+- runner.py: a whole run: answers and judgments through ``moa batch``'s runner, then the report
+- cli.py: the ``moa compare`` command
+
+As a library::
+
+    from langgraph_moa.apps.compare import run_compare
+    run = await run_compare(items, systems, judge, "report/")
+"""
+
+from langgraph_moa.apps.compare.runner import CompareOptions, CompareRun, run_compare
+from langgraph_moa.apps.compare.systems import System, default_systems, single_model
+
+__all__ = [
+    "CompareOptions",
+    "CompareRun",
+    "System",
+    "default_systems",
+    "run_compare",
+    "single_model",
+]

@@ -1,0 +1,216 @@
+"""``moa compare``: from the command's flags to a comparison (or a redrawn report) and an exit code.
+
+Exit codes: 0 the report is written and every answer and judgment succeeded; 1 the report is
+written but some answers or judgments failed (rerun with --retry-failed), or the run could not go
+on; 2 bad input or settings; 130 interrupted (rerun the same command to resume).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from langgraph_moa.apps.batch.inputs import InputError, InvalidItem, Item, read_items
+from langgraph_moa.apps.compare.report import PLOT, REPORT, RESULTS, write_report
+from langgraph_moa.apps.compare.runner import CompareError, CompareOptions, run_compare
+from langgraph_moa.apps.compare.systems import (
+    System,
+    check_names,
+    default_systems,
+    from_spec,
+    is_model_name,
+    parse_system,
+)
+from langgraph_moa.nodes.context import Context, ModelSpec, build_context
+from langgraph_moa.nodes.errors import ConfigError
+
+STARTER = "prompts.jsonl"  # the starter set, shipped in this package
+DEFAULT_OUTPUT = "moa-compare"
+MIXTURE_FLAGS = {
+    "preset": "--preset",
+    "config": "--config",
+    "proposers": "--proposer",
+    "aggregator": "--aggregator",
+    "layers": "--layers",
+}
+
+
+def starter_prompts() -> Path:
+    return Path(str(resources.files("langgraph_moa.apps.compare") / STARTER))
+
+
+def _candidate_name(flags: dict[str, Any]) -> str:
+    from langgraph_moa.nodes.presets import default_preset_name
+
+    source = flags.get("config") or flags.get("preset") or default_preset_name()
+    name = Path(source).stem
+    return name if "moa" in name else f"moa-{name}"
+
+
+def _mixture(spec: str, flags: dict[str, Any]) -> Context:
+    from langgraph_moa.apps.cli.settings import context_from_flags
+
+    path = Path(spec)
+    as_file = path.suffix == ".toml" or path.exists()
+    return context_from_flags(
+        preset=None if as_file else spec,
+        config=spec if as_file else None,
+        proposers=None,
+        aggregator=None,
+        layers=None,
+        temperature=flags.get("temperature"),
+        max_tokens=flags.get("max_tokens"),
+    )
+
+
+def build_systems(given: list[str] | None, flags: dict[str, Any]) -> list[System]:
+    """``--system NAME=SPEC`` in order, or the chosen mixture and its own models alone."""
+    from langgraph_moa.apps.cli.settings import context_from_flags
+
+    if not given:
+        ctx = context_from_flags(**flags)
+        systems = default_systems(ctx, _candidate_name(flags))
+    else:
+        mixing = [flag for key, flag in MIXTURE_FLAGS.items() if flags.get(key)]
+        if mixing:
+            raise ConfigError(
+                f"{', '.join(mixing)} and --system do not go together: with --system, give "
+                "each system as NAME=SPEC (a preset, a config file or provider:model)"
+            )
+        run_wide = {k: flags[k] for k in ("temperature", "max_tokens") if flags.get(k) is not None}
+        base = build_context(run_wide, "flags")
+        systems = []
+        for text in given:
+            name, spec = parse_system(text)
+            mixture = base if is_model_name(spec) else _mixture(spec, flags)
+            systems.append(from_spec(name, spec, mixture, base))
+    check_names(systems)
+    return systems
+
+
+def _judge(given: str | None, systems: list[System]) -> ModelSpec:
+    if given is None:  # the candidate's aggregator (the report warns that it is not neutral)
+        return systems[0].ctx.aggregator
+    if not is_model_name(given):
+        raise ConfigError(
+            f"--judge {given!r}: name one model as provider:model, e.g. "
+            "--judge openai:gpt-4o or --judge together:Qwen/Qwen2.5-72B-Instruct-Turbo"
+        )
+    try:
+        return ModelSpec(model=given)
+    except ValueError as exc:
+        raise ConfigError(f"--judge {given!r}: {exc}") from None
+
+
+def _items(prompts: str | None, limit: int | None) -> tuple[list[Item], str]:
+    if prompts is None:
+        path, source = str(starter_prompts()), "the starter set, apps/compare/prompts.jsonl"
+    else:
+        path, source = prompts, "stdin" if prompts == "-" else prompts
+    try:
+        items = read_items(path)
+    except InputError as exc:  # its hint names a moa batch flag that moa compare has not
+        raise InputError(str(exc).split(" (or pass --skip-invalid")[0]) from None
+    checked = [i for i in items if not isinstance(i, InvalidItem)]  # read_items raised for those
+    if limit is not None:
+        checked = checked[:limit]
+        source += f", first {len(checked)}"
+    return checked, source
+
+
+def _preflight(systems: list[System], judge: ModelSpec) -> None:
+    """Build every model now: an unknown provider or a missing key fails before any call."""
+    from langgraph_moa.apps.cli.settings import preflight
+
+    for s in systems:
+        preflight(s.ctx)
+    preflight(build_context({"layers": 1, "proposers": [], "aggregator": judge}, "--judge"))
+
+
+def report_only(folder: str, console: Console) -> int:
+    path = Path(folder) / RESULTS
+    if not path.is_file():
+        raise CompareError(
+            f"--report-only {folder!r}: no {RESULTS} there; give the REPORT_DIR of a finished "
+            "moa compare run"
+        )
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+        write_report(results, Path(folder))
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise CompareError(f"{path} is not the results of moa compare: {exc}") from None
+    console.print(
+        f"moa compare: redrew {Path(folder) / REPORT} and {Path(folder) / PLOT}",
+        highlight=False,
+        markup=False,
+    )
+    print(results["verdict"])
+    return 0
+
+
+def compare(
+    *,
+    prompts: str | None,
+    system: list[str] | None,
+    judge: str | None,
+    output: str | None,
+    report_only_dir: str | None,
+    flags: dict[str, Any],
+    concurrency: int,
+    judge_max_tokens: int,
+    no_cache: bool,
+    retry_failed: bool,
+    limit: int | None,
+    console: Console,
+) -> int:
+    """Run the command; raises MoAError (ConfigError, InputError: bad input) for one-line errors."""
+    if report_only_dir is not None:
+        if prompts or system or judge:
+            raise ConfigError("--report-only redraws a stored report: give only its REPORT_DIR")
+        return report_only(report_only_dir, console)
+    if concurrency < 1:
+        raise ConfigError("--concurrency must be at least 1")
+    if judge_max_tokens < 1:
+        raise ConfigError("--judge-max-tokens must be at least 1")
+    if limit is not None and limit < 1:
+        raise ConfigError("--limit must be at least 1")
+    items, source = _items(prompts, limit)
+    systems = build_systems(system, flags)
+    the_judge = _judge(judge, systems)
+    folder = Path(output or DEFAULT_OUTPUT)
+    options = CompareOptions(
+        concurrency=concurrency,
+        cache=not no_cache,
+        retry_failed=retry_failed,
+        judge_max_tokens=judge_max_tokens,
+    )
+
+    async def go() -> Any:
+        _preflight(systems, the_judge)  # inside the loop: the clients built are the ones used
+        return await run_compare(
+            items, systems, the_judge, folder, options, source=source, console=console
+        )
+
+    def say(text: str) -> None:
+        console.print(f"moa compare: {text}", highlight=False, markup=False)
+
+    try:
+        run = asyncio.run(go())
+    except KeyboardInterrupt:
+        say(f"interrupted; what finished is in {folder}: run the same command again to resume")
+        return 130
+    say(f"report: {folder / REPORT} (plot: {folder / PLOT}, numbers: {folder / RESULTS})")
+    print(run.results["verdict"])
+    if run.failed_answers or run.failed_judgments:
+        say(
+            f"{run.failed_answers} answers and {run.failed_judgments} judgments failed (see "
+            f"'error' in {folder}/answers and {folder}/judgments); rerun the same command with "
+            "--retry-failed to run them again"
+        )
+        return 1
+    return 0

@@ -1,0 +1,193 @@
+"""A comparison run: every system's answers, then the judgments, then the report.
+
+Answers and judgments are produced by ``moa batch``'s runner (apps/batch), so they get its
+concurrency bound, per-model rate limits, model-call cache and resume. REPORT_DIR holds:
+
+    answers/NAME.jsonl      each system's answers: a batch run file (the journal a rerun resumes)
+    judgments/JUDGE.jsonl   the judge's replies, one per pair and order: a batch run file too
+    moa-cache.sqlite        every finished model call (answers and judgments)
+    results.json, report.md, plot.png
+
+Killed at any point, the same command resumes: finished answers and judgments are skipped, and a
+call that finished inside an item that did not is answered from the cache, so nothing is paid
+twice. Each system's items have ids of their own (``PROMPT@NAME``), so two systems never share
+a cached call: each system's answers, cost and latency are its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from langgraph_moa.apps.batch.inputs import Item, parse_item
+from langgraph_moa.apps.batch.outputs import RunFile
+from langgraph_moa.apps.batch.records import settings_summary
+from langgraph_moa.apps.batch.runner import DEFAULT_CONCURRENCY, BatchOptions, run_batch
+from langgraph_moa.apps.compare.report import write_report
+from langgraph_moa.apps.compare.results import Prompt, Record, build_results, judge_tasks
+from langgraph_moa.apps.compare.systems import System, safe_name
+from langgraph_moa.nodes.context import Context, ModelSpec, build_context
+from langgraph_moa.nodes.errors import ConfigError, MoAError
+
+CACHE_NAME = "moa-cache.sqlite"
+JUDGE_MAX_TOKENS = 512  # room for a few sentences of reasons and the verdict line
+
+
+class CompareError(MoAError):
+    """The comparison cannot go on (e.g. REPORT_DIR holds answers of other settings)."""
+
+
+@dataclass(frozen=True)
+class CompareOptions:
+    """How ``run_compare`` runs (the ``moa compare`` flags)."""
+
+    concurrency: int = DEFAULT_CONCURRENCY  # items (answers or judgments) in flight
+    cache: bool = True  # the model-call cache in REPORT_DIR
+    retry_failed: bool = False  # run failed answers and judgments again
+    judge_max_tokens: int = JUDGE_MAX_TOKENS
+
+
+@dataclass
+class CompareRun:
+    """What ``run_compare`` did."""
+
+    results: dict[str, Any]
+    failed_answers: int
+    failed_judgments: int
+
+
+def judge_context(judge: ModelSpec, max_tokens: int) -> Context:
+    """The judge: one model through the same graph, temperature 0, whole answers."""
+    spec = {**judge.model_dump(exclude_none=True), "temperature": 0.0, "max_tokens": max_tokens}
+    return build_context(
+        {"layers": 1, "proposers": [], "aggregator": spec, "stream": False}, "--judge"
+    )
+
+
+def prompts_of(items: Sequence[Item]) -> list[Prompt]:
+    return [Prompt(i.id, list(i.turns), [dict(m) for m in i.history]) for i in items]
+
+
+def answers_path(folder: Path, system: System) -> Path:
+    return folder / "answers" / f"{system.name}.jsonl"
+
+
+def judgments_path(folder: Path, judge: ModelSpec) -> Path:
+    return folder / "judgments" / f"{safe_name(judge.model)}.jsonl"
+
+
+def check_answers(folder: Path, systems: Sequence[System]) -> None:
+    """Refuse to mix answers of other settings into a system's results."""
+    for system in systems:
+        path = answers_path(folder, system)
+        if not path.exists():
+            continue
+        mine = settings_summary(system.ctx)
+        for record in RunFile(path).records():
+            if record.get("settings") and record["settings"] != mine:
+                raise CompareError(
+                    f"{path} holds answers of {system.name} made with other models "
+                    f"({record['settings']}); give another REPORT_DIR (-o), another system name, "
+                    "or delete that file to answer again"
+                )
+
+
+def _system_items(items: Sequence[Item], system: System) -> list[Item]:
+    # Ids of its own: a cache scope of its own (see the module's docstring).
+    return [dataclasses.replace(i, id=f"{i.id}@{system.name}") for i in items]
+
+
+def _by_prompt(path: Path, system: System) -> dict[str, Record]:
+    suffix = f"@{system.name}"
+    return {
+        str(r["id"]).removesuffix(suffix): r
+        for r in RunFile(path).records()
+        if str(r["id"]).endswith(suffix)
+    }
+
+
+async def run_compare(
+    items: Sequence[Item],
+    systems: Sequence[System],
+    judge: ModelSpec,
+    folder: str | Path,
+    options: CompareOptions | None = None,
+    *,
+    source: str = "",
+    console: Console | None = None,
+) -> CompareRun:
+    """Answer ``items`` with every system, judge the candidate (``systems[0]``) against each
+    other system, and write the report into ``folder``; resumes what ``folder`` holds."""
+    options = options or CompareOptions()
+    console = console or Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"-o {str(folder)!r} is a file: give a folder for the report")
+    check_answers(folder, systems)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CompareError(f"cannot create the report folder {str(folder)!r}: {exc}") from None
+    cache = folder / CACHE_NAME if options.cache else None
+
+    def say(text: str) -> None:
+        console.print(f"moa compare: {text}", highlight=False, markup=False)
+
+    answers: dict[str, dict[str, Record]] = {}
+    failed_answers = 0
+    for n, system in enumerate(systems, 1):
+        say(f"answers of {system.name} ({n}/{len(systems)}): {system.models}")
+        path = answers_path(folder, system)
+        batch = BatchOptions(
+            concurrency=options.concurrency,
+            generator=system.name,
+            cache=cache,
+            retry_failed=options.retry_failed,
+        )
+        # Nobody reads these tokens: whole answers cost the client far less CPU.
+        ctx = system.ctx.model_copy(update={"stream": False})
+        await run_batch(_system_items(items, system), ctx, path, batch, console=console)
+        # Only this run's prompts: a file may hold answers to prompts of an earlier run.
+        found = _by_prompt(path, system)
+        answers[system.name] = {i.id: found[i.id] for i in items if i.id in found}
+        failed_answers += sum(1 for r in answers[system.name].values() if r["status"] != "ok")
+
+    prompts = prompts_of(items)
+    candidate = systems[0].name
+    tasks = judge_tasks(prompts, candidate, [s.name for s in systems[1:]], answers)
+    judge_ctx = judge_context(judge, options.judge_max_tokens)
+    path = judgments_path(folder, judge)
+    say(f"judging with {judge.model}: {len(tasks)} judgments ({len(tasks) // 2} pairs x 2 orders)")
+    if tasks:
+        batch = BatchOptions(
+            concurrency=options.concurrency,
+            generator="judge",
+            cache=cache,
+            retry_failed=options.retry_failed,
+        )
+        judge_items = [parse_item(t.item(), n) for n, t in enumerate(tasks, 1)]
+        await run_batch(judge_items, judge_ctx, path, batch, console=console)
+    # Only this run's judgments: a judgment of an answer since replaced stays in the file unused.
+    by_id = {str(r["id"]): r for r in RunFile(path).records()}
+    judge_records = [by_id[t.id] for t in tasks if t.id in by_id]
+
+    results = build_results(
+        prompts=prompts,
+        source=source,
+        systems=systems,
+        answers=answers,
+        judge=judge.model,
+        judge_max_tokens=judge_ctx.aggregator.max_tokens or options.judge_max_tokens,
+        judge_records=judge_records,
+    )
+    write_report(results, folder)
+    return CompareRun(
+        results=results,
+        failed_answers=failed_answers,
+        failed_judgments=sum(1 for r in judge_records if r["status"] != "ok"),
+    )

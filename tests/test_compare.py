@@ -1,0 +1,412 @@
+"""moa compare against the fake server: proposers, aggregator, single models and a scripted judge
+all answer over real HTTP; answers and judgments go through moa batch's runner."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from compare_helpers import (
+    always_a,
+    env,
+    last_user,
+    pair,
+    prefers,
+    prefers_longer,
+    results,
+    shown,
+    write_mixture,
+    write_prompts,
+)
+from conftest import ROOT, run_cli, spec
+from PIL import Image
+from rich.console import Console
+
+from langgraph_moa.apps.batch.inputs import Item, read_items
+from langgraph_moa.apps.compare import CompareOptions, System, run_compare, single_model
+from langgraph_moa.apps.compare.cli import starter_prompts
+from langgraph_moa.nodes.context import Context
+from langgraph_moa.testing.fake_openai import FakeOpenAIServer, RecordedRequest
+
+PRICE = {"input": 1.0, "output": 2.0}
+
+
+def number(request: RecordedRequest) -> int:
+    """The N of the prompt "question number N" a request answers."""
+    return int(last_user(request).rsplit(" ", 1)[-1])
+
+
+def systems_for(server: FakeOpenAIServer) -> list[System]:
+    """A mixture (p1, p2 -> agg) and one single model (solo), all priced."""
+    ctx = Context(
+        proposers=[spec(server, p, price=PRICE) for p in ("p1", "p2")],
+        aggregator=spec(server, "agg", price=PRICE),
+        max_tokens=600,
+    )
+    solo = single_model(spec(server, "solo", price=PRICE), ctx)
+    return [System("moa", "test mixture", ctx), System("solo", "together:solo", solo)]
+
+
+def items(tmp_path: Path, n: int) -> list[Item]:
+    return [
+        i
+        for i in read_items(str(write_prompts(tmp_path / "prompts.jsonl", n)))
+        if isinstance(i, Item)
+    ]
+
+
+async def compare(
+    server: FakeOpenAIServer, tmp_path: Path, n: int, **options: Any
+) -> tuple[dict[str, Any], Path]:
+    out = tmp_path / "report"
+    run = await run_compare(
+        items(tmp_path, n),
+        systems_for(server),
+        spec(server, "judge"),
+        out,
+        CompareOptions(concurrency=4, **options),
+        source="test prompts",
+        console=Console(file=io.StringIO()),
+    )
+    return run.results, out
+
+
+def script_answers(server: FakeOpenAIServer, agg: Any = None, solo: Any = None) -> None:
+    server.script("p1", lambda r: f"p1 says {number(r)}")
+    server.script("p2", lambda r: f"p2 says {number(r)} at more length")
+    server.script("agg", agg or (lambda r: f"the aggregated answer to {number(r)}"))
+    server.script("solo", solo or (lambda r: f"solo answers {number(r)}"))
+
+
+# --- judging ----------------------------------------------------------------------------------
+
+
+async def test_a_judge_that_always_prefers_position_a_gives_all_ties(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    script_answers(server)
+    server.script("judge", always_a)
+    data, _ = await compare(server, tmp_path, 6)
+    p = pair(data, "solo")
+    assert (p["win"], p["tie"], p["loss"], p["unparsed"], p["missing"]) == (0, 6, 0, 0, 0)
+    assert p["win_rate"] == 50.0 and p["ci"] == [50.0, 50.0]
+    # Each pair was really asked twice, the mixture's answer once in each position.
+    judged = server.requests_for("judge")
+    assert len(judged) == 12
+    moa_first = [r for r in judged if shown(r)["A"].startswith("the aggregated")]
+    assert len(moa_first) == 6
+    assert all(shown(r)["B"].startswith("solo") for r in moa_first)
+    assert "does not clearly beat solo alone: +0 points" in data["verdict"]
+
+
+async def test_a_judge_that_prefers_the_longer_answer_is_length_controlled(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    # The mixture is longer on every prompt, by an amount that varies with the prompt.
+    script_answers(
+        server,
+        agg=lambda r: "the aggregated answer " + "and more " * (3 + 7 * number(r) % 50),
+        solo=lambda r: f"solo answers {number(r)}",
+    )
+    server.script("judge", prefers_longer)
+    data, out = await compare(server, tmp_path, 30)
+    p = pair(data, "solo")
+    assert p["win_rate"] >= 95
+    assert 45 <= p["lc_win_rate"] <= 56
+    moa, solo = data["systems"]
+    assert moa["mean_length"] > 5 * solo["mean_length"]
+    assert any("length-controlled win rate is" in n for n in data["notes"])
+    report = (out / "report.md").read_text()
+    assert "| solo | 100% (100–100) |" in report
+
+
+async def test_a_judge_that_prefers_quality_keeps_its_length_controlled_win(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    # The mixture is right every time but shorter on a third of the prompts.
+    script_answers(
+        server,
+        agg=lambda r: "correct " + ("x " * (2 + number(r) * 3) if number(r) % 3 else ""),
+        solo=lambda r: "wrong " + "y " * (4 + number(r) % 4 * 5),
+    )
+    server.script("judge", prefers("correct"))
+    data, _ = await compare(server, tmp_path, 30)
+    p = pair(data, "solo")
+    assert p["win_rate"] == 100.0 and p["lc_win_rate"] > 85
+    assert data["verdict"].startswith("moa beats solo alone by 50 points")
+
+
+async def test_unparsable_verdicts_are_counted_apart_never_guessed(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    script_answers(server)
+
+    def judge(request: RecordedRequest) -> str:
+        moa_is_a = shown(request)["A"].startswith("the aggregated")
+        if "answer to 0" in request.messages[-1]["content"]:
+            return "Both are fine, A is a bit better maybe."  # no verdict line
+        if "answer to 1" in request.messages[-1]["content"] and not moa_is_a:
+            return "Verdict: A, mostly"  # a verdict line that says something else
+        return "Verdict: " + ("A" if moa_is_a else "B")  # the mixture, in both orders
+
+    server.script("judge", judge)
+    data, out = await compare(server, tmp_path, 6)
+    p = pair(data, "solo")
+    assert (p["win"], p["tie"], p["loss"], p["unparsed"]) == (4, 0, 0, 2)
+    assert p["judged"] == 4 and p["win_rate"] == 100.0
+    problems = {e["prompt"]: e for e in p["prompts"] if e["outcome"] == "unparsed"}
+    assert set(problems) == {"q0", "q1"}
+    q1 = [j.get("problem") for j in problems["q1"]["judgments"]]
+    assert q1[0] is None and q1[1].startswith("verdict line not understood")
+    assert data["judge"]["unparsed"] == 3
+    assert "3 of 12 judgments had no readable verdict" in (out / "report.md").read_text()
+
+
+# --- the report -------------------------------------------------------------------------------
+
+
+async def test_the_report_files(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    script_answers(server)
+    server.script("judge", lambda r: "Verdict: " + ("A" if "aggregated" in shown(r)["A"] else "B"))
+    data, out = await compare(server, tmp_path, 8)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "answers",
+        "judgments",
+        "moa-cache.sqlite",
+        "plot.png",
+        "report.md",
+        "results.json",
+    ]
+    assert sorted(p.name for p in (out / "answers").iterdir()) == ["moa.jsonl", "solo.jsonl"]
+    assert data == results(out)
+    moa, solo = data["systems"]
+    # Three calls per mixture answer, one per single-model answer, each priced from its usage.
+    assert (moa["calls_per_answer"], solo["calls_per_answer"]) == (3.0, 1.0)
+    records = [json.loads(x) for x in (out / "answers" / "moa.jsonl").read_text().splitlines()]
+    tokens = [u for r in records for u in r["usage"].values()]
+    expected = sum(u["input_tokens"] * 1.0 + u["output_tokens"] * 2.0 for u in tokens) / 1e6
+    assert moa["cost_usd"] == pytest.approx(expected)
+    assert moa["cost_per_answer"] == pytest.approx(expected / 8)
+    assert moa["latency_answers"] == 8 and moa["latency_p95_s"] >= moa["latency_median_s"] > 0
+    ratio = moa["cost_per_answer"] / solo["cost_per_answer"]
+    assert ratio > 2
+    assert data["verdict"].startswith(
+        f"moa beats solo alone by 50 points (95% CI 50 to 50) at {ratio:.1f}x the cost, "
+        "on only 8 judged pairs; length-controlled +"
+    )
+    report = (out / "report.md").read_text()
+    assert report.startswith("# Does MoA pay off? moa against its baselines")
+    assert f"**{data['verdict']}**" in report
+    assert "| solo | 100% (100–100) |" in report and "| 8 / 0 / 0 / 0 |" in report
+    assert "| moa | [p1, p2] -> agg | 8 |" in report
+    assert "![win rate against cost per answer](plot.png)" in report
+    with Image.open(out / "plot.png") as png:
+        assert png.format == "PNG" and png.size == (800, 500)
+
+
+def test_report_only_redraws_from_the_stored_results_without_any_call(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    script_answers(server)
+    server.script("judge", always_a)
+    mix = write_mixture(tmp_path / "mix.toml")
+    prompts = write_prompts(tmp_path / "p.jsonl", 3)
+    out = tmp_path / "report"
+    args = ["compare", str(prompts), "--config", str(mix), "--judge", "together:judge"]
+    done = run_cli(*args, "-o", str(out), env=env(server))
+    assert done.returncode == 0, done.stderr
+    report = (out / "report.md").read_text()
+    (out / "report.md").unlink()
+    (out / "plot.png").unlink()
+    server.reset()
+    redrawn = run_cli("compare", "--report-only", str(out))  # no key, no server needed
+    assert redrawn.returncode == 0, redrawn.stderr
+    assert (out / "report.md").read_text() == report
+    with Image.open(out / "plot.png") as png:
+        assert png.size == (800, 500)
+    assert redrawn.stdout.strip() == results(out)["verdict"]
+    assert server.requests == []
+
+
+# --- caching, resuming ------------------------------------------------------------------------
+
+
+async def test_judge_calls_are_cached_like_any_other_call(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    script_answers(server)
+    server.script("judge", prefers_longer)
+    first, out = await compare(server, tmp_path, 5)
+    asked = len(server.requests)
+    # The judgments' journal is lost: the judge is not paid again, the cache answers.
+    for path in (out / "judgments").iterdir():
+        path.unlink()
+    second, _ = await compare(server, tmp_path, 5)
+    assert len(server.requests) == asked
+    assert second["pairs"] == first["pairs"]
+    assert second["judge"]["tokens"] == first["judge"]["tokens"]
+
+
+async def test_answers_of_other_models_under_a_system_name_are_refused(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    from langgraph_moa.apps.compare.runner import CompareError
+
+    script_answers(server)
+    server.script("judge", always_a)
+    await compare(server, tmp_path, 2)
+    moa, _ = systems_for(server)
+    other = System("solo", "together:p1", single_model(spec(server, "p1"), moa.ctx))
+    with pytest.raises(CompareError, match="holds answers of solo made with other models"):
+        await run_compare(
+            items(tmp_path, 2),
+            [moa, other],
+            spec(server, "judge"),
+            tmp_path / "report",
+            console=Console(file=io.StringIO()),
+        )
+
+
+def test_a_killed_compare_resumes_without_losing_or_paying_twice(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    for model in ("p1", "p2", "agg"):
+        server.script(model, lambda r, m=model: f"{m} on {number(r)}", ttft=0.3)
+    server.script("solo", lambda r: f"solo on {number(r)}")
+    server.script("judge", always_a)
+    mix = write_mixture(tmp_path / "mix.toml")
+    prompts = write_prompts(tmp_path / "p.jsonl", 10)
+    out = tmp_path / "report"
+    args = [
+        sys.executable,
+        "-m",
+        "langgraph_moa.apps.cli.main",
+        "compare",
+        str(prompts),
+        "--system",
+        f"moa={mix}",
+        "--system",
+        "solo=together:solo",
+        "--judge",
+        "together:judge",
+        "-j",
+        "2",
+        "-o",
+        str(out),
+    ]
+    full_env = {**os.environ, **env(server)}
+    answers = out / "answers" / "moa.jsonl"
+    proc = subprocess.Popen(args, env=full_env, cwd=ROOT, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if answers.exists() and answers.read_bytes().count(b"\n") >= 3:
+                break
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(10)
+    finished = {json.loads(x)["id"] for x in answers.read_text().splitlines() if x.strip()}
+    assert 3 <= len(finished) < 10
+    before = len(server.requests)
+
+    done = subprocess.run(args, env=full_env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    for name in ("moa", "solo"):
+        lines = (out / "answers" / f"{name}.jsonl").read_text().splitlines()
+        ids = [json.loads(x)["id"] for x in lines]  # every line whole
+        assert sorted(ids) == sorted(f"q{i}@{name}" for i in range(10))  # each once
+    # No proposer or aggregator of the mixture was asked again for a finished answer.
+    again = {
+        f"q{number(r)}@moa" for r in server.requests[before:] if r.model in ("p1", "p2", "agg")
+    }
+    assert not again & finished
+    assert pair(results(out), "solo")["tie"] == 10
+
+    # Once everything is done, the same command calls nothing at all.
+    server.reset()
+    third = subprocess.run(
+        args, env=full_env, cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert third.returncode == 0, third.stderr
+    assert server.requests == []
+
+
+# --- the command ------------------------------------------------------------------------------
+
+
+def test_a_preset_against_its_own_models_with_the_starter_set(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    server.script("judge", always_a)  # the others give the fake server's default answers
+    mix = write_mixture(tmp_path / "mix.toml")
+    out = tmp_path / "report"
+    done = run_cli(
+        "compare", "--config", str(mix), "--judge", "together:judge", "--limit", "2", "-o",
+        str(out), env=env(server),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    data = results(out)
+    assert [s["name"] for s in data["systems"]] == ["moa-mix", "agg", "p1", "p2"]
+    assert data["candidate"] == "moa-mix" and all(s["single"] for s in data["systems"][1:])
+    assert data["prompts"] == {"source": "the starter set, apps/compare/prompts.jsonl, first 2",
+                               "count": 2}  # fmt: skip
+    starter = [json.loads(x) for x in starter_prompts().read_text().splitlines()]
+    asked = {last_user(r) for r in server.requests_for("agg")}
+    assert asked == {starter[0]["prompt"], starter[1]["prompt"]}
+    # A single model runs through the same graph with layers=1: just the prompt, no references.
+    # p1 answered 4 times, each with the prompt alone: twice in the mixture, twice alone.
+    assert [[m["role"] for m in r.messages] for r in server.requests_for("p1")] == [["user"]] * 4
+    records = [json.loads(x) for x in (out / "answers" / "p1.jsonl").read_text().splitlines()]
+    assert all(r["turns"][0]["layers"] == [] for r in records)
+    assert {r["turns"][0]["aggregator"]["model"] for r in records} == {"together:p1"}
+    assert done.stdout.strip() == data["verdict"]
+    assert f"report: {out / 'report.md'}" in done.stderr
+
+
+def test_the_starter_set_is_varied_and_well_formed() -> None:
+    rows = [json.loads(x) for x in starter_prompts().read_text().splitlines()]
+    assert 25 <= len(rows) <= 40
+    assert len({r["id"] for r in rows}) == len(rows)
+    assert {r["category"] for r in rows} == {"reasoning", "writing", "coding", "facts"}
+    assert all(len(r["prompt"]) > 30 for r in rows)
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["--system", "moa"], 2, "--system 'moa': write NAME=SPEC"),
+        (["--system", "a=nope", "--system", "b=together:x"], 2, "unknown preset 'nope'"),
+        (["--system", "a=moa-lite"], 2, "at least two systems"),
+        (["--preset", "seed", "--system", "a=moa-lite", "--system", "b=together:x"], 2,
+         "--preset and --system do not go together"),
+        (["--preset", "seed", "--judge", "gpt-4o"], 2, "--judge 'gpt-4o': name one model"),
+        (["--preset", "seed", "--layers", "1"], 2, "no mixture to compare"),
+        (["--preset", "seed", "--concurrency", "0"], 2, "--concurrency must be at least 1"),
+        (["nowhere.jsonl", "--preset", "seed"], 2, "input file 'nowhere.jsonl' not found"),
+        (["-", "--preset", "seed"], 2, "stdin: line 1: prompt is empty"),
+        (["--report-only", "nowhere"], 1, "no results.json there"),
+        (["--system", "a=seed", "--system", "b=together:x"], 1, "set TOGETHER_API_KEY"),
+    ],
+    ids=["system-format", "unknown-preset", "one-system", "mixed-flags", "bad-judge",
+         "single-preset", "concurrency", "missing-prompts", "empty-prompt", "report-only",
+         "missing-key"],
+)  # fmt: skip
+def test_bad_input_gives_one_line_and_an_exit_code(
+    args: list[str], code: int, message: str, tmp_path: Path
+) -> None:
+    key = {} if "TOGETHER_API_KEY" in message else {"TOGETHER_API_KEY": "k"}
+    done = run_cli("compare", *args, "-o", str(tmp_path / "r"), env=key, stdin='{"prompt": ""}\n')
+    assert "--skip-invalid" not in done.stderr
+    assert done.returncode == code, done.stderr
+    errors = [x for x in done.stderr.splitlines() if x.startswith("moa: error:")]
+    assert len(errors) == 1 and message in errors[0], done.stderr
+    assert "Traceback" not in done.stderr
