@@ -277,10 +277,11 @@ def _batch_section(r: dict[str, Any]) -> list[str]:
         f"`moa batch` (the real command, a child process) runs {t['items']:,} items of a "
         f"1-layer x {batch.PROPOSERS}-proposer MoA (Self-MoA: one model, three seeds, the same "
         f"model aggregating, so one limit covers every call), `-j {batch.CONCURRENCY}`, `rpm` set "
-        "to the provider's limit, the call cache on. Sustained rate: requests the server accepted "
-        "per second between 10% and 90% of the run. The baseline runs items the reference "
-        "repository's way (its evaluation script: one item at a time, its proposers one after "
-        f"another, then the aggregator; the `together` SDK): {t['baseline_items'] // 2} items "
+        f"just under the provider's limit ({batch.RPM_SHARE:g} R), the call cache on. Sustained "
+        "rate: requests the server accepted per second between 10% and 90% of the run. The "
+        "baseline runs items the reference repository's way (its evaluation script: one item at "
+        "a time, its proposers one after another, then the aggregator; the `together` SDK): "
+        f"{t['baseline_items'] // 2} items "
         "before the batch run and as many after (median of the two).",
         "",
         "| figure | value | target |",
@@ -295,7 +296,6 @@ def _batch_section(r: dict[str, Any]) -> list[str]:
         f"| `moa batch` / baseline | {t['speedup']:.1f}x items per minute | |",
         f"| CPU per item, `moa batch` (whole process) | {t['cpu_ms_per_item']:.1f} ms | |",
         f"| CPU per item, baseline | {t['baseline_cpu_ms_per_item']:.1f} ms | |",
-        f"| peak RSS, `moa batch`, {t['items']:,} items | {t['peak_rss_mib']:.0f} MiB | |",
         "",
         f"Memory: `run_batch` over {m['items']:,} items in a child process with zero-latency "
         "in-process models (`fake:` models, benchmarks/common.py; real HTTP calls at this count "
@@ -304,8 +304,7 @@ def _batch_section(r: dict[str, Any]) -> list[str]:
         "",
         "| figure | value | target |",
         "|---|---|---|",
-        f"| peak RSS (`ru_maxrss`) after 10% of the items | {m['peak_rss_at_10pct_mib']:.1f} MiB "
-        "| |",
+        f"| peak RSS (VmHWM) after 10% of the items | {m['peak_rss_at_10pct_mib']:.1f} MiB | |",
         f"| peak RSS after all {m['items']:,} | {m['peak_rss_mib']:.1f} MiB | |",
         f"| growth of the peak | {m['growth'] * 100:+.1f}% | <= +10%: {_ok(m['growth'] <= 0.10)} |",
         f"| RSS sampled every 0.25 s: after 10% / highest / at the end | "

@@ -6,8 +6,10 @@ batch run) shares one ``ModelGate``, keyed by the model, its endpoint and its li
 
 - requests: LangChain's ``InMemoryRateLimiter`` (a token bucket of requests), attached to the
   chat model as its ``rate_limiter`` so LangChain acquires it before each request, retries
-  included. The bucket holds one request, so the gate never bursts above the rate, and only one
-  waiter polls it at a time (an ``asyncio.Lock``): dozens of waiting calls cost no CPU.
+  included. Only one waiter polls it at a time (an ``asyncio.Lock``): dozens of waiting calls
+  cost no CPU. The bucket holds ``BUCKET`` requests: with one, every late wake-up of the poller
+  (a busy machine) is rate lost for good; with two, it is made up by the next request, and no
+  second of the run sees more than one request above the rate.
 - tokens: aiolimiter's ``AsyncLimiter`` (a leaky bucket; the bucket is a minute of tokens, as
   providers count), acquired by ``ask_model`` once per call for the prompt's estimated tokens plus
   ``max_tokens`` (what OpenAI-style providers reserve when a request arrives).
@@ -29,9 +31,9 @@ from langgraph_moa.nodes.models.http import forget_closed_loops, running_loop
 from langgraph_moa.nodes.models.settings import ModelSettings
 
 # How often the one waiting request checks the bucket, as a share of the interval between
-# requests: the bucket is refilled only when checked, so coarser checks lose part of the rate
-# (at 1/25 the gate keeps ~98% of rpm).
+# requests (at least every millisecond, at most every 100 ms).
 CHECKS_PER_REQUEST = 25
+BUCKET = 2
 
 
 class ModelGate(BaseRateLimiter):
@@ -43,7 +45,7 @@ class ModelGate(BaseRateLimiter):
             InMemoryRateLimiter(
                 requests_per_second=rpm / 60,
                 check_every_n_seconds=min(0.1, max(0.001, 60 / rpm / CHECKS_PER_REQUEST)),
-                max_bucket_size=1,
+                max_bucket_size=BUCKET,
             )
             if rpm
             else None
