@@ -120,3 +120,19 @@ def test_without_a_key_the_server_listens_on_loopback(server: FakeOpenAIServer) 
         process.stop()
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.10")
+
+
+def test_an_idle_connection_outlives_the_clients_keep_alive(served: ServeProcess) -> None:
+    """The server keeps an idle connection longer than clients do (httpx: 5 s), so a client
+    never sends a request on a connection the server is closing at that moment."""
+    import socket
+    import time
+
+    port = int(served.url.rsplit(":", 1)[1])
+    request = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+        time.sleep(6)  # longer than uvicorn's default keep-alive (5 s)
+        sock.sendall(request)
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200")

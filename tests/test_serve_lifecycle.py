@@ -6,6 +6,7 @@ before the answer was complete) and its count of requests in flight.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import socket
@@ -246,3 +247,35 @@ def test_a_busy_port_is_one_line(server: FakeOpenAIServer) -> None:
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+async def test_a_reader_that_falls_behind_gets_the_backlog_in_one_chunk(
+    server: FakeOpenAIServer,
+) -> None:
+    from langchain_core.messages import HumanMessage
+
+    from langgraph_moa.apps.cli.run import Finished, Token
+    from langgraph_moa.apps.serve.runs import RunStream
+
+    answer = " ".join(f"t{i}" for i in range(30))
+    server.script("agg", answer)
+    run = RunStream([HumanMessage("hi")], fake_context(server, ["p1"]), set())
+    try:
+        while not run._task.done():  # the reader is late: the whole run is already queued
+            await asyncio.sleep(0.02)
+        events = [event async for event in _until_token(run)]
+        first = events[-1]
+        assert isinstance(first, Token)
+        assert first.text + run.ready_text() == answer  # the backlog, at once
+        assert isinstance(await anext(run), Finished)  # what came after it is kept, in order
+    finally:
+        await run.aclose()
+
+
+async def _until_token(run: Any) -> Any:
+    from langgraph_moa.apps.cli.run import Token
+
+    async for event in run:
+        yield event
+        if isinstance(event, Token):
+            return

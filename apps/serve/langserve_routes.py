@@ -120,7 +120,7 @@ class MoARunnable(Runnable[dict[str, Any], AIMessage]):
             try:
                 async for event in run:
                     if isinstance(event, Token):
-                        yield AIMessageChunk(content=event.text)
+                        yield AIMessageChunk(content=event.text + run.ready_text())
                         streamed = True
                     elif isinstance(event, AnswerRestart):
                         if streamed:  # as on the OpenAI route: the new answer after a blank line

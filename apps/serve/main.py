@@ -18,6 +18,13 @@ from typing import Any
 
 from langgraph_moa.apps.serve.settings import ServeSettings
 
+# Idle keep-alive connections are closed after this long. Longer than clients keep theirs idle
+# (httpx: 5 s, aiohttp: 15 s) and than load balancers' idle timeouts (often 60 s): whoever closes
+# an idle connection first must be the client, else a request it sends on that connection just
+# as the server closes it fails with a connection error (uvicorn's default of 5 s did that to
+# a few requests in a thousand under load).
+KEEP_ALIVE_S = 75
+
 
 def listen(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -25,6 +32,9 @@ def listen(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+        # Listening already: connections made once the URL is printed wait in the backlog
+        # until uvicorn accepts them, rather than being refused.
+        sock.listen(2048)
     except OSError:
         sock.close()
         raise
@@ -64,6 +74,7 @@ async def run(settings: ServeSettings, models: Any, sock: socket.socket) -> None
         app,
         log_config=log_config(),
         timeout_graceful_shutdown=int(settings.grace_s + 0.999),
+        timeout_keep_alive=KEEP_ALIVE_S,
         server_header=False,
     )
     server = uvicorn.Server(config)

@@ -190,7 +190,7 @@ async def _chunks(
         event = first
         while True:
             if isinstance(event, Token):
-                yield chunk(Delta(content=event.text))
+                yield chunk(Delta(content=event.text + run.ready_text()))
                 streamed = True
             elif isinstance(event, ProposalDone):
                 if show:

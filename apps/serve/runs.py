@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from langchain_core.messages import AnyMessage
 from starlette.requests import Request
 
-from langgraph_moa.apps.cli.run import Finished, ProposalDone, RunEvent, run_events
+from langgraph_moa.apps.cli.run import Finished, ProposalDone, RunEvent, Token, run_events
 from langgraph_moa.apps.cli.settings import preflight
 from langgraph_moa.apps.serve.errors import from_run_error
 from langgraph_moa.apps.serve.registry import ModelRegistry, with_overrides
@@ -43,6 +43,7 @@ class RunStream:
     def __init__(self, messages: list[AnyMessage], ctx: Context, live: set[RunStream]) -> None:
         self.proposals: list[dict[str, Any]] = []
         self._queue: asyncio.Queue[RunEvent | BaseException] = asyncio.Queue(QUEUE_SIZE)
+        self._held: RunEvent | BaseException | None = None  # read by ready_text, not yet given
         self._done = False
         self._live = live
         live.add(self)
@@ -65,13 +66,32 @@ class RunStream:
     async def __anext__(self) -> RunEvent:
         if self._done:
             raise StopAsyncIteration
-        item = await self._queue.get()
+        if self._held is not None:
+            item, self._held = self._held, None
+        else:
+            item = await self._queue.get()
         if isinstance(item, BaseException):
             self._done = True
             raise from_run_error(item, self.proposals)
         if isinstance(item, Finished):
             self._done = True
         return item
+
+    def ready_text(self) -> str:
+        """The answer text of the ``Token`` events already waiting, without waiting for more.
+
+        A client (or a server) that falls behind the model then gets the backlog in one chunk
+        instead of one chunk per token, so neither side spends its CPU on a queue of tiny
+        chunks; one that keeps up still gets every token as soon as it comes.
+        """
+        parts: list[str] = []
+        while self._held is None and not self._queue.empty():
+            item = self._queue.get_nowait()
+            if isinstance(item, Token):
+                parts.append(item.text)
+            else:
+                self._held = item
+        return "".join(parts)
 
     async def aclose(self) -> None:
         """Cancel the run if it is still going and wait until its calls are closed."""
