@@ -284,7 +284,10 @@ def render(r: dict[str, Any]) -> list[str]:
         "matched by the same run in-process (`graph.astream` through `run_events`, "
         f"{CONCURRENCY} in flight), in alternating blocks of {CONCURRENCY}, after a warm-up "
         "block on each side. Server CPU: its process's user + system time over its blocks; "
-        "in-process CPU: this process's over its blocks.",
+        "in-process CPU: this process's over its blocks; clients' CPU: this process's over the "
+        "server's blocks. The fake models send a call's tokens in one burst; the server sends "
+        "the answer's tokens that have queued up by the time it writes as one chunk "
+        "(`RunStream.ready_text`), so its clients parse a few chunks per answer, not 500.",
         "",
         "| models | side | errors | TTFT p50 | TTFT p99 | total p50 | total p99 | CPU / request "
         "| clients' CPU / request | requests / s |",
