@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-# Runs in flight. A run costs the server about 0.3 s of CPU (benchmarks/serve_load: three
-# 200-token proposals and a 500-token answer, mostly the provider clients parsing streamed
-# chunks) and holds proposers + 1 provider connections for its whole length, 10-30 s with real
-# models. 64 runs of ~20 s keep about one core busy (64 / 20 s x 0.3 s), all one process can
-# give: past that every run in flight slows down, so the server refuses (429) and lets the client
-# or a load balancer go elsewhere. 64 runs are also some 250-450 concurrent provider requests,
-# about what a team's provider rate limits allow.
+# Runs in flight. Not the server's CPU: a run costs it about 70 ms (benchmarks/serve_load: three
+# 200-token proposals and a 500-token answer), so one core would keep ~280 runs of 20 s going.
+# The providers: a run holds proposers + 1 provider connections for its whole length (10-30 s
+# with real models), so 64 runs are some 250-450 concurrent provider requests with the presets'
+# 4-6 models, about what a team's provider rate limits allow. Past that the providers' 429s would
+# fail or slow every run in flight; refusing early (429 here) lets the client wait or go to
+# another replica instead.
 DEFAULT_MAX_CONCURRENT = 64
 DEFAULT_HOST = "127.0.0.1"  # without a key only this machine can reach the server
 DEFAULT_PORT = 8000
