@@ -199,6 +199,8 @@ def test_no_key_runs_the_embedded_local_model_and_says_so() -> None:
     ]
     assert "local:smollm2 done in" in result.stderr  # the local preset's proposers ran
     assert result.stdout.strip()
+    # Not even at exit, when llama.cpp's models are freed.
+    assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr
 
 
 def test_an_explicit_preset_wins_over_the_default_choice() -> None:

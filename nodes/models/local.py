@@ -29,6 +29,7 @@ Benchmark the two concurrency strategies with ``python -m nodes.local``.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import importlib.util
 import os
 import queue
@@ -129,6 +130,19 @@ _load_count = 0
 _loading = threading.Lock()
 
 
+def _close_all() -> None:
+    """Free every loaded model while the interpreter is still whole.
+
+    Left to ``Llama.__del__`` at shutdown, the freeing runs after llama_cpp's module globals are
+    gone and prints a traceback ("'NoneType' object has no attribute 'llama_model_free'").
+    """
+    with _pools_lock:
+        pools = list(_pools.values())
+    for pool in pools:
+        for loaded in pool.loaded():
+            loaded.llama.close()
+
+
 def models_loaded() -> int:
     """How many llama.cpp models this process has loaded (each pool slot loads once)."""
     return _load_count
@@ -148,6 +162,8 @@ def _load(path: str, n_ctx: int, n_threads: int) -> _Loaded:
                 n_threads_batch=n_threads,
                 verbose=False,
             )
+            if _load_count == 0:
+                atexit.register(_close_all)
             _load_count += 1
     except (ValueError, RuntimeError) as exc:
         raise ProviderError(f"llama.cpp could not load {path!r}: {exc}") from None
@@ -208,6 +224,11 @@ class _ModelPool:
             except queue.Empty:
                 continue
         return None
+
+    def loaded(self) -> list[_Loaded]:
+        """Every copy loaded so far."""
+        with self._guard:
+            return list(self._all)
 
     def release(self, loaded: _Loaded) -> None:
         self._idle.put(loaded)
