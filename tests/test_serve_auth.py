@@ -125,14 +125,19 @@ def test_without_a_key_the_server_listens_on_loopback(server: FakeOpenAIServer) 
 def test_an_idle_connection_outlives_the_clients_keep_alive(served: ServeProcess) -> None:
     """The server keeps an idle connection longer than clients do (httpx: 5 s), so a client
     never sends a request on a connection the server is closing at that moment."""
-    import socket
+    import http.client
     import time
 
     port = int(served.url.rsplit(":", 1)[1])
-    request = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(request)
-        assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", "/health")
+        first = conn.getresponse()
+        assert first.status == 200 and first.read()
+        sock = conn.sock
         time.sleep(6)  # longer than uvicorn's default keep-alive (5 s)
-        sock.sendall(request)
-        assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+        conn.request("GET", "/health")  # on the same connection, still open
+        assert conn.getresponse().status == 200
+        assert conn.sock is sock
+    finally:
+        conn.close()
