@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -59,35 +58,12 @@ def servers_for(code: str, server: FakeOpenAIServer, tmp: Path) -> Iterator[str]
             app = app_for(load_preset("together"), name="together")
             code = code.replace(MOA_SERVE, stack.enter_context(running(app)))
         if LANGGRAPH_DEV in code:
-            code = code.replace(LANGGRAPH_DEV, stack.enter_context(langgraph_dev(server, tmp)))
+            from test_studio import langgraph_dev
+
+            work = tmp / "studio"
+            work.mkdir()
+            code = code.replace(LANGGRAPH_DEV, stack.enter_context(langgraph_dev(server, work)))
         yield code
-
-
-@contextmanager
-def langgraph_dev(server: FakeOpenAIServer, tmp: Path) -> Iterator[str]:
-    from test_studio import _port, _wait_for_url
-
-    work = tmp / "studio"
-    shutil.copytree(ROOT / "graphs", work / "graphs", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "langgraph.json", work / "langgraph.json")
-    env = {**_env(server), "LANGGRAPH_NO_ANALYTICS": "1", "LANGSMITH_TRACING": "false"}
-    cli = Path(sys.executable).parent / "langgraph"
-    proc = subprocess.Popen(
-        [str(cli), "dev", "--no-browser", "--no-reload", "--host", "127.0.0.1", "--port", _port()],
-        cwd=work,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        yield _wait_for_url(proc)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def _env(server: FakeOpenAIServer) -> dict[str, str]:

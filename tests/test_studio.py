@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -24,10 +25,11 @@ from langgraph_moa.testing.fake_openai import FakeOpenAIServer
 URL = re.compile(r"API: \S*?(http://127\.0\.0\.1:\d+)")
 
 
-@pytest.fixture(scope="module")
-def studio(_server: FakeOpenAIServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    # Run from a copy so the in-memory server's .langgraph_api/ lands outside the repo.
-    work = tmp_path_factory.mktemp("studio")
+@contextmanager
+def langgraph_dev(server: FakeOpenAIServer, work: Path) -> Iterator[str]:
+    """``langgraph dev`` serving this repository's langgraph.json, run from a copy in ``work``
+    (so the in-memory server's .langgraph_api/ lands outside the repo), its models at the fake
+    server; yields its URL and stops it at the end."""
     for name in ("langgraph.json", "graphs"):
         src = ROOT / name
         if src.is_dir():
@@ -37,7 +39,9 @@ def studio(_server: FakeOpenAIServer, tmp_path_factory: pytest.TempPathFactory) 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TOGETHER_", "OPENAI_"))}
     env.update(
         TOGETHER_API_KEY="studio-test-key",
-        TOGETHER_API_BASE=_server.base_url,
+        TOGETHER_API_BASE=server.base_url,
+        OPENAI_API_KEY="studio-test-key",
+        OPENAI_BASE_URL=server.base_url,
         LANGGRAPH_NO_ANALYTICS="1",
         LANGSMITH_TRACING="false",
     )
@@ -51,14 +55,19 @@ def studio(_server: FakeOpenAIServer, tmp_path_factory: pytest.TempPathFactory) 
         text=True,
     )
     try:
-        url = _wait_for_url(proc)
-        yield url
+        yield _wait_for_url(proc)
     finally:
         proc.terminate()
         try:
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture(scope="module")
+def studio(_server: FakeOpenAIServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with langgraph_dev(_server, tmp_path_factory.mktemp("studio")) as url:
+        yield url
 
 
 def _port() -> str:

@@ -15,7 +15,7 @@ import json
 import os
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -418,8 +418,8 @@ def batch(
         "temperature": temperature,
         "max_tokens": max_tokens,
     }
-    try:
-        code = run(
+    _exit_with(
+        lambda: run(
             input_path=input_path,
             output=output,
             fmt=fmt,
@@ -438,15 +438,7 @@ def batch(
             limit=limit,
             console=err,
         )
-    except MoAError as exc:
-        from langgraph_moa.apps.batch.inputs import InputError
-
-        fail(str(exc), 2 if isinstance(exc, ConfigError | InputError) else 1)
-    except Exception as exc:  # a last resort, as in _run
-        if os.environ.get("MOA_DEBUG"):
-            raise
-        fail(f"unexpected {type(exc).__name__}: {exc} (set MOA_DEBUG=1 for a traceback)")
-    raise typer.Exit(code)
+    )
 
 
 @app.command(
@@ -522,8 +514,8 @@ def compare(
         "temperature": temperature,
         "max_tokens": max_tokens,
     }
-    try:
-        code = run(
+    _exit_with(
+        lambda: run(
             prompts=prompts,
             system=system,
             judge=judge,
@@ -537,15 +529,7 @@ def compare(
             limit=limit,
             console=err,
         )
-    except MoAError as exc:
-        from langgraph_moa.apps.batch.inputs import InputError
-
-        fail(str(exc), 2 if isinstance(exc, ConfigError | InputError) else 1)
-    except Exception as exc:  # a last resort, as in _run
-        if os.environ.get("MOA_DEBUG"):
-            raise
-        fail(f"unexpected {type(exc).__name__}: {exc} (set MOA_DEBUG=1 for a traceback)")
-    raise typer.Exit(code)
+    )
 
 
 @app.command(
@@ -658,9 +642,27 @@ def _run(coro: Any) -> Any:
     except KeyboardInterrupt:
         fail("interrupted", 130)
     except Exception as exc:  # a last resort: one line, the traceback only on request
-        if os.environ.get("MOA_DEBUG"):
-            raise
-        fail(f"unexpected {type(exc).__name__}: {exc} (set MOA_DEBUG=1 for a traceback)")
+        _unexpected(exc)
+
+
+def _exit_with(command: Callable[[], int]) -> NoReturn:
+    """Run an application's command (batch, compare) and exit with its status; its errors are
+    one line: 2 for bad input or settings, 1 otherwise."""
+    from langgraph_moa.apps.batch.inputs import InputError
+
+    try:
+        code = command()
+    except MoAError as exc:
+        fail(str(exc), 2 if isinstance(exc, ConfigError | InputError) else 1)
+    except Exception as exc:  # a last resort, as in _run
+        _unexpected(exc)
+    raise typer.Exit(code)
+
+
+def _unexpected(exc: Exception) -> NoReturn:
+    if os.environ.get("MOA_DEBUG"):
+        raise exc
+    fail(f"unexpected {type(exc).__name__}: {exc} (set MOA_DEBUG=1 for a traceback)")
 
 
 COMMANDS = {"ask", "chat", "serve", "batch", "compare", "presets", "--help", "-h", "--version"}
