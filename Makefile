@@ -40,7 +40,13 @@ lint: install-dev
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen ruff format --check .
 
+# mypy cannot follow the editable install's import hook (graphs/ is langgraph_moa.graphs only
+# through [tool.setuptools] package-dir), so it checks a tree of links in build/ laid out as the
+# installed package; its messages name files under build/typecheck/langgraph_moa/.
 typecheck: install-dev
+	@rm -rf build/typecheck && mkdir -p build/typecheck/langgraph_moa
+	@for f in langgraph_moa/*.py; do ln -s ../../../$$f build/typecheck/$$f; done
+	@for d in graphs nodes core apps; do ln -s ../../../$$d build/typecheck/langgraph_moa/$$d; done
 	$(UV) run --frozen mypy
 
 unit: install-dev

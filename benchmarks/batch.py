@@ -128,7 +128,7 @@ def _throughput(items: int, baseline_items: int, rate: float) -> dict[str, Any]:
         server.rate_limit(rate)
         out = work / "out.jsonl"
         cmd = [
-            sys.executable, "-m", "langgraph_moa.apps.cli.main", "batch", str(data),
+            sys.executable, "-m", "langgraph_moa", "batch", str(data),
             "-o", str(out), "-c", str(config), "-j", str(CONCURRENCY),
         ]  # fmt: skip
         batch_wall, batch_cpu = _child_usage(cmd, ROOT)
@@ -173,7 +173,7 @@ def _memory_child(items: int, out: str) -> None:
     from rich.console import Console
 
     from benchmarks.common import register_instant_provider
-    from langgraph_moa.apps.batch import BatchOptions, parse_item, run_batch
+    from langgraph_moa.core.batch import BatchOptions, parse_item, run_batch
     from langgraph_moa.nodes.context import Context, ModelSpec
 
     register_instant_provider()

@@ -96,12 +96,12 @@ def server_context(base_url: str, layers: int, proposers: int, **kw: Any) -> Con
 
 # --------------------------------------------------------------------------- running the graph
 async def cli_query(ctx: Context, prompt: str = QUESTION) -> tuple[float, float]:
-    """One query the way ``moa ask`` runs it (graph.astream through cli.run.run_turn).
+    """One query the way ``moa ask`` runs it (graph.astream through apps/chat/turn.py run_turn).
 
     Returns (wall time, time to the first token of the final answer), in seconds.
     """
-    from langgraph_moa.apps.cli.progress import Progress
-    from langgraph_moa.apps.cli.run import run_turn
+    from langgraph_moa.apps.chat.progress import Progress
+    from langgraph_moa.apps.chat.turn import run_turn
     from langgraph_moa.graphs import graph
 
     first: list[float] = []

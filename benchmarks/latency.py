@@ -2,7 +2,7 @@
 answer token and client CPU per query, and both against the latency limit.
 
 For each (proposer layers, proposers) shape the graph (as ``moa ask`` runs it: graph.astream
-through cli.run.run_turn, real ChatTogether clients over HTTP) and the seed's approach
+through apps/chat/turn.py run_turn, real ChatTogether clients over HTTP) and the seed's approach
 (benchmarks/baseline.py: ``asyncio.gather`` of non-streamed proposer calls per layer with the
 ``together`` SDK, then a streamed aggregator call) answer the same query against the same fake
 server, in the same process, alternating which goes first. CPU is ``time.process_time`` of the

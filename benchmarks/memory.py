@@ -39,7 +39,7 @@ def _config(base_url: str) -> str:
 
 
 def _child(queries: int, config: str, out: str) -> None:
-    from langgraph_moa.apps.cli.main import ask
+    from langgraph_moa.apps.chat.command import ask
     from langgraph_moa.nodes.models import cache, http, quorum
 
     checkpoints: dict[int, float] = {}

@@ -53,7 +53,7 @@ def _latency_section(rows: list[dict[str, Any]]) -> list[str]:
         "answer when its last token would have come. The fake server runs in its own process.",
         "",
         "- **graph**: as `moa ask` runs it (graph.astream with the CLI's four stream modes "
-        "through cli.run.run_turn, ChatTogether clients over HTTP); proposers are not streamed, "
+        "through run_turn, ChatTogether clients over HTTP); proposers are not streamed, "
         "the answer is;",
         "- **seed**: benchmarks/baseline.py, the seed's own approach: per layer, "
         "`asyncio.gather` of non-streamed proposer calls with the `together` SDK "

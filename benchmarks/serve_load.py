@@ -64,7 +64,7 @@ class Served:
             [
                 sys.executable,
                 "-m",
-                "langgraph_moa.apps.cli.main",
+                "langgraph_moa",
                 "serve",
                 "--config",
                 config,
@@ -141,7 +141,7 @@ async def _measure(
     import openai
     from langchain_core.messages import HumanMessage
 
-    from langgraph_moa.apps.cli.run import Finished, Token, run_events
+    from langgraph_moa.core.turns import Finished, Token, run_events
     from langgraph_moa.graphs import graph
 
     # The SDK's default HTTP client pools up to 1,000 connections: enough for 50 in flight.

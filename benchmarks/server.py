@@ -94,7 +94,7 @@ class ServerProcess:
 
 
 def _serve() -> None:
-    from langgraph_moa.testing.fake_openai import FakeOpenAIServer, split_tokens
+    from tests.fake_openai import FakeOpenAIServer, split_tokens
 
     def tail_latency(ttft: float, total: float, p: float, factor: float, seed: int) -> Any:
         rng = random.Random(seed)  # drawn on the server thread, in arrival order

@@ -40,7 +40,7 @@ _LINE = re.compile(r"import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)")
 
 def _moa() -> list[str]:
     script = Path(sys.executable).with_name("moa")
-    return [str(script)] if script.exists() else [sys.executable, "-m", f"{PROJECT}.apps.cli.main"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", PROJECT]
 
 
 def _env(base_url: str, **extra: str) -> dict[str, str]:

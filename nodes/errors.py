@@ -11,6 +11,10 @@ class ConfigError(MoAError):
     """A setting (preset, config file, CLI flag or graph context) is invalid."""
 
 
+class InputError(MoAError):
+    """What the user gave cannot be used: a prompt, a chat line, a dataset or one of its items."""
+
+
 class ProviderError(MoAError):
     """A model cannot be built: unknown provider, missing package or missing API key."""
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from langgraph_moa.testing.fake_openai import FakeOpenAIServer, RecordedRequest
+from fake_openai import FakeOpenAIServer, RecordedRequest
 
 
 def write_items(path: Path, items: list[dict[str, Any]]) -> Path:

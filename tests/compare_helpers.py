@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from langgraph_moa.testing.fake_openai import FakeOpenAIServer, RecordedRequest, message_text
+from fake_openai import FakeOpenAIServer, RecordedRequest, message_text
 
 KEY = {"TOGETHER_API_KEY": "test-key"}
 ANSWER = re.compile(r'<answer id="(?P<id>[AB])">\n(?P<text>.*?)\n</answer>', re.S)

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fake_openai import FakeOpenAIServer
 
 from langgraph_moa.nodes.context import Context, ModelSpec
-from langgraph_moa.testing.fake_openai import FakeOpenAIServer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -62,7 +62,7 @@ def run_cli(
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("TOGETHER_", "OPENAI_"))}
     full_env.update(env or {})
     return subprocess.run(
-        [sys.executable, "-m", "langgraph_moa.apps.cli.main", *args],
+        [sys.executable, "-m", "langgraph_moa", *args],
         input=stdin if stdin is not None else "",
         capture_output=True,
         text=True,

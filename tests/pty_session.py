@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 _BOOT = (
     "import fcntl, os, sys, termios\n"
     "fcntl.ioctl(0, termios.TIOCSCTTY, 0)\n"
-    "os.execv(sys.executable, [sys.executable, '-m', 'langgraph_moa.apps.cli.main', *sys.argv[1:]])"
+    "os.execv(sys.executable, [sys.executable, '-m', 'langgraph_moa', *sys.argv[1:]])"
 )
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|\r")
 CTRL_C = b"\x03"

@@ -71,7 +71,7 @@ class ServeProcess:
 
     def __init__(self, *args: str, env: dict[str, str]) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "langgraph_moa.apps.cli.main", "serve", "--port", "0", *args],
+            [sys.executable, "-m", "langgraph_moa", "serve", "--port", "0", *args],
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,

@@ -22,10 +22,10 @@ from batch_helpers import (
     write_items,
 )
 from conftest import ROOT, run_cli
+from fake_openai import Failure, FakeOpenAIServer
 
-from langgraph_moa.apps.batch import Item, parse_item, read_items
-from langgraph_moa.apps.batch.inputs import InputError, InvalidItem, content_id
-from langgraph_moa.testing.fake_openai import Failure, FakeOpenAIServer
+from langgraph_moa.core.batch import Item, parse_item, read_items
+from langgraph_moa.core.batch.inputs import InputError, InvalidItem, content_id
 
 PROPOSERS = ("p1", "p2")
 
@@ -249,7 +249,7 @@ def test_order_is_input_order_whatever_order_items_finish_in(
 def _popen_batch(*args: str) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TOGETHER_", "OPENAI_"))}
     return subprocess.Popen(
-        [sys.executable, "-m", "langgraph_moa.apps.cli.main", "batch", *args],
+        [sys.executable, "-m", "langgraph_moa", "batch", *args],
         cwd=ROOT,
         env=env,
         stdin=subprocess.DEVNULL,

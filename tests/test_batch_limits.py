@@ -13,12 +13,12 @@ import httpx
 import pytest
 from batch_helpers import prompts, read_records
 from conftest import spec
+from fake_openai import Failure, FakeOpenAIServer
 from rich.console import Console
 
-from langgraph_moa.apps.batch import BatchOptions, parse_item, run_batch
+from langgraph_moa.core.batch import BatchOptions, parse_item, run_batch
 from langgraph_moa.nodes.context import Context
 from langgraph_moa.nodes.models.limits import ModelGate
-from langgraph_moa.testing.fake_openai import Failure, FakeOpenAIServer
 
 
 def _context(server: FakeOpenAIServer, **model: Any) -> Context:

@@ -7,9 +7,8 @@ from pathlib import Path
 
 from batch_helpers import prompts, read_records, requests_by_prompt, write_config, write_items
 from conftest import run_cli
+from fake_openai import FakeOpenAIServer
 from test_studio import studio  # noqa: F401  (the fixture: langgraph dev on 127.0.0.1)
-
-from langgraph_moa.testing.fake_openai import FakeOpenAIServer
 
 
 def test_batch_runs_on_a_langgraph_server_and_resumes(

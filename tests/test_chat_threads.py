@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 from conftest import run_cli
-
-from langgraph_moa.testing.fake_openai import Failure, FakeOpenAIServer
+from fake_openai import Failure, FakeOpenAIServer
 
 SEED_PROPOSERS = [
     "Qwen/Qwen2-72B-Instruct",

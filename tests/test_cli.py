@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 from conftest import run_cli
-
-from langgraph_moa.testing.fake_openai import FakeOpenAIServer
+from fake_openai import FakeOpenAIServer
 
 SEED_PROPOSERS = [
     "Qwen/Qwen2-72B-Instruct",
@@ -210,7 +209,7 @@ def test_an_explicit_preset_wins_over_the_default_choice() -> None:
 
 
 def test_chat_forgets_a_failed_turn(server: FakeOpenAIServer) -> None:
-    from langgraph_moa.testing.fake_openai import Failure
+    from fake_openai import Failure
 
     for m in SEED_PROPOSERS:
         server.fail(m, Failure(status=401))

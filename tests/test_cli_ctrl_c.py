@@ -11,9 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
+from fake_openai import FakeOpenAIServer
 from pty_session import CTRL_C, CTRL_D, PtySession
-
-from langgraph_moa.testing.fake_openai import FakeOpenAIServer
 
 ANSWER = "the aggregated answer"
 

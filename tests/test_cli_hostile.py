@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, run_cli
-
-from langgraph_moa.testing.fake_openai import FakeOpenAIServer
+from fake_openai import FakeOpenAIServer
 
 KEY = {"TOGETHER_API_KEY": "test-key"}
 
@@ -32,7 +31,7 @@ def moa(
     """``moa ARGS`` with raw bytes on stdin; ``shell_redirect`` (e.g. ``<&-``) goes through sh."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("TOGETHER_", "OPENAI_"))}
     full_env.update(env or {})
-    command = [sys.executable, "-m", "langgraph_moa.apps.cli.main", *args]
+    command = [sys.executable, "-m", "langgraph_moa", *args]
     if shell_redirect:
         command = ["sh", "-c", f'exec "$@" {shell_redirect}', "sh", *command]
     return subprocess.run(
@@ -91,7 +90,7 @@ def test_an_undecodable_argument_is_one_line_before_any_call(
         [
             os.fsencode(sys.executable),
             b"-m",
-            b"langgraph_moa.apps.cli.main",
+            b"langgraph_moa",
             b"--preset",
             b"seed",
             b"bad \xff byte",
@@ -228,7 +227,7 @@ BIG = ("x" * 999 + " ") * 200
 @pytest.mark.parametrize("command", ["ask", "chat"])
 def test_a_closed_pipe_ends_quietly(server: FakeOpenAIServer, command: str) -> None:
     server.script("agg", BIG)
-    base = [sys.executable, "-m", "langgraph_moa.apps.cli.main"]
+    base = [sys.executable, "-m", "langgraph_moa"]
     flags = ["--preset", "seed", "--layers", "1", "-a", "together:agg", "-m", "4000"]
     if command == "ask":
         code, stderr = _stdout_closed_early([*base, *flags, "hi"], together_env(server))
@@ -327,7 +326,7 @@ def test_config_from_a_pipe_a_folder_an_endless_device_or_with_a_bom(
     server: FakeOpenAIServer, tmp_path: Path
 ) -> None:
     env = {**os.environ, **together_env(server)}
-    moa_cmd = f"{sys.executable} -m langgraph_moa.apps.cli.main"
+    moa_cmd = f"{sys.executable} -m langgraph_moa"
     piped = subprocess.run(
         [
             "bash",
@@ -379,7 +378,7 @@ def test_an_endless_chat_line_is_skipped_and_ctrl_c_still_works(server: FakeOpen
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TOGETHER_", "OPENAI_"))}
     with open("/dev/zero", "rb") as zero:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "langgraph_moa.apps.cli.main", "chat", "--preset", "seed"],
+            [sys.executable, "-m", "langgraph_moa", "chat", "--preset", "seed"],
             stdin=zero,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

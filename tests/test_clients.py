@@ -7,13 +7,13 @@ import time
 from typing import Any
 
 from conftest import fake_context
+from fake_openai import FakeOpenAIServer
 from langchain_core.messages import HumanMessage
 
 from langgraph_moa.graphs import graph
 from langgraph_moa.nodes.context import ModelSpec
 from langgraph_moa.nodes.models import cache, http, settings_for
 from langgraph_moa.nodes.models.cache import chat_model
-from langgraph_moa.testing.fake_openai import FakeOpenAIServer
 
 
 def test_models_of_a_loop_share_one_http_client_and_build_fast(server: FakeOpenAIServer) -> None:

@@ -27,14 +27,14 @@ from compare_helpers import (
     write_prompts,
 )
 from conftest import ROOT, run_cli, spec
+from fake_openai import FakeOpenAIServer, RecordedRequest
 from PIL import Image
 from rich.console import Console
 
-from langgraph_moa.apps.batch.inputs import Item, read_items
 from langgraph_moa.apps.compare import CompareOptions, System, run_compare, single_model
-from langgraph_moa.apps.compare.cli import starter_prompts
+from langgraph_moa.apps.compare.run import starter_prompts
+from langgraph_moa.core.batch.inputs import Item, read_items
 from langgraph_moa.nodes.context import Context
-from langgraph_moa.testing.fake_openai import FakeOpenAIServer, RecordedRequest
 
 PRICE = {"input": 1.0, "output": 2.0}
 
@@ -288,7 +288,7 @@ def test_a_killed_compare_resumes_without_losing_or_paying_twice(
     args = [
         sys.executable,
         "-m",
-        "langgraph_moa.apps.cli.main",
+        "langgraph_moa",
         "compare",
         str(prompts),
         "--system",

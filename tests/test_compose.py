@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import pytest
 from conftest import fake_context
+from fake_openai import FakeOpenAIServer, count_prompt_tokens
 from langchain.agents import create_agent
 from langchain_core.language_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, AnyMessage, HumanMessage, ToolMessage
@@ -17,7 +18,6 @@ from langgraph.graph.message import add_messages
 from typing_extensions import TypedDict
 
 from langgraph_moa import ChatMoA, Context, build_moa_graph, graph, moa_node, moa_tool
-from langgraph_moa.testing.fake_openai import FakeOpenAIServer, count_prompt_tokens
 
 
 @dataclass

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT
+from fake_openai import FakeOpenAIServer
 
 from langgraph_moa.nodes.context import load_preset
-from langgraph_moa.testing.fake_openai import FakeOpenAIServer
 
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.DOTALL | re.MULTILINE)

@@ -1,4 +1,4 @@
-"""Prove testing/fake_openai.py against the real provider clients over real HTTP.
+"""Prove tests/fake_openai.py against the real provider clients over real HTTP.
 
 Every test talks to a FakeOpenAIServer on 127.0.0.1 through the ``openai``
 SDK, ``langchain_openai.ChatOpenAI`` or ``langchain_together.ChatTogether``;
@@ -17,12 +17,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from langchain_core.messages import AIMessageChunk
-from langchain_openai import ChatOpenAI
-from langchain_together import ChatTogether
-from openai.types.chat import ChatCompletionMessageParam
-
-from langgraph_moa.testing.fake_openai import (
+from fake_openai import (
     Failure,
     FakeOpenAIServer,
     RecordedRequest,
@@ -30,6 +25,10 @@ from langgraph_moa.testing.fake_openai import (
     default_reply,
     split_tokens,
 )
+from langchain_core.messages import AIMessageChunk
+from langchain_openai import ChatOpenAI
+from langchain_together import ChatTogether
+from openai.types.chat import ChatCompletionMessageParam
 
 USER: list[ChatCompletionMessageParam] = [
     {"role": "user", "content": "What is the capital of France?"}

@@ -20,6 +20,12 @@ from typing import Any
 
 import pytest
 from conftest import fake_context, run_cli, spec
+from fake_openai import (
+    Failure,
+    FakeOpenAIServer,
+    RecordedRequest,
+    default_reply,
+)
 from langchain_core.messages import AIMessageChunk, HumanMessage
 from langchain_core.tracers.base import BaseTracer
 from langchain_core.tracers.schemas import Run
@@ -34,12 +40,6 @@ from langgraph_moa.nodes.models.cache import chat_model
 from langgraph_moa.nodes.models.calls import RETRY_AFTER_CAP_S, classify, retry_after_s
 from langgraph_moa.nodes.models.redact import redact
 from langgraph_moa.nodes.presets import preset_names
-from langgraph_moa.testing.fake_openai import (
-    Failure,
-    FakeOpenAIServer,
-    RecordedRequest,
-    default_reply,
-)
 
 QUESTION = "What are some fun things to do in SF?"
 FAST = {"retry_base_s": 0.01}  # backoff waits of ~10 ms: tests of retries stay quick

@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from conftest import fake_context, spec
+from fake_openai import FakeOpenAIServer, default_reply
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import START, MessagesState, StateGraph
@@ -15,7 +16,6 @@ from langgraph_moa.nodes.aggregate import ANSWER_TAG
 from langgraph_moa.nodes.context import Context
 from langgraph_moa.nodes.models import settings_for
 from langgraph_moa.nodes.models.cache import chat_model
-from langgraph_moa.testing.fake_openai import FakeOpenAIServer, default_reply
 
 QUESTION = "What are some fun things to do in SF?"
 
@@ -264,8 +264,9 @@ def test_graph_renders_propose_join_aggregate_and_context_is_described() -> None
 
 
 async def test_a_failed_turn_leaves_nothing_behind_for_the_next(server: FakeOpenAIServer) -> None:
+    from fake_openai import Failure
+
     from langgraph_moa.nodes.errors import LayerFailedError
-    from langgraph_moa.testing.fake_openai import Failure
 
     app = build_moa_graph().compile(checkpointer=InMemorySaver())
     ctx = fake_context(server, ["a", "b"], min_proposals=2, max_attempts=1)

@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 from conftest import ROOT, fake_context
+from fake_openai import FakeOpenAIServer
 from langchain_core.messages import HumanMessage
 
 from langgraph_moa.graphs import build_moa_graph, graph
 from langgraph_moa.graphs.unrolled import join_node_name, proposer_node_names
 from langgraph_moa.nodes.errors import ConfigError
-from langgraph_moa.testing.fake_openai import FakeOpenAIServer
 
 
 def drawn(compiled: Any) -> tuple[set[str], set[tuple[str, str]]]:

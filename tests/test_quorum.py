@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 from conftest import fake_context, run_cli
+from fake_openai import Failure, FakeOpenAIServer
 from langchain_core.messages import HumanMessage
 
 from langgraph_moa.graphs import graph
 from langgraph_moa.nodes.context import Context, build_context
 from langgraph_moa.nodes.errors import ConfigError
 from langgraph_moa.nodes.models.quorum import active_groups
-from langgraph_moa.testing.fake_openai import Failure, FakeOpenAIServer
 
 QUESTION = "What are some fun things to do in SF?"
 

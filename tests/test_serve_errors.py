@@ -13,10 +13,10 @@ import httpx
 import openai
 import pytest
 from conftest import fake_context, spec
+from fake_openai import Failure, FakeOpenAIServer
 from serving import app_for, running
 
 from langgraph_moa.nodes.context import Context
-from langgraph_moa.testing.fake_openai import Failure, FakeOpenAIServer
 
 MESSAGES = [{"role": "user", "content": "Explain MoA."}]
 ANSWER = "one two three four five six seven eight nine ten"

@@ -8,11 +8,10 @@ from contextlib import asynccontextmanager
 import httpx
 import pytest
 from conftest import fake_context
+from fake_openai import Failure, FakeOpenAIServer
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, SystemMessage
 from langserve import RemoteRunnable
 from serving import app_for, running
-
-from langgraph_moa.testing.fake_openai import Failure, FakeOpenAIServer
 
 ANSWER = "The aggregated answer, token by token, from the final model."
 PROPOSALS = {"p1": "proposal one text", "p2": "proposal two text"}

@@ -20,9 +20,8 @@ import httpx
 import openai
 import pytest
 from conftest import fake_context
+from fake_openai import FakeOpenAIServer
 from serving import ServeProcess, app_for, running, serve_env
-
-from langgraph_moa.testing.fake_openai import FakeOpenAIServer
 
 LONG = " ".join(f"w{i}" for i in range(200))
 
@@ -254,8 +253,8 @@ async def test_a_reader_that_falls_behind_gets_the_backlog_in_one_chunk(
 ) -> None:
     from langchain_core.messages import HumanMessage
 
-    from langgraph_moa.apps.cli.run import Finished, Token
     from langgraph_moa.apps.serve.runs import RunStream
+    from langgraph_moa.core.turns import Finished, Token
 
     answer = " ".join(f"t{i}" for i in range(30))
     server.script("agg", answer)
@@ -273,7 +272,7 @@ async def test_a_reader_that_falls_behind_gets_the_backlog_in_one_chunk(
 
 
 async def _until_token(run: Any) -> Any:
-    from langgraph_moa.apps.cli.run import Token
+    from langgraph_moa.core.turns import Token
 
     async for event in run:
         yield event

@@ -9,16 +9,16 @@ from typing import Any
 import openai
 import pytest
 from conftest import fake_context, spec
-from serving import ServeProcess, app_for, running, serve_env
-
-from langgraph_moa.graphs import graph
-from langgraph_moa.nodes.context import Context
-from langgraph_moa.testing.fake_openai import (
+from fake_openai import (
     FakeOpenAIServer,
     RecordedRequest,
     count_prompt_tokens,
     split_tokens,
 )
+from serving import ServeProcess, app_for, running, serve_env
+
+from langgraph_moa.graphs import graph
+from langgraph_moa.nodes.context import Context
 
 ANSWER = "The mixture's final answer, written by the aggregator after reading both proposals."
 PROPOSALS = {"p1": "First proposal: alpha beta gamma.", "p2": "Second proposal: delta epsilon."}

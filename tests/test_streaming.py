@@ -14,13 +14,13 @@ import time
 from typing import Any
 
 from conftest import ROOT, fake_context, spec
+from fake_openai import FakeOpenAIServer
 from langchain_core.messages import AIMessageChunk, HumanMessage
 
 from langgraph_moa.graphs import graph
 from langgraph_moa.nodes.context import Context
 from langgraph_moa.nodes.models import settings_for
 from langgraph_moa.nodes.models.cache import chat_model
-from langgraph_moa.testing.fake_openai import FakeOpenAIServer
 
 QUESTION = "What are some fun things to do in SF?"
 
@@ -77,7 +77,7 @@ def test_the_cli_shows_the_answer_as_it_comes(server: FakeOpenAIServer) -> None:
         [
             sys.executable,
             "-m",
-            "langgraph_moa.apps.cli.main",
+            "langgraph_moa",
             "--proposer",
             "together:p",
             "--aggregator",

@@ -17,10 +17,10 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import ROOT
+from fake_openai import FakeOpenAIServer
 from langgraph_sdk import get_sync_client
 
 from langgraph_moa.nodes.context import load_preset
-from langgraph_moa.testing.fake_openai import FakeOpenAIServer
 
 URL = re.compile(r"API: \S*?(http://127\.0\.0\.1:\d+)")
 

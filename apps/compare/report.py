@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from langgraph_moa.apps.batch.outputs import write_atomic
+from langgraph_moa.core.batch.outputs import write_atomic
 
 REPORT = "report.md"
 RESULTS = "results.json"

@@ -24,13 +24,13 @@ from typing import Any
 
 from rich.console import Console
 
-from langgraph_moa.apps.batch.inputs import Item, parse_item
-from langgraph_moa.apps.batch.outputs import RunFile
-from langgraph_moa.apps.batch.records import settings_summary
-from langgraph_moa.apps.batch.runner import DEFAULT_CONCURRENCY, BatchOptions, run_batch
 from langgraph_moa.apps.compare.report import write_report
 from langgraph_moa.apps.compare.results import Prompt, Record, build_results, judge_tasks
 from langgraph_moa.apps.compare.systems import System, safe_name
+from langgraph_moa.core.batch.inputs import Item, parse_item
+from langgraph_moa.core.batch.outputs import RunFile
+from langgraph_moa.core.batch.records import settings_summary
+from langgraph_moa.core.batch.runner import DEFAULT_CONCURRENCY, BatchOptions, run_batch
 from langgraph_moa.nodes.context import Context, ModelSpec, build_context
 from langgraph_moa.nodes.errors import ConfigError, MoAError
 

@@ -28,8 +28,8 @@ from langchain_core.runnables import Runnable, RunnableConfig
 from langserve import add_routes
 from pydantic import BaseModel, Field, model_validator
 
-from langgraph_moa.apps.cli.run import AnswerRestart, Finished, Token
 from langgraph_moa.apps.serve.runs import RunService, run_summary, total_usage
+from langgraph_moa.core.turns import AnswerRestart, Finished, Token
 
 PATH = "/moa"
 

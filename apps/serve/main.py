@@ -63,8 +63,8 @@ def log_config() -> dict[str, Any]:
 async def run(settings: ServeSettings, models: Any, sock: socket.socket) -> None:
     import uvicorn
 
-    from langgraph_moa.apps.cli.settings import preflight
     from langgraph_moa.apps.serve.app import create_app
+    from langgraph_moa.core.settings import preflight
 
     # The default model's clients, built in the server's loop (the one that reuses them); a key
     # the server lacks stops it here, on one line.

@@ -19,7 +19,6 @@ from fastapi.responses import JSONResponse
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, SystemMessage
 from sse_starlette import EventSourceResponse
 
-from langgraph_moa.apps.cli.run import AnswerRestart, Finished, ProposalDone, RunEvent, Token
 from langgraph_moa.apps.serve.errors import OpenAIError
 from langgraph_moa.apps.serve.registry import openai_overrides
 from langgraph_moa.apps.serve.runs import (
@@ -46,6 +45,7 @@ from langgraph_moa.apps.serve.schemas import (
     completion_id,
     now,
 )
+from langgraph_moa.core.turns import AnswerRestart, Finished, ProposalDone, RunEvent, Token
 
 # nginx's "client closed request": logged for a request whose client left before the answer.
 CLIENT_GONE = 499

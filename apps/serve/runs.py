@@ -1,6 +1,6 @@
 """Runs of the graph on behalf of HTTP requests, and what every route needs to know about them.
 
-A ``RunStream`` runs the graph (through ``apps.cli.run.run_events``, the driver the CLI uses) in a
+A ``RunStream`` runs the graph (through ``core.turns.run_events``, the driver the CLI uses) in a
 task of its own and hands its events over a bounded queue. Closing it cancels the task, which
 cancels the graph's running nodes and so closes their open HTTP requests to the providers: a
 client that goes away stops the providers' generation (and billing). The run lives in its own task
@@ -19,10 +19,10 @@ from typing import Any, TypeVar
 from langchain_core.messages import AnyMessage
 from starlette.requests import Request
 
-from langgraph_moa.apps.cli.run import Finished, ProposalDone, RunEvent, Token, run_events
-from langgraph_moa.apps.cli.settings import preflight
 from langgraph_moa.apps.serve.errors import from_run_error
 from langgraph_moa.apps.serve.registry import ModelRegistry, with_overrides
+from langgraph_moa.core.settings import preflight
+from langgraph_moa.core.turns import Finished, ProposalDone, RunEvent, Token, run_events
 from langgraph_moa.graphs import graph
 from langgraph_moa.nodes.context import Context
 from langgraph_moa.nodes.errors import MoAError

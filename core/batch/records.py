@@ -23,8 +23,8 @@ from typing import Any, Literal
 
 from typing_extensions import TypedDict
 
-from langgraph_moa.apps.batch.cost import Prices, cost_of
-from langgraph_moa.apps.batch.inputs import InvalidItem, Item
+from langgraph_moa.core.batch.cost import Prices, cost_of
+from langgraph_moa.core.batch.inputs import InvalidItem, Item
 from langgraph_moa.nodes.context import Context
 from langgraph_moa.nodes.records import Answer, Proposal
 

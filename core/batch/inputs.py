@@ -21,14 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from langgraph_moa.nodes.errors import MoAError
+from langgraph_moa.nodes.errors import InputError
 
 Kind = Literal["prompt", "messages", "instruction", "mt-bench"]
 ROLES = ("system", "user", "assistant")
-
-
-class InputError(MoAError):
-    """The dataset cannot be read, or one of its items is malformed."""
 
 
 @dataclass(frozen=True)

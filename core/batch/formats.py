@@ -1,4 +1,4 @@
-"""Output formats. ``jsonl`` is the run file itself (apps/batch/outputs.py); the others are made
+"""Output formats. ``jsonl`` is the run file itself (core/batch/outputs.py); the others are made
 from it once the run is over, in input order, with the items that finished ``ok``:
 
 - ``alpaca-eval``: AlpacaEval 2.0's ``model_outputs.json``, a JSON list of
@@ -16,8 +16,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
-from langgraph_moa.apps.batch.inputs import parse_item
-from langgraph_moa.apps.batch.outputs import write_atomic
+from langgraph_moa.core.batch.inputs import parse_item
+from langgraph_moa.core.batch.outputs import write_atomic
 
 Format = Literal["jsonl", "alpaca-eval", "mt-bench"]
 FORMATS: tuple[Format, ...] = ("jsonl", "alpaca-eval", "mt-bench")

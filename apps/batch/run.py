@@ -13,12 +13,12 @@ from typing import Any
 
 from rich.console import Console
 
-from langgraph_moa.apps.batch.cost import estimate
-from langgraph_moa.apps.batch.formats import FORMATS, Format, run_file_for
-from langgraph_moa.apps.batch.inputs import InputError, InvalidItem, Item, read_items
-from langgraph_moa.apps.batch.outputs import RunFile
-from langgraph_moa.apps.batch.progress import money
-from langgraph_moa.apps.batch.runner import (
+from langgraph_moa.core.batch.cost import estimate
+from langgraph_moa.core.batch.formats import FORMATS, Format, run_file_for
+from langgraph_moa.core.batch.inputs import InvalidItem, Item, read_items
+from langgraph_moa.core.batch.outputs import RunFile
+from langgraph_moa.core.batch.progress import money
+from langgraph_moa.core.batch.runner import (
     BatchOptions,
     BatchResult,
     default_cache,
@@ -26,11 +26,11 @@ from langgraph_moa.apps.batch.runner import (
     run_batch,
 )
 from langgraph_moa.nodes.context import Context, ModelSpec
-from langgraph_moa.nodes.errors import ConfigError
+from langgraph_moa.nodes.errors import ConfigError, InputError
 
 
 def _context(flags: dict[str, Any]) -> Context:
-    from langgraph_moa.apps.cli.settings import context_from_flags
+    from langgraph_moa.core.settings import context_from_flags
 
     ctx = context_from_flags(**flags)
     # Nobody reads a batch run's tokens: whole answers cost the client far less CPU.

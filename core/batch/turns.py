@@ -1,5 +1,5 @@
 """Where a turn of an item runs: the MoA graph in this process, or a re-aggregation of stored
-proposals (``--replay``). A LangGraph server is the third (apps/batch/server.py).
+proposals (``--replay``). A LangGraph server is the third (core/batch/server.py).
 
 Each takes the item and the conversation so far (the turn's user message last) as plain
 ``{"role", "content"}`` messages and returns the turn's answer, layers and aggregator call.
@@ -11,8 +11,8 @@ from typing import Any, Protocol
 
 from langchain_core.runnables import RunnableConfig
 
-from langgraph_moa.apps.batch.inputs import Item
-from langgraph_moa.apps.batch.records import TurnResult, settings_summary
+from langgraph_moa.core.batch.inputs import Item
+from langgraph_moa.core.batch.records import TurnResult, settings_summary
 from langgraph_moa.nodes.context import Context, build_context
 from langgraph_moa.nodes.errors import MoAError
 from langgraph_moa.nodes.models.callcache import CallCache, use_call_cache

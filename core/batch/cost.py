@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from langgraph_moa.apps.batch.inputs import InvalidItem, Item
+from langgraph_moa.core.batch.inputs import InvalidItem, Item
 from langgraph_moa.nodes.context import Context, ModelSpec
 from langgraph_moa.nodes.models import settings_for
 from langgraph_moa.nodes.models.budget import MESSAGE_OVERHEAD, REQUEST_OVERHEAD, estimate_tokens

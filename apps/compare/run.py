@@ -15,7 +15,6 @@ from typing import Any
 
 from rich.console import Console
 
-from langgraph_moa.apps.batch.inputs import InputError, InvalidItem, Item, read_items
 from langgraph_moa.apps.compare.report import PLOT, REPORT, RESULTS, write_report
 from langgraph_moa.apps.compare.runner import CompareError, CompareOptions, run_compare
 from langgraph_moa.apps.compare.systems import (
@@ -26,8 +25,9 @@ from langgraph_moa.apps.compare.systems import (
     is_model_name,
     parse_system,
 )
+from langgraph_moa.core.batch.inputs import InvalidItem, Item, read_items
 from langgraph_moa.nodes.context import Context, ModelSpec, build_context
-from langgraph_moa.nodes.errors import ConfigError
+from langgraph_moa.nodes.errors import ConfigError, InputError
 
 STARTER = "prompts.jsonl"  # the starter set, shipped in this package
 DEFAULT_OUTPUT = "moa-compare"
@@ -53,7 +53,7 @@ def _candidate_name(flags: dict[str, Any]) -> str:
 
 
 def _mixture(spec: str, flags: dict[str, Any]) -> Context:
-    from langgraph_moa.apps.cli.settings import context_from_flags
+    from langgraph_moa.core.settings import context_from_flags
 
     path = Path(spec)
     as_file = path.suffix == ".toml" or path.exists()
@@ -70,7 +70,7 @@ def _mixture(spec: str, flags: dict[str, Any]) -> Context:
 
 def build_systems(given: list[str] | None, flags: dict[str, Any]) -> list[System]:
     """``--system NAME=SPEC`` in order, or the chosen mixture and its own models alone."""
-    from langgraph_moa.apps.cli.settings import context_from_flags
+    from langgraph_moa.core.settings import context_from_flags
 
     if not given:
         ctx = context_from_flags(**flags)
@@ -125,7 +125,7 @@ def _items(prompts: str | None, limit: int | None) -> tuple[list[Item], str]:
 
 def _preflight(systems: list[System], judge: ModelSpec) -> None:
     """Build every model now: an unknown provider or a missing key fails before any call."""
-    from langgraph_moa.apps.cli.settings import preflight
+    from langgraph_moa.core.settings import preflight
 
     for s in systems:
         preflight(s.ctx)

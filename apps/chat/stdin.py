@@ -12,15 +12,11 @@ import asyncio
 import os
 import sys
 
-from langgraph_moa.nodes.errors import MoAError
+from langgraph_moa.nodes.errors import InputError
 
 # More than any model's context window holds (1M tokens ~ 4 MB): past it, input is a mistake
 # (`moa - < /dev/zero`, a binary file), not a prompt, and reading on would only fill memory.
 MAX_INPUT_BYTES = 16 * 2**20
-
-
-class InputError(MoAError):
-    """The prompt or a chat line cannot be used (the CLI exits with status 2)."""
 
 
 def decode(data: bytes, what: str) -> str:

@@ -22,13 +22,13 @@ from typing import Any
 
 from rich.console import Console
 
-from langgraph_moa.apps.batch.cost import Prices, prices_of
-from langgraph_moa.apps.batch.formats import Format, run_file_for, write_format
-from langgraph_moa.apps.batch.inputs import InvalidItem, Item, parse_item
-from langgraph_moa.apps.batch.outputs import RunFile
-from langgraph_moa.apps.batch.progress import BatchProgress
-from langgraph_moa.apps.batch.records import ItemErrorKind, Turn, build_record, settings_summary
-from langgraph_moa.apps.batch.turns import GraphTurns, ReplayError, ReplayTurns, Turns
+from langgraph_moa.core.batch.cost import Prices, prices_of
+from langgraph_moa.core.batch.formats import Format, run_file_for, write_format
+from langgraph_moa.core.batch.inputs import InvalidItem, Item, parse_item
+from langgraph_moa.core.batch.outputs import RunFile
+from langgraph_moa.core.batch.progress import BatchProgress
+from langgraph_moa.core.batch.records import ItemErrorKind, Turn, build_record, settings_summary
+from langgraph_moa.core.batch.turns import GraphTurns, ReplayError, ReplayTurns, Turns
 from langgraph_moa.nodes.context import Context
 from langgraph_moa.nodes.errors import (
     AggregatorError,
@@ -79,7 +79,7 @@ class BatchResult:
 
 # ---------------------------------------------------------------------------------- items
 def _error_of(exc: BaseException) -> tuple[ItemErrorKind, str]:
-    from langgraph_moa.apps.batch.server import ServerRunError
+    from langgraph_moa.core.batch.server import ServerRunError
 
     kinds: list[tuple[type[BaseException], ItemErrorKind]] = [
         (LayerFailedError, "layer"),
@@ -238,7 +238,7 @@ async def run_batch(
     cache = CallCache(options.cache) if options.cache is not None and not options.server else None
     turns: Turns
     if options.server:
-        from langgraph_moa.apps.batch.server import ServerTurns
+        from langgraph_moa.core.batch.server import ServerTurns
 
         remote = ServerTurns(options.server, ctx, options.assistant)
         await remote.check()

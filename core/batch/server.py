@@ -13,9 +13,9 @@ from typing import Any, cast
 
 import httpx
 
-from langgraph_moa.apps.batch.inputs import Item
-from langgraph_moa.apps.batch.records import ItemErrorKind, TurnResult, settings_summary
-from langgraph_moa.apps.batch.turns import Message
+from langgraph_moa.core.batch.inputs import Item
+from langgraph_moa.core.batch.records import ItemErrorKind, TurnResult, settings_summary
+from langgraph_moa.core.batch.turns import Message
 from langgraph_moa.nodes.context import Context
 from langgraph_moa.nodes.errors import MoAError
 

@@ -15,7 +15,7 @@ from typing import Any, Self
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
-from langgraph_moa.apps.batch.cost import Prices, cost_of
+from langgraph_moa.core.batch.cost import Prices, cost_of
 
 LINE_EVERY = 0.1
 LINE_EVERY_S = 60.0

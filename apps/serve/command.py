@@ -1,0 +1,98 @@
+"""``moa serve``: the command (its settings checked, the socket bound, then the server run)."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+
+from langgraph_moa.apps.serve import settings as serve_defaults
+from langgraph_moa.core.command import err, fail, run_async
+from langgraph_moa.nodes.errors import ConfigError, MoAError
+
+ORDER = 30
+
+
+def register(app: typer.Typer) -> None:
+    app.command(
+        help="Serve MoA as an OpenAI-compatible model, with LangServe routes (docs/serving.md)."
+    )(serve)
+
+
+def serve(
+    preset: Annotated[
+        str | None, typer.Option("--preset", "-p", help="The default model (a preset name).")
+    ] = None,
+    config: Annotated[
+        str | None,
+        typer.Option("--config", "-c", help="A TOML config, served as a model named after it."),
+    ] = None,
+    host: Annotated[
+        str, typer.Option("--host", help="Interface to listen on (all: 0.0.0.0, with a key).")
+    ] = serve_defaults.DEFAULT_HOST,
+    port: Annotated[
+        int, typer.Option("--port", help="Port; 0 picks a free one.")
+    ] = serve_defaults.DEFAULT_PORT,
+    max_concurrent: Annotated[
+        int, typer.Option("--max-concurrent", help="Runs in flight at most (then 429).")
+    ] = serve_defaults.DEFAULT_MAX_CONCURRENT,
+    max_body: Annotated[
+        int, typer.Option("--max-body", help="Largest request body in bytes (then 413).")
+    ] = serve_defaults.DEFAULT_MAX_BODY_BYTES,
+    grace: Annotated[
+        float, typer.Option("--grace", help="Seconds in-flight streams get after SIGTERM.")
+    ] = serve_defaults.DEFAULT_GRACE_S,
+    show_proposals: Annotated[
+        bool,
+        typer.Option(
+            "--show-proposals",
+            help="Send the proposals as reasoning_content unless a request says otherwise.",
+        ),
+    ] = False,
+) -> None:
+    from pydantic import ValidationError
+
+    from langgraph_moa.nodes.context import explain
+
+    try:
+        from langgraph_moa.apps.serve.auth import KEY_ENV
+        from langgraph_moa.apps.serve.main import is_loopback, listen, run
+        from langgraph_moa.apps.serve.registry import ModelRegistry
+        from langgraph_moa.apps.serve.settings import ServeSettings
+    except ImportError as exc:
+        fail(
+            f"moa serve needs the 'serve' extra ({exc.name or exc} is missing): "
+            "uv sync --extra serve, or pip install 'langgraph-moa[serve]'"
+        )
+
+    try:
+        models = ModelRegistry.from_flags(preset, config)
+    except ConfigError as exc:
+        fail(str(exc), 2)
+    except MoAError as exc:
+        fail(str(exc))
+    given = {
+        "host": host,
+        "port": port,
+        "api_key": os.environ.get(KEY_ENV) or None,
+        "max_concurrent": max_concurrent,
+        "max_body_bytes": max_body,
+        "grace_s": grace,
+        "show_proposals": show_proposals,
+    }
+    try:
+        settings = ServeSettings.model_validate(given)
+    except ValidationError as exc:
+        fail(explain(exc).replace("max_body_bytes", "--max-body").replace("grace_s", "--grace"), 2)
+    if settings.api_key is None and not is_loopback(settings.host):
+        err.print(
+            f"moa serve: warning: no {KEY_ENV} set and listening on {settings.host}: anyone who "
+            "can reach this port can spend your provider keys",
+            markup=False,
+        )
+    try:
+        sock = listen(settings.host, settings.port)
+    except OSError as exc:
+        fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}")
+    run_async(run(settings, models, sock))

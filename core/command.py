@@ -1,0 +1,164 @@
+"""What every ``moa`` command shares: the model flags, one-line errors and their exit codes.
+
+Each application registers its own commands (``register(app)`` in ``apps/<name>/command.py``);
+``langgraph_moa/cli.py`` collects them into ``moa``. Exit codes, for every command:
+0 done; 1 the run failed (a provider, a layer, the aggregator); 2 bad input or settings;
+130 interrupted; 141 whoever read the output went away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import inspect
+import os
+import sys
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+
+from langgraph_moa.nodes.errors import ConfigError, InputError, MoAError
+
+# soft_wrap: one message stays one line, whatever the terminal width
+# emoji=False: "together:a: ..." must not print as "together🅰 ..."
+err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+
+T = TypeVar("T")
+
+# The flags that choose the mixture, shared by ask, chat, batch and compare (``model_flags``).
+MODEL_FLAGS: dict[str, tuple[type | Any, Any]] = {
+    "preset": (str | None, typer.Option("--preset", "-p", help="Preset name (see 'moa presets').")),
+    "config": (str | None, typer.Option("--config", "-c", help="A TOML config file.")),
+    "proposers": (
+        list[str] | None,
+        typer.Option("--proposer", help="Proposer 'provider:model'; repeat for several."),
+    ),
+    "aggregator": (
+        str | None,
+        typer.Option("--aggregator", "-a", help="Aggregator 'provider:model'."),
+    ),
+    "layers": (
+        int | None,
+        typer.Option(
+            "--layers", "-l", help="Layers counting the aggregator (2 = one proposer layer)."
+        ),
+    ),
+    "temperature": (float | None, typer.Option("--temperature", "-t")),
+    "max_tokens": (int | None, typer.Option("--max-tokens", "-m")),
+}
+# The straggler flags of interactive runs (ask, chat).
+QUORUM_FLAGS: dict[str, tuple[type | Any, Any]] = {
+    "quorum": (
+        int | None,
+        typer.Option(
+            "--quorum",
+            "-q",
+            help="Go on once K proposers of a layer answered, cancelling the rest (default: all).",
+        ),
+    ),
+    "quorum_grace": (
+        float | None,
+        typer.Option("--grace", help="With --quorum: seconds to still wait after the K-th answer."),
+    ),
+}
+
+
+def model_flags(*, quorum: bool = False) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """Give a command the model flags: they reach it as one ``flags`` dict, ready for
+    ``context_from_flags(**flags)``. Written once here, so no command lists them by hand."""
+    added = {**MODEL_FLAGS, **(QUORUM_FLAGS if quorum else {})}
+
+    def decorate(fn: Callable[..., T]) -> Callable[..., T]:
+        own = [p for p in inspect.signature(fn, eval_str=True).parameters.values()]
+        own = [p for p in own if p.name != "flags"]
+        extra = [
+            inspect.Parameter(
+                name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[kind, opt]
+            )
+            for name, (kind, opt) in added.items()
+        ]
+        # Typer reads the signature: the command's own parameters, then the model flags.
+        params = sorted([*own, *extra], key=lambda p: p.kind)
+
+        @functools.wraps(fn)
+        def command(*args: Any, **kwargs: Any) -> T:
+            flags = {name: kwargs.pop(name, None) for name in added}
+            return fn(*args, flags=flags, **kwargs)
+
+        command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        del command.__wrapped__  # typer must see the new signature, not fn's
+        return command
+
+    return decorate
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """One line on stderr (API keys masked), then exit with ``code``."""
+    from langgraph_moa.nodes.models.redact import redact
+
+    err.print(f"moa: error: {redact(message)}", markup=False)
+    raise typer.Exit(code)
+
+
+def exit_code(exc: MoAError) -> int:
+    """2 for what the user can fix in the command (settings, input), 1 for a failed run."""
+    return 2 if isinstance(exc, ConfigError | InputError) else 1
+
+
+def guarded(fn: Callable[[], T]) -> T:
+    """Run a command's body: every error becomes one line and its exit code (module docstring);
+    a traceback only with MOA_DEBUG=1."""
+    try:
+        return fn()
+    except BrokenPipeError:
+        reader_gone()
+    except MoAError as exc:
+        fail(str(exc), exit_code(exc))
+    except KeyboardInterrupt:
+        fail("interrupted", 130)
+    except typer.Exit:
+        raise
+    except Exception as exc:  # a last resort: one line, the traceback only on request
+        if os.environ.get("MOA_DEBUG"):
+            raise
+        fail(f"unexpected {type(exc).__name__}: {exc} (set MOA_DEBUG=1 for a traceback)")
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a command's coroutine with the errors of ``guarded``."""
+    return guarded(lambda: asyncio.run(coro))
+
+
+def exit_with(command: Callable[[], int]) -> NoReturn:
+    """Run a command that returns its exit status (batch, compare), and exit with it."""
+    raise typer.Exit(guarded(command))
+
+
+def reader_gone() -> NoReturn:
+    """Whoever read our output went away (``moa ... | head``): stop quietly, as Unix tools do."""
+    # The status a shell reports for a tool killed by SIGPIPE. Python ignores SIGPIPE (its sockets
+    # need that), so the error arrives as BrokenPipeError instead. /dev/null in place of the
+    # closed pipe keeps the interpreter's last flush from failing again.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for fd in (1, 2):
+        with contextlib.suppress(OSError):
+            os.dup2(devnull, fd)
+    raise typer.Exit(141)
+
+
+@contextlib.contextmanager
+def stdout_may_close() -> Iterator[None]:
+    """Output outside the event loop: a closed pipe ends the command quietly there too."""
+    try:
+        yield
+    except BrokenPipeError:
+        reader_gone()
+
+
+def write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()

@@ -1,0 +1,99 @@
+"""One turn of the graph as a stream of events: what every front end needs.
+
+``run_events`` is the one place that turns the graph's stream modes into answer tokens, finished
+proposals, answer restarts, finished layers and the final state; ``moa`` (apps/chat/turn.py) and
+``moa serve`` (apps/serve/runs.py) both consume it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from langchain_core.messages import AIMessageChunk, AnyMessage
+from langchain_core.runnables import RunnableConfig
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import StreamMode
+
+from langgraph_moa.nodes.aggregate import ANSWER_TAG
+from langgraph_moa.nodes.context import Context
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """A piece of the final answer's text."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProposalDone:
+    """One proposer finished (``record`` is a ``Proposal``; ``text`` None when it failed)."""
+
+    record: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerRestart:
+    """The answer starts over (an aggregator retry, or the fallback aggregator)."""
+
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class LayerDone:
+    """A proposer layer finished: its responses in the configured proposer order."""
+
+    responses: list[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """The run's final state (``messages``, ``layers``, ``answer``)."""
+
+    state: dict[str, Any]
+
+
+RunEvent = Token | ProposalDone | AnswerRestart | LayerDone | Finished
+
+
+async def run_events(
+    graph: CompiledStateGraph[Any, Any, Any, Any],
+    messages: list[AnyMessage],
+    ctx: Context,
+    config: RunnableConfig | None = None,
+    *,
+    layers: bool = False,
+) -> AsyncIterator[RunEvent]:
+    """Run the graph on ``messages`` (the new ones, with a checkpointer; else the whole
+    conversation) and yield what happens, ending with ``Finished``. ``layers``: also yield
+    ``LayerDone`` (costs one more stream mode). Errors of the run (``MoAError``) propagate."""
+    modes: list[StreamMode] = ["messages", "custom", "values"]
+    if layers:
+        modes.append("updates")
+    final: dict[str, Any] = {}
+    mode: str
+    payload: Any
+    async for mode, payload in graph.astream(
+        {"messages": messages}, config, context=ctx, stream_mode=modes
+    ):
+        if mode == "messages":
+            chunk, meta = payload
+            if ANSWER_TAG in meta.get("tags", ()) and isinstance(chunk, AIMessageChunk):
+                text = chunk.text
+                if text:
+                    yield Token(text)
+        elif mode == "custom":
+            event = payload.get("event")
+            if event == "proposal":
+                yield ProposalDone(payload)
+            elif event in ("answer_retry", "answer_fallback"):
+                yield AnswerRestart(payload)
+        elif mode == "updates" and "join" in payload:
+            value = payload["join"]["layers"]
+            # join writes Overwrite([...]) for layer 1 and [...] for later layers
+            yield LayerDone(getattr(value, "value", value)[-1])
+        elif mode == "values":
+            final = payload
+    yield Finished(final)

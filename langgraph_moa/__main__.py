@@ -1,0 +1,5 @@
+"""``python -m langgraph_moa``: the ``moa`` command."""
+
+from langgraph_moa.cli import main
+
+main()

@@ -1,0 +1,80 @@
+"""``moa``: every application's commands under one name.
+
+Each package under ``langgraph_moa.apps`` brings its commands in ``command.py`` (a ``register``
+function and an ``ORDER`` for the help listing), so adding an application adds no line here.
+``moa PROMPT`` is short for ``moa ask PROMPT``; ``moa --help`` shows that command's flags too.
+"""
+
+from __future__ import annotations
+
+import atexit
+import gc
+import importlib
+import pkgutil
+import sys
+from types import ModuleType
+
+import typer
+
+from langgraph_moa import apps
+from langgraph_moa.core.command import err
+
+HELP = "Ask several LLMs at once and let an aggregator write one answer (Mixture-of-Agents)."
+
+
+def _applications() -> list[ModuleType]:
+    found = [
+        importlib.import_module(f"{apps.__name__}.{info.name}.command")
+        for info in pkgutil.iter_modules(apps.__path__)
+        if info.ispkg
+    ]
+    return sorted(found, key=lambda m: (getattr(m, "ORDER", 100), m.__name__))
+
+
+def build_app() -> typer.Typer:
+    app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None, help=HELP)
+    for module in _applications():
+        module.register(app)
+    return app
+
+
+def main() -> None:
+    """Entry point: ``moa PROMPT`` is short for ``moa ask PROMPT``."""
+    # Registered first, so it runs last of the exit handlers: with every object frozen, the
+    # interpreter's final garbage collection has nothing to walk. That collection went through
+    # the hundreds of thousands of objects LangChain, LangGraph and the SDKs create at import,
+    # and took 0.5-1.5 s of every run (docs/performance.md).
+    atexit.register(gc.freeze)
+    if sys.stdout is None:  # `moa ... >&-`: Python starts without a stdout
+        err.print("moa: error: stdout is closed: nowhere to write the answer", markup=False)
+        sys.exit(2)
+    app = build_app()
+    args = sys.argv[1:] or ["--help"]
+    if args == ["--version"]:
+        from importlib.metadata import version
+
+        print(f"moa {version('langgraph-moa')}")
+        return
+    if args[0] in ("--help", "-h"):
+        # The commands, then the flags of `moa PROMPT` (moa ask): what the README leads with.
+        app(args=["--help"], prog_name="moa", standalone_mode=False)
+        print()
+        app(args=["ask", "--help"], prog_name="moa", standalone_mode=False)
+        return
+    commands = {c.name or c.callback.__name__ for c in app.registered_commands if c.callback}
+    if args[0] not in commands:
+        args = ["ask", *args]
+    try:
+        code = app(args=args, prog_name="moa", standalone_mode=False)
+    except typer.TyperException as exc:  # a bad flag or value: one line, like every other error
+        message = " ".join(str(getattr(exc, "format_message", exc.__str__)()).split())
+        err.print(f"moa: error: {message} (see 'moa --help')", markup=False)
+        sys.exit(2)
+    except typer.Abort:
+        err.print("moa: error: interrupted", markup=False)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

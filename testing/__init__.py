@@ -1,1 +1,0 @@
-"""Test support shipped with the package: a real OpenAI-compatible HTTP server on 127.0.0.1."""
