@@ -26,6 +26,7 @@ from pydantic import (
 
 from langgraph_moa.nodes.errors import ConfigError
 from langgraph_moa.nodes.history import ToolHistory
+from langgraph_moa.nodes.keys import check_base_url, check_key_env
 from langgraph_moa.nodes.presets import default_preset_name, read_settings
 from langgraph_moa.nodes.prompts import AGGREGATION_PROMPT
 
@@ -62,11 +63,14 @@ class ModelSpec(BaseModel):
     seed: int | None = Field(default=None, description="Sampling seed, if the provider takes one.")
     base_url: str | None = Field(
         default=None,
-        description="OpenAI-compatible endpoint (vLLM, llama.cpp server, Ollama, LM Studio...).",
+        description="OpenAI-compatible endpoint (vLLM, llama.cpp server, Ollama, LM Studio...), "
+        "http(s) only. It gets no API key unless api_key_env names one (a provider's own key "
+        "goes only to that provider).",
     )
     api_key_env: str | None = Field(
         default=None,
-        description="Name of the environment variable holding the API key (never the key itself).",
+        description="Name of the environment variable holding the API key (never the key itself): "
+        "*_API_KEY, *_TOKEN, or a name listed in MOA_KEY_ENVS.",
     )
     timeout: float | None = Field(
         default=None,
@@ -102,6 +106,16 @@ class ModelSpec(BaseModel):
     @classmethod
     def _from_string(cls, value: Any) -> Any:
         return {"model": value} if isinstance(value, str) else value
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_only(cls, value: str | None) -> str | None:
+        return None if value is None else check_base_url(value)
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _key_like(cls, value: str | None) -> str | None:
+        return None if value is None else check_key_env(value)
 
     @model_validator(mode="after")
     def _check_name(self) -> ModelSpec:

@@ -673,6 +673,7 @@ def test_redact_masks_every_key_variable(monkeypatch: pytest.MonkeyPatch) -> Non
 
 def test_a_key_named_by_api_key_env_is_masked(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MY_LLM_CREDENTIAL", "custom-credential-789")
+    monkeypatch.setenv("MOA_KEY_ENVS", "MY_LLM_CREDENTIAL")  # the user allows the name
     chat_model(
         settings_for(ModelSpec(model="openai:m", api_key_env="MY_LLM_CREDENTIAL"), Context())
     )
