@@ -4,9 +4,12 @@ real files, against the fake provider server."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from subprocess import CompletedProcess
 
 import pytest
+from batch_helpers import prompts, read_records, write_config, write_items
 from conftest import run_cli
 from fake_openai import FakeOpenAIServer
 
@@ -107,3 +110,61 @@ def test_a_mistyped_key_is_named(server: FakeOpenAIServer, value: str, said: str
     line = error_line(result.stderr)
     assert said in line and SECRET not in result.stderr
     assert not server.requests
+
+
+# ------------------------------------------------------------------- 2, 3. files written safely
+def batch(*args: str | Path, env: dict[str, str] | None = None) -> CompletedProcess[str]:
+    return run_cli("batch", *map(str, args), env=env)
+
+
+def test_a_planted_temporary_file_is_never_followed(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    cfg = write_config(tmp_path / "c.toml", server)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    # AlpacaEval's file is written atomically; the run file is rewritten in input order on resume.
+    (tmp_path / "out.json.tmp").symlink_to(victim)
+    (tmp_path / "run.jsonl.tmp").symlink_to(victim)
+    data = write_items(tmp_path / "in.jsonl", prompts(3))
+    result = batch(data, "-o", tmp_path / "out.json", "-f", "alpaca-eval", "-c", cfg)
+    assert result.returncode == 0, result.stderr
+    write_items(tmp_path / "late.jsonl", prompts(1, start=2))
+    assert batch(tmp_path / "late.jsonl", "-o", tmp_path / "run.jsonl", "-c", cfg).returncode == 0
+    assert batch(data, "-o", tmp_path / "run.jsonl", "-c", cfg).returncode == 0  # rewritten
+
+    assert victim.read_text() == "precious\n"
+    for name in ("out.json", "run.jsonl"):
+        assert not (tmp_path / name).is_symlink()
+    assert len(json.loads((tmp_path / "out.json").read_text())) == 3
+    assert [r["id"] for r in read_records(tmp_path / "run.jsonl")] == ["q0", "q1", "q2"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left
+
+
+def test_an_output_that_is_not_ours_is_refused_untouched(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    cfg = write_config(tmp_path / "c.toml", server)
+    notes = tmp_path / "notes.txt"
+    notes.write_bytes(b"my notes\nthe last line, no newline")
+    listed = tmp_path / "data.json"
+    listed.write_text(json.dumps(prompts(2)))
+    report = tmp_path / "report.json"
+    report.write_text('{"mine": true}\n')
+    cases = [
+        ([listed, "-o", notes], "notes.txt: line 1 is not a batch record"),
+        ([listed, "-o", listed], "that is the input file"),
+        ([listed, "-o", report, "-f", "alpaca-eval"], "is not the output of an earlier moa batch"),
+    ]
+    before = {p: p.read_bytes() for p in (notes, listed, report)}
+    for args, said in cases:
+        result = batch(*args, "-c", cfg)
+        assert result.returncode != 0 and said in error_line(result.stderr), result.stderr
+    assert {p: p.read_bytes() for p in before} == before
+    assert not server.requests
+    # A torn last line that is not the start of a record is not "repaired" either.
+    foreign = tmp_path / "foreign.jsonl"
+    foreign.write_bytes(b'{"id":"q0","status":"ok"}\nnot a record')
+    result = batch(listed, "-o", foreign, "-c", cfg)
+    assert "the last line is not a batch record" in error_line(result.stderr)
+    assert foreign.read_bytes() == b'{"id":"q0","status":"ok"}\nnot a record'

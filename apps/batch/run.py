@@ -16,7 +16,7 @@ from rich.console import Console
 from langgraph_moa.core.batch.cost import estimate
 from langgraph_moa.core.batch.formats import FORMATS, Format, run_file_for
 from langgraph_moa.core.batch.inputs import InvalidItem, Item, read_items
-from langgraph_moa.core.batch.outputs import RunFile
+from langgraph_moa.core.batch.outputs import RunFile, check_output
 from langgraph_moa.core.batch.progress import money
 from langgraph_moa.core.batch.runner import (
     BatchOptions,
@@ -90,6 +90,10 @@ def batch(
     if output is None and not dry_run:
         raise ConfigError("give the output file with -o/--output")
     ctx = _context(flags)
+    if output is not None and not dry_run:
+        out_path = Path(output)
+        sources = [p for p in (input_path, replay) if p]
+        check_output(out_path, run_file_for(out_path, fmt), sources)
 
     stored: dict[str, dict[str, Any]] | None = None
     if replay:
