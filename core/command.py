@@ -18,13 +18,11 @@ from collections.abc import Callable, Coroutine, Iterator
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
-from rich.console import Console
 
+from langgraph_moa.core.terminal import stderr_console, to_stdout
 from langgraph_moa.nodes.errors import ConfigError, InputError, MoAError
 
-# soft_wrap: one message stays one line, whatever the terminal width
-# emoji=False: "together:a: ..." must not print as "together🅰 ..."
-err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+err = stderr_console()
 
 T = TypeVar("T")
 
@@ -160,5 +158,6 @@ def stdout_may_close() -> Iterator[None]:
 
 
 def write(text: str) -> None:
-    sys.stdout.write(text)
+    """Model text to stdout (escape sequences made visible on a terminal: core/terminal.py)."""
+    sys.stdout.write(to_stdout(text))
     sys.stdout.flush()

@@ -11,7 +11,8 @@ from subprocess import CompletedProcess
 import pytest
 from batch_helpers import prompts, read_records, write_config, write_items
 from conftest import run_cli
-from fake_openai import FakeOpenAIServer
+from fake_openai import Failure, FakeOpenAIServer
+from pty_session import PtySession
 
 SECRET = "sk-together-secret-0123456789"
 
@@ -168,3 +169,36 @@ def test_an_output_that_is_not_ours_is_refused_untouched(
     result = batch(listed, "-o", foreign, "-c", cfg)
     assert "the last line is not a batch record" in error_line(result.stderr)
     assert foreign.read_bytes() == b'{"id":"q0","status":"ok"}\nnot a record'
+
+
+# ------------------------------------------------------------------- 4. terminal injection
+TITLE = "\x1b]0;PWNED\x07"
+CLEAR = "\x1b[2J\x1b[H"
+LINK = "\x1b]8;;http://evil.example/\x1b\\click\x1b]8;;\x1b\\"
+CSI = "\x9b31m"  # the one-character CSI of C1
+
+
+def test_model_and_provider_text_is_shown_not_executed(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    server.script("p1", f"proposal {TITLE}{LINK} end")
+    server.script("agg", f"answer {CLEAR}{CSI}red\rfake prompt$ ")
+    server.fail("p2", Failure(status=400, message=f"bad request {TITLE}"))
+    cfg = write_config(tmp_path / "c.toml", server, extra="max_attempts = 1")
+    with PtySession(["--config", str(cfg), "--show-proposals", "hi"], {}) as moa:
+        assert moa.wait(60) == 0, moa.text
+        raw = bytes(moa.raw)
+    for sequence in (TITLE, CLEAR, LINK, CSI, "\rfake"):
+        assert sequence.encode() not in raw, sequence
+    shown = raw.decode()
+    assert "proposal \\x1b]0;PWNED\\x07\\x1b]8;;http://evil.example/" in shown  # --show-proposals
+    assert "answer \\x1b[2J\\x1b[H\\x9b31mred\\x0dfake prompt$" in shown  # the streamed answer
+    assert "bad request \\x1b]0;PWNED\\x07" in shown  # the provider's error, on stderr
+
+    # --json and a redirected stdout keep the exact text.
+    as_json = run_cli("--config", str(cfg), "--show-proposals", "--json", "hi")
+    assert json.loads(as_json.stdout)["answer"] == f"answer {CLEAR}{CSI}red\rfake prompt$ "
+    server.fail("p2", Failure(status=400, message=f"bad request {TITLE}"))
+    redirected = run_cli("--config", str(cfg), "hi")
+    assert f"answer {CLEAR}{CSI}red" in redirected.stdout  # (text mode reads \r as a newline)
+    assert TITLE not in redirected.stderr and "\\x1b]0;PWNED" in redirected.stderr

@@ -31,6 +31,7 @@ from langgraph_moa.core.batch.inputs import Item, parse_item
 from langgraph_moa.core.batch.outputs import RunFile
 from langgraph_moa.core.batch.records import settings_summary
 from langgraph_moa.core.batch.runner import DEFAULT_CONCURRENCY, BatchOptions, run_batch
+from langgraph_moa.core.terminal import stderr_console
 from langgraph_moa.nodes.context import Context, ModelSpec, build_context
 from langgraph_moa.nodes.errors import ConfigError, MoAError
 
@@ -124,7 +125,7 @@ async def run_compare(
     """Answer ``items`` with every system, judge the candidate (``systems[0]``) against each
     other system, and write the report into ``folder``; resumes what ``folder`` holds."""
     options = options or CompareOptions()
-    console = console or Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+    console = console or stderr_console()
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"-o {str(folder)!r} is a file: give a folder for the report")

@@ -29,6 +29,7 @@ from langgraph_moa.core.batch.outputs import RunFile
 from langgraph_moa.core.batch.progress import BatchProgress
 from langgraph_moa.core.batch.records import ItemErrorKind, Turn, build_record, settings_summary
 from langgraph_moa.core.batch.turns import GraphTurns, ReplayError, ReplayTurns, Turns
+from langgraph_moa.core.terminal import stderr_console
 from langgraph_moa.nodes.context import Context
 from langgraph_moa.nodes.errors import (
     AggregatorError,
@@ -214,7 +215,7 @@ async def run_batch(
 ) -> BatchResult:
     """Run ``items`` into ``output`` (resuming it if it holds finished items)."""
     options = options or BatchOptions()
-    console = console or Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+    console = console or stderr_console()
     output = Path(output)
     run_file = RunFile(run_file_for(output, options.fmt))
     status = run_file.open()
