@@ -29,3 +29,7 @@ class LayerFailedError(MoAError):
 
 class AggregatorError(MoAError):
     """The final aggregator could not produce an answer."""
+
+
+class InUseError(MoAError):
+    """Another process is writing the same batch output, chat thread or compare folder."""

@@ -5,12 +5,21 @@ real files, against the fake provider server."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from subprocess import CompletedProcess
 
 import pytest
 from batch_helpers import prompts, read_records, write_config, write_items
-from conftest import run_cli
+from compare_helpers import always_a, results, write_mixture, write_prompts
+from compare_helpers import env as compare_env
+from conftest import ROOT, run_cli
 from fake_openai import Failure, FakeOpenAIServer
 from pty_session import PtySession
 
@@ -202,3 +211,102 @@ def test_model_and_provider_text_is_shown_not_executed(
     redirected = run_cli("--config", str(cfg), "hi")
     assert f"answer {CLEAR}{CSI}red" in redirected.stdout  # (text mode reads \r as a newline)
     assert TITLE not in redirected.stderr and "\\x1b]0;PWNED" in redirected.stderr
+
+
+# ------------------------------------------------------------------- 5. one writer
+def start_moa(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("TOGETHER_", "OPENAI_"))}
+    return subprocess.Popen(
+        [sys.executable, "-m", "langgraph_moa", *map(str, args)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**full_env, **(env or {})},
+        cwd=ROOT,
+    )
+
+
+def wait_until(done: Callable[[], bool], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def holds_lock(lock: Path, proc: subprocess.Popen[str]) -> Callable[[], bool]:
+    return lambda: lock.exists() and lock.read_text().strip() == str(proc.pid)
+
+
+def test_two_batch_runs_on_one_output_pay_once(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    refused = threading.Event()
+    # The first run is slow (3 s per item) until the second one has been turned away.
+    server.script("agg", latency=lambda: 0.0 if refused.is_set() else 3.0)
+    cfg = write_config(tmp_path / "c.toml", server)
+    data = write_items(tmp_path / "in.jsonl", prompts(4))
+    out = tmp_path / "out.jsonl"
+    first = start_moa("batch", data, "-o", out, "-c", cfg, "-j", "1")
+    wait_until(holds_lock(tmp_path / ".out.jsonl.lock", first))
+    second = batch(data, "-o", out, "-c", cfg, "-j", "1")  # what a second terminal does
+    refused.set()
+    assert second.returncode == 1, second.stderr
+    line = error_line(second.stderr)
+    assert f"is in use by another moa process (pid {first.pid})" in line and "another -o" in line
+    assert first.wait(120) == 0, first.communicate()
+    assert [r["id"] for r in read_records(out)] == ["q0", "q1", "q2", "q3"]
+    assert len(server.requests) == 4 * 3  # every item answered once: nobody paid twice
+
+
+def test_a_killed_holder_leaves_no_stale_lock(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    server.script("agg", ttft=30)  # the first run hangs in its first item
+    cfg = write_config(tmp_path / "c.toml", server)
+    data = write_items(tmp_path / "in.jsonl", prompts(2))
+    out = tmp_path / "out.jsonl"
+    holder = start_moa("batch", data, "-o", out, "-c", cfg)
+    wait_until(lambda: server.in_flight("agg") > 0)
+    holder.send_signal(signal.SIGKILL)
+    holder.wait(10)
+    server.script("agg")
+    result = batch(data, "-o", out, "-c", cfg)
+    assert result.returncode == 0, result.stderr
+    assert [r["id"] for r in read_records(out)] == ["q0", "q1"]
+
+
+def test_one_chat_per_thread(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    env = {
+        "TOGETHER_API_KEY": "test-key",
+        "TOGETHER_API_BASE": server.base_url,
+        "MOA_DATA_DIR": str(tmp_path),
+    }
+    cfg = write_config(tmp_path / "c.toml", server)
+    with PtySession(["chat", "--config", str(cfg), "--thread", "shared"], env) as first:
+        first.expect("type a message")
+        second = run_cli("chat", "--config", str(cfg), "--thread", "shared", env=env, stdin="hi\n")
+        assert second.returncode == 1
+        line = error_line(second.stderr)
+        assert "chat thread 'shared' is in use by another moa process" in line
+        other = run_cli("chat", "--config", str(cfg), "--thread", "other", env=env, stdin="hi\n")
+        assert other.returncode == 0, other.stderr
+        first.send(b"exit\n")
+        assert first.wait() == 0
+    after = run_cli("chat", "--config", str(cfg), "--thread", "shared", env=env, stdin="hi\n")
+    assert after.returncode == 0, after.stderr
+
+
+def test_two_compares_on_one_folder(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    refused = threading.Event()
+    server.script("judge", always_a)
+    server.script("agg", latency=lambda: 0.0 if refused.is_set() else 3.0)
+    data = write_prompts(tmp_path / "p.jsonl", 2)
+    mix = write_mixture(tmp_path / "mix.toml")
+    args = ("compare", data, "--config", mix, "--judge", "together:judge", "-o", tmp_path / "r")
+    first = start_moa(*args, env=compare_env(server))
+    wait_until(holds_lock(tmp_path / "r" / ".moa.lock", first))
+    second = run_cli(*map(str, args), env=compare_env(server))
+    refused.set()
+    assert second.returncode == 1
+    assert "report folder" in error_line(second.stderr) and "in use by another moa" in (
+        second.stderr
+    )
+    assert first.wait(120) == 0, first.communicate()
+    assert results(tmp_path / "r")["pairs"]

@@ -144,10 +144,10 @@ def batch(
             markup=False,
         )
         return 130
-    return _report(result, console, cache_path)
+    return _report(result, console, cache_path, limited=limit is not None)
 
 
-def _report(result: BatchResult, console: Console, cache: Path | None) -> int:
+def _report(result: BatchResult, console: Console, cache: Path | None, *, limited: bool) -> int:
     def say(text: str) -> None:
         console.print(text, highlight=False, markup=False)
 
@@ -164,7 +164,8 @@ def _report(result: BatchResult, console: Console, cache: Path | None) -> int:
         say(f"moa batch: call cache {cache}")
     if not result.complete:
         left = result.total - result.ok - result.failed
-        say(f"moa batch: {left} items left; run the same command again (without --limit) for them")
+        again = "the same command again" + (" without --limit" if limited else "")
+        say(f"moa batch: {left} items left; run {again} for them")
     else:
         where = f"{result.output}"
         if result.written is not None:

@@ -129,10 +129,14 @@ def chat(
 
 
 async def _chat_saved(ctx: Any, name: str, *, show_proposals: bool) -> int:
-    from langgraph_moa.apps.chat.threads import open_saver
+    from langgraph_moa.apps.chat.threads import open_saver, thread_lock
+    from langgraph_moa.core.locks import one_writer
 
     async with open_saver() as saver:
-        return await _chat(ctx, show_proposals=show_proposals, checkpointer=saver, thread_name=name)
+        with one_writer(thread_lock(name), f"chat thread {name!r}", "leave that chat first"):
+            return await _chat(
+                ctx, show_proposals=show_proposals, checkpointer=saver, thread_name=name
+            )
 
 
 async def _list_threads() -> None:

@@ -31,6 +31,7 @@ from langgraph_moa.core.batch.inputs import Item, parse_item
 from langgraph_moa.core.batch.outputs import RunFile
 from langgraph_moa.core.batch.records import settings_summary
 from langgraph_moa.core.batch.runner import DEFAULT_CONCURRENCY, BatchOptions, run_batch
+from langgraph_moa.core.locks import one_writer
 from langgraph_moa.core.terminal import stderr_console
 from langgraph_moa.nodes.context import Context, ModelSpec, build_context
 from langgraph_moa.nodes.errors import ConfigError, MoAError
@@ -134,6 +135,20 @@ async def run_compare(
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise CompareError(f"cannot create the report folder {str(folder)!r}: {exc}") from None
+    hint = "wait for it to finish, or give another -o (one run per report folder)"
+    with one_writer(folder, f"report folder {folder}", hint):
+        return await _compare(items, systems, judge, folder, options, source, console)
+
+
+async def _compare(
+    items: Sequence[Item],
+    systems: Sequence[System],
+    judge: ModelSpec,
+    folder: Path,
+    options: CompareOptions,
+    source: str,
+    console: Console,
+) -> CompareRun:
     cache = folder / CACHE_NAME if options.cache else None
 
     def say(text: str) -> None:

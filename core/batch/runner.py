@@ -29,6 +29,7 @@ from langgraph_moa.core.batch.outputs import RunFile
 from langgraph_moa.core.batch.progress import BatchProgress
 from langgraph_moa.core.batch.records import ItemErrorKind, Turn, build_record, settings_summary
 from langgraph_moa.core.batch.turns import GraphTurns, ReplayError, ReplayTurns, Turns
+from langgraph_moa.core.locks import one_writer
 from langgraph_moa.core.terminal import stderr_console
 from langgraph_moa.nodes.context import Context
 from langgraph_moa.nodes.errors import (
@@ -213,8 +214,23 @@ async def run_batch(
     *,
     console: Console | None = None,
 ) -> BatchResult:
-    """Run ``items`` into ``output`` (resuming it if it holds finished items)."""
+    """Run ``items`` into ``output`` (resuming it if it holds finished items); one process at a
+    time per output (core/locks.py)."""
     options = options or BatchOptions()
+    guarded = run_file_for(Path(output), options.fmt)
+    hint = "wait for it to finish, or give another -o (one run per output)"
+    with one_writer(guarded, f"output {guarded}", hint):
+        return await _run_batch(items, ctx, output, options, console=console)
+
+
+async def _run_batch(
+    items: Sequence[Item | InvalidItem],
+    ctx: Context,
+    output: str | Path,
+    options: BatchOptions,
+    *,
+    console: Console | None = None,
+) -> BatchResult:
     console = console or stderr_console()
     output = Path(output)
     run_file = RunFile(run_file_for(output, options.fmt))
