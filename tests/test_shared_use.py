@@ -24,6 +24,7 @@ from fake_openai import Failure, FakeOpenAIServer
 from pty_session import PtySession
 
 SECRET = "sk-together-secret-0123456789"
+BOM = b"\xef\xbb\xbf"
 
 
 def config(path: Path, model: str) -> Path:
@@ -310,3 +311,85 @@ def test_two_compares_on_one_folder(server: FakeOpenAIServer, tmp_path: Path) ->
     )
     assert first.wait(120) == 0, first.communicate()
     assert results(tmp_path / "r")["pairs"]
+
+
+# ------------------------------------------------------------------- 6, 8. input
+PEAK_RSS = (
+    "import resource, subprocess, sys\n"
+    "run = subprocess.run(sys.argv[1:], stdin=subprocess.DEVNULL, capture_output=True)\n"
+    "print(run.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024)"
+)
+
+
+def peak_rss_mb(*args: str | Path, env: dict[str, str]) -> tuple[int, int]:
+    """(exit status, peak resident MB) of ``moa ARGS`` run alone in a fresh parent."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("TOGETHER_", "OPENAI_"))}
+    probe = subprocess.run(
+        [sys.executable, "-c", PEAK_RSS, sys.executable, "-m", "langgraph_moa", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**full_env, **env},
+        cwd=ROOT,
+        timeout=300,
+    )
+    code, mb = probe.stdout.split()
+    return int(code), int(mb)
+
+
+def test_a_large_input_with_limit_keeps_memory_flat(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    cfg = write_config(tmp_path / "c.toml", server)
+    small = write_items(tmp_path / "small.jsonl", prompts(12))
+    big = tmp_path / "big.jsonl"
+    filler = "x" * (4 << 20)  # 4 MiB items after the first twelve: 400 MB in all
+    with big.open("w") as f:
+        f.write(small.read_text())
+        for n in range(100):
+            f.write(json.dumps({"id": f"big{n}", "prompt": filler}) + "\n")
+    base_code, base = peak_rss_mb("batch", small, "-o", tmp_path / "a.jsonl", "-c", cfg,
+                                  "--limit", "10", env={})  # fmt: skip
+    code, peak = peak_rss_mb("batch", big, "-o", tmp_path / "b.jsonl", "-c", cfg,
+                             "--limit", "10", env={})  # fmt: skip
+    assert (base_code, code) == (0, 0)
+    assert len(read_records(tmp_path / "b.jsonl")) == 10
+    # Reading the whole file, as before, needed more than the file's size on top.
+    assert peak - base < 60, (base, peak)
+    print(f"peak RSS: {base} MB over 12 items, {peak} MB over 400 MB")
+    assert peak < 300
+
+
+def test_dev_zero_is_refused_at_the_line_cap(tmp_path: Path) -> None:
+    result = run_cli("batch", "/dev/zero", "--dry-run", timeout=60)
+    assert result.returncode == 2
+    assert "line 1 is longer than 16 MiB (the limit per item)" in error_line(result.stderr)
+
+
+def test_bom_and_unicode_line_separators_are_read(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "c.toml", server)
+    odd = "one\u2028two\u2029three\u0085four"
+    items = [{"id": "a", "prompt": odd}, {"id": "b", "prompt": "plain"}]
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_bytes(
+        BOM + "".join(json.dumps(i, ensure_ascii=False) + "\n" for i in items).encode()
+    )
+    listed = tmp_path / "in.json"
+    listed.write_bytes(BOM + json.dumps(items, ensure_ascii=False).encode())
+    for data, out in ((jsonl, "a.jsonl"), (listed, "b.jsonl")):
+        result = batch(data, "-o", tmp_path / out, "-c", cfg)
+        assert result.returncode == 0, result.stderr
+        records = read_records(tmp_path / out)
+        assert records[0]["input"]["prompt"] == odd and records[0]["turns"][0]["prompt"] == odd
+
+
+def test_stdin_that_is_not_utf8_is_named(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "c.toml", server)
+    result = subprocess.run(
+        [sys.executable, "-m", "langgraph_moa", "batch", "-", "--dry-run", "-c", str(cfg)],
+        input=b'{"prompt": "ok"}\n{"prompt": "caf\xe9"}\n',
+        capture_output=True,
+        cwd=ROOT,
+    )
+    assert result.returncode == 2
+    line = error_line(result.stderr.decode())
+    assert "stdin: line 2: not valid UTF-8: byte 0xe9 at offset 15" in line

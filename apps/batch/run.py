@@ -15,7 +15,7 @@ from rich.console import Console
 
 from langgraph_moa.core.batch.cost import estimate
 from langgraph_moa.core.batch.formats import FORMATS, Format, run_file_for
-from langgraph_moa.core.batch.inputs import InvalidItem, Item, read_items
+from langgraph_moa.core.batch.inputs import InvalidItem, Items, stream_items
 from langgraph_moa.core.batch.outputs import RunFile, check_output
 from langgraph_moa.core.batch.progress import money
 from langgraph_moa.core.batch.runner import (
@@ -96,6 +96,7 @@ def batch(
         check_output(out_path, run_file_for(out_path, fmt), sources)
 
     stored: dict[str, dict[str, Any]] | None = None
+    items: Items
     if replay:
         if not Path(replay).is_file():
             raise InputError(f"--replay: run file {replay!r} not found")
@@ -104,7 +105,7 @@ def batch(
             raise InputError(f"--replay: {replay} holds no records")
     else:
         assert input_path is not None
-        items = read_items(input_path, skip_invalid=skip_invalid)
+        items = stream_items(input_path, skip_invalid=skip_invalid)
     the_format: Format = fmt
 
     if dry_run:
@@ -181,7 +182,7 @@ def _report(result: BatchResult, console: Console, cache: Path | None, *, limite
 
 
 def _dry_run(
-    items: list[Item | InvalidItem],
+    items: Items,
     ctx: Context,
     output: str | None,
     fmt: Format,

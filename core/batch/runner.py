@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from rich.console import Console
 
 from langgraph_moa.core.batch.cost import Prices, prices_of
 from langgraph_moa.core.batch.formats import Format, run_file_for, write_format
-from langgraph_moa.core.batch.inputs import InvalidItem, Item, parse_item
+from langgraph_moa.core.batch.inputs import InvalidItem, Item, Items, ids_of, parse_item
 from langgraph_moa.core.batch.outputs import RunFile
 from langgraph_moa.core.batch.progress import BatchProgress
 from langgraph_moa.core.batch.records import ItemErrorKind, Turn, build_record, settings_summary
@@ -207,7 +208,7 @@ def replay_items(
 
 
 async def run_batch(
-    items: Sequence[Item | InvalidItem],
+    items: Items,
     ctx: Context,
     output: str | Path,
     options: BatchOptions | None = None,
@@ -224,7 +225,7 @@ async def run_batch(
 
 
 async def _run_batch(
-    items: Sequence[Item | InvalidItem],
+    items: Items,
     ctx: Context,
     output: str | Path,
     options: BatchOptions,
@@ -247,9 +248,12 @@ async def _run_batch(
         if again:
             run_file.drop(again)
             status = {i: s for i, s in status.items() if i not in again}
-    todo = [i for i in items if i.id not in status]
+    # Lazily: with --limit only that many items are read (a streamed input stays on disk).
+    ids = ids_of(items)
+    to_run = sum(1 for i in ids if i not in status)
     if options.limit is not None:
-        todo = todo[: options.limit]
+        to_run = min(to_run, options.limit)
+    todo = itertools.islice((i for i in items if i.id not in status), to_run)
 
     prices = prices_of(ctx)
     cache = CallCache(options.cache) if options.cache is not None and not options.server else None
@@ -273,7 +277,7 @@ async def _run_batch(
         else 0
     )
 
-    progress = BatchProgress(console, total=len(items), to_run=len(todo), prices=prices)
+    progress = BatchProgress(console, total=len(items), to_run=to_run, prices=prices)
     try:
         with run_file, progress:
             async for record in run_items(
@@ -290,14 +294,13 @@ async def _run_batch(
             cache.close()
 
     final = {r["id"]: r["status"] for r in run_file.records()}
-    ids = [i.id for i in items]
     complete = all(i in final for i in ids)
     result = BatchResult(
         total=len(items),
         ran=progress.done,
         ok=sum(1 for i in ids if final.get(i) == "ok"),
         failed=sum(1 for i in ids if final.get(i) == "failed"),
-        skipped=len(items) - len([i for i in items if i.id not in status]),
+        skipped=sum(1 for i in ids if i in status),
         repaired_bytes=run_file.repaired,
         other_settings=other,
         complete=complete,
