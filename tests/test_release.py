@@ -185,3 +185,40 @@ def test_the_released_wheel_installs_and_answers(
     )
     assert imported.returncode == 0, imported.stderr
     assert str(venv) in imported.stdout  # the wheel's copy, not the repository's
+
+
+def _imports(path: Path) -> set[str]:
+    import ast
+
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return found
+
+
+def test_the_layers_import_one_way() -> None:
+    """Applications sit on the core and never import each other; the core, graphs and nodes
+    never import an application; nodes never import graphs."""
+    rules = {
+        "nodes": ("langgraph_moa.graphs", "langgraph_moa.core", "langgraph_moa.apps"),
+        "graphs": ("langgraph_moa.core", "langgraph_moa.apps"),
+        "core": ("langgraph_moa.apps",),
+    }
+    wrong = []
+    for folder, forbidden in rules.items():
+        for path in (ROOT / folder).rglob("*.py"):
+            wrong += [
+                f"{path.relative_to(ROOT)}: {m}" for m in _imports(path) if m.startswith(forbidden)
+            ]
+    for app in (p for p in (ROOT / "apps").iterdir() if (p / "__init__.py").exists()):
+        others = tuple(
+            f"langgraph_moa.apps.{o.name}" for o in (ROOT / "apps").iterdir() if o.name != app.name
+        )
+        for path in app.rglob("*.py"):
+            wrong += [
+                f"{path.relative_to(ROOT)}: {m}" for m in _imports(path) if m.startswith(others)
+            ]
+    assert wrong == []
