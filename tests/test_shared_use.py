@@ -393,3 +393,32 @@ def test_stdin_that_is_not_utf8_is_named(server: FakeOpenAIServer, tmp_path: Pat
     assert result.returncode == 2
     line = error_line(result.stderr.decode())
     assert "stdin: line 2: not valid UTF-8: byte 0xe9 at offset 15" in line
+
+
+# ------------------------------------------------------------------- 7. resume
+def test_a_resume_with_other_settings_is_refused(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    data = write_items(tmp_path / "in.jsonl", prompts(3))
+    out = tmp_path / "out.jsonl"
+    warm = write_config(tmp_path / "warm.toml", server, model_extra="temperature = 0.7")
+    assert batch(data, "-o", out, "-c", warm, "--limit", "1").returncode == 0
+    cold = write_config(tmp_path / "cold.toml", server, model_extra="temperature = 0.2")
+    prompt = tmp_path / "prompt.toml"
+    other_prompt = 'aggregation_prompt = "Pick the best one of these: {references}"\n'
+    prompt.write_text(warm.read_text() + other_prompt)
+    before = len(server.requests)
+    for cfg, said in (
+        (cold, "temperature of together:agg: 0.7 -> 0.2; temperature of together:p1: 0.7 -> 0.2"),
+        (prompt, "(the aggregation prompt)"),
+    ):
+        result = batch(data, "-o", out, "-c", cfg)
+        assert result.returncode == 2
+        line = error_line(result.stderr)
+        assert "holds 1 finished items made with other settings" in line and said in line
+        assert "--mixed-settings" in line
+    assert len(server.requests) == before and len(read_records(out)) == 1
+    mixed = batch(data, "-o", out, "-c", cold, "--mixed-settings")
+    assert mixed.returncode == 0, mixed.stderr
+    assert "1 finished items were made with other settings" in mixed.stderr
+    temperatures = [r["settings"]["sampling"]["together:agg"]["temperature"] for r in
+                    read_records(out)]  # fmt: skip
+    assert temperatures == [0.7, 0.2, 0.2]  # each record says which settings made it

@@ -77,6 +77,13 @@ def batch(
     limit: Annotated[
         int | None, typer.Option("--limit", help="Run at most N of the remaining items.")
     ] = None,
+    mixed_settings: Annotated[
+        bool,
+        typer.Option(
+            "--mixed-settings",
+            help="Resume an output whose finished items were made with other settings.",
+        ),
+    ] = False,
     *,
     flags: dict[str, Any],
 ) -> None:
@@ -100,6 +107,7 @@ def batch(
             assistant=assistant,
             generator=generator,
             limit=limit,
+            mixed_settings=mixed_settings,
             console=err,
         )
     )

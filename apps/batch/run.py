@@ -73,6 +73,7 @@ def batch(
     generator: str | None,
     limit: int | None,
     console: Console,
+    mixed_settings: bool = False,
 ) -> int:
     """Run the command; raises MoAError (InputError, ConfigError: bad input) for one-line errors."""
     if fmt not in FORMATS:
@@ -124,6 +125,7 @@ def batch(
         server=server,
         assistant=assistant,
         replay=stored,
+        mixed_settings=mixed_settings,
     )
 
     async def go() -> BatchResult:
@@ -158,8 +160,9 @@ def _report(result: BatchResult, console: Console, cache: Path | None, *, limite
         say(f"moa batch: {result.skipped} items were already in the output and were skipped")
     if result.other_settings:
         say(
-            f"moa batch: {result.other_settings} finished items were made with other models than "
-            "this run's; they are kept (write to a new -o to redo them)"
+            f"moa batch: {result.other_settings} finished items were made with other settings "
+            "than this run's (--mixed-settings); they are kept, and each record's 'settings' "
+            "says which made it"
         )
     if cache is not None and result.ran:
         say(f"moa batch: call cache {cache}")

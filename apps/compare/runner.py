@@ -29,7 +29,7 @@ from langgraph_moa.apps.compare.results import Prompt, Record, build_results, ju
 from langgraph_moa.apps.compare.systems import System, safe_name
 from langgraph_moa.core.batch.inputs import Item, parse_item
 from langgraph_moa.core.batch.outputs import RunFile
-from langgraph_moa.core.batch.records import settings_summary
+from langgraph_moa.core.batch.records import settings_changes, settings_summary
 from langgraph_moa.core.batch.runner import DEFAULT_CONCURRENCY, BatchOptions, run_batch
 from langgraph_moa.core.locks import one_writer
 from langgraph_moa.core.terminal import stderr_console
@@ -91,10 +91,11 @@ def check_answers(folder: Path, systems: Sequence[System]) -> None:
             continue
         mine = settings_summary(system.ctx)
         for record in RunFile(path).records():
-            if record.get("settings") and record["settings"] != mine:
+            changed = settings_changes(record["settings"], mine) if record.get("settings") else []
+            if changed:
                 raise CompareError(
-                    f"{path} holds answers of {system.name} made with other models "
-                    f"({record['settings']}); give another REPORT_DIR (-o), another system name, "
+                    f"{path} holds answers of {system.name} made with other models or settings "
+                    f"({'; '.join(changed)}); give another REPORT_DIR (-o), another system name, "
                     "or delete that file to answer again"
                 )
 

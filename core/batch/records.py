@@ -18,6 +18,7 @@ usage, latency, attempts (0 = answered from the call cache) and error.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import Any, Literal
 
@@ -45,11 +46,50 @@ class Turn(TurnResult):
 
 
 def settings_summary(ctx: Context) -> dict[str, Any]:
+    """Everything that changes an answer: what a resumed run compares (``settings_changes``)."""
+    from langgraph_moa.nodes.models import settings_for
+
+    sampling = {}
+    for spec in ctx.all_models():
+        s = settings_for(spec, ctx)
+        sampling[spec.model] = {
+            "temperature": s.temperature,
+            "max_tokens": s.max_tokens,
+            "seed": s.seed,
+            "base_url": s.base_url,
+        }
     return {
         "layers": ctx.layers,
         "proposers": [[s.model for s in ctx.proposers_of(n)] for n in range(1, ctx.layers)],
         "aggregator": ctx.aggregator.model,
+        "fallback_aggregator": ctx.fallback_aggregator.model if ctx.fallback_aggregator else None,
+        "min_proposals": ctx.min_proposals,
+        "sampling": sampling,
+        "aggregation_prompt": hashlib.sha256(ctx.aggregation_prompt.encode()).hexdigest()[:16],
+        "tool_history": str(ctx.tool_history),
     }
+
+
+def settings_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """What differs between two ``settings_summary`` values, named for a person ("temperature of
+    together:p1: 0.7 -> 0.2"); keys an older record lacks are not compared."""
+    changes = []
+    for key in old.keys() & new.keys():
+        if key == "sampling":
+            for model in old[key].keys() & new[key].keys():
+                for field in old[key][model].keys() & new[key][model].keys():
+                    was, now = old[key][model][field], new[key][model][field]
+                    if was != now:
+                        changes.append(f"{field} of {model}: {was} -> {now}")
+            if old[key].keys() != new[key].keys() and not changes:
+                changes.append("the models")
+        elif old[key] != new[key]:
+            changes.append(
+                "the aggregation prompt"
+                if key == "aggregation_prompt"
+                else (f"{key}: {old[key]} -> {new[key]}")
+            )
+    return sorted(changes)
 
 
 def _calls(turns: list[Turn]) -> list[tuple[str, dict[str, int] | None, int, bool]]:

@@ -28,7 +28,13 @@ from langgraph_moa.core.batch.formats import Format, run_file_for, write_format
 from langgraph_moa.core.batch.inputs import InvalidItem, Item, Items, ids_of, parse_item
 from langgraph_moa.core.batch.outputs import RunFile
 from langgraph_moa.core.batch.progress import BatchProgress
-from langgraph_moa.core.batch.records import ItemErrorKind, Turn, build_record, settings_summary
+from langgraph_moa.core.batch.records import (
+    ItemErrorKind,
+    Turn,
+    build_record,
+    settings_changes,
+    settings_summary,
+)
 from langgraph_moa.core.batch.turns import GraphTurns, ReplayError, ReplayTurns, Turns
 from langgraph_moa.core.locks import one_writer
 from langgraph_moa.core.terminal import stderr_console
@@ -60,6 +66,7 @@ class BatchOptions:
     server: str | None = None  # a LangGraph server's URL: items run there
     assistant: str = "moa"  # the graph or assistant on the server
     replay: dict[str, dict[str, Any]] | None = None  # id -> stored record: re-aggregate only
+    mixed_settings: bool = False  # resume an output made with other settings (else refused)
 
 
 @dataclass
@@ -184,6 +191,24 @@ async def run_items(
 
 
 # ---------------------------------------------------------------------------------- a run
+def _check_settings(run_file: RunFile, ctx: Context, options: BatchOptions) -> int:
+    """Finished items made with other settings: refused (a mixed output), unless
+    ``mixed_settings``; then kept and counted (each record's ``settings`` says which made it)."""
+    mine = settings_summary(ctx)
+    other, changes = 0, set()
+    for record in run_file.records():
+        found = settings_changes(record["settings"], mine) if record.get("settings") else []
+        other += bool(found)
+        changes.update(found)
+    if other and not options.mixed_settings:
+        raise ConfigError(
+            f"{run_file.path} holds {other} finished items made with other settings "
+            f"({'; '.join(sorted(changes))}): give another -o, or pass --mixed-settings to keep "
+            "them and run the rest with these settings"
+        )
+    return other
+
+
 def default_cache(output: Path) -> Path:
     return output.parent / CACHE_NAME
 
@@ -269,13 +294,7 @@ async def _run_batch(
     else:
         turns = GraphTurns(ctx, cache)
 
-    # Finished items made with other models are kept; the user is told how many.
-    mine = settings_summary(ctx)
-    other = (
-        sum(1 for r in run_file.records() if r.get("settings") and r["settings"] != mine)
-        if status and options.replay is None
-        else 0
-    )
+    other = _check_settings(run_file, ctx, options) if status and options.replay is None else 0
 
     progress = BatchProgress(console, total=len(items), to_run=to_run, prices=prices)
     try:
