@@ -225,7 +225,7 @@ def test_chatopenai_pointed_at_moa_serve_is_a_proposer_of_another_mixture(
     server.script("outer-agg", "The outer answer.")
     outer = Context(
         proposers=[
-            ModelSpec(model="openai:fake", base_url=f"{base}/v1", api_key_env="MOA_TEST_NONE"),
+            ModelSpec(model="openai:fake", base_url=f"{base}/v1"),  # a base_url gets no key
             spec(server, "outer-p"),
         ],
         aggregator=spec(server, "outer-agg"),

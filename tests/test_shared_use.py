@@ -149,7 +149,7 @@ def test_a_planted_temporary_file_is_never_followed(
         assert not (tmp_path / name).is_symlink()
     assert len(json.loads((tmp_path / "out.json").read_text())) == 3
     assert [r["id"] for r in read_records(tmp_path / "run.jsonl")] == ["q0", "q1", "q2"]
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp") and not p.is_symlink()]
 
 
 def test_an_output_that_is_not_ours_is_refused_untouched(
