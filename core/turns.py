@@ -49,13 +49,21 @@ class LayerDone:
 
 
 @dataclass(frozen=True, slots=True)
+class AnswerChunkStarted:
+    """Staircase streaming: the aggregator's next chunk request starts (``payload`` is its
+    ``ChunkRequest`` record as far as known: index, started_s, final, proposals...)."""
+
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class Finished:
     """The run's final state (``messages``, ``layers``, ``answer``)."""
 
     state: dict[str, Any]
 
 
-RunEvent = Token | ProposalDone | AnswerRestart | LayerDone | Finished
+RunEvent = Token | ProposalDone | AnswerRestart | AnswerChunkStarted | LayerDone | Finished
 
 
 async def run_events(
@@ -90,10 +98,15 @@ async def run_events(
                 yield ProposalDone(payload)
             elif event in ("answer_retry", "answer_fallback"):
                 yield AnswerRestart(payload)
+            elif event == "answer_chunk":
+                yield AnswerChunkStarted(payload)
         elif mode == "updates" and "join" in payload:
             value = payload["join"]["layers"]
             # join writes Overwrite([...]) for layer 1 and [...] for later layers
             yield LayerDone(getattr(value, "value", value)[-1])
+        elif mode == "updates" and "staircase" in payload:
+            for layer in payload["staircase"]["layers"].value:  # every layer, at the end
+                yield LayerDone(layer)
         elif mode == "values":
             final = payload
     yield Finished(final)

@@ -1,5 +1,7 @@
 """Mixture-of-Agents wiring: START -> propose* -> join -> (propose* -> join)... -> aggregate.
 
+With ``Context.staircase``: START -> staircase (every proposer and the aggregator, side by side).
+
 Each layer fans out one ``propose`` task per proposer with ``Send``; all tasks of a layer run in
 the same superstep and ``join`` runs once they all have finished. ``build_moa_graph(unroll=ctx)``
 draws the same nodes as one node per proposer per layer instead (graphs/unrolled.py).
@@ -21,14 +23,17 @@ from langgraph_moa.nodes.aggregate import aggregate
 from langgraph_moa.nodes.context import Context, load_preset, resolve_context
 from langgraph_moa.nodes.join import join
 from langgraph_moa.nodes.propose import propose, proposer_tasks
+from langgraph_moa.nodes.staircase import staircase
 
-Next = list[Send] | Literal["aggregate"]
+Next = list[Send] | Literal["aggregate", "staircase"]
 
 
 async def first_layer(state: MoAState, runtime: Runtime[Context]) -> Next:
     ctx = resolve_context(runtime.context)
     if ctx.proposer_layers == 0:
         return "aggregate"
+    if ctx.staircase:  # proposers and aggregator side by side, in one node (nodes/staircase.py)
+        return "staircase"
     return [Send("propose", t) for t in proposer_tasks(ctx, 1, state["messages"], None)]
 
 
@@ -60,10 +65,14 @@ def build_moa_graph(
     builder.add_node("propose", adapt(propose, default))
     builder.add_node("join", adapt(join, default))
     builder.add_node("aggregate", adapt(aggregate, default))
-    builder.add_conditional_edges(START, adapt(first_layer, default), ["propose", "aggregate"])
+    builder.add_node("staircase", adapt(staircase, default))
+    builder.add_conditional_edges(
+        START, adapt(first_layer, default), ["propose", "aggregate", "staircase"]
+    )
     builder.add_edge("propose", "join")
     builder.add_conditional_edges("join", adapt(next_layer, default), ["propose", "aggregate"])
     builder.add_edge("aggregate", END)
+    builder.add_edge("staircase", END)
     return builder
 
 

@@ -13,7 +13,7 @@ from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
 from typing_extensions import TypedDict
 
-from langgraph_moa.nodes.records import Answer, Proposal
+from langgraph_moa.nodes.records import Answer, Proposal, Staircase
 
 
 class MoAInput(TypedDict):
@@ -28,6 +28,8 @@ class MoAOutput(TypedDict):
     messages: Annotated[list[AnyMessage], add_messages]
     layers: list[list[Proposal]]
     answer: Answer
+    # A staircase run's aggregator requests and their cost (None for standard MoA).
+    staircase: Staircase | None
 
 
 class MoAState(TypedDict):
@@ -40,3 +42,5 @@ class MoAState(TypedDict):
     references: list[str] | None
     # The final aggregator call (model, usage, timings).
     answer: Answer
+    # With Context.staircase: every aggregator chunk request (nodes/staircase.py); else None.
+    staircase: Staircase | None

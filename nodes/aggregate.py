@@ -75,8 +75,16 @@ async def _answer(
     )
 
 
-def _failed(spec: ModelSpec, exc: CallFailedError) -> str:
+def failed_note(spec: ModelSpec, exc: CallFailedError) -> str:
     return f"{spec.model} failed: {failure_note(exc.message, exc.attempts, exc.latency_s)}"
+
+
+def final_message(text: str, message_id: str | None, usage: Any, model: str) -> AIMessage:
+    """The answer as the conversation keeps it."""
+    # Same id as the streamed chunks, so stream_mode="messages" does not emit it twice.
+    return AIMessage(
+        content=text, id=message_id, usage_metadata=usage, response_metadata={"model": model}
+    )
 
 
 async def aggregate(state: AggregateInput, runtime: Runtime[Context]) -> dict[str, Any]:
@@ -88,7 +96,7 @@ async def aggregate(state: AggregateInput, runtime: Runtime[Context]) -> dict[st
     except CallFailedError as exc:
         fallback = ctx.fallback_aggregator
         if fallback is None:
-            raise AggregatorError(f"aggregator {_failed(spec, exc)}") from None
+            raise AggregatorError(f"aggregator {failed_note(spec, exc)}") from None
         failure = CallFailure(
             model=spec.model,
             error=ErrorInfo(kind=exc.kind, message=exc.message),
@@ -107,17 +115,11 @@ async def aggregate(state: AggregateInput, runtime: Runtime[Context]) -> dict[st
             result = await _answer(fallback, ctx, state, writer)
         except CallFailedError as exc2:
             raise AggregatorError(
-                f"aggregator {_failed(spec, exc)}; fallback aggregator {_failed(fallback, exc2)}"
+                f"aggregator {failed_note(spec, exc)}; fallback aggregator {failed_note(fallback, exc2)}"
             ) from None
         spec = fallback
     usage = usage_of(result.message)
-    # Same id as the streamed chunks, so stream_mode="messages" does not emit it twice.
-    answer = AIMessage(
-        content=result.text,
-        id=result.message.id,
-        usage_metadata=result.message.usage_metadata,
-        response_metadata={"model": spec.model},
-    )
+    answer = final_message(result.text, result.message.id, result.message.usage_metadata, spec.model)
     update: dict[str, Any] = {
         "messages": [answer],
         "answer": Answer(
@@ -130,6 +132,7 @@ async def aggregate(state: AggregateInput, runtime: Runtime[Context]) -> dict[st
             aggregator_failure=failure,
         ),
         "references": None,
+        "staircase": None,  # a record of an earlier staircase turn no longer applies
     }
     if ctx.layers == 1:
         update["layers"] = Overwrite([])

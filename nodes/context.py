@@ -244,6 +244,25 @@ class Context(BaseModel):
         "stream_mode='messages'). False asks each model for its whole answer in one response: "
         "far less client CPU per call, for runs where nobody reads tokens (moa batch).",
     )
+    staircase: bool = Field(
+        default=False,
+        description="Staircase streaming (docs/performance.md): proposers stream, and the "
+        "aggregator writes the answer in chunks while they do, each chunk request carrying the "
+        "proposals so far (marked unfinished) and the answer so far; the last request, once the "
+        "proposals are complete, finishes the answer. The first answer token comes after the "
+        "first proposal chunk instead of after whole proposals, for more aggregator requests and "
+        "input tokens. Later proposer layers write their answers the same way. Needs stream.",
+    )
+    staircase_chunks: list[Annotated[int, Field(gt=0, le=4096)]] = Field(
+        default_factory=lambda: [16, 32, 64, 128],
+        min_length=1,
+        max_length=32,
+        description="With staircase: the chunk schedule in tokens, the last size repeating. "
+        "Chunk k of an answer is asked for once every unfinished proposal it reads has grown by "
+        "the k-th size since the previous chunk, and is at most that many tokens long. Small "
+        "first chunks give a fast first token; larger later ones bound the requests (each "
+        "re-sends the prompt).",
+    )
     aggregation_prompt: str = Field(
         default=AGGREGATION_PROMPT,
         description="System prompt given to later-layer proposers and the aggregator; "
@@ -295,6 +314,10 @@ class Context(BaseModel):
             raise ValueError(
                 f"min_proposals={self.min_proposals} but a layer has only {smallest} proposer(s): "
                 f"allowed values are 1 to {smallest}"
+            )
+        if self.staircase and not self.stream:
+            raise ValueError(
+                "staircase needs stream: its proposers stream their answers to the aggregator"
             )
         _check_shared_limits(self.all_models())
         for spec in self.all_models():

@@ -66,6 +66,7 @@ __all__ = [
     "FakeOpenAIServer",
     "RecordedRequest",
     "ReplySpec",
+    "continuing",
     "count_prompt_tokens",
     "default_reply",
     "message_text",
@@ -232,6 +233,36 @@ def default_reply(model: str, messages: Sequence[Mapping[str, Any]]) -> str:
             break
     snippet = " ".join(last_user.split())[:60]
     return f'Answer from {model}: I considered "{snippet}" and this is my reply.'
+
+
+def final_assistant_prefill(record: RecordedRequest) -> str | None:
+    """The answer a request asks to continue the way vLLM does: a final assistant message sent
+    with ``continue_final_message: true`` (None for any other request)."""
+    messages = record.messages
+    if record.body.get("continue_final_message") is True and messages:
+        last = messages[-1]
+        if isinstance(last, Mapping) and last.get("role") == "assistant":
+            return message_text(last.get("content"))
+    return None
+
+
+def continuing(
+    text: str,
+    answer_so_far: Callable[[RecordedRequest], str | None] = final_assistant_prefill,
+) -> Callable[[RecordedRequest], str]:
+    """A reply (for :meth:`FakeOpenAIServer.script`) that writes ``text`` across requests that
+    continue it, like a model asked to continue its own answer: a request whose answer so far
+    (``answer_so_far(request)``; by default vLLM's continuation, :func:`final_assistant_prefill`)
+    is a prefix of ``text`` gets the rest of ``text``; any other request gets ``text`` whole.
+    With ``max_tokens`` each request writes the next piece."""
+
+    def reply(record: RecordedRequest) -> str:
+        done = answer_so_far(record)
+        if done and text.startswith(done):
+            return text[len(done) :]
+        return text
+
+    return reply
 
 
 def split_tokens(text: str) -> list[str]:

@@ -54,6 +54,10 @@ class ChatCompletionRequest(BaseModel):
     # reasoning_content before the answer. None = the server's default (moa serve
     # --show-proposals).
     show_proposals: bool | None = None
+    # MoA's own (extra_body too): staircase streaming, the answer starting while the proposers
+    # still write (Context.staircase). None = the model's setting (a "+staircase" model id
+    # turns it on for clients that cannot send extra fields).
+    staircase: bool | None = None
 
     def unsupported(self) -> tuple[str, str] | None:
         """(param, message) for a request MoA cannot answer as asked, else None."""

@@ -16,6 +16,7 @@ from langgraph_moa.nodes.history import model_view
 from langgraph_moa.nodes.models.budget import fit_request, request_tokens
 from langgraph_moa.nodes.models.cache import chat_model
 from langgraph_moa.nodes.models.callcache import active_call_cache, request_key
+from langgraph_moa.nodes.models.continuation import continue_request
 from langgraph_moa.nodes.models.calls import CallFailedError, CallResult, OnRetry, call_model
 from langgraph_moa.nodes.models.limits import gate_for
 from langgraph_moa.nodes.models.settings import ModelSettings
@@ -33,13 +34,15 @@ async def ask_model(
     deadline_s: float | None = None,
     on_retry: OnRetry | None = None,
     sample: int = 0,
+    prefill: str | None = None,
 ) -> CallResult:
     """The model's answer to ``messages``, with ``references`` in the aggregation prompt.
 
     ``stream``: whether the answer may be streamed. With True it streams when someone reads the
     tokens (LangGraph's ``stream_mode="messages"``) and is one plain request otherwise; with False
     it is always one plain request (a proposer's answer is read whole, by the next layer).
-    ``sample`` tells identical proposers of a layer apart in the call cache.
+    ``sample`` tells identical proposers of a layer apart in the call cache. ``prefill``: the
+    answer written so far, to be continued (nodes/models/continuation.py).
 
     Raises ``CallFailedError`` when the call fails for good or answers with empty text, and
     ``ProviderError`` when the model cannot be built (unknown provider, missing key).
@@ -49,6 +52,8 @@ async def ask_model(
     conversation = model_view(messages, ctx.tool_history)
     # Fitted to the model's context window; raises (kind "context") when nothing fits.
     request = fit_request(settings, model, conversation, references, ctx.aggregation_prompt)
+    if prefill:  # in the request, so in the cache key too
+        model, request = continue_request(settings, model, request, prefill)
     cache = active_call_cache()
     key = None
     if cache is not None:
