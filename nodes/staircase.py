@@ -427,12 +427,13 @@ async def staircase(state: StaircaseInput, runtime: Runtime[Context]) -> dict[st
         # An answer the model ended before every proposal did no longer needs them.
         for sources in layers:
             for source in sources:
-                if source.task is not None and not source.growing.done:
-                    source.task.cancel()
+                if not source.growing.done:
                     source.record["error"] = ErrorInfo(
                         kind="cancelled", message="cancelled: the answer was complete without it"
                     )
                     source.record["text"] = None
+        for task in tasks:
+            task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
     finally:
         for task in [*tasks, *([answer] if answer is not None else [])]:

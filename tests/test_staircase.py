@@ -157,7 +157,7 @@ async def test_a_chunk_broken_mid_stream_is_continued_from_what_was_shown(
 
 async def test_two_proposer_layers_stream_into_each_other(server: FakeOpenAIServer) -> None:
     script_proposers(server, ["p1", "p2"])
-    layer2 = {"q1": " ".join(f"q1w{i}" for i in range(30)), "q2": " ".join(f"q2w{i}" for i in range(30))}
+    layer2 = {"q1": " ".join(f"q1w{i}" for i in range(150)), "q2": " ".join(f"q2w{i}" for i in range(150))}
     for name, text in layer2.items():
         server.script(name, continuing(text, fallback_so_far), ttft=0.01, token_delay=0.01)
     server.script("agg", continuing(ANSWER), ttft=0.01, token_delay=0.005)
