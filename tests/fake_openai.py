@@ -69,6 +69,7 @@ __all__ = [
     "continuing",
     "count_prompt_tokens",
     "default_reply",
+    "final_assistant_prefill",
     "message_text",
     "split_tokens",
 ]
