@@ -115,11 +115,14 @@ async def aggregate(state: AggregateInput, runtime: Runtime[Context]) -> dict[st
             result = await _answer(fallback, ctx, state, writer)
         except CallFailedError as exc2:
             raise AggregatorError(
-                f"aggregator {failed_note(spec, exc)}; fallback aggregator {failed_note(fallback, exc2)}"
+                f"aggregator {failed_note(spec, exc)}; "
+                f"fallback aggregator {failed_note(fallback, exc2)}"
             ) from None
         spec = fallback
     usage = usage_of(result.message)
-    answer = final_message(result.text, result.message.id, result.message.usage_metadata, spec.model)
+    answer = final_message(
+        result.text, result.message.id, result.message.usage_metadata, spec.model
+    )
     update: dict[str, Any] = {
         "messages": [answer],
         "answer": Answer(

@@ -119,8 +119,9 @@ class _Run:
 
 def _add(total: Usage, usage: Usage | None) -> None:
     if usage:
-        for key in ("input_tokens", "output_tokens", "total_tokens"):
-            total[key] += usage[key]  # type: ignore[literal-required]
+        total["input_tokens"] += usage["input_tokens"]
+        total["output_tokens"] += usage["output_tokens"]
+        total["total_tokens"] += usage["total_tokens"]
 
 
 def _record(layer: int, index: int, spec: ModelSpec) -> Proposal:
@@ -210,9 +211,7 @@ async def _write(
         if result is not None:
             request["ttft_s"] = result.ttft_s
             request["usage"] = usage_of(result.message)
-            request["finish_reason"] = (result.message.response_metadata or {}).get(
-                "finish_reason"
-            )
+            request["finish_reason"] = (result.message.response_metadata or {}).get("finish_reason")
             written.message_id = result.message.id
             _add(written.usage, request["usage"])
         written.requests.append(request)
@@ -306,7 +305,7 @@ async def _written_call(
     written = await _write(run, spec, inputs, output, answer=False)
     run.proposer_requests += len(written.requests)
     _add(run.proposer_usage, written.usage)
-    message = AIMessage(content=written.text, usage_metadata=dict(written.usage))  # type: ignore[arg-type]
+    message = AIMessage(content=written.text, usage_metadata=dict(written.usage))
     return CallResult(
         text=written.text,
         message=message,
@@ -362,7 +361,9 @@ async def _check_layer(run: _Run, layer: int, sources: list[_Source]) -> None:
 # --- the node ----------------------------------------------------------------------------------
 
 
-async def _answer(run: _Run, inputs: list[_Source]) -> tuple[ModelSpec, _Written, CallFailure | None]:
+async def _answer(
+    run: _Run, inputs: list[_Source]
+) -> tuple[ModelSpec, _Written, CallFailure | None]:
     ctx, spec = run.ctx, run.ctx.aggregator
     try:
         return spec, await _write(run, spec, inputs, Growing(), answer=True), None
@@ -371,7 +372,9 @@ async def _answer(run: _Run, inputs: list[_Source]) -> tuple[ModelSpec, _Written
         if fallback is None:
             raise AggregatorError(f"aggregator {failed_note(spec, exc)}") from None
         failure = CallFailure(
-            model=spec.model, error=ErrorInfo(kind=exc.kind, message=exc.message), attempts=exc.attempts
+            model=spec.model,
+            error=ErrorInfo(kind=exc.kind, message=exc.message),
+            attempts=exc.attempts,
         )
         run.emit(
             {
@@ -448,8 +451,8 @@ async def staircase(state: StaircaseInput, runtime: Runtime[Context]) -> dict[st
         fallback=failure is not None,
         aggregator_failure=failure,
     )
-    total = dict(run.proposer_usage)
-    _add(total, usage)  # type: ignore[arg-type]
+    total = Usage(**run.proposer_usage)
+    _add(total, usage)
     return {
         "messages": [final_message(written.text, written.message_id, usage, spec.model)],
         "answer": record,

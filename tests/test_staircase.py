@@ -157,13 +157,19 @@ async def test_a_chunk_broken_mid_stream_is_continued_from_what_was_shown(
 
 async def test_two_proposer_layers_stream_into_each_other(server: FakeOpenAIServer) -> None:
     script_proposers(server, ["p1", "p2"])
-    layer2 = {"q1": " ".join(f"q1w{i}" for i in range(150)), "q2": " ".join(f"q2w{i}" for i in range(150))}
+    layer2 = {
+        "q1": " ".join(f"q1w{i}" for i in range(150)),
+        "q2": " ".join(f"q2w{i}" for i in range(150)),
+    }
     for name, text in layer2.items():
         server.script(name, continuing(text, fallback_so_far), ttft=0.01, token_delay=0.01)
     server.script("agg", continuing(ANSWER), ttft=0.01, token_delay=0.005)
     ctx = Context(
         layers=3,
-        layer_proposers=[[spec(server, "p1"), spec(server, "p2")], [spec(server, n) for n in layer2]],
+        layer_proposers=[
+            [spec(server, "p1"), spec(server, "p2")],
+            [spec(server, n) for n in layer2],
+        ],
         aggregator=spec(server, "agg", "vllm"),
         staircase=True,
         staircase_chunks=[4, 8],
@@ -189,7 +195,9 @@ async def test_two_proposer_layers_stream_into_each_other(server: FakeOpenAIServ
 def test_standard_moa_is_unchanged_and_records_no_staircase(server: FakeOpenAIServer) -> None:
     script_proposers(server, ["p1", "p2"])
     server.script("agg", ANSWER)
-    ctx = Context(proposers=[spec(server, "p1"), spec(server, "p2")], aggregator=spec(server, "agg"))
+    ctx = Context(
+        proposers=[spec(server, "p1"), spec(server, "p2")], aggregator=spec(server, "agg")
+    )
     final = graph.invoke({"messages": [("user", "hi")]}, context=ctx)
     assert final["messages"][-1].text == ANSWER and final.get("staircase") is None
     assert len(server.requests_for("agg")) == 1

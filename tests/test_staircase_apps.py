@@ -13,11 +13,10 @@ import time
 import openai
 import pytest
 from conftest import ROOT, spec
-from fake_openai import FakeOpenAIServer
+from fake_openai import FakeOpenAIServer, continuing
 from serving import app_for, running
 from test_staircase import ANSWER, PROPOSALS, fallback_so_far, script_proposers
 
-from fake_openai import continuing
 from langgraph_moa.graphs import ChatMoA
 from langgraph_moa.nodes.context import Context
 
@@ -81,9 +80,11 @@ def test_moa_json_reports_every_aggregator_request(server: FakeOpenAIServer) -> 
     report = json.loads(out)
     requests = report["staircase"]["requests"]
     assert report["answer"] == ANSWER and report["settings"]["staircase"] is True
-    assert len(requests) == len(server.requests_for("agg")) == report["staircase"][
-        "aggregator_requests"
-    ]
+    assert (
+        len(requests)
+        == len(server.requests_for("agg"))
+        == report["staircase"]["aggregator_requests"]
+    )
     assert requests[0]["unfinished"] == 2 and requests[-1]["final"]
     assert all(r["started_s"] >= 0 and r["usage"]["input_tokens"] > 0 for r in requests)
     assert report["usage"]["together:agg"]["calls"] == len(requests)

@@ -73,7 +73,9 @@ def openai_router(
         messages = to_messages(body.messages)
         max_tokens = body.max_completion_tokens or body.max_tokens
         name, ctx = service.context(
-            body.model, openai_overrides(body.temperature, max_tokens, body.seed, body.staircase), "request"
+            body.model,
+            openai_overrides(body.temperature, max_tokens, body.seed, body.staircase),
+            "request",
         )
         show = show_proposals if body.show_proposals is None else body.show_proposals
         run = service.start(messages, ctx)

@@ -16,8 +16,8 @@ from langgraph_moa.nodes.history import model_view
 from langgraph_moa.nodes.models.budget import fit_request, request_tokens
 from langgraph_moa.nodes.models.cache import chat_model
 from langgraph_moa.nodes.models.callcache import active_call_cache, request_key
-from langgraph_moa.nodes.models.continuation import continue_request
 from langgraph_moa.nodes.models.calls import CallFailedError, CallResult, OnRetry, call_model
+from langgraph_moa.nodes.models.continuation import continue_request
 from langgraph_moa.nodes.models.limits import gate_for
 from langgraph_moa.nodes.models.settings import ModelSettings
 from langgraph_moa.nodes.records import ErrorKind

@@ -71,7 +71,9 @@ def continue_request(
             model = model.model_copy(update={"extra_body": {**(_extra(model)), **body}})
         return model, [*request, AIMessage(prefill)]
     # Appended to the system prompt (with_system keeps one system message).
-    return model, with_system(request, CONTINUE_PROMPT.replace("{answer}", defuse(prefill, _ANSWER_TAG)))
+    return model, with_system(
+        request, CONTINUE_PROMPT.replace("{answer}", defuse(prefill, _ANSWER_TAG))
+    )
 
 
 def _extra(model: BaseChatModel) -> dict[str, object]:

@@ -82,7 +82,7 @@ class Growing:
         self._waiters = keep
 
 
-class Collector(BaseCallbackHandler, _StreamingCallbackHandler):
+class Collector(BaseCallbackHandler, _StreamingCallbackHandler[Any]):
     """Feeds a model call's streamed pieces into ``growing`` (and makes the call stream).
 
     Each request of the call starts from where ``growing`` stood when the collector was made: a
