@@ -353,6 +353,10 @@ SECTIONS: dict[str, Section] = {
         lambda quick: _bench("staircase").run(reps=1 if quick else 3),
         lambda r: _bench("staircase").render(r),
     ),
+    "staircase-local": (
+        lambda quick: _bench("staircase").run_local(reps=1 if quick else 3),
+        lambda r: _bench("staircase").render_local(r),
+    ),
 }
 
 HEADER = [
