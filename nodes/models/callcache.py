@@ -51,6 +51,7 @@ class CallCache:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._store: SqliteCache[dict[str, Any]] = SqliteCache(path=str(self.path))
         self.hits = 0  # calls answered from the cache in this process
         self.stored = 0
