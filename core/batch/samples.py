@@ -2,9 +2,9 @@
 
 Sample ``k`` of an item is an item of its own, with id ``ID#sk`` (so the run file, resume and the
 call cache, whose key holds the id, keep the samples apart) and ``sample = k``. Each model of
-sample ``k`` is sent the seed ``seed * K + k`` (``seed`` its own, else the run's, else 0): one
-seed per (model seed, sample), so no two samples, and no two seeded proposers of a sample
-(Self-MoA), share a seed.
+sample ``k`` is sent the seed ``seed * K + k``, ``seed`` being its own, else the run's, else its
+place in its layer (the aggregator's: 0): no two samples share a seed, nor do two proposers of
+one model in a layer (Self-MoA) unless the config seeds them alike.
 """
 
 from __future__ import annotations
@@ -41,16 +41,19 @@ def expand(items: Iterable[Item | InvalidItem], samples: int) -> Iterator[Item |
 def sample_context(ctx: Context, k: int, samples: int) -> Context:
     """``ctx`` with every model seeded for sample ``k`` of ``samples``."""
 
-    def seeded(spec: ModelSpec) -> ModelSpec:
-        seed = spec.seed if spec.seed is not None else (ctx.seed or 0)
+    def seeded(spec: ModelSpec, place: int = 0) -> ModelSpec:
+        seed = spec.seed if spec.seed is not None else ctx.seed if ctx.seed is not None else place
         return spec.model_copy(update={"seed": seed * samples + k})
 
+    def layer(specs: list[ModelSpec]) -> list[ModelSpec]:
+        return [seeded(s, n) for n, s in enumerate(specs)]
+
     update: dict[str, object] = {
-        "proposers": [seeded(s) for s in ctx.proposers],
+        "proposers": layer(ctx.proposers),
         "aggregator": seeded(ctx.aggregator),
     }
     if ctx.layer_proposers is not None:
-        update["layer_proposers"] = [[seeded(s) for s in layer] for layer in ctx.layer_proposers]
+        update["layer_proposers"] = [layer(specs) for specs in ctx.layer_proposers]
     if ctx.fallback_aggregator is not None:
         update["fallback_aggregator"] = seeded(ctx.fallback_aggregator)
     return ctx.model_copy(update=update)
