@@ -47,7 +47,9 @@ def langgraph_dev(server: FakeOpenAIServer, work: Path) -> Iterator[str]:
     )
     cli = Path(sys.executable).parent / "langgraph"
     proc = subprocess.Popen(
-        [str(cli), "dev", "--no-browser", "--no-reload", "--host", "127.0.0.1", "--port", _port()],
+        # --n-jobs-per-worker as docs/batch.md says: langgraph dev runs one run at a time without
+        [str(cli), "dev", "--no-browser", "--no-reload", "--host", "127.0.0.1", "--port", _port()]
+        + ["--n-jobs-per-worker", "16"],
         cwd=work,
         env=env,
         stdout=subprocess.PIPE,
