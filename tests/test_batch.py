@@ -409,7 +409,9 @@ def test_replay_calls_only_the_aggregator(tmp_path: Path, server: FakeOpenAIServ
     new = tmp_path / "new.jsonl"
     args = ["batch", "--replay", str(run), "-o", str(new), "--no-cache", "-c"]
     price = "price = { input = 3, output = 7 }"  # USD per million tokens
-    args.append(str(write_config(tmp_path / "b.toml", server, aggregator="agg2", model_extra=price)))
+    args.append(
+        str(write_config(tmp_path / "b.toml", server, aggregator="agg2", model_extra=price))
+    )
     estimate = _dry_run(*args[1:])
     assert estimate["calls"] == 4  # one aggregator call per turn: 1 + 1 + 2
     assert list(estimate["per_model"]) == ["together:agg2"]  # type: ignore[call-overload]

@@ -413,7 +413,9 @@ def test_bad_input_gives_one_line_and_an_exit_code(
     assert "Traceback" not in done.stderr
 
 
-async def test_preference_pairs_load_with_datasets(server: FakeOpenAIServer, tmp_path: Path) -> None:
+async def test_preference_pairs_load_with_datasets(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
     script_answers(server)
 
     def judge(request: RecordedRequest) -> str:
@@ -436,6 +438,7 @@ async def test_preference_pairs_load_with_datasets(server: FakeOpenAIServer, tmp
     }
     # Hugging Face's own JSON loader, as TRL's DPO trainer takes it: prompt/chosen/rejected.
     import datasets  # a dev dependency; imported here, as it takes a second
+
     pairs = datasets.load_dataset(
         "json", data_files=str(out / "preferences.jsonl"), split="train", cache_dir=str(tmp_path)
     )

@@ -35,7 +35,7 @@ from langgraph_moa.core.batch.cost import Prices, cost_of
 from langgraph_moa.core.batch.inputs import InvalidItem, Item
 from langgraph_moa.core.batch.samples import base_id
 from langgraph_moa.nodes.context import Context
-from langgraph_moa.nodes.records import Answer, Proposal
+from langgraph_moa.nodes.records import Answer, Proposal, tally
 
 ItemErrorKind = Literal["invalid", "layer", "aggregator", "provider", "config", "server", "other"]
 
@@ -81,17 +81,7 @@ def _kind(call: Mapping[str, Any]) -> CallKind:
 
 
 def _usage(calls: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, int]]:
-    """Calls and tokens per model (as nodes.records.usage_by_model counts them)."""
-    totals: dict[str, dict[str, int]] = {}
-    for call in calls:
-        row = totals.setdefault(
-            call["model"], {"calls": 0, "input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
-        )
-        row["calls"] += 1
-        usage = call["usage"]
-        for key in ("input_tokens", "output_tokens", "total_tokens"):
-            row[key] += int(usage[key]) if usage else 0
-    return totals
+    return tally((call["model"], call["usage"]) for call in calls)
 
 
 def _sum_cost(a: float | None, b: float | None) -> float | None:
