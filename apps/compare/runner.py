@@ -7,7 +7,7 @@ concurrency bound, per-model rate limits, model-call cache and resume. REPORT_DI
     judgments/JUDGE.jsonl   the judge's replies, one per pair and order: a batch run file too
     moa-cache.sqlite        every finished model call (answers and judgments)
     results.json, report.md, plot.png
-    preferences.jsonl       prompt/chosen/rejected pairs the judge decided (apps/compare/preferences.py)
+    preferences.jsonl       prompt/chosen/rejected pairs the judge decided (preferences.py)
 
 Killed at any point, the same command resumes: finished answers and judgments are skipped, and a
 call that finished inside an item that did not is answered from the cache, so nothing is paid
