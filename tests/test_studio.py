@@ -46,10 +46,10 @@ def langgraph_dev(server: FakeOpenAIServer, work: Path) -> Iterator[str]:
         LANGSMITH_TRACING="false",
     )
     cli = Path(sys.executable).parent / "langgraph"
+    # --n-jobs-per-worker as docs/batch.md says: langgraph dev runs one run at a time without it
+    args = ["dev", "--no-browser", "--no-reload", "--host", "127.0.0.1", "--port", _port()]
     proc = subprocess.Popen(
-        # --n-jobs-per-worker as docs/batch.md says: langgraph dev runs one run at a time without
-        [str(cli), "dev", "--no-browser", "--no-reload", "--host", "127.0.0.1", "--port", _port()]
-        + ["--n-jobs-per-worker", "16"],
+        [str(cli), *args, "--n-jobs-per-worker", "16"],
         cwd=work,
         env=env,
         stdout=subprocess.PIPE,
