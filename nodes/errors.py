@@ -19,6 +19,10 @@ class ProviderError(MoAError):
     """A model cannot be built: unknown provider, missing package or missing API key."""
 
 
+class CapabilityError(MoAError):
+    """A model cannot do what the run asks of it: call tools, or follow a response format."""
+
+
 class ContextOverflowError(ProviderError):
     """A prompt does not fit the model's context window (never retried: it would fail again)."""
 

@@ -66,6 +66,8 @@ __all__ = [
     "FakeOpenAIServer",
     "RecordedRequest",
     "ReplySpec",
+    "ToolCall",
+    "ToolCallReply",
     "count_prompt_tokens",
     "default_reply",
     "message_text",
@@ -179,9 +181,40 @@ class RecordedRequest:
         return self.finished - self.started
 
 
-ReplySpec = str | Callable[[RecordedRequest], str] | None
-"""What a scripted model answers: fixed text, a function of the request
-(called on the server thread, once per request), or None for the default."""
+@dataclass
+class ToolCall:
+    """One function call in a :class:`ToolCallReply`. ``arguments`` is sent as
+    given when it is a string (to script malformed JSON), else JSON-encoded."""
+
+    name: str
+    arguments: dict[str, Any] | str
+    id: str | None = None  # default: call_<n> from the request counter and position
+
+    def encoded(self) -> str:
+        if isinstance(self.arguments, str):
+            return self.arguments
+        return json.dumps(self.arguments)
+
+
+@dataclass
+class ToolCallReply:
+    """A reply calling tools, in OpenAI's shape: ``message.tool_calls`` and
+    ``finish_reason: "tool_calls"``; streamed like OpenAI streams them (the
+    first chunk of each call carries its id, type and name with empty
+    ``arguments``, then the arguments arrive in fragments of at most
+    ``ARGUMENT_FRAGMENT`` characters, each fragment one chunk).  ``content``
+    (optional text before the calls) is streamed word by word first."""
+
+    calls: list[ToolCall]
+    content: str = ""
+
+
+ARGUMENT_FRAGMENT = 8
+
+ReplySpec = str | ToolCallReply | Callable[[RecordedRequest], "str | ToolCallReply"] | None
+"""What a scripted model answers: fixed text, tool calls, a function of the
+request returning either (called on the server thread, once per request), or
+None for the default."""
 
 
 @dataclass
@@ -890,12 +923,17 @@ class FakeOpenAIServer:
             return
 
         reply_spec = script.reply
+        reply: str | ToolCallReply
         if reply_spec is None:
-            text = default_reply(record.model, record.messages)
-        elif isinstance(reply_spec, str):
-            text = reply_spec
+            reply = default_reply(record.model, record.messages)
+        elif isinstance(reply_spec, str | ToolCallReply):
+            reply = reply_spec
         else:
-            text = reply_spec(record)
+            reply = reply_spec(record)
+        if isinstance(reply, ToolCallReply):
+            await self._answer_tool_calls(ex, reply, begin, script)
+            return
+        text = reply
         chunks = split_tokens(text)
         finish_reason = "stop"
         limits = [
@@ -1009,3 +1047,128 @@ class FakeOpenAIServer:
             )
         tail += b"data: [DONE]\n\n"
         await ex.body(tail, more=False)
+
+    async def _answer_tool_calls(
+        self, ex: _Exchange, reply: ToolCallReply, begin: float, script: _Script
+    ) -> None:
+        """Answer with tool calls (see :class:`ToolCallReply`); no faults, no max_tokens cut."""
+        record = ex.record
+        calls = [
+            {
+                "id": call.id or f"call_{ex.request_id[-6:]}_{i}",
+                "type": "function",
+                "function": {"name": call.name, "arguments": call.encoded()},
+            }
+            for i, call in enumerate(reply.calls)
+        ]
+        words = split_tokens(reply.content)
+        fragments = [
+            (i, args[at : at + ARGUMENT_FRAGMENT])
+            for i, call in enumerate(calls)
+            for args in [call["function"]["arguments"]]
+            for at in range(0, len(args), ARGUMENT_FRAGMENT)
+        ]
+        record.reply = reply.content
+        record.finish_reason = "tool_calls"
+        prompt = count_prompt_tokens(record.messages)
+        completion = len(words) + len(calls) + len(fragments)
+        usage = {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        }
+        created = int(time.time())
+        ttft = float(script.latency()) if script.latency is not None else script.ttft
+        if not record.stream:
+            if not await ex.wait_until(begin + ttft + completion * script.token_delay):
+                await ex.on_interrupt()
+                return
+            record.chunks_sent = completion
+            payload = {
+                "id": ex.request_id,
+                "object": "chat.completion",
+                "created": created,
+                "model": record.model,
+                "system_fingerprint": "fp_fake",
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {
+                            "role": "assistant",
+                            "content": reply.content or None,
+                            "refusal": None,
+                            "tool_calls": calls,
+                        },
+                        "logprobs": None,
+                        "finish_reason": "tool_calls",
+                    }
+                ],
+                "usage": usage,
+            }
+            await ex.send_json(200, json.dumps(payload).encode())
+            return
+
+        stream_options = record.body.get("stream_options")
+        include_usage = (
+            isinstance(stream_options, dict) and stream_options.get("include_usage") is True
+        )
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+            return _sse(
+                {
+                    "id": ex.request_id,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": record.model,
+                    "system_fingerprint": "fp_fake",
+                    "choices": [
+                        {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+                    ],
+                    **({"usage": None} if include_usage else {}),
+                }
+            )
+
+        deltas: list[dict[str, Any]] = [{"content": w} for w in words]
+        for i, call in enumerate(calls):
+            head = {**call, "function": {"name": call["function"]["name"], "arguments": ""}}
+            deltas.append({"tool_calls": [{"index": i, **head}]})
+            deltas += [
+                {"tool_calls": [{"index": n, "function": {"arguments": piece}}]}
+                for n, piece in fragments
+                if n == i
+            ]
+        await ex.start_response(
+            200,
+            [
+                (b"content-type", b"text/event-stream; charset=utf-8"),
+                (b"cache-control", b"no-cache"),
+                (b"x-request-id", ex.request_id.encode()),
+            ],
+        )
+        first_at = begin + ttft
+        if not await ex.wait_until(first_at):
+            await ex.on_interrupt()
+            return
+        await ex.body(chunk({"role": "assistant", "content": None, "refusal": None}), more=True)
+        for i, delta in enumerate(deltas):
+            if (i and not await ex.wait_until(first_at + i * script.token_delay)) or (
+                ex.interrupt.done()
+            ):
+                await ex.on_interrupt()
+                return
+            await ex.body(chunk(delta), more=True)
+            record.chunks_sent += 1
+        tail = chunk({}, "tool_calls")
+        if include_usage:
+            tail += _sse(
+                {
+                    "id": ex.request_id,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": record.model,
+                    "system_fingerprint": "fp_fake",
+                    "choices": [],
+                    "usage": usage,
+                }
+            )
+        await ex.body(tail + b"data: [DONE]\n\n", more=False)
