@@ -20,7 +20,7 @@ from langgraph_moa.graphs.unrolled import unroll as add_unrolled
 from langgraph_moa.nodes.aggregate import aggregate
 from langgraph_moa.nodes.context import Context, load_preset, resolve_context
 from langgraph_moa.nodes.join import join
-from langgraph_moa.nodes.models.tools import skips_proposers
+from langgraph_moa.nodes.models.tools import check_capable, skips_proposers
 from langgraph_moa.nodes.propose import advised, propose, proposer_tasks
 
 Next = list[Send] | Literal["aggregate"]
@@ -28,6 +28,7 @@ Next = list[Send] | Literal["aggregate"]
 
 async def first_layer(state: MoAState, runtime: Runtime[Context]) -> Next:
     ctx = resolve_context(runtime.context)
+    check_capable(ctx, state.get("bind"))  # before the proposers are paid
     if ctx.proposer_layers == 0 or skips_proposers(ctx.tool_proposers, state.get("bind")):
         return "aggregate"
     return [Send("propose", t) for t in proposer_tasks(ctx, 1, advised(state), None)]

@@ -258,6 +258,7 @@ def test_an_aggregator_that_cannot_call_tools_is_named(server: FakeOpenAIServer)
     ctx = Context(proposers=[spec(server, "p1")], aggregator="local:smollm2")
     with pytest.raises(CapabilityError, match=r"^local:smollm2 cannot call tools"):
         ChatMoA(context=ctx).bind_tools([weather]).invoke("Weather in Paris?")
+    assert not server.requests  # said before any proposer was paid
 
 
 class Person(BaseModel):

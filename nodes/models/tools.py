@@ -30,9 +30,11 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AnyMessage
 from langchain_core.runnables import RunnableBinding
 
-from langgraph_moa.nodes.context import ToolProposers
+from langgraph_moa.nodes.context import Context, ToolProposers
 from langgraph_moa.nodes.errors import CapabilityError, ConfigError
 from langgraph_moa.nodes.history import ToolHistory, model_view
+from langgraph_moa.nodes.models.cache import chat_model
+from langgraph_moa.nodes.models.settings import settings_for
 
 Bind = dict[str, Any]
 CHOICES = ("auto", "none", "required")
@@ -155,6 +157,15 @@ def bound_kwargs(model: BaseChatModel, bind: Mapping[str, Any] | None, name: str
             )
         kwargs["response_format"] = bind["response_format"]
     return kwargs
+
+
+def check_capable(ctx: Context, bind: Mapping[str, Any] | None) -> None:
+    """Raise ``CapabilityError`` now, before any proposer is paid, when the aggregator (or its
+    fallback) cannot do what ``bind`` asks. Models are built once and cached: this costs little."""
+    if not bind:
+        return
+    for spec in filter(None, (ctx.aggregator, ctx.fallback_aggregator)):
+        bound_kwargs(chat_model(settings_for(spec, ctx)), bind, spec.model)
 
 
 def model_messages(
