@@ -17,6 +17,9 @@ drawn per request) and which faults it injects (HTTP errors with
 ``Retry-After``, hangs that trigger client timeouts, connections dropped in the
 middle of a stream).  Every request is recorded with its timing, so tests can
 assert what was sent and benchmarks can measure overlap and concurrency.
+A reply may call tools (:class:`ToolCallReply`), in OpenAI's shapes, streamed
+and not; unscripted models answer requests with ``tools`` or a
+``response_format`` in kind (:func:`default_answer`).
 
 All waiting is done with non-blocking asyncio timers against absolute
 deadlines (no drift over long streams), so many concurrent requests overlap
@@ -69,7 +72,9 @@ __all__ = [
     "ToolCall",
     "ToolCallReply",
     "count_prompt_tokens",
+    "default_answer",
     "default_reply",
+    "example_value",
     "message_text",
     "split_tokens",
 ]
@@ -214,7 +219,7 @@ ARGUMENT_FRAGMENT = 8
 ReplySpec = str | ToolCallReply | Callable[[RecordedRequest], "str | ToolCallReply"] | None
 """What a scripted model answers: fixed text, tool calls, a function of the
 request returning either (called on the server thread, once per request), or
-None for the default."""
+None for the default (:func:`default_answer`)."""
 
 
 @dataclass
@@ -265,6 +270,53 @@ def default_reply(model: str, messages: Sequence[Mapping[str, Any]]) -> str:
             break
     snippet = " ".join(last_user.split())[:60]
     return f'Answer from {model}: I considered "{snippet}" and this is my reply.'
+
+
+def example_value(schema: Mapping[str, Any]) -> Any:
+    """A value of a JSON schema's shape: every required field, "example" for strings, 1 for
+    numbers, true, [], the first enum value or anyOf form."""
+    if schema.get("enum"):
+        return schema["enum"][0]
+    if schema.get("anyOf") or schema.get("oneOf"):
+        return example_value((schema.get("anyOf") or schema.get("oneOf"))[0])
+    kind = schema.get("type")
+    kind = kind[0] if isinstance(kind, list) else kind
+    if kind == "object" or "properties" in schema:
+        props = schema.get("properties") or {}
+        return {k: example_value(props.get(k, {})) for k in schema.get("required") or []}
+    return {"string": "example", "integer": 1, "number": 1.0, "boolean": True, "array": []}.get(
+        str(kind), "example"
+    )
+
+
+def default_answer(record: RecordedRequest) -> str | ToolCallReply:
+    """What an unscripted model (or a scripted one with reply=None) answers.
+
+    - with ``tools`` (and ``tool_choice`` not "none") and no tool result since the last user
+      message: a call of the named tool (or the first) with :func:`example_value` arguments;
+    - with ``response_format`` ``json_schema``: an example object of the schema as JSON text;
+      ``json_object``: ``{"answer": <the default reply>}``;
+    - else :func:`default_reply`.
+    """
+    body = record.body
+    tools = [t for t in body.get("tools") or [] if isinstance(t, dict) and "function" in t]
+    choice = body.get("tool_choice")
+    answered = bool(record.messages) and record.messages[-1].get("role") == "tool"
+    if tools and choice != "none" and not answered:
+        named = choice.get("function", {}).get("name") if isinstance(choice, dict) else None
+        function = next((t["function"] for t in tools if t["function"]["name"] == named), None)
+        function = function or tools[0]["function"]
+        args = example_value(function.get("parameters") or {})
+        return ToolCallReply([ToolCall(function["name"], args)])
+    text = default_reply(record.model, record.messages)
+    response_format = body.get("response_format")
+    kind = response_format.get("type") if isinstance(response_format, dict) else None
+    if kind == "json_schema":
+        schema = (response_format.get("json_schema") or {}).get("schema") or {}
+        return json.dumps(example_value(schema))
+    if kind == "json_object":
+        return json.dumps({"answer": text})
+    return text
 
 
 def split_tokens(text: str) -> list[str]:
@@ -925,7 +977,7 @@ class FakeOpenAIServer:
         reply_spec = script.reply
         reply: str | ToolCallReply
         if reply_spec is None:
-            reply = default_reply(record.model, record.messages)
+            reply = default_answer(record)
         elif isinstance(reply_spec, str | ToolCallReply):
             reply = reply_spec
         else:
