@@ -248,9 +248,7 @@ class ChatMoA(BaseChatModel):
             ls_structured_output_format={"kwargs": {"method": method}, "schema": schema},
         )
         parser: Runnable[Any, Any] = (
-            PydanticOutputParser(pydantic_object=schema)  # type: ignore[arg-type]
-            if pydantic
-            else JsonOutputParser()
+            PydanticOutputParser(pydantic_object=schema) if pydantic else JsonOutputParser()
         )
         if not include_raw:
             return llm | parser
@@ -287,7 +285,11 @@ class ChatMoA(BaseChatModel):
         message = ChatMoA._message(final)
         calls = [
             ToolCallChunk(
-                name=c["name"], args=json.dumps(c["args"]), id=c["id"], index=i, type="tool_call_chunk"
+                name=c["name"],
+                args=json.dumps(c["args"]),
+                id=c["id"],
+                index=i,
+                type="tool_call_chunk",
             )
             for i, c in enumerate(message.tool_calls)
         ]

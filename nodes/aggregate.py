@@ -22,13 +22,13 @@ with the problem stated (an ``answer_retry`` event of kind ``tool_call``), up to
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NotRequired
 
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
 from langgraph.config import get_stream_writer
 from langgraph.runtime import Runtime
 from langgraph.types import Overwrite, StreamWriter
-from typing_extensions import NotRequired, TypedDict
+from typing_extensions import TypedDict
 
 from langgraph_moa.nodes.context import Context, ModelSpec, resolve_context
 from langgraph_moa.nodes.errors import AggregatorError
@@ -36,8 +36,8 @@ from langgraph_moa.nodes.models import CallFailedError, CallResult, ask_model, s
 from langgraph_moa.nodes.models.tools import (
     CORRECTION,
     aggregator_note,
-    skips_proposers,
     answer_problem,
+    skips_proposers,
 )
 from langgraph_moa.nodes.prompts import with_system
 from langgraph_moa.nodes.records import (

@@ -277,8 +277,9 @@ def example_value(schema: Mapping[str, Any]) -> Any:
     numbers, true, [], the first enum value or anyOf form."""
     if schema.get("enum"):
         return schema["enum"][0]
-    if schema.get("anyOf") or schema.get("oneOf"):
-        return example_value((schema.get("anyOf") or schema.get("oneOf"))[0])
+    forms = schema.get("anyOf") or schema.get("oneOf")
+    if forms:
+        return example_value(forms[0])
     kind = schema.get("type")
     kind = kind[0] if isinstance(kind, list) else kind
     if kind == "object" or "properties" in schema:
@@ -310,7 +311,9 @@ def default_answer(record: RecordedRequest) -> str | ToolCallReply:
         return ToolCallReply([ToolCall(function["name"], args)])
     text = default_reply(record.model, record.messages)
     response_format = body.get("response_format")
-    kind = response_format.get("type") if isinstance(response_format, dict) else None
+    if not isinstance(response_format, dict):
+        return text
+    kind = response_format.get("type")
     if kind == "json_schema":
         schema = (response_format.get("json_schema") or {}).get("schema") or {}
         return json.dumps(example_value(schema))
@@ -1105,7 +1108,7 @@ class FakeOpenAIServer:
     ) -> None:
         """Answer with tool calls (see :class:`ToolCallReply`); no faults, no max_tokens cut."""
         record = ex.record
-        calls = [
+        calls: list[dict[str, Any]] = [
             {
                 "id": call.id or f"call_{ex.request_id[-6:]}_{i}",
                 "type": "function",

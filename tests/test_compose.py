@@ -158,7 +158,6 @@ async def test_a_chat_model_sync_async_streaming_and_usage(server: FakeOpenAISer
     assert [m.content for m in await chat.abatch(["a", "b"])] == ["one two three four five six"] * 2
 
 
-
 def test_the_graph_itself_works_sync(server: FakeOpenAIServer) -> None:
     script(server, "alpha beta gamma")
     ctx = fake_context(server, ["p1", "p2"], layers=3)

@@ -123,7 +123,9 @@ def test_the_sdks_parse_helper_and_json_mode(
 ) -> None:
     json_script(server)
     completion = client.chat.completions.parse(
-        model="fake", messages=[{"role": "user", "content": "Who? Ada, 36."}], response_format=Person
+        model="fake",
+        messages=[{"role": "user", "content": "Who? Ada, 36."}],
+        response_format=Person,
     )
     assert completion.choices[0].message.parsed == Person(name="Ada", age=36)
     (agg,) = server.requests_for("agg")

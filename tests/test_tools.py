@@ -206,8 +206,12 @@ def test_tool_choice_none_and_bad_choices(server: FakeOpenAIServer) -> None:
 
 @pytest.mark.parametrize(
     ("policy", "choice", "proposers_called"),
-    [("advise", "any", True), ("skip_forced", "any", False), ("skip_forced", "auto", True)]
-    + [("skip", "auto", False)],
+    [
+        ("advise", "any", True),
+        ("skip_forced", "any", False),
+        ("skip_forced", "auto", True),
+        ("skip", "auto", False),
+    ],
 )
 async def test_what_proposers_do_on_a_tool_step(
     server: FakeOpenAIServer, policy: str, choice: str, proposers_called: bool
@@ -298,7 +302,9 @@ def structured_script(server: FakeOpenAIServer) -> None:
 
 
 @pytest.mark.parametrize("method", ["function_calling", "json_schema", "json_mode"])
-@pytest.mark.parametrize("schema", [Person, PersonDict, PERSON_SCHEMA], ids=["pydantic", "typeddict", "json"])
+@pytest.mark.parametrize(
+    "schema", [Person, PersonDict, PERSON_SCHEMA], ids=["pydantic", "typeddict", "json"]
+)
 async def test_structured_output_by_each_method(
     server: FakeOpenAIServer, method: str, schema: Any
 ) -> None:

@@ -121,7 +121,11 @@ def request_key(
         "seed": settings.seed,
         # Tool calls and a binding only when present: keys of plain calls stay as they were.
         "messages": [
-            [m.type, m.content, *([m.tool_calls] if getattr(m, "tool_calls", None) else [])]
+            [
+                m.type,
+                m.content,
+                *([m.tool_calls] if isinstance(m, AIMessage) and m.tool_calls else []),
+            ]
             for m in request
         ],
         "sample": sample,
