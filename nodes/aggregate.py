@@ -22,10 +22,12 @@ with the problem stated (an ``answer_retry`` event of kind ``tool_call``), up to
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any, NotRequired
 
 from langchain_core.messages import AIMessage, AIMessageChunk, AnyMessage, HumanMessage
+from langchain_core.messages.ai import UsageMetadata, add_usage
 from langgraph.config import get_stream_writer
 from langgraph.runtime import Runtime
 from langgraph.types import Overwrite, StreamWriter
@@ -90,6 +92,7 @@ async def _answer(
     references = state.get("references") if ctx.layers > 1 else None
     bind = state.get("bind")
     messages = with_system(state["messages"], aggregator_note(bind))
+    rejected: list[UsageMetadata] = []  # answers asked again were paid for: counted
     for attempt in range(1, ctx.max_attempts + 1):
         result = await ask_model(
             settings_for(spec, ctx),
@@ -103,7 +106,12 @@ async def _answer(
         )
         problem = answer_problem(result.message, bind)
         if problem is None:
+            if rejected and result.message.usage_metadata:
+                total = functools.reduce(add_usage, rejected, result.message.usage_metadata)
+                result.message = result.message.model_copy(update={"usage_metadata": total})
             return result
+        if result.message.usage_metadata:
+            rejected.append(result.message.usage_metadata)
         if attempt == ctx.max_attempts:
             raise CallFailedError(
                 "tool_call", f"{problem} ({attempt} answers)", result.attempts, result.latency_s

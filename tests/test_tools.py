@@ -245,6 +245,8 @@ async def test_a_bad_tool_call_is_asked_again_then_a_clear_error(
     assert message.tool_calls[0]["args"] == {"city": "Paris"}
     retry = server.requests_for("agg")[1]
     assert problem in retry.messages[-1]["content"]  # the aggregator is told what was wrong
+    assert message.usage_metadata is not None  # the rejected answer was paid for: counted
+    assert message.usage_metadata["total_tokens"] == sum(server_usage(r) for r in server.requests)
 
     server.reset()
     server.script("p1", "Call weather.")
