@@ -7,7 +7,7 @@ proposals, answer restarts, finished layers and the final state; ``moa`` (apps/c
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,10 +69,13 @@ async def run_events(
     config: RunnableConfig | None = None,
     *,
     layers: bool = False,
+    bind: Mapping[str, Any] | None = None,
 ) -> AsyncIterator[RunEvent]:
     """Run the graph on ``messages`` (the new ones, with a checkpointer; else the whole
-    conversation) and yield what happens, ending with ``Finished``. ``layers``: also yield
-    ``LayerDone`` (costs one more stream mode). Errors of the run (``MoAError``) propagate."""
+    conversation) and yield what happens, ending with ``Finished`` (whose last message holds
+    the aggregator's ``tool_calls``, if any). ``layers``: also yield ``LayerDone`` (costs one
+    more stream mode). ``bind``: tools and response format for the aggregator
+    (nodes/models/tools.py). Errors of the run (``MoAError``) propagate."""
     modes: list[StreamMode] = ["messages", "custom", "values"]
     if layers:
         modes.append("updates")
@@ -81,7 +84,10 @@ async def run_events(
     mode: str
     payload: Any
     async for mode, payload in graph.astream(
-        {"messages": messages}, config, context=ctx, stream_mode=modes
+        {"messages": messages, "bind": dict(bind) if bind else None},
+        config,
+        context=ctx,
+        stream_mode=modes,
     ):
         if mode == "messages":
             text = answer_text(*payload)
