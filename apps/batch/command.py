@@ -47,7 +47,11 @@ def batch(
     ] = False,
     cache: Annotated[
         str | None,
-        typer.Option("--cache", help="The model-call cache (default: moa-cache.sqlite beside -o)."),
+        typer.Option(
+            "--cache",
+            help="A call cache to share across outputs: calls already in it are reused "
+            "(default: one per output, in .moa-batch/ beside -o).",
+        ),
     ] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Use no call cache.")] = False,
     dry_run: Annotated[
@@ -84,6 +88,10 @@ def batch(
             help="Resume an output whose finished items were made with other settings.",
         ),
     ] = False,
+    samples: Annotated[
+        int,
+        typer.Option("--samples", help="Answers per item, each a distinct seeded run."),
+    ] = 1,
     *,
     flags: dict[str, Any],
 ) -> None:
@@ -108,6 +116,7 @@ def batch(
             generator=generator,
             limit=limit,
             mixed_settings=mixed_settings,
+            samples=samples,
             console=err,
         )
     )

@@ -14,7 +14,13 @@ from typing import Any
 from rich.console import Console
 
 from langgraph_moa.core.batch.cost import estimate
-from langgraph_moa.core.batch.formats import FORMATS, Format, run_file_for
+from langgraph_moa.core.batch.formats import (
+    FORMATS,
+    Format,
+    check_items,
+    legacy_run_file,
+    run_file_for,
+)
 from langgraph_moa.core.batch.inputs import InvalidItem, Items, stream_items
 from langgraph_moa.core.batch.outputs import RunFile, check_output
 from langgraph_moa.core.batch.progress import money
@@ -25,6 +31,7 @@ from langgraph_moa.core.batch.runner import (
     replay_items,
     run_batch,
 )
+from langgraph_moa.core.batch.samples import expand
 from langgraph_moa.nodes.context import Context, ModelSpec
 from langgraph_moa.nodes.errors import ConfigError, InputError
 
@@ -74,6 +81,7 @@ def batch(
     limit: int | None,
     console: Console,
     mixed_settings: bool = False,
+    samples: int = 1,
 ) -> int:
     """Run the command; raises MoAError (InputError, ConfigError: bad input) for one-line errors."""
     if fmt not in FORMATS:
@@ -82,6 +90,10 @@ def batch(
         raise ConfigError("--concurrency must be at least 1")
     if limit is not None and limit < 1:
         raise ConfigError("--limit must be at least 1")
+    if samples < 1:
+        raise ConfigError("--samples must be at least 1")
+    if replay and samples > 1:
+        raise ConfigError("--samples cannot go with --replay: a replay keeps the run's samples")
     if replay and input_path:
         raise ConfigError("give either INPUT or --replay RUN.jsonl, not both")
     if replay and server:
@@ -94,7 +106,10 @@ def batch(
     if output is not None and not dry_run:
         out_path = Path(output)
         sources = [p for p in (input_path, replay) if p]
-        check_output(out_path, run_file_for(out_path, fmt), sources)
+        journal = run_file_for(out_path, fmt)
+        if fmt != "jsonl" and not journal.exists() and legacy_run_file(out_path).exists():
+            journal = legacy_run_file(out_path)  # a run begun before the work folder
+        check_output(out_path, journal, sources)
 
     stored: dict[str, dict[str, Any]] | None = None
     items: Items
@@ -108,6 +123,9 @@ def batch(
         assert input_path is not None
         items = stream_items(input_path, skip_invalid=skip_invalid)
     the_format: Format = fmt
+    check_items(the_format, items, samples)
+    if samples > 1:  # one item per sample, in memory; one sample stays a stream
+        items = list(expand(items, samples))
 
     if dry_run:
         return _dry_run(items, ctx, output, the_format, as_json, replay=stored)
@@ -126,6 +144,7 @@ def batch(
         assistant=assistant,
         replay=stored,
         mixed_settings=mixed_settings,
+        samples=samples,
     )
 
     async def go() -> BatchResult:
@@ -165,7 +184,11 @@ def _report(result: BatchResult, console: Console, cache: Path | None, *, limite
             "says which made it"
         )
     if cache is not None and result.ran:
-        say(f"moa batch: call cache {cache}")
+        reused = result.progress.cached_calls() if result.progress is not None else 0
+        say(
+            f"moa batch: call cache {cache}"
+            + (f" ({reused:,} calls answered from it, not paid again)" if reused else "")
+        )
     if not result.complete:
         left = result.total - result.ok - result.failed
         again = "the same command again" + (" without --limit" if limited else "")

@@ -24,7 +24,13 @@ from typing import Any
 from rich.console import Console
 
 from langgraph_moa.core.batch.cost import Prices, prices_of
-from langgraph_moa.core.batch.formats import Format, run_file_for, write_format
+from langgraph_moa.core.batch.formats import (
+    Format,
+    cache_for,
+    legacy_run_file,
+    run_file_for,
+    write_format,
+)
 from langgraph_moa.core.batch.inputs import InvalidItem, Item, Items, ids_of, parse_item
 from langgraph_moa.core.batch.outputs import RunFile
 from langgraph_moa.core.batch.progress import BatchProgress
@@ -50,7 +56,6 @@ from langgraph_moa.nodes.models.callcache import CallCache
 from langgraph_moa.nodes.models.redact import redact
 
 DEFAULT_CONCURRENCY = 8
-CACHE_NAME = "moa-cache.sqlite"  # the default call cache, in the output's folder
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,7 @@ class BatchOptions:
     assistant: str = "moa"  # the graph or assistant on the server
     replay: dict[str, dict[str, Any]] | None = None  # id -> stored record: re-aggregate only
     mixed_settings: bool = False  # resume an output made with other settings (else refused)
+    samples: int = 1  # answers per item (the items are given expanded: core/batch/samples.py)
 
 
 @dataclass
@@ -210,7 +216,7 @@ def _check_settings(run_file: RunFile, ctx: Context, options: BatchOptions) -> i
 
 
 def default_cache(output: Path) -> Path:
-    return output.parent / CACHE_NAME
+    return cache_for(output)
 
 
 def replay_items(
@@ -260,6 +266,17 @@ async def _run_batch(
     console = console or stderr_console()
     output = Path(output)
     run_file = RunFile(run_file_for(output, options.fmt))
+    legacy = legacy_run_file(output)
+    if options.fmt != "jsonl" and legacy.is_file() and not run_file.path.exists():
+        # A run begun before the work folder: its journal moves there (out of the answer
+        # folder, where FastChat would read it as a model's answers).
+        run_file.path.parent.mkdir(parents=True, exist_ok=True)
+        legacy.replace(run_file.path)
+        console.print(
+            f"moa batch: moved the run's journal {legacy} to {run_file.path}",
+            highlight=False,
+            markup=False,
+        )
     status = run_file.open()
     if run_file.repaired:
         console.print(
@@ -286,13 +303,13 @@ async def _run_batch(
     if options.server:
         from langgraph_moa.core.batch.server import ServerTurns
 
-        remote = ServerTurns(options.server, ctx, options.assistant)
+        remote = ServerTurns(options.server, ctx, options.assistant, samples=options.samples)
         await remote.check()
         turns = remote
     elif options.replay is not None:
         turns = ReplayTurns(ctx, options.replay, cache)
     else:
-        turns = GraphTurns(ctx, cache)
+        turns = GraphTurns(ctx, cache, samples=options.samples)
 
     other = _check_settings(run_file, ctx, options) if status and options.replay is None else 0
 

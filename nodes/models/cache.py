@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import os
 import weakref
+from dataclasses import replace
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -54,13 +55,28 @@ def chat_model(settings: ModelSettings, *, stream: bool = True) -> BaseChatModel
         models = found
     model = models.get(key)
     if model is None:
-        model = models[key] = build_model(settings)
+        model = models[key] = _other_length(models, settings, key[1]) or build_model(settings)
     if stream:
         return model
     quiet = models.get((key, "quiet"))
     if quiet is None:
         quiet = models[(key, "quiet")] = model.model_copy(update={"disable_streaming": True})
     return quiet
+
+
+def _other_length(
+    models: dict[Any, BaseChatModel], settings: ModelSettings, env: tuple[str | None, ...]
+) -> BaseChatModel | None:
+    """A model differing only in ``max_tokens`` (staircase chunks ask for several lengths), as a
+    copy sharing its clients: a new client would cost ~130 ms; a copy costs microseconds."""
+    family = ("any-length", replace(settings, max_tokens=1), env)
+    found = models.get(family)
+    if found is None:
+        models[family] = build_model(settings)
+        return models[family]
+    if "max_tokens" not in type(found).model_fields:
+        return None
+    return found.model_copy(update={"max_tokens": settings.max_tokens})
 
 
 def cached_loops() -> int:
