@@ -3,7 +3,7 @@
 Streamed only when someone reads the tokens (``stream_mode="messages"``, as ``moa`` does); a run
 nobody streams (``ainvoke``, batch) makes one plain request and pays no per-token work.
 
-Failure policy: the aggregator's call is retried like any call (nodes/calls.py). A retry after
+Failure policy: the aggregator's call is retried like any call (nodes/models/calls.py). A retry after
 tokens were already streamed starts the answer over: stream consumers get a custom event
 ``{"event": "answer_retry", ...}`` first, and the new attempt's chunks carry a new message id
 (the CLI prints a notice on stderr and starts a new line). When the aggregator still fails, or

@@ -44,6 +44,6 @@ async def join(state: JoinInput, runtime: Runtime[Context]) -> dict[str, Any]:
         "layers": Overwrite([responses]) if layer == 1 else [responses],
         "proposals": Overwrite([]),
         # Only answers that succeeded; the next calls fence them (nodes/prompts.py) after
-        # fitting them to each model's context window (nodes/budget.py).
+        # fitting them to each model's context window (nodes/models/budget.py).
         "references": [p["text"] for p in ok if p["text"] is not None],
     }

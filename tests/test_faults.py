@@ -210,7 +210,7 @@ def test_clients_bound_connect_and_read_and_work_across_event_loops(
     )
     for model_spec, seconds in ((ctx.proposers[0], 7.5), (ctx.aggregator, 42)):
         client = chat_model(settings_for(model_spec, ctx)).root_async_client  # type: ignore[attr-defined]
-        # Sent with every request (the HTTP client itself is shared: nodes/providers.py).
+        # Sent with every request (the HTTP client itself is shared: nodes/models/http.py).
         timeout = client.timeout
         assert (timeout.connect, timeout.read, timeout.write) == (seconds, seconds, seconds)
     # Each asyncio.run has its own loop: clients (and their connection pools) must not be shared.

@@ -54,7 +54,6 @@ BACKOFF_CAP_S = 20.0
 # A longer Retry-After fails the call at once: waiting minutes inside one answer helps nobody.
 RETRY_AFTER_CAP_S = 60.0
 RETRIED_STATUS = {408, 409, 429}  # and every 5xx
-NOT_RETRIED = {400, 401, 403, 404, 413, 422}  # documented examples; every other 4xx too
 STATUS_HINT = {
     400: "request rejected (e.g. the prompt is longer than the model's context window)",
     401: "authentication failed: check the API key",

@@ -23,7 +23,7 @@ needs. Here:
 * the last chunk carries ``usage_metadata`` and ``finish_reason``;
 * a prompt that does not fit the context window fails before generating, with a clear message.
 
-Benchmark the two concurrency strategies with ``python -m nodes.local``.
+Benchmark the two concurrency strategies with ``python -m benchmarks.local_model``.
 """
 
 from __future__ import annotations
@@ -383,7 +383,7 @@ class ChatLocalGGUF(BaseChatModel):
         return _pool(self.model_path, self.n_ctx, self.pool_size, threads)
 
     def get_num_tokens(self, text: str) -> int:
-        """Tokens of ``text`` by the model's own tokenizer (nodes/budget.py measures with it).
+        """Tokens of ``text`` by the model's own tokenizer (nodes/models/budget.py measures with it).
 
         The first call loads the model if no call has yet.
         """
