@@ -3,8 +3,8 @@
 Streamed only when someone reads the tokens (``stream_mode="messages"``, as ``moa`` does); a run
 nobody streams (``ainvoke``, batch) makes one plain request and pays no per-token work.
 
-Failure policy: the aggregator's call is retried like any call (nodes/models/calls.py). A retry after
-tokens were already streamed starts the answer over: stream consumers get a custom event
+Failure policy: the aggregator's call is retried like any call (nodes/models/calls.py). A retry
+after tokens were already streamed starts the answer over: stream consumers get a custom event
 ``{"event": "answer_retry", ...}`` first, and the new attempt's chunks carry a new message id
 (the CLI prints a notice on stderr and starts a new line). When the aggregator still fails, or
 answers with empty text, ``Context.fallback_aggregator`` (if set) answers instead, announced by
@@ -79,6 +79,14 @@ def _failed(spec: ModelSpec, exc: CallFailedError) -> str:
     return f"{spec.model} failed: {failure_note(exc.message, exc.attempts, exc.latency_s)}"
 
 
+def _failure(spec: ModelSpec, exc: CallFailedError) -> CallFailure:
+    return CallFailure(
+        model=spec.model,
+        error=ErrorInfo(kind=exc.kind, message=exc.message),
+        attempts=exc.attempts,
+    )
+
+
 async def aggregate(state: AggregateInput, runtime: Runtime[Context]) -> dict[str, Any]:
     ctx = resolve_context(runtime.context)
     writer = get_stream_writer()
@@ -87,13 +95,9 @@ async def aggregate(state: AggregateInput, runtime: Runtime[Context]) -> dict[st
         result = await _answer(spec, ctx, state, writer)
     except CallFailedError as exc:
         fallback = ctx.fallback_aggregator
+        failure = _failure(spec, exc)
         if fallback is None:
-            raise AggregatorError(f"aggregator {_failed(spec, exc)}") from None
-        failure = CallFailure(
-            model=spec.model,
-            error=ErrorInfo(kind=exc.kind, message=exc.message),
-            attempts=exc.attempts,
-        )
+            raise AggregatorError(f"aggregator {_failed(spec, exc)}", [failure]) from None
         writer(
             {
                 "event": "answer_fallback",
@@ -107,7 +111,8 @@ async def aggregate(state: AggregateInput, runtime: Runtime[Context]) -> dict[st
             result = await _answer(fallback, ctx, state, writer)
         except CallFailedError as exc2:
             raise AggregatorError(
-                f"aggregator {_failed(spec, exc)}; fallback aggregator {_failed(fallback, exc2)}"
+                f"aggregator {_failed(spec, exc)}; fallback aggregator {_failed(fallback, exc2)}",
+                [failure, _failure(fallback, exc2)],
             ) from None
         spec = fallback
     usage = usage_of(result.message)

@@ -10,7 +10,7 @@ from typing_extensions import TypedDict
 
 from langgraph_moa.nodes.context import Context, resolve_context
 from langgraph_moa.nodes.errors import LayerFailedError
-from langgraph_moa.nodes.records import Proposal, failure_note
+from langgraph_moa.nodes.records import Proposal
 
 
 class JoinInput(TypedDict):
@@ -27,18 +27,7 @@ async def join(state: JoinInput, runtime: Runtime[Context]) -> dict[str, Any]:
     responses = sorted(current, key=lambda p: p["index"])
     ok = [p for p in responses if p["text"] is not None]
     if len(ok) < min(ctx.min_proposals, len(responses)):
-        failed = "; ".join(
-            f"{p['model']}: "
-            + failure_note(
-                p["error"]["message"] if p["error"] else "no answer", p["attempts"], p["latency_s"]
-            )
-            for p in responses
-            if p["text"] is None
-        )
-        raise LayerFailedError(
-            f"layer {layer}: only {len(ok)} of {len(responses)} proposers answered "
-            f"(min_proposals={ctx.min_proposals}); {failed}"
-        )
+        raise LayerFailedError(layer, responses, ctx.min_proposals)
     return {
         # Layer 1 starts a new run: drop the previous turn's layers.
         "layers": Overwrite([responses]) if layer == 1 else [responses],

@@ -13,7 +13,7 @@ from langgraph.runtime import Runtime
 
 from langgraph_moa.nodes.context import Context, resolve_context
 from langgraph_moa.nodes.models import CallFailedError, ask_model, settings_for
-from langgraph_moa.nodes.models.quorum import CutError, quorum_call
+from langgraph_moa.nodes.models.quorum import quorum_call
 from langgraph_moa.nodes.records import ErrorInfo, ErrorKind, Proposal, ProposeTask, usage_of
 
 
@@ -72,12 +72,10 @@ async def propose(task: ProposeTask, runtime: Runtime[Context]) -> dict[str, Any
     )
     try:
         # Cut by the layer's quorum or straggler grace (nodes/models/quorum.py), if at all.
-        result = await quorum_call(ctx, task["layer"], _layer_run(runtime, task["layer"]), call)
+        key = _layer_run(runtime, task["layer"])
+        result = await quorum_call(ctx, task["layer"], key, call, lambda: started[0])
     except CallFailedError as exc:
         record["latency_s"], record["attempts"] = exc.latency_s, exc.attempts
-        record["error"] = ErrorInfo(kind=exc.kind, message=exc.message)
-    except CutError as exc:
-        record["latency_s"], record["attempts"] = exc.latency_s, started[0]
         record["error"] = ErrorInfo(kind=exc.kind, message=exc.message)
     else:
         record["text"], record["usage"] = result.text, usage_of(result.message)

@@ -141,7 +141,7 @@ def read_items(path: str, *, skip_invalid: bool = False) -> list[Item | InvalidI
             message = f"{name}: {unit} {number}: {exc}"
             if not skip_invalid:
                 raise InputError(
-                    f"{message} (or pass --skip-invalid to record it as failed)"
+                    message, hint="or pass --skip-invalid to record it as failed"
                 ) from None
             source = value.line if isinstance(value, _Malformed) else value
             item = InvalidItem(f"invalid-{unit}-{number}", message, source, number)

@@ -383,7 +383,7 @@ class ChatLocalGGUF(BaseChatModel):
         return _pool(self.model_path, self.n_ctx, self.pool_size, threads)
 
     def get_num_tokens(self, text: str) -> int:
-        """Tokens of ``text`` by the model's own tokenizer (nodes/models/budget.py measures with it).
+        """Tokens of ``text`` by the model's own tokenizer (nodes/models/budget.py counts with it).
 
         The first call loads the model if no call has yet.
         """
