@@ -22,8 +22,8 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable, RunnableLambda
 from langchain_core.tools import BaseTool, StructuredTool
-from langgraph._internal._runnable import RunnableCallable
 from langgraph.graph.state import CompiledStateGraph
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
@@ -66,7 +66,7 @@ def moa_node(
     answer: str = "answer",
     layers: str | None = None,
     context: Settings = None,
-) -> RunnableCallable:
+) -> Runnable[Any, dict[str, Any]]:
     """A node that asks MoA ``state[question]`` and writes ``state[answer]``.
 
     ``state[question]`` is a string or a list of messages (a conversation). ``layers``, if set,
@@ -91,7 +91,7 @@ def moa_node(
     def moa(state: Any) -> dict[str, Any]:
         return outputs(graph.invoke(inputs(state)))
 
-    return RunnableCallable(moa, amoa, name="moa")
+    return RunnableLambda(moa, afunc=amoa, name="moa")
 
 
 # --- a tool ------------------------------------------------------------------------------------

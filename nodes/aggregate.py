@@ -23,7 +23,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import Overwrite, StreamWriter
 from typing_extensions import TypedDict
 
-from langgraph_moa.nodes.context import Context, ModelSpec, resolve_context
+from langgraph_moa.nodes.context import Context, ModelSpec
 from langgraph_moa.nodes.errors import AggregatorError
 from langgraph_moa.nodes.models import CallFailedError, CallResult, ask_model, settings_for
 from langgraph_moa.nodes.records import (
@@ -88,7 +88,7 @@ def _failure(spec: ModelSpec, exc: CallFailedError) -> CallFailure:
 
 
 async def aggregate(state: AggregateInput, runtime: Runtime[Context]) -> dict[str, Any]:
-    ctx = resolve_context(runtime.context)
+    ctx = runtime.context  # resolved by graphs/adapt.py
     writer = get_stream_writer()
     spec, failure = ctx.aggregator, None
     try:

@@ -8,7 +8,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import Overwrite
 from typing_extensions import TypedDict
 
-from langgraph_moa.nodes.context import Context, resolve_context
+from langgraph_moa.nodes.context import Context
 from langgraph_moa.nodes.errors import LayerFailedError
 from langgraph_moa.nodes.records import Proposal
 
@@ -18,7 +18,7 @@ class JoinInput(TypedDict):
 
 
 async def join(state: JoinInput, runtime: Runtime[Context]) -> dict[str, Any]:
-    ctx = resolve_context(runtime.context)
+    ctx = runtime.context  # resolved by graphs/adapt.py
     layer = state["proposals"][-1]["layer"]
     # Each task of the layer wrote one record, after any left over from a turn that failed
     # before its join (a checkpointer keeps them): the layer is the last n records.

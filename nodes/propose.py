@@ -11,7 +11,7 @@ from langgraph.config import get_stream_writer
 from langgraph.constants import TAG_NOSTREAM
 from langgraph.runtime import Runtime
 
-from langgraph_moa.nodes.context import Context, resolve_context
+from langgraph_moa.nodes.context import Context
 from langgraph_moa.nodes.models import CallFailedError, ask_model, settings_for
 from langgraph_moa.nodes.models.quorum import quorum_call
 from langgraph_moa.nodes.records import ErrorInfo, ErrorKind, Proposal, ProposeTask, usage_of
@@ -37,7 +37,7 @@ def _layer_run(runtime: Runtime[Context], layer: int) -> str:
 
 async def propose(task: ProposeTask, runtime: Runtime[Context]) -> dict[str, Any]:
     """Ask one proposer; a failure is recorded, never raised, so its siblings keep running."""
-    ctx = resolve_context(runtime.context)
+    ctx = runtime.context  # resolved by graphs/adapt.py
     specs = ctx.proposers_of(task["layer"])
     spec = specs[task["index"]]
     record = Proposal(
