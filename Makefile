@@ -13,7 +13,7 @@ PROMPT ?= What are some fun things to do in San Francisco?
 ARGS ?=
 LOCAL := $(if $(TOGETHER_API_KEY),,--extra local)
 
-.PHONY: run test lint typecheck unit install install-dev bench uv compiler
+.PHONY: run test lint typecheck unit install install-dev bench uv compiler studio
 
 uv:
 	@$(UV) --version >/dev/null 2>&1 || { \
@@ -32,6 +32,12 @@ install: uv compiler
 install-dev: uv
 	@$(MAKE) --no-print-directory compiler LOCAL=--extra-local
 	$(UV) sync --frozen --compile-bytecode --all-extras
+
+# LangGraph Studio on this repository's langgraph.json (http://127.0.0.1:2024). With
+# TOGETHER_API_KEY set nothing is compiled; without it the local model comes along.
+studio: uv compiler
+	$(UV) sync --frozen --compile-bytecode --no-dev --group studio $(LOCAL) --extra serve
+	$(UV) run --frozen --no-sync langgraph dev --no-browser $(ARGS)
 
 run: install
 	$(UV) run --frozen --no-sync moa $(ARGS) "$(PROMPT)"

@@ -28,7 +28,7 @@ from langgraph.graph.state import CompiledStateGraph
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from langgraph_moa.graphs.moa import build_moa_graph
-from langgraph_moa.nodes.aggregate import ANSWER_TAG
+from langgraph_moa.nodes.aggregate import answer_text
 from langgraph_moa.nodes.context import Context
 from langgraph_moa.nodes.records import total_usage
 
@@ -191,9 +191,7 @@ class ChatMoA(BaseChatModel):
 
     @staticmethod
     def _token(chunk: Any, meta: Mapping[str, Any]) -> str | None:
-        if ANSWER_TAG in meta.get("tags", ()) and isinstance(chunk, AIMessageChunk):
-            return str(chunk.text) or None
-        return None
+        return answer_text(chunk, meta) or None
 
     def _generate(
         self,

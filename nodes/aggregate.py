@@ -15,9 +15,10 @@ is never returned as a success.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from langchain_core.messages import AIMessage, AnyMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, AnyMessage
 from langgraph.config import get_stream_writer
 from langgraph.runtime import Runtime
 from langgraph.types import Overwrite, StreamWriter
@@ -38,6 +39,14 @@ from langgraph_moa.nodes.records import (
 # Tag on the aggregator's model call: filter stream_mode="messages" chunks on it
 # (or on metadata["langgraph_node"] == "aggregate") to show only the final answer.
 ANSWER_TAG = "moa:answer"
+
+
+def answer_text(chunk: Any, metadata: Mapping[str, Any]) -> str:
+    """The answer's text in one ``stream_mode="messages"`` item ("" for anything else): the one
+    filter every consumer of the stream uses (the CLI, the server, ChatMoA)."""
+    if ANSWER_TAG in metadata.get("tags", ()) and isinstance(chunk, AIMessageChunk):
+        return str(chunk.text)
+    return ""
 
 
 class AggregateInput(TypedDict):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 from langchain_core.messages import AnyMessage
@@ -94,16 +95,10 @@ def usage_of(message: Any) -> Usage | None:
     )
 
 
-def usage_by_model(
-    layers: list[list[Proposal]], answer: Answer | None
-) -> dict[str, dict[str, int]]:
-    """Calls and tokens per model over a whole run (proposers of every layer + aggregator)."""
+def tally(calls: Iterable[tuple[str, Mapping[str, Any] | None]]) -> dict[str, dict[str, int]]:
+    """Calls and tokens per model, from (model, usage) of each call: every usage total of the
+    project (a run, a batch item, a server response, ChatMoA's usage) is counted here."""
     totals: dict[str, dict[str, int]] = {}
-    calls: list[tuple[str, Usage | None]] = [
-        (p["model"], p["usage"]) for lay in layers for p in lay
-    ]
-    if answer is not None:
-        calls.append((answer["model"], answer["usage"]))
     for model, usage in calls:
         row = totals.setdefault(
             model, {"calls": 0, "input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
@@ -112,6 +107,18 @@ def usage_by_model(
         for key in ("input_tokens", "output_tokens", "total_tokens"):
             row[key] += int(usage[key]) if usage else 0
     return totals
+
+
+def usage_by_model(
+    layers: list[list[Proposal]], answer: Answer | None
+) -> dict[str, dict[str, int]]:
+    """Calls and tokens per model over a whole run (proposers of every layer + aggregator)."""
+    calls: list[tuple[str, Mapping[str, Any] | None]] = [
+        (p["model"], p["usage"]) for lay in layers for p in lay
+    ]
+    if answer is not None:
+        calls.append((answer["model"], answer["usage"]))
+    return tally(calls)
 
 
 def total_usage(layers: list[list[Proposal]], answer: Answer | None) -> Usage:

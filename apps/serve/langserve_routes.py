@@ -116,16 +116,13 @@ class MoARunnable(Runnable[dict[str, Any], AIMessage]):
     async def _tokens(self, inputs: AsyncIterator[dict[str, Any]]) -> AsyncIterator[AIMessageChunk]:
         async for input in inputs:
             run = self._start(input)
-            streamed = False  # answer text sent since the answer last (re)started
             try:
                 async for event in run:
                     if isinstance(event, Token):
                         yield AIMessageChunk(content=event.text + run.ready_text())
-                        streamed = True
                     elif isinstance(event, AnswerRestart):
-                        if streamed:  # as on the OpenAI route: the new answer after a blank line
+                        if event.after_text:  # as on the OpenAI route: after a blank line
                             yield AIMessageChunk(content="\n\n")
-                        streamed = False
                     elif isinstance(event, Finished):
                         final = _message(event.state)
                         yield AIMessageChunk(

@@ -184,22 +184,19 @@ async def _chunks(
         body = ChatCompletionChunk(id=cid, created=created, model=name, choices=[choice])
         return body.model_dump_json(exclude_none=True)
 
-    streamed = False  # answer text sent since the answer last (re)started
     try:
         yield chunk(Delta(role="assistant", content=""))
         event = first
         while True:
             if isinstance(event, Token):
                 yield chunk(Delta(content=event.text + run.ready_text()))
-                streamed = True
             elif isinstance(event, ProposalDone):
                 if show:
                     yield chunk(Delta(reasoning_content=proposal_text(event.record)))
             elif isinstance(event, AnswerRestart):
                 # Sent text cannot be taken back: the new answer follows after a blank line.
-                if streamed:
+                if event.after_text:
                     yield chunk(Delta(content="\n\n"))
-                streamed = False
             elif isinstance(event, Finished):
                 yield chunk(Delta(), finish=True)
                 if include_usage:

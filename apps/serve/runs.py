@@ -24,9 +24,9 @@ from langgraph_moa.apps.serve.registry import ModelRegistry, with_overrides
 from langgraph_moa.core.settings import preflight
 from langgraph_moa.core.turns import Finished, RunEvent, Token, run_events
 from langgraph_moa.graphs import graph
+from langgraph_moa.nodes import records
 from langgraph_moa.nodes.context import Context
 from langgraph_moa.nodes.errors import MoAError
-from langgraph_moa.nodes.records import usage_by_model
 
 T = TypeVar("T")
 # Events buffered between the run and a slow client; past it the run waits for the client.
@@ -128,13 +128,11 @@ class RunService:
 
 def total_usage(state: Mapping[str, Any]) -> dict[str, int]:
     """Tokens of every call of the run: all proposers of every layer and the aggregator."""
-    per_model = usage_by_model(state.get("layers", []), state.get("answer"))
-    prompt = sum(row["input_tokens"] for row in per_model.values())
-    completion = sum(row["output_tokens"] for row in per_model.values())
+    usage = records.total_usage(state.get("layers", []), state.get("answer"))
     return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
+        "prompt_tokens": usage["input_tokens"],
+        "completion_tokens": usage["output_tokens"],
+        "total_tokens": usage["input_tokens"] + usage["output_tokens"],
     }
 
 
@@ -144,7 +142,7 @@ def run_summary(state: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "aggregator": answer.get("model"),
         "fallback": bool(answer.get("fallback")),
-        "usage_by_model": usage_by_model(state.get("layers", []), state.get("answer")),
+        "usage_by_model": records.usage_by_model(state.get("layers", []), state.get("answer")),
     }
 
 

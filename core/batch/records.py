@@ -26,7 +26,7 @@ from typing_extensions import TypedDict
 from langgraph_moa.core.batch.cost import Prices, cost_of
 from langgraph_moa.core.batch.inputs import InvalidItem, Item
 from langgraph_moa.nodes.context import Context
-from langgraph_moa.nodes.records import Answer, Proposal
+from langgraph_moa.nodes.records import Answer, Proposal, tally
 
 ItemErrorKind = Literal["invalid", "layer", "aggregator", "provider", "config", "server", "other"]
 # The record's kind for the errors a turn raises, by class name (a LangGraph server reports only
@@ -78,16 +78,7 @@ def _calls(turns: list[Turn]) -> list[tuple[str, dict[str, int] | None, int, boo
 
 
 def _usage(calls: list[tuple[str, Any, int, bool]]) -> dict[str, dict[str, int]]:
-    """Calls and tokens per model (as nodes.records.usage_by_model counts them)."""
-    totals: dict[str, dict[str, int]] = {}
-    for model, usage, _, _ in calls:
-        row = totals.setdefault(
-            model, {"calls": 0, "input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
-        )
-        row["calls"] += 1
-        for key in ("input_tokens", "output_tokens", "total_tokens"):
-            row[key] += int(usage[key]) if usage else 0
-    return totals
+    return tally((model, usage) for model, usage, _, _ in calls)
 
 
 def build_record(
