@@ -8,9 +8,10 @@ Every node and router of the MoA graph is added through ``adapt``, which
   preset). So MoA runs as a subgraph of a parent whose context has nothing to do with it;
 - gives the async node a synchronous twin, so ``invoke``/``stream``/``batch`` work as well as
   their async forms. The twin runs the async node on one background event loop shared by the
-  process (``_portal``) with the stdlib's ``asyncio.run_coroutine_threadsafe``, which carries the
-  caller's context variables (LangGraph's stream writer and callbacks) into the task, so
-  streaming works from sync callers too and the per-loop clients stay warm. When the waiting
+  process (``RESOURCES.portal()``, nodes/models/resources.py) with the stdlib's
+  ``asyncio.run_coroutine_threadsafe``, which carries the caller's context variables
+  (LangGraph's stream writer and callbacks) into the task, so streaming works from sync callers
+  too and the per-loop clients stay warm. When the waiting
   thread gives up (Ctrl-C, an exception raised into it), the task is cancelled and its provider
   requests closed before the error goes on, as ``ainvoke`` does when it is cancelled.
 
@@ -34,6 +35,7 @@ from langgraph._internal._runnable import RunnableCallable
 from langgraph.runtime import Runtime
 
 from langgraph_moa.nodes.context import Context, resolve_context
+from langgraph_moa.nodes.models.resources import RESOURCES
 
 AsyncNode = Callable[[Any, Runtime[Context]], Awaitable[Any]]
 # Checks a run's resolved context before the node sees it (the unrolled graph's shape check).
@@ -43,19 +45,6 @@ T = TypeVar("T")
 # How long a sync caller that gave up waits for its cancelled task to close its requests.
 CLOSE_WAIT_S = 5.0
 
-_loop: asyncio.AbstractEventLoop | None = None
-_loop_lock = threading.Lock()
-
-
-def _portal() -> asyncio.AbstractEventLoop:
-    """The background event loop sync callers' nodes run on (started on first use)."""
-    global _loop
-    with _loop_lock:
-        if _loop is None:
-            _loop = asyncio.new_event_loop()
-            threading.Thread(target=_loop.run_forever, name="moa-sync", daemon=True).start()
-        return _loop
-
 
 def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run ``coroutine`` on the portal loop with this thread's context variables; wait.
@@ -64,7 +53,7 @@ def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
     exception goes on once the task has finished (its requests closed) or ``CLOSE_WAIT_S`` passed.
     """
     finished = threading.Event()
-    future = asyncio.run_coroutine_threadsafe(_watched(coroutine, finished), _portal())
+    future = asyncio.run_coroutine_threadsafe(_watched(coroutine, finished), RESOURCES.portal())
     try:
         return future.result()
     except BaseException:

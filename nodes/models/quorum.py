@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable
 from langgraph_moa.nodes.context import Context
 from langgraph_moa.nodes.errors import CallFailedError
 from langgraph_moa.nodes.models.calls import CallResult
+from langgraph_moa.nodes.models.resources import RESOURCES
 from langgraph_moa.nodes.records import ErrorKind
 
 
@@ -57,7 +58,8 @@ class _Group:
             scope.reschedule(when)
 
 
-_GROUPS: dict[str, _Group] = {}
+# The groups of the layers in flight, by layer run: kept by the process's owner of such state.
+_GROUPS: dict[str, _Group] = RESOURCES.layers
 
 
 def active_groups() -> int:
