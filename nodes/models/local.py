@@ -173,6 +173,9 @@ def _load(path: str, n_ctx: int, n_threads: int) -> _Loaded:
         llama.metadata.get("tokenizer.chat_template") or llama_chat_format.CHATML_CHAT_TEMPLATE
     )
     eos, bos = llama.token_eos(), llama.token_bos()
+    # The tokens' text: Llama has no public call for it, its model (private ``_model``) has
+    # ``token_get_text``; llama-cpp-python's own chat formats do the same. Checked by
+    # tests/test_private_apis.py.
     formatter = llama_chat_format.Jinja2ChatFormatter(
         template=template,
         eos_token=llama._model.token_get_text(eos) if eos != -1 else "",
