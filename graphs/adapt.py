@@ -9,11 +9,15 @@ Every node and router of the MoA graph is added through ``adapt``, which
 - gives the async node a synchronous twin, so ``invoke``/``stream``/``batch`` work as well as
   their async forms. The twin runs the async node on one background event loop shared by the
   process (``RESOURCES.portal()``, nodes/models/resources.py) with the stdlib's
-  ``asyncio.run_coroutine_threadsafe``, which carries the caller's context variables
-  (LangGraph's stream writer and callbacks) into the task, so streaming works from sync callers
-  too and the per-loop clients stay warm. When the waiting
-  thread gives up (Ctrl-C, an exception raised into it), the task is cancelled and its provider
-  requests closed before the error goes on, as ``ainvoke`` does when it is cancelled.
+  ``asyncio.run_coroutine_threadsafe``, which carries the caller's context variables (LangGraph's
+  stream writer and callbacks) into the task, so streaming works from sync callers too and the
+  per-loop clients stay warm. When the waiting thread gives up (Ctrl-C, an exception raised into
+  it), the task is cancelled and its provider requests closed before the error goes on, as
+  ``ainvoke`` does when it is cancelled. That thread is the caller's own when a step has one task
+  (the aggregator, join, a one-proposer layer). The tasks of a wider layer wait in LangGraph's
+  worker threads, which nothing interrupts: LangGraph's sync runner waits for them to end before
+  it re-raises (there is no hook to cancel them), so to cancel a run mid-layer, run it with
+  ``ainvoke``/``astream``.
 
 Nodes and routers read the resolved ``Context`` from ``runtime.context``: they never resolve it
 again, so every node of every graph (graphs/moa.py, unrolled.py, replay.py) is added through here.
