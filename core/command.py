@@ -49,7 +49,7 @@ MODEL_FLAGS: dict[str, tuple[type | Any, Any]] = {
     "temperature": (float | None, typer.Option("--temperature", "-t")),
     "max_tokens": (int | None, typer.Option("--max-tokens", "-m")),
 }
-# The straggler flags of interactive runs (ask, chat).
+# The flags of interactive runs (ask, chat): stragglers, and how the answer streams.
 QUORUM_FLAGS: dict[str, tuple[type | Any, Any]] = {
     "quorum": (
         int | None,
@@ -62,6 +62,14 @@ QUORUM_FLAGS: dict[str, tuple[type | Any, Any]] = {
     "quorum_grace": (
         float | None,
         typer.Option("--grace", help="With --quorum: seconds to still wait after the K-th answer."),
+    ),
+    "staircase": (
+        bool | None,
+        typer.Option(
+            "--staircase/--no-staircase",
+            help="Staircase streaming: the answer starts while the proposers still write "
+            "(more aggregator requests; docs/performance.md).",
+        ),
     ),
 }
 

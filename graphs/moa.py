@@ -1,5 +1,7 @@
 """Mixture-of-Agents wiring: START -> propose* -> join -> (propose* -> join)... -> aggregate.
 
+With ``Context.staircase``: START -> staircase (every proposer and the aggregator, side by side).
+
 Each layer fans out one ``propose`` task per proposer with ``Send``; all tasks of a layer run in
 the same superstep and ``join`` runs once they all have finished. ``build_moa_graph(unroll=ctx)``
 draws the same nodes as one node per proposer per layer instead (graphs/unrolled.py).
@@ -21,16 +23,23 @@ from langgraph_moa.nodes.aggregate import aggregate
 from langgraph_moa.nodes.context import Context, load_preset
 from langgraph_moa.nodes.errors import ConfigError
 from langgraph_moa.nodes.join import join
-from langgraph_moa.nodes.propose import propose, proposer_tasks
+from langgraph_moa.nodes.models.tools import check_capable, skips_proposers
+from langgraph_moa.nodes.propose import advised, propose, proposer_tasks
+from langgraph_moa.nodes.staircase import staircase
 
-Next = list[Send] | Literal["aggregate"]
+Next = list[Send] | Literal["aggregate", "staircase"]
 
 
 async def first_layer(state: MoAState, runtime: Runtime[Context]) -> Next:
     ctx = runtime.context  # resolved by adapt
-    if ctx.proposer_layers == 0:
+    check_capable(ctx, state.get("bind"))  # before the proposers are paid
+    if ctx.proposer_layers == 0 or skips_proposers(ctx.tool_proposers, state.get("bind")):
         return "aggregate"
-    return [Send("propose", t) for t in proposer_tasks(ctx, 1, state["messages"], None)]
+    if ctx.staircase and not state.get("bind"):
+        # Proposers and aggregator side by side, in one node (nodes/staircase.py). A run that
+        # binds tools or a response format runs standard MoA (docs/performance.md).
+        return "staircase"
+    return [Send("propose", t) for t in proposer_tasks(ctx, 1, advised(state), None)]
 
 
 async def next_layer(state: MoAState, runtime: Runtime[Context]) -> Next:
@@ -38,7 +47,7 @@ async def next_layer(state: MoAState, runtime: Runtime[Context]) -> Next:
     done = len(state["layers"])
     if done >= ctx.proposer_layers:
         return "aggregate"
-    tasks = proposer_tasks(ctx, done + 1, state["messages"], state["references"])
+    tasks = proposer_tasks(ctx, done + 1, advised(state), state["references"])
     return [Send("propose", t) for t in tasks]
 
 
@@ -67,10 +76,14 @@ def build_moa_graph(
     builder.add_node("propose", adapt(propose, default))
     builder.add_node("join", adapt(join, default))
     builder.add_node("aggregate", adapt(aggregate, default))
-    builder.add_conditional_edges(START, adapt(first_layer, default), ["propose", "aggregate"])
+    builder.add_node("staircase", adapt(staircase, default))
+    builder.add_conditional_edges(
+        START, adapt(first_layer, default), ["propose", "aggregate", "staircase"]
+    )
     builder.add_edge("propose", "join")
     builder.add_conditional_edges("join", adapt(next_layer, default), ["propose", "aggregate"])
     builder.add_edge("aggregate", END)
+    builder.add_edge("staircase", END)
     return builder
 
 

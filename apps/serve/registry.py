@@ -22,6 +22,9 @@ from langgraph_moa.nodes.presets import preset_names
 
 MODEL_FIELDS = ("proposers", "aggregator", "fallback_aggregator", "layer_proposers")
 SERVER_ONLY = ("base_url", "api_key_env")
+# "<model>+staircase": the model with staircase streaming on (for clients that send no extra
+# fields); listed for the default model.
+STAIRCASE_SUFFIX = "+staircase"
 
 
 class ModelRegistry:
@@ -49,11 +52,15 @@ class ModelRegistry:
         return cls(preset or default_preset_name())
 
     def names(self) -> list[str]:
-        return [*self.own, *(p for p in self.presets if p not in self.own)]
+        names = [*self.own, *(p for p in self.presets if p not in self.own)]
+        return [*names, self.default + STAIRCASE_SUFFIX]
 
     def context(self, name: str | None) -> tuple[str, Context]:
         """(name, settings) of the model ``name`` (None: the server's default); 400 if unknown."""
         name = name or self.default
+        if name.endswith(STAIRCASE_SUFFIX) and name != STAIRCASE_SUFFIX:
+            base, ctx = self.context(name.removesuffix(STAIRCASE_SUFFIX))
+            return base + STAIRCASE_SUFFIX, ctx.model_copy(update={"staircase": True})
         if name in self.own:
             return name, self.own[name]
         if name in self.presets:
@@ -115,7 +122,10 @@ def _check_models(field: str, value: Any) -> None:
 
 
 def openai_overrides(
-    temperature: float | None, max_tokens: int | None, seed: int | None
+    temperature: float | None,
+    max_tokens: int | None,
+    seed: int | None,
+    staircase: bool | None = None,
 ) -> dict[str, Any]:
     """The OpenAI request fields that become the run's defaults."""
     out: dict[str, Any] = {}
@@ -125,4 +135,6 @@ def openai_overrides(
         out["max_tokens"] = max_tokens
     if seed is not None:
         out["seed"] = seed
+    if staircase is not None:
+        out["staircase"] = staircase
     return out

@@ -40,7 +40,13 @@ class RunStream:
     chosen by ``errors.from_run_error``).
     """
 
-    def __init__(self, messages: list[AnyMessage], ctx: Context, live: set[RunStream]) -> None:
+    def __init__(
+        self,
+        messages: list[AnyMessage],
+        ctx: Context,
+        live: set[RunStream],
+        bind: Mapping[str, Any] | None = None,
+    ) -> None:
         self._queue: asyncio.Queue[RunEvent | BaseException] = asyncio.Queue(QUEUE_SIZE)
         self._held: RunEvent | BaseException | None = None  # read by ready_text, not yet given
         self._done = False
@@ -48,11 +54,15 @@ class RunStream:
         live.add(self)
         # A fresh context: the run is nobody's child run (see langserve_routes.py) and inherits
         # nothing from the request that started it.
-        self._task = asyncio.create_task(self._pump(messages, ctx), context=contextvars.Context())
+        self._task = asyncio.create_task(
+            self._pump(messages, ctx, bind), context=contextvars.Context()
+        )
 
-    async def _pump(self, messages: list[AnyMessage], ctx: Context) -> None:
+    async def _pump(
+        self, messages: list[AnyMessage], ctx: Context, bind: Mapping[str, Any] | None
+    ) -> None:
         try:
-            async for event in run_events(graph, messages, ctx):
+            async for event in run_events(graph, messages, ctx, bind=bind):
                 await self._queue.put(event)
         except Exception as exc:  # handed to the reader, who answers it
             await self._queue.put(exc)
@@ -114,12 +124,14 @@ class RunService:
         name, base = self.models.context(model)
         return name, with_overrides(base, overrides, source)
 
-    def start(self, messages: list[AnyMessage], ctx: Context) -> RunStream:
+    def start(
+        self, messages: list[AnyMessage], ctx: Context, bind: Mapping[str, Any] | None = None
+    ) -> RunStream:
         try:
             preflight(ctx)  # an unknown provider or a key the server lacks: before any call
         except MoAError as exc:
             raise from_run_error(exc) from None
-        return RunStream(messages, ctx, self.live)
+        return RunStream(messages, ctx, self.live, bind)
 
     async def close_all(self) -> None:
         """Cancel every run still in flight (server shutdown, after the grace period)."""

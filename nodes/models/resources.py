@@ -31,7 +31,7 @@ import asyncio
 import os
 import threading
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -110,7 +110,7 @@ class Resources:
         models = self._here().models
         model = models.get(key)
         if model is None:
-            model = models[key] = build_model(settings)
+            model = models[key] = _other_length(models, settings, key[1]) or build_model(settings)
         if stream:
             return model
         quiet = models.get((key, "quiet"))
@@ -142,6 +142,23 @@ class Resources:
                     target=self._portal.run_forever, name="moa-sync", daemon=True
                 ).start()
             return self._portal
+
+
+def _other_length(
+    models: dict[Any, BaseChatModel], settings: ModelSettings, env: tuple[str | None, ...]
+) -> BaseChatModel | None:
+    """A model differing only in ``max_tokens`` (staircase chunks ask for several lengths), as a
+    copy sharing its clients: a new client would cost ~130 ms; a copy costs microseconds."""
+    from langgraph_moa.nodes.models.providers import build_model
+
+    family = ("any-length", replace(settings, max_tokens=1), env)
+    found = models.get(family)
+    if found is None:
+        models[family] = build_model(settings)
+        return models[family]
+    if "max_tokens" not in type(found).model_fields:
+        return None
+    return found.model_copy(update={"max_tokens": settings.max_tokens})
 
 
 def _env_fingerprint(settings: ModelSettings) -> tuple[str | None, ...]:
