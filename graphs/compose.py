@@ -28,14 +28,13 @@ from langchain_core.messages.ai import UsageMetadata
 from langchain_core.messages.tool import ToolCallChunk
 from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
+from langchain_core.runnables import Runnable, RunnableLambda, RunnableMap, RunnablePassthrough
 from langchain_core.tools import BaseTool, StructuredTool
 from langchain_core.utils.function_calling import (
     convert_to_openai_function,
     convert_to_openai_tool,
 )
 from langchain_core.utils.pydantic import is_basemodel_subclass
-from langgraph._internal._runnable import RunnableCallable
 from langgraph.graph.state import CompiledStateGraph
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
@@ -79,7 +78,7 @@ def moa_node(
     answer: str = "answer",
     layers: str | None = None,
     context: Settings = None,
-) -> RunnableCallable:
+) -> Runnable[Any, dict[str, Any]]:
     """A node that asks MoA ``state[question]`` and writes ``state[answer]``.
 
     ``state[question]`` is a string or a list of messages (a conversation). ``layers``, if set,
@@ -104,7 +103,7 @@ def moa_node(
     def moa(state: Any) -> dict[str, Any]:
         return outputs(graph.invoke(inputs(state)))
 
-    return RunnableCallable(moa, amoa, name="moa")
+    return RunnableLambda(moa, afunc=amoa, name="moa")
 
 
 # --- a tool ------------------------------------------------------------------------------------

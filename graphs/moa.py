@@ -20,7 +20,8 @@ from langgraph_moa.graphs.adapt import adapt
 from langgraph_moa.graphs.state import MoAInput, MoAOutput, MoAState
 from langgraph_moa.graphs.unrolled import unroll as add_unrolled
 from langgraph_moa.nodes.aggregate import aggregate
-from langgraph_moa.nodes.context import Context, load_preset, resolve_context
+from langgraph_moa.nodes.context import Context, load_preset
+from langgraph_moa.nodes.errors import ConfigError
 from langgraph_moa.nodes.join import join
 from langgraph_moa.nodes.models.tools import check_capable, skips_proposers
 from langgraph_moa.nodes.propose import advised, propose, proposer_tasks
@@ -30,7 +31,7 @@ Next = list[Send] | Literal["aggregate", "staircase"]
 
 
 async def first_layer(state: MoAState, runtime: Runtime[Context]) -> Next:
-    ctx = resolve_context(runtime.context)
+    ctx = runtime.context  # resolved by adapt
     check_capable(ctx, state.get("bind"))  # before the proposers are paid
     if ctx.proposer_layers == 0 or skips_proposers(ctx.tool_proposers, state.get("bind")):
         return "aggregate"
@@ -42,7 +43,7 @@ async def first_layer(state: MoAState, runtime: Runtime[Context]) -> Next:
 
 
 async def next_layer(state: MoAState, runtime: Runtime[Context]) -> Next:
-    ctx = resolve_context(runtime.context)
+    ctx = runtime.context  # resolved by adapt
     done = len(state["layers"])
     if done >= ctx.proposer_layers:
         return "aggregate"
@@ -57,9 +58,15 @@ def build_moa_graph(
 
     ``context``: the settings of runs that bring none (a Context or a preset name); by default
     the default preset. ``unroll``: draw and run this Context's mixture with one node per
-    proposer per layer (graphs/unrolled.py).
+    proposer per layer (graphs/unrolled.py); it is then the graph's settings too, so a
+    ``context`` that differs from it is refused (``ConfigError``).
     """
     default = load_preset(context) if isinstance(context, str) else context
+    if unroll is not None and default is not None and default != unroll:
+        raise ConfigError(
+            "build_moa_graph: context and unroll name different settings; an unrolled graph "
+            "runs the Context it is unrolled for: pass only unroll=ctx"
+        )
     builder = StateGraph(
         MoAState, context_schema=Context, input_schema=MoAInput, output_schema=MoAOutput
     )

@@ -3,8 +3,8 @@
 Streamed only when someone reads the tokens (``stream_mode="messages"``, as ``moa`` does); a run
 nobody streams (``ainvoke``, batch) makes one plain request and pays no per-token work.
 
-Failure policy: the aggregator's call is retried like any call (nodes/calls.py). A retry after
-tokens were already streamed starts the answer over: stream consumers get a custom event
+Failure policy: the aggregator's call is retried like any call (nodes/models/calls.py). A retry
+after tokens were already streamed starts the answer over: stream consumers get a custom event
 ``{"event": "answer_retry", ...}`` first, and the new attempt's chunks carry a new message id
 (the CLI prints a notice on stderr and starts a new line). When the aggregator still fails, or
 answers with empty text, ``Context.fallback_aggregator`` (if set) answers instead, announced by
@@ -33,7 +33,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import Overwrite, StreamWriter
 from typing_extensions import TypedDict
 
-from langgraph_moa.nodes.context import Context, ModelSpec, resolve_context
+from langgraph_moa.nodes.context import Context, ModelSpec
 from langgraph_moa.nodes.errors import AggregatorError
 from langgraph_moa.nodes.models import CallFailedError, CallResult, ask_model, settings_for
 from langgraph_moa.nodes.models.tools import (
@@ -125,6 +125,15 @@ def failed_note(spec: ModelSpec, exc: CallFailedError) -> str:
     return f"{spec.model} failed: {failure_note(exc.message, exc.attempts, exc.latency_s)}"
 
 
+def call_failure(spec: ModelSpec, exc: CallFailedError) -> CallFailure:
+    """The record of ``spec``'s failed call (``Answer.aggregator_failure``, ``AggregatorError``)."""
+    return CallFailure(
+        model=spec.model,
+        error=ErrorInfo(kind=exc.kind, message=exc.message),
+        attempts=exc.attempts,
+    )
+
+
 def final_message(
     text: str,
     message_id: str | None,
@@ -144,20 +153,16 @@ def final_message(
 
 
 async def aggregate(state: AggregateInput, runtime: Runtime[Context]) -> dict[str, Any]:
-    ctx = resolve_context(runtime.context)
+    ctx = runtime.context  # resolved by graphs/adapt.py
     writer = get_stream_writer()
     spec, failure = ctx.aggregator, None
     try:
         result = await _answer(spec, ctx, state, writer)
     except CallFailedError as exc:
         fallback = ctx.fallback_aggregator
+        failure = call_failure(spec, exc)
         if fallback is None:
-            raise AggregatorError(f"aggregator {failed_note(spec, exc)}") from None
-        failure = CallFailure(
-            model=spec.model,
-            error=ErrorInfo(kind=exc.kind, message=exc.message),
-            attempts=exc.attempts,
-        )
+            raise AggregatorError(f"aggregator {failed_note(spec, exc)}", [failure]) from None
         writer(
             {
                 "event": "answer_fallback",
@@ -172,7 +177,8 @@ async def aggregate(state: AggregateInput, runtime: Runtime[Context]) -> dict[st
         except CallFailedError as exc2:
             raise AggregatorError(
                 f"aggregator {failed_note(spec, exc)}; "
-                f"fallback aggregator {failed_note(fallback, exc2)}"
+                f"fallback aggregator {failed_note(fallback, exc2)}",
+                [failure, call_failure(fallback, exc2)],
             ) from None
         spec = fallback
     usage = usage_of(result.message)

@@ -85,7 +85,7 @@ class ModelSpec(BaseModel):
         default=None,
         gt=0,
         description="The model's context window in tokens (prompt + answer); unset uses the "
-        "known window of the model (nodes/budget.py) or a conservative 8192.",
+        "known window of the model (nodes/models/budget.py) or a conservative 8192.",
     )
     rpm: float | None = Field(
         default=None,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 from langchain_core.messages import AnyMessage
 from typing_extensions import TypedDict
@@ -24,8 +24,6 @@ ErrorKind = Literal[
     "other",  # anything else (the message says what)
 ]
 """Why a model call failed: records, call errors and the CLI all use these names."""
-
-ERROR_KINDS: tuple[ErrorKind, ...] = get_args(ErrorKind)
 
 
 class Usage(TypedDict):

@@ -48,14 +48,14 @@ from langgraph.runtime import Runtime
 from langgraph.types import Overwrite, StreamWriter
 from typing_extensions import TypedDict
 
-from langgraph_moa.nodes.aggregate import ANSWER_TAG, failed_note, final_message
-from langgraph_moa.nodes.context import Context, ModelSpec, resolve_context
+from langgraph_moa.nodes.aggregate import ANSWER_TAG, call_failure, failed_note, final_message
+from langgraph_moa.nodes.context import Context, ModelSpec
 from langgraph_moa.nodes.errors import AggregatorError, LayerFailedError
 from langgraph_moa.nodes.models import CallFailedError, CallResult, ask_model, settings_for
 from langgraph_moa.nodes.models.calls import BACKOFF_CAP_S
 from langgraph_moa.nodes.models.continuation import continuation_of
 from langgraph_moa.nodes.models.growing import Collector, Growing
-from langgraph_moa.nodes.models.quorum import CutError, quorum_call
+from langgraph_moa.nodes.models.quorum import quorum_call
 from langgraph_moa.nodes.records import (
     Answer,
     CallFailure,
@@ -64,7 +64,6 @@ from langgraph_moa.nodes.records import (
     Proposal,
     Staircase,
     Usage,
-    failure_note,
     usage_of,
 )
 
@@ -286,11 +285,11 @@ async def _propose(run: _Run, source: _Source, spec: ModelSpec, sample: int) -> 
             sample=sample,
         )
         try:
-            result = await quorum_call(ctx, layer, f"{run.key}:{layer}", call)
+            result = await quorum_call(
+                ctx, layer, f"{run.key}:{layer}", call, lambda: source.record["attempts"]
+            )
         except CallFailedError as exc:
             source.record["attempts"] = exc.attempts
-            error = ErrorInfo(kind=exc.kind, message=exc.message)
-        except CutError as exc:
             error = ErrorInfo(kind=exc.kind, message=exc.message)
         else:
             source.record["text"], source.record["usage"] = result.text, usage_of(result.message)
@@ -322,11 +321,11 @@ async def _propose_written(
     layer, started, error = source.record["layer"], time.perf_counter(), None
     call = _written_call(run, spec, inputs, source.growing)
     try:
-        result = await quorum_call(run.ctx, layer, f"{run.key}:{layer}", call)
+        result = await quorum_call(
+            run.ctx, layer, f"{run.key}:{layer}", call, lambda: source.record["attempts"]
+        )
     except CallFailedError as exc:
         source.record["attempts"] = exc.attempts
-        error = ErrorInfo(kind=exc.kind, message=exc.message)
-    except CutError as exc:
         error = ErrorInfo(kind=exc.kind, message=exc.message)
     else:
         if result.text.strip():
@@ -342,20 +341,7 @@ async def _check_layer(run: _Run, layer: int, sources: list[_Source]) -> None:
     await asyncio.gather(*(s.growing.grown_to(2**62) for s in sources))
     ok = sum(1 for s in sources if not s.growing.failed)
     if ok < min(run.ctx.min_proposals, len(sources)):
-        failed = "; ".join(
-            f"{s.record['model']}: "
-            + failure_note(
-                s.record["error"]["message"] if s.record["error"] else "no answer",
-                s.record["attempts"],
-                s.record["latency_s"],
-            )
-            for s in sources
-            if s.growing.failed
-        )
-        raise LayerFailedError(
-            f"layer {layer}: only {ok} of {len(sources)} proposers answered "
-            f"(min_proposals={run.ctx.min_proposals}); {failed}"
-        )
+        raise LayerFailedError(layer, [s.record for s in sources], run.ctx.min_proposals)
 
 
 # --- the node ----------------------------------------------------------------------------------
@@ -369,13 +355,9 @@ async def _answer(
         return spec, await _write(run, spec, inputs, Growing(), answer=True), None
     except CallFailedError as exc:
         fallback = ctx.fallback_aggregator
+        failure = call_failure(spec, exc)
         if fallback is None:
-            raise AggregatorError(f"aggregator {failed_note(spec, exc)}") from None
-        failure = CallFailure(
-            model=spec.model,
-            error=ErrorInfo(kind=exc.kind, message=exc.message),
-            attempts=exc.attempts,
-        )
+            raise AggregatorError(f"aggregator {failed_note(spec, exc)}", [failure]) from None
         run.emit(
             {
                 "event": "answer_fallback",
@@ -390,7 +372,8 @@ async def _answer(
         except CallFailedError as exc2:
             raise AggregatorError(
                 f"aggregator {failed_note(spec, exc)}; fallback aggregator "
-                f"{failed_note(fallback, exc2)}"
+                f"{failed_note(fallback, exc2)}",
+                [failure, call_failure(fallback, exc2)],
             ) from None
 
 
@@ -400,7 +383,7 @@ def _run_key(runtime: Runtime[Context]) -> str:
 
 
 async def staircase(state: StaircaseInput, runtime: Runtime[Context]) -> dict[str, Any]:
-    ctx = resolve_context(runtime.context)
+    ctx = runtime.context  # resolved by graphs/adapt.py
     run = _Run(ctx, list(state["messages"]), get_stream_writer(), _run_key(runtime))
     layers: list[list[_Source]] = []
     tasks: list[asyncio.Task[None]] = []

@@ -115,7 +115,7 @@ def _items(prompts: str | None, limit: int | None) -> tuple[list[Item], str]:
     try:
         items = read_items(path)
     except InputError as exc:  # its hint names a moa batch flag that moa compare has not
-        raise InputError(str(exc).split(" (or pass --skip-invalid")[0]) from None
+        raise InputError(exc.problem) from None
     checked = [i for i in items if not isinstance(i, InvalidItem)]  # read_items raised for those
     if limit is not None:
         checked = checked[:limit]

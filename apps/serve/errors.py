@@ -90,16 +90,13 @@ class OpenAIError(Exception):
         return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
 
 
-def from_run_error(exc: BaseException, proposals: Iterable[Mapping[str, Any]] = ()) -> OpenAIError:
-    """The answer for an error a run raised. ``proposals``: the run's finished proposer calls."""
+def from_run_error(exc: BaseException) -> OpenAIError:
+    """The answer for an error a run raised."""
     message = str(exc)
     if isinstance(exc, OpenAIError):
         return exc
     if isinstance(exc, LayerFailedError):
-        failed = [p for p in proposals if p.get("error")]
-        last = max((p["layer"] for p in failed), default=0)
-        kinds = {p["error"]["kind"] for p in failed if p["layer"] == last}
-        if kinds == {"context"}:  # the conversation fits none of the proposers: the client's to fix
+        if exc.kind == "context":  # the conversation fits no proposer: the client's to fix
             return OpenAIError(400, message, param="messages", code="context_length_exceeded")
         return OpenAIError(502, message, code="proposers_failed")
     if isinstance(exc, AggregatorError):

@@ -22,7 +22,7 @@ from starlette.requests import Request
 from langgraph_moa.apps.serve.errors import from_run_error
 from langgraph_moa.apps.serve.registry import ModelRegistry, with_overrides
 from langgraph_moa.core.settings import preflight
-from langgraph_moa.core.turns import Finished, ProposalDone, RunEvent, Token, run_events
+from langgraph_moa.core.turns import Finished, RunEvent, Token, run_events
 from langgraph_moa.graphs import graph
 from langgraph_moa.nodes import records
 from langgraph_moa.nodes.context import Context
@@ -47,7 +47,6 @@ class RunStream:
         live: set[RunStream],
         bind: Mapping[str, Any] | None = None,
     ) -> None:
-        self.proposals: list[dict[str, Any]] = []
         self._queue: asyncio.Queue[RunEvent | BaseException] = asyncio.Queue(QUEUE_SIZE)
         self._held: RunEvent | BaseException | None = None  # read by ready_text, not yet given
         self._done = False
@@ -64,8 +63,6 @@ class RunStream:
     ) -> None:
         try:
             async for event in run_events(graph, messages, ctx, bind=bind):
-                if isinstance(event, ProposalDone):
-                    self.proposals.append(event.record)
                 await self._queue.put(event)
         except Exception as exc:  # handed to the reader, who answers it
             await self._queue.put(exc)
@@ -82,7 +79,7 @@ class RunStream:
             item = await self._queue.get()
         if isinstance(item, BaseException):
             self._done = True
-            raise from_run_error(item, self.proposals)
+            raise from_run_error(item)
         if isinstance(item, Finished):
             self._done = True
         return item

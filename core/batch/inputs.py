@@ -184,7 +184,7 @@ class Dataset:
                     message = f"{self.name}: {unit} {number}: {exc}"
                     if not self.skip_invalid:
                         raise InputError(
-                            f"{message} (or pass --skip-invalid to record it as failed)"
+                            message, hint="or pass --skip-invalid to record it as failed"
                         ) from None
                     source = value.line if isinstance(value, _Malformed) else value
                     item = InvalidItem(f"invalid-{unit}-{number}", message, source, number)

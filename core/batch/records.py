@@ -39,6 +39,20 @@ from langgraph_moa.nodes.context import Context
 from langgraph_moa.nodes.records import Answer, Proposal, tally
 
 ItemErrorKind = Literal["invalid", "layer", "aggregator", "provider", "config", "server", "other"]
+# The record's kind for the errors a turn raises, by class name (a LangGraph server reports only
+# the name): a subclass takes its nearest listed base's kind (ContextOverflowError: "provider").
+ITEM_KINDS: dict[str, ItemErrorKind] = {
+    "LayerFailedError": "layer",
+    "AggregatorError": "aggregator",
+    "ConfigError": "config",
+    "ProviderError": "provider",
+    "ReplayError": "invalid",  # core/batch/turns.py
+}
+
+
+def item_kind(cls: type[BaseException]) -> ItemErrorKind | None:
+    """The record's kind for an error of class ``cls``; None for one not listed."""
+    return next((ITEM_KINDS[c.__name__] for c in cls.__mro__ if c.__name__ in ITEM_KINDS), None)
 
 
 class TurnResult(TypedDict):

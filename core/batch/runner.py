@@ -38,20 +38,15 @@ from langgraph_moa.core.batch.records import (
     ItemErrorKind,
     Turn,
     build_record,
+    item_kind,
     settings_changes,
     settings_summary,
 )
-from langgraph_moa.core.batch.turns import GraphTurns, ReplayError, ReplayTurns, Turns
+from langgraph_moa.core.batch.turns import GraphTurns, ReplayTurns, Turns
 from langgraph_moa.core.locks import one_writer
 from langgraph_moa.core.terminal import stderr_console
 from langgraph_moa.nodes.context import Context
-from langgraph_moa.nodes.errors import (
-    AggregatorError,
-    ConfigError,
-    LayerFailedError,
-    MoAError,
-    ProviderError,
-)
+from langgraph_moa.nodes.errors import ConfigError, MoAError
 from langgraph_moa.nodes.models.callcache import CallCache
 from langgraph_moa.nodes.models.redact import redact
 
@@ -97,20 +92,10 @@ class BatchResult:
 def _error_of(exc: BaseException) -> tuple[ItemErrorKind, str]:
     from langgraph_moa.core.batch.server import ServerRunError
 
-    kinds: list[tuple[type[BaseException], ItemErrorKind]] = [
-        (LayerFailedError, "layer"),
-        (AggregatorError, "aggregator"),
-        (ConfigError, "config"),
-        (ProviderError, "provider"),
-        (ReplayError, "invalid"),
-    ]
     if isinstance(exc, ServerRunError):
         return exc.kind, redact(str(exc))
-    for cls, kind in kinds:
-        if isinstance(exc, cls):
-            return kind, redact(str(exc))
     if isinstance(exc, MoAError):
-        return "other", redact(str(exc))
+        return item_kind(type(exc)) or "other", redact(str(exc))
     # One item's bug must not end a week-long run: it is recorded, with what it was.
     return "other", redact(f"unexpected {type(exc).__name__}: {exc}")
 

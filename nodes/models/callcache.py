@@ -85,7 +85,9 @@ class CallCache:
         self.stored += 1
 
     def close(self) -> None:
-        self._store._conn.close()  # SqliteCache has no close(); its connection is ours to end
+        # SqliteCache has no close() and its connection (private ``_conn``) is ours to end: the
+        # file stays open otherwise. tests/test_private_apis.py fails if it changes.
+        self._store._conn.close()
 
 
 _ACTIVE: ContextVar[tuple[CallCache, str] | None] = ContextVar("moa_call_cache", default=None)

@@ -45,16 +45,17 @@ from langchain_core.messages import AIMessage, AnyMessage, BaseMessage
 from langchain_core.runnables import RunnableConfig, ensure_config
 from langchain_core.runnables.config import merge_configs
 
-from langgraph_moa.nodes.errors import ContextOverflowError
+from langgraph_moa.nodes.errors import CallFailedError, ContextOverflowError
 from langgraph_moa.nodes.models.redact import redact
 from langgraph_moa.nodes.records import ErrorKind
+
+__all__ = ["CallFailedError", "CallResult", "OnRetry", "call_model", "classify", "describe"]
 
 BACKOFF_BASE_S = 1.0
 BACKOFF_CAP_S = 20.0
 # A longer Retry-After fails the call at once: waiting minutes inside one answer helps nobody.
 RETRY_AFTER_CAP_S = 60.0
 RETRIED_STATUS = {408, 409, 429}  # and every 5xx
-NOT_RETRIED = {400, 401, 403, 404, 413, 422}  # documented examples; every other 4xx too
 STATUS_HINT = {
     400: "request rejected (e.g. the prompt is longer than the model's context window)",
     401: "authentication failed: check the API key",
@@ -79,19 +80,6 @@ class CallResult:
     # Time to the first answer text the caller could see, from the start of the attempt that
     # answered: the first streamed token, or the whole answer when the call was not streamed.
     ttft_s: float | None
-
-
-@dataclass
-class CallFailedError(Exception):
-    """A call that failed for good, and why (``kind``, see nodes/records.py)."""
-
-    kind: ErrorKind
-    message: str
-    attempts: int
-    latency_s: float
-
-    def __str__(self) -> str:
-        return self.message
 
 
 # Called before each retry with (failed attempt number, kind, message, seconds to wait).

@@ -25,7 +25,7 @@ needs. Here:
 * a final assistant message is continued (the template's prompt up to the opened assistant turn,
   then that text, completed raw): staircase streaming's continuation (nodes/models/continuation.py).
 
-Benchmark the two concurrency strategies with ``python -m nodes.local``.
+Benchmark the two concurrency strategies with ``python -m benchmarks.local_model``.
 """
 
 from __future__ import annotations
@@ -175,6 +175,9 @@ def _load(path: str, n_ctx: int, n_threads: int) -> _Loaded:
         llama.metadata.get("tokenizer.chat_template") or llama_chat_format.CHATML_CHAT_TEMPLATE
     )
     eos, bos = llama.token_eos(), llama.token_bos()
+    # The tokens' text: Llama has no public call for it, its model (private ``_model``) has
+    # ``token_get_text``; llama-cpp-python's own chat formats do the same. Checked by
+    # tests/test_private_apis.py.
     formatter = llama_chat_format.Jinja2ChatFormatter(
         template=template,
         eos_token=llama._model.token_get_text(eos) if eos != -1 else "",
@@ -402,7 +405,7 @@ class ChatLocalGGUF(BaseChatModel):
         return _pool(self.model_path, self.n_ctx, self.pool_size, threads)
 
     def get_num_tokens(self, text: str) -> int:
-        """Tokens of ``text`` by the model's own tokenizer (nodes/budget.py measures with it).
+        """Tokens of ``text`` by the model's own tokenizer (nodes/models/budget.py counts with it).
 
         The first call loads the model if no call has yet.
         """

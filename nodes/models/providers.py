@@ -155,6 +155,8 @@ PROVIDERS: dict[str, ModelFactory] = {
 
 
 def known_providers() -> list[str]:
+    # init_chat_model's providers have no public list; used only to name them in an error.
+    # tests/test_private_apis.py fails if it changes.
     from langchain.chat_models.base import _BUILTIN_PROVIDERS
 
     return sorted(set(PROVIDERS) | set(_BUILTIN_PROVIDERS))
