@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import sys
 import time
 from typing import Any
 
@@ -155,12 +156,24 @@ async def _local_query(staircase: bool) -> dict[str, float]:
 
 
 def run_local(reps: int = 3) -> dict[str, Any]:
-    """The ``local`` preset (3 SmolLM2 proposers, 1 layer, all on this CPU), alternating."""
+    """The ``local`` preset (3 SmolLM2 proposers, 1 layer, all on this CPU), alternating.
+
+    Each query takes ~10 s on 2 idle cores and minutes when other processes want them (llama.cpp
+    gets what CPU is left), and RESULTS.md is written only at the end: each query says on stderr
+    that it finished, so a slow run is not taken for a hung one.
+    """
     asyncio.run(_local_query(False))  # load the model copies first
     runs: dict[str, list[dict[str, float]]] = {"standard": [], "staircase": []}
-    for _ in range(reps):
+    for rep in range(reps):
         for mode in ("standard", "staircase"):
             runs[mode].append(asyncio.run(_local_query(mode == "staircase")))
+            got = runs[mode][-1]
+            print(
+                f"benchmarks: staircase-local {rep + 1}/{reps} {mode}: first token "
+                f"{got['ttft_s']:.1f} s, total {got['total_s']:.1f} s",
+                file=sys.stderr,
+                flush=True,
+            )
     med = {mode: {k: median([r[k] for r in rs]) for k in rs[0]} for mode, rs in runs.items()}
     ratio = {k: med["staircase"][k] / med["standard"][k] for k in med["standard"]}
     return {"rows": [{"layers": 1, "proposers": 3, "reps": reps, **med, "ratio": ratio}]}
