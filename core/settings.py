@@ -31,6 +31,17 @@ FLAGS = {
     "staircase": "--staircase",
 }
 
+# "<preset or model>+staircase": those settings with staircase streaming on (Context.staircase),
+# where a name is given and no flags can be: a moa serve model id, a moa compare --system SPEC.
+STAIRCASE_SUFFIX = "+staircase"
+
+
+def split_staircase(name: str) -> tuple[str, bool]:
+    """``name`` without a ``+staircase`` suffix, and whether it had one."""
+    if name.endswith(STAIRCASE_SUFFIX) and name != STAIRCASE_SUFFIX:
+        return name.removesuffix(STAIRCASE_SUFFIX), True
+    return name, False
+
 
 def context_from_flags(
     *,

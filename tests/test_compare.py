@@ -27,14 +27,16 @@ from compare_helpers import (
     write_prompts,
 )
 from conftest import ROOT, run_cli, spec
-from fake_openai import FakeOpenAIServer, RecordedRequest
+from fake_openai import FakeOpenAIServer, RecordedRequest, continuing
 from PIL import Image
 from rich.console import Console
+from test_staircase import fallback_so_far
 
 from langgraph_moa.apps.compare import CompareOptions, System, run_compare, single_model
 from langgraph_moa.apps.compare.run import starter_prompts
 from langgraph_moa.core.batch.inputs import Item, read_items
 from langgraph_moa.nodes.context import Context
+from langgraph_moa.nodes.staircase import UNFINISHED
 
 PRICE = {"input": 1.0, "output": 2.0}
 
@@ -374,6 +376,40 @@ def test_a_preset_against_its_own_models_with_the_starter_set(
     assert f"report: {out / 'report.md'}" in done.stderr
 
 
+def test_a_mixture_against_itself_with_staircase_streaming_in_one_command(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    for name in ("p1", "p2"):  # ~1.3 s each: the staircase aggregator starts long before
+        server.script(name, " ".join(f"{name}w{i}" for i in range(60)), ttft=0.05, token_delay=0.02)
+    answer = " ".join(f"a{i}" for i in range(80)) + "."
+    server.script("agg", continuing(answer, fallback_so_far))
+    server.script("judge", always_a)
+    mix = write_mixture(tmp_path / "mix.toml")
+    out = tmp_path / "report"
+    done = run_cli(
+        "compare", "--system", f"stair={mix}+staircase", "--system", f"std={mix}",
+        "--judge", "together:judge", "--limit", "2", "-o", str(out), env=env(server),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    data = results(out)
+    assert [(s["name"], s["spec"]) for s in data["systems"]] == [
+        ("stair", f"{mix}+staircase"),
+        ("std", str(mix)),
+    ]
+    # The candidate ran first, as staircase MoA: its aggregator wrote each answer in several
+    # requests while the proposals were still unfinished (so its proposers streamed: moa compare
+    # asks for whole answers only where that changes nothing). The baseline: one request each.
+    agg = server.requests_for("agg")
+    stair, std = agg[:-2], agg[-2:]
+    assert len(stair) > 4
+    assert any(UNFINISHED.strip() in str(r.messages[0]["content"]) for r in stair)
+    assert any(fallback_so_far(r) for r in stair)
+    assert not any(fallback_so_far(r) or r.stream for r in std)
+    for name in ("stair", "std"):  # the same answer, whole at every seam
+        lines = (out / "answers" / f"{name}.jsonl").read_text().splitlines()
+        assert [json.loads(x)["answer"] for x in lines] == [answer, answer]
+
+
 def test_the_starter_set_is_varied_and_well_formed() -> None:
     rows = [json.loads(x) for x in starter_prompts().read_text().splitlines()]
     assert 25 <= len(rows) <= 40
@@ -390,6 +426,8 @@ def test_the_starter_set_is_varied_and_well_formed() -> None:
         (["--system", "a=moa-lite"], 2, "at least two systems"),
         (["--preset", "seed", "--system", "a=moa-lite", "--system", "b=together:x"], 2,
          "--preset and --system do not go together"),
+        (["--system", "a=together:x+staircase", "--system", "b=seed"], 2,
+         "together:x is one model alone"),
         (["--preset", "seed", "--judge", "gpt-4o"], 2, "--judge 'gpt-4o': name one model"),
         (["--preset", "seed", "--layers", "1"], 2, "no mixture to compare"),
         (["--preset", "seed", "--concurrency", "0"], 2, "--concurrency must be at least 1"),
@@ -398,7 +436,8 @@ def test_the_starter_set_is_varied_and_well_formed() -> None:
         (["--report-only", "nowhere"], 1, "no results.json there"),
         (["--system", "a=seed", "--system", "b=together:x"], 1, "set TOGETHER_API_KEY"),
     ],
-    ids=["system-format", "unknown-preset", "one-system", "mixed-flags", "bad-judge",
+    ids=["system-format", "unknown-preset", "one-system", "mixed-flags", "staircase-model",
+         "bad-judge",
          "single-preset", "concurrency", "missing-prompts", "empty-prompt", "report-only",
          "missing-key"],
 )  # fmt: skip

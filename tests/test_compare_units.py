@@ -18,6 +18,7 @@ from langgraph_moa.apps.compare.judge import (
     side,
 )
 from langgraph_moa.apps.compare.report import verdict_line
+from langgraph_moa.apps.compare.run import build_systems
 from langgraph_moa.apps.compare.stats import bootstrap_ci, median_and_p95, pair_stats, win_rate
 from langgraph_moa.apps.compare.systems import (
     check_names,
@@ -225,6 +226,27 @@ def test_a_preset_of_one_model_has_nothing_to_compare() -> None:
 def test_bad_system_flags_say_what_is_expected(text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_system(text)
+
+
+NO_FLAGS = dict.fromkeys(
+    ("preset", "config", "proposers", "aggregator", "layers", "temperature", "max_tokens")
+)
+
+
+def test_a_preset_plus_staircase_is_the_same_mixture_with_staircase_streaming() -> None:
+    stair, standard = build_systems(["stair=moa-lite+staircase", "std=moa-lite"], NO_FLAGS)
+    assert (stair.spec, stair.ctx.staircase, standard.ctx.staircase) == (
+        "moa-lite+staircase",
+        True,
+        False,
+    )
+    assert stair.ctx.model_dump(exclude={"staircase"}) == standard.ctx.model_dump(
+        exclude={"staircase"}
+    )
+    with pytest.raises(ConfigError, match="together:x is one model alone"):
+        build_systems(["a=together:x+staircase", "b=moa-lite"], NO_FLAGS)
+    with pytest.raises(ConfigError, match="unknown preset 'nope'"):
+        build_systems(["a=nope+staircase", "b=moa-lite"], NO_FLAGS)
 
 
 def test_system_names_are_unique_and_there_are_two_systems() -> None:

@@ -52,9 +52,16 @@ def _candidate_name(flags: dict[str, Any]) -> str:
     return name if "moa" in name else f"moa-{name}"
 
 
-def _mixture(spec: str, flags: dict[str, Any]) -> Context:
-    from langgraph_moa.core.settings import context_from_flags
+def _mixture(name: str, text: str, flags: dict[str, Any]) -> Context:
+    """The mixture of ``--system name=text``: a preset or config file, ``+staircase`` or not."""
+    from langgraph_moa.core.settings import context_from_flags, split_staircase
 
+    spec, staircase = split_staircase(text)
+    if staircase and is_model_name(spec):
+        raise ConfigError(
+            f"--system {name}={text}: +staircase turns on staircase streaming of a mixture (a "
+            f"preset or config file), and {spec} is one model alone, with no proposers to stream"
+        )
     path = Path(spec)
     as_file = path.suffix == ".toml" or path.exists()
     return context_from_flags(
@@ -65,12 +72,13 @@ def _mixture(spec: str, flags: dict[str, Any]) -> Context:
         layers=None,
         temperature=flags.get("temperature"),
         max_tokens=flags.get("max_tokens"),
+        staircase=True if staircase else None,
     )
 
 
 def build_systems(given: list[str] | None, flags: dict[str, Any]) -> list[System]:
     """``--system NAME=SPEC`` in order, or the chosen mixture and its own models alone."""
-    from langgraph_moa.core.settings import context_from_flags
+    from langgraph_moa.core.settings import context_from_flags, split_staircase
 
     if not given:
         ctx = context_from_flags(**flags)
@@ -80,14 +88,16 @@ def build_systems(given: list[str] | None, flags: dict[str, Any]) -> list[System
         if mixing:
             raise ConfigError(
                 f"{', '.join(mixing)} and --system do not go together: with --system, give "
-                "each system as NAME=SPEC (a preset, a config file or provider:model)"
+                "each system as NAME=SPEC (a preset, a config file or provider:model; "
+                "PRESET+staircase for a mixture with staircase streaming)"
             )
         run_wide = {k: flags[k] for k in ("temperature", "max_tokens") if flags.get(k) is not None}
         base = build_context(run_wide, "flags")
         systems = []
         for text in given:
             name, spec = parse_system(text)
-            mixture = base if is_model_name(spec) else _mixture(spec, flags)
+            alone = is_model_name(spec) and not split_staircase(spec)[1]
+            mixture = base if alone else _mixture(name, spec, flags)
             systems.append(from_spec(name, spec, mixture, base))
     check_names(systems)
     return systems

@@ -168,8 +168,12 @@ async def _compare(
             cache=cache,
             retry_failed=options.retry_failed,
         )
-        # Nobody reads these tokens: whole answers cost the client far less CPU.
-        ctx = system.ctx.model_copy(update={"stream": False})
+        # Nobody reads these tokens: whole answers cost the client far less CPU. Not for a
+        # staircase mixture: its proposers must stream to its aggregator (without streaming its
+        # aggregator would wait for whole proposals: standard MoA under another name).
+        ctx = (
+            system.ctx if system.ctx.staircase else system.ctx.model_copy(update={"stream": False})
+        )
         await run_batch(_system_items(items, system), ctx, path, batch, console=console)
         # Only this run's prompts: a file may hold answers to prompts of an earlier run.
         found = _by_prompt(path, system)

@@ -1,6 +1,9 @@
 """The systems a comparison runs: ``--system NAME=SPEC``, or a preset and its own models.
 
-A SPEC is a preset name, a TOML config file, or one ``provider:model``. A single model runs
+A SPEC is a preset name, a TOML config file, or one ``provider:model``; a preset or config file
+followed by ``+staircase`` is that mixture with staircase streaming on, so
+``--system staircase=moa+staircase --system standard=moa`` judges what staircase streaming does
+to the answers of one mixture (docs/performance.md). A single model runs
 through the same MoA graph with ``layers=1`` (the aggregator alone), so every system's answers
 take the same code path, retries, limits and cache. The first system is the *candidate* (the
 mixture under test); each other system is a *baseline* it is judged against.
@@ -96,7 +99,8 @@ def is_model_name(spec: str) -> bool:
 
 
 def from_spec(name: str, spec: str, mixture: Context, base: Context) -> System:
-    """The system ``NAME=SPEC``; ``mixture`` is SPEC read as a preset or config (see cli.py)."""
+    """The system ``NAME=SPEC``; ``mixture`` is SPEC read as a preset or config (see run.py),
+    with its ``+staircase`` suffix applied."""
     if is_model_name(spec):
         try:
             model = ModelSpec(model=spec)

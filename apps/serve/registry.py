@@ -16,15 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from langgraph_moa.apps.serve.errors import OpenAIError
+from langgraph_moa.core.settings import STAIRCASE_SUFFIX, split_staircase
 from langgraph_moa.nodes.context import Context, build_context, load_preset
 from langgraph_moa.nodes.errors import ConfigError
 from langgraph_moa.nodes.presets import preset_names
 
 MODEL_FIELDS = ("proposers", "aggregator", "fallback_aggregator", "layer_proposers")
 SERVER_ONLY = ("base_url", "api_key_env")
-# "<model>+staircase": the model with staircase streaming on (for clients that send no extra
-# fields); listed for the default model.
-STAIRCASE_SUFFIX = "+staircase"
 
 
 class ModelRegistry:
@@ -58,8 +56,9 @@ class ModelRegistry:
     def context(self, name: str | None) -> tuple[str, Context]:
         """(name, settings) of the model ``name`` (None: the server's default); 400 if unknown."""
         name = name or self.default
-        if name.endswith(STAIRCASE_SUFFIX) and name != STAIRCASE_SUFFIX:
-            base, ctx = self.context(name.removesuffix(STAIRCASE_SUFFIX))
+        base_name, staircase = split_staircase(name)
+        if staircase:  # for clients that send no extra fields; listed for the default model
+            base, ctx = self.context(base_name)
             return base + STAIRCASE_SUFFIX, ctx.model_copy(update={"staircase": True})
         if name in self.own:
             return name, self.own[name]
