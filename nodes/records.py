@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal
+from typing import Any, Literal, NotRequired
 
 from langchain_core.messages import AnyMessage
 from typing_extensions import TypedDict
@@ -48,6 +48,9 @@ class Proposal(TypedDict):
     latency_s: float
     attempts: int  # requests made; 0 with text = answered from the call cache (moa batch)
     error: ErrorInfo | None
+    # A later-layer staircase proposer: the chunk requests that wrote it, each a call of its own
+    # (its own prompt), all in ``usage``. Absent: one call.
+    requests: NotRequired[int]
 
 
 class CallFailure(TypedDict):
@@ -68,6 +71,9 @@ class Answer(TypedDict):
     attempts: int  # attempts of the call that answered; 0 = answered from the call cache
     fallback: bool  # True when Context.fallback_aggregator wrote the answer
     aggregator_failure: CallFailure | None  # why the aggregator did not, when fallback is True
+    # Staircase: the chunk requests that wrote the answer, each a call of its own (its own
+    # prompt), all in ``usage``. Absent: one call.
+    requests: NotRequired[int]
 
 
 class ChunkRequest(TypedDict):
@@ -126,15 +132,17 @@ def usage_of(message: Any) -> Usage | None:
     )
 
 
-def tally(calls: Iterable[tuple[str, Mapping[str, Any] | None]]) -> dict[str, dict[str, int]]:
-    """Calls and tokens per model, from (model, usage) of each call: every usage total of the
-    project (a run, a batch item, a server response, ChatMoA's usage) is counted here."""
+def tally(calls: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, int]]:
+    """Calls and tokens per model, from the records of the calls (a ``Proposal`` or ``Answer``:
+    its ``model``, ``usage`` and ``requests``): every usage total of the project (a run, a batch
+    item, a server response, ChatMoA's usage) is counted here."""
     totals: dict[str, dict[str, int]] = {}
-    for model, usage in calls:
+    for call in calls:
+        model, usage = call["model"], call["usage"]
         row = totals.setdefault(
             model, {"calls": 0, "input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
         )
-        row["calls"] += 1
+        row["calls"] += int(call.get("requests", 1))
         for key in ("input_tokens", "output_tokens", "total_tokens"):
             row[key] += int(usage[key]) if usage else 0
     return totals
@@ -144,11 +152,9 @@ def usage_by_model(
     layers: list[list[Proposal]], answer: Answer | None
 ) -> dict[str, dict[str, int]]:
     """Calls and tokens per model over a whole run (proposers of every layer + aggregator)."""
-    calls: list[tuple[str, Mapping[str, Any] | None]] = [
-        (p["model"], p["usage"]) for lay in layers for p in lay
-    ]
+    calls: list[Mapping[str, Any]] = [p for lay in layers for p in lay]
     if answer is not None:
-        calls.append((answer["model"], answer["usage"]))
+        calls.append(answer)
     return tally(calls)
 
 

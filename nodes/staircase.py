@@ -330,7 +330,7 @@ async def _propose_written(
     else:
         if result.text.strip():
             source.record["text"], source.record["usage"] = result.text, usage_of(result.message)
-            source.record["attempts"] = result.attempts
+            source.record["attempts"] = source.record["requests"] = result.attempts
         else:
             error = ErrorInfo(kind="empty", message="answered with empty text")
     _finished(run, source, started, error)
@@ -433,6 +433,7 @@ async def staircase(state: StaircaseInput, runtime: Runtime[Context]) -> dict[st
         attempts=len(written.requests),
         fallback=failure is not None,
         aggregator_failure=failure,
+        requests=len(written.requests),
     )
     total = Usage(**run.proposer_usage)
     _add(total, usage)

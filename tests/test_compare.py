@@ -405,6 +405,9 @@ def test_a_mixture_against_itself_with_staircase_streaming_in_one_command(
     assert any(UNFINISHED.strip() in str(r.messages[0]["content"]) for r in stair)
     assert any(fallback_so_far(r) for r in stair)
     assert not any(fallback_so_far(r) or r.stream for r in std)
+    # Every aggregator request counts as a call: 2 proposers + the chunk requests per answer.
+    calls = {s["name"]: s["calls_per_answer"] for s in data["systems"]}
+    assert calls == {"stair": 2 + len(stair) / 2, "std": 3.0}
     for name in ("stair", "std"):  # the same answer, whole at every seam
         lines = (out / "answers" / f"{name}.jsonl").read_text().splitlines()
         assert [json.loads(x)["answer"] for x in lines] == [answer, answer]

@@ -13,6 +13,7 @@ from fake_openai import Failure, FakeOpenAIServer, RecordedRequest, continuing
 from langgraph_moa.graphs import graph
 from langgraph_moa.nodes.aggregate import ANSWER_TAG
 from langgraph_moa.nodes.context import Context
+from langgraph_moa.nodes.records import usage_by_model
 from langgraph_moa.nodes.staircase import UNFINISHED
 
 ANSWER = " ".join(f"answer{i}" for i in range(150)) + "."
@@ -190,6 +191,11 @@ async def test_two_proposer_layers_stream_into_each_other(server: FakeOpenAIServ
     assert final["staircase"]["proposer_requests"] == sum(
         len(server.requests_for(n)) for n in layer2
     )
+    # The calls of the usage report are the requests the server saw, chunk requests included.
+    calls = {m: row["calls"] for m, row in usage_by_model(final["layers"], final["answer"]).items()}
+    assert calls == {f"together:{n}": len(server.requests_for(n)) for n in ("p1", "p2")} | {
+        f"together:{n}": len(server.requests_for(n)) for n in layer2
+    } | {"vllm:agg": len(server.requests_for("agg"))}
 
 
 def test_standard_moa_is_unchanged_and_records_no_staircase(server: FakeOpenAIServer) -> None:

@@ -135,7 +135,7 @@ def _kind(call: Mapping[str, Any]) -> CallKind:
 
 
 def _usage(calls: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, int]]:
-    return tally((call["model"], call["usage"]) for call in calls)
+    return tally(calls)
 
 
 def _sum_cost(a: float | None, b: float | None) -> float | None:
