@@ -3,6 +3,7 @@ the proposers still stream, the answer continued at every seam, failures, two pr
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -213,3 +214,28 @@ def test_standard_moa_is_unchanged_and_records_no_staircase(server: FakeOpenAISe
 def test_staircase_needs_streaming() -> None:
     with pytest.raises(ValueError, match="staircase needs stream"):
         Context(staircase=True, stream=False)
+
+
+async def test_every_chunk_request_fits_the_window_with_the_answer_so_far(
+    server: FakeOpenAIServer,
+) -> None:
+    for name, n in {"p1": 480, "p2": 240}.items():  # ~10 kB and ~5 kB: trimmed to fit
+        text = " ".join(f"{name}-word-number-{i:05d}" for i in range(n))
+        server.script(name, text, ttft=0.01, token_delay=0.002)
+    answer = " ".join(f"answer-word-{i:04d}" for i in range(400))
+    server.script("agg", continuing(answer, fallback_so_far), ttft=0.01, token_delay=0.001)
+    window = 2048
+    ctx = Context(
+        proposers=[spec(server, "p1"), spec(server, "p2")],
+        aggregator=spec(server, "agg", context_window=window, max_tokens=400),
+        staircase=True,
+        staircase_chunks=[64, 128],
+    )
+    streamed, final = await run(ctx)
+
+    requests = server.requests_for("agg")
+    assert len(requests) >= 3 and streamed == final["messages"][-1].text
+    assert len(fallback_so_far(requests[-1]) or "") > 2000  # a long answer so far, resent
+    for r in requests:  # prompt (3.5 characters a token, 4 a message, 3 a request) + answer
+        prompt = 3 + sum(math.ceil(len(m["content"]) / 3.5) + 4 for m in r.messages)
+        assert prompt + r.body["max_tokens"] <= window, (r.body["max_tokens"], prompt)

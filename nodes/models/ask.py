@@ -17,7 +17,7 @@ from langgraph_moa.nodes.models.budget import fit_request, request_tokens
 from langgraph_moa.nodes.models.cache import chat_model
 from langgraph_moa.nodes.models.callcache import active_call_cache, request_key
 from langgraph_moa.nodes.models.calls import CallFailedError, CallResult, OnRetry, call_model
-from langgraph_moa.nodes.models.continuation import continue_request
+from langgraph_moa.nodes.models.continuation import continuation_tokens, continue_request
 from langgraph_moa.nodes.models.limits import gate_for
 from langgraph_moa.nodes.models.settings import ModelSettings
 from langgraph_moa.nodes.models.tools import bound_kwargs, model_messages
@@ -56,7 +56,11 @@ async def ask_model(
     # Text turns by the context's policy (nodes/history.py), unless the model calls tools.
     conversation = model_messages(messages, ctx.tool_history, bind)
     # Fitted to the model's context window; raises (kind "context") when nothing fits.
-    request = fit_request(settings, model, conversation, references, ctx.aggregation_prompt)
+    # The answer so far (a continuation) is added after fitting: its tokens are kept free.
+    added = (lambda count: continuation_tokens(settings, prefill, count)) if prefill else None
+    request = fit_request(
+        settings, model, conversation, references, ctx.aggregation_prompt, added=added
+    )
     if prefill:  # in the request, so in the cache key too
         model, request = continue_request(settings, model, request, prefill)
     cache = active_call_cache()

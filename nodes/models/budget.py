@@ -87,16 +87,19 @@ def fit_request(
     messages: Sequence[AnyMessage],
     references: Sequence[str] | None,
     template: str = AGGREGATION_PROMPT,
+    added: Callable[[Counter], int] | None = None,
 ) -> list[AnyMessage]:
     """The request for one call, its references trimmed to fit the model's window.
 
+    ``added``: the tokens the caller will add to the request (by the counter it is given), such
+    as the answer so far of a continuation (nodes/models/continuation.py); they are kept free.
     Raises ``CallFailedError`` (kind ``"context"``, nothing sent) when even the conversation
     alone does not fit.
     """
     window = context_window(settings, model)
     answer = settings.max_tokens
-    limit = window - answer
     count = counter_of(model)
+    limit = window - answer - (added(count) if added is not None else 0)
 
     def build(refs: Sequence[str] | None) -> list[AnyMessage]:
         system = aggregation_system_prompt(template, refs) if refs else None

@@ -23,12 +23,13 @@ offers (docs/performance.md, "Continuing an answer"):
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AnyMessage
 
+from langgraph_moa.nodes.models.budget import MESSAGE_OVERHEAD
 from langgraph_moa.nodes.models.settings import ModelSettings
 from langgraph_moa.nodes.prompts import defuse, with_system
 
@@ -74,6 +75,14 @@ def continue_request(
     return model, with_system(
         request, CONTINUE_PROMPT.replace("{answer}", defuse(prefill, _ANSWER_TAG))
     )
+
+
+def continuation_tokens(settings: ModelSettings, prefill: str, count: Callable[[str], int]) -> int:
+    """Tokens ``continue_request`` adds to a request for ``prefill``, by the counter ``count``:
+    the answer so far as an assistant message, or the fallback's block in the system prompt."""
+    if continuation_of(settings) == "prefill":
+        return count(prefill) + MESSAGE_OVERHEAD
+    return count(CONTINUE_PROMPT.replace("{answer}", defuse(prefill, _ANSWER_TAG)))
 
 
 def _extra(model: BaseChatModel) -> dict[str, object]:
