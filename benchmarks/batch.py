@@ -272,7 +272,8 @@ def _side_by_side(
         nonlocal runs
         runs += 1
         return [
-            sys.executable, "-m", "benchmarks.baseline", str(data), str(work / f"s{runs}.jsonl"),
+            sys.executable, "-m", "benchmarks.baseline", str(data),
+            str(work / f"s{concurrency}-{runs}.jsonl"),
             "--base-url", server.base_url, "-j", str(concurrency),
             "--proposers", ",".join(_proposer_models()), "--aggregator", AGGREGATOR_MODEL,
             "--prompt-file", str(prompt_file),
@@ -283,7 +284,7 @@ def _side_by_side(
         runs += 1
         return [
             sys.executable, "-m", "langgraph_moa", "batch", str(data),
-            "-o", str(work / f"m{runs}" / "out.jsonl"), "-c", str(configs[limits]),
+            "-o", str(work / f"m{concurrency}-{runs}" / "out.jsonl"), "-c", str(configs[limits]),
             "-j", str(concurrency), *extra,
         ]  # fmt: skip
 
@@ -295,7 +296,10 @@ def _side_by_side(
     for r in range(rounds):
         order = list(ways) if r % 2 == 0 else list(reversed(ways))  # alternate who goes first
         for name in order:
-            samples[name].append(_measure_child(ways[name](), server))
+            run = _measure_child(ways[name](), server)
+            if run["requests"] != items * (PROPOSERS + 1):  # every call made, none twice
+                raise RuntimeError(f"{name}: {run['requests']} requests for {items} items")
+            samples[name].append(run)
     result: dict[str, Any] = {"concurrency": concurrency, "items": items, "rounds": rounds}
     for name, runs_of in samples.items():
         result[name] = {

@@ -26,6 +26,7 @@ from langgraph_moa.core.batch.runner import (
     run_batch,
 )
 from langgraph_moa.core.batch.samples import expand
+from langgraph_moa.core.command import startup
 from langgraph_moa.nodes.context import Context, ModelSpec
 from langgraph_moa.nodes.errors import ConfigError, InputError
 
@@ -136,7 +137,9 @@ def batch(
                 ctx.aggregator,
                 *([ctx.fallback_aggregator] if ctx.fallback_aggregator else []),
             ]
-            _preflight(models if stored is not None else ctx.all_models(), ctx)
+            with startup():
+                _preflight(models if stored is not None else ctx.all_models(), ctx)
+                import langgraph_moa.graphs  # noqa: F401  (built now, with the collector off)
         return await run_batch(items, ctx, out, options, console=console)
 
     try:
