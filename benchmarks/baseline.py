@@ -92,7 +92,8 @@ def client(base_url: str) -> AsyncTogether:
 
 async def run_dataset(args: argparse.Namespace) -> None:
     sdk = client(args.base_url)
-    prompt = open(args.prompt_file, encoding="utf-8").read()
+    with open(args.prompt_file, encoding="utf-8") as f:
+        prompt = f.read()
     proposers = args.proposers.split(",")
     gate = asyncio.Semaphore(args.j)
     with open(args.input, encoding="utf-8") as f:
@@ -102,9 +103,7 @@ async def run_dataset(args: argparse.Namespace) -> None:
 
         async def one(item: dict[str, Any]) -> None:
             async with gate:
-                answer = await moa(
-                    sdk, item["prompt"], proposers, args.aggregator, 1, None, prompt
-                )
+                answer = await moa(sdk, item["prompt"], proposers, args.aggregator, 1, None, prompt)
             out.write(json.dumps({"id": item["id"], "answer": answer}) + "\n")
             out.flush()
 

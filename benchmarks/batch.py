@@ -410,8 +410,10 @@ def run(
     memory_items: int = MEMORY_ITEMS,
     baseline_items: int = BASELINE_ITEMS,
     rate: float = RATE,
+    side_plan: tuple[tuple[int, int, int], ...] = SIDE_BY_SIDE,
 ) -> dict[str, Any]:
     return {
+        "side_by_side": side_by_side(side_plan),
         "throughput": _throughput(items, baseline_items, rate),
         "memory": _memory(memory_items),
     }
