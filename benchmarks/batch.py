@@ -426,4 +426,7 @@ if __name__ == "__main__":
         plan = tuple(tuple(int(x) for x in a.split(":")) for a in sys.argv[2:]) or SIDE_BY_SIDE
         print(json.dumps(side_by_side(plan), indent=2))  # type: ignore[arg-type]
     else:
-        print(json.dumps(run(*(int(a) for a in sys.argv[1:3])), indent=2))
+        sizes = [int(a) for a in sys.argv[1:3]]
+        items = sizes[0] if sizes else ITEMS
+        memory_items = sizes[1] if len(sizes) > 1 else MEMORY_ITEMS
+        print(json.dumps(run(items, memory_items), indent=2))
