@@ -25,7 +25,7 @@ from langgraph_moa.apps.serve.settings import ServeSettings
 
 
 def create_app(settings: ServeSettings, models: ModelRegistry) -> FastAPI:
-    service = RunService(models)
+    service = RunService(models, settings.caps, settings.max_run_s)
     slots = RunSlots(settings.max_concurrent)
 
     @asynccontextmanager

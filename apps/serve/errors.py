@@ -3,7 +3,8 @@ status, on every route; and nothing else: no traceback and no API key in a respo
 
 - 400 bad input (``invalid_request_error``), 401 missing or wrong key, 413 body too large,
   429 at the concurrency limit (with ``Retry-After``), 502 when a layer's proposers or the
-  aggregator failed (``LayerFailedError``, ``AggregatorError``), 500 for anything unexpected.
+  aggregator failed (``LayerFailedError``, ``AggregatorError``), 504 when a run passed the
+  server's deadline, 500 for anything unexpected. Every 5xx carries ``x-should-retry: false``.
 - Every message goes through ``redact`` (nodes/models/redact.py) before it is sent or logged.
 - ``ShieldErrors`` is the last net: an exception no handler took becomes a 500 (or, once a
   response has started, is only logged) on one line. Starlette's own outermost handler would
@@ -47,6 +48,7 @@ TYPES = {
     500: "server_error",
     502: "server_error",
     503: "server_error",
+    504: "server_error",
 }
 
 
@@ -86,7 +88,13 @@ class OpenAIError(Exception):
 
     def response(self) -> JSONResponse:
         self.log()
-        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
+        headers = dict(self.headers)
+        if self.status >= 500:
+            # A 5xx here comes after the server's own retries (a layer or the aggregator failed),
+            # from a hung provider (the run's deadline) or from a bug: a client's retry would run
+            # and bill the whole mixture again. The OpenAI SDKs retry 5xx unless told not to.
+            headers.setdefault("x-should-retry", "false")
+        return JSONResponse(self.body(), status_code=self.status, headers=headers)
 
 
 def from_run_error(exc: BaseException, proposals: Iterable[Mapping[str, Any]] = ()) -> OpenAIError:

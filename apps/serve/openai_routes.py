@@ -72,8 +72,13 @@ def openai_router(
             raise OpenAIError(400, problem[1], param=problem[0], code="unsupported")
         messages = to_messages(body.messages)
         max_tokens = body.max_completion_tokens or body.max_tokens
+        over = max_tokens is not None and max_tokens > service.caps.tokens
         name, ctx = service.context(
-            body.model, openai_overrides(body.temperature, max_tokens, body.seed), "request"
+            body.model,
+            openai_overrides(body.temperature, max_tokens, body.seed),
+            "request",
+            "max_completion_tokens" if over and body.max_completion_tokens else
+            "max_tokens" if over else "model",
         )
         show = show_proposals if body.show_proposals is None else body.show_proposals
         run = service.start(messages, ctx)

@@ -15,7 +15,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from langgraph_moa.apps.serve.caps import check as caps_check
 from langgraph_moa.apps.serve.errors import OpenAIError
+from langgraph_moa.apps.serve.settings import Caps
 from langgraph_moa.nodes.context import Context, build_context, load_preset
 from langgraph_moa.nodes.errors import ConfigError
 from langgraph_moa.nodes.presets import preset_names
@@ -50,6 +52,10 @@ class ModelRegistry:
 
     def names(self) -> list[str]:
         return [*self.own, *(p for p in self.presets if p not in self.own)]
+
+    def check(self, caps: Caps) -> None:
+        """400 if the default model alone is past ``caps``."""
+        caps_check(self.context(None)[1], caps, "model")
 
     def context(self, name: str | None) -> tuple[str, Context]:
         """(name, settings) of the model ``name`` (None: the server's default); 400 if unknown."""
