@@ -77,8 +77,11 @@ def openai_router(
             body.model,
             openai_overrides(body.temperature, max_tokens, body.seed),
             "request",
-            "max_completion_tokens" if over and body.max_completion_tokens else
-            "max_tokens" if over else "model",
+            "max_completion_tokens"
+            if over and body.max_completion_tokens
+            else "max_tokens"
+            if over
+            else "model",
         )
         show = show_proposals if body.show_proposals is None else body.show_proposals
         run = service.start(messages, ctx)

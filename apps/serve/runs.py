@@ -43,7 +43,11 @@ class RunStream:
     """
 
     def __init__(
-        self, messages: list[AnyMessage], ctx: Context, live: set[RunStream], max_run_s: float
+        self,
+        messages: list[AnyMessage],
+        ctx: Context,
+        live: set[RunStream],
+        max_run_s: float = DEFAULT_MAX_RUN_S,
     ) -> None:
         self.proposals: list[dict[str, Any]] = []
         self._queue: asyncio.Queue[RunEvent | BaseException] = asyncio.Queue(QUEUE_SIZE)
