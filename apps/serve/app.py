@@ -60,7 +60,13 @@ def create_app(settings: ServeSettings, models: ModelRegistry) -> FastAPI:
     key = settings.api_key.get_secret_value() if settings.api_key else None
     auth, slot = bearer_auth(key), run_slot(slots)
     app.include_router(
-        openai_router(service, show_proposals=settings.show_proposals, auth=auth, slot=slot)
+        openai_router(
+            service,
+            show_proposals=settings.show_proposals,
+            keepalive_s=settings.keepalive_s,
+            auth=auth,
+            slot=slot,
+        )
     )
     add_moa_routes(app, service, auth=auth, slot=slot)
 

@@ -17,7 +17,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, SystemMessage
-from sse_starlette import EventSourceResponse
+from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from langgraph_moa.apps.serve.errors import OpenAIError
 from langgraph_moa.apps.serve.registry import openai_overrides
@@ -45,7 +45,8 @@ from langgraph_moa.apps.serve.schemas import (
     completion_id,
     now,
 )
-from langgraph_moa.core.turns import AnswerRestart, Finished, ProposalDone, RunEvent, Token
+from langgraph_moa.apps.serve.settings import DEFAULT_KEEPALIVE_S
+from langgraph_moa.core.turns import AnswerRestart, Finished, ProposalDone, Token
 
 # nginx's "client closed request": logged for a request whose client left before the answer.
 CLIENT_GONE = 499
@@ -55,6 +56,7 @@ def openai_router(
     service: RunService,
     *,
     show_proposals: bool,
+    keepalive_s: float = DEFAULT_KEEPALIVE_S,
     auth: Callable[..., Any],
     slot: Callable[..., Any],
 ) -> APIRouter:
@@ -72,36 +74,30 @@ def openai_router(
             raise OpenAIError(400, problem[1], param=problem[0], code="unsupported")
         messages = to_messages(body.messages)
         max_tokens = body.max_completion_tokens or body.max_tokens
-        over = max_tokens is not None and max_tokens > service.caps.tokens
-        name, ctx = service.context(
-            body.model,
-            openai_overrides(body.temperature, max_tokens, body.seed),
-            "request",
-            "max_completion_tokens"
-            if over and body.max_completion_tokens
-            else "max_tokens"
-            if over
-            else "model",
-        )
+        param = "model"  # a cap the chosen model exceeds, unless the client's max_tokens does
+        if max_tokens is not None and max_tokens > service.caps.tokens:
+            param = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
+        overrides = openai_overrides(body.temperature, max_tokens, body.seed)
+        name, ctx = service.context(body.model, overrides, "request", param)
         show = show_proposals if body.show_proposals is None else body.show_proposals
         run = service.start(messages, ctx)
+        if body.stream:
+            # The response starts at once: headers, a comment, then a keep-alive comment every
+            # keepalive_s while the mixture works, so proxies and users see the request alive.
+            # A run that fails ends the stream with an error event (see _chunks).
+            include_usage = bool(body.stream_options and body.stream_options.include_usage)
+            return EventSourceResponse(
+                _chunks(run, name, show=show, include_usage=include_usage),
+                sep="\n",
+                ping=keepalive_s,
+            )
         try:
-            if not body.stream:
-                state = await unless_disconnected(request, _final(run))
-                return JSONResponse(_completion(name, state, show).model_dump(exclude_none=True))
-            # Wait for the first thing to send before choosing the status: a run that fails
-            # before it (every proposer failed, the aggregator failed) is an HTTP error.
-            first = await unless_disconnected(request, _first(run, show))
+            state = await unless_disconnected(request, _final(run))
         except ClientGoneError:
-            await run.aclose()
             return Response(status_code=CLIENT_GONE)
-        except BaseException:
+        finally:
             await run.aclose()
-            raise
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return EventSourceResponse(
-            _chunks(run, first, name, show=show, include_usage=include_usage), sep="\n"
-        )
+        return JSONResponse(_completion(name, state, show).model_dump(exclude_none=True))
 
     return router
 
@@ -153,14 +149,6 @@ async def _final(run: RunStream) -> dict[str, Any]:
     raise AssertionError("a run ends with Finished or an error")
 
 
-async def _first(run: RunStream, show: bool) -> RunEvent:
-    """The run's first event a streaming client will see."""
-    async for event in run:
-        if isinstance(event, Token | Finished) or (show and isinstance(event, ProposalDone)):
-            return event
-    raise AssertionError("a run ends with Finished or an error")
-
-
 def _usage(state: dict[str, Any]) -> Usage:
     return Usage(**total_usage(state))
 
@@ -181,10 +169,11 @@ def _completion(name: str, state: dict[str, Any], show: bool) -> ChatCompletion:
 
 
 async def _chunks(
-    run: RunStream, first: RunEvent, name: str, *, show: bool, include_usage: bool
-) -> AsyncIterator[str]:
+    run: RunStream, name: str, *, show: bool, include_usage: bool
+) -> AsyncIterator[str | ServerSentEvent]:
     """The SSE ``data:`` payloads of a streamed completion, ending in ``[DONE]``; a failure ends
-    the stream with an error payload (the ``openai`` SDK raises it as ``APIError``)."""
+    the stream with an error payload (the ``openai`` SDK raises it as ``APIError``, and does not
+    retry it: one request, one run)."""
     cid, created = completion_id(), now()
 
     def chunk(delta: Delta, finish: bool = False) -> str:
@@ -194,9 +183,9 @@ async def _chunks(
 
     streamed = False  # answer text sent since the answer last (re)started
     try:
+        yield ServerSentEvent(comment="moa: the mixture is running")
         yield chunk(Delta(role="assistant", content=""))
-        event = first
-        while True:
+        async for event in run:
             if isinstance(event, Token):
                 yield chunk(Delta(content=event.text + run.ready_text()))
                 streamed = True
@@ -222,7 +211,6 @@ async def _chunks(
                     yield usage.model_dump_json(exclude_none=True)
                 yield "[DONE]"
                 return
-            event = await anext(run)
     except OpenAIError as exc:
         exc.log()
         yield json.dumps(exc.body())
