@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -36,6 +37,29 @@ from langgraph_moa.nodes.errors import (
 from langgraph_moa.nodes.models.redact import redact
 
 log = logging.getLogger("moa.serve")
+
+# Characters a client could use to forge or hide log lines: C0/C1 controls (newline, carriage
+# return, ANSI escapes), Unicode line separators, and lone surrogates (not encodable in UTF-8).
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
+def one_line(text: str) -> str:
+    """``text`` with every unsafe character written as its escape (``\\n``, ``\\x1b``...)."""
+    return _UNSAFE.sub(
+        lambda m: m.group().encode("unicode_escape", "backslashreplace").decode(), text
+    )
+
+
+class OneLine(logging.Filter):
+    """Every record of the server's logger as one line a client cannot forge: its arguments may
+    hold client text (a model name, a field, an exception's message)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = one_line(record.getMessage()), None
+        return True
+
+
+log.addFilter(OneLine())
 
 # error.type per status, as OpenAI names them
 TYPES = {
