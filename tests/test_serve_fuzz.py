@@ -48,7 +48,7 @@ def _provider_key(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @schema.parametrize()
 @settings(
-    max_examples=25,
+    max_examples=15,
     derandomize=True,  # a fixed seed: the same requests on every run
     database=None,
     deadline=None,

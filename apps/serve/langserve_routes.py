@@ -23,11 +23,19 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import Depends, FastAPI
-from langchain_core.messages import AIMessage, AIMessageChunk, AnyMessage
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    AnyMessage,
+    FunctionMessage,
+    ToolMessage,
+)
 from langchain_core.runnables import Runnable, RunnableConfig
 from langserve import add_routes
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
+from langgraph_moa.apps.serve.requests import content_text, langserve_check, tool_turns_refusal
 from langgraph_moa.apps.serve.runs import RunService, run_summary, total_usage
 from langgraph_moa.core.turns import AnswerRestart, Finished, Token
 
@@ -40,15 +48,19 @@ def input_type(service: RunService) -> type[BaseModel]:
     class MoAInput(BaseModel):
         """A conversation for Mixture-of-Agents, with optional run settings."""
 
+        model_config = ConfigDict(extra="forbid")
+
         messages: list[AnyMessage] = Field(
             min_length=1, description="The conversation, newest user message last."
         )
-        preset: str | None = Field(
+        # Optional without "null" in the JSON schema (SkipJsonSchema): LangServe's playground
+        # cannot render a nullable field ("Unknown type: {"type":"null"}": a blank page).
+        preset: str | SkipJsonSchema[None] = Field(
             default=None,
             description="A model of this server by the name GET /v1/models lists (a preset, or "
             "the server's config); default: the server's.",
         )
-        settings: dict[str, Any] | None = Field(
+        settings: dict[str, Any] | SkipJsonSchema[None] = Field(
             default=None,
             description="Context fields that change the preset's settings for this run, e.g. "
             '{"layers": 3, "temperature": 0.2} (see nodes/context.py).',
@@ -56,6 +68,12 @@ def input_type(service: RunService) -> type[BaseModel]:
 
         @model_validator(mode="after")
         def _known(self) -> MoAInput:
+            for i, message in enumerate(self.messages):  # what /v1 refuses, refused here too
+                content_text(message.content, f"messages[{i}].content")
+                if isinstance(message, ToolMessage | FunctionMessage) or getattr(
+                    message, "tool_calls", None
+                ):
+                    raise tool_turns_refusal(f"messages[{i}]")
             service.context(self.preset, self.settings or {}, "settings")  # raises a 400
             return self
 
@@ -156,9 +174,10 @@ def _message(state: dict[str, Any]) -> AIMessage:
 def add_moa_routes(
     app: FastAPI, service: RunService, *, auth: Callable[..., Any], slot: Callable[..., Any]
 ) -> None:
+    runnable = MoARunnable(service)
     add_routes(
         app,
-        MoARunnable(service),
+        runnable,
         path=PATH,
         # /stream_events fails on graphs with Send (langserve#721); the rest is what the issue
         # and the playground need.
@@ -172,5 +191,5 @@ def add_moa_routes(
             "output_schema",
             "config_schema",
         ),
-        dependencies=[Depends(auth), Depends(slot)],
+        dependencies=[Depends(auth), Depends(langserve_check(runnable.InputType)), Depends(slot)],
     )

@@ -21,6 +21,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from langgraph_moa.apps.serve.errors import OpenAIError
 from langgraph_moa.apps.serve.registry import openai_overrides
+from langgraph_moa.apps.serve.requests import check_body, content_text, tool_turns_refusal
 from langgraph_moa.apps.serve.runs import (
     ClientGoneError,
     RunService,
@@ -60,7 +61,7 @@ def openai_router(
     auth: Callable[..., Any],
     slot: Callable[..., Any],
 ) -> APIRouter:
-    router = APIRouter(prefix="/v1", dependencies=[Depends(auth)])
+    router = APIRouter(prefix="/v1", dependencies=[Depends(auth), Depends(check_body)])
 
     @router.get("/models")
     async def models() -> ModelList:
@@ -107,13 +108,8 @@ def to_messages(messages: list[ChatMessage]) -> list[AnyMessage]:
     out: list[AnyMessage] = []
     for i, m in enumerate(messages):
         if m.role in ("tool", "function") or m.tool_calls:
-            raise OpenAIError(
-                400,
-                "tool calls and tool messages are not supported yet by Mixture-of-Agents",
-                param=f"messages[{i}]",
-                code="unsupported",
-            )
-        text = _text(m.content, i)
+            raise tool_turns_refusal(f"messages[{i}]")
+        text = content_text(m.content, f"messages[{i}].content")
         if m.role in ("system", "developer"):
             out.append(SystemMessage(text))
         elif m.role == "user":
@@ -121,25 +117,6 @@ def to_messages(messages: list[ChatMessage]) -> list[AnyMessage]:
         else:
             out.append(AIMessage(text))
     return out
-
-
-def _text(content: str | list[dict[str, Any]] | None, i: int) -> str:
-    if content is None or isinstance(content, str):
-        return content or ""
-    texts = []
-    for part in content:
-        kind = part.get("type")
-        if kind == "text" and isinstance(part.get("text"), str):
-            texts.append(part["text"])
-            continue
-        what = "images are" if kind == "image_url" else f"content parts of type {kind!r} are"
-        raise OpenAIError(
-            400,
-            f"{what} not supported yet: send text",
-            param=f"messages[{i}].content",
-            code="unsupported",
-        )
-    return "\n".join(texts)
 
 
 async def _final(run: RunStream) -> dict[str, Any]:
