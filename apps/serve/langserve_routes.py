@@ -42,6 +42,11 @@ from langgraph_moa.core.turns import AnswerRestart, Finished, Token
 PATH = "/moa"
 
 
+def _no_default(schema: dict[str, Any]) -> None:
+    # Nor "default": null, which the playground's form would fill in and then refuse.
+    schema.pop("default", None)
+
+
 def input_type(service: RunService) -> type[BaseModel]:
     """The input schema, checking the preset and settings against this server's models."""
 
@@ -53,15 +58,18 @@ def input_type(service: RunService) -> type[BaseModel]:
         messages: list[AnyMessage] = Field(
             min_length=1, description="The conversation, newest user message last."
         )
-        # Optional without "null" in the JSON schema (SkipJsonSchema): LangServe's playground
-        # cannot render a nullable field ("Unknown type: {"type":"null"}": a blank page).
+        # Optional without "null" in the JSON schema (SkipJsonSchema, _no_default): LangServe's
+        # playground cannot render a nullable field ("Unknown type: {"type":"null"}": a blank
+        # page).
         preset: str | SkipJsonSchema[None] = Field(
             default=None,
+            json_schema_extra=_no_default,
             description="A model of this server by the name GET /v1/models lists (a preset, or "
             "the server's config); default: the server's.",
         )
         settings: dict[str, Any] | SkipJsonSchema[None] = Field(
             default=None,
+            json_schema_extra=_no_default,
             description="Context fields that change the preset's settings for this run, e.g. "
             '{"layers": 3, "temperature": 0.2} (see nodes/context.py).',
         )
