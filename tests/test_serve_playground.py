@@ -33,9 +33,7 @@ def base(server: FakeOpenAIServer) -> Iterator[str]:
         yield url
 
 
-def test_the_playground_renders_and_answers_a_question(
-    server: FakeOpenAIServer, base: str
-) -> None:
+def test_the_playground_renders_and_answers_a_question(server: FakeOpenAIServer, base: str) -> None:
     from playwright.sync_api import sync_playwright
 
     errors: list[str] = []

@@ -64,6 +64,7 @@ def create_app(settings: ServeSettings, models: ModelRegistry) -> FastAPI:
             service,
             show_proposals=settings.show_proposals,
             keepalive_s=settings.keepalive_s,
+            task_shortcut=settings.task_shortcut,
             auth=auth,
             slot=slot,
         )

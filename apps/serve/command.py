@@ -66,6 +66,13 @@ def serve(
         float,
         typer.Option("--max-run-time", help="Seconds a run may take; then it is stopped (504)."),
     ] = serve_defaults.DEFAULT_MAX_RUN_S,
+    task_shortcut: Annotated[
+        bool,
+        typer.Option(
+            "--task-shortcut/--no-task-shortcut",
+            help="Answer chat UIs' title/tags/follow-up requests ('### Task:') with one model.",
+        ),
+    ] = True,
     show_proposals: Annotated[
         bool,
         typer.Option(
@@ -104,6 +111,7 @@ def serve(
         "max_body_bytes": max_body,
         "grace_s": grace,
         "show_proposals": show_proposals,
+        "task_shortcut": task_shortcut,
         "max_run_s": max_run_time,
         "caps": {
             "proposers": max_proposers,

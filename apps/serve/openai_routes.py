@@ -47,6 +47,7 @@ from langgraph_moa.apps.serve.schemas import (
     now,
 )
 from langgraph_moa.apps.serve.settings import DEFAULT_KEEPALIVE_S
+from langgraph_moa.apps.serve.tasks import is_task
 from langgraph_moa.core.turns import AnswerRestart, Finished, ProposalDone, Token
 
 # nginx's "client closed request": logged for a request whose client left before the answer.
@@ -58,6 +59,7 @@ def openai_router(
     *,
     show_proposals: bool,
     keepalive_s: float = DEFAULT_KEEPALIVE_S,
+    task_shortcut: bool = True,
     auth: Callable[..., Any],
     slot: Callable[..., Any],
 ) -> APIRouter:
@@ -67,6 +69,17 @@ def openai_router(
     async def models() -> ModelList:
         created = now()
         return ModelList(data=[ModelCard(id=n, created=created) for n in service.models.names()])
+
+    @router.get("/models/{model_id:path}")
+    async def model(model_id: str) -> ModelCard:
+        if model_id not in service.models.names():
+            raise OpenAIError(
+                404,
+                f"no model {model_id!r}; this server offers: {', '.join(service.models.names())}",
+                param="model",
+                code="model_not_found",
+            )
+        return ModelCard(id=model_id, created=now())
 
     @router.post("/chat/completions", dependencies=[Depends(slot)], response_model=None)
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
@@ -79,6 +92,8 @@ def openai_router(
         if max_tokens is not None and max_tokens > service.caps.tokens:
             param = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
         overrides = openai_overrides(body.temperature, max_tokens, body.seed)
+        if task_shortcut and is_task(messages):
+            overrides["layers"] = 1  # a title or tags: the aggregator alone, one call
         name, ctx = service.context(body.model, overrides, "request", param)
         show = show_proposals if body.show_proposals is None else body.show_proposals
         run = service.start(messages, ctx)

@@ -47,6 +47,12 @@ class ModelRegistry:
             raise ConfigError("give either --preset or --config, not both")
         if config:
             name = Path(config).stem
+            if name in preset_names():
+                # It would silently replace the preset in /v1/models for every client.
+                raise ConfigError(
+                    f"--config {config}: the file is named like the built-in preset {name!r}, "
+                    "which it would replace as a model; rename the file"
+                )
             return cls(name, {name: load_preset(config)})
         return cls(preset or default_preset_name())
 

@@ -12,7 +12,7 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 
 class ChatMessage(BaseModel):
@@ -38,7 +38,7 @@ class ChatCompletionRequest(BaseModel):
         default=None, description="A model listed by GET /v1/models; default: the server's."
     )
     messages: list[ChatMessage] = Field(min_length=1)
-    stream: bool = False
+    stream: StrictBool = False  # "yes" is not true
     stream_options: StreamOptions | None = None
     temperature: float | None = Field(default=None, ge=0, le=2)
     max_tokens: int | None = Field(default=None, ge=1)
@@ -53,15 +53,15 @@ class ChatCompletionRequest(BaseModel):
     # MoA's own field (send it with the openai client's extra_body): the proposals travel as
     # reasoning_content before the answer. None = the server's default (moa serve
     # --show-proposals).
-    show_proposals: bool | None = None
+    show_proposals: StrictBool | None = None
 
     def unsupported(self) -> tuple[str, str] | None:
         """(param, message) for a request MoA cannot answer as asked, else None."""
         if self.n is not None and self.n > 1:
             return "n", "n > 1 is not supported yet: ask for one choice per request"
-        if self.tools or self.functions:
-            param = "tools" if self.tools else "functions"
-            return param, "tools and function calling are not supported yet by Mixture-of-Agents"
+        refused = tools_refusal(self)
+        if refused is not None:
+            return refused
         if self.tool_choice not in (None, "none"):
             return "tool_choice", "tool_choice is not supported yet (no tools)"
         if self.response_format and self.response_format.get("type") not in (None, "text"):
@@ -69,6 +69,19 @@ class ChatCompletionRequest(BaseModel):
         if self.logprobs:
             return "logprobs", "logprobs are not supported by Mixture-of-Agents"
         return None
+
+
+def tools_refusal(body: ChatCompletionRequest) -> tuple[str, str] | None:
+    """(param, message) for a request with tools: not supported yet (issue 23 replaces this).
+    Open WebUI sends its built-in tools with every message by default: say which switch."""
+    if not (body.tools or body.functions):
+        return None
+    return (
+        "tools" if body.tools else "functions",
+        "tools and function calling are not supported yet by Mixture-of-Agents. Open WebUI "
+        "sends its built-in tools with every message: turn off 'Builtin Tools' for this model "
+        "(Admin Panel > Settings > Models > the model > Capabilities), see docs/serving.md",
+    )
 
 
 class Usage(BaseModel):

@@ -96,6 +96,11 @@ class ServeSettings(BaseModel):
         allow_inf_nan=False,
         description="Seconds between SSE keep-alive comments while a stream has nothing to send.",
     )
+    task_shortcut: bool = Field(
+        default=True,
+        description="Answer chat UIs' background tasks (a last message starting '### Task:', "
+        "Open WebUI's titles, tags, follow-ups) with the aggregator alone (apps/serve/tasks.py).",
+    )
     show_proposals: bool = Field(
         default=False,
         description="Send the proposals as reasoning_content by default (a request's "
