@@ -13,7 +13,7 @@ PROMPT ?= What are some fun things to do in San Francisco?
 ARGS ?=
 LOCAL := $(if $(TOGETHER_API_KEY),,--extra local)
 
-.PHONY: run test lint typecheck unit install install-dev bench uv compiler browser
+.PHONY: run test lint typecheck unit install install-dev bench uv compiler studio browser
 
 uv:
 	@$(UV) --version >/dev/null 2>&1 || { \
@@ -32,6 +32,13 @@ install: uv compiler
 install-dev: uv
 	@$(MAKE) --no-print-directory compiler LOCAL=--extra-local
 	$(UV) sync --frozen --compile-bytecode --all-extras
+
+# LangGraph Studio on this repository's langgraph.json (http://127.0.0.1:2024), 16 runs at once
+# (without --n-jobs-per-worker langgraph dev runs one at a time: docs/batch.md). With
+# TOGETHER_API_KEY set nothing is compiled; without it the local model comes along.
+studio: uv compiler
+	$(UV) sync --frozen --compile-bytecode --no-dev --group studio $(LOCAL) --extra serve
+	$(UV) run --frozen --no-sync langgraph dev --no-browser --n-jobs-per-worker 16 $(ARGS)
 
 run: install
 	$(UV) run --frozen --no-sync moa $(ARGS) "$(PROMPT)"

@@ -7,16 +7,16 @@ proposals, answer restarts, finished layers and the final state; ``moa`` (apps/c
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from langchain_core.messages import AIMessageChunk, AnyMessage
+from langchain_core.messages import AnyMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import StreamMode
 
-from langgraph_moa.nodes.aggregate import ANSWER_TAG
+from langgraph_moa.nodes.aggregate import answer_text
 from langgraph_moa.nodes.context import Context
 
 
@@ -36,9 +36,13 @@ class ProposalDone:
 
 @dataclass(frozen=True, slots=True)
 class AnswerRestart:
-    """The answer starts over (an aggregator retry, or the fallback aggregator)."""
+    """The answer starts over (an aggregator retry, or the fallback aggregator).
+
+    ``after_text``: some of the abandoned answer was already streamed. Text sent cannot be taken
+    back, so front ends end it there (a line break, a blank line) and say why."""
 
     payload: dict[str, Any]
+    after_text: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,31 +69,38 @@ async def run_events(
     config: RunnableConfig | None = None,
     *,
     layers: bool = False,
+    bind: Mapping[str, Any] | None = None,
 ) -> AsyncIterator[RunEvent]:
     """Run the graph on ``messages`` (the new ones, with a checkpointer; else the whole
-    conversation) and yield what happens, ending with ``Finished``. ``layers``: also yield
-    ``LayerDone`` (costs one more stream mode). Errors of the run (``MoAError``) propagate."""
+    conversation) and yield what happens, ending with ``Finished`` (whose last message holds
+    the aggregator's ``tool_calls``, if any). ``layers``: also yield ``LayerDone`` (costs one
+    more stream mode). ``bind``: tools and response format for the aggregator
+    (nodes/models/tools.py). Errors of the run (``MoAError``) propagate."""
     modes: list[StreamMode] = ["messages", "custom", "values"]
     if layers:
         modes.append("updates")
     final: dict[str, Any] = {}
+    streamed = False  # answer text yielded since the answer last (re)started
     mode: str
     payload: Any
     async for mode, payload in graph.astream(
-        {"messages": messages}, config, context=ctx, stream_mode=modes
+        {"messages": messages, "bind": dict(bind) if bind else None},
+        config,
+        context=ctx,
+        stream_mode=modes,
     ):
         if mode == "messages":
-            chunk, meta = payload
-            if ANSWER_TAG in meta.get("tags", ()) and isinstance(chunk, AIMessageChunk):
-                text = chunk.text
-                if text:
-                    yield Token(text)
+            text = answer_text(*payload)
+            if text:
+                streamed = True
+                yield Token(text)
         elif mode == "custom":
             event = payload.get("event")
             if event == "proposal":
                 yield ProposalDone(payload)
             elif event in ("answer_retry", "answer_fallback"):
-                yield AnswerRestart(payload)
+                yield AnswerRestart(payload, after_text=streamed)
+                streamed = False
         elif mode == "updates" and "join" in payload:
             value = payload["join"]["layers"]
             # join writes Overwrite([...]) for layer 1 and [...] for later layers

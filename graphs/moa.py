@@ -20,16 +20,18 @@ from langgraph_moa.graphs.unrolled import unroll as add_unrolled
 from langgraph_moa.nodes.aggregate import aggregate
 from langgraph_moa.nodes.context import Context, load_preset, resolve_context
 from langgraph_moa.nodes.join import join
-from langgraph_moa.nodes.propose import propose, proposer_tasks
+from langgraph_moa.nodes.models.tools import check_capable, skips_proposers
+from langgraph_moa.nodes.propose import advised, propose, proposer_tasks
 
 Next = list[Send] | Literal["aggregate"]
 
 
 async def first_layer(state: MoAState, runtime: Runtime[Context]) -> Next:
     ctx = resolve_context(runtime.context)
-    if ctx.proposer_layers == 0:
+    check_capable(ctx, state.get("bind"))  # before the proposers are paid
+    if ctx.proposer_layers == 0 or skips_proposers(ctx.tool_proposers, state.get("bind")):
         return "aggregate"
-    return [Send("propose", t) for t in proposer_tasks(ctx, 1, state["messages"], None)]
+    return [Send("propose", t) for t in proposer_tasks(ctx, 1, advised(state), None)]
 
 
 async def next_layer(state: MoAState, runtime: Runtime[Context]) -> Next:
@@ -37,7 +39,7 @@ async def next_layer(state: MoAState, runtime: Runtime[Context]) -> Next:
     done = len(state["layers"])
     if done >= ctx.proposer_layers:
         return "aggregate"
-    tasks = proposer_tasks(ctx, done + 1, state["messages"], state["references"])
+    tasks = proposer_tasks(ctx, done + 1, advised(state), state["references"])
     return [Send("propose", t) for t in tasks]
 
 

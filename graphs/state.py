@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import operator
-from typing import Annotated
+from typing import Annotated, Any, NotRequired
 
 from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
@@ -17,9 +17,11 @@ from langgraph_moa.nodes.records import Answer, Proposal
 
 
 class MoAInput(TypedDict):
-    """What callers send: the conversation, newest user message last."""
+    """What callers send: the conversation, newest user message last, and optionally the tools
+    and response format the aggregator is bound to (nodes/models/tools.py)."""
 
     messages: Annotated[list[AnyMessage], add_messages]
+    bind: NotRequired[dict[str, Any] | None]
 
 
 class MoAOutput(TypedDict):
@@ -40,3 +42,5 @@ class MoAState(TypedDict):
     references: list[str] | None
     # The final aggregator call (model, usage, timings).
     answer: Answer
+    # This turn's tools and response format (plain JSON); the aggregator clears it.
+    bind: dict[str, Any] | None

@@ -6,10 +6,12 @@ The package is laid out the way the method reads:
   and the ways to compose it into your own agent (``moa_node``, ``moa_tool``, ``ChatMoA``);
 - ``langgraph_moa.nodes``: the nodes (propose, join, aggregate), the prompt and the settings
   (``Context``), with the machinery of calling models in ``langgraph_moa.nodes.models``;
-- ``langgraph_moa.apps``: what users run (the ``moa`` command and its subcommands);
-- ``langgraph_moa.testing``: a fake OpenAI-compatible server for tests and benchmarks.
+- ``langgraph_moa.core``: what the applications share (a turn as events, settings from flags,
+  the dataset runner);
+- ``langgraph_moa.apps``: what users run, one package per application (``moa`` and its commands).
 
-The names below are imported on first use, so ``import langgraph_moa.apps...`` stays quick.
+The names below are the public API (pinned by tests/test_release.py); they are imported on first
+use, so ``import langgraph_moa.apps...`` stays quick.
 """
 
 from __future__ import annotations

@@ -11,13 +11,23 @@ answers with empty text, ``Context.fallback_aggregator`` (if set) answers instea
 ``{"event": "answer_fallback", ...}`` and recorded in ``Answer.fallback`` and
 ``Answer.aggregator_failure``. Otherwise the run fails with ``AggregatorError``; an empty answer
 is never returned as a success.
+
+Tools (nodes/models/tools.py): a run with a binding asks the aggregator bound to its tools and
+response format; its answer may be tool calls, kept as the answer message's ``tool_calls``. A
+call of an unknown tool or with arguments that do not match the tool's schema is asked again
+with the problem stated (an ``answer_retry`` event of kind ``tool_call``), up to
+``Context.max_attempts`` answers; then it is a failure like any other (fallback, or
+``AggregatorError``).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from collections.abc import Mapping
+from typing import Any, NotRequired
 
-from langchain_core.messages import AIMessage, AnyMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, AnyMessage, HumanMessage
+from langchain_core.messages.ai import UsageMetadata, add_usage
 from langgraph.config import get_stream_writer
 from langgraph.runtime import Runtime
 from langgraph.types import Overwrite, StreamWriter
@@ -26,6 +36,13 @@ from typing_extensions import TypedDict
 from langgraph_moa.nodes.context import Context, ModelSpec, resolve_context
 from langgraph_moa.nodes.errors import AggregatorError
 from langgraph_moa.nodes.models import CallFailedError, CallResult, ask_model, settings_for
+from langgraph_moa.nodes.models.tools import (
+    CORRECTION,
+    aggregator_note,
+    answer_problem,
+    skips_proposers,
+)
+from langgraph_moa.nodes.prompts import with_system
 from langgraph_moa.nodes.records import (
     Answer,
     CallFailure,
@@ -40,9 +57,18 @@ from langgraph_moa.nodes.records import (
 ANSWER_TAG = "moa:answer"
 
 
+def answer_text(chunk: Any, metadata: Mapping[str, Any]) -> str:
+    """The answer's text in one ``stream_mode="messages"`` item ("" for anything else): the one
+    filter every consumer of the stream uses (the CLI, the server, ChatMoA)."""
+    if ANSWER_TAG in metadata.get("tags", ()) and isinstance(chunk, AIMessageChunk):
+        return str(chunk.text)
+    return ""
+
+
 class AggregateInput(TypedDict):
     messages: list[AnyMessage]
     references: list[str] | None
+    bind: NotRequired[dict[str, Any] | None]
 
 
 async def _answer(
@@ -64,15 +90,35 @@ async def _answer(
 
     # With layers=1 there are no proposals: the aggregator answers alone.
     references = state.get("references") if ctx.layers > 1 else None
-    return await ask_model(
-        settings_for(spec, ctx),
-        ctx,
-        state["messages"],
-        references,
-        tags=[ANSWER_TAG],
-        stream=True,  # token by token when someone reads them (stream_mode="messages")
-        on_retry=on_retry,
-    )
+    bind = state.get("bind")
+    messages = with_system(state["messages"], aggregator_note(bind))
+    rejected: list[UsageMetadata] = []  # answers asked again were paid for: counted
+    for attempt in range(1, ctx.max_attempts + 1):
+        result = await ask_model(
+            settings_for(spec, ctx),
+            ctx,
+            messages,
+            references,
+            tags=[ANSWER_TAG],
+            stream=True,  # token by token when someone reads them (stream_mode="messages")
+            on_retry=on_retry,
+            bind=bind,
+        )
+        problem = answer_problem(result.message, bind)
+        if problem is None:
+            if rejected and result.message.usage_metadata:
+                total = functools.reduce(add_usage, rejected, result.message.usage_metadata)
+                result.message = result.message.model_copy(update={"usage_metadata": total})
+            return result
+        if result.message.usage_metadata:
+            rejected.append(result.message.usage_metadata)
+        if attempt == ctx.max_attempts:
+            raise CallFailedError(
+                "tool_call", f"{problem} ({attempt} answers)", result.attempts, result.latency_s
+            )
+        on_retry(attempt, "tool_call", problem, 0.0)
+        messages = [*messages, HumanMessage(CORRECTION.format(problem=problem))]
+    raise AssertionError("unreachable")
 
 
 def _failed(spec: ModelSpec, exc: CallFailedError) -> str:
@@ -114,6 +160,7 @@ async def aggregate(state: AggregateInput, runtime: Runtime[Context]) -> dict[st
     # Same id as the streamed chunks, so stream_mode="messages" does not emit it twice.
     answer = AIMessage(
         content=result.text,
+        tool_calls=result.message.tool_calls,
         id=result.message.id,
         usage_metadata=result.message.usage_metadata,
         response_metadata={"model": spec.model},
@@ -130,7 +177,8 @@ async def aggregate(state: AggregateInput, runtime: Runtime[Context]) -> dict[st
             aggregator_failure=failure,
         ),
         "references": None,
+        "bind": None,
     }
-    if ctx.layers == 1:
+    if ctx.layers == 1 or skips_proposers(ctx.tool_proposers, state.get("bind")):
         update["layers"] = Overwrite([])
     return update

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -28,6 +28,9 @@ from langgraph_moa.nodes.errors import ConfigError
 from langgraph_moa.nodes.history import ToolHistory
 from langgraph_moa.nodes.presets import default_preset_name, read_settings
 from langgraph_moa.nodes.prompts import AGGREGATION_PROMPT
+
+# What proposers do on a step where the aggregator may call tools (nodes/models/tools.py).
+ToolProposers = Literal["advise", "skip_forced", "skip"]
 
 MODEL_NAME = re.compile(r"^(?P<provider>[a-z][a-z0-9_\-]*):(?P<name>\S.*)$")
 
@@ -224,6 +227,17 @@ class Context(BaseModel):
         "the conversation (a parent agent's history): 'as_text' renders them as plain text, "
         "'drop' leaves them out. Either way they see text turns ending with the user's "
         "(nodes/history.py).",
+    )
+    tool_proposers: ToolProposers = Field(
+        default="advise",
+        description="What proposers do on a step where the aggregator may call tools (ChatMoA."
+        "bind_tools, an agent's model, moa serve with tools): 'advise' (default) runs them as "
+        "usual, told the tools, and each proposes what to do next (which tool with which "
+        "arguments, or the answer): a step costs every proposer plus the aggregator, and their "
+        "prompts grow by the tools' descriptions. 'skip_forced' skips them when the tool choice "
+        "forces a call ('required' or a named tool), where the step's only job is to pick a "
+        "tool: that step costs one aggregator call. 'skip' skips them on every step with tools: "
+        "the aggregator alone is the agent (a single model's cost and quality).",
     )
     # 30 s: a healthy model that is only slower than its siblings still finishes (512 tokens at
     # ~20 tokens/s take ~25 s), while a hung one costs 30 s instead of 3 x 120 s + backoff.

@@ -7,8 +7,11 @@ class MoAError(Exception):
     """Base class: the message is shown to the user as-is (the CLI prints it and exits non-zero)."""
 
 
-class ConfigError(MoAError):
-    """A setting (preset, config file, CLI flag or graph context) is invalid."""
+class ConfigError(MoAError, ValueError):
+    """A setting (preset, config file, CLI flag or graph context) is invalid.
+
+    A ValueError too: the LangGraph server shows a run's error message to its client only for
+    builtin kinds like ValueError ("An internal error occurred" for others)."""
 
 
 class InputError(MoAError):
@@ -17,6 +20,11 @@ class InputError(MoAError):
 
 class ProviderError(MoAError):
     """A model cannot be built: unknown provider, missing package or missing API key."""
+
+
+class CapabilityError(MoAError, ValueError):
+    """A model cannot do what the run asks of it: call tools, or follow a response format (a
+    ValueError for the LangGraph server, like ``ConfigError``)."""
 
 
 class ContextOverflowError(ProviderError):

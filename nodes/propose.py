@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from langchain_core.messages import AnyMessage
@@ -14,6 +14,8 @@ from langgraph.runtime import Runtime
 from langgraph_moa.nodes.context import Context, resolve_context
 from langgraph_moa.nodes.models import CallFailedError, ask_model, settings_for
 from langgraph_moa.nodes.models.quorum import CutError, quorum_call
+from langgraph_moa.nodes.models.tools import proposer_note
+from langgraph_moa.nodes.prompts import with_system
 from langgraph_moa.nodes.records import ErrorInfo, ErrorKind, Proposal, ProposeTask, usage_of
 
 
@@ -25,6 +27,12 @@ def proposer_tasks(
         ProposeTask(layer=layer, index=i, messages=list(messages), references=references)
         for i in range(len(ctx.proposers_of(layer)))
     ]
+
+
+def advised(state: Mapping[str, Any]) -> list[AnyMessage]:
+    """The conversation proposers get: with the tools described when the aggregator may call
+    some (nodes/models/tools.py), so that they advise what to do."""
+    return with_system(state["messages"], proposer_note(state.get("bind")))
 
 
 def _layer_run(runtime: Runtime[Context], layer: int) -> str:

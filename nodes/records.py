@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal, get_args
 
 from langchain_core.messages import AnyMessage
@@ -17,6 +18,7 @@ ErrorKind = Literal[
     "empty",  # the model answered with empty text
     "deadline",  # missed Context.layer_deadline (retries and waits included)
     "context",  # the prompt does not fit the model's context window (nothing sent)
+    "tool_call",  # called an unknown tool, or with arguments that do not match its schema
     "cancelled",  # cut by the layer's straggler quorum (nodes/models/quorum.py)
     "straggler",  # the last of its layer, cut after Context.straggler_grace (models/quorum.py)
     "other",  # anything else (the message says what)
@@ -96,16 +98,10 @@ def usage_of(message: Any) -> Usage | None:
     )
 
 
-def usage_by_model(
-    layers: list[list[Proposal]], answer: Answer | None
-) -> dict[str, dict[str, int]]:
-    """Calls and tokens per model over a whole run (proposers of every layer + aggregator)."""
+def tally(calls: Iterable[tuple[str, Mapping[str, Any] | None]]) -> dict[str, dict[str, int]]:
+    """Calls and tokens per model, from (model, usage) of each call: every usage total of the
+    project (a run, a batch item, a server response, ChatMoA's usage) is counted here."""
     totals: dict[str, dict[str, int]] = {}
-    calls: list[tuple[str, Usage | None]] = [
-        (p["model"], p["usage"]) for lay in layers for p in lay
-    ]
-    if answer is not None:
-        calls.append((answer["model"], answer["usage"]))
     for model, usage in calls:
         row = totals.setdefault(
             model, {"calls": 0, "input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
@@ -114,6 +110,18 @@ def usage_by_model(
         for key in ("input_tokens", "output_tokens", "total_tokens"):
             row[key] += int(usage[key]) if usage else 0
     return totals
+
+
+def usage_by_model(
+    layers: list[list[Proposal]], answer: Answer | None
+) -> dict[str, dict[str, int]]:
+    """Calls and tokens per model over a whole run (proposers of every layer + aggregator)."""
+    calls: list[tuple[str, Mapping[str, Any] | None]] = [
+        (p["model"], p["usage"]) for lay in layers for p in lay
+    ]
+    if answer is not None:
+        calls.append((answer["model"], answer["usage"]))
+    return tally(calls)
 
 
 def total_usage(layers: list[list[Proposal]], answer: Answer | None) -> Usage:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from batch_helpers import (
     write_items,
 )
 from conftest import ROOT, run_cli
-from fake_openai import Failure, FakeOpenAIServer
+from fake_openai import Failure, FakeOpenAIServer, count_prompt_tokens
 
 from langgraph_moa.core.batch import Item, parse_item, read_items
 from langgraph_moa.core.batch.inputs import InputError, InvalidItem, content_id
@@ -173,7 +174,7 @@ def test_jsonl_record_has_layers_usage_cost_and_timings(
     assert r["settings"]["proposers"] == [["together:p1", "together:p2"]]
     # Progress: plain lines on stderr (not a terminal), then the totals per model.
     assert "moa batch: 3/3 items (100%) ·" in result.stderr
-    assert "items/min · ETA" in result.stderr and "tokens · cost $" in result.stderr
+    assert "items/min · ETA" in result.stderr and "tokens · spent $" in result.stderr
     assert f"together:{agg}" in result.stderr and "total" in result.stderr
 
 
@@ -205,7 +206,8 @@ def test_alpaca_eval_and_mt_bench_formats(tmp_path: Path, server: FakeOpenAIServ
     assert [r["instruction"] for r in rows] == ["Name a color", "Name a fruit"]
     assert [r["dataset"] for r in rows] == ["helpful_base", "moa-batch"]
     assert rows[0]["generator"] == "my-moa" and rows[0]["output"].startswith("Answer from agg")
-    assert len(read_records(tmp_path / "model_outputs.run.jsonl")) == 2  # every detail, beside
+    # Every detail in the journal, in the work folder beside: never a file in the answer folder
+    assert len(read_records(tmp_path / ".moa-batch" / "model_outputs.json.run.jsonl")) == 2
 
     mt = write_items(
         tmp_path / "mt.jsonl",
@@ -406,7 +408,10 @@ def test_replay_calls_only_the_aggregator(tmp_path: Path, server: FakeOpenAIServ
     server.reset()
     new = tmp_path / "new.jsonl"
     args = ["batch", "--replay", str(run), "-o", str(new), "--no-cache", "-c"]
-    args.append(str(write_config(tmp_path / "b.toml", server, aggregator="agg2")))
+    price = "price = { input = 3, output = 7 }"  # USD per million tokens
+    args.append(
+        str(write_config(tmp_path / "b.toml", server, aggregator="agg2", model_extra=price))
+    )
     estimate = _dry_run(*args[1:])
     assert estimate["calls"] == 4  # one aggregator call per turn: 1 + 1 + 2
     assert list(estimate["per_model"]) == ["together:agg2"]  # type: ignore[call-overload]
@@ -421,7 +426,21 @@ def test_replay_calls_only_the_aggregator(tmp_path: Path, server: FakeOpenAIServ
         for old_turn, turn in zip(old["turns"], rec["turns"], strict=True):
             assert turn["layers"] == old_turn["layers"]  # the stored proposals, untouched
         assert rec["settings"]["aggregator"] == "together:agg2"
-        assert set(rec["usage"]) == {"together:agg2", "together:p1", "together:p2"}
+        # Paid: the aggregator alone. The stored proposals are counted apart, not as requests.
+        assert set(rec["usage"]) == {"together:agg2"}
+        assert set(rec["reused_usage"]) == {"together:p1", "together:p2"}
+        assert rec["replayed_calls"] == 2 * len(rec["turns"]) and rec["cached_calls"] == 0
+    # What the run reports it paid is what the provider served: requests, tokens, dollars.
+    served = [r for r in server.requests if r.status == 200]
+    served_in = sum(count_prompt_tokens(r.messages) for r in served)
+    served_out = sum(r.chunks_sent for r in served)
+    assert sum(r["requests"] for r in new_records) == len(server.requests) == 4
+    assert sum(r["usage"]["together:agg2"]["input_tokens"] for r in new_records) == served_in
+    assert sum(r["usage"]["together:agg2"]["output_tokens"] for r in new_records) == served_out
+    spent = sum(r["spent_usd"] for r in new_records)
+    assert spent == pytest.approx((served_in * 3 + served_out * 7) / 1e6)
+    assert sum(r["cost_usd"] for r in new_records) > spent  # the proposals' share, not paid
+    assert re.search(r"^\s+total\s+4\s+4\s", result.stderr, re.M), result.stderr  # 4 paid
     replayed_input = sum(r["usage"]["together:agg2"]["input_tokens"] for r in new_records)
     assert replayed_input <= estimate["input_tokens"]  # type: ignore[operator]
     # The aggregator got the stored proposals as references.

@@ -182,6 +182,7 @@ async def test_the_report_files(server: FakeOpenAIServer, tmp_path: Path) -> Non
         "judgments",
         "moa-cache.sqlite",
         "plot.png",
+        "preferences.jsonl",
         "report.md",
         "results.json",
     ]
@@ -410,3 +411,43 @@ def test_bad_input_gives_one_line_and_an_exit_code(
     errors = [x for x in done.stderr.splitlines() if x.startswith("moa: error:")]
     assert len(errors) == 1 and message in errors[0], done.stderr
     assert "Traceback" not in done.stderr
+
+
+async def test_preference_pairs_load_with_datasets(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    script_answers(server)
+
+    def judge(request: RecordedRequest) -> str:
+        moa_is_a = shown(request)["A"].startswith("the aggregated")
+        text = request.messages[-1]["content"]
+        if "answer to 0" in text:
+            return "Both are fine."  # no verdict: unparsed
+        if "answer to 1" in text:
+            return "Verdict: A"  # position A whatever it holds: the orders disagree, a tie
+        if "answer to 2" in text:
+            return "Verdict: " + ("B" if moa_is_a else "A")  # the single model, in both orders
+        return "Verdict: " + ("A" if moa_is_a else "B")  # the mixture, in both orders
+
+    server.script("judge", judge)
+    data, out = await compare(server, tmp_path, 6)
+    assert data["preferences"] == {
+        "file": "preferences.jsonl",
+        "pairs": 4,
+        "left_out": {"tie": 1, "unparsed": 1, "missing": 0, "multi-turn": 0},
+    }
+    # Hugging Face's own JSON loader, as TRL's DPO trainer takes it: prompt/chosen/rejected.
+    import datasets  # a dev dependency; imported here, as it takes a second
+
+    pairs = datasets.load_dataset(
+        "json", data_files=str(out / "preferences.jsonl"), split="train", cache_dir=str(tmp_path)
+    )
+    assert {"prompt", "chosen", "rejected"} <= set(pairs.column_names)
+    assert pairs.features["chosen"].dtype == "string"
+    rows = {r["prompt_id"]: r for r in pairs}
+    assert set(rows) == {"q2", "q3", "q4", "q5"}
+    assert rows["q2"]["chosen"] == "solo answers 2" and rows["q2"]["rejected_system"] == "moa"
+    assert rows["q2"]["verdict"] == "loss"
+    assert rows["q3"]["chosen"] == "the aggregated answer to 3"
+    assert rows["q3"]["rejected"] == "solo answers 3" and rows["q3"]["judge"] == "together:judge"
+    assert rows["q3"]["prompt"] == "question number 3"

@@ -110,7 +110,7 @@ def test_the_cost_table_matches_the_presets() -> None:
     from langgraph_moa.nodes.context import load_preset
     from langgraph_moa.nodes.presets import preset_names
 
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    readme = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
     for name in preset_names():
         ctx = load_preset(name)
         layers = [ctx.proposers_of(n) for n in range(1, ctx.layers)]

@@ -1,6 +1,6 @@
 """What chat UIs and the ``openai`` SDK need of the server, as they behave: the SDK's
-``models.retrieve``, strict booleans, a tools refusal that names Open WebUI's switch, and a
-config file that cannot silently replace a preset."""
+``models.retrieve``, strict booleans, Open WebUI's background tasks at one call, and a config
+file that cannot silently replace a preset."""
 
 from __future__ import annotations
 
@@ -40,16 +40,6 @@ def test_stream_must_be_a_boolean(server: FakeOpenAIServer, base: str) -> None:
     response = httpx.post(f"{base}/v1/chat/completions", json=body, timeout=30)
     assert response.status_code == 400
     assert response.json()["error"]["param"] == "stream"
-    assert server.requests == []
-
-
-def test_tools_are_refused_naming_open_webuis_setting(server: FakeOpenAIServer, base: str) -> None:
-    client = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0)
-    tool = {"type": "function", "function": {"name": "web_search", "parameters": {}}}
-    with pytest.raises(openai.BadRequestError) as raised:
-        client.chat.completions.create(model="fake", messages=QUESTION, tools=[tool])  # type: ignore[list-item]
-    assert raised.value.param == "tools"
-    assert "Builtin Tools" in raised.value.message and "Open WebUI" in raised.value.message
     assert server.requests == []
 
 

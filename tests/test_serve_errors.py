@@ -57,7 +57,7 @@ def error_of(response: httpx.Response) -> dict[str, Any]:
         (
             {"model": "fake", "messages": MESSAGES, "tools": [{"type": "function"}]},
             "tools",
-            "tools and function calling are not supported",
+            "tools[0] is not a function tool",
         ),
         (
             {

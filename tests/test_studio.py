@@ -46,8 +46,10 @@ def langgraph_dev(server: FakeOpenAIServer, work: Path) -> Iterator[str]:
         LANGSMITH_TRACING="false",
     )
     cli = Path(sys.executable).parent / "langgraph"
+    # --n-jobs-per-worker as docs/batch.md says: langgraph dev runs one run at a time without it
+    args = ["dev", "--no-browser", "--no-reload", "--host", "127.0.0.1", "--port", _port()]
     proc = subprocess.Popen(
-        [str(cli), "dev", "--no-browser", "--no-reload", "--host", "127.0.0.1", "--port", _port()],
+        [str(cli), *args, "--n-jobs-per-worker", "16"],
         cwd=work,
         env=env,
         stdout=subprocess.PIPE,
@@ -141,3 +143,18 @@ def test_studio_renders_and_streams_the_answer(studio: str, server: FakeOpenAISe
         "m2",
         "Qwen/Qwen2.5-72B-Instruct-Turbo",
     }
+
+    # A context that changes the unrolled graph's shape: the client sees why, not "internal".
+    errors = [
+        part.data
+        for part in client.runs.stream(
+            None,
+            unrolled["assistant_id"],
+            input={"messages": [{"role": "user", "content": "hello"}]},
+            context={"proposers": ["together:m1"], "layers": 2},
+            stream_mode="values",
+        )
+        if part.event == "error"
+    ]
+    assert errors[0]["error"] == "ConfigError"
+    assert "this graph is unrolled for 1 proposer layer(s)" in errors[0]["message"]

@@ -47,7 +47,11 @@ def batch(
     ] = False,
     cache: Annotated[
         str | None,
-        typer.Option("--cache", help="The model-call cache (default: moa-cache.sqlite beside -o)."),
+        typer.Option(
+            "--cache",
+            help="A call cache to share across outputs: calls already in it are reused "
+            "(default: one per output, in .moa-batch/ beside -o).",
+        ),
     ] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Use no call cache.")] = False,
     dry_run: Annotated[
@@ -77,6 +81,10 @@ def batch(
     limit: Annotated[
         int | None, typer.Option("--limit", help="Run at most N of the remaining items.")
     ] = None,
+    samples: Annotated[
+        int,
+        typer.Option("--samples", help="Answers per item, each a distinct seeded run."),
+    ] = 1,
     *,
     flags: dict[str, Any],
 ) -> None:
@@ -100,6 +108,7 @@ def batch(
             assistant=assistant,
             generator=generator,
             limit=limit,
+            samples=samples,
             console=err,
         )
     )

@@ -14,7 +14,7 @@ from typing import Any
 from rich.console import Console
 
 from langgraph_moa.core.batch.cost import estimate
-from langgraph_moa.core.batch.formats import FORMATS, Format, run_file_for
+from langgraph_moa.core.batch.formats import FORMATS, Format, check_items, run_file_for
 from langgraph_moa.core.batch.inputs import InvalidItem, Item, read_items
 from langgraph_moa.core.batch.outputs import RunFile
 from langgraph_moa.core.batch.progress import money
@@ -25,6 +25,7 @@ from langgraph_moa.core.batch.runner import (
     replay_items,
     run_batch,
 )
+from langgraph_moa.core.batch.samples import expand
 from langgraph_moa.nodes.context import Context, ModelSpec
 from langgraph_moa.nodes.errors import ConfigError, InputError
 
@@ -73,6 +74,7 @@ def batch(
     generator: str | None,
     limit: int | None,
     console: Console,
+    samples: int = 1,
 ) -> int:
     """Run the command; raises MoAError (InputError, ConfigError: bad input) for one-line errors."""
     if fmt not in FORMATS:
@@ -81,6 +83,10 @@ def batch(
         raise ConfigError("--concurrency must be at least 1")
     if limit is not None and limit < 1:
         raise ConfigError("--limit must be at least 1")
+    if samples < 1:
+        raise ConfigError("--samples must be at least 1")
+    if replay and samples > 1:
+        raise ConfigError("--samples cannot go with --replay: a replay keeps the run's samples")
     if replay and input_path:
         raise ConfigError("give either INPUT or --replay RUN.jsonl, not both")
     if replay and server:
@@ -102,6 +108,8 @@ def batch(
         assert input_path is not None
         items = read_items(input_path, skip_invalid=skip_invalid)
     the_format: Format = fmt
+    check_items(the_format, items, samples)
+    items = list(expand(items, samples))
 
     if dry_run:
         return _dry_run(items, ctx, output, the_format, as_json, replay=stored)
@@ -119,6 +127,7 @@ def batch(
         server=server,
         assistant=assistant,
         replay=stored,
+        samples=samples,
     )
 
     async def go() -> BatchResult:
@@ -157,7 +166,11 @@ def _report(result: BatchResult, console: Console, cache: Path | None) -> int:
             "this run's; they are kept (write to a new -o to redo them)"
         )
     if cache is not None and result.ran:
-        say(f"moa batch: call cache {cache}")
+        reused = result.progress.cached_calls() if result.progress is not None else 0
+        say(
+            f"moa batch: call cache {cache}"
+            + (f" ({reused:,} calls answered from it, not paid again)" if reused else "")
+        )
     if not result.complete:
         left = result.total - result.ok - result.failed
         say(f"moa batch: {left} items left; run the same command again (without --limit) for them")

@@ -28,7 +28,6 @@ async def run_turn(
     """Run one user turn; tokens of the final answer go to ``on_token`` as they arrive."""
     start = time.perf_counter()
     first_token: float | None = None
-    streamed = False  # answer text shown since the answer last (re)started
     final: dict[str, Any] = {}
     async for event in run_events(
         graph, [HumanMessage(prompt)], ctx, config, layers=on_layer is not None
@@ -39,16 +38,14 @@ async def run_turn(
                 progress.stop()
             if on_token is not None:
                 on_token(event.text)
-                streamed = True
         elif isinstance(event, ProposalDone):
             progress.proposal(event.record)
         elif isinstance(event, AnswerRestart):
             # The answer starts over (a retry, or the fallback aggregator): end the partial
             # text's line so the new answer starts on a line of its own, and say why on stderr.
-            if streamed and on_token is not None:
+            if event.after_text and on_token is not None:
                 on_token("\n")
-            progress.answer_restarted(event.payload, streamed=streamed)
-            streamed = False
+            progress.answer_restarted(event.payload, streamed=event.after_text and bool(on_token))
         elif isinstance(event, LayerDone):
             if on_layer is not None:
                 on_layer(event.responses)

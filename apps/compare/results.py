@@ -29,6 +29,7 @@ from langgraph_moa.apps.compare.judge import (
     side,
 )
 from langgraph_moa.apps.compare.systems import System
+from langgraph_moa.core.batch.records import answer_usage
 
 RESULTS_VERSION = 1
 Record = dict[str, Any]
@@ -126,8 +127,8 @@ def system_summary(system: System, records: Mapping[str, Record], candidate: str
     ok = [r for r in records.values() if r.get("status") == "ok"]
     n = len(ok)
     cost = _sum_or_none([r.get("cost_usd") for r in ok])
-    tokens = sum(u["total_tokens"] for r in ok for u in r.get("usage", {}).values())
-    calls = sum(u["calls"] for r in ok for u in r.get("usage", {}).values())
+    tokens = sum(u["total_tokens"] for r in ok for u in answer_usage(r).values())
+    calls = sum(u["calls"] for r in ok for u in answer_usage(r).values())
     # An answer partly served from the call cache (a resumed run) did not take its real time.
     timed = [float(r["seconds"]) for r in ok if not r.get("cached_calls")]
     median, p95 = stats.median_and_p95(timed)
@@ -228,7 +229,7 @@ def judge_summary(model: str, max_tokens: int, records: Sequence[Record]) -> dic
         "failed": len(records) - len(ok),
         "unparsed": sum(1 for r in ok if parse_verdict(r.get("answer")).verdict is None),
         "cost_usd": _sum_or_none([r.get("cost_usd") for r in records]),
-        "tokens": sum(u["total_tokens"] for r in records for u in r.get("usage", {}).values()),
+        "tokens": sum(u["total_tokens"] for r in records for u in answer_usage(r).values()),
     }
 
 

@@ -7,6 +7,7 @@ concurrency bound, per-model rate limits, model-call cache and resume. REPORT_DI
     judgments/JUDGE.jsonl   the judge's replies, one per pair and order: a batch run file too
     moa-cache.sqlite        every finished model call (answers and judgments)
     results.json, report.md, plot.png
+    preferences.jsonl       prompt/chosen/rejected pairs the judge decided (preferences.py)
 
 Killed at any point, the same command resumes: finished answers and judgments are skipped, and a
 call that finished inside an item that did not is answered from the cache, so nothing is paid
@@ -24,6 +25,7 @@ from typing import Any
 
 from rich.console import Console
 
+from langgraph_moa.apps.compare.preferences import write_preferences
 from langgraph_moa.apps.compare.report import write_report
 from langgraph_moa.apps.compare.results import Prompt, Record, build_results, judge_tasks
 from langgraph_moa.apps.compare.systems import System, safe_name
@@ -185,6 +187,7 @@ async def run_compare(
         judge_max_tokens=judge_ctx.aggregator.max_tokens or options.judge_max_tokens,
         judge_records=judge_records,
     )
+    write_preferences(results, prompts, answers, folder)
     write_report(results, folder)
     return CompareRun(
         results=results,

@@ -29,6 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from langgraph_moa.apps.serve.schemas import ErrorBody, ErrorDetail
 from langgraph_moa.nodes.errors import (
     AggregatorError,
+    CapabilityError,
     ConfigError,
     LayerFailedError,
     MoAError,
@@ -135,6 +136,8 @@ def from_run_error(exc: BaseException, proposals: Iterable[Mapping[str, Any]] = 
         return OpenAIError(502, message, code="proposers_failed")
     if isinstance(exc, AggregatorError):
         return OpenAIError(502, message, code="aggregator_failed")
+    if isinstance(exc, CapabilityError):  # the mixture's aggregator cannot do what was asked
+        return OpenAIError(400, message, param="model", code="model_not_capable")
     if isinstance(exc, ConfigError):
         return OpenAIError(400, message, code="invalid_settings")
     if isinstance(exc, ProviderError):

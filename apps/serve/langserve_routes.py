@@ -23,19 +23,13 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import Depends, FastAPI
-from langchain_core.messages import (
-    AIMessage,
-    AIMessageChunk,
-    AnyMessage,
-    FunctionMessage,
-    ToolMessage,
-)
+from langchain_core.messages import AIMessage, AIMessageChunk, AnyMessage
 from langchain_core.runnables import Runnable, RunnableConfig
 from langserve import add_routes
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
-from langgraph_moa.apps.serve.requests import content_text, langserve_check, tool_turns_refusal
+from langgraph_moa.apps.serve.requests import content_text, langserve_check
 from langgraph_moa.apps.serve.runs import RunService, run_summary, total_usage
 from langgraph_moa.core.turns import AnswerRestart, Finished, Token
 
@@ -78,10 +72,6 @@ def input_type(service: RunService) -> type[BaseModel]:
         def _known(self) -> MoAInput:
             for i, message in enumerate(self.messages):  # what /v1 refuses, refused here too
                 content_text(message.content, f"messages[{i}].content")
-                if isinstance(message, ToolMessage | FunctionMessage) or getattr(
-                    message, "tool_calls", None
-                ):
-                    raise tool_turns_refusal(f"messages[{i}]")
             service.context(self.preset, self.settings or {}, "settings")  # raises a 400
             return self
 
@@ -142,16 +132,13 @@ class MoARunnable(Runnable[dict[str, Any], AIMessage]):
     async def _tokens(self, inputs: AsyncIterator[dict[str, Any]]) -> AsyncIterator[AIMessageChunk]:
         async for input in inputs:
             run = self._start(input)
-            streamed = False  # answer text sent since the answer last (re)started
             try:
                 async for event in run:
                     if isinstance(event, Token):
                         yield AIMessageChunk(content=event.text + run.ready_text())
-                        streamed = True
                     elif isinstance(event, AnswerRestart):
-                        if streamed:  # as on the OpenAI route: the new answer after a blank line
+                        if event.after_text:  # as on the OpenAI route: after a blank line
                             yield AIMessageChunk(content="\n\n")
-                        streamed = False
                     elif isinstance(event, Finished):
                         final = _message(event.state)
                         yield AIMessageChunk(

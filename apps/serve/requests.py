@@ -49,16 +49,6 @@ def content_text(content: Any, param: str) -> str:
     return "\n".join(texts)
 
 
-def tool_turns_refusal(param: str) -> OpenAIError:
-    """A conversation with tool calls or tool results: not supported yet."""
-    return OpenAIError(
-        400,
-        "tool calls and tool messages are not supported yet by Mixture-of-Agents",
-        param=param,
-        code="unsupported",
-    )
-
-
 class _Config(BaseModel):
     """LangServe's config: this server takes none of its keys (the runnable reads no config)."""
 

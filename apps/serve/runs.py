@@ -26,9 +26,9 @@ from langgraph_moa.apps.serve.settings import DEFAULT_MAX_RUN_S, Caps
 from langgraph_moa.core.settings import preflight
 from langgraph_moa.core.turns import Finished, ProposalDone, RunEvent, Token, run_events
 from langgraph_moa.graphs import graph
+from langgraph_moa.nodes import records
 from langgraph_moa.nodes.context import Context
 from langgraph_moa.nodes.errors import MoAError
-from langgraph_moa.nodes.records import usage_by_model
 
 T = TypeVar("T")
 # Events buffered between the run and a slow client; past it the run waits for the client.
@@ -48,6 +48,7 @@ class RunStream:
         ctx: Context,
         live: set[RunStream],
         max_run_s: float = DEFAULT_MAX_RUN_S,
+        bind: Mapping[str, Any] | None = None,
     ) -> None:
         self.proposals: list[dict[str, Any]] = []
         self._queue: asyncio.Queue[RunEvent | BaseException] = asyncio.Queue(QUEUE_SIZE)
@@ -58,14 +59,20 @@ class RunStream:
         # A fresh context: the run is nobody's child run (see langserve_routes.py) and inherits
         # nothing from the request that started it.
         self._task = asyncio.create_task(
-            self._pump(messages, ctx, max_run_s), context=contextvars.Context()
+            self._pump(messages, ctx, max_run_s, bind), context=contextvars.Context()
         )
 
-    async def _pump(self, messages: list[AnyMessage], ctx: Context, max_run_s: float) -> None:
+    async def _pump(
+        self,
+        messages: list[AnyMessage],
+        ctx: Context,
+        max_run_s: float,
+        bind: Mapping[str, Any] | None,
+    ) -> None:
         deadline = asyncio.timeout(max_run_s)
         try:
             async with deadline:
-                async for event in run_events(graph, messages, ctx):
+                async for event in run_events(graph, messages, ctx, bind=bind):
                     if isinstance(event, ProposalDone):
                         self.proposals.append(event.record)
                     await self._queue.put(event)
@@ -148,12 +155,14 @@ class RunService:
         caps.check(ctx, self.caps, param or source)
         return name, ctx
 
-    def start(self, messages: list[AnyMessage], ctx: Context) -> RunStream:
+    def start(
+        self, messages: list[AnyMessage], ctx: Context, bind: Mapping[str, Any] | None = None
+    ) -> RunStream:
         try:
             preflight(ctx)  # an unknown provider or a key the server lacks: before any call
         except MoAError as exc:
             raise from_run_error(exc) from None
-        return RunStream(messages, ctx, self.live, self.max_run_s)
+        return RunStream(messages, ctx, self.live, self.max_run_s, bind)
 
     async def close_all(self) -> None:
         """Cancel every run still in flight (server shutdown, after the grace period)."""
@@ -162,13 +171,11 @@ class RunService:
 
 def total_usage(state: Mapping[str, Any]) -> dict[str, int]:
     """Tokens of every call of the run: all proposers of every layer and the aggregator."""
-    per_model = usage_by_model(state.get("layers", []), state.get("answer"))
-    prompt = sum(row["input_tokens"] for row in per_model.values())
-    completion = sum(row["output_tokens"] for row in per_model.values())
+    usage = records.total_usage(state.get("layers", []), state.get("answer"))
     return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
+        "prompt_tokens": usage["input_tokens"],
+        "completion_tokens": usage["output_tokens"],
+        "total_tokens": usage["input_tokens"] + usage["output_tokens"],
     }
 
 
@@ -178,7 +185,7 @@ def run_summary(state: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "aggregator": answer.get("model"),
         "fallback": bool(answer.get("fallback")),
-        "usage_by_model": usage_by_model(state.get("layers", []), state.get("answer")),
+        "usage_by_model": records.usage_by_model(state.get("layers", []), state.get("answer")),
     }
 
 

@@ -201,12 +201,17 @@ def _measured(result: Estimate, finished: list[dict[str, Any]]) -> Estimate:
     """The upper bound's call counts with the finished items' mean tokens per call."""
     ok = [r for r in finished if r.get("status") == "ok"]
     seen: dict[str, ModelEstimate] = {}
-    for record in ok:
-        for model, row in record.get("usage", {}).items():
-            into = seen.setdefault(model, ModelEstimate())
-            into.calls += row["calls"]
-            into.input_tokens += row["input_tokens"]
-            into.output_tokens += row["output_tokens"]
+    rows = (
+        (model, row)
+        for record in ok
+        for part in ("usage", "reused_usage")  # paid and reused calls alike: what items take
+        for model, row in (record.get(part) or {}).items()
+    )
+    for model, row in rows:
+        into = seen.setdefault(model, ModelEstimate())
+        into.calls += row["calls"]
+        into.input_tokens += row["input_tokens"]
+        into.output_tokens += row["output_tokens"]
     if not ok or not all(seen.get(m) and seen[m].calls for m in result.per_model):
         return result
     for model, row in result.per_model.items():

@@ -5,7 +5,13 @@ from it once the run is over, in input order, with the items that finished ``ok`
   ``{"instruction", "output", "generator", "dataset"}``;
 - ``mt-bench``: FastChat's answer JSONL (``data/mt_bench/model_answer/MODEL.jsonl``), one
   ``{"question_id", "answer_id", "model_id", "choices": [{"index": 0, "turns": [...]}],
-  "tstamp"}`` per question, a turn's answer per turn.
+  "tstamp"}`` per question, a turn's answer per turn (with ``--samples K``, K choices).
+
+The run's own files (the journal of a non-jsonl run, the call cache) live in a work folder,
+``.moa-batch/`` beside the output, never as files in the output's folder: evaluation tools read
+folders whole (FastChat's ``load_model_answers`` loads every ``*.jsonl`` of ``model_answer/`` and
+indexes each line by ``question_id``; a journal there breaks it). Python's ``glob("*.jsonl")``
+matches neither a folder nor a hidden name.
 """
 
 from __future__ import annotations
@@ -16,19 +22,64 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
-from langgraph_moa.core.batch.inputs import parse_item
+from langgraph_moa.core.batch.inputs import InvalidItem, Item, parse_item
 from langgraph_moa.core.batch.outputs import write_atomic
+from langgraph_moa.nodes.errors import InputError
 
 Format = Literal["jsonl", "alpaca-eval", "mt-bench"]
 FORMATS: tuple[Format, ...] = ("jsonl", "alpaca-eval", "mt-bench")
 DEFAULT_DATASET = "moa-batch"  # AlpacaEval's "dataset" when the item names none
 
 
+WORK_DIR = ".moa-batch"  # beside the output: the journal of a non-jsonl run, the call cache
+
+
+def work_dir(output: Path) -> Path:
+    return output.parent / WORK_DIR
+
+
 def run_file_for(output: Path, fmt: Format) -> Path:
-    """Where the run's records go: the output itself for jsonl, else beside it."""
+    """Where the run's records go: the output itself for jsonl, else in the work folder."""
     if fmt == "jsonl":
         return output
+    return work_dir(output) / f"{output.name}.run.jsonl"
+
+
+def legacy_run_file(output: Path) -> Path:
+    """Where runs before the work folder kept the journal of a non-jsonl output."""
     return output.with_name(f"{output.stem}.run.jsonl")
+
+
+def cache_for(output: Path) -> Path:
+    """The default call cache: one per output, so a new output asks the models again (a rerun
+    of the same output, resumed or retried, gets its finished calls back). Share one across
+    outputs on purpose with ``--cache PATH``."""
+    return work_dir(output) / f"{output.name}.cache.sqlite"
+
+
+def check_items(fmt: Format, items: Iterable[Item | InvalidItem], samples: int = 1) -> None:
+    """Refuse what a format cannot hold, before anything runs.
+
+    AlpacaEval's ``model_outputs.json`` has one instruction and one output per row: an item of
+    several turns (MT-Bench) or with an earlier conversation would lose all but its last turn
+    (a row pairing turn 1's question with turn 2's answer), and K samples would be K rows of
+    one instruction. MT-Bench's answer file holds any number of turns and K choices.
+    """
+    if fmt != "alpaca-eval":
+        return
+    if samples > 1:
+        raise InputError(
+            "--samples with -f alpaca-eval: AlpacaEval takes one output per instruction; "
+            "write -f jsonl (a record per sample) or -f mt-bench (the samples as choices)"
+        )
+    for item in items:
+        if isinstance(item, Item) and (len(item.turns) > 1 or item.history):
+            what = f"{len(item.turns)} turns" if len(item.turns) > 1 else "earlier messages"
+            raise InputError(
+                f"item {item.id!r} (line {item.line}) has {what}: AlpacaEval's format holds one "
+                "instruction and one output, so the other turns would be lost; write it with "
+                "-f mt-bench (every turn) or -f jsonl"
+            )
 
 
 def _instruction(record: dict[str, Any]) -> str:
@@ -53,24 +104,30 @@ def alpaca_eval(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def mt_bench(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    out = []
+    """One answer per question; the samples of a question (``--samples``) are its choices, as
+    FastChat's ``gen_model_answer --num-choices`` writes them."""
+    rows: dict[Any, dict[str, Any]] = {}
     for r in records:
         if r["status"] != "ok":
             continue
         source = r["input"] if isinstance(r["input"], dict) else {}
-        question_id = source.get("question_id", r["id"])
+        base = r.get("item_id", r["id"])  # the item's id, whatever its sample
+        question_id = source.get("question_id", base)
         # Stable across reruns (FastChat draws a random one; any unique string will do).
-        answer_id = hashlib.sha256(f"{r['generator']}:{r['id']}".encode()).hexdigest()[:22]
-        out.append(
+        answer_id = hashlib.sha256(f"{r['generator']}:{base}".encode()).hexdigest()[:22]
+        row = rows.setdefault(
+            str(question_id),
             {
                 "question_id": question_id,
                 "answer_id": answer_id,
                 "model_id": r["generator"],
-                "choices": [{"index": 0, "turns": r["answers"]}],
+                "choices": [],
                 "tstamp": r["finished"],
-            }
+            },
         )
-    return out
+        row["choices"].append({"index": len(row["choices"]), "turns": r["answers"]})
+        row["tstamp"] = max(row["tstamp"], r["finished"])
+    return list(rows.values())
 
 
 def write_format(fmt: Format, records: Iterable[dict[str, Any]], output: Path) -> int:

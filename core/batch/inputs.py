@@ -37,6 +37,7 @@ class Item:
     history: list[dict[str, str]] = field(default_factory=list)  # messages before the 1st turn
     source: dict[str, Any] = field(default_factory=dict)  # the item as given
     line: int = 0  # where it was read (1-based line, or position in a JSON list)
+    sample: int | None = None  # which of --samples K this is (its id then ends in #sK)
 
 
 @dataclass(frozen=True)

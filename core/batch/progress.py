@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
 from langgraph_moa.core.batch.cost import Prices, cost_of
+from langgraph_moa.core.batch.records import call_kinds
 
 LINE_EVERY = 0.1
 LINE_EVERY_S = 60.0
@@ -38,10 +39,11 @@ def duration(seconds: float) -> str:
 
 @dataclass
 class ModelTotals:
-    calls: int = 0  # answered or failed calls
-    cached: int = 0  # of those, answered from the call cache
+    calls: int = 0  # calls this run paid for (answered or failed)
+    cached: int = 0  # calls answered from the call cache (no request)
+    replayed: int = 0  # stored proposals reused by --replay (no request)
     requests: int = 0  # HTTP requests made (retries included)
-    input_tokens: int = 0
+    input_tokens: int = 0  # of the paid calls
     output_tokens: int = 0
 
 
@@ -101,22 +103,24 @@ class BatchProgress:
         """Count a finished item."""
         self.done += 1
         self.failed += record["status"] != "ok"
-        for turn in record["turns"]:
-            calls = [p for layer in turn["layers"] for p in layer] + [turn["aggregator"]]
-            for call in calls:
-                row = self.models.setdefault(call["model"], ModelTotals())
-                row.calls += 1
-                row.requests += call["attempts"]
-                if call["attempts"] == 0 and call.get("text", True) is not None:
-                    row.cached += 1  # no request: nothing spent
-                    continue
-                usage = call["usage"] or {}
-                row.input_tokens += int(usage.get("input_tokens", 0))
-                row.output_tokens += int(usage.get("output_tokens", 0))
-                self.tokens += int(usage.get("input_tokens", 0)) + int(
-                    usage.get("output_tokens", 0)
-                )
+        for call, kind in call_kinds(record["turns"]):
+            row = self.models.setdefault(call["model"], ModelTotals())
+            if kind == "cached":
+                row.cached += 1
+                continue
+            if kind == "replayed":
+                row.replayed += 1
+                continue
+            row.calls += 1
+            row.requests += int(call["attempts"])
+            usage = call["usage"] or {}
+            row.input_tokens += int(usage.get("input_tokens", 0))
+            row.output_tokens += int(usage.get("output_tokens", 0))
+            self.tokens += int(usage.get("input_tokens", 0)) + int(usage.get("output_tokens", 0))
         self._show()
+
+    def cached_calls(self) -> int:
+        return sum(t.cached for t in self.models.values())
 
     # ---------------------------------------------------------------- showing
     def rate(self) -> float:
@@ -130,7 +134,7 @@ class BatchProgress:
         eta = duration(left / rate * 60) if rate > 0 and left else ("-" if left else "0s")
         return (
             f"{rate:,.1f} items/min · ETA {eta} · {self.tokens:,} tokens · "
-            f"cost {money(self.spent())} · {self.failed} failed"
+            f"spent {money(self.spent())} · {self.failed} failed"
         )
 
     def line(self) -> str:
@@ -150,15 +154,25 @@ class BatchProgress:
             self._last_line = (self.done, now)
 
     def summary(self) -> str:
-        """Totals per model: calls, cache hits, requests, tokens and cost (plain, aligned text:
-        it goes to logs as often as to terminals)."""
+        """Totals per model: paid calls, their requests, tokens and spend, then the calls reused
+        without a request (cached, replayed) on their own (plain, aligned text: it goes to logs
+        as often as to terminals)."""
         elapsed = time.perf_counter() - self.start
         head = (
             f"moa batch: {self.done} items in {duration(elapsed)} ({self.rate():,.1f}/min): "
             f"{self.done - self.failed} ok, {self.failed} failed"
         )
         rows: list[tuple[str, ...]] = [
-            ("model", "calls", "cached", "requests", "input tokens", "output tokens", "cost")
+            (
+                "model",
+                "paid calls",
+                "requests",
+                "input tokens",
+                "output tokens",
+                "spent",
+                "cached",
+                "replayed",
+            )
         ]
         for model, t in sorted(self.models.items()):
             spent = {"input_tokens": t.input_tokens, "output_tokens": t.output_tokens}
@@ -180,9 +194,10 @@ def _row(name: str, totals: list[ModelTotals], cost: str) -> tuple[str, ...]:
     return (
         name,
         f"{sum(t.calls for t in totals):,}",
-        f"{sum(t.cached for t in totals):,}",
         f"{sum(t.requests for t in totals):,}",
         f"{sum(t.input_tokens for t in totals):,}",
         f"{sum(t.output_tokens for t in totals):,}",
         cost,
+        f"{sum(t.cached for t in totals):,}",
+        f"{sum(t.replayed for t in totals):,}",
     )

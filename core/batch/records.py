@@ -4,29 +4,38 @@
      "answer": <the last turn's answer, null when failed>, "answers": [<one per turn>],
      "turns": [{"prompt", "answer", "layers": [[Proposal...]...], "aggregator": Answer,
                 "seconds"}],
-     "usage": {model: {calls, input_tokens, output_tokens, total_tokens}},
-     "requests": <calls that reached a provider>, "cached_calls": <answered from the cache>,
-     "cost_usd": <all calls at list price, null when a model has no price>,
-     "spent_usd": <the calls this run paid for (cached ones are free)>,
+     "usage": {model: {calls, input_tokens, output_tokens, total_tokens}}  <calls this run paid>,
+     "requests": <requests this run made, retries included>,
+     "cached_calls": <answered from the call cache>, "replayed_calls": <stored proposals reused>,
+     "reused_usage": {model: {...}} <the cached and replayed calls' own usage, not paid again>,
+     "cost_usd": <every call of the answer at list price, null when a model has no price>,
+     "spent_usd": <the calls this run paid for>,
      "seconds": <wall time>, "finished": <unix time>, "generator": <name>,
      "settings": {"layers", "proposers": [[model...] per layer], "aggregator"},
      "error": null | {"kind", "message"}}
 
 Proposals and the aggregator's call are the graph's own records (nodes/records.py): model, text,
 usage, latency, attempts (0 = answered from the call cache) and error.
+
+Accounting (``call_kinds``, the one place it is decided): a call is **paid** when this run made
+its requests, **cached** when the call cache answered it (attempts 0, with a text), **replayed**
+when its turn came from a stored record (``--replay``: the stored proposals). Usage, requests
+and spend count paid calls only; the others are counted on their own.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, Literal, NotRequired
 
 from typing_extensions import TypedDict
 
 from langgraph_moa.core.batch.cost import Prices, cost_of
 from langgraph_moa.core.batch.inputs import InvalidItem, Item
+from langgraph_moa.core.batch.samples import base_id
 from langgraph_moa.nodes.context import Context
-from langgraph_moa.nodes.records import Answer, Proposal
+from langgraph_moa.nodes.records import Answer, Proposal, tally
 
 ItemErrorKind = Literal["invalid", "layer", "aggregator", "provider", "config", "server", "other"]
 
@@ -37,6 +46,7 @@ class TurnResult(TypedDict):
     answer: str
     layers: list[list[Proposal]]
     aggregator: Answer
+    replayed: NotRequired[bool]  # the layers are a stored run's (--replay)
 
 
 class Turn(TurnResult):
@@ -52,28 +62,30 @@ def settings_summary(ctx: Context) -> dict[str, Any]:
     }
 
 
-def _calls(turns: list[Turn]) -> list[tuple[str, dict[str, int] | None, int, bool]]:
-    """(model, usage, attempts, answered) of every call of the item."""
-    out: list[tuple[str, Any, int, bool]] = []
+CallKind = Literal["paid", "cached", "replayed"]
+
+
+def call_kinds(turns: Iterable[Mapping[str, Any]]) -> Iterator[tuple[Mapping[str, Any], CallKind]]:
+    """Every call of an item's turns (proposals, then the aggregator's) and who paid for it."""
     for t in turns:
+        stored = bool(t.get("replayed"))
         for layer in t["layers"]:
-            out += [(p["model"], p["usage"], p["attempts"], p["text"] is not None) for p in layer]
-        a = t["aggregator"]
-        out.append((a["model"], a["usage"], a["attempts"], True))
-    return out
+            for p in layer:
+                yield p, "replayed" if stored else _kind(p)
+        yield t["aggregator"], _kind(t["aggregator"])
 
 
-def _usage(calls: list[tuple[str, Any, int, bool]]) -> dict[str, dict[str, int]]:
-    """Calls and tokens per model (as nodes.records.usage_by_model counts them)."""
-    totals: dict[str, dict[str, int]] = {}
-    for model, usage, _, _ in calls:
-        row = totals.setdefault(
-            model, {"calls": 0, "input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
-        )
-        row["calls"] += 1
-        for key in ("input_tokens", "output_tokens", "total_tokens"):
-            row[key] += int(usage[key]) if usage else 0
-    return totals
+def _kind(call: Mapping[str, Any]) -> CallKind:
+    # attempts 0 with a text: the cache answered, no request was made
+    return "cached" if call["attempts"] == 0 and call.get("text", "") is not None else "paid"
+
+
+def _usage(calls: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, int]]:
+    return tally((call["model"], call["usage"]) for call in calls)
+
+
+def _sum_cost(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a + b
 
 
 def build_record(
@@ -87,25 +99,42 @@ def build_record(
     settings: dict[str, Any],
 ) -> dict[str, Any]:
     answers = [t["answer"] for t in turns]
-    calls = _calls(turns)
-    # A call answered from the cache made no request (attempts 0) and cost nothing this run.
-    fresh = [c for c in calls if not (c[3] and c[2] == 0)]
+    calls = list(call_kinds(turns))
+    paid = [c for c, kind in calls if kind == "paid"]
+    reused = [c for c, kind in calls if kind != "paid"]
     ok = error is None
+    k = getattr(item, "sample", None)
+    sample = {} if k is None else {"item_id": base_id(item), "sample": k}
     return {
         "id": item.id,
+        **sample,
         "status": "ok" if ok else "failed",
         "input": item.source,
         "answer": answers[-1] if ok and answers else None,
         "answers": answers,
         "turns": turns,
-        "usage": (usage := _usage(calls)),
-        "requests": sum(c[2] for c in calls),
-        "cached_calls": len(calls) - len(fresh),
-        "cost_usd": cost_of(usage, prices),
-        "spent_usd": cost_of(_usage(fresh), prices),
+        "usage": (usage := _usage(paid)),
+        "requests": sum(int(c["attempts"]) for c in paid),
+        "cached_calls": sum(kind == "cached" for _, kind in calls),
+        "replayed_calls": sum(kind == "replayed" for _, kind in calls),
+        "reused_usage": (again := _usage(reused)),
+        "cost_usd": _sum_cost(cost_of(usage, prices), cost_of(again, prices)),
+        "spent_usd": cost_of(usage, prices),
         "seconds": round(seconds, 3),
         "finished": time.time(),
         "generator": generator,
         "settings": settings,
         "error": None if error is None else {"kind": error[0], "message": error[1]},
     }
+
+
+def answer_usage(record: Mapping[str, Any]) -> dict[str, dict[str, int]]:
+    """Every call that made the record's answer, paid or reused (what the answer takes: for
+    comparing systems and estimating, where who paid does not matter)."""
+    total: dict[str, dict[str, int]] = {}
+    for part in (record.get("usage") or {}, record.get("reused_usage") or {}):
+        for model, row in part.items():
+            into = total.setdefault(model, dict.fromkeys(row, 0))
+            for key, value in row.items():
+                into[key] = into.get(key, 0) + int(value)
+    return total

@@ -23,7 +23,13 @@ from typing import Any
 from rich.console import Console
 
 from langgraph_moa.core.batch.cost import Prices, prices_of
-from langgraph_moa.core.batch.formats import Format, run_file_for, write_format
+from langgraph_moa.core.batch.formats import (
+    Format,
+    cache_for,
+    legacy_run_file,
+    run_file_for,
+    write_format,
+)
 from langgraph_moa.core.batch.inputs import InvalidItem, Item, parse_item
 from langgraph_moa.core.batch.outputs import RunFile
 from langgraph_moa.core.batch.progress import BatchProgress
@@ -41,7 +47,6 @@ from langgraph_moa.nodes.models.callcache import CallCache
 from langgraph_moa.nodes.models.redact import redact
 
 DEFAULT_CONCURRENCY = 8
-CACHE_NAME = "moa-cache.sqlite"  # the default call cache, in the output's folder
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,7 @@ class BatchOptions:
     server: str | None = None  # a LangGraph server's URL: items run there
     assistant: str = "moa"  # the graph or assistant on the server
     replay: dict[str, dict[str, Any]] | None = None  # id -> stored record: re-aggregate only
+    samples: int = 1  # answers per item (the items are given expanded: core/batch/samples.py)
 
 
 @dataclass
@@ -182,7 +188,7 @@ async def run_items(
 
 # ---------------------------------------------------------------------------------- a run
 def default_cache(output: Path) -> Path:
-    return output.parent / CACHE_NAME
+    return cache_for(output)
 
 
 def replay_items(
@@ -217,6 +223,17 @@ async def run_batch(
     console = console or Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
     output = Path(output)
     run_file = RunFile(run_file_for(output, options.fmt))
+    legacy = legacy_run_file(output)
+    if options.fmt != "jsonl" and legacy.is_file() and not run_file.path.exists():
+        # A run begun before the work folder: its journal moves there (out of the answer
+        # folder, where FastChat would read it as a model's answers).
+        run_file.path.parent.mkdir(parents=True, exist_ok=True)
+        legacy.replace(run_file.path)
+        console.print(
+            f"moa batch: moved the run's journal {legacy} to {run_file.path}",
+            highlight=False,
+            markup=False,
+        )
     status = run_file.open()
     if run_file.repaired:
         console.print(
@@ -240,13 +257,13 @@ async def run_batch(
     if options.server:
         from langgraph_moa.core.batch.server import ServerTurns
 
-        remote = ServerTurns(options.server, ctx, options.assistant)
+        remote = ServerTurns(options.server, ctx, options.assistant, samples=options.samples)
         await remote.check()
         turns = remote
     elif options.replay is not None:
         turns = ReplayTurns(ctx, options.replay, cache)
     else:
-        turns = GraphTurns(ctx, cache)
+        turns = GraphTurns(ctx, cache, samples=options.samples)
 
     # Finished items made with other models are kept; the user is told how many.
     mine = settings_summary(ctx)

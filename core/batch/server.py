@@ -15,7 +15,7 @@ import httpx
 
 from langgraph_moa.core.batch.inputs import Item
 from langgraph_moa.core.batch.records import ItemErrorKind, TurnResult, settings_summary
-from langgraph_moa.core.batch.turns import Message
+from langgraph_moa.core.batch.turns import Message, SampleContexts
 from langgraph_moa.nodes.context import Context
 from langgraph_moa.nodes.errors import MoAError
 
@@ -44,15 +44,22 @@ class ServerRunError(MoAError):
 class ServerTurns:
     """Each turn is a stateless run on the server at ``url``."""
 
-    def __init__(self, url: str, ctx: Context, assistant: str = "moa") -> None:
+    def __init__(self, url: str, ctx: Context, assistant: str = "moa", samples: int = 1) -> None:
         from langgraph_sdk import get_client
 
         self.url = url
         self.assistant = assistant
         self.client = get_client(url=url)
-        # Only what differs from the defaults: the server validates it into the same Context.
-        self.context = ctx.model_dump(mode="json", exclude_defaults=True)
+        self.contexts = SampleContexts(ctx, samples)
+        self._sent: dict[int | None, dict[str, Any]] = {}
         self._settings = settings_summary(ctx)
+
+    def context_of(self, item: Item) -> dict[str, Any]:
+        # Only what differs from the defaults: the server validates it into the same Context.
+        if item.sample not in self._sent:
+            ctx = self.contexts.of(item)
+            self._sent[item.sample] = ctx.model_dump(mode="json", exclude_defaults=True)
+        return self._sent[item.sample]
 
     def settings_of(self, item: Item) -> dict[str, Any]:
         return self._settings
@@ -82,7 +89,7 @@ class ServerTurns:
                 None,
                 self.assistant,
                 input=cast(dict[str, Any], {"messages": messages}),
-                context=self.context,
+                context=self.context_of(item),
                 metadata=cast(dict[str, Any], {"moa_batch_item": item.id, "turn": index}),
                 raise_error=False,
                 on_disconnect="cancel",

@@ -13,6 +13,7 @@ from langchain_core.runnables import RunnableConfig
 
 from langgraph_moa.core.batch.inputs import Item
 from langgraph_moa.core.batch.records import TurnResult, settings_summary
+from langgraph_moa.core.batch.samples import sample_context
 from langgraph_moa.nodes.context import Context, build_context
 from langgraph_moa.nodes.errors import MoAError
 from langgraph_moa.nodes.models.callcache import CallCache, use_call_cache
@@ -40,15 +41,34 @@ def _result(state: dict[str, Any]) -> TurnResult:
     )
 
 
+class SampleContexts:
+    """The run's context for each sample of ``--samples K`` (the run's own without samples)."""
+
+    def __init__(self, ctx: Context, samples: int = 1) -> None:
+        self.ctx = ctx
+        self.samples = samples
+        self._contexts: dict[int, Context] = {}
+
+    def of(self, item: Item) -> Context:
+        if item.sample is None:
+            return self.ctx
+        if item.sample not in self._contexts:
+            self._contexts[item.sample] = sample_context(self.ctx, item.sample, self.samples)
+        return self._contexts[item.sample]
+
+
 class GraphTurns:
     """Each turn is one run of the MoA graph in this process, with the call cache if given."""
 
-    def __init__(self, ctx: Context, cache: CallCache | None = None, graph: Any = None) -> None:
+    def __init__(
+        self, ctx: Context, cache: CallCache | None = None, graph: Any = None, samples: int = 1
+    ) -> None:
         from langgraph_moa.graphs import graph as moa_graph
 
         self.ctx = ctx
         self.cache = cache
         self.graph: Any = graph if graph is not None else moa_graph
+        self.contexts = SampleContexts(ctx, samples)
         self._settings = settings_summary(ctx)
 
     def settings_of(self, item: Item) -> dict[str, Any]:
@@ -57,7 +77,9 @@ class GraphTurns:
     async def turn(self, item: Item, messages: list[Message], index: int) -> TurnResult:
         config: RunnableConfig = {"run_name": f"moa batch {item.id}"}
         with use_call_cache(self.cache, scope=item.id):
-            state = await self.graph.ainvoke({"messages": messages}, config, context=self.ctx)
+            state = await self.graph.ainvoke(
+                {"messages": messages}, config, context=self.contexts.of(item)
+            )
         return _result(state)
 
 
@@ -108,4 +130,5 @@ class ReplayTurns:
         state_in = {"messages": messages, "layers": layers, "references": references}
         with use_call_cache(self.cache, scope=item.id):
             state = await self.graph.ainvoke(state_in, context=self._context(layers))
-        return _result(state)
+        # The layers are the stored run's: neither paid nor made by this run.
+        return TurnResult(**_result(state), replayed=True)

@@ -31,13 +31,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
-from langchain_core.messages import AIMessageChunk, AnyMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, AnyMessage
 from langgraph.cache.sqlite import SqliteCache
 
 from langgraph_moa.nodes.models.calls import CallResult
@@ -51,6 +51,7 @@ class CallCache:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._store: SqliteCache[dict[str, Any]] = SqliteCache(path=str(self.path))
         self.hits = 0  # calls answered from the cache in this process
         self.stored = 0
@@ -60,11 +61,13 @@ class CallCache:
         if found is None:
             return None
         self.hits += 1
-        message = AIMessageChunk(
-            content=found["text"],
-            usage_metadata=found["usage"],
-            response_metadata=found["metadata"],
-        )
+        fields = {
+            "content": found["text"],
+            "usage_metadata": found["usage"],
+            "response_metadata": found["metadata"],
+        }
+        calls = found.get("tool_calls")
+        message = AIMessage(**fields, tool_calls=calls) if calls else AIMessageChunk(**fields)
         # attempts=0: no request was made (records show it; cost reports leave it out).
         return CallResult(
             text=found["text"], message=message, attempts=0, latency_s=0.0, ttft_s=None
@@ -76,6 +79,7 @@ class CallCache:
             "text": result.text,
             "usage": dict(result.message.usage_metadata or {}) or None,
             "metadata": {k: meta[k] for k in ("finish_reason", "model_name") if k in meta},
+            **({"tool_calls": result.message.tool_calls} if result.message.tool_calls else {}),
         }
         await self._store.aset({(NAMESPACE, key): (value, None)})
         self.stored += 1
@@ -102,7 +106,12 @@ def active_call_cache() -> tuple[CallCache, str] | None:
 
 
 def request_key(
-    settings: ModelSettings, request: Sequence[AnyMessage], *, sample: int, scope: str
+    settings: ModelSettings,
+    request: Sequence[AnyMessage],
+    *,
+    sample: int,
+    scope: str,
+    bind: Mapping[str, Any] | None = None,
 ) -> str:
     """The cache key of one request: everything that shapes the answer."""
     shape = {
@@ -111,9 +120,18 @@ def request_key(
         "temperature": settings.temperature,
         "max_tokens": settings.max_tokens,
         "seed": settings.seed,
-        "messages": [[m.type, m.content] for m in request],
+        # Tool calls and a binding only when present: keys of plain calls stay as they were.
+        "messages": [
+            [
+                m.type,
+                m.content,
+                *([m.tool_calls] if isinstance(m, AIMessage) and m.tool_calls else []),
+            ]
+            for m in request
+        ],
         "sample": sample,
         "scope": scope,
+        **({"bind": bind} if bind else {}),
     }
     text = json.dumps(shape, sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha256(text.encode()).hexdigest()

@@ -34,7 +34,7 @@ import asyncio
 import email.utils
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -208,14 +208,18 @@ class _Watch(BaseCallbackHandler):
 
 
 async def _attempt(
-    model: BaseChatModel, messages: Sequence[AnyMessage], tags: list[str], watch: _Watch
+    model: BaseChatModel,
+    messages: Sequence[AnyMessage],
+    tags: list[str],
+    watch: _Watch,
+    bound: Mapping[str, Any],
 ) -> AIMessage:
     config: RunnableConfig = {"tags": tags}
     if model.disable_streaming is not True:  # it may stream: watch its tokens
         # The node's config (LangGraph's callbacks, with the stream_mode="messages" handler
         # when someone streams) with the watcher added. Only here: it costs ~0.1 ms a call.
         config = merge_configs(ensure_config(config), {"callbacks": [watch]})
-    message = await model.ainvoke(list(messages), config)
+    message = await model.ainvoke(list(messages), config, **bound)
     if not _finished(model, message):
         raise StreamBrokenError("the answer ended before the model said it was done")
     return message
@@ -231,12 +235,14 @@ async def call_model(
     retry_base_s: float = BACKOFF_BASE_S,
     deadline_s: float | None = None,
     on_retry: OnRetry | None = None,
+    bound: Mapping[str, Any] | None = None,
 ) -> CallResult:
     """One answer from ``model`` (streamed only when someone reads the tokens, see above);
     retry transient failures; raise ``CallFailedError``.
 
     ``timeout`` bounds each attempt; ``deadline_s`` (optional) bounds the whole call, attempts
-    and waits included: no retry starts that could not finish before it.
+    and waits included: no retry starts that could not finish before it. ``bound``: request
+    arguments for the model (tools, response format: nodes/models/tools.py).
     """
     start = time.perf_counter()
     ends = start + deadline_s if deadline_s is not None else None
@@ -247,7 +253,7 @@ async def call_model(
         watch = _Watch(time.perf_counter())
         try:
             async with asyncio.timeout(limit):
-                message = await _attempt(model, messages, tags or [], watch)
+                message = await _attempt(model, messages, tags or [], watch, bound or {})
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -1,13 +1,9 @@
-"""The package's layout as users meet it: the unrolled graph, and the wheel installed elsewhere."""
+"""The graph as Studio draws it; what `make run` and `make studio` install."""
 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import sys
-import textwrap
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -91,81 +87,6 @@ async def test_the_unrolled_graph_refuses_a_context_of_another_shape(
     assert server.requests_for("p1")[0].body["temperature"] == 0
 
 
-def _uv() -> list[str]:
-    found = shutil.which("uv")
-    return [found] if found else [sys.executable, "-m", "uv"]
-
-
-def test_the_wheel_claims_no_generic_top_level_names(
-    tmp_path: Path, server: FakeOpenAIServer
-) -> None:
-    """Installed beside a project with its own ``nodes`` and ``graphs``, both keep working."""
-    server.script("p", "a proposal")
-    server.script("agg", "the answer from the installed wheel")
-    dist = tmp_path / "dist"
-    offline = {**os.environ, "UV_OFFLINE": "1"}  # from uv's cache only: tests use no network
-    subprocess.run(
-        [*_uv(), "build", "--wheel", "--out-dir", str(dist), str(ROOT)],
-        check=True,
-        capture_output=True,
-        env=offline,
-    )
-    (wheel,) = dist.glob("langgraph_moa-*.whl")
-    venv = tmp_path / "venv"
-    subprocess.run([*_uv(), "venv", "-q", str(venv)], check=True, capture_output=True)
-    python = venv / "bin" / "python"
-    subprocess.run(
-        [*_uv(), "pip", "install", "-q", "--no-deps", "--python", str(python), str(wheel)],
-        check=True,
-        capture_output=True,
-        env=offline,
-    )
-    # The dependencies come from this venv, added as a plain path: a path added by a .pth file
-    # is not scanned for .pth files, so the repository's editable install stays out.
-    (site,) = (venv / "lib").glob("python3*/site-packages")
-    deps = next(p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir())
-    (site / "dependencies.pth").write_text(deps + "\n")
-    project = tmp_path / "project"
-    for package, body in (("nodes", "MINE = 'nodes'"), ("graphs", "MINE = 'graphs'")):
-        (project / package).mkdir(parents=True)
-        (project / package / "__init__.py").write_text(body)
-    (project / "records.py").write_text("")
-    (project / "main.py").write_text(
-        textwrap.dedent(
-            f"""
-            import asyncio
-
-            import graphs
-            import nodes
-            from langgraph_moa.graphs import graph
-            from langgraph_moa.nodes import Context, ModelSpec
-
-            assert nodes.MINE == "nodes" and graphs.MINE == "graphs"
-            ctx = Context(
-                proposers=[ModelSpec(model="together:p", base_url="{server.base_url}")],
-                aggregator=ModelSpec(model="together:agg", base_url="{server.base_url}"),
-            )
-            state = asyncio.run(graph.ainvoke({{"messages": [("user", "hi")]}}, context=ctx))
-            print(state["messages"][-1].content)
-            """
-        )
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TOGETHER_", "PYTHONPATH"))}
-    done = subprocess.run(
-        [str(python), "main.py"], cwd=project, capture_output=True, text=True, env=env, timeout=120
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "the answer from the installed wheel"
-    installed = subprocess.run(
-        [str(python), "-c", "import langgraph_moa, sys; print(langgraph_moa.__file__)"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    assert str(venv) in installed  # the wheel's copy, not the repository's
-
-
 def _make_run_plan(**env: str) -> str:
     clean = {k: v for k, v in os.environ.items() if k != "TOGETHER_API_KEY"}
     done = subprocess.run(
@@ -181,3 +102,18 @@ def test_make_run_builds_the_local_model_only_without_a_key() -> None:
     with_key = _make_run_plan(TOGETHER_API_KEY="set")
     sync = next(line for line in with_key.splitlines() if " sync " in line)
     assert "--extra local" not in sync and "--compile-bytecode" in sync
+
+
+def test_make_studio_compiles_nothing_with_a_key() -> None:
+    clean = {k: v for k, v in os.environ.items() if k != "TOGETHER_API_KEY"}
+    done = subprocess.run(
+        ["make", "-n", "studio"],
+        cwd=ROOT,
+        env={**clean, "TOGETHER_API_KEY": "set"},
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    sync = next(line for line in done.stdout.splitlines() if " sync " in line)
+    assert "--extra local" not in sync and "--group studio" in sync and "--all-extras" not in sync
+    assert "langgraph dev" in done.stdout

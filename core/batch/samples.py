@@ -1,0 +1,59 @@
+"""``--samples K``: K answers per prompt, each a distinct seeded run, cached separately.
+
+Sample ``k`` of an item is an item of its own, with id ``ID#sk`` (so the run file, resume and the
+call cache, whose key holds the id, keep the samples apart) and ``sample = k``. Each model of
+sample ``k`` is sent the seed ``seed * K + k``, ``seed`` being its own, else the run's, else its
+place in its layer (the aggregator's: 0): no two samples share a seed, nor do two proposers of
+one model in a layer (Self-MoA) unless the config seeds them alike.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Iterator
+
+from langgraph_moa.core.batch.inputs import InvalidItem, Item
+from langgraph_moa.nodes.context import Context, ModelSpec
+
+
+def sample_id(item_id: str, k: int) -> str:
+    return f"{item_id}#s{k}"
+
+
+def base_id(item: Item | InvalidItem) -> str:
+    """The dataset item's own id, whatever the sample."""
+    sample = getattr(item, "sample", None)
+    if sample is None:
+        return item.id
+    return item.id.removesuffix(f"#s{sample}")
+
+
+def expand(items: Iterable[Item | InvalidItem], samples: int) -> Iterator[Item | InvalidItem]:
+    """Each item ``samples`` times, as its samples (the items themselves when 1)."""
+    for item in items:
+        if samples == 1 or isinstance(item, InvalidItem):
+            yield item
+            continue
+        for k in range(samples):
+            yield dataclasses.replace(item, id=sample_id(item.id, k), sample=k)
+
+
+def sample_context(ctx: Context, k: int, samples: int) -> Context:
+    """``ctx`` with every model seeded for sample ``k`` of ``samples``."""
+
+    def seeded(spec: ModelSpec, place: int = 0) -> ModelSpec:
+        seed = spec.seed if spec.seed is not None else ctx.seed if ctx.seed is not None else place
+        return spec.model_copy(update={"seed": seed * samples + k})
+
+    def layer(specs: list[ModelSpec]) -> list[ModelSpec]:
+        return [seeded(s, n) for n, s in enumerate(specs)]
+
+    update: dict[str, object] = {
+        "proposers": layer(ctx.proposers),
+        "aggregator": seeded(ctx.aggregator),
+    }
+    if ctx.layer_proposers is not None:
+        update["layer_proposers"] = [layer(specs) for specs in ctx.layer_proposers]
+    if ctx.fallback_aggregator is not None:
+        update["fallback_aggregator"] = seeded(ctx.fallback_aggregator)
+    return ctx.model_copy(update=update)
