@@ -50,9 +50,18 @@ def content_text(content: Any, param: str) -> str:
 
 
 class _Config(BaseModel):
-    """LangServe's config: this server takes none of its keys (the runnable reads no config)."""
+    """LangServe's config (a RunnableConfig: ``RemoteRunnable`` sends tags, metadata...). The
+    runnable reads none of it; LangServe keeps only the keys it allows. Typed where clients send
+    values, so a malformed one is a 400 here."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="allow")
+
+    tags: list[str] | None = None
+    metadata: dict[str, Any] | None = None
+    run_name: str | None = None
+    recursion_limit: int | None = None
+    max_concurrency: int | None = None
+    configurable: dict[str, Any] | None = None
 
 
 class _Envelope(BaseModel):
