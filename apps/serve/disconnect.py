@@ -63,7 +63,10 @@ class CancelOnDisconnect:
                 pass
             gone.set()
 
-        route = asyncio.create_task(self.app(scope, replay, tracked))
+        async def run() -> None:
+            await self.app(scope, replay, tracked)
+
+        route = asyncio.create_task(run())
         watcher = asyncio.create_task(watch())
         try:
             await asyncio.wait({route, watcher}, return_when=asyncio.FIRST_COMPLETED)
