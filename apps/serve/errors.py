@@ -201,7 +201,9 @@ def install(app: FastAPI) -> None:
         message = exc.detail if isinstance(exc.detail, str) else "request failed"
         if exc.status_code == 404:
             message = f"no route {request.method} {request.url.path}"
-        error = OpenAIError(exc.status_code, message, headers=exc.headers)
+        # LangServe's own 422s: bad input is a 400 on every route, as OpenAI answers it.
+        status = 400 if exc.status_code == 422 else exc.status_code
+        error = OpenAIError(status, message, headers=exc.headers)
         return error.response()
 
     async def on_validation(request: Request, exc: Exception) -> JSONResponse:
