@@ -422,3 +422,70 @@ def test_a_resume_with_other_settings_is_refused(server: FakeOpenAIServer, tmp_p
     temperatures = [r["settings"]["sampling"]["together:agg"]["temperature"] for r in
                     read_records(out)]  # fmt: skip
     assert temperatures == [0.7, 0.2, 0.2]  # each record says which settings made it
+
+
+# ------------------------------------------------------------------- 9. degraded items
+def test_an_item_missing_a_proposal_is_degraded_and_can_be_redone(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    # p2 gives up on the first item (-j 1: q0) after both its attempts are rate limited.
+    server.fail("p2", *[Failure(status=429, retry_after="0", message="slow down")] * 2)
+    cfg = write_config(tmp_path / "c.toml", server, extra="max_attempts = 2")
+    data = write_items(tmp_path / "in.jsonl", prompts(3))
+    out = tmp_path / "out.jsonl"
+    first = batch(data, "-o", out, "-c", cfg, "-j", "1")
+    assert first.returncode == 3, first.stderr
+    assert "2 ok, 1 degraded, 0 failed" in first.stderr
+    assert "1 items were answered with fewer proposals than configured" in first.stderr
+    assert "--retry-degraded" in first.stderr
+    q0, q1, _ = read_records(out)
+    assert q0["status"] == "degraded" and q0["answer"] and q0["error"] is None
+    (missing,) = q0["missing_proposals"]
+    assert missing["model"] == "together:p2" and missing["kind"] == "rate_limit"
+    assert "HTTP 429" in missing["message"] and (missing["turn"], missing["layer"]) == (1, 1)
+    assert q1["status"] == "ok" and q1["missing_proposals"] == []
+
+    # --retry-failed leaves a degraded item alone; --retry-degraded redoes only the missing call
+    # (p1's proposal comes from the call cache) and the aggregation.
+    before = len(server.requests)
+    assert batch(data, "-o", out, "-c", cfg, "--retry-failed").returncode == 3
+    assert len(server.requests) == before
+    again = batch(data, "-o", out, "-c", cfg, "--retry-degraded")
+    assert again.returncode == 0, again.stderr
+    assert [r["status"] for r in read_records(out)] == ["ok", "ok", "ok"]
+    assert sorted(r.model for r in server.requests[before:]) == ["agg", "p2"]
+
+
+def test_a_degraded_answer_is_judged_and_reported(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    server.script("judge", always_a)
+    server.fail("p2", Failure(status=500, message="down"))
+    mix = tmp_path / "mix.toml"
+    write_mixture(mix)
+    mix.write_text(mix.read_text() + "max_attempts = 1\n", encoding="utf-8")
+    data = write_prompts(tmp_path / "p.jsonl", 2)
+    args = ("compare", data, "--config", mix, "--judge", "together:judge", "-o", tmp_path / "r")
+    result = run_cli(*map(str, args), "-j", "1", env=compare_env(server))
+    assert result.returncode == 3, result.stderr
+    assert "1 answers were made with fewer proposals than configured" in result.stderr
+    assert "--retry-degraded" in result.stderr
+    found = results(tmp_path / "r")
+    mine = next(s for s in found["systems"] if s["candidate"])
+    assert (mine["answers"], mine["degraded"], mine["failed"]) == (2, 1, 0)
+    assert all(p["missing"] == 0 for p in found["pairs"])  # the degraded answer was judged
+    assert "had fewer proposals than configured" in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_retries_after_a_shared_429_pause_are_spread(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    # Six items at once: each one's p1 call is rate limited with Retry-After: 2 s, which pauses p1
+    # for every caller. Released at one instant, the six retries would hit the limit together.
+    server.fail("p1", *[Failure(status=429, retry_after="2")] * 6)
+    cfg = write_config(tmp_path / "c.toml", server, extra="max_attempts = 4")
+    data = write_items(tmp_path / "in.jsonl", prompts(6))
+    result = batch(data, "-o", tmp_path / "out.jsonl", "-c", cfg, "-j", "6")
+    assert result.returncode == 0, result.stderr
+    answered = sorted(r.started for r in server.requests_for("p1") if r.status == 200)
+    assert len(answered) == 6
+    # With a 1 s ramp (half the pause), six retries in lockstep are within a few ms of each other.
+    assert answered[-1] - answered[0] > 0.3, [round(t - answered[0], 3) for t in answered]

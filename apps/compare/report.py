@@ -116,6 +116,13 @@ def notes(results: dict[str, Any]) -> list[str]:
             "line; their pairs count as unparsed, not as ties (results.json gives each "
             "problem)."
         )
+    for s in systems:
+        if s.get("degraded"):
+            out.append(
+                f"{_count(s['degraded'], 'answer')} of {s['name']} had fewer proposals than "
+                "configured (a proposer gave up): they are judged as they are; rerun the same "
+                "command with --retry-degraded to answer them again."
+            )
     missing = sum(p["missing"] for p in results["pairs"])
     if missing:
         out.append(
@@ -213,7 +220,9 @@ def systems_table(results: dict[str, Any]) -> str:
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for s in results["systems"]:
-        answered = f"{s['answers']}" + (f" ({s['failed']} failed)" if s["failed"] else "")
+        answered = f"{s['answers']}" + "".join(
+            f" ({s[k]} {k})" for k in ("degraded", "failed") if s.get(k)
+        )
         calls = "n/a" if s["calls_per_answer"] is None else f"{s['calls_per_answer']:.1f}"
         lines.append(
             f"| {s['name']} | {s['models']} | {answered} | {_money(s['cost_usd'])} "
