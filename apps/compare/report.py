@@ -62,8 +62,19 @@ def verdict_line(results: dict[str, Any]) -> str:
     if len(judged) == 1:
         what = f"{base['name']} alone" if base["single"] else base["name"]
     points = best["win_rate"] - 50
-    low, high = (c - 50 for c in best["ci"])
-    if low > 0:
+    if best["ci"] is None:  # every judged pair alike (stats.py): no interval, said plainly
+        low = high = points
+    else:
+        low, high = (c - 50 for c in best["ci"])
+    interval = (
+        f"no 95% CI: all {best['judged']} judged pairs had the same outcome"
+        if best["ci"] is None
+        else ""
+    )
+    if interval:
+        doing = "beats" if points > 0 else "loses to" if points < 0 else "does not beat"
+        line = f"{cand} {doing} {what}: {_points(points)} points ({interval})"
+    elif low > 0:
         line = (
             f"{cand} beats {what} by {_plain(points)} points "
             f"(95% CI {_plain(low)} to {_plain(high)})"
@@ -83,11 +94,10 @@ def verdict_line(results: dict[str, Any]) -> str:
         line += f" at {ratio}"
     if best["judged"] < SHORT_SAMPLE:
         line += f", on only {_count(best['judged'], 'judged pair')}"
-    lc_low, lc_high = (c - 50 for c in best["lc_ci"])
-    line += (
-        f"; length-controlled {_points(best['lc_win_rate'] - 50)} points "
-        f"({_points(lc_low)} to {_points(lc_high)})"
-    )
+    line += f"; length-controlled {_points(best['lc_win_rate'] - 50)} points"
+    if best["lc_ci"] is not None:
+        lc_low, lc_high = (c - 50 for c in best["lc_ci"])
+        line += f" ({_points(lc_low)} to {_points(lc_high)})"
     return line + "."
 
 
@@ -173,8 +183,10 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.0f}%"
 
 
-def _ci(ci: list[float] | None) -> str:
-    return "" if ci is None else f" ({ci[0]:.0f}–{ci[1]:.0f})"
+def _ci(ci: list[float] | None, judged: int = 0) -> str:
+    if ci is None:  # with pairs judged: all alike, no interval (stats.py)
+        return " (no CI: all alike)" if judged else ""
+    return f" ({ci[0]:.0f}–{ci[1]:.0f})"
 
 
 def _money(usd: float | None) -> str:
@@ -207,8 +219,8 @@ def pairs_table(results: dict[str, Any]) -> str:
             f"{_num(systems[cand]['mean_length'])} vs {_num(systems[p['baseline']]['mean_length'])}"
         )
         lines.append(
-            f"| {p['baseline']} | {_pct(p['win_rate'])}{_ci(p['ci'])} "
-            f"| {_pct(p['lc_win_rate'])}{_ci(p['lc_ci'])} | {counts} | {lengths} |"
+            f"| {p['baseline']} | {_pct(p['win_rate'])}{_ci(p['ci'], p['judged'])} "
+            f"| {_pct(p['lc_win_rate'])}{_ci(p['lc_ci'], p['judged'])} | {counts} | {lengths} |"
         )
     return "\n".join(lines)
 

@@ -211,12 +211,22 @@ def compare(
         return 130
     say(f"report: {folder / REPORT} (plot: {folder / PLOT}, numbers: {folder / RESULTS})")
     print(run.results["verdict"])
+    judging = run.results["judge"]
+    unreadable = judging["unparsed"] and all(p["win_rate"] is None for p in run.results["pairs"])
+    if unreadable:
+        say(
+            f"no verdict could be read from the judge: {judging['unparsed']} of "
+            f"{judging['judgments']} judgments have no 'Verdict: A', 'B' or 'tie' line (see "
+            f"{folder}/judgments); choose a judge that follows the prompt (--judge; the "
+            "answers are kept)"
+        )
     if run.failed_answers or run.failed_judgments:
         say(
             f"{run.failed_answers} answers and {run.failed_judgments} judgments failed (see "
             f"'error' in {folder}/answers and {folder}/judgments); rerun the same command with "
             "--retry-failed to run them again"
         )
+    if unreadable or run.failed_answers or run.failed_judgments:
         return 1
     if run.degraded_answers:
         say(
