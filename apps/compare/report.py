@@ -66,11 +66,14 @@ def verdict_line(results: dict[str, Any]) -> str:
         low = high = points
     else:
         low, high = (c - 50 for c in best["ci"])
-    interval = (
-        f"no 95% CI: all {best['judged']} judged pairs had the same outcome"
-        if best["ci"] is None
-        else ""
-    )
+    interval = ""
+    if best["ci"] is None:
+        n = best["judged"]
+        interval = (
+            "no 95% CI from a single judged pair"
+            if n == 1
+            else f"no 95% CI: all {n} judged pairs had the same outcome"
+        )
     if interval:
         doing = "beats" if points > 0 else "loses to" if points < 0 else "does not beat"
         line = f"{cand} {doing} {what}: {_points(points)} points ({interval})"
