@@ -3,7 +3,8 @@
 Each application registers its own commands (``register(app)`` in ``apps/<name>/command.py``);
 ``langgraph_moa/cli.py`` collects them into ``moa``. Exit codes, for every command:
 0 done; 1 the run failed (a provider, a layer, the aggregator); 2 bad input or settings;
-130 interrupted; 141 whoever read the output went away.
+3 done, but some answers are degraded (``moa batch``, ``moa compare``: answered with fewer
+proposals than configured); 130 interrupted; 141 whoever read the output went away.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from langgraph_moa.core.terminal import stderr_console, to_stdout
 from langgraph_moa.nodes.errors import ConfigError, InputError, MoAError
 
 err = stderr_console()
+EXIT_DEGRADED = 3  # every item answered, some with fewer proposals than configured
 
 T = TypeVar("T")
 
