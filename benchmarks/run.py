@@ -430,6 +430,14 @@ SECTIONS: dict[str, Section] = {
         lambda quick: _bench("serve_load").run(requests=200 if quick else 2000),
         lambda r: _bench("serve_load").render(r),
     ),
+    "staircase": (
+        lambda quick: _bench("staircase").run(reps=1 if quick else 3),
+        lambda r: _bench("staircase").render(r),
+    ),
+    "staircase-local": (
+        lambda quick: _bench("staircase").run_local(reps=1 if quick else 3),
+        lambda r: _bench("staircase").render_local(r),
+    ),
 }
 
 HEADER = [

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -76,10 +77,21 @@ class ServerProcess:
         ttft: float = 0.0,
         token_delay: float = 0.0,
         tail: tuple[float, float, int] | None = None,
+        continues: bool = False,
     ) -> None:
         """``tail=(p, factor, seed)``: with chance p a request takes ``factor`` times as long
-        (its first token comes later by ``(factor - 1)`` x the whole call's time)."""
-        self.call("script", model=model, reply=reply, ttft=ttft, token_delay=token_delay, tail=tail)
+        (its first token comes later by ``(factor - 1)`` x the whole call's time).
+        ``continues``: a request continuing an answer (staircase streaming, either way it is
+        asked) gets the rest of ``reply`` (tests/fake_openai.py ``continuing``)."""
+        self.call(
+            "script",
+            model=model,
+            reply=reply,
+            ttft=ttft,
+            token_delay=token_delay,
+            tail=tail,
+            continues=continues,
+        )
 
     def rate_limit(self, requests_per_s: float | None) -> None:
         """Answer 429 above ``requests_per_s`` per model (FakeOpenAIServer.rate_limit)."""
@@ -94,7 +106,20 @@ class ServerProcess:
 
 
 def _serve() -> None:
-    from tests.fake_openai import FakeOpenAIServer, split_tokens
+    from tests.fake_openai import (
+        FakeOpenAIServer,
+        RecordedRequest,
+        continuing,
+        final_assistant_prefill,
+        split_tokens,
+    )
+
+    so_far = re.compile(r"<answer_so_far>\n(.*)</answer_so_far>", re.DOTALL)
+
+    def answer_so_far(record: RecordedRequest) -> str | None:
+        """Either way of continuing (nodes/models/continuation.py): provider or fallback."""
+        found = so_far.search(str(record.messages[0].get("content"))) if record.messages else None
+        return found.group(1) if found else final_assistant_prefill(record)
 
     def tail_latency(ttft: float, total: float, p: float, factor: float, seed: int) -> Any:
         rng = random.Random(seed)  # drawn on the server thread, in arrival order
@@ -109,11 +134,12 @@ def _serve() -> None:
             answer: Any = {"ok": True}
             if op == "script":
                 tail = cmd.pop("tail")
+                continues = cmd.pop("continues", False)
                 total = cmd["ttft"] + (len(split_tokens(cmd["reply"])) - 1) * cmd["token_delay"]
                 latency = tail_latency(cmd["ttft"], total, *tail) if tail else None
                 server.script(
                     cmd["model"],
-                    cmd["reply"],
+                    continuing(cmd["reply"], answer_so_far) if continues else cmd["reply"],
                     ttft=cmd["ttft"],
                     token_delay=cmd["token_delay"],
                     latency=latency,

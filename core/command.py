@@ -3,7 +3,8 @@
 Each application registers its own commands (``register(app)`` in ``apps/<name>/command.py``);
 ``langgraph_moa/cli.py`` collects them into ``moa``. Exit codes, for every command:
 0 done; 1 the run failed (a provider, a layer, the aggregator); 2 bad input or settings;
-130 interrupted; 141 whoever read the output went away.
+3 done, but some answers are degraded (``moa batch``, ``moa compare``: answered with fewer
+proposals than configured); 130 interrupted; 141 whoever read the output went away.
 """
 
 from __future__ import annotations
@@ -19,13 +20,12 @@ from collections.abc import Callable, Coroutine, Iterator
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
-from rich.console import Console
 
+from langgraph_moa.core.terminal import stderr_console, to_stdout
 from langgraph_moa.nodes.errors import ConfigError, InputError, MoAError
 
-# soft_wrap: one message stays one line, whatever the terminal width
-# emoji=False: "together:a: ..." must not print as "together🅰 ..."
-err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+err = stderr_console()
+EXIT_DEGRADED = 3  # every item answered, some with fewer proposals than configured
 
 T = TypeVar("T")
 
@@ -50,7 +50,7 @@ MODEL_FLAGS: dict[str, tuple[type | Any, Any]] = {
     "temperature": (float | None, typer.Option("--temperature", "-t")),
     "max_tokens": (int | None, typer.Option("--max-tokens", "-m")),
 }
-# The straggler flags of interactive runs (ask, chat).
+# The flags of interactive runs (ask, chat): stragglers, and how the answer streams.
 QUORUM_FLAGS: dict[str, tuple[type | Any, Any]] = {
     "quorum": (
         int | None,
@@ -63,6 +63,14 @@ QUORUM_FLAGS: dict[str, tuple[type | Any, Any]] = {
     "quorum_grace": (
         float | None,
         typer.Option("--grace", help="With --quorum: seconds to still wait after the K-th answer."),
+    ),
+    "staircase": (
+        bool | None,
+        typer.Option(
+            "--staircase/--no-staircase",
+            help="Staircase streaming: the answer starts while the proposers still write "
+            "(more aggregator requests; docs/performance.md).",
+        ),
     ),
 }
 
@@ -180,5 +188,6 @@ def stdout_may_close() -> Iterator[None]:
 
 
 def write(text: str) -> None:
-    sys.stdout.write(text)
+    """Model text to stdout (escape sequences made visible on a terminal: core/terminal.py)."""
+    sys.stdout.write(to_stdout(text))
     sys.stdout.flush()

@@ -28,6 +28,7 @@ FLAGS = {
     "max_tokens": "--max-tokens",
     "quorum": "--quorum",
     "quorum_grace": "--grace",
+    "staircase": "--staircase",
 }
 
 
@@ -42,6 +43,7 @@ def context_from_flags(
     max_tokens: int | None,
     quorum: int | None = None,
     quorum_grace: float | None = None,
+    staircase: bool | None = None,
 ) -> Context:
     if preset is not None and config is not None:
         raise ConfigError("give either --preset or --config, not both")
@@ -58,6 +60,7 @@ def context_from_flags(
         "max_tokens": max_tokens,
         "quorum": quorum,
         "quorum_grace": quorum_grace,
+        "staircase": staircase,
     }
     flags = {k: v for k, v in flags.items() if v is not None}
     if "proposers" in flags:

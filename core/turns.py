@@ -7,7 +7,7 @@ proposals, answer restarts, finished layers and the final state; ``moa`` (apps/c
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,13 +53,21 @@ class LayerDone:
 
 
 @dataclass(frozen=True, slots=True)
+class AnswerChunkStarted:
+    """Staircase streaming: the aggregator's next chunk request starts (``payload`` is its
+    ``ChunkRequest`` record as far as known: index, started_s, final, proposals...)."""
+
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class Finished:
     """The run's final state (``messages``, ``layers``, ``answer``)."""
 
     state: dict[str, Any]
 
 
-RunEvent = Token | ProposalDone | AnswerRestart | LayerDone | Finished
+RunEvent = Token | ProposalDone | AnswerRestart | AnswerChunkStarted | LayerDone | Finished
 
 
 async def run_events(
@@ -69,10 +77,13 @@ async def run_events(
     config: RunnableConfig | None = None,
     *,
     layers: bool = False,
+    bind: Mapping[str, Any] | None = None,
 ) -> AsyncIterator[RunEvent]:
     """Run the graph on ``messages`` (the new ones, with a checkpointer; else the whole
-    conversation) and yield what happens, ending with ``Finished``. ``layers``: also yield
-    ``LayerDone`` (costs one more stream mode). Errors of the run (``MoAError``) propagate."""
+    conversation) and yield what happens, ending with ``Finished`` (whose last message holds
+    the aggregator's ``tool_calls``, if any). ``layers``: also yield ``LayerDone`` (costs one
+    more stream mode). ``bind``: tools and response format for the aggregator
+    (nodes/models/tools.py). Errors of the run (``MoAError``) propagate."""
     modes: list[StreamMode] = ["messages", "custom", "values"]
     if layers:
         modes.append("updates")
@@ -81,7 +92,10 @@ async def run_events(
     mode: str
     payload: Any
     async for mode, payload in graph.astream(
-        {"messages": messages}, config, context=ctx, stream_mode=modes
+        {"messages": messages, "bind": dict(bind) if bind else None},
+        config,
+        context=ctx,
+        stream_mode=modes,
     ):
         if mode == "messages":
             text = answer_text(*payload)
@@ -95,10 +109,15 @@ async def run_events(
             elif event in ("answer_retry", "answer_fallback"):
                 yield AnswerRestart(payload, after_text=streamed)
                 streamed = False
+            elif event == "answer_chunk":
+                yield AnswerChunkStarted(payload)
         elif mode == "updates" and "join" in payload:
             value = payload["join"]["layers"]
             # join writes Overwrite([...]) for layer 1 and [...] for later layers
             yield LayerDone(getattr(value, "value", value)[-1])
+        elif mode == "updates" and "staircase" in payload:
+            for layer in payload["staircase"]["layers"].value:  # every layer, at the end
+                yield LayerDone(layer)
         elif mode == "values":
             final = payload
     yield Finished(final)

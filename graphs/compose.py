@@ -5,7 +5,9 @@
 - ``moa_node(question=..., answer=...)``: a node over your own state: reads the question from a
   key you name, writes the answer (and optionally the per-layer records) to keys you name;
 - ``moa_tool()``: a tool a tool-calling agent may decide to use for a hard question;
-- ``ChatMoA()``: a ``BaseChatModel`` that runs the mixture, wherever a chat model goes.
+- ``ChatMoA()``: a ``BaseChatModel`` that runs the mixture, wherever a chat model goes; with
+  ``bind_tools`` the model of a tool-calling agent, with ``with_structured_output`` a source of
+  validated objects (the aggregator is bound, the proposers advise: nodes/models/tools.py).
 
 Each runs its own compiled MoA graph built with the settings given here (a ``Context``, a preset
 name, or None for the default preset); a run inside a parent graph may still override them
@@ -14,22 +16,32 @@ through a ``moa`` field of the parent's context (``resolve_context``). All work 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from typing import Any
+import json
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from operator import itemgetter
+from typing import Any, Literal
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
 from langchain_core.messages.ai import UsageMetadata
+from langchain_core.messages.tool import ToolCallChunk
+from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable, RunnableLambda, RunnableMap, RunnablePassthrough
 from langchain_core.tools import BaseTool, StructuredTool
-from langgraph._internal._runnable import RunnableCallable
+from langchain_core.utils.function_calling import (
+    convert_to_openai_function,
+    convert_to_openai_tool,
+)
+from langchain_core.utils.pydantic import is_basemodel_subclass
 from langgraph.graph.state import CompiledStateGraph
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from langgraph_moa.graphs.moa import build_moa_graph
 from langgraph_moa.nodes.aggregate import answer_text
 from langgraph_moa.nodes.context import Context
+from langgraph_moa.nodes.models.tools import Bind, binding
 from langgraph_moa.nodes.records import total_usage
 
 Settings = Context | str | None
@@ -66,7 +78,7 @@ def moa_node(
     answer: str = "answer",
     layers: str | None = None,
     context: Settings = None,
-) -> RunnableCallable:
+) -> Runnable[Any, dict[str, Any]]:
     """A node that asks MoA ``state[question]`` and writes ``state[answer]``.
 
     ``state[question]`` is a string or a list of messages (a conversation). ``layers``, if set,
@@ -91,7 +103,7 @@ def moa_node(
     def moa(state: Any) -> dict[str, Any]:
         return outputs(graph.invoke(inputs(state)))
 
-    return RunnableCallable(moa, amoa, name="moa")
+    return RunnableLambda(moa, afunc=amoa, name="moa")
 
 
 # --- a tool ------------------------------------------------------------------------------------
@@ -160,16 +172,104 @@ class ChatMoA(BaseChatModel):
             self._graph = _compiled(self.context, "chat-moa")
         return self._graph
 
-    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> Any:
-        raise NotImplementedError(
-            "ChatMoA cannot call tools yet: its proposers and aggregator answer in text. "
-            "Give your agent MoA as a tool instead (moa_tool()), or use ChatMoA without tools."
+    def bind_tools(
+        self,
+        tools: Sequence[Any],
+        *,
+        tool_choice: Any = None,
+        parallel_tool_calls: bool | None = None,
+        strict: bool | None = None,
+        response_format: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Runnable[Any, AIMessage]:
+        """The mixture with its aggregator bound to ``tools`` (LangChain tools, functions,
+        pydantic models or OpenAI tool schemas): each answer is text or ``tool_calls``.
+
+        ``tool_choice``: "auto" (default), "any"/"required", a tool's name, or "none".
+        ``parallel_tool_calls``: False allows one call per answer. The proposers are told the
+        tools and advise (``Context.tool_proposers``). Raises ``ConfigError`` for a tool choice
+        that names no given tool; a run whose aggregator cannot call tools fails with a
+        ``CapabilityError`` naming it.
+        """
+        bind = binding(
+            tools=[convert_to_openai_tool(t, strict=strict) for t in tools],
+            tool_choice=tool_choice,
+            parallel_tool_calls=parallel_tool_calls,
+            response_format=response_format,
         )
+        return self.bind(moa_bind=bind, **kwargs)
+
+    def with_structured_output(
+        self,
+        schema: dict[str, Any] | type,
+        *,
+        include_raw: bool = False,
+        method: Literal["function_calling", "json_schema", "json_mode"] = "function_calling",
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[Any, dict[str, Any] | BaseModel]:
+        """Answers as ``schema`` (a pydantic model, a TypedDict or a JSON schema): the proposers
+        answer in prose, the aggregator returns the structure, by ``method``:
+
+        - "function_calling": the aggregator must call one tool whose arguments are the object;
+        - "json_schema": the aggregator's provider is asked for JSON matching the schema
+          (OpenAI-compatible providers: ``response_format`` json_schema);
+        - "json_mode": the provider is asked for a JSON object (describe it in your prompt).
+
+        A pydantic schema gives validated instances, others dicts. ``include_raw``: a dict with
+        ``raw`` (the message), ``parsed`` and ``parsing_error`` instead of raising.
+        """
+        if kwargs:
+            raise ValueError(f"unsupported arguments for with_structured_output: {kwargs}")
+        if method == "function_calling":
+            return super().with_structured_output(schema, include_raw=include_raw, strict=strict)
+        pydantic = isinstance(schema, type) and is_basemodel_subclass(schema)
+        if method == "json_schema":
+            function = convert_to_openai_function(schema, strict=strict)
+            response_format: dict[str, Any] = {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": function["name"],
+                    "schema": function.get("parameters") or {},
+                    **({"strict": strict} if strict is not None else {}),
+                    **({"description": d} if (d := function.get("description")) else {}),
+                },
+            }
+        elif method == "json_mode":
+            response_format = {"type": "json_object"}
+        else:
+            raise ValueError(
+                f"method {method!r} is not supported: use 'function_calling', 'json_schema' or "
+                "'json_mode'"
+            )
+        llm = self.bind(
+            moa_bind=binding(response_format=response_format),
+            ls_structured_output_format={"kwargs": {"method": method}, "schema": schema},
+        )
+        parser: Runnable[Any, Any] = (
+            PydanticOutputParser(pydantic_object=schema) if pydantic else JsonOutputParser()
+        )
+        if not include_raw:
+            return llm | parser
+        parse: Callable[[Any], Any] = itemgetter("raw") | parser  # type: ignore[assignment]
+        with_error = RunnablePassthrough.assign(parsed=parse, parsing_error=lambda _: None)
+        without = RunnablePassthrough.assign(parsed=lambda _: None)
+        return RunnableMap(raw=llm) | with_error.with_fallbacks(
+            [without], exception_key="parsing_error"
+        )
+
+    @staticmethod
+    def _inputs(messages: list[BaseMessage], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        bind: Bind | None = kwargs.get("moa_bind")
+        if "response_format" in kwargs:  # chat.bind(response_format=...), as for OpenAI models
+            bind = {**(bind or {}), **(binding(response_format=kwargs["response_format"]) or {})}
+        return {"messages": messages, "bind": bind}
 
     @staticmethod
     def _message(final: Mapping[str, Any]) -> AIMessage:
         return AIMessage(
             content=_answer(final),
+            tool_calls=final["messages"][-1].tool_calls,
             usage_metadata=_usage(final),
             response_metadata={
                 "model_name": final["answer"]["model"],
@@ -179,10 +279,23 @@ class ChatMoA(BaseChatModel):
 
     @staticmethod
     def _last_chunk(final: Mapping[str, Any]) -> ChatGenerationChunk:
+        """Ends a stream: the tool calls (whole, once the aggregator's answer is checked), the
+        run's usage and metadata."""
         message = ChatMoA._message(final)
+        calls = [
+            ToolCallChunk(
+                name=c["name"],
+                args=json.dumps(c["args"]),
+                id=c["id"],
+                index=i,
+                type="tool_call_chunk",
+            )
+            for i, c in enumerate(message.tool_calls)
+        ]
         return ChatGenerationChunk(
             message=AIMessageChunk(
                 content="",
+                tool_call_chunks=calls,
                 usage_metadata=message.usage_metadata,
                 response_metadata=message.response_metadata,
                 chunk_position="last",
@@ -200,7 +313,7 @@ class ChatMoA(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        final = self._moa().invoke({"messages": messages})
+        final = self._moa().invoke(self._inputs(messages, kwargs))
         return ChatResult(generations=[ChatGeneration(message=self._message(final))])
 
     async def _agenerate(
@@ -210,7 +323,7 @@ class ChatMoA(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        final = await self._moa().ainvoke({"messages": messages})
+        final = await self._moa().ainvoke(self._inputs(messages, kwargs))
         return ChatResult(generations=[ChatGeneration(message=self._message(final))])
 
     def _stream(
@@ -224,7 +337,7 @@ class ChatMoA(BaseChatModel):
         mode: str
         payload: Any
         for mode, payload in self._moa().stream(
-            {"messages": messages}, stream_mode=["messages", "values"]
+            self._inputs(messages, kwargs), stream_mode=["messages", "values"]
         ):
             if mode == "values":
                 final = payload
@@ -246,7 +359,7 @@ class ChatMoA(BaseChatModel):
         mode: str
         payload: Any
         async for mode, payload in self._moa().astream(
-            {"messages": messages}, stream_mode=["messages", "values"]
+            self._inputs(messages, kwargs), stream_mode=["messages", "values"]
         ):
             if mode == "values":
                 final = payload

@@ -1,5 +1,7 @@
 """Mixture-of-Agents wiring: START -> propose* -> join -> (propose* -> join)... -> aggregate.
 
+With ``Context.staircase``: START -> staircase (every proposer and the aggregator, side by side).
+
 Each layer fans out one ``propose`` task per proposer with ``Send``; all tasks of a layer run in
 the same superstep and ``join`` runs once they all have finished. ``build_moa_graph(unroll=ctx)``
 draws the same nodes as one node per proposer per layer instead (graphs/unrolled.py).
@@ -18,26 +20,34 @@ from langgraph_moa.graphs.adapt import adapt
 from langgraph_moa.graphs.state import MoAInput, MoAOutput, MoAState
 from langgraph_moa.graphs.unrolled import unroll as add_unrolled
 from langgraph_moa.nodes.aggregate import aggregate
-from langgraph_moa.nodes.context import Context, load_preset, resolve_context
+from langgraph_moa.nodes.context import Context, load_preset
+from langgraph_moa.nodes.errors import ConfigError
 from langgraph_moa.nodes.join import join
-from langgraph_moa.nodes.propose import propose, proposer_tasks
+from langgraph_moa.nodes.models.tools import check_capable, skips_proposers
+from langgraph_moa.nodes.propose import advised, propose, proposer_tasks
+from langgraph_moa.nodes.staircase import staircase
 
-Next = list[Send] | Literal["aggregate"]
+Next = list[Send] | Literal["aggregate", "staircase"]
 
 
 async def first_layer(state: MoAState, runtime: Runtime[Context]) -> Next:
-    ctx = resolve_context(runtime.context)
-    if ctx.proposer_layers == 0:
+    ctx = runtime.context  # resolved by adapt
+    check_capable(ctx, state.get("bind"))  # before the proposers are paid
+    if ctx.proposer_layers == 0 or skips_proposers(ctx.tool_proposers, state.get("bind")):
         return "aggregate"
-    return [Send("propose", t) for t in proposer_tasks(ctx, 1, state["messages"], None)]
+    if ctx.staircase and not state.get("bind"):
+        # Proposers and aggregator side by side, in one node (nodes/staircase.py). A run that
+        # binds tools or a response format runs standard MoA (docs/performance.md).
+        return "staircase"
+    return [Send("propose", t) for t in proposer_tasks(ctx, 1, advised(state), None)]
 
 
 async def next_layer(state: MoAState, runtime: Runtime[Context]) -> Next:
-    ctx = resolve_context(runtime.context)
+    ctx = runtime.context  # resolved by adapt
     done = len(state["layers"])
     if done >= ctx.proposer_layers:
         return "aggregate"
-    tasks = proposer_tasks(ctx, done + 1, state["messages"], state["references"])
+    tasks = proposer_tasks(ctx, done + 1, advised(state), state["references"])
     return [Send("propose", t) for t in tasks]
 
 
@@ -48,9 +58,15 @@ def build_moa_graph(
 
     ``context``: the settings of runs that bring none (a Context or a preset name); by default
     the default preset. ``unroll``: draw and run this Context's mixture with one node per
-    proposer per layer (graphs/unrolled.py).
+    proposer per layer (graphs/unrolled.py); it is then the graph's settings too, so a
+    ``context`` that differs from it is refused (``ConfigError``).
     """
     default = load_preset(context) if isinstance(context, str) else context
+    if unroll is not None and default is not None and default != unroll:
+        raise ConfigError(
+            "build_moa_graph: context and unroll name different settings; an unrolled graph "
+            "runs the Context it is unrolled for: pass only unroll=ctx"
+        )
     builder = StateGraph(
         MoAState, context_schema=Context, input_schema=MoAInput, output_schema=MoAOutput
     )
@@ -60,10 +76,14 @@ def build_moa_graph(
     builder.add_node("propose", adapt(propose, default))
     builder.add_node("join", adapt(join, default))
     builder.add_node("aggregate", adapt(aggregate, default))
-    builder.add_conditional_edges(START, adapt(first_layer, default), ["propose", "aggregate"])
+    builder.add_node("staircase", adapt(staircase, default))
+    builder.add_conditional_edges(
+        START, adapt(first_layer, default), ["propose", "aggregate", "staircase"]
+    )
     builder.add_edge("propose", "join")
     builder.add_conditional_edges("join", adapt(next_layer, default), ["propose", "aggregate"])
     builder.add_edge("aggregate", END)
+    builder.add_edge("staircase", END)
     return builder
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
+from langgraph_moa.graphs.adapt import adapt
 from langgraph_moa.graphs.state import MoAOutput, MoAState
 from langgraph_moa.nodes.aggregate import aggregate
 from langgraph_moa.nodes.context import Context
@@ -19,7 +20,7 @@ def build_replay_graph() -> StateGraph[MoAState, Context, MoAState, MoAOutput]:
     builder = StateGraph(
         MoAState, context_schema=Context, input_schema=MoAState, output_schema=MoAOutput
     )
-    builder.add_node("aggregate", aggregate)
+    builder.add_node("aggregate", adapt(aggregate, None))
     builder.add_edge(START, "aggregate")
     builder.add_edge("aggregate", END)
     return builder

@@ -7,19 +7,21 @@
 from __future__ import annotations
 
 import operator
-from typing import Annotated
+from typing import Annotated, Any, NotRequired
 
 from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
 from typing_extensions import TypedDict
 
-from langgraph_moa.nodes.records import Answer, Proposal
+from langgraph_moa.nodes.records import Answer, Proposal, Staircase
 
 
 class MoAInput(TypedDict):
-    """What callers send: the conversation, newest user message last."""
+    """What callers send: the conversation, newest user message last, and optionally the tools
+    and response format the aggregator is bound to (nodes/models/tools.py)."""
 
     messages: Annotated[list[AnyMessage], add_messages]
+    bind: NotRequired[dict[str, Any] | None]
 
 
 class MoAOutput(TypedDict):
@@ -28,6 +30,8 @@ class MoAOutput(TypedDict):
     messages: Annotated[list[AnyMessage], add_messages]
     layers: list[list[Proposal]]
     answer: Answer
+    # A staircase run's aggregator requests and their cost (None for standard MoA).
+    staircase: Staircase | None
 
 
 class MoAState(TypedDict):
@@ -40,3 +44,7 @@ class MoAState(TypedDict):
     references: list[str] | None
     # The final aggregator call (model, usage, timings).
     answer: Answer
+    # This turn's tools and response format (plain JSON); the aggregator clears it.
+    bind: dict[str, Any] | None
+    # With Context.staircase: every aggregator chunk request (nodes/staircase.py); else None.
+    staircase: Staircase | None

@@ -23,7 +23,7 @@ from langgraph_moa.nodes.aggregate import aggregate
 from langgraph_moa.nodes.context import Context
 from langgraph_moa.nodes.errors import ConfigError
 from langgraph_moa.nodes.join import join
-from langgraph_moa.nodes.propose import propose
+from langgraph_moa.nodes.propose import advised, propose
 from langgraph_moa.nodes.records import ProposeTask
 
 
@@ -76,7 +76,7 @@ def unroll(builder: StateGraph[MoAState, Context, MoAInput, MoAOutput], ctx: Con
             task = ProposeTask(
                 layer=layer,
                 index=index,
-                messages=state["messages"],
+                messages=advised(state),
                 references=state.get("references") if layer > 1 else None,
             )
             return await propose(task, runtime)

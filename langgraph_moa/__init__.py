@@ -22,6 +22,15 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from langgraph_moa.graphs import ChatMoA, build_moa_graph, graph, moa_node, moa_tool
     from langgraph_moa.nodes import Context, MoAError, ModelSpec, load_preset, preset_names
+    from langgraph_moa.nodes.errors import (
+        AggregatorError,
+        CallFailedError,
+        ConfigError,
+        ContextOverflowError,
+        InputError,
+        LayerFailedError,
+        ProviderError,
+    )
 
 _WHERE = {
     "ChatMoA": "langgraph_moa.graphs",
@@ -34,12 +43,26 @@ _WHERE = {
     "ModelSpec": "langgraph_moa.nodes",
     "load_preset": "langgraph_moa.nodes",
     "preset_names": "langgraph_moa.nodes",
+    "AggregatorError": "langgraph_moa.nodes.errors",
+    "CallFailedError": "langgraph_moa.nodes.errors",
+    "ConfigError": "langgraph_moa.nodes.errors",
+    "ContextOverflowError": "langgraph_moa.nodes.errors",
+    "InputError": "langgraph_moa.nodes.errors",
+    "LayerFailedError": "langgraph_moa.nodes.errors",
+    "ProviderError": "langgraph_moa.nodes.errors",
 }
 __all__ = [
+    "AggregatorError",
+    "CallFailedError",
     "ChatMoA",
+    "ConfigError",
     "Context",
+    "ContextOverflowError",
+    "InputError",
+    "LayerFailedError",
     "MoAError",
     "ModelSpec",
+    "ProviderError",
     "build_moa_graph",
     "graph",
     "load_preset",

@@ -3,30 +3,46 @@
 Streamed only when someone reads the tokens (``stream_mode="messages"``, as ``moa`` does); a run
 nobody streams (``ainvoke``, batch) makes one plain request and pays no per-token work.
 
-Failure policy: the aggregator's call is retried like any call (nodes/calls.py). A retry after
-tokens were already streamed starts the answer over: stream consumers get a custom event
+Failure policy: the aggregator's call is retried like any call (nodes/models/calls.py). A retry
+after tokens were already streamed starts the answer over: stream consumers get a custom event
 ``{"event": "answer_retry", ...}`` first, and the new attempt's chunks carry a new message id
 (the CLI prints a notice on stderr and starts a new line). When the aggregator still fails, or
 answers with empty text, ``Context.fallback_aggregator`` (if set) answers instead, announced by
 ``{"event": "answer_fallback", ...}`` and recorded in ``Answer.fallback`` and
 ``Answer.aggregator_failure``. Otherwise the run fails with ``AggregatorError``; an empty answer
 is never returned as a success.
+
+Tools (nodes/models/tools.py): a run with a binding asks the aggregator bound to its tools and
+response format; its answer may be tool calls, kept as the answer message's ``tool_calls``. A
+call of an unknown tool or with arguments that do not match the tool's schema is asked again
+with the problem stated (an ``answer_retry`` event of kind ``tool_call``), up to
+``Context.max_attempts`` answers; then it is a failure like any other (fallback, or
+``AggregatorError``).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NotRequired
 
-from langchain_core.messages import AIMessage, AIMessageChunk, AnyMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, AnyMessage, HumanMessage
+from langchain_core.messages.ai import UsageMetadata, add_usage
 from langgraph.config import get_stream_writer
 from langgraph.runtime import Runtime
 from langgraph.types import Overwrite, StreamWriter
 from typing_extensions import TypedDict
 
-from langgraph_moa.nodes.context import Context, ModelSpec, resolve_context
+from langgraph_moa.nodes.context import Context, ModelSpec
 from langgraph_moa.nodes.errors import AggregatorError
 from langgraph_moa.nodes.models import CallFailedError, CallResult, ask_model, settings_for
+from langgraph_moa.nodes.models.tools import (
+    CORRECTION,
+    aggregator_note,
+    answer_problem,
+    skips_proposers,
+)
+from langgraph_moa.nodes.prompts import with_system
 from langgraph_moa.nodes.records import (
     Answer,
     CallFailure,
@@ -52,6 +68,7 @@ def answer_text(chunk: Any, metadata: Mapping[str, Any]) -> str:
 class AggregateInput(TypedDict):
     messages: list[AnyMessage]
     references: list[str] | None
+    bind: NotRequired[dict[str, Any] | None]
 
 
 async def _answer(
@@ -73,36 +90,79 @@ async def _answer(
 
     # With layers=1 there are no proposals: the aggregator answers alone.
     references = state.get("references") if ctx.layers > 1 else None
-    return await ask_model(
-        settings_for(spec, ctx),
-        ctx,
-        state["messages"],
-        references,
-        tags=[ANSWER_TAG],
-        stream=True,  # token by token when someone reads them (stream_mode="messages")
-        on_retry=on_retry,
-    )
+    bind = state.get("bind")
+    messages = with_system(state["messages"], aggregator_note(bind))
+    rejected: list[UsageMetadata] = []  # answers asked again were paid for: counted
+    for attempt in range(1, ctx.max_attempts + 1):
+        result = await ask_model(
+            settings_for(spec, ctx),
+            ctx,
+            messages,
+            references,
+            tags=[ANSWER_TAG],
+            stream=True,  # token by token when someone reads them (stream_mode="messages")
+            on_retry=on_retry,
+            bind=bind,
+        )
+        problem = answer_problem(result.message, bind)
+        if problem is None:
+            if rejected and result.message.usage_metadata:
+                total = functools.reduce(add_usage, rejected, result.message.usage_metadata)
+                result.message = result.message.model_copy(update={"usage_metadata": total})
+            return result
+        if result.message.usage_metadata:
+            rejected.append(result.message.usage_metadata)
+        if attempt == ctx.max_attempts:
+            raise CallFailedError(
+                "tool_call", f"{problem} ({attempt} answers)", result.attempts, result.latency_s
+            )
+        on_retry(attempt, "tool_call", problem, 0.0)
+        messages = [*messages, HumanMessage(CORRECTION.format(problem=problem))]
+    raise AssertionError("unreachable")
 
 
-def _failed(spec: ModelSpec, exc: CallFailedError) -> str:
+def failed_note(spec: ModelSpec, exc: CallFailedError) -> str:
     return f"{spec.model} failed: {failure_note(exc.message, exc.attempts, exc.latency_s)}"
 
 
+def call_failure(spec: ModelSpec, exc: CallFailedError) -> CallFailure:
+    """The record of ``spec``'s failed call (``Answer.aggregator_failure``, ``AggregatorError``)."""
+    return CallFailure(
+        model=spec.model,
+        error=ErrorInfo(kind=exc.kind, message=exc.message),
+        attempts=exc.attempts,
+    )
+
+
+def final_message(
+    text: str,
+    message_id: str | None,
+    usage: Any,
+    model: str,
+    tool_calls: list[Any] | None = None,
+) -> AIMessage:
+    """The answer as the conversation keeps it."""
+    # Same id as the streamed chunks, so stream_mode="messages" does not emit it twice.
+    return AIMessage(
+        content=text,
+        tool_calls=tool_calls or [],
+        id=message_id,
+        usage_metadata=usage,
+        response_metadata={"model": model},
+    )
+
+
 async def aggregate(state: AggregateInput, runtime: Runtime[Context]) -> dict[str, Any]:
-    ctx = resolve_context(runtime.context)
+    ctx = runtime.context  # resolved by graphs/adapt.py
     writer = get_stream_writer()
     spec, failure = ctx.aggregator, None
     try:
         result = await _answer(spec, ctx, state, writer)
     except CallFailedError as exc:
         fallback = ctx.fallback_aggregator
+        failure = call_failure(spec, exc)
         if fallback is None:
-            raise AggregatorError(f"aggregator {_failed(spec, exc)}") from None
-        failure = CallFailure(
-            model=spec.model,
-            error=ErrorInfo(kind=exc.kind, message=exc.message),
-            attempts=exc.attempts,
-        )
+            raise AggregatorError(f"aggregator {failed_note(spec, exc)}", [failure]) from None
         writer(
             {
                 "event": "answer_fallback",
@@ -116,16 +176,18 @@ async def aggregate(state: AggregateInput, runtime: Runtime[Context]) -> dict[st
             result = await _answer(fallback, ctx, state, writer)
         except CallFailedError as exc2:
             raise AggregatorError(
-                f"aggregator {_failed(spec, exc)}; fallback aggregator {_failed(fallback, exc2)}"
+                f"aggregator {failed_note(spec, exc)}; "
+                f"fallback aggregator {failed_note(fallback, exc2)}",
+                [failure, call_failure(fallback, exc2)],
             ) from None
         spec = fallback
     usage = usage_of(result.message)
-    # Same id as the streamed chunks, so stream_mode="messages" does not emit it twice.
-    answer = AIMessage(
-        content=result.text,
-        id=result.message.id,
-        usage_metadata=result.message.usage_metadata,
-        response_metadata={"model": spec.model},
+    answer = final_message(
+        result.text,
+        result.message.id,
+        result.message.usage_metadata,
+        spec.model,
+        tool_calls=result.message.tool_calls,
     )
     update: dict[str, Any] = {
         "messages": [answer],
@@ -139,7 +201,9 @@ async def aggregate(state: AggregateInput, runtime: Runtime[Context]) -> dict[st
             aggregator_failure=failure,
         ),
         "references": None,
+        "bind": None,
+        "staircase": None,  # a record of an earlier staircase turn no longer applies
     }
-    if ctx.layers == 1:
+    if ctx.layers == 1 or skips_proposers(ctx.tool_proposers, state.get("bind")):
         update["layers"] = Overwrite([])
     return update

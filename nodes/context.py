@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -26,8 +26,12 @@ from pydantic import (
 
 from langgraph_moa.nodes.errors import ConfigError
 from langgraph_moa.nodes.history import ToolHistory
+from langgraph_moa.nodes.keys import check_base_url, check_key_env
 from langgraph_moa.nodes.presets import default_preset_name, read_settings
 from langgraph_moa.nodes.prompts import AGGREGATION_PROMPT
+
+# What proposers do on a step where the aggregator may call tools (nodes/models/tools.py).
+ToolProposers = Literal["advise", "skip_forced", "skip"]
 
 MODEL_NAME = re.compile(r"^(?P<provider>[a-z][a-z0-9_\-]*):(?P<name>\S.*)$")
 
@@ -62,11 +66,14 @@ class ModelSpec(BaseModel):
     seed: int | None = Field(default=None, description="Sampling seed, if the provider takes one.")
     base_url: str | None = Field(
         default=None,
-        description="OpenAI-compatible endpoint (vLLM, llama.cpp server, Ollama, LM Studio...).",
+        description="OpenAI-compatible endpoint (vLLM, llama.cpp server, Ollama, LM Studio...), "
+        "http(s) only. It gets no API key unless api_key_env names one (a provider's own key "
+        "goes only to that provider).",
     )
     api_key_env: str | None = Field(
         default=None,
-        description="Name of the environment variable holding the API key (never the key itself).",
+        description="Name of the environment variable holding the API key (never the key itself): "
+        "*_API_KEY, *_TOKEN, or a name listed in MOA_KEY_ENVS.",
     )
     timeout: float | None = Field(
         default=None,
@@ -78,7 +85,7 @@ class ModelSpec(BaseModel):
         default=None,
         gt=0,
         description="The model's context window in tokens (prompt + answer); unset uses the "
-        "known window of the model (nodes/budget.py) or a conservative 8192.",
+        "known window of the model (nodes/models/budget.py) or a conservative 8192.",
     )
     rpm: float | None = Field(
         default=None,
@@ -102,6 +109,16 @@ class ModelSpec(BaseModel):
     @classmethod
     def _from_string(cls, value: Any) -> Any:
         return {"model": value} if isinstance(value, str) else value
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_only(cls, value: str | None) -> str | None:
+        return None if value is None else check_base_url(value)
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _key_like(cls, value: str | None) -> str | None:
+        return None if value is None else check_key_env(value)
 
     @model_validator(mode="after")
     def _check_name(self) -> ModelSpec:
@@ -225,6 +242,17 @@ class Context(BaseModel):
         "'drop' leaves them out. Either way they see text turns ending with the user's "
         "(nodes/history.py).",
     )
+    tool_proposers: ToolProposers = Field(
+        default="advise",
+        description="What proposers do on a step where the aggregator may call tools (ChatMoA."
+        "bind_tools, an agent's model, moa serve with tools): 'advise' (default) runs them as "
+        "usual, told the tools, and each proposes what to do next (which tool with which "
+        "arguments, or the answer): a step costs every proposer plus the aggregator, and their "
+        "prompts grow by the tools' descriptions. 'skip_forced' skips them when the tool choice "
+        "forces a call ('required' or a named tool), where the step's only job is to pick a "
+        "tool: that step costs one aggregator call. 'skip' skips them on every step with tools: "
+        "the aggregator alone is the agent (a single model's cost and quality).",
+    )
     # 30 s: a healthy model that is only slower than its siblings still finishes (512 tokens at
     # ~20 tokens/s take ~25 s), while a hung one costs 30 s instead of 3 x 120 s + backoff.
     # "Twice its siblings' time" keeps a call that queued behind them on one server (Ollama,
@@ -243,6 +271,25 @@ class Context(BaseModel):
         description="Stream every model's answer (the aggregator's tokens reach "
         "stream_mode='messages'). False asks each model for its whole answer in one response: "
         "far less client CPU per call, for runs where nobody reads tokens (moa batch).",
+    )
+    staircase: bool = Field(
+        default=False,
+        description="Staircase streaming (docs/performance.md): proposers stream, and the "
+        "aggregator writes the answer in chunks while they do, each chunk request carrying the "
+        "proposals so far (marked unfinished) and the answer so far; the last request, once the "
+        "proposals are complete, finishes the answer. The first answer token comes after the "
+        "first proposal chunk instead of after whole proposals, for more aggregator requests and "
+        "input tokens. Later proposer layers write their answers the same way. Needs stream.",
+    )
+    staircase_chunks: list[Annotated[int, Field(gt=0, le=4096)]] = Field(
+        default_factory=lambda: [16, 32, 64, 128],
+        min_length=1,
+        max_length=32,
+        description="With staircase: the chunk schedule in tokens, the last size repeating. "
+        "Chunk k of an answer is asked for once every unfinished proposal it reads has grown by "
+        "the k-th size since the previous chunk, and is at most that many tokens long. Small "
+        "first chunks give a fast first token; larger later ones bound the requests (each "
+        "re-sends the prompt).",
     )
     aggregation_prompt: str = Field(
         default=AGGREGATION_PROMPT,
@@ -295,6 +342,10 @@ class Context(BaseModel):
             raise ValueError(
                 f"min_proposals={self.min_proposals} but a layer has only {smallest} proposer(s): "
                 f"allowed values are 1 to {smallest}"
+            )
+        if self.staircase and not self.stream:
+            raise ValueError(
+                "staircase needs stream: its proposers stream their answers to the aggregator"
             )
         _check_shared_limits(self.all_models())
         for spec in self.all_models():

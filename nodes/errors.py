@@ -1,31 +1,146 @@
-"""Errors a user can act on. Each carries one line that says what is wrong and what to do next."""
+"""Errors a user can act on. Each carries one line that says what is wrong and what to do next,
+and the data behind it as attributes, so an application answers from the data (an exit code, an
+HTTP status) instead of parsing the message.
+
+Every error keeps its attributes through ``pickle`` (``__reduce__``): LangGraph and process pools
+may pickle an exception on its way to the caller.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from langgraph_moa.nodes.records import CallFailure, ErrorKind, Proposal, failure_note
 
 
 class MoAError(Exception):
     """Base class: the message is shown to the user as-is (the CLI prints it and exits non-zero)."""
 
 
-class ConfigError(MoAError):
-    """A setting (preset, config file, CLI flag or graph context) is invalid."""
+class ConfigError(MoAError, ValueError):
+    """A setting (preset, config file, CLI flag or graph context) is invalid.
+
+    A ValueError too: the LangGraph server shows a run's error message to its client only for
+    builtin kinds like ValueError ("An internal error occurred" for others)."""
 
 
 class InputError(MoAError):
-    """What the user gave cannot be used: a prompt, a chat line, a dataset or one of its items."""
+    """What the user gave cannot be used: a prompt, a chat line, a dataset or one of its items.
+
+    ``problem``: what is wrong; ``hint``: what the command that raised it offers to do about it
+    (e.g. a flag), shown in parentheses after the problem. Another command reuses ``problem``.
+    """
+
+    def __init__(self, problem: str, *, hint: str | None = None) -> None:
+        super().__init__(f"{problem} ({hint})" if hint else problem)
+        self.problem, self.hint = problem, hint
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), (self.problem,), {"hint": self.hint}))
 
 
 class ProviderError(MoAError):
     """A model cannot be built: unknown provider, missing package or missing API key."""
 
 
+class CapabilityError(MoAError, ValueError):
+    """A model cannot do what the run asks of it: call tools, or follow a response format (a
+    ValueError for the LangGraph server, like ``ConfigError``)."""
+
+
 class ContextOverflowError(ProviderError):
     """A prompt does not fit the model's context window (never retried: it would fail again)."""
 
 
+class CallFailedError(MoAError):
+    """One model call that failed for good: it failed, was cut by its layer's quorum or straggler
+    grace, or answered with empty text. Recorded in a ``Proposal`` or raised as part of an
+    ``AggregatorError``; it leaves a graph only when a caller asks a model directly.
+
+    ``kind`` says why (``ErrorKind``), ``message`` how, in one line with any key masked;
+    ``attempts`` the requests started (0: none was sent), ``latency_s`` the time spent in all.
+    """
+
+    def __init__(self, kind: ErrorKind, message: str, attempts: int, latency_s: float) -> None:
+        super().__init__(message)
+        self.kind, self.message, self.attempts, self.latency_s = kind, message, attempts, latency_s
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.kind, self.message, self.attempts, self.latency_s))
+
+
+def _one_kind(failures: Sequence[ErrorKind]) -> ErrorKind | None:
+    return failures[0] if failures and all(k == failures[0] for k in failures) else None
+
+
 class LayerFailedError(MoAError):
-    """Too few proposers of a layer answered to go on."""
+    """Too few proposers of a layer answered to go on.
+
+    ``layer``: the 1-based proposer layer; ``proposals``: its records in proposer order, the
+    failed ones with their ``error``; ``min_proposals``: how many had to answer.
+    """
+
+    def __init__(self, layer: int, proposals: Sequence[Proposal], min_proposals: int) -> None:
+        self.layer, self.proposals, self.min_proposals = layer, list(proposals), min_proposals
+        failed = "; ".join(
+            f"{p['model']}: "
+            + failure_note(
+                p["error"]["message"] if p["error"] else "no answer", p["attempts"], p["latency_s"]
+            )
+            for p in self.failures
+        )
+        answered = len(self.proposals) - len(self.failures)
+        super().__init__(
+            f"layer {layer}: only {answered} of {len(self.proposals)} proposers answered "
+            f"(min_proposals={min_proposals}); {failed}"
+        )
+
+    @property
+    def failures(self) -> list[Proposal]:
+        """The layer's proposals that have no answer."""
+        return [p for p in self.proposals if p["text"] is None]
+
+    @property
+    def kind(self) -> ErrorKind | None:
+        """The kind every failure shares (``"context"``: the conversation fits no proposer),
+        None when they differ."""
+        return _one_kind([p["error"]["kind"] if p["error"] else "other" for p in self.failures])
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.layer, self.proposals, self.min_proposals))
 
 
 class AggregatorError(MoAError):
-    """The final aggregator could not produce an answer."""
+    """The final aggregator could not produce an answer.
+
+    ``failures``: the aggregator's failed call, then its fallback's when one was configured.
+    """
+
+    def __init__(self, message: str, failures: Sequence[CallFailure]) -> None:
+        super().__init__(message)
+        self.failures = list(failures)
+
+    @property
+    def kind(self) -> ErrorKind | None:
+        """The kind every failure shares, None when they differ."""
+        return _one_kind([f["error"]["kind"] for f in self.failures])
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self), self.failures))
+
+
+def _rebuild(cls: type[MoAError], args: tuple[Any, ...], kwargs: dict[str, Any]) -> MoAError:
+    return cls(*args, **kwargs)
+
+
+class InUseError(MoAError):
+    """Another process is writing the same batch output, chat thread or compare folder."""
+
+
+class CallCacheError(MoAError):
+    """The model-call cache file cannot be read or written (corrupt, read-only, a full disk)."""
+
+    def __init__(self, path: str, problem: str, hint: str) -> None:
+        super().__init__(f"the call cache {path}: {problem}: {hint}")
+        self.path, self.problem, self.hint = path, problem, hint

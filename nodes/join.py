@@ -8,9 +8,9 @@ from langgraph.runtime import Runtime
 from langgraph.types import Overwrite
 from typing_extensions import TypedDict
 
-from langgraph_moa.nodes.context import Context, resolve_context
+from langgraph_moa.nodes.context import Context
 from langgraph_moa.nodes.errors import LayerFailedError
-from langgraph_moa.nodes.records import Proposal, failure_note
+from langgraph_moa.nodes.records import Proposal
 
 
 class JoinInput(TypedDict):
@@ -18,7 +18,7 @@ class JoinInput(TypedDict):
 
 
 async def join(state: JoinInput, runtime: Runtime[Context]) -> dict[str, Any]:
-    ctx = resolve_context(runtime.context)
+    ctx = runtime.context  # resolved by graphs/adapt.py
     layer = state["proposals"][-1]["layer"]
     # Each task of the layer wrote one record, after any left over from a turn that failed
     # before its join (a checkpointer keeps them): the layer is the last n records.
@@ -27,23 +27,12 @@ async def join(state: JoinInput, runtime: Runtime[Context]) -> dict[str, Any]:
     responses = sorted(current, key=lambda p: p["index"])
     ok = [p for p in responses if p["text"] is not None]
     if len(ok) < min(ctx.min_proposals, len(responses)):
-        failed = "; ".join(
-            f"{p['model']}: "
-            + failure_note(
-                p["error"]["message"] if p["error"] else "no answer", p["attempts"], p["latency_s"]
-            )
-            for p in responses
-            if p["text"] is None
-        )
-        raise LayerFailedError(
-            f"layer {layer}: only {len(ok)} of {len(responses)} proposers answered "
-            f"(min_proposals={ctx.min_proposals}); {failed}"
-        )
+        raise LayerFailedError(layer, responses, ctx.min_proposals)
     return {
         # Layer 1 starts a new run: drop the previous turn's layers.
         "layers": Overwrite([responses]) if layer == 1 else [responses],
         "proposals": Overwrite([]),
         # Only answers that succeeded; the next calls fence them (nodes/prompts.py) after
-        # fitting them to each model's context window (nodes/budget.py).
+        # fitting them to each model's context window (nodes/models/budget.py).
         "references": [p["text"] for p in ok if p["text"] is not None],
     }

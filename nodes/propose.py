@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from langchain_core.messages import AnyMessage
@@ -11,9 +11,11 @@ from langgraph.config import get_stream_writer
 from langgraph.constants import TAG_NOSTREAM
 from langgraph.runtime import Runtime
 
-from langgraph_moa.nodes.context import Context, resolve_context
+from langgraph_moa.nodes.context import Context
 from langgraph_moa.nodes.models import CallFailedError, ask_model, settings_for
-from langgraph_moa.nodes.models.quorum import CutError, quorum_call
+from langgraph_moa.nodes.models.quorum import quorum_call
+from langgraph_moa.nodes.models.tools import proposer_note
+from langgraph_moa.nodes.prompts import with_system
 from langgraph_moa.nodes.records import ErrorInfo, ErrorKind, Proposal, ProposeTask, usage_of
 
 
@@ -27,6 +29,12 @@ def proposer_tasks(
     ]
 
 
+def advised(state: Mapping[str, Any]) -> list[AnyMessage]:
+    """The conversation proposers get: with the tools described when the aggregator may call
+    some (nodes/models/tools.py), so that they advise what to do."""
+    return with_system(state["messages"], proposer_note(state.get("bind")))
+
+
 def _layer_run(runtime: Runtime[Context], layer: int) -> str:
     """The same key for every task of one layer of one run: the quorum's group."""
     # All tasks of a layer run in one superstep, whose checkpoint id (a fresh uuid per step of
@@ -37,7 +45,7 @@ def _layer_run(runtime: Runtime[Context], layer: int) -> str:
 
 async def propose(task: ProposeTask, runtime: Runtime[Context]) -> dict[str, Any]:
     """Ask one proposer; a failure is recorded, never raised, so its siblings keep running."""
-    ctx = resolve_context(runtime.context)
+    ctx = runtime.context  # resolved by graphs/adapt.py
     specs = ctx.proposers_of(task["layer"])
     spec = specs[task["index"]]
     record = Proposal(
@@ -72,12 +80,10 @@ async def propose(task: ProposeTask, runtime: Runtime[Context]) -> dict[str, Any
     )
     try:
         # Cut by the layer's quorum or straggler grace (nodes/models/quorum.py), if at all.
-        result = await quorum_call(ctx, task["layer"], _layer_run(runtime, task["layer"]), call)
+        key = _layer_run(runtime, task["layer"])
+        result = await quorum_call(ctx, task["layer"], key, call, lambda: started[0])
     except CallFailedError as exc:
         record["latency_s"], record["attempts"] = exc.latency_s, exc.attempts
-        record["error"] = ErrorInfo(kind=exc.kind, message=exc.message)
-    except CutError as exc:
-        record["latency_s"], record["attempts"] = exc.latency_s, started[0]
         record["error"] = ErrorInfo(kind=exc.kind, message=exc.message)
     else:
         record["text"], record["usage"] = result.text, usage_of(result.message)

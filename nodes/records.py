@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 from langchain_core.messages import AnyMessage
 from typing_extensions import TypedDict
@@ -18,13 +18,12 @@ ErrorKind = Literal[
     "empty",  # the model answered with empty text
     "deadline",  # missed Context.layer_deadline (retries and waits included)
     "context",  # the prompt does not fit the model's context window (nothing sent)
+    "tool_call",  # called an unknown tool, or with arguments that do not match its schema
     "cancelled",  # cut by the layer's straggler quorum (nodes/models/quorum.py)
     "straggler",  # the last of its layer, cut after Context.straggler_grace (models/quorum.py)
     "other",  # anything else (the message says what)
 ]
 """Why a model call failed: records, call errors and the CLI all use these names."""
-
-ERROR_KINDS: tuple[ErrorKind, ...] = get_args(ErrorKind)
 
 
 class Usage(TypedDict):
@@ -69,6 +68,36 @@ class Answer(TypedDict):
     attempts: int  # attempts of the call that answered; 0 = answered from the call cache
     fallback: bool  # True when Context.fallback_aggregator wrote the answer
     aggregator_failure: CallFailure | None  # why the aggregator did not, when fallback is True
+
+
+class ChunkRequest(TypedDict):
+    """One request of a staircase writer (the aggregator, or a later-layer proposer)."""
+
+    index: int  # 0-based, in the order the requests were made
+    started_s: float  # from the start of the staircase run
+    ttft_s: float | None  # from started_s to the chunk's first token
+    latency_s: float
+    max_tokens: int
+    final: bool  # the last request, made once the proposals it reads were complete
+    continuation: str  # "first", "prefill" (provider continuation) or "instruct" (fallback)
+    answer_chars: int  # characters of the answer so far it continued
+    proposals: list[int | None]  # characters of each proposal it read; None: dropped (failed)
+    unfinished: int  # how many of those were still being written
+    text: str  # what this request wrote (the answer is these, in order)
+    finish_reason: str | None
+    usage: Usage | None
+
+
+class Staircase(TypedDict):
+    """A staircase run (``Context.staircase``): the aggregator's requests and what they cost."""
+
+    continuation: str  # how the aggregator continued its answer: "prefill" or "instruct"
+    requests: list[ChunkRequest]  # the aggregator's, in order
+    # Requests and tokens of every staircase writer, later-layer proposers included.
+    aggregator_requests: int
+    proposer_requests: int
+    input_tokens: int
+    output_tokens: int
 
 
 class ProposeTask(TypedDict):

@@ -17,6 +17,9 @@ drawn per request) and which faults it injects (HTTP errors with
 ``Retry-After``, hangs that trigger client timeouts, connections dropped in the
 middle of a stream).  Every request is recorded with its timing, so tests can
 assert what was sent and benchmarks can measure overlap and concurrency.
+A reply may call tools (:class:`ToolCallReply`), in OpenAI's shapes, streamed
+and not; unscripted models answer requests with ``tools`` or a
+``response_format`` in kind (:func:`default_answer`).
 
 All waiting is done with non-blocking asyncio timers against absolute
 deadlines (no drift over long streams), so many concurrent requests overlap
@@ -66,8 +69,14 @@ __all__ = [
     "FakeOpenAIServer",
     "RecordedRequest",
     "ReplySpec",
+    "ToolCall",
+    "ToolCallReply",
+    "continuing",
     "count_prompt_tokens",
+    "default_answer",
     "default_reply",
+    "example_value",
+    "final_assistant_prefill",
     "message_text",
     "split_tokens",
 ]
@@ -179,9 +188,40 @@ class RecordedRequest:
         return self.finished - self.started
 
 
-ReplySpec = str | Callable[[RecordedRequest], str] | None
-"""What a scripted model answers: fixed text, a function of the request
-(called on the server thread, once per request), or None for the default."""
+@dataclass
+class ToolCall:
+    """One function call in a :class:`ToolCallReply`. ``arguments`` is sent as
+    given when it is a string (to script malformed JSON), else JSON-encoded."""
+
+    name: str
+    arguments: dict[str, Any] | str
+    id: str | None = None  # default: call_<n> from the request counter and position
+
+    def encoded(self) -> str:
+        if isinstance(self.arguments, str):
+            return self.arguments
+        return json.dumps(self.arguments)
+
+
+@dataclass
+class ToolCallReply:
+    """A reply calling tools, in OpenAI's shape: ``message.tool_calls`` and
+    ``finish_reason: "tool_calls"``; streamed like OpenAI streams them (the
+    first chunk of each call carries its id, type and name with empty
+    ``arguments``, then the arguments arrive in fragments of at most
+    ``ARGUMENT_FRAGMENT`` characters, each fragment one chunk).  ``content``
+    (optional text before the calls) is streamed word by word first."""
+
+    calls: list[ToolCall]
+    content: str = ""
+
+
+ARGUMENT_FRAGMENT = 8
+
+ReplySpec = str | ToolCallReply | Callable[[RecordedRequest], "str | ToolCallReply"] | None
+"""What a scripted model answers: fixed text, tool calls, a function of the
+request returning either (called on the server thread, once per request), or
+None for the default (:func:`default_answer`)."""
 
 
 @dataclass
@@ -232,6 +272,86 @@ def default_reply(model: str, messages: Sequence[Mapping[str, Any]]) -> str:
             break
     snippet = " ".join(last_user.split())[:60]
     return f'Answer from {model}: I considered "{snippet}" and this is my reply.'
+
+
+def final_assistant_prefill(record: RecordedRequest) -> str | None:
+    """The answer a request asks to continue the way vLLM does: a final assistant message sent
+    with ``continue_final_message: true`` (None for any other request)."""
+    messages = record.messages
+    if record.body.get("continue_final_message") is True and messages:
+        last = messages[-1]
+        if isinstance(last, Mapping) and last.get("role") == "assistant":
+            return message_text(last.get("content"))
+    return None
+
+
+def continuing(
+    text: str,
+    answer_so_far: Callable[[RecordedRequest], str | None] = final_assistant_prefill,
+) -> Callable[[RecordedRequest], str]:
+    """A reply (for :meth:`FakeOpenAIServer.script`) that writes ``text`` across requests that
+    continue it, like a model asked to continue its own answer: a request whose answer so far
+    (``answer_so_far(request)``; by default vLLM's continuation, :func:`final_assistant_prefill`)
+    is a prefix of ``text`` gets the rest of ``text``; any other request gets ``text`` whole.
+    With ``max_tokens`` each request writes the next piece."""
+
+    def reply(record: RecordedRequest) -> str:
+        done = answer_so_far(record)
+        if done and text.startswith(done):
+            return text[len(done) :]
+        return text
+
+    return reply
+
+
+def example_value(schema: Mapping[str, Any]) -> Any:
+    """A value of a JSON schema's shape: every required field, "example" for strings, 1 for
+    numbers, true, [], the first enum value or anyOf form."""
+    if schema.get("enum"):
+        return schema["enum"][0]
+    forms = schema.get("anyOf") or schema.get("oneOf")
+    if forms:
+        return example_value(forms[0])
+    kind = schema.get("type")
+    kind = kind[0] if isinstance(kind, list) else kind
+    if kind == "object" or "properties" in schema:
+        props = schema.get("properties") or {}
+        return {k: example_value(props.get(k, {})) for k in schema.get("required") or []}
+    return {"string": "example", "integer": 1, "number": 1.0, "boolean": True, "array": []}.get(
+        str(kind), "example"
+    )
+
+
+def default_answer(record: RecordedRequest) -> str | ToolCallReply:
+    """What an unscripted model (or a scripted one with reply=None) answers.
+
+    - with ``tools`` (and ``tool_choice`` not "none") and no tool result since the last user
+      message: a call of the named tool (or the first) with :func:`example_value` arguments;
+    - with ``response_format`` ``json_schema``: an example object of the schema as JSON text;
+      ``json_object``: ``{"answer": <the default reply>}``;
+    - else :func:`default_reply`.
+    """
+    body = record.body
+    tools = [t for t in body.get("tools") or [] if isinstance(t, dict) and "function" in t]
+    choice = body.get("tool_choice")
+    answered = bool(record.messages) and record.messages[-1].get("role") == "tool"
+    if tools and choice != "none" and not answered:
+        named = choice.get("function", {}).get("name") if isinstance(choice, dict) else None
+        function = next((t["function"] for t in tools if t["function"]["name"] == named), None)
+        function = function or tools[0]["function"]
+        args = example_value(function.get("parameters") or {})
+        return ToolCallReply([ToolCall(function["name"], args)])
+    text = default_reply(record.model, record.messages)
+    response_format = body.get("response_format")
+    if not isinstance(response_format, dict):
+        return text
+    kind = response_format.get("type")
+    if kind == "json_schema":
+        schema = (response_format.get("json_schema") or {}).get("schema") or {}
+        return json.dumps(example_value(schema))
+    if kind == "json_object":
+        return json.dumps({"answer": text})
+    return text
 
 
 def split_tokens(text: str) -> list[str]:
@@ -890,12 +1010,17 @@ class FakeOpenAIServer:
             return
 
         reply_spec = script.reply
+        reply: str | ToolCallReply
         if reply_spec is None:
-            text = default_reply(record.model, record.messages)
-        elif isinstance(reply_spec, str):
-            text = reply_spec
+            reply = default_answer(record)
+        elif isinstance(reply_spec, str | ToolCallReply):
+            reply = reply_spec
         else:
-            text = reply_spec(record)
+            reply = reply_spec(record)
+        if isinstance(reply, ToolCallReply):
+            await self._answer_tool_calls(ex, reply, begin, script)
+            return
+        text = reply
         chunks = split_tokens(text)
         finish_reason = "stop"
         limits = [
@@ -1009,3 +1134,128 @@ class FakeOpenAIServer:
             )
         tail += b"data: [DONE]\n\n"
         await ex.body(tail, more=False)
+
+    async def _answer_tool_calls(
+        self, ex: _Exchange, reply: ToolCallReply, begin: float, script: _Script
+    ) -> None:
+        """Answer with tool calls (see :class:`ToolCallReply`); no faults, no max_tokens cut."""
+        record = ex.record
+        calls: list[dict[str, Any]] = [
+            {
+                "id": call.id or f"call_{ex.request_id[-6:]}_{i}",
+                "type": "function",
+                "function": {"name": call.name, "arguments": call.encoded()},
+            }
+            for i, call in enumerate(reply.calls)
+        ]
+        words = split_tokens(reply.content)
+        fragments = [
+            (i, args[at : at + ARGUMENT_FRAGMENT])
+            for i, call in enumerate(calls)
+            for args in [call["function"]["arguments"]]
+            for at in range(0, len(args), ARGUMENT_FRAGMENT)
+        ]
+        record.reply = reply.content
+        record.finish_reason = "tool_calls"
+        prompt = count_prompt_tokens(record.messages)
+        completion = len(words) + len(calls) + len(fragments)
+        usage = {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        }
+        created = int(time.time())
+        ttft = float(script.latency()) if script.latency is not None else script.ttft
+        if not record.stream:
+            if not await ex.wait_until(begin + ttft + completion * script.token_delay):
+                await ex.on_interrupt()
+                return
+            record.chunks_sent = completion
+            payload = {
+                "id": ex.request_id,
+                "object": "chat.completion",
+                "created": created,
+                "model": record.model,
+                "system_fingerprint": "fp_fake",
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {
+                            "role": "assistant",
+                            "content": reply.content or None,
+                            "refusal": None,
+                            "tool_calls": calls,
+                        },
+                        "logprobs": None,
+                        "finish_reason": "tool_calls",
+                    }
+                ],
+                "usage": usage,
+            }
+            await ex.send_json(200, json.dumps(payload).encode())
+            return
+
+        stream_options = record.body.get("stream_options")
+        include_usage = (
+            isinstance(stream_options, dict) and stream_options.get("include_usage") is True
+        )
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+            return _sse(
+                {
+                    "id": ex.request_id,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": record.model,
+                    "system_fingerprint": "fp_fake",
+                    "choices": [
+                        {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+                    ],
+                    **({"usage": None} if include_usage else {}),
+                }
+            )
+
+        deltas: list[dict[str, Any]] = [{"content": w} for w in words]
+        for i, call in enumerate(calls):
+            head = {**call, "function": {"name": call["function"]["name"], "arguments": ""}}
+            deltas.append({"tool_calls": [{"index": i, **head}]})
+            deltas += [
+                {"tool_calls": [{"index": n, "function": {"arguments": piece}}]}
+                for n, piece in fragments
+                if n == i
+            ]
+        await ex.start_response(
+            200,
+            [
+                (b"content-type", b"text/event-stream; charset=utf-8"),
+                (b"cache-control", b"no-cache"),
+                (b"x-request-id", ex.request_id.encode()),
+            ],
+        )
+        first_at = begin + ttft
+        if not await ex.wait_until(first_at):
+            await ex.on_interrupt()
+            return
+        await ex.body(chunk({"role": "assistant", "content": None, "refusal": None}), more=True)
+        for i, delta in enumerate(deltas):
+            if (i and not await ex.wait_until(first_at + i * script.token_delay)) or (
+                ex.interrupt.done()
+            ):
+                await ex.on_interrupt()
+                return
+            await ex.body(chunk(delta), more=True)
+            record.chunks_sent += 1
+        tail = chunk({}, "tool_calls")
+        if include_usage:
+            tail += _sse(
+                {
+                    "id": ex.request_id,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": record.model,
+                    "system_fingerprint": "fp_fake",
+                    "choices": [],
+                    "usage": usage,
+                }
+            )
+        await ex.body(tail + b"data: [DONE]\n\n", more=False)

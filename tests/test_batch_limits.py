@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -152,3 +153,33 @@ def test_limits_of_a_model_must_agree(server: FakeOpenAIServer) -> None:
         }
     )
     assert {settings_for(s, ctx).rpm for s in ctx.all_models()} == {60}
+
+
+def test_one_rpm_limit_holds_across_event_loops_and_threads(server: FakeOpenAIServer) -> None:
+    """Two threads, each with its own event loop, share the model's one gate (resources.py)."""
+    from langchain_core.messages import HumanMessage
+
+    from langgraph_moa.graphs import graph
+
+    rpm, per_thread = 300, 5  # 5 requests a second; the bucket lets 2 go at once
+    ctx = Context(proposers=[], layers=1, aggregator=spec(server, "shared", rpm=rpm))
+
+    async def runs() -> None:
+        await asyncio.gather(
+            *(
+                graph.ainvoke({"messages": [HumanMessage(f"q{i}")]}, context=ctx)
+                for i in range(per_thread)
+            )
+        )
+
+    threads = [threading.Thread(target=asyncio.run, args=(runs(),)) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    starts = sorted(r.started for r in server.requests_for("shared"))
+    assert len(starts) == 2 * per_thread
+    # One gate: after the first two, one request every 0.2 s. One gate per loop would have
+    # sent all ten within about 0.6 s.
+    assert starts[-1] - starts[0] >= (len(starts) - 2) * 60 / rpm * 0.9
+    assert max(sum(1 for s in starts if t <= s < t + 1) for t in starts) <= rpm / 60 + 2

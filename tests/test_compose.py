@@ -157,9 +157,6 @@ async def test_a_chat_model_sync_async_streaming_and_usage(server: FakeOpenAISer
     assert [m.content for m in chat.batch(["a", "b"])] == ["one two three four five six"] * 2
     assert [m.content for m in await chat.abatch(["a", "b"])] == ["one two three four five six"] * 2
 
-    with pytest.raises(NotImplementedError, match="cannot call tools yet"):
-        chat.bind_tools([moa_tool()])
-
 
 def test_the_graph_itself_works_sync(server: FakeOpenAIServer) -> None:
     script(server, "alpha beta gamma")

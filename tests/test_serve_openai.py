@@ -115,7 +115,8 @@ def test_raw_stream_is_sse_ending_in_done(base: str) -> None:
     ) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
         lines = [line for line in response.iter_lines() if line]
-    assert all(line.startswith("data: ") for line in lines)
+    assert lines[0].startswith(":")  # a comment at once, before the mixture has anything
+    assert all(line.startswith("data: ") for line in lines[1:])
     assert lines[-1] == "data: [DONE]"
 
 
@@ -225,7 +226,7 @@ def test_chatopenai_pointed_at_moa_serve_is_a_proposer_of_another_mixture(
     server.script("outer-agg", "The outer answer.")
     outer = Context(
         proposers=[
-            ModelSpec(model="openai:fake", base_url=f"{base}/v1", api_key_env="MOA_TEST_NONE"),
+            ModelSpec(model="openai:fake", base_url=f"{base}/v1"),  # a base_url gets no key
             spec(server, "outer-p"),
         ],
         aggregator=spec(server, "outer-agg"),

@@ -143,3 +143,18 @@ def test_studio_renders_and_streams_the_answer(studio: str, server: FakeOpenAISe
         "m2",
         "Qwen/Qwen2.5-72B-Instruct-Turbo",
     }
+
+    # A context that changes the unrolled graph's shape: the client sees why, not "internal".
+    errors = [
+        part.data
+        for part in client.runs.stream(
+            None,
+            unrolled["assistant_id"],
+            input={"messages": [{"role": "user", "content": "hello"}]},
+            context={"proposers": ["together:m1"], "layers": 2},
+            stream_mode="values",
+        )
+        if part.event == "error"
+    ]
+    assert errors[0]["error"] == "ConfigError"
+    assert "this graph is unrolled for 1 proposer layer(s)" in errors[0]["message"]

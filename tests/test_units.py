@@ -112,8 +112,8 @@ def test_unknown_provider_and_missing_key_are_clear(monkeypatch: pytest.MonkeyPa
         cache.chat_model(settings_for(ModelSpec(model="nope:x"), ctx))
     with pytest.raises(ProviderError, match="set TOGETHER_API_KEY"):
         cache.chat_model(settings_for(ModelSpec(model="together:x"), ctx))
-    with pytest.raises(ProviderError, match="set MY_KEY"):
-        cache.chat_model(settings_for(ModelSpec(model="together:x", api_key_env="MY_KEY"), ctx))
+    with pytest.raises(ProviderError, match="set MY_API_KEY"):
+        cache.chat_model(settings_for(ModelSpec(model="together:x", api_key_env="MY_API_KEY"), ctx))
 
 
 async def test_a_new_provider_is_one_registry_entry(monkeypatch: pytest.MonkeyPatch) -> None:

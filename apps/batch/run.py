@@ -1,7 +1,9 @@
 """``moa batch``: from the command's flags to a run (or a dry run), a summary and an exit code.
 
 Exit codes: 0 every item ok (or a dry run); 1 some items failed (rerun with --retry-failed) or
-the run could not go on; 2 bad input or settings; 130 interrupted (rerun the command to resume).
+the run could not go on; 2 bad input or settings; 3 every item answered, but some degraded: a
+proposer gave up, the answer has fewer proposals than configured (rerun with --retry-degraded);
+130 interrupted (rerun the command to resume).
 """
 
 from __future__ import annotations
@@ -14,9 +16,15 @@ from typing import Any
 from rich.console import Console
 
 from langgraph_moa.core.batch.cost import estimate
-from langgraph_moa.core.batch.formats import FORMATS, Format, check_items, run_file_for
-from langgraph_moa.core.batch.inputs import InvalidItem, Item, read_items
-from langgraph_moa.core.batch.outputs import RunFile
+from langgraph_moa.core.batch.formats import (
+    FORMATS,
+    Format,
+    check_items,
+    legacy_run_file,
+    run_file_for,
+)
+from langgraph_moa.core.batch.inputs import InvalidItem, Items, stream_items
+from langgraph_moa.core.batch.outputs import RunFile, check_output
 from langgraph_moa.core.batch.progress import money
 from langgraph_moa.core.batch.runner import (
     BatchOptions,
@@ -26,7 +34,7 @@ from langgraph_moa.core.batch.runner import (
     run_batch,
 )
 from langgraph_moa.core.batch.samples import expand
-from langgraph_moa.core.command import startup
+from langgraph_moa.core.command import EXIT_DEGRADED, startup
 from langgraph_moa.nodes.context import Context, ModelSpec
 from langgraph_moa.nodes.errors import ConfigError, InputError
 
@@ -75,7 +83,9 @@ def batch(
     generator: str | None,
     limit: int | None,
     console: Console,
+    mixed_settings: bool = False,
     samples: int = 1,
+    retry_degraded: bool = False,
 ) -> int:
     """Run the command; raises MoAError (InputError, ConfigError: bad input) for one-line errors."""
     if fmt not in FORMATS:
@@ -97,8 +107,16 @@ def batch(
     if output is None and not dry_run:
         raise ConfigError("give the output file with -o/--output")
     ctx = _context(flags)
+    if output is not None and not dry_run:
+        out_path = Path(output)
+        sources = [p for p in (input_path, replay) if p]
+        journal = run_file_for(out_path, fmt)
+        if fmt != "jsonl" and not journal.exists() and legacy_run_file(out_path).exists():
+            journal = legacy_run_file(out_path)  # a run begun before the work folder
+        check_output(out_path, journal, sources)
 
     stored: dict[str, dict[str, Any]] | None = None
+    items: Items
     if replay:
         if not Path(replay).is_file():
             raise InputError(f"--replay: run file {replay!r} not found")
@@ -107,10 +125,11 @@ def batch(
             raise InputError(f"--replay: {replay} holds no records")
     else:
         assert input_path is not None
-        items = read_items(input_path, skip_invalid=skip_invalid)
+        items = stream_items(input_path, skip_invalid=skip_invalid)
     the_format: Format = fmt
     check_items(the_format, items, samples)
-    items = list(expand(items, samples))
+    if samples > 1:  # one item per sample, in memory; one sample stays a stream
+        items = list(expand(items, samples))
 
     if dry_run:
         return _dry_run(items, ctx, output, the_format, as_json, replay=stored)
@@ -124,10 +143,12 @@ def batch(
         generator=generator or _generator(flags, ctx, stored is not None),
         cache=cache_path,
         retry_failed=retry_failed,
+        retry_degraded=retry_degraded,
         limit=limit,
         server=server,
         assistant=assistant,
         replay=stored,
+        mixed_settings=mixed_settings,
         samples=samples,
     )
 
@@ -152,10 +173,10 @@ def batch(
             markup=False,
         )
         return 130
-    return _report(result, console, cache_path)
+    return _report(result, console, cache_path, limited=limit is not None)
 
 
-def _report(result: BatchResult, console: Console, cache: Path | None) -> int:
+def _report(result: BatchResult, console: Console, cache: Path | None, *, limited: bool) -> int:
     def say(text: str) -> None:
         console.print(text, highlight=False, markup=False)
 
@@ -165,8 +186,9 @@ def _report(result: BatchResult, console: Console, cache: Path | None) -> int:
         say(f"moa batch: {result.skipped} items were already in the output and were skipped")
     if result.other_settings:
         say(
-            f"moa batch: {result.other_settings} finished items were made with other models than "
-            "this run's; they are kept (write to a new -o to redo them)"
+            f"moa batch: {result.other_settings} finished items were made with other settings "
+            "than this run's (--mixed-settings); they are kept, and each record's 'settings' "
+            "says which made it"
         )
     if cache is not None and result.ran:
         reused = result.progress.cached_calls() if result.progress is not None else 0
@@ -175,24 +197,32 @@ def _report(result: BatchResult, console: Console, cache: Path | None) -> int:
             + (f" ({reused:,} calls answered from it, not paid again)" if reused else "")
         )
     if not result.complete:
-        left = result.total - result.ok - result.failed
-        say(f"moa batch: {left} items left; run the same command again (without --limit) for them")
+        left = result.total - result.ok - result.failed - result.degraded
+        again = "the same command again" + (" without --limit" if limited else "")
+        say(f"moa batch: {left} items left; run {again} for them")
     else:
         where = f"{result.output}"
         if result.written is not None:
             where += f" ({result.written} items; every record in {result.run_file})"
-        say(f"moa batch: {result.ok} ok, {result.failed} failed of {result.total} items -> {where}")
+        counts = f"{result.ok} ok, {result.degraded} degraded, {result.failed} failed"
+        say(f"moa batch: {counts} of {result.total} items -> {where}")
+    if result.degraded:
+        say(
+            f"moa batch: {result.degraded} items were answered with fewer proposals than "
+            f"configured: a proposer gave up (see 'missing_proposals' in {result.run_file}); "
+            "rerun with --retry-degraded to run them again"
+        )
     if result.failed:
         say(
             f"moa batch: {result.failed} items failed (see 'error' in {result.run_file}); "
             "rerun with --retry-failed to run them again"
         )
         return 1
-    return 0
+    return EXIT_DEGRADED if result.degraded else 0
 
 
 def _dry_run(
-    items: list[Item | InvalidItem],
+    items: Items,
     ctx: Context,
     output: str | None,
     fmt: Format,

@@ -43,7 +43,7 @@ def print_layer(layer: list[dict[str, Any]]) -> None:
     for p in layer:
         head = f"── layer {p['layer']} · {p['model']} · {p['latency_s']:.1f} s"
         body = p["text"] if p["text"] is not None else f"[failed: {p['error']['message']}]"
-        print(f"{head}\n{body}\n", flush=True)
+        write(f"{head}\n{body}\n\n")
 
 
 def _context(flags: dict[str, Any]) -> Any:
@@ -129,10 +129,14 @@ def chat(
 
 
 async def _chat_saved(ctx: Any, name: str, *, show_proposals: bool) -> int:
-    from langgraph_moa.apps.chat.threads import open_saver
+    from langgraph_moa.apps.chat.threads import open_saver, thread_lock
+    from langgraph_moa.core.locks import one_writer
 
     async with open_saver() as saver:
-        return await _chat(ctx, show_proposals=show_proposals, checkpointer=saver, thread_name=name)
+        with one_writer(thread_lock(name), f"chat thread {name!r}", "leave that chat first"):
+            return await _chat(
+                ctx, show_proposals=show_proposals, checkpointer=saver, thread_name=name
+            )
 
 
 async def _list_threads() -> None:
@@ -147,7 +151,7 @@ async def _list_threads() -> None:
     width = max(len(t.name) for t in found)
     for t in found:
         turns = f"{t.turns} turn{'s' if t.turns != 1 else ''}"
-        print(f"{t.name:<{width}}  {turns:>9}  {t.updated[:16].replace('T', ' ')}  {t.first}")
+        write(f"{t.name:<{width}}  {turns:>9}  {t.updated[:16].replace('T', ' ')}  {t.first}\n")
 
 
 async def _chat(

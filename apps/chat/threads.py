@@ -9,6 +9,7 @@ latest checkpoint of a completed run (nothing left to execute), and each turn st
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sqlite3
 from collections.abc import AsyncIterator
@@ -54,6 +55,12 @@ async def open_saver() -> AsyncIterator[AsyncSqliteSaver]:
                 f"(set {DATA_DIR_ENV} to another folder)"
             ) from None
         yield saver
+
+
+def thread_lock(name: str) -> Path:
+    """The file whose lock one chat of thread ``name`` holds (core/locks.py): any name, hashed."""
+    digest = hashlib.sha256(name.encode()).hexdigest()[:32]
+    return data_dir() / "thread-locks" / digest
 
 
 def thread_config(name: str) -> RunnableConfig:

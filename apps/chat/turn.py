@@ -11,7 +11,14 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
 
 from langgraph_moa.apps.chat.progress import Progress
-from langgraph_moa.core.turns import AnswerRestart, LayerDone, ProposalDone, Token, run_events
+from langgraph_moa.core.turns import (
+    AnswerRestart,
+    Finished,
+    LayerDone,
+    ProposalDone,
+    Token,
+    run_events,
+)
 from langgraph_moa.nodes.context import Context
 from langgraph_moa.nodes.records import usage_by_model
 
@@ -49,7 +56,7 @@ async def run_turn(
         elif isinstance(event, LayerDone):
             if on_layer is not None:
                 on_layer(event.responses)
-        else:
+        elif isinstance(event, Finished):
             final = event.state
     final["timings"] = {
         "total_s": time.perf_counter() - start,
@@ -71,9 +78,12 @@ def report(final: dict[str, Any], ctx: Context) -> dict[str, Any]:
         "layers": final.get("layers", []),
         "usage": final["usage"],
         "timings": final["timings"],
+        # Staircase streaming: every aggregator chunk request (when, what it read, its tokens).
+        "staircase": final.get("staircase"),
         "settings": {
             "layers": ctx.layers,
             "proposers": [[s.model for s in ctx.proposers_of(i)] for i in range(1, ctx.layers)],
             "aggregator": ctx.aggregator.model,
+            "staircase": ctx.staircase,
         },
     }

@@ -12,6 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from langgraph_moa.core.batch.outputs import atomic_writer
+
 WIDTH_IN, HEIGHT_IN, DPI = 8.0, 5.0, 100  # an 800 x 500 PNG
 
 
@@ -47,7 +49,8 @@ def draw(results: dict[str, Any], path: Path) -> None:
             continue
         # The baseline's rate against the candidate: 100 minus the candidate's against it.
         y = 100 - p["win_rate"]
-        low, high = 100 - p["ci"][1], 100 - p["ci"][0]
+        # No interval when every judged pair was alike (stats.py): a bare point.
+        low, high = (100 - p["ci"][1], 100 - p["ci"][0]) if p["ci"] is not None else (y, y)
         ax.errorbar(
             [x],
             [y],
@@ -95,7 +98,5 @@ def draw(results: dict[str, Any], path: Path) -> None:
     ax.grid(True, alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="lower right", fontsize=8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, format="png", dpi=DPI)
-    tmp.replace(path)
+    with atomic_writer(path) as f:
+        fig.savefig(f, format="png", dpi=DPI)

@@ -31,8 +31,10 @@ from langgraph_moa.apps.compare.results import Prompt, Record, build_results, ju
 from langgraph_moa.apps.compare.systems import System, safe_name
 from langgraph_moa.core.batch.inputs import Item, parse_item
 from langgraph_moa.core.batch.outputs import RunFile
-from langgraph_moa.core.batch.records import settings_summary
+from langgraph_moa.core.batch.records import settings_changes, settings_summary
 from langgraph_moa.core.batch.runner import DEFAULT_CONCURRENCY, BatchOptions, run_batch
+from langgraph_moa.core.locks import one_writer
+from langgraph_moa.core.terminal import stderr_console
 from langgraph_moa.nodes.context import Context, ModelSpec, build_context
 from langgraph_moa.nodes.errors import ConfigError, MoAError
 
@@ -51,6 +53,7 @@ class CompareOptions:
     concurrency: int = DEFAULT_CONCURRENCY  # items (answers or judgments) in flight
     cache: bool = True  # the model-call cache in REPORT_DIR
     retry_failed: bool = False  # run failed answers and judgments again
+    retry_degraded: bool = False  # answer again the answers with missing proposals
     judge_max_tokens: int = JUDGE_MAX_TOKENS
 
 
@@ -61,6 +64,7 @@ class CompareRun:
     results: dict[str, Any]
     failed_answers: int
     failed_judgments: int
+    degraded_answers: int = 0  # answered with fewer proposals than configured
 
 
 def judge_context(judge: ModelSpec, max_tokens: int) -> Context:
@@ -91,10 +95,11 @@ def check_answers(folder: Path, systems: Sequence[System]) -> None:
             continue
         mine = settings_summary(system.ctx)
         for record in RunFile(path).records():
-            if record.get("settings") and record["settings"] != mine:
+            changed = settings_changes(record["settings"], mine) if record.get("settings") else []
+            if changed:
                 raise CompareError(
-                    f"{path} holds answers of {system.name} made with other models "
-                    f"({record['settings']}); give another REPORT_DIR (-o), another system name, "
+                    f"{path} holds answers of {system.name} made with other models or settings "
+                    f"({'; '.join(changed)}); give another REPORT_DIR (-o), another system name, "
                     "or delete that file to answer again"
                 )
 
@@ -126,7 +131,7 @@ async def run_compare(
     """Answer ``items`` with every system, judge the candidate (``systems[0]``) against each
     other system, and write the report into ``folder``; resumes what ``folder`` holds."""
     options = options or CompareOptions()
-    console = console or Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+    console = console or stderr_console()
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"-o {str(folder)!r} is a file: give a folder for the report")
@@ -135,13 +140,27 @@ async def run_compare(
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise CompareError(f"cannot create the report folder {str(folder)!r}: {exc}") from None
+    hint = "wait for it to finish, or give another -o (one run per report folder)"
+    with one_writer(folder, f"report folder {folder}", hint):
+        return await _compare(items, systems, judge, folder, options, source, console)
+
+
+async def _compare(
+    items: Sequence[Item],
+    systems: Sequence[System],
+    judge: ModelSpec,
+    folder: Path,
+    options: CompareOptions,
+    source: str,
+    console: Console,
+) -> CompareRun:
     cache = folder / CACHE_NAME if options.cache else None
 
     def say(text: str) -> None:
         console.print(f"moa compare: {text}", highlight=False, markup=False)
 
     answers: dict[str, dict[str, Record]] = {}
-    failed_answers = 0
+    failed_answers = degraded_answers = 0
     for n, system in enumerate(systems, 1):
         say(f"answers of {system.name} ({n}/{len(systems)}): {system.models}")
         path = answers_path(folder, system)
@@ -150,6 +169,7 @@ async def run_compare(
             generator=system.name,
             cache=cache,
             retry_failed=options.retry_failed,
+            retry_degraded=options.retry_degraded,
         )
         # Nobody reads these tokens: whole answers cost the client far less CPU.
         ctx = system.ctx.model_copy(update={"stream": False})
@@ -157,7 +177,10 @@ async def run_compare(
         # Only this run's prompts: a file may hold answers to prompts of an earlier run.
         found = _by_prompt(path, system)
         answers[system.name] = {i.id: found[i.id] for i in items if i.id in found}
-        failed_answers += sum(1 for r in answers[system.name].values() if r["status"] != "ok")
+        failed_answers += sum(1 for r in answers[system.name].values() if r["status"] == "failed")
+        degraded_answers += sum(
+            1 for r in answers[system.name].values() if r["status"] == "degraded"
+        )
 
     prompts = prompts_of(items)
     candidate = systems[0].name
@@ -193,4 +216,5 @@ async def run_compare(
         results=results,
         failed_answers=failed_answers,
         failed_judgments=sum(1 for r in judge_records if r["status"] != "ok"),
+        degraded_answers=degraded_answers,
     )

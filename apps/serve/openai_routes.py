@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
-from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, SystemMessage
-from sse_starlette import EventSourceResponse
+from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, SystemMessage, ToolMessage
+from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from langgraph_moa.apps.serve.errors import OpenAIError
 from langgraph_moa.apps.serve.registry import openai_overrides
+from langgraph_moa.apps.serve.requests import check_body, content_text
 from langgraph_moa.apps.serve.runs import (
     ClientGoneError,
     RunService,
@@ -38,14 +39,21 @@ from langgraph_moa.apps.serve.schemas import (
     Choice,
     ChunkChoice,
     Delta,
+    FunctionCall,
     ModelCard,
     ModelList,
     ResponseMessage,
+    ToolCallDelta,
+    ToolCallOut,
     Usage,
     completion_id,
     now,
 )
-from langgraph_moa.core.turns import AnswerRestart, Finished, ProposalDone, RunEvent, Token
+from langgraph_moa.apps.serve.settings import DEFAULT_KEEPALIVE_S
+from langgraph_moa.apps.serve.tasks import is_task
+from langgraph_moa.core.turns import AnswerRestart, Finished, ProposalDone, Token
+from langgraph_moa.nodes.errors import ConfigError
+from langgraph_moa.nodes.models.tools import Bind, binding
 
 # nginx's "client closed request": logged for a request whose client left before the answer.
 CLIENT_GONE = 499
@@ -55,15 +63,28 @@ def openai_router(
     service: RunService,
     *,
     show_proposals: bool,
+    keepalive_s: float = DEFAULT_KEEPALIVE_S,
+    task_shortcut: bool = True,
     auth: Callable[..., Any],
     slot: Callable[..., Any],
 ) -> APIRouter:
-    router = APIRouter(prefix="/v1", dependencies=[Depends(auth)])
+    router = APIRouter(prefix="/v1", dependencies=[Depends(auth), Depends(check_body)])
 
     @router.get("/models")
     async def models() -> ModelList:
         created = now()
         return ModelList(data=[ModelCard(id=n, created=created) for n in service.models.names()])
+
+    @router.get("/models/{model_id:path}")
+    async def model(model_id: str) -> ModelCard:
+        if model_id not in service.models.names():
+            raise OpenAIError(
+                404,
+                f"no model {model_id!r}; this server offers: {', '.join(service.models.names())}",
+                param="model",
+                code="model_not_found",
+            )
+        return ModelCard(id=model_id, created=now())
 
     @router.post("/chat/completions", dependencies=[Depends(slot)], response_model=None)
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
@@ -71,85 +92,119 @@ def openai_router(
         if problem is not None:
             raise OpenAIError(400, problem[1], param=problem[0], code="unsupported")
         messages = to_messages(body.messages)
+        bind = request_binding(body)
         max_tokens = body.max_completion_tokens or body.max_tokens
-        name, ctx = service.context(
-            body.model, openai_overrides(body.temperature, max_tokens, body.seed), "request"
-        )
+        param = "model"  # a cap the chosen model exceeds, unless the client's max_tokens does
+        if max_tokens is not None and max_tokens > service.caps.tokens:
+            param = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
+        overrides = openai_overrides(body.temperature, max_tokens, body.seed, body.staircase)
+        if task_shortcut and is_task(messages):
+            overrides["layers"] = 1  # a title or tags: the aggregator alone, one call
+        name, ctx = service.context(body.model, overrides, "request", param)
         show = show_proposals if body.show_proposals is None else body.show_proposals
-        run = service.start(messages, ctx)
+        run = service.start(messages, ctx, bind)
+        if body.stream:
+            # The response starts at once: headers, a comment, then a keep-alive comment every
+            # keepalive_s while the mixture works, so proxies and users see the request alive.
+            # A run that fails ends the stream with an error event (see _chunks).
+            include_usage = bool(body.stream_options and body.stream_options.include_usage)
+            return EventSourceResponse(
+                _chunks(run, name, show=show, include_usage=include_usage, tools=bool(body.tools)),
+                sep="\n",
+                ping=keepalive_s,
+            )
         try:
-            if not body.stream:
-                state = await unless_disconnected(request, _final(run))
-                return JSONResponse(_completion(name, state, show).model_dump(exclude_none=True))
-            # Wait for the first thing to send before choosing the status: a run that fails
-            # before it (every proposer failed, the aggregator failed) is an HTTP error.
-            first = await unless_disconnected(request, _first(run, show))
+            state = await unless_disconnected(request, _final(run))
         except ClientGoneError:
-            await run.aclose()
             return Response(status_code=CLIENT_GONE)
-        except BaseException:
+        finally:
             await run.aclose()
-            raise
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return EventSourceResponse(
-            _chunks(run, first, name, show=show, include_usage=include_usage), sep="\n"
-        )
+        answer = _completion(name, state, show).model_dump(exclude_none=True)
+        answer["choices"][0]["message"].setdefault("content", None)  # null with tool calls
+        return JSONResponse(answer)
 
     return router
+
+
+def request_binding(body: ChatCompletionRequest) -> Bind | None:
+    """The request's tools and response format, checked (nodes/models/tools.py); a 400 names
+    what is wrong."""
+    try:
+        return binding(
+            tools=body.tools,
+            tool_choice=body.tool_choice,
+            parallel_tool_calls=body.parallel_tool_calls,
+            response_format=body.response_format,
+        )
+    except ConfigError as exc:
+        text = str(exc)
+        param = next(
+            (p for p in ("tool_choice", "response_format", "tools") if text.startswith(p)), "tools"
+        )
+        raise OpenAIError(400, text, param=param) from None
 
 
 def to_messages(messages: list[ChatMessage]) -> list[AnyMessage]:
     """The client's conversation as LangChain messages (all of it goes to the graph)."""
     out: list[AnyMessage] = []
     for i, m in enumerate(messages):
-        if m.role in ("tool", "function") or m.tool_calls:
+        if m.role == "function":
             raise OpenAIError(
                 400,
-                "tool calls and tool messages are not supported yet by Mixture-of-Agents",
-                param=f"messages[{i}]",
+                "legacy 'function' messages are not supported: use tool calls and 'tool' messages",
+                param=f"messages[{i}].role",
                 code="unsupported",
             )
-        text = _text(m.content, i)
+        text = content_text(m.content, f"messages[{i}].content")
         if m.role in ("system", "developer"):
             out.append(SystemMessage(text))
         elif m.role == "user":
             out.append(HumanMessage(text))
+        elif m.role == "tool":
+            if not m.tool_call_id:
+                raise OpenAIError(
+                    400, "a 'tool' message needs tool_call_id", param=f"messages[{i}].tool_call_id"
+                )
+            out.append(ToolMessage(text, tool_call_id=m.tool_call_id, name=m.name))
         else:
-            out.append(AIMessage(text))
+            out.append(AIMessage(text, tool_calls=_tool_calls(m.tool_calls or [], i)))
     return out
 
 
-def _text(content: str | list[dict[str, Any]] | None, i: int) -> str:
-    if content is None or isinstance(content, str):
-        return content or ""
-    texts = []
-    for part in content:
-        kind = part.get("type")
-        if kind == "text" and isinstance(part.get("text"), str):
-            texts.append(part["text"])
-            continue
-        what = "images are" if kind == "image_url" else f"content parts of type {kind!r} are"
-        raise OpenAIError(
-            400,
-            f"{what} not supported yet: send text",
-            param=f"messages[{i}].content",
-            code="unsupported",
+def _tool_calls(calls: list[dict[str, Any]], i: int) -> list[Any]:
+    """An assistant message's OpenAI tool calls as LangChain's (arguments parsed)."""
+    out = []
+    for n, call in enumerate(calls):
+        function = call.get("function") if isinstance(call, dict) else None
+        try:
+            assert isinstance(function, dict) and isinstance(function.get("name"), str)
+            args = json.loads(function.get("arguments") or "{}")
+            assert isinstance(args, dict) and isinstance(call.get("id"), str)
+        except (AssertionError, ValueError):
+            raise OpenAIError(
+                400,
+                "a tool call needs an id and a function with a name and JSON object arguments",
+                param=f"messages[{i}].tool_calls[{n}]",
+            ) from None
+        out.append({"name": function["name"], "args": args, "id": call["id"]})
+    return out
+
+
+def _calls_out(message: AIMessage) -> list[ToolCallOut] | None:
+    calls = [
+        ToolCallOut(
+            id=c["id"] or f"call_{i}",
+            function=FunctionCall(name=c["name"], arguments=json.dumps(c["args"])),
         )
-    return "\n".join(texts)
+        for i, c in enumerate(message.tool_calls)
+    ]
+    return calls or None
 
 
 async def _final(run: RunStream) -> dict[str, Any]:
     async for event in run:
         if isinstance(event, Finished):
             return event.state
-    raise AssertionError("a run ends with Finished or an error")
-
-
-async def _first(run: RunStream, show: bool) -> RunEvent:
-    """The run's first event a streaming client will see."""
-    async for event in run:
-        if isinstance(event, Token | Finished) or (show and isinstance(event, ProposalDone)):
-            return event
     raise AssertionError("a run ends with Finished or an error")
 
 
@@ -161,33 +216,46 @@ def _completion(name: str, state: dict[str, Any], show: bool) -> ChatCompletion:
     reasoning = None
     if show:
         reasoning = "".join(proposal_text(p) for layer in state.get("layers", []) for p in layer)
-    message = ResponseMessage(content=state["messages"][-1].text, reasoning_content=reasoning)
+    last = state["messages"][-1]
+    calls = _calls_out(last)
+    message = ResponseMessage(
+        content=last.text or (None if calls else ""),
+        tool_calls=calls,
+        reasoning_content=reasoning,
+    )
     return ChatCompletion(
         id=completion_id(),
         created=now(),
         model=name,
-        choices=[Choice(message=message)],
+        choices=[Choice(message=message, finish_reason="tool_calls" if calls else "stop")],
         usage=_usage(state),
         moa=run_summary(state),
     )
 
 
 async def _chunks(
-    run: RunStream, first: RunEvent, name: str, *, show: bool, include_usage: bool
-) -> AsyncIterator[str]:
+    run: RunStream,
+    name: str,
+    *,
+    show: bool,
+    include_usage: bool,
+    tools: bool = False,
+) -> AsyncIterator[str | ServerSentEvent]:
     """The SSE ``data:`` payloads of a streamed completion, ending in ``[DONE]``; a failure ends
-    the stream with an error payload (the ``openai`` SDK raises it as ``APIError``)."""
+    the stream with an error payload (the ``openai`` SDK raises it as ``APIError``, and does not
+    retry it: one request, one run)."""
     cid, created = completion_id(), now()
 
-    def chunk(delta: Delta, finish: bool = False) -> str:
-        choice = ChunkChoice(delta=delta, finish_reason="stop" if finish else None)
+    def chunk(delta: Delta, finish: Literal["stop", "tool_calls"] | None = None) -> str:
+        choice = ChunkChoice(delta=delta, finish_reason=finish)
         body = ChatCompletionChunk(id=cid, created=created, model=name, choices=[choice])
         return body.model_dump_json(exclude_none=True)
 
     try:
-        yield chunk(Delta(role="assistant", content=""))
-        event = first
-        while True:
+        yield ServerSentEvent(comment="moa: the mixture is running")
+        # With tools the answer may be calls only: content stays null then, as OpenAI sends it.
+        yield chunk(Delta(role="assistant", content=None if tools else ""))
+        async for event in run:
             if isinstance(event, Token):
                 yield chunk(Delta(content=event.text + run.ready_text()))
             elif isinstance(event, ProposalDone):
@@ -198,7 +266,12 @@ async def _chunks(
                 if event.after_text:
                     yield chunk(Delta(content="\n\n"))
             elif isinstance(event, Finished):
-                yield chunk(Delta(), finish=True)
+                # Tool calls come whole, once the aggregator's answer is checked.
+                calls = _calls_out(event.state["messages"][-1]) or []
+                if calls:
+                    deltas = [ToolCallDelta(index=i, **c.model_dump()) for i, c in enumerate(calls)]
+                    yield chunk(Delta(tool_calls=deltas))
+                yield chunk(Delta(), finish="tool_calls" if calls else "stop")
                 if include_usage:
                     usage = ChatCompletionChunk(
                         id=cid,
@@ -211,7 +284,6 @@ async def _chunks(
                     yield usage.model_dump_json(exclude_none=True)
                 yield "[DONE]"
                 return
-            event = await anext(run)
     except OpenAIError as exc:
         exc.log()
         yield json.dumps(exc.body())

@@ -15,13 +15,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from langgraph_moa.apps.serve.caps import check as caps_check
 from langgraph_moa.apps.serve.errors import OpenAIError
+from langgraph_moa.apps.serve.settings import Caps
 from langgraph_moa.nodes.context import Context, build_context, load_preset
 from langgraph_moa.nodes.errors import ConfigError
 from langgraph_moa.nodes.presets import preset_names
 
 MODEL_FIELDS = ("proposers", "aggregator", "fallback_aggregator", "layer_proposers")
 SERVER_ONLY = ("base_url", "api_key_env")
+# "<model>+staircase": the model with staircase streaming on (for clients that send no extra
+# fields); listed for the default model.
+STAIRCASE_SUFFIX = "+staircase"
 
 
 class ModelRegistry:
@@ -45,15 +50,29 @@ class ModelRegistry:
             raise ConfigError("give either --preset or --config, not both")
         if config:
             name = Path(config).stem
+            if name in preset_names():
+                # It would silently replace the preset in /v1/models for every client.
+                raise ConfigError(
+                    f"--config {config}: the file is named like the built-in preset {name!r}, "
+                    "which it would replace as a model; rename the file"
+                )
             return cls(name, {name: load_preset(config)})
         return cls(preset or default_preset_name())
 
     def names(self) -> list[str]:
-        return [*self.own, *(p for p in self.presets if p not in self.own)]
+        names = [*self.own, *(p for p in self.presets if p not in self.own)]
+        return [*names, self.default + STAIRCASE_SUFFIX]
+
+    def check(self, caps: Caps) -> None:
+        """400 if the default model alone is past ``caps``."""
+        caps_check(self.context(None)[1], caps, "model")
 
     def context(self, name: str | None) -> tuple[str, Context]:
         """(name, settings) of the model ``name`` (None: the server's default); 400 if unknown."""
         name = name or self.default
+        if name.endswith(STAIRCASE_SUFFIX) and name != STAIRCASE_SUFFIX:
+            base, ctx = self.context(name.removesuffix(STAIRCASE_SUFFIX))
+            return base + STAIRCASE_SUFFIX, ctx.model_copy(update={"staircase": True})
         if name in self.own:
             return name, self.own[name]
         if name in self.presets:
@@ -115,7 +134,10 @@ def _check_models(field: str, value: Any) -> None:
 
 
 def openai_overrides(
-    temperature: float | None, max_tokens: int | None, seed: int | None
+    temperature: float | None,
+    max_tokens: int | None,
+    seed: int | None,
+    staircase: bool | None = None,
 ) -> dict[str, Any]:
     """The OpenAI request fields that become the run's defaults."""
     out: dict[str, Any] = {}
@@ -125,4 +147,6 @@ def openai_overrides(
         out["max_tokens"] = max_tokens
     if seed is not None:
         out["seed"] = seed
+    if staircase is not None:
+        out["staircase"] = staircase
     return out

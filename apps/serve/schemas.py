@@ -2,8 +2,10 @@
 
 Requests are lenient where OpenAI clients send fields MoA has no use for (``top_p``, ``user``,
 ``metadata``...: accepted and ignored) and strict where ignoring a field would silently give the
-client something else than it asked for (``n`` > 1, tools, images, JSON modes: a 400 that says
-so, see ``unsupported``).
+client something else than it asked for (``n`` > 1, images, legacy ``functions``: a 400 that
+says so, see ``unsupported``). Tools, ``tool_choice``, ``parallel_tool_calls`` and
+``response_format`` bind the aggregator (nodes/models/tools.py); its tool calls come back in
+OpenAI's shapes (``ToolCallOut``, ``finish_reason: "tool_calls"``).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 
 class ChatMessage(BaseModel):
@@ -23,6 +25,7 @@ class ChatMessage(BaseModel):
     content: str | list[dict[str, Any]] | None = None
     name: str | None = None
     tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None  # role "tool": the call this message answers
 
 
 class StreamOptions(BaseModel):
@@ -38,7 +41,7 @@ class ChatCompletionRequest(BaseModel):
         default=None, description="A model listed by GET /v1/models; default: the server's."
     )
     messages: list[ChatMessage] = Field(min_length=1)
-    stream: bool = False
+    stream: StrictBool = False  # "yes" is not true
     stream_options: StreamOptions | None = None
     temperature: float | None = Field(default=None, ge=0, le=2)
     max_tokens: int | None = Field(default=None, ge=1)
@@ -48,24 +51,24 @@ class ChatCompletionRequest(BaseModel):
     tools: list[dict[str, Any]] | None = None
     functions: list[dict[str, Any]] | None = None
     tool_choice: Any = None
+    parallel_tool_calls: bool | None = None
     response_format: dict[str, Any] | None = None
     logprobs: bool | None = None
     # MoA's own field (send it with the openai client's extra_body): the proposals travel as
     # reasoning_content before the answer. None = the server's default (moa serve
     # --show-proposals).
-    show_proposals: bool | None = None
+    show_proposals: StrictBool | None = None
+    # MoA's own (extra_body too): staircase streaming, the answer starting while the proposers
+    # still write (Context.staircase). None = the model's setting (a "+staircase" model id
+    # turns it on for clients that cannot send extra fields).
+    staircase: StrictBool | None = None
 
     def unsupported(self) -> tuple[str, str] | None:
         """(param, message) for a request MoA cannot answer as asked, else None."""
         if self.n is not None and self.n > 1:
             return "n", "n > 1 is not supported yet: ask for one choice per request"
-        if self.tools or self.functions:
-            param = "tools" if self.tools else "functions"
-            return param, "tools and function calling are not supported yet by Mixture-of-Agents"
-        if self.tool_choice not in (None, "none"):
-            return "tool_choice", "tool_choice is not supported yet (no tools)"
-        if self.response_format and self.response_format.get("type") not in (None, "text"):
-            return "response_format", "only response_format type 'text' is supported yet"
+        if self.functions:
+            return "functions", "the legacy 'functions' field is not supported: send 'tools'"
         if self.logprobs:
             return "logprobs", "logprobs are not supported by Mixture-of-Agents"
         return None
@@ -77,9 +80,25 @@ class Usage(BaseModel):
     total_tokens: int
 
 
+class FunctionCall(BaseModel):
+    name: str
+    arguments: str  # JSON text, as OpenAI sends it
+
+
+class ToolCallOut(BaseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class ToolCallDelta(ToolCallOut):
+    index: int
+
+
 class ResponseMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None
+    tool_calls: list[ToolCallOut] | None = None
     # The proposals, when asked for (clients that show reasoning display this field).
     reasoning_content: str | None = None
     refusal: None = None
@@ -89,7 +108,7 @@ class Choice(BaseModel):
     index: int = 0
     message: ResponseMessage
     logprobs: None = None
-    finish_reason: Literal["stop", "length"] = "stop"
+    finish_reason: Literal["stop", "length", "tool_calls"] = "stop"
 
 
 class ChatCompletion(BaseModel):
@@ -107,13 +126,14 @@ class Delta(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
     reasoning_content: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
 
 
 class ChunkChoice(BaseModel):
     index: int = 0
     delta: Delta
     logprobs: None = None
-    finish_reason: Literal["stop", "length"] | None = None
+    finish_reason: Literal["stop", "length", "tool_calls"] | None = None
 
 
 class ChatCompletionChunk(BaseModel):

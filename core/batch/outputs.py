@@ -2,20 +2,25 @@
 
 It is both the output (``--format jsonl``) and the journal a rerun resumes from:
 
-- ``open`` reads what is there: the ids already finished (ok or failed). A last line cut short by
-  a crash (no newline at its end: a record is one ``write`` that ends with one) is cut off, and
-  said so; that item is simply run again.
+- ``open`` reads what is there: the ids already finished (ok or failed). Every line must be a
+  batch record, else the file is refused untouched (it is not ours). A last line cut short by a
+  crash or a full disk (no newline at its end: a record is one ``write`` that ends with one) is
+  cut off, and said so, once the rest is known to be ours and it reads as the start of a record;
+  that item is simply run again.
 - ``append`` writes one record as one line and flushes it to the operating system (a ``kill -9``
   loses nothing written); ``fsync`` follows at most every ``SYNC_EVERY_S`` seconds and at the end.
 - ``finish`` rewrites the file in input order once every item is in (items finish in any order),
-  through a temporary file and an atomic rename, so a crash during it leaves the old file whole.
+  through a temporary file and an atomic rename (``atomic_writer``), so a crash during it leaves
+  the old file whole.
   A record written twice for one id (a failed item retried) keeps its last version.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -25,6 +30,11 @@ from typing import IO, Any, Self
 from langgraph_moa.nodes.errors import MoAError
 
 SYNC_EVERY_S = 1.0
+RECORD_START = b'{"id":'  # how every record line starts (build_record puts the id first)
+# The process's umask, read once at import (reading it means setting it): temporary files are
+# created private (0600) and given the mode a plain open() would have given the file.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 class OutputError(MoAError):
@@ -45,9 +55,10 @@ class RunFile:
         """Repair a torn last line, then the status ("ok"/"failed") of each finished id."""
         if self.path.is_dir():
             raise OutputError(f"output {str(self.path)!r} is a folder; give a file name")
+        status = {record["id"]: record["status"] for record in self.records()}
         if self.path.exists():
-            self._repair()
-        return {record["id"]: record["status"] for record in self.records()}
+            self._repair()  # only now: every whole line is a record, the file is ours
+        return status
 
     def _repair(self) -> None:
         size = self.path.stat().st_size
@@ -67,6 +78,12 @@ class RunFile:
                     break
                 end = start
             if cut < size:
+                f.seek(cut)
+                if not f.read(len(RECORD_START)).startswith(RECORD_START[: size - cut]):
+                    raise OutputError(
+                        f"{self.path}: the last line is not a batch record; this file is not the "
+                        "output of moa batch (or was edited): give another -o, or fix the line"
+                    )
                 f.truncate(cut)
                 self.repaired = size - cut
 
@@ -93,9 +110,10 @@ class RunFile:
     def __enter__(self) -> Self:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = self.path.open("ab")
+            # Unbuffered: each record is one write() of its own, undone whole if it fails.
+            self._file = self.path.open("ab", buffering=0)
         except OSError as exc:
-            raise OutputError(f"cannot write {self.path}: {exc}") from None
+            raise OutputError(f"cannot write {self.path}: {os_reason(exc)}") from None
         return self
 
     def __exit__(
@@ -105,20 +123,30 @@ class RunFile:
         tb: TracebackType | None,
     ) -> None:
         if self._file is not None:
-            self._file.flush()
-            os.fsync(self._file.fileno())
+            with contextlib.suppress(OSError):
+                os.fsync(self._file.fileno())
             self._file.close()
             self._file = None
 
     def append(self, record: dict[str, Any]) -> None:
-        """Write ``record`` as one line, flushed (one write: a crash leaves no half record)."""
+        """Write ``record`` as one line; a write that fails (a full disk) leaves no half record."""
         assert self._file is not None, "use RunFile as a context manager to write"
-        line = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
-        self._file.write(line.encode())
-        self._file.flush()
-        if time.monotonic() - self._synced >= SYNC_EVERY_S:
-            os.fsync(self._file.fileno())
-            self._synced = time.monotonic()
+        data = (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+        fd = self._file.fileno()
+        start = os.lseek(fd, 0, os.SEEK_END)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if time.monotonic() - self._synced >= SYNC_EVERY_S:
+                os.fsync(fd)
+                self._synced = time.monotonic()
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, start)
+            raise OutputError(
+                f"cannot write {self.path}: {os_reason(exc)} (the finished items are kept)"
+            ) from None
 
     def drop(self, ids: set[str]) -> None:
         """Remove the records of ``ids`` (failed items about to run again)."""
@@ -147,23 +175,87 @@ class RunFile:
         ids = arrange(list(current))
         if ids == current and offset == sum(n for _, n in where.values()):
             return  # already in that order, one record per id, nothing else
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with self.path.open("rb") as src, tmp.open("wb") as dst:
+        with self.path.open("rb") as src, atomic_writer(self.path) as dst:
             for record_id in ids:
                 start, length = where[record_id]
                 src.seek(start)
                 dst.write(src.read(length))
-            dst.flush()
-            os.fsync(dst.fileno())
-        os.replace(tmp, self.path)
+
+
+@contextlib.contextmanager
+def atomic_writer(path: Path) -> Iterator[IO[bytes]]:
+    """A new file that replaces ``path`` whole when the block ends, or never appears.
+
+    The temporary file gets a fresh random name in ``path``'s folder, created exclusively
+    (``mkstemp``: O_EXCL, so a planted file or symlink is never opened or followed); it is synced,
+    renamed over ``path`` and the folder is synced, so after a crash ``path`` is the old file or
+    the new one. A write error (a full disk, a read-only folder) names the file.
+    """
+    tmp: str | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            with contextlib.suppress(OSError):  # not every file system has modes (FAT, SMB)
+                os.fchmod(f.fileno(), 0o666 & ~_UMASK)
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        tmp = None
+        _sync_folder(path.parent)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {os_reason(exc)}") from None
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` survive a power cut (POSIX; Windows cannot open a folder)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def os_reason(exc: OSError) -> str:
+    """What went wrong with a file, and what to do about it, in one phrase."""
+    import errno
+
+    hints = {
+        errno.ENOSPC: "the disk is full: free some space, then run the same command again",
+        errno.EDQUOT: "the disk quota is used up: free some space, then run the same command again",
+        errno.EFBIG: "the file is larger than this process may write (ulimit -f): raise the "
+        "limit, then run the same command again",
+        errno.EROFS: "the file system is read-only: choose a writable folder",
+        errno.EACCES: "permission denied: choose a folder you can write to",
+        errno.EPERM: "permission denied: choose a folder you can write to",
+    }
+    return hints.get(exc.errno or 0, exc.strerror or str(exc))
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc}") from None
+    """Write ``text`` to ``path`` through a temporary file and a rename (``atomic_writer``)."""
+    with atomic_writer(path) as f:
+        f.write(text.encode())
+
+
+def check_output(output: Path, run_file: Path, sources: Sequence[str]) -> None:
+    """Refuse, before anything is read or written, an output that would destroy data: one that
+    is an input (``sources``: the dataset, a replayed run), or a formatted output that exists
+    with no run file beside it (it was not written by an earlier run of this command)."""
+    for path in dict.fromkeys((output, run_file)):
+        for source in sources:
+            if source == "-" or not path.exists() or not Path(source).exists():
+                continue
+            if os.path.samefile(path, source):
+                raise OutputError(f"-o {output}: that is the input file {source}; give another -o")
+    if output != run_file and output.is_file() and output.stat().st_size and not run_file.exists():
+        raise OutputError(
+            f"-o {output}: the file exists and is not the output of an earlier moa batch run "
+            f"(no {run_file.name} beside it); give another -o, or remove it"
+        )

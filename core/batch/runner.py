@@ -5,7 +5,8 @@ Two layers, both usable as a library (``moa compare`` builds on them):
 - ``run_items(items, turns, ...)``: an async iterator of records, in the order items finish, with
   at most ``concurrency`` items in flight. Knows nothing of files.
 - ``run_batch(items, ctx, output, options)``: the command's whole run: resume from the output
-  (skip finished items, repair a torn last line, ``retry_failed``), the call cache, the records
+  (skip finished items, repair a torn last line, ``retry_failed``,
+  ``retry_degraded``), the call cache, the records
   appended as they finish, progress, the output put in input order at the end and written in the
   chosen format. Returns a ``BatchResult``.
 """
@@ -14,8 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,19 +32,23 @@ from langgraph_moa.core.batch.formats import (
     run_file_for,
     write_format,
 )
-from langgraph_moa.core.batch.inputs import InvalidItem, Item, parse_item
+from langgraph_moa.core.batch.inputs import InvalidItem, Item, Items, ids_of, parse_item
 from langgraph_moa.core.batch.outputs import RunFile
 from langgraph_moa.core.batch.progress import BatchProgress
-from langgraph_moa.core.batch.records import ItemErrorKind, Turn, build_record, settings_summary
-from langgraph_moa.core.batch.turns import GraphTurns, ReplayError, ReplayTurns, Turns
-from langgraph_moa.nodes.context import Context
-from langgraph_moa.nodes.errors import (
-    AggregatorError,
-    ConfigError,
-    LayerFailedError,
-    MoAError,
-    ProviderError,
+from langgraph_moa.core.batch.records import (
+    ANSWERED,
+    ItemErrorKind,
+    Turn,
+    build_record,
+    item_kind,
+    settings_changes,
+    settings_summary,
 )
+from langgraph_moa.core.batch.turns import GraphTurns, ReplayTurns, Turns
+from langgraph_moa.core.locks import one_writer
+from langgraph_moa.core.terminal import stderr_console
+from langgraph_moa.nodes.context import Context
+from langgraph_moa.nodes.errors import ConfigError, MoAError
 from langgraph_moa.nodes.models.callcache import CallCache
 from langgraph_moa.nodes.models.redact import redact
 
@@ -58,10 +64,12 @@ class BatchOptions:
     generator: str = "moa"  # the name in AlpacaEval's "generator" / MT-Bench's "model_id"
     cache: Path | None = None  # the call cache file; None = no cache
     retry_failed: bool = False  # run failed items again
+    retry_degraded: bool = False  # run degraded items again (answered with missing proposals)
     limit: int | None = None  # run at most this many of the remaining items
     server: str | None = None  # a LangGraph server's URL: items run there
     assistant: str = "moa"  # the graph or assistant on the server
     replay: dict[str, dict[str, Any]] | None = None  # id -> stored record: re-aggregate only
+    mixed_settings: bool = False  # resume an output made with other settings (else refused)
     samples: int = 1  # answers per item (the items are given expanded: core/batch/samples.py)
 
 
@@ -73,6 +81,7 @@ class BatchResult:
     ran: int  # items run by this call
     ok: int  # items ok in the output, this run's and earlier ones
     failed: int
+    degraded: int  # answered, but with fewer proposals than configured (records.py)
     skipped: int  # finished before and left alone
     repaired_bytes: int  # a torn last line cut off the output
     other_settings: int  # finished items made with other models than this run's
@@ -87,20 +96,10 @@ class BatchResult:
 def _error_of(exc: BaseException) -> tuple[ItemErrorKind, str]:
     from langgraph_moa.core.batch.server import ServerRunError
 
-    kinds: list[tuple[type[BaseException], ItemErrorKind]] = [
-        (LayerFailedError, "layer"),
-        (AggregatorError, "aggregator"),
-        (ConfigError, "config"),
-        (ProviderError, "provider"),
-        (ReplayError, "invalid"),
-    ]
     if isinstance(exc, ServerRunError):
         return exc.kind, redact(str(exc))
-    for cls, kind in kinds:
-        if isinstance(exc, cls):
-            return kind, redact(str(exc))
     if isinstance(exc, MoAError):
-        return "other", redact(str(exc))
+        return item_kind(type(exc)) or "other", redact(str(exc))
     # One item's bug must not end a week-long run: it is recorded, with what it was.
     return "other", redact(f"unexpected {type(exc).__name__}: {exc}")
 
@@ -187,6 +186,24 @@ async def run_items(
 
 
 # ---------------------------------------------------------------------------------- a run
+def _check_settings(run_file: RunFile, ctx: Context, options: BatchOptions) -> int:
+    """Finished items made with other settings: refused (a mixed output), unless
+    ``mixed_settings``; then kept and counted (each record's ``settings`` says which made it)."""
+    mine = settings_summary(ctx)
+    other, changes = 0, set()
+    for record in run_file.records():
+        found = settings_changes(record["settings"], mine) if record.get("settings") else []
+        other += bool(found)
+        changes.update(found)
+    if other and not options.mixed_settings:
+        raise ConfigError(
+            f"{run_file.path} holds {other} finished items made with other settings "
+            f"({'; '.join(sorted(changes))}): give another -o, or pass --mixed-settings to keep "
+            "them and run the rest with these settings"
+        )
+    return other
+
+
 def default_cache(output: Path) -> Path:
     return cache_for(output)
 
@@ -199,7 +216,7 @@ def replay_items(
     stored: dict[str, dict[str, Any]] = {}
     for n, record in enumerate(records, 1):
         rid = str(record["id"])
-        if record.get("status") != "ok":
+        if record.get("status") not in ANSWERED:
             items.append(
                 InvalidItem(rid, f"item {rid} failed in the replayed run", record.get("input"), n)
             )
@@ -211,16 +228,31 @@ def replay_items(
 
 
 async def run_batch(
-    items: Sequence[Item | InvalidItem],
+    items: Items,
     ctx: Context,
     output: str | Path,
     options: BatchOptions | None = None,
     *,
     console: Console | None = None,
 ) -> BatchResult:
-    """Run ``items`` into ``output`` (resuming it if it holds finished items)."""
+    """Run ``items`` into ``output`` (resuming it if it holds finished items); one process at a
+    time per output (core/locks.py)."""
     options = options or BatchOptions()
-    console = console or Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+    guarded = run_file_for(Path(output), options.fmt)
+    hint = "wait for it to finish, or give another -o (one run per output)"
+    with one_writer(guarded, f"output {guarded}", hint):
+        return await _run_batch(items, ctx, output, options, console=console)
+
+
+async def _run_batch(
+    items: Items,
+    ctx: Context,
+    output: str | Path,
+    options: BatchOptions,
+    *,
+    console: Console | None = None,
+) -> BatchResult:
+    console = console or stderr_console()
     output = Path(output)
     run_file = RunFile(run_file_for(output, options.fmt))
     legacy = legacy_run_file(output)
@@ -242,14 +274,19 @@ async def run_batch(
             highlight=False,
             markup=False,
         )
-    if options.retry_failed:
-        again = {i for i, s in status.items() if s == "failed"}
+    redo = {"failed"} if options.retry_failed else set()
+    redo |= {"degraded"} if options.retry_degraded else set()
+    if redo:
+        again = {i for i, s in status.items() if s in redo}
         if again:
             run_file.drop(again)
             status = {i: s for i, s in status.items() if i not in again}
-    todo = [i for i in items if i.id not in status]
+    # Lazily: with --limit only that many items are read (a streamed input stays on disk).
+    ids = ids_of(items)
+    to_run = sum(1 for i in ids if i not in status)
     if options.limit is not None:
-        todo = todo[: options.limit]
+        to_run = min(to_run, options.limit)
+    todo = itertools.islice((i for i in items if i.id not in status), to_run)
 
     prices = prices_of(ctx)
     cache = CallCache(options.cache) if options.cache is not None and not options.server else None
@@ -265,15 +302,9 @@ async def run_batch(
     else:
         turns = GraphTurns(ctx, cache, samples=options.samples)
 
-    # Finished items made with other models are kept; the user is told how many.
-    mine = settings_summary(ctx)
-    other = (
-        sum(1 for r in run_file.records() if r.get("settings") and r["settings"] != mine)
-        if status and options.replay is None
-        else 0
-    )
+    other = _check_settings(run_file, ctx, options) if status and options.replay is None else 0
 
-    progress = BatchProgress(console, total=len(items), to_run=len(todo), prices=prices)
+    progress = BatchProgress(console, total=len(items), to_run=to_run, prices=prices)
     try:
         with run_file, progress:
             async for record in run_items(
@@ -290,14 +321,14 @@ async def run_batch(
             cache.close()
 
     final = {r["id"]: r["status"] for r in run_file.records()}
-    ids = [i.id for i in items]
     complete = all(i in final for i in ids)
     result = BatchResult(
         total=len(items),
         ran=progress.done,
         ok=sum(1 for i in ids if final.get(i) == "ok"),
         failed=sum(1 for i in ids if final.get(i) == "failed"),
-        skipped=len(items) - len([i for i in items if i.id not in status]),
+        degraded=sum(1 for i in ids if final.get(i) == "degraded"),
+        skipped=sum(1 for i in ids if i in status),
         repaired_bytes=run_file.repaired,
         other_settings=other,
         complete=complete,

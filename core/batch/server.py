@@ -14,19 +14,11 @@ from typing import Any, cast
 import httpx
 
 from langgraph_moa.core.batch.inputs import Item
-from langgraph_moa.core.batch.records import ItemErrorKind, TurnResult, settings_summary
+from langgraph_moa.core.batch.records import ItemErrorKind, TurnResult, item_kind, settings_summary
 from langgraph_moa.core.batch.turns import Message, SampleContexts
+from langgraph_moa.nodes import errors
 from langgraph_moa.nodes.context import Context
 from langgraph_moa.nodes.errors import MoAError
-
-# The server's error names for the graph's own failures, and the record's kind for them.
-ERROR_KINDS: dict[str, ItemErrorKind] = {
-    "LayerFailedError": "layer",
-    "AggregatorError": "aggregator",
-    "ProviderError": "provider",
-    "ContextOverflowError": "provider",
-    "ConfigError": "config",
-}
 
 
 class ServerError(MoAError):
@@ -101,7 +93,7 @@ class ServerTurns:
         if "__error__" in out:
             error = out["__error__"] if isinstance(out["__error__"], dict) else {}
             name = str(error.get("error", "Error"))
-            raise ServerRunError(ERROR_KINDS.get(name, "server"), str(error.get("message", name)))
+            raise ServerRunError(_kind_of(name), str(error.get("message", name)))
         try:
             content = out["messages"][-1]["content"]
             answer = content if isinstance(content, str) else _text(content)
@@ -111,6 +103,13 @@ class ServerTurns:
                 "server",
                 f"the run's state has no MoA answer (is {self.assistant!r} the MoA graph?)",
             ) from None
+
+
+def _kind_of(name: str) -> ItemErrorKind:
+    """The record's kind for an error the server names (its class in nodes/errors.py)."""
+    cls = getattr(errors, name, None)
+    found = item_kind(cls) if isinstance(cls, type) and issubclass(cls, MoAError) else None
+    return found or "server"
 
 
 def _text(content: Any) -> str:

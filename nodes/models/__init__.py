@@ -3,6 +3,7 @@
 - settings.py: ``ModelSettings``, one model's effective settings (spec + run defaults)
 - catalog.py (+ catalog.toml): what is known about providers and models (keys, windows)
 - providers.py: the registry turning ``provider:model`` into a LangChain chat model
+- resources.py: ``RESOURCES``, the one owner of clients, chat models and gates (and their scope)
 - http.py / cache.py: shared HTTP clients; chat models built once per setting and event loop
 - masking.py / redact.py: API keys kept out of errors and output
 - ask.py: ``ask_model``, the one path of every call: build, fit to the window, call

@@ -7,18 +7,20 @@ one is active (nodes/models/callcache.py), wait for the model's token budget
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from langchain_core.messages import AnyMessage
 
 from langgraph_moa.nodes.context import Context
-from langgraph_moa.nodes.history import model_view
 from langgraph_moa.nodes.models.budget import fit_request, request_tokens
 from langgraph_moa.nodes.models.cache import chat_model
 from langgraph_moa.nodes.models.callcache import active_call_cache, request_key
 from langgraph_moa.nodes.models.calls import CallFailedError, CallResult, OnRetry, call_model
+from langgraph_moa.nodes.models.continuation import continue_request
 from langgraph_moa.nodes.models.limits import gate_for
 from langgraph_moa.nodes.models.settings import ModelSettings
+from langgraph_moa.nodes.models.tools import bound_kwargs, model_messages
 from langgraph_moa.nodes.records import ErrorKind
 
 
@@ -33,26 +35,34 @@ async def ask_model(
     deadline_s: float | None = None,
     on_retry: OnRetry | None = None,
     sample: int = 0,
+    bind: Mapping[str, Any] | None = None,
+    prefill: str | None = None,
 ) -> CallResult:
     """The model's answer to ``messages``, with ``references`` in the aggregation prompt.
 
     ``stream``: whether the answer may be streamed. With True it streams when someone reads the
     tokens (LangGraph's ``stream_mode="messages"``) and is one plain request otherwise; with False
     it is always one plain request (a proposer's answer is read whole, by the next layer).
-    ``sample`` tells identical proposers of a layer apart in the call cache.
+    ``sample`` tells identical proposers of a layer apart in the call cache. ``bind``: tools
+    and a response format for the model (nodes/models/tools.py); its answer may then be tool
+    calls (``result.message.tool_calls``) instead of text. ``prefill``: the answer written so
+    far, to be continued (nodes/models/continuation.py).
 
     Raises ``CallFailedError`` when the call fails for good or answers with empty text, and
     ``ProviderError`` when the model cannot be built (unknown provider, missing key).
     """
     model = chat_model(settings, stream=stream)
-    # Text turns only, by the context's policy for tool calls and results (nodes/history.py).
-    conversation = model_view(messages, ctx.tool_history)
+    bound = bound_kwargs(model, bind, settings.model)
+    # Text turns by the context's policy (nodes/history.py), unless the model calls tools.
+    conversation = model_messages(messages, ctx.tool_history, bind)
     # Fitted to the model's context window; raises (kind "context") when nothing fits.
     request = fit_request(settings, model, conversation, references, ctx.aggregation_prompt)
+    if prefill:  # in the request, so in the cache key too
+        model, request = continue_request(settings, model, request, prefill)
     cache = active_call_cache()
     key = None
     if cache is not None:
-        key = request_key(settings, request, sample=sample, scope=cache[1])
+        key = request_key(settings, request, sample=sample, scope=cache[1], bind=bind)
         found = await cache[0].lookup(key)
         if found is not None:
             return found
@@ -74,8 +84,10 @@ async def ask_model(
         retry_base_s=ctx.retry_base_s,
         deadline_s=deadline_s,
         on_retry=retrying,
+        bound=bound,
     )
-    if not result.text.strip():
+    calls = result.message.tool_calls or result.message.invalid_tool_calls
+    if not result.text.strip() and not calls:
         raise CallFailedError(
             "empty", "answered with empty text", result.attempts, result.latency_s
         )

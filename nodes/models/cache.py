@@ -1,9 +1,9 @@
 """Chat models, built once per distinct ``ModelSettings`` and event loop, then reused.
 
 Building a client costs ~130 ms (ChatTogether builds four OpenAI clients), so a model is built
-on first use and kept. Per event loop, because its async HTTP client's connection pool belongs
-to the loop that opened it: a second ``asyncio.run`` in one process needs its own. The entries of
-closed loops are dropped when a new loop first asks.
+on first use and kept by the process's owner of such things (nodes/models/resources.py). Per
+event loop, because its async HTTP client's connection pool belongs to the loop that opened it:
+a second ``asyncio.run`` in one process needs its own.
 
 Each model also has a non-streaming twin (``stream=False``) for calls whose tokens nobody reads
 (the proposers): a copy with LangChain's ``disable_streaming`` set, sharing the model's clients.
@@ -13,28 +13,10 @@ attached, even calls tagged ``nostream`` whose chunks LangGraph then drops.
 
 from __future__ import annotations
 
-import asyncio
-import os
-import weakref
-from typing import Any
-
 from langchain_core.language_models import BaseChatModel
 
-from langgraph_moa.nodes.models.catalog import LOCAL_SERVERS, TOGETHER_BASE_ENV
-from langgraph_moa.nodes.models.http import forget_closed_loops, running_loop
-from langgraph_moa.nodes.models.providers import build_model
+from langgraph_moa.nodes.models.resources import RESOURCES
 from langgraph_moa.nodes.models.settings import ModelSettings
-
-_MODELS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Any, BaseChatModel]] = (
-    weakref.WeakKeyDictionary()
-)
-_NO_LOOP: dict[Any, BaseChatModel] = {}
-
-
-def _env_fingerprint(settings: ModelSettings) -> tuple[str | None, ...]:
-    # Keys and endpoints come from the environment: a change there must give a new client.
-    names = [settings.api_key_env, TOGETHER_BASE_ENV, *(env for env, _ in LOCAL_SERVERS.values())]
-    return tuple(os.environ.get(n) if n else None for n in names)
 
 
 def chat_model(settings: ModelSettings, *, stream: bool = True) -> BaseChatModel:
@@ -42,27 +24,9 @@ def chat_model(settings: ModelSettings, *, stream: bool = True) -> BaseChatModel
 
     ``stream=False``: its twin that never streams, whoever listens.
     """
-    key = (settings, _env_fingerprint(settings))
-    loop = running_loop()
-    if loop is None:
-        models = _NO_LOOP
-    else:
-        found = _MODELS.get(loop)
-        if found is None:  # a new loop: the time to drop the models of loops that are gone
-            forget_closed_loops(_MODELS)
-            found = _MODELS[loop] = {}
-        models = found
-    model = models.get(key)
-    if model is None:
-        model = models[key] = build_model(settings)
-    if stream:
-        return model
-    quiet = models.get((key, "quiet"))
-    if quiet is None:
-        quiet = models[(key, "quiet")] = model.model_copy(update={"disable_streaming": True})
-    return quiet
+    return RESOURCES.chat_model(settings, stream=stream)
 
 
 def cached_loops() -> int:
     """Event loops with cached models (for tests and the memory benchmark)."""
-    return len(_MODELS)
+    return RESOURCES.loops()

@@ -34,7 +34,7 @@ import asyncio
 import email.utils
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -45,16 +45,17 @@ from langchain_core.messages import AIMessage, AnyMessage, BaseMessage
 from langchain_core.runnables import RunnableConfig, ensure_config
 from langchain_core.runnables.config import merge_configs
 
-from langgraph_moa.nodes.errors import ContextOverflowError
+from langgraph_moa.nodes.errors import CallFailedError, ContextOverflowError
 from langgraph_moa.nodes.models.redact import redact
 from langgraph_moa.nodes.records import ErrorKind
+
+__all__ = ["CallFailedError", "CallResult", "OnRetry", "call_model", "classify", "describe"]
 
 BACKOFF_BASE_S = 1.0
 BACKOFF_CAP_S = 20.0
 # A longer Retry-After fails the call at once: waiting minutes inside one answer helps nobody.
 RETRY_AFTER_CAP_S = 60.0
 RETRIED_STATUS = {408, 409, 429}  # and every 5xx
-NOT_RETRIED = {400, 401, 403, 404, 413, 422}  # documented examples; every other 4xx too
 STATUS_HINT = {
     400: "request rejected (e.g. the prompt is longer than the model's context window)",
     401: "authentication failed: check the API key",
@@ -79,19 +80,6 @@ class CallResult:
     # Time to the first answer text the caller could see, from the start of the attempt that
     # answered: the first streamed token, or the whole answer when the call was not streamed.
     ttft_s: float | None
-
-
-@dataclass
-class CallFailedError(Exception):
-    """A call that failed for good, and why (``kind``, see nodes/records.py)."""
-
-    kind: ErrorKind
-    message: str
-    attempts: int
-    latency_s: float
-
-    def __str__(self) -> str:
-        return self.message
 
 
 # Called before each retry with (failed attempt number, kind, message, seconds to wait).
@@ -208,14 +196,18 @@ class _Watch(BaseCallbackHandler):
 
 
 async def _attempt(
-    model: BaseChatModel, messages: Sequence[AnyMessage], tags: list[str], watch: _Watch
+    model: BaseChatModel,
+    messages: Sequence[AnyMessage],
+    tags: list[str],
+    watch: _Watch,
+    bound: Mapping[str, Any],
 ) -> AIMessage:
     config: RunnableConfig = {"tags": tags}
     if model.disable_streaming is not True:  # it may stream: watch its tokens
         # The node's config (LangGraph's callbacks, with the stream_mode="messages" handler
         # when someone streams) with the watcher added. Only here: it costs ~0.1 ms a call.
         config = merge_configs(ensure_config(config), {"callbacks": [watch]})
-    message = await model.ainvoke(list(messages), config)
+    message = await model.ainvoke(list(messages), config, **bound)
     if not _finished(model, message):
         raise StreamBrokenError("the answer ended before the model said it was done")
     return message
@@ -231,12 +223,14 @@ async def call_model(
     retry_base_s: float = BACKOFF_BASE_S,
     deadline_s: float | None = None,
     on_retry: OnRetry | None = None,
+    bound: Mapping[str, Any] | None = None,
 ) -> CallResult:
     """One answer from ``model`` (streamed only when someone reads the tokens, see above);
     retry transient failures; raise ``CallFailedError``.
 
     ``timeout`` bounds each attempt; ``deadline_s`` (optional) bounds the whole call, attempts
-    and waits included: no retry starts that could not finish before it.
+    and waits included: no retry starts that could not finish before it. ``bound``: request
+    arguments for the model (tools, response format: nodes/models/tools.py).
     """
     start = time.perf_counter()
     ends = start + deadline_s if deadline_s is not None else None
@@ -247,7 +241,7 @@ async def call_model(
         watch = _Watch(time.perf_counter())
         try:
             async with asyncio.timeout(limit):
-                message = await _attempt(model, messages, tags or [], watch)
+                message = await _attempt(model, messages, tags or [], watch, bound or {})
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -58,8 +58,3 @@ def known_price(model: str) -> tuple[float, float] | None:
     if price is None:
         return None
     return (float(price["input"]), float(price["output"]))
-
-
-def priced_models() -> list[str]:
-    """The models catalog.toml has a price for."""
-    return [name for name, facts in models().items() if "price" in facts]

@@ -11,7 +11,7 @@ errors; only the per-chunk object is skipped.
 This sets the stream's ``_cast_to``, a private attribute of the SDK's ``AsyncStream``: the one
 setting that picks what a chunk becomes (``object`` means "the parsed JSON"). If a later SDK
 renames it, the assignment does nothing and the chunks are objects again: slower, never wrong
-(tests/test_streaming.py checks the dicts arrive, so the slowdown would not go unnoticed).
+(tests/test_private_apis.py and tests/test_streaming.py check that the dicts arrive).
 """
 
 from __future__ import annotations

@@ -1,22 +1,18 @@
-"""Shared HTTP clients for every OpenAI-style chat model (ChatTogether, ChatOpenAI).
+"""The HTTP clients of every OpenAI-style chat model (ChatTogether, ChatOpenAI), as the SDK makes
+them, with one TLS context for all.
 
-One TLS context, one sync HTTP client per process and one async HTTP client per event loop:
-otherwise each model builds two to four clients of its own, each loading the CA store (~50 ms,
+Otherwise each model builds two to four clients of its own, each loading the CA store (~50 ms,
 several times that on a busy machine: a 5-model preset took over a second to build) into C memory
-that is not given back (~0.5 MB per client: RSS grew by ~16 MB per ``asyncio.run``). An async
-client's connection pool belongs to the loop that opened it, hence one per loop.
+that is not given back (~0.5 MB per client: RSS grew by ~16 MB per ``asyncio.run``). Which
+clients exist, and for how long (one sync client per process, one async client per event loop),
+is decided by their owner, nodes/models/resources.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib
-import weakref
 from typing import Any
-
-_ASYNC_HTTP: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
-_SYNC_HTTP: Any = None
-_TLS: Any = None
 
 
 def running_loop() -> asyncio.AbstractEventLoop | None:
@@ -26,39 +22,44 @@ def running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
-def forget_closed_loops(cache: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any]) -> None:
-    """Drop the entries of closed loops from a per-loop cache.
+def http_library() -> Any:
+    """The HTTP library the openai SDK is built on (httpx today), whichever it is.
 
-    Weak keys are not enough: a used client's connections hold their loop, so the entry of a
-    closed loop would keep itself alive (~16 MB per asyncio.run with a 5-model preset).
+    Found through the SDK's own client class, whose direct base is that library's client: the
+    SDK exports no name for it. tests/test_private_apis.py fails when that changes.
     """
-    for loop in [loop for loop in cache if loop.is_closed()]:
-        del cache[loop]
+    import openai
+
+    base = openai.DefaultAsyncHttpxClient.__mro__[1]
+    return importlib.import_module(base.__module__.split(".")[0])
+
+
+def new_tls_context() -> Any:
+    """A TLS context with the SDK's HTTP library's trust store (built once per process)."""
+    return http_library().create_ssl_context()
+
+
+def new_sync_client(tls: Any) -> Any:
+    import openai
+
+    return openai.DefaultHttpxClient(verify=tls)
+
+
+def new_async_client(tls: Any) -> Any:
+    import openai
+
+    return openai.DefaultAsyncHttpxClient(verify=tls)
 
 
 def shared_http_clients() -> dict[str, Any]:
     """``http_client`` and ``http_async_client`` arguments for an OpenAI-style chat model."""
-    import openai
+    from langgraph_moa.nodes.models.resources import RESOURCES
 
-    global _SYNC_HTTP, _TLS
-    if _TLS is None:
-        # Built by the SDK's own HTTP library (httpx or its successor), with its trust store.
-        http = importlib.import_module(
-            openai.DefaultAsyncHttpxClient.__mro__[1].__module__.split(".")[0]
-        )
-        _TLS = http.create_ssl_context()
-    if _SYNC_HTTP is None:
-        _SYNC_HTTP = openai.DefaultHttpxClient(verify=_TLS)
-    loop = running_loop()
-    client = _ASYNC_HTTP.get(loop) if loop is not None else None
-    if client is None:
-        client = openai.DefaultAsyncHttpxClient(verify=_TLS)
-        if loop is not None:
-            forget_closed_loops(_ASYNC_HTTP)
-            _ASYNC_HTTP[loop] = client
-    return {"http_client": _SYNC_HTTP, "http_async_client": client}
+    return RESOURCES.http_clients()
 
 
 def cached_loops() -> int:
-    """Event loops with an async HTTP client (for tests and the memory benchmark)."""
-    return len(_ASYNC_HTTP)
+    """Event loops holding clients (for tests and the memory benchmark)."""
+    from langgraph_moa.nodes.models.resources import RESOURCES
+
+    return RESOURCES.loops()

@@ -21,9 +21,11 @@ needs. Here:
 * ``_astream`` runs the generation in a worker thread and hands each token to the event loop as it
   is generated; cancelling the consumer stops the generation within one token;
 * the last chunk carries ``usage_metadata`` and ``finish_reason``;
-* a prompt that does not fit the context window fails before generating, with a clear message.
+* a prompt that does not fit the context window fails before generating, with a clear message;
+* a final assistant message is continued (the template's prompt up to the opened assistant turn,
+  then that text, completed raw): staircase streaming's continuation (nodes/models/continuation.py).
 
-Benchmark the two concurrency strategies with ``python -m nodes.local``.
+Benchmark the two concurrency strategies with ``python -m benchmarks.local_model``.
 """
 
 from __future__ import annotations
@@ -173,6 +175,9 @@ def _load(path: str, n_ctx: int, n_threads: int) -> _Loaded:
         llama.metadata.get("tokenizer.chat_template") or llama_chat_format.CHATML_CHAT_TEMPLATE
     )
     eos, bos = llama.token_eos(), llama.token_bos()
+    # The tokens' text: Llama has no public call for it, its model (private ``_model``) has
+    # ``token_get_text``; llama-cpp-python's own chat formats do the same. Checked by
+    # tests/test_private_apis.py.
     formatter = llama_chat_format.Jinja2ChatFormatter(
         template=template,
         eos_token=llama._model.token_get_text(eos) if eos != -1 else "",
@@ -281,6 +286,10 @@ def _role(message: BaseMessage) -> str:
     return roles[message.type]
 
 
+def _stops(stop: str | list[str] | None) -> list[str]:
+    return [stop] if isinstance(stop, str) else list(stop or [])
+
+
 def _generate_pieces(
     pool: _ModelPool,
     request: dict[str, Any],
@@ -296,12 +305,15 @@ def _generate_pieces(
         return
     try:
         llama = loaded.llama
+        prefill = request.pop("prefill", None)
         formatted = loaded.formatter(messages=request["messages"])
-        prompt_tokens = len(
-            llama.tokenize(
-                formatted.prompt.encode("utf-8"), add_bos=not formatted.added_special, special=True
-            )
+        # Continuing an answer: the template's prompt ends with the opened assistant turn; the
+        # answer so far follows it as raw text (nodes/models/continuation.py).
+        prompt = formatted.prompt + (prefill or "")
+        tokens = llama.tokenize(
+            prompt.encode("utf-8"), add_bos=not formatted.added_special, special=True
         )
+        prompt_tokens = len(tokens)
         max_tokens: int = request["max_tokens"]
         if prompt_tokens + max_tokens > pool.n_ctx:
             raise ContextWindowExceededError(
@@ -309,14 +321,24 @@ def _generate_pieces(
                 f"model's context window of {pool.n_ctx} tokens; shorten the conversation or "
                 "lower max_tokens"
             )
-        stream = llama.create_chat_completion(**request, stream=True)
+        if prefill is None:
+            stream = llama.create_chat_completion(**request, stream=True)
+        else:
+            options = {k: v for k, v in request.items() if k not in ("messages", "stop")}
+            stream = llama.create_completion(
+                tokens,
+                **options,
+                stop=[*request["stop"], *_stops(formatted.stop)],
+                stopping_criteria=formatted.stopping_criteria,
+                stream=True,
+            )
         finish_reason: str | None = None
         try:
             for chunk in stream:
                 if cancelled.is_set():
                     return
                 choice = chunk["choices"][0]
-                text = choice["delta"].get("content")
+                text = choice["delta"].get("content") if "delta" in choice else choice.get("text")
                 if text:
                     yield _Piece(text)
                 finish_reason = choice.get("finish_reason") or finish_reason
@@ -383,7 +405,7 @@ class ChatLocalGGUF(BaseChatModel):
         return _pool(self.model_path, self.n_ctx, self.pool_size, threads)
 
     def get_num_tokens(self, text: str) -> int:
-        """Tokens of ``text`` by the model's own tokenizer (nodes/budget.py measures with it).
+        """Tokens of ``text`` by the model's own tokenizer (nodes/models/budget.py counts with it).
 
         The first call loads the model if no call has yet.
         """
@@ -395,7 +417,12 @@ class ChatLocalGGUF(BaseChatModel):
         self, messages: Sequence[BaseMessage], stop: list[str] | None, **kwargs: Any
     ) -> dict[str, Any]:
         seed = kwargs.get("seed", self.seed)
+        # A final assistant message is an answer begun, to be continued (not a turn to answer).
+        prefill = messages[-1].text if messages and _role(messages[-1]) == "assistant" else None
+        if prefill is not None:
+            messages = messages[:-1]
         return {
+            "prefill": prefill,
             "messages": [{"role": _role(m), "content": m.text} for m in messages],
             "temperature": kwargs.get("temperature", self.temperature),
             "max_tokens": kwargs.get("max_tokens", self.max_tokens),

@@ -16,6 +16,7 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 
 from langgraph_moa.nodes.errors import ProviderError
+from langgraph_moa.nodes.keys import check_base_url, warn_plain_http
 from langgraph_moa.nodes.models.catalog import KEY_ENV, LOCAL_SERVERS, TOGETHER_BASE_ENV
 from langgraph_moa.nodes.models.chunks import plain_stream_chunks
 from langgraph_moa.nodes.models.http import shared_http_clients
@@ -25,7 +26,8 @@ from langgraph_moa.nodes.models.redact import register_key_env
 from langgraph_moa.nodes.models.settings import ModelSettings
 
 
-def _api_key(settings: ModelSettings, *, required: bool) -> str | None:
+def _api_key(settings: ModelSettings, *, required: bool, url: str | None = None) -> str | None:
+    """The key to send to ``url`` (None: the provider's own endpoint); see nodes/keys.py."""
     env = settings.api_key_env
     if env:
         register_key_env(env)  # its value is masked in every error message and output
@@ -35,7 +37,29 @@ def _api_key(settings: ModelSettings, *, required: bool) -> str | None:
         raise ProviderError(
             f"missing API key for {settings.model}: {hint} (or choose another model)"
         )
+    if key and env:
+        _check_key_text(key, env)
+        if url:
+            check_url(url, env)
+            warn_plain_http(url, env)
     return key
+
+
+def _check_key_text(key: str, env: str) -> None:
+    """A key pasted with a newline or a ``Bearer`` prefix fails every call in a confusing way."""
+    if key != key.strip():
+        raise ProviderError(
+            f"{env} starts or ends with a space, tab or newline: set it to the key alone"
+        )
+    if key.lower().startswith("bearer "):
+        raise ProviderError(f"{env} starts with 'Bearer ': set it to the key alone, without it")
+
+
+def check_url(url: str, what: str) -> None:
+    try:
+        check_base_url(url)
+    except ValueError as exc:
+        raise ProviderError(f"the endpoint for {what}: {exc}") from None
 
 
 def _common(settings: ModelSettings) -> dict[str, Any]:
@@ -77,7 +101,7 @@ def _together(settings: ModelSettings) -> BaseChatModel:
 
     base_url = settings.base_url or os.environ.get(TOGETHER_BASE_ENV)
     # A custom endpoint (a local OpenAI-compatible server) may need no key.
-    key = _api_key(settings, required=base_url is None) or "not-needed"
+    key = _api_key(settings, required=base_url is None, url=base_url) or "not-needed"
     extra = {"base_url": base_url} if base_url else {}
     return ChatTogether(model=settings.name, api_key=key, **extra, **_openai_style(settings))
 
@@ -89,7 +113,8 @@ def _openai_compatible(settings: ModelSettings) -> BaseChatModel:
     if settings.provider in LOCAL_SERVERS and not base_url:
         env, default = LOCAL_SERVERS[settings.provider]
         base_url = os.environ.get(env, default).rstrip("/") + "/v1"
-    key = _api_key(settings, required=base_url is None) or "not-needed"
+    url = base_url or os.environ.get("OPENAI_BASE_URL")  # the SDK's own variable
+    key = _api_key(settings, required=base_url is None, url=url) or "not-needed"
     return ChatOpenAI(
         model=settings.name, api_key=key, base_url=base_url, **_openai_style(settings)
     )
@@ -99,10 +124,12 @@ def _langchain(settings: ModelSettings) -> BaseChatModel:
     from langchain.chat_models import init_chat_model
 
     required = settings.provider in KEY_ENV and not settings.base_url
-    key = _api_key(settings, required=required)
+    key = _api_key(settings, required=required, url=settings.base_url)
     extra: dict[str, Any] = {"api_key": key} if key else {}
     if settings.base_url:
         extra["base_url"] = settings.base_url
+        # Else the client reads its provider's default key variable and sends it there.
+        extra.setdefault("api_key", "not-needed")
     try:
         model: BaseChatModel = init_chat_model(settings.model, **_common(settings), **extra)
         return model
@@ -128,6 +155,8 @@ PROVIDERS: dict[str, ModelFactory] = {
 
 
 def known_providers() -> list[str]:
+    # init_chat_model's providers have no public list; used only to name them in an error.
+    # tests/test_private_apis.py fails if it changes.
     from langchain.chat_models.base import _BUILTIN_PROVIDERS
 
     return sorted(set(PROVIDERS) | set(_BUILTIN_PROVIDERS))

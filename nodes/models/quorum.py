@@ -26,21 +26,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 
 from langgraph_moa.nodes.context import Context
+from langgraph_moa.nodes.errors import CallFailedError
 from langgraph_moa.nodes.models.calls import CallResult
+from langgraph_moa.nodes.models.resources import RESOURCES
 from langgraph_moa.nodes.records import ErrorKind
-
-
-class CutError(Exception):
-    """The call was cut by one of the layer's rules (``kind``: "cancelled" or "straggler")."""
-
-    def __init__(self, kind: ErrorKind, message: str, latency_s: float) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.message = message
-        self.latency_s = latency_s
 
 
 class _Group:
@@ -66,7 +58,8 @@ class _Group:
             scope.reschedule(when)
 
 
-_GROUPS: dict[str, _Group] = {}
+# The groups of the layers in flight, by layer run: kept by the process's owner of such state.
+_GROUPS: dict[str, _Group] = RESOURCES.layers
 
 
 def active_groups() -> int:
@@ -109,12 +102,13 @@ def _finished(group: _Group, ctx: Context, size: int, ok: bool) -> None:
 
 
 async def quorum_call(
-    ctx: Context, layer: int, key: str, call: Awaitable[CallResult]
+    ctx: Context, layer: int, key: str, call: Awaitable[CallResult], attempts: Callable[[], int]
 ) -> CallResult:
     """Await one proposer's call as a member of its layer's group (plainly when no rule applies).
 
-    ``key`` names the layer's run, the same for every task of the layer. Raises ``CutError`` when
-    the call was cut.
+    ``key`` names the layer's run, the same for every task of the layer. Raises
+    ``CallFailedError`` (kind ``"cancelled"`` or ``"straggler"``, with ``attempts()`` attempts:
+    the requests the call had started) when the call was cut.
     """
     size = len(ctx.proposers_of(layer))
     if not _applies(ctx, size):
@@ -137,7 +131,9 @@ async def quorum_call(
     except TimeoutError:
         if not scope.expired():
             raise
-        raise CutError(group.kind, group.why, time.perf_counter() - start) from None
+        raise CallFailedError(
+            group.kind, group.why, attempts(), time.perf_counter() - start
+        ) from None
     else:
         _finished(group, ctx, size, ok=bool(result.text.strip()))
         return result

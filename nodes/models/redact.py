@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
 
 MASK = "***"
 # Variables whose value is a secret: every provider default (TOGETHER_API_KEY, OPENAI_API_KEY...)
@@ -27,16 +26,16 @@ def register_key_env(name: str) -> None:
     _KEY_ENVS.add(name)
 
 
-def secret_values(extra_envs: Iterable[str] = ()) -> list[str]:
+def secret_values() -> list[str]:
     """The secret values set in the environment, longest first."""
-    names = {n for n in os.environ if _SECRET_NAME.search(n)} | _KEY_ENVS | set(extra_envs)
+    names = {n for n in os.environ if _SECRET_NAME.search(n)} | _KEY_ENVS
     values = {v for n in names if (v := os.environ.get(n)) and len(v) >= _MIN_LEN}
     return sorted(values, key=len, reverse=True)
 
 
-def redact(text: str, extra_envs: Iterable[str] = ()) -> str:
+def redact(text: str) -> str:
     """``text`` with every secret value of the environment replaced by ``***``."""
-    for value in secret_values(extra_envs):
+    for value in secret_values():
         if value in text:
             text = text.replace(value, MASK)
     return text

@@ -49,7 +49,8 @@ def settings_for(spec: ModelSpec, ctx: Context) -> ModelSettings:
         timeout=spec.timeout or ctx.timeout,
         window=spec.context_window or known_window(spec.model),
         base_url=spec.base_url,
-        api_key_env=spec.api_key_env or KEY_ENV.get(spec.provider),
+        # The provider's own key goes to the provider only: a config's base_url names its key.
+        api_key_env=spec.api_key_env or (None if spec.base_url else KEY_ENV.get(spec.provider)),
         stream=ctx.stream,
         rpm=shared_setting(ctx, spec, "rpm"),
         tpm=shared_setting(ctx, spec, "tpm"),

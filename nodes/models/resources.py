@@ -1,0 +1,171 @@
+"""Who owns what the process keeps between model calls: one ``Resources`` object, ``RESOURCES``.
+
+Clients are costly to build (a TLS context loads the CA store: ~50 ms and ~0.5 MB of C memory
+that is never given back; a ChatTogether builds four OpenAI clients, ~130 ms) and a provider's
+limits are per model, not per call, so clients, chat models and rate-limit gates outlive the call
+that made them. All of it belongs to ``RESOURCES``, created at import and kept for the life of
+the process. Nothing needs opening or closing: an async client goes away with its event loop.
+Every part is safe to use from any thread.
+
+Scope of each part:
+
+- **the process**, shared by every thread and event loop: the TLS context and the sync HTTP
+  client; the rate-limit gates (``ModelGate``, one per model, endpoint and limits), so a model's
+  ``rpm``/``tpm`` hold for every call in the process, as ``ModelSpec`` documents; the background
+  event loop that sync callers' nodes run on (``portal``, graphs/adapt.py), started on first use.
+- **an event loop**: the async HTTP client (its connection pool belongs to the loop that opened
+  it) and the chat models built on it, one per ``ModelSettings`` and key/endpoint environment.
+  A closed loop's entries are dropped when a new loop first asks.
+- **a layer of a run**: the quorum groups (``layers``, nodes/models/quorum.py), created by the
+  layer's first proposer call and removed by its last.
+
+Kept elsewhere on purpose: the call cache is the caller's (``use_call_cache`` sets it in a context
+variable; moa batch opens and closes its file); the embedded model's llama.cpp pools stay in
+local.py (process-wide behind their own lock, freed at exit); the names of key variables to mask
+stay in redact.py (process-wide, they only grow).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import weakref
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+
+from langgraph_moa.nodes.models.catalog import LOCAL_SERVERS, TOGETHER_BASE_ENV
+from langgraph_moa.nodes.models.http import (
+    new_async_client,
+    new_sync_client,
+    new_tls_context,
+    running_loop,
+)
+from langgraph_moa.nodes.models.limits import ModelGate
+from langgraph_moa.nodes.models.settings import ModelSettings
+
+
+@dataclass
+class _LoopState:
+    """What belongs to one event loop."""
+
+    http: Any = None  # the async HTTP client
+    models: dict[Any, BaseChatModel] = field(default_factory=dict)
+
+
+class Resources:
+    """Clients, chat models, rate-limit gates and run bookkeeping of one process (see above)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._tls: Any = None
+        self._sync_http: Any = None
+        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._no_loop = _LoopState()  # sync callers outside any event loop
+        self._gates: dict[tuple[Any, ...], ModelGate] = {}
+        self._portal: asyncio.AbstractEventLoop | None = None
+        # Quorum groups by layer run (nodes/models/quorum.py); each touched by its run's loop only.
+        self.layers: dict[str, Any] = {}
+
+    # --- per event loop ------------------------------------------------------------------------
+    def _here(self) -> _LoopState:
+        loop = running_loop()
+        if loop is None:
+            return self._no_loop
+        with self._lock:
+            state = self._loops.get(loop)
+            if state is None:
+                # A new loop: the time to drop closed loops' entries. Weak keys are not enough:
+                # a used client's connections hold their loop, so it would keep itself alive
+                # (~16 MB per asyncio.run with a 5-model preset).
+                for gone in [old for old in self._loops if old.is_closed()]:
+                    del self._loops[gone]
+                state = self._loops[loop] = _LoopState()
+            return state
+
+    def http_clients(self) -> dict[str, Any]:
+        """``http_client`` and ``http_async_client`` arguments for an OpenAI-style chat model."""
+        here = self._here()
+        with self._lock:
+            if self._tls is None:
+                self._tls = new_tls_context()
+            if self._sync_http is None:
+                self._sync_http = new_sync_client(self._tls)
+            if here.http is None:
+                here.http = new_async_client(self._tls)
+            return {"http_client": self._sync_http, "http_async_client": here.http}
+
+    def chat_model(self, settings: ModelSettings, *, stream: bool = True) -> BaseChatModel:
+        """The chat model for ``settings`` in this event loop, built on first use.
+
+        ``stream=False``: its twin that never streams, whoever listens (nodes/models/cache.py).
+        """
+        from langgraph_moa.nodes.models.providers import build_model  # it asks us for clients
+
+        key = (settings, _env_fingerprint(settings))
+        models = self._here().models
+        model = models.get(key)
+        if model is None:
+            model = models[key] = _other_length(models, settings, key[1]) or build_model(settings)
+        if stream:
+            return model
+        quiet = models.get((key, "quiet"))
+        if quiet is None:
+            quiet = models[(key, "quiet")] = model.model_copy(update={"disable_streaming": True})
+        return quiet
+
+    def loops(self) -> int:
+        """Event loops holding clients or models (tests, the memory benchmark: at most 1 idle)."""
+        with self._lock:
+            return len(self._loops)
+
+    # --- the process ---------------------------------------------------------------------------
+    def gate(self, settings: ModelSettings) -> ModelGate:
+        """The one gate of ``settings``' model in this process."""
+        key = (settings.model, settings.base_url, settings.rpm, settings.tpm)
+        with self._lock:
+            gate = self._gates.get(key)
+            if gate is None:
+                gate = self._gates[key] = ModelGate(settings.rpm, settings.tpm)
+            return gate
+
+    def portal(self) -> asyncio.AbstractEventLoop:
+        """The background event loop sync callers' nodes run on (started on first use)."""
+        with self._lock:
+            if self._portal is None:
+                self._portal = asyncio.new_event_loop()
+                threading.Thread(
+                    target=self._portal.run_forever, name="moa-sync", daemon=True
+                ).start()
+            return self._portal
+
+
+def _other_length(
+    models: dict[Any, BaseChatModel], settings: ModelSettings, env: tuple[str | None, ...]
+) -> BaseChatModel | None:
+    """A model differing only in ``max_tokens`` (staircase chunks ask for several lengths), as a
+    copy sharing its clients: a new client would cost ~130 ms; a copy costs microseconds."""
+    from langgraph_moa.nodes.models.providers import build_model
+
+    family = ("any-length", replace(settings, max_tokens=1), env)
+    found = models.get(family)
+    if found is None:
+        models[family] = build_model(settings)
+        return models[family]
+    if "max_tokens" not in type(found).model_fields:
+        return None
+    return found.model_copy(update={"max_tokens": settings.max_tokens})
+
+
+def _env_fingerprint(settings: ModelSettings) -> tuple[str | None, ...]:
+    # Keys and endpoints come from the environment: a change there must give a new client.
+    names = [settings.api_key_env, TOGETHER_BASE_ENV, *(env for env, _ in LOCAL_SERVERS.values())]
+    return tuple(os.environ.get(n) if n else None for n in names)
+
+
+RESOURCES = Resources()
+"""The process's one owner of clients, chat models, gates and run bookkeeping."""

@@ -1,0 +1,358 @@
+"""Tools and response formats bound to a run: what the models of a tool-calling step are asked.
+
+A run may carry a *binding* (``Bind``), plain JSON kept in graph state (``MoAInput.bind``):
+
+- ``tools``: OpenAI function-tool schemas (``{"type": "function", "function": {...}}``);
+- ``tool_choice``: ``"auto"``, ``"none"``, ``"required"`` (``"any"`` is read as it) or a tool's
+  name (``{"type": "function", "function": {"name": ...}}`` is read as the name);
+- ``parallel_tool_calls``: whether the model may call several tools in one answer;
+- ``response_format``: OpenAI's ``{"type": "json_object"}`` or ``{"type": "json_schema", ...}``.
+
+Only the aggregator is bound (``bound_kwargs``): it decides, and answers with text or with
+LangChain's standard ``AIMessage.tool_calls``. It sees the conversation as it is (tool calls and
+tool results in the provider's own form, ``model_messages``), since a tool-calling model needs
+them paired by id. Proposers are not bound: they see the conversation as text (nodes/history.py)
+and the tools described in their system prompt (``proposer_note``), and advise what to do.
+
+The aggregator's tool calls are checked (``tool_call_problem``): a call of a tool that does not
+exist, arguments that are not JSON or do not match the tool's schema, or text where the tool
+choice required a call. The aggregator node asks again with the problem stated, and fails with
+kind ``tool_call`` when every attempt had one (nodes/aggregate.py).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AnyMessage
+from langchain_core.runnables import RunnableBinding
+
+from langgraph_moa.nodes.context import Context, ToolProposers
+from langgraph_moa.nodes.errors import CapabilityError, ConfigError
+from langgraph_moa.nodes.history import ToolHistory, model_view
+from langgraph_moa.nodes.models.cache import chat_model
+from langgraph_moa.nodes.models.settings import settings_for
+
+Bind = dict[str, Any]
+CHOICES = ("auto", "none", "required")
+
+
+def tool_names(bind: Mapping[str, Any] | None) -> list[str]:
+    return [t["function"]["name"] for t in (bind or {}).get("tools") or []]
+
+
+def binding(
+    *,
+    tools: Sequence[Mapping[str, Any]] | None = None,
+    tool_choice: Any = None,
+    parallel_tool_calls: bool | None = None,
+    response_format: Mapping[str, Any] | None = None,
+) -> Bind | None:
+    """A checked, normalised binding (None when nothing is bound); ``ConfigError`` names what is
+    wrong."""
+    bind: Bind = {}
+    if tools:
+        for i, tool in enumerate(tools):
+            function = tool.get("function") if tool.get("type") == "function" else None
+            if not isinstance(function, Mapping) or not isinstance(function.get("name"), str):
+                raise ConfigError(
+                    f"tools[{i}] is not a function tool: expected "
+                    '{"type": "function", "function": {"name": ..., "parameters": {...}}}'
+                )
+        bind["tools"] = [dict(t) for t in tools]
+    choice = _choice(tool_choice)
+    if choice is not None:
+        names = tool_names(bind)
+        if choice != "none" and not names:
+            raise ConfigError(f"tool_choice {choice!r} needs tools, and none were given")
+        if choice not in CHOICES and choice not in names:
+            raise ConfigError(
+                f"tool_choice names the tool {choice!r}, which is not among the tools "
+                f"({', '.join(names)})"
+            )
+        bind["tool_choice"] = choice
+    if parallel_tool_calls is not None and bind.get("tools"):
+        bind["parallel_tool_calls"] = bool(parallel_tool_calls)
+    if response_format is not None and response_format.get("type") not in (None, "text"):
+        kind = response_format.get("type")
+        if kind not in ("json_object", "json_schema"):
+            raise ConfigError(
+                f"response_format type {kind!r} is not supported: use 'text', 'json_object' or "
+                "'json_schema'"
+            )
+        if kind == "json_schema" and not isinstance(
+            (response_format.get("json_schema") or {}).get("schema"), Mapping
+        ):
+            raise ConfigError("response_format json_schema needs json_schema.schema (an object)")
+        bind["response_format"] = dict(response_format)
+    return bind or None
+
+
+def _choice(value: Any) -> str | None:
+    if value is None:
+        return None
+    if value is True or value == "any":
+        return "required"
+    if isinstance(value, Mapping):
+        name = (value.get("function") or {}).get("name") or value.get("name")
+        if isinstance(name, str):
+            return name
+        raise ConfigError(f"tool_choice {value!r} names no function")
+    if isinstance(value, str):
+        return value
+    raise ConfigError(f"tool_choice {value!r}: expected 'auto', 'none', 'required' or a name")
+
+
+def calls_tools(bind: Mapping[str, Any] | None) -> bool:
+    """Whether the aggregator may call tools in this run."""
+    return bool(tool_names(bind)) and (bind or {}).get("tool_choice") != "none"
+
+
+def forces_call(bind: Mapping[str, Any] | None) -> bool:
+    """Whether the aggregator must answer with a tool call (``required`` or a named tool)."""
+    return calls_tools(bind) and (bind or {}).get("tool_choice", "auto") != "auto"
+
+
+def skips_proposers(policy: ToolProposers, bind: Mapping[str, Any] | None) -> bool:
+    """Whether ``Context.tool_proposers`` leaves this step to the aggregator alone."""
+    if policy == "skip":
+        return calls_tools(bind)
+    return policy == "skip_forced" and forces_call(bind)
+
+
+def bound_kwargs(model: BaseChatModel, bind: Mapping[str, Any] | None, name: str) -> dict[str, Any]:
+    """What the call passes ``model.ainvoke`` for ``bind``, as the model's own ``bind_tools``
+    writes it (each provider its own request format); ``CapabilityError`` names a model that
+    cannot do what the binding asks."""
+    if not bind:
+        return {}
+    kwargs: dict[str, Any] = {}
+    if bind.get("tools"):
+        extra: dict[str, Any] = {}
+        if "tool_choice" in bind:
+            extra["tool_choice"] = bind["tool_choice"]
+        if "parallel_tool_calls" in bind:
+            extra["parallel_tool_calls"] = bind["parallel_tool_calls"]
+        try:
+            bound = model.bind_tools(bind["tools"], **extra)
+        except NotImplementedError:
+            raise CapabilityError(
+                f"{name} cannot call tools ({type(model).__name__} has no tool calling): choose "
+                "an aggregator whose provider supports tools (OpenAI-compatible, Together...)"
+            ) from None
+        # bind_tools returns the model with its request arguments bound; the call loop needs
+        # the model itself (to time, stream and retry it) and those arguments.
+        if isinstance(bound, RunnableBinding):
+            kwargs.update(bound.kwargs)
+    if bind.get("response_format"):
+        from langchain_openai.chat_models.base import BaseChatOpenAI
+
+        if not isinstance(model, BaseChatOpenAI):
+            raise CapabilityError(
+                f"{name} cannot follow a response_format ({type(model).__name__} is not an "
+                "OpenAI-compatible client): use structured output by function calling instead"
+            )
+        kwargs["response_format"] = bind["response_format"]
+    return kwargs
+
+
+def check_capable(ctx: Context, bind: Mapping[str, Any] | None) -> None:
+    """Raise ``CapabilityError`` now, before any proposer is paid, when the aggregator (or its
+    fallback) cannot do what ``bind`` asks. Models are built once and cached: this costs little."""
+    if not bind:
+        return
+    for spec in filter(None, (ctx.aggregator, ctx.fallback_aggregator)):
+        bound_kwargs(chat_model(settings_for(spec, ctx)), bind, spec.model)
+
+
+def model_messages(
+    messages: Sequence[AnyMessage], policy: ToolHistory, bind: Mapping[str, Any] | None
+) -> list[AnyMessage]:
+    """The conversation a model is sent: as it is for a model that calls tools (tool calls and
+    results stay paired by id), else its text turns (nodes/history.py)."""
+    if not calls_tools(bind):
+        return model_view(messages, policy)
+    systems = [m for m in messages if m.type == "system"]
+    rest = [m for m in messages if m.type != "system"]
+    if len(systems) <= 1:
+        return [*systems, *rest]
+    # Several providers take one system message, first.
+    merged = model_view(systems)
+    return [*merged, *rest]
+
+
+def _describe(tool: Mapping[str, Any]) -> str:
+    function = tool["function"]
+    params = json.dumps(function.get("parameters") or {}, ensure_ascii=False, sort_keys=True)
+    about = f": {function['description']}" if function.get("description") else ""
+    return f"- {function['name']}{about}\n  arguments (JSON schema): {params}"
+
+
+def proposer_note(bind: Mapping[str, Any] | None) -> str | None:
+    """What a proposer is told of the tools (None when the aggregator may call none)."""
+    if not calls_tools(bind):
+        return None
+    assert bind is not None
+    choice = bind.get("tool_choice", "auto")
+    if choice == "auto":
+        task = (
+            "If a tool would help, say which tool(s) to call next, with which arguments and why; "
+            "otherwise answer the user's latest message yourself."
+        )
+    elif choice == "required":
+        task = "A tool must be called now: say which one(s), with which arguments and why."
+    else:
+        task = f"The tool {choice} must be called now: say with which arguments and why."
+    tools = "\n".join(_describe(t) for t in bind["tools"])
+    return (
+        "You are advising an assistant that can call the tools below (it decides and calls "
+        "them; you cannot). Tool calls and results so far appear in the conversation as text.\n"
+        f"{task}\n\nTools:\n{tools}"
+    )
+
+
+TOOLS_NOTE = (
+    "You can call the tools you are given. The references are other assistants' advice on what "
+    "to do next: call the tools that are needed (with arguments matching their schemas), or "
+    "answer the user if no tool is needed."
+)
+JSON_NOTE = "Reply with one JSON object only, no other text."
+SCHEMA_NOTE = "Reply with one JSON object only, no other text, matching this JSON schema: {schema}"
+
+
+def aggregator_note(bind: Mapping[str, Any] | None) -> str | None:
+    """What the aggregator is told of its binding, besides the binding itself (a provider that
+    does not enforce a response format still gets it asked; OpenAI's JSON mode requires the word
+    JSON in the prompt)."""
+    notes = [TOOLS_NOTE] if calls_tools(bind) else []
+    response_format = (bind or {}).get("response_format") or {}
+    if response_format.get("type") == "json_object":
+        notes.append(JSON_NOTE)
+    elif response_format.get("type") == "json_schema":
+        schema = json.dumps(response_format["json_schema"]["schema"], ensure_ascii=False)
+        notes.append(SCHEMA_NOTE.format(schema=schema))
+    return "\n\n".join(notes) or None
+
+
+# --- checking the aggregator's tool calls ---------------------------------------------------
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+    "array": (list,),
+    "object": (dict,),
+    "null": (type(None),),
+}
+
+
+def schema_problem(value: Any, schema: Mapping[str, Any], at: str = "arguments") -> str | None:
+    """Why ``value`` does not match ``schema``, or None.
+
+    Written here because no JSON Schema validator is among the package's dependencies; it checks
+    what models get wrong in tool arguments (missing, unknown and mistyped fields, enums) through
+    nested objects, arrays and anyOf; ``$ref`` and formats are not checked.
+    """
+    options = schema.get("anyOf") or schema.get("oneOf")
+    if options:
+        if all(schema_problem(value, option, at) for option in options):
+            return f"{at} matches none of the allowed forms"
+        return None
+    if "enum" in schema and value not in schema["enum"]:
+        return f"{at} must be one of {json.dumps(schema['enum'])}"
+    kinds = schema.get("type")
+    if kinds:
+        kinds = [kinds] if isinstance(kinds, str) else list(kinds)
+        ok = any(
+            isinstance(value, _TYPES.get(k, (object,)))
+            and not (isinstance(value, bool) and k in ("integer", "number"))
+            for k in kinds
+        )
+        if not ok:
+            return f"{at} must be of type {' or '.join(kinds)}"
+    if isinstance(value, dict):
+        props: Mapping[str, Any] = schema.get("properties") or {}
+        missing = [k for k in schema.get("required") or [] if k not in value]
+        if missing:
+            return f"{at} lacks the required field(s) {', '.join(missing)}"
+        if schema.get("additionalProperties") is False:
+            extra = [k for k in value if k not in props]
+            if extra:
+                return f"{at} has unknown field(s) {', '.join(extra)}"
+        for key, item in value.items():
+            if key in props and (problem := schema_problem(item, props[key], f"{at}.{key}")):
+                return problem
+    if isinstance(value, list) and isinstance(schema.get("items"), Mapping):
+        for i, item in enumerate(value):
+            if problem := schema_problem(item, schema["items"], f"{at}[{i}]"):
+                return problem
+    return None
+
+
+def answer_problem(message: AIMessage, bind: Mapping[str, Any] | None) -> str | None:
+    """What is wrong with the aggregator's answer for its binding (tool calls, response
+    format), or None."""
+    if not bind:
+        return None
+    if message.tool_calls or message.invalid_tool_calls or calls_tools(bind):
+        return tool_call_problem(message, bind)
+    return format_problem(str(message.text), bind)
+
+
+def format_problem(text: str, bind: Mapping[str, Any]) -> str | None:
+    """What is wrong with a JSON answer for the response format, or None."""
+    response_format = bind.get("response_format") or {}
+    if response_format.get("type") not in ("json_object", "json_schema"):
+        return None
+    try:
+        value = json.loads(_unfenced(text))
+    except ValueError:
+        return "its answer is not a JSON object"
+    if not isinstance(value, dict):
+        return "its answer is JSON but not an object"
+    if response_format["type"] == "json_schema":
+        return schema_problem(value, response_format["json_schema"]["schema"], "the answer")
+    return None
+
+
+def _unfenced(text: str) -> str:
+    """JSON inside a markdown code fence, as models often write it (parsers accept it too)."""
+    inner = text.strip()
+    if inner.startswith("```"):
+        inner = inner.split("\n", 1)[-1].rsplit("```", 1)[0]
+    return inner
+
+
+def tool_call_problem(message: AIMessage, bind: Mapping[str, Any]) -> str | None:
+    """What is wrong with the tool calls of the aggregator's answer, or None."""
+    if not tool_names(bind):
+        return "it called a tool where none was given" if message.tool_calls else None
+    tools = {t["function"]["name"]: t["function"] for t in bind["tools"]}
+    for bad in message.invalid_tool_calls:
+        return f"its call of {bad.get('name') or 'a tool'} has arguments that are not valid JSON"
+    for call in message.tool_calls:
+        name = call["name"]
+        if name not in tools:
+            return f"it called the tool {name!r}, which does not exist (tools: {', '.join(tools)})"
+        schema = tools[name].get("parameters") or {}
+        if problem := schema_problem(call["args"], schema):
+            return f"its call of {name} is invalid: {problem}"
+    choice = bind.get("tool_choice", "auto")
+    if choice not in ("auto", "required") and any(c["name"] != choice for c in message.tool_calls):
+        return f"it called another tool than {choice}, which the tool choice requires"
+    if forces_call(bind) and not message.tool_calls:
+        return "it answered in text where the tool choice requires a tool call"
+    if len(message.tool_calls) > 1 and bind.get("parallel_tool_calls") is False:
+        return "it called several tools at once where parallel tool calls are off"
+    return None
+
+
+CORRECTION = (
+    "Your previous reply could not be used: {problem}. Reply again without that mistake: call "
+    "only the tools you are given, with arguments matching their schemas, or answer in the "
+    "form asked for."
+)

@@ -1,0 +1,103 @@
+"""Every private API of another library the project uses, one test each: a library release that
+renames or reshapes it fails here, by name, instead of somewhere far away or silently.
+
+Each is used in exactly one place, with a comment there saying why:
+
+- the OpenAI SDK's ``AsyncStream._cast_to`` (nodes/models/chunks.py): streamed chunks as dicts;
+- the OpenAI SDK's ``DefaultAsyncHttpxClient.__mro__[1]`` (nodes/models/http.py): its HTTP library;
+- LangGraph's ``SqliteCache._conn`` (nodes/models/callcache.py): closing the cache's file;
+- LangChain's ``_BUILTIN_PROVIDERS`` (nodes/models/providers.py): naming the known providers;
+- LangGraph's ``RunnableCallable`` (graphs/adapt.py): a node with a sync and an async function;
+- llama-cpp-python's ``Llama._model.token_get_text`` (nodes/models/local.py): the EOS/BOS text.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+from fake_openai import FakeOpenAIServer
+from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
+from typing_extensions import TypedDict
+
+from langgraph_moa.nodes.models.callcache import CallCache
+from langgraph_moa.nodes.models.chunks import _PlainChunks
+from langgraph_moa.nodes.models.http import http_library
+from langgraph_moa.nodes.models.providers import known_providers
+
+
+async def test_openai_streams_hand_over_dicts_when_cast_to_is_object(
+    server: FakeOpenAIServer,
+) -> None:
+    server.script("m", "one two three")
+    client = openai.AsyncOpenAI(base_url=server.base_url, api_key="sk-test", max_retries=0)
+    completions = _PlainChunks(client.chat.completions)
+    stream = await completions.create(
+        model="m", messages=[{"role": "user", "content": "hi"}], stream=True
+    )
+    assert hasattr(stream, "_cast_to"), "openai.AsyncStream has no _cast_to any more"
+    chunks = [chunk async for chunk in stream]
+    assert chunks and all(isinstance(c, dict) for c in chunks), type(chunks[0])
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert text == "one two three"
+    await client.close()
+
+
+def test_the_openai_sdks_http_library_is_its_clients_direct_base() -> None:
+    library = http_library()
+    assert openai.DefaultAsyncHttpxClient.__mro__[1] is library.AsyncClient
+    assert openai.DefaultHttpxClient.__mro__[1] is library.Client
+    assert callable(library.create_ssl_context)
+
+
+def test_sqlite_cache_keeps_its_connection_in_conn(tmp_path: Path) -> None:
+    cache = CallCache(tmp_path / "calls.sqlite")
+    connection = cache._store._conn
+    assert isinstance(connection, sqlite3.Connection)
+    cache.close()
+    with pytest.raises(sqlite3.ProgrammingError):  # closed for real: the file is released
+        connection.execute("select 1")
+
+
+def test_langchains_builtin_providers_are_a_mapping_of_names() -> None:
+    from langchain.chat_models.base import _BUILTIN_PROVIDERS
+
+    assert {"openai", "anthropic", "ollama"} <= set(_BUILTIN_PROVIDERS)
+    assert {"together", "local", "openai", "anthropic"} <= set(known_providers())
+
+
+class _State(TypedDict):
+    seen: list[str]
+
+
+def test_runnable_callable_gives_a_node_both_faces_and_its_runtime() -> None:
+    from langgraph._internal._runnable import RunnableCallable
+
+    def func(state: _State, runtime: Runtime[str]) -> dict[str, Any]:
+        return {"seen": [f"sync {runtime.context}"]}
+
+    async def afunc(state: _State, runtime: Runtime[str]) -> dict[str, Any]:
+        return {"seen": [f"async {runtime.context}"]}
+
+    builder = StateGraph(_State, context_schema=str)
+    builder.add_node("node", RunnableCallable(func, afunc, name="node"))
+    builder.add_edge(START, "node")
+    builder.add_edge("node", END)
+    app = builder.compile()
+    assert app.invoke({"seen": []}, context="ctx")["seen"] == ["sync ctx"]
+
+    import asyncio
+
+    assert asyncio.run(app.ainvoke({"seen": []}, context="ctx"))["seen"] == ["async ctx"]
+
+
+def test_llama_models_have_token_get_text() -> None:
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from llama_cpp import _internals
+
+    assert callable(getattr(_internals.LlamaModel, "token_get_text", None))
+    assert "_model" in llama_cpp.Llama.__init__.__code__.co_names

@@ -1,0 +1,209 @@
+"""``moa serve`` with tools and response formats, driven by the ``openai`` SDK's own tool loop,
+streaming helper and ``parse``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import openai
+import pytest
+from conftest import fake_context, spec
+from fake_openai import FakeOpenAIServer, RecordedRequest, ToolCall, ToolCallReply
+from pydantic import BaseModel
+from serving import app_for, running
+from test_tools import WEATHER, agent_script
+
+from langgraph_moa.nodes.context import Context
+
+WEATHER_TOOL: Any = {
+    "type": "function",
+    "function": {
+        "name": "weather",
+        "description": "The current weather in a city.",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    },
+}
+QUESTION: Any = [{"role": "user", "content": "What's the weather in Paris?"}]
+
+
+@pytest.fixture
+def client(server: FakeOpenAIServer) -> Iterator[openai.OpenAI]:
+    with running(app_for(fake_context(server, ["p1", "p2"]))) as url:
+        yield openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=30)
+
+
+def run_tool(call: Any) -> str:
+    assert call.function.name == "weather"
+    return f"{WEATHER} in {json.loads(call.function.arguments)['city']}"
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["plain", "streamed"])
+def test_the_openai_sdks_tool_loop(
+    server: FakeOpenAIServer, client: openai.OpenAI, streamed: bool
+) -> None:
+    agent_script(server, token_delay=0.001)
+    messages: list[Any] = list(QUESTION)
+    for _ in range(3):  # the SDK user's loop: call tools until the model answers
+        if streamed:
+            with client.chat.completions.stream(
+                model="fake", messages=messages, tools=[WEATHER_TOOL], parallel_tool_calls=False
+            ) as stream:
+                completion = stream.get_final_completion()
+        else:
+            completion = client.chat.completions.create(
+                model="fake", messages=messages, tools=[WEATHER_TOOL], parallel_tool_calls=False
+            )
+        choice = completion.choices[0]
+        if choice.finish_reason != "tool_calls":
+            break
+        assert choice.message.content is None
+        messages.append(choice.message)
+        for call in choice.message.tool_calls or []:
+            messages.append({"role": "tool", "tool_call_id": call.id, "content": run_tool(call)})
+    assert choice.finish_reason == "stop"
+    assert choice.message.content == "It is sunny in Paris, 21 C."
+    assert [m["role"] if isinstance(m, dict) else m.role for m in messages] == [
+        "user",
+        "assistant",
+        "tool",
+    ]
+    first, second = server.requests_for("agg")
+    assert first.body["parallel_tool_calls"] is False
+    assert second.messages[-1]["role"] == "tool"
+    assert second.messages[-1]["content"] == f"{WEATHER} in Paris"
+    assert server.requests_for("p1")[1].messages[-1]["content"].startswith("[tool result")
+
+
+def test_streamed_tool_calls_in_openais_chunk_shapes(
+    server: FakeOpenAIServer, client: openai.OpenAI
+) -> None:
+    agent_script(server)
+    chunks = list(
+        client.chat.completions.create(
+            model="fake",
+            messages=QUESTION,
+            tools=[WEATHER_TOOL],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    deltas = [c.choices[0] for c in chunks if c.choices]
+    (calls,) = [d.delta.tool_calls for d in deltas if d.delta.tool_calls]
+    assert calls[0].index == 0 and calls[0].type == "function" and calls[0].id
+    assert calls[0].function is not None and calls[0].function.name == "weather"
+    assert json.loads(calls[0].function.arguments or "") == {"city": "Paris"}
+    assert [d.finish_reason for d in deltas if d.finish_reason] == ["tool_calls"]
+    assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens > 0
+
+
+class Person(BaseModel):
+    name: str
+    age: int
+
+
+def json_script(server: FakeOpenAIServer) -> None:
+    server.script("p1", "Ada Lovelace, 36.")
+    server.script("p2", "Ada, who died at 36.")
+
+    def aggregator(request: RecordedRequest) -> str | ToolCallReply:
+        assert request.body.get("response_format"), "the aggregator is asked for JSON"
+        return '{"name": "Ada", "age": 36}'
+
+    server.script("agg", aggregator)
+
+
+def test_the_sdks_parse_helper_and_json_mode(
+    server: FakeOpenAIServer, client: openai.OpenAI
+) -> None:
+    json_script(server)
+    completion = client.chat.completions.parse(
+        model="fake",
+        messages=[{"role": "user", "content": "Who? Ada, 36."}],
+        response_format=Person,
+    )
+    assert completion.choices[0].message.parsed == Person(name="Ada", age=36)
+    (agg,) = server.requests_for("agg")
+    assert agg.body["response_format"]["type"] == "json_schema"
+    assert agg.body["response_format"]["json_schema"]["name"] == "Person"
+    assert "response_format" not in server.requests_for("p1")[0].body  # proposers: prose
+
+    server.requests.clear()
+    answer = client.chat.completions.create(
+        model="fake",
+        messages=[{"role": "user", "content": "Who? Ada, 36. Answer in JSON."}],
+        response_format={"type": "json_object"},
+    )
+    assert json.loads(answer.choices[0].message.content or "") == {"name": "Ada", "age": 36}
+    assert server.requests_for("agg")[0].body["response_format"] == {"type": "json_object"}
+
+
+@pytest.mark.parametrize(
+    ("body", "param", "message"),
+    [
+        ({"tools": [WEATHER_TOOL], "tool_choice": "search"}, "tool_choice", "'search'"),
+        ({"tool_choice": "required"}, "tool_choice", "needs tools"),
+        ({"response_format": {"type": "xml"}}, "response_format", "'xml' is not supported"),
+        (
+            {"messages": [*QUESTION, {"role": "tool", "content": "x"}]},
+            "messages[1].tool_call_id",
+            "needs tool_call_id",
+        ),
+        (
+            {
+                "messages": [
+                    *QUESTION,
+                    {"role": "assistant", "tool_calls": [{"id": "c", "function": {"name": "w"}}]},
+                    {"role": "assistant", "tool_calls": [{"id": "c", "function": {}}]},
+                ]
+            },
+            "messages[2].tool_calls[0]",
+            "a tool call needs",
+        ),
+    ],
+)
+def test_bad_tool_requests_are_400s(
+    server: FakeOpenAIServer, client: openai.OpenAI, body: dict[str, Any], param: str, message: str
+) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(**{"model": "fake", "messages": QUESTION, **body})
+    error = caught.value.body
+    assert isinstance(error, dict) and error["param"] == param and message in error["message"]
+    assert not server.requests  # nothing paid
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_aggregator_without_tools_is_a_400_naming_it(
+    server: FakeOpenAIServer, stream: bool
+) -> None:
+    ctx = Context(proposers=[spec(server, "p1")], aggregator="local:smollm2")
+    with running(app_for(ctx)) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+        with pytest.raises(openai.BadRequestError, match="local:smollm2 cannot call tools"):
+            client.chat.completions.create(
+                model="fake", messages=QUESTION, tools=[WEATHER_TOOL], stream=stream
+            )
+    assert not server.requests
+
+
+def test_a_bad_tool_call_is_asked_again(server: FakeOpenAIServer, client: openai.OpenAI) -> None:
+    server.script("p1", "Call weather.")
+    server.script("p2", "Call weather.")
+    replies = iter(
+        [
+            ToolCallReply([ToolCall("search", {"q": "Paris"})]),
+            ToolCallReply([ToolCall("weather", {"city": "Paris"})]),
+        ]
+    )
+    server.script("agg", lambda r: next(replies))
+    completion = client.chat.completions.create(
+        model="fake", messages=QUESTION, tools=[WEATHER_TOOL]
+    )
+    (call,) = completion.choices[0].message.tool_calls or []
+    assert call.function.name == "weather"  # type: ignore[union-attr]
+    assert len(server.requests_for("agg")) == 2

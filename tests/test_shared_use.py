@@ -1,0 +1,566 @@
+"""Issue 20: a shared config, a shared folder, concurrent runs and hostile text must not leak a
+secret, destroy a file, garble a terminal or pay twice. Each test drives ``moa`` as a process on
+real files, against the fake provider server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from subprocess import CompletedProcess
+
+import pytest
+from batch_helpers import prompts, read_records, write_config, write_items
+from compare_helpers import always_a, results, write_mixture, write_prompts
+from compare_helpers import env as compare_env
+from conftest import ROOT, run_cli
+from fake_openai import Failure, FakeOpenAIServer
+from pty_session import PtySession
+
+SECRET = "sk-together-secret-0123456789"
+BOM = b"\xef\xbb\xbf"
+
+
+def config(path: Path, model: str) -> Path:
+    path.write_text(f"layers = 1\naggregator = {model}\nmax_attempts = 1\n", encoding="utf-8")
+    return path
+
+
+def error_line(stderr: str) -> str:
+    assert "Traceback" not in stderr, stderr
+    lines = [line for line in stderr.splitlines() if line.startswith("moa: error:")]
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+# ------------------------------------------------------------------------- 1. secrets
+def test_a_configs_base_url_gets_no_provider_key(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    spec = f'{{ model = "together:agg", base_url = "{server.base_url}" }}'
+    cfg = config(tmp_path / "c.toml", spec)
+    result = run_cli("--config", str(cfg), "hi", env={"TOGETHER_API_KEY": SECRET})
+    assert result.returncode == 0, result.stderr
+    (request,) = server.requests_for("agg")
+    assert SECRET not in request.headers["authorization"]
+
+
+def test_a_configs_named_key_goes_to_its_url(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    spec = f'{{ model = "openai:agg", base_url = "{server.base_url}", api_key_env = "MY_API_KEY" }}'
+    cfg = config(tmp_path / "c.toml", spec)
+    result = run_cli("--config", str(cfg), "hi", env={"MY_API_KEY": "proxy-key-42"})
+    assert result.returncode == 0, result.stderr
+    (request,) = server.requests_for("agg")
+    assert request.headers["authorization"] == "Bearer proxy-key-42"
+
+
+@pytest.mark.parametrize(
+    ("extra", "said"),
+    [
+        ('api_key_env = "HOME"', "'HOME' does not look like a key variable"),
+        ('api_key_env = "AWS_SECRET_ACCESS_KEY"', "only variables named *_API_KEY or *_TOKEN"),
+    ],
+)
+def test_a_config_cannot_read_any_variable(
+    server: FakeOpenAIServer, tmp_path: Path, extra: str, said: str
+) -> None:
+    spec = f'{{ model = "openai:agg", base_url = "{server.base_url}", {extra} }}'
+    result = run_cli("--config", str(config(tmp_path / "c.toml", spec)), "hi")
+    assert result.returncode == 2
+    line = error_line(result.stderr)
+    assert "api_key_env" in line and said in line and "MOA_KEY_ENVS" in line
+    assert not server.requests
+    # The user (not the config) can allow a name.
+    allowed = run_cli(
+        "--config",
+        str(tmp_path / "c.toml"),
+        "hi",
+        env={"MOA_KEY_ENVS": extra.split('"')[1], "HOME": str(Path.home())},
+    )
+    assert allowed.returncode == 0, allowed.stderr
+
+
+def test_a_base_url_must_be_http(tmp_path: Path) -> None:
+    spec = '{ model = "openai:agg", base_url = "file:///etc/passwd" }'
+    result = run_cli("--config", str(config(tmp_path / "c.toml", spec)), "hi")
+    assert result.returncode == 2
+    assert "'file:///etc/passwd' is not an http:// or https:// URL" in error_line(result.stderr)
+
+
+def test_a_key_over_plain_http_to_another_host_is_warned(tmp_path: Path) -> None:
+    # 192.0.2.1 is TEST-NET-1: never routed, so the call fails (timeout 1 s) after the warning.
+    spec = (
+        '{ model = "openai:agg", base_url = "http://192.0.2.1/v1", api_key_env = "MY_API_KEY",'
+        " timeout = 1 }"
+    )
+    result = run_cli(
+        "--config", str(config(tmp_path / "c.toml", spec)), "hi", env={"MY_API_KEY": SECRET}
+    )
+    assert "moa: warning: the key in MY_API_KEY is sent over plain http to 192.0.2.1" in (
+        result.stderr
+    )
+    assert SECRET not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        (SECRET + " ", "TOGETHER_API_KEY starts or ends with a space, tab or newline"),
+        (SECRET + "\r", "TOGETHER_API_KEY starts or ends with a space, tab or newline"),
+        ("Bearer " + SECRET, "TOGETHER_API_KEY starts with 'Bearer '"),
+    ],
+)
+def test_a_mistyped_key_is_named(server: FakeOpenAIServer, value: str, said: str) -> None:
+    env = {"TOGETHER_API_KEY": value, "TOGETHER_API_BASE": server.base_url}
+    result = run_cli("--aggregator", "together:agg", "--layers", "1", "hi", env=env)
+    assert result.returncode != 0
+    line = error_line(result.stderr)
+    assert said in line and SECRET not in result.stderr
+    assert not server.requests
+
+
+# ------------------------------------------------------------------- 2, 3. files written safely
+def batch(*args: str | Path, env: dict[str, str] | None = None) -> CompletedProcess[str]:
+    return run_cli("batch", *map(str, args), env=env)
+
+
+def test_a_planted_temporary_file_is_never_followed(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    cfg = write_config(tmp_path / "c.toml", server)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    # AlpacaEval's file is written atomically; the run file is rewritten in input order on resume.
+    (tmp_path / "out.json.tmp").symlink_to(victim)
+    (tmp_path / "run.jsonl.tmp").symlink_to(victim)
+    data = write_items(tmp_path / "in.jsonl", prompts(3))
+    result = batch(data, "-o", tmp_path / "out.json", "-f", "alpaca-eval", "-c", cfg)
+    assert result.returncode == 0, result.stderr
+    write_items(tmp_path / "late.jsonl", prompts(1, start=2))
+    assert batch(tmp_path / "late.jsonl", "-o", tmp_path / "run.jsonl", "-c", cfg).returncode == 0
+    assert batch(data, "-o", tmp_path / "run.jsonl", "-c", cfg).returncode == 0  # rewritten
+
+    assert victim.read_text() == "precious\n"
+    for name in ("out.json", "run.jsonl"):
+        assert not (tmp_path / name).is_symlink()
+    assert len(json.loads((tmp_path / "out.json").read_text())) == 3
+    assert [r["id"] for r in read_records(tmp_path / "run.jsonl")] == ["q0", "q1", "q2"]
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp") and not p.is_symlink()]
+
+
+def test_an_output_that_is_not_ours_is_refused_untouched(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    cfg = write_config(tmp_path / "c.toml", server)
+    notes = tmp_path / "notes.txt"
+    notes.write_bytes(b"my notes\nthe last line, no newline")
+    listed = tmp_path / "data.json"
+    listed.write_text(json.dumps(prompts(2)))
+    report = tmp_path / "report.json"
+    report.write_text('{"mine": true}\n')
+    cases = [
+        ([listed, "-o", notes], "notes.txt: line 1 is not a batch record"),
+        ([listed, "-o", listed], "that is the input file"),
+        ([listed, "-o", report, "-f", "alpaca-eval"], "is not the output of an earlier moa batch"),
+    ]
+    before = {p: p.read_bytes() for p in (notes, listed, report)}
+    for args, said in cases:
+        result = batch(*args, "-c", cfg)
+        assert result.returncode != 0 and said in error_line(result.stderr), result.stderr
+    assert {p: p.read_bytes() for p in before} == before
+    assert not server.requests
+    # A torn last line that is not the start of a record is not "repaired" either.
+    foreign = tmp_path / "foreign.jsonl"
+    foreign.write_bytes(b'{"id":"q0","status":"ok"}\nnot a record')
+    result = batch(listed, "-o", foreign, "-c", cfg)
+    assert "the last line is not a batch record" in error_line(result.stderr)
+    assert foreign.read_bytes() == b'{"id":"q0","status":"ok"}\nnot a record'
+
+
+# ------------------------------------------------------------------- 4. terminal injection
+TITLE = "\x1b]0;PWNED\x07"
+CLEAR = "\x1b[2J\x1b[H"
+LINK = "\x1b]8;;http://evil.example/\x1b\\click\x1b]8;;\x1b\\"
+CSI = "\x9b31m"  # the one-character CSI of C1
+
+
+def test_model_and_provider_text_is_shown_not_executed(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    server.script("p1", f"proposal {TITLE}{LINK} end")
+    server.script("agg", f"answer {CLEAR}{CSI}red\rfake prompt$ ")
+    server.fail("p2", Failure(status=400, message=f"bad request {TITLE}"))
+    cfg = write_config(tmp_path / "c.toml", server, extra="max_attempts = 1")
+    with PtySession(["--config", str(cfg), "--show-proposals", "hi"], {}) as moa:
+        assert moa.wait(60) == 0, moa.text
+        raw = bytes(moa.raw)
+    for sequence in (TITLE, CLEAR, LINK, CSI, "\rfake"):
+        assert sequence.encode() not in raw, sequence
+    shown = raw.decode()
+    assert "proposal \\x1b]0;PWNED\\x07\\x1b]8;;http://evil.example/" in shown  # --show-proposals
+    assert "answer \\x1b[2J\\x1b[H\\x9b31mred\\x0dfake prompt$" in shown  # the streamed answer
+    assert "bad request \\x1b]0;PWNED\\x07" in shown  # the provider's error, on stderr
+
+    # --json and a redirected stdout keep the exact text.
+    as_json = run_cli("--config", str(cfg), "--show-proposals", "--json", "hi")
+    assert json.loads(as_json.stdout)["answer"] == f"answer {CLEAR}{CSI}red\rfake prompt$ "
+    server.fail("p2", Failure(status=400, message=f"bad request {TITLE}"))
+    redirected = run_cli("--config", str(cfg), "hi")
+    assert f"answer {CLEAR}{CSI}red" in redirected.stdout  # (text mode reads \r as a newline)
+    assert TITLE not in redirected.stderr and "\\x1b]0;PWNED" in redirected.stderr
+
+
+# ------------------------------------------------------------------- 5. one writer
+def start_moa(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("TOGETHER_", "OPENAI_"))}
+    return subprocess.Popen(
+        [sys.executable, "-m", "langgraph_moa", *map(str, args)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**full_env, **(env or {})},
+        cwd=ROOT,
+    )
+
+
+def wait_until(done: Callable[[], bool], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def holds_lock(lock: Path, proc: subprocess.Popen[str]) -> Callable[[], bool]:
+    return lambda: lock.exists() and lock.read_text().strip() == str(proc.pid)
+
+
+def test_two_batch_runs_on_one_output_pay_once(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    refused = threading.Event()
+    # The first run is slow (3 s per item) until the second one has been turned away.
+    server.script("agg", latency=lambda: 0.0 if refused.is_set() else 3.0)
+    cfg = write_config(tmp_path / "c.toml", server)
+    data = write_items(tmp_path / "in.jsonl", prompts(4))
+    out = tmp_path / "out.jsonl"
+    first = start_moa("batch", data, "-o", out, "-c", cfg, "-j", "1")
+    wait_until(holds_lock(tmp_path / ".out.jsonl.lock", first))
+    second = batch(data, "-o", out, "-c", cfg, "-j", "1")  # what a second terminal does
+    refused.set()
+    assert second.returncode == 1, second.stderr
+    line = error_line(second.stderr)
+    assert f"is in use by another moa process (pid {first.pid})" in line and "another -o" in line
+    assert first.wait(120) == 0, first.communicate()
+    assert [r["id"] for r in read_records(out)] == ["q0", "q1", "q2", "q3"]
+    assert len(server.requests) == 4 * 3  # every item answered once: nobody paid twice
+
+
+def test_a_killed_holder_leaves_no_stale_lock(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    server.script("agg", ttft=30)  # the first run hangs in its first item
+    cfg = write_config(tmp_path / "c.toml", server)
+    data = write_items(tmp_path / "in.jsonl", prompts(2))
+    out = tmp_path / "out.jsonl"
+    holder = start_moa("batch", data, "-o", out, "-c", cfg)
+    wait_until(lambda: server.in_flight("agg") > 0)
+    holder.send_signal(signal.SIGKILL)
+    holder.wait(10)
+    server.script("agg")
+    result = batch(data, "-o", out, "-c", cfg)
+    assert result.returncode == 0, result.stderr
+    assert [r["id"] for r in read_records(out)] == ["q0", "q1"]
+
+
+def test_one_chat_per_thread(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    env = {
+        "TOGETHER_API_KEY": "test-key",
+        "TOGETHER_API_BASE": server.base_url,
+        "MOA_DATA_DIR": str(tmp_path),
+    }
+    cfg = write_config(tmp_path / "c.toml", server)
+    with PtySession(["chat", "--config", str(cfg), "--thread", "shared"], env) as first:
+        first.expect("type a message")
+        second = run_cli("chat", "--config", str(cfg), "--thread", "shared", env=env, stdin="hi\n")
+        assert second.returncode == 1
+        line = error_line(second.stderr)
+        assert "chat thread 'shared' is in use by another moa process" in line
+        other = run_cli("chat", "--config", str(cfg), "--thread", "other", env=env, stdin="hi\n")
+        assert other.returncode == 0, other.stderr
+        first.send(b"exit\n")
+        assert first.wait() == 0
+    after = run_cli("chat", "--config", str(cfg), "--thread", "shared", env=env, stdin="hi\n")
+    assert after.returncode == 0, after.stderr
+
+
+def test_two_compares_on_one_folder(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    refused = threading.Event()
+    server.script("judge", always_a)
+    server.script("agg", latency=lambda: 0.0 if refused.is_set() else 3.0)
+    data = write_prompts(tmp_path / "p.jsonl", 2)
+    mix = write_mixture(tmp_path / "mix.toml")
+    args = ("compare", data, "--config", mix, "--judge", "together:judge", "-o", tmp_path / "r")
+    first = start_moa(*args, env=compare_env(server))
+    wait_until(holds_lock(tmp_path / "r" / ".moa.lock", first))
+    second = run_cli(*map(str, args), env=compare_env(server))
+    refused.set()
+    assert second.returncode == 1
+    assert "report folder" in error_line(second.stderr) and "in use by another moa" in (
+        second.stderr
+    )
+    assert first.wait(120) == 0, first.communicate()
+    assert results(tmp_path / "r")["pairs"]
+
+
+# ------------------------------------------------------------------- 6, 8. input
+PEAK_RSS = (
+    "import resource, subprocess, sys\n"
+    "run = subprocess.run(sys.argv[1:], stdin=subprocess.DEVNULL, capture_output=True)\n"
+    "print(run.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024)"
+)
+
+
+def peak_rss_mb(*args: str | Path, env: dict[str, str]) -> tuple[int, int]:
+    """(exit status, peak resident MB) of ``moa ARGS`` run alone in a fresh parent."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("TOGETHER_", "OPENAI_"))}
+    probe = subprocess.run(
+        [sys.executable, "-c", PEAK_RSS, sys.executable, "-m", "langgraph_moa", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**full_env, **env},
+        cwd=ROOT,
+        timeout=300,
+    )
+    code, mb = probe.stdout.split()
+    return int(code), int(mb)
+
+
+def test_a_large_input_with_limit_keeps_memory_flat(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    cfg = write_config(tmp_path / "c.toml", server)
+    small = write_items(tmp_path / "small.jsonl", prompts(12))
+    big = tmp_path / "big.jsonl"
+    filler = "x" * (4 << 20)  # 4 MiB items after the first twelve: 400 MB in all
+    with big.open("w") as f:
+        f.write(small.read_text())
+        for n in range(100):
+            f.write(json.dumps({"id": f"big{n}", "prompt": filler}) + "\n")
+    base_code, base = peak_rss_mb("batch", small, "-o", tmp_path / "a.jsonl", "-c", cfg,
+                                  "--limit", "10", env={})  # fmt: skip
+    code, peak = peak_rss_mb("batch", big, "-o", tmp_path / "b.jsonl", "-c", cfg,
+                             "--limit", "10", env={})  # fmt: skip
+    assert (base_code, code) == (0, 0)
+    assert len(read_records(tmp_path / "b.jsonl")) == 10
+    # Reading the whole file, as before, needed more than the file's size on top.
+    assert peak - base < 60, (base, peak)
+    print(f"peak RSS: {base} MB over 12 items, {peak} MB over 400 MB")
+    assert peak < 300
+
+
+def test_dev_zero_is_refused_at_the_line_cap(tmp_path: Path) -> None:
+    result = run_cli("batch", "/dev/zero", "--dry-run", timeout=60)
+    assert result.returncode == 2
+    assert "line 1 is longer than 16 MiB (the limit per item)" in error_line(result.stderr)
+
+
+def test_bom_and_unicode_line_separators_are_read(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "c.toml", server)
+    odd = "one\u2028two\u2029three\u0085four"
+    items = [{"id": "a", "prompt": odd}, {"id": "b", "prompt": "plain"}]
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_bytes(
+        BOM + "".join(json.dumps(i, ensure_ascii=False) + "\n" for i in items).encode()
+    )
+    listed = tmp_path / "in.json"
+    listed.write_bytes(BOM + json.dumps(items, ensure_ascii=False).encode())
+    for data, out in ((jsonl, "a.jsonl"), (listed, "b.jsonl")):
+        result = batch(data, "-o", tmp_path / out, "-c", cfg)
+        assert result.returncode == 0, result.stderr
+        records = read_records(tmp_path / out)
+        assert records[0]["input"]["prompt"] == odd and records[0]["turns"][0]["prompt"] == odd
+
+
+def test_stdin_that_is_not_utf8_is_named(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "c.toml", server)
+    result = subprocess.run(
+        [sys.executable, "-m", "langgraph_moa", "batch", "-", "--dry-run", "-c", str(cfg)],
+        input=b'{"prompt": "ok"}\n{"prompt": "caf\xe9"}\n',
+        capture_output=True,
+        cwd=ROOT,
+    )
+    assert result.returncode == 2
+    line = error_line(result.stderr.decode())
+    assert "stdin: line 2: not valid UTF-8: byte 0xe9 at offset 15" in line
+
+
+# ------------------------------------------------------------------- 7. resume
+def test_a_resume_with_other_settings_is_refused(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    data = write_items(tmp_path / "in.jsonl", prompts(3))
+    out = tmp_path / "out.jsonl"
+    warm = write_config(tmp_path / "warm.toml", server, model_extra="temperature = 0.7")
+    assert batch(data, "-o", out, "-c", warm, "--limit", "1").returncode == 0
+    cold = write_config(tmp_path / "cold.toml", server, model_extra="temperature = 0.2")
+    prompt = tmp_path / "prompt.toml"
+    other_prompt = 'aggregation_prompt = "Pick the best one of these: {references}"\n'
+    prompt.write_text(warm.read_text() + other_prompt)
+    before = len(server.requests)
+    for cfg, said in (
+        (cold, "temperature of together:agg: 0.7 -> 0.2; temperature of together:p1: 0.7 -> 0.2"),
+        (prompt, "(the aggregation prompt)"),
+    ):
+        result = batch(data, "-o", out, "-c", cfg)
+        assert result.returncode == 2
+        line = error_line(result.stderr)
+        assert "holds 1 finished items made with other settings" in line and said in line
+        assert "--mixed-settings" in line
+    assert len(server.requests) == before and len(read_records(out)) == 1
+    mixed = batch(data, "-o", out, "-c", cold, "--mixed-settings")
+    assert mixed.returncode == 0, mixed.stderr
+    assert "1 finished items were made with other settings" in mixed.stderr
+    temperatures = [r["settings"]["sampling"]["together:agg"]["temperature"] for r in
+                    read_records(out)]  # fmt: skip
+    assert temperatures == [0.7, 0.2, 0.2]  # each record says which settings made it
+
+
+# ------------------------------------------------------------------- 9. degraded items
+def test_an_item_missing_a_proposal_is_degraded_and_can_be_redone(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    # p2 gives up on the first item (-j 1: q0) after both its attempts are rate limited.
+    server.fail("p2", *[Failure(status=429, retry_after="0", message="slow down")] * 2)
+    cfg = write_config(tmp_path / "c.toml", server, extra="max_attempts = 2")
+    data = write_items(tmp_path / "in.jsonl", prompts(3))
+    out = tmp_path / "out.jsonl"
+    first = batch(data, "-o", out, "-c", cfg, "-j", "1")
+    assert first.returncode == 3, first.stderr
+    assert "2 ok, 1 degraded, 0 failed" in first.stderr
+    assert "1 items were answered with fewer proposals than configured" in first.stderr
+    assert "--retry-degraded" in first.stderr
+    q0, q1, _ = read_records(out)
+    assert q0["status"] == "degraded" and q0["answer"] and q0["error"] is None
+    (missing,) = q0["missing_proposals"]
+    assert missing["model"] == "together:p2" and missing["kind"] == "rate_limit"
+    assert "HTTP 429" in missing["message"] and (missing["turn"], missing["layer"]) == (1, 1)
+    assert q1["status"] == "ok" and q1["missing_proposals"] == []
+
+    # --retry-failed leaves a degraded item alone; --retry-degraded redoes only the missing call
+    # (p1's proposal comes from the call cache) and the aggregation.
+    before = len(server.requests)
+    assert batch(data, "-o", out, "-c", cfg, "--retry-failed").returncode == 3
+    assert len(server.requests) == before
+    again = batch(data, "-o", out, "-c", cfg, "--retry-degraded")
+    assert again.returncode == 0, again.stderr
+    assert [r["status"] for r in read_records(out)] == ["ok", "ok", "ok"]
+    assert sorted(r.model for r in server.requests[before:]) == ["agg", "p2"]
+
+
+def test_a_degraded_answer_is_judged_and_reported(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    server.script("judge", always_a)
+    server.fail("p2", Failure(status=500, message="down"))
+    mix = tmp_path / "mix.toml"
+    write_mixture(mix)
+    mix.write_text(mix.read_text() + "max_attempts = 1\n", encoding="utf-8")
+    data = write_prompts(tmp_path / "p.jsonl", 2)
+    args = ("compare", data, "--config", mix, "--judge", "together:judge", "-o", tmp_path / "r")
+    result = run_cli(*map(str, args), "-j", "1", env=compare_env(server))
+    assert result.returncode == 3, result.stderr
+    assert "1 answers were made with fewer proposals than configured" in result.stderr
+    assert "--retry-degraded" in result.stderr
+    found = results(tmp_path / "r")
+    mine = next(s for s in found["systems"] if s["candidate"])
+    assert (mine["answers"], mine["degraded"], mine["failed"]) == (2, 1, 0)
+    assert all(p["missing"] == 0 for p in found["pairs"])  # the degraded answer was judged
+    assert "had fewer proposals than configured" in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_retries_after_a_shared_429_pause_are_spread(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    # Six items at once: each one's p1 call is rate limited with Retry-After: 2 s, which pauses p1
+    # for every caller. Released at one instant, the six retries would hit the limit together.
+    server.fail("p1", *[Failure(status=429, retry_after="2")] * 6)
+    cfg = write_config(tmp_path / "c.toml", server, extra="max_attempts = 4")
+    data = write_items(tmp_path / "in.jsonl", prompts(6))
+    result = batch(data, "-o", tmp_path / "out.jsonl", "-c", cfg, "-j", "6")
+    assert result.returncode == 0, result.stderr
+    answered = sorted(r.started for r in server.requests_for("p1") if r.status == 200)
+    assert len(answered) == 6
+    # With a 1 s ramp (half the pause), six retries in lockstep are within a few ms of each other.
+    assert answered[-1] - answered[0] > 0.3, [round(t - answered[0], 3) for t in answered]
+
+
+# ------------------------------------------------------------------- 10. smaller
+def test_a_corrupt_call_cache_is_named(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "c.toml", server)
+    data = write_items(tmp_path / "in.jsonl", prompts(2))
+    cache = tmp_path / "calls.sqlite"
+    cache.write_bytes(b"this is not SQLite at all\n" * 400)
+    result = batch(data, "-o", tmp_path / "out.jsonl", "-c", cfg, "--cache", cache)
+    assert result.returncode == 1
+    line = error_line(result.stderr)
+    assert f"the call cache {cache}: file is not a database" in line
+    assert "move it away or delete it" in line and "--no-cache" in line
+    assert "DatabaseError" not in result.stderr and not server.requests
+
+
+def test_a_full_disk_leaves_no_half_record(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    # A file size limit (ulimit -f) fails a write part-way, as a full disk does: the bytes up to
+    # the limit are written, the rest refused.
+    import resource
+
+    cfg = write_config(tmp_path / "c.toml", server)
+    one = tmp_path / "one.jsonl"
+    assert (
+        batch(write_items(tmp_path / "1.jsonl", prompts(1)), "-o", one, "-c", cfg).returncode == 0
+    )
+    size = one.stat().st_size
+    limit = size * 2 + size // 2  # two records fit, the third is cut in the middle
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    out = tmp_path / "out.jsonl"
+    data = write_items(tmp_path / "in.jsonl", prompts(5))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TOGETHER_", "OPENAI_"))}
+    args = [sys.executable, "-m", "langgraph_moa", "batch", str(data), "-o", str(out)]
+    full = subprocess.run(
+        [*args, "-c", str(cfg), "-j", "1", "--no-cache"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=120,
+        preexec_fn=small_files,
+    )
+    assert full.returncode == 1
+    line = error_line(full.stderr)
+    assert f"cannot write {out}" in line and "the finished items are kept" in line
+    assert len(read_records(out)) == 2  # read_records: no torn last line
+    resumed = batch(data, "-o", out, "-c", cfg)
+    assert resumed.returncode == 0 and "torn" not in resumed.stderr, resumed.stderr
+    assert [r["id"] for r in read_records(out)] == [f"q{i}" for i in range(5)]
+
+
+def test_compare_says_when_no_verdict_or_no_interval_holds(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    server.script("judge", always_a)  # A in both orders: every pair a tie
+    server.script("mute", "Both answers have merits.")  # never a verdict line
+    # Four systems (the mixture, each of its models alone): 3 baselines x 3 prompts x 2 orders.
+    data = write_prompts(tmp_path / "p.jsonl", 3)
+    mix = write_mixture(tmp_path / "mix.toml")
+    args = ["compare", str(data), "--config", str(mix), "-o", str(tmp_path / "r")]
+    ties = run_cli(*args, "--judge", "together:judge", env=compare_env(server))
+    assert ties.returncode == 0, ties.stderr
+    verdict = ties.stdout.strip().splitlines()[-1]
+    assert "+0 points (no 95% CI: all 3 judged pairs had the same outcome)" in verdict
+    assert (
+        "CI +0 to +0" not in verdict and "50–50" not in (tmp_path / "r" / "report.md").read_text()
+    )
+
+    mute = run_cli(*args, "--judge", "together:mute", env=compare_env(server))
+    assert mute.returncode == 1, mute.stderr
+    assert "moa compare: no verdict could be read from the judge: 18 of 18 judgments" in mute.stderr
+    assert "No verdict" in mute.stdout and "Traceback" not in mute.stderr

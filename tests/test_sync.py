@@ -1,0 +1,153 @@
+"""One path for every node (graphs/adapt.py), and the sync face of the graphs.
+
+Every node and router of every graph enters through ``adapt``: the run's context is resolved
+once per node call, each node works sync and async, and a sync caller who gives up (Ctrl-C)
+leaves no provider request open.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from conftest import fake_context, spec
+from fake_openai import FakeOpenAIServer
+from langchain_core.messages import HumanMessage
+from langchain_core.runnables import Runnable
+from langgraph.graph import START, MessagesState, StateGraph
+
+from langgraph_moa import ConfigError, build_moa_graph, graph, moa_node
+from langgraph_moa.graphs import replay_graph
+from langgraph_moa.nodes import context as context_module
+
+
+@dataclass
+class ParentContext:
+    """A parent graph's own context, carrying MoA's settings as a plain dict in ``moa``."""
+
+    moa: dict[str, Any]
+
+
+def test_the_context_is_resolved_once_per_node_call(
+    server: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built: list[dict[str, Any]] = []
+    real = context_module.build_context
+
+    def counting(data: dict[str, Any], *args: Any) -> Any:
+        built.append(data)
+        return real(data, *args)
+
+    monkeypatch.setattr(context_module, "build_context", counting)
+    parent = StateGraph(MessagesState, context_schema=ParentContext)
+    parent.add_node("moa", build_moa_graph().compile())
+    parent.add_edge(START, "moa")
+    moa = fake_context(server, ["a", "b"]).model_dump(mode="json")
+    state = parent.compile().invoke(
+        {"messages": [HumanMessage("hi")]}, context=ParentContext(moa=moa)
+    )
+    assert state["messages"][-1].content == server.requests[-1].reply
+    # Router from START, two proposers, join, router after join, aggregate: six node calls,
+    # six resolutions of the dict (each node resolving it again made twelve).
+    assert len(built) == 6
+
+
+def test_the_replay_graph_runs_sync_and_calls_only_the_aggregator(
+    server: FakeOpenAIServer,
+) -> None:
+    server.script("agg", "the re-aggregated answer")
+    ctx = fake_context(server, [], layers=2, layer_proposers=[["together:gone"]])
+    proposal = {
+        "layer": 1,
+        "index": 0,
+        "model": "together:gone",
+        "text": "a stored proposal",
+        "usage": None,
+        "latency_s": 1.0,
+        "attempts": 1,
+        "error": None,
+    }
+    state = replay_graph.invoke(
+        {
+            "messages": [HumanMessage("the question")],
+            "layers": [[proposal]],
+            "references": ["a stored proposal"],
+        },
+        context=ctx,
+    )
+    assert state["messages"][-1].content == "the re-aggregated answer"
+    (request,) = server.requests
+    assert request.model == "agg" and "a stored proposal" in request.messages[0]["content"]
+
+
+def test_build_moa_graph_refuses_a_context_that_contradicts_unroll(
+    server: FakeOpenAIServer,
+) -> None:
+    ctx = fake_context(server, ["a", "b"])
+    other = fake_context(server, ["c"])
+    with pytest.raises(ConfigError, match="context and unroll name different settings"):
+        build_moa_graph(other, unroll=ctx)
+    build_moa_graph(ctx, unroll=ctx)  # the same settings twice: nothing contradicts
+    build_moa_graph(unroll=ctx)
+
+
+def test_moa_node_is_a_public_runnable(server: FakeOpenAIServer) -> None:
+    node = moa_node(context=fake_context(server, ["a"]))
+    assert isinstance(node, Runnable)
+    assert type(node).__module__.startswith("langchain_core."), type(node)
+    assert node.invoke({"question": "hi"})["answer"]
+
+
+def _interrupt_after(seconds: float) -> threading.Timer:
+    # A real SIGINT (what Ctrl-C sends): it wakes a thread blocked on a lock, as Ctrl-C does.
+    timer = threading.Timer(seconds, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    return timer
+
+
+@pytest.mark.parametrize("hung", ["proposer", "aggregator"])
+def test_a_sync_caller_that_gives_up_leaves_no_request_open(
+    server: FakeOpenAIServer, hung: str
+) -> None:
+    """Ctrl-C in ``graph.invoke`` while a model is answering: the request is closed at once."""
+    if hung == "proposer":
+        server.script("slow", "never seen", ttft=30)
+        ctx = fake_context(server, ["slow"], max_attempts=1)
+    else:
+        server.script("agg", "never seen", ttft=30)
+        ctx = fake_context(server, [], layers=1, max_attempts=1)
+    start = time.perf_counter()
+    timer = _interrupt_after(1.0)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            graph.invoke({"messages": [HumanMessage("hi")]}, context=ctx)
+    finally:
+        timer.cancel()
+    gave_up = time.perf_counter()
+    assert gave_up - start < 15  # not the 30 s the model would take
+    (request,) = server.requests_for("slow" if hung == "proposer" else "agg")
+    # The provider sees its request closed within about a second of the caller giving up.
+    while server.in_flight() and time.perf_counter() - gave_up < 2:
+        time.sleep(0.02)
+    assert server.in_flight() == 0
+    assert request.disconnected
+
+
+def test_sync_nodes_stream_and_keep_the_callers_context(server: FakeOpenAIServer) -> None:
+    """The sync face streams the answer's tokens (the stream writer is a context variable)."""
+    server.script("agg", "one two three four", token_delay=0.01)
+    ctx = fake_context(server, ["a"])
+    tokens = [
+        chunk.content
+        for chunk, meta in graph.stream(
+            {"messages": [HumanMessage("hi")]}, context=ctx, stream_mode="messages"
+        )
+        if meta["langgraph_node"] == "aggregate" and chunk.content
+    ]
+    assert len(tokens) > 1 and "".join(tokens) == "one two three four"
+    assert spec(server, "agg").model == "together:agg"

@@ -1,0 +1,346 @@
+"""MoA as an agent's model: tool calls and structured output through the aggregator.
+
+The fake provider scripts the aggregator's tool calls (OpenAI's shapes, streamed and not); the
+agents are LangChain's ``create_agent`` and LangGraph's prebuilt ``ToolNode``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from conftest import fake_context, spec
+from fake_openai import (
+    FakeOpenAIServer,
+    RecordedRequest,
+    ToolCall,
+    ToolCallReply,
+    count_prompt_tokens,
+)
+from langchain.agents import create_agent
+from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, ToolMessage
+from langchain_core.tools import tool
+from langgraph.graph import START, MessagesState, StateGraph
+from langgraph.prebuilt import ToolNode, tools_condition
+from pydantic import BaseModel, Field
+from typing_extensions import TypedDict
+
+from langgraph_moa import ChatMoA, Context
+from langgraph_moa.nodes.errors import AggregatorError, CapabilityError, ConfigError
+
+WEATHER = "Sunny, 21 C"
+
+
+@tool
+def weather(city: str) -> str:
+    """The current weather in a city."""
+    return f"{WEATHER} in {city}"
+
+
+@tool
+def clock(city: str) -> str:
+    """The local time in a city."""
+    return f"12:00 in {city}"
+
+
+def last_role(request: RecordedRequest) -> str:
+    return str(request.messages[-1]["role"])
+
+
+def agent_script(server: FakeOpenAIServer, *calls: ToolCall, token_delay: float = 0.0) -> None:
+    """Proposers advise; the aggregator calls ``calls`` first, then answers from the results."""
+    server.script("p1", "Call weather for Paris.")
+    server.script("p2", "Use the weather tool with city Paris.")
+
+    def aggregator(request: RecordedRequest) -> str | ToolCallReply:
+        if last_role(request) == "tool":
+            return "It is sunny in Paris, 21 C."
+        return ToolCallReply(list(calls or [ToolCall("weather", {"city": "Paris"})]))
+
+    server.script("agg", aggregator, token_delay=token_delay)
+
+
+def chat(server: FakeOpenAIServer, **kw: Any) -> ChatMoA:
+    return ChatMoA(context=fake_context(server, ["p1", "p2"], **kw))
+
+
+def system_text(request: RecordedRequest) -> str:
+    first = request.messages[0]
+    return str(first["content"]) if first["role"] == "system" else ""
+
+
+def server_usage(request: RecordedRequest) -> int:
+    """The tokens the fake server reported for one request."""
+    return count_prompt_tokens(request.messages) + request.chunks_sent
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_an_agent_calls_a_tool_gets_its_result_and_answers(
+    server: FakeOpenAIServer, mode: str
+) -> None:
+    agent_script(server)
+    agent = create_agent(model=chat(server), tools=[weather])
+    inputs = {"messages": [HumanMessage("What's the weather in Paris?")]}
+    state = agent.invoke(inputs) if mode == "sync" else await agent.ainvoke(inputs)
+
+    kinds = [type(m).__name__ for m in state["messages"]]
+    assert kinds == ["HumanMessage", "AIMessage", "ToolMessage", "AIMessage"]
+    call, result, answer = state["messages"][1:]
+    assert call.tool_calls[0]["name"] == "weather"
+    assert call.tool_calls[0]["args"] == {"city": "Paris"}
+    assert result.content == f"{WEATHER} in Paris"
+    assert answer.content == "It is sunny in Paris, 21 C." and not answer.tool_calls
+
+    first, second = server.requests_for("agg")
+    # The aggregator is bound to the tool, and sees the tool call and its result as they are.
+    assert [t["function"]["name"] for t in first.body["tools"]] == ["weather"]
+    assert second.messages[-2]["role"] == "assistant"
+    assert second.messages[-2]["tool_calls"][0]["function"]["name"] == "weather"
+    assert second.messages[-1] == {
+        "role": "tool",
+        "content": f"{WEATHER} in Paris",
+        "tool_call_id": call.tool_calls[0]["id"],
+    }
+    # The proposers are not bound: they get the tools described, and the result as text.
+    for name in ("p1", "p2"):
+        p_first, p_second = server.requests_for(name)
+        assert "tools" not in p_first.body
+        assert "weather" in system_text(p_first) and "city" in system_text(p_first)
+        assert p_second.messages[-1] == {
+            "role": "user",
+            "content": f"[tool weather returned]\n{WEATHER} in Paris",
+        }
+        assert '[called tool weather with {"city": "Paris"}]' in json.dumps(
+            p_second.messages, ensure_ascii=False
+        ).replace('\\"', '"')
+    # Usage per step: each answer carries the tokens of its own step's calls.
+    steps = [server.requests[:3], server.requests[3:]]
+    for message, calls in zip((call, answer), steps, strict=True):
+        assert message.usage_metadata is not None
+        assert message.usage_metadata["total_tokens"] == sum(server_usage(r) for r in calls)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_a_streamed_agent_shows_only_the_aggregators_tokens_and_tool_calls(
+    server: FakeOpenAIServer, mode: str
+) -> None:
+    agent_script(server, token_delay=0.001)
+    agent = create_agent(model=chat(server), tools=[weather])
+    inputs = {"messages": [HumanMessage("What's the weather in Paris?")]}
+    if mode == "sync":
+        parts = list(agent.stream(inputs, stream_mode="messages"))
+    else:
+        parts = [p async for p in agent.astream(inputs, stream_mode="messages")]
+    model_chunks = [c for c, meta in parts if isinstance(c, AIMessageChunk)]
+    text = "".join(str(c.content) for c in model_chunks)
+    assert text == "It is sunny in Paris, 21 C."  # no proposal text
+    assert len([c for c in model_chunks if c.content]) == 7  # token by token
+    calls = [tc for c in model_chunks for tc in c.tool_call_chunks]
+    assert [(c["name"], json.loads(c["args"] or "{}")) for c in calls] == [
+        ("weather", {"city": "Paris"})
+    ]
+    tools = [c for c, meta in parts if isinstance(c, ToolMessage)]
+    assert [t.content for t in tools] == [f"{WEATHER} in Paris"]
+
+
+async def test_a_hand_built_graph_with_langgraphs_tool_node(server: FakeOpenAIServer) -> None:
+    agent_script(
+        server, ToolCall("weather", {"city": "Paris"}), ToolCall("clock", {"city": "Paris"})
+    )
+    model = chat(server).bind_tools([weather, clock], parallel_tool_calls=True)
+
+    def call_model(state: MessagesState) -> dict[str, Any]:
+        return {"messages": [model.invoke(state["messages"])]}
+
+    async def acall_model(state: MessagesState) -> dict[str, Any]:
+        return {"messages": [await model.ainvoke(state["messages"])]}
+
+    for node in (call_model, acall_model):
+        server.requests.clear()
+        builder = StateGraph(MessagesState)
+        builder.add_node("model", node)
+        builder.add_node("tools", ToolNode([weather, clock]))
+        builder.add_edge(START, "model")
+        builder.add_conditional_edges("model", tools_condition)
+        builder.add_edge("tools", "model")
+        app = builder.compile()
+        inputs = {"messages": [HumanMessage("Weather and time in Paris?")]}
+        state = app.invoke(inputs) if node is call_model else await app.ainvoke(inputs)
+        results = [m.content for m in state["messages"] if isinstance(m, ToolMessage)]
+        assert results == [f"{WEATHER} in Paris", "12:00 in Paris"]  # both calls of one answer
+        assert state["messages"][-1].content == "It is sunny in Paris, 21 C."
+        assert server.requests_for("agg")[0].body["parallel_tool_calls"] is True
+
+
+@pytest.mark.parametrize(
+    ("choice", "sent"),
+    [
+        ("auto", "auto"),
+        ("any", "required"),
+        ("required", "required"),
+        ("weather", {"type": "function", "function": {"name": "weather"}}),
+    ],
+)
+def test_tool_choice_reaches_the_aggregator(
+    server: FakeOpenAIServer, choice: str, sent: Any
+) -> None:
+    agent_script(server)
+    message = chat(server).bind_tools([weather, clock], tool_choice=choice).invoke("Paris?")
+    assert message.tool_calls[0]["name"] == "weather"
+    (agg,) = server.requests_for("agg")
+    assert agg.body["tool_choice"] == sent
+
+
+def test_tool_choice_none_and_bad_choices(server: FakeOpenAIServer) -> None:
+    server.script("p1", "It is sunny.")
+    server.script("p2", "Sunny, I think.")
+    server.script("agg", "Probably sunny.")
+    message = chat(server).bind_tools([weather], tool_choice="none").invoke("Weather in Paris?")
+    assert message.content == "Probably sunny." and not message.tool_calls
+    assert server.requests_for("agg")[0].body["tool_choice"] == "none"
+    assert "weather" not in system_text(server.requests_for("p1")[0])  # nothing to advise on
+    with pytest.raises(ConfigError, match="'search', which is not among the tools"):
+        chat(server).bind_tools([weather], tool_choice="search")
+
+
+@pytest.mark.parametrize(
+    ("policy", "choice", "proposers_called"),
+    [
+        ("advise", "any", True),
+        ("skip_forced", "any", False),
+        ("skip_forced", "auto", True),
+        ("skip", "auto", False),
+    ],
+)
+async def test_what_proposers_do_on_a_tool_step(
+    server: FakeOpenAIServer, policy: str, choice: str, proposers_called: bool
+) -> None:
+    agent_script(server)
+    model = chat(server, tool_proposers=policy).bind_tools([weather], tool_choice=choice)
+    message = await model.ainvoke("Weather in Paris?")
+    assert message.tool_calls[0]["args"] == {"city": "Paris"}
+    assert bool(server.requests_for("p1")) is proposers_called
+    assert (message.response_metadata["moa_layers"] != []) is proposers_called
+
+
+@pytest.mark.parametrize(
+    ("bad", "problem"),
+    [
+        (ToolCall("search", {"q": "Paris"}), "the tool 'search', which does not exist"),
+        (ToolCall("weather", {"town": "Paris"}), "lacks the required field(s) city"),
+        (ToolCall("weather", {"city": 75}), "arguments.city must be of type string"),
+        (ToolCall("weather", '{"city": "Par'), "not valid JSON"),
+    ],
+)
+async def test_a_bad_tool_call_is_asked_again_then_a_clear_error(
+    server: FakeOpenAIServer, bad: ToolCall, problem: str
+) -> None:
+    server.script("p1", "Call weather.")
+    server.script("p2", "Call weather.")
+    replies = iter([ToolCallReply([bad]), ToolCallReply([ToolCall("weather", {"city": "Paris"})])])
+    server.script("agg", lambda r: next(replies))
+    model = chat(server).bind_tools([weather])
+    message = await model.ainvoke("Weather in Paris?")
+    assert message.tool_calls[0]["args"] == {"city": "Paris"}
+    retry = server.requests_for("agg")[1]
+    assert problem in retry.messages[-1]["content"]  # the aggregator is told what was wrong
+    assert message.usage_metadata is not None  # the rejected answer was paid for: counted
+    assert message.usage_metadata["total_tokens"] == sum(server_usage(r) for r in server.requests)
+
+    server.reset()
+    server.script("p1", "Call weather.")
+    server.script("agg", ToolCallReply([bad]))
+    model = ChatMoA(context=fake_context(server, ["p1"], max_attempts=2)).bind_tools([weather])
+    with pytest.raises(AggregatorError) as caught:
+        model.invoke("Weather in Paris?")
+    assert str(caught.value).startswith("aggregator together:agg failed: ")
+    assert problem in str(caught.value) and "(2 answers)" in str(caught.value)
+    assert len(server.requests_for("agg")) == 2
+
+
+def test_an_aggregator_that_cannot_call_tools_is_named(server: FakeOpenAIServer) -> None:
+    server.script("p1", "Call weather.")
+    ctx = Context(proposers=[spec(server, "p1")], aggregator="local:smollm2")
+    with pytest.raises(CapabilityError, match=r"^local:smollm2 cannot call tools"):
+        ChatMoA(context=ctx).bind_tools([weather]).invoke("Weather in Paris?")
+    assert not server.requests  # said before any proposer was paid
+
+
+class Person(BaseModel):
+    """A person mentioned in the text."""
+
+    name: str = Field(description="The person's name")
+    age: int
+
+
+class PersonDict(TypedDict):
+    """A person mentioned in the text."""
+
+    name: str
+    age: int
+
+
+PERSON_SCHEMA = {
+    "title": "Person",
+    "description": "A person mentioned in the text.",
+    "type": "object",
+    "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+    "required": ["name", "age"],
+}
+
+
+def structured_script(server: FakeOpenAIServer) -> None:
+    server.script("p1", "Ada Lovelace, who was 36.")
+    server.script("p2", "The person is Ada, aged 36.")
+
+    def aggregator(request: RecordedRequest) -> str | ToolCallReply:
+        if request.body.get("tools"):
+            name = request.body["tools"][0]["function"]["name"]
+            return ToolCallReply([ToolCall(name, {"name": "Ada", "age": 36})])
+        return '{"name": "Ada", "age": 36}'
+
+    server.script("agg", aggregator)
+
+
+@pytest.mark.parametrize("method", ["function_calling", "json_schema", "json_mode"])
+@pytest.mark.parametrize(
+    "schema", [Person, PersonDict, PERSON_SCHEMA], ids=["pydantic", "typeddict", "json"]
+)
+async def test_structured_output_by_each_method(
+    server: FakeOpenAIServer, method: str, schema: Any
+) -> None:
+    structured_script(server)
+    structured = chat(server).with_structured_output(schema, method=method)  # type: ignore[arg-type]
+    prompt = "Extract the person as JSON: Ada Lovelace died at 36."
+    result = await structured.ainvoke(prompt)
+    if schema is Person:
+        assert result == Person(name="Ada", age=36)
+    else:
+        assert result == {"name": "Ada", "age": 36}
+    (agg,) = server.requests_for("agg")
+    if method == "function_calling":
+        assert agg.body["tool_choice"] == "required"
+    elif method == "json_schema":
+        assert agg.body["response_format"]["type"] == "json_schema"
+        assert agg.body["response_format"]["json_schema"]["schema"]["required"] == ["name", "age"]
+    else:
+        assert agg.body["response_format"] == {"type": "json_object"}
+    # The proposers answer in prose: no tools, no response format.
+    assert not {"tools", "response_format"} & set(server.requests_for("p1")[0].body)
+
+
+def test_structured_output_sync_with_include_raw_and_a_bad_answer(server: FakeOpenAIServer) -> None:
+    structured_script(server)
+    raw = chat(server).with_structured_output(Person, method="json_schema", include_raw=True)
+    out = raw.invoke("Who? Ada Lovelace, 36.")
+    assert isinstance(out, dict) and out["parsed"] == Person(name="Ada", age=36)
+    assert isinstance(out["raw"], AIMessage) and out["parsing_error"] is None
+
+    # A JSON answer that does not match the schema is asked again, then fails clearly.
+    server.reset()
+    server.script("p1", "Ada.")
+    server.script("agg", '{"name": "Ada"}')
+    structured = ChatMoA(context=fake_context(server, ["p1"], max_attempts=2))
+    with pytest.raises(AggregatorError, match=r"the answer lacks the required field\(s\) age"):
+        structured.with_structured_output(Person, method="json_schema").invoke("Who?")
