@@ -13,7 +13,7 @@ PROMPT ?= What are some fun things to do in San Francisco?
 ARGS ?=
 LOCAL := $(if $(TOGETHER_API_KEY),,--extra local)
 
-.PHONY: run test lint typecheck unit install install-dev bench uv compiler studio
+.PHONY: run test lint typecheck unit install install-dev bench uv compiler studio browser
 
 uv:
 	@$(UV) --version >/dev/null 2>&1 || { \
@@ -56,7 +56,15 @@ typecheck: install-dev
 	@for d in graphs nodes core apps; do ln -s ../../../$$d build/typecheck/langgraph_moa/$$d; done
 	$(UV) run --frozen mypy
 
-unit: install-dev
+# The playground test drives the system's Chromium (tests/test_serve_playground.py); as root on
+# Debian/Ubuntu (CI) it is installed here, elsewhere the test says how and skips.
+browser:
+	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  (apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1)) \
+	  || echo "make: could not install chromium; the playground test will be skipped" >&2; \
+	fi
+
+unit: install-dev browser
 	$(UV) run --frozen pytest
 
 test: lint typecheck unit

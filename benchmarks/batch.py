@@ -13,6 +13,16 @@
 3. Memory: peak RSS of ``run_batch`` over ``MEMORY_ITEMS`` items in a child process (zero-latency
    in-process models, so the size fits the time budget; the call cache, gates, run file and
    progress all run), and its growth from the first 10% of the items to the end.
+0. Client cost against the raw asyncio script (run first). No rate limit: the fake provider
+   answers every call in ``CALL_S`` with 300-500-token proposals (``PROPOSAL_TOKENS``) and a
+   500-token answer from three proposer models and an aggregator. The obvious dataset script
+   (benchmarks/baseline.py: a semaphore of N items, an item's proposers gathered, then its
+   aggregator, a JSON line appended per item) and ``moa batch -j N`` (journal, call cache and
+   ``rpm`` limits on, the limits set far above what the run reaches) run the same items in child
+   processes, alternating, at each of ``SIDE_BY_SIDE``. Each child's wall time, CPU
+   (``wait4``), peak RSS (VmHWM, sampled) and time from its spawn to the first request the
+   server saw. At the first concurrency, ``moa batch --no-cache`` and ``moa batch`` without
+   ``rpm`` alternate with them too: what the cache and the limits cost.
 """
 
 from __future__ import annotations
@@ -28,7 +38,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import median, text_of
+from benchmarks.common import PROPOSAL_TOKENS, median, text_of
 
 ROOT = Path(__file__).resolve().parent.parent
 RATE = 40.0  # requests per second the provider allows, per model
@@ -41,6 +51,11 @@ CONCURRENCY = 16
 BASELINE_ITEMS = 15  # before and after the batch run
 MEMORY_ITEMS = 10_000
 MODEL = "m"
+# (concurrency, items, alternating rounds) of the side-by-side comparison with the raw script.
+SIDE_BY_SIDE = ((16, 200, 3), (64, 1000, 2))
+ANSWER_TOKENS = 500
+AGGREGATOR_MODEL = "aggregator"
+UNREACHED_RPM = 100_000  # a limit the run never reaches: its bookkeeping runs, it never waits
 
 
 def _prompt(i: int) -> str:
@@ -161,6 +176,153 @@ def _throughput(items: int, baseline_items: int, rate: float) -> dict[str, Any]:
     }
 
 
+# ----------------------------------------------------------------- against the raw script
+def _proposer_models() -> list[str]:
+    return [f"proposer-{i}" for i in range(PROPOSERS)]
+
+
+def _side_config(base_url: str, limits: bool) -> str:
+    rpm = f", rpm = {UNREACHED_RPM}" if limits else ""
+
+    def spec(model: str) -> str:
+        return f'{{ model = "together:{model}", base_url = "{base_url}"{rpm} }}'
+
+    proposers = ", ".join(spec(m) for m in _proposer_models())
+    return (
+        f"layers = 2\nmax_tokens = 512\nproposers = [{proposers}]\n"
+        f"aggregator = {spec(AGGREGATOR_MODEL)}\n"
+    )
+
+
+def _vmhwm_mib(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/status", encoding="utf-8") as f:
+            line = next((x for x in f if x.startswith("VmHWM:")), None)
+    except OSError:
+        return None
+    return int(line.split()[1]) / 1024 if line else None
+
+
+def _measure_child(cmd: list[str], server: Any) -> dict[str, float]:
+    """Wall s, CPU s, peak RSS MiB and seconds from spawn to the first request of one child."""
+    server.reset()  # records, and scripts: scripted again
+    for i, model in enumerate(_proposer_models()):
+        server.script(model, text_of(PROPOSAL_TOKENS[i], "word"), ttft=CALL_S)
+    server.script(AGGREGATOR_MODEL, text_of(ANSWER_TOKENS, "answer"), ttft=CALL_S)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TOGETHER_", "OPENAI_"))}
+    start = time.perf_counter()  # CLOCK_MONOTONIC, the clock of the server's request records
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    tail: list[bytes] = []
+    peak = [0.0]
+    assert proc.stderr is not None
+    stderr = proc.stderr
+    reader = threading.Thread(target=lambda: tail.extend(stderr.readlines()), daemon=True)
+    reader.start()
+
+    def sample() -> None:
+        # VmHWM of the child's own memory, not ru_maxrss (which keeps the forking parent's).
+        while proc.returncode is None:
+            hwm = _vmhwm_mib(proc.pid)
+            if hwm is None:
+                return
+            peak[0] = max(peak[0], hwm)
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    reader.join(timeout=5)
+    sampler.join(timeout=5)
+    if proc.returncode != 0:
+        raise RuntimeError(f"child failed ({proc.returncode}): {b''.join(tail[-20:]).decode()}")
+    records = server.requests()
+    return {
+        "wall_s": wall,
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+        "peak_rss_mib": peak[0],
+        "first_request_s": min(r["started"] for r in records) - start,
+        "requests": len(records),
+    }
+
+
+def _side_by_side(
+    concurrency: int, items: int, rounds: int, variants: bool, work: Path, server: Any
+) -> dict[str, Any]:
+    from langgraph_moa.nodes.prompts import AGGREGATION_PROMPT
+
+    data = work / f"items-{concurrency}.jsonl"
+    data.write_text(
+        "".join(json.dumps({"id": f"i{i}", "prompt": _prompt(i)}) + "\n" for i in range(items)),
+        encoding="utf-8",
+    )
+    prompt_file = work / "prompt.txt"
+    prompt_file.write_text(AGGREGATION_PROMPT, encoding="utf-8")
+    configs = {}
+    for limits in (True, False):
+        configs[limits] = work / f"moa-{'limits' if limits else 'none'}.toml"
+        configs[limits].write_text(_side_config(server.base_url, limits), encoding="utf-8")
+    runs = 0
+
+    def script() -> list[str]:
+        nonlocal runs
+        runs += 1
+        return [
+            sys.executable, "-m", "benchmarks.baseline", str(data),
+            str(work / f"s{concurrency}-{runs}.jsonl"),
+            "--base-url", server.base_url, "-j", str(concurrency),
+            "--proposers", ",".join(_proposer_models()), "--aggregator", AGGREGATOR_MODEL,
+            "--prompt-file", str(prompt_file),
+        ]  # fmt: skip
+
+    def moa(*extra: str, limits: bool = True) -> list[str]:
+        nonlocal runs
+        runs += 1
+        return [
+            sys.executable, "-m", "langgraph_moa", "batch", str(data),
+            "-o", str(work / f"m{concurrency}-{runs}" / "out.jsonl"), "-c", str(configs[limits]),
+            "-j", str(concurrency), *extra,
+        ]  # fmt: skip
+
+    ways: dict[str, Any] = {"script": script, "moa": moa}
+    if variants:
+        ways["moa_no_cache"] = lambda: moa("--no-cache")
+        ways["moa_no_limits"] = lambda: moa(limits=False)
+    samples: dict[str, list[dict[str, float]]] = {name: [] for name in ways}
+    for r in range(rounds):
+        order = list(ways) if r % 2 == 0 else list(reversed(ways))  # alternate who goes first
+        for name in order:
+            run = _measure_child(ways[name](), server)
+            if run["requests"] != items * (PROPOSERS + 1):  # every call made, none twice
+                raise RuntimeError(f"{name}: {run['requests']} requests for {items} items")
+            samples[name].append(run)
+    result: dict[str, Any] = {"concurrency": concurrency, "items": items, "rounds": rounds}
+    for name, runs_of in samples.items():
+        result[name] = {
+            "wall_s": median([x["wall_s"] for x in runs_of]),
+            "cpu_ms_per_item": median([x["cpu_s"] for x in runs_of]) / items * 1000,
+            "peak_rss_mib": median([x["peak_rss_mib"] for x in runs_of]),
+            "first_request_s": median([x["first_request_s"] for x in runs_of]),
+            "requests": runs_of[0]["requests"],
+            "runs": runs_of,
+        }
+    return result
+
+
+def side_by_side(plan: tuple[tuple[int, int, int], ...] = SIDE_BY_SIDE) -> list[dict[str, Any]]:
+    from benchmarks.server import ServerProcess
+
+    with tempfile.TemporaryDirectory() as tmp, ServerProcess() as server:
+        return [
+            _side_by_side(j, n, rounds, k == 0, Path(tmp), server)
+            for k, (j, n, rounds) in enumerate(plan)
+        ]
+
+
 # --------------------------------------------------------------------------------- memory
 def _rss_now_mib() -> float:
     with open("/proc/self/statm", encoding="utf-8") as f:
@@ -248,8 +410,10 @@ def run(
     memory_items: int = MEMORY_ITEMS,
     baseline_items: int = BASELINE_ITEMS,
     rate: float = RATE,
+    side_plan: tuple[tuple[int, int, int], ...] = SIDE_BY_SIDE,
 ) -> dict[str, Any]:
     return {
+        "side_by_side": side_by_side(side_plan),
         "throughput": _throughput(items, baseline_items, rate),
         "memory": _memory(memory_items),
     }
@@ -258,5 +422,11 @@ def run(
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--memory-child":
         _memory_child(int(sys.argv[2]), sys.argv[3])
+    elif len(sys.argv) > 1 and sys.argv[1] == "--side-by-side":
+        plan = tuple(tuple(int(x) for x in a.split(":")) for a in sys.argv[2:]) or SIDE_BY_SIDE
+        print(json.dumps(side_by_side(plan), indent=2))  # type: ignore[arg-type]
     else:
-        print(json.dumps(run(*(int(a) for a in sys.argv[1:3])), indent=2))
+        sizes = [int(a) for a in sys.argv[1:3]]
+        items = sizes[0] if sizes else ITEMS
+        memory_items = sizes[1] if len(sizes) > 1 else MEMORY_ITEMS
+        print(json.dumps(run(items, memory_items), indent=2))

@@ -155,6 +155,7 @@ def _serve() -> None:
                     {
                         "model": r.model,
                         "started": r.started,
+                        "status": r.status,
                         "finished": r.finished,
                         "disconnected": r.disconnected,
                         "chunks_sent": r.chunks_sent,

@@ -17,7 +17,7 @@ from types import ModuleType
 import typer
 
 from langgraph_moa import apps
-from langgraph_moa.core.command import err
+from langgraph_moa.core.command import err, startup
 
 HELP = "Ask several LLMs at once and let an aggregator write one answer (Mixture-of-Agents)."
 
@@ -48,7 +48,8 @@ def main() -> None:
     if sys.stdout is None:  # `moa ... >&-`: Python starts without a stdout
         err.print("moa: error: stdout is closed: nowhere to write the answer", markup=False)
         sys.exit(2)
-    app = build_app()
+    with startup():
+        app = build_app()
     args = sys.argv[1:] or ["--help"]
     if args == ["--version"]:
         from importlib.metadata import version

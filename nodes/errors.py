@@ -136,3 +136,11 @@ def _rebuild(cls: type[MoAError], args: tuple[Any, ...], kwargs: dict[str, Any])
 
 class InUseError(MoAError):
     """Another process is writing the same batch output, chat thread or compare folder."""
+
+
+class CallCacheError(MoAError):
+    """The model-call cache file cannot be read or written (corrupt, read-only, a full disk)."""
+
+    def __init__(self, path: str, problem: str, hint: str) -> None:
+        super().__init__(f"the call cache {path}: {problem}: {hint}")
+        self.path, self.problem, self.hint = path, problem, hint

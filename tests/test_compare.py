@@ -99,14 +99,19 @@ async def test_a_judge_that_always_prefers_position_a_gives_all_ties(
     data, _ = await compare(server, tmp_path, 6)
     p = pair(data, "solo")
     assert (p["win"], p["tie"], p["loss"], p["unparsed"], p["missing"]) == (0, 6, 0, 0, 0)
-    assert p["win_rate"] == 50.0 and p["ci"] == [50.0, 50.0]
+    # Six ties and nothing else: a bootstrap has no spread, so no interval is claimed.
+    assert p["win_rate"] == 50.0 and p["ci"] is None and p["lc_ci"] is None
+    assert p["no_ci"].startswith("all 6 judged pairs had the same outcome")
     # Each pair was really asked twice, the mixture's answer once in each position.
     judged = server.requests_for("judge")
     assert len(judged) == 12
     moa_first = [r for r in judged if shown(r)["A"].startswith("the aggregated")]
     assert len(moa_first) == 6
     assert all(shown(r)["B"].startswith("solo") for r in moa_first)
-    assert "does not clearly beat solo alone: +0 points" in data["verdict"]
+    assert (
+        "does not beat solo alone: +0 points (no 95% CI: all 6 judged pairs had the same "
+        "outcome)" in data["verdict"]
+    )
 
 
 async def test_a_judge_that_prefers_the_longer_answer_is_length_controlled(
@@ -127,7 +132,7 @@ async def test_a_judge_that_prefers_the_longer_answer_is_length_controlled(
     assert moa["mean_length"] > 5 * solo["mean_length"]
     assert any("length-controlled win rate is" in n for n in data["notes"])
     report = (out / "report.md").read_text()
-    assert "| solo | 100% (100–100) |" in report
+    assert "| solo | 100% (no CI: all alike) |" in report
 
 
 async def test_a_judge_that_prefers_quality_keeps_its_length_controlled_win(
@@ -143,7 +148,9 @@ async def test_a_judge_that_prefers_quality_keeps_its_length_controlled_win(
     data, _ = await compare(server, tmp_path, 30)
     p = pair(data, "solo")
     assert p["win_rate"] == 100.0 and p["lc_win_rate"] > 85
-    assert data["verdict"].startswith("moa beats solo alone by 50 points")
+    assert data["verdict"].startswith(
+        "moa beats solo alone: +50 points (no 95% CI: all 30 judged pairs had the same outcome)"
+    )
 
 
 async def test_unparsable_verdicts_are_counted_apart_never_guessed(
@@ -203,13 +210,14 @@ async def test_the_report_files(server: FakeOpenAIServer, tmp_path: Path) -> Non
     ratio = moa["cost_per_answer"] / solo["cost_per_answer"]
     assert ratio > 2
     assert data["verdict"].startswith(
-        f"moa beats solo alone by 50 points (95% CI 50 to 50) at {ratio:.1f}x the cost, "
+        "moa beats solo alone: +50 points (no 95% CI: all 8 judged pairs had the same outcome) "
+        f"at {ratio:.1f}x the cost, "
         "on only 8 judged pairs; length-controlled +"
     )
     report = (out / "report.md").read_text()
     assert report.startswith("# Does MoA pay off? moa against its baselines")
     assert f"**{data['verdict']}**" in report
-    assert "| solo | 100% (100–100) |" in report and "| 8 / 0 / 0 / 0 |" in report
+    assert "| solo | 100% (no CI: all alike) |" in report and "| 8 / 0 / 0 / 0 |" in report
     assert "| moa | [p1, p2] -> agg | 8 |" in report
     assert "![win rate against cost per answer](plot.png)" in report
     with Image.open(out / "plot.png") as png:

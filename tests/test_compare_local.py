@@ -32,7 +32,7 @@ def test_moa_compare_end_to_end_on_the_local_model(tmp_path: Path) -> None:
         "-o", str(out), timeout=900,
     )  # fmt: skip
     # 1: a judgment or answer failed (an empty reply from the tiny model); the report is written.
-    assert done.returncode in (0, 1), done.stderr
+    assert done.returncode in (0, 1, 3), done.stderr  # 3: a tiny proposer may give up (degraded)
     data = results(out)
     assert [s["name"] for s in data["systems"]] == ["moa-tiny", "smollm2"]
     assert data["judge"]["model"] == "local:smollm2"

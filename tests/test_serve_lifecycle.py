@@ -114,6 +114,36 @@ def test_langserve_stream_client_gone_closes_the_run(server: FakeOpenAIServer) -
         assert agg.disconnected and agg.chunks_sent < 100
 
 
+@pytest.mark.parametrize("route", ["invoke", "batch", "stream", "stream_log"])
+def test_langserve_client_gone_while_proposers_run_closes_their_requests(
+    server: FakeOpenAIServer, route: str
+) -> None:
+    for name in ("p1", "p2"):
+        server.script(name, LONG, ttft=30)
+    app = app_for(fake_context(server, ["p1", "p2"]))
+    with running(app) as base:
+        one = {"messages": [{"type": "human", "content": "hi"}]}
+        body = {"inputs": [one]} if route == "batch" else {"input": one}
+        data = json.dumps(body).encode()
+        sock = socket.create_connection(("127.0.0.1", int(base.rsplit(":", 1)[1])))
+        sock.sendall(
+            f"POST /moa/{route} HTTP/1.1\r\nHost: 127.0.0.1\r\n".encode()
+            + b"Content-Type: application/json\r\n"
+            + f"Content-Length: {len(data)}\r\n\r\n".encode()
+            + data
+        )
+        wait_for(lambda: server.in_flight() == 2)
+        sock.close()
+        gone = time.monotonic()
+        wait_for(lambda: server.in_flight() == 0, timeout=5)
+        closed = time.monotonic() - gone
+        assert closed < 3, closed  # the bound is 1 s; generous on a shared machine
+        assert [r.disconnected for r in server.requests] == [True, True]
+        time.sleep(0.3)
+        assert server.requests_for("agg") == []  # and no aggregator call after it
+        wait_for(lambda: httpx.get(f"{base}/health").json()["runs_in_flight"] == 0, timeout=5)
+
+
 def slow_config(tmp_path: Path, server: FakeOpenAIServer, tokens: int, delay: float) -> Path:
     server.script("p1", "a short proposal")
     server.script("slow-agg", " ".join(f"t{i}" for i in range(tokens)), token_delay=delay)

@@ -422,3 +422,145 @@ def test_a_resume_with_other_settings_is_refused(server: FakeOpenAIServer, tmp_p
     temperatures = [r["settings"]["sampling"]["together:agg"]["temperature"] for r in
                     read_records(out)]  # fmt: skip
     assert temperatures == [0.7, 0.2, 0.2]  # each record says which settings made it
+
+
+# ------------------------------------------------------------------- 9. degraded items
+def test_an_item_missing_a_proposal_is_degraded_and_can_be_redone(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    # p2 gives up on the first item (-j 1: q0) after both its attempts are rate limited.
+    server.fail("p2", *[Failure(status=429, retry_after="0", message="slow down")] * 2)
+    cfg = write_config(tmp_path / "c.toml", server, extra="max_attempts = 2")
+    data = write_items(tmp_path / "in.jsonl", prompts(3))
+    out = tmp_path / "out.jsonl"
+    first = batch(data, "-o", out, "-c", cfg, "-j", "1")
+    assert first.returncode == 3, first.stderr
+    assert "2 ok, 1 degraded, 0 failed" in first.stderr
+    assert "1 items were answered with fewer proposals than configured" in first.stderr
+    assert "--retry-degraded" in first.stderr
+    q0, q1, _ = read_records(out)
+    assert q0["status"] == "degraded" and q0["answer"] and q0["error"] is None
+    (missing,) = q0["missing_proposals"]
+    assert missing["model"] == "together:p2" and missing["kind"] == "rate_limit"
+    assert "HTTP 429" in missing["message"] and (missing["turn"], missing["layer"]) == (1, 1)
+    assert q1["status"] == "ok" and q1["missing_proposals"] == []
+
+    # --retry-failed leaves a degraded item alone; --retry-degraded redoes only the missing call
+    # (p1's proposal comes from the call cache) and the aggregation.
+    before = len(server.requests)
+    assert batch(data, "-o", out, "-c", cfg, "--retry-failed").returncode == 3
+    assert len(server.requests) == before
+    again = batch(data, "-o", out, "-c", cfg, "--retry-degraded")
+    assert again.returncode == 0, again.stderr
+    assert [r["status"] for r in read_records(out)] == ["ok", "ok", "ok"]
+    assert sorted(r.model for r in server.requests[before:]) == ["agg", "p2"]
+
+
+def test_a_degraded_answer_is_judged_and_reported(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    server.script("judge", always_a)
+    server.fail("p2", Failure(status=500, message="down"))
+    mix = tmp_path / "mix.toml"
+    write_mixture(mix)
+    mix.write_text(mix.read_text() + "max_attempts = 1\n", encoding="utf-8")
+    data = write_prompts(tmp_path / "p.jsonl", 2)
+    args = ("compare", data, "--config", mix, "--judge", "together:judge", "-o", tmp_path / "r")
+    result = run_cli(*map(str, args), "-j", "1", env=compare_env(server))
+    assert result.returncode == 3, result.stderr
+    assert "1 answers were made with fewer proposals than configured" in result.stderr
+    assert "--retry-degraded" in result.stderr
+    found = results(tmp_path / "r")
+    mine = next(s for s in found["systems"] if s["candidate"])
+    assert (mine["answers"], mine["degraded"], mine["failed"]) == (2, 1, 0)
+    assert all(p["missing"] == 0 for p in found["pairs"])  # the degraded answer was judged
+    assert "had fewer proposals than configured" in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_retries_after_a_shared_429_pause_are_spread(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    # Six items at once: each one's p1 call is rate limited with Retry-After: 2 s, which pauses p1
+    # for every caller. Released at one instant, the six retries would hit the limit together.
+    server.fail("p1", *[Failure(status=429, retry_after="2")] * 6)
+    cfg = write_config(tmp_path / "c.toml", server, extra="max_attempts = 4")
+    data = write_items(tmp_path / "in.jsonl", prompts(6))
+    result = batch(data, "-o", tmp_path / "out.jsonl", "-c", cfg, "-j", "6")
+    assert result.returncode == 0, result.stderr
+    answered = sorted(r.started for r in server.requests_for("p1") if r.status == 200)
+    assert len(answered) == 6
+    # With a 1 s ramp (half the pause), six retries in lockstep are within a few ms of each other.
+    assert answered[-1] - answered[0] > 0.3, [round(t - answered[0], 3) for t in answered]
+
+
+# ------------------------------------------------------------------- 10. smaller
+def test_a_corrupt_call_cache_is_named(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "c.toml", server)
+    data = write_items(tmp_path / "in.jsonl", prompts(2))
+    cache = tmp_path / "calls.sqlite"
+    cache.write_bytes(b"this is not SQLite at all\n" * 400)
+    result = batch(data, "-o", tmp_path / "out.jsonl", "-c", cfg, "--cache", cache)
+    assert result.returncode == 1
+    line = error_line(result.stderr)
+    assert f"the call cache {cache}: file is not a database" in line
+    assert "move it away or delete it" in line and "--no-cache" in line
+    assert "DatabaseError" not in result.stderr and not server.requests
+
+
+def test_a_full_disk_leaves_no_half_record(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    # A file size limit (ulimit -f) fails a write part-way, as a full disk does: the bytes up to
+    # the limit are written, the rest refused.
+    import resource
+
+    cfg = write_config(tmp_path / "c.toml", server)
+    one = tmp_path / "one.jsonl"
+    assert (
+        batch(write_items(tmp_path / "1.jsonl", prompts(1)), "-o", one, "-c", cfg).returncode == 0
+    )
+    size = one.stat().st_size
+    limit = size * 2 + size // 2  # two records fit, the third is cut in the middle
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    out = tmp_path / "out.jsonl"
+    data = write_items(tmp_path / "in.jsonl", prompts(5))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TOGETHER_", "OPENAI_"))}
+    args = [sys.executable, "-m", "langgraph_moa", "batch", str(data), "-o", str(out)]
+    full = subprocess.run(
+        [*args, "-c", str(cfg), "-j", "1", "--no-cache"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=120,
+        preexec_fn=small_files,
+    )
+    assert full.returncode == 1
+    line = error_line(full.stderr)
+    assert f"cannot write {out}" in line and "the finished items are kept" in line
+    assert len(read_records(out)) == 2  # read_records: no torn last line
+    resumed = batch(data, "-o", out, "-c", cfg)
+    assert resumed.returncode == 0 and "torn" not in resumed.stderr, resumed.stderr
+    assert [r["id"] for r in read_records(out)] == [f"q{i}" for i in range(5)]
+
+
+def test_compare_says_when_no_verdict_or_no_interval_holds(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    server.script("judge", always_a)  # A in both orders: every pair a tie
+    server.script("mute", "Both answers have merits.")  # never a verdict line
+    # Four systems (the mixture, each of its models alone): 3 baselines x 3 prompts x 2 orders.
+    data = write_prompts(tmp_path / "p.jsonl", 3)
+    mix = write_mixture(tmp_path / "mix.toml")
+    args = ["compare", str(data), "--config", str(mix), "-o", str(tmp_path / "r")]
+    ties = run_cli(*args, "--judge", "together:judge", env=compare_env(server))
+    assert ties.returncode == 0, ties.stderr
+    verdict = ties.stdout.strip().splitlines()[-1]
+    assert "+0 points (no 95% CI: all 3 judged pairs had the same outcome)" in verdict
+    assert (
+        "CI +0 to +0" not in verdict and "50–50" not in (tmp_path / "r" / "report.md").read_text()
+    )
+
+    mute = run_cli(*args, "--judge", "together:mute", env=compare_env(server))
+    assert mute.returncode == 1, mute.stderr
+    assert "moa compare: no verdict could be read from the judge: 18 of 18 judgments" in mute.stderr
+    assert "No verdict" in mute.stdout and "Traceback" not in mute.stderr

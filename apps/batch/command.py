@@ -45,6 +45,14 @@ def batch(
     retry_failed: Annotated[
         bool, typer.Option("--retry-failed", help="Run the items that failed again.")
     ] = False,
+    retry_degraded: Annotated[
+        bool,
+        typer.Option(
+            "--retry-degraded",
+            help="Run again the items answered with fewer proposals than configured (a proposer "
+            "gave up); the proposals that came are reused from the call cache.",
+        ),
+    ] = False,
     cache: Annotated[
         str | None,
         typer.Option(
@@ -106,6 +114,7 @@ def batch(
             concurrency=concurrency,
             skip_invalid=skip_invalid,
             retry_failed=retry_failed,
+            retry_degraded=retry_degraded,
             cache=cache,
             no_cache=no_cache,
             dry_run=dry_run,

@@ -1,7 +1,9 @@
 """``moa batch``: from the command's flags to a run (or a dry run), a summary and an exit code.
 
 Exit codes: 0 every item ok (or a dry run); 1 some items failed (rerun with --retry-failed) or
-the run could not go on; 2 bad input or settings; 130 interrupted (rerun the command to resume).
+the run could not go on; 2 bad input or settings; 3 every item answered, but some degraded: a
+proposer gave up, the answer has fewer proposals than configured (rerun with --retry-degraded);
+130 interrupted (rerun the command to resume).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from langgraph_moa.core.batch.runner import (
     run_batch,
 )
 from langgraph_moa.core.batch.samples import expand
+from langgraph_moa.core.command import EXIT_DEGRADED, startup
 from langgraph_moa.nodes.context import Context, ModelSpec
 from langgraph_moa.nodes.errors import ConfigError, InputError
 
@@ -82,6 +85,7 @@ def batch(
     console: Console,
     mixed_settings: bool = False,
     samples: int = 1,
+    retry_degraded: bool = False,
 ) -> int:
     """Run the command; raises MoAError (InputError, ConfigError: bad input) for one-line errors."""
     if fmt not in FORMATS:
@@ -139,6 +143,7 @@ def batch(
         generator=generator or _generator(flags, ctx, stored is not None),
         cache=cache_path,
         retry_failed=retry_failed,
+        retry_degraded=retry_degraded,
         limit=limit,
         server=server,
         assistant=assistant,
@@ -153,7 +158,9 @@ def batch(
                 ctx.aggregator,
                 *([ctx.fallback_aggregator] if ctx.fallback_aggregator else []),
             ]
-            _preflight(models if stored is not None else ctx.all_models(), ctx)
+            with startup():
+                _preflight(models if stored is not None else ctx.all_models(), ctx)
+                import langgraph_moa.graphs  # noqa: F401  (built now, with the collector off)
         return await run_batch(items, ctx, out, options, console=console)
 
     try:
@@ -190,21 +197,28 @@ def _report(result: BatchResult, console: Console, cache: Path | None, *, limite
             + (f" ({reused:,} calls answered from it, not paid again)" if reused else "")
         )
     if not result.complete:
-        left = result.total - result.ok - result.failed
+        left = result.total - result.ok - result.failed - result.degraded
         again = "the same command again" + (" without --limit" if limited else "")
         say(f"moa batch: {left} items left; run {again} for them")
     else:
         where = f"{result.output}"
         if result.written is not None:
             where += f" ({result.written} items; every record in {result.run_file})"
-        say(f"moa batch: {result.ok} ok, {result.failed} failed of {result.total} items -> {where}")
+        counts = f"{result.ok} ok, {result.degraded} degraded, {result.failed} failed"
+        say(f"moa batch: {counts} of {result.total} items -> {where}")
+    if result.degraded:
+        say(
+            f"moa batch: {result.degraded} items were answered with fewer proposals than "
+            f"configured: a proposer gave up (see 'missing_proposals' in {result.run_file}); "
+            "rerun with --retry-degraded to run them again"
+        )
     if result.failed:
         say(
             f"moa batch: {result.failed} items failed (see 'error' in {result.run_file}); "
             "rerun with --retry-failed to run them again"
         )
         return 1
-    return 0
+    return EXIT_DEGRADED if result.degraded else 0
 
 
 def _dry_run(

@@ -19,9 +19,25 @@ As a library::
     run = await run_compare(items, systems, judge, "report/")
 """
 
-from langgraph_moa.apps.compare.runner import CompareOptions, CompareRun, run_compare
-from langgraph_moa.apps.compare.systems import System, default_systems, single_model
+from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from langgraph_moa.apps.compare.runner import CompareOptions, CompareRun, run_compare
+    from langgraph_moa.apps.compare.systems import System, default_systems, single_model
+
+# Imported on first use: the CLI imports this package to find ``moa compare`` (command.py), and
+# the runner brings numpy and the batch runner, which ``moa batch``'s start-up should not pay for.
+_WHERE = {
+    "CompareOptions": "runner",
+    "CompareRun": "runner",
+    "run_compare": "runner",
+    "System": "systems",
+    "default_systems": "systems",
+    "single_model": "systems",
+}
 __all__ = [
     "CompareOptions",
     "CompareRun",
@@ -30,3 +46,9 @@ __all__ = [
     "run_compare",
     "single_model",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

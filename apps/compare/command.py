@@ -62,6 +62,13 @@ def compare(
     retry_failed: Annotated[
         bool, typer.Option("--retry-failed", help="Run failed answers and judgments again.")
     ] = False,
+    retry_degraded: Annotated[
+        bool,
+        typer.Option(
+            "--retry-degraded",
+            help="Answer again the answers made with fewer proposals than configured.",
+        ),
+    ] = False,
     limit: Annotated[
         int | None, typer.Option("--limit", help="Use only the first N prompts.")
     ] = None,
@@ -87,6 +94,7 @@ def compare(
             judge_max_tokens=judge_max_tokens,
             no_cache=no_cache,
             retry_failed=retry_failed,
+            retry_degraded=retry_degraded,
             limit=limit,
             console=err,
         )

@@ -49,7 +49,8 @@ def draw(results: dict[str, Any], path: Path) -> None:
             continue
         # The baseline's rate against the candidate: 100 minus the candidate's against it.
         y = 100 - p["win_rate"]
-        low, high = 100 - p["ci"][1], 100 - p["ci"][0]
+        # No interval when every judged pair was alike (stats.py): a bare point.
+        low, high = (100 - p["ci"][1], 100 - p["ci"][0]) if p["ci"] is not None else (y, y)
         ax.errorbar(
             [x],
             [y],

@@ -62,8 +62,22 @@ def verdict_line(results: dict[str, Any]) -> str:
     if len(judged) == 1:
         what = f"{base['name']} alone" if base["single"] else base["name"]
     points = best["win_rate"] - 50
-    low, high = (c - 50 for c in best["ci"])
-    if low > 0:
+    if best["ci"] is None:  # every judged pair alike (stats.py): no interval, said plainly
+        low = high = points
+    else:
+        low, high = (c - 50 for c in best["ci"])
+    interval = ""
+    if best["ci"] is None:
+        n = best["judged"]
+        interval = (
+            "no 95% CI from a single judged pair"
+            if n == 1
+            else f"no 95% CI: all {n} judged pairs had the same outcome"
+        )
+    if interval:
+        doing = "beats" if points > 0 else "loses to" if points < 0 else "does not beat"
+        line = f"{cand} {doing} {what}: {_points(points)} points ({interval})"
+    elif low > 0:
         line = (
             f"{cand} beats {what} by {_plain(points)} points "
             f"(95% CI {_plain(low)} to {_plain(high)})"
@@ -83,11 +97,10 @@ def verdict_line(results: dict[str, Any]) -> str:
         line += f" at {ratio}"
     if best["judged"] < SHORT_SAMPLE:
         line += f", on only {_count(best['judged'], 'judged pair')}"
-    lc_low, lc_high = (c - 50 for c in best["lc_ci"])
-    line += (
-        f"; length-controlled {_points(best['lc_win_rate'] - 50)} points "
-        f"({_points(lc_low)} to {_points(lc_high)})"
-    )
+    line += f"; length-controlled {_points(best['lc_win_rate'] - 50)} points"
+    if best["lc_ci"] is not None:
+        lc_low, lc_high = (c - 50 for c in best["lc_ci"])
+        line += f" ({_points(lc_low)} to {_points(lc_high)})"
     return line + "."
 
 
@@ -116,6 +129,13 @@ def notes(results: dict[str, Any]) -> list[str]:
             "line; their pairs count as unparsed, not as ties (results.json gives each "
             "problem)."
         )
+    for s in systems:
+        if s.get("degraded"):
+            out.append(
+                f"{_count(s['degraded'], 'answer')} of {s['name']} had fewer proposals than "
+                "configured (a proposer gave up): they are judged as they are; rerun the same "
+                "command with --retry-degraded to answer them again."
+            )
     missing = sum(p["missing"] for p in results["pairs"])
     if missing:
         out.append(
@@ -166,8 +186,10 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.0f}%"
 
 
-def _ci(ci: list[float] | None) -> str:
-    return "" if ci is None else f" ({ci[0]:.0f}–{ci[1]:.0f})"
+def _ci(ci: list[float] | None, judged: int = 0) -> str:
+    if ci is None:  # with pairs judged: all alike, no interval (stats.py)
+        return " (no CI: all alike)" if judged else ""
+    return f" ({ci[0]:.0f}–{ci[1]:.0f})"
 
 
 def _money(usd: float | None) -> str:
@@ -200,8 +222,8 @@ def pairs_table(results: dict[str, Any]) -> str:
             f"{_num(systems[cand]['mean_length'])} vs {_num(systems[p['baseline']]['mean_length'])}"
         )
         lines.append(
-            f"| {p['baseline']} | {_pct(p['win_rate'])}{_ci(p['ci'])} "
-            f"| {_pct(p['lc_win_rate'])}{_ci(p['lc_ci'])} | {counts} | {lengths} |"
+            f"| {p['baseline']} | {_pct(p['win_rate'])}{_ci(p['ci'], p['judged'])} "
+            f"| {_pct(p['lc_win_rate'])}{_ci(p['lc_ci'], p['judged'])} | {counts} | {lengths} |"
         )
     return "\n".join(lines)
 
@@ -213,7 +235,9 @@ def systems_table(results: dict[str, Any]) -> str:
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for s in results["systems"]:
-        answered = f"{s['answers']}" + (f" ({s['failed']} failed)" if s["failed"] else "")
+        answered = f"{s['answers']}" + "".join(
+            f" ({s[k]} {k})" for k in ("degraded", "failed") if s.get(k)
+        )
         calls = "n/a" if s["calls_per_answer"] is None else f"{s['calls_per_answer']:.1f}"
         lines.append(
             f"| {s['name']} | {s['models']} | {answered} | {_money(s['cost_usd'])} "

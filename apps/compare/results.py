@@ -29,7 +29,7 @@ from langgraph_moa.apps.compare.judge import (
     side,
 )
 from langgraph_moa.apps.compare.systems import System
-from langgraph_moa.core.batch.records import answer_usage
+from langgraph_moa.core.batch.records import ANSWERED, answer_usage
 
 RESULTS_VERSION = 1
 Record = dict[str, Any]
@@ -69,7 +69,7 @@ class JudgeTask:
 
 def answers_of(record: Record | None) -> list[str] | None:
     """A system's answer to a prompt (one text per turn), None when it has none."""
-    if record is None or record.get("status") != "ok" or not record.get("answers"):
+    if record is None or record.get("status") not in ANSWERED or not record.get("answers"):
         return None
     return [str(a) for a in record["answers"]]
 
@@ -124,7 +124,7 @@ def _sum_or_none(values: Sequence[float | None]) -> float | None:
 
 def system_summary(system: System, records: Mapping[str, Record], candidate: str) -> dict[str, Any]:
     """Answers, cost, tokens, latency and length of one system."""
-    ok = [r for r in records.values() if r.get("status") == "ok"]
+    ok = [r for r in records.values() if r.get("status") in ANSWERED]
     n = len(ok)
     cost = _sum_or_none([r.get("cost_usd") for r in ok])
     tokens = sum(u["total_tokens"] for r in ok for u in answer_usage(r).values())
@@ -143,7 +143,9 @@ def system_summary(system: System, records: Mapping[str, Record], candidate: str
         "local": any(m.startswith("local:") for m in models),
         "model_names": models,
         "answers": n,
-        "failed": sum(1 for r in records.values() if r.get("status") != "ok"),
+        "failed": sum(1 for r in records.values() if r.get("status") not in ANSWERED),
+        # answered with fewer proposals than configured: in the rates, and said so in the notes
+        "degraded": sum(1 for r in records.values() if r.get("status") == "degraded"),
         "cost_usd": cost,
         "cost_per_answer": cost / n if cost is not None and n else None,
         "tokens": tokens,

@@ -1,8 +1,10 @@
 """``moa compare``: from the command's flags to a comparison (or a redrawn report) and an exit code.
 
 Exit codes: 0 the report is written and every answer and judgment succeeded; 1 the report is
-written but some answers or judgments failed (rerun with --retry-failed), or the run could not go
-on; 2 bad input or settings; 130 interrupted (rerun the same command to resume).
+written but some answers or judgments failed (rerun with --retry-failed), or no judgment could
+be read, or the run could not go on; 2 bad input or settings; 3 the report is written but some
+answers are degraded (fewer proposals than configured: rerun with --retry-degraded); 130
+interrupted (rerun the same command to resume).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from langgraph_moa.apps.compare.systems import (
     parse_system,
 )
 from langgraph_moa.core.batch.inputs import InvalidItem, Item, read_items
+from langgraph_moa.core.command import EXIT_DEGRADED
 from langgraph_moa.nodes.context import Context, ModelSpec, build_context
 from langgraph_moa.nodes.errors import ConfigError, InputError
 
@@ -177,6 +180,7 @@ def compare(
     retry_failed: bool,
     limit: int | None,
     console: Console,
+    retry_degraded: bool = False,
 ) -> int:
     """Run the command; raises MoAError (ConfigError, InputError: bad input) for one-line errors."""
     if report_only_dir is not None:
@@ -197,6 +201,7 @@ def compare(
         concurrency=concurrency,
         cache=not no_cache,
         retry_failed=retry_failed,
+        retry_degraded=retry_degraded,
         judge_max_tokens=judge_max_tokens,
     )
 
@@ -216,11 +221,28 @@ def compare(
         return 130
     say(f"report: {folder / REPORT} (plot: {folder / PLOT}, numbers: {folder / RESULTS})")
     print(run.results["verdict"])
+    judging = run.results["judge"]
+    unreadable = judging["unparsed"] and all(p["win_rate"] is None for p in run.results["pairs"])
+    if unreadable:
+        say(
+            f"no verdict could be read from the judge: {judging['unparsed']} of "
+            f"{judging['judgments']} judgments have no 'Verdict: A', 'B' or 'tie' line (see "
+            f"{folder}/judgments); choose a judge that follows the prompt (--judge; the "
+            "answers are kept)"
+        )
     if run.failed_answers or run.failed_judgments:
         say(
             f"{run.failed_answers} answers and {run.failed_judgments} judgments failed (see "
             f"'error' in {folder}/answers and {folder}/judgments); rerun the same command with "
             "--retry-failed to run them again"
         )
+    if unreadable or run.failed_answers or run.failed_judgments:
         return 1
+    if run.degraded_answers:
+        say(
+            f"{run.degraded_answers} answers were made with fewer proposals than configured (a "
+            f"proposer gave up: see 'missing_proposals' in {folder}/answers); rerun the same "
+            "command with --retry-degraded to answer them again"
+        )
+        return EXIT_DEGRADED
     return 0

@@ -53,6 +53,7 @@ class CompareOptions:
     concurrency: int = DEFAULT_CONCURRENCY  # items (answers or judgments) in flight
     cache: bool = True  # the model-call cache in REPORT_DIR
     retry_failed: bool = False  # run failed answers and judgments again
+    retry_degraded: bool = False  # answer again the answers with missing proposals
     judge_max_tokens: int = JUDGE_MAX_TOKENS
 
 
@@ -63,6 +64,7 @@ class CompareRun:
     results: dict[str, Any]
     failed_answers: int
     failed_judgments: int
+    degraded_answers: int = 0  # answered with fewer proposals than configured
 
 
 def judge_context(judge: ModelSpec, max_tokens: int) -> Context:
@@ -158,7 +160,7 @@ async def _compare(
         console.print(f"moa compare: {text}", highlight=False, markup=False)
 
     answers: dict[str, dict[str, Record]] = {}
-    failed_answers = 0
+    failed_answers = degraded_answers = 0
     for n, system in enumerate(systems, 1):
         say(f"answers of {system.name} ({n}/{len(systems)}): {system.models}")
         path = answers_path(folder, system)
@@ -167,6 +169,7 @@ async def _compare(
             generator=system.name,
             cache=cache,
             retry_failed=options.retry_failed,
+            retry_degraded=options.retry_degraded,
         )
         # Nobody reads these tokens: whole answers cost the client far less CPU. Not for a
         # staircase mixture: its proposers must stream to its aggregator (without streaming its
@@ -178,7 +181,10 @@ async def _compare(
         # Only this run's prompts: a file may hold answers to prompts of an earlier run.
         found = _by_prompt(path, system)
         answers[system.name] = {i.id: found[i.id] for i in items if i.id in found}
-        failed_answers += sum(1 for r in answers[system.name].values() if r["status"] != "ok")
+        failed_answers += sum(1 for r in answers[system.name].values() if r["status"] == "failed")
+        degraded_answers += sum(
+            1 for r in answers[system.name].values() if r["status"] == "degraded"
+        )
 
     prompts = prompts_of(items)
     candidate = systems[0].name
@@ -214,4 +220,5 @@ async def _compare(
         results=results,
         failed_answers=failed_answers,
         failed_judgments=sum(1 for r in judge_records if r["status"] != "ok"),
+        degraded_answers=degraded_answers,
     )

@@ -3,7 +3,10 @@
 - **Win rate**: (wins + ties / 2) / judged pairs, in percent. Unparsed and missing pairs are left
   out of it (and counted apart).
 - **95% confidence interval**: percentile bootstrap over prompts (``RESAMPLES`` resamples with a
-  fixed seed, so a report is reproducible).
+  fixed seed, so a report is reproducible). When every judged pair had the same outcome (all
+  wins, all ties), every resample is that same sample: the bootstrap has no spread and says
+  nothing about the uncertainty, so no interval is given (``ci`` None, ``no_ci`` says why)
+  rather than a zero-width one that reads as certain.
 - **Length-controlled win rate**, in the spirit of AlpacaEval 2.0 (Dubois et al., 2024): a
   logistic regression of the judge's preference on the difference in answer length,
   ``logit P(candidate preferred) = a + b * tanh(length difference / its standard deviation)``,
@@ -56,6 +59,7 @@ class PairStats:
     lc_win_rate: float | None  # percent, at equal length
     lc_ci: tuple[float, float] | None
     length_slope: float | None  # b: how much the judge's preference follows length
+    no_ci: str | None = None  # why there is no interval though pairs were judged
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -154,12 +158,21 @@ def pair_stats(
     judged = [(SCORES[o], d) for o, d in zip(outcomes, length_diffs, strict=True) if o in SCORES]
     scores = [s for s, _ in judged]
     rate = ci = lc = lc_ci = slope = None
+    no_ci = None
     if scores:
         rate = win_rate(scores)
         ci = bootstrap_ci(scores, resamples=resamples, seed=seed)
         lc, lc_ci, slope = length_controlled(
             scores, [d for _, d in judged], resamples=resamples, seed=seed
         )
+        if lc_ci[1] - lc_ci[0] < 1e-9:  # no spread in the refits either (e.g. all ties)
+            lc_ci = None
+        if len(set(scores)) == 1:  # a bootstrap of identical outcomes has no spread
+            ci = None
+            no_ci = (
+                f"all {len(scores)} judged pairs had the same outcome: the bootstrap has no "
+                "spread to estimate an interval from"
+            )
     return PairStats(
         win=counts["win"],
         tie=counts["tie"],
@@ -172,6 +185,7 @@ def pair_stats(
         lc_win_rate=lc,
         lc_ci=lc_ci,
         length_slope=slope,
+        no_ci=no_ci,
     )
 
 

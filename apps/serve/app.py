@@ -1,7 +1,8 @@
 """The ASGI app of ``moa serve``: OpenAI Chat Completions, LangServe routes, health.
 
 ``create_app(settings, models)`` builds it; apps/serve/main.py runs it under uvicorn. Layers, from
-the outside in: ``ShieldErrors`` (no traceback ever leaves), ``BodyLimit`` (413), the
+the outside in: ``ShieldErrors`` (no traceback ever leaves), ``BodyLimit`` (413),
+``CancelOnDisconnect`` (a client that leaves cancels its request), the
 routes with their dependencies (auth: 401; runs in flight: 429), the exception handlers (OpenAI's
 error shape for everything).
 """
@@ -11,11 +12,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
+from fastapi.responses import JSONResponse
 from sse_starlette.sse import AppStatus
 
 from langgraph_moa.apps.serve import errors
 from langgraph_moa.apps.serve.auth import bearer_auth
+from langgraph_moa.apps.serve.disconnect import CancelOnDisconnect
 from langgraph_moa.apps.serve.langserve_routes import add_moa_routes
 from langgraph_moa.apps.serve.limits import BodyLimit, RunSlots, run_slot
 from langgraph_moa.apps.serve.openai_routes import openai_router
@@ -25,7 +28,7 @@ from langgraph_moa.apps.serve.settings import ServeSettings
 
 
 def create_app(settings: ServeSettings, models: ModelRegistry) -> FastAPI:
-    service = RunService(models)
+    service = RunService(models, settings.caps, settings.max_run_s)
     slots = RunSlots(settings.max_concurrent)
 
     @asynccontextmanager
@@ -41,7 +44,8 @@ def create_app(settings: ServeSettings, models: ModelRegistry) -> FastAPI:
         title="langgraph-moa",
         summary="Mixture-of-Agents as an OpenAI-compatible model",
         lifespan=lifespan,
-        # No unauthenticated documentation routes: every route but /health is behind the key.
+        # No unauthenticated documentation routes: every route but /health is behind the key
+        # (/openapi.json is added below, behind it).
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
@@ -49,15 +53,28 @@ def create_app(settings: ServeSettings, models: ModelRegistry) -> FastAPI:
     app.state.service = service
     app.state.slots = slots
     errors.install(app)
+    app.add_middleware(CancelOnDisconnect)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(errors.ShieldErrors)  # added last: the outermost of ours
 
     key = settings.api_key.get_secret_value() if settings.api_key else None
     auth, slot = bearer_auth(key), run_slot(slots)
     app.include_router(
-        openai_router(service, show_proposals=settings.show_proposals, auth=auth, slot=slot)
+        openai_router(
+            service,
+            show_proposals=settings.show_proposals,
+            keepalive_s=settings.keepalive_s,
+            task_shortcut=settings.task_shortcut,
+            auth=auth,
+            slot=slot,
+        )
     )
     add_moa_routes(app, service, auth=auth, slot=slot)
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(auth)])
+    async def openapi() -> JSONResponse:
+        """The schema, for clients and fuzzers."""
+        return JSONResponse(app.openapi())
 
     @app.get("/health")
     async def health() -> dict[str, object]:

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from langgraph_moa.apps.serve import settings as serve_defaults
+from langgraph_moa.apps.serve.settings import Caps
 from langgraph_moa.core.command import err, fail, run_async
 from langgraph_moa.nodes.errors import ConfigError, MoAError
 
@@ -43,6 +44,35 @@ def serve(
     grace: Annotated[
         float, typer.Option("--grace", help="Seconds in-flight streams get after SIGTERM.")
     ] = serve_defaults.DEFAULT_GRACE_S,
+    max_proposers: Annotated[
+        int, typer.Option("--max-proposers", help="Cap: proposers per layer a request may ask for.")
+    ] = Caps().proposers,
+    max_layers: Annotated[
+        int, typer.Option("--max-layers", help="Cap: layers (the aggregator's included).")
+    ] = Caps().layers,
+    max_calls: Annotated[
+        int, typer.Option("--max-calls", help="Cap: model calls of one run (retries aside).")
+    ] = Caps().calls,
+    max_attempts: Annotated[
+        int, typer.Option("--max-attempts", help="Cap: attempts per model call.")
+    ] = Caps().attempts,
+    max_timeout: Annotated[
+        float, typer.Option("--max-timeout", help="Cap: per-call timeout in seconds.")
+    ] = Caps().timeout,
+    max_tokens: Annotated[
+        int, typer.Option("--max-tokens", help="Cap: max_tokens of any call.")
+    ] = Caps().tokens,
+    max_run_time: Annotated[
+        float,
+        typer.Option("--max-run-time", help="Seconds a run may take; then it is stopped (504)."),
+    ] = serve_defaults.DEFAULT_MAX_RUN_S,
+    task_shortcut: Annotated[
+        bool,
+        typer.Option(
+            "--task-shortcut/--no-task-shortcut",
+            help="Answer chat UIs' title/tags/follow-up requests ('### Task:') with one model.",
+        ),
+    ] = True,
     show_proposals: Annotated[
         bool,
         typer.Option(
@@ -57,6 +87,7 @@ def serve(
 
     try:
         from langgraph_moa.apps.serve.auth import KEY_ENV
+        from langgraph_moa.apps.serve.errors import OpenAIError
         from langgraph_moa.apps.serve.main import is_loopback, listen, run
         from langgraph_moa.apps.serve.registry import ModelRegistry
         from langgraph_moa.apps.serve.settings import ServeSettings
@@ -80,11 +111,21 @@ def serve(
         "max_body_bytes": max_body,
         "grace_s": grace,
         "show_proposals": show_proposals,
+        "task_shortcut": task_shortcut,
+        "max_run_s": max_run_time,
+        "caps": {
+            "proposers": max_proposers,
+            "layers": max_layers,
+            "calls": max_calls,
+            "attempts": max_attempts,
+            "timeout": max_timeout,
+            "tokens": max_tokens,
+        },
     }
     try:
         settings = ServeSettings.model_validate(given)
     except ValidationError as exc:
-        fail(explain(exc).replace("max_body_bytes", "--max-body").replace("grace_s", "--grace"), 2)
+        fail(_flags(explain(exc)), 2)
     if settings.api_key is None and not is_loopback(settings.host):
         err.print(
             f"moa serve: warning: no {KEY_ENV} set and listening on {settings.host}: anyone who "
@@ -92,7 +133,32 @@ def serve(
             markup=False,
         )
     try:
+        # The default model must fit the caps, else every request without a model would be a 400.
+        models.check(settings.caps)
+    except OpenAIError as exc:
+        fail(f"the default model {models.default!r}: {exc.message}", 2)
+    try:
         sock = listen(settings.host, settings.port)
     except OSError as exc:
         fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}")
     run_async(run(settings, models, sock))
+
+
+# Settings fields as the flags that set them, for messages.
+FLAGS = {
+    "max_body_bytes": "--max-body",
+    "grace_s": "--grace",
+    "max_run_s": "--max-run-time",
+    "caps.proposers": "--max-proposers",
+    "caps.layers": "--max-layers",
+    "caps.calls": "--max-calls",
+    "caps.attempts": "--max-attempts",
+    "caps.timeout": "--max-timeout",
+    "caps.tokens": "--max-tokens",
+}
+
+
+def _flags(message: str) -> str:
+    for field, flag in FLAGS.items():
+        message = message.replace(field, flag)
+    return message

@@ -3,7 +3,8 @@ status, on every route; and nothing else: no traceback and no API key in a respo
 
 - 400 bad input (``invalid_request_error``), 401 missing or wrong key, 413 body too large,
   429 at the concurrency limit (with ``Retry-After``), 502 when a layer's proposers or the
-  aggregator failed (``LayerFailedError``, ``AggregatorError``), 500 for anything unexpected.
+  aggregator failed (``LayerFailedError``, ``AggregatorError``), 504 when a run passed the
+  server's deadline, 500 for anything unexpected. Every 5xx carries ``x-should-retry: false``.
 - Every message goes through ``redact`` (nodes/models/redact.py) before it is sent or logged.
 - ``ShieldErrors`` is the last net: an exception no handler took becomes a 500 (or, once a
   response has started, is only logged) on one line. Starlette's own outermost handler would
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -37,6 +39,29 @@ from langgraph_moa.nodes.models.redact import redact
 
 log = logging.getLogger("moa.serve")
 
+# Characters a client could use to forge or hide log lines: C0/C1 controls (newline, carriage
+# return, ANSI escapes), Unicode line separators, and lone surrogates (not encodable in UTF-8).
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
+def one_line(text: str) -> str:
+    """``text`` with every unsafe character written as its escape (``\\n``, ``\\x1b``...)."""
+    return _UNSAFE.sub(
+        lambda m: m.group().encode("unicode_escape", "backslashreplace").decode(), text
+    )
+
+
+class OneLine(logging.Filter):
+    """Every record of the server's logger as one line a client cannot forge: its arguments may
+    hold client text (a model name, a field, an exception's message)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = one_line(record.getMessage()), None
+        return True
+
+
+log.addFilter(OneLine())
+
 # error.type per status, as OpenAI names them
 TYPES = {
     400: "invalid_request_error",
@@ -48,6 +73,7 @@ TYPES = {
     500: "server_error",
     502: "server_error",
     503: "server_error",
+    504: "server_error",
 }
 
 
@@ -87,7 +113,13 @@ class OpenAIError(Exception):
 
     def response(self) -> JSONResponse:
         self.log()
-        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
+        headers = dict(self.headers)
+        if self.status >= 500:
+            # A 5xx here comes after the server's own retries (a layer or the aggregator failed),
+            # from a hung provider (the run's deadline) or from a bug: a client's retry would run
+            # and bill the whole mixture again. The OpenAI SDKs retry 5xx unless told not to.
+            headers.setdefault("x-should-retry", "false")
+        return JSONResponse(self.body(), status_code=self.status, headers=headers)
 
 
 def from_run_error(exc: BaseException) -> OpenAIError:
@@ -166,7 +198,9 @@ def install(app: FastAPI) -> None:
         message = exc.detail if isinstance(exc.detail, str) else "request failed"
         if exc.status_code == 404:
             message = f"no route {request.method} {request.url.path}"
-        error = OpenAIError(exc.status_code, message, headers=exc.headers)
+        # LangServe's own 422s: bad input is a 400 on every route, as OpenAI answers it.
+        status = 400 if exc.status_code == 422 else exc.status_code
+        error = OpenAIError(status, message, headers=exc.headers)
         return error.response()
 
     async def on_validation(request: Request, exc: Exception) -> JSONResponse:

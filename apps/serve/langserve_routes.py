@@ -26,12 +26,19 @@ from fastapi import Depends, FastAPI
 from langchain_core.messages import AIMessage, AIMessageChunk, AnyMessage
 from langchain_core.runnables import Runnable, RunnableConfig
 from langserve import add_routes
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
+from langgraph_moa.apps.serve.requests import content_text, langserve_check
 from langgraph_moa.apps.serve.runs import RunService, run_summary, total_usage
 from langgraph_moa.core.turns import AnswerRestart, Finished, Token
 
 PATH = "/moa"
+
+
+def _no_default(schema: dict[str, Any]) -> None:
+    # Nor "default": null, which the playground's form would fill in and then refuse.
+    schema.pop("default", None)
 
 
 def input_type(service: RunService) -> type[BaseModel]:
@@ -40,22 +47,31 @@ def input_type(service: RunService) -> type[BaseModel]:
     class MoAInput(BaseModel):
         """A conversation for Mixture-of-Agents, with optional run settings."""
 
+        model_config = ConfigDict(extra="forbid")
+
         messages: list[AnyMessage] = Field(
             min_length=1, description="The conversation, newest user message last."
         )
-        preset: str | None = Field(
+        # Optional without "null" in the JSON schema (SkipJsonSchema, _no_default): LangServe's
+        # playground cannot render a nullable field ("Unknown type: {"type":"null"}": a blank
+        # page).
+        preset: str | SkipJsonSchema[None] = Field(
             default=None,
+            json_schema_extra=_no_default,
             description="A model of this server by the name GET /v1/models lists (a preset, or "
             "the server's config); default: the server's.",
         )
-        settings: dict[str, Any] | None = Field(
+        settings: dict[str, Any] | SkipJsonSchema[None] = Field(
             default=None,
+            json_schema_extra=_no_default,
             description="Context fields that change the preset's settings for this run, e.g. "
             '{"layers": 3, "temperature": 0.2} (see nodes/context.py).',
         )
 
         @model_validator(mode="after")
         def _known(self) -> MoAInput:
+            for i, message in enumerate(self.messages):  # what /v1 refuses, refused here too
+                content_text(message.content, f"messages[{i}].content")
             service.context(self.preset, self.settings or {}, "settings")  # raises a 400
             return self
 
@@ -153,9 +169,10 @@ def _message(state: dict[str, Any]) -> AIMessage:
 def add_moa_routes(
     app: FastAPI, service: RunService, *, auth: Callable[..., Any], slot: Callable[..., Any]
 ) -> None:
+    runnable = MoARunnable(service)
     add_routes(
         app,
-        MoARunnable(service),
+        runnable,
         path=PATH,
         # /stream_events fails on graphs with Send (langserve#721); the rest is what the issue
         # and the playground need.
@@ -169,5 +186,5 @@ def add_moa_routes(
             "output_schema",
             "config_schema",
         ),
-        dependencies=[Depends(auth), Depends(slot)],
+        dependencies=[Depends(auth), Depends(langserve_check(runnable.InputType)), Depends(slot)],
     )

@@ -17,10 +17,11 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, SystemMessage, ToolMessage
-from sse_starlette import EventSourceResponse
+from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from langgraph_moa.apps.serve.errors import OpenAIError
 from langgraph_moa.apps.serve.registry import openai_overrides
+from langgraph_moa.apps.serve.requests import check_body, content_text
 from langgraph_moa.apps.serve.runs import (
     ClientGoneError,
     RunService,
@@ -48,7 +49,9 @@ from langgraph_moa.apps.serve.schemas import (
     completion_id,
     now,
 )
-from langgraph_moa.core.turns import AnswerRestart, Finished, ProposalDone, RunEvent, Token
+from langgraph_moa.apps.serve.settings import DEFAULT_KEEPALIVE_S
+from langgraph_moa.apps.serve.tasks import is_task
+from langgraph_moa.core.turns import AnswerRestart, Finished, ProposalDone, Token
 from langgraph_moa.nodes.errors import ConfigError
 from langgraph_moa.nodes.models.tools import Bind, binding
 
@@ -60,15 +63,28 @@ def openai_router(
     service: RunService,
     *,
     show_proposals: bool,
+    keepalive_s: float = DEFAULT_KEEPALIVE_S,
+    task_shortcut: bool = True,
     auth: Callable[..., Any],
     slot: Callable[..., Any],
 ) -> APIRouter:
-    router = APIRouter(prefix="/v1", dependencies=[Depends(auth)])
+    router = APIRouter(prefix="/v1", dependencies=[Depends(auth), Depends(check_body)])
 
     @router.get("/models")
     async def models() -> ModelList:
         created = now()
         return ModelList(data=[ModelCard(id=n, created=created) for n in service.models.names()])
+
+    @router.get("/models/{model_id:path}")
+    async def model(model_id: str) -> ModelCard:
+        if model_id not in service.models.names():
+            raise OpenAIError(
+                404,
+                f"no model {model_id!r}; this server offers: {', '.join(service.models.names())}",
+                param="model",
+                code="model_not_found",
+            )
+        return ModelCard(id=model_id, created=now())
 
     @router.post("/chat/completions", dependencies=[Depends(slot)], response_model=None)
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
@@ -78,35 +94,34 @@ def openai_router(
         messages = to_messages(body.messages)
         bind = request_binding(body)
         max_tokens = body.max_completion_tokens or body.max_tokens
-        name, ctx = service.context(
-            body.model,
-            openai_overrides(body.temperature, max_tokens, body.seed, body.staircase),
-            "request",
-        )
+        param = "model"  # a cap the chosen model exceeds, unless the client's max_tokens does
+        if max_tokens is not None and max_tokens > service.caps.tokens:
+            param = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
+        overrides = openai_overrides(body.temperature, max_tokens, body.seed, body.staircase)
+        if task_shortcut and is_task(messages):
+            overrides["layers"] = 1  # a title or tags: the aggregator alone, one call
+        name, ctx = service.context(body.model, overrides, "request", param)
         show = show_proposals if body.show_proposals is None else body.show_proposals
         run = service.start(messages, ctx, bind)
+        if body.stream:
+            # The response starts at once: headers, a comment, then a keep-alive comment every
+            # keepalive_s while the mixture works, so proxies and users see the request alive.
+            # A run that fails ends the stream with an error event (see _chunks).
+            include_usage = bool(body.stream_options and body.stream_options.include_usage)
+            return EventSourceResponse(
+                _chunks(run, name, show=show, include_usage=include_usage, tools=bool(body.tools)),
+                sep="\n",
+                ping=keepalive_s,
+            )
         try:
-            if not body.stream:
-                state = await unless_disconnected(request, _final(run))
-                answer = _completion(name, state, show).model_dump(exclude_none=True)
-                answer["choices"][0]["message"].setdefault("content", None)  # null with tool calls
-                return JSONResponse(answer)
-            # Wait for the first thing to send before choosing the status: a run that fails
-            # before it (every proposer failed, the aggregator failed) is an HTTP error.
-            first = await unless_disconnected(request, _first(run, show))
+            state = await unless_disconnected(request, _final(run))
         except ClientGoneError:
-            await run.aclose()
             return Response(status_code=CLIENT_GONE)
-        except BaseException:
+        finally:
             await run.aclose()
-            raise
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return EventSourceResponse(
-            _chunks(
-                run, first, name, show=show, include_usage=include_usage, tools=bool(body.tools)
-            ),
-            sep="\n",
-        )
+        answer = _completion(name, state, show).model_dump(exclude_none=True)
+        answer["choices"][0]["message"].setdefault("content", None)  # null with tool calls
+        return JSONResponse(answer)
 
     return router
 
@@ -140,7 +155,7 @@ def to_messages(messages: list[ChatMessage]) -> list[AnyMessage]:
                 param=f"messages[{i}].role",
                 code="unsupported",
             )
-        text = _text(m.content, i)
+        text = content_text(m.content, f"messages[{i}].content")
         if m.role in ("system", "developer"):
             out.append(SystemMessage(text))
         elif m.role == "user":
@@ -186,37 +201,10 @@ def _calls_out(message: AIMessage) -> list[ToolCallOut] | None:
     return calls or None
 
 
-def _text(content: str | list[dict[str, Any]] | None, i: int) -> str:
-    if content is None or isinstance(content, str):
-        return content or ""
-    texts = []
-    for part in content:
-        kind = part.get("type")
-        if kind == "text" and isinstance(part.get("text"), str):
-            texts.append(part["text"])
-            continue
-        what = "images are" if kind == "image_url" else f"content parts of type {kind!r} are"
-        raise OpenAIError(
-            400,
-            f"{what} not supported yet: send text",
-            param=f"messages[{i}].content",
-            code="unsupported",
-        )
-    return "\n".join(texts)
-
-
 async def _final(run: RunStream) -> dict[str, Any]:
     async for event in run:
         if isinstance(event, Finished):
             return event.state
-    raise AssertionError("a run ends with Finished or an error")
-
-
-async def _first(run: RunStream, show: bool) -> RunEvent:
-    """The run's first event a streaming client will see."""
-    async for event in run:
-        if isinstance(event, Token | Finished) or (show and isinstance(event, ProposalDone)):
-            return event
     raise AssertionError("a run ends with Finished or an error")
 
 
@@ -247,15 +235,15 @@ def _completion(name: str, state: dict[str, Any], show: bool) -> ChatCompletion:
 
 async def _chunks(
     run: RunStream,
-    first: RunEvent,
     name: str,
     *,
     show: bool,
     include_usage: bool,
     tools: bool = False,
-) -> AsyncIterator[str]:
+) -> AsyncIterator[str | ServerSentEvent]:
     """The SSE ``data:`` payloads of a streamed completion, ending in ``[DONE]``; a failure ends
-    the stream with an error payload (the ``openai`` SDK raises it as ``APIError``)."""
+    the stream with an error payload (the ``openai`` SDK raises it as ``APIError``, and does not
+    retry it: one request, one run)."""
     cid, created = completion_id(), now()
 
     def chunk(delta: Delta, finish: Literal["stop", "tool_calls"] | None = None) -> str:
@@ -264,10 +252,10 @@ async def _chunks(
         return body.model_dump_json(exclude_none=True)
 
     try:
+        yield ServerSentEvent(comment="moa: the mixture is running")
         # With tools the answer may be calls only: content stays null then, as OpenAI sends it.
         yield chunk(Delta(role="assistant", content=None if tools else ""))
-        event = first
-        while True:
+        async for event in run:
             if isinstance(event, Token):
                 yield chunk(Delta(content=event.text + run.ready_text()))
             elif isinstance(event, ProposalDone):
@@ -296,7 +284,6 @@ async def _chunks(
                     yield usage.model_dump_json(exclude_none=True)
                 yield "[DONE]"
                 return
-            event = await anext(run)
     except OpenAIError as exc:
         exc.log()
         yield json.dumps(exc.body())

@@ -15,7 +15,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from langgraph_moa.apps.serve.caps import check as caps_check
 from langgraph_moa.apps.serve.errors import OpenAIError
+from langgraph_moa.apps.serve.settings import Caps
 from langgraph_moa.core.settings import STAIRCASE_SUFFIX, split_staircase
 from langgraph_moa.nodes.context import Context, build_context, load_preset
 from langgraph_moa.nodes.errors import ConfigError
@@ -46,12 +48,22 @@ class ModelRegistry:
             raise ConfigError("give either --preset or --config, not both")
         if config:
             name = Path(config).stem
+            if name in preset_names():
+                # It would silently replace the preset in /v1/models for every client.
+                raise ConfigError(
+                    f"--config {config}: the file is named like the built-in preset {name!r}, "
+                    "which it would replace as a model; rename the file"
+                )
             return cls(name, {name: load_preset(config)})
         return cls(preset or default_preset_name())
 
     def names(self) -> list[str]:
         names = [*self.own, *(p for p in self.presets if p not in self.own)]
         return [*names, self.default + STAIRCASE_SUFFIX]
+
+    def check(self, caps: Caps) -> None:
+        """400 if the default model alone is past ``caps``."""
+        caps_check(self.context(None)[1], caps, "model")
 
     def context(self, name: str | None) -> tuple[str, Context]:
         """(name, settings) of the model ``name`` (None: the server's default); 400 if unknown."""

@@ -19,8 +19,10 @@ from typing import Any, TypeVar
 from langchain_core.messages import AnyMessage
 from starlette.requests import Request
 
-from langgraph_moa.apps.serve.errors import from_run_error
+from langgraph_moa.apps.serve import caps
+from langgraph_moa.apps.serve.errors import OpenAIError, from_run_error
 from langgraph_moa.apps.serve.registry import ModelRegistry, with_overrides
+from langgraph_moa.apps.serve.settings import DEFAULT_MAX_RUN_S, Caps
 from langgraph_moa.core.settings import preflight
 from langgraph_moa.core.turns import Finished, RunEvent, Token, run_events
 from langgraph_moa.graphs import graph
@@ -45,6 +47,7 @@ class RunStream:
         messages: list[AnyMessage],
         ctx: Context,
         live: set[RunStream],
+        max_run_s: float = DEFAULT_MAX_RUN_S,
         bind: Mapping[str, Any] | None = None,
     ) -> None:
         self._queue: asyncio.Queue[RunEvent | BaseException] = asyncio.Queue(QUEUE_SIZE)
@@ -55,15 +58,32 @@ class RunStream:
         # A fresh context: the run is nobody's child run (see langserve_routes.py) and inherits
         # nothing from the request that started it.
         self._task = asyncio.create_task(
-            self._pump(messages, ctx, bind), context=contextvars.Context()
+            self._pump(messages, ctx, max_run_s, bind), context=contextvars.Context()
         )
 
     async def _pump(
-        self, messages: list[AnyMessage], ctx: Context, bind: Mapping[str, Any] | None
+        self,
+        messages: list[AnyMessage],
+        ctx: Context,
+        max_run_s: float,
+        bind: Mapping[str, Any] | None,
     ) -> None:
+        deadline = asyncio.timeout(max_run_s)
         try:
-            async for event in run_events(graph, messages, ctx, bind=bind):
-                await self._queue.put(event)
+            async with deadline:
+                async for event in run_events(graph, messages, ctx, bind=bind):
+                    await self._queue.put(event)
+        except TimeoutError as exc:
+            if not deadline.expired():
+                await self._queue.put(exc)
+                return
+            late = OpenAIError(
+                504,
+                f"the run took longer than this server's limit of {max_run_s:g} s (moa serve "
+                "--max-run-time) and was stopped: a provider is not answering",
+                code="run_timeout",
+            )
+            await self._queue.put(late)
         except Exception as exc:  # handed to the reader, who answers it
             await self._queue.put(exc)
 
@@ -114,15 +134,23 @@ class RunStream:
 class RunService:
     """Starts runs for the routes: the models on offer and the runs in flight."""
 
-    def __init__(self, models: ModelRegistry) -> None:
+    def __init__(
+        self, models: ModelRegistry, caps: Caps | None = None, max_run_s: float = DEFAULT_MAX_RUN_S
+    ) -> None:
         self.models = models
+        self.caps = caps or Caps()
+        self.max_run_s = max_run_s
         self.live: set[RunStream] = set()
 
     def context(
-        self, model: str | None, overrides: dict[str, Any], source: str
+        self, model: str | None, overrides: dict[str, Any], source: str, param: str | None = None
     ) -> tuple[str, Context]:
+        """The run's settings: the model's with the request's ``overrides``, within the caps (a
+        400 naming ``param``, default ``source``, past one)."""
         name, base = self.models.context(model)
-        return name, with_overrides(base, overrides, source)
+        ctx = with_overrides(base, overrides, source)
+        caps.check(ctx, self.caps, param or source)
+        return name, ctx
 
     def start(
         self, messages: list[AnyMessage], ctx: Context, bind: Mapping[str, Any] | None = None
@@ -131,7 +159,7 @@ class RunService:
             preflight(ctx)  # an unknown provider or a key the server lacks: before any call
         except MoAError as exc:
             raise from_run_error(exc) from None
-        return RunStream(messages, ctx, self.live, bind)
+        return RunStream(messages, ctx, self.live, self.max_run_s, bind)
 
     async def close_all(self) -> None:
         """Cancel every run still in flight (server shutdown, after the grace period)."""

@@ -14,7 +14,7 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 
 class ChatMessage(BaseModel):
@@ -41,7 +41,7 @@ class ChatCompletionRequest(BaseModel):
         default=None, description="A model listed by GET /v1/models; default: the server's."
     )
     messages: list[ChatMessage] = Field(min_length=1)
-    stream: bool = False
+    stream: StrictBool = False  # "yes" is not true
     stream_options: StreamOptions | None = None
     temperature: float | None = Field(default=None, ge=0, le=2)
     max_tokens: int | None = Field(default=None, ge=1)
@@ -57,11 +57,11 @@ class ChatCompletionRequest(BaseModel):
     # MoA's own field (send it with the openai client's extra_body): the proposals travel as
     # reasoning_content before the answer. None = the server's default (moa serve
     # --show-proposals).
-    show_proposals: bool | None = None
+    show_proposals: StrictBool | None = None
     # MoA's own (extra_body too): staircase streaming, the answer starting while the proposers
     # still write (Context.staircase). None = the model's setting (a "+staircase" model id
     # turns it on for clients that cannot send extra fields).
-    staircase: bool | None = None
+    staircase: StrictBool | None = None
 
     def unsupported(self) -> tuple[str, str] | None:
         """(param, message) for a request MoA cannot answer as asked, else None."""

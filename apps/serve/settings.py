@@ -1,4 +1,7 @@
-"""The server's own settings: how it listens and what it allows (the runs' are in ``Context``)."""
+"""The server's own settings: how it listens and what it allows (the runs' are in ``Context``).
+
+Light: ``moa serve``'s command reads the defaults before the serve extra is known to be installed.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +19,41 @@ DEFAULT_HOST = "127.0.0.1"  # without a key only this machine can reach the serv
 DEFAULT_PORT = 8000
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 DEFAULT_GRACE_S = 30.0
+# A run past this is cancelled and answered 504: under 3 minutes, so that a request whose
+# providers all hang ends with a clear error before the usual 3-5 minute proxy and client limits
+# cut it silently; the slowest healthy run of a preset (3 layers of 512-token answers at ~20
+# tokens/s) takes about 80 s.
+DEFAULT_MAX_RUN_S = 170.0
+# SSE comment sent while a stream has nothing else to send, so proxies and users see it alive.
+DEFAULT_KEEPALIVE_S = 5.0
+
+
+class Caps(BaseModel):
+    """The most one request may ask for (each with its ``moa serve`` flag)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    proposers: int = Field(default=8, ge=1, description="Proposers per layer (--max-proposers).")
+    layers: int = Field(
+        default=4, ge=1, le=10, description="Layers, the aggregator's included (--max-layers)."
+    )
+    calls: int = Field(
+        default=24,
+        ge=1,
+        description="Model calls of one run: every proposer of every layer, the aggregator and "
+        "its fallback (--max-calls). Retries are bounded by attempts.",
+    )
+    attempts: int = Field(
+        default=3, ge=1, le=10, description="max_attempts per model call (--max-attempts)."
+    )
+    timeout: float = Field(
+        default=120.0, gt=0, description="Per-call timeout in seconds (--max-timeout)."
+    )
+    tokens: int = Field(default=4096, ge=1, description="max_tokens of any call (--max-tokens).")
+
+    def provider_requests(self) -> int:
+        """The most provider requests one run can make: every call, every attempt."""
+        return self.calls * self.attempts
 
 
 class ServeSettings(BaseModel):
@@ -44,6 +82,24 @@ class ServeSettings(BaseModel):
         default=DEFAULT_GRACE_S,
         ge=0,
         description="On SIGTERM: seconds in-flight streams get to finish before they are cut.",
+    )
+    caps: Caps = Field(default_factory=Caps, description="What one request may ask for.")
+    max_run_s: float = Field(
+        default=DEFAULT_MAX_RUN_S,
+        gt=0,
+        allow_inf_nan=False,
+        description="A run still going after this many seconds is cancelled and answered 504.",
+    )
+    keepalive_s: float = Field(
+        default=DEFAULT_KEEPALIVE_S,
+        gt=0,
+        allow_inf_nan=False,
+        description="Seconds between SSE keep-alive comments while a stream has nothing to send.",
+    )
+    task_shortcut: bool = Field(
+        default=True,
+        description="Answer chat UIs' background tasks (a last message starting '### Task:', "
+        "Open WebUI's titles, tags, follow-ups) with the aggregator alone (apps/serve/tasks.py).",
     )
     show_proposals: bool = Field(
         default=False,

@@ -1,5 +1,6 @@
 """Output formats. ``jsonl`` is the run file itself (core/batch/outputs.py); the others are made
-from it once the run is over, in input order, with the items that finished ``ok``:
+from it once the run is over, in input order, with the items that have an answer (``ok`` or
+``degraded``, core/batch/records.py):
 
 - ``alpaca-eval``: AlpacaEval 2.0's ``model_outputs.json``, a JSON list of
   ``{"instruction", "output", "generator", "dataset"}``;
@@ -24,6 +25,7 @@ from typing import Any, Literal
 
 from langgraph_moa.core.batch.inputs import InvalidItem, Item, parse_item
 from langgraph_moa.core.batch.outputs import write_atomic
+from langgraph_moa.core.batch.records import ANSWERED
 from langgraph_moa.nodes.errors import InputError
 
 Format = Literal["jsonl", "alpaca-eval", "mt-bench"]
@@ -99,7 +101,7 @@ def alpaca_eval(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             or DEFAULT_DATASET,
         }
         for r in records
-        if r["status"] == "ok"
+        if r["status"] in ANSWERED  # a degraded answer is an answer (the run's summary says so)
     ]
 
 
@@ -108,7 +110,7 @@ def mt_bench(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     FastChat's ``gen_model_answer --num-choices`` writes them."""
     rows: dict[Any, dict[str, Any]] = {}
     for r in records:
-        if r["status"] != "ok":
+        if r["status"] not in ANSWERED:
             continue
         source = r["input"] if isinstance(r["input"], dict) else {}
         base = r.get("item_id", r["id"])  # the item's id, whatever its sample

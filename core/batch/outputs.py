@@ -229,6 +229,8 @@ def os_reason(exc: OSError) -> str:
     hints = {
         errno.ENOSPC: "the disk is full: free some space, then run the same command again",
         errno.EDQUOT: "the disk quota is used up: free some space, then run the same command again",
+        errno.EFBIG: "the file is larger than this process may write (ulimit -f): raise the "
+        "limit, then run the same command again",
         errno.EROFS: "the file system is read-only: choose a writable folder",
         errno.EACCES: "permission denied: choose a folder you can write to",
         errno.EPERM: "permission denied: choose a folder you can write to",

@@ -58,6 +58,7 @@ class BatchProgress:
         self.prices = prices
         self.done = 0
         self.failed = 0
+        self.degraded = 0  # answered with fewer proposals than configured
         self.tokens = 0
         self.models: dict[str, ModelTotals] = {}
         self.start = time.perf_counter()
@@ -102,7 +103,8 @@ class BatchProgress:
     def record(self, record: dict[str, Any]) -> None:
         """Count a finished item."""
         self.done += 1
-        self.failed += record["status"] != "ok"
+        self.failed += record["status"] == "failed"
+        self.degraded += record["status"] == "degraded"
         for call, kind in call_kinds(record["turns"]):
             row = self.models.setdefault(call["model"], ModelTotals())
             if kind == "cached":
@@ -135,6 +137,7 @@ class BatchProgress:
         return (
             f"{rate:,.1f} items/min · ETA {eta} · {self.tokens:,} tokens · "
             f"spent {money(self.spent())} · {self.failed} failed"
+            + (f" · {self.degraded} degraded" if self.degraded else "")
         )
 
     def line(self) -> str:
@@ -160,7 +163,8 @@ class BatchProgress:
         elapsed = time.perf_counter() - self.start
         head = (
             f"moa batch: {self.done} items in {duration(elapsed)} ({self.rate():,.1f}/min): "
-            f"{self.done - self.failed} ok, {self.failed} failed"
+            f"{self.done - self.failed - self.degraded} ok, {self.degraded} degraded, "
+            f"{self.failed} failed"
         )
         rows: list[tuple[str, ...]] = [
             (

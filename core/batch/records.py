@@ -1,6 +1,6 @@
 """The record of one item: one JSON line of a batch run's output.
 
-    {"id", "status": "ok" | "failed", "input": <the item as given>,
+    {"id", "status": "ok" | "degraded" | "failed", "input": <the item as given>,
      "answer": <the last turn's answer, null when failed>, "answers": [<one per turn>],
      "turns": [{"prompt", "answer", "layers": [[Proposal...]...], "aggregator": Answer,
                 "seconds"}],
@@ -12,7 +12,15 @@
      "spent_usd": <the calls this run paid for>,
      "seconds": <wall time>, "finished": <unix time>, "generator": <name>,
      "settings": {"layers", "proposers": [[model...] per layer], "aggregator"},
-     "error": null | {"kind", "message"}}
+     "error": null | {"kind", "message"},
+     "missing_proposals": [{"turn", "layer", "index", "model", "kind", "message"}]}
+
+Status: **ok** when every configured proposer answered; **degraded** when the item has an answer
+but some proposer gave up (after its retries: a burst of 429s, a timeout, a straggler cut), so
+the answer was aggregated from fewer proposals than configured (``missing_proposals`` says which
+and why; ``min_proposals`` decides how few still make an answer); **failed** when there is no
+answer (``error`` says why). A proposal cut by the layer's quorum (kind ``cancelled``) is not
+missing: a quorum asks for fewer proposals on purpose.
 
 Proposals and the aggregator's call are the graph's own records (nodes/records.py): model, text,
 usage, latency, attempts (0 = answered from the call cache) and error.
@@ -37,6 +45,10 @@ from langgraph_moa.core.batch.inputs import InvalidItem, Item
 from langgraph_moa.core.batch.samples import base_id
 from langgraph_moa.nodes.context import Context
 from langgraph_moa.nodes.records import Answer, Proposal, tally
+
+Status = Literal["ok", "degraded", "failed"]
+ANSWERED: tuple[Status, ...] = ("ok", "degraded")  # the statuses of a record with an answer
+CHOSEN_CUTS = ("cancelled",)  # a quorum cut: fewer proposals by the user's choice
 
 ItemErrorKind = Literal["invalid", "layer", "aggregator", "provider", "config", "server", "other"]
 # The record's kind for the errors a turn raises, by class name (a LangGraph server reports only
@@ -134,6 +146,24 @@ def _kind(call: Mapping[str, Any]) -> CallKind:
     return "cached" if call["attempts"] == 0 and call.get("text", "") is not None else "paid"
 
 
+def missing_proposals(turns: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The proposals of an item that a configured proposer did not give, and why."""
+    return [
+        {
+            "turn": n,
+            "layer": p["layer"],
+            "index": p["index"],
+            "model": p["model"],
+            "kind": p["error"]["kind"],
+            "message": p["error"]["message"],
+        }
+        for n, t in enumerate(turns, 1)
+        for layer in t["layers"]
+        for p in layer
+        if p.get("text") is None and p.get("error") and p["error"]["kind"] not in CHOSEN_CUTS
+    ]
+
+
 def _usage(calls: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, int]]:
     return tally(calls)
 
@@ -157,12 +187,14 @@ def build_record(
     paid = [c for c, kind in calls if kind == "paid"]
     reused = [c for c, kind in calls if kind != "paid"]
     ok = error is None
+    missing = missing_proposals(turns) if ok else []
+    status: Status = "failed" if not ok else "degraded" if missing else "ok"
     k = getattr(item, "sample", None)
     sample = {} if k is None else {"item_id": base_id(item), "sample": k}
     return {
         "id": item.id,
         **sample,
-        "status": "ok" if ok else "failed",
+        "status": status,
         "input": item.source,
         "answer": answers[-1] if ok and answers else None,
         "answers": answers,
@@ -179,6 +211,7 @@ def build_record(
         "generator": generator,
         "settings": settings,
         "error": None if error is None else {"kind": error[0], "message": error[1]},
+        "missing_proposals": missing,
     }
 
 

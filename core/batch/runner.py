@@ -5,7 +5,8 @@ Two layers, both usable as a library (``moa compare`` builds on them):
 - ``run_items(items, turns, ...)``: an async iterator of records, in the order items finish, with
   at most ``concurrency`` items in flight. Knows nothing of files.
 - ``run_batch(items, ctx, output, options)``: the command's whole run: resume from the output
-  (skip finished items, repair a torn last line, ``retry_failed``), the call cache, the records
+  (skip finished items, repair a torn last line, ``retry_failed``,
+  ``retry_degraded``), the call cache, the records
   appended as they finish, progress, the output put in input order at the end and written in the
   chosen format. Returns a ``BatchResult``.
 """
@@ -35,6 +36,7 @@ from langgraph_moa.core.batch.inputs import InvalidItem, Item, Items, ids_of, pa
 from langgraph_moa.core.batch.outputs import RunFile
 from langgraph_moa.core.batch.progress import BatchProgress
 from langgraph_moa.core.batch.records import (
+    ANSWERED,
     ItemErrorKind,
     Turn,
     build_record,
@@ -62,6 +64,7 @@ class BatchOptions:
     generator: str = "moa"  # the name in AlpacaEval's "generator" / MT-Bench's "model_id"
     cache: Path | None = None  # the call cache file; None = no cache
     retry_failed: bool = False  # run failed items again
+    retry_degraded: bool = False  # run degraded items again (answered with missing proposals)
     limit: int | None = None  # run at most this many of the remaining items
     server: str | None = None  # a LangGraph server's URL: items run there
     assistant: str = "moa"  # the graph or assistant on the server
@@ -78,6 +81,7 @@ class BatchResult:
     ran: int  # items run by this call
     ok: int  # items ok in the output, this run's and earlier ones
     failed: int
+    degraded: int  # answered, but with fewer proposals than configured (records.py)
     skipped: int  # finished before and left alone
     repaired_bytes: int  # a torn last line cut off the output
     other_settings: int  # finished items made with other models than this run's
@@ -212,7 +216,7 @@ def replay_items(
     stored: dict[str, dict[str, Any]] = {}
     for n, record in enumerate(records, 1):
         rid = str(record["id"])
-        if record.get("status") != "ok":
+        if record.get("status") not in ANSWERED:
             items.append(
                 InvalidItem(rid, f"item {rid} failed in the replayed run", record.get("input"), n)
             )
@@ -270,8 +274,10 @@ async def _run_batch(
             highlight=False,
             markup=False,
         )
-    if options.retry_failed:
-        again = {i for i, s in status.items() if s == "failed"}
+    redo = {"failed"} if options.retry_failed else set()
+    redo |= {"degraded"} if options.retry_degraded else set()
+    if redo:
+        again = {i for i, s in status.items() if s in redo}
         if again:
             run_file.drop(again)
             status = {i: s for i, s in status.items() if i not in again}
@@ -321,6 +327,7 @@ async def _run_batch(
         ran=progress.done,
         ok=sum(1 for i in ids if final.get(i) == "ok"),
         failed=sum(1 for i in ids if final.get(i) == "failed"),
+        degraded=sum(1 for i in ids if final.get(i) == "degraded"),
         skipped=sum(1 for i in ids if i in status),
         repaired_bytes=run_file.repaired,
         other_settings=other,

@@ -31,19 +31,36 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Mapping, Sequence
+import sqlite3
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from langchain_core.messages import AIMessage, AIMessageChunk, AnyMessage
 from langgraph.cache.sqlite import SqliteCache
 
+from langgraph_moa.nodes.errors import CallCacheError
 from langgraph_moa.nodes.models.calls import CallResult
 from langgraph_moa.nodes.models.settings import ModelSettings
 
 NAMESPACE = ("moa-calls", "v1")  # bump the version when the key or the value changes
+T = TypeVar("T")
+
+
+def cache_error(path: Path, exc: sqlite3.Error) -> CallCacheError:
+    """What went wrong with the cache file, and what to do, in one line (not a bare
+    "DatabaseError"): SQLite says "file is not a database", "database disk image is malformed",
+    "attempt to write a readonly database", "database or disk is full"."""
+    if isinstance(exc, sqlite3.OperationalError):
+        hint = "free some space or choose a writable folder for it (--cache), or pass --no-cache"
+    else:  # corrupt: its calls are lost either way, and the finished items keep their answers
+        hint = (
+            "move it away or delete it (finished items keep their answers; only calls of "
+            "unfinished items are asked again), or pass --no-cache"
+        )
+    return CallCacheError(str(path), str(exc), hint)
 
 
 class CallCache:
@@ -52,12 +69,20 @@ class CallCache:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._store: SqliteCache[dict[str, Any]] = SqliteCache(path=str(self.path))
+        try:
+            self._store: SqliteCache[dict[str, Any]] = SqliteCache(path=str(self.path))
+            # WAL without an fsync per commit: a killed process loses no committed entry (only a
+            # power cut can, and then those calls are paid again), and a lookup or store costs
+            # tens of microseconds, so both run inline: SqliteCache's aget/aset hop to a thread
+            # and back per call, which cost more CPU than the query (~3 ms per item of 4 calls).
+            self._store._conn.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.Error as exc:
+            raise cache_error(self.path, exc) from None
         self.hits = 0  # calls answered from the cache in this process
         self.stored = 0
 
     async def lookup(self, key: str) -> CallResult | None:
-        found = (await self._store.aget([(NAMESPACE, key)])).get((NAMESPACE, key))
+        found = self._named(self._store.get, [(NAMESPACE, key)]).get((NAMESPACE, key))
         if found is None:
             return None
         self.hits += 1
@@ -81,12 +106,20 @@ class CallCache:
             "metadata": {k: meta[k] for k in ("finish_reason", "model_name") if k in meta},
             **({"tool_calls": result.message.tool_calls} if result.message.tool_calls else {}),
         }
-        await self._store.aset({(NAMESPACE, key): (value, None)})
+        self._named(self._store.set, {(NAMESPACE, key): (value, None)})
         self.stored += 1
+
+    def _named(self, op: Callable[[Any], T], arg: Any) -> T:
+        """``op(arg)``, with a failure of the file named (``cache_error``)."""
+        try:
+            return op(arg)
+        except sqlite3.Error as exc:
+            raise cache_error(self.path, exc) from None
 
     def close(self) -> None:
         # SqliteCache has no close() and its connection (private ``_conn``) is ours to end: the
-        # file stays open otherwise. tests/test_private_apis.py fails if it changes.
+        # file stays open otherwise (it also takes the PRAGMA above). tests/test_private_apis.py
+        # fails if it changes.
         self._store._conn.close()
 
 

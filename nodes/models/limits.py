@@ -17,12 +17,15 @@ endpoint and its limits, and kept by nodes/models/resources.py:
   OpenAI-style providers reserve when a request arrives).
 - a 429: the call loop reports it (``on_retry``), and ``pause`` holds back every request to the
   model until the wait the server asked for (``Retry-After``) has passed, instead of each call
-  hammering on its own.
+  hammering on its own. The held requests then resume spread over a ramp (``RAMP`` of the pause
+  after it ends, each at its own random moment): released at one instant they would hit the
+  provider's limit together again, and each burst of 429s would use one attempt of every call.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import threading
 import time
 import weakref
@@ -35,6 +38,8 @@ from langgraph_moa.nodes.models.settings import ModelSettings
 # requests (at least every millisecond, at most every 100 ms).
 CHECKS_PER_REQUEST = 25
 BUCKET = 2
+# After a pause of P seconds, held requests resume at random moments over the next RAMP * P s.
+RAMP = 0.5
 
 
 class TokenBucket:
@@ -84,6 +89,7 @@ class ModelGate(BaseRateLimiter):
         )
         self.tokens = TokenBucket(tpm, 60) if tpm else None
         self.paused_until = 0.0  # time.monotonic() before which no request is sent
+        self.ramp_s = 0.0  # then requests resume over this many seconds (RAMP of the pause)
         self.pauses = 0  # 429s that paused the model (for progress and tests)
         self._lock = threading.Lock()
         self._turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
@@ -94,7 +100,9 @@ class ModelGate(BaseRateLimiter):
         """Hold back every request to the model for ``seconds`` (a 429's Retry-After)."""
         with self._lock:
             self.pauses += 1
-            self.paused_until = max(self.paused_until, time.monotonic() + seconds)
+            until = time.monotonic() + seconds
+            if until >= self.paused_until:
+                self.paused_until, self.ramp_s = until, RAMP * seconds
 
     def _turn(self) -> asyncio.Lock:
         """This event loop's lock: one waiter per loop polls the bucket."""
@@ -108,6 +116,10 @@ class ModelGate(BaseRateLimiter):
     def _paused_for(self) -> float:
         return self.paused_until - time.monotonic()
 
+    def _held_for(self, draw: float) -> float:
+        """Seconds a request with its moment ``draw`` (in [0, 1)) in the ramp still waits."""
+        return self.paused_until + draw * self.ramp_s - time.monotonic()
+
     def _try_now(self) -> bool:
         if self._paused_for() > 0:
             return False
@@ -117,7 +129,8 @@ class ModelGate(BaseRateLimiter):
         """The sync path (LangChain's sync calls; the project calls models asynchronously)."""
         if not blocking:
             return self._try_now()
-        while (wait := self._paused_for()) > 0:
+        draw = random.random()
+        while (wait := self._held_for(draw)) > 0:
             time.sleep(wait)
         return self.requests is None or self.requests.acquire()
 
@@ -125,14 +138,17 @@ class ModelGate(BaseRateLimiter):
         """Wait for the pause to end and for a request's turn in the rate."""
         if not blocking:
             return self._try_now()
-        async with self._turn():  # one waiter polls the bucket; the others wait their turn
-            while True:
-                while (wait := self._paused_for()) > 0:
-                    await asyncio.sleep(wait)
-                if self.requests is not None:
-                    await self.requests.aacquire()
-                if self._paused_for() <= 0:  # no 429 came in while we waited for the bucket
-                    return True
+        draw = random.random()  # this request's moment in the ramp after a pause
+        while True:
+            # Outside the lock: each held request sleeps to its own moment (a sleep costs no CPU).
+            while (wait := self._held_for(draw)) > 0:
+                await asyncio.sleep(wait)
+            if self.requests is None:
+                return True
+            async with self._turn():  # one waiter polls the bucket; the others wait their turn
+                await self.requests.aacquire()
+            if self._paused_for() <= 0:  # no 429 came in while we waited for the bucket
+                return True
 
     async def reserve_tokens(self, tokens: int) -> None:
         """Wait until ``tokens`` fit in the model's tokens per minute."""

@@ -1,0 +1,178 @@
+"""Every request body checked before a route reads it: 400 in OpenAI's shape, never a 5xx.
+
+- On every route: a JSON body must not hold lone surrogates (``"\\ud800"``): valid JSON escapes,
+  but not text: they cannot be encoded to send to a provider or to write to a log.
+- On LangServe's run routes (``/moa/invoke``, ``/batch``, ``/stream``, ``/stream_log``): the
+  envelope (``input``/``inputs``, ``config``, ``kwargs``, stream_log's filters) and each input
+  are validated here, with the same rules as LangServe's schema plus ``/v1``'s: a message's
+  content is text (an image part is refused, as on ``/v1``, not dropped). LangServe's own
+  parsing answered 500 to some malformed inputs (a message without ``"type"``) and 422 to others;
+  what reaches it now is valid.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import Request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from langgraph_moa.apps.serve.errors import OpenAIError, validation_error
+
+
+def content_text(content: Any, param: str) -> str:
+    """A message's content as text (400 for a part that is not text, e.g. an image)."""
+    if content is None or isinstance(content, str):
+        return content or ""
+    texts = []
+    for part in content:
+        if isinstance(part, str):  # LangChain's content lists may hold bare strings
+            texts.append(part)
+            continue
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text" and isinstance(part.get("text"), str):
+            texts.append(part["text"])
+            continue
+        what = (
+            "images are"
+            if kind in ("image_url", "image")
+            else f"content parts of type {kind!r} are"
+        )
+        raise OpenAIError(
+            400,
+            f"{what} not supported yet: send text",
+            param=param,
+            code="unsupported",
+        )
+    return "\n".join(texts)
+
+
+class _Config(BaseModel):
+    """LangServe's config (a RunnableConfig: ``RemoteRunnable`` sends tags, metadata...). The
+    runnable reads none of it; LangServe keeps only the keys it allows. Typed where clients send
+    values, so a malformed one is a 400 here."""
+
+    model_config = ConfigDict(extra="allow")
+
+    tags: list[str] | None = None
+    metadata: dict[str, Any] | None = None
+    run_name: str | None = None
+    recursion_limit: int | None = None
+    max_concurrency: int | None = None
+    configurable: dict[str, Any] | None = None
+
+
+class _Envelope(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    config: _Config | None = None
+    kwargs: dict[str, Any] | None = None
+
+
+class _One(_Envelope):
+    input: dict[str, Any]
+
+
+class _Batch(_Envelope):
+    inputs: list[dict[str, Any]] = Field(min_length=1)
+    config: _Config | list[_Config] | None = None  # type: ignore[assignment]
+
+
+class _StreamLog(_One):
+    diff: bool | None = None
+    include_names: list[str] | None = None
+    include_types: list[str] | None = None
+    include_tags: list[str] | None = None
+    exclude_names: list[str] | None = None
+    exclude_types: list[str] | None = None
+    exclude_tags: list[str] | None = None
+
+
+ENVELOPES: dict[str, type[_Envelope]] = {
+    "invoke": _One,
+    "stream": _One,
+    "stream_log": _StreamLog,
+    "batch": _Batch,
+}
+
+
+def _surrogate(value: Any, where: str) -> str | None:
+    """Where in ``value`` a lone surrogate is, if anywhere."""
+    if isinstance(value, str):
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return where or "body"
+        return None
+    if isinstance(value, dict):
+        items = [(k, f"{where}.{k}" if where else str(k)) for k in value]
+        for key, path in items:
+            if _surrogate(key, path) or (found := _surrogate(value[key], path)):
+                return found or path
+        return None
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            if found := _surrogate(item, f"{where}[{i}]"):
+                return found
+    return None
+
+
+async def _json(request: Request) -> Any:
+    raw = await request.body()  # cached on the request: the route reads it again
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        return None  # not JSON: the route's own parsing answers it (400 invalid_json)
+
+
+def check_text(request_body: Any) -> None:
+    where = _surrogate(request_body, "")
+    if where is not None:
+        raise OpenAIError(
+            400,
+            f"{where}: the text holds a lone surrogate (an unpaired \\ud800-\\udfff escape); "
+            "send valid Unicode",
+            param=where if where != "body" else None,
+            code="invalid_text",
+        )
+
+
+async def check_body(request: Request) -> None:
+    """The dependency of every route that takes a body."""
+    if request.method == "POST":
+        check_text(await _json(request))
+
+
+def langserve_check(
+    input_type: type[BaseModel],
+) -> Callable[[Request], Awaitable[None]]:
+    """The dependency of the LangServe routes: the envelope and each input, before LangServe."""
+
+    async def check(request: Request) -> None:
+        if request.method != "POST":
+            return
+        body = await _json(request)
+        if body is None:
+            raise OpenAIError(400, "the request body is not valid JSON", code="invalid_json")
+        check_text(body)
+        envelope = ENVELOPES.get(request.url.path.rsplit("/", 1)[-1])
+        if envelope is None:
+            return
+        try:
+            parsed = envelope.model_validate(body)
+            inputs = parsed.inputs if isinstance(parsed, _Batch) else [parsed.input]  # type: ignore[attr-defined]
+            name = "inputs" if isinstance(parsed, _Batch) else "input"
+            for i, one in enumerate(inputs):
+                try:
+                    input_type.model_validate(one)
+                except ValidationError as exc:
+                    at: tuple[Any, ...] = (name, i) if name == "inputs" else (name,)
+                    raise validation_error(
+                        [{**e, "loc": (*at, *e["loc"])} for e in exc.errors()]
+                    ) from None
+        except ValidationError as exc:
+            raise validation_error(exc.errors()) from None
+
+    return check
