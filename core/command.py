@@ -158,7 +158,17 @@ def startup() -> Iterator[None]:
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
     """Run a command's coroutine with the errors of ``guarded``."""
-    return guarded(lambda: asyncio.run(coro))
+
+    async def main() -> T:
+        try:
+            return await coro
+        except BrokenPipeError:
+            # Silenced at once: the loop's teardown that follows (tasks cancelled, generators
+            # closed) may write warnings, and the reader has gone.
+            _to_devnull()
+            raise
+
+    return guarded(lambda: asyncio.run(main()))
 
 
 def exit_with(command: Callable[[], int]) -> NoReturn:
@@ -171,11 +181,15 @@ def reader_gone() -> NoReturn:
     # The status a shell reports for a tool killed by SIGPIPE. Python ignores SIGPIPE (its sockets
     # need that), so the error arrives as BrokenPipeError instead. /dev/null in place of the
     # closed pipe keeps the interpreter's last flush from failing again.
+    _to_devnull()
+    raise typer.Exit(141)
+
+
+def _to_devnull() -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
     for fd in (1, 2):
         with contextlib.suppress(OSError):
             os.dup2(devnull, fd)
-    raise typer.Exit(141)
 
 
 @contextlib.contextmanager
