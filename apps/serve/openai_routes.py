@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, SystemMessage, ToolMessage
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from langgraph_moa.apps.serve.errors import OpenAIError
+from langgraph_moa.apps.serve.errors import OpenAIError, from_run_error
 from langgraph_moa.apps.serve.registry import openai_overrides
 from langgraph_moa.apps.serve.requests import check_body, content_text
 from langgraph_moa.apps.serve.runs import (
@@ -52,8 +52,8 @@ from langgraph_moa.apps.serve.schemas import (
 from langgraph_moa.apps.serve.settings import DEFAULT_KEEPALIVE_S
 from langgraph_moa.apps.serve.tasks import is_task
 from langgraph_moa.core.turns import AnswerRestart, Finished, ProposalDone, Token
-from langgraph_moa.nodes.errors import ConfigError
-from langgraph_moa.nodes.models.tools import Bind, binding
+from langgraph_moa.nodes.errors import CapabilityError, ConfigError
+from langgraph_moa.nodes.models.tools import Bind, binding, check_capable
 
 # nginx's "client closed request": logged for a request whose client left before the answer.
 CLIENT_GONE = 499
@@ -102,6 +102,10 @@ def openai_router(
             overrides["layers"] = 1  # a title or tags: the aggregator alone, one call
         name, ctx = service.context(body.model, overrides, "request", param)
         show = show_proposals if body.show_proposals is None else body.show_proposals
+        try:  # known before any call: a 400, not an error inside an already-started stream
+            check_capable(ctx, bind)
+        except CapabilityError as exc:
+            raise from_run_error(exc) from None
         run = service.start(messages, ctx, bind)
         if body.stream:
             # The response starts at once: headers, a comment, then a keep-alive comment every
