@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import Request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from langgraph_moa.apps.serve.errors import OpenAIError, validation_error
 
@@ -69,6 +69,16 @@ class _Envelope(BaseModel):
 
     config: _Config | None = None
     kwargs: dict[str, Any] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_null_config(cls, data: Any) -> Any:
+        # LangServe reads an explicit null config as an error of its own (a 500): refuse it here.
+        if isinstance(data, dict):
+            for key in ("config", "kwargs"):
+                if key in data and data[key] is None:
+                    raise ValueError(f"{key} is null: leave it out, or give an object")
+        return data
 
 
 class _One(_Envelope):
