@@ -44,6 +44,7 @@ def check_base_url(url: str) -> str:
 
 
 def is_loopback(host: str) -> bool:
+    """A host name or address that stays on this machine (no key needed to listen there)."""
     if host == "localhost":
         return True
     try:

@@ -14,9 +14,9 @@ from fake_openai import FakeOpenAIServer
 from serving import ServeProcess, running, serve_env
 
 from langgraph_moa.apps.serve.app import create_app
-from langgraph_moa.apps.serve.main import is_loopback
 from langgraph_moa.apps.serve.registry import ModelRegistry
 from langgraph_moa.apps.serve.settings import ServeSettings
+from langgraph_moa.nodes.keys import is_loopback
 
 KEY = "moa-server-key-for-tests-42"
 MESSAGES = [{"role": "user", "content": "Explain MoA."}]

@@ -88,9 +88,10 @@ def serve(
     try:
         from langgraph_moa.apps.serve.auth import KEY_ENV
         from langgraph_moa.apps.serve.errors import OpenAIError
-        from langgraph_moa.apps.serve.main import is_loopback, listen, run
+        from langgraph_moa.apps.serve.main import listen, run
         from langgraph_moa.apps.serve.registry import ModelRegistry
         from langgraph_moa.apps.serve.settings import ServeSettings
+        from langgraph_moa.nodes.keys import is_loopback
     except ImportError as exc:
         fail(
             f"moa serve needs the 'serve' extra ({exc.name or exc} is missing): "

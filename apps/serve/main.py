@@ -10,7 +10,6 @@ what turns a clean drain into exit status 0 rather than death by SIGTERM.
 from __future__ import annotations
 
 import copy
-import ipaddress
 import signal
 import socket
 import sys
@@ -40,15 +39,6 @@ def listen(host: str, port: int) -> socket.socket:
         raise
     sock.set_inheritable(True)
     return sock
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def log_config() -> dict[str, Any]:
