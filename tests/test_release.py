@@ -44,8 +44,11 @@ MAPPED = {"graphs": "graphs", "nodes": "nodes", "core": "core", "apps": "apps"}
 
 
 def _uv() -> list[str]:
-    found = shutil.which("uv")
-    return [found] if found else [sys.executable, "-m", "uv"]
+    # `uv run` names itself in $UV; the Makefile's uv may live in .tools/, off PATH.
+    for found in (os.environ.get("UV"), shutil.which("uv"), ROOT / ".tools" / "bin" / "uv"):
+        if found and Path(found).is_file():
+            return [str(found)]
+    pytest.fail("uv not found: run the tests with `make test` (it installs uv)")
 
 
 OFFLINE = {**os.environ, "UV_OFFLINE": "1"}  # from uv's cache only: tests use no network
@@ -89,12 +92,13 @@ def test_the_editable_install_exposes_only_langgraph_moa(name: str, tmp_path: Pa
 def release(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """``uv build`` as a release is made: the sdist, then the wheel built from the sdist."""
     dist = tmp_path_factory.mktemp("dist")
-    subprocess.run(
+    built = subprocess.run(
         [*_uv(), "build", "--out-dir", str(dist), str(ROOT)],
-        check=True,
         capture_output=True,
+        text=True,
         env=OFFLINE,
     )
+    assert built.returncode == 0, built.stderr
     (sdist,) = dist.glob("langgraph_moa-*.tar.gz")
     (wheel,) = dist.glob("langgraph_moa-*.whl")
     return sdist, wheel
