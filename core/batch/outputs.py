@@ -152,10 +152,15 @@ class RunFile:
         """Remove the records of ``ids`` (failed items about to run again)."""
         self._rewrite(lambda order: [i for i in order if i not in ids])
 
-    def finish(self, order: Sequence[str]) -> None:
-        """Rewrite the file in input order (``order``: ids), when it is not in that order yet."""
-        wanted = {i: n for n, i in enumerate(order)}
-        self._rewrite(lambda found: sorted(found, key=lambda i: wanted.get(i, len(wanted))))
+    def finish(self, position: Callable[[str], int | None]) -> None:
+        """Rewrite the file in input order (``position``: where an id is in the input; ids it
+        does not know go last), when it is not in that order yet."""
+
+        def where(item_id: str) -> tuple[bool, int]:
+            found = position(item_id)
+            return found is None, found or 0
+
+        self._rewrite(lambda found: sorted(found, key=where))
 
     def _rewrite(self, arrange: Callable[[list[str]], list[str]]) -> None:
         if not self.path.exists():
