@@ -359,6 +359,94 @@ def test_a_large_input_with_limit_keeps_memory_flat(
     assert peak < 300
 
 
+@pytest.fixture(scope="module")
+def many_items(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """250,000 short prompts (10 MB), as JSONL and as a JSON list: memory that grew by one id per
+    item (a string and a dict entry, ~90 bytes) grew by more than 20 MB here."""
+    folder = tmp_path_factory.mktemp("many")
+    items = [{"id": f"i{n}", "prompt": f"What is {n} plus {n}?"} for n in range(250_000)]
+    jsonl = write_items(folder / "many.jsonl", items)
+    listed = folder / "many.json"
+    listed.write_text(json.dumps(items))
+    return jsonl, listed
+
+
+def test_many_small_items_keep_memory_flat(
+    server: FakeOpenAIServer, tmp_path: Path, many_items: tuple[Path, Path]
+) -> None:
+    jsonl, listed = many_items
+    cfg = write_config(tmp_path / "c.toml", server)
+    small = write_items(tmp_path / "small.jsonl", prompts(12))
+    _, base = peak_rss_mb("batch", small, "-o", tmp_path / "a.jsonl", "-c", cfg, "--limit", "10",
+                          env={})  # fmt: skip
+    out = tmp_path / "b.jsonl"
+    runs = {
+        "jsonl": ("batch", jsonl, "-o", out, "-c", cfg, "--limit", "10"),
+        "resumed": ("batch", jsonl, "-o", out, "-c", cfg, "--limit", "10"),
+        "a JSON list, 2 samples": (
+            *("batch", listed, "-o", tmp_path / "c.jsonl", "-c", cfg),
+            *("--limit", "10", "--samples", "2"),
+        ),
+        "a dry run": ("batch", listed, "-o", out, "-c", cfg, "--dry-run"),
+    }
+    peaks = {}
+    for name, args in runs.items():
+        status, peaks[name] = peak_rss_mb(*args, env={})
+        assert status == 0, name
+    print(f"peak RSS: {base} MB over 12 items; over 250,000: {peaks}")
+    assert all(peak - base < 10 for peak in peaks.values()), (base, peaks)
+    # Resumed exactly: the first 20 items once each (in the order they finished: the run is not
+    # complete), and the rest counted right.
+    finished = [r["id"] for r in read_records(out)]
+    assert sorted(finished) == sorted(f"i{n}" for n in range(20))
+    sampled = [r["id"] for r in read_records(tmp_path / "c.jsonl")]
+    assert sorted(sampled) == sorted(f"i{n}#s{k}" for n in range(5) for k in range(2))
+    left = run_cli("batch", str(jsonl), "-o", str(out), "-c", str(cfg), "--dry-run")
+    assert "250000 items (20 already done, 249980 to run)" in left.stdout, left.stdout
+
+
+def test_a_repeated_id_far_down_a_large_input_is_refused(
+    tmp_path: Path, many_items: tuple[Path, Path]
+) -> None:
+    jsonl, _ = many_items
+    data = tmp_path / "in.jsonl"
+    data.write_bytes(jsonl.read_bytes() + b'{"id": "i7", "prompt": "again"}\n')
+    result = run_cli("batch", str(data), "--dry-run", timeout=180)
+    assert result.returncode == 2
+    line = error_line(result.stderr)
+    assert "line 250001: id 'i7' is already the id of line 8" in line and "--skip-invalid" in line
+    skipped = run_cli("batch", str(data), "--dry-run", "--skip-invalid", "--json", timeout=180)
+    assert json.loads(skipped.stdout)["invalid"] == 1, skipped.stderr
+
+
+def test_a_full_temporary_folder_is_named(tmp_path: Path, many_items: tuple[Path, Path]) -> None:
+    import resource
+
+    def small_files() -> None:  # a file size limit fails writes as a full disk does
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+
+    jsonl, _ = many_items
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TOGETHER_", "OPENAI_"))}
+    env["TMPDIR"] = str(tmp_path)
+    cases = ((str(jsonl), None, "the input's ids"), ("-", jsonl, "a copy of stdin"))
+    for arg, stdin, what in cases:
+        with open(stdin or os.devnull, "rb") as source:
+            result = subprocess.run(
+                [sys.executable, "-m", "langgraph_moa", "batch", arg, "--dry-run"],
+                stdin=source,
+                capture_output=True,
+                text=True,
+                env=env,
+                cwd=ROOT,
+                timeout=180,
+                preexec_fn=small_files,
+            )
+        assert result.returncode == 1
+        line = error_line(result.stderr)
+        assert f"cannot write {what} in the temporary folder {tmp_path}" in line
+        assert "set TMPDIR to a folder with room" in line
+
+
 def test_dev_zero_is_refused_at_the_line_cap(tmp_path: Path) -> None:
     result = run_cli("batch", "/dev/zero", "--dry-run", timeout=60)
     assert result.returncode == 2

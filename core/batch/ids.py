@@ -13,8 +13,16 @@ end, finds repeats by sorting on disk.
 from __future__ import annotations
 
 import contextlib
+import functools
+import os
 import sqlite3
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple, ParamSpec, TypeVar
+
+from langgraph_moa.nodes.errors import ScratchError
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 class Repeat(NamedTuple):
@@ -25,11 +33,34 @@ class Repeat(NamedTuple):
     first: int
 
 
+def sqlite_temp_folder() -> str:
+    """Where SQLite keeps the temporary database's file (its own order, in os_unix.c)."""
+    named = [os.environ.get("SQLITE_TMPDIR"), os.environ.get("TMPDIR")]
+    for folder in [*named, "/var/tmp", "/usr/tmp", "/tmp"]:
+        if folder and os.path.isdir(folder) and os.access(folder, os.W_OK | os.X_OK):
+            return folder
+    return "."
+
+
+def _named(method: Callable[P, T]) -> Callable[P, T]:
+    """A SQLite error (the temporary folder full or read-only) as one line naming the folder."""
+
+    @functools.wraps(method)
+    def run(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return method(*args, **kwargs)
+        except sqlite3.OperationalError as exc:
+            raise ScratchError(sqlite_temp_folder(), "the input's ids", str(exc)) from None
+
+    return run
+
+
 class IdIndex:
     """(number, id) of every item in input order; ``number`` is the item's line (JSONL) or its
     place in a JSON list, unique and increasing. Items recorded as failed (malformed, or a
     repeated id) are also kept apart, with the item they repeat (0: none)."""
 
+    @_named
     def __init__(self) -> None:
         # check_same_thread off: built where the file is read, consulted where the run iterates
         # (one thread at a time).
@@ -47,6 +78,7 @@ class IdIndex:
     def __len__(self) -> int:
         return self._count
 
+    @_named
     def extend(self, rows: list[tuple[int, str]]) -> None:
         """(number, id) of the next items, in input order (a few thousand at a time: one
         ``executemany`` each)."""
@@ -54,10 +86,12 @@ class IdIndex:
         self._db.executemany("INSERT INTO ids VALUES (?, ?)", rows)
         self._count += len(rows)
 
+    @_named
     def add_invalid(self, number: int) -> None:
         """The item at ``number`` (given to ``extend``) is recorded as failed."""
         self._db.execute("INSERT INTO invalid VALUES (?, 0)", (number,))
 
+    @_named
     def seal(self) -> bool:
         """Index the ids once every item is added; True when no id repeats (then this is one
         unique index build, the common case)."""
@@ -71,6 +105,7 @@ class IdIndex:
                 self._db.execute("CREATE INDEX by_id ON ids (id)")
         return self._unique
 
+    @_named
     def first_repeat(self) -> Repeat | None:
         """The first item, in input order, whose id an earlier item has."""
         if self.seal():
@@ -82,6 +117,7 @@ class IdIndex:
         ).fetchone()
         return Repeat(*row) if row else None
 
+    @_named
     def mark_repeats(self, invalid_prefix: str) -> int:
         """Every repeat becomes an invalid item: its id ``invalid_prefix`` + its number, and the
         item it repeats is kept. Returns how many there were."""

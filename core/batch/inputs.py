@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any, Literal, Protocol
 
 from langgraph_moa.core.batch.ids import IdIndex
-from langgraph_moa.nodes.errors import InputError
+from langgraph_moa.nodes.errors import InputError, ScratchError
 
 Kind = Literal["prompt", "messages", "instruction", "mt-bench"]
 ROLES = ("system", "user", "assistant")
@@ -137,7 +137,11 @@ class Dataset:
         try:
             if path == "-":
                 self._spool = tempfile.TemporaryFile()  # noqa: SIM115 (closed by close())
-                shutil.copyfileobj(sys.stdin.buffer, self._spool)
+                try:
+                    shutil.copyfileobj(sys.stdin.buffer, self._spool)
+                except OSError as exc:
+                    problem = exc.strerror or str(exc)
+                    raise ScratchError(tempfile.gettempdir(), "a copy of stdin", problem) from None
             self._first_pass()
         except BaseException:
             self.close()
