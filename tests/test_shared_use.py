@@ -448,6 +448,30 @@ def test_a_full_temporary_folder_is_named(tmp_path: Path, many_items: tuple[Path
         assert "set TMPDIR to a folder with room" in line
 
 
+def test_a_json_list_is_read_item_by_item(tmp_path: Path) -> None:
+    # The list is read in 1 MiB chunks: items cross chunk boundaries, and a number sits across
+    # the first one (its digits must not come out as two numbers).
+    head = '[{"prompt": "first", "note": "'
+    number = "1234567890"
+    cut = (1 << 20) + 1 - len(number) // 2  # where the number starts: across the chunk's end
+    text = head + "x" * (cut - len(head) - len('"}, ')) + '"}, ' + number
+    items = [{"id": f"i{n}", "prompt": f"caf\u00e9 \u2028 {n} " + "y" * 700} for n in range(3000)]
+    text += ", " + json.dumps(items, ensure_ascii=False)[1:]
+    listed = tmp_path / "in.json"
+    listed.write_text(text, encoding="utf-8")
+    assert text[cut : cut + len(number)] == number and len(json.loads(text)) == 3002
+    result = run_cli("batch", str(listed), "--dry-run", "--skip-invalid", "--json")
+    assert result.returncode == 0, result.stderr
+    counted = json.loads(result.stdout)
+    assert (counted["items"], counted["invalid"], counted["to_run"]) == (3002, 1, 3001)
+
+    huge = tmp_path / "huge.json"
+    huge.write_text(json.dumps([{"prompt": "ok"}, {"prompt": "z" * (17 << 20)}]))
+    result = run_cli("batch", str(huge), "--dry-run")
+    assert result.returncode == 2
+    assert "item 2 is longer than 16 MiB (the limit per item)" in error_line(result.stderr)
+
+
 def test_dev_zero_is_refused_at_the_line_cap(tmp_path: Path) -> None:
     result = run_cli("batch", "/dev/zero", "--dry-run", timeout=60)
     assert result.returncode == 2

@@ -326,6 +326,11 @@ def _list_items(f: IO[bytes], name: str) -> Iterator[tuple[int, Any]]:
     def bad(number: int, why: str) -> InputError:
         return InputError(f"{name}: item {number}: not valid JSON ({why})")
 
+    def too_long(number: int) -> InputError:
+        return InputError(
+            f"{name}: item {number} is longer than {MAX_LINE >> 20} MiB (the limit per item)"
+        )
+
     if next_char() == "]":
         at += 1
     else:
@@ -337,17 +342,17 @@ def _list_items(f: IO[bytes], name: str) -> Iterator[tuple[int, Any]]:
                 try:
                     value, end = decoder.raw_decode(text, at)
                 except json.JSONDecodeError as exc:
-                    if len(text) - at <= MAX_LINE and more(len(text) - at):
+                    held = len(text) - at  # the window holds this much of the item
+                    if held <= MAX_LINE and more(min(held, MAX_LINE + 1 - held)):
                         continue
-                    if len(text) - at > MAX_LINE:
-                        raise InputError(
-                            f"{name}: item {number} is longer than {MAX_LINE >> 20} MiB (the "
-                            "limit per item)"
-                        ) from None
+                    if held > MAX_LINE:
+                        raise too_long(number) from None
                     raise bad(number, exc.msg) from None
                 # A value that ends where the window ends may go on (a number cut in two).
-                if end < len(text) or not more(len(text) - at):
+                if end < len(text) or not more():
                     break
+            if end - at > MAX_LINE:
+                raise too_long(number)
             at = end
             yield number, value
             after = next_char()
