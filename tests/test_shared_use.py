@@ -111,6 +111,7 @@ def test_a_key_over_plain_http_to_another_host_is_warned(tmp_path: Path) -> None
     [
         (SECRET + " ", "TOGETHER_API_KEY starts or ends with a space, tab or newline"),
         (SECRET + "\r", "TOGETHER_API_KEY starts or ends with a space, tab or newline"),
+        ("\t" + SECRET, "TOGETHER_API_KEY starts or ends with a space, tab or newline"),
         ("Bearer " + SECRET, "TOGETHER_API_KEY starts with 'Bearer '"),
     ],
 )
@@ -249,10 +250,19 @@ def test_two_batch_runs_on_one_output_pay_once(server: FakeOpenAIServer, tmp_pat
     first = start_moa("batch", data, "-o", out, "-c", cfg, "-j", "1")
     wait_until(holds_lock(tmp_path / ".out.jsonl.lock", first))
     second = batch(data, "-o", out, "-c", cfg, "-j", "1")  # what a second terminal does
+    # The output is locked before the input is read: refused at once, even with an input that
+    # would take long to read (a pipe nobody writes to blocks until the end of time).
+    fifo = tmp_path / "endless"
+    os.mkfifo(fifo)
+    third = run_cli("batch", str(fifo), "-o", str(out), "-c", str(cfg), timeout=30)
     refused.set()
-    assert second.returncode == 1, second.stderr
-    line = error_line(second.stderr)
-    assert f"is in use by another moa process (pid {first.pid})" in line and "another -o" in line
+    for other in (second, third):
+        assert other.returncode == 1, other.stderr
+        line = error_line(other.stderr)
+        assert f"is in use by another moa process (pid {first.pid})" in line
+        assert "to run in parallel, give each process its own part of the input and its own -o" in (
+            line
+        )
     assert first.wait(120) == 0, first.communicate()
     assert [r["id"] for r in read_records(out)] == ["q0", "q1", "q2", "q3"]
     assert len(server.requests) == 4 * 3  # every item answered once: nobody paid twice
@@ -654,6 +664,24 @@ def test_a_full_disk_leaves_no_half_record(server: FakeOpenAIServer, tmp_path: P
     resumed = batch(data, "-o", out, "-c", cfg)
     assert resumed.returncode == 0 and "torn" not in resumed.stderr, resumed.stderr
     assert [r["id"] for r in read_records(out)] == [f"q{i}" for i in range(5)]
+
+
+def test_an_unwritable_folder_is_named(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    # /sys refuses new files even to root (EACCES; EROFS where it is mounted read-only): a folder
+    # the user cannot write, as a read-only mount or another user's folder is.
+    cfg = write_config(tmp_path / "c.toml", server)
+    data = write_items(tmp_path / "in.jsonl", prompts(1))
+    out = f"/sys/moa-test-{os.getpid()}.jsonl"
+    result = batch(data, "-o", out, "-c", cfg)
+    assert result.returncode == 1
+    line = error_line(result.stderr)
+    assert f"cannot lock output {out}" in line and ("choose a writable folder" in line or (
+        "choose a folder you can write to" in line))  # fmt: skip
+    report = run_cli("compare", str(data), "--config", str(cfg), "-o", "/sys/moa-test-report",
+                     env=compare_env(server))  # fmt: skip
+    assert report.returncode == 1
+    assert "cannot create the report folder '/sys/moa-test-report'" in error_line(report.stderr)
+    assert "choose a" in report.stderr and not server.requests
 
 
 def test_compare_says_when_no_verdict_or_no_interval_holds(

@@ -31,6 +31,7 @@ from langgraph_moa.core.batch.runner import (
     BatchOptions,
     BatchResult,
     default_cache,
+    output_lock,
     replay_items,
     run_batch,
 )
@@ -119,6 +120,11 @@ def batch(
     stored: dict[str, dict[str, Any]] | None = None
     items: Items
     with contextlib.ExitStack() as stack:
+        if not dry_run:
+            # The output is locked before the input is read: a second process on it is refused
+            # at once, not after reading a long input (run_batch holds the same lock after).
+            assert output is not None
+            stack.enter_context(output_lock(Path(output), fmt))
         if replay:
             if not Path(replay).is_file():
                 raise InputError(f"--replay: run file {replay!r} not found")

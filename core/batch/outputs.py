@@ -27,6 +27,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
 
+from langgraph_moa.core.files import os_reason
 from langgraph_moa.nodes.errors import MoAError
 
 SYNC_EVERY_S = 1.0
@@ -225,22 +226,6 @@ def _sync_folder(folder: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-
-
-def os_reason(exc: OSError) -> str:
-    """What went wrong with a file, and what to do about it, in one phrase."""
-    import errno
-
-    hints = {
-        errno.ENOSPC: "the disk is full: free some space, then run the same command again",
-        errno.EDQUOT: "the disk quota is used up: free some space, then run the same command again",
-        errno.EFBIG: "the file is larger than this process may write (ulimit -f): raise the "
-        "limit, then run the same command again",
-        errno.EROFS: "the file system is read-only: choose a writable folder",
-        errno.EACCES: "permission denied: choose a folder you can write to",
-        errno.EPERM: "permission denied: choose a folder you can write to",
-    }
-    return hints.get(exc.errno or 0, exc.strerror or str(exc))
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -239,10 +239,20 @@ async def run_batch(
     """Run ``items`` into ``output`` (resuming it if it holds finished items); one process at a
     time per output (core/locks.py)."""
     options = options or BatchOptions()
-    guarded = run_file_for(Path(output), options.fmt)
-    hint = "wait for it to finish, or give another -o (one run per output)"
-    with one_writer(guarded, f"output {guarded}", hint):
+    with output_lock(Path(output), options.fmt):
         return await _run_batch(items, ctx, output, options, console=console)
+
+
+def output_lock(output: Path, fmt: Format) -> contextlib.AbstractContextManager[None]:
+    """The lock of a run's output (its run file): one process at a time (core/locks.py). Taken
+    by ``run_batch``; a caller that takes it first (before reading a long input) holds it for
+    the run too."""
+    guarded = run_file_for(output, fmt)
+    hint = (
+        "wait for it to finish, or, to run in parallel, give each process its own part of the "
+        "input and its own -o"
+    )
+    return one_writer(guarded, f"output {guarded}", hint)
 
 
 async def _run_batch(
