@@ -266,6 +266,12 @@ def test_two_batch_runs_on_one_output_pay_once(server: FakeOpenAIServer, tmp_pat
     assert first.wait(120) == 0, first.communicate()
     assert [r["id"] for r in read_records(out)] == ["q0", "q1", "q2", "q3"]
     assert len(server.requests) == 4 * 3  # every item answered once: nobody paid twice
+    # --help says the same as the message: --limit does not split a run.
+    shown = " ".join(run_cli("batch", "--help").stdout.replace("│", " ").split())
+    assert "--limit" in shown and (
+        "Not a way to split a run: to run in parallel, give each process its own part of the input "
+        "and its own -o." in shown
+    )
 
 
 def test_a_killed_holder_leaves_no_stale_lock(server: FakeOpenAIServer, tmp_path: Path) -> None:
