@@ -60,14 +60,20 @@ class CallFailedError(MoAError):
 
     ``kind`` says why (``ErrorKind``), ``message`` how, in one line with any key masked;
     ``attempts`` the requests started (0: none was sent), ``latency_s`` the time spent in all.
+    ``shown``: the answer text a call that continues its broken answers had streamed before it
+    failed for good (nodes/models/continuation.py), which the next answer (the fallback
+    aggregator's) continues; "" otherwise.
     """
 
-    def __init__(self, kind: ErrorKind, message: str, attempts: int, latency_s: float) -> None:
+    def __init__(
+        self, kind: ErrorKind, message: str, attempts: int, latency_s: float, shown: str = ""
+    ) -> None:
         super().__init__(message)
         self.kind, self.message, self.attempts, self.latency_s = kind, message, attempts, latency_s
+        self.shown = shown
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.kind, self.message, self.attempts, self.latency_s))
+        return (type(self), (self.kind, self.message, self.attempts, self.latency_s, self.shown))
 
 
 def _one_kind(failures: Sequence[ErrorKind]) -> ErrorKind | None:

@@ -60,7 +60,9 @@ async def propose(task: ProposeTask, runtime: Runtime[Context]) -> dict[str, Any
     )
     started = [1]  # attempts started, for a call cut in the middle of its retries
 
-    def on_retry(attempt: int, kind: ErrorKind, message: str, wait_s: float) -> None:
+    def on_retry(
+        attempt: int, kind: ErrorKind, message: str, wait_s: float, *, continues: bool = False
+    ) -> None:
         started[0] = attempt + 1
 
     call = ask_model(

@@ -14,13 +14,17 @@ import httpx
 import openai
 import pytest
 from conftest import fake_context, spec
-from fake_openai import Failure, FakeOpenAIServer
+from fake_openai import Failure, FakeOpenAIServer, continuing
+from langchain_core.messages import HumanMessage
+from langserve import RemoteRunnable
 from serving import app_for, running
+from test_staircase import fallback_so_far
 
 from langgraph_moa.nodes.context import Context
 
 MESSAGES = [{"role": "user", "content": "Explain MoA."}]
 ANSWER = "one two three four five six seven eight nine ten"
+LONG = " ".join(f"word{i}" for i in range(30)) + "."
 
 
 def ctx_of(server: FakeOpenAIServer, **kw: Any) -> Context:
@@ -309,17 +313,53 @@ def test_an_unexpected_error_is_a_500_on_one_log_line(
     assert "Traceback" not in caplog.text and all(r.exc_info is None for r in caplog.records)
 
 
-def test_an_answer_that_starts_over_is_complete_after_a_blank_line(
+async def test_a_broken_answer_is_continued_on_every_stream_route(
     server: FakeOpenAIServer,
 ) -> None:
-    server.script("agg", ANSWER)
+    # The aggregator's stream breaks after 3 tokens; the retry continues it (Together: the
+    # prompt fallback): every stream route sends one answer, nothing repeated or lost.
+    server.script("agg", continuing(LONG, fallback_so_far))
     ctx = fake_context(server, ["p1"], max_attempts=2, retry_base_s=0.01)
     with running(app_for(ctx)) as base:
-        # The aggregator's first stream breaks after 3 tokens; its retry answers in full.
         server.fail("agg", Failure(drop_after_tokens=3))
         stream = client(base).chat.completions.create(model="fake", messages=MESSAGES, stream=True)
+        assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == LONG
+        remote = RemoteRunnable(f"{base}/moa")
+        try:
+            server.fail("agg", Failure(drop_after_tokens=3))
+            chunks = [c.content async for c in remote.astream({"messages": [HumanMessage("hi")]})]
+            assert "".join(map(str, chunks)) == LONG
+            server.fail("agg", Failure(drop_after_tokens=3))
+            log = None
+            async for patch in remote.astream_log({"messages": [HumanMessage("hi")]}):
+                log = patch if log is None else log + patch
+            assert log is not None and log.state["final_output"].content == LONG
+        finally:
+            await remote.async_client.aclose()
+            remote.sync_client.close()
+    continued = [r for r in server.requests_for("agg") if fallback_so_far(r)]
+    assert [fallback_so_far(r) for r in continued] == ["word0 word1 word2 "] * 3
+
+
+def test_an_answer_that_cannot_be_continued_starts_over_after_a_blank_line(
+    server: FakeOpenAIServer,
+) -> None:
+    answer = '{"answer": "one two three four five"}'
+    server.script("agg", answer)
+    ctx = fake_context(server, ["p1"], max_attempts=2, retry_base_s=0.01)
+    with running(app_for(ctx)) as base:
+        # A JSON answer (response_format) breaks after 2 tokens: it is asked again, whole.
+        server.fail("agg", Failure(drop_after_tokens=2))
+        stream = client(base).chat.completions.create(
+            model="fake",
+            messages=MESSAGES,
+            stream=True,
+            response_format={"type": "json_object"},
+        )
         text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
-        assert text == "one two three \n\n" + ANSWER
+        assert text == '{"answer": "one \n\n' + answer
         server.fail("agg", Failure(drop_after_tokens=3))
-        whole = client(base).chat.completions.create(model="fake", messages=MESSAGES)
-        assert whole.choices[0].message.content == ANSWER
+        whole = client(base).chat.completions.create(
+            model="fake", messages=MESSAGES, response_format={"type": "json_object"}
+        )
+        assert whole.choices[0].message.content == answer

@@ -13,6 +13,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph_moa.apps.chat.progress import Progress
 from langgraph_moa.core.turns import (
     AnswerRestart,
+    AnswerResumed,
     Finished,
     LayerDone,
     ProposalDone,
@@ -53,11 +54,15 @@ async def run_turn(
             if event.after_text and on_token is not None:
                 on_token("\n")
             progress.answer_restarted(event.payload, streamed=event.after_text and bool(on_token))
+        elif isinstance(event, AnswerResumed):
+            progress.answer_resumed(event.payload)
         elif isinstance(event, LayerDone):
             if on_layer is not None:
                 on_layer(event.responses)
         elif isinstance(event, Finished):
             final = event.state
+    # After the answer, not inside its line: what broke off and was continued.
+    progress.resumed_notes(line_open=first_token is not None and on_token is not None)
     final["timings"] = {
         "total_s": time.perf_counter() - start,
         "first_token_s": first_token,

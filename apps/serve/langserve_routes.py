@@ -137,7 +137,7 @@ class MoARunnable(Runnable[dict[str, Any], AIMessage]):
                     if isinstance(event, Token):
                         yield AIMessageChunk(content=event.text + run.ready_text())
                     elif isinstance(event, AnswerRestart):
-                        if event.after_text:  # as on the OpenAI route: after a blank line
+                        if event.after_text:  # as on the OpenAI route (a bound answer)
                             yield AIMessageChunk(content="\n\n")
                     elif isinstance(event, Finished):
                         final = _message(event.state)
