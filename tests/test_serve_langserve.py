@@ -178,3 +178,23 @@ def test_stream_events_is_not_served(base: str) -> None:
     # It fails on graphs with Send (langserve#721): not offered rather than broken.
     response = httpx.post(f"{base}/moa/stream_events", json={"input": {}})
     assert response.status_code == 404
+
+
+def test_a_message_with_the_fields_the_schema_requires_is_accepted(base: str) -> None:
+    # What the input schema says a message needs is what the server needs: each kind of message
+    # built from its required fields alone runs (a message without "type" is refused, so the
+    # schema says "type" is required; otherwise its oneOf branches overlap, and schema-driven
+    # clients and fuzzers build messages the server refuses).
+    schema = httpx.get(f"{base}/moa/input_schema").json()
+    branches = schema["properties"]["messages"]["items"]["oneOf"]
+    kinds = []
+    for branch in branches:
+        message = schema["$defs"][branch["$ref"].rsplit("/", 1)[-1]]
+        assert "type" in message["required"], message["title"]
+        props = message["properties"]
+        built = {k: props[k].get("const", "hi") for k in message["required"]}
+        kinds.append(built["type"])
+        body = {"input": {"messages": [built, {"type": "human", "content": "hi"}]}}
+        response = httpx.post(f"{base}/moa/invoke", json=body, timeout=30)
+        assert response.status_code == 200, (built, response.text)
+    assert {"human", "ai", "system", "tool", "AIMessageChunk"} <= set(kinds)
