@@ -49,7 +49,6 @@ from langgraph_moa.nodes.prompts import with_system
 from langgraph_moa.nodes.records import (
     Answer,
     CallFailure,
-    ErrorInfo,
     ErrorKind,
     failure_note,
     usage_of,
@@ -141,7 +140,7 @@ def call_failure(spec: ModelSpec, exc: CallFailedError) -> CallFailure:
     """The record of ``spec``'s failed call (``Answer.aggregator_failure``, ``AggregatorError``)."""
     return CallFailure(
         model=spec.model,
-        error=ErrorInfo(kind=exc.kind, message=exc.message),
+        error=exc.info(),
         attempts=exc.attempts,
     )
 

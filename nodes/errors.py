@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from langgraph_moa.nodes.records import CallFailure, ErrorKind, Proposal, failure_note
+from langgraph_moa.nodes.records import CallFailure, ErrorInfo, ErrorKind, Proposal, failure_note
 
 
 class MoAError(Exception):
@@ -62,18 +62,42 @@ class CallFailedError(MoAError):
     ``attempts`` the requests started (0: none was sent), ``latency_s`` the time spent in all.
     ``shown``: the answer text a call that continues its broken answers had streamed before it
     failed for good (nodes/models/continuation.py), which the next answer (the fallback
-    aggregator's) continues; "" otherwise.
+    aggregator's) continues; "" otherwise. ``retry_after_s``: the wait the provider asked for
+    (``Retry-After``) in its last refusal, if it asked.
     """
 
     def __init__(
-        self, kind: ErrorKind, message: str, attempts: int, latency_s: float, shown: str = ""
+        self,
+        kind: ErrorKind,
+        message: str,
+        attempts: int,
+        latency_s: float,
+        shown: str = "",
+        retry_after_s: float | None = None,
     ) -> None:
         super().__init__(message)
         self.kind, self.message, self.attempts, self.latency_s = kind, message, attempts, latency_s
-        self.shown = shown
+        self.shown, self.retry_after_s = shown, retry_after_s
+
+    def info(self) -> ErrorInfo:
+        """The failure as records keep it (``Proposal.error``, ``CallFailure.error``)."""
+        info = ErrorInfo(kind=self.kind, message=self.message)
+        if self.retry_after_s is not None:
+            info["retry_after_s"] = self.retry_after_s
+        return info
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.kind, self.message, self.attempts, self.latency_s, self.shown))
+        return (
+            type(self),
+            (
+                self.kind,
+                self.message,
+                self.attempts,
+                self.latency_s,
+                self.shown,
+                self.retry_after_s,
+            ),
+        )
 
 
 def _one_kind(failures: Sequence[ErrorKind]) -> ErrorKind | None:

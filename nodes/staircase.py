@@ -249,7 +249,13 @@ async def _chunk(
             if exc.kind == "empty" and so_far:
                 return None  # a continuation with nothing to add: the answer is complete
             if exc.kind not in RETRIED or attempt == run.ctx.max_attempts:
-                raise CallFailedError(exc.kind, exc.message, attempt, exc.latency_s) from None
+                raise CallFailedError(
+                    exc.kind,
+                    exc.message,
+                    attempt,
+                    exc.latency_s,
+                    retry_after_s=exc.retry_after_s,
+                ) from None
             wait = min(BACKOFF_CAP_S, run.ctx.retry_base_s * 2 ** (attempt - 1))
             await asyncio.sleep(wait * random.uniform(0.5, 1.0))
     raise AssertionError("unreachable")
@@ -290,7 +296,7 @@ async def _propose(run: _Run, source: _Source, spec: ModelSpec, sample: int) -> 
             )
         except CallFailedError as exc:
             source.record["attempts"] = exc.attempts
-            error = ErrorInfo(kind=exc.kind, message=exc.message)
+            error = exc.info()
         else:
             source.record["text"], source.record["usage"] = result.text, usage_of(result.message)
             source.record["attempts"] = result.attempts
@@ -326,7 +332,7 @@ async def _propose_written(
         )
     except CallFailedError as exc:
         source.record["attempts"] = exc.attempts
-        error = ErrorInfo(kind=exc.kind, message=exc.message)
+        error = exc.info()
     else:
         if result.text.strip():
             source.record["text"], source.record["usage"] = result.text, usage_of(result.message)

@@ -236,6 +236,58 @@ def test_at_the_concurrency_limit_429_with_retry_after(server: FakeOpenAIServer)
         assert again.choices[0].message.content == ANSWER
 
 
+def test_a_run_the_providers_rate_limited_is_a_429_the_sdk_waits_out(
+    server: FakeOpenAIServer, base: str
+) -> None:
+    # Waiting helps: the client gets the providers' 429 with their Retry-After, and the openai
+    # SDK with its default settings waits and runs the request again, which then answers.
+    limited = Failure(status=429, retry_after="1", message="slow down")
+    server.fail("p1", limited)
+    server.fail("p2", limited)
+    started = time.monotonic()
+    sdk = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", timeout=30)  # 2 retries
+    reply = sdk.chat.completions.create(model="fake", messages=MESSAGES)
+    assert reply.choices[0].message.content == ANSWER
+    assert time.monotonic() - started >= 1  # it waited what the providers asked
+    assert len(server.requests_for("p1")) == 2  # one refused run, one that answered
+    server.fail("agg", Failure(status=429, retry_after="3"))
+    response = httpx.post(
+        f"{base}/v1/chat/completions", json={"model": "fake", "messages": MESSAGES}
+    )
+    assert response.status_code == 429 and response.headers["retry-after"] == "3"
+    assert "x-should-retry" not in response.headers
+    error = error_of(response)
+    assert error["code"] == "provider_rate_limited" and error["type"] == "rate_limit_error"
+    assert "retry after 3 s" in error["message"]
+
+
+def test_a_wait_longer_than_the_sdk_waits_is_not_retried(
+    server: FakeOpenAIServer, base: str
+) -> None:
+    server.fail("p1", Failure(status=429, retry_after="120"))
+    server.fail("p2", Failure(status=429))  # no wait named: the other provider's counts
+    sdk = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", timeout=30)  # 2 retries
+    with pytest.raises(openai.RateLimitError) as caught:
+        sdk.chat.completions.create(model="fake", messages=MESSAGES)
+    headers = caught.value.response.headers
+    assert headers["retry-after"] == "120" and headers["x-should-retry"] == "false"
+    assert len(server.requests_for("p1")) == 1  # the SDK did not retry at once
+
+
+def test_a_run_that_failed_otherwise_carries_no_retry_after(
+    server: FakeOpenAIServer, base: str
+) -> None:
+    # One provider rate-limited, the other down: waiting does not fix that, and the server has
+    # already retried each call.
+    server.fail("p1", Failure(status=429, retry_after="1"))
+    server.fail("p2", Failure(status=500))
+    response = httpx.post(
+        f"{base}/v1/chat/completions", json={"model": "fake", "messages": MESSAGES}
+    )
+    assert response.status_code == 502 and response.headers["x-should-retry"] == "false"
+    assert "retry-after" not in response.headers
+
+
 def test_body_over_the_limit_is_413(server: FakeOpenAIServer) -> None:
     with running(app_for(ctx_of(server), max_body_bytes=4096)) as base:
         big = {"model": "fake", "messages": [{"role": "user", "content": "x" * 5000}]}

@@ -290,9 +290,9 @@ async def call_model(
                     shown,
                 ) from exc
             message_ = describe(kind, exc, timeout)
-            if not retryable or attempt == max_attempts:
-                raise CallFailedError(kind, message_, attempt, elapsed, shown) from exc
             asked = retry_after_s(exc)
+            if not retryable or attempt == max_attempts:
+                raise CallFailedError(kind, message_, attempt, elapsed, shown, asked) from exc
             if asked is not None and asked > RETRY_AFTER_CAP_S:
                 raise CallFailedError(
                     kind,
@@ -301,6 +301,7 @@ async def call_model(
                     attempt,
                     elapsed,
                     shown,
+                    asked,
                 ) from exc
             if asked is None:
                 backoff = min(BACKOFF_CAP_S, retry_base_s * 2 ** (attempt - 1))
@@ -315,6 +316,7 @@ async def call_model(
                     attempt,
                     elapsed,
                     shown,
+                    asked,
                 ) from exc
             if resume is not None and shown:
                 try:
