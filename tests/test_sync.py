@@ -214,3 +214,74 @@ def test_ctrl_c_in_a_sync_layer_of_several_proposers_closes_their_requests(
         assert request.disconnected
         assert request.finished is not None and request.finished - gave_up < 1
     assert not server.requests_for("agg")
+
+
+def _when_in_flight(server: FakeOpenAIServer, count: int, action: Any) -> threading.Thread:
+    """Run ``action`` once ``count`` requests are open at the server (from another thread)."""
+
+    def watch() -> None:
+        deadline = time.monotonic() + 30
+        while server.in_flight() < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        action()
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    return watcher
+
+
+def test_ctrl_c_during_a_sync_layer_is_the_users_handler_to_decide(
+    server: FakeOpenAIServer,
+) -> None:
+    """A SIGINT handler of the user's that does not raise keeps the run going: nothing is
+    cancelled, and after the run the handler is the user's, as it was."""
+    for name in ("a", "b"):
+        server.script(name, f"proposal {name}", ttft=1.0)
+    ctx = fake_context(server, ["a", "b"], max_attempts=1)
+    pressed: list[int] = []
+    before = signal.signal(signal.SIGINT, lambda signum, frame: pressed.append(signum))
+    try:
+        handler = signal.getsignal(signal.SIGINT)
+        watcher = _when_in_flight(server, 2, lambda: os.kill(os.getpid(), signal.SIGINT))
+        state = graph.invoke({"messages": [HumanMessage("hi")]}, context=ctx)
+        watcher.join()
+        assert signal.getsignal(signal.SIGINT) is handler
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert pressed == [signal.SIGINT]
+    assert state["messages"][-1].content == server.requests_for("agg")[0].reply
+    assert not any(r.disconnected for r in server.requests)
+
+
+def test_ctrl_c_cancels_the_main_threads_run_not_another_threads(
+    server: FakeOpenAIServer,
+) -> None:
+    """Two sync runs with a layer each, one in the main thread and one in a thread of the user's:
+    Ctrl-C cancels the main thread's and the other one still answers."""
+    for name in ("main0", "main1"):
+        server.script(name, "never seen", ttft=30)
+    for name in ("side0", "side1"):
+        server.script(name, f"proposal {name}", ttft=1.5)
+    server.script("side-agg", "the side answer")
+    main_ctx = fake_context(server, ["main0", "main1"], max_attempts=1)
+    side_ctx = fake_context(server, ["side0", "side1"], aggregator="side-agg", max_attempts=1)
+    answers: list[Any] = []
+    side = threading.Thread(
+        target=lambda: answers.append(
+            graph.invoke({"messages": [HumanMessage("hi")]}, context=side_ctx)
+        )
+    )
+    side.start()
+    watcher = _when_in_flight(server, 4, lambda: os.kill(os.getpid(), signal.SIGINT))
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            graph.invoke({"messages": [HumanMessage("hi")]}, context=main_ctx)
+    finally:
+        watcher.join()
+        side.join(30)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert server.wait_idle(2)
+    assert all(r.disconnected for r in server.requests if r.model.startswith("main"))
+    assert not any(r.disconnected for r in server.requests if r.model.startswith("side"))
+    assert answers and answers[0]["messages"][-1].content == "the side answer"
+    assert not server.requests_for("agg")
