@@ -13,11 +13,13 @@ Every node and router of the MoA graph is added through ``adapt``, which
   stream writer and callbacks) into the task, so streaming works from sync callers too and the
   per-loop clients stay warm. When the waiting thread gives up (Ctrl-C, an exception raised into
   it), the task is cancelled and its provider requests closed before the error goes on, as
-  ``ainvoke`` does when it is cancelled. That thread is the caller's own when a step has one task
-  (the aggregator, join, a one-proposer layer). The tasks of a wider layer wait in LangGraph's
-  worker threads, which nothing interrupts: LangGraph's sync runner waits for them to end before
-  it re-raises (there is no hook to cancel them), so to cancel a run mid-layer, run it with
-  ``ainvoke``/``astream``.
+  ``ainvoke`` does when it is cancelled. That thread is the caller's own when LangGraph runs a
+  step's one task in it (the aggregator, join, a one-proposer layer). A layer of several
+  proposers is waited on in LangGraph's worker threads, which LangGraph waits for before a
+  ``KeyboardInterrupt`` goes on: so when a router run in the main thread hands such a layer to
+  them, it hands SIGINT to ``RESOURCES.sync_runs`` (nodes/models/sync_runs.py), and Ctrl-C
+  cancels the run's tasks. What this covers and what it does not (token streaming, ``batch``,
+  other threads): docs/composition.md, "Sync and async".
 
 Nodes and routers read the resolved ``Context`` from ``runtime.context``: they never resolve it
 again, so every node of every graph (graphs/moa.py, unrolled.py, replay.py) is added through here.

@@ -253,11 +253,14 @@ def test_ctrl_c_during_a_sync_layer_is_the_users_handler_to_decide(
     assert not any(r.disconnected for r in server.requests)
 
 
+@pytest.mark.parametrize("face", ["invoke", "stream"])
 def test_ctrl_c_cancels_the_main_threads_run_not_another_threads(
-    server: FakeOpenAIServer,
+    server: FakeOpenAIServer, face: str
 ) -> None:
-    """Two sync runs with a layer each, one in the main thread and one in a thread of the user's:
-    Ctrl-C cancels the main thread's and the other one still answers."""
+    """Two sync runs with a layer each, one in the main thread (``invoke``, or ``stream`` of
+    updates) and one in a thread of the user's: Ctrl-C cancels the main thread's, the other one
+    still answers, and SIGINT's handler is Python's default again (so ``asyncio.run`` installs
+    its own)."""
     for name in ("main0", "main1"):
         server.script(name, "never seen", ttft=30)
     for name in ("side0", "side1"):
@@ -275,7 +278,10 @@ def test_ctrl_c_cancels_the_main_threads_run_not_another_threads(
     watcher = _when_in_flight(server, 4, lambda: os.kill(os.getpid(), signal.SIGINT))
     try:
         with pytest.raises(KeyboardInterrupt):
-            graph.invoke({"messages": [HumanMessage("hi")]}, context=main_ctx)
+            if face == "invoke":
+                graph.invoke({"messages": [HumanMessage("hi")]}, context=main_ctx)
+            else:
+                list(graph.stream({"messages": [HumanMessage("hi")]}, context=main_ctx))
     finally:
         watcher.join()
         side.join(30)

@@ -4,21 +4,29 @@ A sync ``graph.invoke`` runs each MoA node's coroutine on the portal loop and wa
 thread LangGraph gives the node (``run_sync``, graphs/adapt.py). When that is the caller's thread,
 Ctrl-C ends the wait there and ``run_sync`` cancels the task. A layer of several proposers is
 waited on in LangGraph's worker threads instead: Ctrl-C raises in the main thread, and LangGraph's
-sync runner then waits for its workers before the exception goes on, with no hook to stop them.
+sync runner (``BackgroundExecutor.__exit__``) then waits for its workers before the exception goes
+on, with no hook to stop them. Nothing of LangGraph's private API is used here.
 
 So when the main thread hands a layer to the workers (a MoA router it ran returned several
-destinations), it hands SIGINT to a ``_HandOff`` chained to the handler that was there. That
-handler decides what Ctrl-C means: if it raises (``KeyboardInterrupt``, Python's default), the
-run's tasks in flight are cancelled, and the run is marked interrupted so that its tasks not yet
-started (``max_concurrency``) do not start, before the exception goes on; if it returns, nothing
-is cancelled. The main thread takes SIGINT back (the handler that was there, as it was) when it
-next runs a MoA node itself, which it waits on itself, or once Ctrl-C has interrupted the run.
+destinations), it hands SIGINT to a ``_HandOff`` chained to the handler that was there, which
+keeps deciding what Ctrl-C means: if it raises (``KeyboardInterrupt``, Python's default), the
+run's tasks in flight are cancelled (each closes its requests, and the worker waiting on it raises
+once it has) and the run is marked interrupted, so that its tasks not started yet
+(``max_concurrency``) never start, before the exception goes on; if it returns, nothing is
+cancelled. Handlers set outside Python, ``SIG_IGN`` and ``SIG_DFL`` are left alone (Ctrl-C then
+never reaches Python code, or ends the process and its connections with it).
 
-A run is LangGraph's ``runtime.control``: one ``RunControl`` per run, shared by its subgraphs.
-Marked interrupted is ``request_drain(INTERRUPTED)`` on it, so LangGraph starts no further step
-of it either. Only the main thread's runs are cancelled: runs in threads of yours are not.
-Handlers set outside Python, ``SIG_IGN`` and ``SIG_DFL`` are never chained to (Ctrl-C does not
-reach Python code, or ends the process and its connections with it).
+The main thread takes SIGINT back, as it was, when it next runs a MoA node (join, after the
+layer), which it waits on itself, and once Ctrl-C interrupted the run. A handler the user sets in
+between is never replaced. If the layer fails instead (an error escaping a proposer), SIGINT stays
+handed off until the main thread's next sync MoA node or Ctrl-C, harmlessly but for one thing:
+``asyncio.run`` started meanwhile in the main thread sees a handler that is not Python's default
+and does not install its own (Ctrl-C then raises in the loop, as before Python 3.11).
+
+A run is LangGraph's ``runtime.control`` (public since 1.2): one ``RunControl`` per run, shared by
+its subgraphs. Marked interrupted is ``request_drain(INTERRUPTED)`` on it, so LangGraph starts no
+further step of it either. Only runs the main thread waits on are cancelled; runs in other threads
+are not. ``ainvoke``/``astream`` never come here: they cancel on their own.
 """
 
 from __future__ import annotations
