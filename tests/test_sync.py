@@ -236,7 +236,7 @@ def test_ctrl_c_during_a_sync_layer_is_the_users_handler_to_decide(
     """A SIGINT handler of the user's that does not raise keeps the run going: nothing is
     cancelled, and after the run the handler is the user's, as it was."""
     for name in ("a", "b"):
-        server.script(name, f"proposal {name}", ttft=1.0)
+        server.script(name, f"proposal {name}", ttft=2.0)
     ctx = fake_context(server, ["a", "b"], max_attempts=1)
     pressed: list[int] = []
     before = signal.signal(signal.SIGINT, lambda signum, frame: pressed.append(signum))
@@ -267,7 +267,7 @@ def test_ctrl_c_cancels_the_main_threads_run_not_another_threads(
     for name in ("main0", "main1"):
         server.script(name, "never seen", ttft=30)
     for name in ("side0", "side1"):
-        server.script(name, f"proposal {name}", ttft=1.5)
+        server.script(name, f"proposal {name}", ttft=3.0)
     server.script("side-agg", "the side answer")
     main_ctx = fake_context(server, ["main0", "main1"], max_attempts=1)
     side_ctx = fake_context(server, ["side0", "side1"], aggregator="side-agg", max_attempts=1)
@@ -284,7 +284,8 @@ def test_ctrl_c_cancels_the_main_threads_run_not_another_threads(
             if face == "invoke":
                 graph.invoke({"messages": [HumanMessage("hi")]}, context=main_ctx)
             else:
-                list(graph.stream({"messages": [HumanMessage("hi")]}, context=main_ctx))
+                inputs = {"messages": [HumanMessage("hi")]}
+                list(graph.stream(inputs, context=main_ctx, stream_mode="updates"))
     finally:
         watcher.join()
         side.join(30)
