@@ -9,7 +9,7 @@ chosen: every operation gets schemathesis's coverage cases (each field missing, 
 type, at its bounds: ~600 requests) and random requests, 10 per operation where they are cheap
 to make or reach their own validation; /moa/batch, /moa/stream and /moa/stream_log validate
 their inputs as /moa/invoke does (apps/serve/requests.py), so they get 3 (their own envelope
-fields get coverage cases too). About 30 s.
+fields get coverage cases too). About 30 s on 2 busy cores.
 """
 
 from __future__ import annotations
