@@ -17,8 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import ROOT
-from fake_openai import FakeOpenAIServer
+from fake_openai import FakeOpenAIServer, continuing
 from langgraph_sdk import get_sync_client
+from test_staircase import fallback_so_far
 
 from langgraph_moa.nodes.context import load_preset
 
@@ -158,3 +159,34 @@ def test_studio_renders_and_streams_the_answer(studio: str, server: FakeOpenAISe
     ]
     assert errors[0]["error"] == "ConfigError"
     assert "this graph is unrolled for 1 proposer layer(s)" in errors[0]["message"]
+
+
+def test_studio_draws_a_staircase_run_beside_its_proposers_and_streams_it(
+    studio: str, server: FakeOpenAIServer
+) -> None:
+    for name in ("m1", "m2"):  # ~2 s each: the answer starts long before they end
+        server.script(name, " ".join(f"{name}w{i}" for i in range(80)), token_delay=0.025)
+    answer = " ".join(f"a{i}" for i in range(40))
+    server.script("Qwen/Qwen2.5-72B-Instruct-Turbo", continuing(answer, fallback_so_far))
+    client = get_sync_client(url=studio, api_key=None)
+    (assistant,) = client.assistants.search(graph_id="moa")
+    drawn = client.assistants.get_graph(assistant["assistant_id"])
+    edges = {(e["source"], e["target"]) for e in drawn["edges"]}
+    for node in ("staircase_propose", "staircase_aggregate"):
+        assert ("__start__", node) in edges and (node, "__end__") in edges
+
+    first, tokens, nodes = None, [], set()
+    for part in client.runs.stream(
+        None,
+        assistant["assistant_id"],
+        input={"messages": [{"role": "user", "content": "hello from studio"}]},
+        context={"proposers": ["together:m1", "together:m2"], "staircase": True},
+        stream_mode="messages-tuple",
+    ):
+        if part.event == "messages" and part.data[0].get("content"):
+            first = first or time.perf_counter()
+            tokens.append(part.data[0]["content"])
+            nodes.add(part.data[1]["langgraph_node"])
+    assert "".join(tokens) == answer and nodes == {"staircase_aggregate"}
+    ends = [r.finished for n in ("m1", "m2") for r in server.requests_for(n)]
+    assert first is not None and all(e is not None and first < e for e in ends)
