@@ -121,6 +121,11 @@ class _Written:
     )
     message_id: str | None = None
     first_token_s: float | None = None
+    cached: int = 0  # requests the call cache answered (no request made)
+
+    def made(self) -> int:
+        """The requests really made (0: the whole text came from the call cache)."""
+        return len(self.requests) - self.cached
 
 
 @dataclass
@@ -280,6 +285,7 @@ async def _write(
             request["usage"] = usage_of(result.message)
             request["finish_reason"] = (result.message.response_metadata or {}).get("finish_reason")
             written.message_id = result.message.id
+            written.cached += result.attempts == 0
             _add(written.usage, request["usage"])
         written.requests.append(request)
         if result is None or final or request["finish_reason"] != "length":
@@ -322,8 +328,11 @@ async def _chunk(
             await asyncio.sleep(wait * random.uniform(0.5, 1.0))
         else:
             if result.attempts == 0:  # answered by the call cache: nothing streamed
-                for piece in pieces_of(result.text):
-                    output.add(piece)
+                # As many pieces as the answer's tokens (what streaming counted), so the rest of
+                # the answer is asked for as in the run that cached it.
+                usage = usage_of(result.message)
+                tokens = usage["output_tokens"] if usage else len(pieces_of(result.text))
+                output.add(result.text, max(tokens, 1))
             return result
     raise AssertionError("unreachable")
 
@@ -376,17 +385,18 @@ async def _propose(run: _Run, source: _Source, spec: ModelSpec, sample: int) -> 
 
 
 async def _written_call(
-    run: _Run, spec: ModelSpec, inputs: Sequence[_Source], output: Growing
+    run: _Run, source: _Source, spec: ModelSpec, inputs: Sequence[_Source]
 ) -> CallResult:
     start = time.perf_counter()
-    written = await _write(run, spec, inputs, output, answer=False)
+    written = await _write(run, spec, inputs, source.growing, answer=False)
     run.proposer_requests += len(written.requests)
+    source.record["requests"] = len(written.requests)
     _add(run.proposer_usage, written.usage)
     message = AIMessage(content=written.text, usage_metadata=dict(written.usage))
     return CallResult(
         text=written.text,
         message=message,
-        attempts=len(written.requests),
+        attempts=written.made(),
         latency_s=time.perf_counter() - start,
         ttft_s=written.first_token_s,
     )
@@ -397,7 +407,7 @@ async def _propose_written(
 ) -> None:
     """A later-layer proposer: a writer over the layer before."""
     layer, started, error = source.record["layer"], time.perf_counter(), None
-    call = _written_call(run, spec, inputs, source.growing)
+    call = _written_call(run, source, spec, inputs)
     try:
         result = await quorum_call(
             run.ctx, layer, f"{run.key}:{layer}", call, lambda: source.record["attempts"]
@@ -408,7 +418,7 @@ async def _propose_written(
     else:
         if result.text.strip():
             source.record["text"], source.record["usage"] = result.text, usage_of(result.message)
-            source.record["attempts"] = source.record["requests"] = result.attempts
+            source.record["attempts"] = result.attempts
         else:
             error = ErrorInfo(kind="empty", message="answered with empty text")
     _finished(run, source, started, error)
@@ -541,7 +551,7 @@ async def staircase_aggregate(state: StaircaseInput, runtime: Runtime[Context]) 
         usage=usage if written.requests else None,
         latency_s=run.since(),
         ttft_s=written.first_token_s,
-        attempts=len(written.requests),
+        attempts=written.made(),
         fallback=failure is not None,
         aggregator_failure=failure,
         requests=len(written.requests),

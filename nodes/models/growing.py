@@ -38,7 +38,7 @@ def pieces_of(text: str) -> list[str]:
 class Growing:
     """A text being written: its pieces so far, whether it is done, and whether it failed."""
 
-    __slots__ = ("_parts", "_replay", "_waiters", "done", "failed", "first_at", "pieces")
+    __slots__ = ("_asked", "_parts", "_replay", "_waiters", "done", "failed", "first_at", "pieces")
 
     def __init__(self) -> None:
         self._parts: list[str] = []
@@ -48,17 +48,19 @@ class Growing:
         self.first_at: float | None = None  # perf_counter of the first piece
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._replay: list[str] = []  # pieces of a whole text not handed out yet (reversed)
+        self._asked = 0  # the most pieces a reader has waited for
 
     def text(self) -> str:
         if len(self._parts) > 1:
             self._parts[:] = ["".join(self._parts)]
         return self._parts[0] if self._parts else ""
 
-    def add(self, piece: str) -> None:
+    def add(self, piece: str, count: int = 1) -> None:
+        """One streamed piece (or ``count`` pieces' worth of text at once)."""
         if self.first_at is None:
             self.first_at = time.perf_counter()
         self._parts.append(piece)
-        self.pieces += 1
+        self.pieces += count
         if self._waiters:
             self._wake(lambda at: self.pieces >= at)
 
@@ -78,11 +80,13 @@ class Growing:
         """A whole text to hand out piece by piece, as readers ask for it (``grown_to``); done
         once every piece is out."""
         self._replay = pieces_of(text)[::-1]
+        self._pull(self._asked)  # what readers already wait for
         if not self._replay:
             self.finish()
 
     async def grown_to(self, pieces: int) -> None:
         """Return once the text has ``pieces`` pieces or is done."""
+        self._asked = max(self._asked, pieces)
         self._pull(pieces)
         await self._until(pieces)
 
