@@ -183,7 +183,7 @@ def _close(run: _Run, why: str) -> None:
                 source.task.cancel()
             if not source.growing.done:
                 source.record["error"] = ErrorInfo(kind="cancelled", message=why)
-                source.record["text"] = None
+                source.record["text"] = source.record["usage"] = None
                 source.growing.finish(failed=True)
 
 
