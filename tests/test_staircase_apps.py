@@ -80,7 +80,7 @@ def test_moa_staircase_prints_the_answer_before_the_proposals_end(server: FakeOp
 def test_moa_staircase_shows_the_proposals_it_read(server: FakeOpenAIServer) -> None:
     script(server)
     _, out, _ = cli(server, "--staircase", "--show-proposals", "What is MoA?")
-    answer, shown = out.split("\n", 1)  # the answer streamed, then every layer once it ended
+    answer, shown = out.split("\n\n", 1)  # the answer streamed, then the layers once they ended
     assert answer == ANSWER
     assert all(f"layer 1 · together:{n}" in shown and PROPOSALS[n] in shown for n in NAMES)
 
