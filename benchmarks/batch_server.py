@@ -241,5 +241,6 @@ def render(r: dict[str, Any]) -> list[str]:
 
 
 if __name__ == "__main__":
-    args = [int(a) for a in sys.argv[1:]]
-    print(json.dumps(run(*args[:2]) if args else run(), indent=2))
+    sizes = [int(a) for a in sys.argv[1:3]]  # [ITEMS [ROUNDS]]
+    items = sizes[0] if sizes else ITEMS
+    print(json.dumps(run(items, sizes[1] if len(sizes) > 1 else ROUNDS), indent=2))
