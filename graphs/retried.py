@@ -14,7 +14,8 @@ snapshot, and its workers start after runs are queued, so only the attempt is ch
 
 ``__request_start_time_ms__`` (the server's clock when the run was submitted, in the run's
 ``configurable``) is langgraph-api's; this is the one place it is read, and
-tests/test_batch_server.py's restart test fails if it goes.
+tests/test_batch_server.py (``test_the_server_stamps_each_run_with_its_request_time``) fails if
+it goes.
 """
 
 from __future__ import annotations
