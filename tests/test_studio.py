@@ -31,10 +31,29 @@ def langgraph_dev(server: FakeOpenAIServer, work: Path) -> Iterator[str]:
     """``langgraph dev`` serving this repository's langgraph.json, run from a copy in ``work``
     (so the in-memory server's .langgraph_api/ lands outside the repo), its models at the fake
     server; yields its URL and stops it at the end."""
+    proc, url = start_langgraph_dev(server, work)
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def start_langgraph_dev(
+    server: FakeOpenAIServer, work: Path, port: str | None = None
+) -> tuple[subprocess.Popen[str], str]:
+    """Start ``langgraph dev`` (one process: no reload) from ``work`` on ``port`` (a free one by
+    default); (the process, its URL) once it answers. The caller stops it."""
     for name in ("langgraph.json", "graphs"):
         src = ROOT / name
         if src.is_dir():
-            shutil.copytree(src, work / name, ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copytree(
+                src, work / name, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True
+            )
         else:
             shutil.copy(src, work / name)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TOGETHER_", "OPENAI_"))}
@@ -48,7 +67,7 @@ def langgraph_dev(server: FakeOpenAIServer, work: Path) -> Iterator[str]:
     )
     cli = Path(sys.executable).parent / "langgraph"
     # --n-jobs-per-worker as docs/batch.md says: langgraph dev runs one run at a time without it
-    args = ["dev", "--no-browser", "--no-reload", "--host", "127.0.0.1", "--port", _port()]
+    args = ["dev", "--no-browser", "--no-reload", "--host", "127.0.0.1", "--port", port or _port()]
     proc = subprocess.Popen(
         [str(cli), *args, "--n-jobs-per-worker", "16"],
         cwd=work,
@@ -58,13 +77,11 @@ def langgraph_dev(server: FakeOpenAIServer, work: Path) -> Iterator[str]:
         text=True,
     )
     try:
-        yield _wait_for_url(proc)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        return proc, _wait_for_url(proc)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
 
 
 @pytest.fixture(scope="module")
