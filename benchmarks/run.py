@@ -426,6 +426,12 @@ SECTIONS: dict[str, Section] = {
         ),
         _batch_section,
     ),
+    "batch-server": (
+        lambda quick: _bench("batch_server").run(
+            items=100 if quick else 200, rounds=1 if quick else 3
+        ),
+        lambda r: _bench("batch_server").render(r),
+    ),
     "serve": (
         lambda quick: _bench("serve_load").run(requests=200 if quick else 2000),
         lambda r: _bench("serve_load").render(r),

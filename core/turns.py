@@ -129,8 +129,8 @@ async def run_events(
             value = payload["join"]["layers"]
             # join writes Overwrite([...]) for layer 1 and [...] for later layers
             yield LayerDone(getattr(value, "value", value)[-1])
-        elif mode == "updates" and "staircase" in payload:
-            for layer in payload["staircase"]["layers"].value:  # every layer, at the end
+        elif mode == "updates" and "staircase_aggregate" in payload:
+            for layer in payload["staircase_aggregate"]["layers"].value:  # every layer, at the end
                 yield LayerDone(layer)
         elif mode == "values":
             final = payload

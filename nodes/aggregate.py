@@ -55,7 +55,8 @@ from langgraph_moa.nodes.records import (
 )
 
 # Tag on the aggregator's model call: filter stream_mode="messages" chunks on it
-# (or on metadata["langgraph_node"] == "aggregate") to show only the final answer.
+# (or on metadata["langgraph_node"]: "aggregate", or "staircase_aggregate" with staircase
+# streaming) to show only the final answer.
 ANSWER_TAG = "moa:answer"
 
 

@@ -36,6 +36,7 @@ async def run_turn(
     """Run one user turn; tokens of the final answer go to ``on_token`` as they arrive."""
     start = time.perf_counter()
     first_token: float | None = None
+    answered = False  # answer text shown since the answer last (re)started
     final: dict[str, Any] = {}
     async for event in run_events(
         graph, [HumanMessage(prompt)], ctx, config, layers=on_layer is not None
@@ -46,6 +47,7 @@ async def run_turn(
                 progress.stop()
             if on_token is not None:
                 on_token(event.text)
+                answered = True
         elif isinstance(event, ProposalDone):
             progress.proposal(event.record)
         elif isinstance(event, AnswerRestart):
@@ -53,11 +55,17 @@ async def run_turn(
             # text's line so the new answer starts on a line of its own, and say why on stderr.
             if event.after_text and on_token is not None:
                 on_token("\n")
+                answered = False
             progress.answer_restarted(event.payload, streamed=event.after_text and bool(on_token))
         elif isinstance(event, AnswerResumed):
             progress.answer_resumed(event.payload)
         elif isinstance(event, LayerDone):
             if on_layer is not None:
+                if answered and on_token is not None:
+                    # Staircase: the layers end with the answer, after its text: a blank line
+                    # between them.
+                    on_token("\n\n")
+                    answered = False
                 on_layer(event.responses)
         elif isinstance(event, Finished):
             final = event.state
