@@ -432,6 +432,10 @@ SECTIONS: dict[str, Section] = {
         ),
         lambda r: _bench("batch_server").render(r),
     ),
+    "batch-input": (
+        lambda quick: _bench("batch_input").run(size_mb=64 if quick else 2048),
+        lambda r: _bench("batch_input").render(r),
+    ),
     "serve": (
         lambda quick: _bench("serve_load").run(requests=200 if quick else 2000),
         lambda r: _bench("serve_load").render(r),

@@ -194,6 +194,21 @@ class RunStoppedError(MoAError):
     no item is recorded failed for it; the finished items are kept and a rerun resumes."""
 
 
+class ScratchError(MoAError):
+    """A temporary file a run needs cannot be written (a full or read-only temporary folder):
+    ``what`` it holds, the ``folder`` and the system's ``problem``."""
+
+    def __init__(self, folder: str, what: str, problem: str) -> None:
+        super().__init__(
+            f"cannot write {what} in the temporary folder {folder}: {problem}: free some space "
+            "there, or set TMPDIR to a folder with room"
+        )
+        self.folder, self.what, self.problem = folder, what, problem
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.folder, self.what, self.problem))
+
+
 class CallCacheError(MoAError):
     """The model-call cache file cannot be read or written (corrupt, read-only, a full disk)."""
 
