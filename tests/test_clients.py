@@ -79,3 +79,32 @@ def test_an_owned_loop_sends_over_aiohttp_and_closes_its_clients(
 
     with pytest.raises(RuntimeError, match="already built"):
         asyncio.run(built_before())
+
+
+def test_the_server_gets_the_body_the_sdk_would_have_sent(server: FakeOpenAIServer) -> None:
+    """Messages skip the SDK's type walk (nodes/models/request_body.py): the same JSON arrives."""
+    from langchain_core.messages import AIMessage, SystemMessage
+    from langchain_together import ChatTogether
+
+    ctx = fake_context(server, ["a"])
+    conversation = [
+        SystemMessage("Be brief."),
+        HumanMessage("Name a colour."),
+        AIMessage("Blue.", tool_calls=[{"name": "pick", "args": {"n": 1}, "id": "c1"}]),
+        HumanMessage([{"type": "text", "text": "And another?"}]),
+    ]
+    settings = settings_for(ModelSpec(model="together:m", base_url=server.base_url, seed=3), ctx)
+
+    async def both() -> None:
+        ours = chat_model(settings, stream=False)
+        plain = ChatTogether(
+            model="m", api_key="not-needed", base_url=server.base_url, temperature=ours.temperature,
+            max_tokens=ours.max_tokens, seed=3, max_retries=0,
+        )  # fmt: skip
+        await ours.ainvoke(conversation, extra_body={"top_k": 5})
+        await plain.ainvoke(conversation, extra_body={"top_k": 5})
+
+    asyncio.run(both())
+    ours, plain = (r.body for r in server.requests_for("m"))
+    assert ours["messages"][2]["tool_calls"][0]["function"]["name"] == "pick"
+    assert ours["top_k"] == 5 and ours == plain
