@@ -13,7 +13,9 @@ Scope of each part:
 - **the process**, shared by every thread and event loop: the TLS context and the sync HTTP
   client; the rate-limit gates (``ModelGate``, one per model, endpoint and limits), so a model's
   ``rpm``/``tpm`` hold for every call in the process, as ``ModelSpec`` documents; the background
-  event loop that sync callers' nodes run on (``portal``, graphs/adapt.py), started on first use.
+  event loop that sync callers' nodes run on (``portal``, graphs/adapt.py), started on first use;
+  the sync callers' tasks in flight on it and, while the main thread's run waits on several of
+  them in LangGraph's worker threads, the SIGINT handler (``sync_runs``, sync_runs.py).
 - **an event loop**: the async HTTP client (its connection pool belongs to the loop that opened
   it) and the chat models built on it, one per ``ModelSettings`` and key/endpoint environment.
   A closed loop's entries are dropped when a new loop first asks.
@@ -48,6 +50,7 @@ from langgraph_moa.nodes.models.http import (
 )
 from langgraph_moa.nodes.models.limits import ModelGate
 from langgraph_moa.nodes.models.settings import ModelSettings
+from langgraph_moa.nodes.models.sync_runs import SyncRuns
 
 
 @dataclass
@@ -72,6 +75,7 @@ class Resources:
         self._no_loop = _LoopState()  # sync callers outside any event loop
         self._gates: dict[tuple[Any, ...], ModelGate] = {}
         self._portal: asyncio.AbstractEventLoop | None = None
+        self.sync_runs = SyncRuns()
         # Quorum groups by layer run (nodes/models/quorum.py); each touched by its run's loop only.
         self.layers: dict[str, Any] = {}
 
