@@ -7,6 +7,7 @@ Retry waits stay short: the Retry-After tests ask for 1 s, every other test sets
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -16,6 +17,7 @@ import socket
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,7 @@ from langgraph_moa.nodes.models import budget, catalog, settings_for
 from langgraph_moa.nodes.models.cache import chat_model
 from langgraph_moa.nodes.models.calls import RETRY_AFTER_CAP_S, classify, retry_after_s
 from langgraph_moa.nodes.models.redact import redact
+from langgraph_moa.nodes.models.resources import RESOURCES
 from langgraph_moa.nodes.models.tools import binding
 from langgraph_moa.nodes.presets import preset_names
 
@@ -52,6 +55,15 @@ FAST = {"retry_base_s": 0.01}  # backoff waits of ~10 ms: tests of retries stay 
 
 async def run(ctx: Context, question: str = QUESTION, **kw: Any) -> dict[str, Any]:
     return await graph.ainvoke({"messages": [HumanMessage(question)]}, context=ctx, **kw)
+
+
+def transport(aiohttp: bool) -> AbstractAsyncContextManager[None]:
+    """The clients of a loop its owner runs (moa batch: aiohttp), or everyone else's (httpx)."""
+    return RESOURCES.owned_loop() if aiohttp else contextlib.nullcontext()
+
+
+# Both transports must name a lost connection and a timeout the same way.
+TRANSPORTS = pytest.mark.parametrize("aiohttp", [False, True], ids=["httpx", "aiohttp"])
 
 
 def by_model(state: dict[str, Any], layer: int = 0) -> dict[str, Any]:
@@ -182,7 +194,8 @@ async def test_a_401_from_the_aggregator_is_not_retried(server: FakeOpenAIServer
 # --- timeouts, broken streams, connections -----------------------------------------------------
 
 
-async def test_a_proposer_hanging_past_its_timeout(server: FakeOpenAIServer) -> None:
+@TRANSPORTS
+async def test_a_proposer_hanging_past_its_timeout(server: FakeOpenAIServer, aiohttp: bool) -> None:
     server.fail("stuck", *[Failure(hang=30)] * 2)
     ctx = Context(
         proposers=[spec(server, "stuck", timeout=0.5), spec(server, "ok")],
@@ -192,7 +205,8 @@ async def test_a_proposer_hanging_past_its_timeout(server: FakeOpenAIServer) -> 
         **FAST,
     )
     start = time.perf_counter()
-    state = await run(ctx)
+    async with transport(aiohttp):
+        state = await run(ctx)
     wall = time.perf_counter() - start
 
     stuck = by_model(state)["stuck"]
@@ -255,7 +269,8 @@ async def test_connecting_is_bounded_by_the_timeout_too(server: FakeOpenAIServer
     assert void["error"] == {"kind": "timeout", "message": "timed out after 0.5 s"}
 
 
-async def test_a_refused_connection_is_retried(server: FakeOpenAIServer) -> None:
+@TRANSPORTS
+async def test_a_refused_connection_is_retried(server: FakeOpenAIServer, aiohttp: bool) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]  # bound, never listening: connections are refused
@@ -266,7 +281,8 @@ async def test_a_refused_connection_is_retried(server: FakeOpenAIServer) -> None
             max_attempts=2,
             **FAST,
         )
-        state = await run(ctx)
+        async with transport(aiohttp):
+            state = await run(ctx)
     gone = by_model(state)["gone"]
     assert gone["error"]["kind"] == "connection" and gone["attempts"] == 2
 
@@ -289,11 +305,13 @@ async def test_a_proposer_answer_cut_off_is_retried(server: FakeOpenAIServer) ->
     assert block == reply
 
 
+@TRANSPORTS
 async def test_a_proposer_answer_that_is_always_cut_off_is_recorded_as_such(
-    server: FakeOpenAIServer,
+    server: FakeOpenAIServer, aiohttp: bool
 ) -> None:
     server.fail("flaky", *[Failure(drop_after_tokens=2)] * 2)
-    state = await run(fake_context(server, ["flaky", "ok"], max_attempts=2, **FAST))
+    async with transport(aiohttp):
+        state = await run(fake_context(server, ["flaky", "ok"], max_attempts=2, **FAST))
     flaky = by_model(state)["flaky"]
     assert flaky["error"]["kind"] == "connection" and flaky["attempts"] == 2
     assert len(server.requests_for("flaky")) == 2

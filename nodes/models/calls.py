@@ -144,6 +144,20 @@ def retry_after_s(exc: BaseException) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
+def _aiohttp_cause(exc: BaseException) -> BaseException | None:
+    """The aiohttp error under the SDK's, for a call sent over aiohttp (``Resources.owned_loop``).
+
+    The SDK's aiohttp adapter reports every lost connection (refused, dropped before the
+    response) as a connect timeout; the aiohttp error it was raised from says which it was.
+    """
+    cause = exc.__cause__
+    while cause is not None:
+        if type(cause).__module__.startswith("aiohttp"):
+            return cause
+        cause = cause.__cause__
+    return None
+
+
 def classify(exc: BaseException, *, streamed: bool = False) -> tuple[ErrorKind, bool]:
     """(kind, retryable) for a failed attempt; ``streamed``: answer text had arrived."""
     status = _status(exc)
@@ -153,6 +167,9 @@ def classify(exc: BaseException, *, streamed: bool = False) -> tuple[ErrorKind, 
         if status >= 500 or status in RETRIED_STATUS:
             return "server", True
         return "client", False  # 400, 401, 403, 404, 413, 422...: the same request fails again
+    cause = _aiohttp_cause(exc)
+    if cause is not None and not isinstance(cause, TimeoutError):
+        return ("stream" if streamed else "connection"), True
     if isinstance(exc, ContextOverflowError):
         return "context", False
     name = type(exc).__name__
