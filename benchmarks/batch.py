@@ -22,7 +22,10 @@
    processes, alternating, at each of ``SIDE_BY_SIDE``. Each child's wall time, CPU
    (``wait4``), peak RSS (VmHWM, sampled) and time from its spawn to the first request the
    server saw. At the first concurrency, ``moa batch --no-cache`` and ``moa batch`` without
-   ``rpm`` alternate with them too: what the cache and the limits cost.
+   ``rpm`` alternate with them too: what the cache and the limits cost. Each way also runs a
+   dataset of one item in the same alternation: its CPU is the start-up's (imports, clients,
+   four calls), and the rest of a run's CPU over its other items is what each further item
+   costs.
 """
 
 from __future__ import annotations
@@ -260,6 +263,8 @@ def _side_by_side(
         "".join(json.dumps({"id": f"i{i}", "prompt": _prompt(i)}) + "\n" for i in range(items)),
         encoding="utf-8",
     )
+    one = work / f"one-{concurrency}.jsonl"  # start-up: a run of one item
+    one.write_text(json.dumps({"id": "i0", "prompt": _prompt(0)}) + "\n", encoding="utf-8")
     prompt_file = work / "prompt.txt"
     prompt_file.write_text(AGGREGATION_PROMPT, encoding="utf-8")
     configs = {}
@@ -268,7 +273,7 @@ def _side_by_side(
         configs[limits].write_text(_side_config(server.base_url, limits), encoding="utf-8")
     runs = 0
 
-    def script() -> list[str]:
+    def script(data: Path = data) -> list[str]:
         nonlocal runs
         runs += 1
         return [
@@ -279,7 +284,7 @@ def _side_by_side(
             "--prompt-file", str(prompt_file),
         ]  # fmt: skip
 
-    def moa(*extra: str, limits: bool = True) -> list[str]:
+    def moa(*extra: str, limits: bool = True, data: Path = data) -> list[str]:
         nonlocal runs
         runs += 1
         return [
@@ -292,19 +297,25 @@ def _side_by_side(
     if variants:
         ways["moa_no_cache"] = lambda: moa("--no-cache")
         ways["moa_no_limits"] = lambda: moa(limits=False)
+    # Start-up apart from the rest: each way's run of one item, in the same alternation.
+    ways["script_one"] = lambda: script(data=one)
+    ways["moa_one"] = lambda: moa(data=one)
     samples: dict[str, list[dict[str, float]]] = {name: [] for name in ways}
     for r in range(rounds):
         order = list(ways) if r % 2 == 0 else list(reversed(ways))  # alternate who goes first
         for name in order:
             run = _measure_child(ways[name](), server)
-            if run["requests"] != items * (PROPOSERS + 1):  # every call made, none twice
-                raise RuntimeError(f"{name}: {run['requests']} requests for {items} items")
+            n = 1 if name.endswith("_one") else items
+            if run["requests"] != n * (PROPOSERS + 1):  # every call made, none twice
+                raise RuntimeError(f"{name}: {run['requests']} requests for {n} items")
             samples[name].append(run)
     result: dict[str, Any] = {"concurrency": concurrency, "items": items, "rounds": rounds}
     for name, runs_of in samples.items():
+        n = 1 if name.endswith("_one") else items
         result[name] = {
             "wall_s": median([x["wall_s"] for x in runs_of]),
-            "cpu_ms_per_item": median([x["cpu_s"] for x in runs_of]) / items * 1000,
+            "cpu_s": median([x["cpu_s"] for x in runs_of]),
+            "cpu_ms_per_item": median([x["cpu_s"] for x in runs_of]) / n * 1000,
             "peak_rss_mib": median([x["peak_rss_mib"] for x in runs_of]),
             "first_request_s": median([x["first_request_s"] for x in runs_of]),
             "requests": runs_of[0]["requests"],

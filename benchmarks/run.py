@@ -294,7 +294,7 @@ def _side_by_side_lines(rows: list[dict[str, Any]]) -> list[str]:
     }
     for row in rows:
         for key, label in labels.items():
-            if key not in row:
+            if key not in row or key.endswith("_one"):
                 continue
             w = row[key]
             out.append(
@@ -314,6 +314,30 @@ def _side_by_side_lines(rows: list[dict[str, Any]]) -> list[str]:
             f"| {m['peak_rss_mib'] / s['peak_rss_mib']:.2f}x "
             f"| {gap:+.2f} s (target <= +1.5 s: {_ok(gap <= 1.5)}) |"
         )
+    out += [
+        "",
+        "Start-up and each further item apart: CPU of a run of one item (imports, clients, "
+        "its four calls), and the rest of the run's CPU over its other items.",
+        "",
+        "| -j | way | CPU of a 1-item run | CPU per further item |",
+        "|---|---|---|---|",
+    ]
+    for row in rows:
+        further = {}
+        for key in ("script", "moa"):
+            if f"{key}_one" not in row:
+                continue
+            one = row[f"{key}_one"]["cpu_s"]
+            further[key] = (row[key]["cpu_s"] - one) / (row["items"] - 1) * 1000
+            out.append(
+                f"| {row['concurrency']} | {labels[key]} | {one:.2f} s | {further[key]:.1f} ms |"
+            )
+        if len(further) == 2:
+            out.append(
+                f"| {row['concurrency']} | ratio | "
+                f"{row['moa_one']['cpu_s'] / row['script_one']['cpu_s']:.2f}x "
+                f"| {further['moa'] / further['script']:.2f}x |"
+            )
     first = rows[0]
     m = first["moa"]["cpu_ms_per_item"]
     costs = []
@@ -425,6 +449,12 @@ SECTIONS: dict[str, Section] = {
             else _bench("batch").run()
         ),
         _batch_section,
+    ),
+    "batch-server": (
+        lambda quick: _bench("batch_server").run(
+            items=100 if quick else 200, rounds=1 if quick else 3
+        ),
+        lambda r: _bench("batch_server").render(r),
     ),
     "batch-input": (
         lambda quick: _bench("batch_input").run(size_mb=64 if quick else 2048),

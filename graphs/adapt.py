@@ -6,6 +6,8 @@ Every node and router of the MoA graph is added through ``adapt``, which
   fields, a parent graph's own context carrying MoA settings in a ``moa`` field, or nothing, in
   which case the graph's own defaults apply (``build_moa_graph(context=...)``, else the default
   preset). So MoA runs as a subgraph of a parent whose context has nothing to do with it;
+- refuses a ``moa batch --server`` run the server started again on its own, before any model
+  is paid (graphs/retried.py);
 - gives the async node a synchronous twin, so ``invoke``/``stream``/``batch`` work as well as
   their async forms. The twin runs the async node on one background event loop shared by the
   process (``RESOURCES.portal()``, nodes/models/resources.py) with the stdlib's
@@ -13,11 +15,13 @@ Every node and router of the MoA graph is added through ``adapt``, which
   stream writer and callbacks) into the task, so streaming works from sync callers too and the
   per-loop clients stay warm. When the waiting thread gives up (Ctrl-C, an exception raised into
   it), the task is cancelled and its provider requests closed before the error goes on, as
-  ``ainvoke`` does when it is cancelled. That thread is the caller's own when a step has one task
-  (the aggregator, join, a one-proposer layer). The tasks of a wider layer wait in LangGraph's
-  worker threads, which nothing interrupts: LangGraph's sync runner waits for them to end before
-  it re-raises (there is no hook to cancel them), so to cancel a run mid-layer, run it with
-  ``ainvoke``/``astream``.
+  ``ainvoke`` does when it is cancelled. That thread is the caller's own when LangGraph runs a
+  step's one task in it (the aggregator, join, a one-proposer layer). A layer of several
+  proposers is waited on in LangGraph's worker threads, which LangGraph waits for before a
+  ``KeyboardInterrupt`` goes on: so when a router run in the main thread hands such a layer to
+  them, it hands SIGINT to ``RESOURCES.sync_runs`` (nodes/models/sync_runs.py), and Ctrl-C
+  cancels the run's tasks. What this covers and what it does not (token streaming, ``batch``,
+  other threads): docs/composition.md, "Sync and async".
 
 Nodes and routers read the resolved ``Context`` from ``runtime.context``: they never resolve it
 again, so every node of every graph (graphs/moa.py, unrolled.py, replay.py) is added through here.
@@ -33,13 +37,16 @@ import asyncio
 import inspect
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
+from concurrent.futures import Future
 from typing import Any, TypeVar
 
 from langgraph._internal._runnable import RunnableCallable
-from langgraph.runtime import Runtime
+from langgraph.runtime import RunControl, Runtime
 
+from langgraph_moa.graphs.retried import refuse_retried_batch_run
 from langgraph_moa.nodes.context import Context, resolve_context
 from langgraph_moa.nodes.models.resources import RESOURCES
+from langgraph_moa.nodes.models.sync_runs import INTERRUPTED, interrupted
 
 AsyncNode = Callable[[Any, Runtime[Context]], Awaitable[Any]]
 # Checks a run's resolved context before the node sees it (the unrolled graph's shape check).
@@ -50,20 +57,34 @@ T = TypeVar("T")
 CLOSE_WAIT_S = 5.0
 
 
-def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
+def run_sync(coroutine: Coroutine[Any, Any, T], run: RunControl | None = None) -> T:
     """Run ``coroutine`` on the portal loop with this thread's context variables; wait.
 
-    If the wait ends with an exception (the caller gave up), the task is cancelled, and the
-    exception goes on once the task has finished (its requests closed) or ``CLOSE_WAIT_S`` passed.
+    If the wait ends with an exception (this thread gave up, or Ctrl-C cancelled ``run``'s tasks
+    from the main thread), the task is cancelled, and the exception goes on once the task has
+    finished (its requests closed) or ``CLOSE_WAIT_S`` passed. Once Ctrl-C interrupted ``run``,
+    its tasks do not start: ``KeyboardInterrupt`` (not retried, like the caller's own).
     """
+    runs = RESOURCES.sync_runs
     finished = threading.Event()
-    future = asyncio.run_coroutine_threadsafe(_watched(coroutine, finished), RESOURCES.portal())
+
+    def submit() -> Future[T]:
+        return asyncio.run_coroutine_threadsafe(_watched(coroutine, finished), RESOURCES.portal())
+
+    future = runs.start(run, submit)
+    if future is None:
+        coroutine.close()
+        raise KeyboardInterrupt(INTERRUPTED)
     try:
         return future.result()
-    except BaseException:
+    except BaseException as error:
         if future.cancel():
             finished.wait(CLOSE_WAIT_S)
+        if interrupted(run) and not isinstance(error, KeyboardInterrupt):
+            raise KeyboardInterrupt(INTERRUPTED) from error
         raise
+    finally:
+        runs.finished(future)
 
 
 async def _watched(coroutine: Coroutine[Any, Any, T], finished: threading.Event) -> T:
@@ -73,17 +94,28 @@ async def _watched(coroutine: Coroutine[Any, Any, T], finished: threading.Event)
         finished.set()
 
 
+def _hands_off(result: Any) -> bool:
+    """A router's result that starts several tasks: LangGraph runs them in its worker threads."""
+    return isinstance(result, list) and len(result) > 1
+
+
 def adapt(node: AsyncNode, default: Context | None, check: Check | None = None) -> Any:
     """``node`` as a graph node or router: context resolved, usable sync and async."""
 
     async def afunc(state: Any, runtime: Runtime[Context]) -> Any:
+        refuse_retried_batch_run()
         ctx = resolve_context(runtime.context, default)
         if check is not None:
             check(ctx)
         return await node(state, runtime.override(context=ctx))
 
     def func(state: Any, runtime: Runtime[Context]) -> Any:
-        return run_sync(afunc(state, runtime))
+        runs = RESOURCES.sync_runs
+        runs.take_back()  # from the main thread, which waits on this node itself
+        result = run_sync(afunc(state, runtime), runtime.control)
+        if _hands_off(result):
+            runs.hand_off(runtime.control)  # from the main thread: Ctrl-C cancels the layer
+        return result
 
     # LangGraph passes ``runtime`` to a node whose signature asks for it.
     func.__signature__ = afunc.__signature__ = inspect.signature(node)  # type: ignore[attr-defined]

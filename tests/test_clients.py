@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from typing import Any
 
+import pytest
 from conftest import fake_context
 from fake_openai import FakeOpenAIServer
 from langchain_core.messages import HumanMessage
@@ -46,3 +48,63 @@ def test_nothing_is_kept_for_finished_event_loops(server: FakeOpenAIServer) -> N
         assert state["answer"]["model"] == "together:agg"
     # Only the last loop's models and HTTP client remain (they are dropped with the next loop).
     assert cache.cached_loops() <= 1 and http.cached_loops() <= 1
+
+
+def test_an_owned_loop_sends_over_aiohttp_and_closes_its_clients(
+    server: FakeOpenAIServer, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from langgraph_moa.nodes.models.resources import RESOURCES
+
+    ctx = fake_context(server, ["a", "b"])
+
+    async def owned() -> tuple[Any, dict[str, Any]]:
+        async with RESOURCES.owned_loop():
+            client = chat_model(settings_for(ctx.aggregator, ctx)).root_async_client._client
+            state = await graph.ainvoke({"messages": [HumanMessage("hi")]}, context=ctx)
+            # The same models and client serve every call of the loop.
+            assert chat_model(settings_for(ctx.aggregator, ctx)).root_async_client._client is client
+        return client, state
+
+    client, state = asyncio.run(owned())
+    assert state["answer"]["model"] == "together:agg" and state["layers"][0][1]["text"]
+    assert type(client._transport).__module__.startswith("openai._vendor.httpx_aiohttp")
+    assert client.is_closed
+    gc.collect()  # an aiohttp session left open is reported when collected
+    assert "Unclosed" not in capfd.readouterr().err
+
+    async def built_before() -> None:
+        chat_model(settings_for(ctx.aggregator, ctx))
+        async with RESOURCES.owned_loop():
+            pass
+
+    with pytest.raises(RuntimeError, match="already built"):
+        asyncio.run(built_before())
+
+
+def test_the_server_gets_the_body_the_sdk_would_have_sent(server: FakeOpenAIServer) -> None:
+    """Messages skip the SDK's type walk (nodes/models/request_body.py): the same JSON arrives."""
+    from langchain_core.messages import AIMessage, SystemMessage
+    from langchain_together import ChatTogether
+
+    ctx = fake_context(server, ["a"])
+    conversation = [
+        SystemMessage("Be brief."),
+        HumanMessage("Name a colour."),
+        AIMessage("Blue.", tool_calls=[{"name": "pick", "args": {"n": 1}, "id": "c1"}]),
+        HumanMessage([{"type": "text", "text": "And another?"}]),
+    ]
+    settings = settings_for(ModelSpec(model="together:m", base_url=server.base_url, seed=3), ctx)
+
+    async def both() -> None:
+        ours = chat_model(settings, stream=False)
+        plain = ChatTogether(
+            model="m", api_key="not-needed", base_url=server.base_url, temperature=ours.temperature,
+            max_tokens=ours.max_tokens, seed=3, max_retries=0,
+        )  # fmt: skip
+        await ours.ainvoke(conversation, extra_body={"top_k": 5})
+        await plain.ainvoke(conversation, extra_body={"top_k": 5})
+
+    asyncio.run(both())
+    ours, plain = (r.body for r in server.requests_for("m"))
+    assert ours["messages"][2]["tool_calls"][0]["function"]["name"] == "pick"
+    assert ours["top_k"] == 5 and ours == plain

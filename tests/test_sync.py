@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from conftest import fake_context, spec
+from conftest import ROOT, fake_context, spec
 from fake_openai import FakeOpenAIServer
 from langchain_core.messages import HumanMessage
 from langchain_core.runnables import Runnable
@@ -151,3 +153,150 @@ def test_sync_nodes_stream_and_keep_the_callers_context(server: FakeOpenAIServer
     ]
     assert len(tokens) > 1 and "".join(tokens) == "one two three four"
     assert spec(server, "agg").model == "together:agg"
+
+
+# A user's script: a sync graph.invoke whose first layer has three slow proposers, alone, as a
+# subgraph of the user's own sync graph, or with LangGraph's max_concurrency=1; or the same with
+# staircase streaming (the proposers and the aggregator, side by side in one step).
+_SCRIPT = """
+import sys
+from langchain_core.messages import HumanMessage
+from langgraph.graph import START, MessagesState, StateGraph
+from langgraph_moa import Context, ModelSpec, graph
+
+base_url, shape = sys.argv[1:]
+ctx = Context(
+    proposers=[ModelSpec(model=f"together:slow{i}", base_url=base_url) for i in range(3)],
+    aggregator=ModelSpec(model="together:agg", base_url=base_url),
+    max_attempts=1,
+    staircase=shape.startswith("staircase"),
+)
+runnable = graph
+if shape == "subgraph":
+    parent = StateGraph(MessagesState)
+    parent.add_node("moa", graph)
+    parent.add_edge(START, "moa")
+    runnable = parent.compile()
+config = {"max_concurrency": 1} if shape.endswith("one at a time") else {}
+runnable.invoke({"messages": [HumanMessage("hi")]}, config, context=ctx)
+"""
+
+
+@pytest.mark.parametrize(
+    "shape", ["layer", "subgraph", "one at a time", "staircase", "staircase, one at a time"]
+)
+def test_ctrl_c_in_a_sync_layer_of_several_proposers_closes_their_requests(
+    server: FakeOpenAIServer, shape: str
+) -> None:
+    """Ctrl-C while LangGraph's worker threads wait on the proposers: every request closes at once,
+    the script ends with KeyboardInterrupt, and the aggregator is never called."""
+    for i in range(3):
+        server.script(f"slow{i}", "never seen", ttft=30)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TOGETHER_", "OPENAI_"))}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SCRIPT, server.base_url, shape], env=env, cwd=ROOT
+    )
+    try:
+        # Staircase, one at a time: the aggregator (the step's first task) starts all three.
+        open_at_once = 1 if shape == "one at a time" else 3
+        deadline = time.monotonic() + 60  # the child imports the package first
+        while server.in_flight() < open_at_once:
+            assert proc.poll() is None and time.monotonic() < deadline, server.requests
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        gave_up = time.perf_counter()
+        # KeyboardInterrupt's status: Python ends by re-raising SIGINT on itself.
+        assert proc.wait(15) == -signal.SIGINT
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert server.wait_idle(2)
+    requests = [r for r in server.requests if r.model.startswith("slow")]
+    # One at a time, the proposers still queued never start.
+    assert len(requests) == open_at_once
+    for request in requests:
+        assert request.disconnected
+        assert request.finished is not None and request.finished - gave_up < 1
+    assert not server.requests_for("agg")
+
+
+def _when_in_flight(server: FakeOpenAIServer, count: int, action: Any) -> threading.Thread:
+    """Run ``action`` once ``count`` requests are open at the server (from another thread)."""
+
+    def watch() -> None:
+        deadline = time.monotonic() + 30
+        while server.in_flight() < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        action()
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    return watcher
+
+
+def test_ctrl_c_during_a_sync_layer_is_the_users_handler_to_decide(
+    server: FakeOpenAIServer,
+) -> None:
+    """A SIGINT handler of the user's that does not raise keeps the run going: nothing is
+    cancelled, and after the run the handler is the user's, as it was."""
+    for name in ("a", "b"):
+        server.script(name, f"proposal {name}", ttft=2.0)
+    ctx = fake_context(server, ["a", "b"], max_attempts=1)
+    pressed: list[int] = []
+    before = signal.signal(signal.SIGINT, lambda signum, frame: pressed.append(signum))
+    try:
+        handler = signal.getsignal(signal.SIGINT)
+        watcher = _when_in_flight(server, 2, lambda: os.kill(os.getpid(), signal.SIGINT))
+        try:
+            state = graph.invoke({"messages": [HumanMessage("hi")]}, context=ctx)
+        except KeyboardInterrupt:  # a failure of this test, not the end of the session
+            pytest.fail("the run was cancelled though the user's handler returned")
+        watcher.join()
+        assert signal.getsignal(signal.SIGINT) is handler
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert pressed == [signal.SIGINT]
+    assert state["messages"][-1].content == server.requests_for("agg")[0].reply
+    assert not any(r.disconnected for r in server.requests)
+
+
+@pytest.mark.parametrize("face", ["invoke", "stream"])
+def test_ctrl_c_cancels_the_main_threads_run_not_another_threads(
+    server: FakeOpenAIServer, face: str
+) -> None:
+    """Two sync runs with a layer each, one in the main thread (``invoke``, or ``stream`` of
+    updates) and one in a thread of the user's: Ctrl-C cancels the main thread's, the other one
+    still answers, and SIGINT's handler is Python's default again (so ``asyncio.run`` installs
+    its own)."""
+    for name in ("main0", "main1"):
+        server.script(name, "never seen", ttft=30)
+    for name in ("side0", "side1"):
+        server.script(name, f"proposal {name}", ttft=3.0)
+    server.script("side-agg", "the side answer")
+    main_ctx = fake_context(server, ["main0", "main1"], max_attempts=1)
+    side_ctx = fake_context(server, ["side0", "side1"], aggregator="side-agg", max_attempts=1)
+    answers: list[Any] = []
+    side = threading.Thread(
+        target=lambda: answers.append(
+            graph.invoke({"messages": [HumanMessage("hi")]}, context=side_ctx)
+        )
+    )
+    side.start()
+    watcher = _when_in_flight(server, 4, lambda: os.kill(os.getpid(), signal.SIGINT))
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            if face == "invoke":
+                graph.invoke({"messages": [HumanMessage("hi")]}, context=main_ctx)
+            else:
+                inputs = {"messages": [HumanMessage("hi")]}
+                list(graph.stream(inputs, context=main_ctx, stream_mode="updates"))
+    finally:
+        watcher.join()
+        side.join(30)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert server.wait_idle(2)
+    assert all(r.disconnected for r in server.requests if r.model.startswith("main"))
+    assert not any(r.disconnected for r in server.requests if r.model.startswith("side"))
+    assert answers and answers[0]["messages"][-1].content == "the side answer"
+    assert not server.requests_for("agg")

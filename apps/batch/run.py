@@ -162,15 +162,19 @@ def batch(
         )
 
         async def go() -> BatchResult:
-            if not server:
-                models = [
-                    ctx.aggregator,
-                    *([ctx.fallback_aggregator] if ctx.fallback_aggregator else []),
-                ]
-                with startup():
-                    _preflight(models if stored is not None else ctx.all_models(), ctx)
-                    import langgraph_moa.graphs  # noqa: F401  (built now, with the collector off)
-            return await run_batch(items, ctx, out, options, console=console)
+            from langgraph_moa.nodes.models.resources import RESOURCES
+
+            # This run owns the loop: its clients send over aiohttp (far less CPU per request).
+            async with RESOURCES.owned_loop():
+                if not server:
+                    models = [
+                        ctx.aggregator,
+                        *([ctx.fallback_aggregator] if ctx.fallback_aggregator else []),
+                    ]
+                    with startup():
+                        _preflight(models if stored is not None else ctx.all_models(), ctx)
+                        import langgraph_moa.graphs  # noqa: F401  (built now, the collector off)
+                return await run_batch(items, ctx, out, options, console=console)
 
         try:
             result = asyncio.run(go())

@@ -49,7 +49,7 @@ from langgraph_moa.core.batch.turns import GraphTurns, ReplayTurns, Turns
 from langgraph_moa.core.locks import one_writer
 from langgraph_moa.core.terminal import stderr_console
 from langgraph_moa.nodes.context import Context
-from langgraph_moa.nodes.errors import ConfigError, MoAError
+from langgraph_moa.nodes.errors import ConfigError, MoAError, RunStoppedError
 from langgraph_moa.nodes.models.callcache import CallCache
 from langgraph_moa.nodes.models.redact import redact
 
@@ -132,6 +132,8 @@ async def run_item(
             result = await turns.turn(item, list(messages), index)
             done.append(Turn(prompt=text, seconds=round(time.perf_counter() - began, 3), **result))
             messages.append({"role": "assistant", "content": result["answer"]})
+    except RunStoppedError:
+        raise  # the whole run stops (run_items cancels the rest): no item's failure
     except Exception as exc:
         error = _error_of(exc)
     return build_record(

@@ -45,9 +45,13 @@ def new_sync_client(tls: Any) -> Any:
     return openai.DefaultHttpxClient(verify=tls)
 
 
-def new_async_client(tls: Any) -> Any:
+def new_async_client(tls: Any, *, aiohttp: bool = False) -> Any:
+    """The SDK's async client; ``aiohttp``: with the SDK's aiohttp transport (``openai[aiohttp]``),
+    whose session must be closed before its event loop (``Resources.owned_loop``)."""
     import openai
 
+    if aiohttp:
+        return openai.DefaultAioHttpClient(verify=tls)
     return openai.DefaultAsyncHttpxClient(verify=tls)
 
 

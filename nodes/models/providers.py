@@ -23,6 +23,7 @@ from langgraph_moa.nodes.models.http import shared_http_clients
 from langgraph_moa.nodes.models.limits import gate_for
 from langgraph_moa.nodes.models.masking import mask_keys_in_api_errors
 from langgraph_moa.nodes.models.redact import register_key_env
+from langgraph_moa.nodes.models.request_body import messages_as_body
 from langgraph_moa.nodes.models.settings import ModelSettings
 
 
@@ -174,7 +175,8 @@ def build_model(settings: ModelSettings) -> BaseChatModel:
     """A new chat model for ``settings`` (use nodes/models/cache.py's ``chat_model`` to reuse)."""
     check_provider(settings.provider, settings.model)
     model = PROVIDERS.get(settings.provider, _langchain)(settings)
-    plain_stream_chunks(model)  # first: the key masking wraps it
+    plain_stream_chunks(model)  # first: the others wrap it
+    messages_as_body(model)
     mask_keys_in_api_errors(model)
     # Every request waits its turn at the model's gate (rpm, and the pause after a 429).
     model.rate_limiter = gate_for(settings)

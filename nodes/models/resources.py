@@ -4,20 +4,24 @@ Clients are costly to build (a TLS context loads the CA store: ~50 ms and ~0.5 M
 that is never given back; a ChatTogether builds four OpenAI clients, ~130 ms) and a provider's
 limits are per model, not per call, so clients, chat models and rate-limit gates outlive the call
 that made them. All of it belongs to ``RESOURCES``, created at import and kept for the life of
-the process. Nothing needs opening or closing: an async client goes away with its event loop.
-Every part is safe to use from any thread.
+the process. Nothing needs opening or closing: an async client goes away with its event loop
+(except in a loop whose owner says when it ends, ``owned_loop``: there the clients send over
+aiohttp and are closed at the end). Every part is safe to use from any thread.
 
 Scope of each part:
 
 - **the process**, shared by every thread and event loop: the TLS context and the sync HTTP
   client; the rate-limit gates (``ModelGate``, one per model, endpoint and limits), so a model's
   ``rpm``/``tpm`` hold for every call in the process, as ``ModelSpec`` documents; the background
-  event loop that sync callers' nodes run on (``portal``, graphs/adapt.py), started on first use.
+  event loop that sync callers' nodes run on (``portal``, graphs/adapt.py), started on first use;
+  the sync callers' tasks in flight on it and, while the main thread's run waits on several of
+  them in LangGraph's worker threads, the SIGINT handler (``sync_runs``, sync_runs.py).
 - **an event loop**: the async HTTP client (its connection pool belongs to the loop that opened
   it) and the chat models built on it, one per ``ModelSettings`` and key/endpoint environment.
   A closed loop's entries are dropped when a new loop first asks.
 - **a layer of a run**: the quorum groups (``layers``, nodes/models/quorum.py), created by the
-  layer's first proposer call and removed by its last.
+  layer's first proposer call and removed by its last; the staircase runs (``staircases``,
+  nodes/staircase.py), created by the first node of their superstep and removed by its last.
 
 Kept elsewhere on purpose: the call cache is the caller's (``use_call_cache`` sets it in a context
 variable; moa batch opens and closes its file); the embedded model's llama.cpp pools stay in
@@ -28,9 +32,11 @@ stay in redact.py (process-wide, they only grow).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 import weakref
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -45,6 +51,7 @@ from langgraph_moa.nodes.models.http import (
 )
 from langgraph_moa.nodes.models.limits import ModelGate
 from langgraph_moa.nodes.models.settings import ModelSettings
+from langgraph_moa.nodes.models.sync_runs import SyncRuns
 
 
 @dataclass
@@ -53,6 +60,7 @@ class _LoopState:
 
     http: Any = None  # the async HTTP client
     models: dict[Any, BaseChatModel] = field(default_factory=dict)
+    aiohttp: bool = False  # the HTTP client sends over aiohttp (``Resources.owned_loop``)
 
 
 class Resources:
@@ -68,8 +76,11 @@ class Resources:
         self._no_loop = _LoopState()  # sync callers outside any event loop
         self._gates: dict[tuple[Any, ...], ModelGate] = {}
         self._portal: asyncio.AbstractEventLoop | None = None
+        self.sync_runs = SyncRuns()
         # Quorum groups by layer run (nodes/models/quorum.py); each touched by its run's loop only.
         self.layers: dict[str, Any] = {}
+        # Staircase runs by superstep (nodes/staircase.py); each touched by its run's loop only.
+        self.staircases: dict[str, Any] = {}
 
     # --- per event loop ------------------------------------------------------------------------
     def _here(self) -> _LoopState:
@@ -96,7 +107,7 @@ class Resources:
             if self._sync_http is None:
                 self._sync_http = new_sync_client(self._tls)
             if here.http is None:
-                here.http = new_async_client(self._tls)
+                here.http = new_async_client(self._tls, aiohttp=here.aiohttp)
             return {"http_client": self._sync_http, "http_async_client": here.http}
 
     def chat_model(self, settings: ModelSettings, *, stream: bool = True) -> BaseChatModel:
@@ -117,6 +128,32 @@ class Resources:
         if quiet is None:
             quiet = models[(key, "quiet")] = model.model_copy(update={"disable_streaming": True})
         return quiet
+
+    @contextlib.asynccontextmanager
+    async def owned_loop(self) -> AsyncIterator[None]:
+        """For a caller that owns the running event loop until the block ends (``moa batch``):
+        the clients built in it send over aiohttp, and are closed when it ends.
+
+        Per request, aiohttp's connection pool costs the client far less CPU than the SDK's
+        default transport (httpx), whose pool checks the socket of every idle connection on each
+        request and each response: with dozens of items in flight that was about a quarter of
+        ``moa batch``'s CPU per item (docs/performance.md). Only for a known lifetime: an aiohttp
+        session must be closed before its loop is, and one left open is reported ("Unclosed client
+        session") when collected, so library callers' loops keep the default transport.
+        """
+        here = self._here()
+        with self._lock:
+            if here.http is not None or here.models:
+                raise RuntimeError("owned_loop: clients were already built in this event loop")
+            here.aiohttp = True
+        try:
+            yield
+        finally:
+            with self._lock:
+                http, here.http, here.aiohttp = here.http, None, False
+                here.models.clear()  # built on the client closed below
+            if http is not None:
+                await http.aclose()
 
     def loops(self) -> int:
         """Event loops holding clients or models (tests, the memory benchmark: at most 1 idle)."""
