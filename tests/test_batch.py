@@ -93,24 +93,26 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, server: FakeOpenAIServ
     config = write_config(tmp_path / "c.toml", server)
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "fine"}\n{"prompt": oops}\n')
+    out = str(tmp_path / "o.jsonl")
     cases = [
-        (["batch", str(bad), "-o", "o.jsonl", "-c", str(config)], "bad.jsonl: line 2: not valid"),
+        (["batch", str(bad), "-o", out, "-c", str(config)], "bad.jsonl: line 2: not valid"),
         (
-            ["batch", "nowhere.jsonl", "-o", "o.jsonl", "-c", str(config)],
+            ["batch", "nowhere.jsonl", "-o", str(tmp_path / "new" / "o.jsonl"), "-c", str(config)],
             "'nowhere.jsonl' not found",
         ),
         (["batch", str(bad), "-c", str(config)], "give the output file with -o"),
         (
-            ["batch", str(bad), "-o", "o.json", "-f", "csv", "-c", str(config)],
+            ["batch", str(bad), "-o", out, "-f", "csv", "-c", str(config)],
             "choose one of jsonl",
         ),
-        (["batch", str(bad), "-o", "o.jsonl", "-j", "0", "-c", str(config)], "--concurrency"),
+        (["batch", str(bad), "-o", out, "-j", "0", "-c", str(config)], "--concurrency"),
     ]
     for args, expected in cases:
         result = run_cli(*args)
         assert result.returncode == 2, (args, result.stderr)
         assert expected in one_error_line(result.stderr)
     assert not (tmp_path / "o.jsonl").exists()
+    assert not (tmp_path / "new").exists()  # a mistyped input leaves nothing behind (no lock)
 
 
 def test_skip_invalid_records_the_line_as_failed(tmp_path: Path, server: FakeOpenAIServer) -> None:

@@ -24,7 +24,7 @@ from langgraph_moa.core.batch.formats import (
     legacy_run_file,
     run_file_for,
 )
-from langgraph_moa.core.batch.inputs import Items, stream_items
+from langgraph_moa.core.batch.inputs import Items, check_input, stream_items
 from langgraph_moa.core.batch.outputs import RunFile, check_output
 from langgraph_moa.core.batch.progress import money
 from langgraph_moa.core.batch.runner import (
@@ -121,6 +121,8 @@ def batch(
     items: Items
     with contextlib.ExitStack() as stack:
         if not dry_run:
+            if input_path and input_path != "-":
+                check_input(input_path)  # a mistyped name leaves no lock file behind
             # The output is locked before the input is read: a second process on it is refused
             # at once, not after reading a long input (run_batch holds the same lock after).
             assert output is not None

@@ -18,6 +18,7 @@ import codecs
 import contextlib
 import hashlib
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -232,13 +233,7 @@ class Dataset:
             self._spool.seek(0)
             yield self._spool
             return
-        try:
-            f = open(self._path, "rb")  # noqa: SIM115 (closed below)
-        except FileNotFoundError:
-            raise InputError(f"input file {self._path!r} not found") from None
-        except OSError as exc:
-            raise InputError(f"input file {self._path!r} cannot be read: {exc}") from None
-        with f:
+        with open_input(self._path) as f:
             yield f
 
     def _values(self, f: IO[bytes]) -> Iterator[tuple[int, str, Any]]:
@@ -365,6 +360,29 @@ def _list_items(f: IO[bytes], name: str) -> Iterator[tuple[int, Any]]:
                 raise bad(number, "expected ',' or ']' after it")
     if next_char():
         raise InputError(f"{name}: not valid JSON: more data after the list's closing ']'")
+
+
+def open_input(path: str) -> IO[bytes]:
+    """The input file, opened to read, or one ``InputError`` naming it."""
+    try:
+        return open(path, "rb")  # the caller closes it
+    except OSError as exc:
+        raise _unreadable(path, exc) from None
+
+
+def check_input(path: str) -> None:
+    """Refuse an input file that cannot be opened, without reading it (nor waiting for a pipe's
+    writer: O_NONBLOCK)."""
+    try:
+        os.close(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)))
+    except OSError as exc:
+        raise _unreadable(path, exc) from None
+
+
+def _unreadable(path: str, exc: OSError) -> InputError:
+    if isinstance(exc, FileNotFoundError):
+        return InputError(f"input file {path!r} not found")
+    return InputError(f"input file {path!r} cannot be read: {exc}")
 
 
 def stream_items(path: str, *, skip_invalid: bool = False) -> Dataset:
