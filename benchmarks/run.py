@@ -450,6 +450,16 @@ SECTIONS: dict[str, Section] = {
         ),
         _batch_section,
     ),
+    "batch-server": (
+        lambda quick: _bench("batch_server").run(
+            items=100 if quick else 200, rounds=1 if quick else 3
+        ),
+        lambda r: _bench("batch_server").render(r),
+    ),
+    "batch-input": (
+        lambda quick: _bench("batch_input").run(size_mb=64 if quick else 2048),
+        lambda r: _bench("batch_input").render(r),
+    ),
     "serve": (
         lambda quick: _bench("serve_load").run(requests=200 if quick else 2000),
         lambda r: _bench("serve_load").render(r),

@@ -8,6 +8,11 @@ The lock is ``filelock`` (flock on POSIX, LockFileEx on Windows): the operating 
 when its holder dies, even by ``kill -9``, so there is no stale lock to clean up. The lock file
 is a hidden file next to what it guards, left in place (removing it would let two processes lock
 two different files of one name).
+
+A block inside another that holds the same lock (a command that locks its output before reading
+its input, around the runner that locks it too) holds it already: the enclosing blocks are
+tracked in a context variable, so only code running inside the holder's block (its tasks
+included) shares it. Two runs started side by side in one process still exclude each other.
 """
 
 from __future__ import annotations
@@ -15,11 +20,15 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from contextvars import ContextVar
 from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from langgraph_moa.core.files import os_reason
 from langgraph_moa.nodes.errors import InUseError
+
+_HELD: ContextVar[frozenset[str]] = ContextVar("moa_locks_held", default=frozenset())
 
 
 def lock_path(guarded: Path) -> Path:
@@ -36,6 +45,11 @@ def one_writer(guarded: Path, what: str, hint: str) -> Iterator[None]:
     ``what``: how the user calls it ("output out.jsonl"); ``hint``: what to do instead.
     """
     path = lock_path(guarded)
+    held = _HELD.get()
+    key = os.path.abspath(path)
+    if key in held:  # an enclosing block of this context holds it
+        yield
+        return
     lock = FileLock(path, timeout=0, is_singleton=False)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -44,12 +58,14 @@ def one_writer(guarded: Path, what: str, hint: str) -> Iterator[None]:
         holder = _holder(path)
         raise InUseError(f"{what} is in use by another moa process{holder}: {hint}") from None
     except OSError as exc:
-        raise InUseError(f"cannot lock {what} ({path}): {exc.strerror or exc}") from None
+        raise InUseError(f"cannot lock {what} ({path}): {os_reason(exc)}") from None
+    token = _HELD.set(held | {key})
     try:
         with contextlib.suppress(OSError):
             path.write_text(f"{os.getpid()}\n", encoding="ascii")  # for the message above
         yield
     finally:
+        _HELD.reset(token)
         lock.release()
 
 

@@ -1,8 +1,8 @@
 """One turn of the graph as a stream of events: what every front end needs.
 
 ``run_events`` is the one place that turns the graph's stream modes into answer tokens, finished
-proposals, answer restarts, finished layers and the final state; ``moa`` (apps/chat/turn.py) and
-``moa serve`` (apps/serve/runs.py) both consume it.
+proposals, answer restarts and continuations, finished layers and the final state; ``moa``
+(apps/chat/turn.py) and ``moa serve`` (apps/serve/runs.py) both consume it.
 """
 
 from __future__ import annotations
@@ -36,13 +36,23 @@ class ProposalDone:
 
 @dataclass(frozen=True, slots=True)
 class AnswerRestart:
-    """The answer starts over (an aggregator retry, or the fallback aggregator).
+    """The answer starts over (an aggregator retry, or the fallback aggregator): nothing was
+    shown yet, or the answer cannot be continued (a run binding tools or a response format).
 
     ``after_text``: some of the abandoned answer was already streamed. Text sent cannot be taken
     back, so front ends end it there (a line break, a blank line) and say why."""
 
     payload: dict[str, Any]
     after_text: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerResumed:
+    """The answer's stream broke off and the retry (or the fallback aggregator) continues it
+    where it stopped: the next tokens are the rest of the same answer, nothing to undo. Front
+    ends may say so (the CLI does, on stderr, after the answer)."""
+
+    payload: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +77,9 @@ class Finished:
     state: dict[str, Any]
 
 
-RunEvent = Token | ProposalDone | AnswerRestart | AnswerChunkStarted | LayerDone | Finished
+RunEvent = (
+    Token | ProposalDone | AnswerRestart | AnswerResumed | AnswerChunkStarted | LayerDone | Finished
+)
 
 
 async def run_events(
@@ -106,6 +118,8 @@ async def run_events(
             event = payload.get("event")
             if event == "proposal":
                 yield ProposalDone(payload)
+            elif event in ("answer_retry", "answer_fallback") and payload.get("continues"):
+                yield AnswerResumed(payload)
             elif event in ("answer_retry", "answer_fallback"):
                 yield AnswerRestart(payload, after_text=streamed)
                 streamed = False
@@ -115,8 +129,8 @@ async def run_events(
             value = payload["join"]["layers"]
             # join writes Overwrite([...]) for layer 1 and [...] for later layers
             yield LayerDone(getattr(value, "value", value)[-1])
-        elif mode == "updates" and "staircase" in payload:
-            for layer in payload["staircase"]["layers"].value:  # every layer, at the end
+        elif mode == "updates" and "staircase_aggregate" in payload:
+            for layer in payload["staircase_aggregate"]["layers"].value:  # every layer, at the end
                 yield LayerDone(layer)
         elif mode == "values":
             final = payload

@@ -6,6 +6,8 @@ Every node and router of the MoA graph is added through ``adapt``, which
   fields, a parent graph's own context carrying MoA settings in a ``moa`` field, or nothing, in
   which case the graph's own defaults apply (``build_moa_graph(context=...)``, else the default
   preset). So MoA runs as a subgraph of a parent whose context has nothing to do with it;
+- refuses a ``moa batch --server`` run the server started again on its own, before any model
+  is paid (graphs/retried.py);
 - gives the async node a synchronous twin, so ``invoke``/``stream``/``batch`` work as well as
   their async forms. The twin runs the async node on one background event loop shared by the
   process (``RESOURCES.portal()``, nodes/models/resources.py) with the stdlib's
@@ -41,6 +43,7 @@ from typing import Any, TypeVar
 from langgraph._internal._runnable import RunnableCallable
 from langgraph.runtime import RunControl, Runtime
 
+from langgraph_moa.graphs.retried import refuse_retried_batch_run
 from langgraph_moa.nodes.context import Context, resolve_context
 from langgraph_moa.nodes.models.resources import RESOURCES
 from langgraph_moa.nodes.models.sync_runs import INTERRUPTED, interrupted
@@ -100,6 +103,7 @@ def adapt(node: AsyncNode, default: Context | None, check: Check | None = None) 
     """``node`` as a graph node or router: context resolved, usable sync and async."""
 
     async def afunc(state: Any, runtime: Runtime[Context]) -> Any:
+        refuse_retried_batch_run()
         ctx = resolve_context(runtime.context, default)
         if check is not None:
             check(ctx)

@@ -1,6 +1,7 @@
 """Mixture-of-Agents wiring: START -> propose* -> join -> (propose* -> join)... -> aggregate.
 
-With ``Context.staircase``: START -> staircase (every proposer and the aggregator, side by side).
+With ``Context.staircase``: START -> staircase_aggregate + staircase_propose* -> END, one superstep
+in which every proposer of every layer and the aggregator run side by side (nodes/staircase.py).
 
 Each layer fans out one ``propose`` task per proposer with ``Send``; all tasks of a layer run in
 the same superstep and ``join`` runs once they all have finished. ``build_moa_graph(unroll=ctx)``
@@ -25,9 +26,9 @@ from langgraph_moa.nodes.errors import ConfigError
 from langgraph_moa.nodes.join import join
 from langgraph_moa.nodes.models.tools import check_capable, skips_proposers
 from langgraph_moa.nodes.propose import advised, propose, proposer_tasks
-from langgraph_moa.nodes.staircase import staircase
+from langgraph_moa.nodes.staircase import staircase_aggregate, staircase_propose
 
-Next = list[Send] | Literal["aggregate", "staircase"]
+Next = list[Send] | Literal["aggregate"]
 
 
 async def first_layer(state: MoAState, runtime: Runtime[Context]) -> Next:
@@ -36,9 +37,18 @@ async def first_layer(state: MoAState, runtime: Runtime[Context]) -> Next:
     if ctx.proposer_layers == 0 or skips_proposers(ctx.tool_proposers, state.get("bind")):
         return "aggregate"
     if ctx.staircase and not state.get("bind"):
-        # Proposers and aggregator side by side, in one node (nodes/staircase.py). A run that
-        # binds tools or a response format runs standard MoA (docs/performance.md).
-        return "staircase"
+        # Every proposer and the aggregator side by side, in one superstep (nodes/staircase.py);
+        # the aggregator first, so that it runs even when LangGraph runs one task at a time. A
+        # run that binds tools or a response format runs standard MoA (docs/performance.md).
+        messages = state["messages"]
+        return [
+            Send("staircase_aggregate", {"messages": messages}),
+            *(
+                Send("staircase_propose", task)
+                for layer in range(1, ctx.layers)
+                for task in proposer_tasks(ctx, layer, messages, None)
+            ),
+        ]
     return [Send("propose", t) for t in proposer_tasks(ctx, 1, advised(state), None)]
 
 
@@ -76,14 +86,18 @@ def build_moa_graph(
     builder.add_node("propose", adapt(propose, default))
     builder.add_node("join", adapt(join, default))
     builder.add_node("aggregate", adapt(aggregate, default))
-    builder.add_node("staircase", adapt(staircase, default))
+    builder.add_node("staircase_propose", adapt(staircase_propose, default))
+    builder.add_node("staircase_aggregate", adapt(staircase_aggregate, default))
     builder.add_conditional_edges(
-        START, adapt(first_layer, default), ["propose", "aggregate", "staircase"]
+        START,
+        adapt(first_layer, default),
+        ["propose", "aggregate", "staircase_propose", "staircase_aggregate"],
     )
     builder.add_edge("propose", "join")
     builder.add_conditional_edges("join", adapt(next_layer, default), ["propose", "aggregate"])
     builder.add_edge("aggregate", END)
-    builder.add_edge("staircase", END)
+    builder.add_edge("staircase_propose", END)
+    builder.add_edge("staircase_aggregate", END)
     return builder
 
 

@@ -1,9 +1,9 @@
 """The default preset's mixture unrolled, for LangGraph Studio (langgraph.json: "moa-unrolled").
 
-Studio draws the dynamic graph (``moa``) as three nodes and a loop; this one shows the mixture
-itself: a column of proposers per layer, a join after each, then the aggregator. It is built for
-the default preset of the server's environment (``together`` with TOGETHER_API_KEY, else
-``local``).
+Studio draws the dynamic graph (``moa``) as three nodes and a loop (and staircase streaming's two
+nodes beside them); this one shows the mixture itself: a column of proposers per layer, a join
+after each, then the aggregator. It is built for the default preset of the server's environment
+(``together`` with TOGETHER_API_KEY, else ``local``).
 """
 
 from __future__ import annotations

@@ -5,9 +5,13 @@
 Studio then draws the actual mixture. The dynamic graph (``Send`` fan-out, proposers chosen per
 run) is what deployments should serve; this one is for seeing and explaining a preset.
 
+With ``ctx.staircase``, the same nodes stand side by side instead: ``START -> every proposer of
+every layer + aggregate -> END``, one superstep in which the aggregator writes while the
+proposers do (nodes/staircase.py), with no join between layers.
+
 A run of the unrolled graph uses the ``Context`` it was built for. A context passed at run time
-may change any setting but the shape (layers and each layer's proposer models), which the edges
-have fixed.
+may change any setting but the shape (layers, each layer's proposer models, staircase or not),
+which the edges have fixed.
 """
 
 from __future__ import annotations
@@ -25,10 +29,16 @@ from langgraph_moa.nodes.errors import ConfigError
 from langgraph_moa.nodes.join import join
 from langgraph_moa.nodes.propose import advised, propose
 from langgraph_moa.nodes.records import ProposeTask
+from langgraph_moa.nodes.staircase import staircase_aggregate, staircase_propose
 
 
 def _shape(ctx: Context) -> list[list[str]]:
     return [[s.model for s in ctx.proposers_of(layer)] for layer in range(1, ctx.layers)]
+
+
+def _stairs(ctx: Context) -> bool:
+    """Whether the graph runs ``ctx`` as staircase streaming (with proposers to stream)."""
+    return ctx.staircase and ctx.proposer_layers > 0
 
 
 def _short(model: str) -> str:
@@ -54,9 +64,15 @@ def join_node_name(layer: int) -> str:
 
 
 def _same_shape(built: Context) -> Check:
-    shape = _shape(built)
+    shape, stairs = _shape(built), _stairs(built)
 
     def check(ctx: Context) -> None:
+        if _stairs(ctx) != stairs:
+            raise ConfigError(
+                f"this graph is unrolled for {'staircase' if stairs else 'standard'} MoA; a "
+                f"run's context may change settings but not that (staircase={not stairs} needs "
+                "the dynamic graph, or a graph unrolled for it)"
+            )
         if _shape(ctx) != shape:
             raise ConfigError(
                 f"this graph is unrolled for {len(shape)} proposer layer(s) of "
@@ -70,6 +86,9 @@ def _same_shape(built: Context) -> Check:
 def unroll(builder: StateGraph[MoAState, Context, MoAInput, MoAOutput], ctx: Context) -> None:
     """Add the unrolled mixture of ``ctx`` to ``builder``."""
     check = _same_shape(ctx)
+    if _stairs(ctx):
+        _unroll_stairs(builder, ctx, check)
+        return
 
     def add_proposer(name: str, layer: int, index: int) -> None:
         async def node(state: MoAState, runtime: Runtime[Context]) -> dict[str, Any]:
@@ -97,3 +116,37 @@ def unroll(builder: StateGraph[MoAState, Context, MoAInput, MoAOutput], ctx: Con
     for source in previous:
         builder.add_edge(source, "aggregate")
     builder.add_edge("aggregate", END)
+
+
+def _unroll_stairs(
+    builder: StateGraph[MoAState, Context, MoAInput, MoAOutput], ctx: Context, check: Check
+) -> None:
+    def unbound(state: MoAState) -> None:
+        if state.get("bind"):
+            raise ConfigError(
+                "this graph is unrolled for staircase MoA, which never binds tools or a response "
+                "format: use the dynamic graph, which runs such a turn as standard MoA"
+            )
+
+    def add_proposer(name: str, layer: int, index: int) -> None:
+        async def node(state: MoAState, runtime: Runtime[Context]) -> dict[str, Any]:
+            unbound(state)
+            messages = state["messages"]
+            task = ProposeTask(layer=layer, index=index, messages=messages, references=None)
+            return await staircase_propose(task, runtime)
+
+        builder.add_node(name, adapt(node, ctx, check))
+
+    async def aggregate_node(state: MoAState, runtime: Runtime[Context]) -> dict[str, Any]:
+        unbound(state)
+        return await staircase_aggregate({"messages": state["messages"]}, runtime)
+
+    # The aggregator first: the step's first task (see graphs/moa.py).
+    builder.add_node("aggregate", adapt(aggregate_node, ctx, check))
+    builder.add_edge(START, "aggregate")
+    builder.add_edge("aggregate", END)
+    for layer, names in enumerate(proposer_node_names(ctx), start=1):
+        for index, name in enumerate(names):
+            add_proposer(name, layer, index)
+            builder.add_edge(START, name)
+            builder.add_edge(name, END)

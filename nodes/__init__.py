@@ -1,7 +1,8 @@
 """The nodes of a Mixture-of-Agents run and what they share.
 
 - propose.py, join.py, aggregate.py: the three nodes; prompts.py: the aggregate-and-synthesize
-  prompt and how references are fenced into it
+  prompt and how references are fenced into it; staircase.py: the two nodes of staircase
+  streaming (proposers and the aggregator side by side)
 - context.py: ``Context``, every run-time setting; presets.py + presets/: stored Contexts
 - records.py: the plain records kept in graph state; errors.py: errors a user can act on
 - models/: the machinery of calling a model (providers, clients, retries, budget, quorum)

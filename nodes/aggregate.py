@@ -4,13 +4,16 @@ Streamed only when someone reads the tokens (``stream_mode="messages"``, as ``mo
 nobody streams (``ainvoke``, batch) makes one plain request and pays no per-token work.
 
 Failure policy: the aggregator's call is retried like any call (nodes/models/calls.py). A retry
-after tokens were already streamed starts the answer over: stream consumers get a custom event
-``{"event": "answer_retry", ...}`` first, and the new attempt's chunks carry a new message id
-(the CLI prints a notice on stderr and starts a new line). When the aggregator still fails, or
-answers with empty text, ``Context.fallback_aggregator`` (if set) answers instead, announced by
-``{"event": "answer_fallback", ...}`` and recorded in ``Answer.fallback`` and
-``Answer.aggregator_failure``. Otherwise the run fails with ``AggregatorError``; an empty answer
-is never returned as a success.
+after tokens were already streamed continues the answer where it broke off (provider
+continuation or its fallback, nodes/models/continuation.py): stream consumers get a custom event
+``{"event": "answer_retry", "continues": true, ...}`` and then the rest of the answer, in chunks
+with a new message id; the answer in state is the whole text. A run that binds tools or a
+response format cannot continue a cut answer: its retry starts the answer over
+(``"continues": false``). When the aggregator still fails, or answers with empty text,
+``Context.fallback_aggregator`` (if set) answers instead, announced by
+``{"event": "answer_fallback", ...}`` (continuing what the failed aggregator streamed, if any)
+and recorded in ``Answer.fallback`` and ``Answer.aggregator_failure``. Otherwise the run fails
+with ``AggregatorError``; an empty answer is never returned as a success.
 
 Tools (nodes/models/tools.py): a run with a binding asks the aggregator bound to its tools and
 response format; its answer may be tool calls, kept as the answer message's ``tool_calls``. A
@@ -46,14 +49,14 @@ from langgraph_moa.nodes.prompts import with_system
 from langgraph_moa.nodes.records import (
     Answer,
     CallFailure,
-    ErrorInfo,
     ErrorKind,
     failure_note,
     usage_of,
 )
 
 # Tag on the aggregator's model call: filter stream_mode="messages" chunks on it
-# (or on metadata["langgraph_node"] == "aggregate") to show only the final answer.
+# (or on metadata["langgraph_node"]: "aggregate", or "staircase_aggregate" with staircase
+# streaming) to show only the final answer.
 ANSWER_TAG = "moa:answer"
 
 
@@ -72,11 +75,18 @@ class AggregateInput(TypedDict):
 
 
 async def _answer(
-    spec: ModelSpec, ctx: Context, state: AggregateInput, writer: StreamWriter
+    spec: ModelSpec,
+    ctx: Context,
+    state: AggregateInput,
+    writer: StreamWriter,
+    prefill: str | None = None,
 ) -> CallResult:
-    """One model's answer, or ``CallFailedError`` (an empty answer is a failure too)."""
+    """One model's answer, or ``CallFailedError`` (an empty answer is a failure too).
+    ``prefill``: text already shown that this answer continues (its result excludes it)."""
 
-    def on_retry(attempt: int, kind: ErrorKind, message: str, wait_s: float) -> None:
+    def on_retry(
+        attempt: int, kind: ErrorKind, message: str, wait_s: float, *, continues: bool = False
+    ) -> None:
         writer(
             {
                 "event": "answer_retry",
@@ -85,6 +95,7 @@ async def _answer(
                 "kind": kind,
                 "message": message,
                 "wait_s": wait_s,
+                "continues": continues,
             }
         )
 
@@ -103,6 +114,7 @@ async def _answer(
             stream=True,  # token by token when someone reads them (stream_mode="messages")
             on_retry=on_retry,
             bind=bind,
+            prefill=prefill,
         )
         problem = answer_problem(result.message, bind)
         if problem is None:
@@ -129,7 +141,7 @@ def call_failure(spec: ModelSpec, exc: CallFailedError) -> CallFailure:
     """The record of ``spec``'s failed call (``Answer.aggregator_failure``, ``AggregatorError``)."""
     return CallFailure(
         model=spec.model,
-        error=ErrorInfo(kind=exc.kind, message=exc.message),
+        error=exc.info(),
         attempts=exc.attempts,
     )
 
@@ -155,7 +167,7 @@ def final_message(
 async def aggregate(state: AggregateInput, runtime: Runtime[Context]) -> dict[str, Any]:
     ctx = runtime.context  # resolved by graphs/adapt.py
     writer = get_stream_writer()
-    spec, failure = ctx.aggregator, None
+    spec, failure, shown = ctx.aggregator, None, ""
     try:
         result = await _answer(spec, ctx, state, writer)
     except CallFailedError as exc:
@@ -163,6 +175,7 @@ async def aggregate(state: AggregateInput, runtime: Runtime[Context]) -> dict[st
         failure = call_failure(spec, exc)
         if fallback is None:
             raise AggregatorError(f"aggregator {failed_note(spec, exc)}", [failure]) from None
+        shown = exc.shown  # streamed before it failed: the fallback continues it
         writer(
             {
                 "event": "answer_fallback",
@@ -170,10 +183,11 @@ async def aggregate(state: AggregateInput, runtime: Runtime[Context]) -> dict[st
                 "failed_model": spec.model,
                 "kind": exc.kind,
                 "message": exc.message,
+                "continues": bool(shown),
             }
         )
         try:
-            result = await _answer(fallback, ctx, state, writer)
+            result = await _answer(fallback, ctx, state, writer, prefill=shown or None)
         except CallFailedError as exc2:
             raise AggregatorError(
                 f"aggregator {failed_note(spec, exc)}; "
@@ -183,7 +197,7 @@ async def aggregate(state: AggregateInput, runtime: Runtime[Context]) -> dict[st
         spec = fallback
     usage = usage_of(result.message)
     answer = final_message(
-        result.text,
+        shown + result.text,
         result.message.id,
         result.message.usage_metadata,
         spec.model,

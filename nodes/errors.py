@@ -4,6 +4,12 @@ HTTP status) instead of parsing the message.
 
 Every error keeps its attributes through ``pickle`` (``__reduce__``): LangGraph and process pools
 may pickle an exception on its way to the caller.
+
+An error that can end a graph run is also a builtin kind: a ValueError for what the caller got
+wrong (``ConfigError``, ``CapabilityError``), a RuntimeError for what went wrong while running
+(a layer, the aggregator, a provider). The LangGraph server shows a run's error to its clients
+(langgraph-sdk, ``moa batch --server``) by class name and message only for builtin kinds, and
+"An internal error occurred" for any other; the messages hold no key (``redact``).
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from langgraph_moa.nodes.records import CallFailure, ErrorKind, Proposal, failure_note
+from langgraph_moa.nodes.records import CallFailure, ErrorInfo, ErrorKind, Proposal, failure_note
 
 
 class MoAError(Exception):
@@ -19,10 +25,7 @@ class MoAError(Exception):
 
 
 class ConfigError(MoAError, ValueError):
-    """A setting (preset, config file, CLI flag or graph context) is invalid.
-
-    A ValueError too: the LangGraph server shows a run's error message to its client only for
-    builtin kinds like ValueError ("An internal error occurred" for others)."""
+    """A setting (preset, config file, CLI flag or graph context) is invalid."""
 
 
 class InputError(MoAError):
@@ -40,41 +43,70 @@ class InputError(MoAError):
         return (_rebuild, (type(self), (self.problem,), {"hint": self.hint}))
 
 
-class ProviderError(MoAError):
+class ProviderError(MoAError, RuntimeError):
     """A model cannot be built: unknown provider, missing package or missing API key."""
 
 
 class CapabilityError(MoAError, ValueError):
-    """A model cannot do what the run asks of it: call tools, or follow a response format (a
-    ValueError for the LangGraph server, like ``ConfigError``)."""
+    """A model cannot do what the run asks of it: call tools, or follow a response format."""
 
 
 class ContextOverflowError(ProviderError):
     """A prompt does not fit the model's context window (never retried: it would fail again)."""
 
 
-class CallFailedError(MoAError):
+class CallFailedError(MoAError, RuntimeError):
     """One model call that failed for good: it failed, was cut by its layer's quorum or straggler
     grace, or answered with empty text. Recorded in a ``Proposal`` or raised as part of an
     ``AggregatorError``; it leaves a graph only when a caller asks a model directly.
 
     ``kind`` says why (``ErrorKind``), ``message`` how, in one line with any key masked;
     ``attempts`` the requests started (0: none was sent), ``latency_s`` the time spent in all.
+    ``shown``: the answer text a call that continues its broken answers had streamed before it
+    failed for good (nodes/models/continuation.py), which the next answer (the fallback
+    aggregator's) continues; "" otherwise. ``retry_after_s``: the wait the provider asked for
+    (``Retry-After``) in its last refusal, if it asked.
     """
 
-    def __init__(self, kind: ErrorKind, message: str, attempts: int, latency_s: float) -> None:
+    def __init__(
+        self,
+        kind: ErrorKind,
+        message: str,
+        attempts: int,
+        latency_s: float,
+        shown: str = "",
+        retry_after_s: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.kind, self.message, self.attempts, self.latency_s = kind, message, attempts, latency_s
+        self.shown, self.retry_after_s = shown, retry_after_s
+
+    def info(self) -> ErrorInfo:
+        """The failure as records keep it (``Proposal.error``, ``CallFailure.error``)."""
+        info = ErrorInfo(kind=self.kind, message=self.message)
+        if self.retry_after_s is not None:
+            info["retry_after_s"] = self.retry_after_s
+        return info
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.kind, self.message, self.attempts, self.latency_s))
+        return (
+            type(self),
+            (
+                self.kind,
+                self.message,
+                self.attempts,
+                self.latency_s,
+                self.shown,
+                self.retry_after_s,
+            ),
+        )
 
 
 def _one_kind(failures: Sequence[ErrorKind]) -> ErrorKind | None:
     return failures[0] if failures and all(k == failures[0] for k in failures) else None
 
 
-class LayerFailedError(MoAError):
+class LayerFailedError(MoAError, RuntimeError):
     """Too few proposers of a layer answered to go on.
 
     ``layer``: the 1-based proposer layer; ``proposals``: its records in proposer order, the
@@ -111,7 +143,7 @@ class LayerFailedError(MoAError):
         return (type(self), (self.layer, self.proposals, self.min_proposals))
 
 
-class AggregatorError(MoAError):
+class AggregatorError(MoAError, RuntimeError):
     """The final aggregator could not produce an answer.
 
     ``failures``: the aggregator's failed call, then its fallback's when one was configured.
@@ -130,12 +162,51 @@ class AggregatorError(MoAError):
         return (type(self), (str(self), self.failures))
 
 
+class RetriedRunError(MoAError, RuntimeError):
+    """A ``moa batch --server`` run the LangGraph server started again on its own (after a
+    restart, or a worker's crash), refused before any model is paid (graphs/retried.py).
+
+    ``item``: the batch item's id; ``attempt``: the server's attempt number of the run.
+    """
+
+    def __init__(self, item: str, attempt: int) -> None:
+        super().__init__(
+            f"item {item}: this batch run was started again by the server (attempt {attempt}, "
+            "or queued before the server restarted); refused so the item is not paid twice: "
+            "moa batch submits it again"
+        )
+        self.item, self.attempt = item, attempt
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.item, self.attempt))
+
+
 def _rebuild(cls: type[MoAError], args: tuple[Any, ...], kwargs: dict[str, Any]) -> MoAError:
     return cls(*args, **kwargs)
 
 
 class InUseError(MoAError):
     """Another process is writing the same batch output, chat thread or compare folder."""
+
+
+class RunStoppedError(MoAError):
+    """A dataset run cannot go on (its LangGraph server went away): not one item's failure, so
+    no item is recorded failed for it; the finished items are kept and a rerun resumes."""
+
+
+class ScratchError(MoAError):
+    """A temporary file a run needs cannot be written (a full or read-only temporary folder):
+    ``what`` it holds, the ``folder`` and the system's ``problem``."""
+
+    def __init__(self, folder: str, what: str, problem: str) -> None:
+        super().__init__(
+            f"cannot write {what} in the temporary folder {folder}: {problem}: free some space "
+            "there, or set TMPDIR to a folder with room"
+        )
+        self.folder, self.what, self.problem = folder, what, problem
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.folder, self.what, self.problem))
 
 
 class CallCacheError(MoAError):

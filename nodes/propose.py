@@ -16,7 +16,7 @@ from langgraph_moa.nodes.models import CallFailedError, ask_model, settings_for
 from langgraph_moa.nodes.models.quorum import quorum_call
 from langgraph_moa.nodes.models.tools import proposer_note
 from langgraph_moa.nodes.prompts import with_system
-from langgraph_moa.nodes.records import ErrorInfo, ErrorKind, Proposal, ProposeTask, usage_of
+from langgraph_moa.nodes.records import ErrorKind, Proposal, ProposeTask, usage_of
 
 
 def proposer_tasks(
@@ -60,7 +60,9 @@ async def propose(task: ProposeTask, runtime: Runtime[Context]) -> dict[str, Any
     )
     started = [1]  # attempts started, for a call cut in the middle of its retries
 
-    def on_retry(attempt: int, kind: ErrorKind, message: str, wait_s: float) -> None:
+    def on_retry(
+        attempt: int, kind: ErrorKind, message: str, wait_s: float, *, continues: bool = False
+    ) -> None:
         started[0] = attempt + 1
 
     call = ask_model(
@@ -84,7 +86,7 @@ async def propose(task: ProposeTask, runtime: Runtime[Context]) -> dict[str, Any
         result = await quorum_call(ctx, task["layer"], key, call, lambda: started[0])
     except CallFailedError as exc:
         record["latency_s"], record["attempts"] = exc.latency_s, exc.attempts
-        record["error"] = ErrorInfo(kind=exc.kind, message=exc.message)
+        record["error"] = exc.info()
     else:
         record["text"], record["usage"] = result.text, usage_of(result.message)
         record["latency_s"], record["attempts"] = result.latency_s, result.attempts

@@ -35,6 +35,8 @@ class Usage(TypedDict):
 class ErrorInfo(TypedDict):
     kind: ErrorKind
     message: str
+    # Seconds the provider asked to wait (Retry-After) in its last refusal, if it asked.
+    retry_after_s: NotRequired[float]
 
 
 class Proposal(TypedDict):

@@ -1,7 +1,9 @@
 """Staircase streaming (``Context.staircase``): the aggregator writes while the proposers do.
 
 After Wang et al., "Staircase Streaming for Low-Latency Multi-Agent Inference" (arXiv 2510.05059).
-One node runs the whole mixture, its calls side by side:
+The mixture runs as nodes of one superstep, side by side (graphs/moa.py): a ``staircase_propose``
+node per proposer of every layer and one ``staircase_aggregate`` node. They share one run
+(``_Run``, below), whose calls are:
 
 - layer 1 proposers stream their answers (``Growing`` texts, nodes/models/growing.py);
 - each later layer's proposers and the aggregator are *writers*: a writer writes its answer in
@@ -24,6 +26,22 @@ left with fewer than ``min_proposals`` answers fails the run. A chunk request th
 streaming part of its text keeps that text (it was shown) and the retry continues from it, so the
 streamed answer is always every request's text in order. When the aggregator fails for good the
 fallback aggregator (if any) writes the answer again, announced by ``answer_fallback``.
+
+A proposal answered by the call cache (a resumed ``moa batch`` or ``moa compare``) arrives whole;
+it is replayed to its readers piece by piece as they ask for it (``Growing.replay``), so the
+aggregator is still asked as in a staircase run: over unfinished proposals, chunk by chunk.
+
+**Why nodes that wait on each other cannot deadlock.** LangGraph runs a superstep's tasks in at
+most ``max_concurrency`` workers at a time (a thread pool for ``invoke``/``stream``, whose default
+size is small; a semaphore for ``ainvoke``/``astream``), so a node may start only after others
+ended, or never run while a sibling waits for it. So no node waits for another *node*: a call is
+started by whichever node first needs it: the proposer's own node, or a writer that reads it
+(the aggregator, a later layer's proposer) when LangGraph has not started that node yet. Calls
+run as tasks of the run on the event loop, beside the nodes; each node waits only for calls that
+are running. A proposer node returns its proposal whoever started its call; the aggregator node
+returns the answer, every layer and the staircase record once every call has ended. The
+aggregator is the first task of the step, so with ``max_concurrency=1`` it starts every call and
+the answer still streams while the proposals do.
 """
 
 from __future__ import annotations
@@ -31,9 +49,11 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 from langchain_core.messages import AIMessage, AnyMessage
@@ -45,7 +65,7 @@ from langchain_core.runnables.config import (
 from langgraph.config import get_stream_writer
 from langgraph.constants import TAG_NOSTREAM
 from langgraph.runtime import Runtime
-from langgraph.types import Overwrite, StreamWriter
+from langgraph.types import Overwrite
 from typing_extensions import TypedDict
 
 from langgraph_moa.nodes.aggregate import ANSWER_TAG, call_failure, failed_note, final_message
@@ -54,14 +74,16 @@ from langgraph_moa.nodes.errors import AggregatorError, LayerFailedError
 from langgraph_moa.nodes.models import CallFailedError, CallResult, ask_model, settings_for
 from langgraph_moa.nodes.models.calls import BACKOFF_CAP_S
 from langgraph_moa.nodes.models.continuation import continuation_of
-from langgraph_moa.nodes.models.growing import Collector, Growing
+from langgraph_moa.nodes.models.growing import Collector, Growing, pieces_of
 from langgraph_moa.nodes.models.quorum import quorum_call
+from langgraph_moa.nodes.models.resources import RESOURCES
 from langgraph_moa.nodes.records import (
     Answer,
     CallFailure,
     ChunkRequest,
     ErrorInfo,
     Proposal,
+    ProposeTask,
     Staircase,
     Usage,
     usage_of,
@@ -79,10 +101,12 @@ class StaircaseInput(TypedDict):
 
 @dataclass
 class _Source:
-    """One proposal of a staircase run: its growing text, its task and its record."""
+    """One proposal of a staircase run: its growing text, its record, and its call (a task of the
+    run, started by ``_Run.claim``)."""
 
     growing: Growing
     record: Proposal
+    work: Callable[[], Coroutine[Any, Any, None]] | None = None
     task: asyncio.Task[None] | None = None
 
 
@@ -97,15 +121,27 @@ class _Written:
     )
     message_id: str | None = None
     first_token_s: float | None = None
+    cached: int = 0  # requests the call cache answered (no request made)
+
+    def made(self) -> int:
+        """The requests really made (0: the whole text came from the call cache)."""
+        return len(self.requests) - self.cached
 
 
 @dataclass
 class _Run:
+    """One staircase run, shared by the nodes of its superstep (see the module)."""
+
     ctx: Context
     messages: list[AnyMessage]
-    emit: StreamWriter
-    key: str  # the run's group key for the quorum (nodes/models/quorum.py)
+    key: str  # the superstep's; also the run's group key for the quorum (nodes/models/quorum.py)
     start: float = field(default_factory=time.perf_counter)
+    layers: list[list[_Source]] = field(default_factory=list)
+    nodes: int = 0  # the superstep's nodes: one per proposer, and the aggregator
+    left: int = 0  # nodes that have ended
+    closed: bool = False  # the answer is complete, or the step failed: no call starts any more
+    crash: BaseException | None = None  # an error a call raised (not a model failure)
+    crashed: asyncio.Event = field(default_factory=asyncio.Event)
     # Requests and tokens of every writer but the aggregator (later-layer proposers).
     proposer_requests: int = 0
     proposer_usage: Usage = field(
@@ -114,6 +150,41 @@ class _Run:
 
     def since(self, at: float | None = None) -> float:
         return (at if at is not None else time.perf_counter()) - self.start
+
+    def claim(self, source: _Source) -> asyncio.Task[None] | None:
+        """``source``'s call, started now if nobody has started it (as a task of the caller's
+        context: its node's callbacks and stream writer); None once the run is closed."""
+        if source.task is None and not self.closed:
+            source.task = asyncio.create_task(_call(self, source))
+        return source.task
+
+
+async def _call(run: _Run, source: _Source) -> None:
+    """A source's call; an error that is not a model's failure (those are recorded) goes to the
+    aggregator node, which raises it."""
+    assert source.work is not None
+    try:
+        await source.work()
+    except Exception as exc:
+        if run.crash is None:
+            run.crash = exc
+            run.crashed.set()
+    finally:
+        if not source.growing.done:
+            source.growing.finish(failed=True)
+
+
+def _close(run: _Run, why: str) -> None:
+    """No call is needed any more: cancel those running, record what never finished."""
+    run.closed = True
+    for sources in run.layers:
+        for source in sources:
+            if source.task is not None:
+                source.task.cancel()
+            if not source.growing.done:
+                source.record["error"] = ErrorInfo(kind="cancelled", message=why)
+                source.record["text"] = source.record["usage"] = None
+                source.growing.finish(failed=True)
 
 
 def _add(total: Usage, usage: Usage | None) -> None:
@@ -165,6 +236,8 @@ async def _write(
     once = ctx.model_copy(update={"max_attempts": 1})
     tags = [ANSWER_TAG] if answer else [TAG_NOSTREAM]
     written = _Written()
+    for source in inputs:  # what it reads is running, whichever node LangGraph started
+        run.claim(source)
     marks = [0] * len(inputs)
     k = 0
     while True:
@@ -201,7 +274,7 @@ async def _write(
             usage=None,
         )
         if answer:
-            run.emit({"event": "answer_chunk", **request})
+            get_stream_writer()({"event": "answer_chunk", **request})
         result = await _chunk(
             run, replace(settings, max_tokens=chunk), once, references, output, tags=tags
         )
@@ -212,6 +285,7 @@ async def _write(
             request["usage"] = usage_of(result.message)
             request["finish_reason"] = (result.message.response_metadata or {}).get("finish_reason")
             written.message_id = result.message.id
+            written.cached += result.attempts == 0
             _add(written.usage, request["usage"])
         written.requests.append(request)
         if result is None or final or request["finish_reason"] != "length":
@@ -236,7 +310,7 @@ async def _chunk(
         so_far = output.text()
         try:
             with _collecting(output):
-                return await ask_model(
+                result = await ask_model(
                     settings,
                     ctx,
                     run.messages,
@@ -249,9 +323,23 @@ async def _chunk(
             if exc.kind == "empty" and so_far:
                 return None  # a continuation with nothing to add: the answer is complete
             if exc.kind not in RETRIED or attempt == run.ctx.max_attempts:
-                raise CallFailedError(exc.kind, exc.message, attempt, exc.latency_s) from None
+                raise CallFailedError(
+                    exc.kind,
+                    exc.message,
+                    attempt,
+                    exc.latency_s,
+                    retry_after_s=exc.retry_after_s,
+                ) from None
             wait = min(BACKOFF_CAP_S, run.ctx.retry_base_s * 2 ** (attempt - 1))
             await asyncio.sleep(wait * random.uniform(0.5, 1.0))
+        else:
+            if result.attempts == 0:  # answered by the call cache: nothing streamed
+                # As many pieces as the answer's tokens (what streaming counted), so the rest of
+                # the answer is asked for as in the run that cached it.
+                usage = usage_of(result.message)
+                tokens = usage["output_tokens"] if usage else len(pieces_of(result.text))
+                output.add(result.text, max(tokens, 1))
+            return result
     raise AssertionError("unreachable")
 
 
@@ -266,7 +354,7 @@ def _finished(run: _Run, source: _Source, started: float, error: ErrorInfo | Non
         source.growing.finish(failed=True)
     else:
         source.growing.finish(text=record["text"])
-    run.emit({"event": "proposal", **record})
+    get_stream_writer()({"event": "proposal", **record})
 
 
 async def _propose(run: _Run, source: _Source, spec: ModelSpec, sample: int) -> None:
@@ -290,25 +378,31 @@ async def _propose(run: _Run, source: _Source, spec: ModelSpec, sample: int) -> 
             )
         except CallFailedError as exc:
             source.record["attempts"] = exc.attempts
-            error = ErrorInfo(kind=exc.kind, message=exc.message)
+            error = exc.info()
         else:
             source.record["text"], source.record["usage"] = result.text, usage_of(result.message)
             source.record["attempts"] = result.attempts
+            if result.attempts == 0:
+                # Answered by the call cache, whole: its readers get it as it would have
+                # streamed, piece by piece as they ask, so they still write over it unfinished.
+                source.growing.replay(result.text)
+                await source.growing.ended()
     _finished(run, source, started, error)
 
 
 async def _written_call(
-    run: _Run, spec: ModelSpec, inputs: Sequence[_Source], output: Growing
+    run: _Run, source: _Source, spec: ModelSpec, inputs: Sequence[_Source]
 ) -> CallResult:
     start = time.perf_counter()
-    written = await _write(run, spec, inputs, output, answer=False)
+    written = await _write(run, spec, inputs, source.growing, answer=False)
     run.proposer_requests += len(written.requests)
+    source.record["requests"] = len(written.requests)
     _add(run.proposer_usage, written.usage)
     message = AIMessage(content=written.text, usage_metadata=dict(written.usage))
     return CallResult(
         text=written.text,
         message=message,
-        attempts=len(written.requests),
+        attempts=written.made(),
         latency_s=time.perf_counter() - start,
         ttft_s=written.first_token_s,
     )
@@ -319,18 +413,18 @@ async def _propose_written(
 ) -> None:
     """A later-layer proposer: a writer over the layer before."""
     layer, started, error = source.record["layer"], time.perf_counter(), None
-    call = _written_call(run, spec, inputs, source.growing)
+    call = _written_call(run, source, spec, inputs)
     try:
         result = await quorum_call(
             run.ctx, layer, f"{run.key}:{layer}", call, lambda: source.record["attempts"]
         )
     except CallFailedError as exc:
         source.record["attempts"] = exc.attempts
-        error = ErrorInfo(kind=exc.kind, message=exc.message)
+        error = exc.info()
     else:
         if result.text.strip():
             source.record["text"], source.record["usage"] = result.text, usage_of(result.message)
-            source.record["attempts"] = source.record["requests"] = result.attempts
+            source.record["attempts"] = result.attempts
         else:
             error = ErrorInfo(kind="empty", message="answered with empty text")
     _finished(run, source, started, error)
@@ -338,7 +432,7 @@ async def _propose_written(
 
 async def _check_layer(run: _Run, layer: int, sources: list[_Source]) -> None:
     """Fail the run when the layer ends with fewer than ``min_proposals`` answers."""
-    await asyncio.gather(*(s.growing.grown_to(2**62) for s in sources))
+    await asyncio.gather(*(s.growing.ended() for s in sources))
     ok = sum(1 for s in sources if not s.growing.failed)
     if ok < min(run.ctx.min_proposals, len(sources)):
         raise LayerFailedError(layer, [s.record for s in sources], run.ctx.min_proposals)
@@ -358,7 +452,7 @@ async def _answer(
         failure = call_failure(spec, exc)
         if fallback is None:
             raise AggregatorError(f"aggregator {failed_note(spec, exc)}", [failure]) from None
-        run.emit(
+        get_stream_writer()(
             {
                 "event": "answer_fallback",
                 "model": fallback.model,
@@ -377,60 +471,93 @@ async def _answer(
             ) from None
 
 
+# --- the superstep's nodes ---------------------------------------------------------------------
+
+# Runs by superstep (``_run_key``), made by the step's first node, dropped when its last ends.
+_RUNS: dict[str, _Run] = RESOURCES.staircases
+# Runs whose step failed: a node LangGraph starts after the failure (the sync runner runs every
+# task it queued) finds its run closed instead of starting its call again. Async steps cancel
+# their nodes, some before they start, so a failed run cannot wait for all of them to end.
+_FAILED: OrderedDict[str, _Run] = OrderedDict()
+_FAILED_KEPT = 64
+
+
+def active_runs() -> int:
+    """Staircase runs in flight (tests, the memory benchmark: 0 when idle)."""
+    return len(_RUNS)
+
+
 def _run_key(runtime: Runtime[Context]) -> str:
+    # Every task of a superstep shares its checkpoint id (a fresh id per step of every run,
+    # checkpointer or not); LangGraph always sets it in a graph.
     info = runtime.execution_info
-    return f"{info.checkpoint_id}:stair" if info else f"{id(runtime)}:{time.time_ns()}:stair"
+    assert info is not None, "a staircase node runs in a LangGraph graph"
+    return f"{info.checkpoint_id}:stair"
 
 
-async def staircase(state: StaircaseInput, runtime: Runtime[Context]) -> dict[str, Any]:
-    ctx = runtime.context  # resolved by graphs/adapt.py
-    run = _Run(ctx, list(state["messages"]), get_stream_writer(), _run_key(runtime))
-    layers: list[list[_Source]] = []
-    tasks: list[asyncio.Task[None]] = []
-    answer: asyncio.Task[tuple[ModelSpec, _Written, CallFailure | None]] | None = None
+def _new_run(ctx: Context, messages: list[AnyMessage], key: str) -> _Run:
+    run = _Run(ctx, messages, key)
+    for layer in range(1, ctx.layers):
+        specs = ctx.proposers_of(layer)
+        sources = [_Source(Growing(), _record(layer, i, s)) for i, s in enumerate(specs)]
+        for i, (spec, source) in enumerate(zip(specs, sources, strict=True)):
+            if layer == 1:
+                source.work = partial(_propose, run, source, spec, specs[:i].count(spec))
+            else:
+                source.work = partial(_propose_written, run, source, spec, run.layers[-1])
+        run.layers.append(sources)
+    run.nodes = sum(len(sources) for sources in run.layers) + 1
+    return run
+
+
+@asynccontextmanager
+async def _joined(runtime: Runtime[Context], messages: list[AnyMessage]) -> AsyncIterator[_Run]:
+    """This node's superstep's run (made by the step's first node)."""
+    key = _run_key(runtime)
+    run = _RUNS.get(key) or _FAILED.get(key)
+    if run is None:
+        run = _RUNS[key] = _new_run(runtime.context, messages, key)
     try:
-        for layer in range(1, ctx.layers):
-            specs = ctx.proposers_of(layer)
-            sources = [_Source(Growing(), _record(layer, i, s)) for i, s in enumerate(specs)]
-            for i, (spec, source) in enumerate(zip(specs, sources, strict=True)):
-                if layer == 1:
-                    work = _propose(run, source, spec, specs[:i].count(spec))
-                else:
-                    work = _propose_written(run, source, spec, layers[-1])
-                source.task = asyncio.create_task(work)
-                tasks.append(source.task)
-            tasks.append(asyncio.create_task(_check_layer(run, layer, sources)))
-            layers.append(sources)
-        answer = asyncio.create_task(_answer(run, layers[-1]))
-        watched = [answer, *tasks]
-        while not answer.done():
-            done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                if task.exception() is not None:
-                    raise task.exception()  # type: ignore[misc]
-            watched = [t for t in watched if not t.done()]
-        spec, written, failure = answer.result()
-        # An answer the model ended before every proposal did no longer needs them.
-        for sources in layers:
-            for source in sources:
-                if not source.growing.done:
-                    source.record["error"] = ErrorInfo(
-                        kind="cancelled", message="cancelled: the answer was complete without it"
-                    )
-                    source.record["text"] = None
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        yield run
+    except BaseException:
+        # The step fails or is cancelled: none of its calls is needed any more.
+        _close(run, "cancelled: the run failed")
+        if _RUNS.get(key) is run:
+            del _RUNS[key]
+            _FAILED[key] = run
+            while len(_FAILED) > _FAILED_KEPT:
+                _FAILED.popitem(last=False)
+        raise
     finally:
-        for task in [*tasks, *([answer] if answer is not None else [])]:
-            task.cancel()
+        run.left += 1
+        if run.left >= run.nodes and _RUNS.get(key) is run:
+            del _RUNS[key]
+
+
+async def staircase_propose(task: ProposeTask, runtime: Runtime[Context]) -> dict[str, Any]:
+    """One proposer of a staircase run: its call (started here unless a reader started it
+    first), its proposal once the call has ended."""
+    async with _joined(runtime, task["messages"]) as run:
+        source = run.layers[task["layer"] - 1][task["index"]]
+        call = run.claim(source)
+        if call is not None:
+            await asyncio.wait([call])  # ends when the call does, however (never raises)
+        # Also written whole, in order, by the aggregator node as ``layers``.
+        return {"proposals": [source.record]}
+
+
+async def staircase_aggregate(state: StaircaseInput, runtime: Runtime[Context]) -> dict[str, Any]:
+    """The aggregator of a staircase run: its answer, written while the proposals grow."""
+    async with _joined(runtime, state["messages"]) as run:
+        spec, written, failure = await _aggregate(run)
+    ctx = run.ctx
     usage = written.usage
     record = Answer(
         model=spec.model,
         usage=usage if written.requests else None,
         latency_s=run.since(),
         ttft_s=written.first_token_s,
-        attempts=len(written.requests),
+        attempts=written.made(),
         fallback=failure is not None,
         aggregator_failure=failure,
         requests=len(written.requests),
@@ -440,7 +567,8 @@ async def staircase(state: StaircaseInput, runtime: Runtime[Context]) -> dict[st
     return {
         "messages": [final_message(written.text, written.message_id, usage, spec.model)],
         "answer": record,
-        "layers": Overwrite([[s.record for s in sources] for sources in layers]),
+        "layers": Overwrite([[s.record for s in sources] for sources in run.layers]),
+        # The proposer nodes' writes of this step: in ``layers`` now.
         "proposals": Overwrite([]),
         "references": None,
         "staircase": Staircase(
@@ -452,3 +580,31 @@ async def staircase(state: StaircaseInput, runtime: Runtime[Context]) -> dict[st
             output_tokens=total["output_tokens"],
         ),
     }
+
+
+async def _aggregate(run: _Run) -> tuple[ModelSpec, _Written, CallFailure | None]:
+    """The answer, once written; every call of the run has ended when it returns."""
+    checks = [
+        asyncio.create_task(_check_layer(run, layer, sources))
+        for layer, sources in enumerate(run.layers, start=1)
+    ]
+    answer = asyncio.create_task(_answer(run, run.layers[-1]))
+    crashed = asyncio.create_task(run.crashed.wait())
+    try:
+        watched: set[asyncio.Task[Any]] = {answer, crashed, *checks}
+        while not answer.done():
+            done, watched = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+            if run.crash is not None:
+                raise run.crash
+            for task in done:
+                if task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+        result = answer.result()
+        # An answer the model ended before every proposal did no longer needs them.
+        _close(run, "cancelled: the answer was complete without it")
+        calls = [s.task for sources in run.layers for s in sources if s.task is not None]
+        await asyncio.gather(*calls, return_exceptions=True)
+        return result
+    finally:
+        for task in (answer, crashed, *checks):
+            task.cancel()

@@ -27,7 +27,7 @@ from compare_helpers import (
     write_prompts,
 )
 from conftest import ROOT, run_cli, spec
-from fake_openai import FakeOpenAIServer, RecordedRequest, continuing
+from fake_openai import Failure, FakeOpenAIServer, RecordedRequest, continuing
 from PIL import Image
 from rich.console import Console
 from test_staircase import fallback_so_far
@@ -419,6 +419,73 @@ def test_a_mixture_against_itself_with_staircase_streaming_in_one_command(
     for name in ("stair", "std"):  # the same answer, whole at every seam
         lines = (out / "answers" / f"{name}.jsonl").read_text().splitlines()
         assert [json.loads(x)["answer"] for x in lines] == [answer, answer]
+
+
+async def test_a_resumed_staircase_system_stays_staircase_when_its_proposals_are_cached(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    """An interrupted staircase answer whose proposals finished is resumed from the call cache:
+    the proposals are not paid again, and its aggregator is still asked as in a staircase run:
+    over unfinished proposals first, then chunk by chunk (not over whole proposals, once)."""
+    proposals = {n: " ".join(f"{n}w{i}" for i in range(40)) for n in ("p1", "p2")}
+    for name, text in proposals.items():
+        server.script(name, text)
+    answer = " ".join(f"a{i}" for i in range(60)) + "."
+    server.script("agg", continuing(answer, fallback_so_far))
+    # The first run's aggregator fails after the proposals have finished (and been cached).
+    server.fail("agg", Failure(hang=1.0, status=400))
+    ctx = Context(
+        proposers=[spec(server, n) for n in proposals],
+        aggregator=spec(server, "agg"),
+        staircase=True,
+        staircase_chunks=[4, 8],
+        max_tokens=200,
+    )
+    system = System("stair", "test mixture+staircase", ctx)
+    out = tmp_path / "report"
+
+    async def compare_once(**options: Any) -> dict[str, Any]:
+        await run_compare(
+            items(tmp_path, 1),
+            [system],
+            spec(server, "judge"),
+            out,
+            CompareOptions(**options),
+            source="test prompts",
+            console=Console(file=io.StringIO()),
+        )
+        (line,) = (out / "answers" / "stair.jsonl").read_text().splitlines()[-1:]
+        return dict(json.loads(line))
+
+    assert (await compare_once())["status"] == "failed"
+    assert [len(server.requests_for(n)) for n in proposals] == [1, 1]
+    server.reset()
+    server.script("agg", continuing(answer, fallback_so_far))
+    record = await compare_once(retry_failed=True)
+
+    assert record["status"] == "ok" and record["answer"] == answer
+    assert [r.model for r in server.requests] == ["agg"] * len(server.requests)  # none paid again
+    requests = server.requests_for("agg")
+    first = str(requests[0].messages[0]["content"])
+    assert first.count(UNFINISHED.strip()) == 2  # both proposals, unfinished
+    assert all(t.split()[0] in first and t.split()[-1] not in first for t in proposals.values())
+    assert all(fallback_so_far(r) for r in requests[1:])  # then the answer, continued
+    last = str(requests[-1].messages[0]["content"])
+    assert UNFINISHED.strip() not in last and all(t in last for t in proposals.values())
+    # Reported as what it was: proposals from the cache, the answer in as many requests as made.
+    turn = record["turns"][0]
+    assert [p["attempts"] for p in turn["layers"][0]] == [0, 0]
+    assert [p["text"] for p in turn["layers"][0]] == list(proposals.values())
+    assert turn["aggregator"]["requests"] == len(requests) > 2
+    assert record["cached_calls"] == 2 and record["requests"] == len(requests)
+
+    # Its answer lost too: every call comes back from the cache (the replay cuts the proposals
+    # where it did before, so each chunk request is one the cache holds), the answer whole.
+    (out / "answers" / "stair.jsonl").unlink()
+    server.reset()
+    again = await compare_once()
+    assert server.requests == [] and again["answer"] == answer
+    assert again["turns"][0]["aggregator"]["attempts"] == 0 and again["requests"] == 0
 
 
 def test_the_starter_set_is_varied_and_well_formed() -> None:

@@ -7,9 +7,10 @@ import subprocess
 from typing import Any
 
 import pytest
-from conftest import ROOT, fake_context
+from conftest import ROOT, fake_context, spec
 from fake_openai import FakeOpenAIServer
 from langchain_core.messages import HumanMessage
+from langgraph.graph import START, MessagesState, StateGraph
 
 from langgraph_moa.graphs import build_moa_graph, graph
 from langgraph_moa.graphs.unrolled import join_node_name, proposer_node_names
@@ -23,11 +24,50 @@ def drawn(compiled: Any) -> tuple[set[str], set[tuple[str, str]]]:
 
 def test_the_dynamic_graph_draws_three_nodes_and_a_loop() -> None:
     nodes, edges = drawn(graph)
-    # staircase: the opt-in mode with proposers and aggregator side by side (nodes/staircase.py)
-    assert nodes == {"__start__", "propose", "join", "aggregate", "staircase", "__end__"}
-    assert {("__start__", "staircase"), ("staircase", "__end__")} <= edges
+    assert {"propose", "join", "aggregate"} <= nodes
     assert {("__start__", "propose"), ("propose", "join"), ("join", "propose")} <= edges
     assert {("join", "aggregate"), ("aggregate", "__end__")} <= edges
+
+
+def test_a_staircase_run_is_drawn_as_proposers_beside_the_aggregator() -> None:
+    """Staircase streaming (nodes/staircase.py): the proposers and the aggregator, each its own
+    node, side by side between START and END (one superstep), in Studio's drawing and in
+    Mermaid's, and inside a parent graph (``xray``)."""
+    nodes, edges = drawn(graph)
+    stairs = {"staircase_propose", "staircase_aggregate"}
+    assert nodes == {"__start__", "propose", "join", "aggregate", "__end__"} | stairs
+    for name in stairs:
+        assert ("__start__", name) in edges and (name, "__end__") in edges
+    assert not {(a, b) for a, b in edges if {a, b} <= stairs}  # neither waits for the other
+    mermaid = graph.get_graph().draw_mermaid()
+    assert "__start__ -.-> staircase_propose;" in mermaid
+    assert "__start__ -.-> staircase_aggregate;" in mermaid
+
+    parent = StateGraph(MessagesState)
+    parent.add_node("moa", build_moa_graph().compile())
+    parent.add_edge(START, "moa")
+    xray = {n for n in parent.compile().get_graph(xray=1).nodes}
+    assert {"moa:staircase_propose", "moa:staircase_aggregate"} <= xray
+
+
+def test_the_unrolled_staircase_draws_every_proposer_beside_the_aggregator(
+    server: FakeOpenAIServer,
+) -> None:
+    ctx = fake_context(
+        server, [], layers=3, layer_proposers=[[spec(server, "a"), spec(server, "b")],
+        [spec(server, "c")]], staircase=True,
+    )  # fmt: skip
+    nodes, edges = drawn(build_moa_graph(unroll=ctx).compile())
+    columns = ["layer 1 · a", "layer 1 · b", "layer 2 · c"]
+    assert nodes == {"__start__", "__end__", "aggregate", *columns}  # no join: one step
+    for name in [*columns, "aggregate"]:
+        assert ("__start__", name) in edges and (name, "__end__") in edges
+    # It runs what it draws: a run that is not staircase is refused.
+    with pytest.raises(ConfigError, match="unrolled for staircase MoA"):
+        build_moa_graph(unroll=ctx).compile().invoke(
+            {"messages": [HumanMessage("hi")]},
+            context=ctx.model_copy(update={"staircase": False}),
+        )
 
 
 def test_the_unrolled_graph_draws_each_proposer_of_each_layer(server: FakeOpenAIServer) -> None:

@@ -27,13 +27,16 @@ from fake_openai import (
     Failure,
     FakeOpenAIServer,
     RecordedRequest,
+    continuing,
     default_reply,
+    split_tokens,
 )
 from langchain_core.messages import AIMessageChunk, HumanMessage
 from langchain_core.tracers.base import BaseTracer
 from langchain_core.tracers.schemas import Run
 from langgraph.checkpoint.memory import InMemorySaver
 from pydantic import ValidationError
+from test_staircase import fallback_so_far
 
 from langgraph_moa.graphs import build_moa_graph, graph
 from langgraph_moa.nodes.context import Context, ModelSpec, build_context, load_preset
@@ -43,6 +46,7 @@ from langgraph_moa.nodes.models.cache import chat_model
 from langgraph_moa.nodes.models.calls import RETRY_AFTER_CAP_S, classify, retry_after_s
 from langgraph_moa.nodes.models.redact import redact
 from langgraph_moa.nodes.models.resources import RESOURCES
+from langgraph_moa.nodes.models.tools import binding
 from langgraph_moa.nodes.presets import preset_names
 
 QUESTION = "What are some fun things to do in SF?"
@@ -470,18 +474,19 @@ async def test_an_empty_answer_is_never_a_success(server: FakeOpenAIServer) -> N
     assert state["answer"]["aggregator_failure"]["error"]["kind"] == "empty"
 
 
-async def test_an_aggregator_stream_that_breaks_starts_the_answer_over(
-    server: FakeOpenAIServer,
-) -> None:
-    words = "alpha beta gamma delta epsilon zeta"
-    server.script("agg", words)
-    server.fail("agg", Failure(drop_after_tokens=2))
+WORDS = " ".join(f"word{i}" for i in range(40)) + "."
+
+
+async def _streamed(
+    ctx: Context, bind: dict[str, Any] | None = None
+) -> tuple[list[tuple[str | None, str]], list[dict[str, Any]], dict[str, Any]]:
+    """The answer's streamed chunks (message id, text), the custom events and the final state."""
     chunks: list[tuple[str | None, str]] = []
     events: list[dict[str, Any]] = []
     final: dict[str, Any] = {}
     async for mode, payload in graph.astream(
-        {"messages": [HumanMessage(QUESTION)]},
-        context=fake_context(server, ["p"], **FAST),
+        {"messages": [HumanMessage(QUESTION)], "bind": bind},
+        context=ctx,
         stream_mode=["messages", "custom", "values"],
     ):
         if mode == "messages" and isinstance(payload[0], AIMessageChunk) and payload[0].text:
@@ -490,16 +495,85 @@ async def test_an_aggregator_stream_that_breaks_starts_the_answer_over(
             events.append(payload)
         elif mode == "values":
             final = payload
-    assert final["messages"][-1].content == words
+    return chunks, events, final
+
+
+@pytest.mark.parametrize("provider", ["together", "vllm"])
+async def test_an_aggregator_stream_that_breaks_is_continued_where_it_stopped(
+    server: FakeOpenAIServer, provider: str
+) -> None:
+    # vllm continues a final assistant message; together gets the prompt fallback.
+    server.script(
+        "agg", continuing(WORDS, fallback_so_far) if provider == "together" else continuing(WORDS)
+    )
+    server.fail("agg", Failure(drop_after_tokens=5))
+    ctx = Context(proposers=[spec(server, "p")], aggregator=spec(server, "agg", provider), **FAST)
+    chunks, events, final = await _streamed(ctx)
+    # One answer: the streamed text is the answer, nothing repeated or lost at the break.
+    assert "".join(t for _, t in chunks) == WORDS
+    assert final["messages"][-1].content == WORDS
     assert final["answer"]["attempts"] == 2 and final["answer"]["fallback"] is False
-    assert [(e["event"], e["attempt"], e["kind"]) for e in events] == [
-        ("answer_retry", 1, "stream")
+    assert [(e["event"], e["attempt"], e["kind"], e["continues"]) for e in events] == [
+        ("answer_retry", 1, "stream", True)
+    ]
+    first, second = server.requests_for("agg")
+    shown = "".join(split_tokens(WORDS)[:5])
+    if provider == "vllm":
+        assert second.messages[-1] == {"role": "assistant", "content": shown}
+        assert second.body["continue_final_message"] is True
+    else:
+        assert fallback_so_far(second) == shown and fallback_so_far(first) is None
+
+    # The whole answer stays within max_tokens: the rest may be what is left of it.
+    def limit(r: RecordedRequest) -> int:
+        return int(r.body.get("max_tokens") or r.body["max_completion_tokens"])
+
+    assert limit(second) == limit(first) - 5
+    # The run's tokens: the continuation's (the broken stream reported none).
+    assert final["answer"]["usage"]["output_tokens"] == len(split_tokens(WORDS)) - 5
+
+
+async def test_a_continuation_that_breaks_again_keeps_everything_shown(
+    server: FakeOpenAIServer,
+) -> None:
+    server.script("agg", continuing(WORDS, fallback_so_far))
+    server.fail("agg", Failure(drop_after_tokens=3), Failure(status=503), Failure(hang=5))
+    server.script("backup", continuing(WORDS, fallback_so_far))
+    ctx = fake_context(
+        server, ["p"], fallback_aggregator=spec(server, "backup", timeout=0.5), **FAST
+    )
+    ctx = ctx.model_copy(update={"aggregator": spec(server, "agg", timeout=0.5), "max_attempts": 3})
+    chunks, events, final = await _streamed(ctx)
+    assert "".join(t for _, t in chunks) == WORDS == final["messages"][-1].content
+    # Attempt 2 (a 503) and 3 (a hang) continued the 3 words shown; the fallback continues them.
+    assert [(e["event"], e["continues"]) for e in events] == [
+        ("answer_retry", True),
+        ("answer_retry", True),
+        ("answer_fallback", True),
+    ]
+    shown = "".join(split_tokens(WORDS)[:3])
+    assert [fallback_so_far(r) for r in server.requests_for("agg")] == [None, shown, shown]
+    (backup,) = server.requests_for("backup")
+    assert fallback_so_far(backup) == shown
+    assert final["answer"]["model"] == "together:backup" and final["answer"]["fallback"]
+
+
+async def test_a_bound_answer_that_breaks_starts_over(server: FakeOpenAIServer) -> None:
+    # A JSON object (or a tool call) cut in the middle has no continuation: it is asked again.
+    answer = '{"city": "Paris", "weather": "sunny", "temperature": 21}'
+    server.script("agg", answer)
+    server.fail("agg", Failure(drop_after_tokens=2))
+    bind = binding(response_format={"type": "json_object"})
+    chunks, events, final = await _streamed(fake_context(server, ["p"], **FAST), bind)
+    assert final["messages"][-1].content == answer
+    assert [(e["event"], e["attempt"], e["kind"], e["continues"]) for e in events] == [
+        ("answer_retry", 1, "stream", False)
     ]
     # Consumers can tell the attempts apart: the restarted answer has a new message id.
-    first_ids = {i for i, _ in chunks[:2]}
-    assert "".join(t for _, t in chunks[:2]) == "alpha beta "
-    assert "".join(t for _, t in chunks[2:]) == words
-    assert first_ids.isdisjoint({i for i, _ in chunks[2:]})
+    assert "".join(t for _, t in chunks[:2]) == "".join(split_tokens(answer)[:2])
+    assert "".join(t for _, t in chunks[2:]) == answer
+    assert {i for i, _ in chunks[:2]}.isdisjoint({i for i, _ in chunks[2:]})
+    assert all(fallback_so_far(r) is None for r in server.requests_for("agg"))
 
 
 # --- the context budget ------------------------------------------------------------------------
@@ -861,20 +935,23 @@ def test_cli_exits_non_zero_when_every_proposer_fails(
     assert not server.requests_for("agg")
 
 
-def test_cli_restarts_a_broken_answer_on_a_new_line(
+def test_cli_continues_a_broken_answer_where_it_stopped(
     server: FakeOpenAIServer, tmp_path: Path
 ) -> None:
-    server.script("agg", "one two three four five")
-    server.fail("agg", Failure(drop_after_tokens=2))
+    server.script("agg", continuing(WORDS, fallback_so_far))
+    server.fail("agg", Failure(drop_after_tokens=4))
     config = cli_config(
         tmp_path,
         'proposers = ["together:p"]\naggregator = "together:agg"\nretry_base_s = 0.01\n',
     )
     result = run_cli("--config", config, "hi", env=cli_env(server))
     assert result.returncode == 0, result.stderr
-    assert result.stdout == "one two \none two three four five\n"
-    assert "moa: the answer from together:agg broke off" in result.stderr
-    assert "the answer starts over on the next line" in result.stderr
+    assert result.stdout == WORDS + "\n"  # one answer, nothing repeated
+    assert re.search(
+        r"moa: the answer from together:agg broke off \(the stream broke off .*\); "
+        r"it was continued where it stopped",
+        result.stderr,
+    ), result.stderr
 
 
 def test_cli_says_when_the_fallback_answers(server: FakeOpenAIServer, tmp_path: Path) -> None:

@@ -8,7 +8,9 @@ Each is used in exactly one place, with a comment there saying why:
 - LangGraph's ``SqliteCache._conn`` (nodes/models/callcache.py): closing the cache's file;
 - LangChain's ``_BUILTIN_PROVIDERS`` (nodes/models/providers.py): naming the known providers;
 - LangGraph's ``RunnableCallable`` (graphs/adapt.py): a node with a sync and an async function;
-- llama-cpp-python's ``Llama._model.token_get_text`` (nodes/models/local.py): the EOS/BOS text.
+- llama-cpp-python's ``Llama._model.token_get_text`` (nodes/models/local.py): the EOS/BOS text;
+- langgraph-api's ``__request_start_time_ms__`` in a run's ``configurable`` (graphs/retried.py):
+  when the server received the run (tested against a real server in tests/test_batch_server.py).
 """
 
 from __future__ import annotations

@@ -14,13 +14,17 @@ import httpx
 import openai
 import pytest
 from conftest import fake_context, spec
-from fake_openai import Failure, FakeOpenAIServer
+from fake_openai import Failure, FakeOpenAIServer, continuing
+from langchain_core.messages import HumanMessage
+from langserve import RemoteRunnable
 from serving import app_for, running
+from test_staircase import fallback_so_far
 
 from langgraph_moa.nodes.context import Context
 
 MESSAGES = [{"role": "user", "content": "Explain MoA."}]
 ANSWER = "one two three four five six seven eight nine ten"
+LONG = " ".join(f"word{i}" for i in range(30)) + "."
 
 
 def ctx_of(server: FakeOpenAIServer, **kw: Any) -> Context:
@@ -232,6 +236,58 @@ def test_at_the_concurrency_limit_429_with_retry_after(server: FakeOpenAIServer)
         assert again.choices[0].message.content == ANSWER
 
 
+def test_a_run_the_providers_rate_limited_is_a_429_the_sdk_waits_out(
+    server: FakeOpenAIServer, base: str
+) -> None:
+    # Waiting helps: the client gets the providers' 429 with their Retry-After, and the openai
+    # SDK with its default settings waits and runs the request again, which then answers.
+    limited = Failure(status=429, retry_after="1", message="slow down")
+    server.fail("p1", limited)
+    server.fail("p2", limited)
+    started = time.monotonic()
+    sdk = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", timeout=30)  # 2 retries
+    reply = sdk.chat.completions.create(model="fake", messages=MESSAGES)
+    assert reply.choices[0].message.content == ANSWER
+    assert time.monotonic() - started >= 1  # it waited what the providers asked
+    assert len(server.requests_for("p1")) == 2  # one refused run, one that answered
+    server.fail("agg", Failure(status=429, retry_after="3"))
+    response = httpx.post(
+        f"{base}/v1/chat/completions", json={"model": "fake", "messages": MESSAGES}
+    )
+    assert response.status_code == 429 and response.headers["retry-after"] == "3"
+    assert "x-should-retry" not in response.headers
+    error = error_of(response)
+    assert error["code"] == "provider_rate_limited" and error["type"] == "rate_limit_error"
+    assert "retry after 3 s" in error["message"]
+
+
+def test_a_wait_longer_than_the_sdk_waits_is_not_retried(
+    server: FakeOpenAIServer, base: str
+) -> None:
+    server.fail("p1", Failure(status=429, retry_after="120"))
+    server.fail("p2", Failure(status=429))  # no wait named: the other provider's counts
+    sdk = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", timeout=30)  # 2 retries
+    with pytest.raises(openai.RateLimitError) as caught:
+        sdk.chat.completions.create(model="fake", messages=MESSAGES)
+    headers = caught.value.response.headers
+    assert headers["retry-after"] == "120" and headers["x-should-retry"] == "false"
+    assert len(server.requests_for("p1")) == 1  # the SDK did not retry at once
+
+
+def test_a_run_that_failed_otherwise_carries_no_retry_after(
+    server: FakeOpenAIServer, base: str
+) -> None:
+    # One provider rate-limited, the other down: waiting does not fix that, and the server has
+    # already retried each call.
+    server.fail("p1", Failure(status=429, retry_after="1"))
+    server.fail("p2", Failure(status=500))
+    response = httpx.post(
+        f"{base}/v1/chat/completions", json={"model": "fake", "messages": MESSAGES}
+    )
+    assert response.status_code == 502 and response.headers["x-should-retry"] == "false"
+    assert "retry-after" not in response.headers
+
+
 def test_body_over_the_limit_is_413(server: FakeOpenAIServer) -> None:
     with running(app_for(ctx_of(server), max_body_bytes=4096)) as base:
         big = {"model": "fake", "messages": [{"role": "user", "content": "x" * 5000}]}
@@ -309,17 +365,53 @@ def test_an_unexpected_error_is_a_500_on_one_log_line(
     assert "Traceback" not in caplog.text and all(r.exc_info is None for r in caplog.records)
 
 
-def test_an_answer_that_starts_over_is_complete_after_a_blank_line(
+async def test_a_broken_answer_is_continued_on_every_stream_route(
     server: FakeOpenAIServer,
 ) -> None:
-    server.script("agg", ANSWER)
+    # The aggregator's stream breaks after 3 tokens; the retry continues it (Together: the
+    # prompt fallback): every stream route sends one answer, nothing repeated or lost.
+    server.script("agg", continuing(LONG, fallback_so_far))
     ctx = fake_context(server, ["p1"], max_attempts=2, retry_base_s=0.01)
     with running(app_for(ctx)) as base:
-        # The aggregator's first stream breaks after 3 tokens; its retry answers in full.
         server.fail("agg", Failure(drop_after_tokens=3))
         stream = client(base).chat.completions.create(model="fake", messages=MESSAGES, stream=True)
+        assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == LONG
+        remote = RemoteRunnable(f"{base}/moa")
+        try:
+            server.fail("agg", Failure(drop_after_tokens=3))
+            chunks = [c.content async for c in remote.astream({"messages": [HumanMessage("hi")]})]
+            assert "".join(map(str, chunks)) == LONG
+            server.fail("agg", Failure(drop_after_tokens=3))
+            log = None
+            async for patch in remote.astream_log({"messages": [HumanMessage("hi")]}):
+                log = patch if log is None else log + patch
+            assert log is not None and log.state["final_output"].content == LONG
+        finally:
+            await remote.async_client.aclose()
+            remote.sync_client.close()
+    continued = [r for r in server.requests_for("agg") if fallback_so_far(r)]
+    assert [fallback_so_far(r) for r in continued] == ["word0 word1 word2 "] * 3
+
+
+def test_an_answer_that_cannot_be_continued_starts_over_after_a_blank_line(
+    server: FakeOpenAIServer,
+) -> None:
+    answer = '{"answer": "one two three four five"}'
+    server.script("agg", answer)
+    ctx = fake_context(server, ["p1"], max_attempts=2, retry_base_s=0.01)
+    with running(app_for(ctx)) as base:
+        # A JSON answer (response_format) breaks after 2 tokens: it is asked again, whole.
+        server.fail("agg", Failure(drop_after_tokens=2))
+        stream = client(base).chat.completions.create(
+            model="fake",
+            messages=MESSAGES,
+            stream=True,
+            response_format={"type": "json_object"},
+        )
         text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
-        assert text == "one two three \n\n" + ANSWER
+        assert text == '{"answer": "one \n\n' + answer
         server.fail("agg", Failure(drop_after_tokens=3))
-        whole = client(base).chat.completions.create(model="fake", messages=MESSAGES)
-        assert whole.choices[0].message.content == ANSWER
+        whole = client(base).chat.completions.create(
+            model="fake", messages=MESSAGES, response_format={"type": "json_object"}
+        )
+        assert whole.choices[0].message.content == answer

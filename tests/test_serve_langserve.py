@@ -178,3 +178,50 @@ def test_stream_events_is_not_served(base: str) -> None:
     # It fails on graphs with Send (langserve#721): not offered rather than broken.
     response = httpx.post(f"{base}/moa/stream_events", json={"input": {}})
     assert response.status_code == 404
+
+
+def test_a_message_with_the_fields_the_schema_requires_is_accepted(base: str) -> None:
+    # What the input schema says a message needs is what the server needs: each kind of message
+    # built from its required fields alone runs (a message without "type" is refused, so the
+    # schema says "type" is required; otherwise its oneOf branches overlap, and schema-driven
+    # clients and fuzzers build messages the server refuses).
+    schema = httpx.get(f"{base}/moa/input_schema").json()
+    branches = schema["properties"]["messages"]["items"]["oneOf"]
+    kinds = []
+    for branch in branches:
+        message = schema["$defs"][branch["$ref"].rsplit("/", 1)[-1]]
+        assert "type" in message["required"], message["title"]
+        props = message["properties"]
+        built = {k: props[k].get("const", "hi") for k in message["required"]}
+        kinds.append(built["type"])
+        body = {"input": {"messages": [built, {"type": "human", "content": "hi"}]}}
+        response = httpx.post(f"{base}/moa/invoke", json=body, timeout=30)
+        assert response.status_code == 200, (built, response.text)
+    assert {"human", "ai", "system", "tool", "AIMessageChunk"} <= set(kinds)
+
+
+@pytest.mark.parametrize("route", ["invoke", "batch", "stream", "stream_log"])
+def test_a_message_langchain_cannot_build_is_a_400(base: str, route: str) -> None:
+    # LangChain's AIMessage raises a TypeError (not a validation error) for an invalid tool
+    # call with a key it does not know; found by a schemathesis run against moa serve.
+    broken = {
+        "type": "ai",
+        "content": "x",
+        "invalid_tool_calls": [
+            {
+                "type": "invalid_tool_call",
+                "args": None,
+                "error": None,
+                "id": None,
+                "name": None,
+                "extra": 1,
+            }
+        ],
+    }
+    one = {"messages": [{"type": "human", "content": "hi"}, broken]}
+    body = {"inputs": [one]} if route == "batch" else {"input": one}
+    response = httpx.post(f"{base}/moa/{route}", json=body, timeout=30)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    where = "inputs[0].messages[1]" if route == "batch" else "input.messages[1]"
+    assert error["param"] == where and error["message"].startswith(f"{where}: not a valid message")

@@ -111,6 +111,7 @@ def test_a_key_over_plain_http_to_another_host_is_warned(tmp_path: Path) -> None
     [
         (SECRET + " ", "TOGETHER_API_KEY starts or ends with a space, tab or newline"),
         (SECRET + "\r", "TOGETHER_API_KEY starts or ends with a space, tab or newline"),
+        ("\t" + SECRET, "TOGETHER_API_KEY starts or ends with a space, tab or newline"),
         ("Bearer " + SECRET, "TOGETHER_API_KEY starts with 'Bearer '"),
     ],
 )
@@ -249,13 +250,28 @@ def test_two_batch_runs_on_one_output_pay_once(server: FakeOpenAIServer, tmp_pat
     first = start_moa("batch", data, "-o", out, "-c", cfg, "-j", "1")
     wait_until(holds_lock(tmp_path / ".out.jsonl.lock", first))
     second = batch(data, "-o", out, "-c", cfg, "-j", "1")  # what a second terminal does
+    # The output is locked before the input is read: refused at once, even with an input that
+    # would take long to read (a pipe nobody writes to blocks until the end of time).
+    fifo = tmp_path / "endless"
+    os.mkfifo(fifo)
+    third = run_cli("batch", str(fifo), "-o", str(out), "-c", str(cfg), timeout=30)
     refused.set()
-    assert second.returncode == 1, second.stderr
-    line = error_line(second.stderr)
-    assert f"is in use by another moa process (pid {first.pid})" in line and "another -o" in line
+    for other in (second, third):
+        assert other.returncode == 1, other.stderr
+        line = error_line(other.stderr)
+        assert f"is in use by another moa process (pid {first.pid})" in line
+        assert "to run in parallel, give each process its own part of the input and its own -o" in (
+            line
+        )
     assert first.wait(120) == 0, first.communicate()
     assert [r["id"] for r in read_records(out)] == ["q0", "q1", "q2", "q3"]
     assert len(server.requests) == 4 * 3  # every item answered once: nobody paid twice
+    # --help says the same as the message: --limit does not split a run.
+    shown = " ".join(run_cli("batch", "--help").stdout.replace("│", " ").split())
+    assert "--limit" in shown and (
+        "Not a way to split a run: to run in parallel, give each process its own part of the input "
+        "and its own -o." in shown
+    )
 
 
 def test_a_killed_holder_leaves_no_stale_lock(server: FakeOpenAIServer, tmp_path: Path) -> None:
@@ -316,13 +332,16 @@ def test_two_compares_on_one_folder(server: FakeOpenAIServer, tmp_path: Path) ->
 # ------------------------------------------------------------------- 6, 8. input
 PEAK_RSS = (
     "import resource, subprocess, sys\n"
-    "run = subprocess.run(sys.argv[1:], stdin=subprocess.DEVNULL, capture_output=True)\n"
-    "print(run.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024)"
+    "run = subprocess.run(sys.argv[1:], stdin=subprocess.DEVNULL, capture_output=True, text=True)\n"
+    "mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024\n"
+    "print(run.returncode, mb)\n"
+    "print(run.stdout + run.stderr)"
 )
 
 
-def peak_rss_mb(*args: str | Path, env: dict[str, str]) -> tuple[int, int]:
-    """(exit status, peak resident MB) of ``moa ARGS`` run alone in a fresh parent."""
+def peak_rss_mb(*args: str | Path, env: dict[str, str]) -> tuple[int, int, str]:
+    """(exit status, peak resident MB, stdout + stderr) of ``moa ARGS`` run alone in a fresh
+    parent."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("TOGETHER_", "OPENAI_"))}
     probe = subprocess.run(
         [sys.executable, "-c", PEAK_RSS, sys.executable, "-m", "langgraph_moa", *map(str, args)],
@@ -332,8 +351,9 @@ def peak_rss_mb(*args: str | Path, env: dict[str, str]) -> tuple[int, int]:
         cwd=ROOT,
         timeout=300,
     )
-    code, mb = probe.stdout.split()
-    return int(code), int(mb)
+    first, _, said = probe.stdout.partition("\n")
+    code, mb = first.split()
+    return int(code), int(mb), said
 
 
 def test_a_large_input_with_limit_keeps_memory_flat(
@@ -347,9 +367,9 @@ def test_a_large_input_with_limit_keeps_memory_flat(
         f.write(small.read_text())
         for n in range(100):
             f.write(json.dumps({"id": f"big{n}", "prompt": filler}) + "\n")
-    base_code, base = peak_rss_mb("batch", small, "-o", tmp_path / "a.jsonl", "-c", cfg,
+    base_code, base, _ = peak_rss_mb("batch", small, "-o", tmp_path / "a.jsonl", "-c", cfg,
                                   "--limit", "10", env={})  # fmt: skip
-    code, peak = peak_rss_mb("batch", big, "-o", tmp_path / "b.jsonl", "-c", cfg,
+    code, peak, _ = peak_rss_mb("batch", big, "-o", tmp_path / "b.jsonl", "-c", cfg,
                              "--limit", "10", env={})  # fmt: skip
     assert (base_code, code) == (0, 0)
     assert len(read_records(tmp_path / "b.jsonl")) == 10
@@ -357,6 +377,115 @@ def test_a_large_input_with_limit_keeps_memory_flat(
     assert peak - base < 60, (base, peak)
     print(f"peak RSS: {base} MB over 12 items, {peak} MB over 400 MB")
     assert peak < 300
+
+
+@pytest.fixture(scope="module")
+def many_items(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """200,000 short prompts (8 MB), as JSONL and as a JSON list: memory that grew by one id per
+    item (a string and a dict entry, ~90 bytes) grew by more than 17 MB here."""
+    folder = tmp_path_factory.mktemp("many")
+    items = [{"id": f"i{n}", "prompt": f"What is {n} plus {n}?"} for n in range(200_000)]
+    jsonl = write_items(folder / "many.jsonl", items)
+    listed = folder / "many.json"
+    listed.write_text(json.dumps(items))
+    return jsonl, listed
+
+
+def test_many_small_items_keep_memory_flat(
+    server: FakeOpenAIServer, tmp_path: Path, many_items: tuple[Path, Path]
+) -> None:
+    jsonl, listed = many_items
+    cfg = write_config(tmp_path / "c.toml", server)
+    small = write_items(tmp_path / "small.jsonl", prompts(12))
+    _, base, _ = peak_rss_mb("batch", small, "-o", tmp_path / "a.jsonl", "-c", cfg, "--limit",
+                             "10", env={})  # fmt: skip
+    out = tmp_path / "b.jsonl"
+    runs = {
+        "jsonl": ("batch", jsonl, "-o", out, "-c", cfg, "--limit", "10"),
+        "resumed": ("batch", jsonl, "-o", out, "-c", cfg, "--limit", "10"),
+        "a JSON list, 2 samples": (
+            *("batch", listed, "-o", tmp_path / "c.jsonl", "-c", cfg),
+            *("--limit", "10", "--samples", "2"),
+        ),
+        "a dry run": ("batch", listed, "-o", out, "-c", cfg, "--dry-run"),
+    }
+    peaks, said = {}, {}
+    for name, args in runs.items():
+        status, peaks[name], said[name] = peak_rss_mb(*args, env={})
+        assert status == 0, said[name]
+    print(f"peak RSS: {base} MB over 12 items; over 200,000: {peaks}")
+    assert all(peak - base < 8 for peak in peaks.values()), (base, peaks)
+    # Resumed exactly: the first 20 items once each (in the order they finished: the run is not
+    # complete), and the rest counted right.
+    finished = [r["id"] for r in read_records(out)]
+    assert sorted(finished) == sorted(f"i{n}" for n in range(20))
+    assert "199980 items left" in said["resumed"], said["resumed"]
+    assert "200000 items (20 already done, 199980 to run)" in said["a dry run"], said["a dry run"]
+    sampled = [r["id"] for r in read_records(tmp_path / "c.jsonl")]
+    assert sorted(sampled) == sorted(f"i{n}#s{k}" for n in range(5) for k in range(2))
+
+
+def test_a_repeated_id_is_refused_with_both_lines(tmp_path: Path) -> None:
+    items = [{"id": f"i{n}", "prompt": f"What is {n} plus {n}?"} for n in range(5000)]
+    data = write_items(tmp_path / "in.jsonl", [*items, {"id": "i7", "prompt": "again"}])
+    result = run_cli("batch", str(data), "--dry-run")
+    assert result.returncode == 2
+    line = error_line(result.stderr)
+    assert "line 5001: id 'i7' is already the id of line 8" in line and "--skip-invalid" in line
+    skipped = run_cli("batch", str(data), "--dry-run", "--skip-invalid", "--json")
+    assert json.loads(skipped.stdout)["invalid"] == 1, skipped.stderr
+
+
+def test_a_full_temporary_folder_is_named(tmp_path: Path, many_items: tuple[Path, Path]) -> None:
+    import resource
+
+    def small_files() -> None:  # a file size limit fails writes as a full disk does
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+
+    jsonl, _ = many_items
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TOGETHER_", "OPENAI_"))}
+    env["TMPDIR"] = str(tmp_path)
+    cases = ((str(jsonl), None, "the input's ids"), ("-", jsonl, "a copy of stdin"))
+    for arg, stdin, what in cases:
+        with open(stdin or os.devnull, "rb") as source:
+            result = subprocess.run(
+                [sys.executable, "-m", "langgraph_moa", "batch", arg, "--dry-run"],
+                stdin=source,
+                capture_output=True,
+                text=True,
+                env=env,
+                cwd=ROOT,
+                timeout=180,
+                preexec_fn=small_files,
+            )
+        assert result.returncode == 1
+        line = error_line(result.stderr)
+        assert f"cannot write {what} in the temporary folder {tmp_path}" in line
+        assert "set TMPDIR to a folder with room" in line
+
+
+def test_a_json_list_is_read_item_by_item(tmp_path: Path) -> None:
+    # The list is read in 1 MiB chunks: items cross chunk boundaries, and a number sits across
+    # the first one (its digits must not come out as two numbers).
+    head = '[{"prompt": "first", "note": "'
+    number = "1234567890"
+    cut = (1 << 20) + 1 - len(number) // 2  # where the number starts: across the chunk's end
+    text = head + "x" * (cut - len(head) - len('"}, ')) + '"}, ' + number
+    items = [{"id": f"i{n}", "prompt": f"caf\u00e9 \u2028 {n} " + "y" * 700} for n in range(3000)]
+    text += ", " + json.dumps(items, ensure_ascii=False)[1:]
+    listed = tmp_path / "in.json"
+    listed.write_text(text, encoding="utf-8")
+    assert text[cut : cut + len(number)] == number and len(json.loads(text)) == 3002
+    result = run_cli("batch", str(listed), "--dry-run", "--skip-invalid", "--json")
+    assert result.returncode == 0, result.stderr
+    counted = json.loads(result.stdout)
+    assert (counted["items"], counted["invalid"], counted["to_run"]) == (3002, 1, 3001)
+
+    huge = tmp_path / "huge.json"
+    huge.write_text(json.dumps([{"prompt": "ok"}, {"prompt": "z" * (17 << 20)}]))
+    result = run_cli("batch", str(huge), "--dry-run")
+    assert result.returncode == 2
+    assert "item 2 is longer than 16 MiB (the limit per item)" in error_line(result.stderr)
 
 
 def test_dev_zero_is_refused_at_the_line_cap(tmp_path: Path) -> None:
@@ -541,6 +670,24 @@ def test_a_full_disk_leaves_no_half_record(server: FakeOpenAIServer, tmp_path: P
     resumed = batch(data, "-o", out, "-c", cfg)
     assert resumed.returncode == 0 and "torn" not in resumed.stderr, resumed.stderr
     assert [r["id"] for r in read_records(out)] == [f"q{i}" for i in range(5)]
+
+
+def test_an_unwritable_folder_is_named(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    # /sys refuses new files even to root (EACCES; EROFS where it is mounted read-only): a folder
+    # the user cannot write, as a read-only mount or another user's folder is.
+    cfg = write_config(tmp_path / "c.toml", server)
+    data = write_items(tmp_path / "in.jsonl", prompts(1))
+    out = f"/sys/moa-test-{os.getpid()}.jsonl"
+    result = batch(data, "-o", out, "-c", cfg)
+    assert result.returncode == 1
+    line = error_line(result.stderr)
+    assert f"cannot lock output {out}" in line and ("choose a writable folder" in line or (
+        "choose a folder you can write to" in line))  # fmt: skip
+    report = run_cli("compare", str(data), "--config", str(cfg), "-o", "/sys/moa-test-report",
+                     env=compare_env(server))  # fmt: skip
+    assert report.returncode == 1
+    assert "cannot create the report folder '/sys/moa-test-report'" in error_line(report.stderr)
+    assert "choose a" in report.stderr and not server.requests
 
 
 def test_compare_says_when_no_verdict_or_no_interval_holds(

@@ -4,11 +4,13 @@ proposals end (the fake server and the clients share the machine's monotonic clo
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
 import time
+from typing import Any
 
 import openai
 import pytest
@@ -75,6 +77,14 @@ def test_moa_staircase_prints_the_answer_before_the_proposals_end(server: FakeOp
     assert out == ANSWER + "\n"
 
 
+def test_moa_staircase_shows_the_proposals_it_read(server: FakeOpenAIServer) -> None:
+    script(server)
+    _, out, _ = cli(server, "--staircase", "--show-proposals", "What is MoA?")
+    answer, shown = out.split("\n\n", 1)  # the answer streamed, then the layers once they ended
+    assert answer == ANSWER
+    assert all(f"layer 1 · together:{n}" in shown and PROPOSALS[n] in shown for n in NAMES)
+
+
 def test_moa_json_reports_every_aggregator_request(server: FakeOpenAIServer) -> None:
     script(server)
     _, out, _ = cli(server, "--staircase", "--json", "What is MoA?")
@@ -95,9 +105,9 @@ def test_moa_json_reports_every_aggregator_request(server: FakeOpenAIServer) -> 
 
 def test_moa_chat_staircase(server: FakeOpenAIServer) -> None:
     script(server)
-    _, out, err = cli(server, "chat", "--staircase", stdin="What is MoA?\n")
-    assert ANSWER in out, err
-    assert server.requests_for("agg")[0].started < proposals_end(server)
+    at, out, err = cli(server, "chat", "--staircase", stdin="What is MoA?\n")
+    assert out == ANSWER + "\n\n", err  # stdout carries only the answer (prompts: stderr)
+    assert at < proposals_end(server)
 
 
 @pytest.mark.parametrize("how", ["field", "model id"])
@@ -129,16 +139,26 @@ def test_serve_lists_the_staircase_model_id(server: FakeOpenAIServer) -> None:
         assert "fake+staircase" in [m.id for m in client.models.list()]
 
 
+@pytest.mark.timeout(120, method="thread")  # a sync deadlock would block threads for good
+@pytest.mark.parametrize("sync", [False, True], ids=["astream", "stream"])
 async def test_chat_moa_with_the_setting_streams_before_the_proposals_end(
-    server: FakeOpenAIServer,
+    server: FakeOpenAIServer, sync: bool
 ) -> None:
     script(server)
     chat = ChatMoA(context=ctx(server))
     first, parts = None, []
-    async for chunk in chat.astream("What is MoA?"):
+
+    def take(chunk: Any) -> None:
+        nonlocal first
         if chunk.text:
             first = first or time.perf_counter()
             parts.append(chunk.text)
+
+    if sync:  # in a thread of its own, as a sync caller runs it
+        await asyncio.to_thread(lambda: [take(c) for c in chat.stream("What is MoA?")])
+    else:
+        async for chunk in chat.astream("What is MoA?"):
+            take(chunk)
     assert first is not None and first < proposals_end(server)
     assert "".join(parts) == ANSWER
     assert PROPOSALS["p1"] not in "".join(parts)

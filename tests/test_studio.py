@@ -17,8 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import ROOT
-from fake_openai import FakeOpenAIServer
+from fake_openai import FakeOpenAIServer, continuing
 from langgraph_sdk import get_sync_client
+from test_staircase import fallback_so_far
 
 from langgraph_moa.nodes.context import load_preset
 
@@ -30,10 +31,29 @@ def langgraph_dev(server: FakeOpenAIServer, work: Path) -> Iterator[str]:
     """``langgraph dev`` serving this repository's langgraph.json, run from a copy in ``work``
     (so the in-memory server's .langgraph_api/ lands outside the repo), its models at the fake
     server; yields its URL and stops it at the end."""
+    proc, url = start_langgraph_dev(server, work)
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def start_langgraph_dev(
+    server: FakeOpenAIServer, work: Path, port: str | None = None
+) -> tuple[subprocess.Popen[str], str]:
+    """Start ``langgraph dev`` (one process: no reload) from ``work`` on ``port`` (a free one by
+    default); (the process, its URL) once it answers. The caller stops it."""
     for name in ("langgraph.json", "graphs"):
         src = ROOT / name
         if src.is_dir():
-            shutil.copytree(src, work / name, ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copytree(
+                src, work / name, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True
+            )
         else:
             shutil.copy(src, work / name)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TOGETHER_", "OPENAI_"))}
@@ -47,7 +67,7 @@ def langgraph_dev(server: FakeOpenAIServer, work: Path) -> Iterator[str]:
     )
     cli = Path(sys.executable).parent / "langgraph"
     # --n-jobs-per-worker as docs/batch.md says: langgraph dev runs one run at a time without it
-    args = ["dev", "--no-browser", "--no-reload", "--host", "127.0.0.1", "--port", _port()]
+    args = ["dev", "--no-browser", "--no-reload", "--host", "127.0.0.1", "--port", port or _port()]
     proc = subprocess.Popen(
         [str(cli), *args, "--n-jobs-per-worker", "16"],
         cwd=work,
@@ -57,13 +77,11 @@ def langgraph_dev(server: FakeOpenAIServer, work: Path) -> Iterator[str]:
         text=True,
     )
     try:
-        yield _wait_for_url(proc)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        return proc, _wait_for_url(proc)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
 
 
 @pytest.fixture(scope="module")
@@ -158,3 +176,34 @@ def test_studio_renders_and_streams_the_answer(studio: str, server: FakeOpenAISe
     ]
     assert errors[0]["error"] == "ConfigError"
     assert "this graph is unrolled for 1 proposer layer(s)" in errors[0]["message"]
+
+
+def test_studio_draws_a_staircase_run_beside_its_proposers_and_streams_it(
+    studio: str, server: FakeOpenAIServer
+) -> None:
+    for name in ("m1", "m2"):  # ~2 s each: the answer starts long before they end
+        server.script(name, " ".join(f"{name}w{i}" for i in range(80)), token_delay=0.025)
+    answer = " ".join(f"a{i}" for i in range(40))
+    server.script("Qwen/Qwen2.5-72B-Instruct-Turbo", continuing(answer, fallback_so_far))
+    client = get_sync_client(url=studio, api_key=None)
+    (assistant,) = client.assistants.search(graph_id="moa")
+    drawn = client.assistants.get_graph(assistant["assistant_id"])
+    edges = {(e["source"], e["target"]) for e in drawn["edges"]}
+    for node in ("staircase_propose", "staircase_aggregate"):
+        assert ("__start__", node) in edges and (node, "__end__") in edges
+
+    first, tokens, nodes = None, [], set()
+    for part in client.runs.stream(
+        None,
+        assistant["assistant_id"],
+        input={"messages": [{"role": "user", "content": "hello from studio"}]},
+        context={"proposers": ["together:m1", "together:m2"], "staircase": True},
+        stream_mode="messages-tuple",
+    ):
+        if part.event == "messages" and part.data[0].get("content"):
+            first = first or time.perf_counter()
+            tokens.append(part.data[0]["content"])
+            nodes.add(part.data[1]["langgraph_node"])
+    assert "".join(tokens) == answer and nodes == {"staircase_aggregate"}
+    ends = [r.finished for n in ("m1", "m2") for r in server.requests_for(n)]
+    assert first is not None and all(e is not None and first < e for e in ends)

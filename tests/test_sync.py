@@ -156,7 +156,8 @@ def test_sync_nodes_stream_and_keep_the_callers_context(server: FakeOpenAIServer
 
 
 # A user's script: a sync graph.invoke whose first layer has three slow proposers, alone, as a
-# subgraph of the user's own sync graph, or with LangGraph's max_concurrency=1.
+# subgraph of the user's own sync graph, or with LangGraph's max_concurrency=1; or the same with
+# staircase streaming (the proposers and the aggregator, side by side in one step).
 _SCRIPT = """
 import sys
 from langchain_core.messages import HumanMessage
@@ -168,6 +169,7 @@ ctx = Context(
     proposers=[ModelSpec(model=f"together:slow{i}", base_url=base_url) for i in range(3)],
     aggregator=ModelSpec(model="together:agg", base_url=base_url),
     max_attempts=1,
+    staircase=shape.startswith("staircase"),
 )
 runnable = graph
 if shape == "subgraph":
@@ -175,12 +177,14 @@ if shape == "subgraph":
     parent.add_node("moa", graph)
     parent.add_edge(START, "moa")
     runnable = parent.compile()
-config = {"max_concurrency": 1} if shape == "one at a time" else {}
+config = {"max_concurrency": 1} if shape.endswith("one at a time") else {}
 runnable.invoke({"messages": [HumanMessage("hi")]}, config, context=ctx)
 """
 
 
-@pytest.mark.parametrize("shape", ["layer", "subgraph", "one at a time"])
+@pytest.mark.parametrize(
+    "shape", ["layer", "subgraph", "one at a time", "staircase", "staircase, one at a time"]
+)
 def test_ctrl_c_in_a_sync_layer_of_several_proposers_closes_their_requests(
     server: FakeOpenAIServer, shape: str
 ) -> None:
@@ -193,6 +197,7 @@ def test_ctrl_c_in_a_sync_layer_of_several_proposers_closes_their_requests(
         [sys.executable, "-c", _SCRIPT, server.base_url, shape], env=env, cwd=ROOT
     )
     try:
+        # Staircase, one at a time: the aggregator (the step's first task) starts all three.
         open_at_once = 1 if shape == "one at a time" else 3
         deadline = time.monotonic() + 60  # the child imports the package first
         while server.in_flight() < open_at_once:

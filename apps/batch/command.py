@@ -87,7 +87,12 @@ def batch(
         typer.Option("--generator", help="The name AlpacaEval/MT-Bench outputs give the model."),
     ] = None,
     limit: Annotated[
-        int | None, typer.Option("--limit", help="Run at most N of the remaining items.")
+        int | None,
+        typer.Option(
+            "--limit",
+            help="Run at most N of the remaining items. Not a way to split a run: to run in "
+            "parallel, give each process its own part of the input and its own -o.",
+        ),
     ] = None,
     mixed_settings: Annotated[
         bool,

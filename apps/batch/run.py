@@ -9,6 +9,7 @@ proposer gave up, the answer has fewer proposals than configured (rerun with --r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -23,17 +24,18 @@ from langgraph_moa.core.batch.formats import (
     legacy_run_file,
     run_file_for,
 )
-from langgraph_moa.core.batch.inputs import InvalidItem, Items, stream_items
+from langgraph_moa.core.batch.inputs import Items, stream_items
 from langgraph_moa.core.batch.outputs import RunFile, check_output
 from langgraph_moa.core.batch.progress import money
 from langgraph_moa.core.batch.runner import (
     BatchOptions,
     BatchResult,
     default_cache,
+    output_lock,
     replay_items,
     run_batch,
 )
-from langgraph_moa.core.batch.samples import expand
+from langgraph_moa.core.batch.samples import Sampled
 from langgraph_moa.core.command import EXIT_DEGRADED, startup
 from langgraph_moa.nodes.context import Context, ModelSpec
 from langgraph_moa.nodes.errors import ConfigError, InputError
@@ -117,67 +119,75 @@ def batch(
 
     stored: dict[str, dict[str, Any]] | None = None
     items: Items
-    if replay:
-        if not Path(replay).is_file():
-            raise InputError(f"--replay: run file {replay!r} not found")
-        items, stored = replay_items(RunFile(replay).records())
-        if not items:
-            raise InputError(f"--replay: {replay} holds no records")
-    else:
-        assert input_path is not None
-        items = stream_items(input_path, skip_invalid=skip_invalid)
-    the_format: Format = fmt
-    check_items(the_format, items, samples)
-    if samples > 1:  # one item per sample, in memory; one sample stays a stream
-        items = list(expand(items, samples))
+    with contextlib.ExitStack() as stack:
+        if not dry_run:
+            # The output is locked before the input is read: a second process on it is refused
+            # at once, not after reading a long input (run_batch holds the same lock after).
+            assert output is not None
+            stack.enter_context(output_lock(Path(output), fmt))
+        if replay:
+            if not Path(replay).is_file():
+                raise InputError(f"--replay: run file {replay!r} not found")
+            items, stored = replay_items(RunFile(replay).records())
+            if not items:
+                raise InputError(f"--replay: {replay} holds no records")
+        else:
+            assert input_path is not None
+            dataset = stack.enter_context(
+                contextlib.closing(stream_items(input_path, skip_invalid=skip_invalid))
+            )
+            # K samples of each item, made as the items are read: the input stays a stream.
+            items = Sampled(dataset, samples) if samples > 1 else dataset
+        the_format: Format = fmt
+        check_items(the_format, items, samples)
+        if dry_run:
+            return _dry_run(items, ctx, output, the_format, as_json, replay=stored)
 
-    if dry_run:
-        return _dry_run(items, ctx, output, the_format, as_json, replay=stored)
-
-    assert output is not None
-    out = Path(output)
-    cache_path = None if no_cache or server else Path(cache) if cache else default_cache(out)
-    options = BatchOptions(
-        concurrency=concurrency,
-        fmt=the_format,
-        generator=generator or _generator(flags, ctx, stored is not None),
-        cache=cache_path,
-        retry_failed=retry_failed,
-        retry_degraded=retry_degraded,
-        limit=limit,
-        server=server,
-        assistant=assistant,
-        replay=stored,
-        mixed_settings=mixed_settings,
-        samples=samples,
-    )
-
-    async def go() -> BatchResult:
-        from langgraph_moa.nodes.models.resources import RESOURCES
-
-        # This run owns the loop: its clients send over aiohttp (far less CPU per request).
-        async with RESOURCES.owned_loop():
-            if not server:
-                models = [
-                    ctx.aggregator,
-                    *([ctx.fallback_aggregator] if ctx.fallback_aggregator else []),
-                ]
-                with startup():
-                    _preflight(models if stored is not None else ctx.all_models(), ctx)
-                    import langgraph_moa.graphs  # noqa: F401  (built now, with the collector off)
-            return await run_batch(items, ctx, out, options, console=console)
-
-    try:
-        result = asyncio.run(go())
-    except KeyboardInterrupt:
-        console.print(
-            f"moa batch: interrupted; the finished items are in {run_file_for(out, the_format)}: "
-            "run the same command again to finish the rest",
-            highlight=False,
-            markup=False,
+        assert output is not None
+        out = Path(output)
+        cache_path = None if no_cache or server else Path(cache) if cache else default_cache(out)
+        options = BatchOptions(
+            concurrency=concurrency,
+            fmt=the_format,
+            generator=generator or _generator(flags, ctx, stored is not None),
+            cache=cache_path,
+            retry_failed=retry_failed,
+            retry_degraded=retry_degraded,
+            limit=limit,
+            server=server,
+            assistant=assistant,
+            replay=stored,
+            mixed_settings=mixed_settings,
+            samples=samples,
         )
-        return 130
-    return _report(result, console, cache_path, limited=limit is not None)
+
+        async def go() -> BatchResult:
+            from langgraph_moa.nodes.models.resources import RESOURCES
+
+            # This run owns the loop: its clients send over aiohttp (far less CPU per request).
+            async with RESOURCES.owned_loop():
+                if not server:
+                    models = [
+                        ctx.aggregator,
+                        *([ctx.fallback_aggregator] if ctx.fallback_aggregator else []),
+                    ]
+                    with startup():
+                        _preflight(models if stored is not None else ctx.all_models(), ctx)
+                        import langgraph_moa.graphs  # noqa: F401  (built now, the collector off)
+                return await run_batch(items, ctx, out, options, console=console)
+
+        try:
+            result = asyncio.run(go())
+        except KeyboardInterrupt:
+            journal = run_file_for(out, the_format)
+            console.print(
+                f"moa batch: interrupted; the finished items are in {journal}: "
+                "run the same command again to finish the rest",
+                highlight=False,
+                markup=False,
+            )
+            return 130
+        return _report(result, console, cache_path, limited=limit is not None)
 
 
 def _report(result: BatchResult, console: Console, cache: Path | None, *, limited: bool) -> int:
@@ -235,13 +245,19 @@ def _dry_run(
     replay: dict[str, dict[str, Any]] | None,
 ) -> int:
     run_file = RunFile(run_file_for(Path(output), fmt)) if output else None
-    finished = list(run_file.records()) if run_file is not None and run_file.path.exists() else []
-    done = {str(r["id"]) for r in finished}
+    finished = run_file is not None and run_file.path.exists()
+    done = {str(r["id"]) for r in run_file.records()} if run_file and finished else set()
     # A replay calls only the aggregator, on the stored references.
-    est = estimate(items, ctx, done=done, finished=finished, replay=replay)
-    invalid = sum(isinstance(i, InvalidItem) for i in items)
+    est = estimate(
+        items,
+        ctx,
+        done=done,
+        finished=run_file.records() if run_file and finished else (),
+        replay=replay,
+    )
+    invalid = est.invalid
     if as_json:
-        print(json.dumps({**est.as_json(), "invalid": invalid}, indent=2))
+        print(json.dumps(est.as_json(), indent=2))
         return 0
     proposer_calls = 0 if replay else sum(len(ctx.proposers_of(n)) for n in range(1, ctx.layers))
     lines = [

@@ -29,6 +29,7 @@ class Progress:
         self.done: dict[int, list[dict[str, Any]]] = {}
         self.layer = 1
         self.live: Live | None = None
+        self.resumed: list[str] = []  # answers continued after a break, said after the answer
 
     def __enter__(self) -> Progress:
         if self.console.is_terminal and self.ctx.proposer_layers:
@@ -102,6 +103,28 @@ class Progress:
         else:
             return  # nothing shown yet: a retry before the first token needs no notice
         self.console.print(line, highlight=False, markup=False)
+
+    def answer_resumed(self, event: dict[str, Any]) -> None:
+        """The answer broke off and its retry (or the fallback) continues it where it stopped."""
+        if event["event"] == "answer_fallback":
+            self.resumed.append(
+                f"moa: aggregator {event['failed_model']} failed ({event['message']}); "
+                f"fallback {event['model']} continued the answer where it stopped"
+            )
+        else:
+            self.resumed.append(
+                f"moa: the answer from {event['model']} broke off ({event['message']}); "
+                "it was continued where it stopped"
+            )
+
+    def resumed_notes(self, *, line_open: bool) -> None:
+        """Say which answers were continued (``line_open``: the answer's last line has no line
+        break yet; on a terminal the notes start on a line of their own)."""
+        if self.resumed and line_open and self.console.is_terminal:
+            self.console.print()
+        for line in self.resumed:
+            self.console.print(line, highlight=False, markup=False)
+        self.resumed.clear()
 
     def _layer_finished(self, layer: int, done: list[dict[str, Any]], total: int) -> None:
         failed = [p for p in done if p["text"] is None]

@@ -13,6 +13,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph_moa.apps.chat.progress import Progress
 from langgraph_moa.core.turns import (
     AnswerRestart,
+    AnswerResumed,
     Finished,
     LayerDone,
     ProposalDone,
@@ -35,6 +36,7 @@ async def run_turn(
     """Run one user turn; tokens of the final answer go to ``on_token`` as they arrive."""
     start = time.perf_counter()
     first_token: float | None = None
+    answered = False  # answer text shown since the answer last (re)started
     final: dict[str, Any] = {}
     async for event in run_events(
         graph, [HumanMessage(prompt)], ctx, config, layers=on_layer is not None
@@ -45,6 +47,7 @@ async def run_turn(
                 progress.stop()
             if on_token is not None:
                 on_token(event.text)
+                answered = True
         elif isinstance(event, ProposalDone):
             progress.proposal(event.record)
         elif isinstance(event, AnswerRestart):
@@ -52,12 +55,22 @@ async def run_turn(
             # text's line so the new answer starts on a line of its own, and say why on stderr.
             if event.after_text and on_token is not None:
                 on_token("\n")
+                answered = False
             progress.answer_restarted(event.payload, streamed=event.after_text and bool(on_token))
+        elif isinstance(event, AnswerResumed):
+            progress.answer_resumed(event.payload)
         elif isinstance(event, LayerDone):
             if on_layer is not None:
+                if answered and on_token is not None:
+                    # Staircase: the layers end with the answer, after its text: a blank line
+                    # between them.
+                    on_token("\n\n")
+                    answered = False
                 on_layer(event.responses)
         elif isinstance(event, Finished):
             final = event.state
+    # After the answer, not inside its line: what broke off and was continued.
+    progress.resumed_notes(line_open=first_token is not None and on_token is not None)
     final["timings"] = {
         "total_s": time.perf_counter() - start,
         "first_token_s": first_token,

@@ -33,6 +33,7 @@ from langgraph_moa.core.batch.inputs import Item, parse_item
 from langgraph_moa.core.batch.outputs import RunFile
 from langgraph_moa.core.batch.records import settings_changes, settings_summary
 from langgraph_moa.core.batch.runner import DEFAULT_CONCURRENCY, BatchOptions, run_batch
+from langgraph_moa.core.files import os_reason
 from langgraph_moa.core.locks import one_writer
 from langgraph_moa.core.terminal import stderr_console
 from langgraph_moa.nodes.context import Context, ModelSpec, build_context
@@ -139,7 +140,9 @@ async def run_compare(
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise CompareError(f"cannot create the report folder {str(folder)!r}: {exc}") from None
+        raise CompareError(
+            f"cannot create the report folder {str(folder)!r}: {os_reason(exc)}"
+        ) from None
     hint = "wait for it to finish, or give another -o (one run per report folder)"
     with one_writer(folder, f"report folder {folder}", hint):
         return await _compare(items, systems, judge, folder, options, source, console)

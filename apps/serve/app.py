@@ -1,7 +1,8 @@
 """The ASGI app of ``moa serve``: OpenAI Chat Completions, LangServe routes, health.
 
 ``create_app(settings, models)`` builds it; apps/serve/main.py runs it under uvicorn. Layers, from
-the outside in: ``ShieldErrors`` (no traceback ever leaves), ``BodyLimit`` (413),
+the outside in: CORS when ``--cors-origin`` is given (Starlette's ``CORSMiddleware``),
+``ShieldErrors`` (no traceback ever leaves), ``BodyLimit`` (413),
 ``CancelOnDisconnect`` (a client that leaves cancels its request), the
 routes with their dependencies (auth: 401; runs in flight: 429), the exception handlers (OpenAI's
 error shape for everything).
@@ -13,6 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from sse_starlette.sse import AppStatus
 
@@ -55,7 +57,20 @@ def create_app(settings: ServeSettings, models: ModelRegistry) -> FastAPI:
     errors.install(app)
     app.add_middleware(CancelOnDisconnect)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(errors.ShieldErrors)  # added last: the outermost of ours
+    app.add_middleware(errors.ShieldErrors)
+    if settings.cors_origins:
+        # Outermost: preflights are answered before auth (browsers send no key with them), and
+        # every response, errors included, carries the headers a browser needs to read it.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST"],
+            # Whatever the client sends (the openai JS SDK adds its x-stainless-* headers).
+            allow_headers=["*"],
+            # Readable by the page's script: when to retry, and whether to.
+            expose_headers=["Retry-After", "x-should-retry"],
+            max_age=600,
+        )
 
     key = settings.api_key.get_secret_value() if settings.api_key else None
     auth, slot = bearer_auth(key), run_slot(slots)

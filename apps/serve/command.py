@@ -80,6 +80,13 @@ def serve(
             help="Send the proposals as reasoning_content unless a request says otherwise.",
         ),
     ] = False,
+    cors_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--cors-origin",
+            help="Let browser apps on this origin call the server (repeatable; * for any).",
+        ),
+    ] = None,
 ) -> None:
     from pydantic import ValidationError
 
@@ -114,6 +121,7 @@ def serve(
         "show_proposals": show_proposals,
         "task_shortcut": task_shortcut,
         "max_run_s": max_run_time,
+        "cors_origins": tuple(cors_origin or ()),
         "caps": {
             "proposers": max_proposers,
             "layers": max_layers,
@@ -150,6 +158,7 @@ FLAGS = {
     "max_body_bytes": "--max-body",
     "grace_s": "--grace",
     "max_run_s": "--max-run-time",
+    "cors_origins": "--cors-origin",
     "caps.proposers": "--max-proposers",
     "caps.layers": "--max-layers",
     "caps.calls": "--max-calls",

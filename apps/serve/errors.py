@@ -2,9 +2,11 @@
 status, on every route; and nothing else: no traceback and no API key in a response or the log.
 
 - 400 bad input (``invalid_request_error``), 401 missing or wrong key, 413 body too large,
-  429 at the concurrency limit (with ``Retry-After``), 502 when a layer's proposers or the
-  aggregator failed (``LayerFailedError``, ``AggregatorError``), 504 when a run passed the
-  server's deadline, 500 for anything unexpected. Every 5xx carries ``x-should-retry: false``.
+  429 at the concurrency limit or when a run failed only because its providers rate-limited the
+  server (both with ``Retry-After``: waiting helps), 502 when a layer's proposers or the
+  aggregator failed otherwise (``LayerFailedError``, ``AggregatorError``), 504 when a run passed
+  the server's deadline, 500 for anything unexpected. Every 5xx carries
+  ``x-should-retry: false`` and no ``Retry-After``: a retry cannot fix it, waiting does not help.
 - Every message goes through ``redact`` (nodes/models/redact.py) before it is sent or logged.
 - ``ShieldErrors`` is the last net: an exception no handler took becomes a 500 (or, once a
   response has started, is only logged) on one line. Starlette's own outermost handler would
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -38,6 +41,12 @@ from langgraph_moa.nodes.errors import (
 from langgraph_moa.nodes.models.redact import redact
 
 log = logging.getLogger("moa.serve")
+
+# Retry-After for a run its providers rate-limited when none of them said how long to wait.
+PROVIDER_WAIT_S = 10
+# The OpenAI SDKs wait what Retry-After asks only up to 60 s, else retry at once
+# (openai-python's _base_client): a longer wait is sent with x-should-retry: false.
+SDK_WAIT_CAP_S = 60
 
 # Characters a client could use to forge or hide log lines: C0/C1 controls (newline, carriage
 # return, ANSI escapes), Unicode line separators, and lone surrogates (not encodable in UTF-8).
@@ -127,6 +136,8 @@ def from_run_error(exc: BaseException) -> OpenAIError:
     message = str(exc)
     if isinstance(exc, OpenAIError):
         return exc
+    if isinstance(exc, LayerFailedError | AggregatorError) and exc.kind == "rate_limit":
+        return _rate_limited(exc, message)
     if isinstance(exc, LayerFailedError):
         if exc.kind == "context":  # the conversation fits no proposer: the client's to fix
             return OpenAIError(400, message, param="messages", code="context_length_exceeded")
@@ -144,6 +155,24 @@ def from_run_error(exc: BaseException) -> OpenAIError:
     if isinstance(exc, MoAError):
         return OpenAIError(502, message, code="run_failed")
     return unexpected(exc)
+
+
+def _rate_limited(exc: LayerFailedError | AggregatorError, message: str) -> OpenAIError:
+    """A run that failed only because its providers answered 429 after the server's own retries:
+    waiting helps, so the client gets the 429 with the longest wait a provider asked for."""
+    failed = exc.failures
+    errors = [f["error"] for f in failed if f["error"] is not None]
+    asked = [e["retry_after_s"] for e in errors if "retry_after_s" in e]
+    wait = max(1, math.ceil(max(asked))) if asked else PROVIDER_WAIT_S
+    headers = {"Retry-After": str(wait)}
+    if wait > SDK_WAIT_CAP_S:  # the SDK would retry at once and be refused again
+        headers["x-should-retry"] = "false"
+    return OpenAIError(
+        429,
+        f"{message}; the providers are rate-limiting this server: retry after {wait} s",
+        code="provider_rate_limited",
+        headers=headers,
+    )
 
 
 def unexpected(exc: BaseException) -> OpenAIError:

@@ -20,14 +20,15 @@ which it cannot serialise.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI
 from langchain_core.messages import AIMessage, AIMessageChunk, AnyMessage
 from langchain_core.runnables import Runnable, RunnableConfig
 from langserve import add_routes
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pydantic.json_schema import SkipJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler, model_validator
+from pydantic.json_schema import JsonSchemaValue, SkipJsonSchema
+from pydantic_core import CoreSchema
 
 from langgraph_moa.apps.serve.requests import content_text, langserve_check
 from langgraph_moa.apps.serve.runs import RunService, run_summary, total_usage
@@ -41,6 +42,28 @@ def _no_default(schema: dict[str, Any]) -> None:
     schema.pop("default", None)
 
 
+class _TypeRequired:
+    """Marks each message schema's ``type`` required, as validation does: the union is told
+    apart by it, so a message without it is a 400. Pydantic's schema leaves it optional (it has
+    a default), so the ``oneOf`` branches overlap and a message without ``type`` matches several
+    at once: a schema no request can satisfy as written, on which schema-driven clients and
+    fuzzers (schemathesis: health check ``filter_too_much``) reject most of what they build."""
+
+    def __get_pydantic_json_schema__(
+        self, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        schema = handler(core_schema)
+        for branch in schema.get("oneOf", ()):
+            # The message's own definition (shared with the response schemas, where LangServe
+            # always sends the type).
+            message = handler.resolve_ref_schema(branch)
+            if "type" in message.get("properties", {}):
+                required = message.setdefault("required", [])
+                if "type" not in required:
+                    required.append("type")
+        return schema
+
+
 def input_type(service: RunService) -> type[BaseModel]:
     """The input schema, checking the preset and settings against this server's models."""
 
@@ -49,7 +72,7 @@ def input_type(service: RunService) -> type[BaseModel]:
 
         model_config = ConfigDict(extra="forbid")
 
-        messages: list[AnyMessage] = Field(
+        messages: list[Annotated[AnyMessage, _TypeRequired()]] = Field(
             min_length=1, description="The conversation, newest user message last."
         )
         # Optional without "null" in the JSON schema (SkipJsonSchema, _no_default): LangServe's
@@ -137,7 +160,7 @@ class MoARunnable(Runnable[dict[str, Any], AIMessage]):
                     if isinstance(event, Token):
                         yield AIMessageChunk(content=event.text + run.ready_text())
                     elif isinstance(event, AnswerRestart):
-                        if event.after_text:  # as on the OpenAI route: after a blank line
+                        if event.after_text:  # as on the OpenAI route (a bound answer)
                             yield AIMessageChunk(content="\n\n")
                     elif isinstance(event, Finished):
                         final = _message(event.state)

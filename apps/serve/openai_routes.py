@@ -266,7 +266,9 @@ async def _chunks(
                 if show:
                     yield chunk(Delta(reasoning_content=proposal_text(event.record)))
             elif isinstance(event, AnswerRestart):
-                # Sent text cannot be taken back: the new answer follows after a blank line.
+                # An answer that cannot be continued (tools or a response format bound) starts
+                # over; sent text cannot be taken back, so the new one follows a blank line. A
+                # broken answer that is continued (AnswerResumed) needs nothing: its rest follows.
                 if event.after_text:
                     yield chunk(Delta(content="\n\n"))
             elif isinstance(event, Finished):

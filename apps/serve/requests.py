@@ -7,7 +7,10 @@
   are validated here, with the same rules as LangServe's schema plus ``/v1``'s: a message's
   content is text (an image part is refused, as on ``/v1``, not dropped). LangServe's own
   parsing answered 500 to some malformed inputs (a message without ``"type"``) and 422 to others;
-  what reaches it now is valid.
+  what reaches it now is valid. LangChain's own message classes raise other errors than
+  pydantic's on some malformed messages (an ``invalid_tool_calls`` entry with an unknown key is
+  a ``TypeError`` from inside their validator): those are the input's fault too, a 400 naming the
+  message.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import Request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from langchain_core.messages import AnyMessage
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from langgraph_moa.apps.serve.errors import OpenAIError, validation_error
 
@@ -155,6 +159,20 @@ async def check_body(request: Request) -> None:
         check_text(await _json(request))
 
 
+_MESSAGE: TypeAdapter[Any] = TypeAdapter(AnyMessage)
+
+
+def _broken_message(one: Any) -> str:
+    """Which message of an input LangChain refuses to build: ``messages[i]``."""
+    messages = one.get("messages") if isinstance(one, dict) else None
+    for i, message in enumerate(messages if isinstance(messages, list) else []):
+        try:
+            _MESSAGE.validate_python(message)
+        except Exception:
+            return f"messages[{i}]"
+    return "messages"
+
+
 def langserve_check(
     input_type: type[BaseModel],
 ) -> Callable[[Request], Awaitable[None]]:
@@ -175,12 +193,22 @@ def langserve_check(
             inputs = parsed.inputs if isinstance(parsed, _Batch) else [parsed.input]  # type: ignore[attr-defined]
             name = "inputs" if isinstance(parsed, _Batch) else "input"
             for i, one in enumerate(inputs):
+                at: tuple[Any, ...] = (name, i) if name == "inputs" else (name,)
                 try:
                     input_type.model_validate(one)
                 except ValidationError as exc:
-                    at: tuple[Any, ...] = (name, i) if name == "inputs" else (name,)
                     raise validation_error(
                         [{**e, "loc": (*at, *e["loc"])} for e in exc.errors()]
+                    ) from None
+                except OpenAIError:
+                    raise
+                except Exception as exc:  # raised by LangChain's validators (see the module)
+                    prefix = f"inputs[{i}]" if name == "inputs" else "input"
+                    where = f"{prefix}.{_broken_message(one)}"
+                    raise OpenAIError(
+                        400,
+                        f"{where}: not a valid message: {type(exc).__name__}: {exc}",
+                        param=where,
                     ) from None
         except ValidationError as exc:
             raise validation_error(exc.errors()) from None

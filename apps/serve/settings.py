@@ -5,7 +5,9 @@ Light: ``moa serve``'s command reads the defaults before the serve extra is know
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+import re
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 # Runs in flight. Not the server's CPU: a run costs it about 70 ms (benchmarks/serve_load: three
 # 200-token proposals and a 500-token answer), so one core would keep ~280 runs of 20 s going.
@@ -26,6 +28,8 @@ DEFAULT_GRACE_S = 30.0
 DEFAULT_MAX_RUN_S = 170.0
 # SSE comment sent while a stream has nothing else to send, so proxies and users see it alive.
 DEFAULT_KEEPALIVE_S = 5.0
+# An origin as browsers send it in the Origin header: scheme://host[:port], nothing after.
+_ORIGIN = re.compile(r"https?://[^/?#\s:]+(:\d{1,5})?")
 
 
 class Caps(BaseModel):
@@ -106,3 +110,21 @@ class ServeSettings(BaseModel):
         description="Send the proposals as reasoning_content by default (a request's "
         "show_proposals field overrides it).",
     )
+    cors_origins: tuple[str, ...] = Field(
+        default=(),
+        description="Origins (scheme://host[:port]) whose browser apps may call the server, "
+        "'*' for any (CORS; the key is still required). None by default: browsers refuse "
+        "cross-origin calls.",
+    )
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, origins: tuple[str, ...]) -> tuple[str, ...]:
+        for origin in origins:
+            if origin != "*" and not _ORIGIN.fullmatch(origin):
+                # A path or a trailing slash would never match what a browser sends: refuse it.
+                raise ValueError(
+                    f"{origin!r} is not an origin: give scheme://host[:port] with nothing after "
+                    "it, as browsers send it (e.g. https://app.example.com), or * for any"
+                )
+        return origins

@@ -68,6 +68,7 @@ class Estimate:
     done: int  # already finished in the output (skipped)
     to_run: int
     turns: int  # user turns of the items to run
+    invalid: int = 0  # malformed items (--skip-invalid) not in the output yet: recorded as failed
     per_model: dict[str, ModelEstimate] = field(default_factory=dict)
     prices: Prices = field(default_factory=dict)
     measured_from: int = 0  # finished items the means come from; 0 = the upper bound
@@ -101,6 +102,7 @@ class Estimate:
             "items": self.items,
             "done": self.done,
             "to_run": self.to_run,
+            "invalid": self.invalid,
             "turns": self.turns,
             "calls": self.calls,
             "input_tokens": self.input_tokens,
@@ -165,19 +167,24 @@ def estimate(
 ) -> Estimate:
     """The estimate for the items not in ``done``; measured from ``finished`` records if any.
 
+    One pass over ``items``, keeping only sums (a streamed dataset is never held whole).
     ``replay``: the stored records of a ``--replay`` run (only the aggregator is called).
     """
-    all_items = list(items)
-    todo = [i for i in all_items if isinstance(i, Item) and i.id not in done]
-    result = Estimate(
-        items=len(all_items),
-        done=len(all_items) - len(todo),
-        to_run=len(todo),
-        turns=sum(len(i.turns) for i in todo),
-        prices=prices_of(ctx),
-    )
+    result = Estimate(items=0, done=0, to_run=0, turns=0, prices=prices_of(ctx))
     answer = settings_for(ctx.aggregator, ctx).max_tokens
-    for item in todo:
+    # The calls of a turn, their prompts without the conversation: a turn adds its conversation
+    # to each prompt, so this is worked out once, not per item.
+    turn = _turn_calls(ctx, 0)
+    for item in items:
+        result.items += 1
+        if item.id in done:
+            result.done += 1
+            continue
+        if isinstance(item, InvalidItem):
+            result.invalid += 1
+            continue
+        result.to_run += 1
+        result.turns += len(item.turns)
         conversation = sum(_message_tokens(m["content"]) for m in item.history)
         for n, text in enumerate(item.turns):
             conversation += _message_tokens(text)
@@ -187,36 +194,35 @@ def estimate(
                     ctx, conversation, stored[n]["layers"] if n < len(stored) else []
                 )
             else:
-                calls = _turn_calls(ctx, conversation)
+                calls = [(spec, prompt + conversation, out) for spec, prompt, out in turn]
             for spec, prompt, out in calls:
                 row = result.per_model.setdefault(spec.model, ModelEstimate())
                 row.calls += 1
                 row.input_tokens += prompt
                 row.output_tokens += out
             conversation += answer + MESSAGE_OVERHEAD  # the answer stays in the conversation
-    return _measured(result, list(finished))
+    return _measured(result, finished)
 
 
-def _measured(result: Estimate, finished: list[dict[str, Any]]) -> Estimate:
+def _measured(result: Estimate, finished: Iterable[dict[str, Any]]) -> Estimate:
     """The upper bound's call counts with the finished items' mean tokens per call."""
-    ok = [r for r in finished if r.get("status") == "ok"]
+    ok = 0
     seen: dict[str, ModelEstimate] = {}
-    rows = (
-        (model, row)
-        for record in ok
-        for part in ("usage", "reused_usage")  # paid and reused calls alike: what items take
-        for model, row in (record.get(part) or {}).items()
-    )
-    for model, row in rows:
-        into = seen.setdefault(model, ModelEstimate())
-        into.calls += row["calls"]
-        into.input_tokens += row["input_tokens"]
-        into.output_tokens += row["output_tokens"]
+    for record in finished:
+        if record.get("status") != "ok":
+            continue
+        ok += 1
+        for part in ("usage", "reused_usage"):  # paid and reused calls alike: what items take
+            for model, row in (record.get(part) or {}).items():
+                into = seen.setdefault(model, ModelEstimate())
+                into.calls += row["calls"]
+                into.input_tokens += row["input_tokens"]
+                into.output_tokens += row["output_tokens"]
     if not ok or not all(seen.get(m) and seen[m].calls for m in result.per_model):
         return result
     for model, row in result.per_model.items():
         mean = seen[model]
         row.input_tokens = round(row.calls * mean.input_tokens / mean.calls)
         row.output_tokens = round(row.calls * mean.output_tokens / mean.calls)
-    result.measured_from = len(ok)
+    result.measured_from = ok
     return result

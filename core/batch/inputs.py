@@ -14,17 +14,19 @@ An item's id is its ``id``, else its ``question_id``, else a hash of its content
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import hashlib
 import json
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, Protocol
 
-from langgraph_moa.nodes.errors import InputError
+from langgraph_moa.core.batch.ids import IdIndex
+from langgraph_moa.nodes.errors import InputError, ScratchError
 
 Kind = Literal["prompt", "messages", "instruction", "mt-bench"]
 ROLES = ("system", "user", "assistant")
@@ -109,48 +111,120 @@ def parse_item(source: Any, line: int = 0) -> Item:
     )
 
 
-MAX_LINE = 16 << 20  # bytes per JSONL line (one item); a longer line is refused, not read on
-MAX_LIST = 256 << 20  # bytes of a JSON list, which is parsed whole (use JSONL for more)
+MAX_LINE = 16 << 20  # bytes per JSONL line, characters per JSON list item: one item's cap
+CHUNK = 1 << 20  # bytes read at a time from a JSON list
+BATCH = 20_000  # ids handed to the index at a time (one executemany each)
 BOM = b"\xef\xbb\xbf"
 
 
 class Dataset:
     """The items of a JSONL file or a JSON list, read as a stream.
 
-    Opening it reads the input once, checking every item (a malformed line is reported before
-    any model is called) and keeping only the ids. Iterating reads it again, one item at a time:
-    memory does not grow with the file (``--limit 10`` over 2 GB holds ten items). Stdin, which
-    cannot be read twice, is copied to a temporary file on the first pass.
+    Opening it reads the input once, checking every item (a malformed line or a repeated id is
+    reported before any model is called) and keeping only the ids, on disk (core/batch/ids.py).
+    Iterating reads it again, one item at a time: memory does not grow with the file or with
+    the number of items (``--limit 10`` over 2 GB holds ten items). Stdin, which cannot be read
+    twice, is copied to a temporary file on the first pass. ``close`` frees the ids.
     """
 
     def __init__(self, path: str, *, skip_invalid: bool = False) -> None:
         self.name = "stdin" if path == "-" else path
         self.skip_invalid = skip_invalid
+        self.invalid = 0  # items that are not valid (only with skip_invalid: else an error)
         self._spool: IO[bytes] | None = None
         self._path = path
-        if path == "-":
-            self._spool = tempfile.TemporaryFile()  # noqa: SIM115 (lives as long as the Dataset)
-            shutil.copyfileobj(sys.stdin.buffer, self._spool)
-        self.ids: list[str] = []
-        self._invalid: dict[int, InvalidItem] = {}  # by position: what the first pass refused
-        for item in self._read():
-            if isinstance(item, InvalidItem):
-                self._invalid[len(self.ids)] = item
-            self.ids.append(item.id)
-        if not self.ids:
+        self._index = IdIndex()
+        try:
+            if path == "-":
+                self._spool = tempfile.TemporaryFile()  # noqa: SIM115 (closed by close())
+                try:
+                    shutil.copyfileobj(sys.stdin.buffer, self._spool)
+                except OSError as exc:
+                    problem = exc.strerror or str(exc)
+                    raise ScratchError(tempfile.gettempdir(), "a copy of stdin", problem) from None
+            self._first_pass()
+        except BaseException:
+            self.close()
+            raise
+
+    def _first_pass(self) -> None:
+        unit, rows = "line", list[tuple[int, str]]()
+        with self._open() as f:
+            try:
+                for number, unit, value in self._values(f):
+                    item = self._parse(number, unit, value)
+                    if isinstance(item, InvalidItem):
+                        self.invalid += 1
+                        self._index.add_invalid(number)
+                    rows.append((number, item.id))
+                    if len(rows) == BATCH:
+                        self._index.extend(rows)
+                        rows.clear()
+                self._index.extend(rows)
+            except InputError:
+                self._index.extend(rows)
+                repeat = self._index.first_repeat()  # the first problem in the file is named
+                if repeat is not None and not self.skip_invalid:
+                    error = self._repeat_error(repeat.number, unit, repeat.item_id, repeat.first)
+                    raise error from None
+                raise
+        if not len(self._index):
             raise InputError(f"{self.name}: no items (expected JSONL or a JSON list of objects)")
+        if self.skip_invalid:
+            self.invalid += self._index.mark_repeats(f"invalid-{unit}-")
+        elif (repeat := self._index.first_repeat()) is not None:
+            raise self._repeat_error(repeat.number, unit, repeat.item_id, repeat.first)
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return len(self._index)
+
+    def position(self, item_id: str) -> int | None:
+        """Where the item ``item_id`` is (increasing in input order), or None if it is not here."""
+        return self._index.number_of(item_id)
+
+    def invalid_at(self, number: int) -> bool:
+        """Whether the item at ``number`` is recorded as failed (malformed, or a repeated id)."""
+        seen = self._index.at(number)
+        return seen is not None and seen[1] is not None
 
     def __iter__(self) -> Iterator[Item | InvalidItem]:
-        for n, item in enumerate(self._read(check=False)):
-            if n in self._invalid:
-                yield self._invalid[n]  # e.g. a duplicate id, which only the first pass sees
-                continue
-            if n >= len(self.ids) or item.id != self.ids[n]:
-                raise InputError(f"{self.name} changed while the run was reading it")
-            yield item
+        with self._open() as f:
+            for number, unit, value in self._values(f):
+                item = self._parse(number, unit, value)
+                seen = self._index.at(number)
+                if seen is not None and seen[1]:  # a repeated id (skip_invalid)
+                    error = self._repeat_error(number, unit, item.id, seen[1])
+                    yield InvalidItem(seen[0], error.problem, value, number)
+                    continue
+                if seen is None or seen[0] != item.id:
+                    raise InputError(f"{self.name} changed while the run was reading it")
+                yield item
+
+    def close(self) -> None:
+        self._index.close()
+        if self._spool is not None:
+            self._spool.close()
+
+    def _parse(self, number: int, unit: str, value: Any) -> Item | InvalidItem:
+        try:
+            if isinstance(value, _Malformed):
+                raise ValueError(value.why)
+            return parse_item(value, number)
+        except ValueError as exc:
+            message = f"{self.name}: {unit} {number}: {exc}"
+            if not self.skip_invalid:
+                raise InputError(
+                    message, hint="or pass --skip-invalid to record it as failed"
+                ) from None
+            source = value.line if isinstance(value, _Malformed) else value
+            return InvalidItem(f"invalid-{unit}-{number}", message, source, number)
+
+    def _repeat_error(self, number: int, unit: str, item_id: str, first: int) -> InputError:
+        return InputError(
+            f"{self.name}: {unit} {number}: id {item_id!r} is already the id of {unit} {first}; "
+            'ids must be unique (give each item its own "id")',
+            hint="or pass --skip-invalid to record it as failed",
+        )
 
     @contextlib.contextmanager
     def _open(self) -> Iterator[IO[bytes]]:
@@ -167,31 +241,6 @@ class Dataset:
         with f:
             yield f
 
-    def _read(self, check: bool = True) -> Iterator[Item | InvalidItem]:
-        seen: dict[str, int] = {}
-        with self._open() as f:
-            for number, unit, value in self._values(f):
-                try:
-                    if isinstance(value, _Malformed):
-                        raise ValueError(value.why)
-                    item: Item | InvalidItem = parse_item(value, number)
-                    if check and item.id in seen:
-                        raise ValueError(
-                            f"id {item.id!r} is already the id of {unit} {seen[item.id]}; ids "
-                            'must be unique (give each item its own "id")'
-                        )
-                except ValueError as exc:
-                    message = f"{self.name}: {unit} {number}: {exc}"
-                    if not self.skip_invalid:
-                        raise InputError(
-                            message, hint="or pass --skip-invalid to record it as failed"
-                        ) from None
-                    source = value.line if isinstance(value, _Malformed) else value
-                    item = InvalidItem(f"invalid-{unit}-{number}", message, source, number)
-                if check:
-                    seen[item.id] = number
-                yield item
-
     def _values(self, f: IO[bytes]) -> Iterator[tuple[int, str, Any]]:
         """(number, "line" or "item", the JSON value or why it is not one) of each item."""
         if f.read(len(BOM)) != BOM:  # a UTF-8 byte-order mark (Windows tools write one)
@@ -201,19 +250,7 @@ class Dataset:
             newlines += first == b"\n"
             first = f.read(1)
         if first == b"[":
-            data = b"[" + f.read(MAX_LIST)
-            if f.read(1):
-                raise InputError(
-                    f"{self.name}: a JSON list larger than {MAX_LIST >> 20} MiB; write the items "
-                    "as JSONL (one per line), which is read as a stream"
-                )
-            try:
-                values = json.loads(_decoded(data, f"{self.name} (a JSON list)"))
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{self.name}: not valid JSON: {exc}") from None
-            if not isinstance(values, list):
-                raise InputError(f"{self.name}: not valid JSON: expected a list")
-            yield from ((i, "item", v) for i, v in enumerate(values, 1))
+            yield from ((n, "item", v) for n, v in _list_items(f, self.name))
             return
         pending = first
         number = newlines
@@ -244,13 +281,90 @@ class Dataset:
                 yield number, "line", _Malformed(text, f"not valid JSON ({exc.msg})")
 
 
-def _decoded(data: bytes, where: str) -> str:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InputError(
-            f"{where} is not valid UTF-8: byte 0x{data[exc.start]:02x} at offset {exc.start}"
-        ) from None
+def _list_items(f: IO[bytes], name: str) -> Iterator[tuple[int, Any]]:
+    """(place, value) of each item of a JSON list whose ``[`` was just read, one at a time.
+
+    Written here rather than taken from a streaming parser (ijson): each item is parsed by
+    ``json.JSONDecoder.raw_decode``, so it is exactly what ``json.loads`` makes of it (numbers,
+    NaN, errors) and what a JSONL line of the same text gives; and an item is capped at
+    ``MAX_LINE`` characters like a line. The file is read in chunks into a window that holds the
+    item being parsed; a window that ends inside an item grows (doubling) until the item fits.
+    """
+    decoder = json.JSONDecoder()
+    utf8 = codecs.getincrementaldecoder("utf-8")()
+    text, at, done, read = "", 0, False, 1  # read: bytes of the file consumed (the "[")
+
+    def more(at_least: int = 0) -> bool:
+        nonlocal text, at, done, read
+        if done:
+            return False
+        data = f.read(max(CHUNK, at_least))
+        held = utf8.getstate()[0]
+        try:
+            chunk = utf8.decode(data, final=not data)
+        except UnicodeDecodeError as exc:
+            bad = (held + data)[exc.start]
+            offset = read - len(held) + exc.start
+            raise InputError(
+                f"{name} (a JSON list) is not valid UTF-8: byte 0x{bad:02x} at offset {offset}"
+            ) from None
+        read += len(data)
+        text, at, done = text[at:] + chunk, 0, not data
+        return True
+
+    def next_char() -> str:
+        """The next character that is not white space ("" at the end), not consumed."""
+        nonlocal at
+        while True:
+            while at < len(text) and text[at] in " \t\n\r":
+                at += 1
+            if at < len(text):
+                return text[at]
+            if not more():
+                return ""
+
+    def bad(number: int, why: str) -> InputError:
+        return InputError(f"{name}: item {number}: not valid JSON ({why})")
+
+    def too_long(number: int) -> InputError:
+        return InputError(
+            f"{name}: item {number} is longer than {MAX_LINE >> 20} MiB (the limit per item)"
+        )
+
+    if next_char() == "]":
+        at += 1
+    else:
+        number = 0
+        while True:
+            number += 1
+            next_char()
+            while True:
+                try:
+                    value, end = decoder.raw_decode(text, at)
+                except json.JSONDecodeError as exc:
+                    held = len(text) - at  # the window holds this much of the item
+                    if held <= MAX_LINE and more(min(held, MAX_LINE + 1 - held)):
+                        continue
+                    if held > MAX_LINE:
+                        raise too_long(number) from None
+                    raise bad(number, exc.msg) from None
+                # A value that ends where the window ends may go on (a number cut in two).
+                if end < len(text) or not more():
+                    break
+            if end - at > MAX_LINE:
+                raise too_long(number)
+            at = end
+            yield number, value
+            after = next_char()
+            at += 1
+            if after == "]":
+                break
+            if not after:
+                raise InputError(f"{name}: not valid JSON: the list has no closing ']'")
+            if after != ",":
+                raise bad(number, "expected ',' or ']' after it")
+    if next_char():
+        raise InputError(f"{name}: not valid JSON: more data after the list's closing ']'")
 
 
 def stream_items(path: str, *, skip_invalid: bool = False) -> Dataset:
@@ -260,15 +374,49 @@ def stream_items(path: str, *, skip_invalid: bool = False) -> Dataset:
 
 def read_items(path: str, *, skip_invalid: bool = False) -> list[Item | InvalidItem]:
     """Every item of ``path`` (``-``: stdin), in order, in memory; ids checked for duplicates."""
-    return list(stream_items(path, skip_invalid=skip_invalid))
+    dataset = stream_items(path, skip_invalid=skip_invalid)
+    try:
+        return list(dataset)
+    finally:
+        dataset.close()
 
 
-Items = Sequence[Item | InvalidItem] | Dataset  # what a run takes: a list, or a streamed file
+class Positions(Protocol):
+    """Where each id of a run's items is: the output is put in that order at the end."""
+
+    def __len__(self) -> int: ...  # items (each with its own id)
+
+    def position(self, item_id: str) -> int | None: ...  # None: no item has that id
 
 
-def ids_of(items: Items) -> list[str]:
-    """The ids of ``items``, in order (a Dataset knows them without reading the file again)."""
-    return list(items.ids) if isinstance(items, Dataset) else [i.id for i in items]
+class _Listed:
+    """The positions of items held in a list."""
+
+    def __init__(self, items: Iterable[Item | InvalidItem]) -> None:
+        self._at: dict[str, int] = {}
+        for n, item in enumerate(items):
+            self._at.setdefault(item.id, n)
+
+    def __len__(self) -> int:
+        return len(self._at)
+
+    def position(self, item_id: str) -> int | None:
+        return self._at.get(item_id)
+
+
+class Streamed(Positions, Protocol):
+    """Items read as they are needed (a ``Dataset``, its ``Sampled`` view), which know their
+    positions without being read again."""
+
+    def __iter__(self) -> Iterator[Item | InvalidItem]: ...
+
+
+Items = Sequence[Item | InvalidItem] | Streamed  # what a run takes: a list, or a stream
+
+
+def positions_of(items: Items) -> Positions:
+    """Where each id of ``items`` is."""
+    return _Listed(items) if isinstance(items, Sequence) else items
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
 
+from langgraph_moa.core.files import os_reason
 from langgraph_moa.nodes.errors import MoAError
 
 SYNC_EVERY_S = 1.0
@@ -152,10 +153,15 @@ class RunFile:
         """Remove the records of ``ids`` (failed items about to run again)."""
         self._rewrite(lambda order: [i for i in order if i not in ids])
 
-    def finish(self, order: Sequence[str]) -> None:
-        """Rewrite the file in input order (``order``: ids), when it is not in that order yet."""
-        wanted = {i: n for n, i in enumerate(order)}
-        self._rewrite(lambda found: sorted(found, key=lambda i: wanted.get(i, len(wanted))))
+    def finish(self, position: Callable[[str], int | None]) -> None:
+        """Rewrite the file in input order (``position``: where an id is in the input; ids it
+        does not know go last), when it is not in that order yet."""
+
+        def where(item_id: str) -> tuple[bool, int]:
+            found = position(item_id)
+            return found is None, found or 0
+
+        self._rewrite(lambda found: sorted(found, key=where))
 
     def _rewrite(self, arrange: Callable[[list[str]], list[str]]) -> None:
         if not self.path.exists():
@@ -220,22 +226,6 @@ def _sync_folder(folder: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-
-
-def os_reason(exc: OSError) -> str:
-    """What went wrong with a file, and what to do about it, in one phrase."""
-    import errno
-
-    hints = {
-        errno.ENOSPC: "the disk is full: free some space, then run the same command again",
-        errno.EDQUOT: "the disk quota is used up: free some space, then run the same command again",
-        errno.EFBIG: "the file is larger than this process may write (ulimit -f): raise the "
-        "limit, then run the same command again",
-        errno.EROFS: "the file system is read-only: choose a writable folder",
-        errno.EACCES: "permission denied: choose a folder you can write to",
-        errno.EPERM: "permission denied: choose a folder you can write to",
-    }
-    return hints.get(exc.errno or 0, exc.strerror or str(exc))
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -14,6 +14,7 @@ Two layers, both usable as a library (``moa compare`` builds on them):
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import time
@@ -32,7 +33,7 @@ from langgraph_moa.core.batch.formats import (
     run_file_for,
     write_format,
 )
-from langgraph_moa.core.batch.inputs import InvalidItem, Item, Items, ids_of, parse_item
+from langgraph_moa.core.batch.inputs import InvalidItem, Item, Items, parse_item, positions_of
 from langgraph_moa.core.batch.outputs import RunFile
 from langgraph_moa.core.batch.progress import BatchProgress
 from langgraph_moa.core.batch.records import (
@@ -48,7 +49,7 @@ from langgraph_moa.core.batch.turns import GraphTurns, ReplayTurns, Turns
 from langgraph_moa.core.locks import one_writer
 from langgraph_moa.core.terminal import stderr_console
 from langgraph_moa.nodes.context import Context
-from langgraph_moa.nodes.errors import ConfigError, MoAError
+from langgraph_moa.nodes.errors import ConfigError, MoAError, RunStoppedError
 from langgraph_moa.nodes.models.callcache import CallCache
 from langgraph_moa.nodes.models.redact import redact
 
@@ -131,6 +132,8 @@ async def run_item(
             result = await turns.turn(item, list(messages), index)
             done.append(Turn(prompt=text, seconds=round(time.perf_counter() - began, 3), **result))
             messages.append({"role": "assistant", "content": result["answer"]})
+    except RunStoppedError:
+        raise  # the whole run stops (run_items cancels the rest): no item's failure
     except Exception as exc:
         error = _error_of(exc)
     return build_record(
@@ -238,10 +241,20 @@ async def run_batch(
     """Run ``items`` into ``output`` (resuming it if it holds finished items); one process at a
     time per output (core/locks.py)."""
     options = options or BatchOptions()
-    guarded = run_file_for(Path(output), options.fmt)
-    hint = "wait for it to finish, or give another -o (one run per output)"
-    with one_writer(guarded, f"output {guarded}", hint):
+    with output_lock(Path(output), options.fmt):
         return await _run_batch(items, ctx, output, options, console=console)
+
+
+def output_lock(output: Path, fmt: Format) -> contextlib.AbstractContextManager[None]:
+    """The lock of a run's output (its run file): one process at a time (core/locks.py). Taken
+    by ``run_batch``; a caller that takes it first (before reading a long input) holds it for
+    the run too."""
+    guarded = run_file_for(output, fmt)
+    hint = (
+        "wait for it to finish, or, to run in parallel, give each process its own part of the "
+        "input and its own -o"
+    )
+    return one_writer(guarded, f"output {guarded}", hint)
 
 
 async def _run_batch(
@@ -281,9 +294,12 @@ async def _run_batch(
         if again:
             run_file.drop(again)
             status = {i: s for i, s in status.items() if i not in again}
-    # Lazily: with --limit only that many items are read (a streamed input stays on disk).
-    ids = ids_of(items)
-    to_run = sum(1 for i in ids if i not in status)
+    # Lazily: with --limit only that many items are read (a streamed input stays on disk). What
+    # is counted per id is counted over the output's records (they are in memory already), never
+    # over the input's ids, which may be tens of millions (core/batch/ids.py).
+    order = positions_of(items)
+    skipped = sum(1 for i in status if order.position(i) is not None)
+    to_run = len(order) - skipped
     if options.limit is not None:
         to_run = min(to_run, options.limit)
     todo = itertools.islice((i for i in items if i.id not in status), to_run)
@@ -321,14 +337,15 @@ async def _run_batch(
             cache.close()
 
     final = {r["id"]: r["status"] for r in run_file.records()}
-    complete = all(i in final for i in ids)
+    counts = collections.Counter(s for i, s in final.items() if order.position(i) is not None)
+    complete = counts.total() == len(order)
     result = BatchResult(
         total=len(items),
         ran=progress.done,
-        ok=sum(1 for i in ids if final.get(i) == "ok"),
-        failed=sum(1 for i in ids if final.get(i) == "failed"),
-        degraded=sum(1 for i in ids if final.get(i) == "degraded"),
-        skipped=sum(1 for i in ids if i in status),
+        ok=counts["ok"],
+        failed=counts["failed"],
+        degraded=counts["degraded"],
+        skipped=skipped,
         repaired_bytes=run_file.repaired,
         other_settings=other,
         complete=complete,
@@ -337,7 +354,7 @@ async def _run_batch(
         progress=progress,
     )
     if complete:
-        run_file.finish(ids)
+        run_file.finish(order.position)
         if options.fmt != "jsonl":
             result.written = write_format(options.fmt, run_file.records(), output)
     return result

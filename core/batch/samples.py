@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Iterator
 
-from langgraph_moa.core.batch.inputs import InvalidItem, Item
+from langgraph_moa.core.batch.inputs import Dataset, InvalidItem, Item
 from langgraph_moa.nodes.context import Context, ModelSpec
 
 
@@ -36,6 +36,35 @@ def expand(items: Iterable[Item | InvalidItem], samples: int) -> Iterator[Item |
             continue
         for k in range(samples):
             yield dataclasses.replace(item, id=sample_id(item.id, k), sample=k)
+
+
+class Sampled:
+    """The samples of a streamed dataset's items, made as they are read (``expand``): a run of K
+    samples holds no more in memory than a run of one."""
+
+    def __init__(self, dataset: Dataset, samples: int) -> None:
+        self.dataset, self.samples = dataset, samples
+
+    def __iter__(self) -> Iterator[Item | InvalidItem]:
+        return expand(self.dataset, self.samples)
+
+    def __len__(self) -> int:
+        valid = len(self.dataset) - self.dataset.invalid  # an invalid item has no samples
+        return valid * self.samples + self.dataset.invalid
+
+    def position(self, item_id: str) -> int | None:
+        base, mark, k = item_id.rpartition("#s")
+        if mark and k.isdigit() and int(k) < self.samples and str(int(k)) == k:
+            found = self.dataset.position(base)
+            if found is not None:
+                return found * self.samples + int(k)
+        found = self.dataset.position(item_id)  # an invalid item: one record, no samples
+        if found is None or not self.dataset.invalid_at(found):
+            return None
+        return found * self.samples
+
+    def close(self) -> None:
+        self.dataset.close()
 
 
 def sample_context(ctx: Context, k: int, samples: int) -> Context:

@@ -4,11 +4,20 @@ Each turn is one stateless run (``runs.wait`` with no thread) of the served grap
 ``moa`` by default, what langgraph.json serves), with the batch's settings as its context. The
 server queues the runs; on LangGraph Platform its queue workers spread them over machines. The
 output, resuming and progress stay here, exactly as for a local run; ``--concurrency`` bounds the
-runs in flight. Rate limits (``rpm``/``tpm``) and the call cache act inside each server worker.
+runs submitted (running or queued there). Rate limits (``rpm``/``tpm``) act inside each server
+worker.
+
+When the server goes away mid-run, langgraph-sdk reconnects to each run in flight for about a
+minute (5 reconnections 1-5 s apart, each retrying its connection 5 times). A run the server
+then no longer has (404), or one it refused because it had started it again on its own
+(``RetriedRunError``, graphs/retried.py), is submitted again; a server still unreachable stops
+the whole run (``ServerGoneError``) with the finished items kept, and the same command run
+again finishes the rest.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, cast
 
 import httpx
@@ -18,11 +27,18 @@ from langgraph_moa.core.batch.records import ItemErrorKind, TurnResult, item_kin
 from langgraph_moa.core.batch.turns import Message, SampleContexts
 from langgraph_moa.nodes import errors
 from langgraph_moa.nodes.context import Context
-from langgraph_moa.nodes.errors import MoAError
+from langgraph_moa.nodes.errors import MoAError, RetriedRunError, RunStoppedError
+
+# A run submitted again at most this many times (the server lost it, or refused its retry).
+RESUBMITS = 3
 
 
-class ServerError(MoAError):
+class ServerError(RunStoppedError):
     """The LangGraph server cannot be reached, or has no such graph."""
+
+
+class ServerGoneError(ServerError):
+    """The LangGraph server went away mid-run and did not come back while the runs waited."""
 
 
 class ServerRunError(MoAError):
@@ -42,6 +58,11 @@ class ServerTurns:
         self.url = url
         self.assistant = assistant
         self.client = get_client(url=url)
+        # langgraph-sdk warns on stderr each time it reconnects to a run; what happened in the
+        # end is said once, by us.
+        warnings.filterwarnings(
+            "ignore", message="Request failed, attempting reconnect", category=UserWarning
+        )
         self.contexts = SampleContexts(ctx, samples)
         self._sent: dict[int | None, dict[str, Any]] = {}
         self._settings = settings_summary(ctx)
@@ -76,6 +97,16 @@ class ServerTurns:
             ) from None
 
     async def turn(self, item: Item, messages: list[Message], index: int) -> TurnResult:
+        for attempt in range(RESUBMITS + 1):
+            out = await self._run(item, messages, index, last=attempt == RESUBMITS)
+            if out is not None:
+                return self._result(out)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def _run(
+        self, item: Item, messages: list[Message], index: int, *, last: bool
+    ) -> dict[str, Any] | None:
+        """The run's final state; None when the run is to be submitted again."""
         try:
             out = await self.client.runs.wait(
                 None,
@@ -86,6 +117,15 @@ class ServerTurns:
                 raise_error=False,
                 on_disconnect="cancel",
             )
+        except httpx.TransportError as exc:
+            raise ServerGoneError(
+                f"lost the LangGraph server at {self.url} mid-run ({type(exc).__name__}: {exc}); "
+                "the finished items are kept: run the same command again once it is back"
+            ) from None
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code == 404 and not last:
+                return None  # a restarted server no longer has the run: submit it again
+            raise ServerRunError("server", f"the server failed the run: {exc}") from None
         except httpx.HTTPError as exc:
             raise ServerRunError("server", f"the server failed the run: {exc}") from None
         if not isinstance(out, dict):
@@ -93,7 +133,16 @@ class ServerTurns:
         if "__error__" in out:
             error = out["__error__"] if isinstance(out["__error__"], dict) else {}
             name = str(error.get("error", "Error"))
-            raise ServerRunError(_kind_of(name), str(error.get("message", name)))
+            message = str(error.get("message", name))
+            # Refused as a retry, or lost: a restarted server answers the reconnected wait
+            # with the 404 of a run it does not have.
+            lost = name == "HTTPException" and message.startswith("404")
+            if (name == RetriedRunError.__name__ or lost) and not last:
+                return None
+            raise ServerRunError(_kind_of(name), message)
+        return out
+
+    def _result(self, out: dict[str, Any]) -> TurnResult:
         try:
             content = out["messages"][-1]["content"]
             answer = content if isinstance(content, str) else _text(content)

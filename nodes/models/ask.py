@@ -11,13 +11,18 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from langchain_core.messages import AnyMessage
+from langgraph.constants import TAG_NOSTREAM
 
 from langgraph_moa.nodes.context import Context
 from langgraph_moa.nodes.models.budget import fit_request, request_tokens
 from langgraph_moa.nodes.models.cache import chat_model
 from langgraph_moa.nodes.models.callcache import active_call_cache, request_key
 from langgraph_moa.nodes.models.calls import CallFailedError, CallResult, OnRetry, call_model
-from langgraph_moa.nodes.models.continuation import continuation_tokens, continue_request
+from langgraph_moa.nodes.models.continuation import (
+    continuation_tokens,
+    continue_request,
+    resumer,
+)
 from langgraph_moa.nodes.models.limits import gate_for
 from langgraph_moa.nodes.models.settings import ModelSettings
 from langgraph_moa.nodes.models.tools import bound_kwargs, model_messages
@@ -46,7 +51,8 @@ async def ask_model(
     ``sample`` tells identical proposers of a layer apart in the call cache. ``bind``: tools
     and a response format for the model (nodes/models/tools.py); its answer may then be tool
     calls (``result.message.tool_calls``) instead of text. ``prefill``: the answer written so
-    far, to be continued (nodes/models/continuation.py).
+    far, to be continued (nodes/models/continuation.py). A streamed answer that may be shown
+    (not tagged ``nostream``) and binds nothing is continued where it broke off, not restarted.
 
     Raises ``CallFailedError`` when the call fails for good or answers with empty text, and
     ``ProviderError`` when the model cannot be built (unknown provider, missing key).
@@ -61,6 +67,10 @@ async def ask_model(
     request = fit_request(
         settings, model, conversation, references, ctx.aggregation_prompt, added=added
     )
+    resume = None
+    if stream and bind is None and TAG_NOSTREAM not in tags:  # shown text cannot be taken back
+        template = ctx.aggregation_prompt
+        resume = resumer(settings, model, conversation, references, template, prefill)
     if prefill:  # in the request, so in the cache key too
         model, request = continue_request(settings, model, request, prefill)
     cache = active_call_cache()
@@ -73,11 +83,13 @@ async def ask_model(
     gate = gate_for(settings)
     await gate.reserve_tokens(request_tokens(request) + settings.max_tokens)
 
-    def retrying(attempt: int, kind: ErrorKind, message: str, wait_s: float) -> None:
+    def retrying(
+        attempt: int, kind: ErrorKind, message: str, wait_s: float, *, continues: bool = False
+    ) -> None:
         if kind == "rate_limit":  # the provider said slow down: to every caller of the model
             gate.pause(wait_s)
         if on_retry is not None:
-            on_retry(attempt, kind, message, wait_s)
+            on_retry(attempt, kind, message, wait_s, continues=continues)
 
     result = await call_model(
         model,
@@ -89,6 +101,7 @@ async def ask_model(
         deadline_s=deadline_s,
         on_retry=retrying,
         bound=bound,
+        resume=resume,
     )
     calls = result.message.tool_calls or result.message.invalid_tool_calls
     if not result.text.strip() and not calls:

@@ -22,6 +22,11 @@ breaks before the model said it was done. What "broken" means depends on how the
   complete is a connection error (kind ``connection``, retried like one); a complete response
   without a ``finish_reason`` is an unfinished answer (kind ``stream``, retried).
 
+A streamed answer that broke after text was shown is continued, not started over, when the caller
+says how (``resume``, built by ``ask_model`` for answers someone reads:
+nodes/models/continuation.py): the next attempt asks the model to continue the text every
+failed attempt streamed, and the result's text is all of it.
+
 Never retried: every other 4xx (400 bad request or
 context too long, 401 bad key, 403, 404 unknown model, 413, 422): the call fails at once.
 Other waits are exponential backoff with jitter: ``retry_base_s * 2**(n-1)``, times a random
@@ -37,7 +42,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models import BaseChatModel
@@ -49,7 +54,15 @@ from langgraph_moa.nodes.errors import CallFailedError, ContextOverflowError
 from langgraph_moa.nodes.models.redact import redact
 from langgraph_moa.nodes.records import ErrorKind
 
-__all__ = ["CallFailedError", "CallResult", "OnRetry", "call_model", "classify", "describe"]
+__all__ = [
+    "CallFailedError",
+    "CallResult",
+    "OnRetry",
+    "Resume",
+    "call_model",
+    "classify",
+    "describe",
+]
 
 BACKOFF_BASE_S = 1.0
 BACKOFF_CAP_S = 20.0
@@ -82,8 +95,19 @@ class CallResult:
     ttft_s: float | None
 
 
-# Called before each retry with (failed attempt number, kind, message, seconds to wait).
-OnRetry = Callable[[int, ErrorKind, str, float], None]
+class OnRetry(Protocol):
+    """Called before each retry with the failed attempt's number, its kind and message, and the
+    seconds to wait; ``continues``: the next attempt continues the answer text shown so far
+    (``resume``) instead of starting over."""
+
+    def __call__(
+        self, attempt: int, kind: ErrorKind, message: str, wait_s: float, *, continues: bool = False
+    ) -> None: ...
+
+
+# The model and request that continue an answer broken off: given the text streamed so far (every
+# failed attempt's, in order) and its pieces (tokens).
+Resume = Callable[[str, int], tuple[BaseChatModel, Sequence[AnyMessage]]]
 
 
 def _status(exc: BaseException) -> int | None:
@@ -204,10 +228,13 @@ class _Watch(BaseCallbackHandler):
         self.start = start
         self.chunks = 0
         self.first_s: float | None = None
+        self.parts: list[str] = []  # the text streamed (what a reader was shown)
 
     def on_llm_new_token(self, token: str | list[str | dict[str, Any]], **kwargs: Any) -> None:
         if token:
             self.chunks += 1
+            if isinstance(token, str):
+                self.parts.append(token)
             if self.first_s is None:
                 self.first_s = time.perf_counter() - self.start
 
@@ -241,16 +268,21 @@ async def call_model(
     deadline_s: float | None = None,
     on_retry: OnRetry | None = None,
     bound: Mapping[str, Any] | None = None,
+    resume: Resume | None = None,
 ) -> CallResult:
     """One answer from ``model`` (streamed only when someone reads the tokens, see above);
     retry transient failures; raise ``CallFailedError``.
 
     ``timeout`` bounds each attempt; ``deadline_s`` (optional) bounds the whole call, attempts
     and waits included: no retry starts that could not finish before it. ``bound``: request
-    arguments for the model (tools, response format: nodes/models/tools.py).
+    arguments for the model (tools, response format: nodes/models/tools.py). ``resume``: how
+    to continue a streamed answer that broke after text was shown (see above); without it the
+    answer starts over.
     """
     start = time.perf_counter()
     ends = start + deadline_s if deadline_s is not None else None
+    shown, pieces = "", 0  # text streamed by failed attempts, which the next one continues
+    asked_model, request = model, messages
     for attempt in range(1, max_attempts + 1):
         limit, by_deadline = timeout, False
         if ends is not None and ends - time.perf_counter() < timeout:
@@ -258,20 +290,26 @@ async def call_model(
         watch = _Watch(time.perf_counter())
         try:
             async with asyncio.timeout(limit):
-                message = await _attempt(model, messages, tags or [], watch, bound or {})
+                message = await _attempt(asked_model, request, tags or [], watch, bound or {})
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             elapsed = time.perf_counter() - start
             kind, retryable = classify(exc, streamed=watch.chunks > 0)
+            if resume is not None:
+                shown, pieces = shown + "".join(watch.parts), pieces + watch.chunks
             if kind == "timeout" and by_deadline:
                 raise CallFailedError(
-                    "deadline", f"missed the layer deadline of {deadline_s:g} s", attempt, elapsed
+                    "deadline",
+                    f"missed the layer deadline of {deadline_s:g} s",
+                    attempt,
+                    elapsed,
+                    shown,
                 ) from exc
             message_ = describe(kind, exc, timeout)
-            if not retryable or attempt == max_attempts:
-                raise CallFailedError(kind, message_, attempt, elapsed) from exc
             asked = retry_after_s(exc)
+            if not retryable or attempt == max_attempts:
+                raise CallFailedError(kind, message_, attempt, elapsed, shown, asked) from exc
             if asked is not None and asked > RETRY_AFTER_CAP_S:
                 raise CallFailedError(
                     kind,
@@ -279,6 +317,8 @@ async def call_model(
                     f"{RETRY_AFTER_CAP_S:.0f} s this call waits)",
                     attempt,
                     elapsed,
+                    shown,
+                    asked,
                 ) from exc
             if asked is None:
                 backoff = min(BACKOFF_CAP_S, retry_base_s * 2 ** (attempt - 1))
@@ -292,12 +332,23 @@ async def call_model(
                     f"{deadline_s:g} s)",
                     attempt,
                     elapsed,
+                    shown,
+                    asked,
                 ) from exc
+            if resume is not None and shown:
+                try:
+                    asked_model, request = resume(shown, pieces)
+                except CallFailedError as failed:  # the continuation does not fit the window
+                    raise CallFailedError(
+                        failed.kind, failed.message, attempt, elapsed, shown
+                    ) from exc
             if on_retry is not None:
-                on_retry(attempt, kind, message_, wait)
+                on_retry(attempt, kind, message_, wait, continues=bool(shown))
             await asyncio.sleep(wait)
             continue
         end = time.perf_counter()
+        if shown:  # a continuation: the answer is the text shown and the rest
+            message = message.model_copy(update={"content": shown + _text(message)})
         return CallResult(
             text=_text(message),
             message=message,

@@ -18,18 +18,26 @@ offers (docs/performance.md, "Continuing an answer"):
   what comes next. The text already shown is never sent back as the model's own: whatever the
   model writes is appended, so nothing is cut or repeated by us at a seam; a model that repeats
   the end of the answer so far repeats it visibly (the instruction asks it not to).
+
+The same continuation mends a streamed answer that broke off (``resumer``): text a reader was
+shown cannot be taken back, so the retry continues it rather than writing the answer again
+beside it. ``ask_model`` asks for this on every streamed call whose tokens may be shown (not
+tagged ``nostream``) and that binds no tools or response format: a tool call or a JSON object
+cut in the middle has no continuation in any provider's API, so such an answer starts over.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Literal
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AnyMessage
 
-from langgraph_moa.nodes.models.budget import MESSAGE_OVERHEAD
+from langgraph_moa.nodes.models.budget import MESSAGE_OVERHEAD, fit_request
+from langgraph_moa.nodes.models.calls import Resume
 from langgraph_moa.nodes.models.settings import ModelSettings
 from langgraph_moa.nodes.prompts import defuse, with_system
 
@@ -88,3 +96,36 @@ def continuation_tokens(settings: ModelSettings, prefill: str, count: Callable[[
 def _extra(model: BaseChatModel) -> dict[str, object]:
     extra = getattr(model, "extra_body", None)
     return dict(extra) if isinstance(extra, dict) else {}
+
+
+def resumer(
+    settings: ModelSettings,
+    model: BaseChatModel,
+    conversation: Sequence[AnyMessage],
+    references: Sequence[str] | None,
+    template: str,
+    prefill: str | None,
+) -> Resume:
+    """The call loop's ``resume`` for one call (nodes/models/calls.py): the model and request
+    that continue its answer after ``shown`` (``pieces`` tokens) was streamed, following
+    ``prefill`` when the call itself continued one. The rest may be ``max_tokens`` minus what
+    was written (at least 1), so the whole answer stays within ``max_tokens``."""
+
+    def resume(shown: str, pieces: int) -> tuple[BaseChatModel, list[AnyMessage]]:
+        rest = replace(settings, max_tokens=max(1, settings.max_tokens - pieces))
+        # A copy sharing the clients (rare: only after a break, so not kept in the model cache).
+        shorter = model
+        if "max_tokens" in type(model).model_fields:
+            shorter = model.model_copy(update={"max_tokens": rest.max_tokens})
+        so_far = (prefill or "") + shown
+        request = fit_request(
+            rest,
+            shorter,
+            conversation,
+            references,
+            template,
+            added=lambda count: continuation_tokens(rest, so_far, count),
+        )
+        return continue_request(rest, shorter, request, so_far)
+
+    return resume

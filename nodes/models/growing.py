@@ -15,6 +15,7 @@ or not anyone reads the run's tokens.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, TypeVar
@@ -24,11 +25,20 @@ from langchain_core.tracers._streaming import _StreamingCallbackHandler
 
 T = TypeVar("T")
 
+# About a token each: a word or a run of punctuation, with the whitespace before it. The pieces
+# join back to the text exactly.
+_PIECE = re.compile(r"\s*(?:\w+|[^\w\s]+)|\s+")
+
+
+def pieces_of(text: str) -> list[str]:
+    """``text`` cut as a model would have streamed it (roughly a token a piece)."""
+    return _PIECE.findall(text)
+
 
 class Growing:
     """A text being written: its pieces so far, whether it is done, and whether it failed."""
 
-    __slots__ = ("_parts", "_waiters", "done", "failed", "first_at", "pieces")
+    __slots__ = ("_asked", "_parts", "_replay", "_waiters", "done", "failed", "first_at", "pieces")
 
     def __init__(self) -> None:
         self._parts: list[str] = []
@@ -37,17 +47,20 @@ class Growing:
         self.failed = False
         self.first_at: float | None = None  # perf_counter of the first piece
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._replay: list[str] = []  # pieces of a whole text not handed out yet (reversed)
+        self._asked = 0  # the most pieces a reader has waited for
 
     def text(self) -> str:
         if len(self._parts) > 1:
             self._parts[:] = ["".join(self._parts)]
         return self._parts[0] if self._parts else ""
 
-    def add(self, piece: str) -> None:
+    def add(self, piece: str, count: int = 1) -> None:
+        """One streamed piece (or ``count`` pieces' worth of text at once)."""
         if self.first_at is None:
             self.first_at = time.perf_counter()
         self._parts.append(piece)
-        self.pieces += 1
+        self.pieces += count
         if self._waiters:
             self._wake(lambda at: self.pieces >= at)
 
@@ -63,8 +76,33 @@ class Growing:
         self.done, self.failed = True, failed
         self._wake(lambda at: True)
 
+    def replay(self, text: str) -> None:
+        """A whole text to hand out piece by piece, as readers ask for it (``grown_to``); done
+        once every piece is out."""
+        self._replay = pieces_of(text)[::-1]
+        self._pull(self._asked)  # what readers already wait for
+        if not self._replay:
+            self.finish()
+
     async def grown_to(self, pieces: int) -> None:
         """Return once the text has ``pieces`` pieces or is done."""
+        self._asked = max(self._asked, pieces)
+        self._pull(pieces)
+        await self._until(pieces)
+
+    async def ended(self) -> None:
+        """Return once the text is done (without asking a replay for more)."""
+        await self._until(2**62)
+
+    def _pull(self, pieces: int) -> None:
+        if not self._replay:
+            return
+        while self._replay and self.pieces < pieces:
+            self.add(self._replay.pop())
+        if not self._replay:
+            self.finish()
+
+    async def _until(self, pieces: int) -> None:
         if self.done or self.pieces >= pieces:
             return
         waiter = asyncio.get_running_loop().create_future()

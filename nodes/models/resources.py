@@ -20,7 +20,8 @@ Scope of each part:
   it) and the chat models built on it, one per ``ModelSettings`` and key/endpoint environment.
   A closed loop's entries are dropped when a new loop first asks.
 - **a layer of a run**: the quorum groups (``layers``, nodes/models/quorum.py), created by the
-  layer's first proposer call and removed by its last.
+  layer's first proposer call and removed by its last; the staircase runs (``staircases``,
+  nodes/staircase.py), created by the first node of their superstep and removed by its last.
 
 Kept elsewhere on purpose: the call cache is the caller's (``use_call_cache`` sets it in a context
 variable; moa batch opens and closes its file); the embedded model's llama.cpp pools stay in
@@ -78,6 +79,8 @@ class Resources:
         self.sync_runs = SyncRuns()
         # Quorum groups by layer run (nodes/models/quorum.py); each touched by its run's loop only.
         self.layers: dict[str, Any] = {}
+        # Staircase runs by superstep (nodes/staircase.py); each touched by its run's loop only.
+        self.staircases: dict[str, Any] = {}
 
     # --- per event loop ------------------------------------------------------------------------
     def _here(self) -> _LoopState:
