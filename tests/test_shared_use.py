@@ -419,7 +419,7 @@ def test_many_small_items_keep_memory_flat(
     # complete), and the rest counted right.
     finished = [r["id"] for r in read_records(out)]
     assert sorted(finished) == sorted(f"i{n}" for n in range(20))
-    assert "199980 items left" in said["resumed"], said["resumed"]
+    assert "199980 items left; run the same command again without --limit" in said["resumed"]
     assert "200000 items (20 already done, 199980 to run)" in said["a dry run"], said["a dry run"]
     sampled = [r["id"] for r in read_records(tmp_path / "c.jsonl")]
     assert sorted(sampled) == sorted(f"i{n}#s{k}" for n in range(5) for k in range(2))

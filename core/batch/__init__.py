@@ -5,6 +5,7 @@ AlpacaEval and MT-Bench formats, with the cost estimated up front, locally or on
 server. One concern per module:
 
 - inputs.py: reading items (JSONL, a JSON list, stdin; prompt/messages/instruction/MT-Bench)
+- ids.py: the ids of a streamed input, on disk (repeats, positions)
 - records.py: the record of one item (one output line)
 - outputs.py: the run file (append + flush, torn-line repair, input order at the end)
 - formats.py: AlpacaEval's model_outputs.json and FastChat's MT-Bench answers

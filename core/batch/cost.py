@@ -172,9 +172,19 @@ def estimate(
     """
     result = Estimate(items=0, done=0, to_run=0, turns=0, prices=prices_of(ctx))
     answer = settings_for(ctx.aggregator, ctx).max_tokens
-    # The calls of a turn, their prompts without the conversation: a turn adds its conversation
-    # to each prompt, so this is worked out once, not per item.
-    turn = _turn_calls(ctx, 0)
+
+    def add(
+        calls: list[tuple[ModelSpec, int, int]], turns: int = 1, conversations: int = 0
+    ) -> None:
+        for spec, prompt, out in calls:
+            row = result.per_model.setdefault(spec.model, ModelEstimate())
+            row.calls += turns
+            row.input_tokens += prompt * turns + conversations
+            row.output_tokens += out * turns
+
+    # Every turn makes the same calls, each prompt its conversation longer: the sums over the
+    # turns are the turns' count and their conversations' total (the calls are added once).
+    conversations = 0
     for item in items:
         result.items += 1
         if item.id in done:
@@ -190,17 +200,13 @@ def estimate(
             conversation += _message_tokens(text)
             if replay is not None:
                 stored = replay[item.id]["turns"]
-                calls = _replay_calls(
-                    ctx, conversation, stored[n]["layers"] if n < len(stored) else []
-                )
+                layers = stored[n]["layers"] if n < len(stored) else []
+                add(_replay_calls(ctx, conversation, layers))
             else:
-                calls = [(spec, prompt + conversation, out) for spec, prompt, out in turn]
-            for spec, prompt, out in calls:
-                row = result.per_model.setdefault(spec.model, ModelEstimate())
-                row.calls += 1
-                row.input_tokens += prompt
-                row.output_tokens += out
+                conversations += conversation
             conversation += answer + MESSAGE_OVERHEAD  # the answer stays in the conversation
+    if replay is None and result.turns:
+        add(_turn_calls(ctx, 0), result.turns, conversations)
     return _measured(result, finished)
 
 
