@@ -939,7 +939,8 @@ class FakeOpenAIServer:
             known = script is not None
             failure: Failure | None = None
             usable = isinstance(parsed, dict) and model and isinstance(messages_raw, list)
-            wait = self._over_limit(model, arrived) if usable else None
+            # The clock read under the lock: the window's times stay in order across threads.
+            wait = self._over_limit(model, time.perf_counter()) if usable else None
             if wait is not None:
                 failure = Failure(
                     status=429,

@@ -93,7 +93,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, server: FakeOpenAIServ
     config = write_config(tmp_path / "c.toml", server)
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "fine"}\n{"prompt": oops}\n')
-    out = str(tmp_path / "o.jsonl")
+    out = str(tmp_path / "o.jsonl")  # in the test's folder, never the repository's
     cases = [
         (["batch", str(bad), "-o", out, "-c", str(config)], "bad.jsonl: line 2: not valid"),
         (
@@ -102,7 +102,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, server: FakeOpenAIServ
         ),
         (["batch", str(bad), "-c", str(config)], "give the output file with -o"),
         (
-            ["batch", str(bad), "-o", out, "-f", "csv", "-c", str(config)],
+            ["batch", str(bad), "-o", str(tmp_path / "o.json"), "-f", "csv", "-c", str(config)],
             "choose one of jsonl",
         ),
         (["batch", str(bad), "-o", out, "-j", "0", "-c", str(config)], "--concurrency"),

@@ -128,6 +128,15 @@ class ServerTurns:
             raise ServerRunError("server", f"the server failed the run: {exc}") from None
         except httpx.HTTPError as exc:
             raise ServerRunError("server", f"the server failed the run: {exc}") from None
+        except ValueError as exc:
+            # The SDK could not decode the answer (json/orjson errors are ValueErrors): its body
+            # was cut off because the server went away mid-answer. The run is lost, as on a 404.
+            if not last:
+                return None
+            raise ServerGoneError(
+                f"lost the LangGraph server at {self.url} mid-answer ({type(exc).__name__}: "
+                f"{exc}); the finished items are kept: run the same command again once it is back"
+            ) from None
         if not isinstance(out, dict):
             raise ServerRunError("server", f"the server returned {type(out).__name__}, not a state")
         if "__error__" in out:
