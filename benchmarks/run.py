@@ -279,6 +279,8 @@ def _side_by_side_lines(rows: list[dict[str, Any]]) -> list[str]:
         f"{max(PROPOSAL_TOKENS)} tokens, a {batch.ANSWER_TOKENS}-token answer, no rate limit. "
         "CPU is the child's own (`wait4`: user + system, start-up included) per item; peak RSS "
         "its VmHWM; start-up the time from spawning it to the first request the server saw. "
+        "Both run compiled bytecode, as installed: the checkout's own modules are compiled "
+        "first (`compile_package`), as the script's SDK is in site-packages. "
         "Medians over the rounds. The machine is shared and loaded (see the load average "
         "above): absolute times stretch with the load, and only the ratios, measured side by "
         "side and alternating, are meaningful.",

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from langgraph_moa.core.command import err, exit_with, model_flags
+from langgraph_moa.core.command import err, exit_with, model_flags, startup
 
 ORDER = 10
 
@@ -108,7 +108,8 @@ def batch(
     *,
     flags: dict[str, Any],
 ) -> None:
-    from langgraph_moa.apps.batch.run import batch as run
+    with startup():  # LangChain, LangGraph and the SDKs it imports: without the collector
+        from langgraph_moa.apps.batch.run import batch as run
 
     exit_with(
         lambda: run(

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from langgraph_moa.core.command import err, exit_with, fail, model_flags
+from langgraph_moa.core.command import err, exit_with, fail, model_flags, startup
 
 ORDER = 20
 
@@ -76,7 +76,8 @@ def compare(
     flags: dict[str, Any],
 ) -> None:
     try:
-        from langgraph_moa.apps.compare.run import compare as run
+        with startup():  # LangChain, LangGraph and the SDKs it imports: without the collector
+            from langgraph_moa.apps.compare.run import compare as run
     except ImportError as exc:  # numpy / matplotlib come with the extra
         fail(
             f"moa compare needs the 'compare' extra ({exc.name} is missing): "

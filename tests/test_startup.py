@@ -1,0 +1,64 @@
+"""``moa batch``'s start-up: LangChain, LangSmith, LangGraph and the OpenAI SDK are imported with
+the cyclic garbage collector off (``startup`` in core/command.py).
+
+Those imports make hundreds of thousands of long-lived objects; with the collector on, it walks
+them again and again while they are made. Pinned by behaviour, not by time (the machine is
+shared): a real one-item run against the fake server records, as each package is first
+imported, whether the collector was on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from batch_helpers import prompts, read_records, write_config, write_items
+from fake_openai import FakeOpenAIServer
+
+HEAVY = ("langchain_core.language_models.chat_models", "langsmith", "langgraph.graph", "openai")
+
+# `moa` as its entry point runs it, with an import hook (the public sys.meta_path protocol) that
+# notes gc.isenabled() at each first import of a HEAVY package and finds nothing itself.
+WATCHED_MOA = f"""
+import gc, json, sys
+
+seen = {{}}
+
+class Watch:
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        if name in {HEAVY!r} and name not in seen:
+            seen[name] = gc.isenabled()
+        return None
+
+sys.meta_path.insert(0, Watch)
+sys.argv = ["moa", *sys.argv[1:]]
+from langgraph_moa.cli import main
+try:
+    main()
+finally:
+    print("collector on at import:", json.dumps(seen), file=sys.stderr)
+"""
+
+
+def test_batch_imports_the_stack_with_the_collector_off(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    items = write_items(tmp_path / "in.jsonl", prompts(1))
+    config = write_config(tmp_path / "moa.toml", server)
+    out = tmp_path / "out.jsonl"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TOGETHER_", "OPENAI_"))}
+    done = subprocess.run(
+        [sys.executable, "-c", WATCHED_MOA, "batch", str(items), "-o", str(out), "-c", str(config)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert [r["status"] for r in read_records(out)] == ["ok"]
+    line = done.stderr.rsplit("collector on at import: ", 1)[1].splitlines()[0]
+    assert json.loads(line) == dict.fromkeys(HEAVY, False)
