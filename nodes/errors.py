@@ -215,3 +215,6 @@ class CallCacheError(MoAError):
     def __init__(self, path: str, problem: str, hint: str) -> None:
         super().__init__(f"the call cache {path}: {problem}: {hint}")
         self.path, self.problem, self.hint = path, problem, hint
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.path, self.problem, self.hint))
