@@ -87,7 +87,10 @@ from langgraph_moa.nodes.records import (
     Usage,
     usage_of,
 )
+from langgraph_moa.nodes.resumed import saved_writes
 
+# Why a proposal the step's failure cut short has no text (a resume asks for it again).
+RUN_FAILED = "cancelled: the run failed"
 # Ends a proposal still being written, in the references of a chunk request.
 UNFINISHED = "\n[unfinished: this response is still being written]"
 # Failures worth another request (the call loop's rule, nodes/models/calls.py).
@@ -134,11 +137,17 @@ class _Run:
     ctx: Context
     messages: list[AnyMessage]
     key: str  # the superstep's; also the run's group key for the quorum (nodes/models/quorum.py)
+    # The graph run's ``RunControl``, held so that its id (in ``key``) names no other run while
+    # this one is kept.
+    control: object = None
     start: float = field(default_factory=time.perf_counter)
     layers: list[list[_Source]] = field(default_factory=list)
     nodes: int = 0  # the superstep's nodes: one per proposer, and the aggregator
     left: int = 0  # nodes that have ended
     closed: bool = False  # the answer is complete, or the step failed: no call starts any more
+    failed: bool = False  # the step failed (or was cancelled)
+    answered: bool = False  # resumed after the aggregator's answer was saved: nothing to do
+    ready: asyncio.Event = field(default_factory=asyncio.Event)  # what was saved is applied
     crash: BaseException | None = None  # an error a call raised (not a model failure)
     crashed: asyncio.Event = field(default_factory=asyncio.Event)
     # Requests and tokens of every writer but the aggregator (later-layer proposers).
@@ -153,7 +162,7 @@ class _Run:
     def claim(self, source: _Source) -> asyncio.Task[None] | None:
         """``source``'s call, started now if nobody has started it (as a task of the caller's
         context: its node's callbacks and stream writer); None once the run is closed."""
-        if source.task is None and not self.closed:
+        if source.task is None and source.work is not None and not self.closed:
             source.task = asyncio.create_task(_call(self, source))
         return source.task
 
@@ -469,7 +478,7 @@ async def _answer(
 
 # --- the superstep's nodes ---------------------------------------------------------------------
 
-# Runs by superstep (``_run_key``), made by the step's first node, dropped when its last ends.
+# Runs by superstep run (``_run_key``), made by the step's first node, dropped when its last ends.
 _RUNS: dict[str, _Run] = RESOURCES.staircases
 # Runs whose step failed: a node LangGraph starts after the failure (the sync runner runs every
 # task it queued) finds its run closed instead of starting its call again. Async steps cancel
@@ -485,14 +494,16 @@ def active_runs() -> int:
 
 def _run_key(runtime: Runtime[Context]) -> str:
     # Every task of a superstep shares its checkpoint id (a fresh id per step of every run,
-    # checkpointer or not); LangGraph always sets it in a graph.
+    # checkpointer or not; LangGraph always sets it in a graph), but a resume of the step runs
+    # it again under the same id: the graph run's ``RunControl`` (one per ``invoke``/``stream``,
+    # shared with its subgraphs) tells this run of the step from an earlier, failed one.
     info = runtime.execution_info
     assert info is not None, "a staircase node runs in a LangGraph graph"
-    return f"{info.checkpoint_id}:stair"
+    return f"{info.checkpoint_id}:{id(runtime.control):x}:stair"
 
 
-def _new_run(ctx: Context, messages: list[AnyMessage], key: str) -> _Run:
-    run = _Run(ctx, messages, key)
+def _new_run(ctx: Context, messages: list[AnyMessage], key: str, control: object) -> _Run:
+    run = _Run(ctx, messages, key, control)
     for layer in range(1, ctx.layers):
         specs = ctx.proposers_of(layer)
         sources = [_Source(Growing(), _record(layer, i, s)) for i, s in enumerate(specs)]
@@ -506,18 +517,59 @@ def _new_run(ctx: Context, messages: list[AnyMessage], key: str) -> _Run:
     return run
 
 
+def _resume(run: _Run, saved: Sequence[tuple[str, str, Any]]) -> None:
+    """Take what an earlier run of this step saved (nodes/resumed.py): LangGraph runs again only
+    the nodes with nothing saved, so the run waits for those alone. A saved proposal is used as
+    it is, never asked for again, except one the step's failure cut short, whose call the run
+    makes again (started by its readers: its own node, which returned it, does not run)."""
+    kept: dict[tuple[int, int], Proposal] = {}
+    for _task, channel, value in saved:
+        if channel == "answer":  # the aggregator finished: only proposer nodes run, for nothing
+            run.answered = run.closed = True
+        elif channel == "proposals" and isinstance(value, list):  # a proposer node's write
+            kept.update(((r["layer"], r["index"]), r) for r in value)
+    sources = [s for layer in run.layers for s in layer]
+    run.nodes = sum(1 for s in sources if _at(s.record) not in kept) + (not run.answered)
+    for source in sources:
+        record = kept.get(_at(source.record))
+        if record is None or run.answered or _cut(record):
+            continue
+        source.record, source.work = record, None
+        if record["error"] is None:
+            source.growing.finish(text=record["text"])
+        else:
+            source.growing.finish(failed=True)
+
+
+def _at(record: Proposal) -> tuple[int, int]:
+    return record["layer"], record["index"]
+
+
+def _cut(record: Proposal) -> bool:
+    error = record["error"]
+    return error is not None and error["kind"] == "cancelled" and error["message"] == RUN_FAILED
+
+
 @asynccontextmanager
 async def _joined(runtime: Runtime[Context], messages: list[AnyMessage]) -> AsyncIterator[_Run]:
     """This node's superstep's run (made by the step's first node)."""
     key = _run_key(runtime)
     run = _RUNS.get(key) or _FAILED.get(key)
+    made = run is None
     if run is None:
-        run = _RUNS[key] = _new_run(runtime.context, messages, key)
+        run = _RUNS[key] = _new_run(runtime.context, messages, key, runtime.control)
     try:
+        if made:
+            try:
+                _resume(run, await saved_writes(runtime))
+            finally:
+                run.ready.set()
+        await run.ready.wait()
         yield run
     except BaseException:
         # The step fails or is cancelled: none of its calls is needed any more.
-        _close(run, "cancelled: the run failed")
+        run.failed = True
+        _close(run, RUN_FAILED)
         if _RUNS.get(key) is run:
             del _RUNS[key]
             _FAILED[key] = run
@@ -534,6 +586,8 @@ async def staircase_propose(task: ProposeTask, runtime: Runtime[Context]) -> dic
     """One proposer of a staircase run: its call (started here unless a reader started it
     first), its proposal once the call has ended."""
     async with _joined(runtime, task["messages"]) as run:
+        if run.answered:
+            return {}  # the saved answer holds every layer as the aggregator read it
         source = run.layers[task["layer"] - 1][task["index"]]
         call = run.claim(source)
         if call is not None:
