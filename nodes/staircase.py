@@ -478,13 +478,16 @@ async def _answer(
 
 # --- the superstep's nodes ---------------------------------------------------------------------
 
-# Runs by superstep run (``_run_key``), made by the step's first node, dropped when its last ends.
+# Runs in flight by superstep run (``_run_key``), made by the step's first node.
 _RUNS: dict[str, _Run] = RESOURCES.staircases
-# Runs whose step failed: a node LangGraph starts after the failure (the sync runner runs every
-# task it queued) finds its run closed instead of starting its call again. Async steps cancel
-# their nodes, some before they start, so a failed run cannot wait for all of them to end.
-_FAILED: OrderedDict[str, _Run] = OrderedDict()
-_FAILED_KEPT = 64
+# Runs no longer in flight (the aggregator's node ended, or the step failed) whose step has nodes
+# LangGraph has not started yet: such a node finds its run closed instead of starting its call
+# again. A run is dropped when the step's last node ends; but a failed or cancelled step's
+# LangGraph cancels nodes before they start (async), or the step fails outside any of them, so a
+# run cannot wait for all of them: it is dropped at the latest once ``_ENDED_KEPT`` runs ended
+# after it.
+_ENDED: OrderedDict[str, _Run] = OrderedDict()
+_ENDED_KEPT = 64
 
 
 def active_runs() -> int:
@@ -550,11 +553,24 @@ def _cut(record: Proposal) -> bool:
     return error is not None and error["kind"] == "cancelled" and error["message"] == RUN_FAILED
 
 
+def _end(run: _Run) -> None:
+    """The run is no longer in flight; kept for its nodes still to come."""
+    if _RUNS.get(run.key) is run:
+        del _RUNS[run.key]
+        if run.left < run.nodes:
+            _ENDED[run.key] = run
+            while len(_ENDED) > _ENDED_KEPT:
+                _ENDED.popitem(last=False)
+
+
 @asynccontextmanager
-async def _joined(runtime: Runtime[Context], messages: list[AnyMessage]) -> AsyncIterator[_Run]:
-    """This node's superstep's run (made by the step's first node)."""
+async def _joined(
+    runtime: Runtime[Context], messages: list[AnyMessage], *, ends: bool = False
+) -> AsyncIterator[_Run]:
+    """This node's superstep's run (made by the step's first node). ``ends``: the run is no
+    longer in flight once this node ends (the aggregator's)."""
     key = _run_key(runtime)
-    run = _RUNS.get(key) or _FAILED.get(key)
+    run = _RUNS.get(key) or _ENDED.get(key)
     made = run is None
     if run is None:
         run = _RUNS[key] = _new_run(runtime.context, messages, key, runtime.control)
@@ -564,22 +580,24 @@ async def _joined(runtime: Runtime[Context], messages: list[AnyMessage]) -> Asyn
                 _resume(run, await saved_writes(runtime))
             finally:
                 run.ready.set()
+            if run.answered:
+                _end(run)
         await run.ready.wait()
         yield run
     except BaseException:
         # The step fails or is cancelled: none of its calls is needed any more.
         run.failed = True
         _close(run, RUN_FAILED)
-        if _RUNS.get(key) is run:
-            del _RUNS[key]
-            _FAILED[key] = run
-            while len(_FAILED) > _FAILED_KEPT:
-                _FAILED.popitem(last=False)
+        _end(run)
         raise
     finally:
         run.left += 1
-        if run.left >= run.nodes and _RUNS.get(key) is run:
-            del _RUNS[key]
+        if run.left >= run.nodes:
+            for runs in (_RUNS, _ENDED):
+                if runs.get(key) is run:
+                    del runs[key]
+        elif ends:
+            _end(run)
 
 
 async def staircase_propose(task: ProposeTask, runtime: Runtime[Context]) -> dict[str, Any]:
@@ -598,7 +616,7 @@ async def staircase_propose(task: ProposeTask, runtime: Runtime[Context]) -> dic
 
 async def staircase_aggregate(state: StaircaseInput, runtime: Runtime[Context]) -> dict[str, Any]:
     """The aggregator of a staircase run: its answer, written while the proposals grow."""
-    async with _joined(runtime, state["messages"]) as run:
+    async with _joined(runtime, state["messages"], ends=True) as run:
         spec, written, failure = await _aggregate(run)
     ctx = run.ctx
     usage = written.usage

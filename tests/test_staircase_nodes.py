@@ -211,14 +211,14 @@ async def test_a_resumed_step_asks_no_finished_proposer_again_and_leaves_no_run(
     thread is resumed from its checkpoint (``invoke(None, config)``, as a LangGraph server
     resumes a thread's run): the answer streams from the saved p1 and the asked-again p2, p3,
     p1 is not asked again, and no run is left. ``between``: another thread's staircase run
-    failed in the meantime, and the first failed run is no longer remembered."""
+    failed in the meantime (and, one ended run kept here, pushed the first one out)."""
     from fake_openai import Failure
     from langgraph.checkpoint.memory import InMemorySaver
 
     from langgraph_moa.nodes import staircase
     from langgraph_moa.nodes.errors import AggregatorError
 
-    monkeypatch.setattr(staircase, "_FAILED_KEPT", 1)
+    monkeypatch.setattr(staircase, "_ENDED_KEPT", 1)
     saved = build_moa_graph().compile(checkpointer=InMemorySaver())
     ctx = context(server)
 
@@ -281,5 +281,39 @@ async def test_a_resumed_step_whose_layer_failed_fails_again_without_asking_anyo
     asked = len(server.requests)
     with pytest.raises(LayerFailedError):
         await saved.ainvoke(None, config, context=ctx)
+    assert len(server.requests) == asked
+    assert active_runs() == 0
+
+
+# LangGraph cancels the step's nodes it had not started: their coroutines were never awaited.
+@pytest.mark.filterwarnings("ignore:coroutine 'arun_with_retry' was never awaited")
+async def test_a_step_resumed_after_its_answer_was_saved_asks_nothing(
+    server: FakeOpenAIServer,
+) -> None:
+    """The step fails after the aggregator's node saved the answer (one task at a time, the
+    aggregator first: a callback fails the first proposer node started after it, as Ctrl-C or
+    a dying worker could). A resume runs the proposer nodes alone: they ask nothing, the saved
+    answer stands, and no run is left."""
+    from langchain_core.callbacks import BaseCallbackHandler
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    class FailFirstProposerNode(BaseCallbackHandler):
+        raise_error = True
+
+        def on_chain_start(self, serialized: Any, inputs: Any, **kw: Any) -> None:
+            if (kw.get("metadata") or {}).get("langgraph_node") == "staircase_propose":
+                raise RuntimeError("the step is cut")
+
+    script(server)
+    saved = build_moa_graph().compile(checkpointer=InMemorySaver())
+    config: Any = {"configurable": {"thread_id": "t"}, "max_concurrency": 1}
+    ctx = context(server)
+    with pytest.raises(RuntimeError, match="the step is cut"):
+        await saved.ainvoke(
+            QUESTION, {**config, "callbacks": [FailFirstProposerNode()]}, context=ctx
+        )
+    asked = len(server.requests)
+    final = await saved.ainvoke(None, config, context=ctx)
+    assert final["messages"][-1].text == ANSWER
     assert len(server.requests) == asked
     assert active_runs() == 0
