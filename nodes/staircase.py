@@ -25,7 +25,9 @@ that fails (or is cut by the quorum or the straggler grace) is dropped from late
 left with fewer than ``min_proposals`` answers fails the run. A chunk request that fails after
 streaming part of its text keeps that text (it was shown) and the retry continues from it, so the
 streamed answer is always every request's text in order. When the aggregator fails for good the
-fallback aggregator (if any) writes the answer again, announced by ``answer_fallback``.
+fallback aggregator (if any) writes the answer again, announced by ``answer_fallback``. A step
+resumed after it failed (a checkpointer's thread run again) asks no finished proposer again: it
+takes what the step's nodes saved (``_resume``).
 
 A proposal answered by the call cache (a resumed ``moa batch`` or ``moa compare``) arrives whole;
 it is replayed to its readers piece by piece as they ask for it (``Growing.replay``), so the
@@ -142,10 +144,10 @@ class _Run:
     control: object = None
     start: float = field(default_factory=time.perf_counter)
     layers: list[list[_Source]] = field(default_factory=list)
-    nodes: int = 0  # the superstep's nodes: one per proposer, and the aggregator
+    nodes: int = 0  # the step's nodes LangGraph runs: one per proposer, and the aggregator
+    # (on a resume, only those that saved nothing: ``_resume``)
     left: int = 0  # nodes that have ended
     closed: bool = False  # the answer is complete, or the step failed: no call starts any more
-    failed: bool = False  # the step failed (or was cancelled)
     answered: bool = False  # resumed after the aggregator's answer was saved: nothing to do
     ready: asyncio.Event = field(default_factory=asyncio.Event)  # what was saved is applied
     crash: BaseException | None = None  # an error a call raised (not a model failure)
@@ -586,7 +588,6 @@ async def _joined(
         yield run
     except BaseException:
         # The step fails or is cancelled: none of its calls is needed any more.
-        run.failed = True
         _close(run, RUN_FAILED)
         _end(run)
         raise
