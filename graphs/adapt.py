@@ -46,7 +46,7 @@ from langgraph.runtime import RunControl, Runtime
 from langgraph_moa.graphs.retried import refuse_retried_batch_run
 from langgraph_moa.nodes.context import Context, resolve_context
 from langgraph_moa.nodes.models.resources import RESOURCES
-from langgraph_moa.nodes.models.sync_runs import INTERRUPTED, interrupted
+from langgraph_moa.nodes.models.sync_runs import CancelScope, cancelled
 
 AsyncNode = Callable[[Any, Runtime[Context]], Awaitable[Any]]
 # Checks a run's resolved context before the node sees it (the unrolled graph's shape check).
@@ -60,10 +60,11 @@ CLOSE_WAIT_S = 5.0
 def run_sync(coroutine: Coroutine[Any, Any, T], run: RunControl | None = None) -> T:
     """Run ``coroutine`` on the portal loop with this thread's context variables; wait.
 
-    If the wait ends with an exception (this thread gave up, or Ctrl-C cancelled ``run``'s tasks
-    from the main thread), the task is cancelled, and the exception goes on once the task has
-    finished (its requests closed) or ``CLOSE_WAIT_S`` passed. Once Ctrl-C interrupted ``run``,
-    its tasks do not start: ``KeyboardInterrupt`` (not retried, like the caller's own).
+    If the wait ends with an exception (this thread gave up, or Ctrl-C or ``scope.cancel()``
+    cancelled ``run``'s or the caller's scope's tasks from another thread), the task is cancelled,
+    and the exception goes on once the task has finished (its requests closed) or ``CLOSE_WAIT_S``
+    passed. Once ``run`` or the scope is cancelled, their tasks do not start:
+    ``KeyboardInterrupt`` with the reason (not retried, like the caller's own).
     """
     runs = RESOURCES.sync_runs
     finished = threading.Event()
@@ -72,19 +73,32 @@ def run_sync(coroutine: Coroutine[Any, Any, T], run: RunControl | None = None) -
         return asyncio.run_coroutine_threadsafe(_watched(coroutine, finished), RESOURCES.portal())
 
     future = runs.start(run, submit)
-    if future is None:
+    if isinstance(future, str):
         coroutine.close()
-        raise KeyboardInterrupt(INTERRUPTED)
+        raise KeyboardInterrupt(future)
     try:
         return future.result()
     except BaseException as error:
         if future.cancel():
             finished.wait(CLOSE_WAIT_S)
-        if interrupted(run) and not isinstance(error, KeyboardInterrupt):
-            raise KeyboardInterrupt(INTERRUPTED) from error
+        if (reason := cancelled(run)) and not isinstance(error, KeyboardInterrupt):
+            raise KeyboardInterrupt(reason) from error
         raise
     finally:
         runs.finished(future)
+
+
+def cancel_on_interrupt() -> CancelScope:
+    """A scope whose sync MoA runs Ctrl-C (in the main thread) or ``scope.cancel()`` cancels.
+
+    ``with cancel_on_interrupt() as scope:`` around sync calls of a graph holding MoA (``stream``
+    in any mode, ``batch``, MoA inside your own graph, the unrolled graph...): their provider
+    requests close and ``KeyboardInterrupt`` goes on at once, instead of after the slow models
+    answer. In the main thread the block holds SIGINT, chained to the handler that was there
+    (which still decides what Ctrl-C means) and restored at the end. ``scope.cancel()`` from any
+    thread cancels the same way. See docs/composition.md, "Sync and async".
+    """
+    return RESOURCES.sync_runs.scope()
 
 
 async def _watched(coroutine: Coroutine[Any, Any, T], finished: threading.Event) -> T:

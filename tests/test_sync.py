@@ -23,9 +23,10 @@ from langchain_core.messages import HumanMessage
 from langchain_core.runnables import Runnable
 from langgraph.graph import START, MessagesState, StateGraph
 
-from langgraph_moa import ConfigError, build_moa_graph, graph, moa_node
+from langgraph_moa import ConfigError, build_moa_graph, cancel_on_interrupt, graph, moa_node
 from langgraph_moa.graphs import replay_graph
 from langgraph_moa.nodes import context as context_module
+from langgraph_moa.nodes.models.sync_runs import CANCELLED
 
 
 @dataclass
@@ -299,4 +300,72 @@ def test_ctrl_c_cancels_the_main_threads_run_not_another_threads(
     assert all(r.disconnected for r in server.requests if r.model.startswith("main"))
     assert not any(r.disconnected for r in server.requests if r.model.startswith("side"))
     assert answers and answers[0]["messages"][-1].content == "the side answer"
+    assert not server.requests_for("agg")
+
+
+def _slow_layer(server: FakeOpenAIServer, prefix: str, count: int) -> list[str]:
+    names = [f"{prefix}{i}" for i in range(count)]
+    for name in names:
+        server.script(name, "never seen", ttft=30)
+    return names
+
+
+def _user_graph_with_moa() -> Any:
+    """A user's sync graph whose one node is MoA (a subgraph), streamed with subgraphs=True."""
+    parent = StateGraph(MessagesState)
+    parent.add_node("moa", graph)
+    parent.add_edge(START, "moa")
+    return parent.compile()
+
+
+def _sync_call(face: str, ctx: Any) -> None:
+    """A sync call LangGraph runs wholly in its worker threads (no MoA node in the caller's)."""
+    inputs = {"messages": [HumanMessage("hi")]}
+    if face == "stream messages":
+        for _ in graph.stream(inputs, context=ctx, stream_mode="messages"):
+            pass
+    elif face == "user graph, stream messages":
+        runnable = _user_graph_with_moa()
+        for _ in runnable.stream(inputs, context=ctx, stream_mode="messages", subgraphs=True):
+            pass
+    else:  # batch: two questions, each with its own worker thread
+        graph.batch([inputs, inputs], context=ctx)
+
+
+@pytest.mark.parametrize("face", ["stream messages", "user graph, stream messages", "batch"])
+@pytest.mark.parametrize("how", ["Ctrl-C", "scope.cancel()"])
+def test_in_a_cancel_scope_giving_up_closes_every_request_at_once(
+    server: FakeOpenAIServer, face: str, how: str
+) -> None:
+    """Inside ``cancel_on_interrupt()``, Ctrl-C (a real SIGINT) or ``scope.cancel()`` from a timer
+    thread, while LangGraph's workers wait on slow proposers: every request closes at once,
+    ``KeyboardInterrupt`` reaches the caller without waiting for the models, the aggregator is
+    never called, and SIGINT's handler is Python's default again after the block."""
+    names = _slow_layer(server, "slow", 2)
+    ctx = fake_context(server, names, max_attempts=1)
+    open_at_once = 4 if face == "batch" else 2
+    with cancel_on_interrupt() as scope:
+        if how == "Ctrl-C":
+            action: Any = lambda: os.kill(os.getpid(), signal.SIGINT)  # noqa: E731
+        else:
+            action = scope.cancel
+        watcher = _when_in_flight(server, open_at_once, action)
+        start = time.perf_counter()
+        try:
+            with pytest.raises(KeyboardInterrupt) as raised:
+                _sync_call(face, ctx)
+        finally:
+            watcher.join()
+        gave_up = time.perf_counter()
+    assert gave_up - start < 15  # not the 30 s the proposers would take
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert scope.cancelled
+    if how == "scope.cancel()":
+        assert raised.value.args == (CANCELLED,)
+    assert server.wait_idle(2)
+    requests = server.requests
+    assert len(requests) == open_at_once
+    for request in requests:
+        assert request.disconnected
+        assert request.finished is not None and request.finished - gave_up < 1
     assert not server.requests_for("agg")
