@@ -34,9 +34,10 @@ passes it ``runtime``; tests/test_private_apis.py fails if it changes. It never 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import threading
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
@@ -46,7 +47,7 @@ from langgraph.runtime import RunControl, Runtime
 from langgraph_moa.graphs.retried import refuse_retried_batch_run
 from langgraph_moa.nodes.context import Context, resolve_context
 from langgraph_moa.nodes.models.resources import RESOURCES
-from langgraph_moa.nodes.models.sync_runs import CancelScope, cancelled
+from langgraph_moa.nodes.models.sync_runs import CLOSED, CancelScope, cancelled
 
 AsyncNode = Callable[[Any, Runtime[Context]], Awaitable[Any]]
 # Checks a run's resolved context before the node sees it (the unrolled graph's shape check).
@@ -106,6 +107,36 @@ async def _watched(coroutine: Coroutine[Any, Any, T], finished: threading.Event)
         return await coroutine
     finally:
         finished.set()
+
+
+def cancellable(items: Iterator[T]) -> Iterator[T]:
+    """``items``, a sync stream of MoA runs, stepped in a ``cancel_on_interrupt()`` scope of its
+    own: Ctrl-C in the main thread, or closing the stream before its end, cancels its MoA calls.
+
+    The scope's context variable is set in a copy of the caller's context that only the stream's
+    steps run in (LangGraph's workers copy it from there), so it never leaks into the caller's
+    code between items, as one set in a generator's body would.
+    """
+    scope = cancel_on_interrupt()
+    context = contextvars.copy_context()
+    context.run(scope.__enter__)
+    try:
+        while True:
+            try:
+                item = context.run(next, items)
+            except StopIteration:
+                return
+            yield item
+    except BaseException:
+        # Ctrl-C (already cancelled), the stream's own error, or the caller closing it early
+        # (GeneratorExit): LangGraph would wait for the models in flight to answer.
+        scope.cancel(CLOSED)
+        raise
+    finally:
+        close = getattr(items, "close", None)
+        if close is not None:
+            context.run(close)
+        context.run(scope.__exit__, None, None, None)
 
 
 def _hands_off(result: Any) -> bool:

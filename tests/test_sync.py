@@ -23,7 +23,14 @@ from langchain_core.messages import HumanMessage
 from langchain_core.runnables import Runnable
 from langgraph.graph import START, MessagesState, StateGraph
 
-from langgraph_moa import ConfigError, build_moa_graph, cancel_on_interrupt, graph, moa_node
+from langgraph_moa import (
+    ChatMoA,
+    ConfigError,
+    build_moa_graph,
+    cancel_on_interrupt,
+    graph,
+    moa_node,
+)
 from langgraph_moa.graphs import replay_graph
 from langgraph_moa.nodes import context as context_module
 from langgraph_moa.nodes.models.sync_runs import CANCELLED
@@ -369,3 +376,47 @@ def test_in_a_cancel_scope_giving_up_closes_every_request_at_once(
         assert request.disconnected
         assert request.finished is not None and request.finished - gave_up < 1
     assert not server.requests_for("agg")
+
+
+@pytest.mark.parametrize("face", ["stream", "batch"])
+def test_chat_moas_own_sync_calls_need_no_scope(server: FakeOpenAIServer, face: str) -> None:
+    """``ChatMoA.stream``/``batch`` from the main thread take SIGINT themselves for the call:
+    Ctrl-C closes every request at once, and the handler is Python's default again after."""
+    chat = ChatMoA(context=fake_context(server, _slow_layer(server, "slow", 2), max_attempts=1))
+    open_at_once = 4 if face == "batch" else 2
+    watcher = _when_in_flight(server, open_at_once, lambda: os.kill(os.getpid(), signal.SIGINT))
+    start = time.perf_counter()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            if face == "stream":
+                for _ in chat.stream("hi"):
+                    pass
+            else:
+                chat.batch(["hi", "hello"])
+    finally:
+        watcher.join()
+    gave_up = time.perf_counter()
+    assert gave_up - start < 15  # not the 30 s the proposers would take
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert server.wait_idle(2)
+    assert len(server.requests) == open_at_once
+    assert all(request.disconnected for request in server.requests)
+    assert not server.requests_for("agg")
+
+
+def test_closing_chat_moas_sync_stream_early_closes_the_answers_request(
+    server: FakeOpenAIServer,
+) -> None:
+    """A caller who stops reading ``ChatMoA.stream`` after the first token and closes it: the
+    aggregator's request closes then, rather than LangGraph waiting for the whole answer."""
+    server.script("a", "a proposal")
+    server.script("agg", " ".join(["word"] * 200), token_delay=0.1)
+    chat = ChatMoA(context=fake_context(server, ["a"], max_attempts=1))
+    stream = chat.stream("hi")
+    assert next(stream).content
+    start = time.perf_counter()
+    stream.close()  # what leaving a ``with closing(...)`` or dropping the iterator does
+    assert time.perf_counter() - start < 10  # not the 20 s the answer would take
+    assert server.wait_idle(2)
+    (request,) = server.requests_for("agg")
+    assert request.disconnected

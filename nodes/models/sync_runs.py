@@ -12,9 +12,9 @@ from here, by owner: each task in flight is recorded under its run (LangGraph's
 ``CancelScope``s, if any (a context variable: LangGraph and langchain-core copy the caller's
 context into their worker threads, so the tasks of a scope's runs see it).
 
-Cancelling an owner (``interrupt``) marks it, so that its tasks not started yet (``max_concurrency``,
-later steps) never start, then cancels its tasks in flight: each closes its requests, and the
-thread waiting on it raises ``KeyboardInterrupt`` once it has. A run is marked by
+Cancelling an owner (``interrupt``) marks it, so that its tasks not started yet
+(``max_concurrency``, later steps) never start, then cancels its tasks in flight: each closes its
+requests, and the thread waiting on it raises ``KeyboardInterrupt`` once it has. A run is marked by
 ``request_drain(INTERRUPTED)``, so LangGraph starts no further step of it either.
 
 Who cancels:
@@ -58,6 +58,8 @@ INTERRUPTED = "moa: the sync caller gave up (Ctrl-C)"
 """The drain reason of a run Ctrl-C interrupted, and the reason of a scope it cancelled."""
 CANCELLED = "moa: the run was cancelled (CancelScope.cancel)"
 """The reason of a scope cancelled by ``cancel()`` with no reason of its own."""
+CLOSED = "moa: the sync stream was closed before its end"
+"""The reason of a MoA stream's own scope cancelled by its caller closing it (or by an error)."""
 
 
 class CancelScope:
@@ -122,12 +124,10 @@ class CancelScope:
         traceback: TracebackType | None,
     ) -> None:
         handler, self._handler = self._handler, None
-        if (
-            handler is not None
-            and threading.current_thread() is threading.main_thread()
-            and signal.getsignal(signal.SIGINT) is handler
-        ):
-            signal.signal(signal.SIGINT, handler.previous)
+        if handler is not None and threading.current_thread() is threading.main_thread():
+            previous = handler.previous
+            if signal.getsignal(signal.SIGINT) is handler:  # else the user's since: kept
+                signal.signal(signal.SIGINT, previous)
         if self._token is not None:
             _SCOPE.reset(self._token)
 
