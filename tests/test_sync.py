@@ -326,7 +326,7 @@ def _user_graph_with_moa() -> Any:
 
 
 def _sync_call(face: str, ctx: Any) -> None:
-    """A sync call LangGraph runs wholly in its worker threads (no MoA node in the caller's)."""
+    """A sync call whose MoA layer LangGraph runs in its worker threads."""
     inputs = {"messages": [HumanMessage("hi")]}
     if face == "stream messages":
         for _ in graph.stream(inputs, context=ctx, stream_mode="messages"):
@@ -335,11 +335,17 @@ def _sync_call(face: str, ctx: Any) -> None:
         runnable = _user_graph_with_moa()
         for _ in runnable.stream(inputs, context=ctx, stream_mode="messages", subgraphs=True):
             pass
+    elif face == "unrolled graph":  # no MoA router in the caller's thread to take SIGINT
+        build_moa_graph(unroll=ctx).compile().invoke(inputs)
+    elif face == "invoke":  # what MoA covers with no scope: the scope holds SIGINT instead
+        graph.invoke(inputs, context=ctx)
     else:  # batch: two questions, each with its own worker thread
         graph.batch([inputs, inputs], context=ctx)
 
 
-@pytest.mark.parametrize("face", ["stream messages", "user graph, stream messages", "batch"])
+@pytest.mark.parametrize(
+    "face", ["stream messages", "user graph, stream messages", "batch", "unrolled graph", "invoke"]
+)
 @pytest.mark.parametrize("how", ["Ctrl-C", "scope.cancel()"])
 def test_in_a_cancel_scope_giving_up_closes_every_request_at_once(
     server: FakeOpenAIServer, face: str, how: str
@@ -420,3 +426,33 @@ def test_closing_chat_moas_sync_stream_early_closes_the_answers_request(
     assert server.wait_idle(2)
     (request,) = server.requests_for("agg")
     assert request.disconnected
+
+
+def test_a_scope_in_a_thread_of_the_users_is_cancelled_from_another(
+    server: FakeOpenAIServer,
+) -> None:
+    """A sync stream in a thread the user started, in a scope entered there (which leaves the
+    signal handlers alone: only the main thread may set them), cancelled from the main thread."""
+    ctx = fake_context(server, _slow_layer(server, "slow", 2), max_attempts=1)
+    scopes: list[Any] = []
+    raised: list[BaseException] = []
+
+    def user_thread() -> None:
+        try:
+            with cancel_on_interrupt() as scope:
+                scopes.append(scope)
+                _sync_call("stream messages", ctx)
+        except BaseException as error:
+            raised.append(error)
+
+    thread = threading.Thread(target=user_thread)
+    thread.start()
+    _when_in_flight(server, 2, lambda: scopes[0].cancel("timed out")).join()
+    thread.join(15)
+    assert not thread.is_alive()  # not the 30 s the proposers would take
+    assert [type(error) for error in raised] == [KeyboardInterrupt]
+    assert raised[0].args == ("timed out",)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert server.wait_idle(2)
+    assert all(request.disconnected for request in server.requests)
+    assert not server.requests_for("agg")
