@@ -20,8 +20,11 @@ Every node and router of the MoA graph is added through ``adapt``, which
   proposers is waited on in LangGraph's worker threads, which LangGraph waits for before a
   ``KeyboardInterrupt`` goes on: so when a router run in the main thread hands such a layer to
   them, it hands SIGINT to ``RESOURCES.sync_runs`` (nodes/models/sync_runs.py), and Ctrl-C
-  cancels the run's tasks. What this covers and what it does not (token streaming, ``batch``,
-  other threads): docs/composition.md, "Sync and async".
+  cancels the run's tasks. Where no MoA node runs in the main thread (token streaming,
+  ``batch``...), the caller opts in: ``cancel_on_interrupt()`` is a scope (a context variable
+  LangGraph's workers inherit) whose tasks Ctrl-C or ``scope.cancel()`` cancels; ``cancellable``
+  gives MoA's own sync streams (``ChatMoA.stream``) one. What is covered: docs/composition.md,
+  "Sync and async".
 
 Nodes and routers read the resolved ``Context`` from ``runtime.context``: they never resolve it
 again, so every node of every graph (graphs/moa.py, unrolled.py, replay.py) is added through here.
