@@ -456,3 +456,29 @@ def test_a_scope_in_a_thread_of_the_users_is_cancelled_from_another(
     assert server.wait_idle(2)
     assert all(request.disconnected for request in server.requests)
     assert not server.requests_for("agg")
+
+
+def test_ctrl_c_in_a_layer_run_while_a_chat_moa_stream_is_open_cancels_both(
+    server: FakeOpenAIServer,
+) -> None:
+    """Between the chunks of an open ``ChatMoA`` stream (which holds SIGINT), the caller runs
+    ``graph.invoke`` with a layer of its own: Ctrl-C cancels that run too, not only the stream's."""
+    server.script("a", "a proposal")
+    server.script("agg", " ".join(["word"] * 300), token_delay=0.1)
+    chat = ChatMoA(context=fake_context(server, ["a"], max_attempts=1))
+    ctx = fake_context(server, _slow_layer(server, "slow", 2), aggregator="agg2", max_attempts=1)
+    stream = chat.stream("hi")
+    assert next(stream).content
+    watcher = _when_in_flight(server, 3, lambda: os.kill(os.getpid(), signal.SIGINT))
+    start = time.perf_counter()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            graph.invoke({"messages": [HumanMessage("hi")]}, context=ctx)
+    finally:
+        watcher.join()
+        stream.close()
+    assert time.perf_counter() - start < 15  # neither the 30 s proposers nor the 30 s answer
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert server.wait_idle(2)
+    assert all(r.disconnected for r in server.requests if r.model in ("slow0", "slow1", "agg"))
+    assert not server.requests_for("agg2")

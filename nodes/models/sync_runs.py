@@ -188,11 +188,12 @@ class SyncRuns:
         if run is None or threading.current_thread() is not threading.main_thread():
             return
         current = signal.getsignal(signal.SIGINT)
-        if isinstance(current, _HandOff):
-            if isinstance(current.owner, RunControl):
-                current.owner = run
-            # else a scope holds SIGINT: the run's tasks are the scope's too.
+        if isinstance(current, _HandOff) and isinstance(current.owner, RunControl):
+            current.owner = run
+        elif isinstance(current, _HandOff) and _in_scope(current.owner):
+            pass  # the caller's scope holds SIGINT: the run's tasks are the scope's too
         elif callable(current):
+            # Python's default, the user's, or another scope's (a ChatMoA stream left open).
             signal.signal(signal.SIGINT, _HandOff(self, current, run))
 
     def take_back(self) -> None:
@@ -203,6 +204,12 @@ class SyncRuns:
         current = signal.getsignal(signal.SIGINT)
         if isinstance(current, _HandOff) and isinstance(current.owner, RunControl):
             signal.signal(signal.SIGINT, current.previous)
+
+
+def _in_scope(owner: Owner) -> bool:
+    """Whether the caller's tasks are ``owner``'s (the scope it entered, or one inside it)."""
+    scope = _SCOPE.get()
+    return scope is not None and any(of is owner for of in scope.owners())
 
 
 def cancelled(run: RunControl | None) -> str | None:
