@@ -3,7 +3,7 @@
 The fake provider runs in its own process (benchmarks/server.py) and answers every call in
 ``CALL_S`` with 300-500-token proposals and a 500-token answer (the batch section's workload:
 3 proposer models and an aggregator, benchmarks/batch.py). ``langgraph dev`` is started as
-docs/batch.md says for a batch (from the repository, ``--n-jobs-per-worker SLOTS``,
+docs/batch.md says for a batch (tests/langgraph_dev.py: ``--n-jobs-per-worker SLOTS``,
 ``LOG_LEVEL=WARNING``; hot reload on, as ``make studio`` runs it) and warmed up with a few
 items first (a long-lived server has imported the graph and built its models). Then,
 alternating (who goes first alternates too), on the same items: ``moa batch -j J`` here, and
@@ -20,20 +20,14 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
-import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from benchmarks.batch import AGGREGATOR_MODEL, PROPOSERS, _measure_child, _prompt, _side_config
 from benchmarks.common import median
+from tests.langgraph_dev import langgraph_dev
 
 ROOT = Path(__file__).resolve().parent.parent
 SLOTS = 16  # langgraph dev --n-jobs-per-worker
@@ -42,6 +36,10 @@ SERVER_J = (16, 32)  # the server runs' -j: its slots, then twice its slots (hal
 ITEMS = 200
 ROUNDS = 3
 WARMUP_ITEMS = 20
+# The models' endpoints come from the batch config (base_url), the key from the environment, as
+# on a deployment. LOG_LEVEL=WARNING as docs/batch.md advises for batch runs: at INFO the server
+# logs every model call's HTTP request (two lines per call), ~7% of its CPU in a profile.
+SERVER_ENV = {"TOGETHER_API_KEY": "bench-key", "LOG_LEVEL": "WARNING"}
 
 
 def _tree(pid: int) -> list[int]:
@@ -85,50 +83,6 @@ def _max_in_flight(records: list[dict[str, Any]], model: str) -> int:
     return most
 
 
-@contextmanager
-def langgraph_dev(slots: int) -> Iterator[tuple[str, int]]:
-    """``langgraph dev --n-jobs-per-worker SLOTS`` from the repository, as docs/batch.md starts
-    it; yields (URL, pid). The models' endpoints come from the batch config (base_url), the key
-    from the environment, as on a deployment."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TOGETHER_", "OPENAI_"))}
-    # LOG_LEVEL=WARNING as docs/batch.md advises for batch runs: at INFO the server logs every
-    # model call's HTTP request (two lines per call), ~7% of its CPU in a profile.
-    env.update(TOGETHER_API_KEY="bench-key", LANGSMITH_TRACING="false", LOG_LEVEL="WARNING")
-    log = tempfile.TemporaryFile()  # noqa: SIM115  (closed in the finally below)
-    proc = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "langgraph"), "dev", "--no-browser",
-            "--port", str(port), "--n-jobs-per-worker", str(slots),
-        ],
-        cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/ok", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                log.seek(0)
-                raise RuntimeError(f"langgraph dev did not start:\n{log.read()[-3000:]!r}")
-            time.sleep(0.3)
-        yield url, proc.pid
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-
-
 def _serves_moa(url: str) -> None:
     """Fail early when the server cannot run the graph (a broken install, a missing key)."""
     from langgraph_sdk import get_sync_client
@@ -144,7 +98,7 @@ def run(items: int = ITEMS, rounds: int = ROUNDS, server_j: tuple[int, ...] = SE
     with (
         tempfile.TemporaryDirectory() as tmp,
         ServerProcess() as provider,
-        langgraph_dev(SLOTS) as (url, pid),
+        langgraph_dev(Path(tmp), SERVER_ENV, slots=SLOTS, reload=True) as (url, pid),
     ):
         work = Path(tmp)
         _serves_moa(url)

@@ -194,6 +194,34 @@ class RunStoppedError(MoAError):
     no item is recorded failed for it; the finished items are kept and a rerun resumes."""
 
 
+class ServerError(RunStoppedError):
+    """The LangGraph server at ``url`` (``moa batch --server``) cannot be reached, or has no such
+    graph."""
+
+    def __init__(self, url: str, problem: str) -> None:
+        super().__init__(problem)
+        self.url = url
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.url, str(self)))
+
+
+class ServerGoneError(ServerError):
+    """The LangGraph server at ``url`` went away ``when`` (mid-run, mid-answer) and did not come
+    back while the runs waited; ``cause``: what the client saw."""
+
+    def __init__(self, url: str, when: str, cause: str) -> None:
+        super().__init__(
+            url,
+            f"lost the LangGraph server at {url} {when} ({cause}); the finished items are kept: "
+            "run the same command again once it is back",
+        )
+        self.when, self.cause = when, cause
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.url, self.when, self.cause))
+
+
 class ScratchError(MoAError):
     """A temporary file a run needs cannot be written (a full or read-only temporary folder):
     ``what`` it holds, the ``folder`` and the system's ``problem``."""
@@ -215,3 +243,6 @@ class CallCacheError(MoAError):
     def __init__(self, path: str, problem: str, hint: str) -> None:
         super().__init__(f"the call cache {path}: {problem}: {hint}")
         self.path, self.problem, self.hint = path, problem, hint
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.path, self.problem, self.hint))

@@ -47,7 +47,6 @@ the answer still streams while the proposals do.
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
@@ -72,7 +71,7 @@ from langgraph_moa.nodes.aggregate import ANSWER_TAG, call_failure, failed_note,
 from langgraph_moa.nodes.context import Context, ModelSpec
 from langgraph_moa.nodes.errors import AggregatorError, LayerFailedError
 from langgraph_moa.nodes.models import CallFailedError, CallResult, ask_model, settings_for
-from langgraph_moa.nodes.models.calls import BACKOFF_CAP_S
+from langgraph_moa.nodes.models.calls import RETRY_AFTER_CAP_S, retry_wait_s
 from langgraph_moa.nodes.models.continuation import continuation_of
 from langgraph_moa.nodes.models.growing import Collector, Growing, pieces_of
 from langgraph_moa.nodes.models.quorum import quorum_call
@@ -322,16 +321,13 @@ async def _chunk(
         except CallFailedError as exc:
             if exc.kind == "empty" and so_far:
                 return None  # a continuation with nothing to add: the answer is complete
-            if exc.kind not in RETRIED or attempt == run.ctx.max_attempts:
+            asked = exc.retry_after_s
+            too_long = asked is not None and asked > RETRY_AFTER_CAP_S  # as ask_model's own
+            if exc.kind not in RETRIED or attempt == run.ctx.max_attempts or too_long:
                 raise CallFailedError(
-                    exc.kind,
-                    exc.message,
-                    attempt,
-                    exc.latency_s,
-                    retry_after_s=exc.retry_after_s,
+                    exc.kind, exc.message, attempt, exc.latency_s, retry_after_s=asked
                 ) from None
-            wait = min(BACKOFF_CAP_S, run.ctx.retry_base_s * 2 ** (attempt - 1))
-            await asyncio.sleep(wait * random.uniform(0.5, 1.0))
+            await asyncio.sleep(retry_wait_s(attempt, run.ctx.retry_base_s, asked))
         else:
             if result.attempts == 0:  # answered by the call cache: nothing streamed
                 # As many pieces as the answer's tokens (what streaming counted), so the rest of

@@ -100,6 +100,10 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, server: FakeOpenAIServ
             ["batch", "nowhere.jsonl", "-o", str(tmp_path / "new" / "o.jsonl"), "-c", str(config)],
             "'nowhere.jsonl' not found",
         ),
+        (
+            ["batch", str(tmp_path), "-o", str(tmp_path / "new" / "o.jsonl"), "-c", str(config)],
+            "is a folder: name a file of items in it",
+        ),
         (["batch", str(bad), "-c", str(config)], "give the output file with -o"),
         (
             ["batch", str(bad), "-o", str(tmp_path / "o.json"), "-f", "csv", "-c", str(config)],

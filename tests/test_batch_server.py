@@ -10,11 +10,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from batch_helpers import prompts, read_records, requests_by_prompt, write_config, write_items
 from conftest import run_cli
 from fake_openai import Failure, FakeOpenAIServer
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse
 from langgraph_sdk import get_sync_client
+from serving import running
 from test_studio import start_langgraph_dev, studio  # noqa: F401  (studio: langgraph dev)
 
 KEY = "studio-test-key"  # the server's provider key (test_studio.py)
@@ -258,3 +262,37 @@ def test_the_server_stamps_each_run_with_its_request_time(studio: str) -> None: 
     stored = client.runs.get(thread["thread_id"], run["run_id"])
     stamp = stored["kwargs"]["config"]["configurable"]["__request_start_time_ms__"]
     assert before - 5000 <= stamp <= time.time() * 1000
+
+
+def test_a_server_that_answers_oddly_fails_the_item_once_with_what_to_do(tmp_path: Path) -> None:
+    # A LangGraph API in front of which something answers runs with an HTML page (a proxy), or
+    # a server that refuses every submission as a run it started again on its own.
+    submitted: list[str] = []
+    app = FastAPI()
+
+    @app.post("/assistants/search")
+    async def search() -> list[dict[str, str]]:
+        return [{"assistant_id": "moa", "graph_id": "moa"}]
+
+    @app.post("/runs/wait")
+    async def wait(request: Request) -> Any:
+        item = (await request.json())["metadata"]["moa_batch_item"]
+        submitted.append(item)
+        if item == "html":
+            return HTMLResponse("<html><body>Bad gateway, but 200</body></html>")
+        refused = {"error": "RetriedRunError", "message": f"item {item}: ... submits it again"}
+        return JSONResponse({"__error__": refused})
+
+    data = write_items(tmp_path / "in.jsonl", [{"id": i, "prompt": i} for i in ("html", "again")])
+    out = tmp_path / "out.jsonl"
+    with running(app) as url:
+        result = run_cli("batch", str(data), "-o", str(out), "--server", url, "-j", "1")
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    records = {r["id"]: r for r in read_records(out)}
+    assert records["html"]["status"] == "failed"
+    assert "the server's answer is not JSON" in records["html"]["error"]["message"]
+    assert records["again"]["status"] == "failed"
+    message = records["again"]["error"]["message"]
+    assert "submits it again" not in message and "again with --retry-failed" in message
+    assert submitted == ["html", "again", "again", "again", "again"]  # 3 resubmissions at most

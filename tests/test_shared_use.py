@@ -487,6 +487,15 @@ def test_a_json_list_is_read_item_by_item(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "item 2 is longer than 16 MiB (the limit per item)" in error_line(result.stderr)
 
+    # A mistake in a small item of a big list is named as such (the window grows only for an
+    # item it may have cut).
+    broken = tmp_path / "broken.json"
+    rest = json.dumps([{"prompt": "z" * 1000}] * (18 << 10))[1:]
+    broken.write_text('[{"prompt": "ok"}, {"prompt": tru}, ' + rest)
+    result = run_cli("batch", str(broken), "--dry-run")
+    assert result.returncode == 2
+    assert "item 2: not valid JSON (Expecting value)" in error_line(result.stderr)
+
 
 def test_dev_zero_is_refused_at_the_line_cap(tmp_path: Path) -> None:
     result = run_cli("batch", "/dev/zero", "--dry-run", timeout=60)

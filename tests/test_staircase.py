@@ -157,6 +157,21 @@ async def test_a_chunk_broken_mid_stream_is_continued_from_what_was_shown(
     assert streamed == ANSWER == final["messages"][-1].text
 
 
+async def test_a_chunk_refused_with_retry_after_waits_what_the_provider_asked(
+    server: FakeOpenAIServer,
+) -> None:
+    script_proposers(server, ["p1", "p2", "p3"])
+    server.script("agg", continuing(ANSWER), ttft=0.01, token_delay=0.005)
+    server.fail("agg", Failure(status=429, retry_after="1"))
+    # The backoff alone would retry within 10 ms.
+    streamed, final = await run(context(server, "vllm", retry_base_s=0.01))
+
+    refused, retried = server.requests_for("agg")[:2]
+    assert refused.finished is not None
+    assert retried.started - refused.finished >= 0.95
+    assert streamed == ANSWER == final["messages"][-1].text
+
+
 async def test_two_proposer_layers_stream_into_each_other(server: FakeOpenAIServer) -> None:
     script_proposers(server, ["p1", "p2"])
     layer2 = {

@@ -2,124 +2,51 @@
 
 from __future__ import annotations
 
-import os
-import re
-import shutil
-import socket
 import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import pytest
-from conftest import ROOT
 from fake_openai import FakeOpenAIServer, continuing
+from langgraph_dev import langgraph_dev as serve_repository
+from langgraph_dev import start_langgraph_dev as start
 from langgraph_sdk import get_sync_client
 from test_staircase import fallback_so_far
 
 from langgraph_moa.nodes.context import load_preset
 
-URL = re.compile(r"API: \S*?(http://127\.0\.0\.1:\d+)")
+
+def studio_env(server: FakeOpenAIServer) -> dict[str, str]:
+    """A key for each provider and their base URLs at the fake server."""
+    return {
+        "TOGETHER_API_KEY": "studio-test-key",
+        "TOGETHER_API_BASE": server.base_url,
+        "OPENAI_API_KEY": "studio-test-key",
+        "OPENAI_BASE_URL": server.base_url,
+    }
 
 
 @contextmanager
 def langgraph_dev(server: FakeOpenAIServer, work: Path) -> Iterator[str]:
-    """``langgraph dev`` serving this repository's langgraph.json, run from a copy in ``work``
-    (so the in-memory server's .langgraph_api/ lands outside the repo), its models at the fake
+    """``langgraph dev`` (tests/langgraph_dev.py) run from ``work``, its models at the fake
     server; yields its URL and stops it at the end."""
-    proc, url = start_langgraph_dev(server, work)
-    try:
+    with serve_repository(work, studio_env(server)) as (url, _):
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def start_langgraph_dev(
     server: FakeOpenAIServer, work: Path, port: str | None = None
-) -> tuple[subprocess.Popen[str], str]:
-    """Start ``langgraph dev`` (one process: no reload) from ``work`` on ``port`` (a free one by
-    default); (the process, its URL) once it answers. The caller stops it."""
-    for name in ("langgraph.json", "graphs"):
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(
-                src, work / name, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True
-            )
-        else:
-            shutil.copy(src, work / name)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TOGETHER_", "OPENAI_"))}
-    env.update(
-        TOGETHER_API_KEY="studio-test-key",
-        TOGETHER_API_BASE=server.base_url,
-        OPENAI_API_KEY="studio-test-key",
-        OPENAI_BASE_URL=server.base_url,
-        LANGGRAPH_NO_ANALYTICS="1",
-        LANGSMITH_TRACING="false",
-    )
-    cli = Path(sys.executable).parent / "langgraph"
-    # --n-jobs-per-worker as docs/batch.md says: langgraph dev runs one run at a time without it
-    args = ["dev", "--no-browser", "--no-reload", "--host", "127.0.0.1", "--port", port or _port()]
-    proc = subprocess.Popen(
-        [str(cli), *args, "--n-jobs-per-worker", "16"],
-        cwd=work,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        return proc, _wait_for_url(proc)
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
+) -> tuple[subprocess.Popen[bytes], str]:
+    """The same, started on ``port`` (a free one by default); the caller stops it."""
+    return start(work, studio_env(server), port=int(port) if port else None)
 
 
 @pytest.fixture(scope="module")
 def studio(_server: FakeOpenAIServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with langgraph_dev(_server, tmp_path_factory.mktemp("studio")) as url:
         yield url
-
-
-def _port() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return str(sock.getsockname()[1])
-
-
-def _wait_for_url(proc: subprocess.Popen[str]) -> str:
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 90
-    url = None
-    seen = []
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            raise AssertionError("langgraph dev exited:\n" + "".join(seen))
-        seen.append(line)
-        match = URL.search(re.sub(r"\x1b\[[0-9;]*m", "", line))
-        if match:
-            url = match.group(1)
-            break
-    assert url, "".join(seen)
-    # Keep draining the server's log so a full pipe never blocks it.
-    threading.Thread(target=proc.stdout.read, daemon=True).start()
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/ok", timeout=2).status_code == 200:
-                return url
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    raise AssertionError("langgraph dev did not answer /ok")
 
 
 def test_studio_renders_and_streams_the_answer(studio: str, server: FakeOpenAIServer) -> None:

@@ -188,3 +188,21 @@ def test_defusing_leaves_ordinary_text_alone() -> None:
     )
     fenced = format_references([text])
     assert f'<reference id="1">\n{text}\n</reference>' in fenced
+
+
+def test_every_error_with_data_keeps_it_through_pickle() -> None:
+    # LangGraph and process pools may pickle an error on its way to the caller: one whose
+    # __init__ takes its data must say how to rebuild itself, or unpickling raises TypeError.
+    import pickle
+
+    from langgraph_moa.nodes import errors
+
+    classes = [c for c in vars(errors).values() if isinstance(c, type) and issubclass(c, Exception)]
+    own_init = [c for c in classes if "__init__" in vars(c)]
+    assert errors.CallCacheError in own_init
+    assert [c.__name__ for c in own_init if "__reduce__" not in vars(c)] == []
+    error = errors.CallCacheError("/tmp/c.sqlite", "database disk image is malformed", "delete it")
+    copy = pickle.loads(pickle.dumps(error))
+    assert (copy.path, copy.problem, copy.hint, str(copy)) == (
+        error.path, error.problem, error.hint, str(error)
+    )  # fmt: skip

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +148,12 @@ def batch(
 
         assert output is not None
         out = Path(output)
+        if server:
+            # langgraph-sdk warns on stderr each time it reconnects to a run; what happened in
+            # the end is said once (core/batch/server.py). The command owns its process's filters.
+            warnings.filterwarnings(
+                "ignore", message="Request failed, attempting reconnect", category=UserWarning
+            )
         cache_path = None if no_cache or server else Path(cache) if cache else default_cache(out)
         options = BatchOptions(
             concurrency=concurrency,

@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
@@ -338,9 +339,13 @@ def _list_items(f: IO[bytes], name: str) -> Iterator[tuple[int, Any]]:
                     value, end = decoder.raw_decode(text, at)
                 except json.JSONDecodeError as exc:
                     held = len(text) - at  # the window holds this much of the item
-                    if held <= MAX_LINE and more(min(held, MAX_LINE + 1 - held)):
+                    # The window may cut the item only where the error is at its end, or in
+                    # a string still open (a cut literal, "tr|ue", fails a few characters
+                    # before the end); any other error is the item's own, however big the list.
+                    cut = exc.pos >= len(text) - 8 or exc.msg.startswith("Unterminated string")
+                    if cut and held <= MAX_LINE and more(min(held, MAX_LINE + 1 - held)):
                         continue
-                    if held > MAX_LINE:
+                    if cut and held > MAX_LINE:
                         raise too_long(number) from None
                     raise bad(number, exc.msg) from None
                 # A value that ends where the window ends may go on (a number cut in two).
@@ -374,9 +379,15 @@ def check_input(path: str) -> None:
     """Refuse an input file that cannot be opened, without reading it (nor waiting for a pipe's
     writer: O_NONBLOCK)."""
     try:
-        os.close(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)))
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
         raise _unreadable(path, exc) from None
+    try:
+        is_folder = stat.S_ISDIR(os.fstat(fd).st_mode)  # a folder opens on POSIX
+    finally:
+        os.close(fd)
+    if is_folder:
+        raise InputError(f"input file {path!r} is a folder: name a file of items in it")
 
 
 def _unreadable(path: str, exc: OSError) -> InputError:

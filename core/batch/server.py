@@ -17,7 +17,7 @@ again finishes the rest.
 
 from __future__ import annotations
 
-import warnings
+import json
 from typing import Any, cast
 
 import httpx
@@ -25,20 +25,18 @@ import httpx
 from langgraph_moa.core.batch.inputs import Item
 from langgraph_moa.core.batch.records import ItemErrorKind, TurnResult, item_kind, settings_summary
 from langgraph_moa.core.batch.turns import Message, SampleContexts
+from langgraph_moa.graphs.retried import BATCH_ITEM
 from langgraph_moa.nodes import errors
 from langgraph_moa.nodes.context import Context
-from langgraph_moa.nodes.errors import MoAError, RetriedRunError, RunStoppedError
+from langgraph_moa.nodes.errors import (
+    MoAError,
+    RetriedRunError,
+    ServerError,
+    ServerGoneError,
+)
 
 # A run submitted again at most this many times (the server lost it, or refused its retry).
 RESUBMITS = 3
-
-
-class ServerError(RunStoppedError):
-    """The LangGraph server cannot be reached, or has no such graph."""
-
-
-class ServerGoneError(ServerError):
-    """The LangGraph server went away mid-run and did not come back while the runs waited."""
 
 
 class ServerRunError(MoAError):
@@ -58,11 +56,6 @@ class ServerTurns:
         self.url = url
         self.assistant = assistant
         self.client = get_client(url=url)
-        # langgraph-sdk warns on stderr each time it reconnects to a run; what happened in the
-        # end is said once, by us.
-        warnings.filterwarnings(
-            "ignore", message="Request failed, attempting reconnect", category=UserWarning
-        )
         self.contexts = SampleContexts(ctx, samples)
         self._sent: dict[int | None, dict[str, Any]] = {}
         self._settings = settings_summary(ctx)
@@ -86,14 +79,18 @@ class ServerTurns:
         except httpx.HTTPStatusError as exc:
             if exc.response.status_code == 404:
                 raise ServerError(
+                    self.url,
                     f"the LangGraph server at {self.url} serves no graph or assistant "
-                    f"{self.assistant!r} (see its langgraph.json; --assistant names another)"
+                    f"{self.assistant!r} (see its langgraph.json; --assistant names another)",
                 ) from None
-            raise ServerError(f"the LangGraph server at {self.url} answered: {exc}") from None
+            raise ServerError(
+                self.url, f"the LangGraph server at {self.url} answered: {exc}"
+            ) from None
         except httpx.HTTPError as exc:
             raise ServerError(
+                self.url,
                 f"cannot reach the LangGraph server at {self.url} ({type(exc).__name__}: {exc}); "
-                "start one with 'langgraph dev' or check the URL"
+                "start one with 'langgraph dev' or check the URL",
             ) from None
 
     async def turn(self, item: Item, messages: list[Message], index: int) -> TurnResult:
@@ -113,30 +110,25 @@ class ServerTurns:
                 self.assistant,
                 input=cast(dict[str, Any], {"messages": messages}),
                 context=self.context_of(item),
-                metadata=cast(dict[str, Any], {"moa_batch_item": item.id, "turn": index}),
+                metadata=cast(dict[str, Any], {BATCH_ITEM: item.id, "turn": index}),
                 raise_error=False,
                 on_disconnect="cancel",
             )
         except httpx.TransportError as exc:
-            raise ServerGoneError(
-                f"lost the LangGraph server at {self.url} mid-run ({type(exc).__name__}: {exc}); "
-                "the finished items are kept: run the same command again once it is back"
-            ) from None
+            raise ServerGoneError(self.url, "mid-run", f"{type(exc).__name__}: {exc}") from None
         except httpx.HTTPStatusError as exc:
             if exc.response.status_code == 404 and not last:
                 return None  # a restarted server no longer has the run: submit it again
             raise ServerRunError("server", f"the server failed the run: {exc}") from None
         except httpx.HTTPError as exc:
             raise ServerRunError("server", f"the server failed the run: {exc}") from None
-        except ValueError as exc:
-            # The SDK could not decode the answer (json/orjson errors are ValueErrors): its body
-            # was cut off because the server went away mid-answer. The run is lost, as on a 404.
+        except json.JSONDecodeError as exc:  # orjson's, the SDK's decoder, is one too
+            if exc.pos < len(exc.doc):  # not JSON at all (a proxy's page?): this run's failure
+                raise ServerRunError("server", f"the server's answer is not JSON: {exc}") from None
+            # The body was cut off: the server went away mid-answer. Lost, as on a 404.
             if not last:
                 return None
-            raise ServerGoneError(
-                f"lost the LangGraph server at {self.url} mid-answer ({type(exc).__name__}: "
-                f"{exc}); the finished items are kept: run the same command again once it is back"
-            ) from None
+            raise ServerGoneError(self.url, "mid-answer", f"{type(exc).__name__}: {exc}") from None
         if not isinstance(out, dict):
             raise ServerRunError("server", f"the server returned {type(out).__name__}, not a state")
         if "__error__" in out:
@@ -146,8 +138,16 @@ class ServerTurns:
             # Refused as a retry, or lost: a restarted server answers the reconnected wait
             # with the 404 of a run it does not have.
             lost = name == "HTTPException" and message.startswith("404")
-            if (name == RetriedRunError.__name__ or lost) and not last:
+            refused = name == RetriedRunError.__name__
+            if (refused or lost) and not last:
                 return None
+            if refused:  # its message says it is submitted again: no longer so
+                message = (
+                    f"item {item.id}: the server started this run again on its own after each "
+                    f"of {RESUBMITS + 1} submissions (restarts, or crashed workers), refused "
+                    "each time so it is not paid twice: once the server is stable, run the "
+                    "same command again with --retry-failed"
+                )
             raise ServerRunError(_kind_of(name), message)
         return out
 

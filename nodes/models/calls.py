@@ -115,6 +115,14 @@ def _status(exc: BaseException) -> int | None:
     return code if isinstance(code, int) else None
 
 
+def retry_wait_s(attempt: int, retry_base_s: float, asked: float | None) -> float:
+    """How long to wait before retrying after ``attempt``: what the server asked for, else an
+    exponential backoff with jitter (which spreads the retries of a layer)."""
+    if asked is not None:
+        return asked
+    return min(BACKOFF_CAP_S, retry_base_s * 2.0 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+
+
 def retry_after_s(exc: BaseException) -> float | None:
     """Seconds the server asked us to wait (``Retry-After`` as seconds or an HTTP date, or
     OpenAI's ``retry-after-ms``)."""
@@ -320,11 +328,7 @@ async def call_model(
                     shown,
                     asked,
                 ) from exc
-            if asked is None:
-                backoff = min(BACKOFF_CAP_S, retry_base_s * 2 ** (attempt - 1))
-                wait = backoff * random.uniform(0.5, 1.0)  # jitter spreads retries of a layer
-            else:
-                wait = asked
+            wait = retry_wait_s(attempt, retry_base_s, asked)
             if ends is not None and time.perf_counter() + wait >= ends:
                 raise CallFailedError(
                     kind,
