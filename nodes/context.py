@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 import re
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -24,7 +24,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic.json_schema import DEFAULT_REF_TEMPLATE, GenerateJsonSchema, JsonSchemaMode
 
 from langgraph_moa.nodes.errors import ConfigError
 from langgraph_moa.nodes.history import ToolHistory
@@ -141,7 +140,6 @@ class ModelSpec(BaseModel):
 
 
 ModelList = Annotated[list[ModelSpec], Field(min_length=1)]
-_SCHEMAS: dict[tuple[Any, ...], dict[str, Any]] = {}  # Context.model_json_schema's, built once
 
 
 class Context(BaseModel):
@@ -301,25 +299,12 @@ class Context(BaseModel):
     )
 
     @classmethod
-    def model_json_schema(
-        cls,
-        by_alias: bool | None = None,
-        ref_template: str = DEFAULT_REF_TEMPLATE,
-        schema_generator: type[GenerateJsonSchema] = GenerateJsonSchema,
-        mode: JsonSchemaMode = "validation",
-        *,
-        union_format: Literal["any_of", "primitive_type_array"] = "any_of",
-    ) -> dict[str, Any]:
+    def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:
         # The LangGraph server asks for it on every run (to filter the run's context): pydantic
         # builds it anew each time (~16 ms of CPU, as much as the rest of a batch item), and it
-        # never changes. A copy each time: callers may edit what they get.
-        key = (cls, by_alias, ref_template, schema_generator, mode, union_format)
-        schema = _SCHEMAS.get(key)
-        if schema is None:
-            schema = _SCHEMAS[key] = super().model_json_schema(
-                by_alias, ref_template, schema_generator, mode, union_format=union_format
-            )
-        return copy.deepcopy(schema)
+        # never changes for a given class and arguments (passed on as given, so pydantic's own
+        # signature holds). A copy each time: callers may edit what they get.
+        return copy.deepcopy(_schema_of(cls, args, tuple(sorted(kwargs.items()))))
 
     @field_validator("straggler_grace", mode="before")
     @classmethod
@@ -495,3 +480,10 @@ def resolve_context(value: Any, default: Context | None = None) -> Context:
     if nested is not None:
         return resolve_context(nested, default)
     return default if default is not None else load_preset(default_preset_name())
+
+
+@cache
+def _schema_of(
+    cls: type[Context], args: tuple[Any, ...], kwargs: tuple[tuple[str, Any], ...]
+) -> dict[str, Any]:
+    return super(Context, cls).model_json_schema(*args, **dict(kwargs))

@@ -9,8 +9,11 @@ Each is used in exactly one place, with a comment there saying why:
 - LangChain's ``_BUILTIN_PROVIDERS`` (nodes/models/providers.py): naming the known providers;
 - LangGraph's ``RunnableCallable`` (graphs/adapt.py): a node with a sync and an async function;
 - llama-cpp-python's ``Llama._model.token_get_text`` (nodes/models/local.py): the EOS/BOS text;
+- langchain-core's ``_StreamingCallbackHandler`` (nodes/models/growing.py): a handler that makes
+  a chat model stream its call, whoever else listens;
 - langgraph-api's ``__request_start_time_ms__`` in a run's ``configurable`` (graphs/retried.py):
-  when the server received the run (tested against a real server in tests/test_batch_server.py).
+  when the server received the run (here: the installed server sets it; against a real server:
+  tests/test_batch_server.py).
 """
 
 from __future__ import annotations
@@ -103,3 +106,26 @@ def test_llama_models_have_token_get_text() -> None:
 
     assert callable(getattr(_internals.LlamaModel, "token_get_text", None))
     assert "_model" in llama_cpp.Llama.__init__.__code__.co_names
+
+
+def test_a_streaming_callback_handler_makes_a_chat_model_stream() -> None:
+    from langchain_core.language_models import GenericFakeChatModel
+    from langchain_core.messages import AIMessage
+
+    from langgraph_moa.nodes.models.growing import Collector, Growing
+
+    growing = Growing()
+    model = GenericFakeChatModel(messages=iter([AIMessage("one two three")]))
+    answer = model.invoke("hi", config={"callbacks": [Collector(growing)]})  # not .stream()
+    assert answer.text == "one two three"
+    assert growing.text() == "one two three" and growing.pieces > 1  # it came piece by piece
+
+
+def test_langgraph_api_stamps_each_run_with_when_it_was_received() -> None:
+    # graphs/retried.py reads it from the run's configurable; the server's own code sets it
+    # (read, not imported: importing it needs a server's configuration).
+    import importlib.util
+
+    spec = importlib.util.find_spec("langgraph_api.models.run")
+    assert spec is not None and spec.origin is not None
+    assert '"__request_start_time_ms__"' in Path(spec.origin).read_text(encoding="utf-8")

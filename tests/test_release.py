@@ -81,6 +81,12 @@ def test_the_repository_holds_no_symlinks() -> None:
     assert not [line for line in staged.splitlines() if line.startswith("120000")]
 
 
+def test_the_readme_is_a_newcomers_five_minutes() -> None:
+    # What MoA is, why, how to start, compose and deploy; the depth lives in docs/.
+    lines = (ROOT / "README.md").read_text(encoding="utf-8").count("\n")
+    assert lines <= 200, f"README.md has {lines} lines: move the depth to docs/"
+
+
 @pytest.mark.parametrize("name", ["nodes", "graphs", "core", "apps", "testing", "benchmarks"])
 def test_the_editable_install_exposes_only_langgraph_moa(name: str, tmp_path: Path) -> None:
     done = subprocess.run(

@@ -108,6 +108,18 @@ def test_an_origin_with_a_path_or_no_scheme_is_refused_at_start(origin: str) -> 
     assert "Traceback" not in result.stderr
 
 
+def test_origins_by_name_ipv4_and_ipv6_are_accepted() -> None:
+    from pydantic import ValidationError
+
+    from langgraph_moa.apps.serve.settings import ServeSettings
+
+    good = ("https://app.example.com", "http://127.0.0.1:3000", "http://[::1]:8080", "*")
+    assert ServeSettings(cors_origins=good).cors_origins == good
+    for bad in ("http://[::1]:8080/", "http://[not-ipv6]:80", "http://[::1"):
+        with pytest.raises(ValidationError, match="is not an origin"):
+            ServeSettings(cors_origins=(bad,))
+
+
 @contextmanager
 def web_app() -> Iterator[int]:
     """A browser app's page, served on 127.0.0.1 (a port of its own); yields the port."""

@@ -28,8 +28,9 @@ DEFAULT_GRACE_S = 30.0
 DEFAULT_MAX_RUN_S = 170.0
 # SSE comment sent while a stream has nothing else to send, so proxies and users see it alive.
 DEFAULT_KEEPALIVE_S = 5.0
-# An origin as browsers send it in the Origin header: scheme://host[:port], nothing after.
-_ORIGIN = re.compile(r"https?://[^/?#\s:]+(:\d{1,5})?")
+# An origin as browsers send it in the Origin header: scheme://host[:port], nothing after; the
+# host a name, an IPv4 address or a bracketed IPv6 one.
+_ORIGIN = re.compile(r"https?://(\[[0-9A-Fa-f:.]+\]|[^/?#\s:\[\]]+)(:\d{1,5})?")
 
 
 class Caps(BaseModel):
