@@ -25,7 +25,9 @@ that fails (or is cut by the quorum or the straggler grace) is dropped from late
 left with fewer than ``min_proposals`` answers fails the run. A chunk request that fails after
 streaming part of its text keeps that text (it was shown) and the retry continues from it, so the
 streamed answer is always every request's text in order. When the aggregator fails for good the
-fallback aggregator (if any) writes the answer again, announced by ``answer_fallback``.
+fallback aggregator (if any) writes the answer again, announced by ``answer_fallback``. A step
+resumed after it failed (a checkpointer's thread run again) asks no finished proposer again: it
+takes what the step's nodes saved (``_resume``).
 
 A proposal answered by the call cache (a resumed ``moa batch`` or ``moa compare``) arrives whole;
 it is replayed to its readers piece by piece as they ask for it (``Growing.replay``), so the
@@ -87,7 +89,10 @@ from langgraph_moa.nodes.records import (
     Usage,
     usage_of,
 )
+from langgraph_moa.nodes.resumed import saved_writes
 
+# Why a proposal the step's failure cut short has no text (a resume asks for it again).
+RUN_FAILED = "cancelled: the run failed"
 # Ends a proposal still being written, in the references of a chunk request.
 UNFINISHED = "\n[unfinished: this response is still being written]"
 # Failures worth another request (the call loop's rule, nodes/models/calls.py).
@@ -134,11 +139,17 @@ class _Run:
     ctx: Context
     messages: list[AnyMessage]
     key: str  # the superstep's; also the run's group key for the quorum (nodes/models/quorum.py)
+    # The graph run's ``RunControl``, held so that its id (in ``key``) names no other run while
+    # this one is kept.
+    control: object = None
     start: float = field(default_factory=time.perf_counter)
     layers: list[list[_Source]] = field(default_factory=list)
-    nodes: int = 0  # the superstep's nodes: one per proposer, and the aggregator
+    nodes: int = 0  # the step's nodes LangGraph runs: one per proposer, and the aggregator
+    # (on a resume, only those that saved nothing: ``_resume``)
     left: int = 0  # nodes that have ended
     closed: bool = False  # the answer is complete, or the step failed: no call starts any more
+    answered: bool = False  # resumed after the aggregator's answer was saved: nothing to do
+    ready: asyncio.Event = field(default_factory=asyncio.Event)  # what was saved is applied
     crash: BaseException | None = None  # an error a call raised (not a model failure)
     crashed: asyncio.Event = field(default_factory=asyncio.Event)
     # Requests and tokens of every writer but the aggregator (later-layer proposers).
@@ -153,7 +164,7 @@ class _Run:
     def claim(self, source: _Source) -> asyncio.Task[None] | None:
         """``source``'s call, started now if nobody has started it (as a task of the caller's
         context: its node's callbacks and stream writer); None once the run is closed."""
-        if source.task is None and not self.closed:
+        if source.task is None and source.work is not None and not self.closed:
             source.task = asyncio.create_task(_call(self, source))
         return source.task
 
@@ -469,13 +480,16 @@ async def _answer(
 
 # --- the superstep's nodes ---------------------------------------------------------------------
 
-# Runs by superstep (``_run_key``), made by the step's first node, dropped when its last ends.
+# Runs in flight by superstep run (``_run_key``), made by the step's first node.
 _RUNS: dict[str, _Run] = RESOURCES.staircases
-# Runs whose step failed: a node LangGraph starts after the failure (the sync runner runs every
-# task it queued) finds its run closed instead of starting its call again. Async steps cancel
-# their nodes, some before they start, so a failed run cannot wait for all of them to end.
-_FAILED: OrderedDict[str, _Run] = OrderedDict()
-_FAILED_KEPT = 64
+# Runs no longer in flight (the aggregator's node ended, or the step failed) whose step has nodes
+# LangGraph has not started yet: such a node finds its run closed instead of starting its call
+# again. A run is dropped when the step's last node ends; but a failed or cancelled step's
+# LangGraph cancels nodes before they start (async), or the step fails outside any of them, so a
+# run cannot wait for all of them: it is dropped at the latest once ``_ENDED_KEPT`` runs ended
+# after it.
+_ENDED: OrderedDict[str, _Run] = OrderedDict()
+_ENDED_KEPT = 64
 
 
 def active_runs() -> int:
@@ -485,14 +499,16 @@ def active_runs() -> int:
 
 def _run_key(runtime: Runtime[Context]) -> str:
     # Every task of a superstep shares its checkpoint id (a fresh id per step of every run,
-    # checkpointer or not); LangGraph always sets it in a graph.
+    # checkpointer or not; LangGraph always sets it in a graph), but a resume of the step runs
+    # it again under the same id: the graph run's ``RunControl`` (one per ``invoke``/``stream``,
+    # shared with its subgraphs) tells this run of the step from an earlier, failed one.
     info = runtime.execution_info
     assert info is not None, "a staircase node runs in a LangGraph graph"
-    return f"{info.checkpoint_id}:stair"
+    return f"{info.checkpoint_id}:{id(runtime.control):x}:stair"
 
 
-def _new_run(ctx: Context, messages: list[AnyMessage], key: str) -> _Run:
-    run = _Run(ctx, messages, key)
+def _new_run(ctx: Context, messages: list[AnyMessage], key: str, control: object) -> _Run:
+    run = _Run(ctx, messages, key, control)
     for layer in range(1, ctx.layers):
         specs = ctx.proposers_of(layer)
         sources = [_Source(Growing(), _record(layer, i, s)) for i, s in enumerate(specs)]
@@ -506,34 +522,91 @@ def _new_run(ctx: Context, messages: list[AnyMessage], key: str) -> _Run:
     return run
 
 
+def _resume(run: _Run, saved: Sequence[tuple[str, str, Any]]) -> None:
+    """Take what an earlier run of this step saved (nodes/resumed.py): LangGraph runs again only
+    the nodes with nothing saved, so the run waits for those alone. A saved proposal is used as
+    it is, never asked for again, except one the step's failure cut short, whose call the run
+    makes again (started by its readers: its own node, which returned it, does not run)."""
+    kept: dict[tuple[int, int], Proposal] = {}
+    for _task, channel, value in saved:
+        if channel == "answer":  # the aggregator finished: only proposer nodes run, for nothing
+            run.answered = run.closed = True
+        elif channel == "proposals" and isinstance(value, list):  # a proposer node's write
+            kept.update(((r["layer"], r["index"]), r) for r in value)
+    sources = [s for layer in run.layers for s in layer]
+    run.nodes = sum(1 for s in sources if _at(s.record) not in kept) + (not run.answered)
+    for source in sources:
+        record = kept.get(_at(source.record))
+        if record is None or run.answered or _cut(record):
+            continue
+        source.record, source.work = record, None
+        if record["error"] is None:
+            source.growing.finish(text=record["text"])
+        else:
+            source.growing.finish(failed=True)
+
+
+def _at(record: Proposal) -> tuple[int, int]:
+    return record["layer"], record["index"]
+
+
+def _cut(record: Proposal) -> bool:
+    error = record["error"]
+    return error is not None and error["kind"] == "cancelled" and error["message"] == RUN_FAILED
+
+
+def _end(run: _Run) -> None:
+    """The run is no longer in flight; kept for its nodes still to come."""
+    if _RUNS.get(run.key) is run:
+        del _RUNS[run.key]
+        if run.left < run.nodes:
+            _ENDED[run.key] = run
+            while len(_ENDED) > _ENDED_KEPT:
+                _ENDED.popitem(last=False)
+
+
 @asynccontextmanager
-async def _joined(runtime: Runtime[Context], messages: list[AnyMessage]) -> AsyncIterator[_Run]:
-    """This node's superstep's run (made by the step's first node)."""
+async def _joined(
+    runtime: Runtime[Context], messages: list[AnyMessage], *, ends: bool = False
+) -> AsyncIterator[_Run]:
+    """This node's superstep's run (made by the step's first node). ``ends``: the run is no
+    longer in flight once this node ends (the aggregator's)."""
     key = _run_key(runtime)
-    run = _RUNS.get(key) or _FAILED.get(key)
+    run = _RUNS.get(key) or _ENDED.get(key)
+    made = run is None
     if run is None:
-        run = _RUNS[key] = _new_run(runtime.context, messages, key)
+        run = _RUNS[key] = _new_run(runtime.context, messages, key, runtime.control)
     try:
+        if made:
+            try:
+                _resume(run, await saved_writes(runtime))
+            finally:
+                run.ready.set()
+            if run.answered:
+                _end(run)
+        await run.ready.wait()
         yield run
     except BaseException:
         # The step fails or is cancelled: none of its calls is needed any more.
-        _close(run, "cancelled: the run failed")
-        if _RUNS.get(key) is run:
-            del _RUNS[key]
-            _FAILED[key] = run
-            while len(_FAILED) > _FAILED_KEPT:
-                _FAILED.popitem(last=False)
+        _close(run, RUN_FAILED)
+        _end(run)
         raise
     finally:
         run.left += 1
-        if run.left >= run.nodes and _RUNS.get(key) is run:
-            del _RUNS[key]
+        if run.left >= run.nodes:
+            for runs in (_RUNS, _ENDED):
+                if runs.get(key) is run:
+                    del runs[key]
+        elif ends:
+            _end(run)
 
 
 async def staircase_propose(task: ProposeTask, runtime: Runtime[Context]) -> dict[str, Any]:
     """One proposer of a staircase run: its call (started here unless a reader started it
     first), its proposal once the call has ended."""
     async with _joined(runtime, task["messages"]) as run:
+        if run.answered:
+            return {}  # the saved answer holds every layer as the aggregator read it
         source = run.layers[task["layer"] - 1][task["index"]]
         call = run.claim(source)
         if call is not None:
@@ -544,7 +617,7 @@ async def staircase_propose(task: ProposeTask, runtime: Runtime[Context]) -> dic
 
 async def staircase_aggregate(state: StaircaseInput, runtime: Runtime[Context]) -> dict[str, Any]:
     """The aggregator of a staircase run: its answer, written while the proposals grow."""
-    async with _joined(runtime, state["messages"]) as run:
+    async with _joined(runtime, state["messages"], ends=True) as run:
         spec, written, failure = await _aggregate(run)
     ctx = run.ctx
     usage = written.usage

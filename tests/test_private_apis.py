@@ -9,6 +9,8 @@ Each is used in exactly one place, with a comment there saying why:
 - LangChain's ``_BUILTIN_PROVIDERS`` (nodes/models/providers.py): naming the known providers;
 - LangGraph's ``RunnableCallable`` (graphs/adapt.py): a node with a sync and an async function;
 - llama-cpp-python's ``Llama._model.token_get_text`` (nodes/models/local.py): the EOS/BOS text;
+- LangGraph's ``__pregel_checkpointer`` in a node's config (nodes/resumed.py): the writes a
+  resumed step's finished tasks saved;
 - langchain-core's ``_StreamingCallbackHandler`` (nodes/models/growing.py): a handler that makes
   a chat model stream its call, whoever else listens;
 - langgraph-api's ``__request_start_time_ms__`` in a run's ``configurable`` (graphs/retried.py):
@@ -18,9 +20,11 @@ Each is used in exactly one place, with a comment there saying why:
 
 from __future__ import annotations
 
+import asyncio
+import operator
 import sqlite3
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import openai
 import pytest
@@ -98,6 +102,46 @@ def test_runnable_callable_gives_a_node_both_faces_and_its_runtime() -> None:
     import asyncio
 
     assert asyncio.run(app.ainvoke({"seen": []}, context="ctx"))["seen"] == ["async ctx"]
+
+
+class _Seen(TypedDict):
+    seen: Annotated[list[str], operator.add]
+
+
+async def test_a_resumed_node_reads_its_steps_saved_writes_through_its_config() -> None:
+    """In a subgraph (its steps saved under their own namespace): ``flaky`` fails beside ``ok``;
+    on resume it runs alone and reads what ``ok`` saved, and nothing in the step's first run."""
+    from langgraph.checkpoint.memory import InMemorySaver
+    from langgraph.types import Send
+
+    from langgraph_moa.nodes.resumed import saved_writes
+
+    read: list[list[tuple[str, Any]]] = []
+
+    async def ok(state: _Seen) -> dict[str, Any]:
+        return {"seen": ["ok"]}
+
+    async def flaky(state: _Seen, runtime: Runtime[None]) -> dict[str, Any]:
+        writes = await saved_writes(runtime)
+        read.append([(channel, value) for _, channel, value in writes if channel == "seen"])
+        if len(read) == 1:
+            await asyncio.sleep(0.1)  # ``ok`` has ended and saved its write
+            raise RuntimeError("first run")
+        return {"seen": ["flaky"]}
+
+    inner = StateGraph(_Seen)
+    inner.add_node("ok", ok)
+    inner.add_node("flaky", flaky)
+    inner.add_conditional_edges(START, lambda s: [Send("flaky", s), Send("ok", s)], ["ok", "flaky"])
+    outer = StateGraph(_Seen)
+    outer.add_node("inner", inner.compile())
+    outer.add_edge(START, "inner")
+    app = outer.compile(checkpointer=InMemorySaver())
+    config: Any = {"configurable": {"thread_id": "t"}}
+    with pytest.raises(RuntimeError, match="first run"):
+        await app.ainvoke({"seen": []}, config)
+    assert (await app.ainvoke(None, config))["seen"] == ["flaky", "ok"]
+    assert read == [[], [("seen", ["ok"])]]
 
 
 def test_llama_models_have_token_get_text() -> None:

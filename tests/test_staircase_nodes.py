@@ -12,6 +12,7 @@ import asyncio
 import subprocess
 import sys
 import textwrap
+from functools import partial
 from typing import Any
 
 import pytest
@@ -197,3 +198,122 @@ def test_langgraph_sync_stream_cannot_run_one_task_at_a_time() -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+# A resumed run waits on nodes that may never start: end the whole process, with its stacks.
+@pytest.mark.timeout(120, method="thread")
+@pytest.mark.parametrize("between", [False, True], ids=["resumed at once", "after another failure"])
+@pytest.mark.parametrize("sync", [False, True], ids=["async", "sync"])
+async def test_a_resumed_step_asks_no_finished_proposer_again_and_leaves_no_run(
+    server: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch, sync: bool, between: bool
+) -> None:
+    """The aggregator fails for good (a 400) after p1 finished and while p2 and p3 stream; the
+    thread is resumed from its checkpoint (``invoke(None, config)``, as a LangGraph server
+    resumes a thread's run): the answer streams from the saved p1 and the asked-again p2, p3,
+    p1 is not asked again, and no run is left. ``between``: another thread's staircase run
+    failed in the meantime (and, one ended run kept here, pushed the first one out)."""
+    from fake_openai import Failure
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    from langgraph_moa.nodes import staircase
+    from langgraph_moa.nodes.errors import AggregatorError
+
+    monkeypatch.setattr(staircase, "_ENDED_KEPT", 1)
+    saved = build_moa_graph().compile(checkpointer=InMemorySaver())
+    ctx = context(server)
+
+    async def run(thread: str, inputs: Any) -> list[Any]:
+        config: Any = {"configurable": {"thread_id": thread}}
+        if sync:
+            stream = partial(saved.stream, inputs, config, context=ctx, stream_mode="messages")
+            return await asyncio.to_thread(lambda: list(stream()))
+        return [p async for p in saved.astream(inputs, config, context=ctx, stream_mode="messages")]
+
+    def fail_next_run() -> None:
+        server.reset()
+        server.script("p1", LAYER1["p1"], ttft=0.01, token_delay=0.002)  # done before agg asks
+        for name in ("p2", "p3"):  # still streaming when the aggregator fails (~0.4 s in)
+            server.script(name, LAYER1[name], ttft=0.3, token_delay=0.02)
+        server.script("agg", continuing(ANSWER), ttft=0.01, token_delay=0.002)
+        server.fail("agg", Failure(status=400))
+
+    fail_next_run()
+    with pytest.raises(AggregatorError):
+        await run("a", QUESTION)
+    if between:
+        fail_next_run()
+        with pytest.raises(AggregatorError):
+            await run("b", QUESTION)
+    asked = {n: len(server.requests_for(n)) for n in LAYER1}
+
+    items = await run("a", None)
+
+    again = {n: len(server.requests_for(n)) - asked[n] for n in LAYER1}
+    assert again == {"p1": 0, "p2": 1, "p3": 1}
+    answer = [c.text for c, m in items if m["langgraph_node"] == "staircase_aggregate"]
+    assert "".join(answer) == ANSWER
+    state = (await saved.aget_state({"configurable": {"thread_id": "a"}})).values
+    assert state["messages"][-1].text == ANSWER
+    assert [p["text"] for p in state["layers"][0]] == list(LAYER1.values())
+    assert active_runs() == 0
+    await asyncio.sleep(0.2)
+    assert server.in_flight() == 0
+
+
+async def test_a_resumed_step_whose_layer_failed_fails_again_without_asking_anyone(
+    server: FakeOpenAIServer,
+) -> None:
+    """Every proposer refused (a 400: not retried), so the layer failed: the proposers' nodes
+    returned their failures, which LangGraph saved. A resume runs the aggregator's node alone,
+    which fails the same way (as a standard run's join does) and pays nothing."""
+    from fake_openai import Failure
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    from langgraph_moa.nodes.errors import LayerFailedError
+
+    saved = build_moa_graph().compile(checkpointer=InMemorySaver())
+    config: Any = {"configurable": {"thread_id": "t"}}
+    for name in LAYER1:
+        server.fail(name, Failure(status=400))
+    ctx = context(server)
+    with pytest.raises(LayerFailedError):
+        await saved.ainvoke(QUESTION, config, context=ctx)
+    asked = len(server.requests)
+    with pytest.raises(LayerFailedError):
+        await saved.ainvoke(None, config, context=ctx)
+    assert len(server.requests) == asked
+    assert active_runs() == 0
+
+
+# LangGraph cancels the step's nodes it had not started: their coroutines were never awaited.
+@pytest.mark.filterwarnings("ignore:coroutine 'arun_with_retry' was never awaited")
+async def test_a_step_resumed_after_its_answer_was_saved_asks_nothing(
+    server: FakeOpenAIServer,
+) -> None:
+    """The step fails after the aggregator's node saved the answer (one task at a time, the
+    aggregator first: a callback fails the first proposer node started after it, as Ctrl-C or
+    a dying worker could). A resume runs the proposer nodes alone: they ask nothing, the saved
+    answer stands, and no run is left."""
+    from langchain_core.callbacks import BaseCallbackHandler
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    class FailFirstProposerNode(BaseCallbackHandler):
+        raise_error = True
+
+        def on_chain_start(self, serialized: Any, inputs: Any, **kw: Any) -> None:
+            if (kw.get("metadata") or {}).get("langgraph_node") == "staircase_propose":
+                raise RuntimeError("the step is cut")
+
+    script(server)
+    saved = build_moa_graph().compile(checkpointer=InMemorySaver())
+    config: Any = {"configurable": {"thread_id": "t"}, "max_concurrency": 1}
+    ctx = context(server)
+    with pytest.raises(RuntimeError, match="the step is cut"):
+        await saved.ainvoke(
+            QUESTION, {**config, "callbacks": [FailFirstProposerNode()]}, context=ctx
+        )
+    asked = len(server.requests)
+    final = await saved.ainvoke(None, config, context=ctx)
+    assert final["messages"][-1].text == ANSWER
+    assert len(server.requests) == asked
+    assert active_runs() == 0

@@ -134,3 +134,27 @@ def test_studio_draws_a_staircase_run_beside_its_proposers_and_streams_it(
     assert "".join(tokens) == answer and nodes == {"staircase_aggregate"}
     ends = [r.finished for n in ("m1", "m2") for r in server.requests_for(n)]
     assert first is not None and all(e is not None and first < e for e in ends)
+
+
+def test_a_failed_staircase_run_resumed_on_its_thread_asks_no_finished_proposer_again(
+    studio: str, server: FakeOpenAIServer
+) -> None:
+    """The server resumes a thread whose staircase run failed at the aggregator (a 400) after m1
+    had answered and while m2 streamed: the answer comes, m1 is not asked again, m2 (cut short
+    by the failure) is."""
+    from fake_openai import Failure
+
+    aggregator = "Qwen/Qwen2.5-72B-Instruct-Turbo"
+    server.script("m1", "m1 says yes")
+    server.script("m2", " ".join(f"m2w{i}" for i in range(40)), ttft=0.5, token_delay=0.05)
+    server.script(aggregator, continuing("resumed answer", fallback_so_far))
+    server.fail(aggregator, Failure(status=400))  # asked once m2 has 16 tokens (~1.3 s)
+    client = get_sync_client(url=studio, api_key=None)
+    thread = client.threads.create()["thread_id"]
+    context = {"proposers": ["together:m1", "together:m2"], "staircase": True}
+    question = {"messages": [{"role": "user", "content": "hello"}]}
+    failed = client.runs.wait(thread, "moa", input=question, context=context, raise_error=False)
+    assert failed["__error__"]["error"] == "AggregatorError"  # type: ignore[index,call-overload]
+    resumed = client.runs.wait(thread, "moa", input=None, context=context)
+    assert resumed["messages"][-1]["content"] == "resumed answer"  # type: ignore[index,call-overload]
+    assert [len(server.requests_for(n)) for n in ("m1", "m2")] == [1, 2]

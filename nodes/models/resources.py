@@ -22,7 +22,8 @@ Scope of each part:
   A closed loop's entries are dropped when a new loop first asks.
 - **a layer of a run**: the quorum groups (``layers``, nodes/models/quorum.py), created by the
   layer's first proposer call and removed by its last; the staircase runs (``staircases``,
-  nodes/staircase.py), created by the first node of their superstep and removed by its last.
+  nodes/staircase.py), created by the first node of their superstep and removed when its
+  aggregator's node ends (kept, bounded, for the step's nodes still to come).
 
 Kept elsewhere on purpose: the call cache is the caller's (``use_call_cache`` sets it in a context
 variable; moa batch opens and closes its file); the embedded model's llama.cpp pools stay in
