@@ -1,10 +1,13 @@
 """Mixture-of-Agents graph wiring: ``build_moa_graph``, the compiled ``graph``, and the ways to
-compose it into your own agent (``moa_node``, ``moa_tool``, ``ChatMoA``, in compose.py)."""
+compose it into your own agent (``moa_node``, ``moa_tool``, ``ChatMoA``, in compose.py), and
+``cancel_on_interrupt``, the scope in which a sync caller's Ctrl-C or timeout cancels MoA's calls
+(adapt.py)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from langgraph_moa.graphs.adapt import cancel_on_interrupt
 from langgraph_moa.graphs.moa import build_moa_graph, graph
 from langgraph_moa.graphs.replay import build_replay_graph, replay_graph
 
@@ -15,6 +18,7 @@ __all__ = [
     "ChatMoA",
     "build_moa_graph",
     "build_replay_graph",
+    "cancel_on_interrupt",
     "graph",
     "moa_node",
     "moa_tool",

@@ -20,8 +20,11 @@ Every node and router of the MoA graph is added through ``adapt``, which
   proposers is waited on in LangGraph's worker threads, which LangGraph waits for before a
   ``KeyboardInterrupt`` goes on: so when a router run in the main thread hands such a layer to
   them, it hands SIGINT to ``RESOURCES.sync_runs`` (nodes/models/sync_runs.py), and Ctrl-C
-  cancels the run's tasks. What this covers and what it does not (token streaming, ``batch``,
-  other threads): docs/composition.md, "Sync and async".
+  cancels the run's tasks. Where no MoA node runs in the main thread (token streaming,
+  ``batch``...), the caller opts in: ``cancel_on_interrupt()`` is a scope (a context variable
+  LangGraph's workers inherit) whose tasks Ctrl-C or ``scope.cancel()`` cancels; ``cancellable``
+  gives MoA's own sync streams (``ChatMoA.stream``) one. What is covered: docs/composition.md,
+  "Sync and async".
 
 Nodes and routers read the resolved ``Context`` from ``runtime.context``: they never resolve it
 again, so every node of every graph (graphs/moa.py, unrolled.py, replay.py) is added through here.
@@ -34,9 +37,10 @@ passes it ``runtime``; tests/test_private_apis.py fails if it changes. It never 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import threading
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
@@ -46,7 +50,7 @@ from langgraph.runtime import RunControl, Runtime
 from langgraph_moa.graphs.retried import refuse_retried_batch_run
 from langgraph_moa.nodes.context import Context, resolve_context
 from langgraph_moa.nodes.models.resources import RESOURCES
-from langgraph_moa.nodes.models.sync_runs import INTERRUPTED, interrupted
+from langgraph_moa.nodes.models.sync_runs import CLOSED, CancelScope, cancelled
 
 AsyncNode = Callable[[Any, Runtime[Context]], Awaitable[Any]]
 # Checks a run's resolved context before the node sees it (the unrolled graph's shape check).
@@ -60,10 +64,11 @@ CLOSE_WAIT_S = 5.0
 def run_sync(coroutine: Coroutine[Any, Any, T], run: RunControl | None = None) -> T:
     """Run ``coroutine`` on the portal loop with this thread's context variables; wait.
 
-    If the wait ends with an exception (this thread gave up, or Ctrl-C cancelled ``run``'s tasks
-    from the main thread), the task is cancelled, and the exception goes on once the task has
-    finished (its requests closed) or ``CLOSE_WAIT_S`` passed. Once Ctrl-C interrupted ``run``,
-    its tasks do not start: ``KeyboardInterrupt`` (not retried, like the caller's own).
+    If the wait ends with an exception (this thread gave up, or Ctrl-C or ``scope.cancel()``
+    cancelled ``run``'s or the caller's scope's tasks from another thread), the task is cancelled,
+    and the exception goes on once the task has finished (its requests closed) or ``CLOSE_WAIT_S``
+    passed. Once ``run`` or the scope is cancelled, their tasks do not start:
+    ``KeyboardInterrupt`` with the reason (not retried, like the caller's own).
     """
     runs = RESOURCES.sync_runs
     finished = threading.Event()
@@ -72,19 +77,32 @@ def run_sync(coroutine: Coroutine[Any, Any, T], run: RunControl | None = None) -
         return asyncio.run_coroutine_threadsafe(_watched(coroutine, finished), RESOURCES.portal())
 
     future = runs.start(run, submit)
-    if future is None:
+    if isinstance(future, str):
         coroutine.close()
-        raise KeyboardInterrupt(INTERRUPTED)
+        raise KeyboardInterrupt(future)
     try:
         return future.result()
     except BaseException as error:
         if future.cancel():
             finished.wait(CLOSE_WAIT_S)
-        if interrupted(run) and not isinstance(error, KeyboardInterrupt):
-            raise KeyboardInterrupt(INTERRUPTED) from error
+        if (reason := cancelled(run)) and not isinstance(error, KeyboardInterrupt):
+            raise KeyboardInterrupt(reason) from error
         raise
     finally:
         runs.finished(future)
+
+
+def cancel_on_interrupt() -> CancelScope:
+    """A scope whose sync MoA runs Ctrl-C (in the main thread) or ``scope.cancel()`` cancels.
+
+    ``with cancel_on_interrupt() as scope:`` around sync calls of a graph holding MoA (``stream``
+    in any mode, ``batch``, MoA inside your own graph, the unrolled graph...): their provider
+    requests close and ``KeyboardInterrupt`` goes on at once, instead of after the slow models
+    answer. In the main thread the block holds SIGINT, chained to the handler that was there
+    (which still decides what Ctrl-C means) and restored at the end. ``scope.cancel()`` from any
+    thread cancels the same way. See docs/composition.md, "Sync and async".
+    """
+    return RESOURCES.sync_runs.scope()
 
 
 async def _watched(coroutine: Coroutine[Any, Any, T], finished: threading.Event) -> T:
@@ -92,6 +110,36 @@ async def _watched(coroutine: Coroutine[Any, Any, T], finished: threading.Event)
         return await coroutine
     finally:
         finished.set()
+
+
+def cancellable(items: Iterator[T]) -> Iterator[T]:
+    """``items``, a sync stream of MoA runs, stepped in a ``cancel_on_interrupt()`` scope of its
+    own: Ctrl-C in the main thread, or closing the stream before its end, cancels its MoA calls.
+
+    The scope's context variable is set in a copy of the caller's context that only the stream's
+    steps run in (LangGraph's workers copy it from there), so it never leaks into the caller's
+    code between items, as one set in a generator's body would.
+    """
+    scope = cancel_on_interrupt()
+    context = contextvars.copy_context()
+    context.run(scope.__enter__)
+    try:
+        while True:
+            try:
+                item = context.run(next, items)
+            except StopIteration:
+                return
+            yield item
+    except BaseException:
+        # Ctrl-C (already cancelled), the stream's own error, or the caller closing it early
+        # (GeneratorExit): LangGraph would wait for the models in flight to answer.
+        scope.cancel(CLOSED)
+        raise
+    finally:
+        close = getattr(items, "close", None)
+        if close is not None:
+            context.run(close)
+        context.run(scope.__exit__, None, None, None)
 
 
 def _hands_off(result: Any) -> bool:

@@ -22,13 +22,19 @@ from operator import itemgetter
 from typing import Any, Literal
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.messages.tool import ToolCallChunk
 from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from langchain_core.runnables import Runnable, RunnableLambda, RunnableMap, RunnablePassthrough
+from langchain_core.runnables import (
+    Runnable,
+    RunnableConfig,
+    RunnableLambda,
+    RunnableMap,
+    RunnablePassthrough,
+)
 from langchain_core.tools import BaseTool, StructuredTool
 from langchain_core.utils.function_calling import (
     convert_to_openai_function,
@@ -38,6 +44,7 @@ from langchain_core.utils.pydantic import is_basemodel_subclass
 from langgraph.graph.state import CompiledStateGraph
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+from langgraph_moa.graphs.adapt import cancel_on_interrupt, cancellable
 from langgraph_moa.graphs.moa import build_moa_graph
 from langgraph_moa.nodes.aggregate import answer_text
 from langgraph_moa.nodes.context import Context
@@ -306,6 +313,18 @@ class ChatMoA(BaseChatModel):
     def _token(chunk: Any, meta: Mapping[str, Any]) -> str | None:
         return answer_text(chunk, meta) or None
 
+    def batch(
+        self,
+        inputs: list[LanguageModelInput],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[AIMessage]:
+        # langchain-core runs each input in a thread of its own, which Ctrl-C would wait for.
+        with cancel_on_interrupt():
+            return super().batch(inputs, config, return_exceptions=return_exceptions, **kwargs)
+
     def _generate(
         self,
         messages: list[BaseMessage],
@@ -336,8 +355,10 @@ class ChatMoA(BaseChatModel):
         final: Mapping[str, Any] = {}
         mode: str
         payload: Any
-        for mode, payload in self._moa().stream(
-            self._inputs(messages, kwargs), stream_mode=["messages", "values"]
+        # In a scope of its own: LangGraph runs every node of a "messages" stream in its worker
+        # threads, which Ctrl-C would otherwise wait for (graphs/adapt.py).
+        for mode, payload in cancellable(
+            self._moa().stream(self._inputs(messages, kwargs), stream_mode=["messages", "values"])
         ):
             if mode == "values":
                 final = payload

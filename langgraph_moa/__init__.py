@@ -20,7 +20,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from langgraph_moa.graphs import ChatMoA, build_moa_graph, graph, moa_node, moa_tool
+    from langgraph_moa.graphs import (
+        ChatMoA,
+        build_moa_graph,
+        cancel_on_interrupt,
+        graph,
+        moa_node,
+        moa_tool,
+    )
     from langgraph_moa.nodes import Context, MoAError, ModelSpec, load_preset, preset_names
     from langgraph_moa.nodes.errors import (
         AggregatorError,
@@ -35,6 +42,7 @@ if TYPE_CHECKING:
 _WHERE = {
     "ChatMoA": "langgraph_moa.graphs",
     "build_moa_graph": "langgraph_moa.graphs",
+    "cancel_on_interrupt": "langgraph_moa.graphs",
     "graph": "langgraph_moa.graphs",
     "moa_node": "langgraph_moa.graphs",
     "moa_tool": "langgraph_moa.graphs",
@@ -64,6 +72,7 @@ __all__ = [
     "ModelSpec",
     "ProviderError",
     "build_moa_graph",
+    "cancel_on_interrupt",
     "graph",
     "load_preset",
     "moa_node",

@@ -33,6 +33,7 @@ PUBLIC = [
     "ProviderError",
     "ModelSpec",
     "build_moa_graph",
+    "cancel_on_interrupt",
     "graph",
     "load_preset",
     "moa_node",

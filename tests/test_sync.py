@@ -23,9 +23,17 @@ from langchain_core.messages import HumanMessage
 from langchain_core.runnables import Runnable
 from langgraph.graph import START, MessagesState, StateGraph
 
-from langgraph_moa import ConfigError, build_moa_graph, graph, moa_node
+from langgraph_moa import (
+    ChatMoA,
+    ConfigError,
+    build_moa_graph,
+    cancel_on_interrupt,
+    graph,
+    moa_node,
+)
 from langgraph_moa.graphs import replay_graph
 from langgraph_moa.nodes import context as context_module
+from langgraph_moa.nodes.models.sync_runs import CANCELLED
 
 
 @dataclass
@@ -300,3 +308,185 @@ def test_ctrl_c_cancels_the_main_threads_run_not_another_threads(
     assert not any(r.disconnected for r in server.requests if r.model.startswith("side"))
     assert answers and answers[0]["messages"][-1].content == "the side answer"
     assert not server.requests_for("agg")
+
+
+def _slow_layer(server: FakeOpenAIServer, prefix: str, count: int) -> list[str]:
+    names = [f"{prefix}{i}" for i in range(count)]
+    for name in names:
+        server.script(name, "never seen", ttft=30)
+    return names
+
+
+def _user_graph_with_moa() -> Any:
+    """A user's sync graph whose one node is MoA (a subgraph), streamed with subgraphs=True."""
+    parent = StateGraph(MessagesState)
+    parent.add_node("moa", graph)
+    parent.add_edge(START, "moa")
+    return parent.compile()
+
+
+def _sync_call(face: str, ctx: Any) -> None:
+    """A sync call whose MoA layer LangGraph runs in its worker threads."""
+    inputs = {"messages": [HumanMessage("hi")]}
+    if face.endswith("stream messages") and "user graph" not in face:
+        for _ in graph.stream(inputs, context=ctx, stream_mode="messages"):
+            pass
+    elif face == "user graph, stream messages":
+        runnable = _user_graph_with_moa()
+        for _ in runnable.stream(inputs, context=ctx, stream_mode="messages", subgraphs=True):
+            pass
+    elif face == "unrolled graph":  # no MoA router in the caller's thread to take SIGINT
+        build_moa_graph(unroll=ctx).compile().invoke(inputs)
+    elif face == "invoke":  # what MoA covers with no scope: the scope holds SIGINT instead
+        graph.invoke(inputs, context=ctx)
+    else:  # batch: two questions, each with its own worker thread
+        graph.batch([inputs, inputs], context=ctx)
+
+
+@pytest.mark.parametrize(
+    "face",
+    [
+        "stream messages",
+        "staircase, stream messages",
+        "user graph, stream messages",
+        "batch",
+        "unrolled graph",
+        "invoke",
+    ],
+)
+@pytest.mark.parametrize("how", ["Ctrl-C", "scope.cancel()"])
+def test_in_a_cancel_scope_giving_up_closes_every_request_at_once(
+    server: FakeOpenAIServer, face: str, how: str
+) -> None:
+    """Inside ``cancel_on_interrupt()``, Ctrl-C (a real SIGINT) or ``scope.cancel()`` from a timer
+    thread, while LangGraph's workers wait on slow proposers: every request closes at once,
+    ``KeyboardInterrupt`` reaches the caller without waiting for the models, the aggregator is
+    never called, and SIGINT's handler is Python's default again after the block."""
+    names = _slow_layer(server, "slow", 2)
+    ctx = fake_context(server, names, max_attempts=1, staircase=face.startswith("staircase"))
+    open_at_once = 4 if face == "batch" else 2
+    with cancel_on_interrupt() as scope:
+        if how == "Ctrl-C":
+            action: Any = lambda: os.kill(os.getpid(), signal.SIGINT)  # noqa: E731
+        else:
+            action = scope.cancel
+        watcher = _when_in_flight(server, open_at_once, action)
+        start = time.perf_counter()
+        try:
+            with pytest.raises(KeyboardInterrupt) as raised:
+                _sync_call(face, ctx)
+        finally:
+            watcher.join()
+        gave_up = time.perf_counter()
+    assert gave_up - start < 15  # not the 30 s the proposers would take
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert scope.cancelled
+    if how == "scope.cancel()":
+        assert raised.value.args == (CANCELLED,)
+    assert server.wait_idle(2)
+    requests = server.requests
+    assert len(requests) == open_at_once
+    for request in requests:
+        assert request.disconnected
+        assert request.finished is not None and request.finished - gave_up < 1
+    assert not server.requests_for("agg")
+
+
+@pytest.mark.parametrize("face", ["stream", "batch"])
+def test_chat_moas_own_sync_calls_need_no_scope(server: FakeOpenAIServer, face: str) -> None:
+    """``ChatMoA.stream``/``batch`` from the main thread take SIGINT themselves for the call:
+    Ctrl-C closes every request at once, and the handler is Python's default again after."""
+    chat = ChatMoA(context=fake_context(server, _slow_layer(server, "slow", 2), max_attempts=1))
+    open_at_once = 4 if face == "batch" else 2
+    watcher = _when_in_flight(server, open_at_once, lambda: os.kill(os.getpid(), signal.SIGINT))
+    start = time.perf_counter()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            if face == "stream":
+                for _ in chat.stream("hi"):
+                    pass
+            else:
+                chat.batch(["hi", "hello"])
+    finally:
+        watcher.join()
+    gave_up = time.perf_counter()
+    assert gave_up - start < 15  # not the 30 s the proposers would take
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert server.wait_idle(2)
+    assert len(server.requests) == open_at_once
+    assert all(request.disconnected for request in server.requests)
+    assert not server.requests_for("agg")
+
+
+def test_closing_chat_moas_sync_stream_early_closes_the_answers_request(
+    server: FakeOpenAIServer,
+) -> None:
+    """A caller who stops reading ``ChatMoA.stream`` after the first token and closes it: the
+    aggregator's request closes then, rather than LangGraph waiting for the whole answer."""
+    server.script("a", "a proposal")
+    server.script("agg", " ".join(["word"] * 200), token_delay=0.1)
+    chat = ChatMoA(context=fake_context(server, ["a"], max_attempts=1))
+    stream = chat.stream("hi")
+    assert next(stream).content
+    start = time.perf_counter()
+    stream.close()  # what leaving a ``with closing(...)`` or dropping the iterator does
+    assert time.perf_counter() - start < 10  # not the 20 s the answer would take
+    assert server.wait_idle(2)
+    (request,) = server.requests_for("agg")
+    assert request.disconnected
+
+
+def test_a_scope_in_a_thread_of_the_users_is_cancelled_from_another(
+    server: FakeOpenAIServer,
+) -> None:
+    """A sync stream in a thread the user started, in a scope entered there (which leaves the
+    signal handlers alone: only the main thread may set them), cancelled from the main thread."""
+    ctx = fake_context(server, _slow_layer(server, "slow", 2), max_attempts=1)
+    scopes: list[Any] = []
+    raised: list[BaseException] = []
+
+    def user_thread() -> None:
+        try:
+            with cancel_on_interrupt() as scope:
+                scopes.append(scope)
+                _sync_call("stream messages", ctx)
+        except BaseException as error:
+            raised.append(error)
+
+    thread = threading.Thread(target=user_thread)
+    thread.start()
+    _when_in_flight(server, 2, lambda: scopes[0].cancel("timed out")).join()
+    thread.join(15)
+    assert not thread.is_alive()  # not the 30 s the proposers would take
+    assert [type(error) for error in raised] == [KeyboardInterrupt]
+    assert raised[0].args == ("timed out",)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert server.wait_idle(2)
+    assert all(request.disconnected for request in server.requests)
+    assert not server.requests_for("agg")
+
+
+def test_ctrl_c_in_a_layer_run_while_a_chat_moa_stream_is_open_cancels_both(
+    server: FakeOpenAIServer,
+) -> None:
+    """Between the chunks of an open ``ChatMoA`` stream (which holds SIGINT), the caller runs
+    ``graph.invoke`` with a layer of its own: Ctrl-C cancels that run too, not only the stream's."""
+    server.script("a", "a proposal")
+    server.script("agg", " ".join(["word"] * 300), token_delay=0.1)
+    chat = ChatMoA(context=fake_context(server, ["a"], max_attempts=1))
+    ctx = fake_context(server, _slow_layer(server, "slow", 2), aggregator="agg2", max_attempts=1)
+    stream = chat.stream("hi")
+    assert next(stream).content
+    watcher = _when_in_flight(server, 3, lambda: os.kill(os.getpid(), signal.SIGINT))
+    start = time.perf_counter()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            graph.invoke({"messages": [HumanMessage("hi")]}, context=ctx)
+    finally:
+        watcher.join()
+        stream.close()
+    assert time.perf_counter() - start < 15  # neither the 30 s proposers nor the 30 s answer
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert server.wait_idle(2)
+    assert all(r.disconnected for r in server.requests if r.model in ("slow0", "slow1", "agg"))
+    assert not server.requests_for("agg2")

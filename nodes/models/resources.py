@@ -15,7 +15,8 @@ Scope of each part:
   ``rpm``/``tpm`` hold for every call in the process, as ``ModelSpec`` documents; the background
   event loop that sync callers' nodes run on (``portal``, graphs/adapt.py), started on first use;
   the sync callers' tasks in flight on it and, while the main thread's run waits on several of
-  them in LangGraph's worker threads, the SIGINT handler (``sync_runs``, sync_runs.py).
+  them in LangGraph's worker threads or a ``cancel_on_interrupt()`` block runs in the main
+  thread, the SIGINT handler (``sync_runs``, sync_runs.py).
 - **an event loop**: the async HTTP client (its connection pool belongs to the loop that opened
   it) and the chat models built on it, one per ``ModelSettings`` and key/endpoint environment.
   A closed loop's entries are dropped when a new loop first asks.
