@@ -33,8 +33,9 @@ Either way the handler that was there keeps deciding what Ctrl-C means: if it ra
 it returns, nothing is. Handlers set outside Python, ``SIG_IGN`` and ``SIG_DFL`` are left alone
 (Ctrl-C then never reaches Python code, or ends the process and its connections with it). The
 handler that was there is put back when the hand-off ends (the layer, the scope) or Ctrl-C comes;
-a handler the user sets in between is never replaced. If a layer fails instead (an error escaping
-a proposer), SIGINT stays handed off until the main thread's next sync MoA node or Ctrl-C,
+a handler the user sets in between is never replaced. When no MoA step of the run follows in the
+main thread (a staircase step, the run's last; a layer that fails: an error escaping a proposer),
+SIGINT stays handed off until the main thread's next sync MoA node or Ctrl-C,
 harmlessly but for one thing: ``asyncio.run`` started meanwhile in the main thread sees a handler
 that is not Python's default and does not install its own (Ctrl-C then raises in the loop, as
 before Python 3.11). ``ainvoke``/``astream`` never come here: they cancel on their own.
