@@ -488,7 +488,7 @@ _RUNS: dict[str, _Run] = RESOURCES.staircases
 # LangGraph cancels nodes before they start (async), or the step fails outside any of them, so a
 # run cannot wait for all of them: it is dropped at the latest once ``_ENDED_KEPT`` runs ended
 # after it.
-_ENDED: OrderedDict[str, _Run] = OrderedDict()
+_ENDED: OrderedDict[str, _Run] = RESOURCES.staircases_ended
 _ENDED_KEPT = 64
 
 

@@ -38,6 +38,7 @@ import contextlib
 import os
 import threading
 import weakref
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -83,6 +84,8 @@ class Resources:
         self.layers: dict[str, Any] = {}
         # Staircase runs by superstep (nodes/staircase.py); each touched by its run's loop only.
         self.staircases: dict[str, Any] = {}
+        # Staircase runs no longer in flight, kept (bounded) for their step's nodes still to come.
+        self.staircases_ended: OrderedDict[str, Any] = OrderedDict()
 
     # --- per event loop ------------------------------------------------------------------------
     def _here(self) -> _LoopState:
