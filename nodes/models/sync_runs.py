@@ -85,12 +85,9 @@ class CancelScope:
         return self.cancelled_by() is not None
 
     def cancelled_by(self) -> str | None:
-        scope: CancelScope | None = self
-        while scope is not None:
-            if scope.reason is not None:
-                return scope.reason
-            scope = scope._parent
-        return None
+        """The reason of the innermost of this scope and those it was entered in that was
+        cancelled, or None."""
+        return next((s.reason for s in self.owners() if s.reason is not None), None)
 
     def owners(self) -> tuple[CancelScope, ...]:
         """This scope and the scopes it was entered in."""
