@@ -161,7 +161,8 @@ def render(r: dict[str, Any]) -> list[str]:
         "## Batch on a LangGraph server: `moa batch --server` against `moa batch` here",
         "",
         f"`LOG_LEVEL=WARNING langgraph dev --n-jobs-per-worker {r['slots']}` started as "
-        "docs/batch.md says for a batch (from the repository, hot reload on) and warmed up with "
+        "docs/batch.md says for a batch (its langgraph.json and graphs/ served from a scratch "
+        "folder, hot reload on) and warmed up with "
         f"{WARMUP_ITEMS} items; then, alternating, {r['items']} items x {r['rounds']} rounds of "
         f"`moa batch -j {r['j']}` here and `moa batch --server URL -j N` (the client keeps N "
         "runs submitted: running, or queued on the server). The batch section's workload: "
