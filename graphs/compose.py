@@ -48,7 +48,7 @@ from langgraph_moa.graphs.adapt import cancel_on_interrupt, cancellable
 from langgraph_moa.graphs.moa import build_moa_graph
 from langgraph_moa.nodes.aggregate import answer_text
 from langgraph_moa.nodes.context import Context
-from langgraph_moa.nodes.models.tools import Bind, binding
+from langgraph_moa.nodes.models.tools import FORMATS, Bind, binding
 from langgraph_moa.nodes.records import total_usage
 
 Settings = Context | str | None
@@ -150,6 +150,20 @@ def moa_tool(
 # --- a chat model ------------------------------------------------------------------------------
 
 
+def _json_schema_format(schema: Mapping[str, Any] | type, strict: bool | None) -> dict[str, Any]:
+    """OpenAI's ``json_schema`` response format for a pydantic model, TypedDict or JSON schema."""
+    function = convert_to_openai_function(schema, strict=strict)
+    return {
+        "type": "json_schema",
+        "json_schema": {
+            "name": function["name"],
+            "schema": function.get("parameters") or {},
+            **({"strict": strict} if strict is not None else {}),
+            **({"description": d} if (d := function.get("description")) else {}),
+        },
+    }
+
+
 class ChatMoA(BaseChatModel):
     """A chat model whose every answer is a Mixture-of-Agents run.
 
@@ -198,6 +212,8 @@ class ChatMoA(BaseChatModel):
         that names no given tool; a run whose aggregator cannot call tools fails with a
         ``CapabilityError`` naming it.
         """
+        if response_format and strict is not False:
+            strict = True  # as OpenAI requires of tools beside a response format (langchain-openai)
         bind = binding(
             tools=[convert_to_openai_tool(t, strict=strict) for t in tools],
             tool_choice=tool_choice,
@@ -232,16 +248,7 @@ class ChatMoA(BaseChatModel):
             return super().with_structured_output(schema, include_raw=include_raw, strict=strict)
         pydantic = isinstance(schema, type) and is_basemodel_subclass(schema)
         if method == "json_schema":
-            function = convert_to_openai_function(schema, strict=strict)
-            response_format: dict[str, Any] = {
-                "type": "json_schema",
-                "json_schema": {
-                    "name": function["name"],
-                    "schema": function.get("parameters") or {},
-                    **({"strict": strict} if strict is not None else {}),
-                    **({"description": d} if (d := function.get("description")) else {}),
-                },
-            }
+            response_format = _json_schema_format(schema, strict)
         elif method == "json_mode":
             response_format = {"type": "json_object"}
         else:
@@ -268,8 +275,17 @@ class ChatMoA(BaseChatModel):
     @staticmethod
     def _inputs(messages: list[BaseMessage], kwargs: Mapping[str, Any]) -> dict[str, Any]:
         bind: Bind | None = kwargs.get("moa_bind")
-        if "response_format" in kwargs:  # chat.bind(response_format=...), as for OpenAI models
-            bind = {**(bind or {}), **(binding(response_format=kwargs["response_format"]) or {})}
+        # chat.bind(response_format=...) as ChatOpenAI takes it: OpenAI's dict, or a schema
+        # (a pydantic model, a TypedDict, a JSON schema), as create_agent's ProviderStrategy
+        # and OpenAI users pass it.
+        response_format = kwargs.get("response_format")
+        if response_format is not None:
+            openai_form = isinstance(response_format, Mapping) and (
+                response_format.get("type") in FORMATS
+            )
+            if not openai_form:
+                response_format = _json_schema_format(response_format, None)
+            bind = {**(bind or {}), **(binding(response_format=response_format) or {})}
         return {"messages": messages, "bind": bind}
 
     @staticmethod

@@ -19,6 +19,7 @@ from fake_openai import (
     count_prompt_tokens,
 )
 from langchain.agents import create_agent
+from langchain.agents.structured_output import ProviderStrategy
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, ToolMessage
 from langchain_core.tools import tool
 from langgraph.graph import START, MessagesState, StateGraph
@@ -228,8 +229,8 @@ async def test_what_proposers_do_on_a_tool_step(
     ("bad", "problem"),
     [
         (ToolCall("search", {"q": "Paris"}), "the tool 'search', which does not exist"),
-        (ToolCall("weather", {"town": "Paris"}), "lacks the required field(s) city"),
-        (ToolCall("weather", {"city": 75}), "arguments.city must be of type string"),
+        (ToolCall("weather", {"town": "Paris"}), "arguments: 'city' is a required property"),
+        (ToolCall("weather", {"city": 75}), "arguments.city: 75 is not of type 'string'"),
         (ToolCall("weather", '{"city": "Par'), "not valid JSON"),
     ],
 )
@@ -342,5 +343,44 @@ def test_structured_output_sync_with_include_raw_and_a_bad_answer(server: FakeOp
     server.script("p1", "Ada.")
     server.script("agg", '{"name": "Ada"}')
     structured = ChatMoA(context=fake_context(server, ["p1"], max_attempts=2))
-    with pytest.raises(AggregatorError, match=r"the answer lacks the required field\(s\) age"):
+    with pytest.raises(AggregatorError, match="the answer: 'age' is a required property"):
         structured.with_structured_output(Person, method="json_schema").invoke("Who?")
+
+
+def test_a_tool_schema_is_checked_when_bound_and_read_in_full(server: FakeOpenAIServer) -> None:
+    any_city = {"type": "function", "function": {"name": "weather", "parameters": {}}}
+    any_city["function"]["parameters"] = {"type": "object", "properties": {"city": True}}
+    server.script("p1", "Call weather.")
+    server.script("agg", ToolCallReply([ToolCall("weather", {"city": ["Paris", 1]})]))
+    model = ChatMoA(context=fake_context(server, ["p1"])).bind_tools([any_city])
+    assert model.invoke("Weather?").tool_calls[0]["args"] == {"city": ["Paris", 1]}
+
+    broken = {**any_city, "function": {"name": "weather", "parameters": {"type": "thing"}}}
+    with pytest.raises(ConfigError, match=r"parameters is not a valid JSON schema: 'thing' is"):
+        ChatMoA(context=fake_context(server, ["p1"])).bind_tools([broken])
+
+
+def test_structured_output_the_way_openai_models_take_it(server: FakeOpenAIServer) -> None:
+    """``bind(response_format=schema)`` and create_agent's ProviderStrategy beside tools."""
+    structured_script(server)
+    chat_model = chat(server)
+    answer = chat_model.bind(response_format=Person).invoke("Who? Ada Lovelace, 36.")
+    assert Person.model_validate_json(str(answer.content)) == Person(name="Ada", age=36)
+
+    server.reset()
+    server.script("p1", "Call weather.")
+    server.script("p2", "Call weather.")
+
+    def aggregator(request: RecordedRequest) -> str | ToolCallReply:
+        if last_role(request) == "tool":
+            return '{"name": "Ada", "age": 36}'
+        return ToolCallReply([ToolCall("weather", {"city": "Paris"})])
+
+    server.script("agg", aggregator)
+    agent = create_agent(chat_model, tools=[weather], response_format=ProviderStrategy(Person))
+    state = agent.invoke({"messages": [HumanMessage("Who lives in Paris?")]})
+    assert state["structured_response"] == Person(name="Ada", age=36)
+    first, _ = server.requests_for("agg")
+    # OpenAI takes a response format beside tools only if the tools are strict.
+    assert first.body["tools"][0]["function"]["strict"] is True
+    assert first.body["response_format"]["json_schema"]["name"] == "Person"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
@@ -151,6 +151,7 @@ def request_binding(body: ChatCompletionRequest) -> Bind | None:
 def to_messages(messages: list[ChatMessage]) -> list[AnyMessage]:
     """The client's conversation as LangChain messages (all of it goes to the graph)."""
     out: list[AnyMessage] = []
+    unanswered: dict[str, int] = {}  # the last assistant message's tool calls without a result
     for i, m in enumerate(messages):
         if m.role == "function":
             raise OpenAIError(
@@ -160,6 +161,9 @@ def to_messages(messages: list[ChatMessage]) -> list[AnyMessage]:
                 code="unsupported",
             )
         text = content_text(m.content, f"messages[{i}].content")
+        calls = _tool_calls(m.tool_calls or [], i) if m.role == "assistant" else []
+        if m.role != "tool" and unanswered:
+            _no_result(unanswered)
         if m.role in ("system", "developer"):
             out.append(SystemMessage(text))
         elif m.role == "user":
@@ -169,27 +173,56 @@ def to_messages(messages: list[ChatMessage]) -> list[AnyMessage]:
                 raise OpenAIError(
                     400, "a 'tool' message needs tool_call_id", param=f"messages[{i}].tool_call_id"
                 )
+            if unanswered.pop(m.tool_call_id, None) is None:
+                # As OpenAI answers it; the aggregator's provider would refuse it after the
+                # proposers were paid.
+                raise OpenAIError(
+                    400,
+                    f"a 'tool' message must answer a tool call of the assistant message just "
+                    f"before it; none has the id {m.tool_call_id!r}",
+                    param=f"messages[{i}].tool_call_id",
+                )
             out.append(ToolMessage(text, tool_call_id=m.tool_call_id, name=m.name))
         else:
-            out.append(AIMessage(text, tool_calls=_tool_calls(m.tool_calls or [], i)))
+            unanswered = {c["id"]: i for c in calls}
+            out.append(AIMessage(text, tool_calls=calls))
+    if unanswered:
+        _no_result(unanswered)
     return out
+
+
+def _no_result(unanswered: dict[str, int]) -> NoReturn:
+    """A 400 for tool calls that no 'tool' message answers (OpenAI refuses them too)."""
+    i = next(iter(unanswered.values()))
+    raise OpenAIError(
+        400,
+        "an assistant message with tool_calls must be followed by a 'tool' message for each "
+        f"call; none answers {', '.join(map(repr, unanswered))}",
+        param=f"messages[{i}].tool_calls",
+    )
 
 
 def _tool_calls(calls: list[dict[str, Any]], i: int) -> list[Any]:
     """An assistant message's OpenAI tool calls as LangChain's (arguments parsed)."""
     out = []
     for n, call in enumerate(calls):
-        function = call.get("function") if isinstance(call, dict) else None
+        function = call.get("function")
+        arguments = function.get("arguments") if isinstance(function, dict) else None
         try:
-            assert isinstance(function, dict) and isinstance(function.get("name"), str)
-            args = json.loads(function.get("arguments") or "{}")
-            assert isinstance(args, dict) and isinstance(call.get("id"), str)
-        except (AssertionError, ValueError):
+            args = json.loads(arguments or "{}") if isinstance(arguments, str | None) else None
+        except ValueError:
+            args = None
+        if not (
+            isinstance(function, dict)
+            and isinstance(function.get("name"), str)
+            and isinstance(args, dict)
+            and isinstance(call.get("id"), str)
+        ):
             raise OpenAIError(
                 400,
                 "a tool call needs an id and a function with a name and JSON object arguments",
                 param=f"messages[{i}].tool_calls[{n}]",
-            ) from None
+            )
         out.append({"name": function["name"], "args": args, "id": call["id"]})
     return out
 
