@@ -191,7 +191,10 @@ def test_the_sdks_parse_helper_and_json_mode(
             {
                 "messages": [
                     *QUESTION,
-                    {**CALLED_WEATHER, "tool_calls": [{**CALL, "function": {"name": "w", "arguments": {}}}]},
+                    {
+                        **CALLED_WEATHER,
+                        "tool_calls": [{**CALL, "function": {"name": "w", "arguments": {}}}],
+                    },
                     WEATHER_RESULT,
                 ]
             },
@@ -211,6 +214,11 @@ def test_the_sdks_parse_helper_and_json_mode(
             {"tools": [tool_with(parameters={"type": "object", "required": "city"})]},
             "tools",
             "not a valid JSON schema: 'city' is not of type 'array' (at required)",
+        ),
+        (  # never read: a client's schema must not make the server open a file or a URL
+            {"tools": [tool_with(parameters={"$ref": "file:///etc/passwd"})]},
+            "tools",
+            "$ref 'file:///etc/passwd' points to nothing in the schema",
         ),
         ({"response_format": {}}, "response_format", "type None is not supported"),
         (

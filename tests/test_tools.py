@@ -359,6 +359,20 @@ def test_a_tool_schema_is_checked_when_bound_and_read_in_full(server: FakeOpenAI
     with pytest.raises(ConfigError, match=r"parameters is not a valid JSON schema: 'thing' is"):
         ChatMoA(context=fake_context(server, ["p1"])).bind_tools([broken])
 
+    # References point into the schema; one elsewhere (a URL, a file) is refused, never read.
+    city = {"$ref": "#/$defs/City"}
+    by_ref = {"type": "object", "properties": {"city": city}, "$defs": {"City": {"type": "string"}}}
+    replies = iter([ToolCall("weather", {"city": 75}), ToolCall("weather", {"city": "Paris"})])
+    server.script("agg", lambda r: ToolCallReply([next(replies)]))
+    tool = {"type": "function", "function": {"name": "weather", "parameters": by_ref}}
+    model = ChatMoA(context=fake_context(server, ["p1"])).bind_tools([tool])
+    assert model.invoke("Weather?").tool_calls[0]["args"] == {"city": "Paris"}
+    assert "arguments.city: 75 is not of type 'string'" in str(server.requests_for("agg")[-1].body)
+    elsewhere = {"type": "object", "properties": {"city": {"$ref": f"{server.url}/city.json"}}}
+    tool = {"type": "function", "function": {"name": "weather", "parameters": elsewhere}}
+    with pytest.raises(ConfigError, match=r"city\.json' points to nothing in the schema"):
+        ChatMoA(context=fake_context(server, ["p1"])).bind_tools([tool])
+
 
 def test_structured_output_the_way_openai_models_take_it(server: FakeOpenAIServer) -> None:
     """``bind(response_format=schema)`` and create_agent's ProviderStrategy beside tools."""

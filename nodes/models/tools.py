@@ -25,7 +25,7 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from jsonschema import Draft202012Validator
@@ -34,6 +34,9 @@ from jsonschema.validators import validator_for
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AnyMessage
 from langchain_core.runnables import RunnableBinding
+from referencing import Registry
+from referencing.exceptions import Unresolvable
+from referencing.jsonschema import DRAFT202012
 
 from langgraph_moa.nodes.context import Context, ToolProposers
 from langgraph_moa.nodes.errors import CapabilityError, ConfigError
@@ -144,11 +147,35 @@ def _schema_error(text: str) -> str | None:
         error = best_match(validator(validator.META_SCHEMA).iter_errors(schema))
     except RecursionError:
         return "nested too deeply"
-    if error is None:
-        return None
-    message = error.message if len(error.message) <= 200 else f"{error.message[:197]}..."
-    path = "/".join(str(p) for p in error.absolute_path)
-    return f"{message} (at {path})" if path else message
+    if error is not None:
+        message = error.message if len(error.message) <= 200 else f"{error.message[:197]}..."
+        path = "/".join(str(p) for p in error.absolute_path)
+        return f"{message} (at {path})" if path else message
+    resolver = NO_RETRIEVAL.with_resource(ROOT, DRAFT202012.create_resource(schema)).resolver(ROOT)
+    for ref in _refs(schema):
+        try:
+            resolver.lookup(ref)
+        except Unresolvable:
+            return f"$ref {_quoted(ref)} points to nothing in the schema (only local '#/...' refs)"
+    return None
+
+
+# jsonschema fetches a $ref it cannot resolve by URL (http:, file:) unless given a registry:
+# a client's schema must not make the server read a URL or a file. Refs point into the schema.
+NO_RETRIEVAL: Registry[Any] = Registry()
+ROOT = "urn:moa:schema"
+
+
+def _refs(node: Any) -> Iterator[str]:
+    if isinstance(node, Mapping):
+        for key in ("$ref", "$dynamicRef", "$recursiveRef"):
+            if isinstance(node.get(key), str):
+                yield node[key]
+        for value in node.values():
+            yield from _refs(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _refs(value)
 
 
 def _choice(value: Any) -> str | None:
@@ -304,8 +331,11 @@ def aggregator_note(bind: Mapping[str, Any] | None) -> str | None:
 def schema_problem(value: Any, schema: Mapping[str, Any], at: str = "arguments") -> str | None:
     """Why ``value`` does not match ``schema`` (checked by ``_check_schema`` when bound), in
     words the aggregator is told on a retry, or None."""
-    validator = validator_for(schema, default=Draft202012Validator)(schema)
-    error = best_match(validator.iter_errors(value))
+    validator = validator_for(schema, default=Draft202012Validator)(schema, registry=NO_RETRIEVAL)
+    try:
+        error = best_match(validator.iter_errors(value))
+    except Unresolvable:  # a reference _check_schema does not follow ($dynamicRef...): unchecked
+        return None
     if error is None:
         return None
     path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
