@@ -52,6 +52,7 @@ from langgraph_moa.nodes.models.tools import FORMATS, Bind, binding
 from langgraph_moa.nodes.records import total_usage
 
 Settings = Context | str | None
+STREAM_MODES: list[Any] = ["messages", "custom", "values"]  # custom: answer_retry events
 Graph = CompiledStateGraph[Any, Any, Any, Any]
 
 
@@ -301,9 +302,9 @@ class ChatMoA(BaseChatModel):
         )
 
     @staticmethod
-    def _last_chunk(final: Mapping[str, Any]) -> ChatGenerationChunk:
+    def _last_chunk(final: Mapping[str, Any], held: bool) -> ChatGenerationChunk:
         """Ends a stream: the tool calls (whole, once the aggregator's answer is checked), the
-        run's usage and metadata."""
+        answer's text if it was ``held``, the run's usage and metadata."""
         message = ChatMoA._message(final)
         calls = [
             ToolCallChunk(
@@ -317,7 +318,7 @@ class ChatMoA(BaseChatModel):
         ]
         return ChatGenerationChunk(
             message=AIMessageChunk(
-                content="",
+                content=message.content if held else "",
                 tool_call_chunks=calls,
                 usage_metadata=message.usage_metadata,
                 response_metadata=message.response_metadata,
@@ -326,8 +327,21 @@ class ChatMoA(BaseChatModel):
         )
 
     @staticmethod
-    def _token(chunk: Any, meta: Mapping[str, Any]) -> str | None:
-        return answer_text(chunk, meta) or None
+    def _holds(inputs: Mapping[str, Any]) -> bool:
+        """Whether a stream holds the answer's text until it is checked: with a response format,
+        where an answer asked again would leave its rejected JSON in the streamed message
+        (LangChain adds up the chunks) and the parse would fail."""
+        return bool((inputs["bind"] or {}).get("response_format"))
+
+    @staticmethod
+    def _text(mode: str, payload: Any, streamed: bool) -> str | None:
+        """What a stream shows of one item of the run's stream: the answer's tokens, and a blank
+        line when an answer after streamed text starts over (its text cannot be taken back;
+        ``moa serve`` shows it the same way)."""
+        if mode == "messages":
+            return answer_text(*payload) or None
+        restart = payload.get("event") in ("answer_retry", "answer_fallback")
+        return "\n\n" if restart and streamed and not payload.get("continues") else None
 
     def batch(
         self,
@@ -371,19 +385,20 @@ class ChatMoA(BaseChatModel):
         final: Mapping[str, Any] = {}
         mode: str
         payload: Any
+        inputs = self._inputs(messages, kwargs)
+        held, streamed = self._holds(inputs), False
         # In a scope of its own: LangGraph runs every node of a "messages" stream in its worker
         # threads, which Ctrl-C would otherwise wait for (graphs/adapt.py).
-        for mode, payload in cancellable(
-            self._moa().stream(self._inputs(messages, kwargs), stream_mode=["messages", "values"])
-        ):
+        for mode, payload in cancellable(self._moa().stream(inputs, stream_mode=STREAM_MODES)):
             if mode == "values":
                 final = payload
-            elif text := self._token(*payload):
+            elif not held and (text := self._text(mode, payload, streamed)):
+                streamed = mode == "messages"  # not after the blank line of a restart
                 chunk = ChatGenerationChunk(message=AIMessageChunk(content=text))
                 if run_manager is not None:
                     run_manager.on_llm_new_token(text, chunk=chunk)
                 yield chunk
-        yield self._last_chunk(final)
+        yield self._last_chunk(final, held)
 
     async def _astream(
         self,
@@ -395,17 +410,18 @@ class ChatMoA(BaseChatModel):
         final: Mapping[str, Any] = {}
         mode: str
         payload: Any
-        async for mode, payload in self._moa().astream(
-            self._inputs(messages, kwargs), stream_mode=["messages", "values"]
-        ):
+        inputs = self._inputs(messages, kwargs)
+        held, streamed = self._holds(inputs), False
+        async for mode, payload in self._moa().astream(inputs, stream_mode=STREAM_MODES):
             if mode == "values":
                 final = payload
-            elif text := self._token(*payload):
+            elif not held and (text := self._text(mode, payload, streamed)):
+                streamed = mode == "messages"  # not after the blank line of a restart
                 chunk = ChatGenerationChunk(message=AIMessageChunk(content=text))
                 if run_manager is not None:
                     await run_manager.on_llm_new_token(text, chunk=chunk)
                 yield chunk
-        yield self._last_chunk(final)
+        yield self._last_chunk(final, held)
 
 
 __all__ = ["ChatMoA", "moa_node", "moa_tool"]

@@ -398,3 +398,46 @@ def test_structured_output_the_way_openai_models_take_it(server: FakeOpenAIServe
     # OpenAI takes a response format beside tools only if the tools are strict.
     assert first.body["tools"][0]["function"]["strict"] is True
     assert first.body["response_format"]["json_schema"]["name"] == "Person"
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_a_streamed_answer_asked_again_leaves_no_rejected_json(
+    server: FakeOpenAIServer, mode: str
+) -> None:
+    """LangChain adds up a stream's chunks (as ``invoke`` does under ``stream_mode="messages"``):
+    a JSON answer asked again must not reach them; streamed text of a rejected tool call stays,
+    a blank line before the new answer (sent tokens cannot be taken back)."""
+    server.script("p1", "Ada, 36.")
+    replies = iter(['{"name": "Ada"}', '{"name": "Ada", "age": 36}'])
+    server.script("agg", lambda r: next(replies), token_delay=0.001)
+    structured = ChatMoA(context=fake_context(server, ["p1"])).with_structured_output(
+        Person, method="json_schema"
+    )
+    if mode == "sync":
+        parsed = list(structured.stream("Who?"))
+    else:
+        parsed = [p async for p in structured.astream("Who?")]
+    assert parsed == [Person(name="Ada", age=36)]
+
+    server.reset()
+    server.script("p1", "Call weather.")
+    replies = iter(
+        [
+            ToolCallReply([ToolCall("search", {"q": "Paris"})], content="Let me look."),
+            ToolCallReply([ToolCall("weather", {"city": "Paris"})], content="Checking."),
+            "Sunny.",
+        ]
+    )
+    server.script("agg", lambda r: next(replies), token_delay=0.001)
+    agent = create_agent(ChatMoA(context=fake_context(server, ["p1"])), tools=[weather])
+    inputs = {"messages": [HumanMessage("Weather in Paris?")]}
+    if mode == "sync":
+        parts = list(agent.stream(inputs, stream_mode=["messages", "values"]))
+    else:
+        parts = [p async for p in agent.astream(inputs, stream_mode=["messages", "values"])]
+    state = [payload for kind, payload in parts if kind == "values"][-1]
+    assert [m.content for m in state["messages"][1:]] == [
+        "Let me look.\n\nChecking.",
+        f"{WEATHER} in Paris",
+        "Sunny.",
+    ]
