@@ -140,6 +140,17 @@ def test_the_sdks_parse_helper_and_json_mode(
     assert agg.body["response_format"]["json_schema"]["name"] == "Person"
     assert "response_format" not in server.requests_for("p1")[0].body  # proposers: prose
 
+    # Streamed, with an answer asked again: the helper parses all the text it got.
+    replies = iter(['{"name": "Ada"}', '{"name": "Ada", "age": 36}'])
+    server.script("agg", lambda r: next(replies), token_delay=0.001)
+    with client.chat.completions.stream(
+        model="fake",
+        messages=[{"role": "user", "content": "Who? Ada, 36."}],
+        response_format=Person,
+    ) as stream:
+        assert stream.get_final_completion().choices[0].message.parsed == Person(name="Ada", age=36)
+
+    json_script(server)
     server.requests.clear()
     answer = client.chat.completions.create(
         model="fake",

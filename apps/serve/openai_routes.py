@@ -113,7 +113,14 @@ def openai_router(
             # A run that fails ends the stream with an error event (see _chunks).
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             return EventSourceResponse(
-                _chunks(run, name, show=show, include_usage=include_usage, tools=bool(body.tools)),
+                _chunks(
+                    run,
+                    name,
+                    show=show,
+                    include_usage=include_usage,
+                    tools=bool(body.tools),
+                    held=bool(bind and bind.get("response_format")),
+                ),
                 sep="\n",
                 ping=keepalive_s,
             )
@@ -277,10 +284,13 @@ async def _chunks(
     show: bool,
     include_usage: bool,
     tools: bool = False,
+    held: bool = False,
 ) -> AsyncIterator[str | ServerSentEvent]:
     """The SSE ``data:`` payloads of a streamed completion, ending in ``[DONE]``; a failure ends
     the stream with an error payload (the ``openai`` SDK raises it as ``APIError``, and does not
-    retry it: one request, one run)."""
+    retry it: one request, one run). ``held``: the answer's text is sent once checked, in one
+    chunk (with a response format: a JSON answer asked again must not reach the client's
+    parser, as the SDK's ``stream`` helper parses all the text it got)."""
     cid, created = completion_id(), now()
 
     def chunk(delta: Delta, finish: Literal["stop", "tool_calls"] | None = None) -> str:
@@ -294,7 +304,9 @@ async def _chunks(
         yield chunk(Delta(role="assistant", content=None if tools else ""))
         async for event in run:
             if isinstance(event, Token):
-                yield chunk(Delta(content=event.text + run.ready_text()))
+                text = event.text + run.ready_text()
+                if not held:
+                    yield chunk(Delta(content=text))
             elif isinstance(event, ProposalDone):
                 if show:
                     yield chunk(Delta(reasoning_content=proposal_text(event.record)))
@@ -302,11 +314,14 @@ async def _chunks(
                 # An answer that cannot be continued (tools or a response format bound) starts
                 # over; sent text cannot be taken back, so the new one follows a blank line. A
                 # broken answer that is continued (AnswerResumed) needs nothing: its rest follows.
-                if event.after_text:
+                if event.after_text and not held:
                     yield chunk(Delta(content="\n\n"))
             elif isinstance(event, Finished):
+                answer = event.state["messages"][-1]
+                if held and answer.text:
+                    yield chunk(Delta(content=answer.text))
                 # Tool calls come whole, once the aggregator's answer is checked.
-                calls = _calls_out(event.state["messages"][-1]) or []
+                calls = _calls_out(answer) or []
                 if calls:
                     deltas = [ToolCallDelta(index=i, **c.model_dump()) for i, c in enumerate(calls)]
                     yield chunk(Delta(tool_calls=deltas))
