@@ -231,6 +231,11 @@ def test_the_sdks_parse_helper_and_json_mode(
             "tools",
             "$ref 'file:///etc/passwd' points to nothing in the schema",
         ),
+        (
+            {"tools": [tool_with(parameters={"properties": {"city": {"pattern": "("}}})]},
+            "tools",
+            "'(' is not a 'regex' (at properties/city/pattern)",
+        ),
         ({"response_format": {}}, "response_format", "type None is not supported"),
         (
             {"response_format": {"type": "json_schema", "json_schema": "Person"}},

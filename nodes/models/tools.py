@@ -29,8 +29,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from jsonschema import Draft202012Validator
-from jsonschema.exceptions import best_match
-from jsonschema.validators import validator_for
+from jsonschema.exceptions import ValidationError, best_match
+from jsonschema.protocols import Validator
+from jsonschema.validators import extend, validator_for
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AnyMessage
 from langchain_core.runnables import RunnableBinding
@@ -144,7 +145,9 @@ def _schema_error(text: str) -> str | None:
     schema = json.loads(text)
     try:
         validator = validator_for(schema, default=Draft202012Validator)
-        error = best_match(validator(validator.META_SCHEMA).iter_errors(schema))
+        # With the format checker, as jsonschema's check_schema: a pattern must be a regex.
+        meta = validator(validator.META_SCHEMA, format_checker=validator.FORMAT_CHECKER)
+        error = best_match(meta.iter_errors(schema))
     except RecursionError:
         return "nested too deeply"
     if error is not None:
@@ -331,7 +334,8 @@ def aggregator_note(bind: Mapping[str, Any] | None) -> str | None:
 def schema_problem(value: Any, schema: Mapping[str, Any], at: str = "arguments") -> str | None:
     """Why ``value`` does not match ``schema`` (checked by ``_check_schema`` when bound), in
     words the aggregator is told on a retry, or None."""
-    validator = validator_for(schema, default=Draft202012Validator)(schema, registry=NO_RETRIEVAL)
+    kind = _without_regex(validator_for(schema, default=Draft202012Validator))
+    validator = kind(schema, registry=NO_RETRIEVAL)
     try:
         error = best_match(validator.iter_errors(value))
     except Unresolvable:  # a reference _check_schema does not follow ($dynamicRef...): unchecked
@@ -340,6 +344,31 @@ def schema_problem(value: Any, schema: Mapping[str, Any], at: str = "arguments")
         return None
     path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
     return f"{at}{path}: {error.message}"
+
+
+@functools.cache
+def _without_regex(base: type[Validator]) -> type[Validator]:
+    """``base`` checking no regular expression: a client's pattern run on what the model writes
+    at the client's request could take exponential time (ReDoS) in the server's event loop.
+    ``pattern`` and ``patternProperties`` go unchecked, and so do the keywords that read them
+    (``additionalProperties`` beside ``patternProperties``, ``unevaluatedProperties``)."""
+    additional = base.VALIDATORS["additionalProperties"]
+
+    def unchecked(*_: Any) -> None:
+        return None
+
+    def additional_properties(
+        validator: Validator, value: Any, instance: Any, schema: Mapping[str, Any]
+    ) -> Iterator[ValidationError]:
+        if "patternProperties" not in schema:
+            yield from additional(validator, value, instance, schema) or ()
+
+    skipped = ("pattern", "patternProperties", "unevaluatedProperties")
+    changed = {k: unchecked for k in skipped if k in base.VALIDATORS}
+    kind: type[Validator] = extend(  # type: ignore[no-untyped-call]  # jsonschema's stubs
+        base, {**changed, "additionalProperties": additional_properties}
+    )
+    return kind
 
 
 def answer_problem(message: AIMessage, bind: Mapping[str, Any] | None) -> str | None:
