@@ -347,7 +347,6 @@ def test_structured_output_sync_with_include_raw_and_a_bad_answer(server: FakeOp
         structured.with_structured_output(Person, method="json_schema").invoke("Who?")
 
 
-@pytest.mark.timeout(120, method="thread")  # a regex run on the answer would take hours
 def test_a_tool_schema_is_checked_when_bound_and_read_in_full(server: FakeOpenAIServer) -> None:
     any_city = {"type": "function", "function": {"name": "weather", "parameters": {}}}
     any_city["function"]["parameters"] = {"type": "object", "properties": {"city": True}}
@@ -369,13 +368,15 @@ def test_a_tool_schema_is_checked_when_bound_and_read_in_full(server: FakeOpenAI
     model = ChatMoA(context=fake_context(server, ["p1"])).bind_tools([tool])
     assert model.invoke("Weather?").tool_calls[0]["args"] == {"city": "Paris"}
     assert "arguments.city: 75 is not of type 'string'" in str(server.requests_for("agg")[-1].body)
-    # A client's regex is not run on what the model writes: "^(a+)+$" on 40 a's and a "!" would
-    # take the server's event loop for hours (ReDoS). Patterns go unchecked.
-    evil = {"type": "object", "properties": {"city": {"type": "string", "pattern": "^(a+)+$"}}}
-    server.script("agg", ToolCallReply([ToolCall("weather", {"city": "a" * 40 + "!"})]))
-    tool = {"type": "function", "function": {"name": "weather", "parameters": evil}}
+    # A client's regex is never run on what the model writes: "^(a+)+$" on 40 a's and a "!"
+    # would hold the server's event loop (and the GIL) for hours (ReDoS). Patterns go unchecked.
+    digits = {"type": "object", "properties": {"city": {"type": "string", "pattern": "^[0-9]+$"}}}
+    server.requests.clear()
+    server.script("agg", ToolCallReply([ToolCall("weather", {"city": "Paris"})]))
+    tool = {"type": "function", "function": {"name": "weather", "parameters": digits}}
     model = ChatMoA(context=fake_context(server, ["p1"])).bind_tools([tool])
-    assert model.invoke("Weather?").tool_calls[0]["args"] == {"city": "a" * 40 + "!"}
+    assert model.invoke("Weather?").tool_calls[0]["args"] == {"city": "Paris"}
+    assert len(server.requests_for("agg")) == 1  # not asked again
     elsewhere = {"type": "object", "properties": {"city": {"$ref": f"{server.url}/city.json"}}}
     tool = {"type": "function", "function": {"name": "weather", "parameters": elsewhere}}
     with pytest.raises(ConfigError, match=r"city\.json' points to nothing in the schema"):
