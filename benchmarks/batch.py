@@ -55,7 +55,11 @@ BASELINE_ITEMS = 15  # before and after the batch run
 MEMORY_ITEMS = 10_000
 MODEL = "m"
 # (concurrency, items, alternating rounds) of the side-by-side comparison with the raw script.
-SIDE_BY_SIDE = ((16, 200, 3), (64, 1000, 2))
+SIDE_BY_SIDE = ((16, 200, 3), (16, 1000, 2), (64, 1000, 2))
+# The CPU-per-item target is judged over runs of this many items or more: a data team's smallest
+# real run. In a shorter run the fixed start-up (imports: ~1 s more CPU than the script's) weighs
+# several ms per item; the table shows it apart, with its own target (the start-up gap).
+TARGET_ITEMS = 1000
 ANSWER_TOKENS = 500
 AGGREGATOR_MODEL = "aggregator"
 UNREACHED_RPM = 100_000  # a limit the run never reaches: its bookkeeping runs, it never waits
@@ -258,12 +262,14 @@ def _side_by_side(
 ) -> dict[str, Any]:
     from langgraph_moa.nodes.prompts import AGGREGATION_PROMPT
 
-    data = work / f"items-{concurrency}.jsonl"
+    work = work / f"j{concurrency}x{items}"  # each row its own outputs: none resumes another's
+    work.mkdir()
+    data = work / "items.jsonl"
     data.write_text(
         "".join(json.dumps({"id": f"i{i}", "prompt": _prompt(i)}) + "\n" for i in range(items)),
         encoding="utf-8",
     )
-    one = work / f"one-{concurrency}.jsonl"  # start-up: a run of one item
+    one = work / "one.jsonl"  # start-up: a run of one item
     one.write_text(json.dumps({"id": "i0", "prompt": _prompt(0)}) + "\n", encoding="utf-8")
     prompt_file = work / "prompt.txt"
     prompt_file.write_text(AGGREGATION_PROMPT, encoding="utf-8")
@@ -278,7 +284,7 @@ def _side_by_side(
         runs += 1
         return [
             sys.executable, "-m", "benchmarks.baseline", str(data),
-            str(work / f"s{concurrency}-{runs}.jsonl"),
+            str(work / f"s{runs}.jsonl"),
             "--base-url", server.base_url, "-j", str(concurrency),
             "--proposers", ",".join(_proposer_models()), "--aggregator", AGGREGATOR_MODEL,
             "--prompt-file", str(prompt_file),
@@ -289,7 +295,7 @@ def _side_by_side(
         runs += 1
         return [
             sys.executable, "-m", "langgraph_moa", "batch", str(data),
-            "-o", str(work / f"m{concurrency}-{runs}" / "out.jsonl"), "-c", str(configs[limits]),
+            "-o", str(work / f"m{runs}" / "out.jsonl"), "-c", str(configs[limits]),
             "-j", str(concurrency), *extra,
         ]  # fmt: skip
 

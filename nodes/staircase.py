@@ -73,7 +73,7 @@ from langgraph_moa.nodes.aggregate import ANSWER_TAG, call_failure, failed_note,
 from langgraph_moa.nodes.context import Context, ModelSpec
 from langgraph_moa.nodes.errors import AggregatorError, LayerFailedError
 from langgraph_moa.nodes.models import CallFailedError, CallResult, ask_model, settings_for
-from langgraph_moa.nodes.models.calls import RETRY_AFTER_CAP_S, retry_wait_s
+from langgraph_moa.nodes.models.calls import RETRIED_KINDS, RETRY_AFTER_CAP_S, retry_wait_s
 from langgraph_moa.nodes.models.continuation import continuation_of
 from langgraph_moa.nodes.models.growing import Collector, Growing, pieces_of
 from langgraph_moa.nodes.models.quorum import quorum_call
@@ -95,8 +95,6 @@ from langgraph_moa.nodes.resumed import saved_writes
 RUN_FAILED = "cancelled: the run failed"
 # Ends a proposal still being written, in the references of a chunk request.
 UNFINISHED = "\n[unfinished: this response is still being written]"
-# Failures worth another request (the call loop's rule, nodes/models/calls.py).
-RETRIED = {"rate_limit", "server", "connection", "timeout", "stream"}
 
 
 class StaircaseInput(TypedDict):
@@ -334,7 +332,7 @@ async def _chunk(
                 return None  # a continuation with nothing to add: the answer is complete
             asked = exc.retry_after_s
             too_long = asked is not None and asked > RETRY_AFTER_CAP_S  # as ask_model's own
-            if exc.kind not in RETRIED or attempt == run.ctx.max_attempts or too_long:
+            if exc.kind not in RETRIED_KINDS or attempt == run.ctx.max_attempts or too_long:
                 raise CallFailedError(
                     exc.kind, exc.message, attempt, exc.latency_s, retry_after_s=asked
                 ) from None

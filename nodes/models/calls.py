@@ -69,6 +69,10 @@ BACKOFF_CAP_S = 20.0
 # A longer Retry-After fails the call at once: waiting minutes inside one answer helps nobody.
 RETRY_AFTER_CAP_S = 60.0
 RETRIED_STATUS = {408, 409, 429}  # and every 5xx
+# Failures worth another request: the rest (a client error, an overlong prompt...) fail again.
+RETRIED_KINDS: frozenset[ErrorKind] = frozenset(
+    {"rate_limit", "server", "connection", "timeout", "stream"}
+)
 STATUS_HINT = {
     400: "request rejected (e.g. the prompt is longer than the model's context window)",
     401: "authentication failed: check the API key",
@@ -168,27 +172,32 @@ def _aiohttp_cause(exc: BaseException) -> BaseException | None:
 
 def classify(exc: BaseException, *, streamed: bool = False) -> tuple[ErrorKind, bool]:
     """(kind, retryable) for a failed attempt; ``streamed``: answer text had arrived."""
+    kind = _kind(exc, streamed)
+    return kind, kind in RETRIED_KINDS
+
+
+def _kind(exc: BaseException, streamed: bool) -> ErrorKind:
     status = _status(exc)
     if status is not None:
         if status == 429:
-            return "rate_limit", True
+            return "rate_limit"
         if status >= 500 or status in RETRIED_STATUS:
-            return "server", True
-        return "client", False  # 400, 401, 403, 404, 413, 422...: the same request fails again
+            return "server"
+        return "client"  # 400, 401, 403, 404, 413, 422...: the same request fails again
     cause = _aiohttp_cause(exc)
     if cause is not None and not isinstance(cause, TimeoutError):
-        return ("stream" if streamed else "connection"), True
+        return "stream" if streamed else "connection"
     if isinstance(exc, ContextOverflowError):
-        return "context", False
+        return "context"
     name = type(exc).__name__
     if isinstance(exc, TimeoutError) or "Timeout" in name:
-        return "timeout", True
+        return "timeout"
     if isinstance(exc, StreamBrokenError):
-        return "stream", True
+        return "stream"
     if "Connection" in name or "RemoteProtocol" in name or "ReadError" in name:
         # A connection cut in the middle of an answer is a broken stream.
-        return ("stream" if streamed else "connection"), True
-    return "other", False
+        return "stream" if streamed else "connection"
+    return "other"
 
 
 def describe(kind: ErrorKind, exc: BaseException, timeout: float) -> str:
