@@ -48,10 +48,11 @@ from langgraph_moa.graphs.adapt import cancel_on_interrupt, cancellable
 from langgraph_moa.graphs.moa import build_moa_graph
 from langgraph_moa.nodes.aggregate import answer_text
 from langgraph_moa.nodes.context import Context
-from langgraph_moa.nodes.models.tools import Bind, binding
+from langgraph_moa.nodes.models.tools import FORMATS, Bind, binding
 from langgraph_moa.nodes.records import total_usage
 
 Settings = Context | str | None
+STREAM_MODES: list[Any] = ["messages", "custom", "values"]  # custom: answer_retry events
 Graph = CompiledStateGraph[Any, Any, Any, Any]
 
 
@@ -150,6 +151,20 @@ def moa_tool(
 # --- a chat model ------------------------------------------------------------------------------
 
 
+def _json_schema_format(schema: Mapping[str, Any] | type, strict: bool | None) -> dict[str, Any]:
+    """OpenAI's ``json_schema`` response format for a pydantic model, TypedDict or JSON schema."""
+    function = convert_to_openai_function(schema, strict=strict)
+    return {
+        "type": "json_schema",
+        "json_schema": {
+            "name": function["name"],
+            "schema": function.get("parameters") or {},
+            **({"strict": strict} if strict is not None else {}),
+            **({"description": d} if (d := function.get("description")) else {}),
+        },
+    }
+
+
 class ChatMoA(BaseChatModel):
     """A chat model whose every answer is a Mixture-of-Agents run.
 
@@ -198,6 +213,8 @@ class ChatMoA(BaseChatModel):
         that names no given tool; a run whose aggregator cannot call tools fails with a
         ``CapabilityError`` naming it.
         """
+        if response_format and strict is not False:
+            strict = True  # as OpenAI requires of tools beside a response format (langchain-openai)
         bind = binding(
             tools=[convert_to_openai_tool(t, strict=strict) for t in tools],
             tool_choice=tool_choice,
@@ -232,16 +249,7 @@ class ChatMoA(BaseChatModel):
             return super().with_structured_output(schema, include_raw=include_raw, strict=strict)
         pydantic = isinstance(schema, type) and is_basemodel_subclass(schema)
         if method == "json_schema":
-            function = convert_to_openai_function(schema, strict=strict)
-            response_format: dict[str, Any] = {
-                "type": "json_schema",
-                "json_schema": {
-                    "name": function["name"],
-                    "schema": function.get("parameters") or {},
-                    **({"strict": strict} if strict is not None else {}),
-                    **({"description": d} if (d := function.get("description")) else {}),
-                },
-            }
+            response_format = _json_schema_format(schema, strict)
         elif method == "json_mode":
             response_format = {"type": "json_object"}
         else:
@@ -268,8 +276,17 @@ class ChatMoA(BaseChatModel):
     @staticmethod
     def _inputs(messages: list[BaseMessage], kwargs: Mapping[str, Any]) -> dict[str, Any]:
         bind: Bind | None = kwargs.get("moa_bind")
-        if "response_format" in kwargs:  # chat.bind(response_format=...), as for OpenAI models
-            bind = {**(bind or {}), **(binding(response_format=kwargs["response_format"]) or {})}
+        # chat.bind(response_format=...) as ChatOpenAI takes it: OpenAI's dict, or a schema
+        # (a pydantic model, a TypedDict, a JSON schema), as create_agent's ProviderStrategy
+        # and OpenAI users pass it.
+        response_format = kwargs.get("response_format")
+        if response_format is not None:
+            openai_form = isinstance(response_format, Mapping) and (
+                response_format.get("type") in FORMATS
+            )
+            if not openai_form:
+                response_format = _json_schema_format(response_format, None)
+            bind = {**(bind or {}), **(binding(response_format=response_format) or {})}
         return {"messages": messages, "bind": bind}
 
     @staticmethod
@@ -285,9 +302,9 @@ class ChatMoA(BaseChatModel):
         )
 
     @staticmethod
-    def _last_chunk(final: Mapping[str, Any]) -> ChatGenerationChunk:
+    def _last_chunk(final: Mapping[str, Any], held: bool) -> ChatGenerationChunk:
         """Ends a stream: the tool calls (whole, once the aggregator's answer is checked), the
-        run's usage and metadata."""
+        answer's text if it was ``held``, the run's usage and metadata."""
         message = ChatMoA._message(final)
         calls = [
             ToolCallChunk(
@@ -301,7 +318,7 @@ class ChatMoA(BaseChatModel):
         ]
         return ChatGenerationChunk(
             message=AIMessageChunk(
-                content="",
+                content=message.content if held else "",
                 tool_call_chunks=calls,
                 usage_metadata=message.usage_metadata,
                 response_metadata=message.response_metadata,
@@ -310,8 +327,21 @@ class ChatMoA(BaseChatModel):
         )
 
     @staticmethod
-    def _token(chunk: Any, meta: Mapping[str, Any]) -> str | None:
-        return answer_text(chunk, meta) or None
+    def _holds(inputs: Mapping[str, Any]) -> bool:
+        """Whether a stream holds the answer's text until it is checked: with a response format,
+        where an answer asked again would leave its rejected JSON in the streamed message
+        (LangChain adds up the chunks) and the parse would fail."""
+        return bool((inputs["bind"] or {}).get("response_format"))
+
+    @staticmethod
+    def _text(mode: str, payload: Any, streamed: bool) -> str | None:
+        """What a stream shows of one item of the run's stream: the answer's tokens, and a blank
+        line when an answer after streamed text starts over (its text cannot be taken back;
+        ``moa serve`` shows it the same way)."""
+        if mode == "messages":
+            return answer_text(*payload) or None
+        restart = payload.get("event") in ("answer_retry", "answer_fallback")
+        return "\n\n" if restart and streamed and not payload.get("continues") else None
 
     def batch(
         self,
@@ -355,19 +385,20 @@ class ChatMoA(BaseChatModel):
         final: Mapping[str, Any] = {}
         mode: str
         payload: Any
+        inputs = self._inputs(messages, kwargs)
+        held, streamed = self._holds(inputs), False
         # In a scope of its own: LangGraph runs every node of a "messages" stream in its worker
         # threads, which Ctrl-C would otherwise wait for (graphs/adapt.py).
-        for mode, payload in cancellable(
-            self._moa().stream(self._inputs(messages, kwargs), stream_mode=["messages", "values"])
-        ):
+        for mode, payload in cancellable(self._moa().stream(inputs, stream_mode=STREAM_MODES)):
             if mode == "values":
                 final = payload
-            elif text := self._token(*payload):
+            elif not held and (text := self._text(mode, payload, streamed)):
+                streamed = mode == "messages"  # not after the blank line of a restart
                 chunk = ChatGenerationChunk(message=AIMessageChunk(content=text))
                 if run_manager is not None:
                     run_manager.on_llm_new_token(text, chunk=chunk)
                 yield chunk
-        yield self._last_chunk(final)
+        yield self._last_chunk(final, held)
 
     async def _astream(
         self,
@@ -379,17 +410,18 @@ class ChatMoA(BaseChatModel):
         final: Mapping[str, Any] = {}
         mode: str
         payload: Any
-        async for mode, payload in self._moa().astream(
-            self._inputs(messages, kwargs), stream_mode=["messages", "values"]
-        ):
+        inputs = self._inputs(messages, kwargs)
+        held, streamed = self._holds(inputs), False
+        async for mode, payload in self._moa().astream(inputs, stream_mode=STREAM_MODES):
             if mode == "values":
                 final = payload
-            elif text := self._token(*payload):
+            elif not held and (text := self._text(mode, payload, streamed)):
+                streamed = mode == "messages"  # not after the blank line of a restart
                 chunk = ChatGenerationChunk(message=AIMessageChunk(content=text))
                 if run_manager is not None:
                     await run_manager.on_llm_new_token(text, chunk=chunk)
                 yield chunk
-        yield self._last_chunk(final)
+        yield self._last_chunk(final, held)
 
 
 __all__ = ["ChatMoA", "moa_node", "moa_tool"]

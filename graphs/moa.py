@@ -31,6 +31,17 @@ from langgraph_moa.nodes.staircase import staircase_aggregate, staircase_propose
 Next = list[Send] | Literal["aggregate"]
 
 
+class _SaysWhatToDo(type):
+    # LangGraph's add_node, given a builder instead of a graph, raises "Expected a Runnable,
+    # callable or dict. Instead got an unsupported type: <the type>": the type says what to do.
+    def __repr__(cls) -> str:
+        return "an uncompiled MoA graph: give add_node build_moa_graph(...).compile()"
+
+
+class MoAGraphBuilder(StateGraph[MoAState, Context, MoAInput, MoAOutput], metaclass=_SaysWhatToDo):
+    """What ``build_moa_graph`` returns: a ``StateGraph``, to compile."""
+
+
 async def first_layer(state: MoAState, runtime: Runtime[Context]) -> Next:
     ctx = runtime.context  # resolved by adapt
     check_capable(ctx, state.get("bind"))  # before the proposers are paid
@@ -63,7 +74,7 @@ async def next_layer(state: MoAState, runtime: Runtime[Context]) -> Next:
 
 def build_moa_graph(
     context: Context | str | None = None, *, unroll: Context | None = None
-) -> StateGraph[MoAState, Context, MoAInput, MoAOutput]:
+) -> MoAGraphBuilder:
     """The uncompiled MoA graph: compile it with your own checkpointer, store and name.
 
     ``context``: the settings of runs that bring none (a Context or a preset name); by default
@@ -77,7 +88,7 @@ def build_moa_graph(
             "build_moa_graph: context and unroll name different settings; an unrolled graph "
             "runs the Context it is unrolled for: pass only unroll=ctx"
         )
-    builder = StateGraph(
+    builder = MoAGraphBuilder(
         MoAState, context_schema=Context, input_schema=MoAInput, output_schema=MoAOutput
     )
     if unroll is not None:

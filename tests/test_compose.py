@@ -223,3 +223,9 @@ async def test_a_messages_state_parent_keeps_the_answer(server: FakeOpenAIServer
     state = await parent.compile().ainvoke({"messages": [HumanMessage("hi")]})
     assert [m.type for m in state["messages"]] == ["human", "ai"]
     assert state["messages"][-1].content == "the mixture's answer"
+
+
+def test_an_uncompiled_graph_given_to_add_node_says_what_to_do(server: FakeOpenAIServer) -> None:
+    parent = StateGraph(MessagesState)
+    with pytest.raises(TypeError, match=r"give add_node build_moa_graph\(\.\.\.\)\.compile\(\)"):
+        parent.add_node("moa", build_moa_graph(context=fake_context(server, ["p1"])))

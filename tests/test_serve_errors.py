@@ -393,14 +393,23 @@ async def test_a_broken_answer_is_continued_on_every_stream_route(
     assert [fallback_so_far(r) for r in continued] == ["word0 word1 word2 "] * 3
 
 
-def test_an_answer_that_cannot_be_continued_starts_over_after_a_blank_line(
-    server: FakeOpenAIServer,
-) -> None:
-    answer = '{"answer": "one two three four five"}'
-    server.script("agg", answer)
+def test_an_answer_that_cannot_be_continued_starts_over(server: FakeOpenAIServer) -> None:
+    text_answer, json_answer = "one two three four five", '{"answer": "one two three four five"}'
+    server.script("agg", text_answer)
     ctx = fake_context(server, ["p1"], max_attempts=2, retry_base_s=0.01)
+    tool = {"type": "function", "function": {"name": "search", "parameters": {"type": "object"}}}
     with running(app_for(ctx)) as base:
-        # A JSON answer (response_format) breaks after 2 tokens: it is asked again, whole.
+        # With tools bound, an answer that breaks after 2 tokens is asked again, whole: sent text
+        # cannot be taken back, so the new answer follows a blank line.
+        server.fail("agg", Failure(drop_after_tokens=2))
+        stream = client(base).chat.completions.create(
+            model="fake", messages=MESSAGES, stream=True, tools=[tool]
+        )
+        text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+        assert text == "one two \n\n" + text_answer
+        # With a response format the text is sent once checked: the client's parser gets the
+        # JSON alone.
+        server.script("agg", json_answer)
         server.fail("agg", Failure(drop_after_tokens=2))
         stream = client(base).chat.completions.create(
             model="fake",
@@ -409,9 +418,9 @@ def test_an_answer_that_cannot_be_continued_starts_over_after_a_blank_line(
             response_format={"type": "json_object"},
         )
         text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
-        assert text == '{"answer": "one \n\n' + answer
+        assert text == json_answer
         server.fail("agg", Failure(drop_after_tokens=3))
         whole = client(base).chat.completions.create(
             model="fake", messages=MESSAGES, response_format={"type": "json_object"}
         )
-        assert whole.choices[0].message.content == answer
+        assert whole.choices[0].message.content == json_answer

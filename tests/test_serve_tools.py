@@ -30,6 +30,13 @@ WEATHER_TOOL: Any = {
     },
 }
 QUESTION: Any = [{"role": "user", "content": "What's the weather in Paris?"}]
+CALL: Any = {"id": "c1", "type": "function", "function": {"name": "weather", "arguments": "{}"}}
+CALLED_WEATHER: Any = {"role": "assistant", "content": None, "tool_calls": [CALL]}
+WEATHER_RESULT: Any = {"role": "tool", "tool_call_id": "c1", "content": WEATHER}
+
+
+def tool_with(**function: Any) -> Any:
+    return {**WEATHER_TOOL, "function": {**WEATHER_TOOL["function"], **function}}
 
 
 @pytest.fixture
@@ -133,6 +140,17 @@ def test_the_sdks_parse_helper_and_json_mode(
     assert agg.body["response_format"]["json_schema"]["name"] == "Person"
     assert "response_format" not in server.requests_for("p1")[0].body  # proposers: prose
 
+    # Streamed, with an answer asked again: the helper parses all the text it got.
+    replies = iter(['{"name": "Ada"}', '{"name": "Ada", "age": 36}'])
+    server.script("agg", lambda r: next(replies), token_delay=0.001)
+    with client.chat.completions.stream(
+        model="fake",
+        messages=[{"role": "user", "content": "Who? Ada, 36."}],
+        response_format=Person,
+    ) as stream:
+        assert stream.get_final_completion().choices[0].message.parsed == Person(name="Ada", age=36)
+
+    json_script(server)
     server.requests.clear()
     answer = client.chat.completions.create(
         model="fake",
@@ -164,6 +182,80 @@ def test_the_sdks_parse_helper_and_json_mode(
             },
             "messages[2].tool_calls[0]",
             "a tool call needs",
+        ),
+        (
+            {"messages": [*QUESTION, CALLED_WEATHER, {**WEATHER_RESULT, "tool_call_id": "c9"}]},
+            "messages[2].tool_call_id",
+            "none has the id 'c9'",
+        ),
+        (
+            {"messages": [*QUESTION, WEATHER_RESULT]},
+            "messages[1].tool_call_id",
+            "must answer a tool call of the assistant message just before it",
+        ),
+        (
+            {"messages": [*QUESTION, CALLED_WEATHER, *QUESTION]},
+            "messages[1].tool_calls",
+            "none answers 'c1'",
+        ),
+        (
+            {
+                "messages": [
+                    *QUESTION,
+                    {
+                        **CALLED_WEATHER,
+                        "tool_calls": [{**CALL, "function": {"name": "w", "arguments": {}}}],
+                    },
+                    WEATHER_RESULT,
+                ]
+            },
+            "messages[1].tool_calls[0]",
+            "a tool call needs",
+        ),
+        (
+            {"tools": [WEATHER_TOOL], "tool_choice": {"type": "function", "function": "weather"}},
+            "tool_choice",
+            "names no function",
+        ),
+        ({"tools": [WEATHER_TOOL], "parallel_tool_calls": "yes"}, "parallel_tool_calls", "bool"),
+        ({"tools": [tool_with(name="get weather")]}, "tools", "letters, digits, underscores"),
+        ({"tools": [WEATHER_TOOL, WEATHER_TOOL]}, "tools", "'weather' names two tools"),
+        ({"tools": [tool_with(parameters="city")]}, "tools", "must be a JSON schema object"),
+        (
+            {"tools": [tool_with(parameters={"type": "object", "required": "city"})]},
+            "tools",
+            "not a valid JSON schema: 'city' is not of type 'array' (at required)",
+        ),
+        (  # never read: a client's schema must not make the server open a file or a URL
+            {"tools": [tool_with(parameters={"$ref": "file:///etc/passwd"})]},
+            "tools",
+            "$ref 'file:///etc/passwd' points to nothing in the schema",
+        ),
+        (
+            {"tools": [tool_with(parameters={"properties": {"city": {"pattern": "("}}})]},
+            "tools",
+            "'(' is not a 'regex' (at properties/city/pattern)",
+        ),
+        ({"response_format": {}}, "response_format", "type None is not supported"),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": "Person"}},
+            "response_format",
+            "needs json_schema.schema",
+        ),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": {"schema": {}}}},
+            "response_format",
+            "json_schema.name None must be",
+        ),
+        (
+            {
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {"name": "P", "schema": {"properties": {"age": {"enum": 3}}}},
+                }
+            },
+            "response_format",
+            "not a valid JSON schema: 3 is not of type 'array' (at properties/age/enum)",
         ),
     ],
 )

@@ -19,6 +19,7 @@ from fake_openai import (
     count_prompt_tokens,
 )
 from langchain.agents import create_agent
+from langchain.agents.structured_output import ProviderStrategy
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, ToolMessage
 from langchain_core.tools import tool
 from langgraph.graph import START, MessagesState, StateGraph
@@ -228,8 +229,8 @@ async def test_what_proposers_do_on_a_tool_step(
     ("bad", "problem"),
     [
         (ToolCall("search", {"q": "Paris"}), "the tool 'search', which does not exist"),
-        (ToolCall("weather", {"town": "Paris"}), "lacks the required field(s) city"),
-        (ToolCall("weather", {"city": 75}), "arguments.city must be of type string"),
+        (ToolCall("weather", {"town": "Paris"}), "arguments: 'city' is a required property"),
+        (ToolCall("weather", {"city": 75}), "arguments.city: 75 is not of type 'string'"),
         (ToolCall("weather", '{"city": "Par'), "not valid JSON"),
     ],
 )
@@ -342,5 +343,110 @@ def test_structured_output_sync_with_include_raw_and_a_bad_answer(server: FakeOp
     server.script("p1", "Ada.")
     server.script("agg", '{"name": "Ada"}')
     structured = ChatMoA(context=fake_context(server, ["p1"], max_attempts=2))
-    with pytest.raises(AggregatorError, match=r"the answer lacks the required field\(s\) age"):
+    with pytest.raises(AggregatorError, match="the answer: 'age' is a required property"):
         structured.with_structured_output(Person, method="json_schema").invoke("Who?")
+
+
+def test_a_tool_schema_is_checked_when_bound_and_read_in_full(server: FakeOpenAIServer) -> None:
+    any_city = {"type": "function", "function": {"name": "weather", "parameters": {}}}
+    any_city["function"]["parameters"] = {"type": "object", "properties": {"city": True}}
+    server.script("p1", "Call weather.")
+    server.script("agg", ToolCallReply([ToolCall("weather", {"city": ["Paris", 1]})]))
+    model = ChatMoA(context=fake_context(server, ["p1"])).bind_tools([any_city])
+    assert model.invoke("Weather?").tool_calls[0]["args"] == {"city": ["Paris", 1]}
+
+    broken = {**any_city, "function": {"name": "weather", "parameters": {"type": "thing"}}}
+    with pytest.raises(ConfigError, match=r"parameters is not a valid JSON schema: 'thing' is"):
+        ChatMoA(context=fake_context(server, ["p1"])).bind_tools([broken])
+
+    # References point into the schema; one elsewhere (a URL, a file) is refused, never read.
+    city = {"$ref": "#/$defs/City"}
+    by_ref = {"type": "object", "properties": {"city": city}, "$defs": {"City": {"type": "string"}}}
+    replies = iter([ToolCall("weather", {"city": 75}), ToolCall("weather", {"city": "Paris"})])
+    server.script("agg", lambda r: ToolCallReply([next(replies)]))
+    tool = {"type": "function", "function": {"name": "weather", "parameters": by_ref}}
+    model = ChatMoA(context=fake_context(server, ["p1"])).bind_tools([tool])
+    assert model.invoke("Weather?").tool_calls[0]["args"] == {"city": "Paris"}
+    assert "arguments.city: 75 is not of type 'string'" in str(server.requests_for("agg")[-1].body)
+    # A client's regex is never run on what the model writes: "^(a+)+$" on 40 a's and a "!"
+    # would hold the server's event loop (and the GIL) for hours (ReDoS). Patterns go unchecked.
+    digits = {"type": "object", "properties": {"city": {"type": "string", "pattern": "^[0-9]+$"}}}
+    server.requests.clear()
+    server.script("agg", ToolCallReply([ToolCall("weather", {"city": "Paris"})]))
+    tool = {"type": "function", "function": {"name": "weather", "parameters": digits}}
+    model = ChatMoA(context=fake_context(server, ["p1"])).bind_tools([tool])
+    assert model.invoke("Weather?").tool_calls[0]["args"] == {"city": "Paris"}
+    assert len(server.requests_for("agg")) == 1  # not asked again
+    elsewhere = {"type": "object", "properties": {"city": {"$ref": f"{server.url}/city.json"}}}
+    tool = {"type": "function", "function": {"name": "weather", "parameters": elsewhere}}
+    with pytest.raises(ConfigError, match=r"city\.json' points to nothing in the schema"):
+        ChatMoA(context=fake_context(server, ["p1"])).bind_tools([tool])
+
+
+def test_structured_output_the_way_openai_models_take_it(server: FakeOpenAIServer) -> None:
+    """``bind(response_format=schema)`` and create_agent's ProviderStrategy beside tools."""
+    structured_script(server)
+    chat_model = chat(server)
+    answer = chat_model.bind(response_format=Person).invoke("Who? Ada Lovelace, 36.")
+    assert Person.model_validate_json(str(answer.content)) == Person(name="Ada", age=36)
+
+    server.reset()
+    server.script("p1", "Call weather.")
+    server.script("p2", "Call weather.")
+
+    def aggregator(request: RecordedRequest) -> str | ToolCallReply:
+        if last_role(request) == "tool":
+            return '{"name": "Ada", "age": 36}'
+        return ToolCallReply([ToolCall("weather", {"city": "Paris"})])
+
+    server.script("agg", aggregator)
+    agent = create_agent(chat_model, tools=[weather], response_format=ProviderStrategy(Person))
+    state = agent.invoke({"messages": [HumanMessage("Who lives in Paris?")]})
+    assert state["structured_response"] == Person(name="Ada", age=36)
+    first, _ = server.requests_for("agg")
+    # OpenAI takes a response format beside tools only if the tools are strict.
+    assert first.body["tools"][0]["function"]["strict"] is True
+    assert first.body["response_format"]["json_schema"]["name"] == "Person"
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_a_streamed_answer_asked_again_leaves_no_rejected_json(
+    server: FakeOpenAIServer, mode: str
+) -> None:
+    """LangChain adds up a stream's chunks (as ``invoke`` does under ``stream_mode="messages"``):
+    a JSON answer asked again must not reach them; streamed text of a rejected tool call stays,
+    a blank line before the new answer (sent tokens cannot be taken back)."""
+    server.script("p1", "Ada, 36.")
+    replies = iter(['{"name": "Ada"}', '{"name": "Ada", "age": 36}'])
+    server.script("agg", lambda r: next(replies), token_delay=0.001)
+    structured = ChatMoA(context=fake_context(server, ["p1"])).with_structured_output(
+        Person, method="json_schema"
+    )
+    if mode == "sync":
+        parsed = list(structured.stream("Who?"))
+    else:
+        parsed = [p async for p in structured.astream("Who?")]
+    assert parsed == [Person(name="Ada", age=36)]
+
+    server.reset()
+    server.script("p1", "Call weather.")
+    replies = iter(
+        [
+            ToolCallReply([ToolCall("search", {"q": "Paris"})], content="Let me look."),
+            ToolCallReply([ToolCall("weather", {"city": "Paris"})], content="Checking."),
+            "Sunny.",
+        ]
+    )
+    server.script("agg", lambda r: next(replies), token_delay=0.001)
+    agent = create_agent(ChatMoA(context=fake_context(server, ["p1"])), tools=[weather])
+    inputs = {"messages": [HumanMessage("Weather in Paris?")]}
+    if mode == "sync":
+        parts = list(agent.stream(inputs, stream_mode=["messages", "values"]))
+    else:
+        parts = [p async for p in agent.astream(inputs, stream_mode=["messages", "values"])]
+    state = [payload for kind, payload in parts if kind == "values"][-1]
+    assert [m.content for m in state["messages"][1:]] == [
+        "Let me look.\n\nChecking.",
+        f"{WEATHER} in Paris",
+        "Sunny.",
+    ]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
@@ -113,7 +113,14 @@ def openai_router(
             # A run that fails ends the stream with an error event (see _chunks).
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             return EventSourceResponse(
-                _chunks(run, name, show=show, include_usage=include_usage, tools=bool(body.tools)),
+                _chunks(
+                    run,
+                    name,
+                    show=show,
+                    include_usage=include_usage,
+                    tools=bool(body.tools),
+                    held=bool(bind and bind.get("response_format")),
+                ),
                 sep="\n",
                 ping=keepalive_s,
             )
@@ -151,6 +158,7 @@ def request_binding(body: ChatCompletionRequest) -> Bind | None:
 def to_messages(messages: list[ChatMessage]) -> list[AnyMessage]:
     """The client's conversation as LangChain messages (all of it goes to the graph)."""
     out: list[AnyMessage] = []
+    unanswered: dict[str, int] = {}  # the last assistant message's tool calls without a result
     for i, m in enumerate(messages):
         if m.role == "function":
             raise OpenAIError(
@@ -160,6 +168,9 @@ def to_messages(messages: list[ChatMessage]) -> list[AnyMessage]:
                 code="unsupported",
             )
         text = content_text(m.content, f"messages[{i}].content")
+        calls = _tool_calls(m.tool_calls or [], i) if m.role == "assistant" else []
+        if m.role != "tool" and unanswered:
+            _no_result(unanswered)
         if m.role in ("system", "developer"):
             out.append(SystemMessage(text))
         elif m.role == "user":
@@ -169,27 +180,56 @@ def to_messages(messages: list[ChatMessage]) -> list[AnyMessage]:
                 raise OpenAIError(
                     400, "a 'tool' message needs tool_call_id", param=f"messages[{i}].tool_call_id"
                 )
+            if unanswered.pop(m.tool_call_id, None) is None:
+                # As OpenAI answers it; the aggregator's provider would refuse it after the
+                # proposers were paid.
+                raise OpenAIError(
+                    400,
+                    f"a 'tool' message must answer a tool call of the assistant message just "
+                    f"before it; none has the id {m.tool_call_id!r}",
+                    param=f"messages[{i}].tool_call_id",
+                )
             out.append(ToolMessage(text, tool_call_id=m.tool_call_id, name=m.name))
         else:
-            out.append(AIMessage(text, tool_calls=_tool_calls(m.tool_calls or [], i)))
+            unanswered = {c["id"]: i for c in calls}
+            out.append(AIMessage(text, tool_calls=calls))
+    if unanswered:
+        _no_result(unanswered)
     return out
+
+
+def _no_result(unanswered: dict[str, int]) -> NoReturn:
+    """A 400 for tool calls that no 'tool' message answers (OpenAI refuses them too)."""
+    i = next(iter(unanswered.values()))
+    raise OpenAIError(
+        400,
+        "an assistant message with tool_calls must be followed by a 'tool' message for each "
+        f"call; none answers {', '.join(map(repr, unanswered))}",
+        param=f"messages[{i}].tool_calls",
+    )
 
 
 def _tool_calls(calls: list[dict[str, Any]], i: int) -> list[Any]:
     """An assistant message's OpenAI tool calls as LangChain's (arguments parsed)."""
     out = []
     for n, call in enumerate(calls):
-        function = call.get("function") if isinstance(call, dict) else None
+        function = call.get("function")
+        arguments = function.get("arguments") if isinstance(function, dict) else None
         try:
-            assert isinstance(function, dict) and isinstance(function.get("name"), str)
-            args = json.loads(function.get("arguments") or "{}")
-            assert isinstance(args, dict) and isinstance(call.get("id"), str)
-        except (AssertionError, ValueError):
+            args = json.loads(arguments or "{}") if isinstance(arguments, str | None) else None
+        except ValueError:
+            args = None
+        if not (
+            isinstance(function, dict)
+            and isinstance(function.get("name"), str)
+            and isinstance(args, dict)
+            and isinstance(call.get("id"), str)
+        ):
             raise OpenAIError(
                 400,
                 "a tool call needs an id and a function with a name and JSON object arguments",
                 param=f"messages[{i}].tool_calls[{n}]",
-            ) from None
+            )
         out.append({"name": function["name"], "args": args, "id": call["id"]})
     return out
 
@@ -244,10 +284,13 @@ async def _chunks(
     show: bool,
     include_usage: bool,
     tools: bool = False,
+    held: bool = False,
 ) -> AsyncIterator[str | ServerSentEvent]:
     """The SSE ``data:`` payloads of a streamed completion, ending in ``[DONE]``; a failure ends
     the stream with an error payload (the ``openai`` SDK raises it as ``APIError``, and does not
-    retry it: one request, one run)."""
+    retry it: one request, one run). ``held``: the answer's text is sent once checked, in one
+    chunk (with a response format: a JSON answer asked again must not reach the client's
+    parser, as the SDK's ``stream`` helper parses all the text it got)."""
     cid, created = completion_id(), now()
 
     def chunk(delta: Delta, finish: Literal["stop", "tool_calls"] | None = None) -> str:
@@ -261,7 +304,9 @@ async def _chunks(
         yield chunk(Delta(role="assistant", content=None if tools else ""))
         async for event in run:
             if isinstance(event, Token):
-                yield chunk(Delta(content=event.text + run.ready_text()))
+                text = event.text + run.ready_text()
+                if not held:
+                    yield chunk(Delta(content=text))
             elif isinstance(event, ProposalDone):
                 if show:
                     yield chunk(Delta(reasoning_content=proposal_text(event.record)))
@@ -269,11 +314,14 @@ async def _chunks(
                 # An answer that cannot be continued (tools or a response format bound) starts
                 # over; sent text cannot be taken back, so the new one follows a blank line. A
                 # broken answer that is continued (AnswerResumed) needs nothing: its rest follows.
-                if event.after_text:
+                if event.after_text and not held:
                     yield chunk(Delta(content="\n\n"))
             elif isinstance(event, Finished):
+                answer = event.state["messages"][-1]
+                if held and answer.text:
+                    yield chunk(Delta(content=answer.text))
                 # Tool calls come whole, once the aggregator's answer is checked.
-                calls = _calls_out(event.state["messages"][-1]) or []
+                calls = _calls_out(answer) or []
                 if calls:
                     deltas = [ToolCallDelta(index=i, **c.model_dump()) for i, c in enumerate(calls)]
                     yield chunk(Delta(tool_calls=deltas))

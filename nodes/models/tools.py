@@ -22,13 +22,22 @@ kind ``tool_call`` when every attempt had one (nodes/aggregate.py).
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError, best_match
+from jsonschema.protocols import Validator
+from jsonschema.validators import extend, validator_for
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AnyMessage
 from langchain_core.runnables import RunnableBinding
+from referencing import Registry
+from referencing.exceptions import Unresolvable
+from referencing.jsonschema import DRAFT202012
 
 from langgraph_moa.nodes.context import Context, ToolProposers
 from langgraph_moa.nodes.errors import CapabilityError, ConfigError
@@ -38,6 +47,7 @@ from langgraph_moa.nodes.models.settings import settings_for
 
 Bind = dict[str, Any]
 CHOICES = ("auto", "none", "required")
+FORMATS = ("text", "json_object", "json_schema")  # OpenAI's response_format types
 
 
 def tool_names(bind: Mapping[str, Any] | None) -> list[str]:
@@ -55,6 +65,7 @@ def binding(
     wrong."""
     bind: Bind = {}
     if tools:
+        seen: set[str] = set()
         for i, tool in enumerate(tools):
             function = tool.get("function") if tool.get("type") == "function" else None
             if not isinstance(function, Mapping) or not isinstance(function.get("name"), str):
@@ -62,6 +73,14 @@ def binding(
                     f"tools[{i}] is not a function tool: expected "
                     '{"type": "function", "function": {"name": ..., "parameters": {...}}}'
                 )
+            name = function["name"]
+            if not NAME.fullmatch(name):
+                raise ConfigError(f"tools[{i}].function.name {_quoted(name)} {NAME_RULE}")
+            if name in seen:
+                raise ConfigError(f"tools[{i}].function.name {name!r} names two tools")
+            seen.add(name)
+            if "parameters" in function:
+                _check_schema(function["parameters"], f"tools[{i}].function.parameters")
         bind["tools"] = [dict(t) for t in tools]
     choice = _choice(tool_choice)
     if choice is not None:
@@ -76,19 +95,90 @@ def binding(
         bind["tool_choice"] = choice
     if parallel_tool_calls is not None and bind.get("tools"):
         bind["parallel_tool_calls"] = bool(parallel_tool_calls)
-    if response_format is not None and response_format.get("type") not in (None, "text"):
+    if response_format is not None and response_format.get("type") != "text":
         kind = response_format.get("type")
         if kind not in ("json_object", "json_schema"):
             raise ConfigError(
-                f"response_format type {kind!r} is not supported: use 'text', 'json_object' or "
-                "'json_schema'"
+                f"response_format type {_quoted(kind)} is not supported: use 'text', "
+                "'json_object' or 'json_schema'"
             )
-        if kind == "json_schema" and not isinstance(
-            (response_format.get("json_schema") or {}).get("schema"), Mapping
-        ):
-            raise ConfigError("response_format json_schema needs json_schema.schema (an object)")
+        if kind == "json_schema":
+            _check_json_schema_format(response_format.get("json_schema"))
         bind["response_format"] = dict(response_format)
     return bind or None
+
+
+# OpenAI's rule for function and response-format names: a client written for it sends no other,
+# and a provider refuses them (a run would fail after its proposers were paid).
+NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+NAME_RULE = "must be 1 to 64 letters, digits, underscores or dashes"
+
+
+def _quoted(value: Any) -> str:
+    return repr(value) if len(repr(value)) <= 80 else f"{repr(value)[:77]}..."
+
+
+def _check_json_schema_format(spec: Any) -> None:
+    if not isinstance(spec, Mapping) or not isinstance(spec.get("schema"), Mapping):
+        raise ConfigError("response_format json_schema needs json_schema.schema (an object)")
+    name = spec.get("name")
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise ConfigError(f"response_format json_schema.name {_quoted(name)} {NAME_RULE}")
+    _check_schema(spec["schema"], "response_format json_schema.schema")
+
+
+def _check_schema(schema: Any, where: str) -> None:
+    """``ConfigError`` unless ``schema`` is a JSON schema object (by its ``$schema``, else draft
+    2020-12, as OpenAI reads it): the aggregator's provider would refuse it, and the answer's
+    check (``schema_problem``) reads it."""
+    if not isinstance(schema, Mapping):
+        raise ConfigError(f"{where} must be a JSON schema object, not {type(schema).__name__}")
+    problem = _schema_error(json.dumps(schema, sort_keys=True))
+    if problem is not None:
+        raise ConfigError(f"{where} is not a valid JSON schema: {problem}")
+
+
+@functools.lru_cache(maxsize=512)
+def _schema_error(text: str) -> str | None:
+    # Cached by the schema's text: checking one takes about 1.5 ms, and clients send the same
+    # tools on every request (Open WebUI attaches 36; an agent binds its tools at each step).
+    schema = json.loads(text)
+    try:
+        validator = validator_for(schema, default=Draft202012Validator)
+        # With the format checker, as jsonschema's check_schema: a pattern must be a regex.
+        meta = validator(validator.META_SCHEMA, format_checker=validator.FORMAT_CHECKER)
+        error = best_match(meta.iter_errors(schema))
+    except RecursionError:
+        return "nested too deeply"
+    if error is not None:
+        message = error.message if len(error.message) <= 200 else f"{error.message[:197]}..."
+        path = "/".join(str(p) for p in error.absolute_path)
+        return f"{message} (at {path})" if path else message
+    resolver = NO_RETRIEVAL.with_resource(ROOT, DRAFT202012.create_resource(schema)).resolver(ROOT)
+    for ref in _refs(schema):
+        try:
+            resolver.lookup(ref)
+        except Unresolvable:
+            return f"$ref {_quoted(ref)} points to nothing in the schema (only local '#/...' refs)"
+    return None
+
+
+# jsonschema fetches a $ref it cannot resolve by URL (http:, file:) unless given a registry:
+# a client's schema must not make the server read a URL or a file. Refs point into the schema.
+NO_RETRIEVAL: Registry[Any] = Registry()
+ROOT = "urn:moa:schema"
+
+
+def _refs(node: Any) -> Iterator[str]:
+    if isinstance(node, Mapping):
+        for key in ("$ref", "$dynamicRef", "$recursiveRef"):
+            if isinstance(node.get(key), str):
+                yield node[key]
+        for value in node.values():
+            yield from _refs(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _refs(value)
 
 
 def _choice(value: Any) -> str | None:
@@ -97,7 +187,8 @@ def _choice(value: Any) -> str | None:
     if value is True or value == "any":
         return "required"
     if isinstance(value, Mapping):
-        name = (value.get("function") or {}).get("name") or value.get("name")
+        function = value.get("function")
+        name = function.get("name") if isinstance(function, Mapping) else value.get("name")
         if isinstance(name, str):
             return name
         raise ConfigError(f"tool_choice {value!r} names no function")
@@ -239,58 +330,45 @@ def aggregator_note(bind: Mapping[str, Any] | None) -> str | None:
 
 # --- checking the aggregator's tool calls ---------------------------------------------------
 
-_TYPES: dict[str, tuple[type, ...]] = {
-    "string": (str,),
-    "integer": (int,),
-    "number": (int, float),
-    "boolean": (bool,),
-    "array": (list,),
-    "object": (dict,),
-    "null": (type(None),),
-}
-
 
 def schema_problem(value: Any, schema: Mapping[str, Any], at: str = "arguments") -> str | None:
-    """Why ``value`` does not match ``schema``, or None.
-
-    Written here because no JSON Schema validator is among the package's dependencies; it checks
-    what models get wrong in tool arguments (missing, unknown and mistyped fields, enums) through
-    nested objects, arrays and anyOf; ``$ref`` and formats are not checked.
-    """
-    options = schema.get("anyOf") or schema.get("oneOf")
-    if options:
-        if all(schema_problem(value, option, at) for option in options):
-            return f"{at} matches none of the allowed forms"
+    """Why ``value`` does not match ``schema`` (checked by ``_check_schema`` when bound), in
+    words the aggregator is told on a retry, or None."""
+    kind = _without_regex(validator_for(schema, default=Draft202012Validator))
+    validator = kind(schema, registry=NO_RETRIEVAL)
+    try:
+        error = best_match(validator.iter_errors(value))
+    except Unresolvable:  # a reference _check_schema does not follow ($dynamicRef...): unchecked
         return None
-    if "enum" in schema and value not in schema["enum"]:
-        return f"{at} must be one of {json.dumps(schema['enum'])}"
-    kinds = schema.get("type")
-    if kinds:
-        kinds = [kinds] if isinstance(kinds, str) else list(kinds)
-        ok = any(
-            isinstance(value, _TYPES.get(k, (object,)))
-            and not (isinstance(value, bool) and k in ("integer", "number"))
-            for k in kinds
-        )
-        if not ok:
-            return f"{at} must be of type {' or '.join(kinds)}"
-    if isinstance(value, dict):
-        props: Mapping[str, Any] = schema.get("properties") or {}
-        missing = [k for k in schema.get("required") or [] if k not in value]
-        if missing:
-            return f"{at} lacks the required field(s) {', '.join(missing)}"
-        if schema.get("additionalProperties") is False:
-            extra = [k for k in value if k not in props]
-            if extra:
-                return f"{at} has unknown field(s) {', '.join(extra)}"
-        for key, item in value.items():
-            if key in props and (problem := schema_problem(item, props[key], f"{at}.{key}")):
-                return problem
-    if isinstance(value, list) and isinstance(schema.get("items"), Mapping):
-        for i, item in enumerate(value):
-            if problem := schema_problem(item, schema["items"], f"{at}[{i}]"):
-                return problem
-    return None
+    if error is None:
+        return None
+    path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
+    return f"{at}{path}: {error.message}"
+
+
+@functools.cache
+def _without_regex(base: type[Validator]) -> type[Validator]:
+    """``base`` checking no regular expression: a client's pattern run on what the model writes
+    at the client's request could take exponential time (ReDoS) in the server's event loop.
+    ``pattern`` and ``patternProperties`` go unchecked, and so do the keywords that read them
+    (``additionalProperties`` beside ``patternProperties``, ``unevaluatedProperties``)."""
+    additional = base.VALIDATORS["additionalProperties"]
+
+    def unchecked(*_: Any) -> None:
+        return None
+
+    def additional_properties(
+        validator: Validator, value: Any, instance: Any, schema: Mapping[str, Any]
+    ) -> Iterator[ValidationError]:
+        if "patternProperties" not in schema:
+            yield from additional(validator, value, instance, schema) or ()
+
+    skipped = ("pattern", "patternProperties", "unevaluatedProperties")
+    changed = {k: unchecked for k in skipped if k in base.VALIDATORS}
+    kind: type[Validator] = extend(  # type: ignore[no-untyped-call]  # jsonschema's stubs
+        base, {**changed, "additionalProperties": additional_properties}
+    )
+    return kind
 
 
 def answer_problem(message: AIMessage, bind: Mapping[str, Any] | None) -> str | None:
@@ -298,7 +376,7 @@ def answer_problem(message: AIMessage, bind: Mapping[str, Any] | None) -> str | 
     format), or None."""
     if not bind:
         return None
-    if message.tool_calls or message.invalid_tool_calls or calls_tools(bind):
+    if message.tool_calls or message.invalid_tool_calls or forces_call(bind):
         return tool_call_problem(message, bind)
     return format_problem(str(message.text), bind)
 
