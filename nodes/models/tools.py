@@ -22,22 +22,14 @@ kind ``tool_call`` when every attempt had one (nodes/aggregate.py).
 
 from __future__ import annotations
 
-import functools
 import json
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError, best_match
-from jsonschema.protocols import Validator
-from jsonschema.validators import extend, validator_for
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AnyMessage
 from langchain_core.runnables import RunnableBinding
-from referencing import Registry
-from referencing.exceptions import Unresolvable
-from referencing.jsonschema import DRAFT202012
 
 from langgraph_moa.nodes.context import Context, ToolProposers
 from langgraph_moa.nodes.errors import CapabilityError, ConfigError
@@ -130,55 +122,14 @@ def _check_json_schema_format(spec: Any) -> None:
 def _check_schema(schema: Any, where: str) -> None:
     """``ConfigError`` unless ``schema`` is a JSON schema object (by its ``$schema``, else draft
     2020-12, as OpenAI reads it): the aggregator's provider would refuse it, and the answer's
-    check (``schema_problem``) reads it."""
+    check (``schema_problem`` in nodes/models/schemas.py) reads it."""
     if not isinstance(schema, Mapping):
         raise ConfigError(f"{where} must be a JSON schema object, not {type(schema).__name__}")
-    problem = _schema_error(json.dumps(schema, sort_keys=True))
+    from langgraph_moa.nodes.models.schemas import schema_error  # jsonschema: only when bound
+
+    problem = schema_error(json.dumps(schema, sort_keys=True))
     if problem is not None:
         raise ConfigError(f"{where} is not a valid JSON schema: {problem}")
-
-
-@functools.lru_cache(maxsize=512)
-def _schema_error(text: str) -> str | None:
-    # Cached by the schema's text: checking one takes about 1.5 ms, and clients send the same
-    # tools on every request (Open WebUI attaches 36; an agent binds its tools at each step).
-    schema = json.loads(text)
-    try:
-        validator = validator_for(schema, default=Draft202012Validator)
-        # With the format checker, as jsonschema's check_schema: a pattern must be a regex.
-        meta = validator(validator.META_SCHEMA, format_checker=validator.FORMAT_CHECKER)
-        error = best_match(meta.iter_errors(schema))
-    except RecursionError:
-        return "nested too deeply"
-    if error is not None:
-        message = error.message if len(error.message) <= 200 else f"{error.message[:197]}..."
-        path = "/".join(str(p) for p in error.absolute_path)
-        return f"{message} (at {path})" if path else message
-    resolver = NO_RETRIEVAL.with_resource(ROOT, DRAFT202012.create_resource(schema)).resolver(ROOT)
-    for ref in _refs(schema):
-        try:
-            resolver.lookup(ref)
-        except Unresolvable:
-            return f"$ref {_quoted(ref)} points to nothing in the schema (only local '#/...' refs)"
-    return None
-
-
-# jsonschema fetches a $ref it cannot resolve by URL (http:, file:) unless given a registry:
-# a client's schema must not make the server read a URL or a file. Refs point into the schema.
-NO_RETRIEVAL: Registry[Any] = Registry()
-ROOT = "urn:moa:schema"
-
-
-def _refs(node: Any) -> Iterator[str]:
-    if isinstance(node, Mapping):
-        for key in ("$ref", "$dynamicRef", "$recursiveRef"):
-            if isinstance(node.get(key), str):
-                yield node[key]
-        for value in node.values():
-            yield from _refs(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _refs(value)
 
 
 def _choice(value: Any) -> str | None:
@@ -331,46 +282,6 @@ def aggregator_note(bind: Mapping[str, Any] | None) -> str | None:
 # --- checking the aggregator's tool calls ---------------------------------------------------
 
 
-def schema_problem(value: Any, schema: Mapping[str, Any], at: str = "arguments") -> str | None:
-    """Why ``value`` does not match ``schema`` (checked by ``_check_schema`` when bound), in
-    words the aggregator is told on a retry, or None."""
-    kind = _without_regex(validator_for(schema, default=Draft202012Validator))
-    validator = kind(schema, registry=NO_RETRIEVAL)
-    try:
-        error = best_match(validator.iter_errors(value))
-    except Unresolvable:  # a reference _check_schema does not follow ($dynamicRef...): unchecked
-        return None
-    if error is None:
-        return None
-    path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
-    return f"{at}{path}: {error.message}"
-
-
-@functools.cache
-def _without_regex(base: type[Validator]) -> type[Validator]:
-    """``base`` checking no regular expression: a client's pattern run on what the model writes
-    at the client's request could take exponential time (ReDoS) in the server's event loop.
-    ``pattern`` and ``patternProperties`` go unchecked, and so do the keywords that read them
-    (``additionalProperties`` beside ``patternProperties``, ``unevaluatedProperties``)."""
-    additional = base.VALIDATORS["additionalProperties"]
-
-    def unchecked(*_: Any) -> None:
-        return None
-
-    def additional_properties(
-        validator: Validator, value: Any, instance: Any, schema: Mapping[str, Any]
-    ) -> Iterator[ValidationError]:
-        if "patternProperties" not in schema:
-            yield from additional(validator, value, instance, schema) or ()
-
-    skipped = ("pattern", "patternProperties", "unevaluatedProperties")
-    changed = {k: unchecked for k in skipped if k in base.VALIDATORS}
-    kind: type[Validator] = extend(  # type: ignore[no-untyped-call]  # jsonschema's stubs
-        base, {**changed, "additionalProperties": additional_properties}
-    )
-    return kind
-
-
 def answer_problem(message: AIMessage, bind: Mapping[str, Any] | None) -> str | None:
     """What is wrong with the aggregator's answer for its binding (tool calls, response
     format), or None."""
@@ -393,6 +304,8 @@ def format_problem(text: str, bind: Mapping[str, Any]) -> str | None:
     if not isinstance(value, dict):
         return "its answer is JSON but not an object"
     if response_format["type"] == "json_schema":
+        from langgraph_moa.nodes.models.schemas import schema_problem
+
         return schema_problem(value, response_format["json_schema"]["schema"], "the answer")
     return None
 
@@ -417,6 +330,8 @@ def tool_call_problem(message: AIMessage, bind: Mapping[str, Any]) -> str | None
         if name not in tools:
             return f"it called the tool {name!r}, which does not exist (tools: {', '.join(tools)})"
         schema = tools[name].get("parameters") or {}
+        from langgraph_moa.nodes.models.schemas import schema_problem
+
         if problem := schema_problem(call["args"], schema):
             return f"its call of {name} is invalid: {problem}"
     choice = bind.get("tool_choice", "auto")
