@@ -16,7 +16,7 @@ from batch_helpers import prompts, read_records, requests_by_prompt, write_confi
 from conftest import run_cli
 from fake_openai import Failure, FakeOpenAIServer
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from langgraph_sdk import get_sync_client
 from serving import running
 from test_studio import start_langgraph_dev, studio  # noqa: F401  (studio: langgraph dev)
@@ -278,12 +278,15 @@ def test_a_server_that_answers_oddly_fails_the_item_once_with_what_to_do(tmp_pat
     async def wait(request: Request) -> Any:
         item = (await request.json())["metadata"]["moa_batch_item"]
         submitted.append(item)
-        if item == "html":
+        if item == "html" or (item == "cut" and submitted.count("cut") > 1):
             return HTMLResponse("<html><body>Bad gateway, but 200</body></html>")
+        if item == "cut":  # the server's keep-alive whitespace, then it died: the run is lost
+            return Response(b"\n\n", media_type="application/json")
         refused = {"error": "RetriedRunError", "message": f"item {item}: ... submits it again"}
         return JSONResponse({"__error__": refused})
 
-    data = write_items(tmp_path / "in.jsonl", [{"id": i, "prompt": i} for i in ("html", "again")])
+    items = [{"id": i, "prompt": i} for i in ("html", "again", "cut")]
+    data = write_items(tmp_path / "in.jsonl", items)
     out = tmp_path / "out.jsonl"
     with running(app) as url:
         result = run_cli("batch", str(data), "-o", str(out), "--server", url, "-j", "1")
@@ -295,4 +298,7 @@ def test_a_server_that_answers_oddly_fails_the_item_once_with_what_to_do(tmp_pat
     assert records["again"]["status"] == "failed"
     message = records["again"]["error"]["message"]
     assert "submits it again" not in message and "again with --retry-failed" in message
-    assert submitted == ["html", "again", "again", "again", "again"]  # 3 resubmissions at most
+    assert records["cut"]["status"] == "failed"  # by its second answer, the HTML page
+    assert "the server's answer is not JSON" in records["cut"]["error"]["message"]
+    # 3 resubmissions at most; a run lost after the keep-alives is submitted again
+    assert submitted == ["html", "again", "again", "again", "again", "cut", "cut"]

@@ -123,9 +123,12 @@ class ServerTurns:
         except httpx.HTTPError as exc:
             raise ServerRunError("server", f"the server failed the run: {exc}") from None
         except json.JSONDecodeError as exc:  # orjson's, the SDK's decoder, is one too
-            if exc.pos < len(exc.doc):  # not JSON at all (a proxy's page?): this run's failure
+            # Cut off: the JSON broke off at its end, or only the whitespace the server sends
+            # every 5 s while a run goes (langgraph-api's keep-alive) came before it went away.
+            cut_off = exc.pos >= len(exc.doc) or not exc.doc.strip()
+            if not cut_off:  # not JSON at all (a proxy's page?): this run's failure
                 raise ServerRunError("server", f"the server's answer is not JSON: {exc}") from None
-            # The body was cut off: the server went away mid-answer. Lost, as on a 404.
+            # The server went away mid-answer. Lost, as on a 404.
             if not last:
                 return None
             raise ServerGoneError(self.url, "mid-answer", f"{type(exc).__name__}: {exc}") from None
