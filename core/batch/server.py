@@ -7,17 +7,20 @@ output, resuming and progress stay here, exactly as for a local run; ``--concurr
 runs submitted (running or queued there). Rate limits (``rpm``/``tpm``) act inside each server
 worker.
 
-When the server goes away mid-run, langgraph-sdk reconnects to each run in flight for about a
-minute (5 reconnections 1-5 s apart, each retrying its connection 5 times). A run the server
-then no longer has (404), or one it refused because it had started it again on its own
-(``RetriedRunError``, graphs/retried.py), is submitted again; a server still unreachable stops
-the whole run (``ServerGoneError``) with the finished items kept, and the same command run
-again finishes the rest.
+When the server goes away mid-run, a run in flight is lost with it: its connection drops, or
+langgraph-sdk reconnects to it and the server no longer has it (404), or refuses it because it
+had started it again on its own (``RetriedRunError``, graphs/retried.py). Such a run is
+submitted again, and a submission that cannot connect (nothing reached the server) is made
+again once the server is back, for up to ``SERVER_BACK_S``: a restarting server takes seconds.
+A server unreachable for longer stops the whole run (``ServerGoneError``) with the finished
+items kept, and the same command run again finishes the rest.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from typing import Any, cast
 
 import httpx
@@ -37,6 +40,10 @@ from langgraph_moa.nodes.errors import (
 
 # A run submitted again at most this many times (the server lost it, or refused its retry).
 RESUBMITS = 3
+# How long a submission that cannot connect waits for the server to come back (langgraph-sdk's
+# reconnections to a run in flight span about as long), trying every SERVER_POLL_S.
+SERVER_BACK_S = 60.0
+SERVER_POLL_S = 1.0
 
 
 class ServerRunError(MoAError):
@@ -105,17 +112,13 @@ class ServerTurns:
     ) -> dict[str, Any] | None:
         """The run's final state; None when the run is to be submitted again."""
         try:
-            out = await self.client.runs.wait(
-                None,
-                self.assistant,
-                input=cast(dict[str, Any], {"messages": messages}),
-                context=self.context_of(item),
-                metadata=cast(dict[str, Any], {BATCH_ITEM: item.id, "turn": index}),
-                raise_error=False,
-                on_disconnect="cancel",
-            )
+            out = await self._wait(item, messages, index)
         except httpx.TransportError as exc:
-            raise ServerGoneError(self.url, "mid-run", f"{type(exc).__name__}: {exc}") from None
+            # Unreachable for SERVER_BACK_S, or the connection dropped mid-run: the server went
+            # away with the run (lost, as on a 404), to submit again once it is back.
+            if isinstance(exc, httpx.ConnectError) or last:
+                raise ServerGoneError(self.url, "mid-run", f"{type(exc).__name__}: {exc}") from None
+            return None
         except httpx.HTTPStatusError as exc:
             if exc.response.status_code == 404 and not last:
                 return None  # a restarted server no longer has the run: submit it again
@@ -153,6 +156,27 @@ class ServerTurns:
                 )
             raise ServerRunError(_kind_of(name), message)
         return out
+
+    async def _wait(self, item: Item, messages: list[Message], index: int) -> Any:
+        """``runs.wait`` for the turn, submitted again while it cannot connect (nothing reached
+        the server), until the server is back or ``SERVER_BACK_S`` has passed."""
+        gone_since: float | None = None
+        while True:
+            try:
+                return await self.client.runs.wait(
+                    None,
+                    self.assistant,
+                    input=cast(dict[str, Any], {"messages": messages}),
+                    context=self.context_of(item),
+                    metadata=cast(dict[str, Any], {BATCH_ITEM: item.id, "turn": index}),
+                    raise_error=False,
+                    on_disconnect="cancel",
+                )
+            except httpx.ConnectError:
+                gone_since = gone_since or time.monotonic()
+                if time.monotonic() - gone_since >= SERVER_BACK_S:
+                    raise
+                await asyncio.sleep(SERVER_POLL_S)
 
     def _result(self, out: dict[str, Any]) -> TurnResult:
         try:
