@@ -48,7 +48,7 @@ from langgraph_moa.graphs.adapt import cancel_on_interrupt, cancellable
 from langgraph_moa.graphs.moa import build_moa_graph
 from langgraph_moa.nodes.aggregate import answer_text
 from langgraph_moa.nodes.context import Context
-from langgraph_moa.nodes.models.tools import FORMATS, Bind, binding
+from langgraph_moa.nodes.models.tools import FORMATS, Bind, binding, holds_text
 from langgraph_moa.nodes.records import total_usage
 
 Settings = Context | str | None
@@ -327,13 +327,6 @@ class ChatMoA(BaseChatModel):
         )
 
     @staticmethod
-    def _holds(inputs: Mapping[str, Any]) -> bool:
-        """Whether a stream holds the answer's text until it is checked: with a response format,
-        where an answer asked again would leave its rejected JSON in the streamed message
-        (LangChain adds up the chunks) and the parse would fail."""
-        return bool((inputs["bind"] or {}).get("response_format"))
-
-    @staticmethod
     def _text(mode: str, payload: Any, streamed: bool) -> str | None:
         """What a stream shows of one item of the run's stream: the answer's tokens, and a blank
         line when an answer after streamed text starts over (its text cannot be taken back;
@@ -386,7 +379,7 @@ class ChatMoA(BaseChatModel):
         mode: str
         payload: Any
         inputs = self._inputs(messages, kwargs)
-        held, streamed = self._holds(inputs), False
+        held, streamed = holds_text(inputs["bind"]), False
         # In a scope of its own: LangGraph runs every node of a "messages" stream in its worker
         # threads, which Ctrl-C would otherwise wait for (graphs/adapt.py).
         for mode, payload in cancellable(self._moa().stream(inputs, stream_mode=STREAM_MODES)):
@@ -411,7 +404,7 @@ class ChatMoA(BaseChatModel):
         mode: str
         payload: Any
         inputs = self._inputs(messages, kwargs)
-        held, streamed = self._holds(inputs), False
+        held, streamed = holds_text(inputs["bind"]), False
         async for mode, payload in self._moa().astream(inputs, stream_mode=STREAM_MODES):
             if mode == "values":
                 final = payload

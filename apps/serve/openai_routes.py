@@ -53,7 +53,7 @@ from langgraph_moa.apps.serve.settings import DEFAULT_KEEPALIVE_S
 from langgraph_moa.apps.serve.tasks import is_task
 from langgraph_moa.core.turns import AnswerRestart, Finished, ProposalDone, Token
 from langgraph_moa.nodes.errors import CapabilityError, ConfigError
-from langgraph_moa.nodes.models.tools import Bind, binding, check_capable
+from langgraph_moa.nodes.models.tools import Bind, binding, check_capable, holds_text
 
 # nginx's "client closed request": logged for a request whose client left before the answer.
 CLIENT_GONE = 499
@@ -119,7 +119,7 @@ def openai_router(
                     show=show,
                     include_usage=include_usage,
                     tools=bool(body.tools),
-                    held=bool(bind and bind.get("response_format")),
+                    held=holds_text(bind),
                 ),
                 sep="\n",
                 ping=keepalive_s,

@@ -158,6 +158,13 @@ def forces_call(bind: Mapping[str, Any] | None) -> bool:
     return calls_tools(bind) and (bind or {}).get("tool_choice", "auto") != "auto"
 
 
+def holds_text(bind: Mapping[str, Any] | None) -> bool:
+    """Whether a stream holds the answer's text until it is checked (then sends it whole): with
+    a response format, where an answer asked again would leave its rejected JSON before the new
+    one in what the client adds up, and its parse would fail."""
+    return bool((bind or {}).get("response_format"))
+
+
 def skips_proposers(policy: ToolProposers, bind: Mapping[str, Any] | None) -> bool:
     """Whether ``Context.tool_proposers`` leaves this step to the aggregator alone."""
     if policy == "skip":
