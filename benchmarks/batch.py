@@ -26,6 +26,9 @@
    dataset of one item in the same alternation: its CPU is the start-up's (imports, clients,
    four calls), and the rest of a run's CPU over its other items is what each further item
    costs.
+0b. Work per item: the same two ways over one item and over ``INSTRUCTION_ITEMS`` at -j 16 under
+   valgrind (callgrind), which counts the instructions each executes: a figure this shared
+   machine's load does not move, unlike CPU time (``instructions``).
 """
 
 from __future__ import annotations
@@ -60,6 +63,8 @@ SIDE_BY_SIDE = ((16, 200, 3), (16, 1000, 2), (64, 1000, 2))
 # real run. In a shorter run the fixed start-up (imports: ~1 s more CPU than the script's) weighs
 # several ms per item; the table shows it apart, with its own target (the start-up gap).
 TARGET_ITEMS = 1000
+# Items of the instruction count (valgrind runs the client ~50x slower: a few minutes each).
+INSTRUCTION_ITEMS = 65
 ANSWER_TOKENS = 500
 AGGREGATOR_MODEL = "aggregator"
 UNREACHED_RPM = 100_000  # a limit the run never reaches: its bookkeeping runs, it never waits
@@ -330,6 +335,84 @@ def _side_by_side(
     return result
 
 
+def _instructions_of(cmd: list[str], server: Any, items: int) -> int:
+    """Instructions the child ``cmd`` executes (valgrind's callgrind, every thread)."""
+    import re
+
+    server.reset()
+    for i, model in enumerate(_proposer_models()):
+        server.script(model, text_of(PROPOSAL_TOKENS[i], "word"), ttft=CALL_S)
+    server.script(AGGREGATOR_MODEL, text_of(ANSWER_TOKENS, "answer"), ttft=CALL_S)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TOGETHER_", "OPENAI_"))}
+    run = subprocess.run(
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *cmd],
+        cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True, timeout=1800,
+    )  # fmt: skip
+    found = re.search(r"Collected : (\d+)", run.stderr)
+    if run.returncode != 0 or found is None:
+        raise RuntimeError(f"under valgrind ({run.returncode}): {run.stderr[-2000:]}")
+    if len(server.requests()) != items * (PROPOSERS + 1):
+        raise RuntimeError(f"{len(server.requests())} requests for {items} items")
+    return int(found.group(1))
+
+
+def instructions(concurrency: int = 16, items: int = INSTRUCTION_ITEMS) -> dict[str, Any] | None:
+    """Work per item, free of the machine's noise: instructions (valgrind's callgrind) of the
+    script and of ``moa batch`` over one item and over ``items``, at ``concurrency``. None
+    without valgrind.
+
+    CPU time counts instructions and how fast the CPU ran them; on a shared machine the second
+    varies by a third within an hour, and for a process that mostly waits it depends on how warm
+    the caches are when a response wakes it. Instruction counts vary by a few percent (how the
+    items interleave, the progress display's refreshes), the same whatever else the machine runs.
+    """
+    import shutil
+
+    if shutil.which("valgrind") is None:
+        return None
+    from benchmarks.server import ServerProcess
+    from langgraph_moa.nodes.prompts import AGGREGATION_PROMPT
+
+    compile_package()
+    result: dict[str, Any] = {"concurrency": concurrency, "items": items}
+    with tempfile.TemporaryDirectory() as tmp, ServerProcess() as server:
+        work = Path(tmp)
+        config = work / "moa.toml"
+        config.write_text(_side_config(server.base_url, True), encoding="utf-8")
+        prompt_file = work / "prompt.txt"
+        prompt_file.write_text(AGGREGATION_PROMPT, encoding="utf-8")
+        for way in ("script", "moa"):
+            counts = {}
+            for n in (1, items):
+                data = work / f"{way}{n}.jsonl"
+                data.write_text(
+                    "".join(
+                        json.dumps({"id": f"i{i}", "prompt": _prompt(i)}) + "\n" for i in range(n)
+                    ),
+                    encoding="utf-8",
+                )
+                if way == "script":
+                    cmd = [
+                        sys.executable, "-m", "benchmarks.baseline", str(data),
+                        str(work / f"{way}{n}.out.jsonl"), "--base-url", server.base_url,
+                        "-j", str(concurrency), "--proposers", ",".join(_proposer_models()),
+                        "--aggregator", AGGREGATOR_MODEL, "--prompt-file", str(prompt_file),
+                    ]  # fmt: skip
+                else:
+                    cmd = [
+                        sys.executable, "-m", "langgraph_moa", "batch", str(data),
+                        "-o", str(work / f"{way}{n}" / "out.jsonl"), "-c", str(config),
+                        "-j", str(concurrency),
+                    ]  # fmt: skip
+                counts[n] = _instructions_of(cmd, server, n)
+            result[way] = {
+                "one_item": counts[1],
+                "per_further_item": (counts[items] - counts[1]) / (items - 1),
+            }
+    return result
+
+
 def compile_package() -> None:
     """Compile this checkout's modules to bytecode first, as installing does (pip, and ``uv sync
     --compile-bytecode`` for the script's SDK). An editable checkout run under
@@ -443,9 +526,11 @@ def run(
     baseline_items: int = BASELINE_ITEMS,
     rate: float = RATE,
     side_plan: tuple[tuple[int, int, int], ...] = SIDE_BY_SIDE,
+    instruction_items: int = INSTRUCTION_ITEMS,
 ) -> dict[str, Any]:
     return {
         "side_by_side": side_by_side(side_plan),
+        "instructions": instructions(items=instruction_items),
         "throughput": _throughput(items, baseline_items, rate),
         "memory": _memory(memory_items),
     }
