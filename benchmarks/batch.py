@@ -140,11 +140,7 @@ def _throughput(items: int, baseline_items: int, rate: float) -> dict[str, Any]:
         server.script(MODEL, text_of(REPLY_TOKENS, "word"), ttft=CALL_S)
         config = work / "batch.toml"
         config.write_text(_config(server.base_url, rate), encoding="utf-8")
-        data = work / "items.jsonl"
-        data.write_text(
-            "".join(json.dumps({"id": f"i{i}", "prompt": _prompt(i)}) + "\n" for i in range(items)),
-            encoding="utf-8",
-        )
+        data = _write_items(work / "items.jsonl", items)
         base_walls, base_cpus = [], []
         wall, cpu = asyncio.run(_baseline(server.base_url, baseline_items, 0))
         base_walls.append(wall / baseline_items)
@@ -215,12 +211,45 @@ def _vmhwm_mib(pid: int) -> float | None:
     return int(line.split()[1]) / 1024 if line else None
 
 
-def _measure_child(cmd: list[str], server: Any) -> dict[str, float]:
-    """Wall s, CPU s, peak RSS MiB and seconds from spawn to the first request of one child."""
-    server.reset()  # records, and scripts: scripted again
+def _write_items(path: Path, n: int) -> Path:
+    path.write_text(
+        "".join(json.dumps({"id": f"i{i}", "prompt": _prompt(i)}) + "\n" for i in range(n)),
+        encoding="utf-8",
+    )
+    return path
+
+
+def _script_cmd(
+    data: Path, out: Path, server: Any, concurrency: int, prompt_file: Path
+) -> list[str]:
+    """The raw asyncio script over ``data`` (benchmarks/baseline.py)."""
+    return [
+        sys.executable, "-m", "benchmarks.baseline", str(data), str(out),
+        "--base-url", server.base_url, "-j", str(concurrency),
+        "--proposers", ",".join(_proposer_models()), "--aggregator", AGGREGATOR_MODEL,
+        "--prompt-file", str(prompt_file),
+    ]  # fmt: skip
+
+
+def _moa_cmd(data: Path, out: Path, config: Path, concurrency: int, *extra: str) -> list[str]:
+    """``moa batch`` over ``data``."""
+    return [
+        sys.executable, "-m", "langgraph_moa", "batch", str(data), "-o", str(out),
+        "-c", str(config), "-j", str(concurrency), *extra,
+    ]  # fmt: skip
+
+
+def _fresh_provider(server: Any) -> None:
+    """The side-by-side's fake provider with no request records: every model scripted again."""
+    server.reset()  # records, and scripts
     for i, model in enumerate(_proposer_models()):
         server.script(model, text_of(PROPOSAL_TOKENS[i], "word"), ttft=CALL_S)
     server.script(AGGREGATOR_MODEL, text_of(ANSWER_TOKENS, "answer"), ttft=CALL_S)
+
+
+def _measure_child(cmd: list[str], server: Any) -> dict[str, float]:
+    """Wall s, CPU s, peak RSS MiB and seconds from spawn to the first request of one child."""
+    _fresh_provider(server)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TOGETHER_", "OPENAI_"))}
     start = time.perf_counter()  # CLOCK_MONOTONIC, the clock of the server's request records
     proc = subprocess.Popen(
@@ -269,13 +298,8 @@ def _side_by_side(
 
     work = work / f"j{concurrency}x{items}"  # each row its own outputs: none resumes another's
     work.mkdir()
-    data = work / "items.jsonl"
-    data.write_text(
-        "".join(json.dumps({"id": f"i{i}", "prompt": _prompt(i)}) + "\n" for i in range(items)),
-        encoding="utf-8",
-    )
-    one = work / "one.jsonl"  # start-up: a run of one item
-    one.write_text(json.dumps({"id": "i0", "prompt": _prompt(0)}) + "\n", encoding="utf-8")
+    data = _write_items(work / "items.jsonl", items)
+    one = _write_items(work / "one.jsonl", 1)  # start-up: a run of one item
     prompt_file = work / "prompt.txt"
     prompt_file.write_text(AGGREGATION_PROMPT, encoding="utf-8")
     configs = {}
@@ -287,22 +311,12 @@ def _side_by_side(
     def script(data: Path = data) -> list[str]:
         nonlocal runs
         runs += 1
-        return [
-            sys.executable, "-m", "benchmarks.baseline", str(data),
-            str(work / f"s{runs}.jsonl"),
-            "--base-url", server.base_url, "-j", str(concurrency),
-            "--proposers", ",".join(_proposer_models()), "--aggregator", AGGREGATOR_MODEL,
-            "--prompt-file", str(prompt_file),
-        ]  # fmt: skip
+        return _script_cmd(data, work / f"s{runs}.jsonl", server, concurrency, prompt_file)
 
     def moa(*extra: str, limits: bool = True, data: Path = data) -> list[str]:
         nonlocal runs
         runs += 1
-        return [
-            sys.executable, "-m", "langgraph_moa", "batch", str(data),
-            "-o", str(work / f"m{runs}" / "out.jsonl"), "-c", str(configs[limits]),
-            "-j", str(concurrency), *extra,
-        ]  # fmt: skip
+        return _moa_cmd(data, work / f"m{runs}" / "out.jsonl", configs[limits], concurrency, *extra)
 
     ways: dict[str, Any] = {"script": script, "moa": moa}
     if variants:
@@ -339,10 +353,7 @@ def _instructions_of(cmd: list[str], server: Any, items: int) -> int:
     """Instructions the child ``cmd`` executes (valgrind's callgrind, every thread)."""
     import re
 
-    server.reset()
-    for i, model in enumerate(_proposer_models()):
-        server.script(model, text_of(PROPOSAL_TOKENS[i], "word"), ttft=CALL_S)
-    server.script(AGGREGATOR_MODEL, text_of(ANSWER_TOKENS, "answer"), ttft=CALL_S)
+    _fresh_provider(server)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TOGETHER_", "OPENAI_"))}
     run = subprocess.run(
         ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *cmd],
@@ -385,26 +396,13 @@ def instructions(concurrency: int = 16, items: int = INSTRUCTION_ITEMS) -> dict[
         for way in ("script", "moa"):
             counts = {}
             for n in (1, items):
-                data = work / f"{way}{n}.jsonl"
-                data.write_text(
-                    "".join(
-                        json.dumps({"id": f"i{i}", "prompt": _prompt(i)}) + "\n" for i in range(n)
-                    ),
-                    encoding="utf-8",
-                )
+                data = _write_items(work / f"{way}{n}.jsonl", n)
+                out = work / f"{way}{n}" / "out.jsonl"
                 if way == "script":
-                    cmd = [
-                        sys.executable, "-m", "benchmarks.baseline", str(data),
-                        str(work / f"{way}{n}.out.jsonl"), "--base-url", server.base_url,
-                        "-j", str(concurrency), "--proposers", ",".join(_proposer_models()),
-                        "--aggregator", AGGREGATOR_MODEL, "--prompt-file", str(prompt_file),
-                    ]  # fmt: skip
+                    out.parent.mkdir()
+                    cmd = _script_cmd(data, out, server, concurrency, prompt_file)
                 else:
-                    cmd = [
-                        sys.executable, "-m", "langgraph_moa", "batch", str(data),
-                        "-o", str(work / f"{way}{n}" / "out.jsonl"), "-c", str(config),
-                        "-j", str(concurrency),
-                    ]  # fmt: skip
+                    cmd = _moa_cmd(data, out, config, concurrency)
                 counts[n] = _instructions_of(cmd, server, n)
             result[way] = {
                 "one_item": counts[1],
