@@ -264,23 +264,29 @@ def _memory_section(r: dict[str, Any]) -> list[str]:
     ]
 
 
+def _further_ms(row: dict[str, Any], way: str) -> float:
+    """CPU ms per item of ``way``'s run in ``row`` past its run of one item (start-up apart)."""
+    cpu_s = float(row[way]["cpu_s"] - row[f"{way}_one"]["cpu_s"])
+    return cpu_s / (int(row["items"]) - 1) * 1000
+
+
 def _instruction_lines(row: dict[str, Any], counts: dict[str, Any] | None) -> list[str]:
     """Work per item in instructions, beside the CPU time of the side-by-side row ``row``."""
     if counts is None:
         return ["", "(Instructions per item: not measured, valgrind is not installed.)"]
     s, m = counts["script"], counts["moa"]
     work = m["per_further_item"] / s["per_further_item"]
-    further = [
-        (row[k]["cpu_s"] - row[f"{k}_one"]["cpu_s"]) / (row["items"] - 1) for k in ("script", "moa")
-    ]
+    cpu = _further_ms(row, "moa") / _further_ms(row, "script")
+    call_ms = _bench("batch").CALL_S * 1000
     return [
         "",
         "Work apart from speed: the same two ways under valgrind (callgrind counts the "
         "instructions a process executes, every thread; the load of this shared machine does "
         f"not move the count), over 1 item and over {counts['items']} items at "
         f"-j {counts['concurrency']}. Valgrind runs the client about 50x slower, so the calls' "
-        "200 ms weigh little and the count includes what a slower run adds (the progress "
-        "display's refreshes, the limits' polling): if anything it is high for `moa batch`.",
+        f"{call_ms:.0f} ms weigh little and the count includes what a slower run adds (the "
+        "progress display's refreshes, the limits' polling): if anything it is high for "
+        "`moa batch`.",
         "",
         "| way | instructions of a 1-item run | instructions per further item |",
         "|---|---|---|",
@@ -291,12 +297,12 @@ def _instruction_lines(row: dict[str, Any], counts: dict[str, Any] | None) -> li
         f"| ratio | {m['one_item'] / s['one_item']:.2f}x | {work:.2f}x |",
         "",
         f"Per further item `moa batch` executes {work:.2f}x the script's instructions, but takes "
-        f"{further[1] / further[0]:.2f}x its CPU time at -j {row['concurrency']} (the table "
+        f"{cpu:.2f}x its CPU time at -j {row['concurrency']} (the table "
         "above): the rest of the gap is how fast the CPU runs that code, not how much code "
         "runs. A client that mostly waits runs each response's code on cold caches, and "
         "`moa batch` runs more distinct code per call (LangGraph's and LangChain's layers over "
         "the SDK), the likely reason it loses more to them; at -j 64 the loop stays busy and "
-        "`moa batch` costs less CPU per item than the script.",
+        "the gap closes (the tables above).",
     ]
 
 
@@ -381,7 +387,7 @@ def _side_by_side_lines(
             if f"{key}_one" not in row:
                 continue
             one = row[f"{key}_one"]["cpu_s"]
-            further[key] = (row[key]["cpu_s"] - one) / (row["items"] - 1) * 1000
+            further[key] = _further_ms(row, key)
             out.append(
                 f"| {row['concurrency']} x {row['items']} | {labels[key]} | {one:.2f} s "
                 f"| {further[key]:.1f} ms |"
