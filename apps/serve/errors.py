@@ -210,7 +210,7 @@ def validation_error(errors: Iterable[Any]) -> OpenAIError:
     messages = []
     for e in errs[:3]:
         where = _param(e.get("loc", ()))
-        msg = str(e.get("msg", "invalid"))
+        msg = str(e.get("msg", "invalid")).removeprefix("Value error, ")
         messages.append(f"{where}: {msg}" if where else msg)
     return OpenAIError(400, "; ".join(messages), param=param or None)
 
