@@ -189,9 +189,7 @@ def _message(state: dict[str, Any]) -> AIMessage:
     )
 
 
-def add_moa_routes(
-    app: FastAPI, service: RunService, *, auth: Callable[..., Any], slot: Callable[..., Any]
-) -> None:
+def add_moa_routes(app: FastAPI, service: RunService, *, slot: Callable[..., Any]) -> None:
     runnable = MoARunnable(service)
     add_routes(
         app,
@@ -209,5 +207,5 @@ def add_moa_routes(
             "output_schema",
             "config_schema",
         ),
-        dependencies=[Depends(auth), Depends(langserve_check(runnable.InputType)), Depends(slot)],
+        dependencies=[Depends(langserve_check(runnable.InputType)), Depends(slot)],
     )

@@ -66,10 +66,9 @@ def openai_router(
     show_proposals: bool,
     keepalive_s: float = DEFAULT_KEEPALIVE_S,
     task_shortcut: bool = True,
-    auth: Callable[..., Any],
     slot: Callable[..., Any],
 ) -> APIRouter:
-    router = APIRouter(prefix="/v1", dependencies=[Depends(auth), Depends(check_body)])
+    router = APIRouter(prefix="/v1", dependencies=[Depends(check_body)])
 
     @router.get("/models")
     async def models() -> ModelList:
