@@ -1,13 +1,15 @@
 """OpenAI request fields beyond the conversation that change what the client gets: ``stop`` is
 honoured, whichever client sends it (the ``openai`` SDK, LangChain's ``ChatOpenAI`` as a ReAct
-agent binds it); fields MoA cannot honour (audio, logprobs, ``logit_bias``) are a 400 in OpenAI's
-shape, before any provider is paid."""
+agent binds it); fields MoA cannot honour (audio, logprobs, ``logit_bias``) and values of the
+wrong type (``max_tokens: true``) are a 400 in OpenAI's shape naming the field, before any
+provider is paid."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import openai
 import pytest
 from conftest import fake_context
@@ -110,3 +112,38 @@ def test_fields_that_ask_for_nothing_unsupported_still_pass(base: str) -> None:
         top_p=1,
     )
     assert reply.choices[0].message.content == ANSWER
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"max_tokens": True}, "max_tokens"),  # was read as max_tokens=1: a one-token answer
+        ({"max_completion_tokens": 200.5}, "max_completion_tokens"),
+        ({"temperature": True}, "temperature"),
+        ({"seed": "7"}, "seed"),
+        ({"n": "2"}, "n"),
+        ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]},
+            "messages[0].content[0].text",
+        ),
+    ],
+    ids=[
+        "bool-tokens",
+        "float-tokens",
+        "bool-temperature",
+        "text-seed",
+        "text-n",
+        "content",
+        "text",
+    ],
+)
+def test_a_value_of_the_wrong_type_is_a_400_naming_the_field(
+    server: FakeOpenAIServer, base: str, fields: dict[str, Any], param: str
+) -> None:
+    body = {"model": "fake", "messages": ASK, **fields}
+    response = httpx.post(f"{base}/v1/chat/completions", json=body, timeout=30)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == param and error["message"].startswith(f"{param}: ")
+    assert server.requests == []
