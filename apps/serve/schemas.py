@@ -25,8 +25,9 @@ from pydantic import (
     StrictInt,
 )
 
-# OpenAI takes up to 4 stop sequences.
+# OpenAI takes up to 4 stop sequences and 128 tools.
 MAX_STOPS = 4
+MAX_TOOLS = 128
 
 
 def _stops(value: Any) -> Any:
@@ -76,7 +77,7 @@ class ChatCompletionRequest(BaseModel):
     max_completion_tokens: StrictInt | None = Field(default=None, ge=1)
     seed: StrictInt | None = None
     n: StrictInt | None = Field(default=None, ge=1)
-    tools: list[dict[str, Any]] | None = None
+    tools: list[dict[str, Any]] | None = Field(default=None, max_length=MAX_TOOLS)
     functions: list[dict[str, Any]] | None = None
     tool_choice: Any = None
     parallel_tool_calls: StrictBool | None = None
