@@ -6,16 +6,22 @@ provider is paid."""
 
 from __future__ import annotations
 
+import asyncio
+import socket
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import openai
 import pytest
+import uvicorn
 from conftest import fake_context
 from fake_openai import FakeOpenAIServer
 from langchain_openai import ChatOpenAI
 from serving import app_for, running
+
+from langgraph_moa.nodes.models import resources
+from langgraph_moa.nodes.models.resources import RESOURCES
 
 # The aggregator writes past the point a ReAct agent stops it: the tool's observation is the
 # agent's to fill in. "\nObservation:" spans two of the fake's stream tokens ("tool\n", then
@@ -147,3 +153,34 @@ def test_a_value_of_the_wrong_type_is_a_400_naming_the_field(
     error = response.json()["error"]
     assert error["param"] == param and error["message"].startswith(f"{param}: ")
     assert server.requests == []
+
+
+async def test_a_new_seed_per_request_keeps_the_servers_models_bounded(
+    server: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each distinct seed (or temperature...) is a chat model of its own; a client sending a new
+    # one per request grew the server's memory without bound. The server here runs in this
+    # test's event loop, whose models RESOURCES counts.
+    monkeypatch.setattr(resources, "MAX_MODELS", 16)
+    server.script("p1", "a proposal")
+    server.script("agg", ANSWER)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(app_for(fake_context(server, ["p1"])), log_level="warning")
+    uvi = uvicorn.Server(config)
+    serving = asyncio.create_task(uvi.serve(sockets=[sock]))
+    try:
+        while not uvi.started:
+            assert not serving.done()
+            await asyncio.sleep(0.01)
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1/chat/completions"
+        async with httpx.AsyncClient(timeout=30) as http:
+            for seed in range(40):
+                reply = await http.post(url, json={"messages": ASK, "seed": seed})
+                assert reply.json()["choices"][0]["message"]["content"] == ANSWER
+        assert {r.body.get("seed") for r in server.requests} == set(range(40))  # each honoured
+        assert RESOURCES.models() <= 16
+    finally:
+        uvi.should_exit = True
+        await serving
+        sock.close()
