@@ -57,7 +57,7 @@ from langgraph_moa.nodes.models.settings import ModelSettings
 from langgraph_moa.nodes.models.sync_runs import SyncRuns
 
 # Chat models kept per event loop. A server's clients choose settings per request (seed,
-# temperature, max_tokens...) and each distinct one is a model of its own (~20 KB): kept without
+# temperature, max_tokens...) and each distinct one is a model of its own (~10 kB): kept without
 # bound, a client sending a new seed each time would grow the server's memory for ever. The
 # least recently used go; a working set (presets x models x a few settings) stays far below.
 MAX_MODELS = 512
