@@ -51,7 +51,7 @@ from langgraph_moa.graphs.retried import refuse_retried_batch_run
 from langgraph_moa.nodes.context import Context, resolve_context
 from langgraph_moa.nodes.models.resources import RESOURCES
 from langgraph_moa.nodes.models.sync_runs import CLOSED, CancelScope, cancelled
-from langgraph_moa.nodes.untrusted import check_context
+from langgraph_moa.nodes.untrusted import check_bind, check_context
 
 AsyncNode = Callable[[Any, Runtime[Context]], Awaitable[Any]]
 # Checks a run's resolved context before the node sees it (the unrolled graph's shape check).
@@ -159,6 +159,7 @@ def adapt(
         refuse_retried_batch_run()
         if untrusted:
             check_context(runtime.context)
+            check_bind(state.get("bind") if isinstance(state, dict) else None)
         ctx = resolve_context(runtime.context, default)
         if check is not None:
             check(ctx)

@@ -13,8 +13,8 @@ A server runs models on its own keys and reads its own files; a client may chang
 
 ``moa serve`` is stricter (``endpoints=False``): its clients choose no endpoint at all. A
 LangGraph server's clients may (``moa batch --server`` sends a config's ``base_url``s, which get
-no key), so there the run's context is checked by ``check_context`` before it is read
-(``build_moa_graph(untrusted=True)``, what langgraph.json serves).
+no key), so there the run's context is checked by ``check_context`` before it is read, and its
+input's ``bind`` by ``check_bind`` (``build_moa_graph(untrusted=True)``: langgraph.json).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from langgraph_moa.nodes.context import PARENT_FIELD, Context
-from langgraph_moa.nodes.errors import ClientSettingError
+from langgraph_moa.nodes.errors import ClientSettingError, ConfigError
 from langgraph_moa.nodes.presets import preset_names
 
 MODEL_FIELDS = ("proposers", "aggregator", "fallback_aggregator", "layer_proposers")
@@ -88,3 +88,22 @@ def check_context(value: Any) -> None:
         nested = value.get(PARENT_FIELD)
         if nested is not None:
             check_context(nested)
+
+
+def check_bind(bind: Any) -> None:
+    """``ClientSettingError`` unless a run's ``bind`` (tools, tool choice, response format: its
+    input's, as a LangGraph server's client sent it) is what ``binding`` accepts: the proposers
+    would be paid before the aggregator's provider refused it."""
+    if bind is None:
+        return
+    if not isinstance(bind, dict):
+        raise ClientSettingError("bind", "must be an object of tools, tool_choice, ...")
+    from langgraph_moa.nodes.models.tools import binding  # jsonschema: only when bound
+
+    try:
+        binding(**bind)
+    except TypeError:
+        allowed = "tools, tool_choice, parallel_tool_calls, response_format"
+        raise ClientSettingError("bind", f"unknown key; allowed: {allowed}") from None
+    except ConfigError as exc:
+        raise ClientSettingError("bind", str(exc)) from None

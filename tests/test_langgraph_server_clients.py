@@ -58,3 +58,23 @@ def test_a_client_cannot_name_a_file_of_the_server(studio: str) -> None:  # noqa
         error = _error(out)
         assert error["error"] == "ClientSettingError"
         assert "not a file path" in error["message"] and "GGUF" not in error["message"]
+
+
+def test_a_bind_the_aggregator_would_refuse_is_refused_before_anyone_is_paid(
+    studio: str,  # noqa: F811
+    server: FakeOpenAIServer,
+) -> None:
+    # The proposers were paid before the aggregator's provider refused such tools or formats.
+    client = get_sync_client(url=studio, api_key=None)
+    context = {"proposers": ["together:p1"], "aggregator": "together:agg"}
+    bad_schema = {"name": "x", "schema": {"$ref": "file:///etc/passwd"}}
+    for bind, said in [
+        ({"tools": [{"type": "function", "function": {"name": "a b"}}]}, "must be 1 to 64"),
+        ({"response_format": {"type": "json_schema", "json_schema": bad_schema}}, "$ref"),
+        ({"tools": [], "temperature": 2}, "unknown key"),
+    ]:
+        question = {**QUESTION, "bind": bind}
+        out = client.runs.wait(None, "moa", input=question, context=context, raise_error=False)
+        error = _error(out)
+        assert error["error"] == "ClientSettingError" and said in error["message"], error
+    assert server.requests == []
