@@ -14,8 +14,8 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from langgraph_moa.apps.serve.errors import OpenAIError
+from langgraph_moa.apps.serve.settings import KEY_ENV
 
-KEY_ENV = "MOA_SERVER_API_KEY"
 CHALLENGE = {"WWW-Authenticate": "Bearer"}
 OPEN = {("GET", "/health"), ("HEAD", "/health")}  # what load balancers probe without a key
 
