@@ -51,6 +51,7 @@ from langgraph_moa.graphs.retried import refuse_retried_batch_run
 from langgraph_moa.nodes.context import Context, resolve_context
 from langgraph_moa.nodes.models.resources import RESOURCES
 from langgraph_moa.nodes.models.sync_runs import CLOSED, CancelScope, cancelled
+from langgraph_moa.nodes.untrusted import check_bind, check_context
 
 AsyncNode = Callable[[Any, Runtime[Context]], Awaitable[Any]]
 # Checks a run's resolved context before the node sees it (the unrolled graph's shape check).
@@ -147,11 +148,18 @@ def _hands_off(result: Any) -> bool:
     return isinstance(result, list) and len(result) > 1
 
 
-def adapt(node: AsyncNode, default: Context | None, check: Check | None = None) -> Any:
-    """``node`` as a graph node or router: context resolved, usable sync and async."""
+def adapt(
+    node: AsyncNode, default: Context | None, check: Check | None = None, *, untrusted: bool = False
+) -> Any:
+    """``node`` as a graph node or router: context resolved, usable sync and async.
+    ``untrusted``: the context is a server's client's, checked before it is read
+    (nodes/untrusted.py)."""
 
     async def afunc(state: Any, runtime: Runtime[Context]) -> Any:
         refuse_retried_batch_run()
+        if untrusted:
+            check_context(runtime.context)
+            check_bind(state.get("bind") if isinstance(state, dict) else None)
         ctx = resolve_context(runtime.context, default)
         if check is not None:
             check(ctx)

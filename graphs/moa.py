@@ -10,14 +10,14 @@ draws the same nodes as one node per proposer per layer instead (graphs/unrolled
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Send
 
-from langgraph_moa.graphs.adapt import adapt
+from langgraph_moa.graphs.adapt import AsyncNode, adapt
 from langgraph_moa.graphs.state import MoAInput, MoAOutput, MoAState
 from langgraph_moa.graphs.unrolled import unroll as add_unrolled
 from langgraph_moa.nodes.aggregate import aggregate
@@ -73,14 +73,16 @@ async def next_layer(state: MoAState, runtime: Runtime[Context]) -> Next:
 
 
 def build_moa_graph(
-    context: Context | str | None = None, *, unroll: Context | None = None
+    context: Context | str | None = None, *, unroll: Context | None = None, untrusted: bool = False
 ) -> MoAGraphBuilder:
     """The uncompiled MoA graph: compile it with your own checkpointer, store and name.
 
     ``context``: the settings of runs that bring none (a Context or a preset name); by default
     the default preset. ``unroll``: draw and run this Context's mixture with one node per
     proposer per layer (graphs/unrolled.py); it is then the graph's settings too, so a
-    ``context`` that differs from it is refused (``ConfigError``).
+    ``context`` that differs from it is refused (``ConfigError``). ``untrusted``: runs' contexts
+    come from a server's clients (graphs/served.py): one that would send the server's keys to an
+    endpoint of its choosing or name the server's files is refused (nodes/untrusted.py).
     """
     default = load_preset(context) if isinstance(context, str) else context
     if unroll is not None and default is not None and default != unroll:
@@ -92,20 +94,24 @@ def build_moa_graph(
         MoAState, context_schema=Context, input_schema=MoAInput, output_schema=MoAOutput
     )
     if unroll is not None:
-        add_unrolled(builder, unroll)
+        add_unrolled(builder, unroll, untrusted=untrusted)
         return builder
-    builder.add_node("propose", adapt(propose, default))
-    builder.add_node("join", adapt(join, default))
-    builder.add_node("aggregate", adapt(aggregate, default))
-    builder.add_node("staircase_propose", adapt(staircase_propose, default))
-    builder.add_node("staircase_aggregate", adapt(staircase_aggregate, default))
+
+    def node(fn: AsyncNode) -> Any:
+        return adapt(fn, default, untrusted=untrusted)
+
+    builder.add_node("propose", node(propose))
+    builder.add_node("join", node(join))
+    builder.add_node("aggregate", node(aggregate))
+    builder.add_node("staircase_propose", node(staircase_propose))
+    builder.add_node("staircase_aggregate", node(staircase_aggregate))
     builder.add_conditional_edges(
         START,
-        adapt(first_layer, default),
+        node(first_layer),
         ["propose", "aggregate", "staircase_propose", "staircase_aggregate"],
     )
     builder.add_edge("propose", "join")
-    builder.add_conditional_edges("join", adapt(next_layer, default), ["propose", "aggregate"])
+    builder.add_conditional_edges("join", node(next_layer), ["propose", "aggregate"])
     builder.add_edge("aggregate", END)
     builder.add_edge("staircase_propose", END)
     builder.add_edge("staircase_aggregate", END)

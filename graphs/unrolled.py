@@ -83,11 +83,16 @@ def _same_shape(built: Context) -> Check:
     return check
 
 
-def unroll(builder: StateGraph[MoAState, Context, MoAInput, MoAOutput], ctx: Context) -> None:
-    """Add the unrolled mixture of ``ctx`` to ``builder``."""
+def unroll(
+    builder: StateGraph[MoAState, Context, MoAInput, MoAOutput],
+    ctx: Context,
+    *,
+    untrusted: bool = False,
+) -> None:
+    """Add the unrolled mixture of ``ctx`` to ``builder`` (``untrusted``: see graphs/adapt.py)."""
     check = _same_shape(ctx)
     if _stairs(ctx):
-        _unroll_stairs(builder, ctx, check)
+        _unroll_stairs(builder, ctx, check, untrusted)
         return
 
     def add_proposer(name: str, layer: int, index: int) -> None:
@@ -100,9 +105,12 @@ def unroll(builder: StateGraph[MoAState, Context, MoAInput, MoAOutput], ctx: Con
             )
             return await propose(task, runtime)
 
-        builder.add_node(name, adapt(node, ctx, check))
+        builder.add_node(name, adapt(node, ctx, check, untrusted=untrusted))
 
-    joined, aggregated = adapt(join, ctx, check), adapt(aggregate, ctx, check)
+    joined, aggregated = (
+        adapt(join, ctx, check, untrusted=untrusted),
+        adapt(aggregate, ctx, check, untrusted=untrusted),
+    )
     builder.add_node("aggregate", aggregated)
     previous = [START]
     for layer, names in enumerate(proposer_node_names(ctx), start=1):
@@ -119,7 +127,10 @@ def unroll(builder: StateGraph[MoAState, Context, MoAInput, MoAOutput], ctx: Con
 
 
 def _unroll_stairs(
-    builder: StateGraph[MoAState, Context, MoAInput, MoAOutput], ctx: Context, check: Check
+    builder: StateGraph[MoAState, Context, MoAInput, MoAOutput],
+    ctx: Context,
+    check: Check,
+    untrusted: bool,
 ) -> None:
     def unbound(state: MoAState) -> None:
         if state.get("bind"):
@@ -135,14 +146,14 @@ def _unroll_stairs(
             task = ProposeTask(layer=layer, index=index, messages=messages, references=None)
             return await staircase_propose(task, runtime)
 
-        builder.add_node(name, adapt(node, ctx, check))
+        builder.add_node(name, adapt(node, ctx, check, untrusted=untrusted))
 
     async def aggregate_node(state: MoAState, runtime: Runtime[Context]) -> dict[str, Any]:
         unbound(state)
         return await staircase_aggregate({"messages": state["messages"]}, runtime)
 
     # The aggregator first: the step's first task (see graphs/moa.py).
-    builder.add_node("aggregate", adapt(aggregate_node, ctx, check))
+    builder.add_node("aggregate", adapt(aggregate_node, ctx, check, untrusted=untrusted))
     builder.add_edge(START, "aggregate")
     builder.add_edge("aggregate", END)
     for layer, names in enumerate(proposer_node_names(ctx), start=1):

@@ -28,6 +28,21 @@ class ConfigError(MoAError, ValueError):
     """A setting (preset, config file, CLI flag or graph context) is invalid."""
 
 
+class ClientSettingError(ConfigError):
+    """A server's client asked for a setting only the server may choose (nodes/untrusted.py).
+
+    ``field``: where in the client's settings, e.g. ``proposers[0]``; ``problem``: what it may
+    not do there.
+    """
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field, self.problem = field, problem
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), (self.field, self.problem), {}))
+
+
 class InputError(MoAError):
     """What the user gave cannot be used: a prompt, a chat line, a dataset or one of its items.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 
@@ -172,6 +173,20 @@ def test_playground_schemas_and_stream_log(base: str) -> None:
         text = "".join(response.iter_text())
     assert "event: error" not in text
     assert "event: end" in text and "streamed_output" in text
+
+
+def test_the_playground_serves_its_files_and_404s_any_other_name(base: str) -> None:
+    page = httpx.get(f"{base}/moa/playground/index.html")
+    assert page.status_code == 200
+    assets = re.findall(r"/moa/playground/(assets/[^\"']+)", page.text)
+    assert assets and all(
+        httpx.get(f"{base}/moa/playground/{a}").status_code == 200 for a in assets
+    )
+    # LangServe answered these 500: a folder, a NUL byte, a name too long to open.
+    for name in ("assets", "assets/", "%00", "a%00.js", "x" * 300 + ".js", "..%2fserver.py"):
+        response = httpx.get(f"{base}/moa/playground/{name}")
+        assert response.status_code == 404, name
+        assert response.json()["error"]["type"] == "not_found_error"
 
 
 def test_stream_events_is_not_served(base: str) -> None:

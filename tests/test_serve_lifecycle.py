@@ -253,6 +253,21 @@ def test_bad_serve_flags_are_one_line(
     assert len(lines) == 1 and lines[0].startswith("moa: error:") and message in lines[0]
 
 
+@pytest.mark.parametrize("key", ["clé-secrète", "hex-key-from-a-file\n", "two words"])
+def test_a_server_key_no_client_can_send_is_refused_at_start(
+    server: FakeOpenAIServer, key: str
+) -> None:
+    # Every request would have been a 401 (the openai SDK cannot even send a non-ASCII key).
+    from conftest import run_cli
+
+    env = serve_env(server.base_url, MOA_SERVER_API_KEY=key)
+    result = run_cli("serve", "--port", "0", "--preset", "seed", env=env)
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("moa: error: MOA_SERVER_API_KEY: must be printable ASCII")
+    assert key.strip() not in result.stderr + result.stdout
+
+
 def test_a_missing_provider_key_stops_the_server_at_start(server: FakeOpenAIServer) -> None:
     from conftest import run_cli
 

@@ -4,9 +4,12 @@ streaming helper and ``parse``."""
 from __future__ import annotations
 
 import json
+import socket
+import time
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import openai
 import pytest
 from conftest import fake_context, spec
@@ -236,6 +239,11 @@ def test_the_sdks_parse_helper_and_json_mode(
             "tools",
             "'(' is not a 'regex' (at properties/city/pattern)",
         ),
+        (  # OpenAI's own limit
+            {"tools": [tool_with(name=f"t{i}") for i in range(129)]},
+            "tools",
+            "at most 128 items",
+        ),
         ({"response_format": {}}, "response_format", "type None is not supported"),
         (
             {"response_format": {"type": "json_schema", "json_schema": "Person"}},
@@ -299,3 +307,33 @@ def test_a_bad_tool_call_is_asked_again(server: FakeOpenAIServer, client: openai
     (call,) = completion.choices[0].message.tool_calls or []
     assert call.function.name == "weather"  # type: ignore[union-attr]
     assert len(server.requests_for("agg")) == 2
+
+
+def test_a_huge_schema_is_checked_while_the_server_answers_others(
+    server: FakeOpenAIServer,
+) -> None:
+    # Checking a JSON schema of 15,000 properties (0.5 MB) takes seconds of CPU: it must not stop
+    # the event loop, every other client's requests and streams with it.
+    properties = {f"p{i}": {"type": "string"} for i in range(15_000)}
+    schema = {"name": "huge", "schema": {"type": "object", "properties": properties}}
+    body = json.dumps(
+        {
+            "model": "no-such-model",  # a 400 once the schema is checked: nothing runs
+            "messages": QUESTION,
+            "response_format": {"type": "json_schema", "json_schema": schema},
+        }
+    ).encode()
+    with running(app_for(fake_context(server, ["p1"]))) as url:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=60) as huge:
+            head = "POST /v1/chat/completions HTTP/1.1\r\nHost: moa\r\n"
+            head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+            huge.sendall(head.encode() + body)
+            time.sleep(0.3)  # read by the server, whose check is under way
+            assert httpx.get(f"{url}/health", timeout=60).status_code == 200
+            huge.setblocking(False)
+            with pytest.raises(BlockingIOError):
+                huge.recv(1)  # /health was answered before the huge request's check ended
+            huge.setblocking(True)
+            assert b" 400 " in huge.recv(200).split(b"\r\n")[0]
+    assert not server.requests

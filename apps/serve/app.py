@@ -2,10 +2,10 @@
 
 ``create_app(settings, models)`` builds it; apps/serve/main.py runs it under uvicorn. Layers, from
 the outside in: CORS when ``--cors-origin`` is given (Starlette's ``CORSMiddleware``),
-``ShieldErrors`` (no traceback ever leaves), ``BodyLimit`` (413),
-``CancelOnDisconnect`` (a client that leaves cancels its request), the
-routes with their dependencies (auth: 401; runs in flight: 429), the exception handlers (OpenAI's
-error shape for everything).
+``ShieldErrors`` (no traceback ever leaves), ``RequireKey`` (auth: 401, on the headers alone),
+``BodyLimit`` (413), ``CancelOnDisconnect`` (a body that takes too long: 408; a client that
+leaves cancels its request), the routes with their dependencies (runs in flight: 429), the
+exception handlers (OpenAI's error shape for everything).
 """
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from sse_starlette.sse import AppStatus
 
 from langgraph_moa.apps.serve import errors
-from langgraph_moa.apps.serve.auth import bearer_auth
+from langgraph_moa.apps.serve.auth import RequireKey
 from langgraph_moa.apps.serve.disconnect import CancelOnDisconnect
 from langgraph_moa.apps.serve.langserve_routes import add_moa_routes
 from langgraph_moa.apps.serve.limits import BodyLimit, RunSlots, run_slot
@@ -55,8 +55,10 @@ def create_app(settings: ServeSettings, models: ModelRegistry) -> FastAPI:
     app.state.service = service
     app.state.slots = slots
     errors.install(app)
-    app.add_middleware(CancelOnDisconnect)
+    app.add_middleware(CancelOnDisconnect, body_timeout_s=settings.body_timeout_s)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    key = settings.api_key.get_secret_value() if settings.api_key else None
+    app.add_middleware(RequireKey, key=key)  # before anything reads the body
     app.add_middleware(errors.ShieldErrors)
     if settings.cors_origins:
         # Outermost: preflights are answered before auth (browsers send no key with them), and
@@ -72,21 +74,19 @@ def create_app(settings: ServeSettings, models: ModelRegistry) -> FastAPI:
             max_age=600,
         )
 
-    key = settings.api_key.get_secret_value() if settings.api_key else None
-    auth, slot = bearer_auth(key), run_slot(slots)
+    slot = run_slot(slots)
     app.include_router(
         openai_router(
             service,
             show_proposals=settings.show_proposals,
             keepalive_s=settings.keepalive_s,
             task_shortcut=settings.task_shortcut,
-            auth=auth,
             slot=slot,
         )
     )
-    add_moa_routes(app, service, auth=auth, slot=slot)
+    add_moa_routes(app, service, slot=slot)
 
-    @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(auth)])
+    @app.get("/openapi.json", include_in_schema=False)
     async def openapi() -> JSONResponse:
         """The schema, for clients and fuzzers."""
         return JSONResponse(app.openapi())

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from langgraph_moa.apps.serve import settings as serve_defaults
-from langgraph_moa.apps.serve.settings import Caps
+from langgraph_moa.apps.serve.settings import KEY_ENV, Caps
 from langgraph_moa.core.command import err, fail, run_async
 from langgraph_moa.nodes.errors import ConfigError, MoAError
 
@@ -93,7 +93,6 @@ def serve(
     from langgraph_moa.nodes.context import explain
 
     try:
-        from langgraph_moa.apps.serve.auth import KEY_ENV
         from langgraph_moa.apps.serve.errors import OpenAIError
         from langgraph_moa.apps.serve.main import listen, run
         from langgraph_moa.apps.serve.registry import ModelRegistry
@@ -155,6 +154,7 @@ def serve(
 
 # Settings fields as the flags that set them, for messages.
 FLAGS = {
+    "api_key": KEY_ENV,
     "max_body_bytes": "--max-body",
     "grace_s": "--grace",
     "max_run_s": "--max-run-time",

@@ -8,6 +8,10 @@ client's ``http.disconnect``; when it comes before the response is complete, the
 cancelled, which cancels its run (``RunStream.aclose`` closes the open provider requests). The
 route still sees the disconnect through ``receive`` (sse-starlette ends its streams on it).
 Starlette has no such option and uvicorn only marks the connection as gone, hence our own.
+
+The body must arrive within ``body_timeout_s`` of the headers, else 408: uvicorn waits for a
+body for ever, so a client trickling one would hold its connection (and what it sent) as long as
+it liked.
 """
 
 from __future__ import annotations
@@ -19,13 +23,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from langgraph_moa.apps.serve.errors import OpenAIError
 from langgraph_moa.apps.serve.limits import BodyTooLargeError
+from langgraph_moa.apps.serve.settings import DEFAULT_BODY_TIMEOUT_S
 
 log = logging.getLogger("moa.serve")
 
 
 class CancelOnDisconnect:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S) -> None:
         self.app = app
+        self.body_timeout_s = body_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -33,15 +39,25 @@ class CancelOnDisconnect:
             return
         body: list[Message] = []
         try:
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    return  # gone before its request was complete: nothing to run
-                body.append(message)
-                if not message.get("more_body"):
-                    break
+            async with asyncio.timeout(self.body_timeout_s):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return  # gone before its request was complete: nothing to run
+                    body.append(message)
+                    if not message.get("more_body"):
+                        break
         except BodyTooLargeError as exc:
             await OpenAIError(413, exc.detail).response()(scope, receive, send)
+            return
+        except TimeoutError:
+            late = OpenAIError(
+                408,
+                f"the request body did not arrive within {self.body_timeout_s:g} s of its headers",
+                code="request_timeout",
+                headers={"Connection": "close"},  # the rest of the body is never read
+            )
+            await late.response()(scope, receive, send)
             return
         gone = asyncio.Event()
         complete = False

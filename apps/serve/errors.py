@@ -77,6 +77,7 @@ TYPES = {
     401: "authentication_error",
     404: "not_found_error",
     405: "invalid_request_error",
+    408: "invalid_request_error",
     413: "invalid_request_error",
     429: "rate_limit_error",
     500: "server_error",
@@ -185,8 +186,15 @@ def unexpected(exc: BaseException) -> OpenAIError:
     return OpenAIError(500, "internal server error; the server's log has the details")
 
 
+# How pydantic names the member of a union in an error's location ("str", "list[dict[str,any]]",
+# "function-after[...]"): not a field of the request, so not part of the param a client is told.
+_UNION_MEMBER = re.compile(r"(str|int|float|bool|none|[a-z-]+\[.*\])")
+
+
 def _param(loc: Iterable[Any]) -> str:
-    parts = [p for p in loc if p != "body"]
+    parts = [
+        p for p in loc if p != "body" and not (isinstance(p, str) and _UNION_MEMBER.fullmatch(p))
+    ]
     out = ""
     for p in parts:
         out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
@@ -207,11 +215,14 @@ def validation_error(errors: Iterable[Any]) -> OpenAIError:
         return OpenAIError(400, "the request body must be a JSON object", code="invalid_json")
     if kind == "too_short" and param == "messages":
         return OpenAIError(400, "messages must not be empty", param="messages")
-    messages = []
+    by_field: dict[str, list[str]] = {}  # a union's members each say what they wanted: or'ed
     for e in errs[:3]:
-        where = _param(e.get("loc", ()))
-        msg = str(e.get("msg", "invalid"))
-        messages.append(f"{where}: {msg}" if where else msg)
+        msg = str(e.get("msg", "invalid")).removeprefix("Value error, ")
+        by_field.setdefault(_param(e.get("loc", ())), []).append(msg)
+    messages = [
+        f"{where}: {' or '.join(msgs)}" if where else " or ".join(msgs)
+        for where, msgs in by_field.items()
+    ]
     return OpenAIError(400, "; ".join(messages), param=param or None)
 
 

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler, model_v
 from pydantic.json_schema import JsonSchemaValue, SkipJsonSchema
 from pydantic_core import CoreSchema
 
+from langgraph_moa.apps.serve.playground import playground_file
 from langgraph_moa.apps.serve.requests import content_text, langserve_check
 from langgraph_moa.apps.serve.runs import RunService, run_summary, total_usage
 from langgraph_moa.core.turns import AnswerRestart, Finished, Token
@@ -189,9 +190,7 @@ def _message(state: dict[str, Any]) -> AIMessage:
     )
 
 
-def add_moa_routes(
-    app: FastAPI, service: RunService, *, auth: Callable[..., Any], slot: Callable[..., Any]
-) -> None:
+def add_moa_routes(app: FastAPI, service: RunService, *, slot: Callable[..., Any]) -> None:
     runnable = MoARunnable(service)
     add_routes(
         app,
@@ -209,5 +208,9 @@ def add_moa_routes(
             "output_schema",
             "config_schema",
         ),
-        dependencies=[Depends(auth), Depends(langserve_check(runnable.InputType)), Depends(slot)],
+        dependencies=[
+            Depends(playground_file),
+            Depends(langserve_check(runnable.InputType)),
+            Depends(slot),
+        ],
     )

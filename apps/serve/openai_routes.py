@@ -10,6 +10,7 @@ client goes away. Those are most of the work; the routes themselves are a few do
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal, NoReturn
@@ -50,6 +51,7 @@ from langgraph_moa.apps.serve.schemas import (
     now,
 )
 from langgraph_moa.apps.serve.settings import DEFAULT_KEEPALIVE_S
+from langgraph_moa.apps.serve.stops import StopAt
 from langgraph_moa.apps.serve.tasks import is_task
 from langgraph_moa.core.turns import AnswerRestart, Finished, ProposalDone, Token
 from langgraph_moa.nodes.errors import CapabilityError, ConfigError
@@ -65,10 +67,9 @@ def openai_router(
     show_proposals: bool,
     keepalive_s: float = DEFAULT_KEEPALIVE_S,
     task_shortcut: bool = True,
-    auth: Callable[..., Any],
     slot: Callable[..., Any],
 ) -> APIRouter:
-    router = APIRouter(prefix="/v1", dependencies=[Depends(auth), Depends(check_body)])
+    router = APIRouter(prefix="/v1", dependencies=[Depends(check_body)])
 
     @router.get("/models")
     async def models() -> ModelList:
@@ -92,7 +93,13 @@ def openai_router(
         if problem is not None:
             raise OpenAIError(400, problem[1], param=problem[0], code="unsupported")
         messages = to_messages(body.messages)
-        bind = request_binding(body)
+        if body.tools or body.response_format:
+            # Checking the client's JSON schemas takes ~0.35 ms of CPU per property: a 1 MiB
+            # body holds some 25,000, seconds of it. In a thread, so the event loop (every other
+            # client's stream) goes on meanwhile.
+            bind = await asyncio.to_thread(request_binding, body)
+        else:
+            bind = request_binding(body)  # no schema: tool_choice alone is still checked
         max_tokens = body.max_completion_tokens or body.max_tokens
         param = "model"  # a cap the chosen model exceeds, unless the client's max_tokens does
         if max_tokens is not None and max_tokens > service.caps.tokens:
@@ -120,6 +127,7 @@ def openai_router(
                     include_usage=include_usage,
                     tools=bool(body.tools),
                     held=holds_text(bind),
+                    stop=StopAt(body.stop),
                 ),
                 sep="\n",
                 ping=keepalive_s,
@@ -130,7 +138,7 @@ def openai_router(
             return Response(status_code=CLIENT_GONE)
         finally:
             await run.aclose()
-        answer = _completion(name, state, show).model_dump(exclude_none=True)
+        answer = _completion(name, state, show, StopAt(body.stop)).model_dump(exclude_none=True)
         answer["choices"][0]["message"].setdefault("content", None)  # null with tool calls
         return JSONResponse(answer)
 
@@ -256,14 +264,14 @@ def _usage(state: dict[str, Any]) -> Usage:
     return Usage(**total_usage(state))
 
 
-def _completion(name: str, state: dict[str, Any], show: bool) -> ChatCompletion:
+def _completion(name: str, state: dict[str, Any], show: bool, stop: StopAt) -> ChatCompletion:
     reasoning = None
     if show:
         reasoning = "".join(proposal_text(p) for layer in state.get("layers", []) for p in layer)
     last = state["messages"][-1]
     calls = _calls_out(last)
     message = ResponseMessage(
-        content=last.text or (None if calls else ""),
+        content=stop.cut(last.text) or (None if calls else ""),
         tool_calls=calls,
         reasoning_content=reasoning,
     )
@@ -285,13 +293,16 @@ async def _chunks(
     include_usage: bool,
     tools: bool = False,
     held: bool = False,
+    stop: StopAt | None = None,
 ) -> AsyncIterator[str | ServerSentEvent]:
     """The SSE ``data:`` payloads of a streamed completion, ending in ``[DONE]``; a failure ends
     the stream with an error payload (the ``openai`` SDK raises it as ``APIError``, and does not
     retry it: one request, one run). ``held``: the answer's text is sent once checked, in one
     chunk (with a response format: a JSON answer asked again must not reach the client's
-    parser, as the SDK's ``stream`` helper parses all the text it got)."""
+    parser, as the SDK's ``stream`` helper parses all the text it got). ``stop``: the client's
+    stop sequences; the text after one is not sent (the run still finishes, for its usage)."""
     cid, created = completion_id(), now()
+    stop = stop or StopAt(())
 
     def chunk(delta: Delta, finish: Literal["stop", "tool_calls"] | None = None) -> str:
         choice = ChunkChoice(delta=delta, finish_reason=finish)
@@ -305,7 +316,7 @@ async def _chunks(
         async for event in run:
             if isinstance(event, Token):
                 text = event.text + run.ready_text()
-                if not held:
+                if not held and (text := stop.feed(text)):
                     yield chunk(Delta(content=text))
             elif isinstance(event, ProposalDone):
                 if show:
@@ -314,12 +325,13 @@ async def _chunks(
                 # An answer that cannot be continued (tools or a response format bound) starts
                 # over; sent text cannot be taken back, so the new one follows a blank line. A
                 # broken answer that is continued (AnswerResumed) needs nothing: its rest follows.
-                if event.after_text and not held:
-                    yield chunk(Delta(content="\n\n"))
+                if event.after_text and not held and (text := stop.feed("\n\n")):
+                    yield chunk(Delta(content=text))
             elif isinstance(event, Finished):
                 answer = event.state["messages"][-1]
-                if held and answer.text:
-                    yield chunk(Delta(content=answer.text))
+                rest = stop.cut(answer.text) if held else stop.flush()
+                if rest:
+                    yield chunk(Delta(content=rest))
                 # Tool calls come whole, once the aggregator's answer is checked.
                 calls = _calls_out(answer) or []
                 if calls:

@@ -6,8 +6,8 @@ fields ``temperature``, ``max_tokens``/``max_completion_tokens`` and ``seed`` be
 defaults; LangServe's ``settings`` may set any ``Context`` field.
 
 Endpoints and keys come from the server's presets and config only: a model given in a request may
-not carry ``base_url`` or ``api_key_env`` (else a client could send the server's provider key to a
-URL of its choosing), nor name a ``local:`` model file by path (a probe of the server's files).
+not carry ``base_url`` or ``api_key_env``, nor name a ``local:`` model file by path
+(nodes/untrusted.py).
 """
 
 from __future__ import annotations
@@ -20,11 +20,9 @@ from langgraph_moa.apps.serve.errors import OpenAIError
 from langgraph_moa.apps.serve.settings import Caps
 from langgraph_moa.core.settings import STAIRCASE_SUFFIX, split_staircase
 from langgraph_moa.nodes.context import Context, build_context, load_preset
-from langgraph_moa.nodes.errors import ConfigError
+from langgraph_moa.nodes.errors import ClientSettingError, ConfigError
 from langgraph_moa.nodes.presets import preset_names
-
-MODEL_FIELDS = ("proposers", "aggregator", "fallback_aggregator", "layer_proposers")
-SERVER_ONLY = ("base_url", "api_key_env")
+from langgraph_moa.nodes.untrusted import check_models
 
 
 class ModelRegistry:
@@ -88,9 +86,10 @@ def with_overrides(base: Context, overrides: dict[str, Any], source: str) -> Con
     """``base`` with a request's settings applied and validated (400 naming the field)."""
     if not overrides:
         return base
-    for field in MODEL_FIELDS:
-        if field in overrides:
-            _check_models(field, overrides[field])
+    try:
+        check_models(overrides, endpoints=False, where=f"{source}.")
+    except ClientSettingError as exc:
+        raise OpenAIError(400, str(exc), param=exc.field, code="invalid_settings") from None
     data = base.model_dump(exclude_unset=True)
     if "proposers" in overrides and "layer_proposers" not in overrides:
         data.pop("layer_proposers", None)  # new proposers replace the per-layer lists too
@@ -99,37 +98,6 @@ def with_overrides(base: Context, overrides: dict[str, Any], source: str) -> Con
         return build_context(data, source)
     except ConfigError as exc:
         raise OpenAIError(400, str(exc), param=source, code="invalid_settings") from None
-
-
-def _check_models(field: str, value: Any) -> None:
-    specs = value if isinstance(value, list) else [value]
-    for item in specs:
-        if isinstance(item, list):  # layer_proposers: a list per layer
-            _check_models(field, item)
-            continue
-        if isinstance(item, dict):
-            for key in SERVER_ONLY:
-                if item.get(key) is not None:
-                    raise OpenAIError(
-                        400,
-                        f"settings.{field}: '{key}' cannot be set by a request; endpoints and keys "
-                        "come from the server's presets and config",
-                        param=f"settings.{field}",
-                        code="invalid_settings",
-                    )
-            name = item.get("model")
-        else:
-            name = item
-        if isinstance(name, str) and name.startswith("local:"):
-            model = name.removeprefix("local:")
-            if "/" in model or "\\" in model or model.endswith(".gguf"):
-                raise OpenAIError(
-                    400,
-                    f"settings.{field}: a request may name local models only by their bundled "
-                    "name (e.g. 'local:smollm2'), not a file path",
-                    param=f"settings.{field}",
-                    code="invalid_settings",
-                )
 
 
 def openai_overrides(

@@ -31,12 +31,15 @@ def content_text(content: Any, param: str) -> str:
     if content is None or isinstance(content, str):
         return content or ""
     texts = []
-    for part in content:
+    for j, part in enumerate(content):
         if isinstance(part, str):  # LangChain's content lists may hold bare strings
             texts.append(part)
             continue
         kind = part.get("type") if isinstance(part, dict) else None
-        if kind == "text" and isinstance(part.get("text"), str):
+        if kind == "text":
+            if not isinstance(part.get("text"), str):
+                where = f"{param}[{j}].text"
+                raise OpenAIError(400, f"{where}: a text part's text must be a string", param=where)
             texts.append(part["text"])
             continue
         what = (

@@ -2,19 +2,47 @@
 
 Requests are lenient where OpenAI clients send fields MoA has no use for (``top_p``, ``user``,
 ``metadata``...: accepted and ignored) and strict where ignoring a field would silently give the
-client something else than it asked for (``n`` > 1, images, legacy ``functions``: a 400 that
-says so, see ``unsupported``). Tools, ``tool_choice``, ``parallel_tool_calls`` and
-``response_format`` bind the aggregator (nodes/models/tools.py); its tool calls come back in
-OpenAI's shapes (``ToolCallOut``, ``finish_reason: "tool_calls"``).
+client something else than it asked for (``n`` > 1, images, legacy ``functions``, logprobs,
+``logit_bias``, audio: a 400 that says so, see ``unsupported``); ``stop`` is honoured
+(apps/serve/stops.py). Tools, ``tool_choice``, ``parallel_tool_calls`` and ``response_format``
+bind the aggregator (nodes/models/tools.py); its tool calls come back in OpenAI's shapes
+(``ToolCallOut``, ``finish_reason: "tool_calls"``).
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+)
+
+# OpenAI takes up to 4 stop sequences and 128 tools.
+MAX_STOPS = 4
+MAX_TOOLS = 128
+
+
+def _stops(value: Any) -> Any:
+    # One message for every wrong shape (pydantic would name each member of a str | list union).
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if (
+        isinstance(value, list)
+        and len(value) <= MAX_STOPS
+        and all(isinstance(s, str) for s in value)
+    ):
+        return value
+    raise ValueError(f"stop must be a string or a list of at most {MAX_STOPS} strings")
 
 
 class ChatMessage(BaseModel):
@@ -43,17 +71,24 @@ class ChatCompletionRequest(BaseModel):
     messages: list[ChatMessage] = Field(min_length=1)
     stream: StrictBool = False  # "yes" is not true
     stream_options: StreamOptions | None = None
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
-    seed: int | None = None
-    n: int | None = Field(default=None, ge=1)
-    tools: list[dict[str, Any]] | None = None
+    # Strict, as OpenAI reads them: true is not 1 and 1.5 not an int (pydantic would take both).
+    temperature: StrictFloat | None = Field(default=None, ge=0, le=2)
+    max_tokens: StrictInt | None = Field(default=None, ge=1)
+    max_completion_tokens: StrictInt | None = Field(default=None, ge=1)
+    seed: StrictInt | None = None
+    n: StrictInt | None = Field(default=None, ge=1)
+    tools: list[dict[str, Any]] | None = Field(default=None, max_length=MAX_TOOLS)
     functions: list[dict[str, Any]] | None = None
     tool_choice: Any = None
     parallel_tool_calls: StrictBool | None = None
     response_format: dict[str, Any] | None = None
     logprobs: bool | None = None
+    top_logprobs: StrictInt | None = Field(default=None, ge=0, le=20)
+    # Honoured on the answer (apps/serve/stops.py): one string or a list, read as a list.
+    stop: Annotated[list[str], BeforeValidator(_stops)] = Field(default_factory=list)
+    logit_bias: dict[str, float] | None = None
+    modalities: list[str] | None = None
+    audio: dict[str, Any] | None = None
     # MoA's own field (send it with the openai client's extra_body): the proposals travel as
     # reasoning_content before the answer. None = the server's default (moa serve
     # --show-proposals).
@@ -69,8 +104,14 @@ class ChatCompletionRequest(BaseModel):
             return "n", "n > 1 is not supported yet: ask for one choice per request"
         if self.functions:
             return "functions", "the legacy 'functions' field is not supported: send 'tools'"
-        if self.logprobs:
-            return "logprobs", "logprobs are not supported by Mixture-of-Agents"
+        if self.logprobs or self.top_logprobs:
+            param = "logprobs" if self.logprobs else "top_logprobs"
+            return param, "logprobs are not supported by Mixture-of-Agents"
+        if self.logit_bias:
+            return "logit_bias", "logit_bias is not supported by Mixture-of-Agents"
+        if self.audio is not None or any(m != "text" for m in self.modalities or ()):
+            param = "audio" if self.audio is not None else "modalities"
+            return param, "audio output is not supported: Mixture-of-Agents answers in text"
         return None
 
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 # fail or slow every run in flight; refusing early (429 here) lets the client wait or go to
 # another replica instead.
 DEFAULT_MAX_CONCURRENT = 64
+KEY_ENV = "MOA_SERVER_API_KEY"  # the key clients must send
 DEFAULT_HOST = "127.0.0.1"  # without a key only this machine can reach the server
 DEFAULT_PORT = 8000
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
@@ -28,8 +29,14 @@ DEFAULT_GRACE_S = 30.0
 DEFAULT_MAX_RUN_S = 170.0
 # SSE comment sent while a stream has nothing else to send, so proxies and users see it alive.
 DEFAULT_KEEPALIVE_S = 5.0
+# A request body must have arrived this long after its headers, else 408: a client holding a
+# connection open by trickling its body (slow loris) holds it no longer. 1 MiB (--max-body) takes
+# under 10 s at 1 Mbit/s.
+DEFAULT_BODY_TIMEOUT_S = 60.0
 # An origin as browsers send it in the Origin header: scheme://host[:port], nothing after; the
 # host a name, an IPv4 address or a bracketed IPv6 one.
+# A key a client can send: visible ASCII (RFC 9110's header field value, stripped).
+_KEY = re.compile(r"[\x21-\x7e]+")
 _ORIGIN = re.compile(r"https?://(\[[0-9A-Fa-f:.]+\]|[^/?#\s:\[\]]+)(:\d{1,5})?")
 
 
@@ -95,6 +102,12 @@ class ServeSettings(BaseModel):
         allow_inf_nan=False,
         description="A run still going after this many seconds is cancelled and answered 504.",
     )
+    body_timeout_s: float = Field(
+        default=DEFAULT_BODY_TIMEOUT_S,
+        gt=0,
+        allow_inf_nan=False,
+        description="Seconds a request body may take to arrive after its headers; then 408.",
+    )
     keepalive_s: float = Field(
         default=DEFAULT_KEEPALIVE_S,
         gt=0,
@@ -117,6 +130,18 @@ class ServeSettings(BaseModel):
         "'*' for any (CORS; the key is still required). None by default: browsers refuse "
         "cross-origin calls.",
     )
+
+    @field_validator("api_key")
+    @classmethod
+    def _sendable(cls, key: SecretStr | None) -> SecretStr | None:
+        # Clients send it in an HTTP header, as ASCII, with surrounding spaces stripped: any
+        # other key could never match, and every request would be a 401.
+        if key is not None and not _KEY.fullmatch(key.get_secret_value()):
+            raise ValueError(
+                "must be printable ASCII without spaces, as clients send it in an HTTP header "
+                "(e.g. openssl rand -hex 24)"
+            )
+        return key
 
     @field_validator("cors_origins")
     @classmethod

@@ -56,13 +56,44 @@ from langgraph_moa.nodes.models.limits import ModelGate
 from langgraph_moa.nodes.models.settings import ModelSettings
 from langgraph_moa.nodes.models.sync_runs import SyncRuns
 
+# Chat models kept per event loop. A server's clients choose settings per request (seed,
+# temperature, max_tokens...) and each distinct one is a model of its own (~10 kB): kept without
+# bound, a client sending a new seed each time would grow the server's memory for ever. The
+# least recently used go; a working set (presets x models x a few settings) stays far below.
+MAX_MODELS = 512
+
+
+class _Recent:
+    """Chat models by key, the least recently used dropped past ``MAX_MODELS``."""
+
+    def __init__(self) -> None:
+        self._items: OrderedDict[Any, BaseChatModel] = OrderedDict()
+
+    def get(self, key: Any) -> BaseChatModel | None:
+        model = self._items.get(key)
+        if model is not None:
+            self._items.move_to_end(key)
+        return model
+
+    def __setitem__(self, key: Any, model: BaseChatModel) -> None:
+        self._items[key] = model
+        self._items.move_to_end(key)
+        while len(self._items) > MAX_MODELS:
+            self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def clear(self) -> None:
+        self._items.clear()
+
 
 @dataclass
 class _LoopState:
     """What belongs to one event loop."""
 
     http: Any = None  # the async HTTP client
-    models: dict[Any, BaseChatModel] = field(default_factory=dict)
+    models: _Recent = field(default_factory=_Recent)
     aiohttp: bool = False  # the HTTP client sends over aiohttp (``Resources.owned_loop``)
 
 
@@ -160,6 +191,10 @@ class Resources:
             if http is not None:
                 await http.aclose()
 
+    def models(self) -> int:
+        """Chat models kept for this event loop (tests: they stay bounded)."""
+        return len(self._here().models)
+
     def loops(self) -> int:
         """Event loops holding clients or models (tests, the memory benchmark: at most 1 idle)."""
         with self._lock:
@@ -187,7 +222,7 @@ class Resources:
 
 
 def _other_length(
-    models: dict[Any, BaseChatModel], settings: ModelSettings, env: tuple[str | None, ...]
+    models: _Recent, settings: ModelSettings, env: tuple[str | None, ...]
 ) -> BaseChatModel | None:
     """A model differing only in ``max_tokens`` (staircase chunks ask for several lengths), as a
     copy sharing its clients: a new client would cost ~130 ms; a copy costs microseconds."""
@@ -196,8 +231,8 @@ def _other_length(
     family = ("any-length", replace(settings, max_tokens=1), env)
     found = models.get(family)
     if found is None:
-        models[family] = build_model(settings)
-        return models[family]
+        models[family] = found = build_model(settings)
+        return found
     if "max_tokens" not in type(found).model_fields:
         return None
     return found.model_copy(update={"max_tokens": settings.max_tokens})

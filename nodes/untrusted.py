@@ -1,0 +1,109 @@
+"""Settings sent by a server's clients: what they may change, and what only the server chooses.
+
+A server runs models on its own keys and reads its own files; a client may change a mixture
+(models, layers, temperature...) but may not:
+
+- send one of the server's keys to an endpoint of the client's choosing (``api_key_env`` on a
+  model with a ``base_url``): the key would be the client's to read, and to use elsewhere for
+  as long as it is valid. A key goes only to the endpoint its provider uses on the server (the
+  provider's own, or the server's ``*_API_BASE``/``*_BASE_URL`` variable);
+- name a file of the server: a ``local:`` model by path, or a config file by path (whether it
+  exists and parses would answer questions about the server's files, and loading it costs the
+  server memory). Bundled local models (``local:smollm2``) and presets go by name.
+
+``moa serve`` is stricter (``endpoints=False``): its clients choose no endpoint at all. A
+LangGraph server's clients may (``moa batch --server`` sends a config's ``base_url``s, which get
+no key), so there the run's context is checked by ``check_context`` before it is read, and its
+input's ``bind`` by ``check_bind`` (``build_moa_graph(untrusted=True)``: langgraph.json).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langgraph_moa.nodes.context import PARENT_FIELD, Context
+from langgraph_moa.nodes.errors import ClientSettingError, ConfigError
+from langgraph_moa.nodes.presets import preset_names
+
+MODEL_FIELDS = ("proposers", "aggregator", "fallback_aggregator", "layer_proposers")
+
+
+def check_models(settings: dict[str, Any], *, endpoints: bool, where: str = "") -> None:
+    """``ClientSettingError`` for the first model in ``settings`` (a client's Context fields)
+    that chooses what only the server may; ``endpoints``: whether a client may name a
+    ``base_url`` (without a key)."""
+    for field in MODEL_FIELDS:
+        if field in settings:
+            _check_model(settings[field], f"{where}{field}", endpoints)
+
+
+def _check_model(value: Any, at: str, endpoints: bool) -> None:
+    if isinstance(value, list):  # proposers, or layer_proposers' list per layer
+        for i, item in enumerate(value):
+            _check_model(item, f"{at}[{i}]", endpoints)
+        return
+    name = value.get("model") if isinstance(value, dict) else value
+    if isinstance(value, dict):
+        chosen = [k for k in ("base_url", "api_key_env") if value.get(k) is not None]
+        if chosen and not endpoints:
+            raise ClientSettingError(
+                at,
+                f"'{chosen[0]}' cannot be set by a request; endpoints and keys come from the "
+                "server's presets and config",
+            )
+        if len(chosen) == 2:
+            raise ClientSettingError(
+                at,
+                "a request may not send a key of the server (api_key_env) to an endpoint it "
+                "chooses (base_url); name a model the server has the endpoint and key for "
+                "(its provider's *_API_BASE or *_BASE_URL variable there), or leave out "
+                "api_key_env",
+            )
+    if isinstance(name, str) and name.startswith("local:"):
+        model = name.removeprefix("local:")
+        if "/" in model or "\\" in model or model.endswith(".gguf"):
+            raise ClientSettingError(
+                at,
+                "a request may name local models only by their bundled name (e.g. "
+                "'local:smollm2'), not a file path",
+            )
+
+
+def check_context(value: Any) -> None:
+    """``ClientSettingError`` if a run's context chooses what only the server may. ``value``: a
+    ``Context`` (LangGraph builds one from the dict a LangGraph server's client sends, before any
+    node runs: nothing has been called yet), a dict of its fields, a preset name, or a parent's
+    context with a ``moa`` field."""
+    if isinstance(value, Context):
+        check_models(value.model_dump(exclude_unset=True), endpoints=True)
+    elif isinstance(value, str):
+        if value not in preset_names():
+            raise ClientSettingError(
+                "context",
+                f"{value!r} is not a preset; a request names presets ({', '.join(preset_names())}),"
+                " not files",
+            )
+    elif isinstance(value, dict):
+        check_models(value, endpoints=True)
+        nested = value.get(PARENT_FIELD)
+        if nested is not None:
+            check_context(nested)
+
+
+def check_bind(bind: Any) -> None:
+    """``ClientSettingError`` unless a run's ``bind`` (tools, tool choice, response format: its
+    input's, as a LangGraph server's client sent it) is what ``binding`` accepts: the proposers
+    would be paid before the aggregator's provider refused it."""
+    if bind is None:
+        return
+    if not isinstance(bind, dict):
+        raise ClientSettingError("bind", "must be an object of tools, tool_choice, ...")
+    from langgraph_moa.nodes.models.tools import binding  # jsonschema: only when bound
+
+    try:
+        binding(**bind)
+    except TypeError:
+        allowed = "tools, tool_choice, parallel_tool_calls, response_format"
+        raise ClientSettingError("bind", f"unknown key; allowed: {allowed}") from None
+    except ConfigError as exc:
+        raise ClientSettingError("bind", str(exc)) from None

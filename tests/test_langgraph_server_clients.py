@@ -1,0 +1,80 @@
+"""The graphs langgraph.json serves, against a client that shares the server (graphs/served.py):
+a run's context may change the mixture but not send the server's keys where the client chooses,
+nor name the server's files (nodes/untrusted.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fake_openai import FakeOpenAIServer
+from langgraph_sdk import get_sync_client
+from test_studio import studio  # noqa: F401  (langgraph dev, its models at the fake server)
+
+KEY = "studio-test-key"  # the server's TOGETHER_API_KEY (test_studio.py)
+QUESTION = {"messages": [{"role": "user", "content": "who holds the key?"}]}
+
+
+def _error(out: Any) -> dict[str, Any]:
+    assert isinstance(out, dict) and "__error__" in out, out
+    error: dict[str, Any] = out["__error__"]
+    return error
+
+
+@pytest.mark.parametrize("graph", ["moa", "moa-unrolled"])
+def test_a_client_cannot_send_the_servers_key_to_its_own_endpoint(
+    studio: str,  # noqa: F811
+    server: FakeOpenAIServer,
+    graph: str,
+) -> None:
+    client = get_sync_client(url=studio, api_key=None)
+    with FakeOpenAIServer() as attacker:
+        stolen = {
+            "model": "openai:m",
+            "base_url": attacker.base_url,
+            "api_key_env": "TOGETHER_API_KEY",
+        }
+        for context in ({"proposers": [stolen]}, {"aggregator": stolen}):
+            out = client.runs.wait(None, graph, input=QUESTION, context=context, raise_error=False)
+            error = _error(out)
+            assert error["error"] == "ClientSettingError"
+            assert "may not send a key of the server (api_key_env)" in error["message"]
+        assert attacker.requests == []  # refused before any call: nothing sent, nothing paid
+        assert server.requests == []
+
+        # An endpoint of the client's own gets no key (moa batch --server sends a config's
+        # base_urls): the run goes on.
+        own = {"model": "openai:m", "base_url": attacker.base_url}
+        client.runs.wait(None, "moa", input=QUESTION, context={"aggregator": own, "layers": 1})
+        (request,) = attacker.requests
+        assert KEY not in str(request.headers)
+
+
+def test_a_client_cannot_name_a_file_of_the_server(studio: str) -> None:  # noqa: F811
+    client = get_sync_client(url=studio, api_key=None)
+    for model in ("local:/etc/passwd", "local:../models/x.gguf"):
+        context = {"proposers": [model], "aggregator": "together:agg"}
+        out = client.runs.wait(None, "moa", input=QUESTION, context=context, raise_error=False)
+        error = _error(out)
+        assert error["error"] == "ClientSettingError"
+        assert "not a file path" in error["message"] and "GGUF" not in error["message"]
+
+
+def test_a_bind_the_aggregator_would_refuse_is_refused_before_anyone_is_paid(
+    studio: str,  # noqa: F811
+    server: FakeOpenAIServer,
+) -> None:
+    # The proposers were paid before the aggregator's provider refused such tools or formats.
+    client = get_sync_client(url=studio, api_key=None)
+    context = {"proposers": ["together:p1"], "aggregator": "together:agg"}
+    bad_schema = {"name": "x", "schema": {"$ref": "file:///etc/passwd"}}
+    for bind, said in [
+        ({"tools": [{"type": "function", "function": {"name": "a b"}}]}, "must be 1 to 64"),
+        ({"response_format": {"type": "json_schema", "json_schema": bad_schema}}, "$ref"),
+        ({"tools": [], "temperature": 2}, "unknown key"),
+    ]:
+        question = {**QUESTION, "bind": bind}
+        out = client.runs.wait(None, "moa", input=question, context=context, raise_error=False)
+        error = _error(out)
+        assert error["error"] == "ClientSettingError" and said in error["message"], error
+    assert server.requests == []

@@ -1,0 +1,186 @@
+"""OpenAI request fields beyond the conversation that change what the client gets: ``stop`` is
+honoured, whichever client sends it (the ``openai`` SDK, LangChain's ``ChatOpenAI`` as a ReAct
+agent binds it); fields MoA cannot honour (audio, logprobs, ``logit_bias``) and values of the
+wrong type (``max_tokens: true``) are a 400 in OpenAI's shape naming the field, before any
+provider is paid."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import openai
+import pytest
+import uvicorn
+from conftest import fake_context
+from fake_openai import FakeOpenAIServer
+from langchain_openai import ChatOpenAI
+from serving import app_for, running
+
+from langgraph_moa.nodes.models import resources
+from langgraph_moa.nodes.models.resources import RESOURCES
+
+# The aggregator writes past the point a ReAct agent stops it: the tool's observation is the
+# agent's to fill in. "\nObservation:" spans two of the fake's stream tokens ("tool\n", then
+# "Observation: ").
+ANSWER = "Thought: I should call the weather tool\nObservation: sunny, said nobody\nFinal: 42"
+STOP = "\nObservation:"
+WANTED = "Thought: I should call the weather tool"
+ASK = [{"role": "user", "content": "What's the weather?"}]
+
+
+@pytest.fixture
+def base(server: FakeOpenAIServer) -> Iterator[str]:
+    server.script("p1", "a proposal")
+    server.script("agg", ANSWER)
+    with running(app_for(fake_context(server, ["p1"]))) as url:
+        yield url
+
+
+def client(base: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0)
+
+
+def test_the_answer_ends_before_the_first_stop_sequence(base: str) -> None:
+    sdk = client(base)
+    cases: list[tuple[str | list[str], str]] = [
+        (STOP, WANTED),
+        (["never said", STOP], WANTED),
+        ([STOP, " call"], "Thought: I should"),  # the first in the text, whatever the order
+    ]
+    for stop, wanted in cases:
+        reply = sdk.chat.completions.create(model="fake", messages=ASK, stop=stop)
+        assert reply.choices[0].message.content == wanted
+        assert reply.choices[0].finish_reason == "stop"
+
+        chunks = list(
+            sdk.chat.completions.create(
+                model="fake",
+                messages=ASK,
+                stop=stop,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+        )
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert text == wanted  # the sequence split across tokens was never sent
+        assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+        assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens > 0
+
+    # Text that only starts like a stop sequence is sent whole at the end.
+    reply = sdk.chat.completions.create(model="fake", messages=ASK, stop="42!")
+    assert reply.choices[0].message.content == ANSWER
+    streamed = sdk.chat.completions.create(model="fake", messages=ASK, stop="42!", stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == ANSWER
+
+
+def test_a_langchain_agent_model_gets_its_stop_sequence_honoured(base: str) -> None:
+    model = ChatOpenAI(model="fake", base_url=f"{base}/v1", api_key="unused", max_retries=0)
+    assert model.invoke("What's the weather?", stop=[STOP]).content == WANTED
+    streamed = "".join(str(c.content) for c in model.stream("What's the weather?", stop=[STOP]))
+    assert streamed == WANTED
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"modalities": ["text", "audio"], "audio": {"voice": "alloy", "format": "wav"}}, "audio"),
+        ({"modalities": ["audio"]}, "modalities"),
+        ({"top_logprobs": 3}, "top_logprobs"),
+        ({"logit_bias": {"50256": -100}}, "logit_bias"),
+        ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
+        ({"stop": 5}, "stop"),
+    ],
+    ids=["audio", "modalities", "top-logprobs", "logit-bias", "five-stops", "stop-not-text"],
+)
+def test_fields_moa_cannot_honour_are_a_400_before_any_call(
+    server: FakeOpenAIServer, base: str, fields: dict[str, Any], param: str
+) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client(base).chat.completions.create(model="fake", messages=ASK, extra_body=fields)
+    error = caught.value.body
+    assert isinstance(error, dict) and error["param"] == param, error
+    assert error["type"] == "invalid_request_error"
+    assert server.requests == []
+
+
+def test_fields_that_ask_for_nothing_unsupported_still_pass(base: str) -> None:
+    # What clients send by default: text only, no bias, no log probabilities.
+    reply = client(base).chat.completions.create(
+        model="fake",
+        messages=ASK,
+        modalities=["text"],
+        logit_bias={},
+        logprobs=False,
+        top_p=1,
+    )
+    assert reply.choices[0].message.content == ANSWER
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"max_tokens": True}, "max_tokens"),  # was read as max_tokens=1: a one-token answer
+        ({"max_completion_tokens": 200.5}, "max_completion_tokens"),
+        ({"temperature": True}, "temperature"),
+        ({"seed": "7"}, "seed"),
+        ({"n": "2"}, "n"),
+        ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]},
+            "messages[0].content[0].text",
+        ),
+    ],
+    ids=[
+        "bool-tokens",
+        "float-tokens",
+        "bool-temperature",
+        "text-seed",
+        "text-n",
+        "content",
+        "text",
+    ],
+)
+def test_a_value_of_the_wrong_type_is_a_400_naming_the_field(
+    server: FakeOpenAIServer, base: str, fields: dict[str, Any], param: str
+) -> None:
+    body = {"model": "fake", "messages": ASK, **fields}
+    response = httpx.post(f"{base}/v1/chat/completions", json=body, timeout=30)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == param and error["message"].startswith(f"{param}: ")
+    assert server.requests == []
+
+
+async def test_a_new_seed_per_request_keeps_the_servers_models_bounded(
+    server: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each distinct seed (or temperature...) is a chat model of its own; a client sending a new
+    # one per request grew the server's memory without bound. The server here runs in this
+    # test's event loop, whose models RESOURCES counts.
+    monkeypatch.setattr(resources, "MAX_MODELS", 16)
+    server.script("p1", "a proposal")
+    server.script("agg", ANSWER)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(app_for(fake_context(server, ["p1"])), log_level="warning")
+    uvi = uvicorn.Server(config)
+    serving = asyncio.create_task(uvi.serve(sockets=[sock]))
+    try:
+        while not uvi.started:
+            assert not serving.done()
+            await asyncio.sleep(0.01)
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1/chat/completions"
+        async with httpx.AsyncClient(timeout=30) as http:
+            for seed in range(40):
+                reply = await http.post(url, json={"messages": ASK, "seed": seed})
+                assert reply.json()["choices"][0]["message"]["content"] == ANSWER
+        assert {r.body.get("seed") for r in server.requests} == set(range(40))  # each honoured
+        assert RESOURCES.models() <= 16
+    finally:
+        uvi.should_exit = True
+        await serving
+        sock.close()

@@ -1,0 +1,76 @@
+"""Clients that hold a connection without finishing their request (slow loris): one without the
+key is answered 401 on its headers, before the server reads or waits for any of its body; one with
+the key gets 408 when its body takes too long. Over raw sockets, as such a client sends."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Iterator
+
+import pytest
+from conftest import fake_context
+from fake_openai import FakeOpenAIServer
+from serving import app_for, running
+
+KEY = "slow-clients-server-key"
+WAIT_S = 10.0  # generous: each answer comes at once or after BODY_TIMEOUT_S
+
+
+@pytest.fixture
+def port(server: FakeOpenAIServer) -> Iterator[int]:
+    app = app_for(fake_context(server, ["p1"]), api_key=KEY, body_timeout_s=1.0)
+    with running(app) as base:
+        yield int(base.rsplit(":", 1)[1])
+
+
+def _start(port: int, auth: str | None) -> socket.socket:
+    """A POST that declares a 500 kB body and sends one byte of it."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=WAIT_S)
+    head = "POST /v1/chat/completions HTTP/1.1\r\nHost: moa\r\nContent-Type: application/json\r\n"
+    head += f"Authorization: {auth}\r\n" if auth else ""
+    sock.sendall(f"{head}Content-Length: 500000\r\n\r\n{{".encode())
+    return sock
+
+
+def _answer(sock: socket.socket) -> tuple[int, dict[str, str], dict[str, object]]:
+    data = b""
+    while b"\r\n\r\n" not in data or not data.rstrip().endswith(b"}"):
+        more = sock.recv(65536)
+        if not more:
+            break
+        data += more
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode().split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    return int(status_line.split()[1]), headers, json.loads(body)
+
+
+@pytest.mark.parametrize(
+    ("auth", "code"), [(None, "missing_api_key"), ("Bearer no", "invalid_api_key")]
+)
+def test_a_client_without_the_key_is_refused_before_its_body(
+    port: int, server: FakeOpenAIServer, auth: str | None, code: str
+) -> None:
+    with _start(port, auth) as sock:
+        started = time.monotonic()
+        status, headers, body = _answer(sock)
+        assert time.monotonic() - started < 0.9  # on its headers, not after the body deadline
+    assert status == 401 and headers["www-authenticate"] == "Bearer"
+    assert body["error"]["code"] == code  # type: ignore[index]
+    assert server.requests == []
+
+
+def test_a_body_that_never_finishes_is_408_and_nothing_runs(
+    port: int, server: FakeOpenAIServer
+) -> None:
+    with _start(port, f"Bearer {KEY}") as sock:
+        status, headers, body = _answer(sock)
+        assert sock.recv(1) == b""  # and the connection is closed
+    assert status == 408 and headers["connection"] == "close"
+    error = body["error"]
+    assert isinstance(error, dict) and error["code"] == "request_timeout"
+    assert error["type"] == "invalid_request_error"
+    assert "did not arrive within 1 s" in error["message"]
+    assert server.requests == []
