@@ -236,3 +236,20 @@ def test_bad_flags_give_one_line_too(args: list[str], expected: str) -> None:
     assert result.returncode == 2
     assert expected in one_error_line(result.stderr)
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_every_flag_of_every_command_says_what_it_does() -> None:
+    """`moa --help` is where the README sends a user for the flags: none may be a bare name."""
+    import typer.main
+
+    from langgraph_moa.cli import build_app
+
+    group = typer.main.get_command(build_app())
+    assert isinstance(group, typer.main.TyperGroup)
+    bare = [
+        f"moa {name} {param.opts[0]}"
+        for name, command in group.commands.items()
+        for param in command.params
+        if isinstance(param, typer.core.TyperOption) and not param.help
+    ]
+    assert bare == []

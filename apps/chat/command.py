@@ -54,7 +54,9 @@ def _context(flags: dict[str, Any]) -> Any:
 
 @model_flags(quorum=True)
 def ask(
-    prompt: Annotated[str, typer.Argument(help="The question; '-' reads it from stdin.")],
+    prompt: Annotated[
+        str, typer.Argument(metavar="PROMPT", help="The question; '-' reads it from stdin.")
+    ],
     show_proposals: ShowOpt = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON object with everything, at the end.")
