@@ -120,3 +120,73 @@ def test_the_cost_table_matches_the_presets() -> None:
         for layer, reading in zip(layers, readers, strict=True):
             extra += reading * sum(s.max_tokens or ctx.max_tokens for s in layer)
         assert f"| `{name}` | {calls} | {extra:,} tokens |" in readme, name
+
+
+def _tree() -> set[str]:
+    """The paths docs/architecture.md's tree names, as ``nodes/models/calls.py``."""
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    block = re.search(r"^```\n(.*?)^```", text, re.DOTALL | re.MULTILINE)
+    assert block, "docs/architecture.md has no tree"
+    named: set[str] = set()
+    folders: list[str] = []
+    for line in block.group(1).splitlines():
+        indent = len(line) - len(line.lstrip())
+        if not line.strip() or indent > 8:  # a description's continuation
+            continue
+        folders = folders[: indent // 2]
+        entry = re.split(r"\s{2,}", line.strip())[0]
+        first, *more = (n.strip() for n in entry.split(","))
+        for name in (first, *(Path(first).stem + n if n.startswith(".") else n for n in more)):
+            named.add("/".join([*folders, name.rstrip("/")]))
+        if first.endswith("/"):
+            folders.append(first.rstrip("/"))
+    return named
+
+
+def test_the_architecture_tree_names_every_module() -> None:
+    """docs/architecture.md says where everything lives: a module it leaves out is one a newcomer
+    cannot place, and a name it keeps after a move sends them nowhere."""
+    named = _tree()
+    for folder in ("langgraph_moa", "graphs", "nodes", "nodes/models", "core"):
+        for module in sorted((ROOT / folder).glob("*.py")):
+            if module.name != "__init__.py":
+                assert f"{folder}/{module.name}" in named, f"{folder}/{module.name}"
+    for path in named:
+        assert (ROOT / path).exists(), f"docs/architecture.md names {path}, which does not exist"
+
+
+def test_reliability_names_every_error_kind() -> None:
+    from typing import get_args
+
+    from langgraph_moa.nodes.records import ErrorKind
+
+    text = (ROOT / "docs" / "reliability.md").read_text(encoding="utf-8")
+    section = text.split("### When proposers fail", 1)[1].split("\n#", 1)[0]
+    assert [k for k in get_args(ErrorKind) if f"`{k}`" not in section] == []
+
+
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def _anchors(page: Path) -> set[str]:
+    """GitHub's anchors for a page's headings: lower case, punctuation dropped, spaces as '-'."""
+    text = re.sub(r"^```.*?^```", "", page.read_text(encoding="utf-8"), flags=re.S | re.M)
+    return {
+        re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
+        for h in re.findall(r"^#+ (.*)$", text, re.M)
+    }
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(ROOT)) for p in PAGES])
+def test_every_relative_link_leads_somewhere(page: Path) -> None:
+    broken = []
+    for link in LINK.findall(page.read_text(encoding="utf-8")):
+        if re.match(r"[a-z]+:", link):
+            continue  # https:, mailto:
+        path, _, anchor = link.partition("#")
+        target = (page.parent / path).resolve() if path else page
+        if not target.exists() or (
+            anchor and target.suffix == ".md" and anchor not in _anchors(target)
+        ):
+            broken.append(link)
+    assert broken == []
