@@ -45,6 +45,7 @@ def one_error_line(stderr: str) -> str:
         (["--preset", "seed", "--layers", "0", "hi"], KEY, "--layers 0: Input should be greater"),
         (["--preset", "seed", "--max-tokens", "-5", "hi"], KEY, "--max-tokens -5: Input should be"),
         (["--preset", "seed", "--temperature", "9", "hi"], KEY, "--temperature 9: Input should be"),
+        (["--preset", "seed", "--grace", "2", "hi"], KEY, "--grace 2 applies only with a quorum"),
     ],
     ids=[
         "empty-prompt",
@@ -55,6 +56,7 @@ def one_error_line(stderr: str) -> str:
         "zero-layers",
         "negative-max-tokens",
         "bad-temperature",
+        "grace-without-quorum",
     ],
 )
 def test_bad_input_gives_one_line_and_non_zero_exit(
