@@ -190,3 +190,17 @@ def test_every_relative_link_leads_somewhere(page: Path) -> None:
         ):
             broken.append(link)
     assert broken == []
+
+
+def test_the_defaults_table_matches_context() -> None:
+    """reliability.md's Defaults table repeats Context's defaults for readers: keep them equal."""
+    from langgraph_moa.nodes.context import Context
+
+    text = (ROOT / "docs" / "reliability.md").read_text(encoding="utf-8")
+    table = text.split("### Defaults", 1)[1].split("\n#", 1)[0]
+    rows = re.findall(r"^\| `(\w+)`[^|]* \| ([^|]+) \|", table, re.M)
+    assert len(rows) >= 6, table
+    for name, shown in rows:
+        default = Context.model_fields[name].default
+        value = shown.strip().removesuffix(" s")
+        assert (None if value == "none" else float(value)) == default, (name, shown)
