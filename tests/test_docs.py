@@ -204,3 +204,25 @@ def test_the_defaults_table_matches_context() -> None:
         default = Context.model_fields[name].default
         value = shown.strip().removesuffix(" s")
         assert (None if value == "none" else float(value)) == default, (name, shown)
+
+
+def test_the_serve_flags_table_matches_moa_serve() -> None:
+    """serving.md's table of `moa serve` flags: every flag exists, with the default it shows."""
+    import typer.main
+
+    from langgraph_moa.cli import build_app
+
+    serve = typer.main.get_command(build_app()).commands["serve"]  # type: ignore[attr-defined]
+    params = {opt: p for p in serve.params for opt in (*p.opts, *p.secondary_opts)}
+    text = (ROOT / "docs" / "serving.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| `(--[\w-]+)[^|]*\| ([^|]+) \|", text, re.M)
+    assert len(rows) >= 10
+    for flag, shown in rows:
+        assert flag in params, f"serving.md documents {flag}, which moa serve does not have"
+        number = re.match(r"[\d.]+", shown.strip())
+        if number:  # a numeric default, as in `64` or `1048576 (1 MiB)`
+            assert float(number.group()) == params[flag].default, (flag, shown)
+    documented = {flag for flag, _ in rows}
+    for param in serve.params:
+        if param.opts[0].startswith("--") and param.opts[0] != "--help":
+            assert {*param.opts, *param.secondary_opts} & documented, param.opts
