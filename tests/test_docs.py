@@ -226,3 +226,70 @@ def test_the_serve_flags_table_matches_moa_serve() -> None:
     for param in serve.params:
         if param.opts[0].startswith("--") and param.opts[0] != "--help":
             assert {*param.opts, *param.secondary_opts} & documented, param.opts
+
+
+# The files the documented commands read, as a user would have them (one or a few items each).
+PROMPT = '{"prompt": "Name three uses of a paperclip."}\n'
+ALPACA = '[{"instruction": "Write a haiku.", "dataset": "helpful_base"}]'
+DOC_INPUTS = {
+    "questions.jsonl": '{"id": "sf", "prompt": "Fun things to do in SF?"}\n'
+    '{"question_id": 81, "turns": ["Write about Hawaii.", "Start every sentence with A."]}\n',
+    "mt_bench_questions.jsonl": '{"question_id": 1, "turns": ["One?", "Two?"]}\n',
+    "alpaca.json": ALPACA,
+    "alpaca_eval.json": ALPACA,
+    "prompts.jsonl": PROMPT,
+    "my-prompts.jsonl": PROMPT,
+    "my_prompts.jsonl": PROMPT,
+}
+
+
+def documented_commands(page: Path) -> list[list[str]]:
+    """The `moa` command lines of a page's bash blocks, in order, as argument lists."""
+    import shlex
+
+    found = []
+    for block in re.findall(r"^```bash\n(.*?)^```", page.read_text(encoding="utf-8"), re.S | re.M):
+        for line in block.replace("\\\n", " ").splitlines():
+            if not re.match(r"\s*([A-Z_]+=\S+\s+)*moa\s", line):
+                continue
+            words = shlex.split(line, comments=True)
+            while words and re.fullmatch(r"[A-Z_]+=.*", words[0]):
+                words.pop(0)  # VAR=value before the command: the test sets the environment
+            if words[:1] == ["moa"]:
+                found.append(words[1 : words.index(">")] if ">" in words else words[1:])
+    return found
+
+
+COMMAND_PAGES = [p for p in PAGES if documented_commands(p)]
+
+
+@pytest.mark.parametrize("page", COMMAND_PAGES, ids=[p.name for p in COMMAND_PAGES])
+def test_the_documented_commands_run_as_written(
+    page: Path, server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    """Every `moa` command of a page's bash blocks runs in order in one folder, as a reader
+    following the page would, against the fake provider: none is refused as bad usage (exit 2).
+    Left out is only what cannot run here: `serve` and `chat` but `chat --list` (they wait for
+    a client or a user) and `--server` (a LangGraph server: tests/test_batch_server.py).
+    moa compare answers one prompt (--limit 1) so that a page's runs take seconds."""
+    for name, text in DOC_INPUTS.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    env = {**_env(server), "MOA_DATA_DIR": str(tmp_path / "data")}
+    for args in documented_commands(page):
+        waits = args[:1] == ["serve"] or (args[:1] == ["chat"] and "--list" not in args)
+        if waits or "--server" in args:
+            continue
+        if args[:1] == ["compare"] and "--report-only" not in args:
+            args = [*args, "--limit", "1"]
+        done = subprocess.run(
+            [sys.executable, "-m", "langgraph_moa", *args],
+            cwd=tmp_path,
+            env=env,
+            input="",
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert done.returncode != 2 and "Traceback" not in done.stderr, (args, done.stderr[-2000:])
+        if args[:1] != ["compare"]:  # the fake judge writes no verdict: compare exits 1
+            assert done.returncode == 0, (args, done.stderr[-2000:])
