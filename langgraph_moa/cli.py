@@ -85,7 +85,8 @@ def main() -> None:
         code = app(args=args, prog_name="moa", standalone_mode=False)
     except typer.TyperException as exc:  # a bad flag or value: one line, like every other error
         message = " ".join(str(getattr(exc, "format_message", exc.__str__)()).split())
-        err.print(f"moa: error: {message} (see 'moa --help')", markup=False)
+        helps = "moa --help" if args[0] == "ask" else f"moa {args[0]} --help"  # its own flags
+        err.print(f"moa: error: {message} (see '{helps}')", markup=False)
         sys.exit(2)
     except typer.Abort:
         err.print("moa: error: interrupted", markup=False)

@@ -240,6 +240,11 @@ def test_bad_flags_give_one_line_too(args: list[str], expected: str) -> None:
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+def test_a_bad_flag_points_at_its_own_commands_help() -> None:
+    result = run_cli("batch", "in.jsonl", "--no-such-flag")
+    assert one_error_line(result.stderr).endswith("(see 'moa batch --help')")
+
+
 def test_every_flag_of_every_command_says_what_it_does() -> None:
     """`moa --help` is where the README sends a user for the flags: none may be a bare name."""
     import typer.main
