@@ -4,6 +4,10 @@ Each block runs on its own in a fresh interpreter, with Together's and OpenAI's 
 the fake OpenAI-compatible server (``TOGETHER_API_BASE``, ``OPENAI_BASE_URL``) and dummy keys, so
 a snippet that names real models still answers. A block that cannot run alone is a bug to fix in
 the docs, not a block to skip.
+
+The docs' `moa` commands run too, page by page, and the facts the docs repeat from the code (the
+module tree, error kinds, defaults, `moa serve`'s flags, the cost table) and their links are
+checked against it.
 """
 
 from __future__ import annotations
