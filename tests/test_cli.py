@@ -46,6 +46,7 @@ def one_error_line(stderr: str) -> str:
         (["--preset", "seed", "--max-tokens", "-5", "hi"], KEY, "--max-tokens -5: Input should be"),
         (["--preset", "seed", "--temperature", "9", "hi"], KEY, "--temperature 9: Input should be"),
         (["--preset", "seed", "--grace", "2", "hi"], KEY, "--grace 2 applies only with a quorum"),
+        (["chat", "--list", "--thread", "work"], KEY, "--list lists the saved threads and exits"),
     ],
     ids=[
         "empty-prompt",
@@ -57,6 +58,7 @@ def one_error_line(stderr: str) -> str:
         "negative-max-tokens",
         "bad-temperature",
         "grace-without-quorum",
+        "list-with-a-thread",
     ],
 )
 def test_bad_input_gives_one_line_and_non_zero_exit(

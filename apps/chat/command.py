@@ -117,6 +117,8 @@ def chat(
     flags: dict[str, Any],
 ) -> None:
     if list_threads:
+        if thread is not None or show_proposals or any(v is not None for v in flags.values()):
+            fail("--list lists the saved threads and exits: give it alone", 2)  # not ignored
         run_async(_list_threads())
         return
     if thread is not None and not thread.strip():
