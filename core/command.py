@@ -47,8 +47,15 @@ MODEL_FLAGS: dict[str, tuple[type | Any, Any]] = {
             "--layers", "-l", help="Layers counting the aggregator (2 = one proposer layer)."
         ),
     ),
-    "temperature": (float | None, typer.Option("--temperature", "-t")),
-    "max_tokens": (int | None, typer.Option("--max-tokens", "-m")),
+    # A model's own setting in the preset or config wins over both (Context.temperature).
+    "temperature": (
+        float | None,
+        typer.Option("--temperature", "-t", help="Sampling temperature of every model (0-2)."),
+    ),
+    "max_tokens": (
+        int | None,
+        typer.Option("--max-tokens", "-m", help="Longest answer of every model call, in tokens."),
+    ),
 }
 # The flags of interactive runs (ask, chat): stragglers, and how the answer streams.
 QUORUM_FLAGS: dict[str, tuple[type | Any, Any]] = {

@@ -81,6 +81,12 @@ def context_from_flags(
         ctx = Context.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_explain(exc, flags, origin)) from None
+    if quorum_grace is not None and ctx.quorum is None:
+        # Without a quorum the grace is never read: the run would ignore what the user asked.
+        raise ConfigError(
+            f"--grace {_shown(quorum_grace)} applies only with a quorum: add --quorum K (or set "
+            f"quorum in the config); a hung proposer is cut by straggler_grace (config) instead"
+        )
     if preset is None and config is None:
         _say_what_runs_locally(ctx, flags)
     return ctx

@@ -15,9 +15,10 @@ import sys
 from types import ModuleType
 
 import typer
+import typer.main
 
 from langgraph_moa import apps
-from langgraph_moa.core.command import err, startup
+from langgraph_moa.core.command import err, startup, stdout_may_close
 
 HELP = "Ask several LLMs at once and let an aggregator write one answer (Mixture-of-Agents)."
 
@@ -32,7 +33,13 @@ def _applications() -> list[ModuleType]:
 
 
 def build_app() -> typer.Typer:
-    app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None, help=HELP)
+    app = typer.Typer(
+        add_completion=False,
+        no_args_is_help=True,
+        rich_markup_mode=None,
+        help=HELP,
+        context_settings={"help_option_names": ["-h", "--help"]},  # `moa batch -h` as `moa -h`
+    )
     for module in _applications():
         module.register(app)
     return app
@@ -58,9 +65,18 @@ def main() -> None:
         return
     if args[0] in ("--help", "-h"):
         # The commands, then the flags of `moa PROMPT` (moa ask): what the README leads with.
-        app(args=["--help"], prog_name="moa", standalone_mode=False)
-        print()
-        app(args=["ask", "--help"], prog_name="moa", standalone_mode=False)
+        group = typer.main.get_group(app)
+        with group.make_context("moa", [], resilient_parsing=True) as top:
+            ask = group.get_command(top, "ask")
+            assert ask is not None
+            with ask.make_context("ask", [], parent=top, resilient_parsing=True) as sub:
+                text = f"{group.get_help(top)}\n\n{ask.get_help(sub)}\n"
+        try:
+            with stdout_may_close():  # `moa --help | head`: quietly, status 141
+                sys.stdout.write(text)
+                sys.stdout.flush()
+        except typer.Exit as gone:
+            sys.exit(gone.exit_code)
         return
     commands = {c.name or c.callback.__name__ for c in app.registered_commands if c.callback}
     if args[0] not in commands:
@@ -69,7 +85,8 @@ def main() -> None:
         code = app(args=args, prog_name="moa", standalone_mode=False)
     except typer.TyperException as exc:  # a bad flag or value: one line, like every other error
         message = " ".join(str(getattr(exc, "format_message", exc.__str__)()).split())
-        err.print(f"moa: error: {message} (see 'moa --help')", markup=False)
+        helps = "moa --help" if args[0] == "ask" else f"moa {args[0]} --help"  # its own flags
+        err.print(f"moa: error: {message} (see '{helps}')", markup=False)
         sys.exit(2)
     except typer.Abort:
         err.print("moa: error: interrupted", markup=False)

@@ -110,6 +110,17 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, server: FakeOpenAIServ
             "choose one of jsonl",
         ),
         (["batch", str(bad), "-o", out, "-j", "0", "-c", str(config)], "--concurrency"),
+        # Flags the run would ignore: refused, not run without them.
+        (["batch", str(bad), "-o", out, "--json", "-c", str(config)], "--json goes with --dry-run"),
+        (
+            ["batch", str(bad), "-o", out, "--cache", str(tmp_path / "c.db"), "--no-cache"],
+            "either --cache PATH or --no-cache",
+        ),
+        (
+            ["batch", str(bad), "-o", out, "--cache", "c.db", "--server", "http://127.0.0.1:9"],
+            "runs on --server use no call cache",
+        ),
+        (["batch", str(bad), "-o", out, "--assistant", "moa"], "add --server URL"),
     ]
     for args, expected in cases:
         result = run_cli(*args)

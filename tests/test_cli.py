@@ -45,6 +45,8 @@ def one_error_line(stderr: str) -> str:
         (["--preset", "seed", "--layers", "0", "hi"], KEY, "--layers 0: Input should be greater"),
         (["--preset", "seed", "--max-tokens", "-5", "hi"], KEY, "--max-tokens -5: Input should be"),
         (["--preset", "seed", "--temperature", "9", "hi"], KEY, "--temperature 9: Input should be"),
+        (["--preset", "seed", "--grace", "2", "hi"], KEY, "--grace 2 applies only with a quorum"),
+        (["chat", "--list", "--thread", "work"], KEY, "--list lists the saved threads and exits"),
     ],
     ids=[
         "empty-prompt",
@@ -55,6 +57,8 @@ def one_error_line(stderr: str) -> str:
         "zero-layers",
         "negative-max-tokens",
         "bad-temperature",
+        "grace-without-quorum",
+        "list-with-a-thread",
     ],
 )
 def test_bad_input_gives_one_line_and_non_zero_exit(
@@ -236,3 +240,25 @@ def test_bad_flags_give_one_line_too(args: list[str], expected: str) -> None:
     assert result.returncode == 2
     assert expected in one_error_line(result.stderr)
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_bad_flag_points_at_its_own_commands_help() -> None:
+    result = run_cli("batch", "in.jsonl", "--no-such-flag")
+    assert one_error_line(result.stderr).endswith("(see 'moa batch --help')")
+
+
+def test_every_flag_of_every_command_says_what_it_does() -> None:
+    """`moa --help` is where the README sends a user for the flags: none may be a bare name."""
+    import typer.main
+
+    from langgraph_moa.cli import build_app
+
+    group = typer.main.get_command(build_app())
+    assert isinstance(group, typer.main.TyperGroup)
+    bare = [
+        f"moa {name} {param.opts[0]}"
+        for name, command in group.commands.items()
+        for param in command.params
+        if isinstance(param, typer.core.TyperOption) and not param.help
+    ]
+    assert bare == []

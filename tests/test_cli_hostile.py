@@ -241,6 +241,30 @@ def test_a_closed_pipe_ends_quietly(server: FakeOpenAIServer, command: str) -> N
     assert code == 141  # 128 + SIGPIPE: what a shell reports for `cat` in the same place
 
 
+def test_help_into_a_closed_pipe_ends_quietly() -> None:
+    """`moa --help | head -1`: the reader goes before the help is written."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "langgraph_moa", "--help"],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(write)
+    assert (done.returncode, done.stderr) == (141, "")
+
+
+@pytest.mark.parametrize("command", ["ask", "chat", "batch", "compare", "serve", "presets"])
+def test_every_command_takes_h_for_help(command: str) -> None:
+    done = run_cli(command, "-h")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"Usage: moa {command} ")
+
+
 # --- 7. durations must be finite ------------------------------------------------------------------
 
 

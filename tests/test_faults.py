@@ -928,6 +928,8 @@ def test_cli_exits_non_zero_when_every_proposer_fails(
     assert re.search(
         r"together:a: HTTP 500 server error: a is down \(2 attempts, \d\.\d s\)", error
     )
+    # Each failure is said once, in the error: no 'layer 1: 0/2 proposals' line before it.
+    assert result.stderr.count("a is down") == 1, result.stderr
     assert re.search(
         r"together:b: HTTP 500 server error: b is down \(2 attempts, \d\.\d s\)", error
     )

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from conftest import fake_context
+from conftest import fake_context, run_cli
 from fake_openai import FakeOpenAIServer
 from serving import app_for, running
 
@@ -104,3 +104,22 @@ def test_every_preset_fits_the_default_caps() -> None:
     for name in preset_names():
         check(load_preset(name), Caps(), "model")  # raises past a cap
     assert max(calls_of(load_preset(n)) for n in preset_names()) == 13  # moa: 6 + 6 + 1
+
+
+def test_a_default_model_past_a_cap_stops_the_server_saying_what_to_do() -> None:
+    done = run_cli(
+        "serve",
+        "--preset",
+        "moa",
+        "--max-calls",
+        "10",
+        "--port",
+        "0",
+        env={"TOGETHER_API_KEY": "k"},
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "moa: error: the default model 'moa': model calls per run is 13, above this server's cap "
+        "of 10 per request (moa serve --max-calls); raise the cap or serve another default model "
+        "(--preset, --config)"
+    )

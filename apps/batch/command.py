@@ -80,8 +80,9 @@ def batch(
         typer.Option("--server", help="Run the items on a LangGraph server at this URL."),
     ] = None,
     assistant: Annotated[
-        str, typer.Option("--assistant", help="The graph or assistant on --server.")
-    ] = "moa",
+        str | None,
+        typer.Option("--assistant", help="The graph or assistant on --server (default: moa)."),
+    ] = None,
     generator: Annotated[
         str | None,
         typer.Option("--generator", help="The name AlpacaEval/MT-Bench outputs give the model."),

@@ -82,7 +82,7 @@ def batch(
     as_json: bool,
     replay: str | None,
     server: str | None,
-    assistant: str,
+    assistant: str | None,
     generator: str | None,
     limit: int | None,
     console: Console,
@@ -105,6 +105,15 @@ def batch(
         raise ConfigError("give either INPUT or --replay RUN.jsonl, not both")
     if replay and server:
         raise ConfigError("--replay runs here: it cannot go with --server")
+    # Flags that would otherwise be ignored without a word: the run would not do what was asked.
+    if as_json and not dry_run:
+        raise ConfigError("--json goes with --dry-run; a run's records are JSON already (-o)")
+    if cache and no_cache:
+        raise ConfigError("give either --cache PATH or --no-cache, not both")
+    if cache and server:
+        raise ConfigError("--cache: runs on --server use no call cache (it is local only)")
+    if assistant is not None and not server:
+        raise ConfigError(f"--assistant {assistant!r} names a graph on a server: add --server URL")
     if not replay and not input_path:
         raise ConfigError("give the INPUT file (JSONL or a JSON list; '-' for stdin)")
     if output is None and not dry_run:
@@ -164,7 +173,7 @@ def batch(
             retry_degraded=retry_degraded,
             limit=limit,
             server=server,
-            assistant=assistant,
+            **({"assistant": assistant} if assistant else {}),
             replay=stored,
             mixed_settings=mixed_settings,
             samples=samples,

@@ -54,7 +54,9 @@ def _context(flags: dict[str, Any]) -> Any:
 
 @model_flags(quorum=True)
 def ask(
-    prompt: Annotated[str, typer.Argument(help="The question; '-' reads it from stdin.")],
+    prompt: Annotated[
+        str, typer.Argument(metavar="PROMPT", help="The question; '-' reads it from stdin.")
+    ],
     show_proposals: ShowOpt = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON object with everything, at the end.")
@@ -115,6 +117,8 @@ def chat(
     flags: dict[str, Any],
 ) -> None:
     if list_threads:
+        if thread is not None or show_proposals or any(v is not None for v in flags.values()):
+            fail("--list lists the saved threads and exits: give it alone", 2)  # not ignored
         run_async(_list_threads())
         return
     if thread is not None and not thread.strip():

@@ -128,7 +128,9 @@ class Progress:
 
     def _layer_finished(self, layer: int, done: list[dict[str, Any]], total: int) -> None:
         failed = [p for p in done if p["text"] is None]
-        if failed:
+        # A layer with too few answers fails, and its error names every failure: saying them
+        # here too would print each reason twice.
+        if failed and total - len(failed) >= min(self.ctx.min_proposals, total):
             why = "; ".join(
                 f"{short(p['model'])} "
                 + failure_note(

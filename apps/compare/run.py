@@ -18,7 +18,7 @@ from typing import Any
 from rich.console import Console
 
 from langgraph_moa.apps.compare.report import PLOT, REPORT, RESULTS, write_report
-from langgraph_moa.apps.compare.runner import CompareError, CompareOptions, run_compare
+from langgraph_moa.apps.compare.runner import CompareOptions, run_compare
 from langgraph_moa.apps.compare.systems import (
     System,
     check_names,
@@ -148,7 +148,7 @@ def _preflight(systems: list[System], judge: ModelSpec) -> None:
 def report_only(folder: str, console: Console) -> int:
     path = Path(folder) / RESULTS
     if not path.is_file():
-        raise CompareError(
+        raise InputError(  # a folder given by the user, like a missing PROMPTS file: exit 2
             f"--report-only {folder!r}: no {RESULTS} there; give the REPORT_DIR of a finished "
             "moa compare run"
         )
@@ -156,7 +156,7 @@ def report_only(folder: str, console: Console) -> int:
         results = json.loads(path.read_text(encoding="utf-8"))
         write_report(results, Path(folder))
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise CompareError(f"{path} is not the results of moa compare: {exc}") from None
+        raise InputError(f"{path} is not the results of moa compare: {exc}") from None
     console.print(
         f"moa compare: redrew {Path(folder) / REPORT} and {Path(folder) / PLOT}",
         highlight=False,

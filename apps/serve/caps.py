@@ -20,9 +20,9 @@ def calls_of(ctx: Context) -> int:
     return proposers + 1 + (ctx.fallback_aggregator is not None)
 
 
-def check(ctx: Context, caps: Caps, param: str | None) -> None:
+def check(ctx: Context, caps: Caps, param: str | None, remedy: str = "ask for less") -> None:
     """400 (``cost_cap_exceeded``) naming the first cap ``ctx`` exceeds; ``param``: the request
-    field that chose the settings (``settings``, ``model``...)."""
+    field that chose the settings (``settings``, ``model``...); ``remedy``: what to do about it."""
     widest = max((len(ctx.proposers_of(n)) for n in range(1, ctx.layers)), default=0)
     timeouts = [s.timeout or ctx.timeout for s in ctx.all_models()]
     tokens = [s.max_tokens or ctx.max_tokens for s in ctx.all_models()]
@@ -39,7 +39,7 @@ def check(ctx: Context, caps: Caps, param: str | None) -> None:
             raise OpenAIError(
                 400,
                 f"{what} is {value:g}, above this server's cap of {cap:g} per request "
-                f"(moa serve {flag}); ask for less",
+                f"(moa serve {flag}); {remedy}",
                 param=param,
                 code="cost_cap_exceeded",
             )

@@ -60,8 +60,10 @@ class ModelRegistry:
         return [*names, self.default + STAIRCASE_SUFFIX]
 
     def check(self, caps: Caps) -> None:
-        """400 if the default model alone is past ``caps``."""
-        caps_check(self.context(None)[1], caps, "model")
+        """400 if the default model alone is past ``caps`` (checked at start: said to the
+        operator, who can raise the cap or serve another default)."""
+        remedy = "raise the cap or serve another default model (--preset, --config)"
+        caps_check(self.context(None)[1], caps, "model", remedy)
 
     def context(self, name: str | None) -> tuple[str, Context]:
         """(name, settings) of the model ``name`` (None: the server's default); 400 if unknown."""
