@@ -51,6 +51,7 @@ from langgraph_moa.graphs.retried import refuse_retried_batch_run
 from langgraph_moa.nodes.context import Context, resolve_context
 from langgraph_moa.nodes.models.resources import RESOURCES
 from langgraph_moa.nodes.models.sync_runs import CLOSED, CancelScope, cancelled
+from langgraph_moa.nodes.resumed import NS_SEP
 
 AsyncNode = Callable[[Any, Runtime[Context]], Awaitable[Any]]
 # Checks a run's resolved context before the node sees it (the unrolled graph's shape check).
@@ -147,12 +148,19 @@ def _hands_off(result: Any) -> bool:
     return isinstance(result, list) and len(result) > 1
 
 
+def _in_a_parent(runtime: Runtime[Any]) -> bool:
+    """The run is inside another graph's node (a subgraph, or ChatMoA's, moa_node's... run in
+    it), so ``runtime.context`` is that graph's."""
+    info = runtime.execution_info
+    return info is not None and NS_SEP in info.checkpoint_ns
+
+
 def adapt(node: AsyncNode, default: Context | None, check: Check | None = None) -> Any:
     """``node`` as a graph node or router: context resolved, usable sync and async."""
 
     async def afunc(state: Any, runtime: Runtime[Context]) -> Any:
         refuse_retried_batch_run()
-        ctx = resolve_context(runtime.context, default)
+        ctx = resolve_context(runtime.context, default, parents=_in_a_parent(runtime))
         if check is not None:
             check(ctx)
         return await node(state, runtime.override(context=ctx))

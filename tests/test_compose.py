@@ -229,3 +229,33 @@ def test_an_uncompiled_graph_given_to_add_node_says_what_to_do(server: FakeOpenA
     parent = StateGraph(MessagesState)
     with pytest.raises(TypeError, match=r"give add_node build_moa_graph\(\.\.\.\)\.compile\(\)"):
         parent.add_node("moa", build_moa_graph(context=fake_context(server, ["p1"])))
+
+
+class DictContext(TypedDict, total=False):
+    """A parent's own context as a dict (a TypedDict schema; the LangGraph server passes dicts),
+    with keys that share a name with MoA settings but mean the parent's own things."""
+
+    user_id: str
+    timeout: float
+    moa: Any
+
+
+async def test_a_parents_dict_context_is_not_read_as_moas_settings(
+    server: FakeOpenAIServer,
+) -> None:
+    script(server)
+    server.script("agg2", "from the parent's choice")
+    own = fake_context(server, ["p1", "p2"])
+    subgraph = StateGraph(MessagesState, context_schema=DictContext)
+    subgraph.add_node("moa", build_moa_graph(context=own).compile(name="moa"))
+    subgraph.add_edge(START, "moa")
+    agent = create_agent(ChatMoA(context=own), [], context_schema=DictContext)
+    parents: dict[str, Any] = {"a subgraph": subgraph.compile(), "ChatMoA in an agent": agent}
+    for kind, app in parents.items():
+        inputs = {"messages": [HumanMessage("hi")]}
+        state = await app.ainvoke(inputs, context={"user_id": "u1", "timeout": 30})
+        assert state["messages"][-1].content == "the mixture's answer", kind
+        # Its moa key still carries MoA's settings.
+        mine = {"user_id": "u1", "moa": fake_context(server, ["p1"], aggregator="agg2")}
+        state = await app.ainvoke(inputs, context=mine)
+        assert state["messages"][-1].content == "from the parent's choice", kind
