@@ -9,10 +9,12 @@ from typing import Annotated, Any
 
 import pytest
 from conftest import fake_context
-from fake_openai import FakeOpenAIServer, count_prompt_tokens
+from fake_openai import FakeOpenAIServer, RecordedRequest, count_prompt_tokens
 from langchain.agents import create_agent
+from langchain_core.callbacks import UsageMetadataCallbackHandler
 from langchain_core.language_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, AnyMessage, HumanMessage, ToolMessage
+from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.graph.message import add_messages
 from typing_extensions import TypedDict
@@ -39,9 +41,9 @@ def script(server: FakeOpenAIServer, answer: str = "the mixture's answer") -> No
     server.script("agg", answer, token_delay=0.002)
 
 
-def requests_total_tokens(server: FakeOpenAIServer) -> int:
+def requests_total_tokens(requests: list[RecordedRequest]) -> int:
     # What the server reported: prompt tokens by its own count, plus the chunks it sent.
-    return sum(count_prompt_tokens(r.messages) + r.chunks_sent for r in server.requests)
+    return sum(count_prompt_tokens(r.messages) + r.chunks_sent for r in requests)
 
 
 async def test_a_subgraph_in_a_parent_with_its_own_state_and_context(
@@ -134,7 +136,7 @@ async def test_a_chat_model_sync_async_streaming_and_usage(server: FakeOpenAISer
     message = chat.invoke("hello")
     assert message.content == "one two three four five six"
     assert message.usage_metadata is not None
-    assert message.usage_metadata["total_tokens"] == requests_total_tokens(server) > 0
+    assert message.usage_metadata["total_tokens"] == requests_total_tokens(server.requests) > 0
     assert message.response_metadata["model_name"] == "together:agg"
     assert len(message.response_metadata["moa_layers"][0]) == 2
 
@@ -259,3 +261,36 @@ async def test_a_parents_dict_context_is_not_read_as_moas_settings(
         mine = {"user_id": "u1", "moa": fake_context(server, ["p1"], aggregator="agg2")}
         state = await app.ainvoke(inputs, context=mine)
         assert state["messages"][-1].content == "from the parent's choice", kind
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_chat_moa_in_an_agent_is_one_model_to_the_agents_config(
+    server: FakeOpenAIServer, mode: str
+) -> None:
+    """The agent's callbacks see ChatMoA once (its usage adds up every call: the mixture's own
+    calls must not be counted again, nor its answer streamed twice); the agent's step budget and
+    parallelism are its own, not the mixture's."""
+    for name in ("p1", "p2", "p3"):
+        server.script(name, f"proposal by {name}", ttft=0.2)
+    server.script("agg", "one two three", token_delay=0.002)
+    agent = create_agent(ChatMoA(context=fake_context(server, ["p1", "p2", "p3"])), [])
+    inputs = {"messages": [HumanMessage("hi")]}
+    usage = UsageMetadataCallbackHandler()
+    config: RunnableConfig = {"callbacks": [usage], "max_concurrency": 1, "recursion_limit": 3}
+    if mode == "sync":
+        agent.invoke(inputs, config)
+        streamed = [
+            chunk.text
+            for _, (chunk, _) in agent.stream(inputs, stream_mode="messages", subgraphs=True)
+        ]
+    else:
+        await agent.ainvoke(inputs, config)
+        streamed = [
+            event["data"]["chunk"].text
+            async for event in agent.astream_events(inputs, version="v2")
+            if event["event"] == "on_chat_model_stream"
+        ]
+    assert "".join(streamed) == "one two three"  # once, not the aggregator's tokens again
+    (per_model,) = usage.usage_metadata.values()
+    assert per_model["total_tokens"] == requests_total_tokens(server.requests[:4])
+    assert server.max_concurrency() == 3  # the proposers side by side, despite max_concurrency=1
