@@ -20,6 +20,7 @@ from langgraph.graph.message import add_messages
 from typing_extensions import TypedDict
 
 from langgraph_moa import ChatMoA, Context, build_moa_graph, graph, moa_node, moa_tool
+from langgraph_moa.nodes.errors import EmptyConversationError
 
 
 @dataclass
@@ -294,3 +295,20 @@ async def test_chat_moa_in_an_agent_is_one_model_to_the_agents_config(
     (per_model,) = usage.usage_metadata.values()
     assert per_model["total_tokens"] == requests_total_tokens(server.requests[:4])
     assert server.max_concurrency() == 3  # the proposers side by side, despite max_concurrency=1
+
+
+@pytest.mark.parametrize(
+    "conversation",
+    [[], [AIMessage("How can I help?")], [ToolMessage("42", tool_call_id="t1")]],
+    ids=["empty", "assistant-only", "tool-result-dropped"],
+)
+def test_a_conversation_with_nothing_to_answer_is_refused_before_any_call(
+    server: FakeOpenAIServer, conversation: list[AnyMessage]
+) -> None:
+    # Providers refuse an empty conversation: each proposer would fail, the error would name them.
+    ctx = fake_context(server, ["p1", "p2"], tool_history="drop")
+    with pytest.raises(EmptyConversationError, match="no user message"):
+        ChatMoA(context=ctx).invoke(conversation)
+    with pytest.raises(EmptyConversationError):
+        graph.invoke({"messages": conversation}, context=ctx)
+    assert server.requests == []
