@@ -55,15 +55,17 @@ from langgraph_moa.nodes.records import total_usage
 
 Settings = Context | str | None
 STREAM_MODES: list[Any] = ["messages", "custom", "values"]  # custom: answer_retry events
-# What a ChatMoA call's mixture does not take from its caller's config (a graph node's, in an
-# agent), which LangGraph would merge into the run. To its caller a ChatMoA is one chat model: its
-# own run streams the answer and reports the usage of every call, so the mixture's calls report
-# to none of the caller's callbacks (a usage handler would count them twice, astream_events and a
-# subgraphs=True stream show the answer twice); the caller's step budget and parallelism are not
-# the mixture's (max_concurrency=1 would ask the proposers one after another). It stays in the
-# caller's graph otherwise: under a checkpointer a failed step run again asks no finished
-# proposer again, and a moa field of the caller's context still applies.
-NOT_INHERITED = ("callbacks", "recursion_limit", "max_concurrency")
+# What the mixture's run in a node, tool or chat model call does not take from its caller's config
+# (a graph node's), which LangGraph would merge into it. The caller's step budget and parallelism
+# bound the caller's graph, not the mixture (recursion_limit=3 would fail a 3-layer run,
+# max_concurrency=1 ask the proposers one after another).
+LIMITS = ("recursion_limit", "max_concurrency")
+# To its caller a ChatMoA is one chat model: its own run streams the answer and reports the usage
+# of every call, so the mixture's calls report to none of the caller's callbacks either (a usage
+# handler would count them twice, astream_events and a subgraphs=True stream show the answer
+# twice). Each run stays in the caller's graph otherwise: under a checkpointer a failed step run
+# again asks no finished proposer again, and a moa field of the caller's context still applies.
+CHAT_MODEL_DROPPED = ("callbacks", *LIMITS)
 Graph = CompiledStateGraph[Any, Any, Any, Any]
 T = TypeVar("T")
 _END = object()
@@ -86,14 +88,14 @@ def _usage(final: Mapping[str, Any]) -> UsageMetadata:
     )
 
 
-# --- a ChatMoA call's run, detached from its caller's callbacks and limits --------------------
+# --- the mixture's run, detached from its caller's limits ----------------------------------------
 
 
 @contextmanager
-def _detached() -> Iterator[None]:
-    """Runs the mixture's steps in here: the caller's config without ``NOT_INHERITED``."""
+def _detached(dropped: Sequence[str] = CHAT_MODEL_DROPPED) -> Iterator[None]:
+    """Runs the mixture's steps in here: the caller's config without ``dropped``."""
     config = var_child_runnable_config.get()
-    own = None if config is None else {k: v for k, v in config.items() if k not in NOT_INHERITED}
+    own = None if config is None else {k: v for k, v in config.items() if k not in dropped}
     token = var_child_runnable_config.set(cast(RunnableConfig | None, own))
     try:
         yield
@@ -164,10 +166,12 @@ def moa_node(
         return update
 
     async def amoa(state: Any) -> dict[str, Any]:
-        return outputs(await graph.ainvoke(inputs(state)))
+        with _detached(LIMITS):
+            return outputs(await graph.ainvoke(inputs(state)))
 
     def moa(state: Any) -> dict[str, Any]:
-        return outputs(graph.invoke(inputs(state)))
+        with _detached(LIMITS):
+            return outputs(graph.invoke(inputs(state)))
 
     return RunnableLambda(moa, afunc=amoa, name="moa")
 
@@ -196,10 +200,12 @@ def moa_tool(
     graph = _compiled(context, name)
 
     async def ask(question: str) -> str:
-        return _answer(await graph.ainvoke({"messages": [HumanMessage(question)]}))
+        with _detached(LIMITS):
+            return _answer(await graph.ainvoke({"messages": [HumanMessage(question)]}))
 
     def ask_sync(question: str) -> str:
-        return _answer(graph.invoke({"messages": [HumanMessage(question)]}))
+        with _detached(LIMITS):
+            return _answer(graph.invoke({"messages": [HumanMessage(question)]}))
 
     return StructuredTool.from_function(
         func=ask_sync, coroutine=ask, name=name, description=description, args_schema=_ToolArgs

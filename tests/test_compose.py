@@ -312,3 +312,29 @@ def test_a_conversation_with_nothing_to_answer_is_refused_before_any_call(
     with pytest.raises(EmptyConversationError):
         graph.invoke({"messages": conversation}, context=ctx)
     assert server.requests == []
+
+
+@pytest.mark.parametrize("way", ["moa_node", "moa_tool"])
+async def test_the_callers_step_budget_and_parallelism_bound_its_graph_not_the_mixture(
+    server: FakeOpenAIServer, way: str
+) -> None:
+    for name in ("p1", "p2", "p3"):
+        server.script(name, f"proposal by {name}", ttft=0.2)
+    server.script("agg", "the mixture's answer")
+    ctx = fake_context(server, ["p1", "p2", "p3"], layers=3)  # six steps of its own
+    app: Any
+    if way == "moa_node":
+        parent = StateGraph(QAState)
+        parent.add_node("ask", moa_node(context=ctx))
+        parent.add_edge(START, "ask")
+        app, inputs, key = parent.compile(), {"question": "q"}, "answer"
+    else:
+        call = {"name": "ask_mixture_of_models", "args": {"question": "q"}, "id": "call-1"}
+        agent_model = ToolCallingFake(
+            messages=iter([AIMessage(content="", tool_calls=[call]), AIMessage(content="done")])
+        )
+        app = create_agent(agent_model, [moa_tool(ctx)])
+        inputs, key = {"messages": [HumanMessage("q")]}, "messages"
+    state = await app.ainvoke(inputs, {"recursion_limit": 5, "max_concurrency": 1})
+    assert "the mixture's answer" in str(state[key])
+    assert server.max_concurrency() == 3  # each layer's proposers side by side
