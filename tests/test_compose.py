@@ -15,8 +15,10 @@ from langchain_core.callbacks import UsageMetadataCallbackHandler
 from langchain_core.language_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, AnyMessage, HumanMessage, ToolMessage
 from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.graph.message import add_messages
+from langgraph.types import Command, interrupt
 from typing_extensions import TypedDict
 
 from langgraph_moa import ChatMoA, Context, build_moa_graph, graph, moa_node, moa_tool
@@ -338,3 +340,27 @@ async def test_the_callers_step_budget_and_parallelism_bound_its_graph_not_the_m
     state = await app.ainvoke(inputs, {"recursion_limit": 5, "max_concurrency": 1})
     assert "the mixture's answer" in str(state[key])
     assert server.max_concurrency() == 3  # each layer's proposers side by side
+
+
+def test_a_node_resumed_after_an_interrupt_does_not_pay_its_chat_moa_call_again(
+    server: FakeOpenAIServer,
+) -> None:
+    # The node runs again from its start on resume; the mixture's run, saved under the parent's
+    # checkpointer, answers from what it saved.
+    script(server, "a draft")
+    chat = ChatMoA(context=fake_context(server, ["p1", "p2"]))
+
+    def review(state: MessagesState) -> dict[str, Any]:
+        draft = chat.invoke(state["messages"])
+        return {"messages": [draft]} if interrupt(draft.content) else {}
+
+    parent = StateGraph(MessagesState)
+    parent.add_node("review", review)
+    parent.add_edge(START, "review")
+    app = parent.compile(checkpointer=InMemorySaver())
+    config: RunnableConfig = {"configurable": {"thread_id": "t"}}
+    assert "__interrupt__" in app.invoke({"messages": [HumanMessage("hi")]}, config)
+    paid = len(server.requests)
+    state = app.invoke(Command(resume=True), config)
+    assert state["messages"][-1].content == "a draft"
+    assert len(server.requests) == paid == 3
