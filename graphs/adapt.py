@@ -6,8 +6,9 @@ Every node and router of the MoA graph is added through ``adapt``, which
   fields, a parent graph's own context carrying MoA settings in a ``moa`` field, or nothing, in
   which case the graph's own defaults apply (``build_moa_graph(context=...)``, else the default
   preset). So MoA runs as a subgraph of a parent whose context has nothing to do with it;
-- refuses a ``moa batch --server`` run the server started again on its own, before any model
-  is paid (graphs/retried.py);
+- refuses a ``moa batch --server`` run the server started again on its own, and a conversation
+  that gives the models nothing to answer (``EmptyConversationError``), before any model is
+  paid (graphs/retried.py, nodes/history.py);
 - gives the async node a synchronous twin, so ``invoke``/``stream``/``batch`` work as well as
   their async forms. The twin runs the async node on one background event loop shared by the
   process (``RESOURCES.portal()``, nodes/models/resources.py) with the stdlib's
@@ -40,7 +41,7 @@ import asyncio
 import contextvars
 import inspect
 import threading
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
@@ -49,8 +50,11 @@ from langgraph.runtime import RunControl, Runtime
 
 from langgraph_moa.graphs.retried import refuse_retried_batch_run
 from langgraph_moa.nodes.context import Context, resolve_context
+from langgraph_moa.nodes.errors import EmptyConversationError
+from langgraph_moa.nodes.history import model_view
 from langgraph_moa.nodes.models.resources import RESOURCES
 from langgraph_moa.nodes.models.sync_runs import CLOSED, CancelScope, cancelled
+from langgraph_moa.nodes.resumed import NS_SEP
 from langgraph_moa.nodes.untrusted import check_bind, check_context
 
 AsyncNode = Callable[[Any, Runtime[Context]], Awaitable[Any]]
@@ -148,6 +152,13 @@ def _hands_off(result: Any) -> bool:
     return isinstance(result, list) and len(result) > 1
 
 
+def _in_a_parent(runtime: Runtime[Any]) -> bool:
+    """The run is inside another graph's node (a subgraph, or ChatMoA's, moa_node's... run in
+    it), so ``runtime.context`` is that graph's."""
+    info = runtime.execution_info
+    return info is not None and NS_SEP in info.checkpoint_ns
+
+
 def adapt(
     node: AsyncNode, default: Context | None, check: Check | None = None, *, untrusted: bool = False
 ) -> Any:
@@ -160,7 +171,11 @@ def adapt(
         if untrusted:
             check_context(runtime.context)
             check_bind(state.get("bind") if isinstance(state, dict) else None)
-        ctx = resolve_context(runtime.context, default)
+        ctx = resolve_context(runtime.context, default, parents=_in_a_parent(runtime))
+        if isinstance(state, Mapping) and not model_view(
+            state.get("messages", ()), ctx.tool_history
+        ):
+            raise EmptyConversationError
         if check is not None:
             check(ctx)
         return await node(state, runtime.override(context=ctx))

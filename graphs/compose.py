@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from operator import itemgetter
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, cast
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
@@ -35,6 +36,7 @@ from langchain_core.runnables import (
     RunnableMap,
     RunnablePassthrough,
 )
+from langchain_core.runnables.config import var_child_runnable_config
 from langchain_core.tools import BaseTool, StructuredTool
 from langchain_core.utils.function_calling import (
     convert_to_openai_function,
@@ -53,7 +55,20 @@ from langgraph_moa.nodes.records import total_usage
 
 Settings = Context | str | None
 STREAM_MODES: list[Any] = ["messages", "custom", "values"]  # custom: answer_retry events
+# What the mixture's run in a node, tool or chat model call does not take from its caller's config
+# (a graph node's), which LangGraph would merge into it. The caller's step budget and parallelism
+# bound the caller's graph, not the mixture (recursion_limit=3 would fail a 3-layer run,
+# max_concurrency=1 ask the proposers one after another).
+LIMITS = ("recursion_limit", "max_concurrency")
+# To its caller a ChatMoA is one chat model: its own run streams the answer and reports the usage
+# of every call, so the mixture's calls report to none of the caller's callbacks either (a usage
+# handler would count them twice, astream_events and a subgraphs=True stream show the answer
+# twice). Each run stays in the caller's graph otherwise: under a checkpointer a failed step run
+# again asks no finished proposer again, and a moa field of the caller's context still applies.
+CHAT_MODEL_DROPPED = ("callbacks", *LIMITS)
 Graph = CompiledStateGraph[Any, Any, Any, Any]
+T = TypeVar("T")
+_END = object()
 
 
 def _compiled(context: Settings, name: str) -> Graph:
@@ -71,6 +86,51 @@ def _usage(final: Mapping[str, Any]) -> UsageMetadata:
         output_tokens=usage["output_tokens"],
         total_tokens=usage["total_tokens"],
     )
+
+
+# --- the mixture's run, detached from its caller's limits ----------------------------------------
+
+
+@contextmanager
+def _detached(dropped: Sequence[str] = CHAT_MODEL_DROPPED) -> Iterator[None]:
+    """Runs the mixture's steps in here: the caller's config without ``dropped``."""
+    config = var_child_runnable_config.get()
+    own = None if config is None else {k: v for k, v in config.items() if k not in dropped}
+    token = var_child_runnable_config.set(cast(RunnableConfig | None, own))
+    try:
+        yield
+    finally:
+        var_child_runnable_config.reset(token)
+
+
+def _detached_steps(items: Iterator[T]) -> Iterator[T]:
+    """``items`` stepped in ``_detached()``, which never spans the caller's code between items."""
+    try:
+        while True:
+            with _detached():
+                item = next(items, _END)
+            if item is _END:
+                return
+            yield cast(T, item)
+    finally:
+        close = getattr(items, "close", None)
+        if close is not None:
+            close()
+
+
+async def _adetached_steps(items: AsyncIterator[T]) -> AsyncIterator[T]:
+    """``_detached_steps`` of an async stream."""
+    try:
+        while True:
+            with _detached():
+                item = await anext(items, _END)
+            if item is _END:
+                return
+            yield cast(T, item)
+    finally:
+        aclose = getattr(items, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 # --- a node over your own state ---------------------------------------------------------------
@@ -106,10 +166,12 @@ def moa_node(
         return update
 
     async def amoa(state: Any) -> dict[str, Any]:
-        return outputs(await graph.ainvoke(inputs(state)))
+        with _detached(LIMITS):
+            return outputs(await graph.ainvoke(inputs(state)))
 
     def moa(state: Any) -> dict[str, Any]:
-        return outputs(graph.invoke(inputs(state)))
+        with _detached(LIMITS):
+            return outputs(graph.invoke(inputs(state)))
 
     return RunnableLambda(moa, afunc=amoa, name="moa")
 
@@ -138,10 +200,12 @@ def moa_tool(
     graph = _compiled(context, name)
 
     async def ask(question: str) -> str:
-        return _answer(await graph.ainvoke({"messages": [HumanMessage(question)]}))
+        with _detached(LIMITS):
+            return _answer(await graph.ainvoke({"messages": [HumanMessage(question)]}))
 
     def ask_sync(question: str) -> str:
-        return _answer(graph.invoke({"messages": [HumanMessage(question)]}))
+        with _detached(LIMITS):
+            return _answer(graph.invoke({"messages": [HumanMessage(question)]}))
 
     return StructuredTool.from_function(
         func=ask_sync, coroutine=ask, name=name, description=description, args_schema=_ToolArgs
@@ -355,7 +419,8 @@ class ChatMoA(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        final = self._moa().invoke(self._inputs(messages, kwargs))
+        with _detached():
+            final = self._moa().invoke(self._inputs(messages, kwargs))
         return ChatResult(generations=[ChatGeneration(message=self._message(final))])
 
     async def _agenerate(
@@ -365,7 +430,8 @@ class ChatMoA(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        final = await self._moa().ainvoke(self._inputs(messages, kwargs))
+        with _detached():
+            final = await self._moa().ainvoke(self._inputs(messages, kwargs))
         return ChatResult(generations=[ChatGeneration(message=self._message(final))])
 
     def _stream(
@@ -382,7 +448,8 @@ class ChatMoA(BaseChatModel):
         held, streamed = holds_text(inputs["bind"]), False
         # In a scope of its own: LangGraph runs every node of a "messages" stream in its worker
         # threads, which Ctrl-C would otherwise wait for (graphs/adapt.py).
-        for mode, payload in cancellable(self._moa().stream(inputs, stream_mode=STREAM_MODES)):
+        steps = _detached_steps(self._moa().stream(inputs, stream_mode=STREAM_MODES))
+        for mode, payload in cancellable(steps):
             if mode == "values":
                 final = payload
             elif not held and (text := self._text(mode, payload, streamed)):
@@ -405,7 +472,8 @@ class ChatMoA(BaseChatModel):
         payload: Any
         inputs = self._inputs(messages, kwargs)
         held, streamed = holds_text(inputs["bind"]), False
-        async for mode, payload in self._moa().astream(inputs, stream_mode=STREAM_MODES):
+        steps = _adetached_steps(self._moa().astream(inputs, stream_mode=STREAM_MODES))
+        async for mode, payload in steps:
             if mode == "values":
                 final = payload
             elif not held and (text := self._text(mode, payload, streamed)):

@@ -456,7 +456,9 @@ def load_preset(name_or_path: str) -> Context:
 PARENT_FIELD = "moa"
 
 
-def resolve_context(value: Any, default: Context | None = None) -> Context:
+def resolve_context(
+    value: Any, default: Context | None = None, *, parents: bool = False
+) -> Context:
     """The settings of a run, from whatever context it was given.
 
     - a ``Context``, or a dict with its fields (the LangGraph server passes dicts): used as is;
@@ -465,15 +467,20 @@ def resolve_context(value: Any, default: Context | None = None) -> Context:
       field (attribute or key) if it has one, holding any of the above; else ``default``;
     - nothing (None, or the empty dict Studio sends): ``default``.
 
+    ``parents``: ``value`` is a parent graph's context (MoA runs inside a node of another graph):
+    only a ``Context`` or its ``moa`` field count, so a parent's dict whose own keys share a name
+    with a setting (``timeout``, ``temperature``...) is not read as MoA's settings.
+
     ``default`` is the graph's own (``build_moa_graph(context=...)``), else the default preset.
     """
     if isinstance(value, Context):
         return value
-    if isinstance(value, str):
-        return load_preset(value)
-    if isinstance(value, dict) and Context.model_fields.keys() & value.keys():
-        # Validated strictly: a misspelt field next to real ones is an error, not ignored.
-        return build_context(value)
+    if not parents:
+        if isinstance(value, str):
+            return load_preset(value)
+        if isinstance(value, dict) and Context.model_fields.keys() & value.keys():
+            # Validated strictly: a misspelt field next to real ones is an error, not ignored.
+            return build_context(value)
     nested = (
         value.get(PARENT_FIELD) if isinstance(value, dict) else getattr(value, PARENT_FIELD, None)
     )

@@ -58,6 +58,20 @@ class InputError(MoAError):
         return (_rebuild, (type(self), (self.problem,), {"hint": self.hint}))
 
 
+class EmptyConversationError(InputError, ValueError):
+    """A run's conversation gives the models nothing to answer: no user (or system) message
+    once its text turns are taken (nodes/history.py); providers refuse an empty one."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the conversation has no user message for the mixture to answer "
+            "(assistant turns after the last user message are left out)"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), ())
+
+
 class ProviderError(MoAError, RuntimeError):
     """A model cannot be built: unknown provider, missing package or missing API key."""
 

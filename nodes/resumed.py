@@ -24,7 +24,7 @@ from langgraph.runtime import Runtime
 CHECKPOINTER = "__pregel_checkpointer"
 # A task's checkpoint namespace is its graph's, then ``|name:task_id`` (nothing before it in a
 # root graph): the step's writes are saved under its graph's.
-_NS_SEP = "|"
+NS_SEP = "|"
 
 
 async def saved_writes(runtime: Runtime[Any]) -> list[tuple[str, str, Any]]:
@@ -39,7 +39,7 @@ async def saved_writes(runtime: Runtime[Any]) -> list[tuple[str, str, Any]]:
     config: Any = {
         "configurable": {
             "thread_id": info.thread_id,
-            "checkpoint_ns": info.checkpoint_ns.rpartition(_NS_SEP)[0],
+            "checkpoint_ns": info.checkpoint_ns.rpartition(NS_SEP)[0],
             "checkpoint_id": info.checkpoint_id,
         }
     }

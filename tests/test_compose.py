@@ -9,15 +9,20 @@ from typing import Annotated, Any
 
 import pytest
 from conftest import fake_context
-from fake_openai import FakeOpenAIServer, count_prompt_tokens
+from fake_openai import FakeOpenAIServer, RecordedRequest, count_prompt_tokens
 from langchain.agents import create_agent
+from langchain_core.callbacks import UsageMetadataCallbackHandler
 from langchain_core.language_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, AnyMessage, HumanMessage, ToolMessage
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.graph.message import add_messages
+from langgraph.types import Command, interrupt
 from typing_extensions import TypedDict
 
 from langgraph_moa import ChatMoA, Context, build_moa_graph, graph, moa_node, moa_tool
+from langgraph_moa.nodes.errors import EmptyConversationError
 
 
 @dataclass
@@ -39,9 +44,9 @@ def script(server: FakeOpenAIServer, answer: str = "the mixture's answer") -> No
     server.script("agg", answer, token_delay=0.002)
 
 
-def requests_total_tokens(server: FakeOpenAIServer) -> int:
+def requests_total_tokens(requests: list[RecordedRequest]) -> int:
     # What the server reported: prompt tokens by its own count, plus the chunks it sent.
-    return sum(count_prompt_tokens(r.messages) + r.chunks_sent for r in server.requests)
+    return sum(count_prompt_tokens(r.messages) + r.chunks_sent for r in requests)
 
 
 async def test_a_subgraph_in_a_parent_with_its_own_state_and_context(
@@ -134,7 +139,7 @@ async def test_a_chat_model_sync_async_streaming_and_usage(server: FakeOpenAISer
     message = chat.invoke("hello")
     assert message.content == "one two three four five six"
     assert message.usage_metadata is not None
-    assert message.usage_metadata["total_tokens"] == requests_total_tokens(server) > 0
+    assert message.usage_metadata["total_tokens"] == requests_total_tokens(server.requests) > 0
     assert message.response_metadata["model_name"] == "together:agg"
     assert len(message.response_metadata["moa_layers"][0]) == 2
 
@@ -229,3 +234,133 @@ def test_an_uncompiled_graph_given_to_add_node_says_what_to_do(server: FakeOpenA
     parent = StateGraph(MessagesState)
     with pytest.raises(TypeError, match=r"give add_node build_moa_graph\(\.\.\.\)\.compile\(\)"):
         parent.add_node("moa", build_moa_graph(context=fake_context(server, ["p1"])))
+
+
+class DictContext(TypedDict, total=False):
+    """A parent's own context as a dict (a TypedDict schema; the LangGraph server passes dicts),
+    with keys that share a name with MoA settings but mean the parent's own things."""
+
+    user_id: str
+    timeout: float
+    moa: Any
+
+
+async def test_a_parents_dict_context_is_not_read_as_moas_settings(
+    server: FakeOpenAIServer,
+) -> None:
+    script(server)
+    server.script("agg2", "from the parent's choice")
+    own = fake_context(server, ["p1", "p2"])
+    subgraph = StateGraph(MessagesState, context_schema=DictContext)
+    subgraph.add_node("moa", build_moa_graph(context=own).compile(name="moa"))
+    subgraph.add_edge(START, "moa")
+    agent = create_agent(ChatMoA(context=own), [], context_schema=DictContext)
+    parents: dict[str, Any] = {"a subgraph": subgraph.compile(), "ChatMoA in an agent": agent}
+    for kind, app in parents.items():
+        inputs = {"messages": [HumanMessage("hi")]}
+        state = await app.ainvoke(inputs, context={"user_id": "u1", "timeout": 30})
+        assert state["messages"][-1].content == "the mixture's answer", kind
+        # Its moa key still carries MoA's settings.
+        mine = {"user_id": "u1", "moa": fake_context(server, ["p1"], aggregator="agg2")}
+        state = await app.ainvoke(inputs, context=mine)
+        assert state["messages"][-1].content == "from the parent's choice", kind
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_chat_moa_in_an_agent_is_one_model_to_the_agents_config(
+    server: FakeOpenAIServer, mode: str
+) -> None:
+    """The agent's callbacks see ChatMoA once (its usage adds up every call: the mixture's own
+    calls must not be counted again, nor its answer streamed twice); the agent's step budget and
+    parallelism are its own, not the mixture's."""
+    for name in ("p1", "p2", "p3"):
+        server.script(name, f"proposal by {name}", ttft=0.2)
+    server.script("agg", "one two three", token_delay=0.002)
+    agent = create_agent(ChatMoA(context=fake_context(server, ["p1", "p2", "p3"])), [])
+    inputs = {"messages": [HumanMessage("hi")]}
+    usage = UsageMetadataCallbackHandler()
+    config: RunnableConfig = {"callbacks": [usage], "max_concurrency": 1, "recursion_limit": 3}
+    if mode == "sync":
+        agent.invoke(inputs, config)
+        streamed = [
+            chunk.text
+            for _, (chunk, _) in agent.stream(inputs, stream_mode="messages", subgraphs=True)
+        ]
+    else:
+        await agent.ainvoke(inputs, config)
+        streamed = [
+            event["data"]["chunk"].text
+            async for event in agent.astream_events(inputs, version="v2")
+            if event["event"] == "on_chat_model_stream"
+        ]
+    assert "".join(streamed) == "one two three"  # once, not the aggregator's tokens again
+    (per_model,) = usage.usage_metadata.values()
+    assert per_model["total_tokens"] == requests_total_tokens(server.requests[:4])
+    assert server.max_concurrency() == 3  # the proposers side by side, despite max_concurrency=1
+
+
+@pytest.mark.parametrize(
+    "conversation",
+    [[], [AIMessage("How can I help?")], [ToolMessage("42", tool_call_id="t1")]],
+    ids=["empty", "assistant-only", "tool-result-dropped"],
+)
+def test_a_conversation_with_nothing_to_answer_is_refused_before_any_call(
+    server: FakeOpenAIServer, conversation: list[AnyMessage]
+) -> None:
+    # Providers refuse an empty conversation: each proposer would fail, the error would name them.
+    ctx = fake_context(server, ["p1", "p2"], tool_history="drop")
+    with pytest.raises(EmptyConversationError, match="no user message"):
+        ChatMoA(context=ctx).invoke(conversation)
+    with pytest.raises(EmptyConversationError):
+        graph.invoke({"messages": conversation}, context=ctx)
+    assert server.requests == []
+
+
+@pytest.mark.parametrize("way", ["moa_node", "moa_tool"])
+async def test_the_callers_step_budget_and_parallelism_bound_its_graph_not_the_mixture(
+    server: FakeOpenAIServer, way: str
+) -> None:
+    for name in ("p1", "p2", "p3"):
+        server.script(name, f"proposal by {name}", ttft=0.2)
+    server.script("agg", "the mixture's answer")
+    ctx = fake_context(server, ["p1", "p2", "p3"], layers=3)  # six steps of its own
+    app: Any
+    if way == "moa_node":
+        parent = StateGraph(QAState)
+        parent.add_node("ask", moa_node(context=ctx))
+        parent.add_edge(START, "ask")
+        app, inputs, key = parent.compile(), {"question": "q"}, "answer"
+    else:
+        call = {"name": "ask_mixture_of_models", "args": {"question": "q"}, "id": "call-1"}
+        agent_model = ToolCallingFake(
+            messages=iter([AIMessage(content="", tool_calls=[call]), AIMessage(content="done")])
+        )
+        app = create_agent(agent_model, [moa_tool(ctx)])
+        inputs, key = {"messages": [HumanMessage("q")]}, "messages"
+    state = await app.ainvoke(inputs, {"recursion_limit": 5, "max_concurrency": 1})
+    assert "the mixture's answer" in str(state[key])
+    assert server.max_concurrency() == 3  # each layer's proposers side by side
+
+
+def test_a_node_resumed_after_an_interrupt_does_not_pay_its_chat_moa_call_again(
+    server: FakeOpenAIServer,
+) -> None:
+    # The node runs again from its start on resume; the mixture's run, saved under the parent's
+    # checkpointer, answers from what it saved.
+    script(server, "a draft")
+    chat = ChatMoA(context=fake_context(server, ["p1", "p2"]))
+
+    def review(state: MessagesState) -> dict[str, Any]:
+        draft = chat.invoke(state["messages"])
+        return {"messages": [draft]} if interrupt(draft.content) else {}
+
+    parent = StateGraph(MessagesState)
+    parent.add_node("review", review)
+    parent.add_edge(START, "review")
+    app = parent.compile(checkpointer=InMemorySaver())
+    config: RunnableConfig = {"configurable": {"thread_id": "t"}}
+    assert "__interrupt__" in app.invoke({"messages": [HumanMessage("hi")]}, config)
+    paid = len(server.requests)
+    state = app.invoke(Command(resume=True), config)
+    assert state["messages"][-1].content == "a draft"
+    assert len(server.requests) == paid == 3

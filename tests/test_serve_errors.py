@@ -79,6 +79,11 @@ def error_of(response: httpx.Response) -> dict[str, Any]:
             "'user'",
         ),
         ({"model": "fake"}, "messages", "Field required"),
+        (
+            {"model": "fake", "messages": [{"role": "assistant", "content": "Hello!"}]},
+            "messages",
+            "no user message",
+        ),
     ],
     ids=[
         "no-messages",
@@ -90,6 +95,7 @@ def error_of(response: httpx.Response) -> dict[str, Any]:
         "images",
         "unknown-role",
         "messages-missing",
+        "no-user-message",
     ],
 )
 def test_bad_input_is_400_in_openais_shape(

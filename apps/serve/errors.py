@@ -34,6 +34,7 @@ from langgraph_moa.nodes.errors import (
     AggregatorError,
     CapabilityError,
     ConfigError,
+    EmptyConversationError,
     LayerFailedError,
     MoAError,
     ProviderError,
@@ -149,6 +150,8 @@ def from_run_error(exc: BaseException) -> OpenAIError:
         return OpenAIError(400, message, param="model", code="model_not_capable")
     if isinstance(exc, ConfigError):
         return OpenAIError(400, message, code="invalid_settings")
+    if isinstance(exc, EmptyConversationError):
+        return OpenAIError(400, message, param="messages")
     if isinstance(exc, ProviderError):
         # A model of the chosen mixture cannot be built here (a key the server lacks, a package
         # it misses): retrying will not help; another model may.
