@@ -4,6 +4,7 @@ real files, against the fake provider server."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -641,6 +642,57 @@ def test_a_corrupt_call_cache_is_named(server: FakeOpenAIServer, tmp_path: Path)
     assert f"the call cache {cache}: file is not a database" in line
     assert "move it away or delete it" in line and "--no-cache" in line
     assert "DatabaseError" not in result.stderr and not server.requests
+
+
+def _plant(cache: Path, marker: Path) -> int:
+    """Replace every entry of ``cache`` with a value LangGraph's default serializer would rebuild
+    as ``os.system("touch MARKER")``, as a colleague who can write the file could."""
+    import sqlite3
+
+    import ormsgpack
+    from langgraph.checkpoint.serde.jsonplus import EXT_CONSTRUCTOR_POS_ARGS
+
+    call = ormsgpack.packb(("os", "system", [f"touch {marker}"]))
+    payload = ormsgpack.packb(ormsgpack.Ext(EXT_CONSTRUCTOR_POS_ARGS, call))
+    with contextlib.closing(sqlite3.connect(cache)) as conn, conn:
+        return conn.execute("UPDATE cache SET val = ?, encoding = 'msgpack'", (payload,)).rowcount
+
+
+def test_a_planted_call_cache_entry_runs_no_code(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "c.toml", server)
+    data = write_items(tmp_path / "in.jsonl", prompts(2))
+    cache, marker = tmp_path / "shared.sqlite", tmp_path / "pwned"
+    assert batch(data, "-o", tmp_path / "a.jsonl", "-c", cfg, "--cache", cache).returncode == 0
+    assert _plant(cache, marker) == 6  # 2 items x (2 proposers + the aggregator)
+    server.reset()
+    result = batch(data, "-o", tmp_path / "b.jsonl", "-c", cfg, "--cache", cache)
+    assert result.returncode == 0, result.stderr
+    assert not marker.exists()
+    # The planted entries are no answers: the calls are made again, and the user is told.
+    assert len(server.requests) == 6
+    assert [r["cached_calls"] for r in read_records(tmp_path / "b.jsonl")] == [0, 0]
+    assert f"6 entries of the call cache {cache} were not model calls" in result.stderr
+    assert "allowed_msgpack_modules" not in result.stderr  # the library's advice to allow it
+
+
+def test_another_programs_database_is_not_a_call_cache(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    import sqlite3
+
+    cfg = write_config(tmp_path / "c.toml", server)
+    data = write_items(tmp_path / "in.jsonl", prompts(2))
+    for name, schema in [("users.db", "users (name)"), ("other.db", "cache (a, b)")]:
+        db = tmp_path / name
+        with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+            conn.execute(f"CREATE TABLE {schema}")
+        before = db.read_bytes()
+        result = batch(data, "-o", tmp_path / "out.jsonl", "-c", cfg, "--cache", db)
+        assert result.returncode == 1
+        line = error_line(result.stderr)
+        assert f"the call cache {db}: not a call cache" in line and "--no-cache" in line
+        assert db.read_bytes() == before  # no table added to someone's database
+        assert not server.requests and not (tmp_path / "out.jsonl").exists()
 
 
 def test_a_full_disk_leaves_no_half_record(server: FakeOpenAIServer, tmp_path: Path) -> None:

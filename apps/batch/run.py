@@ -219,6 +219,12 @@ def _report(result: BatchResult, console: Console, cache: Path | None, *, limite
             f"moa batch: call cache {cache}"
             + (f" ({reused:,} calls answered from it, not paid again)" if reused else "")
         )
+    if result.cache_rejected:
+        say(
+            f"moa batch: {result.cache_rejected} entries of the call cache {cache} were not model "
+            "calls (edited by hand or by someone else: check who can write it); those calls "
+            "were made again"
+        )
     if not result.complete:
         left = result.total - result.ok - result.failed - result.degraded
         again = "the same command again" + (" without --limit" if limited else "")

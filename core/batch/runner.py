@@ -90,6 +90,7 @@ class BatchResult:
     run_file: Path
     output: Path
     written: int | None = None  # items in the --format output, once complete
+    cache_rejected: int = 0  # call cache entries that were not a call's: asked again
     progress: BatchProgress | None = field(default=None, repr=False)
 
 
@@ -352,6 +353,7 @@ async def _run_batch(
         run_file=run_file.path,
         output=output,
         progress=progress,
+        cache_rejected=cache.rejected if cache is not None else 0,
     )
     if complete:
         run_file.finish(order.position)
