@@ -275,6 +275,50 @@ def test_two_batch_runs_on_one_output_pay_once(server: FakeOpenAIServer, tmp_pat
     )
 
 
+def test_a_symlink_to_an_output_is_that_output(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    # Two names of one file: a second run through a link is refused as on the file itself
+    # (each used to take the lock of its own name and pay for every item again).
+    refused = threading.Event()
+    server.script("agg", latency=lambda: 0.0 if refused.is_set() else 3.0)
+    cfg = write_config(tmp_path / "c.toml", server)
+    data = write_items(tmp_path / "in.jsonl", prompts(4))
+    big = tmp_path / "big-disk"
+    big.mkdir()
+    out, link = big / "out.jsonl", tmp_path / "link.jsonl"
+    link.symlink_to(out)
+    first = start_moa("batch", data, "-o", out, "-c", cfg, "-j", "1")
+    wait_until(holds_lock(big / ".out.jsonl.lock", first))
+    second = batch(data, "-o", link, "-c", cfg, "-j", "1")
+    refused.set()
+    assert second.returncode == 1, second.stderr
+    assert f"is in use by another moa process (pid {first.pid})" in error_line(second.stderr)
+    assert first.wait(120) == 0, first.communicate()
+    assert len(server.requests) == 4 * 3  # nobody paid twice
+    # Resumed through the link: nothing to run, and the link still names the file it named.
+    again = batch(data, "-o", link, "-c", cfg)
+    assert again.returncode == 0, again.stderr
+    assert len(server.requests) == 4 * 3
+    assert link.is_symlink() and [r["id"] for r in read_records(link)] == ["q0", "q1", "q2", "q3"]
+    assert not (tmp_path / ".moa-batch").exists()  # the work folder is beside the file
+
+
+def test_a_folder_as_output_is_refused_before_any_call(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    cfg = write_config(tmp_path / "c.toml", server)
+    data = write_items(tmp_path / "in.jsonl", prompts(2))
+    folder = tmp_path / "answers"
+    folder.mkdir()
+    (tmp_path / "link").symlink_to(folder)
+    for fmt in ("alpaca-eval", "mt-bench", "jsonl"):
+        for given in (folder, tmp_path / "link"):
+            result = batch(data, "-o", given, "-f", fmt, "-c", cfg)
+            assert result.returncode == 1, result.stderr
+            assert "that is a folder; give a file name" in error_line(result.stderr)
+    assert not server.requests  # -f alpaca-eval used to run every item, then fail to write
+    assert list(folder.iterdir()) == []
+
+
 def test_a_killed_holder_leaves_no_stale_lock(server: FakeOpenAIServer, tmp_path: Path) -> None:
     server.script("agg", ttft=30)  # the first run hangs in its first item
     cfg = write_config(tmp_path / "c.toml", server)

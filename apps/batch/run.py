@@ -26,7 +26,7 @@ from langgraph_moa.core.batch.formats import (
     run_file_for,
 )
 from langgraph_moa.core.batch.inputs import Items, check_input, stream_items
-from langgraph_moa.core.batch.outputs import RunFile, check_output
+from langgraph_moa.core.batch.outputs import RunFile, check_output, output_path
 from langgraph_moa.core.batch.progress import money
 from langgraph_moa.core.batch.runner import (
     BatchOptions,
@@ -110,6 +110,8 @@ def batch(
     if output is None and not dry_run:
         raise ConfigError("give the output file with -o/--output")
     ctx = _context(flags)
+    if output is not None:
+        output = str(output_path(output))  # a symlink: its target is the output (one writer)
     if output is not None and not dry_run:
         out_path = Path(output)
         sources = [p for p in (input_path, replay) if p]

@@ -234,10 +234,24 @@ def write_atomic(path: Path, text: str) -> None:
         f.write(text.encode())
 
 
+def output_path(given: str | Path) -> Path:
+    """The file a run writes when ``-o`` names it: a symlink's target.
+
+    Its lock (core/locks.py), journal, cache and final rename all go by this path, so two names
+    of one file (``-o out.jsonl`` and ``-o link.jsonl``) are one output with one writer, not two
+    runs paying for every item twice; and the link stays a link to the file it names.
+    """
+    path = Path(given)
+    return path.resolve() if path.is_symlink() else path
+
+
 def check_output(output: Path, run_file: Path, sources: Sequence[str]) -> None:
-    """Refuse, before anything is read or written, an output that would destroy data: one that
-    is an input (``sources``: the dataset, a replayed run), or a formatted output that exists
-    with no run file beside it (it was not written by an earlier run of this command)."""
+    """Refuse, before anything is read or written, an output that would destroy data or cannot
+    be written at the end: one that is a folder, one that is an input (``sources``: the dataset,
+    a replayed run), or a formatted output that exists with no run file beside it (it was not
+    written by an earlier run of this command)."""
+    if output.is_dir():
+        raise OutputError(f"-o {output}: that is a folder; give a file name")
     for path in dict.fromkeys((output, run_file)):
         for source in sources:
             if source == "-" or not path.exists() or not Path(source).exists():

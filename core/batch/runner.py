@@ -34,7 +34,7 @@ from langgraph_moa.core.batch.formats import (
     write_format,
 )
 from langgraph_moa.core.batch.inputs import InvalidItem, Item, Items, parse_item, positions_of
-from langgraph_moa.core.batch.outputs import RunFile
+from langgraph_moa.core.batch.outputs import RunFile, output_path
 from langgraph_moa.core.batch.progress import BatchProgress
 from langgraph_moa.core.batch.records import (
     ANSWERED,
@@ -242,7 +242,8 @@ async def run_batch(
     """Run ``items`` into ``output`` (resuming it if it holds finished items); one process at a
     time per output (core/locks.py)."""
     options = options or BatchOptions()
-    with output_lock(Path(output), options.fmt):
+    output = output_path(output)
+    with output_lock(output, options.fmt):
         return await _run_batch(items, ctx, output, options, console=console)
 
 
