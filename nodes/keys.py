@@ -9,6 +9,9 @@
   cannot have HOME or AWS_SECRET_ACCESS_KEY read and sent.
 - A ``base_url`` must be http(s); a key sent over plain http to a host that is not this machine
   is warned about on stderr (anyone on the path can read it).
+- A key pasted where a name goes is never echoed: an ``api_key_env`` that is not an upper-case
+  variable name, or a ``base_url`` holding ``user:password@`` (a URL is written into every batch
+  record's settings), is refused without showing the value.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from urllib.parse import urlsplit
 
 ALLOW_ENV = "MOA_KEY_ENVS"  # extra variable names the user allows as api_key_env, comma-separated
 _KEY_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(_API_KEY|_TOKEN)$")
+# What an error may quote back: a variable name as they are written (keys have lower case).
+_SHOWN_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,63}$")
 _warned: set[tuple[str, str]] = set()
 
 
@@ -29,6 +34,11 @@ def check_key_env(name: str) -> str:
     allowed = {n.strip() for n in os.environ.get(ALLOW_ENV, "").split(",") if n.strip()}
     if _KEY_NAME.match(name) or name in allowed:
         return name
+    if not _SHOWN_NAME.match(name):  # a key itself, often (sk-..., gsk_..., hf_...): not shown
+        raise ValueError(
+            "must be the name of the environment variable that holds the key (like "
+            "MY_API_KEY), not the key itself; the value given is not shown"
+        )
     raise ValueError(
         f"{name!r} does not look like a key variable: only variables named *_API_KEY or *_TOKEN "
         f"are read as keys (to allow {name}, add it to {ALLOW_ENV} in your environment)"
@@ -38,6 +48,12 @@ def check_key_env(name: str) -> str:
 def check_base_url(url: str) -> str:
     """``url`` if it is an http(s) URL with a host; ``ValueError`` says why not."""
     parts = urlsplit(url)
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(
+            "holds a user name or password (user:password@host), which would be stored with the "
+            "URL (every batch record keeps it): give the URL without it, and the key through an "
+            "environment variable (api_key_env in a config); the URL is not shown"
+        )
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"{url!r} is not an http:// or https:// URL")
     return url

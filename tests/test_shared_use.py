@@ -92,6 +92,38 @@ def test_a_base_url_must_be_http(tmp_path: Path) -> None:
     assert "'file:///etc/passwd' is not an http:// or https:// URL" in error_line(result.stderr)
 
 
+@pytest.mark.parametrize(
+    ("extra", "said"),
+    [
+        # The most common slip: the key pasted where its variable's name goes.
+        (f'api_key_env = "{SECRET}"', "api_key_env: must be the name of the environment variable"),
+        (
+            'api_key_env = "gsk_Ab12Cd34Ef56Gh78"',
+            "not the key itself; the value given is not shown",
+        ),
+        (
+            f'base_url = "http://me:{SECRET}@127.0.0.1:9/v1"',
+            "base_url: holds a user name or password (user:password@host)",
+        ),
+        (f'base_url = "ftp://me:{SECRET}@host/v1"', "the URL is not shown"),
+    ],
+)
+def test_a_key_in_a_config_is_refused_and_never_shown(
+    server: FakeOpenAIServer, tmp_path: Path, extra: str, said: str
+) -> None:
+    spec = f'{{ model = "openai:agg", {extra} }}'
+    cfg = config(tmp_path / "c.toml", spec)
+    data = write_items(tmp_path / "in.jsonl", prompts(1))
+    for result in (
+        run_cli("--config", str(cfg), "hi"),
+        batch(data, "-o", tmp_path / "o", "-c", cfg),
+    ):
+        assert result.returncode == 2
+        assert said in error_line(result.stderr)
+        assert SECRET not in result.stderr + result.stdout and "Ab12Cd34" not in result.stderr
+    assert not (tmp_path / "o").exists()  # a record would have kept the URL with its password
+
+
 def test_a_key_over_plain_http_to_another_host_is_warned(tmp_path: Path) -> None:
     # 192.0.2.1 is TEST-NET-1: never routed, so the call fails (timeout 1 s) after the warning.
     spec = (
