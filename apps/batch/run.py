@@ -133,7 +133,7 @@ def batch(
         if replay:
             if not Path(replay).is_file():
                 raise InputError(f"--replay: run file {replay!r} not found")
-            items, stored = replay_items(RunFile(replay).records())
+            items, stored = replay_items(RunFile(replay).records(), replay)
             if not items:
                 raise InputError(f"--replay: {replay} holds no records")
         else:

@@ -49,7 +49,7 @@ from langgraph_moa.core.batch.turns import GraphTurns, ReplayTurns, Turns
 from langgraph_moa.core.locks import one_writer
 from langgraph_moa.core.terminal import stderr_console
 from langgraph_moa.nodes.context import Context
-from langgraph_moa.nodes.errors import ConfigError, MoAError, RunStoppedError
+from langgraph_moa.nodes.errors import ConfigError, InputError, MoAError, RunStoppedError
 from langgraph_moa.nodes.models.callcache import CallCache
 from langgraph_moa.nodes.models.redact import redact
 
@@ -213,19 +213,29 @@ def default_cache(output: Path) -> Path:
 
 
 def replay_items(
-    records: Iterable[dict[str, Any]],
+    records: Iterable[dict[str, Any]], name: str = "the replayed run"
 ) -> tuple[list[Item | InvalidItem], dict[str, dict[str, Any]]]:
-    """The items of a run file to re-aggregate, and their stored records by id."""
+    """The items of a run file to re-aggregate, and their stored records by id.
+
+    A record written twice for one id (outputs joined with ``cat``) counts once, in its last
+    version, as the run file's own rewrite keeps it (core/batch/outputs.py). A record whose
+    ``input`` is not an item was not written by ``moa batch``: ``InputError`` names its line.
+    """
+    last: dict[str, tuple[int, dict[str, Any]]] = {}
+    for n, record in enumerate(records, 1):
+        last[str(record["id"])] = (last.get(str(record["id"]), (n, {}))[0], record)
     items: list[Item | InvalidItem] = []
     stored: dict[str, dict[str, Any]] = {}
-    for n, record in enumerate(records, 1):
-        rid = str(record["id"])
+    for rid, (n, record) in last.items():
         if record.get("status") not in ANSWERED:
             items.append(
                 InvalidItem(rid, f"item {rid} failed in the replayed run", record.get("input"), n)
             )
             continue
-        item = parse_item(record["input"], n)
+        try:
+            item = parse_item(record.get("input"), n)
+        except ValueError as exc:
+            raise InputError(f"--replay {name}: record {n} (id {rid!r}): input: {exc}") from None
         items.append(Item(rid, item.kind, item.turns, item.history, item.source, n))
         stored[rid] = record
     return items, stored
