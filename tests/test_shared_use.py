@@ -809,6 +809,40 @@ def test_a_full_disk_leaves_no_half_record(server: FakeOpenAIServer, tmp_path: P
     assert [r["id"] for r in read_records(out)] == [f"q{i}" for i in range(5)]
 
 
+def test_a_full_call_cache_keeps_the_answers_it_paid_for(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    # The cache's write-ahead log grows by pages (4 KiB or more per stored call) while a record
+    # is about 2 KiB: under a 96 KiB file size limit (as a full disk) the cache fills within a
+    # few items and the output never does. Every item used to fail with the cache's error after
+    # its calls were paid, to be paid again by --retry-failed.
+    import resource
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (96 << 10, 96 << 10))
+
+    cfg = write_config(tmp_path / "c.toml", server)
+    data = write_items(tmp_path / "in.jsonl", prompts(12))
+    out, cache = tmp_path / "out.jsonl", tmp_path / "calls.sqlite"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TOGETHER_", "OPENAI_"))}
+    args = [sys.executable, "-m", "langgraph_moa", "batch", str(data), "-o", str(out)]
+    full = subprocess.run(
+        [*args, "-c", str(cfg), "-j", "2", "--cache", str(cache)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=120,
+        preexec_fn=small_files,
+    )
+    assert full.returncode == 0, full.stderr
+    assert "Traceback" not in full.stderr
+    assert [r["status"] for r in read_records(out)] == ["ok"] * 12
+    assert len(server.requests) == 12 * 3  # each call paid once, none thrown away
+    # SQLite names a full disk "database or disk is full", a refused write "disk I/O error".
+    assert f"the call cache {cache} stopped storing calls (disk I/O error)" in full.stderr
+
+
 def test_an_unwritable_folder_is_named(server: FakeOpenAIServer, tmp_path: Path) -> None:
     # /sys refuses new files even to root (EACCES; EROFS where it is mounted read-only): a folder
     # the user cannot write, as a read-only mount or another user's folder is.

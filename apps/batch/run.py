@@ -221,6 +221,12 @@ def _report(result: BatchResult, console: Console, cache: Path | None, *, limite
             f"moa batch: call cache {cache}"
             + (f" ({reused:,} calls answered from it, not paid again)" if reused else "")
         )
+    if result.cache_unstored:
+        say(
+            f"moa batch: the call cache {cache} stopped storing calls ({result.cache_unstored}): "
+            "the answers are in the output, but calls of items still to run or retry will be "
+            "asked again; free some space or choose another --cache"
+        )
     if result.cache_rejected:
         say(
             f"moa batch: {result.cache_rejected} entries of the call cache {cache} were not model "

@@ -112,6 +112,7 @@ class CallCache:
             raise cache_error(self.path, exc) from None
         self.hits = 0  # calls answered from the cache in this process
         self.rejected = 0  # entries found that were not a call's (edited, planted): asked again
+        self.unstored: str | None = None  # why storing stopped (a full disk), if it did
         self.stored = 0
 
     async def lookup(self, key: str) -> CallResult | None:
@@ -146,7 +147,16 @@ class CallCache:
             "metadata": {k: meta[k] for k in ("finish_reason", "model_name") if k in meta},
             **({"tool_calls": result.message.tool_calls} if result.message.tool_calls else {}),
         }
-        self._named(self._store.set, {(NAMESPACE, key): (value, None)})
+        if self.unstored is not None:
+            return  # stopped storing (below): this run's answers no longer go in
+        try:
+            self._store.set({(NAMESPACE, key): (value, None)})
+        except sqlite3.Error as exc:
+            # A full disk or a file made read-only mid-run: the answer was paid and is good, so
+            # the call keeps it (failing the item would throw it away, and a rerun pay again);
+            # what is lost is only its reuse, which the run reports (``unstored``).
+            self.unstored = str(exc)
+            return
         self.stored += 1
 
     def _named(self, op: Callable[[Any], T], arg: Any) -> T:
