@@ -9,6 +9,9 @@
   cannot have HOME or AWS_SECRET_ACCESS_KEY read and sent.
 - A ``base_url`` must be http(s); a key sent over plain http to a host that is not this machine
   is warned about on stderr (anyone on the path can read it).
+- A config file any user of the machine may write (``chmod o+w``) is refused: whoever edits it
+  chooses where the prompts and the keys it names go (``everyone_can_write``; the call cache
+  refuses such a file too, as its answers could be changed).
 - A key pasted where a name goes is never echoed: an ``api_key_env`` that is not an upper-case
   variable name, or a ``base_url`` holding ``user:password@`` (a URL is written into every batch
   record's settings), is refused without showing the value.
@@ -19,6 +22,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import stat
 import sys
 from urllib.parse import urlsplit
 
@@ -81,3 +85,17 @@ def warn_plain_http(url: str, env: str) -> None:
             "network path can read it (use https)",
             file=sys.stderr,
         )
+
+
+def everyone_can_write(st: os.stat_result) -> bool:
+    """Whether every user of this machine may change the file ``st`` describes (POSIX ``o+w``
+    on a regular file; a pipe passes, and Windows has no such bit)."""
+    return os.name == "posix" and stat.S_ISREG(st.st_mode) and bool(st.st_mode & stat.S_IWOTH)
+
+
+def open_to_all(risk: str, st: os.stat_result) -> str:
+    """Why a file every user may write is refused: ``risk``, what a stranger could do with it."""
+    return (
+        f"every user of this machine can change it (mode {stat.S_IMODE(st.st_mode):04o}), so "
+        f"anyone could {risk}"
+    )

@@ -85,6 +85,46 @@ def test_a_config_cannot_read_any_variable(
     assert allowed.returncode == 0, allowed.stderr
 
 
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+def test_files_every_user_can_write_are_refused(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    # Whoever may edit a config chooses where the prompts and named keys go; a call cache, the
+    # answers; a thread store, the conversations. Any user of the machine, once o+w.
+    cfg = write_config(tmp_path / "c.toml", server)
+    data = write_items(tmp_path / "in.jsonl", prompts(1))
+    cache = tmp_path / "calls.sqlite"
+    assert batch(data, "-o", tmp_path / "a.jsonl", "-c", cfg, "--cache", cache).returncode == 0
+    server.reset()
+    cache.chmod(0o666)
+    refused = batch(data, "-o", tmp_path / "b.jsonl", "-c", cfg, "--cache", cache)
+    assert refused.returncode == 1
+    assert error_line(refused.stderr) == (
+        f"moa: error: the call cache {cache}: every user of this machine can change it (mode "
+        f"0666), so anyone could change the answers it gives: make it yours alone (chmod o-w "
+        f"{cache}), or pass another --cache"
+    )
+    cfg.chmod(0o646)
+    for result in (
+        run_cli("-c", str(cfg), "hi"),
+        batch(data, "-o", tmp_path / "c.jsonl", "-c", cfg),
+    ):
+        assert result.returncode == 2
+        line = error_line(result.stderr)
+        assert f"config file '{cfg}': every user of this machine can change it (mode 0646)" in line
+        assert f"make it yours alone (chmod o-w {cfg})" in line
+    assert not server.requests
+    cfg.chmod(0o664)  # the group may: a team's shared config
+    assert run_cli("-c", str(cfg), "hi").returncode == 0
+    threads = tmp_path / "data"
+    env = {"MOA_DATA_DIR": str(threads)}
+    assert run_cli("chat", "-c", str(cfg), "--thread", "t", stdin="hi\n", env=env).returncode == 0
+    (threads / "chat-threads.sqlite").chmod(0o666)
+    chat = run_cli("chat", "-c", str(cfg), "--thread", "t", stdin="again\n", env=env)
+    assert chat.returncode == 2
+    assert "can change it (mode 0666), so anyone could rewrite your conversations" in error_line(
+        chat.stderr
+    )
+
+
 def test_a_base_url_must_be_http(tmp_path: Path) -> None:
     spec = '{ model = "openai:agg", base_url = "file:///etc/passwd" }'
     result = run_cli("--config", str(config(tmp_path / "c.toml", spec)), "hi")

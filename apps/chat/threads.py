@@ -26,6 +26,7 @@ from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.graph.state import CompiledStateGraph
 
 from langgraph_moa.nodes.errors import ConfigError
+from langgraph_moa.nodes.keys import everyone_can_write, open_to_all
 from langgraph_moa.nodes.serde import SAFE_SERDE
 
 DATA_DIR_ENV = "MOA_DATA_DIR"
@@ -46,6 +47,11 @@ def data_dir() -> Path:
 async def open_saver() -> AsyncIterator[AsyncSqliteSaver]:
     """The thread store, created on first use; a folder that cannot be used is one error line."""
     path = data_dir() / DB_NAME
+    if path.is_file() and everyone_can_write(st := path.stat()):
+        raise ConfigError(
+            f"the chat thread store {path}: {open_to_all('rewrite your conversations', st)}: make "
+            f"it yours alone (chmod o-w {path})"
+        )
     async with AsyncExitStack() as stack:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)

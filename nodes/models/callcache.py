@@ -47,6 +47,7 @@ from langgraph.cache.sqlite import SqliteCache
 from pydantic import ValidationError
 
 from langgraph_moa.nodes.errors import CallCacheError
+from langgraph_moa.nodes.keys import everyone_can_write, open_to_all
 from langgraph_moa.nodes.models.calls import CallResult
 from langgraph_moa.nodes.models.settings import ModelSettings
 from langgraph_moa.nodes.serde import SAFE_SERDE
@@ -73,8 +74,16 @@ def cache_error(path: Path, exc: sqlite3.Error) -> CallCacheError:
 
 def _check_ours(path: Path) -> None:
     """Refuse a SQLite file that holds anything but SqliteCache's table: another program's
-    database, which opening it as a cache would add a table to (or fail on at every call)."""
-    if not path.is_file() or path.stat().st_size == 0:
+    database, which opening it as a cache would add a table to (or fail on at every call); and
+    one every user of the machine may write, whose answers anyone could change."""
+    if not path.is_file():
+        return
+    st = path.stat()
+    if everyone_can_write(st):
+        problem = open_to_all("change the answers it gives", st)
+        hint = f"make it yours alone (chmod o-w {path}), or pass another --cache"
+        raise CallCacheError(str(path), problem, hint)
+    if st.st_size == 0:
         return
     conn = sqlite3.connect(path)
     try:
