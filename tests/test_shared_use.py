@@ -883,6 +883,32 @@ def test_a_full_call_cache_keeps_the_answers_it_paid_for(
     assert f"the call cache {cache} stopped storing calls (disk I/O error)" in full.stderr
 
 
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+def test_an_output_that_cannot_be_written_is_named(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    cfg = write_config(tmp_path / "c.toml", server)
+    data = write_items(tmp_path / "in.jsonl", prompts(2))
+    out = tmp_path / "out.jsonl"
+    assert batch(data, "-o", out, "-c", cfg, "--limit", "1").returncode == 0
+    server.reset()
+    # A colleague's file, or one made read-only on purpose; root ignores modes, not +i.
+    if os.geteuid() == 0:
+        if subprocess.run(["chattr", "+i", str(out)], capture_output=True).returncode != 0:
+            pytest.skip("root, and no chattr +i here")
+    else:
+        out.chmod(0o444)
+    try:
+        result = batch(data, "-o", out, "-c", cfg)
+    finally:
+        subprocess.run(["chattr", "-i", str(out)], capture_output=True)
+    assert result.returncode == 1
+    assert error_line(result.stderr) == (
+        f"moa: error: cannot write {out}: permission denied: choose a folder you can write to"
+    )
+    assert not server.requests and len(read_records(out)) == 1
+
+
 def test_an_unwritable_folder_is_named(server: FakeOpenAIServer, tmp_path: Path) -> None:
     # /sys refuses new files even to root (EACCES; EROFS where it is mounted read-only): a folder
     # the user cannot write, as a read-only mount or another user's folder is.

@@ -58,7 +58,10 @@ class RunFile:
             raise OutputError(f"output {str(self.path)!r} is a folder; give a file name")
         status = {record["id"]: record["status"] for record in self.records()}
         if self.path.exists():
-            self._repair()  # only now: every whole line is a record, the file is ours
+            try:
+                self._repair()  # only now: every whole line is a record, the file is ours
+            except OSError as exc:  # read-only (chmod 444, chattr +i), or someone else's
+                raise OutputError(f"cannot write {self.path}: {os_reason(exc)}") from None
         return status
 
     def _repair(self) -> None:
@@ -92,7 +95,11 @@ class RunFile:
         """Every record, in file order."""
         if not self.path.exists():
             return
-        with self.path.open("rb") as f:
+        try:
+            f = self.path.open("rb")
+        except OSError as exc:
+            raise OutputError(f"cannot read {self.path}: {os_reason(exc)}") from None
+        with f:
             for number, line in enumerate(f, 1):
                 if not line.strip() or not line.endswith(b"\n"):
                     continue  # a torn last line (open() cuts it off before a run) is not a record
