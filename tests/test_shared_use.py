@@ -751,13 +751,42 @@ def test_a_corrupt_call_cache_is_named(server: FakeOpenAIServer, tmp_path: Path)
     cfg = write_config(tmp_path / "c.toml", server)
     data = write_items(tmp_path / "in.jsonl", prompts(2))
     cache = tmp_path / "calls.sqlite"
-    cache.write_bytes(b"this is not SQLite at all\n" * 400)
+    cache.write_bytes(b"SQLite format 3\x00" + b"cut short by a crash\n" * 400)
     result = batch(data, "-o", tmp_path / "out.jsonl", "-c", cfg, "--cache", cache)
     assert result.returncode == 1
     line = error_line(result.stderr)
     assert f"the call cache {cache}: file is not a database" in line
     assert "move it away or delete it" in line and "--no-cache" in line
     assert "DatabaseError" not in result.stderr and not server.requests
+    # A file that is no SQLite at all is someone's file, not a broken cache: never "delete it".
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n" * 400)
+    result = batch(data, "-o", tmp_path / "out.jsonl", "-c", cfg, "--cache", notes)
+    assert error_line(result.stderr) == (
+        f"moa: error: the call cache {notes}: not a call cache: not a SQLite file: give --cache a "
+        "file of its own"
+    )
+    assert result.returncode == 1 and notes.read_text() == "my notes\n" * 400
+
+
+def test_a_cache_that_is_another_file_of_the_run_is_refused(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    # SQLite wrote its pages into the run's records (and the run ended in a UnicodeDecodeError).
+    cfg = write_config(tmp_path / "c.toml", server)
+    data = write_items(tmp_path / "in.jsonl", prompts(2))
+    out = tmp_path / "out.jsonl"
+    before = {p: p.read_bytes() for p in (cfg, data)}
+    for cache, role in [(out, "output"), (data, "input"), (cfg, "config")]:
+        result = batch(data, "-o", out, "-c", cfg, "--cache", cache)
+        assert result.returncode == 1
+        assert error_line(result.stderr) == (
+            f"moa: error: --cache {cache}: that is the {role} file; give the cache its own"
+        )
+    alpaca = batch(data, "-o", out, "-f", "alpaca-eval", "-c", cfg, "--cache", out)
+    assert "that is the output file" in error_line(alpaca.stderr)
+    assert not server.requests and not out.exists()
+    assert before == {p: p.read_bytes() for p in (cfg, data)}
 
 
 def _plant(cache: Path, marker: Path) -> int:

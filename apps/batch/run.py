@@ -26,7 +26,7 @@ from langgraph_moa.core.batch.formats import (
     run_file_for,
 )
 from langgraph_moa.core.batch.inputs import Items, check_input, stream_items
-from langgraph_moa.core.batch.outputs import RunFile, check_output, output_path
+from langgraph_moa.core.batch.outputs import RunFile, check_cache, check_output, output_path
 from langgraph_moa.core.batch.progress import money
 from langgraph_moa.core.batch.runner import (
     BatchOptions,
@@ -119,6 +119,11 @@ def batch(
         if fmt != "jsonl" and not journal.exists() and legacy_run_file(out_path).exists():
             journal = legacy_run_file(out_path)  # a run begun before the work folder
         check_output(out_path, journal, sources)
+        if cache and not no_cache:
+            files = {"output": out_path, "run": journal, "input": input_path}
+            check_cache(
+                Path(cache), {**files, "replayed run": replay, "config": flags.get("config")}
+            )
 
     stored: dict[str, dict[str, Any]] | None = None
     items: Items

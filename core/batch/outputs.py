@@ -270,3 +270,18 @@ def check_output(output: Path, run_file: Path, sources: Sequence[str]) -> None:
             f"-o {output}: the file exists and is not the output of an earlier moa batch run "
             f"(no {run_file.name} beside it); give another -o, or remove it"
         )
+
+
+def check_cache(cache: Path, files: dict[str, str | Path | None]) -> None:
+    """Refuse a ``--cache`` that is one of the run's other ``files`` (by role: "output",
+    "input"...): SQLite would write its pages into the run's records, or fail on the input, and
+    the cache's own hint (delete it) would then name the user's file."""
+    for role, given in files.items():
+        if given is None or given == "-":
+            continue
+        other = Path(given)
+        same = other.resolve() == cache.resolve()
+        if not same and other.exists() and cache.exists():
+            same = os.path.samefile(other, cache)
+        if same:
+            raise OutputError(f"--cache {cache}: that is the {role} file; give the cache its own")

@@ -54,6 +54,7 @@ from langgraph_moa.nodes.serde import SAFE_SERDE
 
 NAMESPACE = ("moa-calls", "v1")  # bump the version when the key or the value changes
 TABLE = ("cache", ["ns", "key", "expiry", "encoding", "val"])  # SqliteCache's one table
+SQLITE_HEADER = b"SQLite format 3\x00"  # how every SQLite database file starts
 
 T = TypeVar("T")
 
@@ -85,6 +86,11 @@ def _check_ours(path: Path) -> None:
         raise CallCacheError(str(path), problem, hint)
     if st.st_size == 0:
         return
+    with path.open("rb") as f:
+        if f.read(len(SQLITE_HEADER)) != SQLITE_HEADER:  # a text file, an archive: not ours
+            raise CallCacheError(
+                str(path), "not a call cache: not a SQLite file", "give --cache a file of its own"
+            )
     conn = sqlite3.connect(path)
     try:
         tables = [
