@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -909,7 +910,9 @@ def test_a_full_call_cache_keeps_the_answers_it_paid_for(
     assert [r["status"] for r in read_records(out)] == ["ok"] * 12
     assert len(server.requests) == 12 * 3  # each call paid once, none thrown away
     # SQLite names a full disk "database or disk is full", a refused write "disk I/O error".
-    assert f"the call cache {cache} stopped storing calls (disk I/O error)" in full.stderr
+    said = re.search(rf"the call cache {re.escape(str(cache))} could not store (\d+) answers "
+                     r"\(disk I/O error\)", full.stderr)  # fmt: skip
+    assert said and 0 < int(said[1]) < 36, full.stderr
 
 
 @pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")

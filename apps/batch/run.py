@@ -226,11 +226,12 @@ def _report(result: BatchResult, console: Console, cache: Path | None, *, limite
             f"moa batch: call cache {cache}"
             + (f" ({reused:,} calls answered from it, not paid again)" if reused else "")
         )
-    if result.cache_unstored:
+    unstored, why = result.cache_unstored
+    if unstored:
         say(
-            f"moa batch: the call cache {cache} stopped storing calls ({result.cache_unstored}): "
-            "the answers are in the output, but calls of items still to run or retry will be "
-            "asked again; free some space or choose another --cache"
+            f"moa batch: the call cache {cache} could not store {unstored:,} answers ({why}): "
+            "they are in the output, but a rerun of their items would ask those calls again; "
+            "free some space or choose another --cache"
         )
     if result.cache_rejected:
         say(

@@ -91,7 +91,7 @@ class BatchResult:
     output: Path
     written: int | None = None  # items in the --format output, once complete
     cache_rejected: int = 0  # call cache entries that were not a call's: asked again
-    cache_unstored: str | None = None  # why the call cache stopped storing calls, if it did
+    cache_unstored: tuple[int, str] = (0, "")  # answers the cache could not store, and why
     progress: BatchProgress | None = field(default=None, repr=False)
 
 
@@ -366,7 +366,7 @@ async def _run_batch(
         output=output,
         progress=progress,
         cache_rejected=cache.rejected if cache is not None else 0,
-        cache_unstored=cache.unstored if cache is not None else None,
+        cache_unstored=(cache.unstored, cache.unstored_why) if cache is not None else (0, ""),
     )
     if complete:
         run_file.finish(order.position)

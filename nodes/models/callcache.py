@@ -127,7 +127,8 @@ class CallCache:
             raise cache_error(self.path, exc) from None
         self.hits = 0  # calls answered from the cache in this process
         self.rejected = 0  # entries found that were not a call's (edited, planted): asked again
-        self.unstored: str | None = None  # why storing stopped (a full disk), if it did
+        self.unstored = 0  # answers that could not be stored (a full disk), the last reason:
+        self.unstored_why = ""
         self.stored = 0
 
     async def lookup(self, key: str) -> CallResult | None:
@@ -162,15 +163,14 @@ class CallCache:
             "metadata": {k: meta[k] for k in ("finish_reason", "model_name") if k in meta},
             **({"tool_calls": result.message.tool_calls} if result.message.tool_calls else {}),
         }
-        if self.unstored is not None:
-            return  # stopped storing (below): this run's answers no longer go in
         try:
             self._store.set({(NAMESPACE, key): (value, None)})
         except sqlite3.Error as exc:
-            # A full disk or a file made read-only mid-run: the answer was paid and is good, so
-            # the call keeps it (failing the item would throw it away, and a rerun pay again);
-            # what is lost is only its reuse, which the run reports (``unstored``).
-            self.unstored = str(exc)
+            # A full disk, a file made read-only mid-run, a writer holding it too long: the
+            # answer was paid and is good, so the call keeps it (failing the item would throw it
+            # away, and a rerun pay again); only its reuse is lost, which the run reports.
+            self.unstored += 1
+            self.unstored_why = str(exc)
             return
         self.stored += 1
 
