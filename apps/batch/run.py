@@ -312,6 +312,9 @@ def _dry_run(
             f"no price for {', '.join(est.unpriced)}: set price = {{ input = .., output = .. }} "
             "(USD per million tokens) next to the model in the config"
         )
+    if not est.per_model:  # every item is done: nothing to price
+        print("\n".join(lines))
+        return 0
     lines.append("per model:")
     width = max(len(m) for m in est.per_model)
     for model, row in est.per_model.items():
