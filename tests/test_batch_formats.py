@@ -169,3 +169,23 @@ def test_samples_are_distinct_seeded_runs_cached_apart(
     rows = fastchat_load_model_answers()(str(answers))["moa"]
     assert [c["index"] for c in rows[81]["choices"]] == [0, 1, 2]
     assert len(rows) == 3 and all(len(c["turns"]) == 2 for c in rows[81]["choices"])
+
+
+def test_a_resume_with_another_samples_count_is_refused(
+    tmp_path: Path, server: FakeOpenAIServer
+) -> None:
+    # K is in every sample's seeds: a resume with another K (or none: a forgotten --samples)
+    # ran the items again as new ones, beside the samples, paid again.
+    config = write_config(tmp_path / "c.toml", server)
+    data = write_items(tmp_path / "in.jsonl", prompts(1))
+    out = tmp_path / "out.jsonl"
+    args = ["batch", str(data), "-o", str(out), "-c", str(config)]
+    assert run_cli(*args, "--samples", "2").returncode == 0
+    server.reset()
+    for again, change in [(["--samples", "3"], "samples: 2 -> 3"), ([], "samples: 2 -> 1")]:
+        result = run_cli(*args, *again)
+        assert result.returncode == 2, result.stderr
+        assert f"holds 2 finished items made with other settings ({change})" in result.stderr
+    assert not server.requests
+    assert [r["id"] for r in read_records(out)] == ["q0#s0", "q0#s1"]
+    assert run_cli(*args, "--samples", "2").returncode == 0 and not server.requests

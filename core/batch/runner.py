@@ -194,7 +194,7 @@ async def run_items(
 def _check_settings(run_file: RunFile, ctx: Context, options: BatchOptions) -> int:
     """Finished items made with other settings: refused (a mixed output), unless
     ``mixed_settings``; then kept and counted (each record's ``settings`` says which made it)."""
-    mine = settings_summary(ctx)
+    mine = {**settings_summary(ctx), "samples": options.samples}
     other, changes = 0, set()
     for record in run_file.records():
         found = settings_changes(record["settings"], mine) if record.get("settings") else []
@@ -343,6 +343,8 @@ async def _run_batch(
                 generator=options.generator,
                 concurrency=options.concurrency,
             ):
+                if record["settings"]:  # K changes each sample's seeds: a resume compares it
+                    record["settings"] = {**record["settings"], "samples": options.samples}
                 run_file.append(record)
                 progress.record(record)
     finally:
