@@ -375,7 +375,7 @@ def test_a_symlink_to_an_output_is_that_output(server: FakeOpenAIServer, tmp_pat
     assert not (tmp_path / ".moa-batch").exists()  # the work folder is beside the file
 
 
-def test_a_folder_as_output_is_refused_before_any_call(
+def test_a_folder_pipe_or_device_as_output_is_refused_before_any_call(
     server: FakeOpenAIServer, tmp_path: Path
 ) -> None:
     cfg = write_config(tmp_path / "c.toml", server)
@@ -390,6 +390,15 @@ def test_a_folder_as_output_is_refused_before_any_call(
             assert "that is a folder; give a file name" in error_line(result.stderr)
     assert not server.requests  # -f alpaca-eval used to run every item, then fail to write
     assert list(folder.iterdir()) == []
+    # A pipe hung the run (its resume reads the output first); /dev/null kept nothing of what
+    # was paid (and got a work folder in /dev).
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    for given in (fifo, Path(os.devnull)):
+        result = run_cli("batch", str(data), "-o", str(given), "-c", str(cfg), timeout=60)
+        assert result.returncode == 1, result.stderr
+        assert "that is not a regular file (a pipe or a device)" in error_line(result.stderr)
+    assert not server.requests
 
 
 def test_a_killed_holder_leaves_no_stale_lock(server: FakeOpenAIServer, tmp_path: Path) -> None:

@@ -254,11 +254,17 @@ def output_path(given: str | Path) -> Path:
 
 def check_output(output: Path, run_file: Path, sources: Sequence[str]) -> None:
     """Refuse, before anything is read or written, an output that would destroy data or cannot
-    be written at the end: one that is a folder, one that is an input (``sources``: the dataset,
-    a replayed run), or a formatted output that exists with no run file beside it (it was not
-    written by an earlier run of this command)."""
+    hold a run: a folder, a pipe or a device, an input (``sources``: the dataset, a replayed
+    run), or a formatted output that exists with no run file beside it (it was not written by an
+    earlier run of this command)."""
     if output.is_dir():
         raise OutputError(f"-o {output}: that is a folder; give a file name")
+    if output.exists() and not output.is_file():
+        # A pipe blocks the resume's read forever; /dev/null keeps nothing of what was paid.
+        raise OutputError(
+            f"-o {output}: that is not a regular file (a pipe or a device): the output is read "
+            "back to resume a run; give a file name"
+        )
     for path in dict.fromkeys((output, run_file)):
         for source in sources:
             if source == "-" or not path.exists() or not Path(source).exists():
