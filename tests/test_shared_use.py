@@ -624,6 +624,28 @@ def test_a_json_list_is_read_item_by_item(tmp_path: Path) -> None:
     assert "item 2: not valid JSON (Expecting value)" in error_line(result.stderr)
 
 
+def test_a_pipe_given_by_name_is_read_like_stdin(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    # `moa batch <(zcat items.jsonl.gz) -o ...`: a pipe can be read once; the input is read
+    # twice (checked, then run), so it is copied first, as stdin is (was: "unexpected
+    # UnsupportedOperation: File or stream is not seekable").
+    cfg = write_config(tmp_path / "c.toml", server)
+    fifo = tmp_path / "items"
+    os.mkfifo(fifo)
+    text = "".join(json.dumps(i) + "\n" for i in prompts(3))
+
+    def feed() -> None:
+        with fifo.open("w", encoding="utf-8") as f:
+            f.write(text)
+
+    writer = threading.Thread(target=feed)
+    writer.start()
+    out = tmp_path / "out.jsonl"
+    result = batch(fifo, "-o", out, "-c", cfg)
+    writer.join(10)
+    assert result.returncode == 0, result.stderr
+    assert [r["id"] for r in read_records(out)] == ["q0", "q1", "q2"]
+
+
 def test_dev_zero_is_refused_at_the_line_cap(tmp_path: Path) -> None:
     result = run_cli("batch", "/dev/zero", "--dry-run", timeout=60)
     assert result.returncode == 2
