@@ -799,6 +799,16 @@ def test_a_corrupt_call_cache_is_named(server: FakeOpenAIServer, tmp_path: Path)
         "file of its own"
     )
     assert result.returncode == 1 and notes.read_text() == "my notes\n" * 400
+    # Nor is a folder or a pipe (SQLite said "unable to open" / "disk I/O error": free space).
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    for odd in (tmp_path, pipe):
+        result = batch(data, "-o", tmp_path / "out.jsonl", "-c", cfg, "--cache", odd)
+        assert error_line(result.stderr) == (
+            f"moa: error: the call cache {odd}: not a call cache: not a regular file: give "
+            "--cache a file of its own"
+        )
+    assert not server.requests
 
 
 def test_a_cache_that_is_another_file_of_the_run_is_refused(

@@ -77,8 +77,12 @@ def _check_ours(path: Path) -> None:
     """Refuse a SQLite file that holds anything but SqliteCache's table: another program's
     database, which opening it as a cache would add a table to (or fail on at every call); and
     one every user of the machine may write, whose answers anyone could change."""
-    if not path.is_file():
+    if not path.exists():
         return
+    if not path.is_file():  # a folder, a pipe, a device
+        raise CallCacheError(
+            str(path), "not a call cache: not a regular file", "give --cache a file of its own"
+        )
     st = path.stat()
     if everyone_can_write(st):
         problem = open_to_all("change the answers it gives", st)
