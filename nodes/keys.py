@@ -9,6 +9,12 @@
   cannot have HOME or AWS_SECRET_ACCESS_KEY read and sent.
 - A ``base_url`` must be http(s); a key sent over plain http to a host that is not this machine
   is warned about on stderr (anyone on the path can read it).
+- A config file any user of the machine may write (``chmod o+w``) is refused: whoever edits it
+  chooses where the prompts and the keys it names go (``everyone_can_write``; the call cache
+  refuses such a file too, as its answers could be changed).
+- A key pasted where a name goes is never echoed: an ``api_key_env`` that is not an upper-case
+  variable name, or a ``base_url`` holding ``user:password@`` (a URL is written into every batch
+  record's settings), is refused without showing the value.
 """
 
 from __future__ import annotations
@@ -16,11 +22,14 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import stat
 import sys
 from urllib.parse import urlsplit
 
 ALLOW_ENV = "MOA_KEY_ENVS"  # extra variable names the user allows as api_key_env, comma-separated
 _KEY_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(_API_KEY|_TOKEN)$")
+# What an error may quote back: a variable name as they are written (keys have lower case).
+_SHOWN_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,63}$")
 _warned: set[tuple[str, str]] = set()
 
 
@@ -29,6 +38,11 @@ def check_key_env(name: str) -> str:
     allowed = {n.strip() for n in os.environ.get(ALLOW_ENV, "").split(",") if n.strip()}
     if _KEY_NAME.match(name) or name in allowed:
         return name
+    if not _SHOWN_NAME.match(name):  # a key itself, often (sk-..., gsk_..., hf_...): not shown
+        raise ValueError(
+            "must be the name of the environment variable that holds the key (like "
+            "MY_API_KEY), not the key itself; the value given is not shown"
+        )
     raise ValueError(
         f"{name!r} does not look like a key variable: only variables named *_API_KEY or *_TOKEN "
         f"are read as keys (to allow {name}, add it to {ALLOW_ENV} in your environment)"
@@ -38,6 +52,12 @@ def check_key_env(name: str) -> str:
 def check_base_url(url: str) -> str:
     """``url`` if it is an http(s) URL with a host; ``ValueError`` says why not."""
     parts = urlsplit(url)
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(
+            "holds a user name or password (user:password@host), which would be stored with the "
+            "URL (every batch record keeps it): give the URL without it, and the key through an "
+            "environment variable (api_key_env in a config); the URL is not shown"
+        )
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"{url!r} is not an http:// or https:// URL")
     return url
@@ -65,3 +85,17 @@ def warn_plain_http(url: str, env: str) -> None:
             "network path can read it (use https)",
             file=sys.stderr,
         )
+
+
+def everyone_can_write(st: os.stat_result) -> bool:
+    """Whether every user of this machine may change the file ``st`` describes (POSIX ``o+w``
+    on a regular file; a pipe passes, and Windows has no such bit)."""
+    return os.name == "posix" and stat.S_ISREG(st.st_mode) and bool(st.st_mode & stat.S_IWOTH)
+
+
+def open_to_all(risk: str, st: os.stat_result) -> str:
+    """Why a file every user may write is refused: ``risk``, what a stranger could do with it."""
+    return (
+        f"every user of this machine can change it (mode {stat.S_IMODE(st.st_mode):04o}), so "
+        f"anyone could {risk}"
+    )

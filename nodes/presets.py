@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from langgraph_moa.nodes.errors import ConfigError
+from langgraph_moa.nodes.keys import everyone_can_write, open_to_all
 
 PRESET_DIR = resources.files("langgraph_moa.nodes") / "presets"
 
@@ -64,6 +65,13 @@ def read_config(path: str) -> dict[str, Any]:
         raise ConfigError(f"config file {path!r} is a folder, not a file")
     try:
         with where.open("rb") as file:
+            st = os.fstat(file.fileno())  # of what is read, not of what the name points to later
+            if everyone_can_write(st):
+                risk = "choose the models your prompts go to and where the keys it names are sent"
+                raise ConfigError(
+                    f"config file {path!r}: {open_to_all(risk, st)}: make it yours alone "
+                    f"(chmod o-w {path})"
+                )
             data = file.read(MAX_CONFIG_BYTES + 1)
         if len(data) > MAX_CONFIG_BYTES:
             raise ConfigError(f"config file {path!r} is larger than 1 MiB: not a config file")

@@ -467,6 +467,47 @@ def test_replay_calls_only_the_aggregator(tmp_path: Path, server: FakeOpenAIServ
         assert p["text"] in system
 
 
+def test_replay_of_a_joined_or_edited_run_file(tmp_path: Path, server: FakeOpenAIServer) -> None:
+    cfg = str(write_config(tmp_path / "a.toml", server))
+    run = tmp_path / "run.jsonl"
+    data = write_items(tmp_path / "in.jsonl", prompts(2))
+    assert run_cli("batch", str(data), "-o", str(run), "-c", cfg).returncode == 0
+    first, second = read_records(run)
+
+    def replay(name: str, *records: dict[str, object]) -> subprocess.CompletedProcess[str]:
+        write_items(tmp_path / name, list(records))
+        out = str(tmp_path / f"new-{name}")
+        return run_cli("batch", "--replay", str(tmp_path / name), "-o", out, "-c", cfg)
+
+    # Two outputs joined with cat: each id once, in its last version, counted once.
+    server.reset()
+    joined = replay("joined.jsonl", first, second, first, second)
+    assert joined.returncode == 0, joined.stderr
+    assert "2 ok, 0 degraded, 0 failed of 2 items" in joined.stderr
+    assert [r["id"] for r in read_records(tmp_path / "new-joined.jsonl")] == ["q0", "q1"]
+    assert len(server.requests) == 2  # the aggregator once per item
+    # A record whose input is no item: one line naming it, before any call.
+    server.reset()
+    edited = replay("edited.jsonl", {**first, "input": None}, second)
+    assert edited.returncode == 2 and "Traceback" not in edited.stderr
+    assert edited.stderr.strip() == (
+        f"moa: error: --replay {tmp_path / 'edited.jsonl'}: record 1 (id 'q0'): input: an item "
+        "must be a JSON object, not NoneType"
+    )
+    assert not server.requests
+    # Proposals that are not proposals: that item fails as invalid, saying why; the other runs.
+    turn = {**first["turns"][0], "layers": "garbage"}
+    mangled = replay("mangled.jsonl", {**first, "turns": [turn]}, second)
+    assert mangled.returncode == 1, mangled.stderr
+    bad, good = read_records(tmp_path / "new-mangled.jsonl")
+    assert good["status"] == "ok" and bad["status"] == "failed"
+    assert bad["error"] == {
+        "kind": "invalid",
+        "message": "the replayed record's turn 1 holds no layers of proposals as moa batch "
+        "writes them (the file was edited?)",
+    }
+
+
 # --------------------------------------------------------------------------------- dry run
 def _dry_run(*args: str) -> dict[str, object]:
     result = run_cli("batch", *args, "--dry-run", "--json")

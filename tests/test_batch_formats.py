@@ -91,6 +91,40 @@ def test_multi_turn_items_are_refused_in_alpaca_eval(
     assert server.requests == [] and not out.exists()
 
 
+def test_two_items_of_one_question_are_refused_in_mt_bench(
+    tmp_path: Path, server: FakeOpenAIServer
+) -> None:
+    # Their answers were written as two "choices" of one question: FastChat judges choice 0.
+    config = write_config(tmp_path / "c.toml", server)
+    out = tmp_path / "answers.jsonl"
+    clashes = [
+        [
+            {"id": "a", "question_id": 3, "turns": ["x"]},
+            {"id": "b", "question_id": 3, "turns": ["y"]},
+        ],
+        [{"id": "3", "turns": ["x"]}, {"question_id": 3, "id": "q3", "turns": ["y"]}],
+    ]
+    for items, (first, second) in zip(clashes, [("a", "b"), ("3", "q3")], strict=True):
+        data = write_items(tmp_path / "mt.jsonl", items)
+        result = run_cli("batch", str(data), "-o", str(out), "-f", "mt-bench", "-c", str(config))
+        assert result.returncode == 2, result.stderr
+        (line,) = [x for x in result.stderr.splitlines() if x.startswith("moa: error:")]
+        assert f"items {first!r} (line 1) and {second!r} (line 2) have the same question_id 3" in (
+            line
+        )
+    assert server.requests == [] and not out.exists()
+    # The samples of one question are its choices, as before.
+    data = write_items(tmp_path / "mt.jsonl", MT_BENCH[:1])
+    args = ["batch", str(data), "-o", str(out), "-f", "mt-bench", "-c", str(config)]
+    assert run_cli(*args, "--samples", "2").returncode == 0
+    (row,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(row["choices"]) == 2
+    # Nothing left: the dry run says so (it failed on an empty table of models).
+    dry = run_cli(*args, "--samples", "2", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "2 items (2 already done, 0 to run)" in dry.stdout and "cost: $0.0000" in dry.stdout
+
+
 def test_samples_are_distinct_seeded_runs_cached_apart(
     tmp_path: Path, server: FakeOpenAIServer
 ) -> None:
@@ -135,3 +169,23 @@ def test_samples_are_distinct_seeded_runs_cached_apart(
     rows = fastchat_load_model_answers()(str(answers))["moa"]
     assert [c["index"] for c in rows[81]["choices"]] == [0, 1, 2]
     assert len(rows) == 3 and all(len(c["turns"]) == 2 for c in rows[81]["choices"])
+
+
+def test_a_resume_with_another_samples_count_is_refused(
+    tmp_path: Path, server: FakeOpenAIServer
+) -> None:
+    # K is in every sample's seeds: a resume with another K (or none: a forgotten --samples)
+    # ran the items again as new ones, beside the samples, paid again.
+    config = write_config(tmp_path / "c.toml", server)
+    data = write_items(tmp_path / "in.jsonl", prompts(1))
+    out = tmp_path / "out.jsonl"
+    args = ["batch", str(data), "-o", str(out), "-c", str(config)]
+    assert run_cli(*args, "--samples", "2").returncode == 0
+    server.reset()
+    for again, change in [(["--samples", "3"], "samples: 2 -> 3"), ([], "samples: 2 -> 1")]:
+        result = run_cli(*args, *again)
+        assert result.returncode == 2, result.stderr
+        assert f"holds 2 finished items made with other settings ({change})" in result.stderr
+    assert not server.requests
+    assert [r["id"] for r in read_records(out)] == ["q0#s0", "q0#s1"]
+    assert run_cli(*args, "--samples", "2").returncode == 0 and not server.requests

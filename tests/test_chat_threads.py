@@ -127,3 +127,35 @@ def test_an_unusable_data_dir_is_one_line(server: FakeOpenAIServer, tmp_path: Pa
     lines = [line for line in result.stderr.splitlines() if line.startswith("moa: error:")]
     assert len(lines) == 1 and "cannot open the chat thread store" in lines[0]
     assert "MOA_DATA_DIR" in lines[0] and "Traceback" not in result.stderr
+
+
+def test_a_planted_checkpoint_runs_no_code_and_is_named(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    # MOA_DATA_DIR on a shared disk: whoever can write the store can put a value there that
+    # LangGraph's default serializer rebuilds as os.system(...).
+    import contextlib
+    import sqlite3
+
+    import ormsgpack
+    from langgraph.checkpoint.serde.jsonplus import EXT_CONSTRUCTOR_POS_ARGS
+
+    chat(server, tmp_path, "first question\n", "--thread", "t")
+    chat(server, tmp_path, "kept\n", "--thread", "kept")
+    marker = tmp_path / "pwned"
+    call = ormsgpack.packb(("os", "system", [f"touch {marker}"]))
+    payload = ormsgpack.packb(ormsgpack.Ext(EXT_CONSTRUCTOR_POS_ARGS, call))
+    with contextlib.closing(sqlite3.connect(tmp_path / "chat-threads.sqlite")) as conn, conn:
+        conn.execute("UPDATE checkpoints SET checkpoint = ? WHERE thread_id = 't'", (payload,))
+    result = run_cli(
+        "chat", "--preset", "seed", "--thread", "t", env=env(server, tmp_path), stdin="again\n"
+    )
+    assert not marker.exists()
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "moa: error: chat thread 't' in " in result.stderr
+    assert "cannot be read: it was changed outside moa" in result.stderr
+    # The list still shows every thread, the damaged one said so.
+    listed = run_cli("chat", "--list", env=env(server, tmp_path))
+    assert listed.returncode == 0, listed.stderr
+    assert "kept" in listed.stdout and "(cannot be read: changed outside moa)" in listed.stdout
+    assert not marker.exists()

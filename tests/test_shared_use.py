@@ -4,8 +4,10 @@ real files, against the fake provider server."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -84,11 +86,83 @@ def test_a_config_cannot_read_any_variable(
     assert allowed.returncode == 0, allowed.stderr
 
 
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+def test_files_every_user_can_write_are_refused(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    # Whoever may edit a config chooses where the prompts and named keys go; a call cache, the
+    # answers; a thread store, the conversations. Any user of the machine, once o+w.
+    cfg = write_config(tmp_path / "c.toml", server)
+    data = write_items(tmp_path / "in.jsonl", prompts(1))
+    cache = tmp_path / "calls.sqlite"
+    assert batch(data, "-o", tmp_path / "a.jsonl", "-c", cfg, "--cache", cache).returncode == 0
+    server.reset()
+    cache.chmod(0o666)
+    refused = batch(data, "-o", tmp_path / "b.jsonl", "-c", cfg, "--cache", cache)
+    assert refused.returncode == 1
+    assert error_line(refused.stderr) == (
+        f"moa: error: the call cache {cache}: every user of this machine can change it (mode "
+        f"0666), so anyone could change the answers it gives: make it yours alone (chmod o-w "
+        f"{cache}), or pass another --cache"
+    )
+    cfg.chmod(0o646)
+    for result in (
+        run_cli("-c", str(cfg), "hi"),
+        batch(data, "-o", tmp_path / "c.jsonl", "-c", cfg),
+    ):
+        assert result.returncode == 2
+        line = error_line(result.stderr)
+        assert f"config file '{cfg}': every user of this machine can change it (mode 0646)" in line
+        assert f"make it yours alone (chmod o-w {cfg})" in line
+    assert not server.requests
+    cfg.chmod(0o664)  # the group may: a team's shared config
+    assert run_cli("-c", str(cfg), "hi").returncode == 0
+    threads = tmp_path / "data"
+    env = {"MOA_DATA_DIR": str(threads)}
+    assert run_cli("chat", "-c", str(cfg), "--thread", "t", stdin="hi\n", env=env).returncode == 0
+    (threads / "chat-threads.sqlite").chmod(0o666)
+    chat = run_cli("chat", "-c", str(cfg), "--thread", "t", stdin="again\n", env=env)
+    assert chat.returncode == 2
+    assert "can change it (mode 0666), so anyone could rewrite your conversations" in error_line(
+        chat.stderr
+    )
+
+
 def test_a_base_url_must_be_http(tmp_path: Path) -> None:
     spec = '{ model = "openai:agg", base_url = "file:///etc/passwd" }'
     result = run_cli("--config", str(config(tmp_path / "c.toml", spec)), "hi")
     assert result.returncode == 2
     assert "'file:///etc/passwd' is not an http:// or https:// URL" in error_line(result.stderr)
+
+
+@pytest.mark.parametrize(
+    ("extra", "said"),
+    [
+        # The most common slip: the key pasted where its variable's name goes.
+        (f'api_key_env = "{SECRET}"', "api_key_env: must be the name of the environment variable"),
+        (
+            'api_key_env = "gsk_Ab12Cd34Ef56Gh78"',
+            "not the key itself; the value given is not shown",
+        ),
+        (
+            f'base_url = "http://me:{SECRET}@127.0.0.1:9/v1"',
+            "base_url: holds a user name or password (user:password@host)",
+        ),
+        (f'base_url = "ftp://me:{SECRET}@host/v1"', "the URL is not shown"),
+    ],
+)
+def test_a_key_in_a_config_is_refused_and_never_shown(
+    server: FakeOpenAIServer, tmp_path: Path, extra: str, said: str
+) -> None:
+    spec = f'{{ model = "openai:agg", {extra} }}'
+    cfg = config(tmp_path / "c.toml", spec)
+    data = write_items(tmp_path / "in.jsonl", prompts(1))
+    for result in (
+        run_cli("--config", str(cfg), "hi"),
+        batch(data, "-o", tmp_path / "o", "-c", cfg),
+    ):
+        assert result.returncode == 2
+        assert said in error_line(result.stderr)
+        assert SECRET not in result.stderr + result.stdout and "Ab12Cd34" not in result.stderr
+    assert not (tmp_path / "o").exists()  # a record would have kept the URL with its password
 
 
 def test_a_key_over_plain_http_to_another_host_is_warned(tmp_path: Path) -> None:
@@ -272,6 +346,59 @@ def test_two_batch_runs_on_one_output_pay_once(server: FakeOpenAIServer, tmp_pat
         "Not a way to split a run: to run in parallel, give each process its own part of the input "
         "and its own -o." in shown
     )
+
+
+def test_a_symlink_to_an_output_is_that_output(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    # Two names of one file: a second run through a link is refused as on the file itself
+    # (each used to take the lock of its own name and pay for every item again).
+    refused = threading.Event()
+    server.script("agg", latency=lambda: 0.0 if refused.is_set() else 3.0)
+    cfg = write_config(tmp_path / "c.toml", server)
+    data = write_items(tmp_path / "in.jsonl", prompts(4))
+    big = tmp_path / "big-disk"
+    big.mkdir()
+    out, link = big / "out.jsonl", tmp_path / "link.jsonl"
+    link.symlink_to(out)
+    first = start_moa("batch", data, "-o", out, "-c", cfg, "-j", "1")
+    wait_until(holds_lock(big / ".out.jsonl.lock", first))
+    second = batch(data, "-o", link, "-c", cfg, "-j", "1")
+    refused.set()
+    assert second.returncode == 1, second.stderr
+    assert f"is in use by another moa process (pid {first.pid})" in error_line(second.stderr)
+    assert first.wait(120) == 0, first.communicate()
+    assert len(server.requests) == 4 * 3  # nobody paid twice
+    # Resumed through the link: nothing to run, and the link still names the file it named.
+    again = batch(data, "-o", link, "-c", cfg)
+    assert again.returncode == 0, again.stderr
+    assert len(server.requests) == 4 * 3
+    assert link.is_symlink() and [r["id"] for r in read_records(link)] == ["q0", "q1", "q2", "q3"]
+    assert not (tmp_path / ".moa-batch").exists()  # the work folder is beside the file
+
+
+def test_a_folder_pipe_or_device_as_output_is_refused_before_any_call(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    cfg = write_config(tmp_path / "c.toml", server)
+    data = write_items(tmp_path / "in.jsonl", prompts(2))
+    folder = tmp_path / "answers"
+    folder.mkdir()
+    (tmp_path / "link").symlink_to(folder)
+    for fmt in ("alpaca-eval", "mt-bench", "jsonl"):
+        for given in (folder, tmp_path / "link"):
+            result = batch(data, "-o", given, "-f", fmt, "-c", cfg)
+            assert result.returncode == 1, result.stderr
+            assert "that is a folder; give a file name" in error_line(result.stderr)
+    assert not server.requests  # -f alpaca-eval used to run every item, then fail to write
+    assert list(folder.iterdir()) == []
+    # A pipe hung the run (its resume reads the output first); /dev/null kept nothing of what
+    # was paid (and got a work folder in /dev).
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    for given in (fifo, Path(os.devnull)):
+        result = run_cli("batch", str(data), "-o", str(given), "-c", str(cfg), timeout=60)
+        assert result.returncode == 1, result.stderr
+        assert "that is not a regular file (a pipe or a device)" in error_line(result.stderr)
+    assert not server.requests
 
 
 def test_a_killed_holder_leaves_no_stale_lock(server: FakeOpenAIServer, tmp_path: Path) -> None:
@@ -497,6 +624,28 @@ def test_a_json_list_is_read_item_by_item(tmp_path: Path) -> None:
     assert "item 2: not valid JSON (Expecting value)" in error_line(result.stderr)
 
 
+def test_a_pipe_given_by_name_is_read_like_stdin(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    # `moa batch <(zcat items.jsonl.gz) -o ...`: a pipe can be read once; the input is read
+    # twice (checked, then run), so it is copied first, as stdin is (was: "unexpected
+    # UnsupportedOperation: File or stream is not seekable").
+    cfg = write_config(tmp_path / "c.toml", server)
+    fifo = tmp_path / "items"
+    os.mkfifo(fifo)
+    text = "".join(json.dumps(i) + "\n" for i in prompts(3))
+
+    def feed() -> None:
+        with fifo.open("w", encoding="utf-8") as f:
+            f.write(text)
+
+    writer = threading.Thread(target=feed)
+    writer.start()
+    out = tmp_path / "out.jsonl"
+    result = batch(fifo, "-o", out, "-c", cfg)
+    writer.join(10)
+    assert result.returncode == 0, result.stderr
+    assert [r["id"] for r in read_records(out)] == ["q0", "q1", "q2"]
+
+
 def test_dev_zero_is_refused_at_the_line_cap(tmp_path: Path) -> None:
     result = run_cli("batch", "/dev/zero", "--dry-run", timeout=60)
     assert result.returncode == 2
@@ -634,13 +783,103 @@ def test_a_corrupt_call_cache_is_named(server: FakeOpenAIServer, tmp_path: Path)
     cfg = write_config(tmp_path / "c.toml", server)
     data = write_items(tmp_path / "in.jsonl", prompts(2))
     cache = tmp_path / "calls.sqlite"
-    cache.write_bytes(b"this is not SQLite at all\n" * 400)
+    cache.write_bytes(b"SQLite format 3\x00" + b"cut short by a crash\n" * 400)
     result = batch(data, "-o", tmp_path / "out.jsonl", "-c", cfg, "--cache", cache)
     assert result.returncode == 1
     line = error_line(result.stderr)
     assert f"the call cache {cache}: file is not a database" in line
     assert "move it away or delete it" in line and "--no-cache" in line
     assert "DatabaseError" not in result.stderr and not server.requests
+    # A file that is no SQLite at all is someone's file, not a broken cache: never "delete it".
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n" * 400)
+    result = batch(data, "-o", tmp_path / "out.jsonl", "-c", cfg, "--cache", notes)
+    assert error_line(result.stderr) == (
+        f"moa: error: the call cache {notes}: not a call cache: not a SQLite file: give --cache a "
+        "file of its own"
+    )
+    assert result.returncode == 1 and notes.read_text() == "my notes\n" * 400
+    # Nor is a folder or a pipe (SQLite said "unable to open" / "disk I/O error": free space).
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    for odd in (tmp_path, pipe):
+        result = batch(data, "-o", tmp_path / "out.jsonl", "-c", cfg, "--cache", odd)
+        assert error_line(result.stderr) == (
+            f"moa: error: the call cache {odd}: not a call cache: not a regular file: give "
+            "--cache a file of its own"
+        )
+    assert not server.requests
+
+
+def test_a_cache_that_is_another_file_of_the_run_is_refused(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    # SQLite wrote its pages into the run's records (and the run ended in a UnicodeDecodeError).
+    cfg = write_config(tmp_path / "c.toml", server)
+    data = write_items(tmp_path / "in.jsonl", prompts(2))
+    out = tmp_path / "out.jsonl"
+    before = {p: p.read_bytes() for p in (cfg, data)}
+    for cache, role in [(out, "output"), (data, "input"), (cfg, "config")]:
+        result = batch(data, "-o", out, "-c", cfg, "--cache", cache)
+        assert result.returncode == 1
+        assert error_line(result.stderr) == (
+            f"moa: error: --cache {cache}: that is the {role} file; give the cache its own"
+        )
+    alpaca = batch(data, "-o", out, "-f", "alpaca-eval", "-c", cfg, "--cache", out)
+    assert "that is the output file" in error_line(alpaca.stderr)
+    assert not server.requests and not out.exists()
+    assert before == {p: p.read_bytes() for p in (cfg, data)}
+
+
+def _plant(cache: Path, marker: Path) -> int:
+    """Replace every entry of ``cache`` with a value LangGraph's default serializer would rebuild
+    as ``os.system("touch MARKER")``, as a colleague who can write the file could."""
+    import sqlite3
+
+    import ormsgpack
+    from langgraph.checkpoint.serde.jsonplus import EXT_CONSTRUCTOR_POS_ARGS
+
+    call = ormsgpack.packb(("os", "system", [f"touch {marker}"]))
+    payload = ormsgpack.packb(ormsgpack.Ext(EXT_CONSTRUCTOR_POS_ARGS, call))
+    with contextlib.closing(sqlite3.connect(cache)) as conn, conn:
+        return conn.execute("UPDATE cache SET val = ?, encoding = 'msgpack'", (payload,)).rowcount
+
+
+def test_a_planted_call_cache_entry_runs_no_code(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "c.toml", server)
+    data = write_items(tmp_path / "in.jsonl", prompts(2))
+    cache, marker = tmp_path / "shared.sqlite", tmp_path / "pwned"
+    assert batch(data, "-o", tmp_path / "a.jsonl", "-c", cfg, "--cache", cache).returncode == 0
+    assert _plant(cache, marker) == 6  # 2 items x (2 proposers + the aggregator)
+    server.reset()
+    result = batch(data, "-o", tmp_path / "b.jsonl", "-c", cfg, "--cache", cache)
+    assert result.returncode == 0, result.stderr
+    assert not marker.exists()
+    # The planted entries are no answers: the calls are made again, and the user is told.
+    assert len(server.requests) == 6
+    assert [r["cached_calls"] for r in read_records(tmp_path / "b.jsonl")] == [0, 0]
+    assert f"6 entries of the call cache {cache} were not model calls" in result.stderr
+    assert "allowed_msgpack_modules" not in result.stderr  # the library's advice to allow it
+
+
+def test_another_programs_database_is_not_a_call_cache(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    import sqlite3
+
+    cfg = write_config(tmp_path / "c.toml", server)
+    data = write_items(tmp_path / "in.jsonl", prompts(2))
+    for name, schema in [("users.db", "users (name)"), ("other.db", "cache (a, b)")]:
+        db = tmp_path / name
+        with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+            conn.execute(f"CREATE TABLE {schema}")
+        before = db.read_bytes()
+        result = batch(data, "-o", tmp_path / "out.jsonl", "-c", cfg, "--cache", db)
+        assert result.returncode == 1
+        line = error_line(result.stderr)
+        assert f"the call cache {db}: not a call cache" in line and "--no-cache" in line
+        assert db.read_bytes() == before  # no table added to someone's database
+        assert not server.requests and not (tmp_path / "out.jsonl").exists()
 
 
 def test_a_full_disk_leaves_no_half_record(server: FakeOpenAIServer, tmp_path: Path) -> None:
@@ -679,6 +918,68 @@ def test_a_full_disk_leaves_no_half_record(server: FakeOpenAIServer, tmp_path: P
     resumed = batch(data, "-o", out, "-c", cfg)
     assert resumed.returncode == 0 and "torn" not in resumed.stderr, resumed.stderr
     assert [r["id"] for r in read_records(out)] == [f"q{i}" for i in range(5)]
+
+
+def test_a_full_call_cache_keeps_the_answers_it_paid_for(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    # The cache's write-ahead log grows by pages (4 KiB or more per stored call) while a record
+    # is about 2 KiB: under a 96 KiB file size limit (as a full disk) the cache fills within a
+    # few items and the output never does. Every item used to fail with the cache's error after
+    # its calls were paid, to be paid again by --retry-failed.
+    import resource
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (96 << 10, 96 << 10))
+
+    cfg = write_config(tmp_path / "c.toml", server)
+    data = write_items(tmp_path / "in.jsonl", prompts(12))
+    out, cache = tmp_path / "out.jsonl", tmp_path / "calls.sqlite"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TOGETHER_", "OPENAI_"))}
+    args = [sys.executable, "-m", "langgraph_moa", "batch", str(data), "-o", str(out)]
+    full = subprocess.run(
+        [*args, "-c", str(cfg), "-j", "2", "--cache", str(cache)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=120,
+        preexec_fn=small_files,
+    )
+    assert full.returncode == 0, full.stderr
+    assert "Traceback" not in full.stderr
+    assert [r["status"] for r in read_records(out)] == ["ok"] * 12
+    assert len(server.requests) == 12 * 3  # each call paid once, none thrown away
+    # SQLite names a full disk "database or disk is full", a refused write "disk I/O error".
+    said = re.search(rf"the call cache {re.escape(str(cache))} could not store (\d+) answers "
+                     r"\(disk I/O error\)", full.stderr)  # fmt: skip
+    assert said and 0 < int(said[1]) < 36, full.stderr
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+def test_an_output_that_cannot_be_written_is_named(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    cfg = write_config(tmp_path / "c.toml", server)
+    data = write_items(tmp_path / "in.jsonl", prompts(2))
+    out = tmp_path / "out.jsonl"
+    assert batch(data, "-o", out, "-c", cfg, "--limit", "1").returncode == 0
+    server.reset()
+    # A colleague's file, or one made read-only on purpose; root ignores modes, not +i.
+    if os.geteuid() == 0:
+        if subprocess.run(["chattr", "+i", str(out)], capture_output=True).returncode != 0:
+            pytest.skip("root, and no chattr +i here")
+    else:
+        out.chmod(0o444)
+    try:
+        result = batch(data, "-o", out, "-c", cfg)
+    finally:
+        subprocess.run(["chattr", "-i", str(out)], capture_output=True)
+    assert result.returncode == 1
+    assert error_line(result.stderr) == (
+        f"moa: error: cannot write {out}: permission denied: choose a folder you can write to"
+    )
+    assert not server.requests and len(read_records(out)) == 1
 
 
 def test_an_unwritable_folder_is_named(server: FakeOpenAIServer, tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ from langgraph_moa.core.batch.formats import (
     run_file_for,
 )
 from langgraph_moa.core.batch.inputs import Items, check_input, stream_items
-from langgraph_moa.core.batch.outputs import RunFile, check_output
+from langgraph_moa.core.batch.outputs import RunFile, check_cache, check_output, output_path
 from langgraph_moa.core.batch.progress import money
 from langgraph_moa.core.batch.runner import (
     BatchOptions,
@@ -119,6 +119,8 @@ def batch(
     if output is None and not dry_run:
         raise ConfigError("give the output file with -o/--output")
     ctx = _context(flags)
+    if output is not None:
+        output = str(output_path(output))  # a symlink: its target is the output (one writer)
     if output is not None and not dry_run:
         out_path = Path(output)
         sources = [p for p in (input_path, replay) if p]
@@ -126,6 +128,11 @@ def batch(
         if fmt != "jsonl" and not journal.exists() and legacy_run_file(out_path).exists():
             journal = legacy_run_file(out_path)  # a run begun before the work folder
         check_output(out_path, journal, sources)
+        if cache and not no_cache:
+            files = {"output": out_path, "run": journal, "input": input_path}
+            check_cache(
+                Path(cache), {**files, "replayed run": replay, "config": flags.get("config")}
+            )
 
     stored: dict[str, dict[str, Any]] | None = None
     items: Items
@@ -140,7 +147,7 @@ def batch(
         if replay:
             if not Path(replay).is_file():
                 raise InputError(f"--replay: run file {replay!r} not found")
-            items, stored = replay_items(RunFile(replay).records())
+            items, stored = replay_items(RunFile(replay).records(), replay)
             if not items:
                 raise InputError(f"--replay: {replay} holds no records")
         else:
@@ -228,6 +235,19 @@ def _report(result: BatchResult, console: Console, cache: Path | None, *, limite
             f"moa batch: call cache {cache}"
             + (f" ({reused:,} calls answered from it, not paid again)" if reused else "")
         )
+    unstored, why = result.cache_unstored
+    if unstored:
+        say(
+            f"moa batch: the call cache {cache} could not store {unstored:,} answers ({why}): "
+            "they are in the output, but a rerun of their items would ask those calls again; "
+            "free some space or choose another --cache"
+        )
+    if result.cache_rejected:
+        say(
+            f"moa batch: {result.cache_rejected} entries of the call cache {cache} were not model "
+            "calls (edited by hand or by someone else: check who can write it); those calls "
+            "were made again"
+        )
     if not result.complete:
         left = result.total - result.ok - result.failed - result.degraded
         again = "the same command again" + (" without --limit" if limited else "")
@@ -301,6 +321,9 @@ def _dry_run(
             f"no price for {', '.join(est.unpriced)}: set price = {{ input = .., output = .. }} "
             "(USD per million tokens) next to the model in the config"
         )
+    if not est.per_model:  # every item is done: nothing to price
+        print("\n".join(lines))
+        return 0
     lines.append("per model:")
     width = max(len(m) for m in est.per_model)
     for model, row in est.per_model.items():

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiosqlite
 from langchain_core.messages import HumanMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -25,6 +26,8 @@ from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.graph.state import CompiledStateGraph
 
 from langgraph_moa.nodes.errors import ConfigError
+from langgraph_moa.nodes.keys import everyone_can_write, open_to_all
+from langgraph_moa.nodes.serde import SAFE_SERDE
 
 DATA_DIR_ENV = "MOA_DATA_DIR"
 DB_NAME = "chat-threads.sqlite"
@@ -44,10 +47,16 @@ def data_dir() -> Path:
 async def open_saver() -> AsyncIterator[AsyncSqliteSaver]:
     """The thread store, created on first use; a folder that cannot be used is one error line."""
     path = data_dir() / DB_NAME
+    if path.is_file() and everyone_can_write(st := path.stat()):
+        raise ConfigError(
+            f"the chat thread store {path}: {open_to_all('rewrite your conversations', st)}: make "
+            f"it yours alone (chmod o-w {path})"
+        )
     async with AsyncExitStack() as stack:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            saver = await stack.enter_async_context(AsyncSqliteSaver.from_conn_string(str(path)))
+            conn = await stack.enter_async_context(aiosqlite.connect(str(path)))
+            saver = AsyncSqliteSaver(conn, serde=SAFE_SERDE)  # what from_conn_string does, safely
             await saver.setup()
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(
@@ -71,9 +80,17 @@ async def good_checkpoint(
     graph: CompiledStateGraph[Any, Any, Any, Any], name: str
 ) -> RunnableConfig | None:
     """The checkpoint of thread ``name``'s last completed run, None when it has none."""
-    async for snapshot in graph.aget_state_history(thread_config(name)):
-        if not snapshot.next:
-            return snapshot.config
+    try:
+        async for snapshot in graph.aget_state_history(thread_config(name)):
+            if not snapshot.next:
+                return snapshot.config
+    except (TypeError, KeyError, AttributeError, ValueError):
+        # A checkpoint of another shape: written by something else than LangGraph (the store is
+        # read as plain data, nodes/serde.py), so LangGraph trips over it.
+        raise ConfigError(
+            f"chat thread {name!r} in {data_dir() / DB_NAME} cannot be read: it was changed "
+            "outside moa; continue under another --thread name"
+        ) from None
     return None
 
 
@@ -112,7 +129,11 @@ async def list_threads(
     rows = await saver.conn.execute_fetchall("SELECT DISTINCT thread_id FROM checkpoints")
     found: list[ThreadInfo] = []
     for (name,) in rows:
-        config = await good_checkpoint(graph, str(name))
+        try:
+            config = await good_checkpoint(graph, str(name))
+        except ConfigError:  # one damaged thread: the others are still listed
+            found.append(ThreadInfo(str(name), 0, "", "(cannot be read: changed outside moa)"))
+            continue
         if config is None:  # no completed turn (yet, or it failed): nothing to resume
             continue
         snapshot = await graph.aget_state(config)

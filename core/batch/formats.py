@@ -26,6 +26,7 @@ from typing import Any, Literal
 from langgraph_moa.core.batch.inputs import InvalidItem, Item, parse_item
 from langgraph_moa.core.batch.outputs import write_atomic
 from langgraph_moa.core.batch.records import ANSWERED
+from langgraph_moa.core.batch.samples import base_id
 from langgraph_moa.nodes.errors import InputError
 
 Format = Literal["jsonl", "alpaca-eval", "mt-bench"]
@@ -67,6 +68,8 @@ def check_items(fmt: Format, items: Iterable[Item | InvalidItem], samples: int =
     (a row pairing turn 1's question with turn 2's answer), and K samples would be K rows of
     one instruction. MT-Bench's answer file holds any number of turns and K choices.
     """
+    if fmt == "mt-bench":
+        _one_item_per_question(items)
     if fmt != "alpaca-eval":
         return
     if samples > 1:
@@ -81,6 +84,32 @@ def check_items(fmt: Format, items: Iterable[Item | InvalidItem], samples: int =
                 f"item {item.id!r} (line {item.line}) has {what}: AlpacaEval's format holds one "
                 "instruction and one output, so the other turns would be lost; write it with "
                 "-f mt-bench (every turn) or -f jsonl"
+            )
+
+
+def question_of(source: Any, item_id: str) -> Any:
+    """The ``question_id`` an item's answers go under in MT-Bench's file (its id when none)."""
+    return source.get("question_id", item_id) if isinstance(source, dict) else item_id
+
+
+def _one_item_per_question(items: Iterable[Item | InvalidItem]) -> None:
+    """Refuse two items under one ``question_id`` (an explicit ``id`` each): FastChat's file holds
+    one row per question, so their answers would be merged as choices of one question. The
+    samples of one item (``--samples``) are its choices on purpose. Held in memory: MT-Bench
+    sets are a few thousand questions."""
+    seen: dict[str, tuple[str, int]] = {}
+    for item in items:
+        if not isinstance(item, Item):
+            continue
+        base = base_id(item)
+        question = str(question_of(item.source, base))
+        first = seen.setdefault(question, (base, item.line))
+        if first[0] != base:
+            raise InputError(
+                f"items {first[0]!r} (line {first[1]}) and {base!r} (line {item.line}) have the "
+                f"same question_id {question}: MT-Bench's answer file holds one answer per "
+                "question, so theirs would be merged; give each its own question_id, or write "
+                "-f jsonl"
             )
 
 
@@ -112,9 +141,8 @@ def mt_bench(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     for r in records:
         if r["status"] not in ANSWERED:
             continue
-        source = r["input"] if isinstance(r["input"], dict) else {}
         base = r.get("item_id", r["id"])  # the item's id, whatever its sample
-        question_id = source.get("question_id", base)
+        question_id = question_of(r["input"], base)
         # Stable across reruns (FastChat draws a random one; any unique string will do).
         answer_id = hashlib.sha256(f"{r['generator']}:{base}".encode()).hexdigest()[:22]
         row = rows.setdefault(

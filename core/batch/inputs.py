@@ -126,7 +126,8 @@ class Dataset:
     reported before any model is called) and keeping only the ids, on disk (core/batch/ids.py).
     Iterating reads it again, one item at a time: memory does not grow with the file or with
     the number of items (``--limit 10`` over 2 GB holds ten items). Stdin, which cannot be read
-    twice, is copied to a temporary file on the first pass. ``close`` frees the ids.
+    twice, is copied to a temporary file on the first pass, and so is a pipe given by name
+    (``<(...)``). ``close`` frees the ids.
     """
 
     def __init__(self, path: str, *, skip_invalid: bool = False) -> None:
@@ -137,13 +138,18 @@ class Dataset:
         self._path = path
         self._index = IdIndex()
         try:
-            if path == "-":
+            if path == "-" or _is_pipe(path):  # <(...), /dev/stdin: read once, like stdin
                 self._spool = tempfile.TemporaryFile()  # noqa: SIM115 (closed by close())
-                try:
-                    shutil.copyfileobj(sys.stdin.buffer, self._spool)
-                except OSError as exc:
-                    problem = exc.strerror or str(exc)
-                    raise ScratchError(tempfile.gettempdir(), "a copy of stdin", problem) from None
+                with contextlib.ExitStack() as stack:
+                    source = (
+                        sys.stdin.buffer if path == "-" else stack.enter_context(open_input(path))
+                    )
+                    try:
+                        shutil.copyfileobj(source, self._spool)
+                    except OSError as exc:
+                        problem = exc.strerror or str(exc)
+                        what = f"a copy of {self.name}"
+                        raise ScratchError(tempfile.gettempdir(), what, problem) from None
             self._first_pass()
         except BaseException:
             self.close()
@@ -367,6 +373,13 @@ def _list_items(f: IO[bytes], name: str) -> Iterator[tuple[int, Any]]:
         raise InputError(f"{name}: not valid JSON: more data after the list's closing ']'")
 
 
+def _is_pipe(path: str) -> bool:
+    """Whether ``path`` is a pipe (``<(...)``, ``/dev/stdin`` fed by one): it reads only once."""
+    with contextlib.suppress(OSError):
+        return stat.S_ISFIFO(os.stat(path).st_mode)
+    return False
+
+
 def open_input(path: str) -> IO[bytes]:
     """The input file, opened to read, or one ``InputError`` naming it."""
     try:
@@ -378,6 +391,12 @@ def open_input(path: str) -> IO[bytes]:
 def check_input(path: str) -> None:
     """Refuse an input file that cannot be opened, without reading it (nor waiting for a pipe's
     writer: O_NONBLOCK)."""
+    if _is_pipe(path):
+        # Not opened: a named pipe's writer would take that open as its reader, write to it,
+        # and be gone when the real read comes (the run then waits for a writer forever).
+        if not os.access(path, os.R_OK):
+            raise _unreadable(path, PermissionError(13, "Permission denied"))
+        return
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:

@@ -58,7 +58,10 @@ class RunFile:
             raise OutputError(f"output {str(self.path)!r} is a folder; give a file name")
         status = {record["id"]: record["status"] for record in self.records()}
         if self.path.exists():
-            self._repair()  # only now: every whole line is a record, the file is ours
+            try:
+                self._repair()  # only now: every whole line is a record, the file is ours
+            except OSError as exc:  # read-only (chmod 444, chattr +i), or someone else's
+                raise OutputError(f"cannot write {self.path}: {os_reason(exc)}") from None
         return status
 
     def _repair(self) -> None:
@@ -92,7 +95,11 @@ class RunFile:
         """Every record, in file order."""
         if not self.path.exists():
             return
-        with self.path.open("rb") as f:
+        try:
+            f = self.path.open("rb")
+        except OSError as exc:
+            raise OutputError(f"cannot read {self.path}: {os_reason(exc)}") from None
+        with f:
             for number, line in enumerate(f, 1):
                 if not line.strip() or not line.endswith(b"\n"):
                     continue  # a torn last line (open() cuts it off before a run) is not a record
@@ -234,10 +241,30 @@ def write_atomic(path: Path, text: str) -> None:
         f.write(text.encode())
 
 
+def output_path(given: str | Path) -> Path:
+    """The file a run writes when ``-o`` names it: a symlink's target.
+
+    Its lock (core/locks.py), journal, cache and final rename all go by this path, so two names
+    of one file (``-o out.jsonl`` and ``-o link.jsonl``) are one output with one writer, not two
+    runs paying for every item twice; and the link stays a link to the file it names.
+    """
+    path = Path(given)
+    return path.resolve() if path.is_symlink() else path
+
+
 def check_output(output: Path, run_file: Path, sources: Sequence[str]) -> None:
-    """Refuse, before anything is read or written, an output that would destroy data: one that
-    is an input (``sources``: the dataset, a replayed run), or a formatted output that exists
-    with no run file beside it (it was not written by an earlier run of this command)."""
+    """Refuse, before anything is read or written, an output that would destroy data or cannot
+    hold a run: a folder, a pipe or a device, an input (``sources``: the dataset, a replayed
+    run), or a formatted output that exists with no run file beside it (it was not written by an
+    earlier run of this command)."""
+    if output.is_dir():
+        raise OutputError(f"-o {output}: that is a folder; give a file name")
+    if output.exists() and not output.is_file():
+        # A pipe blocks the resume's read forever; /dev/null keeps nothing of what was paid.
+        raise OutputError(
+            f"-o {output}: that is not a regular file (a pipe or a device): the output is read "
+            "back to resume a run; give a file name"
+        )
     for path in dict.fromkeys((output, run_file)):
         for source in sources:
             if source == "-" or not path.exists() or not Path(source).exists():
@@ -249,3 +276,18 @@ def check_output(output: Path, run_file: Path, sources: Sequence[str]) -> None:
             f"-o {output}: the file exists and is not the output of an earlier moa batch run "
             f"(no {run_file.name} beside it); give another -o, or remove it"
         )
+
+
+def check_cache(cache: Path, files: dict[str, str | Path | None]) -> None:
+    """Refuse a ``--cache`` that is one of the run's other ``files`` (by role: "output",
+    "input"...): SQLite would write its pages into the run's records, or fail on the input, and
+    the cache's own hint (delete it) would then name the user's file."""
+    for role, given in files.items():
+        if given is None or given == "-":
+            continue
+        other = Path(given)
+        same = other.resolve() == cache.resolve()
+        if not same and other.exists() and cache.exists():
+            same = os.path.samefile(other, cache)
+        if same:
+            raise OutputError(f"--cache {cache}: that is the {role} file; give the cache its own")

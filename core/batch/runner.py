@@ -34,7 +34,7 @@ from langgraph_moa.core.batch.formats import (
     write_format,
 )
 from langgraph_moa.core.batch.inputs import InvalidItem, Item, Items, parse_item, positions_of
-from langgraph_moa.core.batch.outputs import RunFile
+from langgraph_moa.core.batch.outputs import RunFile, output_path
 from langgraph_moa.core.batch.progress import BatchProgress
 from langgraph_moa.core.batch.records import (
     ANSWERED,
@@ -49,7 +49,7 @@ from langgraph_moa.core.batch.turns import GraphTurns, ReplayTurns, Turns
 from langgraph_moa.core.locks import one_writer
 from langgraph_moa.core.terminal import stderr_console
 from langgraph_moa.nodes.context import Context
-from langgraph_moa.nodes.errors import ConfigError, MoAError, RunStoppedError
+from langgraph_moa.nodes.errors import ConfigError, InputError, MoAError, RunStoppedError
 from langgraph_moa.nodes.models.callcache import CallCache
 from langgraph_moa.nodes.models.redact import redact
 
@@ -90,6 +90,8 @@ class BatchResult:
     run_file: Path
     output: Path
     written: int | None = None  # items in the --format output, once complete
+    cache_rejected: int = 0  # call cache entries that were not a call's: asked again
+    cache_unstored: tuple[int, str] = (0, "")  # answers the cache could not store, and why
     progress: BatchProgress | None = field(default=None, repr=False)
 
 
@@ -192,7 +194,7 @@ async def run_items(
 def _check_settings(run_file: RunFile, ctx: Context, options: BatchOptions) -> int:
     """Finished items made with other settings: refused (a mixed output), unless
     ``mixed_settings``; then kept and counted (each record's ``settings`` says which made it)."""
-    mine = settings_summary(ctx)
+    mine = {**settings_summary(ctx), "samples": options.samples}
     other, changes = 0, set()
     for record in run_file.records():
         found = settings_changes(record["settings"], mine) if record.get("settings") else []
@@ -212,19 +214,29 @@ def default_cache(output: Path) -> Path:
 
 
 def replay_items(
-    records: Iterable[dict[str, Any]],
+    records: Iterable[dict[str, Any]], name: str = "the replayed run"
 ) -> tuple[list[Item | InvalidItem], dict[str, dict[str, Any]]]:
-    """The items of a run file to re-aggregate, and their stored records by id."""
+    """The items of a run file to re-aggregate, and their stored records by id.
+
+    A record written twice for one id (outputs joined with ``cat``) counts once, in its last
+    version, as the run file's own rewrite keeps it (core/batch/outputs.py). A record whose
+    ``input`` is not an item was not written by ``moa batch``: ``InputError`` names its line.
+    """
+    last: dict[str, tuple[int, dict[str, Any]]] = {}
+    for n, record in enumerate(records, 1):
+        last[str(record["id"])] = (last.get(str(record["id"]), (n, {}))[0], record)
     items: list[Item | InvalidItem] = []
     stored: dict[str, dict[str, Any]] = {}
-    for n, record in enumerate(records, 1):
-        rid = str(record["id"])
+    for rid, (n, record) in last.items():
         if record.get("status") not in ANSWERED:
             items.append(
                 InvalidItem(rid, f"item {rid} failed in the replayed run", record.get("input"), n)
             )
             continue
-        item = parse_item(record["input"], n)
+        try:
+            item = parse_item(record.get("input"), n)
+        except ValueError as exc:
+            raise InputError(f"--replay {name}: record {n} (id {rid!r}): input: {exc}") from None
         items.append(Item(rid, item.kind, item.turns, item.history, item.source, n))
         stored[rid] = record
     return items, stored
@@ -241,7 +253,8 @@ async def run_batch(
     """Run ``items`` into ``output`` (resuming it if it holds finished items); one process at a
     time per output (core/locks.py)."""
     options = options or BatchOptions()
-    with output_lock(Path(output), options.fmt):
+    output = output_path(output)
+    with output_lock(output, options.fmt):
         return await _run_batch(items, ctx, output, options, console=console)
 
 
@@ -330,6 +343,8 @@ async def _run_batch(
                 generator=options.generator,
                 concurrency=options.concurrency,
             ):
+                if record["settings"]:  # K changes each sample's seeds: a resume compares it
+                    record["settings"] = {**record["settings"], "samples": options.samples}
                 run_file.append(record)
                 progress.record(record)
     finally:
@@ -352,6 +367,8 @@ async def _run_batch(
         run_file=run_file.path,
         output=output,
         progress=progress,
+        cache_rejected=cache.rejected if cache is not None else 0,
+        cache_unstored=(cache.unstored, cache.unstored_why) if cache is not None else (0, ""),
     )
     if complete:
         run_file.finish(order.position)

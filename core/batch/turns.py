@@ -7,7 +7,7 @@ Each takes the item and the conversation so far (the turn's user message last) a
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeGuard
 
 from langchain_core.runnables import RunnableConfig
 
@@ -102,7 +102,12 @@ class ReplayTurns:
         turns = self.stored[item.id].get("turns") or []
         if index >= len(turns):
             raise ReplayError(f"the replayed record has no proposals for turn {index + 1}")
-        layers: list[list[Any]] = turns[index]["layers"]
+        layers = turns[index].get("layers") if isinstance(turns[index], dict) else None
+        if not _stored_layers(layers):
+            raise ReplayError(
+                f"the replayed record's turn {index + 1} holds no layers of proposals as moa "
+                "batch writes them (the file was edited?)"
+            )
         return layers
 
     def _context(self, layers: list[list[Any]]) -> Context:
@@ -132,3 +137,17 @@ class ReplayTurns:
             state = await self.graph.ainvoke(state_in, context=self._context(layers))
         # The layers are the stored run's: neither paid nor made by this run.
         return TurnResult(**_result(state), replayed=True)
+
+
+def _stored_layers(layers: Any) -> TypeGuard[list[list[Any]]]:
+    """Whether ``layers`` is a record's list of layers: proposals with a model and a text."""
+    return isinstance(layers, list) and all(
+        isinstance(layer, list)
+        and all(
+            isinstance(p, dict)
+            and isinstance(p.get("model"), str)
+            and isinstance(p.get("text"), str | None)
+            for p in layer
+        )
+        for layer in layers
+    )

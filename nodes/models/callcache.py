@@ -25,6 +25,10 @@ Why not LangGraph's node cache or LangChain's LLM cache (both were considered):
   langchain-community.
 So the key is ours and the store is LangGraph's ``SqliteCache`` (langgraph-checkpoint-sqlite):
 a maintained SQLite table with WAL, expiry and serialization.
+
+Whoever can write the file controls what it holds: it is read with a serializer that runs no
+code (nodes/serde.py), an entry that is not a call's shape is a miss (asked again, and counted in
+``rejected``), and a file that holds other tables is someone else's database: refused untouched.
 """
 
 from __future__ import annotations
@@ -40,12 +44,18 @@ from typing import Any, TypeVar
 
 from langchain_core.messages import AIMessage, AIMessageChunk, AnyMessage
 from langgraph.cache.sqlite import SqliteCache
+from pydantic import ValidationError
 
 from langgraph_moa.nodes.errors import CallCacheError
+from langgraph_moa.nodes.keys import everyone_can_write, open_to_all
 from langgraph_moa.nodes.models.calls import CallResult
 from langgraph_moa.nodes.models.settings import ModelSettings
+from langgraph_moa.nodes.serde import SAFE_SERDE
 
 NAMESPACE = ("moa-calls", "v1")  # bump the version when the key or the value changes
+TABLE = ("cache", ["ns", "key", "expiry", "encoding", "val"])  # SqliteCache's one table
+SQLITE_HEADER = b"SQLite format 3\x00"  # how every SQLite database file starts
+
 T = TypeVar("T")
 
 
@@ -63,6 +73,44 @@ def cache_error(path: Path, exc: sqlite3.Error) -> CallCacheError:
     return CallCacheError(str(path), str(exc), hint)
 
 
+def _check_ours(path: Path) -> None:
+    """Refuse a SQLite file that holds anything but SqliteCache's table: another program's
+    database, which opening it as a cache would add a table to (or fail on at every call); and
+    one every user of the machine may write, whose answers anyone could change."""
+    if not path.exists():
+        return
+    if not path.is_file():  # a folder, a pipe, a device
+        raise CallCacheError(
+            str(path), "not a call cache: not a regular file", "give --cache a file of its own"
+        )
+    st = path.stat()
+    if everyone_can_write(st):
+        problem = open_to_all("change the answers it gives", st)
+        hint = f"make it yours alone (chmod o-w {path}), or pass another --cache"
+        raise CallCacheError(str(path), problem, hint)
+    if st.st_size == 0:
+        return
+    with path.open("rb") as f:
+        if f.read(len(SQLITE_HEADER)) != SQLITE_HEADER:  # a text file, an archive: not ours
+            raise CallCacheError(
+                str(path), "not a call cache: not a SQLite file", "give --cache a file of its own"
+            )
+    conn = sqlite3.connect(path)
+    try:
+        tables = [
+            row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        ]
+        columns = [row[1] for row in conn.execute(f"PRAGMA table_info({TABLE[0]})")]
+    finally:
+        conn.close()
+    if tables and (tables != [TABLE[0]] or columns != TABLE[1]):
+        raise CallCacheError(
+            str(path),
+            f"not a call cache: a SQLite database of something else (tables: {', '.join(tables)})",
+            "give --cache a file of its own, or pass --no-cache",
+        )
+
+
 class CallCache:
     """Finished model calls in one SQLite file."""
 
@@ -70,7 +118,10 @@ class CallCache:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._store: SqliteCache[dict[str, Any]] = SqliteCache(path=str(self.path))
+            _check_ours(self.path)
+            self._store: SqliteCache[dict[str, Any]] = SqliteCache(
+                path=str(self.path), serde=SAFE_SERDE
+            )
             # WAL without an fsync per commit: a killed process loses no committed entry (only a
             # power cut can, and then those calls are paid again), and a lookup or store costs
             # tens of microseconds, so both run inline: SqliteCache's aget/aset hop to a thread
@@ -79,20 +130,30 @@ class CallCache:
         except sqlite3.Error as exc:
             raise cache_error(self.path, exc) from None
         self.hits = 0  # calls answered from the cache in this process
+        self.rejected = 0  # entries found that were not a call's (edited, planted): asked again
+        self.unstored = 0  # answers that could not be stored (a full disk), the last reason:
+        self.unstored_why = ""
         self.stored = 0
 
     async def lookup(self, key: str) -> CallResult | None:
         found = self._named(self._store.get, [(NAMESPACE, key)]).get((NAMESPACE, key))
         if found is None:
             return None
-        self.hits += 1
+        if not isinstance(found, dict) or not isinstance(found.get("text"), str):
+            self.rejected += 1  # not what store() writes (edited, planted): asked again
+            return None
         fields = {
             "content": found["text"],
-            "usage_metadata": found["usage"],
-            "response_metadata": found["metadata"],
+            "usage_metadata": found.get("usage"),
+            "response_metadata": found.get("metadata") or {},
         }
         calls = found.get("tool_calls")
-        message = AIMessage(**fields, tool_calls=calls) if calls else AIMessageChunk(**fields)
+        try:
+            message = AIMessage(**fields, tool_calls=calls) if calls else AIMessageChunk(**fields)
+        except (ValidationError, TypeError):
+            self.rejected += 1  # a field of another shape: as above
+            return None
+        self.hits += 1
         # attempts=0: no request was made (records show it; cost reports leave it out).
         return CallResult(
             text=found["text"], message=message, attempts=0, latency_s=0.0, ttft_s=None
@@ -106,7 +167,15 @@ class CallCache:
             "metadata": {k: meta[k] for k in ("finish_reason", "model_name") if k in meta},
             **({"tool_calls": result.message.tool_calls} if result.message.tool_calls else {}),
         }
-        self._named(self._store.set, {(NAMESPACE, key): (value, None)})
+        try:
+            self._store.set({(NAMESPACE, key): (value, None)})
+        except sqlite3.Error as exc:
+            # A full disk, a file made read-only mid-run, a writer holding it too long: the
+            # answer was paid and is good, so the call keeps it (failing the item would throw it
+            # away, and a rerun pay again); only its reuse is lost, which the run reports.
+            self.unstored += 1
+            self.unstored_why = str(exc)
+            return
         self.stored += 1
 
     def _named(self, op: Callable[[Any], T], arg: Any) -> T:
