@@ -314,15 +314,23 @@ def holds_lock(lock: Path, proc: subprocess.Popen[str]) -> Callable[[], bool]:
     return lambda: lock.exists() and lock.read_text().strip() == str(proc.pid)
 
 
-def test_two_batch_runs_on_one_output_pay_once(server: FakeOpenAIServer, tmp_path: Path) -> None:
+def first_run_holding(
+    server: FakeOpenAIServer, tmp_path: Path, out: Path
+) -> tuple[subprocess.Popen[str], threading.Event, Path, Path]:
+    """(the run, refused, config, input): a run of 4 items on ``out`` that holds its lock, slow
+    (3 s per item) until ``refused`` is set, once a second run has been turned away."""
     refused = threading.Event()
-    # The first run is slow (3 s per item) until the second one has been turned away.
     server.script("agg", latency=lambda: 0.0 if refused.is_set() else 3.0)
     cfg = write_config(tmp_path / "c.toml", server)
     data = write_items(tmp_path / "in.jsonl", prompts(4))
-    out = tmp_path / "out.jsonl"
     first = start_moa("batch", data, "-o", out, "-c", cfg, "-j", "1")
-    wait_until(holds_lock(tmp_path / ".out.jsonl.lock", first))
+    wait_until(holds_lock(out.parent / f".{out.name}.lock", first))
+    return first, refused, cfg, data
+
+
+def test_two_batch_runs_on_one_output_pay_once(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    first, refused, cfg, data = first_run_holding(server, tmp_path, out)
     second = batch(data, "-o", out, "-c", cfg, "-j", "1")  # what a second terminal does
     # The output is locked before the input is read: refused at once, even with an input that
     # would take long to read (a pipe nobody writes to blocks until the end of time).
@@ -351,16 +359,11 @@ def test_two_batch_runs_on_one_output_pay_once(server: FakeOpenAIServer, tmp_pat
 def test_a_symlink_to_an_output_is_that_output(server: FakeOpenAIServer, tmp_path: Path) -> None:
     # Two names of one file: a second run through a link is refused as on the file itself
     # (each used to take the lock of its own name and pay for every item again).
-    refused = threading.Event()
-    server.script("agg", latency=lambda: 0.0 if refused.is_set() else 3.0)
-    cfg = write_config(tmp_path / "c.toml", server)
-    data = write_items(tmp_path / "in.jsonl", prompts(4))
     big = tmp_path / "big-disk"
     big.mkdir()
     out, link = big / "out.jsonl", tmp_path / "link.jsonl"
     link.symlink_to(out)
-    first = start_moa("batch", data, "-o", out, "-c", cfg, "-j", "1")
-    wait_until(holds_lock(big / ".out.jsonl.lock", first))
+    first, refused, cfg, data = first_run_holding(server, tmp_path, out)
     second = batch(data, "-o", link, "-c", cfg, "-j", "1")
     refused.set()
     assert second.returncode == 1, second.stderr

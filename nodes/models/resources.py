@@ -64,7 +64,8 @@ MAX_MODELS = 512
 
 
 class _Recent:
-    """Chat models by key, the least recently used dropped past ``MAX_MODELS``."""
+    """Chat models by key, the least recently used dropped past ``MAX_MODELS``. An OrderedDict
+    rather than a cache library: none of our dependencies brings one, and this is the only LRU."""
 
     def __init__(self) -> None:
         self._items: OrderedDict[Any, BaseChatModel] = OrderedDict()
