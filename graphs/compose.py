@@ -50,6 +50,7 @@ from langgraph_moa.graphs.adapt import cancel_on_interrupt, cancellable
 from langgraph_moa.graphs.moa import build_moa_graph
 from langgraph_moa.nodes.aggregate import answer_text
 from langgraph_moa.nodes.context import Context
+from langgraph_moa.nodes.errors import InputError
 from langgraph_moa.nodes.models.tools import FORMATS, Bind, binding, holds_text
 from langgraph_moa.nodes.records import total_usage
 
@@ -156,8 +157,14 @@ def moa_node(
 
     def inputs(state: Any) -> dict[str, Any]:
         value = _read(state, question)
-        messages = [HumanMessage(value)] if isinstance(value, str) else list(value)
-        return {"messages": messages}
+        if isinstance(value, str):
+            return {"messages": [HumanMessage(value)]}
+        if not isinstance(value, Sequence):  # None, a number...: LangGraph's own error is cryptic
+            raise InputError(
+                f"state[{question!r}] is {type(value).__name__}: moa_node asks MoA a string or a "
+                "list of messages"
+            )
+        return {"messages": list(value)}
 
     def outputs(final: Mapping[str, Any]) -> dict[str, Any]:
         update: dict[str, Any] = {answer: _answer(final)}

@@ -22,7 +22,7 @@ from langgraph.types import Command, interrupt
 from typing_extensions import TypedDict
 
 from langgraph_moa import ChatMoA, Context, build_moa_graph, graph, moa_node, moa_tool
-from langgraph_moa.nodes.errors import EmptyConversationError
+from langgraph_moa.nodes.errors import EmptyConversationError, InputError
 
 
 @dataclass
@@ -108,6 +108,19 @@ async def test_a_node_over_the_parents_own_keys(server: FakeOpenAIServer, mode: 
     assert [p["text"] for p in state["proposals"][0]] == ["proposal by p1", "proposal by p2"]
     (agg,) = server.requests_for("agg")
     assert agg.messages[-1] == {"role": "user", "content": "What is MoA?"}
+
+
+def test_a_node_whose_question_is_missing_says_so(server: FakeOpenAIServer) -> None:
+    # The parent's state has None (or a number) where the question goes: one error naming the
+    # key, before any model is paid (LangGraph said "'NoneType' object is not iterable").
+    parent = StateGraph(QAState)
+    parent.add_node("ask", moa_node(context=fake_context(server, ["p1"])))
+    parent.add_edge(START, "ask")
+    app = parent.compile()
+    for value in (None, 42):
+        with pytest.raises(InputError, match=r"state\['question'\] is (NoneType|int): moa_node"):
+            app.invoke({"question": value})  # type: ignore[typeddict-item]
+    assert server.requests == []
 
 
 class ToolCallingFake(GenericFakeChatModel):
