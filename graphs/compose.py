@@ -44,12 +44,12 @@ from langchain_core.utils.function_calling import (
 )
 from langchain_core.utils.pydantic import is_basemodel_subclass
 from langgraph.graph.state import CompiledStateGraph
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from langgraph_moa.graphs.adapt import cancel_on_interrupt, cancellable
 from langgraph_moa.graphs.moa import build_moa_graph
 from langgraph_moa.nodes.aggregate import answer_text
-from langgraph_moa.nodes.context import Context
+from langgraph_moa.nodes.context import Context, load_preset
 from langgraph_moa.nodes.errors import InputError
 from langgraph_moa.nodes.models.tools import FORMATS, Bind, binding, holds_text
 from langgraph_moa.nodes.records import total_usage
@@ -250,6 +250,15 @@ class ChatMoA(BaseChatModel):
         default=None, description="A Context, a preset name, or None for the default preset."
     )
     _graph: Graph | None = PrivateAttr(default=None)
+
+    @field_validator("context")
+    @classmethod
+    def _known_preset(cls, value: Settings) -> Settings:
+        """A misspelt preset (or a config that does not load) fails here, not at the first call,
+        which may be deep in an agent's run."""
+        if isinstance(value, str):
+            load_preset(value)
+        return value
 
     @property
     def _llm_type(self) -> str:

@@ -19,6 +19,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.graph.message import add_messages
 from langgraph.types import Command, interrupt
+from pydantic import ValidationError
 from typing_extensions import TypedDict
 
 from langgraph_moa import ChatMoA, Context, build_moa_graph, graph, moa_node, moa_tool
@@ -108,6 +109,12 @@ async def test_a_node_over_the_parents_own_keys(server: FakeOpenAIServer, mode: 
     assert [p["text"] for p in state["proposals"][0]] == ["proposal by p1", "proposal by p2"]
     (agg,) = server.requests_for("agg")
     assert agg.messages[-1] == {"role": "user", "content": "What is MoA?"}
+
+
+def test_a_chat_moa_with_a_misspelt_preset_fails_when_made() -> None:
+    with pytest.raises(ValidationError, match="unknown preset 'togther'; choose one of"):
+        ChatMoA(context="togther")
+    assert ChatMoA(context="together").context == "together"  # no key needed to make it
 
 
 def test_a_node_whose_question_is_missing_says_so(server: FakeOpenAIServer) -> None:
