@@ -53,6 +53,7 @@ from langgraph_moa.nodes.context import Context, load_preset
 from langgraph_moa.nodes.errors import InputError
 from langgraph_moa.nodes.models.tools import FORMATS, Bind, binding, holds_text
 from langgraph_moa.nodes.records import total_usage
+from langgraph_moa.nodes.stops import StopAt
 
 Settings = Context | str | None
 STREAM_MODES: list[Any] = ["messages", "custom", "values"]  # custom: answer_retry events
@@ -241,7 +242,8 @@ class ChatMoA(BaseChatModel):
 
     Streams the aggregator's tokens; ``usage_metadata`` adds up every call of the run;
     ``response_metadata`` names the model that wrote the answer and carries the run's
-    per-layer records (``moa_layers``). ``stop`` sequences are not supported and ignored.
+    per-layer records (``moa_layers``). ``stop`` sequences end the answer's text before the
+    first of them (nodes/stops.py); the usage counts what the aggregator wrote.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -370,9 +372,9 @@ class ChatMoA(BaseChatModel):
         return {"messages": messages, "bind": bind}
 
     @staticmethod
-    def _message(final: Mapping[str, Any]) -> AIMessage:
+    def _message(final: Mapping[str, Any], stop: StopAt) -> AIMessage:
         return AIMessage(
-            content=_answer(final),
+            content=stop.cut(_answer(final)),
             tool_calls=final["messages"][-1].tool_calls,
             usage_metadata=_usage(final),
             response_metadata={
@@ -382,10 +384,11 @@ class ChatMoA(BaseChatModel):
         )
 
     @staticmethod
-    def _last_chunk(final: Mapping[str, Any], held: bool) -> ChatGenerationChunk:
+    def _last_chunk(final: Mapping[str, Any], held: bool, stop: StopAt) -> ChatGenerationChunk:
         """Ends a stream: the tool calls (whole, once the aggregator's answer is checked), the
-        answer's text if it was ``held``, the run's usage and metadata."""
-        message = ChatMoA._message(final)
+        answer's text if it was ``held`` (else what ``stop`` held back), the run's usage and
+        metadata."""
+        message = ChatMoA._message(final, StopAt(stop.stops))
         calls = [
             ToolCallChunk(
                 name=c["name"],
@@ -398,7 +401,7 @@ class ChatMoA(BaseChatModel):
         ]
         return ChatGenerationChunk(
             message=AIMessageChunk(
-                content=message.content if held else "",
+                content=message.content if held else stop.flush(),
                 tool_call_chunks=calls,
                 usage_metadata=message.usage_metadata,
                 response_metadata=message.response_metadata,
@@ -437,7 +440,9 @@ class ChatMoA(BaseChatModel):
     ) -> ChatResult:
         with _detached():
             final = self._moa().invoke(self._inputs(messages, kwargs))
-        return ChatResult(generations=[ChatGeneration(message=self._message(final))])
+        return ChatResult(
+            generations=[ChatGeneration(message=self._message(final, StopAt(stop or ())))]
+        )
 
     async def _agenerate(
         self,
@@ -448,7 +453,9 @@ class ChatMoA(BaseChatModel):
     ) -> ChatResult:
         with _detached():
             final = await self._moa().ainvoke(self._inputs(messages, kwargs))
-        return ChatResult(generations=[ChatGeneration(message=self._message(final))])
+        return ChatResult(
+            generations=[ChatGeneration(message=self._message(final, StopAt(stop or ())))]
+        )
 
     def _stream(
         self,
@@ -462,6 +469,7 @@ class ChatMoA(BaseChatModel):
         payload: Any
         inputs = self._inputs(messages, kwargs)
         held, streamed = holds_text(inputs["bind"]), False
+        cut = StopAt(stop or ())
         # In a scope of its own: LangGraph runs every node of a "messages" stream in its worker
         # threads, which Ctrl-C would otherwise wait for (graphs/adapt.py).
         steps = _detached_steps(self._moa().stream(inputs, stream_mode=STREAM_MODES))
@@ -470,11 +478,13 @@ class ChatMoA(BaseChatModel):
                 final = payload
             elif not held and (text := self._text(mode, payload, streamed)):
                 streamed = mode == "messages"  # not after the blank line of a restart
+                if not (text := cut.feed(text)):
+                    continue
                 chunk = ChatGenerationChunk(message=AIMessageChunk(content=text))
                 if run_manager is not None:
                     run_manager.on_llm_new_token(text, chunk=chunk)
                 yield chunk
-        yield self._last_chunk(final, held)
+        yield self._last_chunk(final, held, cut)
 
     async def _astream(
         self,
@@ -488,17 +498,20 @@ class ChatMoA(BaseChatModel):
         payload: Any
         inputs = self._inputs(messages, kwargs)
         held, streamed = holds_text(inputs["bind"]), False
+        cut = StopAt(stop or ())
         steps = _adetached_steps(self._moa().astream(inputs, stream_mode=STREAM_MODES))
         async for mode, payload in steps:
             if mode == "values":
                 final = payload
             elif not held and (text := self._text(mode, payload, streamed)):
                 streamed = mode == "messages"  # not after the blank line of a restart
+                if not (text := cut.feed(text)):
+                    continue
                 chunk = ChatGenerationChunk(message=AIMessageChunk(content=text))
                 if run_manager is not None:
                     await run_manager.on_llm_new_token(text, chunk=chunk)
                 yield chunk
-        yield self._last_chunk(final, held)
+        yield self._last_chunk(final, held, cut)
 
 
 __all__ = ["ChatMoA", "moa_node", "moa_tool"]

@@ -111,6 +111,24 @@ async def test_a_node_over_the_parents_own_keys(server: FakeOpenAIServer, mode: 
     assert agg.messages[-1] == {"role": "user", "content": "What is MoA?"}
 
 
+async def test_chat_moa_ends_its_answer_at_a_stop_sequence(server: FakeOpenAIServer) -> None:
+    # A ReAct-style agent stops the model before it writes the tool's observation itself; the
+    # stop sequence arrives split across tokens ("up.\n", "Observation: ").
+    script(server, "I will look it up.\nObservation: made up\nmore")
+    chat = ChatMoA(context=fake_context(server, ["p1", "p2"]))
+    stop = ["\nObservation:"]
+    said = "I will look it up."
+    assert chat.invoke("q", stop=stop).content == said
+    assert (await chat.ainvoke("q", stop=stop)).content == said
+    pieces = [c.content for c in chat.stream("q", stop=stop)]
+    assert "".join(map(str, pieces)) == said
+    assert not any("\n" in str(p) for p in pieces)  # the held newline was never sent
+    assert "".join([str(c.content) async for c in chat.astream("q", stop=stop)]) == said
+    last = chat.invoke("q", stop=stop)
+    assert last.usage_metadata is not None and last.usage_metadata["output_tokens"] > 0
+    assert chat.invoke("q").content == "I will look it up.\nObservation: made up\nmore"
+
+
 def test_a_chat_moa_with_a_misspelt_preset_fails_when_made() -> None:
     with pytest.raises(ValidationError, match="unknown preset 'togther'; choose one of"):
         ChatMoA(context="togther")

@@ -51,11 +51,11 @@ from langgraph_moa.apps.serve.schemas import (
     now,
 )
 from langgraph_moa.apps.serve.settings import DEFAULT_KEEPALIVE_S
-from langgraph_moa.apps.serve.stops import StopAt
 from langgraph_moa.apps.serve.tasks import is_task
 from langgraph_moa.core.turns import AnswerRestart, Finished, ProposalDone, Token
 from langgraph_moa.nodes.errors import CapabilityError, ConfigError
 from langgraph_moa.nodes.models.tools import Bind, binding, check_capable, holds_text
+from langgraph_moa.nodes.stops import StopAt
 
 # nginx's "client closed request": logged for a request whose client left before the answer.
 CLIENT_GONE = 499

@@ -4,7 +4,7 @@ Requests are lenient where OpenAI clients send fields MoA has no use for (``top_
 ``metadata``...: accepted and ignored) and strict where ignoring a field would silently give the
 client something else than it asked for (``n`` > 1, images, legacy ``functions``, logprobs,
 ``logit_bias``, audio: a 400 that says so, see ``unsupported``); ``stop`` is honoured
-(apps/serve/stops.py). Tools, ``tool_choice``, ``parallel_tool_calls`` and ``response_format``
+(nodes/stops.py). Tools, ``tool_choice``, ``parallel_tool_calls`` and ``response_format``
 bind the aggregator (nodes/models/tools.py); its tool calls come back in OpenAI's shapes
 (``ToolCallOut``, ``finish_reason: "tool_calls"``).
 """
@@ -84,7 +84,7 @@ class ChatCompletionRequest(BaseModel):
     response_format: dict[str, Any] | None = None
     logprobs: bool | None = None
     top_logprobs: StrictInt | None = Field(default=None, ge=0, le=20)
-    # Honoured on the answer (apps/serve/stops.py): one string or a list, read as a list.
+    # Honoured on the answer (nodes/stops.py): one string or a list, read as a list.
     stop: Annotated[list[str], BeforeValidator(_stops)] = Field(default_factory=list)
     logit_bias: dict[str, float] | None = None
     modalities: list[str] | None = None

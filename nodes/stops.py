@@ -1,10 +1,11 @@
-"""OpenAI's ``stop``: the answer ends before the first of the client's stop sequences.
+"""Stop sequences (OpenAI's ``stop``, LangChain's ``stop=``): the answer ends before the first.
 
 Honoured on the answer the client gets, whatever the aggregator's provider does with stop
 sequences (the local model has none; a continued answer is written by several calls): the text
 is cut where a sequence first appears, the sequence left out, as OpenAI does. A client that
 relies on it (a ReAct-style agent stops the model before it writes the tool's "Observation:"
-itself) would otherwise get text past the point it asked for, silently.
+itself) would otherwise get text past the point it asked for, silently. ``moa serve`` and
+``ChatMoA`` both cut here.
 
 Streamed, a piece of text that may be the start of a stop sequence is held until the next token
 says whether it is one, so a sequence split across tokens is still caught and never sent.
