@@ -44,7 +44,7 @@ from langchain_core.utils.function_calling import (
 )
 from langchain_core.utils.pydantic import is_basemodel_subclass
 from langgraph.graph.state import CompiledStateGraph
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from langgraph_moa.graphs.adapt import cancel_on_interrupt, cancellable
 from langgraph_moa.graphs.moa import build_moa_graph
@@ -253,14 +253,13 @@ class ChatMoA(BaseChatModel):
     )
     _graph: Graph | None = PrivateAttr(default=None)
 
-    @field_validator("context")
-    @classmethod
-    def _known_preset(cls, value: Settings) -> Settings:
-        """A misspelt preset (or a config that does not load) fails here, not at the first call,
-        which may be deep in an agent's run."""
-        if isinstance(value, str):
-            load_preset(value)
-        return value
+    def __init__(self, **kwargs: Any) -> None:
+        # A misspelt preset (or a config that does not load) fails here, as the ConfigError a
+        # caller catches, not at the first call deep in an agent's run. Before pydantic's
+        # validation, which wraps a validator's ValueError (ConfigError is one) in its own.
+        if isinstance(context := kwargs.get("context"), str):
+            load_preset(context)
+        super().__init__(**kwargs)
 
     @property
     def _llm_type(self) -> str:

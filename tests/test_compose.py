@@ -19,11 +19,10 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.graph.message import add_messages
 from langgraph.types import Command, interrupt
-from pydantic import ValidationError
 from typing_extensions import TypedDict
 
 from langgraph_moa import ChatMoA, Context, build_moa_graph, graph, moa_node, moa_tool
-from langgraph_moa.nodes.errors import EmptyConversationError, InputError
+from langgraph_moa.nodes.errors import ConfigError, EmptyConversationError, InputError
 
 
 @dataclass
@@ -130,7 +129,7 @@ async def test_chat_moa_ends_its_answer_at_a_stop_sequence(server: FakeOpenAISer
 
 
 def test_a_chat_moa_with_a_misspelt_preset_fails_when_made() -> None:
-    with pytest.raises(ValidationError, match="unknown preset 'togther'; choose one of"):
+    with pytest.raises(ConfigError, match="unknown preset 'togther'; choose one of"):
         ChatMoA(context="togther")
     assert ChatMoA(context="together").context == "together"  # no key needed to make it
 
