@@ -476,6 +476,8 @@ class ChatMoA(BaseChatModel):
             if mode == "values":
                 final = payload
             elif not held and (text := self._text(mode, payload, streamed)):
+                if mode != "messages":  # a restart: the new answer is cut afresh
+                    cut = StopAt(cut.stops)
                 streamed = mode == "messages"  # not after the blank line of a restart
                 if not (text := cut.feed(text)):
                     continue
@@ -503,6 +505,8 @@ class ChatMoA(BaseChatModel):
             if mode == "values":
                 final = payload
             elif not held and (text := self._text(mode, payload, streamed)):
+                if mode != "messages":  # a restart: the new answer is cut afresh
+                    cut = StopAt(cut.stops)
                 streamed = mode == "messages"  # not after the blank line of a restart
                 if not (text := cut.feed(text)):
                     continue

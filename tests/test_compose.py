@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import pytest
 from conftest import fake_context
-from fake_openai import FakeOpenAIServer, RecordedRequest, count_prompt_tokens
+from fake_openai import Failure, FakeOpenAIServer, RecordedRequest, count_prompt_tokens
 from langchain.agents import create_agent
 from langchain_core.callbacks import UsageMetadataCallbackHandler
 from langchain_core.language_models import GenericFakeChatModel
@@ -126,6 +126,20 @@ async def test_chat_moa_ends_its_answer_at_a_stop_sequence(server: FakeOpenAISer
     last = chat.invoke("q", stop=stop)
     assert last.usage_metadata is not None and last.usage_metadata["output_tokens"] > 0
     assert chat.invoke("q").content == "I will look it up.\nObservation: made up\nmore"
+
+
+def test_an_answer_asked_again_is_cut_afresh_by_the_stop_sequences(
+    server: FakeOpenAIServer,
+) -> None:
+    # With tools bound a broken answer starts over; the first attempt reached the stop sequence,
+    # and the new answer must still be shown (after the blank line of a restart), cut again.
+    script(server, "Checking.\nObservation: x")
+    server.fail("agg", Failure(drop_after_tokens=2))
+    chat = ChatMoA(context=fake_context(server, ["p1"], retry_base_s=0.01))
+    tools = chat.bind_tools([{"name": "look", "description": "d", "parameters": {}}])
+    pieces = [str(c.content) for c in tools.stream("q", stop=["\nObservation:"])]
+    assert "".join(pieces) == "Checking.\n\nChecking."
+    assert len(server.requests_for("agg")) == 2
 
 
 def test_a_chat_moa_with_a_misspelt_preset_fails_when_made() -> None:

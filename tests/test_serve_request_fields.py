@@ -16,7 +16,7 @@ import openai
 import pytest
 import uvicorn
 from conftest import fake_context
-from fake_openai import FakeOpenAIServer
+from fake_openai import Failure, FakeOpenAIServer
 from langchain_openai import ChatOpenAI
 from serving import app_for, running
 
@@ -75,6 +75,19 @@ def test_the_answer_ends_before_the_first_stop_sequence(base: str) -> None:
     assert reply.choices[0].message.content == ANSWER
     streamed = sdk.chat.completions.create(model="fake", messages=ASK, stop="42!", stream=True)
     assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == ANSWER
+
+
+def test_an_answer_asked_again_is_cut_afresh(base: str, server: FakeOpenAIServer) -> None:
+    # With tools a broken answer starts over after a blank line; its first attempt reached the
+    # stop sequence, which must not keep the new answer from the client.
+    server.fail("agg", Failure(drop_after_tokens=8))
+    tool = {"type": "function", "function": {"name": "weather", "parameters": {}}}
+    streamed = client(base).chat.completions.create(
+        model="fake", messages=ASK, stop=STOP, tools=[tool], stream=True
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in streamed if c.choices)
+    assert text == f"{WANTED}\n\n{WANTED}"
+    assert len(server.requests_for("agg")) == 2
 
 
 def test_a_langchain_agent_model_gets_its_stop_sequence_honoured(base: str) -> None:

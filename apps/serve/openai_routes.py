@@ -325,6 +325,9 @@ async def _chunks(
                 # An answer that cannot be continued (tools or a response format bound) starts
                 # over; sent text cannot be taken back, so the new one follows a blank line. A
                 # broken answer that is continued (AnswerResumed) needs nothing: its rest follows.
+                # The new answer is cut by the stop sequences afresh (one the old one reached
+                # would otherwise end the stream before it).
+                stop = StopAt(stop.stops)
                 if event.after_text and not held and (text := stop.feed("\n\n")):
                     yield chunk(Delta(content=text))
             elif isinstance(event, Finished):
