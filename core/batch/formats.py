@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
+from langgraph_moa.core.batch.ids import Firsts
 from langgraph_moa.core.batch.inputs import InvalidItem, Item, parse_item
 from langgraph_moa.core.batch.outputs import write_atomic
 from langgraph_moa.core.batch.records import ANSWERED
@@ -95,22 +96,27 @@ def question_of(source: Any, item_id: str) -> Any:
 def _one_item_per_question(items: Iterable[Item | InvalidItem]) -> None:
     """Refuse two items under one ``question_id`` (an explicit ``id`` each): FastChat's file holds
     one row per question, so their answers would be merged as choices of one question. The
-    samples of one item (``--samples``) are its choices on purpose. Held in memory: MT-Bench
-    sets are a few thousand questions."""
-    seen: dict[str, tuple[str, int]] = {}
-    for item in items:
-        if not isinstance(item, Item):
-            continue
-        base = base_id(item)
-        question = str(question_of(item.source, base))
-        first = seen.setdefault(question, (base, item.line))
-        if first[0] != base:
-            raise InputError(
-                f"items {first[0]!r} (line {first[1]}) and {base!r} (line {item.line}) have the "
-                f"same question_id {question}: MT-Bench's answer file holds one answer per "
-                "question, so theirs would be merged; give each its own question_id, or write "
-                "-f jsonl"
-            )
+    samples of one item (``--samples``) are its choices on purpose."""
+    seen = Firsts()
+    try:
+        for item in items:
+            if isinstance(item, Item):
+                _same_question(seen, item)
+    finally:
+        seen.close()
+
+
+def _same_question(seen: Firsts, item: Item) -> None:
+    base = base_id(item)
+    question = str(question_of(item.source, base))
+    first = seen.setdefault(question, base, item.line)
+    if first[0] != base:
+        raise InputError(
+            f"items {first[0]!r} (line {first[1]}) and {base!r} (line {item.line}) have the "
+            f"same question_id {question}: MT-Bench's answer file holds one answer per "
+            "question, so theirs would be merged; give each its own question_id, or write "
+            "-f jsonl"
+        )
 
 
 def _instruction(record: dict[str, Any]) -> str:

@@ -154,3 +154,33 @@ class IdIndex:
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):
             self._db.close()
+
+
+class Firsts:
+    """The first (item id, line) under each key, on disk for the reason the ids are: MT-Bench's
+    ``question_id`` of every item of a 2 GB input would be gigabytes as a dict."""
+
+    @_named
+    def __init__(self) -> None:
+        self._db = sqlite3.connect("", isolation_level=None)
+        self._db.execute("PRAGMA synchronous = OFF")  # scratch data
+        self._db.execute(
+            "CREATE TABLE firsts (key TEXT PRIMARY KEY, id TEXT NOT NULL, line INTEGER NOT NULL) "
+            "WITHOUT ROWID"
+        )
+        self._db.execute("BEGIN")  # one transaction for the whole pass
+
+    @_named
+    def setdefault(self, key: str, item_id: str, line: int) -> tuple[str, int]:
+        """(id, line) of the first item under ``key``: this one if it is the first."""
+        added = self._db.execute(
+            "INSERT OR IGNORE INTO firsts VALUES (?, ?, ?)", (key, item_id, line)
+        ).rowcount
+        if added:
+            return item_id, line
+        row = self._db.execute("SELECT id, line FROM firsts WHERE key = ?", (key,)).fetchone()
+        return str(row[0]), int(row[1])
+
+    def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self._db.close()
