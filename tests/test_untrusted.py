@@ -1,0 +1,44 @@
+"""What a server's client may set (nodes/untrusted.py), checked without a server: the servers'
+own tests (test_langgraph_server_clients.py, test_serve_*.py) show the same rules end to end."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from langgraph_moa.nodes.errors import ClientSettingError
+from langgraph_moa.nodes.untrusted import check_bind, check_models
+
+
+@pytest.mark.parametrize(
+    "model", ["local:.env", "local:model.GGUF", "local:~root", "local:/etc/passwd", "local:x.gguf"]
+)
+def test_a_client_names_only_bundled_local_models(model: str) -> None:
+    # Any other name is a path local.py would look at: "not found" vs "not a GGUF file" would
+    # tell the client about the server's files.
+    for endpoints in (True, False):
+        with pytest.raises(ClientSettingError, match=r"bundled name \('local:smollm2'\)"):
+            check_models({"proposers": [model]}, endpoints=endpoints)
+    check_models({"proposers": ["local:smollm2"], "aggregator": "local:smollm2"}, endpoints=True)
+
+
+@pytest.mark.parametrize(
+    ("bind", "said"),
+    [
+        ({"tools": ["x"]}, "bind.tools: must be a list of tool objects"),
+        ({"tools": 5}, "bind.tools: must be a list of tool objects"),
+        ({"tools": {"type": "function"}}, "bind.tools: must be a list of tool objects"),
+        ({"response_format": "json"}, "bind.response_format: must be an object"),
+        ({"temperature": 2}, "unknown key 'temperature'; allowed: tools, tool_choice"),
+    ],
+)
+def test_a_bind_of_the_wrong_shape_is_one_clear_error(bind: dict[str, Any], said: str) -> None:
+    with pytest.raises(ClientSettingError) as caught:
+        check_bind(bind)
+    assert said in str(caught.value)
+
+
+def test_a_bind_of_the_right_shape_passes() -> None:
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    check_bind({"tools": [tool], "tool_choice": "f", "response_format": {"type": "json_object"}})
