@@ -3,10 +3,16 @@ own tests (test_langgraph_server_clients.py, test_serve_*.py) show the same rule
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
+from conftest import fake_context
+from fake_openai import FakeOpenAIServer
+from langchain_core.messages import HumanMessage
 
+import langgraph_moa.graphs.adapt as adapt_module
+from langgraph_moa.graphs.moa import build_moa_graph
 from langgraph_moa.nodes.errors import ClientSettingError
 from langgraph_moa.nodes.untrusted import check_bind, check_models
 
@@ -42,3 +48,23 @@ def test_a_bind_of_the_wrong_shape_is_one_clear_error(bind: dict[str, Any], said
 def test_a_bind_of_the_right_shape_passes() -> None:
     tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
     check_bind({"tools": [tool], "tool_choice": "f", "response_format": {"type": "json_object"}})
+
+
+async def test_a_runs_bind_is_checked_once_and_off_the_event_loop(
+    server: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # It ran in every node and router, on the server's event loop (~0.5 s for a large schema).
+    checked: list[threading.Thread] = []
+
+    def check(bind: Any) -> None:
+        checked.append(threading.current_thread())
+        check_bind(bind)
+
+    monkeypatch.setattr(adapt_module, "check_bind", check)
+    graph = build_moa_graph(untrusted=True).compile()
+    ctx = fake_context(server, ["p1", "p2"], layers=3)
+    question = {"messages": [HumanMessage("hi")], "bind": {"tools": []}}
+    await graph.ainvoke(question, context=ctx.model_dump(exclude_unset=True))
+    assert len(server.requests) == 5  # the run went through its three layers
+    (thread,) = checked
+    assert thread is not threading.main_thread()
