@@ -23,8 +23,9 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from langgraph_moa.nodes.context import PARENT_FIELD, Context
+from langgraph_moa.nodes.context import PARENT_FIELD, Context, ModelSpec
 from langgraph_moa.nodes.errors import ClientSettingError, ConfigError
+from langgraph_moa.nodes.models.catalog import KEY_ENV
 from langgraph_moa.nodes.models.local import BUNDLED
 from langgraph_moa.nodes.presets import preset_names
 
@@ -62,6 +63,15 @@ def _check_model(value: Any, at: str, endpoints: bool) -> None:
                 "(its provider's *_API_BASE or *_BASE_URL variable there), or leave out "
                 "api_key_env",
             )
+        env = value.get("api_key_env")
+        if env is not None and isinstance(name, str):
+            own = KEY_ENV.get(ModelSpec.model_construct(model=name).provider)
+            if env != own:  # any other variable of the server (GITHUB_TOKEN...) to the provider
+                raise ClientSettingError(
+                    at,
+                    "api_key_env may name only the provider's own key variable"
+                    f"{f' ({own})' if own else ''}, or be left out; the value is not shown",
+                )
     # Only the bundled names: local.py reads any other name as a path (``~user``, ``.env``...).
     if isinstance(name, str) and name.startswith("local:") and name[6:] not in BUNDLED:
         bundled = ", ".join(f"'local:{b}'" for b in BUNDLED)

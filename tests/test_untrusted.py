@@ -68,3 +68,16 @@ async def test_a_runs_bind_is_checked_once_and_off_the_event_loop(
     assert len(server.requests) == 5  # the run went through its three layers
     (thread,) = checked
     assert thread is not threading.main_thread()
+
+
+def test_a_client_names_only_the_providers_own_key_variable() -> None:
+    # Any variable of the server would go to the provider as its key: GITHUB_TOKEN, say.
+    for env in ("GITHUB_TOKEN", "OPENAI_API_KEY"):
+        spec = {"model": "together:m", "api_key_env": env}
+        with pytest.raises(ClientSettingError, match=r"provider's own key variable \(TOGETHER_API"):
+            check_models({"aggregator": spec}, endpoints=True)
+    with pytest.raises(ClientSettingError, match="provider's own key variable, or be left out"):
+        local = {"model": "ollama:m", "api_key_env": "X_TOKEN"}  # no key of its own
+        check_models({"aggregator": local}, endpoints=True)
+    own = {"model": "together:m", "api_key_env": "TOGETHER_API_KEY"}
+    check_models({"proposers": [own, {"model": "together:m"}]}, endpoints=True)
