@@ -6,9 +6,10 @@ Every node and router of the MoA graph is added through ``adapt``, which
   fields, a parent graph's own context carrying MoA settings in a ``moa`` field, or nothing, in
   which case the graph's own defaults apply (``build_moa_graph(context=...)``, else the default
   preset). So MoA runs as a subgraph of a parent whose context has nothing to do with it;
-- refuses a ``moa batch --server`` run the server started again on its own, and a conversation
-  that gives the models nothing to answer (``EmptyConversationError``), before any model is
-  paid (graphs/retried.py, nodes/history.py);
+- refuses a ``moa batch --server`` run the server started again on its own, and, in the nodes
+  that start a run (``starts``: those reached from START), a conversation that gives the models
+  nothing to answer (``EmptyConversationError``) and a client's ``bind`` the aggregator would
+  refuse, before any model is paid (graphs/retried.py, nodes/history.py, nodes/untrusted.py);
 - gives the async node a synchronous twin, so ``invoke``/``stream``/``batch`` work as well as
   their async forms. The twin runs the async node on one background event loop shared by the
   process (``RESOURCES.portal()``, nodes/models/resources.py) with the stdlib's
@@ -160,22 +161,31 @@ def _in_a_parent(runtime: Runtime[Any]) -> bool:
 
 
 def adapt(
-    node: AsyncNode, default: Context | None, check: Check | None = None, *, untrusted: bool = False
+    node: AsyncNode,
+    default: Context | None,
+    check: Check | None = None,
+    *,
+    untrusted: bool = False,
+    starts: bool = True,
 ) -> Any:
     """``node`` as a graph node or router: context resolved, usable sync and async.
     ``untrusted``: the context is a server's client's, checked before it is read
-    (nodes/untrusted.py)."""
+    (nodes/untrusted.py). ``starts``: a run's first step runs it (an edge from START), so it
+    checks the run's input; later nodes get the input it passed."""
 
     async def afunc(state: Any, runtime: Runtime[Context]) -> Any:
         refuse_retried_batch_run()
         if untrusted:
+            # In every node: a thread's run resumed from its checkpoint brings a new context
+            # without passing START. Cheap, unlike the bind's schemas.
             check_context(runtime.context)
-            check_bind(state.get("bind") if isinstance(state, dict) else None)
         ctx = resolve_context(runtime.context, default, parents=_in_a_parent(runtime))
-        if isinstance(state, Mapping) and not model_view(
-            state.get("messages", ()), ctx.tool_history
-        ):
-            raise EmptyConversationError
+        if starts and isinstance(state, Mapping):
+            if untrusted and state.get("bind") is not None:
+                # A large tool schema takes a while to check: not on the server's event loop.
+                await asyncio.to_thread(check_bind, state["bind"])
+            if not model_view(state.get("messages", ()), ctx.tool_history):
+                raise EmptyConversationError
         if check is not None:
             check(ctx)
         return await node(state, runtime.override(context=ctx))

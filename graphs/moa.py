@@ -97,8 +97,8 @@ def build_moa_graph(
         add_unrolled(builder, unroll, untrusted=untrusted)
         return builder
 
-    def node(fn: AsyncNode) -> Any:
-        return adapt(fn, default, untrusted=untrusted)
+    def node(fn: AsyncNode, starts: bool = False) -> Any:
+        return adapt(fn, default, untrusted=untrusted, starts=starts)
 
     builder.add_node("propose", node(propose))
     builder.add_node("join", node(join))
@@ -107,7 +107,7 @@ def build_moa_graph(
     builder.add_node("staircase_aggregate", node(staircase_aggregate))
     builder.add_conditional_edges(
         START,
-        node(first_layer),
+        node(first_layer, starts=True),
         ["propose", "aggregate", "staircase_propose", "staircase_aggregate"],
     )
     builder.add_edge("propose", "join")

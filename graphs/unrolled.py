@@ -105,11 +105,12 @@ def unroll(
             )
             return await propose(task, runtime)
 
-        builder.add_node(name, adapt(node, ctx, check, untrusted=untrusted))
+        builder.add_node(name, adapt(node, ctx, check, untrusted=untrusted, starts=layer == 1))
 
     joined, aggregated = (
-        adapt(join, ctx, check, untrusted=untrusted),
-        adapt(aggregate, ctx, check, untrusted=untrusted),
+        adapt(join, ctx, check, untrusted=untrusted, starts=False),
+        # From START when there are no proposers.
+        adapt(aggregate, ctx, check, untrusted=untrusted, starts=ctx.proposer_layers == 0),
     )
     builder.add_node("aggregate", aggregated)
     previous = [START]

@@ -7,9 +7,10 @@ A server runs models on its own keys and reads its own files; a client may chang
   model with a ``base_url``): the key would be the client's to read, and to use elsewhere for
   as long as it is valid. A key goes only to the endpoint its provider uses on the server (the
   provider's own, or the server's ``*_API_BASE``/``*_BASE_URL`` variable);
-- name a file of the server: a ``local:`` model by path, or a config file by path (whether it
-  exists and parses would answer questions about the server's files, and loading it costs the
-  server memory). Bundled local models (``local:smollm2``) and presets go by name.
+- name a file of the server: a ``local:`` model other than a bundled one (any other name is read
+  as a path, and whether it exists and is a GGUF file would answer questions about the server's
+  files; loading it costs the server memory), or a config file by path. Bundled local models
+  (``local:smollm2``) and presets go by name.
 
 ``moa serve`` is stricter (``endpoints=False``): its clients choose no endpoint at all. A
 LangGraph server's clients may (``moa batch --server`` sends a config's ``base_url``s, which get
@@ -19,10 +20,13 @@ input's ``bind`` by ``check_bind`` (``build_moa_graph(untrusted=True)``: langgra
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
-from langgraph_moa.nodes.context import PARENT_FIELD, Context
+from langgraph_moa.nodes.context import PARENT_FIELD, Context, ModelSpec
 from langgraph_moa.nodes.errors import ClientSettingError, ConfigError
+from langgraph_moa.nodes.models.catalog import KEY_ENV
+from langgraph_moa.nodes.models.local import BUNDLED
 from langgraph_moa.nodes.presets import preset_names
 
 MODEL_FIELDS = ("proposers", "aggregator", "fallback_aggregator", "layer_proposers")
@@ -59,14 +63,23 @@ def _check_model(value: Any, at: str, endpoints: bool) -> None:
                 "(its provider's *_API_BASE or *_BASE_URL variable there), or leave out "
                 "api_key_env",
             )
-    if isinstance(name, str) and name.startswith("local:"):
-        model = name.removeprefix("local:")
-        if "/" in model or "\\" in model or model.endswith(".gguf"):
-            raise ClientSettingError(
-                at,
-                "a request may name local models only by their bundled name (e.g. "
-                "'local:smollm2'), not a file path",
-            )
+        env = value.get("api_key_env")
+        if env is not None and isinstance(name, str):
+            own = KEY_ENV.get(ModelSpec.model_construct(model=name).provider)
+            if env != own:  # any other variable of the server (GITHUB_TOKEN...) to the provider
+                raise ClientSettingError(
+                    at,
+                    "api_key_env may name only the provider's own key variable"
+                    f"{f' ({own})' if own else ''}, or be left out; the value is not shown",
+                )
+    # Only the bundled names: local.py reads any other name as a path (``~user``, ``.env``...).
+    if isinstance(name, str) and name.startswith("local:") and name[6:] not in BUNDLED:
+        bundled = ", ".join(f"'local:{b}'" for b in BUNDLED)
+        raise ClientSettingError(
+            at,
+            f"a request may name local models only by their bundled name ({bundled}), "
+            "not a file path",
+        )
 
 
 def check_context(value: Any) -> None:
@@ -100,10 +113,20 @@ def check_bind(bind: Any) -> None:
         raise ClientSettingError("bind", "must be an object of tools, tool_choice, ...")
     from langgraph_moa.nodes.models.tools import binding  # jsonschema: only when bound
 
+    allowed = inspect.signature(binding).parameters
+    unknown = [key for key in bind if key not in allowed]
+    if unknown:
+        raise ClientSettingError(
+            "bind", f"unknown key {unknown[0]!r}; allowed: {', '.join(allowed)}"
+        )
+    tools, response_format = bind.get("tools"), bind.get("response_format")
+    if tools is not None and not (
+        isinstance(tools, list) and all(isinstance(tool, dict) for tool in tools)
+    ):
+        raise ClientSettingError("bind.tools", "must be a list of tool objects")
+    if response_format is not None and not isinstance(response_format, dict):
+        raise ClientSettingError("bind.response_format", "must be an object")
     try:
         binding(**bind)
-    except TypeError:
-        allowed = "tools, tool_choice, parallel_tool_calls, response_format"
-        raise ClientSettingError("bind", f"unknown key; allowed: {allowed}") from None
     except ConfigError as exc:
         raise ClientSettingError("bind", str(exc)) from None

@@ -89,6 +89,23 @@ def test_an_unreachable_server_is_one_line(server: FakeOpenAIServer, tmp_path: P
     assert "Traceback" not in result.stderr
 
 
+def test_settings_the_server_refuses_stop_the_run_before_any_item(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    # The server refused them item by item, a round trip each: now one line, before connecting.
+    config = write_config(
+        tmp_path / "c.toml", server, model_extra='api_key_env = "TOGETHER_API_KEY"'
+    )
+    data = write_items(tmp_path / "in.jsonl", prompts(2))
+    out = tmp_path / "o.jsonl"
+    args = ["-o", str(out), "-c", str(config), "--server", "http://127.0.0.1:9"]
+    result = run_cli("batch", str(data), *args)
+    assert result.returncode == 2  # a setting's error, as for a local run
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("moa: error:")]
+    assert "may not send a key of the server (api_key_env)" in line
+    assert "Traceback" not in result.stderr and not out.exists()
+
+
 def test_server_runs_items_in_parallel_and_resumes_after_a_client_kill(
     studio: str,  # noqa: F811
     server: FakeOpenAIServer,

@@ -12,8 +12,11 @@ import pytest
 from conftest import fake_context
 from fake_openai import FakeOpenAIServer
 from serving import ServeProcess, running, serve_env
+from starlette.testclient import TestClient
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from langgraph_moa.apps.serve.app import create_app
+from langgraph_moa.apps.serve.auth import RequireKey
 from langgraph_moa.apps.serve.registry import ModelRegistry
 from langgraph_moa.apps.serve.settings import ServeSettings
 from langgraph_moa.nodes.keys import is_loopback
@@ -141,3 +144,20 @@ def test_an_idle_connection_outlives_the_clients_keep_alive(served: ServeProcess
         assert conn.sock is sock
     finally:
         conn.close()
+
+
+def test_a_websocket_without_the_key_is_refused() -> None:
+    # Only http was checked: any other scope passed, a websocket without a key too.
+    async def accepting(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket":
+            await WebSocket(scope, receive, send).accept()
+            await send({"type": "websocket.close", "code": 1000})
+
+    client = TestClient(RequireKey(accepting, KEY))
+    with pytest.raises(WebSocketDisconnect) as refused, client.websocket_connect("/v1/x"):
+        pass
+    assert refused.value.code == 1008
+    with client.websocket_connect("/v1/x", headers={"Authorization": f"Bearer {KEY}"}) as ws:
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_text()
+        assert closed.value.code == 1000  # accepted, then closed by the app

@@ -112,6 +112,18 @@ def test_bad_input_is_400_in_openais_shape(
     assert server.requests == []  # refused before any model was called
 
 
+def test_a_streamed_conversation_with_nothing_to_answer_is_400(
+    server: FakeOpenAIServer, base: str
+) -> None:
+    # It was a 200 whose stream ended with an error event: the stream had begun before the run.
+    messages: Any = [{"role": "assistant", "content": "Hello!"}]
+    with pytest.raises(openai.BadRequestError) as caught:
+        client(base).chat.completions.create(model="fake", messages=messages, stream=True)
+    error = error_of(caught.value.response)
+    assert error["param"] == "messages" and "no user message" in error["message"]
+    assert server.requests == []
+
+
 @pytest.mark.parametrize("content", [b'{"model": "fake", "messages": [', b"[1, 2]", b"hello"])
 def test_malformed_body_is_400(server: FakeOpenAIServer, base: str, content: bytes) -> None:
     response = httpx.post(

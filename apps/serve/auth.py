@@ -12,12 +12,14 @@ import hmac
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocketClose
 
 from langgraph_moa.apps.serve.errors import OpenAIError
 from langgraph_moa.apps.serve.settings import KEY_ENV
 
 CHALLENGE = {"WWW-Authenticate": "Bearer"}
 OPEN = {("GET", "/health"), ("HEAD", "/health")}  # what load balancers probe without a key
+POLICY_VIOLATION = 1008  # the websocket close code for a client without the key
 
 
 class RequireKey:
@@ -29,18 +31,21 @@ class RequireKey:
         self.expected = key.encode() if key else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Only the server's own start and stop go unchecked: a websocket needs the key too.
         if (
-            scope["type"] != "http"
+            scope["type"] == "lifespan"
             or self.expected is None
-            or (scope["method"], scope["path"]) in OPEN
+            or (scope["type"] == "http" and (scope["method"], scope["path"]) in OPEN)
         ):
             await self.app(scope, receive, send)
             return
         problem = self.problem(Headers(scope=scope).get("authorization", ""))
         if problem is None:
             await self.app(scope, receive, send)
-            return
-        await problem.response()(scope, receive, send)
+        elif scope["type"] == "websocket":
+            await WebSocketClose(POLICY_VIOLATION)(scope, receive, send)  # refused unaccepted
+        else:
+            await problem.response()(scope, receive, send)
 
     def problem(self, header: str) -> OpenAIError | None:
         assert self.expected is not None

@@ -37,6 +37,7 @@ from langgraph_moa.nodes.errors import (
     ServerError,
     ServerGoneError,
 )
+from langgraph_moa.nodes.untrusted import check_context
 
 # A run submitted again at most this many times (the server lost it, or refused its retry).
 RESUBMITS = 3
@@ -66,6 +67,7 @@ class ServerTurns:
         self.contexts = SampleContexts(ctx, samples)
         self._sent: dict[int | None, dict[str, Any]] = {}
         self._settings = settings_summary(ctx)
+        self._ctx = ctx
 
     def context_of(self, item: Item) -> dict[str, Any]:
         # Only what differs from the defaults: the server validates it into the same Context.
@@ -78,7 +80,10 @@ class ServerTurns:
         return self._settings
 
     async def check(self) -> None:
-        """Fail early, with one clear line, when the server or the graph is not there."""
+        """Fail early, with one clear line, when the server or the graph is not there, or the
+        settings are ones the server refuses from a client (a local GGUF path, a key sent to a
+        ``base_url``): every item would fail with it, a round trip each."""
+        check_context(self._ctx.model_dump(mode="json", exclude_defaults=True))
         try:
             found = await self.client.assistants.search(graph_id=self.assistant, limit=1)
             if not found:
