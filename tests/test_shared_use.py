@@ -865,6 +865,36 @@ def test_a_planted_call_cache_entry_runs_no_code(server: FakeOpenAIServer, tmp_p
     assert "allowed_msgpack_modules" not in result.stderr  # the library's advice to allow it
 
 
+# Rows LangGraph's strict serializer cannot read at all: a pickle (which it never loads), a JSON
+# constructor naming os.system, bytes that are no msgpack.
+UNREADABLE_ROWS = {
+    "pickle": b"\x80\x04K\x01.",
+    "json": b'{"lc": 1, "type": "constructor", "id": ["os", "system"], "kwargs": {}}',
+    "msgpack": b"\xc1\xc1",
+}
+
+
+@pytest.mark.parametrize("encoding", list(UNREADABLE_ROWS))
+def test_an_unreadable_call_cache_entry_is_asked_again(
+    server: FakeOpenAIServer, tmp_path: Path, encoding: str
+) -> None:
+    import sqlite3
+
+    cfg = write_config(tmp_path / "c.toml", server)
+    data = write_items(tmp_path / "in.jsonl", prompts(2))
+    cache = tmp_path / "shared.sqlite"
+    assert batch(data, "-o", tmp_path / "a.jsonl", "-c", cfg, "--cache", cache).returncode == 0
+    with contextlib.closing(sqlite3.connect(cache)) as conn, conn:
+        conn.execute(
+            "UPDATE cache SET val = ?, encoding = ?", (UNREADABLE_ROWS[encoding], encoding)
+        )
+    server.reset()
+    result = batch(data, "-o", tmp_path / "b.jsonl", "-c", cfg, "--cache", cache)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert len(server.requests) == 6
+    assert f"6 entries of the call cache {cache} were not model calls" in result.stderr
+
+
 def test_another_programs_database_is_not_a_call_cache(
     server: FakeOpenAIServer, tmp_path: Path
 ) -> None:

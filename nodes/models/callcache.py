@@ -46,7 +46,7 @@ from langchain_core.messages import AIMessage, AIMessageChunk, AnyMessage
 from langgraph.cache.sqlite import SqliteCache
 from pydantic import ValidationError
 
-from langgraph_moa.nodes.errors import CallCacheError
+from langgraph_moa.nodes.errors import CallCacheError, StoredValueError
 from langgraph_moa.nodes.keys import everyone_can_write, open_to_all
 from langgraph_moa.nodes.models.calls import CallResult
 from langgraph_moa.nodes.models.settings import ModelSettings
@@ -136,7 +136,11 @@ class CallCache:
         self.stored = 0
 
     async def lookup(self, key: str) -> CallResult | None:
-        found = self._named(self._store.get, [(NAMESPACE, key)]).get((NAMESPACE, key))
+        try:
+            found = self._named(self._store.get, [(NAMESPACE, key)]).get((NAMESPACE, key))
+        except StoredValueError:  # does not deserialise (a pickle row, broken bytes): as below
+            self.rejected += 1
+            return None
         if found is None:
             return None
         if not isinstance(found, dict) or not isinstance(found.get("text"), str):
