@@ -15,6 +15,9 @@ constructor LangChain refuses) raises ``StoredValueError``, one kind each reader
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
@@ -22,12 +25,14 @@ from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph_moa.nodes.errors import StoredValueError
 
 _LOGGER = "langgraph.checkpoint.serde.jsonplus"
+_READING: ContextVar[bool] = ContextVar("moa_reading_own_store", default=False)
 
 
 class _SafeSerializer(JsonPlusSerializer):
     def loads_typed(self, data: tuple[str, bytes]) -> Any:
         try:
-            return super().loads_typed(data)
+            with _reading():
+                return super().loads_typed(data)
         # What langgraph-checkpoint 4.3 raises for bytes it cannot read: NotImplementedError for
         # an encoding it does not read (``pickle`` in strict mode), ValueError for malformed
         # msgpack or JSON and for a JSON constructor LangChain refuses, TypeError, AttributeError
@@ -37,13 +42,26 @@ class _SafeSerializer(JsonPlusSerializer):
             raise StoredValueError(str(data[0])[:40], str(exc).split("\n")[0][:200]) from None
 
 
-class _NoAllowAdvice(logging.Filter):
-    """The strict serializer logs each type it refuses with advice to allow it. For our stores
-    that advice is wrong (nothing of ours needs another type); the reader says what it did."""
+@contextmanager
+def _reading() -> Iterator[None]:
+    token = _READING.set(True)
+    try:
+        yield
+    finally:
+        _READING.reset(token)
+
+
+class _QuietWhileWeRead(logging.Filter):
+    """The strict serializer logs each type it refuses with advice to allow it. For our stores that
+    advice is wrong (nothing of ours needs another type) and the reader says what it did, so a
+    record logged while one of our reads runs (in this thread or task) is dropped; any other
+    reader's, a user's own strict checkpointer's, passes untouched (a filter that matched the
+    text instead hid theirs too). LangGraph warns once per type and process, so a type first
+    refused in our store is not warned of again for theirs."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("Blocked deserialization")
+        return not _READING.get()
 
 
 SAFE_SERDE = _SafeSerializer(allowed_msgpack_modules=None)
-logging.getLogger(_LOGGER).addFilter(_NoAllowAdvice())
+logging.getLogger(_LOGGER).addFilter(_QuietWhileWeRead())
