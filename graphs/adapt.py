@@ -54,7 +54,7 @@ from langgraph_moa.nodes.errors import EmptyConversationError
 from langgraph_moa.nodes.history import model_view
 from langgraph_moa.nodes.models.resources import RESOURCES
 from langgraph_moa.nodes.models.sync_runs import CLOSED, CancelScope, cancelled
-from langgraph_moa.nodes.resumed import NS_SEP
+from langgraph_moa.nodes.resumed import nested
 from langgraph_moa.nodes.untrusted import check_bind, check_context
 
 AsyncNode = Callable[[Any, Runtime[Context]], Awaitable[Any]]
@@ -152,13 +152,6 @@ def _hands_off(result: Any) -> bool:
     return isinstance(result, list) and len(result) > 1
 
 
-def _in_a_parent(runtime: Runtime[Any]) -> bool:
-    """The run is inside another graph's node (a subgraph, or ChatMoA's, moa_node's... run in
-    it), so ``runtime.context`` is that graph's."""
-    info = runtime.execution_info
-    return info is not None and NS_SEP in info.checkpoint_ns
-
-
 def adapt(
     node: AsyncNode, default: Context | None, check: Check | None = None, *, untrusted: bool = False
 ) -> Any:
@@ -171,7 +164,7 @@ def adapt(
         if untrusted:
             check_context(runtime.context)
             check_bind(state.get("bind") if isinstance(state, dict) else None)
-        ctx = resolve_context(runtime.context, default, parents=_in_a_parent(runtime))
+        ctx = resolve_context(runtime.context, default, parents=nested(runtime))
         if isinstance(state, Mapping) and not model_view(
             state.get("messages", ()), ctx.tool_history
         ):
