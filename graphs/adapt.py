@@ -55,7 +55,7 @@ from langgraph_moa.nodes.errors import EmptyConversationError
 from langgraph_moa.nodes.history import model_view
 from langgraph_moa.nodes.models.resources import RESOURCES
 from langgraph_moa.nodes.models.sync_runs import CLOSED, CancelScope, cancelled
-from langgraph_moa.nodes.resumed import NS_SEP
+from langgraph_moa.nodes.resumed import nested
 from langgraph_moa.nodes.untrusted import check_bind, check_context
 
 AsyncNode = Callable[[Any, Runtime[Context]], Awaitable[Any]]
@@ -153,13 +153,6 @@ def _hands_off(result: Any) -> bool:
     return isinstance(result, list) and len(result) > 1
 
 
-def _in_a_parent(runtime: Runtime[Any]) -> bool:
-    """The run is inside another graph's node (a subgraph, or ChatMoA's, moa_node's... run in
-    it), so ``runtime.context`` is that graph's."""
-    info = runtime.execution_info
-    return info is not None and NS_SEP in info.checkpoint_ns
-
-
 def adapt(
     node: AsyncNode,
     default: Context | None,
@@ -179,7 +172,7 @@ def adapt(
             # In every node: a thread's run resumed from its checkpoint brings a new context
             # without passing START. Cheap, unlike the bind's schemas.
             check_context(runtime.context)
-        ctx = resolve_context(runtime.context, default, parents=_in_a_parent(runtime))
+        ctx = resolve_context(runtime.context, default, parents=nested(runtime))
         if starts and isinstance(state, Mapping):
             if untrusted and state.get("bind") is not None:
                 # A large tool schema takes a while to check: not on the server's event loop.

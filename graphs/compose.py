@@ -36,7 +36,6 @@ from langchain_core.runnables import (
     RunnableMap,
     RunnablePassthrough,
 )
-from langchain_core.runnables.config import var_child_runnable_config
 from langchain_core.tools import BaseTool, StructuredTool
 from langchain_core.utils.function_calling import (
     convert_to_openai_function,
@@ -49,6 +48,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 from langgraph_moa.graphs.adapt import cancel_on_interrupt, cancellable
 from langgraph_moa.graphs.moa import build_moa_graph
 from langgraph_moa.nodes.aggregate import answer_text
+from langgraph_moa.nodes.childconfig import calls_with, child_config
 from langgraph_moa.nodes.context import Context, load_preset
 from langgraph_moa.nodes.errors import InputError
 from langgraph_moa.nodes.models.tools import FORMATS, Bind, binding, holds_text
@@ -96,13 +96,10 @@ def _usage(final: Mapping[str, Any]) -> UsageMetadata:
 @contextmanager
 def _detached(dropped: Sequence[str] = CHAT_MODEL_DROPPED) -> Iterator[None]:
     """Runs the mixture's steps in here: the caller's config without ``dropped``."""
-    config = var_child_runnable_config.get()
+    config = child_config()
     own = None if config is None else {k: v for k, v in config.items() if k not in dropped}
-    token = var_child_runnable_config.set(cast(RunnableConfig | None, own))
-    try:
+    with calls_with(cast(RunnableConfig | None, own)):
         yield
-    finally:
-        var_child_runnable_config.reset(token)
 
 
 def _detached_steps(items: Iterator[T]) -> Iterator[T]:

@@ -275,3 +275,16 @@ class CallCacheError(MoAError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.path, self.problem, self.hint))
+
+
+class StoredValueError(MoAError, ValueError):
+    """A value in one of moa's stores (the call cache, the chat threads) does not deserialise:
+    written outside moa (edited, planted). ``encoding``: the type its row names; ``problem``:
+    what the deserialiser said. The store's reader turns it into its own answer."""
+
+    def __init__(self, encoding: str, problem: str) -> None:
+        super().__init__(f"a stored value ({encoding}) was changed outside moa: {problem}")
+        self.encoding, self.problem = encoding, problem
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.encoding, self.problem))

@@ -24,7 +24,16 @@ from langgraph.runtime import Runtime
 CHECKPOINTER = "__pregel_checkpointer"
 # A task's checkpoint namespace is its graph's, then ``|name:task_id`` (nothing before it in a
 # root graph): the step's writes are saved under its graph's.
+# LangGraph's ``NS_SEP``, read only here (nested() and saved_writes()); tests/test_private_apis.py
+# fails when it changes.
 NS_SEP = "|"
+
+
+def nested(runtime: Runtime[Any]) -> bool:
+    """The node runs inside another graph's node (a subgraph), so ``runtime.context`` is that
+    graph's."""
+    info = runtime.execution_info
+    return info is not None and NS_SEP in info.checkpoint_ns
 
 
 async def saved_writes(runtime: Runtime[Any]) -> list[tuple[str, str, Any]]:

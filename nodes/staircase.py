@@ -58,11 +58,7 @@ from functools import partial
 from typing import Any
 
 from langchain_core.messages import AIMessage, AnyMessage
-from langchain_core.runnables.config import (
-    ensure_config,
-    merge_configs,
-    var_child_runnable_config,
-)
+from langchain_core.runnables.config import ensure_config, merge_configs
 from langgraph.config import get_stream_writer
 from langgraph.constants import TAG_NOSTREAM
 from langgraph.runtime import Runtime
@@ -70,6 +66,7 @@ from langgraph.types import Overwrite
 from typing_extensions import TypedDict
 
 from langgraph_moa.nodes.aggregate import ANSWER_TAG, call_failure, failed_note, final_message
+from langgraph_moa.nodes.childconfig import calls_with
 from langgraph_moa.nodes.context import Context, ModelSpec
 from langgraph_moa.nodes.errors import AggregatorError, LayerFailedError
 from langgraph_moa.nodes.models import CallFailedError, CallResult, ask_model, settings_for
@@ -219,11 +216,8 @@ def _record(layer: int, index: int, spec: ModelSpec) -> Proposal:
 def _collecting(growing: Growing) -> Iterator[None]:
     """Model calls in this block (of this task) stream their pieces into ``growing``."""
     config = merge_configs(ensure_config(), {"callbacks": [Collector(growing)]})
-    token = var_child_runnable_config.set(config)
-    try:
+    with calls_with(config):
         yield
-    finally:
-        var_child_runnable_config.reset(token)
 
 
 # --- one writer --------------------------------------------------------------------------------

@@ -159,3 +159,27 @@ def test_a_planted_checkpoint_runs_no_code_and_is_named(
     assert listed.returncode == 0, listed.stderr
     assert "kept" in listed.stdout and "(cannot be read: changed outside moa)" in listed.stdout
     assert not marker.exists()
+
+
+def test_a_pickled_checkpoint_is_named_and_the_others_listed(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    # A row typed "pickle" (which the strict serializer never loads) made all of --list fail.
+    import contextlib
+    import sqlite3
+
+    chat(server, tmp_path, "first question\n", "--thread", "t")
+    chat(server, tmp_path, "kept\n", "--thread", "kept")
+    with contextlib.closing(sqlite3.connect(tmp_path / "chat-threads.sqlite")) as conn, conn:
+        conn.execute(
+            "UPDATE checkpoints SET type = 'pickle', checkpoint = ? WHERE thread_id = 't'",
+            (b"\x80\x04K\x01.",),
+        )
+    result = run_cli(
+        "chat", "--preset", "seed", "--thread", "t", env=env(server, tmp_path), stdin="again\n"
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "cannot be read: it was changed outside moa" in result.stderr
+    listed = run_cli("chat", "--list", env=env(server, tmp_path))
+    assert listed.returncode == 0, listed.stderr
+    assert "kept" in listed.stdout and "(cannot be read: changed outside moa)" in listed.stdout

@@ -13,6 +13,10 @@ Each is used in exactly one place, with a comment there saying why:
   resumed step's finished tasks saved;
 - langchain-core's ``_StreamingCallbackHandler`` (nodes/models/growing.py): a handler that makes
   a chat model stream its call, whoever else listens;
+- langchain-core's ``var_child_runnable_config`` (nodes/childconfig.py): the config runnables
+  called in a block inherit (staircase.py's callback, compose.py's detached steps);
+- LangGraph's checkpoint namespace separator ``NS_SEP`` (nodes/resumed.py): whether a node runs
+  in a subgraph, and its graph's namespace;
 - langgraph-api's ``__request_start_time_ms__`` in a run's ``configurable`` (graphs/retried.py):
   when the server received the run (here: the installed server sets it; against a real server:
   tests/test_batch_server.py).
@@ -173,3 +177,44 @@ def test_langgraph_api_stamps_each_run_with_when_it_was_received() -> None:
     spec = importlib.util.find_spec("langgraph_api.models.run")
     assert spec is not None and spec.origin is not None
     assert '"__request_start_time_ms__"' in Path(spec.origin).read_text(encoding="utf-8")
+
+
+def test_child_config_is_what_runnables_called_in_a_block_inherit() -> None:
+    from langchain_core.runnables import RunnableLambda
+    from langchain_core.runnables.config import ensure_config
+
+    from langgraph_moa.nodes.childconfig import calls_with, child_config
+
+    seen = RunnableLambda(lambda _: ensure_config().get("tags"))
+    with calls_with({"tags": ["ours"]}):
+        assert child_config() == {"tags": ["ours"]}
+        assert seen.invoke(None) == ["ours"]
+        with calls_with(None):
+            assert seen.invoke(None) == []
+    assert child_config() is None and seen.invoke(None) == []
+
+
+def test_a_subgraphs_node_is_told_nested_by_its_checkpoint_namespace() -> None:
+    from langgraph._internal._constants import NS_SEP
+
+    from langgraph_moa.nodes import resumed
+
+    assert resumed.NS_SEP == NS_SEP
+    seen: list[bool] = []
+
+    def node(state: _Seen, runtime: Runtime[None]) -> dict[str, Any]:
+        seen.append(resumed.nested(runtime))
+        return {}
+
+    def graph() -> StateGraph[_Seen, None, _Seen, _Seen]:
+        builder = StateGraph(_Seen)
+        builder.add_node("node", node)
+        builder.add_edge(START, "node")
+        return builder
+
+    graph().compile().invoke({"seen": []})
+    outer = StateGraph(_Seen)
+    outer.add_node("inner", graph().compile())
+    outer.add_edge(START, "inner")
+    outer.compile().invoke({"seen": []})
+    assert seen == [False, True]

@@ -792,6 +792,9 @@ def test_a_corrupt_call_cache_is_named(server: FakeOpenAIServer, tmp_path: Path)
     line = error_line(result.stderr)
     assert f"the call cache {cache}: file is not a database" in line
     assert "move it away or delete it" in line and "--no-cache" in line
+    # Damaged before its tables could be read, it may have been another program's: both said.
+    assert "if it was moa's call cache, move it away" in line
+    assert "if another program's, give --cache a file of its own" in line
     assert "DatabaseError" not in result.stderr and not server.requests
     # A file that is no SQLite at all is someone's file, not a broken cache: never "delete it".
     notes = tmp_path / "notes.txt"
@@ -811,6 +814,24 @@ def test_a_corrupt_call_cache_is_named(server: FakeOpenAIServer, tmp_path: Path)
             f"moa: error: the call cache {odd}: not a call cache: not a regular file: give "
             "--cache a file of its own"
         )
+    assert not server.requests
+
+
+def test_a_cache_in_a_folder_that_cannot_be_used_is_named(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    # An OSError (a folder that is a file here; another user's file is the same path) was an
+    # "unexpected" error: only SQLite's were caught.
+    cfg = write_config(tmp_path / "c.toml", server)
+    data = write_items(tmp_path / "in.jsonl", prompts(2))
+    (tmp_path / "afile").write_text("x")
+    cache = tmp_path / "afile" / "calls.sqlite"
+    result = batch(data, "-o", tmp_path / "out.jsonl", "-c", cfg, "--cache", cache)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert error_line(result.stderr) == (
+        f"moa: error: the call cache {cache}: File exists: choose a folder you can use for it "
+        "(--cache), or pass --no-cache"
+    )
     assert not server.requests
 
 
@@ -863,6 +884,36 @@ def test_a_planted_call_cache_entry_runs_no_code(server: FakeOpenAIServer, tmp_p
     assert [r["cached_calls"] for r in read_records(tmp_path / "b.jsonl")] == [0, 0]
     assert f"6 entries of the call cache {cache} were not model calls" in result.stderr
     assert "allowed_msgpack_modules" not in result.stderr  # the library's advice to allow it
+
+
+# Rows LangGraph's strict serializer cannot read at all: a pickle (which it never loads), a JSON
+# constructor naming os.system, bytes that are no msgpack.
+UNREADABLE_ROWS = {
+    "pickle": b"\x80\x04K\x01.",
+    "json": b'{"lc": 1, "type": "constructor", "id": ["os", "system"], "kwargs": {}}',
+    "msgpack": b"\xc1\xc1",
+}
+
+
+@pytest.mark.parametrize("encoding", list(UNREADABLE_ROWS))
+def test_an_unreadable_call_cache_entry_is_asked_again(
+    server: FakeOpenAIServer, tmp_path: Path, encoding: str
+) -> None:
+    import sqlite3
+
+    cfg = write_config(tmp_path / "c.toml", server)
+    data = write_items(tmp_path / "in.jsonl", prompts(2))
+    cache = tmp_path / "shared.sqlite"
+    assert batch(data, "-o", tmp_path / "a.jsonl", "-c", cfg, "--cache", cache).returncode == 0
+    with contextlib.closing(sqlite3.connect(cache)) as conn, conn:
+        conn.execute(
+            "UPDATE cache SET val = ?, encoding = ?", (UNREADABLE_ROWS[encoding], encoding)
+        )
+    server.reset()
+    result = batch(data, "-o", tmp_path / "b.jsonl", "-c", cfg, "--cache", cache)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert len(server.requests) == 6
+    assert f"6 entries of the call cache {cache} were not model calls" in result.stderr
 
 
 def test_another_programs_database_is_not_a_call_cache(

@@ -206,3 +206,25 @@ def test_every_error_with_data_keeps_it_through_pickle() -> None:
     assert (copy.path, copy.problem, copy.hint, str(copy)) == (
         error.path, error.problem, error.hint, str(error)
     )  # fmt: skip
+
+
+def test_langgraphs_blocked_warnings_reach_other_readers(caplog: pytest.LogCaptureFixture) -> None:
+    # A user's own strict checkpointer still says which of its types it blocked once moa is
+    # imported; only our stores' reads (which report the value themselves) are quiet.
+    import ormsgpack
+    from langgraph.checkpoint.serde.jsonplus import EXT_CONSTRUCTOR_POS_ARGS, JsonPlusSerializer
+
+    from langgraph_moa.nodes.serde import SAFE_SERDE
+
+    def planted(module: str) -> tuple[str, bytes]:  # LangGraph warns once per type: a new one
+        call = ormsgpack.packb((module, "Thing", [1]))
+        return "msgpack", ormsgpack.packb(ormsgpack.Ext(EXT_CONSTRUCTOR_POS_ARGS, call))
+
+    theirs = JsonPlusSerializer(allowed_msgpack_modules=None)
+    with caplog.at_level("WARNING"):
+        SAFE_SERDE.loads_typed(planted("moa_test_ours"))
+        theirs.loads_typed(planted("moa_test_theirs"))
+    blocked = [
+        r.getMessage() for r in caplog.records if "Blocked deserialization" in r.getMessage()
+    ]
+    assert len(blocked) == 1 and "moa_test_theirs.Thing" in blocked[0]

@@ -25,7 +25,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.graph.state import CompiledStateGraph
 
-from langgraph_moa.nodes.errors import ConfigError
+from langgraph_moa.nodes.errors import ConfigError, StoredValueError
 from langgraph_moa.nodes.keys import everyone_can_write, open_to_all
 from langgraph_moa.nodes.serde import SAFE_SERDE
 
@@ -84,9 +84,10 @@ async def good_checkpoint(
         async for snapshot in graph.aget_state_history(thread_config(name)):
             if not snapshot.next:
                 return snapshot.config
-    except (TypeError, KeyError, AttributeError, ValueError):
-        # A checkpoint of another shape: written by something else than LangGraph (the store is
-        # read as plain data, nodes/serde.py), so LangGraph trips over it.
+    except (StoredValueError, TypeError, KeyError, AttributeError, ValueError):
+        # A checkpoint that does not deserialise (StoredValueError, nodes/serde.py), or one of
+        # another shape: written by something else than LangGraph (the store is read as plain
+        # data), so LangGraph trips over it.
         raise ConfigError(
             f"chat thread {name!r} in {data_dir() / DB_NAME} cannot be read: it was changed "
             "outside moa; continue under another --thread name"

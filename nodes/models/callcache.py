@@ -46,7 +46,7 @@ from langchain_core.messages import AIMessage, AIMessageChunk, AnyMessage
 from langgraph.cache.sqlite import SqliteCache
 from pydantic import ValidationError
 
-from langgraph_moa.nodes.errors import CallCacheError
+from langgraph_moa.nodes.errors import CallCacheError, StoredValueError
 from langgraph_moa.nodes.keys import everyone_can_write, open_to_all
 from langgraph_moa.nodes.models.calls import CallResult
 from langgraph_moa.nodes.models.settings import ModelSettings
@@ -58,6 +58,13 @@ SQLITE_HEADER = b"SQLite format 3\x00"  # how every SQLite database file starts
 
 T = TypeVar("T")
 
+# What to do with a cache SQLite calls damaged: its calls are lost either way, and the finished
+# items keep their answers.
+DAMAGED_HINT = (
+    "move it away or delete it (finished items keep their answers; only calls of unfinished "
+    "items are asked again), or pass --no-cache"
+)
+
 
 def cache_error(path: Path, exc: sqlite3.Error) -> CallCacheError:
     """What went wrong with the cache file, and what to do, in one line (not a bare
@@ -65,11 +72,8 @@ def cache_error(path: Path, exc: sqlite3.Error) -> CallCacheError:
     "attempt to write a readonly database", "database or disk is full"."""
     if isinstance(exc, sqlite3.OperationalError):
         hint = "free some space or choose a writable folder for it (--cache), or pass --no-cache"
-    else:  # corrupt: its calls are lost either way, and the finished items keep their answers
-        hint = (
-            "move it away or delete it (finished items keep their answers; only calls of "
-            "unfinished items are asked again), or pass --no-cache"
-        )
+    else:  # corrupt, and known to be ours (it had only our table when opened)
+        hint = DAMAGED_HINT
     return CallCacheError(str(path), str(exc), hint)
 
 
@@ -101,6 +105,16 @@ def _check_ours(path: Path) -> None:
             row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
         ]
         columns = [row[1] for row in conn.execute(f"PRAGMA table_info({TABLE[0]})")]
+    except sqlite3.DatabaseError as exc:
+        if isinstance(exc, sqlite3.OperationalError):  # locked, unreadable: not its contents
+            raise
+        # Damaged before its tables could be read: whose it was cannot be told, so both cases.
+        raise CallCacheError(
+            str(path),
+            str(exc),
+            f"if it was moa's call cache, {DAMAGED_HINT}; if another program's, give --cache a "
+            "file of its own",
+        ) from None
     finally:
         conn.close()
     if tables and (tables != [TABLE[0]] or columns != TABLE[1]):
@@ -116,8 +130,8 @@ class CallCache:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             _check_ours(self.path)
             self._store: SqliteCache[dict[str, Any]] = SqliteCache(
                 path=str(self.path), serde=SAFE_SERDE
@@ -129,6 +143,9 @@ class CallCache:
             self._store._conn.execute("PRAGMA synchronous=NORMAL")
         except sqlite3.Error as exc:
             raise cache_error(self.path, exc) from None
+        except OSError as exc:  # its folder cannot be made, the file opened (another user's)
+            hint = "choose a folder you can use for it (--cache), or pass --no-cache"
+            raise CallCacheError(str(self.path), exc.strerror or str(exc), hint) from None
         self.hits = 0  # calls answered from the cache in this process
         self.rejected = 0  # entries found that were not a call's (edited, planted): asked again
         self.unstored = 0  # answers that could not be stored (a full disk), the last reason:
@@ -136,7 +153,11 @@ class CallCache:
         self.stored = 0
 
     async def lookup(self, key: str) -> CallResult | None:
-        found = self._named(self._store.get, [(NAMESPACE, key)]).get((NAMESPACE, key))
+        try:
+            found = self._named(self._store.get, [(NAMESPACE, key)]).get((NAMESPACE, key))
+        except StoredValueError:  # does not deserialise (a pickle row, broken bytes): as below
+            self.rejected += 1
+            return None
         if found is None:
             return None
         if not isinstance(found, dict) or not isinstance(found.get("text"), str):
