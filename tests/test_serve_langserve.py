@@ -126,8 +126,18 @@ async def test_settings_and_preset_in_the_input(
             "not a file path",
         ),
         ({"messages": []}, "messages"),
+        # Nothing for the models to answer: a 400, not a stream LangServe leaves unfinished.
+        ({"messages": [AIMessage(content="an assistant turn only")]}, "no user message"),
     ],
-    ids=["unknown-preset", "bad-layers", "unknown-setting", "endpoint", "local-path", "empty"],
+    ids=[
+        "unknown-preset",
+        "bad-layers",
+        "unknown-setting",
+        "endpoint",
+        "local-path",
+        "empty",
+        "nothing-to-answer",
+    ],
 )
 def test_bad_input_is_400_before_anything_runs(
     server: FakeOpenAIServer, base: str, input_: dict[str, object], message: str

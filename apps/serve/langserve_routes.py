@@ -30,10 +30,13 @@ from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler, model_v
 from pydantic.json_schema import JsonSchemaValue, SkipJsonSchema
 from pydantic_core import CoreSchema
 
+from langgraph_moa.apps.serve.errors import from_run_error
 from langgraph_moa.apps.serve.playground import playground_file
 from langgraph_moa.apps.serve.requests import content_text, langserve_check
 from langgraph_moa.apps.serve.runs import RunService, run_summary, total_usage
 from langgraph_moa.core.turns import AnswerRestart, Finished, Token
+from langgraph_moa.nodes.errors import EmptyConversationError
+from langgraph_moa.nodes.history import model_view
 
 PATH = "/moa"
 
@@ -96,7 +99,9 @@ def input_type(service: RunService) -> type[BaseModel]:
         def _known(self) -> MoAInput:
             for i, message in enumerate(self.messages):  # what /v1 refuses, refused here too
                 content_text(message.content, f"messages[{i}].content")
-            service.context(self.preset, self.settings or {}, "settings")  # raises a 400
+            _, ctx = service.context(self.preset, self.settings or {}, "settings")  # or a 400
+            if not model_view(self.messages, ctx.tool_history):  # a 400 here, not mid-stream
+                raise from_run_error(EmptyConversationError())
             return self
 
     return MoAInput
