@@ -22,6 +22,7 @@ from conftest import ROOT
 from fastapi import FastAPI
 
 from langgraph_moa.apps.serve.app import create_app
+from langgraph_moa.apps.serve.main import uvicorn_config
 from langgraph_moa.apps.serve.registry import ModelRegistry
 from langgraph_moa.apps.serve.settings import ServeSettings
 from langgraph_moa.nodes.context import Context
@@ -41,9 +42,16 @@ def running(app: FastAPI) -> Iterator[str]:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2)
+    # As moa serve runs it (its HTTP stack, timeouts), quieter and quicker to stop.
+    config = uvicorn_config(
+        app,
+        app.state.settings,
+        log_config=None,
+        log_level="warning",
+        lifespan="on",
+        timeout_graceful_shutdown=2,
     )
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 15

@@ -19,7 +19,10 @@ Each is used in exactly one place, with a comment there saying why:
   in a subgraph, and its graph's namespace;
 - langgraph-api's ``__request_start_time_ms__`` in a run's ``configurable`` (graphs/retried.py):
   when the server received the run (here: the installed server sets it; against a real server:
-  tests/test_batch_server.py).
+  tests/test_batch_server.py);
+- uvicorn's ``H11Protocol`` (apps/serve/headers.py): its ``conn`` (h11) and the hooks a
+  subclass overrides, for the request headers' deadline (against a real server:
+  tests/test_serve_slow_clients.py).
 """
 
 from __future__ import annotations
@@ -218,3 +221,23 @@ def test_a_subgraphs_node_is_told_nested_by_its_checkpoint_namespace() -> None:
     outer.add_edge(START, "inner")
     outer.compile().invoke({"seen": []})
     assert seen == [False, True]
+
+
+def test_uvicorns_h11_protocol_keeps_its_h11_connection_in_conn() -> None:
+    import h11
+    import uvicorn
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+    from uvicorn.server import ServerState
+
+    async def main() -> None:
+        config = uvicorn.Config(app=lambda *_: None, http="h11")
+        config.load()
+        protocol = H11Protocol(config, ServerState(), app_state={})
+        assert isinstance(protocol.conn, h11.Connection)
+        protocol.conn.receive_data(b"GET / HTTP/1.1\r\nHo")
+        assert protocol.conn.next_event() is h11.NEED_DATA
+        assert protocol.conn.their_state is h11.IDLE and protocol.conn.trailing_data[0]
+
+    asyncio.run(main())
+    for hook in ("connection_made", "data_received", "on_response_complete", "connection_lost"):
+        assert callable(getattr(H11Protocol, hook))

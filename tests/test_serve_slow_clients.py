@@ -1,6 +1,7 @@
 """Clients that hold a connection without finishing their request (slow loris): one without the
 key is answered 401 on its headers, before the server reads or waits for any of its body; one with
-the key gets 408 when its body takes too long. Over raw sockets, as such a client sends."""
+the key gets 408 when its body takes too long; one trickling its headers gets 408 too, and one
+that sends nothing is closed. Over raw sockets, as such a client sends."""
 
 from __future__ import annotations
 
@@ -15,12 +16,12 @@ from fake_openai import FakeOpenAIServer
 from serving import app_for, running
 
 KEY = "slow-clients-server-key"
-WAIT_S = 10.0  # generous: each answer comes at once or after BODY_TIMEOUT_S
+WAIT_S = 10.0  # generous: each answer comes at once or after the 1 s request_timeout_s
 
 
 @pytest.fixture
 def port(server: FakeOpenAIServer) -> Iterator[int]:
-    app = app_for(fake_context(server, ["p1"]), api_key=KEY, body_timeout_s=1.0)
+    app = app_for(fake_context(server, ["p1"]), api_key=KEY, request_timeout_s=1.0)
     with running(app) as base:
         yield int(base.rsplit(":", 1)[1])
 
@@ -74,3 +75,35 @@ def test_a_body_that_never_finishes_is_408_and_nothing_runs(
     assert error["type"] == "invalid_request_error"
     assert "did not arrive within 1 s" in error["message"]
     assert server.requests == []
+
+
+def test_headers_that_never_finish_are_408_and_the_connection_closed(
+    port: int, server: FakeOpenAIServer
+) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=WAIT_S) as sock:
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: moa\r\nContent-Type: app")
+        status, headers, body = _answer(sock)
+        assert sock.recv(1) == b""
+    assert status == 408 and headers["connection"] == "close"
+    error = body["error"]
+    assert isinstance(error, dict) and error["code"] == "request_timeout"
+    assert "headers did not arrive within 1 s" in error["message"]
+    assert server.requests == []
+
+
+def test_a_connection_that_sends_nothing_is_closed(port: int) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=WAIT_S) as sock:
+        started = time.monotonic()
+        assert sock.recv(1) == b""  # closed by the server, with nothing to answer
+        assert time.monotonic() - started < WAIT_S
+
+
+def test_an_idle_keep_alive_connection_is_not_cut_by_the_header_deadline(port: int) -> None:
+    """Between requests, uvicorn's keep-alive (75 s) decides: a client reusing its connection
+    after longer than the deadline is answered, not cut."""
+    with socket.create_connection(("127.0.0.1", port), timeout=WAIT_S) as sock:
+        for pause in (0.0, 2.0):  # the second request after twice the 1 s deadline
+            time.sleep(pause)
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: moa\r\n\r\n")
+            status, _, body = _answer(sock)
+            assert status == 200 and body

@@ -52,10 +52,11 @@ def create_app(settings: ServeSettings, models: ModelRegistry) -> FastAPI:
         redoc_url=None,
         openapi_url=None,
     )
+    app.state.settings = settings  # how apps/serve/main.py runs it
     app.state.service = service
     app.state.slots = slots
     errors.install(app)
-    app.add_middleware(CancelOnDisconnect, body_timeout_s=settings.body_timeout_s)
+    app.add_middleware(CancelOnDisconnect, request_timeout_s=settings.request_timeout_s)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     key = settings.api_key.get_secret_value() if settings.api_key else None
     app.add_middleware(RequireKey, key=key)  # before anything reads the body

@@ -9,9 +9,9 @@ cancelled, which cancels its run (``RunStream.aclose`` closes the open provider 
 route still sees the disconnect through ``receive`` (sse-starlette ends its streams on it).
 Starlette has no such option and uvicorn only marks the connection as gone, hence our own.
 
-The body must arrive within ``body_timeout_s`` of the headers, else 408: uvicorn waits for a
+The body must arrive within ``request_timeout_s`` of the headers, else 408: uvicorn waits for a
 body for ever, so a client trickling one would hold its connection (and what it sent) as long as
-it liked.
+it liked. The headers have their own deadline, in the protocol (apps/serve/headers.py).
 """
 
 from __future__ import annotations
@@ -23,15 +23,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from langgraph_moa.apps.serve.errors import OpenAIError
 from langgraph_moa.apps.serve.limits import BodyTooLargeError
-from langgraph_moa.apps.serve.settings import DEFAULT_BODY_TIMEOUT_S
+from langgraph_moa.apps.serve.settings import DEFAULT_REQUEST_TIMEOUT_S
 
 log = logging.getLogger("moa.serve")
 
 
 class CancelOnDisconnect:
-    def __init__(self, app: ASGIApp, body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S) -> None:
+    def __init__(self, app: ASGIApp, request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S) -> None:
         self.app = app
-        self.body_timeout_s = body_timeout_s
+        self.request_timeout_s = request_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -39,7 +39,7 @@ class CancelOnDisconnect:
             return
         body: list[Message] = []
         try:
-            async with asyncio.timeout(self.body_timeout_s):
+            async with asyncio.timeout(self.request_timeout_s):
                 while True:
                     message = await receive()
                     if message["type"] == "http.disconnect":
@@ -51,9 +51,10 @@ class CancelOnDisconnect:
             await OpenAIError(413, exc.detail).response()(scope, receive, send)
             return
         except TimeoutError:
+            waited = self.request_timeout_s
             late = OpenAIError(
                 408,
-                f"the request body did not arrive within {self.body_timeout_s:g} s of its headers",
+                f"the request body did not arrive within {waited:g} s of its headers",
                 code="request_timeout",
                 headers={"Connection": "close"},  # the rest of the body is never read
             )

@@ -41,6 +41,26 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def uvicorn_config(app: Any, settings: ServeSettings, **overrides: Any) -> Any:
+    """The ``uvicorn.Config`` ``moa serve`` runs ``app`` with (tests/serving.py runs it so too)."""
+    import uvicorn
+
+    from langgraph_moa.apps.serve.headers import with_header_deadline
+
+    options: dict[str, Any] = {
+        "log_config": log_config(),
+        "timeout_graceful_shutdown": int(settings.grace_s + 0.999),
+        "timeout_keep_alive": KEEP_ALIVE_S,
+        "server_header": False,
+        # The same HTTP stack wherever it is installed: uvicorn would pick httptools and uvloop
+        # when they are present (langgraph-cli brings both), and the tests would exercise another
+        # server than users run. h11 also carries the headers' deadline.
+        "http": with_header_deadline(settings.request_timeout_s),
+        "loop": "asyncio",
+    }
+    return uvicorn.Config(app, **(options | overrides))
+
+
 def log_config() -> dict[str, Any]:
     """uvicorn's logging, plus the server's own logger (one line per error, on stderr)."""
     from uvicorn.config import LOGGING_CONFIG
@@ -60,14 +80,7 @@ async def run(settings: ServeSettings, models: Any, sock: socket.socket) -> None
     # the server lacks stops it here, on one line.
     preflight(models.context(None)[1])
     app = create_app(settings, models)
-    config = uvicorn.Config(
-        app,
-        log_config=log_config(),
-        timeout_graceful_shutdown=int(settings.grace_s + 0.999),
-        timeout_keep_alive=KEEP_ALIVE_S,
-        server_header=False,
-    )
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn_config(app, settings))
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     print(

@@ -29,10 +29,11 @@ DEFAULT_GRACE_S = 30.0
 DEFAULT_MAX_RUN_S = 170.0
 # SSE comment sent while a stream has nothing else to send, so proxies and users see it alive.
 DEFAULT_KEEPALIVE_S = 5.0
-# A request body must have arrived this long after its headers, else 408: a client holding a
-# connection open by trickling its body (slow loris) holds it no longer. 1 MiB (--max-body) takes
-# under 10 s at 1 Mbit/s.
-DEFAULT_BODY_TIMEOUT_S = 60.0
+# A request's headers must have arrived this long after its first byte (or after the connection
+# opened), and its body this long after its headers, else 408: a client holding a connection open
+# by trickling either (slow loris) holds it no longer. 1 MiB (--max-body) takes under 10 s at
+# 1 Mbit/s.
+DEFAULT_REQUEST_TIMEOUT_S = 60.0
 # An origin as browsers send it in the Origin header: scheme://host[:port], nothing after; the
 # host a name, an IPv4 address or a bracketed IPv6 one.
 # A key a client can send: visible ASCII (RFC 9110's header field value, stripped).
@@ -102,11 +103,12 @@ class ServeSettings(BaseModel):
         allow_inf_nan=False,
         description="A run still going after this many seconds is cancelled and answered 504.",
     )
-    body_timeout_s: float = Field(
-        default=DEFAULT_BODY_TIMEOUT_S,
+    request_timeout_s: float = Field(
+        default=DEFAULT_REQUEST_TIMEOUT_S,
         gt=0,
         allow_inf_nan=False,
-        description="Seconds a request body may take to arrive after its headers; then 408.",
+        description="Seconds a request's headers may take to arrive (from the connection's "
+        "opening, or the request's first byte), and its body after them; then 408.",
     )
     keepalive_s: float = Field(
         default=DEFAULT_KEEPALIVE_S,

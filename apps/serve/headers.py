@@ -1,0 +1,88 @@
+"""A connection must send its request's headers within ``request_timeout_s``, else it is closed.
+
+uvicorn has no such timeout: a connection that sends nothing, or trickles its headers a byte at a
+time, is held for ever, and a few thousand of them use up the server's file descriptors (slow
+loris). Its keep-alive timer covers only an idle connection between requests, and our ASGI
+middleware (``RequireKey``, ``CancelOnDisconnect``) runs only once the headers are complete.
+
+So the server runs uvicorn's h11 protocol with a deadline: from the moment a connection opens, and
+from the first byte of each later request on it, until that request's headers are all in. Past
+it, a request begun gets a 408 in OpenAI's error shape, a connection that sent nothing is just
+closed. uvicorn's own keep-alive timer still decides how long an idle connection stays open
+between requests. This is the one place that relies on uvicorn's ``H11Protocol`` internals (its
+``conn``, and the hooks overridden here): tests/test_private_apis.py fails by name if they change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from langgraph_moa.apps.serve.errors import OpenAIError
+
+
+def _late(timeout_s: float) -> bytes:
+    """The raw 408 a request whose headers came too slowly gets (no ASGI app has seen it)."""
+    error = OpenAIError(
+        408,
+        f"the request's headers did not arrive within {timeout_s:g} s",
+        code="request_timeout",
+    )
+    body = json.dumps(error.body()).encode()
+    head = (
+        "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def with_header_deadline(timeout_s: float) -> type[H11Protocol]:
+    """uvicorn's h11 protocol, closing a connection whose request headers take over
+    ``timeout_s`` to arrive."""
+
+    class HeaderDeadline(H11Protocol):
+        _deadline: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._deadline = asyncio.get_running_loop().call_later(timeout_s, self._too_slow)
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            self._watch()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._watch()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._stop()
+            super().connection_lost(exc)
+
+        def _watch(self) -> None:
+            """A deadline while a request has begun and its headers are not all here."""
+            if self.conn.their_state is not h11.IDLE:
+                self._stop()  # headers in (or the connection is done with): the app's turn
+            elif self._begun() and self._deadline is None:
+                self._deadline = asyncio.get_running_loop().call_later(timeout_s, self._too_slow)
+
+        def _begun(self) -> bool:
+            return bool(self.conn.trailing_data[0])  # bytes of a request h11 cannot parse yet
+
+        def _stop(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _too_slow(self) -> None:
+            self._deadline = None
+            if self.transport.is_closing():
+                return
+            if self._begun():
+                self.transport.write(_late(timeout_s))
+            self.transport.close()
+
+    return HeaderDeadline
