@@ -51,8 +51,7 @@ from langgraph.runtime import RunControl, Runtime
 
 from langgraph_moa.graphs.retried import refuse_retried_batch_run
 from langgraph_moa.nodes.context import Context, resolve_context
-from langgraph_moa.nodes.errors import EmptyConversationError
-from langgraph_moa.nodes.history import model_view
+from langgraph_moa.nodes.history import answerable
 from langgraph_moa.nodes.models.resources import RESOURCES
 from langgraph_moa.nodes.models.sync_runs import CLOSED, CancelScope, cancelled
 from langgraph_moa.nodes.resumed import nested
@@ -177,8 +176,7 @@ def adapt(
             if untrusted and state.get("bind") is not None:
                 # A large tool schema takes a while to check: not on the server's event loop.
                 await asyncio.to_thread(check_bind, state["bind"])
-            if not model_view(state.get("messages", ()), ctx.tool_history):
-                raise EmptyConversationError
+            answerable(state.get("messages", ()), ctx.tool_history)
         if check is not None:
             check(ctx)
         return await node(state, runtime.override(context=ctx))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import operator
+import pickle
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -362,9 +363,18 @@ def test_a_conversation_with_nothing_to_answer_is_refused_before_any_call(
     ctx = fake_context(server, ["p1", "p2"], tool_history="drop")
     with pytest.raises(EmptyConversationError, match="no user message"):
         ChatMoA(context=ctx).invoke(conversation)
-    with pytest.raises(EmptyConversationError):
+    with pytest.raises(EmptyConversationError) as caught:
         graph.invoke({"messages": conversation}, context=ctx)
     assert server.requests == []
+    # What a caller acts on, as data: every message was left out, and by which policy; a tool
+    # result the "drop" policy left out is counted and named (as_text would have shown it).
+    error = pickle.loads(pickle.dumps(caught.value))  # as LangGraph may hand it over
+    tools = sum(isinstance(m, ToolMessage) for m in conversation)
+    assert (error.dropped, error.tool_history, error.tool_results) == (
+        len(conversation), "drop", tools
+    )  # fmt: skip
+    assert str(error) == str(caught.value)
+    assert ("'as_text' would show" in str(error)) == bool(tools)
 
 
 @pytest.mark.parametrize("way", ["moa_node", "moa_tool"])
