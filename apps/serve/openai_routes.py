@@ -115,7 +115,7 @@ def openai_router(
             answerable(messages, ctx.tool_history)
         except (CapabilityError, EmptyConversationError) as exc:
             raise from_run_error(exc) from None
-        run = service.start(messages, ctx, bind)
+        run = service.start(messages, ctx, bind, body.stop)
         if body.stream:
             # The response starts at once: headers, a comment, then a keep-alive comment every
             # keepalive_s while the mixture works, so proxies and users see the request alive.
