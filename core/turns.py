@@ -7,7 +7,7 @@ proposals, answer restarts and continuations, finished layers and the final stat
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,12 +90,14 @@ async def run_events(
     *,
     layers: bool = False,
     bind: Mapping[str, Any] | None = None,
+    stop: Sequence[str] = (),
 ) -> AsyncIterator[RunEvent]:
     """Run the graph on ``messages`` (the new ones, with a checkpointer; else the whole
     conversation) and yield what happens, ending with ``Finished`` (whose last message holds
     the aggregator's ``tool_calls``, if any). ``layers``: also yield ``LayerDone`` (costs one
     more stream mode). ``bind``: tools and response format for the aggregator
-    (nodes/models/tools.py). Errors of the run (``MoAError``) propagate."""
+    (nodes/models/tools.py); ``stop``: its stop sequences (nodes/stops.py; the tokens yielded are
+    not cut, the final answer is). Errors of the run (``MoAError``) propagate."""
     modes: list[StreamMode] = ["messages", "custom", "values"]
     if layers:
         modes.append("updates")
@@ -104,7 +106,7 @@ async def run_events(
     mode: str
     payload: Any
     async for mode, payload in graph.astream(
-        {"messages": messages, "bind": dict(bind) if bind else None},
+        {"messages": messages, "bind": dict(bind) if bind else None, "stop": list(stop) or None},
         config,
         context=ctx,
         stream_mode=modes,

@@ -8,8 +8,9 @@ Every node and router of the MoA graph is added through ``adapt``, which
   preset). So MoA runs as a subgraph of a parent whose context has nothing to do with it;
 - refuses a ``moa batch --server`` run the server started again on its own, and, in the nodes
   that start a run (``starts``: those reached from START), a conversation that gives the models
-  nothing to answer (``EmptyConversationError``) and a client's ``bind`` the aggregator would
-  refuse, before any model is paid (graphs/retried.py, nodes/history.py, nodes/untrusted.py);
+  nothing to answer (``EmptyConversationError``), stop sequences of the wrong shape and a
+  client's ``bind`` the aggregator would refuse, before any model is paid (graphs/retried.py,
+  nodes/history.py, nodes/stops.py, nodes/untrusted.py);
 - gives the async node a synchronous twin, so ``invoke``/``stream``/``batch`` work as well as
   their async forms. The twin runs the async node on one background event loop shared by the
   process (``RESOURCES.portal()``, nodes/models/resources.py) with the stdlib's
@@ -51,11 +52,11 @@ from langgraph.runtime import RunControl, Runtime
 
 from langgraph_moa.graphs.retried import refuse_retried_batch_run
 from langgraph_moa.nodes.context import Context, resolve_context
-from langgraph_moa.nodes.errors import EmptyConversationError
-from langgraph_moa.nodes.history import model_view
+from langgraph_moa.nodes.history import answerable
 from langgraph_moa.nodes.models.resources import RESOURCES
 from langgraph_moa.nodes.models.sync_runs import CLOSED, CancelScope, cancelled
 from langgraph_moa.nodes.resumed import nested
+from langgraph_moa.nodes.stops import stops_of
 from langgraph_moa.nodes.untrusted import check_bind, check_context
 
 AsyncNode = Callable[[Any, Runtime[Context]], Awaitable[Any]]
@@ -177,8 +178,8 @@ def adapt(
             if untrusted and state.get("bind") is not None:
                 # A large tool schema takes a while to check: not on the server's event loop.
                 await asyncio.to_thread(check_bind, state["bind"])
-            if not model_view(state.get("messages", ()), ctx.tool_history):
-                raise EmptyConversationError
+            answerable(state.get("messages", ()), ctx.tool_history)
+            stops_of(state.get("stop"))  # a wrong shape fails here, not at the aggregator
         if check is not None:
             check(ctx)
         return await node(state, runtime.override(context=ctx))

@@ -239,8 +239,9 @@ class ChatMoA(BaseChatModel):
 
     Streams the aggregator's tokens; ``usage_metadata`` adds up every call of the run;
     ``response_metadata`` names the model that wrote the answer and carries the run's
-    per-layer records (``moa_layers``). ``stop`` sequences end the answer's text before the
-    first of them (nodes/stops.py); the usage counts what the aggregator wrote.
+    per-layer records (``moa_layers``). ``stop`` sequences go with the aggregator's requests
+    (not the proposers') and end the answer's text before the first of them (nodes/stops.py);
+    the usage counts what the aggregator wrote.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -352,7 +353,9 @@ class ChatMoA(BaseChatModel):
         )
 
     @staticmethod
-    def _inputs(messages: list[BaseMessage], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    def _inputs(
+        messages: list[BaseMessage], stop: list[str] | None, kwargs: Mapping[str, Any]
+    ) -> dict[str, Any]:
         bind: Bind | None = kwargs.get("moa_bind")
         # chat.bind(response_format=...) as ChatOpenAI takes it: OpenAI's dict, or a schema
         # (a pydantic model, a TypedDict, a JSON schema), as create_agent's ProviderStrategy
@@ -365,7 +368,7 @@ class ChatMoA(BaseChatModel):
             if not openai_form:
                 response_format = _json_schema_format(response_format, None)
             bind = {**(bind or {}), **(binding(response_format=response_format) or {})}
-        return {"messages": messages, "bind": bind}
+        return {"messages": messages, "bind": bind, "stop": stop or None}
 
     @staticmethod
     def _message(final: Mapping[str, Any], stop: StopAt) -> AIMessage:
@@ -435,7 +438,7 @@ class ChatMoA(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         with _detached():
-            final = self._moa().invoke(self._inputs(messages, kwargs))
+            final = self._moa().invoke(self._inputs(messages, stop, kwargs))
         return ChatResult(
             generations=[ChatGeneration(message=self._message(final, StopAt(stop or ())))]
         )
@@ -448,7 +451,7 @@ class ChatMoA(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         with _detached():
-            final = await self._moa().ainvoke(self._inputs(messages, kwargs))
+            final = await self._moa().ainvoke(self._inputs(messages, stop, kwargs))
         return ChatResult(
             generations=[ChatGeneration(message=self._message(final, StopAt(stop or ())))]
         )
@@ -463,7 +466,7 @@ class ChatMoA(BaseChatModel):
         final: Mapping[str, Any] = {}
         mode: str
         payload: Any
-        inputs = self._inputs(messages, kwargs)
+        inputs = self._inputs(messages, stop, kwargs)
         held, streamed = holds_text(inputs["bind"]), False
         cut = StopAt(stop or ())
         # In a scope of its own: LangGraph runs every node of a "messages" stream in its worker
@@ -494,7 +497,7 @@ class ChatMoA(BaseChatModel):
         final: Mapping[str, Any] = {}
         mode: str
         payload: Any
-        inputs = self._inputs(messages, kwargs)
+        inputs = self._inputs(messages, stop, kwargs)
         held, streamed = holds_text(inputs["bind"]), False
         cut = StopAt(stop or ())
         steps = _adetached_steps(self._moa().astream(inputs, stream_mode=STREAM_MODES))

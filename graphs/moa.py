@@ -53,7 +53,7 @@ async def first_layer(state: MoAState, runtime: Runtime[Context]) -> Next:
         # run that binds tools or a response format runs standard MoA (docs/performance.md).
         messages = state["messages"]
         return [
-            Send("staircase_aggregate", {"messages": messages}),
+            Send("staircase_aggregate", {"messages": messages, "stop": state.get("stop")}),
             *(
                 Send("staircase_propose", task)
                 for layer in range(1, ctx.layers)

@@ -18,10 +18,12 @@ from langgraph_moa.nodes.records import Answer, Proposal, Staircase
 
 class MoAInput(TypedDict):
     """What callers send: the conversation, newest user message last, and optionally the tools
-    and response format the aggregator is bound to (nodes/models/tools.py)."""
+    and response format the aggregator is bound to (nodes/models/tools.py) and stop sequences
+    its answer ends before (a string or a list: nodes/stops.py)."""
 
     messages: Annotated[list[AnyMessage], add_messages]
     bind: NotRequired[dict[str, Any] | None]
+    stop: NotRequired[list[str] | str | None]
 
 
 class MoAOutput(TypedDict):
@@ -46,5 +48,8 @@ class MoAState(TypedDict):
     answer: Answer
     # This turn's tools and response format (plain JSON); the aggregator clears it.
     bind: dict[str, Any] | None
+    # This turn's stop sequences: sent with the aggregator's requests only, and its answer cut
+    # before the first (nodes/stops.py); the aggregator clears them.
+    stop: list[str] | str | None
     # With Context.staircase: every aggregator chunk request (nodes/staircase.py); else None.
     staircase: Staircase | None

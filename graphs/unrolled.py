@@ -29,7 +29,11 @@ from langgraph_moa.nodes.errors import ConfigError
 from langgraph_moa.nodes.join import join
 from langgraph_moa.nodes.propose import advised, propose
 from langgraph_moa.nodes.records import ProposeTask
-from langgraph_moa.nodes.staircase import staircase_aggregate, staircase_propose
+from langgraph_moa.nodes.staircase import (
+    StaircaseInput,
+    staircase_aggregate,
+    staircase_propose,
+)
 
 
 def _shape(ctx: Context) -> list[list[str]]:
@@ -151,7 +155,8 @@ def _unroll_stairs(
 
     async def aggregate_node(state: MoAState, runtime: Runtime[Context]) -> dict[str, Any]:
         unbound(state)
-        return await staircase_aggregate({"messages": state["messages"]}, runtime)
+        inputs = StaircaseInput(messages=state["messages"], stop=state.get("stop"))
+        return await staircase_aggregate(inputs, runtime)
 
     # The aggregator first: the step's first task (see graphs/moa.py).
     builder.add_node("aggregate", adapt(aggregate_node, ctx, check, untrusted=untrusted))

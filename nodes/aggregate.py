@@ -21,6 +21,10 @@ call of an unknown tool or with arguments that do not match the tool's schema is
 with the problem stated (an ``answer_retry`` event of kind ``tool_call``), up to
 ``Context.max_attempts`` answers; then it is a failure like any other (fallback, or
 ``AggregatorError``).
+
+Stop sequences (the run's ``stop``, nodes/stops.py) go with the aggregator's requests (never
+the proposers'), so its provider stops writing at them; the answer kept is cut before the first
+too, whatever the provider did.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ from langgraph_moa.nodes.records import (
     failure_note,
     usage_of,
 )
+from langgraph_moa.nodes.stops import StopAt, stops_of
 
 # Tag on the aggregator's model call: filter stream_mode="messages" chunks on it
 # (or on metadata["langgraph_node"]: "aggregate", or "staircase_aggregate" with staircase
@@ -72,6 +77,7 @@ class AggregateInput(TypedDict):
     messages: list[AnyMessage]
     references: list[str] | None
     bind: NotRequired[dict[str, Any] | None]
+    stop: NotRequired[list[str] | str | None]
 
 
 async def _answer(
@@ -115,6 +121,7 @@ async def _answer(
             on_retry=on_retry,
             bind=bind,
             prefill=prefill,
+            stop=stops_of(state.get("stop")),
         )
         problem = answer_problem(result.message, bind)
         if problem is None:
@@ -197,7 +204,7 @@ async def aggregate(state: AggregateInput, runtime: Runtime[Context]) -> dict[st
         spec = fallback
     usage = usage_of(result.message)
     answer = final_message(
-        shown + result.text,
+        StopAt(stops_of(state.get("stop"))).cut(shown + result.text),
         result.message.id,
         result.message.usage_metadata,
         spec.model,
@@ -216,6 +223,7 @@ async def aggregate(state: AggregateInput, runtime: Runtime[Context]) -> dict[st
         ),
         "references": None,
         "bind": None,
+        "stop": None,
         "staircase": None,  # a record of an earlier staircase turn no longer applies
     }
     if ctx.layers == 1 or skips_proposers(ctx.tool_proposers, state.get("bind")):

@@ -60,16 +60,29 @@ class InputError(MoAError):
 
 class EmptyConversationError(InputError, ValueError):
     """A run's conversation gives the models nothing to answer: no user (or system) message
-    once its text turns are taken (nodes/history.py); providers refuse an empty one."""
+    once its text turns are taken (nodes/history.py ``answerable``); providers refuse an empty one.
 
-    def __init__(self) -> None:
+    ``dropped``: how many messages the conversation held (every one was left out);
+    ``tool_history``: the policy its text turns were taken by (``Context.tool_history``);
+    ``tool_results``: how many of them were tool results that policy left out ("drop"), which
+    ``"as_text"`` would have shown the models as user turns.
+    """
+
+    def __init__(self, dropped: int, tool_history: str, tool_results: int = 0) -> None:
+        also = ""
+        if tool_results:
+            also = (
+                f"; tool_history={tool_history!r} left out its {tool_results} tool "
+                f"result{'s' if tool_results > 1 else ''}, which 'as_text' would show"
+            )
         super().__init__(
             "the conversation has no user message for the mixture to answer "
-            "(assistant turns after the last user message are left out)"
+            f"(assistant turns after the last user message are left out{also})"
         )
+        self.dropped, self.tool_history, self.tool_results = dropped, tool_history, tool_results
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), ())
+        return (type(self), (self.dropped, self.tool_history, self.tool_results))
 
 
 class ProviderError(MoAError, RuntimeError):

@@ -31,6 +31,8 @@ from langchain_core.messages import (
     ToolMessage,
 )
 
+from langgraph_moa.nodes.errors import EmptyConversationError
+
 ToolHistory = Literal["as_text", "drop"]
 
 
@@ -77,3 +79,14 @@ def model_view(messages: Sequence[AnyMessage], policy: ToolHistory = "as_text") 
         turns.pop()
     kinds = {"system": SystemMessage, "user": HumanMessage, "assistant": AIMessage}
     return [kinds[role](content=text) for role, text in turns]
+
+
+def answerable(messages: Sequence[AnyMessage], policy: ToolHistory) -> list[AnyMessage]:
+    """``model_view(messages, policy)``; ``EmptyConversationError`` when it leaves the models
+    nothing to answer (checked before any model is paid: by the graph's first node, and by the
+    servers before a response starts)."""
+    view = model_view(messages, policy)
+    if not view:
+        results = sum(isinstance(m, ToolMessage) for m in messages) if policy == "drop" else 0
+        raise EmptyConversationError(len(messages), policy, results)
+    return view

@@ -14,7 +14,9 @@ node per proposer of every layer and one ``staircase_aggregate`` node. They shar
   so far (``ask_model(prefill=...)``: provider continuation or the fallback,
   nodes/models/continuation.py). When every input is complete, one last request finishes the
   answer (up to the writer's ``max_tokens`` in all). A chunk the model ends itself ("stop")
-  ends the answer.
+  ends the answer, and so does the aggregator's answer reaching one of the run's stop sequences
+  (sent with each of its requests, never a proposer's: nodes/stops.py), which the provider may
+  ignore or which may straddle two chunks.
 - So a later layer consumes the earlier layer's chunks as they come: layer 2's answers grow while
   layer 1's do, and the aggregator reads layer 2's.
 
@@ -55,7 +57,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequen
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Any
+from typing import Any, NotRequired
 
 from langchain_core.messages import AIMessage, AnyMessage
 from langchain_core.runnables.config import ensure_config, merge_configs
@@ -87,6 +89,7 @@ from langgraph_moa.nodes.records import (
     usage_of,
 )
 from langgraph_moa.nodes.resumed import saved_writes
+from langgraph_moa.nodes.stops import StopAt, reaches, stops_of
 
 # Why a proposal the step's failure cut short has no text (a resume asks for it again).
 RUN_FAILED = "cancelled: the run failed"
@@ -96,6 +99,7 @@ UNFINISHED = "\n[unfinished: this response is still being written]"
 
 class StaircaseInput(TypedDict):
     messages: list[AnyMessage]
+    stop: NotRequired[list[str] | str | None]
 
 
 @dataclass
@@ -230,8 +234,10 @@ async def _write(
     output: Growing,
     *,
     answer: bool,
+    stop: Sequence[str] = (),
 ) -> _Written:
-    """Write ``spec``'s answer over ``inputs`` chunk by chunk into ``output`` (see the module)."""
+    """Write ``spec``'s answer over ``inputs`` chunk by chunk into ``output`` (see the module);
+    ``stop``: the aggregator's stop sequences."""
     ctx, schedule = run.ctx, run.ctx.staircase_chunks
     settings = settings_for(spec, ctx)
     # Each request is tried once by the call loop; this loop retries, from the text shown.
@@ -278,7 +284,7 @@ async def _write(
         if answer:
             get_stream_writer()({"event": "answer_chunk", **request})
         result = await _chunk(
-            run, replace(settings, max_tokens=chunk), once, references, output, tags=tags
+            run, replace(settings, max_tokens=chunk), once, references, output, tags=tags, stop=stop
         )
         request["latency_s"] = run.since() - request["started_s"]
         request["text"] = output.text()[len(so_far) :]
@@ -292,6 +298,8 @@ async def _write(
         written.requests.append(request)
         if result is None or final or request["finish_reason"] != "length":
             break  # the model ended its answer (or had nothing more to say)
+        if reaches(output.text(), stop):
+            break  # what comes after a stop sequence is not wanted
         k += 1
     written.text = output.text()
     written.first_token_s = run.since(output.first_at) if output.first_at is not None else None
@@ -306,6 +314,7 @@ async def _chunk(
     output: Growing,
     *,
     tags: list[str],
+    stop: Sequence[str],
 ) -> CallResult | None:
     """One chunk, retried from the text shown; None when the model had nothing more to add."""
     for attempt in range(1, run.ctx.max_attempts + 1):
@@ -320,6 +329,7 @@ async def _chunk(
                     tags=tags,
                     stream=True,
                     prefill=so_far or None,
+                    stop=stop,
                 )
         except CallFailedError as exc:
             if exc.kind == "empty" and so_far:
@@ -441,11 +451,11 @@ async def _check_layer(run: _Run, layer: int, sources: list[_Source]) -> None:
 
 
 async def _answer(
-    run: _Run, inputs: list[_Source]
+    run: _Run, inputs: list[_Source], stop: Sequence[str]
 ) -> tuple[ModelSpec, _Written, CallFailure | None]:
     ctx, spec = run.ctx, run.ctx.aggregator
     try:
-        return spec, await _write(run, spec, inputs, Growing(), answer=True), None
+        return spec, await _write(run, spec, inputs, Growing(), answer=True, stop=stop), None
     except CallFailedError as exc:
         fallback = ctx.fallback_aggregator
         failure = call_failure(spec, exc)
@@ -461,7 +471,8 @@ async def _answer(
             }
         )
         try:
-            return fallback, await _write(run, fallback, inputs, Growing(), answer=True), failure
+            written = await _write(run, fallback, inputs, Growing(), answer=True, stop=stop)
+            return fallback, written, failure
         except CallFailedError as exc2:
             raise AggregatorError(
                 f"aggregator {failed_note(spec, exc)}; fallback aggregator "
@@ -609,8 +620,9 @@ async def staircase_propose(task: ProposeTask, runtime: Runtime[Context]) -> dic
 
 async def staircase_aggregate(state: StaircaseInput, runtime: Runtime[Context]) -> dict[str, Any]:
     """The aggregator of a staircase run: its answer, written while the proposals grow."""
+    stop = stops_of(state.get("stop"))
     async with _joined(runtime, state["messages"], ends=True) as run:
-        spec, written, failure = await _aggregate(run)
+        spec, written, failure = await _aggregate(run, stop)
     ctx = run.ctx
     usage = written.usage
     record = Answer(
@@ -626,12 +638,15 @@ async def staircase_aggregate(state: StaircaseInput, runtime: Runtime[Context]) 
     total = Usage(**run.proposer_usage)
     _add(total, usage)
     return {
-        "messages": [final_message(written.text, written.message_id, usage, spec.model)],
+        "messages": [
+            final_message(StopAt(stop).cut(written.text), written.message_id, usage, spec.model)
+        ],
         "answer": record,
         "layers": Overwrite([[s.record for s in sources] for sources in run.layers]),
         # The proposer nodes' writes of this step: in ``layers`` now.
         "proposals": Overwrite([]),
         "references": None,
+        "stop": None,
         "staircase": Staircase(
             continuation=continuation_of(settings_for(spec, ctx)),
             requests=written.requests,
@@ -643,13 +658,15 @@ async def staircase_aggregate(state: StaircaseInput, runtime: Runtime[Context]) 
     }
 
 
-async def _aggregate(run: _Run) -> tuple[ModelSpec, _Written, CallFailure | None]:
+async def _aggregate(
+    run: _Run, stop: Sequence[str]
+) -> tuple[ModelSpec, _Written, CallFailure | None]:
     """The answer, once written; every call of the run has ended when it returns."""
     checks = [
         asyncio.create_task(_check_layer(run, layer, sources))
         for layer, sources in enumerate(run.layers, start=1)
     ]
-    answer = asyncio.create_task(_answer(run, run.layers[-1]))
+    answer = asyncio.create_task(_answer(run, run.layers[-1], stop))
     crashed = asyncio.create_task(run.crashed.wait())
     try:
         watched: set[asyncio.Task[Any]] = {answer, crashed, *checks}

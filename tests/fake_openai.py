@@ -120,6 +120,8 @@ class Failure:
             (e.g. 429 -> ``"rate_limit_error"``).  Addition to the base API.
         code: the ``error.code`` field; derived from ``status`` if None
             (e.g. 429 -> ``"rate_limit_exceeded"``).  Addition to the base API.
+        param: the ``error.param`` field (the request field refused, e.g.
+            ``"stop"``, as OpenAI names it); None by default.
     """
 
     status: int | None = None
@@ -130,6 +132,7 @@ class Failure:
     message: str = "scripted failure"
     error_type: str | None = None
     code: str | None = None
+    param: str | None = None
 
 
 @dataclass
@@ -230,6 +233,7 @@ class _Script:
     ttft: float = 0.0
     token_delay: float = 0.0
     latency: Callable[[], float] | None = None
+    honour_stop: bool = False
 
 
 # --------------------------------------------------------------------------- #
@@ -395,18 +399,29 @@ def _error_kind(status: int) -> tuple[str, str | None]:
 
 
 def _error_body(
-    status: int, message: str, error_type: str | None = None, code: str | None = None
+    status: int,
+    message: str,
+    error_type: str | None = None,
+    code: str | None = None,
+    param: str | None = None,
 ) -> bytes:
     default_type, default_code = _error_kind(status)
     payload = {
         "error": {
             "message": message,
             "type": error_type if error_type is not None else default_type,
-            "param": None,
+            "param": param,
             "code": code if code is not None else default_code,
         }
     }
     return json.dumps(payload).encode()
+
+
+def _before_stop(text: str, stop: Any) -> str:
+    """``text`` up to the first of the ``stop`` sequences (a string or a list)."""
+    stops = [stop] if isinstance(stop, str) else stop if isinstance(stop, list) else []
+    ends = [i for s in stops if isinstance(s, str) and s and (i := text.find(s)) >= 0]
+    return text[: min(ends)] if ends else text
 
 
 def _sse(payload: dict[str, Any]) -> bytes:
@@ -525,13 +540,14 @@ class _Exchange:
         retry_after_ms: str | None = None,
         error_type: str | None = None,
         code: str | None = None,
+        param: str | None = None,
     ) -> None:
         extra: list[tuple[bytes, bytes]] = []
         if retry_after is not None:
             extra.append((b"retry-after", retry_after.encode("latin-1")))
         if retry_after_ms is not None:
             extra.append((b"retry-after-ms", retry_after_ms.encode("latin-1")))
-        await self.send_json(status, _error_body(status, message, error_type, code), extra)
+        await self.send_json(status, _error_body(status, message, error_type, code, param), extra)
 
     async def abort(self) -> None:
         """Close the connection abruptly (whatever was sent so far is flushed,
@@ -755,6 +771,7 @@ class FakeOpenAIServer:
         token_delay: float = 0.0,
         latency: Callable[[], float] | None = None,
         failures: list[Failure] | None = None,
+        honour_stop: bool = False,
     ) -> None:
         """Script ``model`` (replacing any earlier script for it).
 
@@ -771,10 +788,19 @@ class FakeOpenAIServer:
                 instead of ``ttft`` (e.g. heavy-tailed benchmark latencies).
             failures: if given, replaces the model's queue of pending scripted
                 failures (None keeps failures queued with :meth:`fail`).
+            honour_stop: end a text reply before the first of the request's
+                ``stop`` sequences, as OpenAI does (the sequence left out,
+                ``finish_reason`` "stop", only the tokens before it sent and
+                counted). By default ``stop`` is ignored, as some providers
+                do, so the client's own cut is what a test sees.
         """
         with self._lock:
             self._scripts[model] = _Script(
-                reply=reply, ttft=ttft, token_delay=token_delay, latency=latency
+                reply=reply,
+                ttft=ttft,
+                token_delay=token_delay,
+                latency=latency,
+                honour_stop=honour_stop,
             )
             if failures is not None:
                 self._failures[model] = collections.deque(failures)
@@ -1007,6 +1033,7 @@ class FakeOpenAIServer:
                 retry_after_ms=failure.retry_after_ms,
                 error_type=failure.error_type,
                 code=failure.code,
+                param=failure.param,
             )
             return
 
@@ -1022,6 +1049,8 @@ class FakeOpenAIServer:
             await self._answer_tool_calls(ex, reply, begin, script)
             return
         text = reply
+        if script.honour_stop:
+            text = _before_stop(text, body.get("stop"))
         chunks = split_tokens(text)
         finish_reason = "stop"
         limits = [

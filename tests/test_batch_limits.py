@@ -184,3 +184,39 @@ def test_one_rpm_limit_holds_across_event_loops_and_threads(server: FakeOpenAISe
     # sent all ten within about 0.6 s.
     assert starts[-1] - starts[0] >= (len(starts) - 2) * 60 / rpm * 0.9
     assert max(sum(1 for s in starts if t <= s < t + 1) for t in starts) <= rpm / 60 + 2
+
+
+def test_gates_stay_bounded_and_one_in_use_is_never_replaced(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A server's clients may send a model's rpm (a new value per request): the process keeps the
+    # gates bounded, but a gate a call still holds is the one every later call of its model and
+    # limits gets, however many others came since: two gates for one limit would double it.
+    import dataclasses
+    import gc
+
+    from langgraph_moa.nodes.models import resources, settings_for
+    from langgraph_moa.nodes.models.resources import RESOURCES
+
+    monkeypatch.setattr(resources, "MAX_GATES", 4)
+    base = settings_for(Context().aggregator, Context())
+
+    def gate(rpm: float) -> ModelGate:
+        return RESOURCES.gate(dataclasses.replace(base, model="together:gated", rpm=rpm))
+
+    before = RESOURCES.gates()
+    held = gate(6)  # one request every 10 s: its bucket starts empty
+    held.pause(30)  # and a 429 holds the model back for every caller
+    for rpm in range(1000, 1100):
+        gate(rpm)
+    gc.collect()
+    assert RESOURCES.gates() <= before + 4 + 1  # the recent ones and the held one
+    again = gate(6)
+    assert again is held and not again.acquire(blocking=False) and again.pauses == 1
+
+    # Once nothing holds it and enough others came, it is forgotten: a gate of its own again.
+    del held, again
+    for rpm in range(1000, 1010):
+        gate(rpm)
+    gc.collect()
+    assert gate(6).pauses == 0

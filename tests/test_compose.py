@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import operator
+import pickle
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any
 
 import pytest
@@ -126,6 +128,69 @@ async def test_chat_moa_ends_its_answer_at_a_stop_sequence(server: FakeOpenAISer
     last = chat.invoke("q", stop=stop)
     assert last.usage_metadata is not None and last.usage_metadata["output_tokens"] > 0
     assert chat.invoke("q").content == "I will look it up.\nObservation: made up\nmore"
+
+
+async def test_chat_moa_sends_its_stop_sequences_to_the_aggregator_only(
+    server: FakeOpenAIServer,
+) -> None:
+    # The aggregator's provider stops where the agent asked (nothing after it is written or
+    # paid for); the proposers write their whole answers. OpenAI takes at most 4: the first 4
+    # are sent, and every one still ends the answer here.
+    script(server)
+    server.script("agg", "I will look it up.\nObservation: made up\nmore", honour_stop=True)
+    chat = ChatMoA(context=fake_context(server, ["p1", "p2"]))
+    stops = ["\nObservation:", "never", "said", "here", " look"]
+    assert (await chat.ainvoke("q", stop=stops)).content == "I will"
+    (aggregator,) = server.requests_for("agg")
+    assert aggregator.body["stop"] == stops[:4]
+    assert aggregator.reply == "I will look it up."  # the provider stopped at the first sent
+    assert all("stop" not in r.body for r in server.requests if r.model != "agg")
+
+    # An answer that begins with a stop sequence is an empty answer, as the agent asked: not an
+    # "empty answer" failure asked again (and paid for) until the run fails.
+    server.reset()
+    script(server)
+    server.script("agg", "Observation: made up", honour_stop=True)
+    assert chat.invoke("q", stop=["Observation:"]).content == ""
+    assert len(server.requests_for("agg")) == 1
+
+
+async def test_the_graphs_stop_input_ends_the_answer_it_keeps(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    from langgraph_moa.nodes.models.callcache import CallCache, use_call_cache
+
+    said = "I will look it up.\nObservation: made up"
+    script(server, said)  # a provider that ignores stop writes on...
+    ctx = fake_context(server, ["p1"])
+    cut = {"messages": [HumanMessage("q")], "stop": ["\nObservation:"]}
+    whole = {"messages": [HumanMessage("q")]}
+    state = await graph.ainvoke(cut, context=ctx)
+    assert state["messages"][-1].text == "I will look it up."  # ... and the answer kept is cut
+    assert server.requests_for("agg")[0].body["stop"] == ["\nObservation:"]
+    assert "stop" not in server.requests_for("p1")[0].body
+
+    # With the call cache (moa batch), an answer asked with stop sequences is not the answer to
+    # the same request without them (it would come back cut), nor the other way round.
+    server.reset()
+    server.script("p1", "proposal by p1")
+    server.script("agg", said, honour_stop=True)
+    cache = CallCache(tmp_path / "calls.sqlite")
+    try:
+        with use_call_cache(cache, "item"):
+            answers = [
+                (await graph.ainvoke(inputs, context=ctx))["messages"][-1].text
+                for inputs in (cut, whole, cut, whole)
+            ]
+    finally:
+        cache.close()
+    assert answers == ["I will look it up.", said] * 2
+    assert [r.reply for r in server.requests_for("agg")] == ["I will look it up.", said]
+    assert len(server.requests_for("p1")) == 1  # the proposer's answer: the same either way
+
+    with pytest.raises(ConfigError, match="stop must be a string or a list of strings"):
+        await graph.ainvoke({**whole, "stop": 5}, context=ctx)  # type: ignore[typeddict-item]
+    assert len(server.requests) == 3  # refused before any call
 
 
 def test_an_answer_asked_again_is_cut_afresh_by_the_stop_sequences(
@@ -362,9 +427,18 @@ def test_a_conversation_with_nothing_to_answer_is_refused_before_any_call(
     ctx = fake_context(server, ["p1", "p2"], tool_history="drop")
     with pytest.raises(EmptyConversationError, match="no user message"):
         ChatMoA(context=ctx).invoke(conversation)
-    with pytest.raises(EmptyConversationError):
+    with pytest.raises(EmptyConversationError) as caught:
         graph.invoke({"messages": conversation}, context=ctx)
     assert server.requests == []
+    # What a caller acts on, as data: every message was left out, and by which policy; a tool
+    # result the "drop" policy left out is counted and named (as_text would have shown it).
+    error = pickle.loads(pickle.dumps(caught.value))  # as LangGraph may hand it over
+    tools = sum(isinstance(m, ToolMessage) for m in conversation)
+    assert (error.dropped, error.tool_history, error.tool_results) == (
+        len(conversation), "drop", tools
+    )  # fmt: skip
+    assert str(error) == str(caught.value)
+    assert ("'as_text' would show" in str(error)) == bool(tools)
 
 
 @pytest.mark.parametrize("way", ["moa_node", "moa_tool"])

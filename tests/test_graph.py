@@ -260,9 +260,10 @@ def test_graph_renders_propose_join_aggregate_and_context_is_described() -> None
     schema = Context.model_json_schema()
     for name, field in schema["properties"].items():
         assert field.get("description"), name
-    # The conversation, and optionally the tools and response format of the turn (not required).
+    # The conversation, and optionally the tools and response format of the turn and its stop
+    # sequences (not required).
     input_schema = graph.get_input_jsonschema()
-    assert set(input_schema["properties"]) == {"messages", "bind"}
+    assert set(input_schema["properties"]) == {"messages", "bind", "stop"}
     assert input_schema["required"] == ["messages"]
 
 

@@ -240,3 +240,18 @@ async def test_prompt_longer_than_the_context_window() -> None:
         await call_model(model, [HumanMessage(long_prompt)], timeout=60, max_attempts=3)
     assert failed.value.attempts == 1
     assert "context window of 4096 tokens" in failed.value.message
+
+
+async def test_a_stop_sequence_ends_the_local_aggregators_generation() -> None:
+    # llama.cpp takes the run's stop sequences: the model stops there (fewer tokens generated,
+    # less CPU), and the answer ends before the sequence.
+    aggregator = ModelSpec(model="local:smollm2", temperature=0.0, seed=5)
+    ctx = Context(proposers=[aggregator], aggregator=aggregator, layers=1, max_tokens=32)
+    whole = await graph.ainvoke({"messages": [HumanMessage(QUESTION)]}, context=ctx)
+    text = whole["messages"][-1].text
+    words = text.split()
+    assert len(words) >= 4, text
+    stop = f" {words[2]}"
+    cut = await graph.ainvoke({"messages": [HumanMessage(QUESTION)], "stop": [stop]}, context=ctx)
+    assert cut["messages"][-1].text == text[: text.index(stop)]
+    assert cut["answer"]["usage"]["output_tokens"] < whole["answer"]["usage"]["output_tokens"]

@@ -106,6 +106,31 @@ async def test_settings_and_preset_in_the_input(
     assert "databricks/dbrx-instruct" in {r.model for r in server.requests}
 
 
+def test_a_new_rpm_per_request_keeps_the_servers_gates_bounded(
+    server: FakeOpenAIServer, base: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A client may set a model's rpm in the settings; each distinct value is a rate-limit gate,
+    # which a long-lived server kept for good. Now only the recent ones and those its cached
+    # chat models (also bounded) hold stay.
+    import gc
+
+    from langgraph_moa.nodes.models import resources
+    from langgraph_moa.nodes.models.resources import RESOURCES
+
+    monkeypatch.setattr(resources, "MAX_GATES", 8)
+    monkeypatch.setattr(resources, "MAX_MODELS", 8)
+    monkeypatch.setenv("TOGETHER_API_BASE", server.base_url)
+    runnable = RemoteRunnable(f"{base}/moa")
+    before = RESOURCES.gates()
+    for rpm in range(6000, 6040):
+        aggregator = {"model": "together:agg", "rpm": rpm}
+        settings = {"layers": 1, "aggregator": aggregator}
+        assert runnable.invoke({"messages": CONVERSATION, "settings": settings}).content == ANSWER
+    gc.collect()
+    assert len(server.requests_for("agg")) == 40
+    assert RESOURCES.gates() <= before + 8 + 8
+
+
 @pytest.mark.parametrize(
     ("input_", "message"),
     [

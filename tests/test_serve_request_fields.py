@@ -16,7 +16,7 @@ import openai
 import pytest
 import uvicorn
 from conftest import fake_context
-from fake_openai import Failure, FakeOpenAIServer
+from fake_openai import Failure, FakeOpenAIServer, split_tokens
 from langchain_openai import ChatOpenAI
 from serving import app_for, running
 
@@ -95,6 +95,65 @@ def test_a_langchain_agent_model_gets_its_stop_sequence_honoured(base: str) -> N
     assert model.invoke("What's the weather?", stop=[STOP]).content == WANTED
     streamed = "".join(str(c.content) for c in model.stream("What's the weather?", stop=[STOP]))
     assert streamed == WANTED
+
+
+def test_the_aggregators_provider_gets_the_stop_sequences_and_stops_there(
+    base: str, server: FakeOpenAIServer
+) -> None:
+    # They were only cut here: the aggregator wrote (and billed) its answer to the end. Now its
+    # request carries them, so a provider that honours them stops; the proposers' requests
+    # carry none (their answers are the aggregator's material, not the client's answer).
+    server.script("agg", ANSWER, honour_stop=True)
+    sdk = client(base)
+    reply = sdk.chat.completions.create(model="fake", messages=ASK, stop=STOP)
+    chunks = list(
+        sdk.chat.completions.create(
+            model="fake",
+            messages=ASK,
+            stop=[STOP],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert reply.choices[0].message.content == WANTED
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == WANTED
+    aggregator, proposers = server.requests_for("agg"), server.requests_for("p1")
+    assert len(aggregator) == len(proposers) == 2
+    assert [r.body.get("stop") for r in aggregator] == [[STOP], [STOP]]
+    assert all("stop" not in r.body for r in proposers)
+    # What the client is billed for: the aggregator's tokens up to the stop, not its whole answer.
+    assert all(r.chunks_sent == len(split_tokens(WANTED)) for r in aggregator)
+    assert reply.usage is not None and chunks[-1].usage is not None
+    assert reply.usage.completion_tokens == chunks[-1].usage.completion_tokens
+    assert reply.usage.completion_tokens == sum(r.chunks_sent for r in server.requests[:2])
+    assert reply.usage.completion_tokens < len(split_tokens(ANSWER))
+    # Without stop sequences, none is sent.
+    sdk.chat.completions.create(model="fake", messages=ASK)
+    assert "stop" not in server.requests_for("agg")[-1].body
+
+
+def test_a_provider_that_refuses_stop_is_asked_again_without(
+    base: str, server: FakeOpenAIServer
+) -> None:
+    # OpenAI's reasoning models answer 400 to a request with stop: the answer must still come
+    # (cut here), not fail after the proposers were paid.
+    refused = Failure(
+        status=400,
+        message="Unsupported parameter: 'stop' is not supported with this model.",
+        code="unsupported_parameter",
+        param="stop",
+    )
+    server.fail("agg", refused)
+    reply = client(base).chat.completions.create(model="fake", messages=ASK, stop=STOP)
+    assert reply.choices[0].message.content == WANTED
+    first, again = server.requests_for("agg")
+    assert first.status == 400 and first.body["stop"] == [STOP]
+    assert again.status == 200 and "stop" not in again.body
+    # Any other 400 is not asked again.
+    server.fail("agg", Failure(status=400, message="bad request", param="messages"))
+    with pytest.raises(openai.APIStatusError):
+        client(base).chat.completions.create(model="fake", messages=ASK, stop=STOP)
+    assert len(server.requests_for("agg")) == 3
 
 
 @pytest.mark.parametrize(

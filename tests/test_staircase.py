@@ -214,6 +214,25 @@ async def test_two_proposer_layers_stream_into_each_other(server: FakeOpenAIServ
     } | {"vllm:agg": len(server.requests_for("agg"))}
 
 
+async def test_the_answer_ends_at_a_stop_sequence_the_provider_ignored(
+    server: FakeOpenAIServer,
+) -> None:
+    # Every chunk request of the aggregator carries the run's stop sequences (no proposer's);
+    # a provider that ignores them writes past one, so the writer stops asking for more once
+    # the answer holds one, and the answer kept ends before it.
+    script_proposers(server, list(PROPOSALS))
+    server.script("agg", continuing(ANSWER), ttft=0.01, token_delay=0.005)
+    inputs = {"messages": [("user", "What is MoA?")], "stop": ["answer10"]}
+    final = await graph.ainvoke(inputs, context=context(server, "vllm"))
+
+    assert final["messages"][-1].text == ANSWER[: ANSWER.index("answer10")]
+    requests = server.requests_for("agg")
+    assert len(requests) == 2  # 4 tokens, then 8 reaching "answer10": no third request
+    assert all(r.body["stop"] == ["answer10"] for r in requests)
+    assert all("stop" not in r.body for name in PROPOSALS for r in server.requests_for(name))
+    assert final["staircase"]["aggregator_requests"] == 2
+
+
 def test_standard_moa_is_unchanged_and_records_no_staircase(server: FakeOpenAIServer) -> None:
     script_proposers(server, ["p1", "p2"])
     server.script("agg", ANSWER)

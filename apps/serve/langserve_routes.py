@@ -36,7 +36,7 @@ from langgraph_moa.apps.serve.requests import content_text, langserve_check
 from langgraph_moa.apps.serve.runs import RunService, run_summary, total_usage
 from langgraph_moa.core.turns import AnswerRestart, Finished, Token
 from langgraph_moa.nodes.errors import EmptyConversationError
-from langgraph_moa.nodes.history import model_view
+from langgraph_moa.nodes.history import answerable
 
 PATH = "/moa"
 
@@ -100,8 +100,10 @@ def input_type(service: RunService) -> type[BaseModel]:
             for i, message in enumerate(self.messages):  # what /v1 refuses, refused here too
                 content_text(message.content, f"messages[{i}].content")
             _, ctx = service.context(self.preset, self.settings or {}, "settings")  # or a 400
-            if not model_view(self.messages, ctx.tool_history):  # a 400 here, not mid-stream
-                raise from_run_error(EmptyConversationError())
+            try:
+                answerable(self.messages, ctx.tool_history)
+            except EmptyConversationError as exc:  # a 400 here, not mid-stream
+                raise from_run_error(exc) from None
             return self
 
     return MoAInput

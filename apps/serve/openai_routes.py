@@ -54,7 +54,7 @@ from langgraph_moa.apps.serve.settings import DEFAULT_KEEPALIVE_S
 from langgraph_moa.apps.serve.tasks import is_task
 from langgraph_moa.core.turns import AnswerRestart, Finished, ProposalDone, Token
 from langgraph_moa.nodes.errors import CapabilityError, ConfigError, EmptyConversationError
-from langgraph_moa.nodes.history import model_view
+from langgraph_moa.nodes.history import answerable
 from langgraph_moa.nodes.models.tools import Bind, binding, check_capable, holds_text
 from langgraph_moa.nodes.stops import StopAt
 
@@ -112,11 +112,10 @@ def openai_router(
         show = show_proposals if body.show_proposals is None else body.show_proposals
         try:  # known before any call: a 400, not an error inside an already-started stream
             check_capable(ctx, bind)
-            if not model_view(messages, ctx.tool_history):
-                raise EmptyConversationError
+            answerable(messages, ctx.tool_history)
         except (CapabilityError, EmptyConversationError) as exc:
             raise from_run_error(exc) from None
-        run = service.start(messages, ctx, bind)
+        run = service.start(messages, ctx, bind, body.stop)
         if body.stream:
             # The response starts at once: headers, a comment, then a keep-alive comment every
             # keepalive_s while the mixture works, so proxies and users see the request alive.

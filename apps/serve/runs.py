@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from langchain_core.messages import AnyMessage
@@ -49,6 +49,7 @@ class RunStream:
         live: set[RunStream],
         max_run_s: float = DEFAULT_MAX_RUN_S,
         bind: Mapping[str, Any] | None = None,
+        stop: Sequence[str] = (),
     ) -> None:
         self._queue: asyncio.Queue[RunEvent | BaseException] = asyncio.Queue(QUEUE_SIZE)
         self._held: RunEvent | BaseException | None = None  # read by ready_text, not yet given
@@ -58,7 +59,7 @@ class RunStream:
         # A fresh context: the run is nobody's child run (see langserve_routes.py) and inherits
         # nothing from the request that started it.
         self._task = asyncio.create_task(
-            self._pump(messages, ctx, max_run_s, bind), context=contextvars.Context()
+            self._pump(messages, ctx, max_run_s, bind, stop), context=contextvars.Context()
         )
 
     async def _pump(
@@ -67,11 +68,12 @@ class RunStream:
         ctx: Context,
         max_run_s: float,
         bind: Mapping[str, Any] | None,
+        stop: Sequence[str],
     ) -> None:
         deadline = asyncio.timeout(max_run_s)
         try:
             async with deadline:
-                async for event in run_events(graph, messages, ctx, bind=bind):
+                async for event in run_events(graph, messages, ctx, bind=bind, stop=stop):
                     await self._queue.put(event)
         except TimeoutError as exc:
             if not deadline.expired():
@@ -153,13 +155,19 @@ class RunService:
         return name, ctx
 
     def start(
-        self, messages: list[AnyMessage], ctx: Context, bind: Mapping[str, Any] | None = None
+        self,
+        messages: list[AnyMessage],
+        ctx: Context,
+        bind: Mapping[str, Any] | None = None,
+        stop: Sequence[str] = (),
     ) -> RunStream:
+        """The run of ``messages``; ``bind`` and ``stop`` are the aggregator's (tools and
+        response format, stop sequences)."""
         try:
             preflight(ctx)  # an unknown provider or a key the server lacks: before any call
         except MoAError as exc:
             raise from_run_error(exc) from None
-        return RunStream(messages, ctx, self.live, self.max_run_s, bind)
+        return RunStream(messages, ctx, self.live, self.max_run_s, bind, stop)
 
     async def close_all(self) -> None:
         """Cancel every run still in flight (server shutdown, after the grace period)."""

@@ -3,10 +3,10 @@
 Requests are lenient where OpenAI clients send fields MoA has no use for (``top_p``, ``user``,
 ``metadata``...: accepted and ignored) and strict where ignoring a field would silently give the
 client something else than it asked for (``n`` > 1, images, legacy ``functions``, logprobs,
-``logit_bias``, audio: a 400 that says so, see ``unsupported``); ``stop`` is honoured
-(nodes/stops.py). Tools, ``tool_choice``, ``parallel_tool_calls`` and ``response_format``
-bind the aggregator (nodes/models/tools.py); its tool calls come back in OpenAI's shapes
-(``ToolCallOut``, ``finish_reason: "tool_calls"``).
+``logit_bias``, audio: a 400 that says so, see ``unsupported``); ``stop`` goes to the
+aggregator's provider and is honoured on the answer (nodes/stops.py). Tools, ``tool_choice``,
+``parallel_tool_calls`` and ``response_format`` bind the aggregator (nodes/models/tools.py);
+its tool calls come back in OpenAI's shapes (``ToolCallOut``, ``finish_reason: "tool_calls"``).
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from pydantic import (
     StrictInt,
 )
 
-# OpenAI takes up to 4 stop sequences and 128 tools.
-MAX_STOPS = 4
-MAX_TOOLS = 128
+from langgraph_moa.nodes.stops import MAX_STOPS
+
+MAX_TOOLS = 128  # OpenAI takes up to 128 tools (and MAX_STOPS stop sequences)
 
 
 def _stops(value: Any) -> Any:
@@ -84,7 +84,8 @@ class ChatCompletionRequest(BaseModel):
     response_format: dict[str, Any] | None = None
     logprobs: bool | None = None
     top_logprobs: StrictInt | None = Field(default=None, ge=0, le=20)
-    # Honoured on the answer (nodes/stops.py): one string or a list, read as a list.
+    # Sent with the aggregator's requests and honoured on the answer (nodes/stops.py): one
+    # string or a list, read as a list.
     stop: Annotated[list[str], BeforeValidator(_stops)] = Field(default_factory=list)
     logit_bias: dict[str, float] | None = None
     modalities: list[str] | None = None

@@ -3,6 +3,11 @@
 Build (or reuse) the model, fit the request to its context window, answer from the call cache when
 one is active (nodes/models/callcache.py), wait for the model's token budget
 (nodes/models/limits.py), call it with retries. A 429 pauses the model for every caller.
+
+Stop sequences (the aggregator's: nodes/stops.py) go in the request as LangChain's ``stop``, which
+every provider's client sends as its own field (OpenAI-style: ``stop``; llama.cpp's completion
+takes it too). A provider that refuses the field (OpenAI's reasoning models answer 400 with
+``param: "stop"``) is asked again without it: the caller cuts the answer itself.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from langgraph_moa.nodes.models.limits import gate_for
 from langgraph_moa.nodes.models.settings import ModelSettings
 from langgraph_moa.nodes.models.tools import bound_kwargs, model_messages
 from langgraph_moa.nodes.records import ErrorKind
+from langgraph_moa.nodes.stops import for_provider
 
 
 async def ask_model(
@@ -42,6 +48,7 @@ async def ask_model(
     sample: int = 0,
     bind: Mapping[str, Any] | None = None,
     prefill: str | None = None,
+    stop: Sequence[str] = (),
 ) -> CallResult:
     """The model's answer to ``messages``, with ``references`` in the aggregation prompt.
 
@@ -53,12 +60,17 @@ async def ask_model(
     calls (``result.message.tool_calls``) instead of text. ``prefill``: the answer written so
     far, to be continued (nodes/models/continuation.py). A streamed answer that may be shown
     (not tagged ``nostream``) and binds nothing is continued where it broke off, not restarted.
+    ``stop``: sequences the provider stops at (at most ``MAX_STOPS`` are sent); an answer that
+    is empty because it began with one is an answer, not a failure.
 
     Raises ``CallFailedError`` when the call fails for good or answers with empty text, and
     ``ProviderError`` when the model cannot be built (unknown provider, missing key).
     """
     model = chat_model(settings, stream=stream)
     bound = bound_kwargs(model, bind, settings.model)
+    stops = for_provider(stop)
+    if stops:
+        bound["stop"] = stops
     # Text turns by the context's policy (nodes/history.py), unless the model calls tools.
     conversation = model_messages(messages, ctx.tool_history, bind)
     # Fitted to the model's context window; raises (kind "context") when nothing fits.
@@ -76,7 +88,7 @@ async def ask_model(
     cache = active_call_cache()
     key = None
     if cache is not None:
-        key = request_key(settings, request, sample=sample, scope=cache[1], bind=bind)
+        key = request_key(settings, request, sample=sample, scope=cache[1], bind=bind, stop=stops)
         found = await cache[0].lookup(key)
         if found is not None:
             return found
@@ -91,23 +103,54 @@ async def ask_model(
         if on_retry is not None:
             on_retry(attempt, kind, message, wait_s, continues=continues)
 
-    result = await call_model(
-        model,
-        request,
-        timeout=settings.timeout,
-        max_attempts=ctx.max_attempts,
-        tags=tags,
-        retry_base_s=ctx.retry_base_s,
-        deadline_s=deadline_s,
-        on_retry=retrying,
-        bound=bound,
-        resume=resume,
-    )
+    async def call(bound: Mapping[str, Any]) -> CallResult:
+        return await call_model(
+            model,
+            request,
+            timeout=settings.timeout,
+            max_attempts=ctx.max_attempts,
+            tags=tags,
+            retry_base_s=ctx.retry_base_s,
+            deadline_s=deadline_s,
+            on_retry=retrying,
+            bound=bound,
+            resume=resume,
+        )
+
+    try:
+        result = await call(bound)
+    except CallFailedError as exc:
+        if not (stops and _refuses_stop(exc)):
+            raise
+        stops = []
+        result = await call({k: v for k, v in bound.items() if k != "stop"})
+        result.attempts += exc.attempts  # the refused request was sent too
     calls = result.message.tool_calls or result.message.invalid_tool_calls
-    if not result.text.strip() and not calls:
+    if not result.text.strip() and not calls and not (stops and _at_stop(result)):
         raise CallFailedError(
             "empty", "answered with empty text", result.attempts, result.latency_s
         )
     if cache is not None and key is not None:
         await cache[0].store(key, result)
     return result
+
+
+def _refuses_stop(exc: CallFailedError) -> bool:
+    """Whether the provider refused the request for its ``stop`` field (OpenAI's error shape:
+    ``param: "stop"``, as its reasoning models answer)."""
+    cause = exc.__cause__
+    if exc.kind != "client" or cause is None:
+        return False
+    if getattr(cause, "param", None) == "stop":
+        return True
+    body = getattr(cause, "body", None)
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        body = body["error"]
+    return isinstance(body, dict) and body.get("param") == "stop"
+
+
+def _at_stop(result: CallResult) -> bool:
+    """Whether the provider ended the answer itself (at a stop sequence, for an empty one), not
+    by its length limit or a content filter."""
+    metadata = result.message.response_metadata or {}
+    return metadata.get("finish_reason") == "stop" or metadata.get("stop_reason") == "stop_sequence"

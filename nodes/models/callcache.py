@@ -237,15 +237,18 @@ def request_key(
     sample: int,
     scope: str,
     bind: Mapping[str, Any] | None = None,
+    stop: Sequence[str] = (),
 ) -> str:
-    """The cache key of one request: everything that shapes the answer."""
+    """The cache key of one request: everything that shapes the answer (an answer asked with
+    stop sequences ends at them; one asked without runs on)."""
     shape = {
         "model": settings.model,
         "base_url": settings.base_url,
         "temperature": settings.temperature,
         "max_tokens": settings.max_tokens,
         "seed": settings.seed,
-        # Tool calls and a binding only when present: keys of plain calls stay as they were.
+        # Tool calls, a binding and stop sequences only when present: keys of plain calls stay
+        # as they were.
         "messages": [
             [
                 m.type,
@@ -257,6 +260,7 @@ def request_key(
         "sample": sample,
         "scope": scope,
         **({"bind": bind} if bind else {}),
+        **({"stop": list(stop)} if stop else {}),
     }
     text = json.dumps(shape, sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha256(text.encode()).hexdigest()

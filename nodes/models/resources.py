@@ -11,12 +11,12 @@ aiohttp and are closed at the end). Every part is safe to use from any thread.
 Scope of each part:
 
 - **the process**, shared by every thread and event loop: the TLS context and the sync HTTP
-  client; the rate-limit gates (``ModelGate``, one per model, endpoint and limits), so a model's
-  ``rpm``/``tpm`` hold for every call in the process, as ``ModelSpec`` documents; the background
-  event loop that sync callers' nodes run on (``portal``, graphs/adapt.py), started on first use;
-  the sync callers' tasks in flight on it and, while the main thread's run waits on several of
-  them in LangGraph's worker threads or a ``cancel_on_interrupt()`` block runs in the main
-  thread, the SIGINT handler (``sync_runs``, sync_runs.py).
+  client; the rate-limit gates (``ModelGate``, one per model, endpoint and limits: ``_Gates``),
+  so a model's ``rpm``/``tpm`` hold for every call in the process, as ``ModelSpec`` documents;
+  the background event loop that sync callers' nodes run on (``portal``, graphs/adapt.py),
+  started on first use; the sync callers' tasks in flight on it and, while the main thread's run
+  waits on several of them in LangGraph's worker threads or a ``cancel_on_interrupt()`` block
+  runs in the main thread, the SIGINT handler (``sync_runs``, sync_runs.py).
 - **an event loop**: the async HTTP client (its connection pool belongs to the loop that opened
   it) and the chat models built on it, one per ``ModelSettings`` and key/endpoint environment.
   A closed loop's entries are dropped when a new loop first asks.
@@ -39,9 +39,9 @@ import os
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from langchain_core.language_models import BaseChatModel
 
@@ -61,25 +61,31 @@ from langgraph_moa.nodes.models.sync_runs import SyncRuns
 # bound, a client sending a new seed each time would grow the server's memory for ever. The
 # least recently used go; a working set (presets x models x a few settings) stays far below.
 MAX_MODELS = 512
+# Rate-limit gates kept while no call uses them, for the same reason: a server's client may send
+# a model's rpm/tpm (LangServe's settings, a LangGraph server's context), a gate for each value.
+MAX_GATES = 512
+
+V = TypeVar("V")
 
 
-class _Recent:
-    """Chat models by key, the least recently used dropped past ``MAX_MODELS``. An OrderedDict
-    rather than a cache library: none of our dependencies brings one, and this is the only LRU."""
+class _Recent(Generic[V]):
+    """Values by key, the least recently used dropped past ``limit()`` (read at each insert). An
+    OrderedDict rather than a cache library: none of our dependencies brings one."""
 
-    def __init__(self) -> None:
-        self._items: OrderedDict[Any, BaseChatModel] = OrderedDict()
+    def __init__(self, limit: Callable[[], int]) -> None:
+        self._items: OrderedDict[Any, V] = OrderedDict()
+        self._limit = limit
 
-    def get(self, key: Any) -> BaseChatModel | None:
-        model = self._items.get(key)
-        if model is not None:
+    def get(self, key: Any) -> V | None:
+        value = self._items.get(key)
+        if value is not None:
             self._items.move_to_end(key)
-        return model
+        return value
 
-    def __setitem__(self, key: Any, model: BaseChatModel) -> None:
-        self._items[key] = model
+    def __setitem__(self, key: Any, value: V) -> None:
+        self._items[key] = value
         self._items.move_to_end(key)
-        while len(self._items) > MAX_MODELS:
+        while len(self._items) > self._limit():
             self._items.popitem(last=False)
 
     def __len__(self) -> int:
@@ -89,12 +95,43 @@ class _Recent:
         self._items.clear()
 
 
+class _Gates:
+    """Rate-limit gates by model, endpoint and limits: one per key for as long as anything uses
+    it, and the ``MAX_GATES`` most recently asked for kept while nothing does.
+
+    A gate is what makes calls share a limit, so one still in use is never replaced: a call in
+    flight holds its gate (``ask_model``), and so does every chat model built for it (its
+    ``rate_limiter``), and a weak map finds it for as long as they do, dropped from the recent
+    ones or not. Only a gate nothing holds and ``MAX_GATES`` others were asked for since is
+    forgotten, and its model's next call gets a new one. Its request bucket starts empty (its
+    first request waits one interval), so no request goes sooner than the old gate allowed; what
+    is lost is at most a minute of the old one's past: its tokens per minute and a 429's pause.
+    """
+
+    def __init__(self) -> None:
+        self._live: weakref.WeakValueDictionary[tuple[Any, ...], ModelGate] = (
+            weakref.WeakValueDictionary()
+        )
+        self._recent: _Recent[ModelGate] = _Recent(lambda: MAX_GATES)
+
+    def get(self, settings: ModelSettings) -> ModelGate:
+        key = (settings.model, settings.base_url, settings.rpm, settings.tpm)
+        gate = self._live.get(key)
+        if gate is None:
+            gate = self._live[key] = ModelGate(settings.rpm, settings.tpm)
+        self._recent[key] = gate
+        return gate
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+
 @dataclass
 class _LoopState:
     """What belongs to one event loop."""
 
     http: Any = None  # the async HTTP client
-    models: _Recent = field(default_factory=_Recent)
+    models: _Recent[BaseChatModel] = field(default_factory=lambda: _Recent(lambda: MAX_MODELS))
     aiohttp: bool = False  # the HTTP client sends over aiohttp (``Resources.owned_loop``)
 
 
@@ -109,7 +146,7 @@ class Resources:
             weakref.WeakKeyDictionary()
         )
         self._no_loop = _LoopState()  # sync callers outside any event loop
-        self._gates: dict[tuple[Any, ...], ModelGate] = {}
+        self._gates = _Gates()
         self._portal: asyncio.AbstractEventLoop | None = None
         self.sync_runs = SyncRuns()
         # Quorum groups by layer run (nodes/models/quorum.py); each touched by its run's loop only.
@@ -204,12 +241,13 @@ class Resources:
     # --- the process ---------------------------------------------------------------------------
     def gate(self, settings: ModelSettings) -> ModelGate:
         """The one gate of ``settings``' model in this process."""
-        key = (settings.model, settings.base_url, settings.rpm, settings.tpm)
         with self._lock:
-            gate = self._gates.get(key)
-            if gate is None:
-                gate = self._gates[key] = ModelGate(settings.rpm, settings.tpm)
-            return gate
+            return self._gates.get(settings)
+
+    def gates(self) -> int:
+        """Gates kept (tests: they stay bounded)."""
+        with self._lock:
+            return len(self._gates)
 
     def portal(self) -> asyncio.AbstractEventLoop:
         """The background event loop sync callers' nodes run on (started on first use)."""
@@ -223,7 +261,7 @@ class Resources:
 
 
 def _other_length(
-    models: _Recent, settings: ModelSettings, env: tuple[str | None, ...]
+    models: _Recent[BaseChatModel], settings: ModelSettings, env: tuple[str | None, ...]
 ) -> BaseChatModel | None:
     """A model differing only in ``max_tokens`` (staircase chunks ask for several lengths), as a
     copy sharing its clients: a new client would cost ~130 ms; a copy costs microseconds."""
