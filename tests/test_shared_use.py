@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from subprocess import CompletedProcess
+from typing import Any
 
 import pytest
 from batch_helpers import prompts, read_records, write_config, write_items
@@ -683,6 +684,71 @@ def test_stdin_that_is_not_utf8_is_named(server: FakeOpenAIServer, tmp_path: Pat
     assert result.returncode == 2
     line = error_line(result.stderr.decode())
     assert "stdin: line 2: not valid UTF-8: byte 0xe9 at offset 15" in line
+
+
+def strict_json(text: str) -> Any:
+    """``text`` read as jq, JavaScript and Go read JSON: no NaN, no Infinity."""
+
+    def refuse(token: str) -> None:
+        raise ValueError(f"{token} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_nan_and_infinity_in_an_input_are_refused_before_any_call(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    # Python's json reads NaN, Infinity, -Infinity (and 1e999 as infinity); they were copied into
+    # every record, which strict readers (jq, JavaScript, Go) then refuse.
+    cfg = write_config(tmp_path / "c.toml", server)
+    fine = '{"id": "ok", "prompt": "Is NaN a number? Is Infinity?", "score": 1e308}'
+    cases = [
+        ("in.jsonl", [], f'{fine}\n{{"id": "b", "prompt": "hi", "score": NaN}}\n', "line 2", "NaN"),
+        (
+            "alpaca.json",
+            ["-f", "alpaca-eval"],
+            f'[{fine}, {{"instruction": "hi", "weights": [1, -Infinity]}}]',
+            "item 2",
+            "-Infinity",
+        ),
+        (
+            "mt.jsonl",
+            ["-f", "mt-bench"],
+            f'{fine}\n{{"question_id": 81, "turns": ["hi"], "x": {{"y": Infinity}}}}\n',
+            "line 2",
+            "Infinity",
+        ),
+        ("big.jsonl", [], f'{fine}\n{{"prompt": "hi", "score": 1e999}}\n', "line 2", "1e999"),
+    ]
+    for name, flags, text, where, token in cases:
+        data = tmp_path / name
+        data.write_text(text, encoding="utf-8")
+        out = tmp_path / f"{name}.out"
+        for args in ([data, "-o", out, *flags, "-c", cfg], [data, "--dry-run", "-c", cfg]):
+            result = batch(*args)
+            assert result.returncode == 2, result.stderr
+            line = error_line(result.stderr)
+            assert line.startswith(f"moa: error: {data}: {where}: {token} "), line
+            assert "write null instead" in line and "jq, JavaScript and Go refuse" in line
+        assert not out.exists()
+    assert not server.requests
+    # moa compare reads its prompts the same way (and has no --skip-invalid to offer).
+    args = ("compare", tmp_path / "in.jsonl", "--config", write_mixture(tmp_path / "mix.toml"))
+    compared = run_cli(*map(str, args), "--judge", "together:judge", "-o", str(tmp_path / "r"),
+                       env=compare_env(server))  # fmt: skip
+    assert compared.returncode == 2
+    line = error_line(compared.stderr)
+    assert f"{tmp_path / 'in.jsonl'}: line 2: NaN is not valid JSON" in line
+    assert line.endswith("write null instead") and not server.requests
+    # --skip-invalid records the line as failed, as it was: every record is strict JSON.
+    out = tmp_path / "skipped.jsonl"
+    result = batch(tmp_path / "alpaca.json", "-o", out, "-c", cfg, "--skip-invalid")
+    assert result.returncode == 1, result.stderr
+    ok, failed = [strict_json(line) for line in out.read_text().splitlines()]
+    assert ok["status"] == "ok" and ok["input"]["score"] == 1e308
+    assert failed["status"] == "failed"
+    assert "-Infinity is not valid JSON" in failed["error"]["message"]
+    assert failed["input"] == '{"instruction": "hi", "weights": [1, -Infinity]}'
 
 
 # ------------------------------------------------------------------- 7. resume
