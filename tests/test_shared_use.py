@@ -379,6 +379,31 @@ def test_a_symlink_to_an_output_is_that_output(server: FakeOpenAIServer, tmp_pat
     assert not (tmp_path / ".moa-batch").exists()  # the work folder is beside the file
 
 
+def test_a_hard_link_to_an_output_is_that_output(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    # Two names of one file (one st_dev and st_ino), neither a link to the other: each name had
+    # a lock file of its own, so both runs paid for every item.
+    out, other = tmp_path / "out.jsonl", tmp_path / "elsewhere" / "same.jsonl"
+    out.touch()
+    other.parent.mkdir()
+    os.link(out, other)
+    first, refused, cfg, data = first_run_holding(server, tmp_path, out)
+    second = batch(data, "-o", other, "-c", cfg, "-j", "1")
+    refused.set()
+    assert second.returncode == 1, second.stderr
+    assert error_line(second.stderr) == (
+        f"moa: error: output {other} is in use by another moa process, under another name of the "
+        "same file (a hard link): wait for it to finish, or, to run in parallel, give each process "
+        "its own part of the input and its own -o"
+    )
+    assert first.wait(120) == 0, first.communicate()
+    assert len(server.requests) == 4 * 3  # nobody paid twice
+    assert [r["id"] for r in read_records(other)] == ["q0", "q1", "q2", "q3"]
+    # Once the first run is over, the other name is free to resume: nothing is left to pay.
+    again = batch(data, "-o", other, "-c", cfg)
+    assert again.returncode == 0, again.stderr
+    assert len(server.requests) == 4 * 3
+
+
 def test_a_folder_pipe_or_device_as_output_is_refused_before_any_call(
     server: FakeOpenAIServer, tmp_path: Path
 ) -> None:
