@@ -908,22 +908,51 @@ def test_a_corrupt_call_cache_is_named(server: FakeOpenAIServer, tmp_path: Path)
     assert not server.requests
 
 
-def test_a_cache_in_a_folder_that_cannot_be_used_is_named(
-    server: FakeOpenAIServer, tmp_path: Path
-) -> None:
-    # An OSError (a folder that is a file here; another user's file is the same path) was an
-    # "unexpected" error: only SQLite's were caught.
+def test_a_path_through_a_file_is_named(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    # A cache, an output or a report folder whose folder is a file: an OSError, first an
+    # "unexpected" error, then the OS's words ("File exists", "Not a directory"), which do not
+    # say which file is in the way.
     cfg = write_config(tmp_path / "c.toml", server)
     data = write_items(tmp_path / "in.jsonl", prompts(2))
-    (tmp_path / "afile").write_text("x")
-    cache = tmp_path / "afile" / "calls.sqlite"
-    result = batch(data, "-o", tmp_path / "out.jsonl", "-c", cfg, "--cache", cache)
-    assert result.returncode == 1 and "Traceback" not in result.stderr
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for cache in (afile / "calls.sqlite", afile / "deeper" / "calls.sqlite"):
+        result = batch(data, "-o", tmp_path / "out.jsonl", "-c", cfg, "--cache", cache)
+        assert result.returncode == 1
+        assert error_line(result.stderr) == (
+            f"moa: error: the call cache {cache}: {afile} is a file, not a folder: choose a "
+            "folder you can use for it (--cache), or pass --no-cache"
+        )
+    for out, fmt in [(afile / "out.jsonl", "jsonl"), (afile / "sub" / "out.json", "alpaca-eval")]:
+        result = batch(data, "-o", out, "-f", fmt, "-c", cfg)
+        assert result.returncode == 1
+        assert error_line(result.stderr) == (
+            f"moa: error: -o {out}: {afile} is a file, not a folder; give another -o"
+        )
+    # The work folder beside the output (the journal of a --format, the default call cache).
+    work = tmp_path / "answers" / ".moa-batch"
+    work.parent.mkdir()
+    work.write_text("x")
+    out = work.parent / "out.json"
+    result = batch(data, "-o", out, "-f", "alpaca-eval", "-c", cfg)
     assert error_line(result.stderr) == (
-        f"moa: error: the call cache {cache}: File exists: choose a folder you can use for it "
-        "(--cache), or pass --no-cache"
+        f"moa: error: -o {out}: {work} is a file, not a folder; give another -o"
+    )
+    result = batch(data, "-o", work.parent / "out.jsonl", "-c", cfg)
+    assert f"the call cache {work}/out.jsonl.cache.sqlite: {work} is a file, not a folder" in (
+        error_line(result.stderr)
+    )
+    report = afile / "report"
+    args = ("compare", data, "--config", write_mixture(tmp_path / "mix.toml"), "-o", report)
+    compared = run_cli(*map(str, args), "--judge", "together:judge", env=compare_env(server))
+    assert compared.returncode == 1
+    assert error_line(compared.stderr) == (
+        f"moa: error: cannot create the report folder '{report}': {afile} is a file, not a "
+        "folder: choose another path"
     )
     assert not server.requests
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "answers", "c.toml", "in.jsonl",
+                                                          "mix.toml"]  # fmt: skip
 
 
 def test_a_cache_that_is_another_file_of_the_run_is_refused(

@@ -66,6 +66,9 @@ DAMAGED_HINT = (
 )
 
 
+FOLDER_HINT = "choose a folder you can use for it (--cache), or pass --no-cache"
+
+
 def cache_error(path: Path, exc: sqlite3.Error) -> CallCacheError:
     """What went wrong with the cache file, and what to do, in one line (not a bare
     "DatabaseError"): SQLite says "file is not a database", "database disk image is malformed",
@@ -144,8 +147,7 @@ class CallCache:
         except sqlite3.Error as exc:
             raise cache_error(self.path, exc) from None
         except OSError as exc:  # its folder cannot be made, the file opened (another user's)
-            hint = "choose a folder you can use for it (--cache), or pass --no-cache"
-            raise CallCacheError(str(self.path), exc.strerror or str(exc), hint) from None
+            raise CallCacheError(str(self.path), exc.strerror or str(exc), FOLDER_HINT) from None
         self.hits = 0  # calls answered from the cache in this process
         self.rejected = 0  # entries found that were not a call's (edited, planted): asked again
         self.unstored = 0  # answers that could not be stored (a full disk), the last reason:
