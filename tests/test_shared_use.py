@@ -102,7 +102,8 @@ def test_files_every_user_can_write_are_refused(server: FakeOpenAIServer, tmp_pa
     assert error_line(refused.stderr) == (
         f"moa: error: the call cache {cache}: every user of this machine can change it (mode "
         f"0666), so anyone could change the answers it gives: make it yours alone (chmod o-w "
-        f"{cache}), or pass another --cache"
+        f"{cache}), or pass another --cache; where chmod changes nothing (WSL's /mnt/c, FAT, "
+        "CIFS), set MOA_ALLOW_SHARED_FILES=1 to use it all the same"
     )
     cfg.chmod(0o646)
     for result in (
@@ -125,6 +126,38 @@ def test_files_every_user_can_write_are_refused(server: FakeOpenAIServer, tmp_pa
     assert "can change it (mode 0666), so anyone could rewrite your conversations" in error_line(
         chat.stderr
     )
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+def test_files_every_user_can_write_are_read_when_the_user_allows_them(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    # WSL's /mnt/c, FAT and CIFS mounts show every file as 0777 and ignore chmod: the refusal's
+    # own advice cannot be followed there, so the user (not a config) may allow such files.
+    cfg = write_config(tmp_path / "c.toml", server)
+    data = write_items(tmp_path / "in.jsonl", prompts(1))
+    cache = tmp_path / "calls.sqlite"
+    threads = tmp_path / "data"
+    env = {"MOA_DATA_DIR": str(threads)}
+    assert run_cli("chat", "-c", str(cfg), "--thread", "t", stdin="hi\n", env=env).returncode == 0
+    assert batch(data, "-o", tmp_path / "a.jsonl", "-c", cfg, "--cache", cache).returncode == 0
+    for shared in (cfg, cache, threads / "chat-threads.sqlite"):
+        shared.chmod(0o777)  # what such a mount shows for every file
+    server.reset()
+    for allowed in ("0", "yes"):  # only =1 allows them: anything else is the default refusal
+        refused = run_cli("-c", str(cfg), "hi", env={"MOA_ALLOW_SHARED_FILES": allowed})
+        assert refused.returncode == 2
+        assert "set MOA_ALLOW_SHARED_FILES=1 to use it all the same" in error_line(refused.stderr)
+    assert not server.requests
+    allow = {"MOA_ALLOW_SHARED_FILES": "1"}
+    asked = run_cli("-c", str(cfg), "hi", env=allow)
+    assert asked.returncode == 0, asked.stderr
+    out = tmp_path / "b.jsonl"
+    ran = batch(data, "-o", out, "-c", cfg, "--cache", cache, env=allow)
+    assert ran.returncode == 0, ran.stderr
+    assert read_records(out)[0]["cached_calls"] == 3  # the shared cache was read
+    chat = run_cli("chat", "-c", str(cfg), "--thread", "t", stdin="again\n", env={**env, **allow})
+    assert chat.returncode == 0, chat.stderr
 
 
 def test_a_base_url_must_be_http(tmp_path: Path) -> None:

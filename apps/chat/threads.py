@@ -27,7 +27,7 @@ from langgraph.graph.state import CompiledStateGraph
 
 from langgraph_moa.core.files import file_in_the_way, not_a_folder
 from langgraph_moa.nodes.errors import ConfigError, StoredValueError
-from langgraph_moa.nodes.keys import everyone_can_write, open_to_all
+from langgraph_moa.nodes.keys import everyone_can_write, make_it_yours, open_to_all
 from langgraph_moa.nodes.serde import SAFE_SERDE
 
 DATA_DIR_ENV = "MOA_DATA_DIR"
@@ -50,8 +50,8 @@ async def open_saver() -> AsyncIterator[AsyncSqliteSaver]:
     path = data_dir() / DB_NAME
     if path.is_file() and everyone_can_write(st := path.stat()):
         raise ConfigError(
-            f"the chat thread store {path}: {open_to_all('rewrite your conversations', st)}: make "
-            f"it yours alone (chmod o-w {path})"
+            f"the chat thread store {path}: {open_to_all('rewrite your conversations', st)}: "
+            f"{make_it_yours(path)}"
         )
     async with AsyncExitStack() as stack:
         try:

@@ -47,7 +47,7 @@ from langgraph.cache.sqlite import SqliteCache
 from pydantic import ValidationError
 
 from langgraph_moa.nodes.errors import CallCacheError, StoredValueError
-from langgraph_moa.nodes.keys import everyone_can_write, open_to_all
+from langgraph_moa.nodes.keys import everyone_can_write, make_it_yours, open_to_all
 from langgraph_moa.nodes.models.calls import CallResult
 from langgraph_moa.nodes.models.settings import ModelSettings
 from langgraph_moa.nodes.serde import SAFE_SERDE
@@ -93,7 +93,7 @@ def _check_ours(path: Path) -> None:
     st = path.stat()
     if everyone_can_write(st):
         problem = open_to_all("change the answers it gives", st)
-        hint = f"make it yours alone (chmod o-w {path}), or pass another --cache"
+        hint = make_it_yours(path, ", or pass another --cache")
         raise CallCacheError(str(path), problem, hint)
     if st.st_size == 0:
         return
