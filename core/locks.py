@@ -9,6 +9,11 @@ when its holder dies, even by ``kill -9``, so there is no stale lock to clean up
 is a hidden file next to what it guards, left in place (removing it would let two processes lock
 two different files of one name).
 
+Two names of one file share its lock: a symlink is locked by its target (the batch command
+resolves it first), and a hard link, whose names are equal, by a lock on the file itself
+(``flock`` on POSIX, which every name of the file reaches; Windows' hard links are locked by
+name only). That lock is taken only on a file that exists: a file not there yet has one name.
+
 A block inside another that holds the same lock (a command that locks its output before reading
 its input, around the runner that locks it too) holds it already: the enclosing blocks are
 tracked in a context variable, so only code running inside the holder's block (its tasks
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from collections.abc import Iterator
 from contextvars import ContextVar
 from pathlib import Path
@@ -61,12 +67,47 @@ def one_writer(guarded: Path, what: str, hint: str) -> Iterator[None]:
         raise InUseError(f"cannot lock {what} ({path}): {os_reason(exc)}") from None
     token = _HELD.set(held | {key})
     try:
-        with contextlib.suppress(OSError):
-            path.write_text(f"{os.getpid()}\n", encoding="ascii")  # for the message above
-        yield
+        with _the_file_itself(guarded, what, hint):
+            with contextlib.suppress(OSError):
+                path.write_text(f"{os.getpid()}\n", encoding="ascii")  # for the message above
+            yield
     finally:
         _HELD.reset(token)
         lock.release()
+
+
+@contextlib.contextmanager
+def _the_file_itself(guarded: Path, what: str, hint: str) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``guarded`` itself (a regular file that exists) for the
+    block: a run through another of its names (a hard link) holds another lock file, not this.
+
+    Opened read-write (an NFS flock needs it) and never written; a file that cannot be opened
+    is left to the name's lock (its run fails on it with its own message).
+    """
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield
+        return
+    try:
+        fd = os.open(guarded, os.O_RDWR | os.O_NONBLOCK)  # never waits for a pipe's writer
+    except OSError:
+        yield
+        return
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise InUseError(
+                    f"{what} is in use by another moa process, under another name of the same "
+                    f"file (a hard link): {hint}"
+                ) from None
+            except OSError:  # a file system without flock: the name's lock is all there is
+                pass
+        yield
+    finally:
+        os.close(fd)  # which releases the flock
 
 
 def _holder(path: Path) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from langgraph_moa.nodes.errors import ConfigError
-from langgraph_moa.nodes.keys import everyone_can_write, open_to_all
+from langgraph_moa.nodes.keys import everyone_can_write, make_it_yours, open_to_all
 
 PRESET_DIR = resources.files("langgraph_moa.nodes") / "presets"
 
@@ -69,8 +69,7 @@ def read_config(path: str) -> dict[str, Any]:
             if everyone_can_write(st):
                 risk = "choose the models your prompts go to and where the keys it names are sent"
                 raise ConfigError(
-                    f"config file {path!r}: {open_to_all(risk, st)}: make it yours alone "
-                    f"(chmod o-w {path})"
+                    f"config file {path!r}: {open_to_all(risk, st)}: {make_it_yours(path)}"
                 )
             data = file.read(MAX_CONFIG_BYTES + 1)
         if len(data) > MAX_CONFIG_BYTES:

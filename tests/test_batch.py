@@ -78,6 +78,7 @@ def test_each_input_shape_is_read(tmp_path: Path) -> None:
         ('{"turns": []}', "line 2: turns must be a non-empty list"),
         ('{"messages": [{"role": "assistant", "content": "x"}]}', "line 2: the last of messages"),
         ('{"id": "a", "prompt": "dup"}', "line 2: id 'a' is already the id of line 1"),
+        ('{"prompt": "x", "score": NaN}', "line 2: NaN is not valid JSON"),
     ],
 )
 def test_a_malformed_line_is_named(tmp_path: Path, line: str, expected: str) -> None:

@@ -126,6 +126,7 @@ def test_an_unusable_data_dir_is_one_line(server: FakeOpenAIServer, tmp_path: Pa
     assert result.returncode != 0
     lines = [line for line in result.stderr.splitlines() if line.startswith("moa: error:")]
     assert len(lines) == 1 and "cannot open the chat thread store" in lines[0]
+    assert f"{blocker} is a file, not a folder" in lines[0]
     assert "MOA_DATA_DIR" in lines[0] and "Traceback" not in result.stderr
 
 

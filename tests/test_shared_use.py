@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from subprocess import CompletedProcess
+from typing import Any
 
 import pytest
 from batch_helpers import prompts, read_records, write_config, write_items
@@ -101,7 +102,8 @@ def test_files_every_user_can_write_are_refused(server: FakeOpenAIServer, tmp_pa
     assert error_line(refused.stderr) == (
         f"moa: error: the call cache {cache}: every user of this machine can change it (mode "
         f"0666), so anyone could change the answers it gives: make it yours alone (chmod o-w "
-        f"{cache}), or pass another --cache"
+        f"{cache}), or pass another --cache; where chmod changes nothing (WSL's /mnt/c, FAT, "
+        "CIFS), set MOA_ALLOW_SHARED_FILES=1 to use it all the same"
     )
     cfg.chmod(0o646)
     for result in (
@@ -124,6 +126,38 @@ def test_files_every_user_can_write_are_refused(server: FakeOpenAIServer, tmp_pa
     assert "can change it (mode 0666), so anyone could rewrite your conversations" in error_line(
         chat.stderr
     )
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+def test_files_every_user_can_write_are_read_when_the_user_allows_them(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    # WSL's /mnt/c, FAT and CIFS mounts show every file as 0777 and ignore chmod: the refusal's
+    # own advice cannot be followed there, so the user (not a config) may allow such files.
+    cfg = write_config(tmp_path / "c.toml", server)
+    data = write_items(tmp_path / "in.jsonl", prompts(1))
+    cache = tmp_path / "calls.sqlite"
+    threads = tmp_path / "data"
+    env = {"MOA_DATA_DIR": str(threads)}
+    assert run_cli("chat", "-c", str(cfg), "--thread", "t", stdin="hi\n", env=env).returncode == 0
+    assert batch(data, "-o", tmp_path / "a.jsonl", "-c", cfg, "--cache", cache).returncode == 0
+    for shared in (cfg, cache, threads / "chat-threads.sqlite"):
+        shared.chmod(0o777)  # what such a mount shows for every file
+    server.reset()
+    for allowed in ("0", "yes"):  # only =1 allows them: anything else is the default refusal
+        refused = run_cli("-c", str(cfg), "hi", env={"MOA_ALLOW_SHARED_FILES": allowed})
+        assert refused.returncode == 2
+        assert "set MOA_ALLOW_SHARED_FILES=1 to use it all the same" in error_line(refused.stderr)
+    assert not server.requests
+    allow = {"MOA_ALLOW_SHARED_FILES": "1"}
+    asked = run_cli("-c", str(cfg), "hi", env=allow)
+    assert asked.returncode == 0, asked.stderr
+    out = tmp_path / "b.jsonl"
+    ran = batch(data, "-o", out, "-c", cfg, "--cache", cache, env=allow)
+    assert ran.returncode == 0, ran.stderr
+    assert read_records(out)[0]["cached_calls"] == 3  # the shared cache was read
+    chat = run_cli("chat", "-c", str(cfg), "--thread", "t", stdin="again\n", env={**env, **allow})
+    assert chat.returncode == 0, chat.stderr
 
 
 def test_a_base_url_must_be_http(tmp_path: Path) -> None:
@@ -376,6 +410,31 @@ def test_a_symlink_to_an_output_is_that_output(server: FakeOpenAIServer, tmp_pat
     assert len(server.requests) == 4 * 3
     assert link.is_symlink() and [r["id"] for r in read_records(link)] == ["q0", "q1", "q2", "q3"]
     assert not (tmp_path / ".moa-batch").exists()  # the work folder is beside the file
+
+
+def test_a_hard_link_to_an_output_is_that_output(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    # Two names of one file (one st_dev and st_ino), neither a link to the other: each name had
+    # a lock file of its own, so both runs paid for every item.
+    out, other = tmp_path / "out.jsonl", tmp_path / "elsewhere" / "same.jsonl"
+    out.touch()
+    other.parent.mkdir()
+    os.link(out, other)
+    first, refused, cfg, data = first_run_holding(server, tmp_path, out)
+    second = batch(data, "-o", other, "-c", cfg, "-j", "1")
+    refused.set()
+    assert second.returncode == 1, second.stderr
+    assert error_line(second.stderr) == (
+        f"moa: error: output {other} is in use by another moa process, under another name of the "
+        "same file (a hard link): wait for it to finish, or, to run in parallel, give each process "
+        "its own part of the input and its own -o"
+    )
+    assert first.wait(120) == 0, first.communicate()
+    assert len(server.requests) == 4 * 3  # nobody paid twice
+    assert [r["id"] for r in read_records(other)] == ["q0", "q1", "q2", "q3"]
+    # Once the first run is over, the other name is free to resume: nothing is left to pay.
+    again = batch(data, "-o", other, "-c", cfg)
+    assert again.returncode == 0, again.stderr
+    assert len(server.requests) == 4 * 3
 
 
 def test_a_folder_pipe_or_device_as_output_is_refused_before_any_call(
@@ -685,6 +744,71 @@ def test_stdin_that_is_not_utf8_is_named(server: FakeOpenAIServer, tmp_path: Pat
     assert "stdin: line 2: not valid UTF-8: byte 0xe9 at offset 15" in line
 
 
+def strict_json(text: str) -> Any:
+    """``text`` read as jq, JavaScript and Go read JSON: no NaN, no Infinity."""
+
+    def refuse(token: str) -> None:
+        raise ValueError(f"{token} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_nan_and_infinity_in_an_input_are_refused_before_any_call(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    # Python's json reads NaN, Infinity, -Infinity (and 1e999 as infinity); they were copied into
+    # every record, which strict readers (jq, JavaScript, Go) then refuse.
+    cfg = write_config(tmp_path / "c.toml", server)
+    fine = '{"id": "ok", "prompt": "Is NaN a number? Is Infinity?", "score": 1e308}'
+    cases = [
+        ("in.jsonl", [], f'{fine}\n{{"id": "b", "prompt": "hi", "score": NaN}}\n', "line 2", "NaN"),
+        (
+            "alpaca.json",
+            ["-f", "alpaca-eval"],
+            f'[{fine}, {{"instruction": "hi", "weights": [1, -Infinity]}}]',
+            "item 2",
+            "-Infinity",
+        ),
+        (
+            "mt.jsonl",
+            ["-f", "mt-bench"],
+            f'{fine}\n{{"question_id": 81, "turns": ["hi"], "x": {{"y": Infinity}}}}\n',
+            "line 2",
+            "Infinity",
+        ),
+        ("big.jsonl", [], f'{fine}\n{{"prompt": "hi", "score": 1e999}}\n', "line 2", "1e999"),
+    ]
+    for name, flags, text, where, token in cases:
+        data = tmp_path / name
+        data.write_text(text, encoding="utf-8")
+        out = tmp_path / f"{name}.out"
+        for args in ([data, "-o", out, *flags, "-c", cfg], [data, "--dry-run", "-c", cfg]):
+            result = batch(*args)
+            assert result.returncode == 2, result.stderr
+            line = error_line(result.stderr)
+            assert line.startswith(f"moa: error: {data}: {where}: {token} "), line
+            assert "write null instead" in line and "jq, JavaScript and Go refuse" in line
+        assert not out.exists()
+    assert not server.requests
+    # moa compare reads its prompts the same way (and has no --skip-invalid to offer).
+    args = ("compare", tmp_path / "in.jsonl", "--config", write_mixture(tmp_path / "mix.toml"))
+    compared = run_cli(*map(str, args), "--judge", "together:judge", "-o", str(tmp_path / "r"),
+                       env=compare_env(server))  # fmt: skip
+    assert compared.returncode == 2
+    line = error_line(compared.stderr)
+    assert f"{tmp_path / 'in.jsonl'}: line 2: NaN is not valid JSON" in line
+    assert line.endswith("write null instead") and not server.requests
+    # --skip-invalid records the line as failed, as it was: every record is strict JSON.
+    out = tmp_path / "skipped.jsonl"
+    result = batch(tmp_path / "alpaca.json", "-o", out, "-c", cfg, "--skip-invalid")
+    assert result.returncode == 1, result.stderr
+    ok, failed = [strict_json(line) for line in out.read_text().splitlines()]
+    assert ok["status"] == "ok" and ok["input"]["score"] == 1e308
+    assert failed["status"] == "failed"
+    assert "-Infinity is not valid JSON" in failed["error"]["message"]
+    assert failed["input"] == '{"instruction": "hi", "weights": [1, -Infinity]}'
+
+
 # ------------------------------------------------------------------- 7. resume
 def test_a_resume_with_other_settings_is_refused(server: FakeOpenAIServer, tmp_path: Path) -> None:
     data = write_items(tmp_path / "in.jsonl", prompts(3))
@@ -817,22 +941,51 @@ def test_a_corrupt_call_cache_is_named(server: FakeOpenAIServer, tmp_path: Path)
     assert not server.requests
 
 
-def test_a_cache_in_a_folder_that_cannot_be_used_is_named(
-    server: FakeOpenAIServer, tmp_path: Path
-) -> None:
-    # An OSError (a folder that is a file here; another user's file is the same path) was an
-    # "unexpected" error: only SQLite's were caught.
+def test_a_path_through_a_file_is_named(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    # A cache, an output or a report folder whose folder is a file: an OSError, first an
+    # "unexpected" error, then the OS's words ("File exists", "Not a directory"), which do not
+    # say which file is in the way.
     cfg = write_config(tmp_path / "c.toml", server)
     data = write_items(tmp_path / "in.jsonl", prompts(2))
-    (tmp_path / "afile").write_text("x")
-    cache = tmp_path / "afile" / "calls.sqlite"
-    result = batch(data, "-o", tmp_path / "out.jsonl", "-c", cfg, "--cache", cache)
-    assert result.returncode == 1 and "Traceback" not in result.stderr
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for cache in (afile / "calls.sqlite", afile / "deeper" / "calls.sqlite"):
+        result = batch(data, "-o", tmp_path / "out.jsonl", "-c", cfg, "--cache", cache)
+        assert result.returncode == 1
+        assert error_line(result.stderr) == (
+            f"moa: error: the call cache {cache}: {afile} is a file, not a folder: choose a "
+            "folder you can use for it (--cache), or pass --no-cache"
+        )
+    for out, fmt in [(afile / "out.jsonl", "jsonl"), (afile / "sub" / "out.json", "alpaca-eval")]:
+        result = batch(data, "-o", out, "-f", fmt, "-c", cfg)
+        assert result.returncode == 1
+        assert error_line(result.stderr) == (
+            f"moa: error: -o {out}: {afile} is a file, not a folder; give another -o"
+        )
+    # The work folder beside the output (the journal of a --format, the default call cache).
+    work = tmp_path / "answers" / ".moa-batch"
+    work.parent.mkdir()
+    work.write_text("x")
+    out = work.parent / "out.json"
+    result = batch(data, "-o", out, "-f", "alpaca-eval", "-c", cfg)
     assert error_line(result.stderr) == (
-        f"moa: error: the call cache {cache}: File exists: choose a folder you can use for it "
-        "(--cache), or pass --no-cache"
+        f"moa: error: -o {out}: {work} is a file, not a folder; give another -o"
+    )
+    result = batch(data, "-o", work.parent / "out.jsonl", "-c", cfg)
+    assert f"the call cache {work}/out.jsonl.cache.sqlite: {work} is a file, not a folder" in (
+        error_line(result.stderr)
+    )
+    report = afile / "report"
+    args = ("compare", data, "--config", write_mixture(tmp_path / "mix.toml"), "-o", report)
+    compared = run_cli(*map(str, args), "--judge", "together:judge", env=compare_env(server))
+    assert compared.returncode == 1
+    assert error_line(compared.stderr) == (
+        f"moa: error: cannot create the report folder '{report}': {afile} is a file, not a "
+        "folder: choose another path"
     )
     assert not server.requests
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "answers", "c.toml", "in.jsonl",
+                                                          "mix.toml"]  # fmt: skip
 
 
 def test_a_cache_that_is_another_file_of_the_run_is_refused(

@@ -121,6 +121,7 @@ def batch(
     ctx = _context(flags)
     if output is not None:
         output = str(output_path(output))  # a symlink: its target is the output (one writer)
+    cache_path: Path | None = None
     if output is not None and not dry_run:
         out_path = Path(output)
         sources = [p for p in (input_path, replay) if p]
@@ -128,10 +129,11 @@ def batch(
         if fmt != "jsonl" and not journal.exists() and legacy_run_file(out_path).exists():
             journal = legacy_run_file(out_path)  # a run begun before the work folder
         check_output(out_path, journal, sources)
-        if cache and not no_cache:
+        if not no_cache and not server:
+            cache_path = Path(cache) if cache else default_cache(out_path)
             files = {"output": out_path, "run": journal, "input": input_path}
             check_cache(
-                Path(cache), {**files, "replayed run": replay, "config": flags.get("config")}
+                cache_path, {**files, "replayed run": replay, "config": flags.get("config")}
             )
 
     stored: dict[str, dict[str, Any]] | None = None
@@ -170,7 +172,6 @@ def batch(
             warnings.filterwarnings(
                 "ignore", message="Request failed, attempting reconnect", category=UserWarning
             )
-        cache_path = None if no_cache or server else Path(cache) if cache else default_cache(out)
         options = BatchOptions(
             concurrency=concurrency,
             fmt=the_format,

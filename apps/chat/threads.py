@@ -25,8 +25,9 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.graph.state import CompiledStateGraph
 
+from langgraph_moa.core.files import file_in_the_way, not_a_folder
 from langgraph_moa.nodes.errors import ConfigError, StoredValueError
-from langgraph_moa.nodes.keys import everyone_can_write, open_to_all
+from langgraph_moa.nodes.keys import everyone_can_write, make_it_yours, open_to_all
 from langgraph_moa.nodes.serde import SAFE_SERDE
 
 DATA_DIR_ENV = "MOA_DATA_DIR"
@@ -49,8 +50,8 @@ async def open_saver() -> AsyncIterator[AsyncSqliteSaver]:
     path = data_dir() / DB_NAME
     if path.is_file() and everyone_can_write(st := path.stat()):
         raise ConfigError(
-            f"the chat thread store {path}: {open_to_all('rewrite your conversations', st)}: make "
-            f"it yours alone (chmod o-w {path})"
+            f"the chat thread store {path}: {open_to_all('rewrite your conversations', st)}: "
+            f"{make_it_yours(path)}"
         )
     async with AsyncExitStack() as stack:
         try:
@@ -59,8 +60,10 @@ async def open_saver() -> AsyncIterator[AsyncSqliteSaver]:
             saver = AsyncSqliteSaver(conn, serde=SAFE_SERDE)  # what from_conn_string does, safely
             await saver.setup()
         except (OSError, sqlite3.Error) as exc:
+            blocker = file_in_the_way(path)
+            problem = not_a_folder(blocker) if blocker else str(exc)
             raise ConfigError(
-                f"cannot open the chat thread store {path}: {exc} "
+                f"cannot open the chat thread store {path}: {problem} "
                 f"(set {DATA_DIR_ENV} to another folder)"
             ) from None
         yield saver

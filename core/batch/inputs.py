@@ -10,6 +10,11 @@ An item's id is its ``id``, else its ``question_id``, else a hash of its content
 (``dataset``, ``category``...) are kept in the record's ``input``. A malformed line raises
 ``InputError`` naming its line (item, for a JSON list); with ``skip_invalid`` it becomes an
 ``InvalidItem`` that the run records as failed.
+
+Python's json module reads ``NaN``, ``Infinity`` and ``-Infinity`` (and turns a number too large
+for a float, ``1e999``, into infinity); an item holding one would be copied into every record and
+written back as such, which strict JSON readers (jq, JavaScript, Go) refuse. So such an item is
+malformed like any other, named by its line and the token (``_Strict``).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import codecs
 import contextlib
 import hashlib
 import json
+import math
 import os
 import shutil
 import stat
@@ -254,6 +260,7 @@ class Dataset:
         if first == b"[":
             yield from ((n, "item", v) for n, v in _list_items(f, self.name))
             return
+        strict = _Strict()
         pending = first
         number = newlines
         while True:
@@ -278,21 +285,24 @@ class Dataset:
                 yield number, "line", _Malformed(line.decode("utf-8", "replace"), why)
                 continue
             try:
-                yield number, "line", json.loads(text)
+                value = strict.decode(text)
             except json.JSONDecodeError as exc:
                 yield number, "line", _Malformed(text, f"not valid JSON ({exc.msg})")
+                continue
+            refused = strict.why()
+            yield number, "line", _Malformed(text, refused) if refused else value
 
 
 def _list_items(f: IO[bytes], name: str) -> Iterator[tuple[int, Any]]:
     """(place, value) of each item of a JSON list whose ``[`` was just read, one at a time.
 
     Written here rather than taken from a streaming parser (ijson): each item is parsed by
-    ``json.JSONDecoder.raw_decode``, so it is exactly what ``json.loads`` makes of it (numbers,
-    NaN, errors) and what a JSONL line of the same text gives; and an item is capped at
-    ``MAX_LINE`` characters like a line. The file is read in chunks into a window that holds the
-    item being parsed; a window that ends inside an item grows (doubling) until the item fits.
+    ``json.JSONDecoder.raw_decode`` (``_Strict``), so it is exactly what a JSONL line of the same
+    text gives (numbers, NaN, errors); and an item is capped at ``MAX_LINE`` characters like a
+    line. The file is read in chunks into a window that holds the item being parsed; a window
+    that ends inside an item grows (doubling) until the item fits.
     """
-    decoder = json.JSONDecoder()
+    strict = _Strict()
     utf8 = codecs.getincrementaldecoder("utf-8")()
     text, at, done, read = "", 0, False, 1  # read: bytes of the file consumed (the "[")
 
@@ -342,7 +352,7 @@ def _list_items(f: IO[bytes], name: str) -> Iterator[tuple[int, Any]]:
             next_char()
             while True:
                 try:
-                    value, end = decoder.raw_decode(text, at)
+                    value, end = strict.raw_decode(text, at)
                 except json.JSONDecodeError as exc:
                     held = len(text) - at  # the window holds this much of the item
                     # The window may cut the item only where the error is at its end, or in
@@ -359,8 +369,9 @@ def _list_items(f: IO[bytes], name: str) -> Iterator[tuple[int, Any]]:
                     break
             if end - at > MAX_LINE:
                 raise too_long(number)
+            why = strict.why()
+            yield number, _Malformed(text[at:end], why) if why else value
             at = end
-            yield number, value
             after = next_char()
             at += 1
             if after == "]":
@@ -371,6 +382,51 @@ def _list_items(f: IO[bytes], name: str) -> Iterator[tuple[int, Any]]:
                 raise bad(number, "expected ',' or ']' after it")
     if next_char():
         raise InputError(f"{name}: not valid JSON: more data after the list's closing ']'")
+
+
+class _Strict:
+    """JSON as Python reads it, noting the first value strict JSON cannot hold: ``NaN``,
+    ``Infinity``, ``-Infinity``, or a number too large for a float (``1e999`` reads as infinity).
+
+    Noted, not raised: a JSON list's item is still read to its end (and recorded as failed with
+    ``skip_invalid``), and each decode starts clean (a list's item is decoded again when its
+    window grows, and a number cut by the window may read as infinity only until then).
+    """
+
+    def __init__(self) -> None:
+        self._token: str | None = None
+        self._decoder = json.JSONDecoder(parse_constant=self._constant, parse_float=self._float)
+
+    def decode(self, text: str) -> Any:
+        self._token = None
+        return self._decoder.decode(text)
+
+    def raw_decode(self, text: str, at: int) -> tuple[Any, int]:
+        self._token = None
+        return self._decoder.raw_decode(text, at)
+
+    def why(self) -> str | None:
+        """What is wrong with the value last decoded, or None."""
+        token = self._token
+        if token is None:
+            return None
+        readers = "jq, JavaScript and Go refuse the records it would be copied into"
+        if token in ("NaN", "Infinity", "-Infinity"):
+            return f"{token} is not valid JSON (Python reads it, but {readers}): write null instead"
+        shown = token if len(token) <= 24 else f"{token[:20]}..."
+        return (
+            f"{shown} is too large for a number (it would be written as Infinity, and {readers}): "
+            "write null instead"
+        )
+
+    def _constant(self, token: str) -> None:
+        self._token = self._token or token
+
+    def _float(self, token: str) -> float:
+        value = float(token)
+        if not math.isfinite(value):
+            self._token = self._token or token
+        return value
 
 
 def _is_pipe(path: str) -> bool:

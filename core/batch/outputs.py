@@ -27,8 +27,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
 
-from langgraph_moa.core.files import os_reason
-from langgraph_moa.nodes.errors import MoAError
+from langgraph_moa.core.files import file_in_the_way, not_a_folder, os_reason
+from langgraph_moa.nodes.errors import CallCacheError, MoAError
+from langgraph_moa.nodes.models.callcache import FOLDER_HINT
 
 SYNC_EVERY_S = 1.0
 RECORD_START = b'{"id":'  # how every record line starts (build_record puts the id first)
@@ -254,11 +255,14 @@ def output_path(given: str | Path) -> Path:
 
 def check_output(output: Path, run_file: Path, sources: Sequence[str]) -> None:
     """Refuse, before anything is read or written, an output that would destroy data or cannot
-    hold a run: a folder, a pipe or a device, an input (``sources``: the dataset, a replayed
-    run), or a formatted output that exists with no run file beside it (it was not written by an
-    earlier run of this command)."""
+    hold a run: a folder, a pipe or a device, a path through a file (``out.txt/answers.jsonl``),
+    an input (``sources``: the dataset, a replayed run), or a formatted output that exists with
+    no run file beside it (it was not written by an earlier run of this command)."""
     if output.is_dir():
         raise OutputError(f"-o {output}: that is a folder; give a file name")
+    for path in dict.fromkeys((output, run_file)):
+        if (blocker := file_in_the_way(path)) is not None:
+            raise OutputError(f"-o {output}: {not_a_folder(blocker)}; give another -o")
     if output.exists() and not output.is_file():
         # A pipe blocks the resume's read forever; /dev/null keeps nothing of what was paid.
         raise OutputError(
@@ -279,9 +283,12 @@ def check_output(output: Path, run_file: Path, sources: Sequence[str]) -> None:
 
 
 def check_cache(cache: Path, files: dict[str, str | Path | None]) -> None:
-    """Refuse a ``--cache`` that is one of the run's other ``files`` (by role: "output",
-    "input"...): SQLite would write its pages into the run's records, or fail on the input, and
-    the cache's own hint (delete it) would then name the user's file."""
+    """Refuse a call cache whose path goes through a file, or that is one of the run's other
+    ``files`` (by role: "output", "input"...): SQLite would write its pages into the run's
+    records, or fail on the input, and the cache's own hint (delete it) would then name the
+    user's file."""
+    if (blocker := file_in_the_way(cache)) is not None:
+        raise CallCacheError(str(cache), not_a_folder(blocker), FOLDER_HINT)
     for role, given in files.items():
         if given is None or given == "-":
             continue

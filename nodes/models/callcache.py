@@ -47,7 +47,7 @@ from langgraph.cache.sqlite import SqliteCache
 from pydantic import ValidationError
 
 from langgraph_moa.nodes.errors import CallCacheError, StoredValueError
-from langgraph_moa.nodes.keys import everyone_can_write, open_to_all
+from langgraph_moa.nodes.keys import everyone_can_write, make_it_yours, open_to_all
 from langgraph_moa.nodes.models.calls import CallResult
 from langgraph_moa.nodes.models.settings import ModelSettings
 from langgraph_moa.nodes.serde import SAFE_SERDE
@@ -64,6 +64,9 @@ DAMAGED_HINT = (
     "move it away or delete it (finished items keep their answers; only calls of unfinished "
     "items are asked again), or pass --no-cache"
 )
+
+
+FOLDER_HINT = "choose a folder you can use for it (--cache), or pass --no-cache"
 
 
 def cache_error(path: Path, exc: sqlite3.Error) -> CallCacheError:
@@ -90,7 +93,7 @@ def _check_ours(path: Path) -> None:
     st = path.stat()
     if everyone_can_write(st):
         problem = open_to_all("change the answers it gives", st)
-        hint = f"make it yours alone (chmod o-w {path}), or pass another --cache"
+        hint = make_it_yours(path, ", or pass another --cache")
         raise CallCacheError(str(path), problem, hint)
     if st.st_size == 0:
         return
@@ -144,8 +147,7 @@ class CallCache:
         except sqlite3.Error as exc:
             raise cache_error(self.path, exc) from None
         except OSError as exc:  # its folder cannot be made, the file opened (another user's)
-            hint = "choose a folder you can use for it (--cache), or pass --no-cache"
-            raise CallCacheError(str(self.path), exc.strerror or str(exc), hint) from None
+            raise CallCacheError(str(self.path), exc.strerror or str(exc), FOLDER_HINT) from None
         self.hits = 0  # calls answered from the cache in this process
         self.rejected = 0  # entries found that were not a call's (edited, planted): asked again
         self.unstored = 0  # answers that could not be stored (a full disk), the last reason:
