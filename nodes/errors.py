@@ -43,6 +43,33 @@ class ClientSettingError(ConfigError):
         return (_rebuild, (type(self), (self.field, self.problem), {}))
 
 
+class CostCapError(ConfigError):
+    """A run asks for more than a server lets one request cost (nodes/caps.py), refused before
+    any model is called.
+
+    ``cap``: the ``Caps`` field (``"calls"``); ``what``: its name for people (``model calls per
+    run``); ``value``: what the run asks for; ``limit``: the cap; ``raised_by``: how the
+    server's operator raises it (``moa serve --max-calls``, an environment variable);
+    ``remedy``: what the client can do.
+    """
+
+    def __init__(
+        self, cap: str, what: str, value: float, limit: float, raised_by: str, remedy: str
+    ) -> None:
+        super().__init__(
+            f"{what} is {value:g}, above this server's cap of {limit:g} per request "
+            f"({raised_by}); {remedy}"
+        )
+        self.cap, self.what, self.value, self.limit = cap, what, value, limit
+        self.raised_by, self.remedy = raised_by, remedy
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            type(self),
+            (self.cap, self.what, self.value, self.limit, self.raised_by, self.remedy),
+        )
+
+
 class InputError(MoAError):
     """What the user gave cannot be used: a prompt, a chat line, a dataset or one of its items.
 
