@@ -246,8 +246,9 @@ class InUseError(MoAError):
 
 
 class RunStoppedError(MoAError):
-    """A dataset run cannot go on (its LangGraph server went away): not one item's failure, so
-    no item is recorded failed for it; the finished items are kept and a rerun resumes."""
+    """A dataset run cannot go on (its LangGraph server went away, or refuses its settings): not
+    one item's failure, so no item is recorded failed for it; the finished items are kept and a
+    rerun resumes."""
 
 
 class ServerError(RunStoppedError):
@@ -260,6 +261,22 @@ class ServerError(RunStoppedError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.url, str(self)))
+
+
+class ServerRefusedError(ServerError, ConfigError):
+    """The LangGraph server at ``url`` refused a run's settings from a client, as it would every
+    item's (their settings differ only in seeds): ``error``, the error it named
+    (``ClientSettingError``, ``CostCapError``); ``problem``, its message. It refuses before any
+    model is called, so nothing was paid; the settings are the user's to change."""
+
+    def __init__(self, url: str, error: str, problem: str) -> None:
+        super().__init__(
+            url, f"the LangGraph server at {url} refused the run's settings ({error}): {problem}"
+        )
+        self.error, self.problem = error, problem
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.url, self.error, self.problem))
 
 
 class ServerGoneError(ServerError):
