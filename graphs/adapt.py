@@ -6,11 +6,12 @@ Every node and router of the MoA graph is added through ``adapt``, which
   fields, a parent graph's own context carrying MoA settings in a ``moa`` field, or nothing, in
   which case the graph's own defaults apply (``build_moa_graph(context=...)``, else the default
   preset). So MoA runs as a subgraph of a parent whose context has nothing to do with it;
-- refuses a ``moa batch --server`` run the server started again on its own, and, in the nodes
-  that start a run (``starts``: those reached from START), a conversation that gives the models
-  nothing to answer (``EmptyConversationError``), stop sequences of the wrong shape and a
-  client's ``bind`` the aggregator would refuse, before any model is paid (graphs/retried.py,
-  nodes/history.py, nodes/stops.py, nodes/untrusted.py);
+- refuses a ``moa batch --server`` run the server started again on its own; on a server, a
+  client's context that chooses what only the server may or asks for more than its caps; and,
+  in the nodes that start a run (``starts``: those reached from START), a conversation that
+  gives the models nothing to answer (``EmptyConversationError``), stop sequences of the wrong
+  shape and a client's ``bind`` the aggregator would refuse, before any model is paid
+  (graphs/retried.py, nodes/untrusted.py, nodes/caps.py, nodes/history.py, nodes/stops.py);
 - gives the async node a synchronous twin, so ``invoke``/``stream``/``batch`` work as well as
   their async forms. The twin runs the async node on one background event loop shared by the
   process (``RESOURCES.portal()``, nodes/models/resources.py) with the stdlib's
@@ -51,6 +52,8 @@ from langgraph._internal._runnable import RunnableCallable
 from langgraph.runtime import RunControl, Runtime
 
 from langgraph_moa.graphs.retried import refuse_retried_batch_run
+from langgraph_moa.nodes import caps
+from langgraph_moa.nodes.caps import RAISED_BY_ENV, Caps
 from langgraph_moa.nodes.context import Context, resolve_context
 from langgraph_moa.nodes.history import answerable
 from langgraph_moa.nodes.models.resources import RESOURCES
@@ -159,23 +162,26 @@ def adapt(
     default: Context | None,
     check: Check | None = None,
     *,
-    untrusted: bool = False,
+    untrusted: Caps | None = None,
     starts: bool = True,
 ) -> Any:
     """``node`` as a graph node or router: context resolved, usable sync and async.
     ``untrusted``: the context is a server's client's, checked before it is read
-    (nodes/untrusted.py). ``starts``: a run's first step runs it (an edge from START), so it
-    checks the run's input; later nodes get the input it passed."""
+    (nodes/untrusted.py) and held to these caps, which the server's environment set
+    (nodes/caps.py). ``starts``: a run's first step runs it (an edge from START), so it checks
+    the run's input; later nodes get the input it passed."""
 
     async def afunc(state: Any, runtime: Runtime[Context]) -> Any:
         refuse_retried_batch_run()
-        if untrusted:
+        if untrusted is not None:
             # In every node: a thread's run resumed from its checkpoint brings a new context
             # without passing START. Cheap, unlike the bind's schemas.
             check_context(runtime.context)
         ctx = resolve_context(runtime.context, default, parents=nested(runtime))
+        if untrusted is not None:
+            caps.check(ctx, untrusted, RAISED_BY_ENV)
         if starts and isinstance(state, Mapping):
-            if untrusted and state.get("bind") is not None:
+            if untrusted is not None and state.get("bind") is not None:
                 # A large tool schema takes a while to check: not on the server's event loop.
                 await asyncio.to_thread(check_bind, state["bind"])
             answerable(state.get("messages", ()), ctx.tool_history)

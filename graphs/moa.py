@@ -21,6 +21,7 @@ from langgraph_moa.graphs.adapt import AsyncNode, adapt
 from langgraph_moa.graphs.state import MoAInput, MoAOutput, MoAState
 from langgraph_moa.graphs.unrolled import unroll as add_unrolled
 from langgraph_moa.nodes.aggregate import aggregate
+from langgraph_moa.nodes.caps import from_env as caps_from_env
 from langgraph_moa.nodes.context import Context, load_preset
 from langgraph_moa.nodes.errors import ConfigError
 from langgraph_moa.nodes.join import join
@@ -82,9 +83,12 @@ def build_moa_graph(
     proposer per layer (graphs/unrolled.py); it is then the graph's settings too, so a
     ``context`` that differs from it is refused (``ConfigError``). ``untrusted``: runs' contexts
     come from a server's clients (graphs/served.py): one that would send the server's keys to an
-    endpoint of its choosing or name the server's files is refused (nodes/untrusted.py).
+    endpoint of its choosing or name the server's files is refused (nodes/untrusted.py), and so
+    is one past the caps the environment sets (``MOA_MAX_CALLS``..., read here: nodes/caps.py),
+    each with an error naming what to change, before any model is called.
     """
     default = load_preset(context) if isinstance(context, str) else context
+    server = caps_from_env() if untrusted else None
     if unroll is not None and default is not None and default != unroll:
         raise ConfigError(
             "build_moa_graph: context and unroll name different settings; an unrolled graph "
@@ -94,11 +98,11 @@ def build_moa_graph(
         MoAState, context_schema=Context, input_schema=MoAInput, output_schema=MoAOutput
     )
     if unroll is not None:
-        add_unrolled(builder, unroll, untrusted=untrusted)
+        add_unrolled(builder, unroll, untrusted=server)
         return builder
 
     def node(fn: AsyncNode, starts: bool = False) -> Any:
-        return adapt(fn, default, untrusted=untrusted, starts=starts)
+        return adapt(fn, default, untrusted=server, starts=starts)
 
     builder.add_node("propose", node(propose))
     builder.add_node("join", node(join))

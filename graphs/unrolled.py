@@ -24,6 +24,7 @@ from langgraph.runtime import Runtime
 from langgraph_moa.graphs.adapt import Check, adapt
 from langgraph_moa.graphs.state import MoAInput, MoAOutput, MoAState
 from langgraph_moa.nodes.aggregate import aggregate
+from langgraph_moa.nodes.caps import Caps
 from langgraph_moa.nodes.context import Context
 from langgraph_moa.nodes.errors import ConfigError
 from langgraph_moa.nodes.join import join
@@ -91,7 +92,7 @@ def unroll(
     builder: StateGraph[MoAState, Context, MoAInput, MoAOutput],
     ctx: Context,
     *,
-    untrusted: bool = False,
+    untrusted: Caps | None = None,
 ) -> None:
     """Add the unrolled mixture of ``ctx`` to ``builder`` (``untrusted``: see graphs/adapt.py)."""
     check = _same_shape(ctx)
@@ -135,7 +136,7 @@ def _unroll_stairs(
     builder: StateGraph[MoAState, Context, MoAInput, MoAOutput],
     ctx: Context,
     check: Check,
-    untrusted: bool,
+    untrusted: Caps | None,
 ) -> None:
     def unbound(state: MoAState) -> None:
         if state.get("bind"):

@@ -43,6 +43,33 @@ class ClientSettingError(ConfigError):
         return (_rebuild, (type(self), (self.field, self.problem), {}))
 
 
+class CostCapError(ConfigError):
+    """A run asks for more than a server lets one request cost (nodes/caps.py), refused before
+    any model is called.
+
+    ``cap``: the ``Caps`` field (``"calls"``); ``what``: its name for people (``model calls per
+    run``); ``value``: what the run asks for; ``limit``: the cap; ``raised_by``: how the
+    server's operator raises it (``moa serve --max-calls``, an environment variable);
+    ``remedy``: what the client can do.
+    """
+
+    def __init__(
+        self, cap: str, what: str, value: float, limit: float, raised_by: str, remedy: str
+    ) -> None:
+        super().__init__(
+            f"{what} is {value:g}, above this server's cap of {limit:g} per request "
+            f"({raised_by}); {remedy}"
+        )
+        self.cap, self.what, self.value, self.limit = cap, what, value, limit
+        self.raised_by, self.remedy = raised_by, remedy
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            type(self),
+            (self.cap, self.what, self.value, self.limit, self.raised_by, self.remedy),
+        )
+
+
 class InputError(MoAError):
     """What the user gave cannot be used: a prompt, a chat line, a dataset or one of its items.
 
@@ -232,8 +259,9 @@ class InUseError(MoAError):
 
 
 class RunStoppedError(MoAError):
-    """A dataset run cannot go on (its LangGraph server went away): not one item's failure, so
-    no item is recorded failed for it; the finished items are kept and a rerun resumes."""
+    """A dataset run cannot go on (its LangGraph server went away, or refuses its settings): not
+    one item's failure, so no item is recorded failed for it; the finished items are kept and a
+    rerun resumes."""
 
 
 class ServerError(RunStoppedError):
@@ -246,6 +274,22 @@ class ServerError(RunStoppedError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.url, str(self)))
+
+
+class ServerRefusedError(ServerError, ConfigError):
+    """The LangGraph server at ``url`` refused a run's settings from a client, as it would every
+    item's (their settings differ only in seeds): ``error``, the error it named
+    (``ClientSettingError``, ``CostCapError``); ``problem``, its message. It refuses before any
+    model is called, so nothing was paid; the settings are the user's to change."""
+
+    def __init__(self, url: str, error: str, problem: str) -> None:
+        super().__init__(
+            url, f"the LangGraph server at {url} refused the run's settings ({error}): {problem}"
+        )
+        self.error, self.problem = error, problem
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.url, self.error, self.problem))
 
 
 class ServerGoneError(ServerError):

@@ -344,3 +344,28 @@ async def test_a_server_gone_for_good_stops_the_run_with_one_line(monkeypatch: A
     assert time.monotonic() - started >= 0.5  # it waited for the server first
     message = str(gone.value)
     assert f"lost the LangGraph server at {url}" in message and "run the same command" in message
+
+
+def test_settings_past_the_servers_caps_stop_the_run_at_the_first_refusal(
+    studio: str,  # noqa: F811
+    server: FakeOpenAIServer,
+    tmp_path: Path,
+) -> None:
+    # The client cannot read the server's caps (its environment's): the server refuses the first
+    # runs before any call, and that stops the run with one line, as a setting the client checks.
+    config = write_config(tmp_path / "c.toml", server, extra="max_tokens = 100000")
+    data = write_items(tmp_path / "in.jsonl", prompts(6))
+    out = tmp_path / "o.jsonl"
+    result = run_cli(
+        "batch", str(data), "-o", str(out), "-c", str(config), "--server", studio, "-j", "2"
+    )
+    assert result.returncode == 2, result.stderr  # a setting's error
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("moa: error:")]
+    assert line == (
+        f"moa: error: the LangGraph server at {studio} refused the run's settings (CostCapError): "
+        "max_tokens is 100000, above this server's cap of 4096 per request (its operator raises "
+        "it with the environment variable MOA_MAX_TOKENS); ask for less"
+    )
+    assert "Traceback" not in result.stderr
+    assert server.requests == []
+    assert not out.exists() or read_records(out) == []  # no item recorded failed

@@ -232,6 +232,17 @@ def test_the_serve_flags_table_matches_moa_serve() -> None:
             assert {*param.opts, *param.secondary_opts} & documented, param.opts
 
 
+def test_the_langgraph_server_caps_table_matches_caps() -> None:
+    """serving.md's table of a LangGraph server's cap variables: one per cap, each beside the
+    `moa serve` flag that sets the same cap."""
+    from langgraph_moa.apps.serve.command import FLAGS
+    from langgraph_moa.nodes.caps import Caps, env_var
+
+    text = (ROOT / "docs" / "serving.md").read_text(encoding="utf-8")
+    rows = dict(re.findall(r"^\| `(MOA_MAX_\w+)` \| `(--[\w-]+)` \|$", text, re.M))
+    assert rows == {env_var(cap): FLAGS[f"caps.{cap}"] for cap in Caps.model_fields}
+
+
 # The files the documented commands read, as a user would have them (one or a few items each).
 PROMPT = '{"prompt": "Name three uses of a paperclip."}\n'
 ALPACA = '[{"instruction": "Write a haiku.", "dataset": "helpful_base"}]'

@@ -12,8 +12,8 @@ from conftest import fake_context, run_cli
 from fake_openai import FakeOpenAIServer
 from serving import app_for, running
 
-from langgraph_moa.apps.serve.caps import calls_of, check
-from langgraph_moa.apps.serve.settings import Caps
+from langgraph_moa.apps.serve.caps import check
+from langgraph_moa.nodes.caps import Caps, calls_of
 from langgraph_moa.nodes.context import load_preset
 from langgraph_moa.nodes.presets import preset_names
 

@@ -8,8 +8,9 @@ from typing import Annotated
 import typer
 
 from langgraph_moa.apps.serve import settings as serve_defaults
-from langgraph_moa.apps.serve.settings import KEY_ENV, Caps
+from langgraph_moa.apps.serve.settings import KEY_ENV
 from langgraph_moa.core.command import err, fail, run_async
+from langgraph_moa.nodes.caps import Caps
 from langgraph_moa.nodes.errors import ConfigError, MoAError
 
 ORDER = 30

@@ -17,8 +17,8 @@ from typing import Any
 
 from langgraph_moa.apps.serve.caps import check as caps_check
 from langgraph_moa.apps.serve.errors import OpenAIError
-from langgraph_moa.apps.serve.settings import Caps
 from langgraph_moa.core.settings import STAIRCASE_SUFFIX, split_staircase
+from langgraph_moa.nodes.caps import Caps
 from langgraph_moa.nodes.context import Context, build_context, load_preset
 from langgraph_moa.nodes.errors import ClientSettingError, ConfigError
 from langgraph_moa.nodes.presets import preset_names

@@ -22,11 +22,12 @@ from starlette.requests import Request
 from langgraph_moa.apps.serve import caps
 from langgraph_moa.apps.serve.errors import OpenAIError, from_run_error
 from langgraph_moa.apps.serve.registry import ModelRegistry, with_overrides
-from langgraph_moa.apps.serve.settings import DEFAULT_MAX_RUN_S, Caps
+from langgraph_moa.apps.serve.settings import DEFAULT_MAX_RUN_S
 from langgraph_moa.core.settings import preflight
 from langgraph_moa.core.turns import Finished, RunEvent, Token, run_events
 from langgraph_moa.graphs import graph
 from langgraph_moa.nodes import records
+from langgraph_moa.nodes.caps import Caps
 from langgraph_moa.nodes.context import Context
 from langgraph_moa.nodes.errors import MoAError
 

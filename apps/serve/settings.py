@@ -9,6 +9,8 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from langgraph_moa.nodes.caps import Caps
+
 # Runs in flight. Not the server's CPU: a run costs it about 70 ms (benchmarks/serve_load: three
 # 200-token proposals and a 500-token answer), so one core would keep ~280 runs of 20 s going.
 # The providers: a run holds proposers + 1 provider connections for its whole length (10-30 s
@@ -39,34 +41,6 @@ DEFAULT_REQUEST_TIMEOUT_S = 60.0
 # A key a client can send: visible ASCII (RFC 9110's header field value, stripped).
 _KEY = re.compile(r"[\x21-\x7e]+")
 _ORIGIN = re.compile(r"https?://(\[[0-9A-Fa-f:.]+\]|[^/?#\s:\[\]]+)(:\d{1,5})?")
-
-
-class Caps(BaseModel):
-    """The most one request may ask for (each with its ``moa serve`` flag)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
-
-    proposers: int = Field(default=8, ge=1, description="Proposers per layer (--max-proposers).")
-    layers: int = Field(
-        default=4, ge=1, le=10, description="Layers, the aggregator's included (--max-layers)."
-    )
-    calls: int = Field(
-        default=24,
-        ge=1,
-        description="Model calls of one run: every proposer of every layer, the aggregator and "
-        "its fallback (--max-calls). Retries are bounded by attempts.",
-    )
-    attempts: int = Field(
-        default=3, ge=1, le=10, description="max_attempts per model call (--max-attempts)."
-    )
-    timeout: float = Field(
-        default=120.0, gt=0, description="Per-call timeout in seconds (--max-timeout)."
-    )
-    tokens: int = Field(default=4096, ge=1, description="max_tokens of any call (--max-tokens).")
-
-    def provider_requests(self) -> int:
-        """The most provider requests one run can make: every call, every attempt."""
-        return self.calls * self.attempts
 
 
 class ServeSettings(BaseModel):

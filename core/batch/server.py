@@ -13,7 +13,9 @@ had started it again on its own (``RetriedRunError``, graphs/retried.py). Such a
 submitted again, and a submission that cannot connect (nothing reached the server) is made
 again once the server is back, for up to ``SERVER_BACK_S``: a restarting server takes seconds.
 A server unreachable for longer stops the whole run (``ServerGoneError``) with the finished
-items kept, and the same command run again finishes the rest.
+items kept, and the same command run again finishes the rest. So does a server that refuses the
+run's settings from a client (``ServerRefusedError``: past its caps, say), which every item
+shares: refused before any call, nothing is paid and no item is recorded failed.
 """
 
 from __future__ import annotations
@@ -32,10 +34,13 @@ from langgraph_moa.graphs.retried import BATCH_ITEM
 from langgraph_moa.nodes import errors
 from langgraph_moa.nodes.context import Context
 from langgraph_moa.nodes.errors import (
+    ClientSettingError,
+    CostCapError,
     MoAError,
     RetriedRunError,
     ServerError,
     ServerGoneError,
+    ServerRefusedError,
 )
 from langgraph_moa.nodes.untrusted import check_context
 
@@ -45,6 +50,9 @@ RESUBMITS = 3
 # reconnections to a run in flight span about as long), trying every SERVER_POLL_S.
 SERVER_BACK_S = 60.0
 SERVER_POLL_S = 1.0
+# Errors by which the server refuses a run's settings from a client, before any call: the batch's
+# runs share them, so the first one stops the whole run (ServerRefusedError).
+REFUSED_SETTINGS = {ClientSettingError.__name__, CostCapError.__name__}
 
 
 class ServerRunError(MoAError):
@@ -82,7 +90,9 @@ class ServerTurns:
     async def check(self) -> None:
         """Fail early, with one clear line, when the server or the graph is not there, or the
         settings are ones the server refuses from a client (a local GGUF path, a key sent to a
-        ``base_url``): every item would fail with it, a round trip each."""
+        ``base_url``): every item would fail with it, a round trip each. The server's caps
+        (nodes/caps.py) are its environment's, which no client can read: a config past one is
+        refused at the first run (``ServerRefusedError``), before any model is called."""
         check_context(self._ctx.model_dump(mode="json", exclude_defaults=True))
         try:
             found = await self.client.assistants.search(graph_id=self.assistant, limit=1)
@@ -149,6 +159,8 @@ class ServerTurns:
             # Refused as a retry, or lost: a restarted server answers the reconnected wait
             # with the 404 of a run it does not have.
             lost = name == "HTTPException" and message.startswith("404")
+            if name in REFUSED_SETTINGS:  # every item's run would be refused alike
+                raise ServerRefusedError(self.url, name, message)
             refused = name == RetriedRunError.__name__
             if (refused or lost) and not last:
                 return None
