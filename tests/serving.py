@@ -42,10 +42,11 @@ def running(app: FastAPI) -> Iterator[str]:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    # As moa serve runs it (its HTTP stack, timeouts), quieter and quicker to stop.
+    # As moa serve runs it (its HTTP stack, timeouts), quieter and quicker to stop; an app not
+    # of create_app's (a stand-in server) with the default settings.
     config = uvicorn_config(
         app,
-        app.state.settings,
+        getattr(app.state, "settings", ServeSettings()),
         log_config=None,
         log_level="warning",
         lifespan="on",
