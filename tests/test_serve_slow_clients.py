@@ -107,3 +107,36 @@ def test_an_idle_keep_alive_connection_is_not_cut_by_the_header_deadline(port: i
             sock.sendall(b"GET /health HTTP/1.1\r\nHost: moa\r\n\r\n")
             status, _, body = _answer(sock)
             assert status == 200 and body
+
+
+def test_a_client_without_the_key_trickling_its_body_after_the_401_is_closed(port: int) -> None:
+    """The 401 comes on the headers; uvicorn then reads and drops the body for as long as it
+    comes, so the deadline holds that too: a client with no key cannot hold a connection."""
+    with _start(port, None) as sock:
+        status, _, _ = _answer(sock)
+        assert status == 401
+        started = time.monotonic()
+        sock.settimeout(0.2)
+        closed = False
+        while not closed and time.monotonic() - started < WAIT_S:
+            try:
+                sock.sendall(b"a")  # a byte of the declared body every 0.2 s
+                closed = sock.recv(1) == b""
+            except TimeoutError:
+                continue
+            except OSError:  # reset by the server's close
+                closed = True
+        assert closed and time.monotonic() - started < 3.0  # the 1 s deadline, not for ever
+
+
+def test_a_connection_whose_refused_body_came_whole_stays_open_for_the_next_request(
+    port: int,
+) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=WAIT_S) as sock:
+        head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: moa\r\nContent-Length: 2\r\n\r\n"
+        sock.sendall(head)
+        assert _answer(sock)[0] == 401
+        sock.sendall(b"{}")  # the rest of the body, after the answer
+        time.sleep(2.0)  # twice the deadline: idle now, keep-alive's to decide
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: moa\r\n\r\n")
+        assert _answer(sock)[0] == 200

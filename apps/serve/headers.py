@@ -8,9 +8,12 @@ middleware (``RequireKey``, ``CancelOnDisconnect``) runs only once the headers a
 So the server runs uvicorn's h11 protocol with a deadline: from the moment a connection opens, and
 from the first byte of each later request on it, until that request's headers are all in. Past
 it, a request begun gets a 408 in OpenAI's error shape, a connection that sent nothing is just
-closed. uvicorn's own keep-alive timer still decides how long an idle connection stays open
-between requests. This is the one place that relies on uvicorn's ``H11Protocol`` internals (its
-``conn``, and the hooks overridden here): tests/test_private_apis.py fails by name if they change.
+closed. The same deadline holds the rest of a body the app answered without reading (the 401 of
+a client without the key): uvicorn reads and drops it for as long as it comes, so a client
+trickling it would hold the connection for ever; past the deadline it is closed. uvicorn's own
+keep-alive timer still decides how long an idle connection stays open between requests. This
+is the one place that relies on uvicorn's ``H11Protocol`` internals (its ``conn``, and the
+hooks overridden here): tests/test_private_apis.py fails by name if they change.
 """
 
 from __future__ import annotations
@@ -41,14 +44,15 @@ def _late(timeout_s: float) -> bytes:
 
 def with_header_deadline(timeout_s: float) -> type[H11Protocol]:
     """uvicorn's h11 protocol, closing a connection whose request headers take over
-    ``timeout_s`` to arrive."""
+    ``timeout_s`` to arrive, or whose unread body (the app answered first) goes on longer."""
 
     class HeaderDeadline(H11Protocol):
         _deadline: asyncio.TimerHandle | None = None
+        _draining = False  # the deadline is for a body nobody reads, not for headers
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
-            self._deadline = asyncio.get_running_loop().call_later(timeout_s, self._too_slow)
+            self._start()
 
         def data_received(self, data: bytes) -> None:
             super().data_received(data)
@@ -63,25 +67,38 @@ def with_header_deadline(timeout_s: float) -> type[H11Protocol]:
             super().connection_lost(exc)
 
         def _watch(self) -> None:
-            """A deadline while a request has begun and its headers are not all here."""
-            if self.conn.their_state is not h11.IDLE:
+            """A deadline while a request has begun and its headers are not all here, or while
+            the client still sends a body the app answered without reading."""
+            their, ours = self.conn.their_state, self.conn.our_state
+            if their is h11.IDLE:
+                if self._draining:  # the unread body ended: the connection is idle again
+                    self._stop()
+                if self._begun():
+                    self._start()
+            elif their is h11.SEND_BODY and ours in (h11.DONE, h11.MUST_CLOSE):
+                self._start(draining=True)  # answered (a 401): the rest is dropped as it comes
+            else:
                 self._stop()  # headers in (or the connection is done with): the app's turn
-            elif self._begun() and self._deadline is None:
-                self._deadline = asyncio.get_running_loop().call_later(timeout_s, self._too_slow)
 
         def _begun(self) -> bool:
             return bool(self.conn.trailing_data[0])  # bytes of a request h11 cannot parse yet
+
+        def _start(self, draining: bool = False) -> None:
+            if self._deadline is None:
+                self._draining = draining
+                self._deadline = asyncio.get_running_loop().call_later(timeout_s, self._too_slow)
 
         def _stop(self) -> None:
             if self._deadline is not None:
                 self._deadline.cancel()
                 self._deadline = None
+            self._draining = False
 
         def _too_slow(self) -> None:
-            self._deadline = None
+            draining, self._deadline, self._draining = self._draining, None, False
             if self.transport.is_closing():
                 return
-            if self._begun():
+            if not draining and self._begun():  # (after an answer, no second one)
                 self.transport.write(_late(timeout_s))
             self.transport.close()
 

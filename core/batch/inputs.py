@@ -386,7 +386,8 @@ def _list_items(f: IO[bytes], name: str) -> Iterator[tuple[int, Any]]:
 
 class _Strict:
     """JSON as Python reads it, noting the first value strict JSON cannot hold: ``NaN``,
-    ``Infinity``, ``-Infinity``, or a number too large for a float (``1e999`` reads as infinity).
+    ``Infinity``, ``-Infinity``, or a number too large for a float (``1e999`` reads as infinity);
+    and an integer of more digits than Python converts (``int`` raises ValueError past 4300).
 
     Noted, not raised: a JSON list's item is still read to its end (and recorded as failed with
     ``skip_invalid``), and each decode starts clean (a list's item is decoded again when its
@@ -395,7 +396,9 @@ class _Strict:
 
     def __init__(self) -> None:
         self._token: str | None = None
-        self._decoder = json.JSONDecoder(parse_constant=self._constant, parse_float=self._float)
+        self._decoder = json.JSONDecoder(
+            parse_constant=self._constant, parse_float=self._float, parse_int=self._int
+        )
 
     def decode(self, text: str) -> Any:
         self._token = None
@@ -414,6 +417,11 @@ class _Strict:
         if token in ("NaN", "Infinity", "-Infinity"):
             return f"{token} is not valid JSON (Python reads it, but {readers}): write null instead"
         shown = token if len(token) <= 24 else f"{token[:20]}..."
+        if "." not in token and "e" not in token.lower():  # an integer Python will not read
+            return (
+                f"{shown} has {len(token.lstrip('-'))} digits, more than Python reads as a "
+                "number: write it as a string instead"
+            )
         return (
             f"{shown} is too large for a number (it would be written as Infinity, and {readers}): "
             "write null instead"
@@ -421,6 +429,13 @@ class _Strict:
 
     def _constant(self, token: str) -> None:
         self._token = self._token or token
+
+    def _int(self, token: str) -> int:
+        try:
+            return int(token)
+        except ValueError:  # over sys.get_int_max_str_digits() (4300): noted, not a traceback
+            self._token = self._token or token
+            return 0
 
     def _float(self, token: str) -> float:
         value = float(token)
