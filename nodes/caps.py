@@ -16,7 +16,7 @@ Light (pydantic only): ``moa serve``'s command reads the defaults for its flags.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -54,6 +54,13 @@ class Caps(BaseModel):
     tokens: int = Field(
         default=4096, ge=1, title="max_tokens", description="max_tokens of any one call."
     )
+    chunks: int = Field(
+        default=40,
+        ge=1,
+        title="staircase chunk requests per answer",
+        description="With staircase: requests one answer may be written in, each re-sending "
+        "the prompt (the default schedule at 4096 tokens takes 35).",
+    )
 
     def provider_requests(self) -> int:
         """The most provider requests one run can make: every call, every attempt."""
@@ -66,15 +73,28 @@ def calls_of(ctx: Context) -> int:
     return proposers + 1 + (ctx.fallback_aggregator is not None)
 
 
+def chunk_requests(schedule: Sequence[int], tokens: int) -> int:
+    """The most requests staircase streaming writes a ``tokens``-token answer in: each but the
+    last carries on only once it wrote its chunk's full size (nodes/staircase.py), the sizes
+    following ``schedule``, its last repeating."""
+    written = requests = 0
+    while written < tokens:
+        written += schedule[min(requests, len(schedule) - 1)]
+        requests += 1
+    return requests
+
+
 def asked(ctx: Context) -> dict[str, float]:
     """What one run of ``ctx`` asks for, per cap (the ``Caps`` fields, in their order)."""
+    tokens = max(s.max_tokens or ctx.max_tokens for s in ctx.all_models())
     return {
         "proposers": max((len(ctx.proposers_of(n)) for n in range(1, ctx.layers)), default=0),
         "layers": ctx.layers,
         "calls": calls_of(ctx),
         "attempts": ctx.max_attempts,
         "timeout": max(s.timeout or ctx.timeout for s in ctx.all_models()),
-        "tokens": max(s.max_tokens or ctx.max_tokens for s in ctx.all_models()),
+        "tokens": tokens,
+        "chunks": chunk_requests(ctx.staircase_chunks, tokens) if ctx.staircase else 1,
     }
 
 

@@ -68,6 +68,7 @@ from langgraph.types import Overwrite
 from typing_extensions import TypedDict
 
 from langgraph_moa.nodes.aggregate import ANSWER_TAG, call_failure, failed_note, final_message
+from langgraph_moa.nodes.caps import chunk_requests
 from langgraph_moa.nodes.childconfig import calls_with
 from langgraph_moa.nodes.context import Context, ModelSpec
 from langgraph_moa.nodes.errors import AggregatorError, LayerFailedError
@@ -247,6 +248,9 @@ async def _write(
     for source in inputs:  # what it reads is running, whichever node LangGraph started
         run.claim(source)
     marks = [0] * len(inputs)
+    # The requests the schedule allows for max_tokens, as the servers' cost cap counts them
+    # (nodes/caps.py): a provider streaming several tokens per piece would otherwise take more.
+    limit = chunk_requests(schedule, settings.max_tokens)
     k = 0
     while True:
         size = schedule[min(k, len(schedule) - 1)]
@@ -264,7 +268,8 @@ async def _write(
         left = settings.max_tokens - output.pieces
         if left <= 0:
             break
-        chunk = left if final else min(size, left)
+        last = final or len(written.requests) + 1 >= limit
+        chunk = left if last else min(size, left)
         so_far = output.text()
         request = ChunkRequest(
             index=len(written.requests),
@@ -296,8 +301,8 @@ async def _write(
             written.cached += result.attempts == 0
             _add(written.usage, request["usage"])
         written.requests.append(request)
-        if result is None or final or request["finish_reason"] != "length":
-            break  # the model ended its answer (or had nothing more to say)
+        if result is None or last or request["finish_reason"] != "length":
+            break  # the model ended its answer (or had nothing more to say), or it was the last
         if reaches(output.text(), stop):
             break  # what comes after a stop sequence is not wanted
         k += 1

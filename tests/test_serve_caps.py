@@ -13,7 +13,7 @@ from fake_openai import FakeOpenAIServer
 from serving import app_for, running
 
 from langgraph_moa.apps.serve.caps import check
-from langgraph_moa.nodes.caps import Caps, calls_of
+from langgraph_moa.nodes.caps import Caps, calls_of, chunk_requests
 from langgraph_moa.nodes.context import load_preset
 from langgraph_moa.nodes.presets import preset_names
 
@@ -55,6 +55,11 @@ def test_500_proposers_by_10_layers_is_400_at_once_and_calls_nothing(
         (
             {"proposers": [f"together:p{i}" for i in range(8)], "layers": 4},
             "model calls per run is 25",
+        ),
+        # 1-token chunks: an answer in up to 4096 requests, each re-sending the prompt
+        (
+            {"staircase": True, "staircase_chunks": [1], "max_tokens": 4096},
+            "staircase chunk requests per answer is 4096",
         ),
     ],
 )
@@ -103,6 +108,8 @@ def test_a_lower_cap_refuses_a_model_that_exceeds_it(server: FakeOpenAIServer) -
 def test_every_preset_fits_the_default_caps() -> None:
     for name in preset_names():
         check(load_preset(name), Caps(), "model")  # raises past a cap
+        staircase = load_preset(name).model_copy(update={"staircase": True, "max_tokens": 4096})
+        check(staircase, Caps(), "model")  # the -staircase models, at the largest max_tokens
     assert max(calls_of(load_preset(n)) for n in preset_names()) == 13  # moa: 6 + 6 + 1
 
 
@@ -123,3 +130,10 @@ def test_a_default_model_past_a_cap_stops_the_server_saying_what_to_do() -> None
         "of 10 per request (moa serve --max-calls); raise the cap or serve another default model "
         "(--preset, --config)"
     )
+
+
+def test_chunk_requests_follow_the_staircase_writer() -> None:
+    """Each chunk but the last is its schedule's size, the last size repeating."""
+    assert chunk_requests([16, 32, 64, 128], 512) == 7  # 16+32+64+128+128+128+128 >= 512
+    assert chunk_requests([16, 32, 64, 128], 4096) == 35
+    assert chunk_requests([100], 100) == 1 and chunk_requests([100], 101) == 2

@@ -63,6 +63,10 @@ def serve(
     max_tokens: Annotated[
         int, typer.Option("--max-tokens", help="Cap: max_tokens of any call.")
     ] = Caps().tokens,
+    max_chunks: Annotated[
+        int,
+        typer.Option("--max-chunks", help="Cap: staircase chunk requests of one answer."),
+    ] = Caps().chunks,
     max_run_time: Annotated[
         float,
         typer.Option("--max-run-time", help="Seconds a run may take; then it is stopped (504)."),
@@ -129,6 +133,7 @@ def serve(
             "attempts": max_attempts,
             "timeout": max_timeout,
             "tokens": max_tokens,
+            "chunks": max_chunks,
         },
     }
     try:
@@ -166,6 +171,7 @@ FLAGS = {
     "caps.attempts": "--max-attempts",
     "caps.timeout": "--max-timeout",
     "caps.tokens": "--max-tokens",
+    "caps.chunks": "--max-chunks",
 }
 
 
