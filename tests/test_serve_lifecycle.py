@@ -178,9 +178,11 @@ def stream_in_thread(url: str, model: str, out: dict[str, Any]) -> threading.Thr
 
 
 def refused(url: str) -> bool:
+    """Whether a new request goes unserved: refused, or (a connection uvicorn accepted as it
+    stopped listening) closed before any response."""
     try:
         httpx.get(f"{url}/health", timeout=1)
-    except httpx.ConnectError:
+    except (httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError):
         return True
     return False
 
