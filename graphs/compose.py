@@ -371,9 +371,10 @@ class ChatMoA(BaseChatModel):
         return {"messages": messages, "bind": bind, "stop": stop or None}
 
     @staticmethod
-    def _message(final: Mapping[str, Any], stop: StopAt) -> AIMessage:
+    def _message(final: Mapping[str, Any]) -> AIMessage:
+        # The graph's answer, already cut before the first stop sequence (nodes/stops.py).
         return AIMessage(
-            content=stop.cut(_answer(final)),
+            content=_answer(final),
             tool_calls=final["messages"][-1].tool_calls,
             usage_metadata=_usage(final),
             response_metadata={
@@ -387,7 +388,7 @@ class ChatMoA(BaseChatModel):
         """Ends a stream: the tool calls (whole, once the aggregator's answer is checked), the
         answer's text if it was ``held`` (else what ``stop`` held back), the run's usage and
         metadata."""
-        message = ChatMoA._message(final, StopAt(stop.stops))
+        message = ChatMoA._message(final)
         calls = [
             ToolCallChunk(
                 name=c["name"],
@@ -439,9 +440,7 @@ class ChatMoA(BaseChatModel):
     ) -> ChatResult:
         with _detached():
             final = self._moa().invoke(self._inputs(messages, stop, kwargs))
-        return ChatResult(
-            generations=[ChatGeneration(message=self._message(final, StopAt(stop or ())))]
-        )
+        return ChatResult(generations=[ChatGeneration(message=self._message(final))])
 
     async def _agenerate(
         self,
@@ -452,9 +451,7 @@ class ChatMoA(BaseChatModel):
     ) -> ChatResult:
         with _detached():
             final = await self._moa().ainvoke(self._inputs(messages, stop, kwargs))
-        return ChatResult(
-            generations=[ChatGeneration(message=self._message(final, StopAt(stop or ())))]
-        )
+        return ChatResult(generations=[ChatGeneration(message=self._message(final))])
 
     def _stream(
         self,

@@ -140,7 +140,7 @@ def openai_router(
             return Response(status_code=CLIENT_GONE)
         finally:
             await run.aclose()
-        answer = _completion(name, state, show, StopAt(body.stop)).model_dump(exclude_none=True)
+        answer = _completion(name, state, show).model_dump(exclude_none=True)
         answer["choices"][0]["message"].setdefault("content", None)  # null with tool calls
         return JSONResponse(answer)
 
@@ -266,14 +266,14 @@ def _usage(state: dict[str, Any]) -> Usage:
     return Usage(**total_usage(state))
 
 
-def _completion(name: str, state: dict[str, Any], show: bool, stop: StopAt) -> ChatCompletion:
+def _completion(name: str, state: dict[str, Any], show: bool) -> ChatCompletion:
     reasoning = None
     if show:
         reasoning = "".join(proposal_text(p) for layer in state.get("layers", []) for p in layer)
     last = state["messages"][-1]
     calls = _calls_out(last)
     message = ResponseMessage(
-        content=stop.cut(last.text) or (None if calls else ""),
+        content=last.text or (None if calls else ""),  # cut at a stop by the graph
         tool_calls=calls,
         reasoning_content=reasoning,
     )
@@ -334,7 +334,7 @@ async def _chunks(
                     yield chunk(Delta(content=text))
             elif isinstance(event, Finished):
                 answer = event.state["messages"][-1]
-                rest = stop.cut(answer.text) if held else stop.flush()
+                rest = answer.text if held else stop.flush()  # (the graph cut it at a stop)
                 if rest:
                     yield chunk(Delta(content=rest))
                 # Tool calls come whole, once the aggregator's answer is checked.
