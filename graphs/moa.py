@@ -1,6 +1,7 @@
-"""Mixture-of-Agents wiring: START -> propose* -> join -> (propose* -> join)... -> aggregate.
+"""Mixture-of-Agents wiring: begin_turn -> propose* -> join -> (propose* -> join)... -> aggregate.
 
-With ``Context.staircase``: START -> staircase_aggregate + staircase_propose* -> END, one superstep
+``begin_turn`` takes the turn's input options (nodes/turn.py). With ``Context.staircase``:
+begin_turn -> staircase_aggregate + staircase_propose* -> END, one superstep
 in which every proposer of every layer and the aggregator run side by side (nodes/staircase.py).
 
 Each layer fans out one ``propose`` task per proposer with ``Send``; all tasks of a layer run in
@@ -28,6 +29,7 @@ from langgraph_moa.nodes.join import join
 from langgraph_moa.nodes.models.tools import check_capable, skips_proposers
 from langgraph_moa.nodes.propose import advised, propose, proposer_tasks
 from langgraph_moa.nodes.staircase import staircase_aggregate, staircase_propose
+from langgraph_moa.nodes.turn import begin_turn
 
 Next = list[Send] | Literal["aggregate"]
 
@@ -45,16 +47,17 @@ class MoAGraphBuilder(StateGraph[MoAState, Context, MoAInput, MoAOutput], metacl
 
 async def first_layer(state: MoAState, runtime: Runtime[Context]) -> Next:
     ctx = runtime.context  # resolved by adapt
-    check_capable(ctx, state.get("bind"))  # before the proposers are paid
-    if ctx.proposer_layers == 0 or skips_proposers(ctx.tool_proposers, state.get("bind")):
+    bind = state.get("turn_bind")
+    check_capable(ctx, bind)  # before the proposers are paid
+    if ctx.proposer_layers == 0 or skips_proposers(ctx.tool_proposers, bind):
         return "aggregate"
-    if ctx.staircase and not state.get("bind"):
+    if ctx.staircase and not bind:
         # Every proposer and the aggregator side by side, in one superstep (nodes/staircase.py);
         # the aggregator first, so that it runs even when LangGraph runs one task at a time. A
         # run that binds tools or a response format runs standard MoA (docs/performance.md).
         messages = state["messages"]
         return [
-            Send("staircase_aggregate", {"messages": messages, "stop": state.get("stop")}),
+            Send("staircase_aggregate", {"messages": messages, "stop": state.get("turn_stop")}),
             *(
                 Send("staircase_propose", task)
                 for layer in range(1, ctx.layers)
@@ -104,14 +107,16 @@ def build_moa_graph(
     def node(fn: AsyncNode, starts: bool = False) -> Any:
         return adapt(fn, default, untrusted=server, starts=starts)
 
+    builder.add_node("begin_turn", node(begin_turn, starts=True), input_schema=MoAInput)
     builder.add_node("propose", node(propose))
     builder.add_node("join", node(join))
     builder.add_node("aggregate", node(aggregate))
     builder.add_node("staircase_propose", node(staircase_propose))
     builder.add_node("staircase_aggregate", node(staircase_aggregate))
+    builder.add_edge(START, "begin_turn")
     builder.add_conditional_edges(
-        START,
-        node(first_layer, starts=True),
+        "begin_turn",
+        node(first_layer),
         ["propose", "aggregate", "staircase_propose", "staircase_aggregate"],
     )
     builder.add_edge("propose", "join")

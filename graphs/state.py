@@ -10,6 +10,7 @@ import operator
 from typing import Annotated, Any, NotRequired
 
 from langchain_core.messages import AnyMessage
+from langgraph.channels import EphemeralValue
 from langgraph.graph.message import add_messages
 from typing_extensions import TypedDict
 
@@ -19,11 +20,12 @@ from langgraph_moa.nodes.records import Answer, Proposal, Staircase
 class MoAInput(TypedDict):
     """What callers send: the conversation, newest user message last, and optionally the tools
     and response format the aggregator is bound to (nodes/models/tools.py) and stop sequences
-    its answer ends before (a string or a list: nodes/stops.py)."""
+    its answer ends before (a string or a list: nodes/stops.py). ``bind`` and ``stop`` hold for
+    the turn that sends them: the first step reads them (nodes/turn.py), then they are gone."""
 
     messages: Annotated[list[AnyMessage], add_messages]
-    bind: NotRequired[dict[str, Any] | None]
-    stop: NotRequired[list[str] | str | None]
+    bind: NotRequired[Annotated[dict[str, Any] | None, EphemeralValue]]
+    stop: NotRequired[Annotated[list[str] | str | None, EphemeralValue]]
 
 
 class MoAOutput(TypedDict):
@@ -46,10 +48,11 @@ class MoAState(TypedDict):
     references: list[str] | None
     # The final aggregator call (model, usage, timings).
     answer: Answer
-    # This turn's tools and response format (plain JSON); the aggregator clears it.
-    bind: dict[str, Any] | None
-    # This turn's stop sequences: sent with the aggregator's requests only, and its answer cut
-    # before the first (nodes/stops.py); the aggregator clears them.
-    stop: list[str] | str | None
+    # This turn's tools and response format (plain JSON), as its input sent them or None: the
+    # turn's first step writes them every turn (nodes/turn.py).
+    turn_bind: dict[str, Any] | None
+    # This turn's stop sequences, the same way: sent with the aggregator's requests only, and its
+    # answer cut before the first (nodes/stops.py).
+    turn_stop: list[str] | str | None
     # With Context.staircase: every aggregator chunk request (nodes/staircase.py); else None.
     staircase: Staircase | None

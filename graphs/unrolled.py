@@ -1,12 +1,12 @@
 """The same MoA drawn as the mixture it runs: one node per proposer per layer, a join per layer.
 
 ``build_moa_graph(unroll=ctx)`` wires the nodes of nodes/ with static edges for one ``Context``:
-``START -> layer 1 proposers -> join layer 1 -> layer 2 proposers -> ... -> aggregate -> END``.
+``START -> begin_turn -> layer 1 proposers -> join layer 1 -> ... -> aggregate -> END``.
 Studio then draws the actual mixture. The dynamic graph (``Send`` fan-out, proposers chosen per
 run) is what deployments should serve; this one is for seeing and explaining a preset.
 
-With ``ctx.staircase``, the same nodes stand side by side instead: ``START -> every proposer of
-every layer + aggregate -> END``, one superstep in which the aggregator writes while the
+With ``ctx.staircase``, the same nodes stand side by side instead: ``begin_turn -> every proposer
+of every layer + aggregate -> END``, one superstep in which the aggregator writes while the
 proposers do (nodes/staircase.py), with no join between layers.
 
 A run of the unrolled graph uses the ``Context`` it was built for. A context passed at run time
@@ -35,6 +35,7 @@ from langgraph_moa.nodes.staircase import (
     staircase_aggregate,
     staircase_propose,
 )
+from langgraph_moa.nodes.turn import begin_turn
 
 
 def _shape(ctx: Context) -> list[list[str]]:
@@ -96,6 +97,11 @@ def unroll(
 ) -> None:
     """Add the unrolled mixture of ``ctx`` to ``builder`` (``untrusted``: see graphs/adapt.py)."""
     check = _same_shape(ctx)
+    # The turn's input options, read in the first step (nodes/turn.py); every other node follows.
+    builder.add_node(
+        "begin_turn", adapt(begin_turn, ctx, check, untrusted=untrusted), input_schema=MoAInput
+    )
+    builder.add_edge(START, "begin_turn")
     if _stairs(ctx):
         _unroll_stairs(builder, ctx, check, untrusted)
         return
@@ -110,15 +116,14 @@ def unroll(
             )
             return await propose(task, runtime)
 
-        builder.add_node(name, adapt(node, ctx, check, untrusted=untrusted, starts=layer == 1))
+        builder.add_node(name, adapt(node, ctx, check, untrusted=untrusted, starts=False))
 
     joined, aggregated = (
         adapt(join, ctx, check, untrusted=untrusted, starts=False),
-        # From START when there are no proposers.
-        adapt(aggregate, ctx, check, untrusted=untrusted, starts=ctx.proposer_layers == 0),
+        adapt(aggregate, ctx, check, untrusted=untrusted, starts=False),
     )
     builder.add_node("aggregate", aggregated)
-    previous = [START]
+    previous = ["begin_turn"]
     for layer, names in enumerate(proposer_node_names(ctx), start=1):
         for index, name in enumerate(names):
             add_proposer(name, layer, index)
@@ -139,7 +144,7 @@ def _unroll_stairs(
     untrusted: Caps | None,
 ) -> None:
     def unbound(state: MoAState) -> None:
-        if state.get("bind"):
+        if state.get("turn_bind"):
             raise ConfigError(
                 "this graph is unrolled for staircase MoA, which never binds tools or a response "
                 "format: use the dynamic graph, which runs such a turn as standard MoA"
@@ -152,19 +157,21 @@ def _unroll_stairs(
             task = ProposeTask(layer=layer, index=index, messages=messages, references=None)
             return await staircase_propose(task, runtime)
 
-        builder.add_node(name, adapt(node, ctx, check, untrusted=untrusted))
+        builder.add_node(name, adapt(node, ctx, check, untrusted=untrusted, starts=False))
 
     async def aggregate_node(state: MoAState, runtime: Runtime[Context]) -> dict[str, Any]:
         unbound(state)
-        inputs = StaircaseInput(messages=state["messages"], stop=state.get("stop"))
+        inputs = StaircaseInput(messages=state["messages"], stop=state.get("turn_stop"))
         return await staircase_aggregate(inputs, runtime)
 
     # The aggregator first: the step's first task (see graphs/moa.py).
-    builder.add_node("aggregate", adapt(aggregate_node, ctx, check, untrusted=untrusted))
-    builder.add_edge(START, "aggregate")
+    builder.add_node(
+        "aggregate", adapt(aggregate_node, ctx, check, untrusted=untrusted, starts=False)
+    )
+    builder.add_edge("begin_turn", "aggregate")
     builder.add_edge("aggregate", END)
     for layer, names in enumerate(proposer_node_names(ctx), start=1):
         for index, name in enumerate(names):
             add_proposer(name, layer, index)
-            builder.add_edge(START, name)
+            builder.add_edge("begin_turn", name)
             builder.add_edge(name, END)

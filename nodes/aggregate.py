@@ -76,8 +76,8 @@ def answer_text(chunk: Any, metadata: Mapping[str, Any]) -> str:
 class AggregateInput(TypedDict):
     messages: list[AnyMessage]
     references: list[str] | None
-    bind: NotRequired[dict[str, Any] | None]
-    stop: NotRequired[list[str] | str | None]
+    turn_bind: NotRequired[dict[str, Any] | None]
+    turn_stop: NotRequired[list[str] | str | None]
 
 
 async def _answer(
@@ -107,7 +107,7 @@ async def _answer(
 
     # With layers=1 there are no proposals: the aggregator answers alone.
     references = state.get("references") if ctx.layers > 1 else None
-    bind = state.get("bind")
+    bind = state.get("turn_bind")
     messages = with_system(state["messages"], aggregator_note(bind))
     rejected: list[UsageMetadata] = []  # answers asked again were paid for: counted
     for attempt in range(1, ctx.max_attempts + 1):
@@ -121,7 +121,7 @@ async def _answer(
             on_retry=on_retry,
             bind=bind,
             prefill=prefill,
-            stop=stops_of(state.get("stop")),
+            stop=stops_of(state.get("turn_stop")),
         )
         problem = answer_problem(result.message, bind)
         if problem is None:
@@ -204,7 +204,7 @@ async def aggregate(state: AggregateInput, runtime: Runtime[Context]) -> dict[st
         spec = fallback
     usage = usage_of(result.message)
     answer = final_message(
-        StopAt(stops_of(state.get("stop"))).cut(shown + result.text),
+        StopAt(stops_of(state.get("turn_stop"))).cut(shown + result.text),
         result.message.id,
         result.message.usage_metadata,
         spec.model,
@@ -222,10 +222,8 @@ async def aggregate(state: AggregateInput, runtime: Runtime[Context]) -> dict[st
             aggregator_failure=failure,
         ),
         "references": None,
-        "bind": None,
-        "stop": None,
         "staircase": None,  # a record of an earlier staircase turn no longer applies
     }
-    if ctx.layers == 1 or skips_proposers(ctx.tool_proposers, state.get("bind")):
+    if ctx.layers == 1 or skips_proposers(ctx.tool_proposers, state.get("turn_bind")):
         update["layers"] = Overwrite([])
     return update

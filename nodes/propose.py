@@ -32,7 +32,7 @@ def proposer_tasks(
 def advised(state: Mapping[str, Any]) -> list[AnyMessage]:
     """The conversation proposers get: with the tools described when the aggregator may call
     some (nodes/models/tools.py), so that they advise what to do."""
-    return with_system(state["messages"], proposer_note(state.get("bind")))
+    return with_system(state["messages"], proposer_note(state.get("turn_bind")))
 
 
 def _layer_run(runtime: Runtime[Context], layer: int) -> str:

@@ -651,7 +651,6 @@ async def staircase_aggregate(state: StaircaseInput, runtime: Runtime[Context]) 
         # The proposer nodes' writes of this step: in ``layers`` now.
         "proposals": Overwrite([]),
         "references": None,
-        "stop": None,
         "staircase": Staircase(
             continuation=continuation_of(settings_for(spec, ctx)),
             requests=written.requests,

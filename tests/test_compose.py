@@ -193,6 +193,36 @@ async def test_the_graphs_stop_input_ends_the_answer_it_keeps(
     assert len(server.requests) == 3  # refused before any call
 
 
+async def test_a_turn_without_stop_or_bind_has_none_after_a_turn_that_failed(
+    server: FakeOpenAIServer,
+) -> None:
+    # On a checkpointed thread, a turn's stop sequences and tools are that turn's only: the next
+    # turn sent without them gets an answer neither cut nor bound, even when the turn that sent
+    # them failed before its aggregator could finish.
+    script(server, "I will look it up.\nObservation: made up")
+    server.fail("agg", Failure(status=400, message="the aggregator refuses"))
+    moa = build_moa_graph(fake_context(server, ["p1"])).compile(checkpointer=InMemorySaver())
+    thread: RunnableConfig = {"configurable": {"thread_id": "t"}}
+    tool = {"type": "function", "function": {"name": "look_up", "parameters": {"type": "object"}}}
+    failed = {
+        "messages": [HumanMessage("q")],
+        "stop": ["\nObservation:"],
+        "bind": {"tools": [tool]},
+    }
+    with pytest.raises(Exception, match="the aggregator refuses"):
+        await moa.ainvoke(failed, thread)  # type: ignore[arg-type]
+    state = await moa.ainvoke({"messages": [HumanMessage("again")]}, thread)
+    assert state["messages"][-1].text == "I will look it up.\nObservation: made up"
+    last = server.requests_for("agg")[-1]
+    assert "stop" not in last.body and "tools" not in last.body
+
+    # A turn that sends them gets them, and the one after it again none.
+    state = await moa.ainvoke({"messages": [HumanMessage("q")], "stop": "\nObservation:"}, thread)
+    assert state["messages"][-1].text == "I will look it up."
+    state = await moa.ainvoke({"messages": [HumanMessage("q")]}, thread)
+    assert state["messages"][-1].text == "I will look it up.\nObservation: made up"
+
+
 def test_an_answer_asked_again_is_cut_afresh_by_the_stop_sequences(
     server: FakeOpenAIServer,
 ) -> None:

@@ -24,24 +24,25 @@ def drawn(compiled: Any) -> tuple[set[str], set[tuple[str, str]]]:
 
 def test_the_dynamic_graph_draws_three_nodes_and_a_loop() -> None:
     nodes, edges = drawn(graph)
-    assert {"propose", "join", "aggregate"} <= nodes
-    assert {("__start__", "propose"), ("propose", "join"), ("join", "propose")} <= edges
+    assert {"begin_turn", "propose", "join", "aggregate"} <= nodes
+    assert ("__start__", "begin_turn") in edges
+    assert {("begin_turn", "propose"), ("propose", "join"), ("join", "propose")} <= edges
     assert {("join", "aggregate"), ("aggregate", "__end__")} <= edges
 
 
 def test_a_staircase_run_is_drawn_as_proposers_beside_the_aggregator() -> None:
     """Staircase streaming (nodes/staircase.py): the proposers and the aggregator, each its own
-    node, side by side between START and END (one superstep), in Studio's drawing and in
-    Mermaid's, and inside a parent graph (``xray``)."""
+    node, side by side between the turn's first step and END (one superstep), in Studio's drawing
+    and in Mermaid's, and inside a parent graph (``xray``)."""
     nodes, edges = drawn(graph)
     stairs = {"staircase_propose", "staircase_aggregate"}
-    assert nodes == {"__start__", "propose", "join", "aggregate", "__end__"} | stairs
+    assert nodes == {"__start__", "begin_turn", "propose", "join", "aggregate", "__end__"} | stairs
     for name in stairs:
-        assert ("__start__", name) in edges and (name, "__end__") in edges
+        assert ("begin_turn", name) in edges and (name, "__end__") in edges
     assert not {(a, b) for a, b in edges if {a, b} <= stairs}  # neither waits for the other
     mermaid = graph.get_graph().draw_mermaid()
-    assert "__start__ -.-> staircase_propose;" in mermaid
-    assert "__start__ -.-> staircase_aggregate;" in mermaid
+    assert "begin_turn -.-> staircase_propose;" in mermaid
+    assert "begin_turn -.-> staircase_aggregate;" in mermaid
 
     parent = StateGraph(MessagesState)
     parent.add_node("moa", build_moa_graph().compile())
@@ -59,9 +60,9 @@ def test_the_unrolled_staircase_draws_every_proposer_beside_the_aggregator(
     )  # fmt: skip
     nodes, edges = drawn(build_moa_graph(unroll=ctx).compile())
     columns = ["layer 1 · a", "layer 1 · b", "layer 2 · c"]
-    assert nodes == {"__start__", "__end__", "aggregate", *columns}  # no join: one step
+    assert nodes == {"__start__", "begin_turn", "__end__", "aggregate", *columns}  # no join
     for name in [*columns, "aggregate"]:
-        assert ("__start__", name) in edges and (name, "__end__") in edges
+        assert ("begin_turn", name) in edges and (name, "__end__") in edges
     # It runs what it draws: a run that is not staircase is refused.
     with pytest.raises(ConfigError, match="unrolled for staircase MoA"):
         build_moa_graph(unroll=ctx).compile().invoke(
@@ -78,12 +79,12 @@ def test_the_unrolled_graph_draws_each_proposer_of_each_layer(server: FakeOpenAI
         ["layer 1 · together-a", "layer 1 · b", "layer 1 · b #2"],
         ["layer 2 · together-a", "layer 2 · b", "layer 2 · b #2"],
     ]
-    assert nodes == {"__start__", "__end__", "aggregate", *names[0], *names[1]} | {
+    assert nodes == {"__start__", "begin_turn", "__end__", "aggregate", *names[0], *names[1]} | {
         join_node_name(1),
         join_node_name(2),
     }
     for name in names[0]:
-        assert ("__start__", name) in edges and (name, join_node_name(1)) in edges
+        assert ("begin_turn", name) in edges and (name, join_node_name(1)) in edges
     for name in names[1]:
         assert (join_node_name(1), name) in edges and (name, join_node_name(2)) in edges
     assert (join_node_name(2), "aggregate") in edges and ("aggregate", "__end__") in edges

@@ -250,7 +250,8 @@ async def test_works_as_a_subgraph_of_a_messages_graph(server: FakeOpenAIServer)
 def test_graph_renders_propose_join_aggregate_and_context_is_described() -> None:
     mermaid = graph.get_graph().draw_mermaid()
     for edge in (
-        "__start__ -.-> propose",
+        "__start__ --> begin_turn",
+        "begin_turn -.-> propose",
         "propose --> join",
         "join -.-> propose",
         "join -.-> aggregate",

@@ -59,7 +59,7 @@ def test_studio_renders_and_streams_the_answer(studio: str, server: FakeOpenAISe
     (unrolled,) = client.assistants.search(graph_id="moa-unrolled")
     nodes = {n["id"] for n in client.assistants.get_graph(unrolled["assistant_id"])["nodes"]}
     together = load_preset("together")
-    assert nodes == {"__start__", "__end__", "aggregate", "join layer 1"} | {
+    assert nodes == {"__start__", "begin_turn", "__end__", "aggregate", "join layer 1"} | {
         f"layer 1 · {s.name.rsplit('/', 1)[-1]}" for s in together.proposers
     }
 
@@ -117,7 +117,7 @@ def test_studio_draws_a_staircase_run_beside_its_proposers_and_streams_it(
     drawn = client.assistants.get_graph(assistant["assistant_id"])
     edges = {(e["source"], e["target"]) for e in drawn["edges"]}
     for node in ("staircase_propose", "staircase_aggregate"):
-        assert ("__start__", node) in edges and (node, "__end__") in edges
+        assert ("begin_turn", node) in edges and (node, "__end__") in edges
 
     first, tokens, nodes = None, [], set()
     for part in client.runs.stream(

@@ -62,9 +62,9 @@ def test_the_context_is_resolved_once_per_node_call(
         {"messages": [HumanMessage("hi")]}, context=ParentContext(moa=moa)
     )
     assert state["messages"][-1].content == server.requests[-1].reply
-    # Router from START, two proposers, join, router after join, aggregate: six node calls,
-    # six resolutions of the dict (each node resolving it again made twelve).
-    assert len(built) == 6
+    # begin_turn, the router after it, two proposers, join, the router after join, aggregate:
+    # seven node calls, seven resolutions of the dict (each node resolving it again made 14).
+    assert len(built) == 7
 
 
 def test_the_replay_graph_runs_sync_and_calls_only_the_aggregator(
