@@ -28,8 +28,7 @@ from langgraph_moa.nodes.caps import Caps
 from langgraph_moa.nodes.context import Context
 from langgraph_moa.nodes.errors import ConfigError
 from langgraph_moa.nodes.join import join
-from langgraph_moa.nodes.propose import advised, propose
-from langgraph_moa.nodes.records import ProposeTask
+from langgraph_moa.nodes.propose import ProposeTask, advised, propose
 from langgraph_moa.nodes.staircase import (
     StaircaseInput,
     staircase_aggregate,

@@ -8,10 +8,33 @@
 - models/: the machinery of calling a model (providers, clients, retries, budget, quorum)
 
 Nothing here imports ``graphs``; the graph wiring imports these nodes.
+
+The names below are imported on first use, as the package's own (langgraph_moa/__init__.py):
+every module here is imported through this package, and ``moa --help`` needs errors.py, not
+``Context`` (pydantic models, and LangChain through history.py and prompts.py).
 """
 
-from langgraph_moa.nodes.context import Context, ModelSpec, load_preset
-from langgraph_moa.nodes.errors import MoAError
-from langgraph_moa.nodes.presets import preset_names
+from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from langgraph_moa.nodes.context import Context, ModelSpec, load_preset
+    from langgraph_moa.nodes.errors import MoAError
+    from langgraph_moa.nodes.presets import preset_names
+
+_WHERE = {
+    "Context": "langgraph_moa.nodes.context",
+    "ModelSpec": "langgraph_moa.nodes.context",
+    "load_preset": "langgraph_moa.nodes.context",
+    "MoAError": "langgraph_moa.nodes.errors",
+    "preset_names": "langgraph_moa.nodes.presets",
+}
 __all__ = ["Context", "MoAError", "ModelSpec", "load_preset", "preset_names"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(_WHERE[name]), name)
+    raise AttributeError(f"module 'langgraph_moa.nodes' has no attribute {name!r}")

@@ -10,13 +10,23 @@ from langchain_core.messages import AnyMessage
 from langgraph.config import get_stream_writer
 from langgraph.constants import TAG_NOSTREAM
 from langgraph.runtime import Runtime
+from typing_extensions import TypedDict
 
 from langgraph_moa.nodes.context import Context
 from langgraph_moa.nodes.models import CallFailedError, ask_model, settings_for
 from langgraph_moa.nodes.models.quorum import quorum_call
 from langgraph_moa.nodes.models.tools import proposer_note
 from langgraph_moa.nodes.prompts import with_system
-from langgraph_moa.nodes.records import ErrorKind, Proposal, ProposeTask, usage_of
+from langgraph_moa.nodes.records import ErrorKind, Proposal, usage_of
+
+
+class ProposeTask(TypedDict):
+    """The private input of one proposer task (a ``Send`` payload)."""
+
+    layer: int
+    index: int  # the proposer's position in Context.proposers_of(layer)
+    messages: list[AnyMessage]
+    references: list[str] | None  # the previous layer's answers (join node), None in layer 1
 
 
 def proposer_tasks(

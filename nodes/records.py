@@ -1,11 +1,14 @@
-"""Plain, JSON-serialisable records kept in graph state (they survive checkpoints and the API)."""
+"""Plain, JSON-serialisable records kept in graph state (they survive checkpoints and the API).
+
+Plain data only, no LangChain: errors.py builds its records from these, and ``moa --help``
+imports errors.py without loading LangChain.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal, NotRequired
 
-from langchain_core.messages import AnyMessage
 from typing_extensions import TypedDict
 
 ErrorKind = Literal[
@@ -106,15 +109,6 @@ class Staircase(TypedDict):
     proposer_requests: int
     input_tokens: int
     output_tokens: int
-
-
-class ProposeTask(TypedDict):
-    """The private input of one proposer task (a ``Send`` payload)."""
-
-    layer: int
-    index: int  # the proposer's position in Context.proposers_of(layer)
-    messages: list[AnyMessage]
-    references: list[str] | None  # the previous layer's answers (join node), None in layer 1
 
 
 def failure_note(message: str, attempts: int, latency_s: float) -> str:

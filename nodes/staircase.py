@@ -78,13 +78,13 @@ from langgraph_moa.nodes.models.continuation import continuation_of
 from langgraph_moa.nodes.models.growing import Collector, Growing, pieces_of
 from langgraph_moa.nodes.models.quorum import quorum_call
 from langgraph_moa.nodes.models.resources import RESOURCES
+from langgraph_moa.nodes.propose import ProposeTask
 from langgraph_moa.nodes.records import (
     Answer,
     CallFailure,
     ChunkRequest,
     ErrorInfo,
     Proposal,
-    ProposeTask,
     Staircase,
     Usage,
     usage_of,

@@ -5,12 +5,12 @@ A run's stop sequences (the graph's input ``stop``) go to the aggregator's own r
 written nor paid for. The proposers' answers are the aggregator's material, never cut.
 
 The answer is also cut here, whatever the aggregator's provider does with them (one may ignore
-``stop``, or refuse it: ask_model then asks again without; a sequence may straddle two requests
-of a continued or staircase answer): the text is cut where a sequence first appears, the
-sequence left out, as OpenAI does. A client that relies on it (a ReAct-style agent stops the
-model before it writes the tool's "Observation:" itself) would otherwise get text past the point
-it asked for, silently. The aggregator's node cuts the answer it keeps; ``moa serve`` and
-``ChatMoA`` cut what they stream.
+``stop``, or refuse it: ask_model then asks again without, and from then on sends that model at
+that endpoint none; a sequence may straddle two requests of a continued or staircase answer):
+the text is cut where a sequence first appears, the sequence left out, as OpenAI does. A client
+that relies on it (a ReAct-style agent stops the model before it writes the tool's
+"Observation:" itself) would otherwise get text past the point it asked for, silently. The
+aggregator's node cuts the answer it keeps; ``moa serve`` and ``ChatMoA`` cut what they stream.
 
 Streamed, a piece of text that may be the start of a stop sequence is held until the next token
 says whether it is one, so a sequence split across tokens is still caught and never sent.

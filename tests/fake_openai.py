@@ -135,6 +135,16 @@ class Failure:
     param: str | None = None
 
 
+# What OpenAI's reasoning models answer to a request carrying ``stop``.
+_STOP_REFUSED = Failure(
+    status=400,
+    message="Unsupported parameter: 'stop' is not supported with this model.",
+    error_type="invalid_request_error",
+    code="unsupported_parameter",
+    param="stop",
+)
+
+
 @dataclass
 class RecordedRequest:
     """One request received by the server (successful or not).
@@ -234,6 +244,7 @@ class _Script:
     token_delay: float = 0.0
     latency: Callable[[], float] | None = None
     honour_stop: bool = False
+    refuse_stop: bool = False
 
 
 # --------------------------------------------------------------------------- #
@@ -772,6 +783,7 @@ class FakeOpenAIServer:
         latency: Callable[[], float] | None = None,
         failures: list[Failure] | None = None,
         honour_stop: bool = False,
+        refuse_stop: bool = False,
     ) -> None:
         """Script ``model`` (replacing any earlier script for it).
 
@@ -793,6 +805,9 @@ class FakeOpenAIServer:
                 ``finish_reason`` "stop", only the tokens before it sent and
                 counted). By default ``stop`` is ignored, as some providers
                 do, so the client's own cut is what a test sees.
+            refuse_stop: answer every request carrying ``stop`` with a 400
+                naming it (``param: "stop"``), as OpenAI's reasoning models do.
+                Scripted failures queued with :meth:`fail` come first.
         """
         with self._lock:
             self._scripts[model] = _Script(
@@ -801,6 +816,7 @@ class FakeOpenAIServer:
                 token_delay=token_delay,
                 latency=latency,
                 honour_stop=honour_stop,
+                refuse_stop=refuse_stop,
             )
             if failures is not None:
                 self._failures[model] = collections.deque(failures)
@@ -978,6 +994,8 @@ class FakeOpenAIServer:
                 queue = self._failures.get(model)
                 if queue:
                     failure = queue.popleft()
+                elif script is not None and script.refuse_stop and "stop" in body:
+                    failure = _STOP_REFUSED
         record.failure = failure
         exchange = _Exchange(scope, receive, send, record, completion_id)
         self._exchanges.add(exchange)

@@ -15,6 +15,8 @@ import glob
 import importlib.util
 import json
 import os
+import subprocess
+import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -189,3 +191,55 @@ def test_a_resume_with_another_samples_count_is_refused(
     assert not server.requests
     assert [r["id"] for r in read_records(out)] == ["q0#s0", "q0#s1"]
     assert run_cli(*args, "--samples", "2").returncode == 0 and not server.requests
+
+
+# ``moa`` with the rest of its arguments, saying on stderr how often it opened the input (its
+# first argument) to read it: an audit hook sees every open, whoever makes it.
+COUNTING_OPENS = """
+import atexit, runpy, sys
+path, sys.argv = sys.argv[1], ["moa", *sys.argv[2:]]
+opened = []
+sys.addaudithook(lambda event, args: event == "open" and args[0] == path and args[1] is not None
+                 and opened.append(args))
+atexit.register(lambda: print(f"opened the input {len(opened)} times", file=sys.stderr))
+runpy.run_module("langgraph_moa", run_name="__main__")
+"""
+
+
+def test_a_format_reads_the_input_as_often_as_jsonl(
+    tmp_path: Path, server: FakeOpenAIServer
+) -> None:
+    # The first pass over a 2 GB input takes minutes (docs/batch.md): -f alpaca-eval and
+    # -f mt-bench checked their items on a pass of their own, before the run's.
+    config = write_config(tmp_path / "c.toml", server)
+    data = write_items(tmp_path / "in.jsonl", prompts(2))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TOGETHER_", "OPENAI_"))}
+
+    def opens(*args: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "-c", COUNTING_OPENS, str(data), "batch", str(data), *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stderr.splitlines()[-1]
+
+    counts = {
+        fmt: [
+            opens("-o", str(tmp_path / fmt / "out"), "-f", fmt, "-c", str(config), *dry)
+            for dry in ([], ["--dry-run"])
+        ]
+        for fmt in ("jsonl", "alpaca-eval", "mt-bench")
+    }
+    assert counts["alpaca-eval"] == counts["mt-bench"] == counts["jsonl"], counts
+    # Stdin, which can be read only once, still gives every row.
+    out = tmp_path / "stdin" / "model_outputs.json"
+    args = ["batch", "-", "-o", str(out), "-f", "alpaca-eval", "-c", str(config)]
+    result = run_cli(*args, stdin=data.read_text())
+    assert result.returncode == 0, result.stderr
+    assert [row["instruction"] for row in json.loads(out.read_text())] == [
+        item["prompt"] for item in prompts(2)
+    ]

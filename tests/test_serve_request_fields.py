@@ -7,6 +7,7 @@ provider is paid."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 from collections.abc import Iterator
 from typing import Any
@@ -20,7 +21,8 @@ from fake_openai import Failure, FakeOpenAIServer, split_tokens
 from langchain_openai import ChatOpenAI
 from serving import app_for, running
 
-from langgraph_moa.nodes.models import resources
+from langgraph_moa.nodes import Context
+from langgraph_moa.nodes.models import resources, settings_for
 from langgraph_moa.nodes.models.resources import RESOURCES
 
 # The aggregator writes past the point a ReAct agent stops it: the tool's observation is the
@@ -132,28 +134,47 @@ def test_the_aggregators_provider_gets_the_stop_sequences_and_stops_there(
     assert "stop" not in server.requests_for("agg")[-1].body
 
 
-def test_a_provider_that_refuses_stop_is_asked_again_without(
+def test_a_provider_that_refuses_stop_is_asked_again_without_and_not_sent_it_again(
     base: str, server: FakeOpenAIServer
 ) -> None:
     # OpenAI's reasoning models answer 400 to a request with stop: the answer must still come
-    # (cut here), not fail after the proposers were paid.
-    refused = Failure(
-        status=400,
-        message="Unsupported parameter: 'stop' is not supported with this model.",
-        code="unsupported_parameter",
-        param="stop",
-    )
-    server.fail("agg", refused)
-    reply = client(base).chat.completions.create(model="fake", messages=ASK, stop=STOP)
-    assert reply.choices[0].message.content == WANTED
-    first, again = server.requests_for("agg")
+    # (cut here), not fail after the proposers were paid. The refusal is remembered for the
+    # model at its endpoint, so no later request pays the refused round trip again. The model
+    # is this test's own: what the process remembers of it reaches no other test.
+    server.script("reasoner", ANSWER, refuse_stop=True)
+    with running(app_for(fake_context(server, ["p1"], aggregator="reasoner"))) as url:
+        sdk = client(url)
+        for _ in range(3):
+            reply = sdk.chat.completions.create(model="fake", messages=ASK, stop=STOP)
+            assert reply.choices[0].message.content == WANTED
+        streamed = sdk.chat.completions.create(model="fake", messages=ASK, stop=STOP, stream=True)
+        assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == WANTED
+    first, *later = server.requests_for("reasoner")
     assert first.status == 400 and first.body["stop"] == [STOP]
-    assert again.status == 200 and "stop" not in again.body
-    # Any other 400 is not asked again.
+    assert [(r.status, "stop" in r.body) for r in later] == [(200, False)] * 4
+    # Another model at the same endpoint still gets them.
+    client(base).chat.completions.create(model="fake", messages=ASK, stop=STOP)
+    assert server.requests_for("agg")[-1].body["stop"] == [STOP]
+
+
+def test_the_refusals_remembered_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A server's clients may name any number of models: only the most recent refusals are kept.
+    monkeypatch.setattr(resources, "MAX_STOP_REFUSALS", 4)
+    base = settings_for(Context().aggregator, Context())
+    named = [dataclasses.replace(base, model=f"together:refuser-{i}") for i in range(10)]
+    for settings in named:
+        RESOURCES.note_refuses_stop(settings)
+    assert [RESOURCES.refuses_stop(s) for s in named] == [False] * 6 + [True] * 4
+
+
+def test_another_400_is_not_asked_again(base: str, server: FakeOpenAIServer) -> None:
     server.fail("agg", Failure(status=400, message="bad request", param="messages"))
     with pytest.raises(openai.APIStatusError):
         client(base).chat.completions.create(model="fake", messages=ASK, stop=STOP)
-    assert len(server.requests_for("agg")) == 3
+    assert len(server.requests_for("agg")) == 1
+    # Nor is it taken for a refusal of stop: the next request carries them.
+    client(base).chat.completions.create(model="fake", messages=ASK, stop=STOP)
+    assert server.requests_for("agg")[-1].body["stop"] == [STOP]
 
 
 @pytest.mark.parametrize(

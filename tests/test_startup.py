@@ -6,6 +6,9 @@ them again and again while they are made. Pinned by behaviour, not by time (the 
 shared): a real one-item run against the fake server records, as each package is first
 imported, whether the collector was on. The same run shows that what only some runs need
 (``jsonschema``, for bound tools and response formats) is not imported by the others.
+
+``moa --help``, a command's ``--help`` and a bad flag import none of that stack at all: they
+answered in 0.8 s, most of it importing LangChain's messages for the errors' records.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from batch_helpers import prompts, read_records, write_config, write_items
 from fake_openai import FakeOpenAIServer
 
@@ -64,3 +68,42 @@ def test_batch_imports_the_stack_with_the_collector_off_and_no_more(
     assert [r["status"] for r in read_records(out)] == ["ok"]
     line = done.stderr.rsplit("collector on at import: ", 1)[1].splitlines()[0]
     assert json.loads(line) == dict.fromkeys(HEAVY, False)  # and none of NOT_NEEDED
+
+
+# The packages of the stack, by their top-level names.
+STACK = ("langchain_core", "langchain", "langsmith", "langgraph", "openai")
+
+# `moa` as its entry point runs it, then the packages of STACK it imported.
+MOA_THEN_STACK = f"""
+import sys
+sys.argv = ["moa", *sys.argv[1:]]
+from langgraph_moa.cli import main
+try:
+    main()
+finally:
+    stack = {{m.split(".")[0] for m in sys.modules}} & set({STACK!r})
+    print("imported:", sorted(stack), file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (["--help"], 0),
+        *(([c, "--help"], 0) for c in ("ask", "chat", "presets", "batch", "compare", "serve")),
+        (["--no-such-flag"], 2),
+        (["batch", "in.jsonl", "--concurrency", "many"], 2),
+        (["serve", "--port", "eighty"], 2),
+    ],
+    ids=lambda v: " ".join(v) if isinstance(v, list) else None,
+)
+def test_help_and_bad_flags_import_no_langchain(args: list[str], code: int) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", MOA_THEN_STACK, *args],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+    )
+    assert done.returncode == code, done.stderr
+    assert done.stderr.rsplit("imported: ", 1)[1].strip() == "[]"

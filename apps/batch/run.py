@@ -21,6 +21,7 @@ from langgraph_moa.core.batch.cost import estimate
 from langgraph_moa.core.batch.formats import (
     FORMATS,
     Format,
+    FormatCheck,
     check_items,
     legacy_run_file,
     run_file_for,
@@ -146,21 +147,25 @@ def batch(
             # at once, not after reading a long input (run_batch holds the same lock after).
             assert output is not None
             stack.enter_context(output_lock(Path(output), fmt))
+        the_format: Format = fmt
         if replay:
             if not Path(replay).is_file():
                 raise InputError(f"--replay: run file {replay!r} not found")
             items, stored = replay_items(RunFile(replay).records(), replay)
             if not items:
                 raise InputError(f"--replay: {replay} holds no records")
+            check_items(the_format, items)
         else:
             assert input_path is not None
-            dataset = stack.enter_context(
-                contextlib.closing(stream_items(input_path, skip_invalid=skip_invalid))
-            )
+            # What the format cannot hold is refused as the input is first read: no pass of its own.
+            with contextlib.closing(FormatCheck(the_format, samples)) as check:
+                dataset = stack.enter_context(
+                    contextlib.closing(
+                        stream_items(input_path, skip_invalid=skip_invalid, check=check)
+                    )
+                )
             # K samples of each item, made as the items are read: the input stays a stream.
             items = Sampled(dataset, samples) if samples > 1 else dataset
-        the_format: Format = fmt
-        check_items(the_format, items, samples)
         if dry_run:
             return _dry_run(items, ctx, output, the_format, as_json, replay=stored)
 

@@ -61,25 +61,31 @@ def cache_for(output: Path) -> Path:
     return work_dir(output) / f"{output.name}.cache.sqlite"
 
 
-def check_items(fmt: Format, items: Iterable[Item | InvalidItem], samples: int = 1) -> None:
-    """Refuse what a format cannot hold, before anything runs.
+class FormatCheck:
+    """Refuse what a format cannot hold, item by item, before anything runs: called on each item
+    as the input's first pass reads it (core/batch/inputs.py), so the check costs no pass of its
+    own over a long input. ``close`` frees what it keeps.
 
     AlpacaEval's ``model_outputs.json`` has one instruction and one output per row: an item of
     several turns (MT-Bench) or with an earlier conversation would lose all but its last turn
     (a row pairing turn 1's question with turn 2's answer), and K samples would be K rows of
-    one instruction. MT-Bench's answer file holds any number of turns and K choices.
+    one instruction. MT-Bench's answer file holds any number of turns and K choices, but one
+    row per ``question_id``.
     """
-    if fmt == "mt-bench":
-        _one_item_per_question(items)
-    if fmt != "alpaca-eval":
-        return
-    if samples > 1:
-        raise InputError(
-            "--samples with -f alpaca-eval: AlpacaEval takes one output per instruction; "
-            "write -f jsonl (a record per sample) or -f mt-bench (the samples as choices)"
-        )
-    for item in items:
-        if isinstance(item, Item) and (len(item.turns) > 1 or item.history):
+
+    def __init__(self, fmt: Format, samples: int = 1) -> None:
+        if fmt == "alpaca-eval" and samples > 1:  # said before the input is read
+            raise InputError(
+                "--samples with -f alpaca-eval: AlpacaEval takes one output per instruction; "
+                "write -f jsonl (a record per sample) or -f mt-bench (the samples as choices)"
+            )
+        self._fmt = fmt
+        self._questions = Firsts() if fmt == "mt-bench" else None
+
+    def __call__(self, item: Item) -> None:
+        if self._questions is not None:
+            _same_question(self._questions, item)
+        if self._fmt == "alpaca-eval" and (len(item.turns) > 1 or item.history):
             what = f"{len(item.turns)} turns" if len(item.turns) > 1 else "earlier messages"
             raise InputError(
                 f"item {item.id!r} (line {item.line}) has {what}: AlpacaEval's format holds one "
@@ -87,26 +93,31 @@ def check_items(fmt: Format, items: Iterable[Item | InvalidItem], samples: int =
                 "-f mt-bench (every turn) or -f jsonl"
             )
 
+    def close(self) -> None:
+        if self._questions is not None:
+            self._questions.close()
+
+
+def check_items(fmt: Format, items: Iterable[Item | InvalidItem], samples: int = 1) -> None:
+    """``FormatCheck`` over items already read (a replay's)."""
+    check = FormatCheck(fmt, samples)
+    try:
+        for item in items:
+            if isinstance(item, Item):
+                check(item)
+    finally:
+        check.close()
+
 
 def question_of(source: Any, item_id: str) -> Any:
     """The ``question_id`` an item's answers go under in MT-Bench's file (its id when none)."""
     return source.get("question_id", item_id) if isinstance(source, dict) else item_id
 
 
-def _one_item_per_question(items: Iterable[Item | InvalidItem]) -> None:
+def _same_question(seen: Firsts, item: Item) -> None:
     """Refuse two items under one ``question_id`` (an explicit ``id`` each): FastChat's file holds
     one row per question, so their answers would be merged as choices of one question. The
     samples of one item (``--samples``) are its choices on purpose."""
-    seen = Firsts()
-    try:
-        for item in items:
-            if isinstance(item, Item):
-                _same_question(seen, item)
-    finally:
-        seen.close()
-
-
-def _same_question(seen: Firsts, item: Item) -> None:
     base = base_id(item)
     question = str(question_of(item.source, base))
     first = seen.setdefault(question, base, item.line)

@@ -29,7 +29,7 @@ import shutil
 import stat
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any, Literal, Protocol
 
@@ -136,7 +136,9 @@ class Dataset:
     (``<(...)``). ``close`` frees the ids.
     """
 
-    def __init__(self, path: str, *, skip_invalid: bool = False) -> None:
+    def __init__(
+        self, path: str, *, skip_invalid: bool = False, check: Callable[[Item], None] | None = None
+    ) -> None:
         self.name = "stdin" if path == "-" else path
         self.skip_invalid = skip_invalid
         self.invalid = 0  # items that are not valid (only with skip_invalid: else an error)
@@ -156,12 +158,12 @@ class Dataset:
                         problem = exc.strerror or str(exc)
                         what = f"a copy of {self.name}"
                         raise ScratchError(tempfile.gettempdir(), what, problem) from None
-            self._first_pass()
+            self._first_pass(check)
         except BaseException:
             self.close()
             raise
 
-    def _first_pass(self) -> None:
+    def _first_pass(self, check: Callable[[Item], None] | None) -> None:
         unit, rows = "line", list[tuple[int, str]]()
         with self._open() as f:
             try:
@@ -170,6 +172,8 @@ class Dataset:
                     if isinstance(item, InvalidItem):
                         self.invalid += 1
                         self._index.add_invalid(number)
+                    elif check is not None:
+                        check(item)
                     rows.append((number, item.id))
                     if len(rows) == BATCH:
                         self._index.extend(rows)
@@ -486,9 +490,15 @@ def _unreadable(path: str, exc: OSError) -> InputError:
     return InputError(f"input file {path!r} cannot be read: {exc}")
 
 
-def stream_items(path: str, *, skip_invalid: bool = False) -> Dataset:
-    """The items of ``path`` (``-``: stdin), checked, read one at a time when iterated."""
-    return Dataset(path, skip_invalid=skip_invalid)
+def stream_items(
+    path: str, *, skip_invalid: bool = False, check: Callable[[Item], None] | None = None
+) -> Dataset:
+    """The items of ``path`` (``-``: stdin), checked, read one at a time when iterated.
+
+    ``check``: called on each valid item as the first pass reads it (a format's own checks,
+    core/batch/formats.py), so they cost no pass of their own; what it raises stops the read.
+    """
+    return Dataset(path, skip_invalid=skip_invalid, check=check)
 
 
 def read_items(path: str, *, skip_invalid: bool = False) -> list[Item | InvalidItem]:

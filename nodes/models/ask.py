@@ -7,7 +7,9 @@ one is active (nodes/models/callcache.py), wait for the model's token budget
 Stop sequences (the aggregator's: nodes/stops.py) go in the request as LangChain's ``stop``, which
 every provider's client sends as its own field (OpenAI-style: ``stop``; llama.cpp's completion
 takes it too). A provider that refuses the field (OpenAI's reasoning models answer 400 with
-``param: "stop"``) is asked again without it: the caller cuts the answer itself.
+``param: "stop"``) is asked again without it: the caller cuts the answer itself. The refusal is
+remembered for the model at its endpoint (nodes/models/resources.py), so its later requests go
+without ``stop`` at once instead of paying the refused round trip each time.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from langgraph_moa.nodes.models.continuation import (
     resumer,
 )
 from langgraph_moa.nodes.models.limits import gate_for
+from langgraph_moa.nodes.models.resources import RESOURCES
 from langgraph_moa.nodes.models.settings import ModelSettings
 from langgraph_moa.nodes.models.tools import bound_kwargs, model_messages
 from langgraph_moa.nodes.records import ErrorKind
@@ -68,8 +71,8 @@ async def ask_model(
     """
     model = chat_model(settings, stream=stream)
     bound = bound_kwargs(model, bind, settings.model)
-    stops = for_provider(stop)
-    if stops:
+    stops = for_provider(stop)  # asked for: in the cache key, whether the provider takes them
+    if stops and not RESOURCES.refuses_stop(settings):
         bound["stop"] = stops
     # Text turns by the context's policy (nodes/history.py), unless the model calls tools.
     conversation = model_messages(messages, ctx.tool_history, bind)
@@ -120,13 +123,14 @@ async def ask_model(
     try:
         result = await call(bound)
     except CallFailedError as exc:
-        if not (stops and _refuses_stop(exc)):
+        if not ("stop" in bound and _refuses_stop(exc)):
             raise
-        stops = []
-        result = await call({k: v for k, v in bound.items() if k != "stop"})
+        RESOURCES.note_refuses_stop(settings)
+        bound = {k: v for k, v in bound.items() if k != "stop"}
+        result = await call(bound)
         result.attempts += exc.attempts  # the refused request was sent too
     calls = result.message.tool_calls or result.message.invalid_tool_calls
-    if not result.text.strip() and not calls and not (stops and _at_stop(result)):
+    if not result.text.strip() and not calls and not ("stop" in bound and _at_stop(result)):
         raise CallFailedError(
             "empty", "answered with empty text", result.attempts, result.latency_s
         )

@@ -13,6 +13,8 @@ Scope of each part:
 - **the process**, shared by every thread and event loop: the TLS context and the sync HTTP
   client; the rate-limit gates (``ModelGate``, one per model, endpoint and limits: ``_Gates``),
   so a model's ``rpm``/``tpm`` hold for every call in the process, as ``ModelSpec`` documents;
+  the models whose endpoint refused stop sequences (``refuses_stop``: asked without them from
+  then on, nodes/models/ask.py; the ``MAX_STOP_REFUSALS`` most recent);
   the background event loop that sync callers' nodes run on (``portal``, graphs/adapt.py),
   started on first use; the sync callers' tasks in flight on it and, while the main thread's run
   waits on several of them in LangGraph's worker threads or a ``cancel_on_interrupt()`` block
@@ -64,6 +66,8 @@ MAX_MODELS = 512
 # Rate-limit gates kept while no call uses them, for the same reason: a server's client may send
 # a model's rpm/tpm (LangServe's settings, a LangGraph server's context), a gate for each value.
 MAX_GATES = 512
+# Models (at their endpoints) that refused ``stop``: a server's clients may name any number.
+MAX_STOP_REFUSALS = 512
 
 V = TypeVar("V")
 
@@ -147,6 +151,7 @@ class Resources:
         )
         self._no_loop = _LoopState()  # sync callers outside any event loop
         self._gates = _Gates()
+        self._stop_refusals: _Recent[bool] = _Recent(lambda: MAX_STOP_REFUSALS)
         self._portal: asyncio.AbstractEventLoop | None = None
         self.sync_runs = SyncRuns()
         # Quorum groups by layer run (nodes/models/quorum.py); each touched by its run's loop only.
@@ -249,6 +254,16 @@ class Resources:
         with self._lock:
             return len(self._gates)
 
+    def refuses_stop(self, settings: ModelSettings) -> bool:
+        """Whether ``settings``' model, at its endpoint, refused stop sequences in this process."""
+        with self._lock:
+            return self._stop_refusals.get(_endpoint_model(settings)) is not None
+
+    def note_refuses_stop(self, settings: ModelSettings) -> None:
+        """``settings``' model, at its endpoint, refused stop sequences (it would again)."""
+        with self._lock:
+            self._stop_refusals[_endpoint_model(settings)] = True
+
     def portal(self) -> asyncio.AbstractEventLoop:
         """The background event loop sync callers' nodes run on (started on first use)."""
         with self._lock:
@@ -277,10 +292,19 @@ def _other_length(
     return found.model_copy(update={"max_tokens": settings.max_tokens})
 
 
+# The variables that move a provider's endpoint when a model names no base_url.
+_ENDPOINT_ENV = (TOGETHER_BASE_ENV, *(env for env, _ in LOCAL_SERVERS.values()))
+
+
 def _env_fingerprint(settings: ModelSettings) -> tuple[str | None, ...]:
     # Keys and endpoints come from the environment: a change there must give a new client.
-    names = [settings.api_key_env, TOGETHER_BASE_ENV, *(env for env, _ in LOCAL_SERVERS.values())]
+    names = [settings.api_key_env, *_ENDPOINT_ENV]
     return tuple(os.environ.get(n) if n else None for n in names)
+
+
+def _endpoint_model(settings: ModelSettings) -> tuple[str | None, ...]:
+    """The model and where its requests go (not its key, nor its sampling settings)."""
+    return (settings.model, settings.base_url, *(os.environ.get(n) for n in _ENDPOINT_ENV))
 
 
 RESOURCES = Resources()
