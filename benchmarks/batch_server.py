@@ -36,9 +36,10 @@ SERVER_J = (16, 32)  # the server runs' -j: its slots, then twice its slots (hal
 ITEMS = 200
 ROUNDS = 3
 WARMUP_ITEMS = 20
-# The models' endpoints come from the batch config (base_url), the key from the environment, as
-# on a deployment. LOG_LEVEL=WARNING as docs/batch.md advises for batch runs: at INFO the server
-# logs every model call's HTTP request (two lines per call), ~7% of its CPU in a profile.
+# The models' endpoints come from the batch config (base_url, which the server's
+# MOA_CLIENT_ENDPOINTS lists), the key from the environment, as on a deployment.
+# LOG_LEVEL=WARNING as docs/batch.md advises for batch runs: at INFO the server logs every model
+# call's HTTP request (two lines per call), ~7% of its CPU in a profile.
 SERVER_ENV = {"TOGETHER_API_KEY": "bench-key", "LOG_LEVEL": "WARNING"}
 
 
@@ -98,7 +99,12 @@ def run(items: int = ITEMS, rounds: int = ROUNDS, server_j: tuple[int, ...] = SE
     with (
         tempfile.TemporaryDirectory() as tmp,
         ServerProcess() as provider,
-        langgraph_dev(Path(tmp), SERVER_ENV, slots=SLOTS, reload=True) as (url, pid),
+        langgraph_dev(
+            Path(tmp),
+            {**SERVER_ENV, "MOA_CLIENT_ENDPOINTS": provider.base_url},
+            slots=SLOTS,
+            reload=True,
+        ) as (url, pid),
     ):
         work = Path(tmp)
         _serves_moa(url)

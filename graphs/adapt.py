@@ -53,14 +53,14 @@ from langgraph.runtime import RunControl, Runtime
 
 from langgraph_moa.graphs.retried import refuse_retried_batch_run
 from langgraph_moa.nodes import caps
-from langgraph_moa.nodes.caps import RAISED_BY_ENV, Caps
+from langgraph_moa.nodes.caps import RAISED_BY_ENV
 from langgraph_moa.nodes.context import Context, resolve_context
 from langgraph_moa.nodes.history import answerable
 from langgraph_moa.nodes.models.resources import RESOURCES
 from langgraph_moa.nodes.models.sync_runs import CLOSED, CancelScope, cancelled
 from langgraph_moa.nodes.resumed import nested
 from langgraph_moa.nodes.stops import stops_of
-from langgraph_moa.nodes.untrusted import check_bind, check_context
+from langgraph_moa.nodes.untrusted import ServerRules, check_bind, check_context
 
 AsyncNode = Callable[[Any, Runtime[Context]], Awaitable[Any]]
 # Checks a run's resolved context before the node sees it (the unrolled graph's shape check).
@@ -162,24 +162,24 @@ def adapt(
     default: Context | None,
     check: Check | None = None,
     *,
-    untrusted: Caps | None = None,
+    untrusted: ServerRules | None = None,
     starts: bool = True,
 ) -> Any:
     """``node`` as a graph node or router: context resolved, usable sync and async.
-    ``untrusted``: the context is a server's client's, checked before it is read
-    (nodes/untrusted.py) and held to these caps, which the server's environment set
-    (nodes/caps.py). ``starts``: a run's first step runs it (an edge from START), so it checks
-    the run's input; later nodes get the input it passed."""
+    ``untrusted``: the context is a server's client's, checked before it is read against these
+    rules, which the server's environment set (nodes/untrusted.py: the endpoints it may name;
+    nodes/caps.py: what it may cost). ``starts``: a run's first step runs it, so it checks the
+    run's input; later nodes get the input it passed."""
 
     async def afunc(state: Any, runtime: Runtime[Context]) -> Any:
         refuse_retried_batch_run()
         if untrusted is not None:
             # In every node: a thread's run resumed from its checkpoint brings a new context
             # without passing START. Cheap, unlike the bind's schemas.
-            check_context(runtime.context)
+            check_context(runtime.context, untrusted.endpoints)
         ctx = resolve_context(runtime.context, default, parents=nested(runtime))
         if untrusted is not None:
-            caps.check(ctx, untrusted, RAISED_BY_ENV)
+            caps.check(ctx, untrusted.caps, RAISED_BY_ENV)
         if starts and isinstance(state, Mapping):
             if untrusted is not None and state.get("bind") is not None:
                 # A large tool schema takes a while to check: not on the server's event loop.

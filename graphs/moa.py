@@ -22,7 +22,6 @@ from langgraph_moa.graphs.adapt import AsyncNode, adapt
 from langgraph_moa.graphs.state import MoAInput, MoAOutput, MoAState
 from langgraph_moa.graphs.unrolled import unroll as add_unrolled
 from langgraph_moa.nodes.aggregate import aggregate
-from langgraph_moa.nodes.caps import from_env as caps_from_env
 from langgraph_moa.nodes.context import Context, load_preset
 from langgraph_moa.nodes.errors import ConfigError
 from langgraph_moa.nodes.join import join
@@ -30,6 +29,7 @@ from langgraph_moa.nodes.models.tools import check_capable, skips_proposers
 from langgraph_moa.nodes.propose import advised, propose, proposer_tasks
 from langgraph_moa.nodes.staircase import staircase_aggregate, staircase_propose
 from langgraph_moa.nodes.turn import begin_turn
+from langgraph_moa.nodes.untrusted import ServerRules
 
 Next = list[Send] | Literal["aggregate"]
 
@@ -86,12 +86,13 @@ def build_moa_graph(
     proposer per layer (graphs/unrolled.py); it is then the graph's settings too, so a
     ``context`` that differs from it is refused (``ConfigError``). ``untrusted``: runs' contexts
     come from a server's clients (graphs/served.py): one that would send the server's keys to an
-    endpoint of its choosing or name the server's files is refused (nodes/untrusted.py), and so
-    is one past the caps the environment sets (``MOA_MAX_CALLS``..., read here: nodes/caps.py),
-    each with an error naming what to change, before any model is called.
+    endpoint of its choosing, name an endpoint the environment does not list
+    (``MOA_CLIENT_ENDPOINTS``) or name the server's files is refused (nodes/untrusted.py), and so
+    is one past the caps the environment sets (``MOA_MAX_CALLS``...: nodes/caps.py), both read
+    here, each with an error naming what to change, before any model is called.
     """
     default = load_preset(context) if isinstance(context, str) else context
-    server = caps_from_env() if untrusted else None
+    server = ServerRules.from_env() if untrusted else None
     if unroll is not None and default is not None and default != unroll:
         raise ConfigError(
             "build_moa_graph: context and unroll name different settings; an unrolled graph "

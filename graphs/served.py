@@ -3,9 +3,10 @@
 
 - ``graph`` (``moa``): the MoA graph, each run's context being a client's, checked as such before
   it is read (nodes/untrusted.py): a client may change the mixture, but may not send the
-  server's keys to an endpoint of its choosing or name the server's files, nor ask for more than
-  the caps the server's environment sets (``MOA_MAX_CALLS``...: nodes/caps.py, read as the
-  graphs load: a value that is not a valid cap stops the server there);
+  server's keys to an endpoint of its choosing, name an endpoint the server's environment does
+  not list (``MOA_CLIENT_ENDPOINTS``) or name the server's files, nor ask for more than the caps
+  it sets (``MOA_MAX_CALLS``...: nodes/caps.py); both are read as the graphs load, and a value
+  that is not valid stops the server there;
 - ``unrolled`` (``moa-unrolled``): Studio draws the dynamic graph as three nodes and a loop (and
   staircase streaming's two nodes beside them); this one shows the mixture itself: a column of
   proposers per layer, a join after each, then the aggregator. It is built for the default

@@ -24,7 +24,6 @@ from langgraph.runtime import Runtime
 from langgraph_moa.graphs.adapt import Check, adapt
 from langgraph_moa.graphs.state import MoAInput, MoAOutput, MoAState
 from langgraph_moa.nodes.aggregate import aggregate
-from langgraph_moa.nodes.caps import Caps
 from langgraph_moa.nodes.context import Context
 from langgraph_moa.nodes.errors import ConfigError
 from langgraph_moa.nodes.join import join
@@ -35,6 +34,7 @@ from langgraph_moa.nodes.staircase import (
     staircase_propose,
 )
 from langgraph_moa.nodes.turn import begin_turn
+from langgraph_moa.nodes.untrusted import ServerRules
 
 
 def _shape(ctx: Context) -> list[list[str]]:
@@ -92,7 +92,7 @@ def unroll(
     builder: StateGraph[MoAState, Context, MoAInput, MoAOutput],
     ctx: Context,
     *,
-    untrusted: Caps | None = None,
+    untrusted: ServerRules | None = None,
 ) -> None:
     """Add the unrolled mixture of ``ctx`` to ``builder`` (``untrusted``: see graphs/adapt.py)."""
     check = _same_shape(ctx)
@@ -140,7 +140,7 @@ def _unroll_stairs(
     builder: StateGraph[MoAState, Context, MoAInput, MoAOutput],
     ctx: Context,
     check: Check,
-    untrusted: Caps | None,
+    untrusted: ServerRules | None,
 ) -> None:
     def unbound(state: MoAState) -> None:
         if state.get("turn_bind"):

@@ -10,19 +10,30 @@ A server runs models on its own keys and reads its own files; a client may chang
 - name a file of the server: a ``local:`` model other than a bundled one (any other name is read
   as a path, and whether it exists and is a GGUF file would answer questions about the server's
   files; loading it costs the server memory), or a config file by path. Bundled local models
-  (``local:smollm2``) and presets go by name.
+  (``local:smollm2``) and presets go by name;
+- point a model at an endpoint (``base_url``) its server does not list: the server would send
+  requests wherever a client says, into the server's own network too (its metadata service, its
+  databases' HTTP ports), and show the client what came back. ``moa serve``'s clients name no
+  endpoint nor key variable (``SERVER_CHOSEN``); a LangGraph server's, those its environment's
+  ``MOA_CLIENT_ENDPOINTS`` lists (``moa batch --server`` sends a config's ``base_url``s, which get
+  no key): none when unset, ``*`` for any.
 
-``moa serve`` is stricter (``endpoints=False``): its clients choose no endpoint at all. A
-LangGraph server's clients may (``moa batch --server`` sends a config's ``base_url``s, which get
-no key), so there the run's context is checked by ``check_context`` before it is read, and its
-input's ``bind`` by ``check_bind`` (``build_moa_graph(untrusted=True)``: langgraph.json).
+On a LangGraph server the run's context is checked by ``check_context`` before it is read, and its
+input's ``bind`` by ``check_bind`` (``build_moa_graph(untrusted=True)``: langgraph.json), with the
+``ServerRules`` its environment sets, read as the graphs are built.
 """
 
 from __future__ import annotations
 
 import inspect
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import SplitResult, urlsplit
 
+from langgraph_moa.nodes.caps import Caps
+from langgraph_moa.nodes.caps import from_env as caps_from_env
 from langgraph_moa.nodes.context import PARENT_FIELD, Context, ModelSpec
 from langgraph_moa.nodes.errors import ClientSettingError, ConfigError
 from langgraph_moa.nodes.models.catalog import KEY_ENV
@@ -30,18 +41,95 @@ from langgraph_moa.nodes.models.local import BUNDLED
 from langgraph_moa.nodes.presets import preset_names
 
 MODEL_FIELDS = ("proposers", "aggregator", "fallback_aggregator", "layer_proposers")
+ENDPOINTS_ENV = "MOA_CLIENT_ENDPOINTS"
 
 
-def check_models(settings: dict[str, Any], *, endpoints: bool, where: str = "") -> None:
+def _parts(url: str) -> SplitResult | None:
+    """``url``'s parts, for http(s) URLs with a host; None for anything else."""
+    try:
+        parts = urlsplit(url.strip())
+        parts.port  # noqa: B018  (raises on a port that is no number)
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return None
+    return parts
+
+
+def _origin(parts: SplitResult) -> tuple[str, str, int]:
+    scheme = parts.scheme.lower()
+    return scheme, parts.hostname or "", parts.port or (443 if scheme == "https" else 80)
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """The endpoints a server's clients may point a model at (``base_url``): the URLs listed and
+    any path below them, on the same scheme, host and port; every one with ``any``.
+    ``key_variables``: whether they may name their provider's own key variable (``api_key_env``)."""
+
+    listed: tuple[str, ...] = ()
+    any: bool = False
+    key_variables: bool = True
+
+    def allows(self, url: str) -> bool:
+        if self.any:
+            return True
+        asked = _parts(url)
+        if asked is None or asked.username is not None or asked.password is not None:
+            return False
+        for entry in self.listed:
+            allowed = _parts(entry)
+            if allowed is None or _origin(allowed) != _origin(asked):
+                continue
+            base = allowed.path.rstrip("/")
+            if asked.path.rstrip("/") == base or asked.path.startswith(base + "/"):
+                return True
+        return False
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Endpoints:
+        """What ``MOA_CLIENT_ENDPOINTS`` lists (comma-separated URLs, or ``*``); ``ConfigError``
+        naming the entry that is not an http(s) URL."""
+        value = environ.get(ENDPOINTS_ENV, "").strip()
+        if value == "*":
+            return cls(any=True)
+        listed = tuple(entry.strip() for entry in value.split(",") if entry.strip())
+        for entry in listed:
+            if _parts(entry) is None:
+                raise ConfigError(
+                    f"{ENDPOINTS_ENV}: {entry!r} is not an http(s) URL: list the base URLs your "
+                    "clients may name (http://host:port/v1, comma-separated), or '*' for any"
+                )
+        return cls(listed)
+
+
+# moa serve's: its requests choose neither (both come from its presets and config).
+SERVER_CHOSEN = Endpoints(key_variables=False)
+
+
+@dataclass(frozen=True)
+class ServerRules:
+    """What a LangGraph server's clients may ask of one run: its caps (nodes/caps.py) and the
+    endpoints they may name, both set by the server's environment."""
+
+    caps: Caps
+    endpoints: Endpoints
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> ServerRules:
+        return cls(caps_from_env(environ), Endpoints.from_env(environ))
+
+
+def check_models(settings: dict[str, Any], *, endpoints: Endpoints, where: str = "") -> None:
     """``ClientSettingError`` for the first model in ``settings`` (a client's Context fields)
-    that chooses what only the server may; ``endpoints``: whether a client may name a
-    ``base_url`` (without a key)."""
+    that chooses what only the server may; ``endpoints``: the ``base_url``s a client may name
+    (which get no key)."""
     for field in MODEL_FIELDS:
         if field in settings:
             _check_model(settings[field], f"{where}{field}", endpoints)
 
 
-def _check_model(value: Any, at: str, endpoints: bool) -> None:
+def _check_model(value: Any, at: str, endpoints: Endpoints) -> None:
     if isinstance(value, list):  # proposers, or layer_proposers' list per layer
         for i, item in enumerate(value):
             _check_model(item, f"{at}[{i}]", endpoints)
@@ -49,7 +137,7 @@ def _check_model(value: Any, at: str, endpoints: bool) -> None:
     name = value.get("model") if isinstance(value, dict) else value
     if isinstance(value, dict):
         chosen = [k for k in ("base_url", "api_key_env") if value.get(k) is not None]
-        if chosen and not endpoints:
+        if chosen and not endpoints.key_variables:
             raise ClientSettingError(
                 at,
                 f"'{chosen[0]}' cannot be set by a request; endpoints and keys come from the "
@@ -62,6 +150,14 @@ def _check_model(value: Any, at: str, endpoints: bool) -> None:
                 "chooses (base_url); name a model the server has the endpoint and key for "
                 "(its provider's *_API_BASE or *_BASE_URL variable there), or leave out "
                 "api_key_env",
+            )
+        url = value.get("base_url")
+        if url is not None and not (isinstance(url, str) and endpoints.allows(url)):
+            raise ClientSettingError(
+                at,
+                f"base_url {str(url)[:200]!r} is not an endpoint this server lets its clients "
+                f"name: its operator lists those in the variable {ENDPOINTS_ENV} "
+                "(docs/serving.md), or name a model whose endpoint the server has",
             )
         env = value.get("api_key_env")
         if env is not None and isinstance(name, str):
@@ -82,13 +178,13 @@ def _check_model(value: Any, at: str, endpoints: bool) -> None:
         )
 
 
-def check_context(value: Any) -> None:
+def check_context(value: Any, endpoints: Endpoints) -> None:
     """``ClientSettingError`` if a run's context chooses what only the server may. ``value``: a
     ``Context`` (LangGraph builds one from the dict a LangGraph server's client sends, before any
     node runs: nothing has been called yet), a dict of its fields, a preset name, or a parent's
     context with a ``moa`` field."""
     if isinstance(value, Context):
-        check_models(value.model_dump(exclude_unset=True), endpoints=True)
+        check_models(value.model_dump(exclude_unset=True), endpoints=endpoints)
     elif isinstance(value, str):
         if value not in preset_names():
             raise ClientSettingError(
@@ -97,10 +193,10 @@ def check_context(value: Any) -> None:
                 " not files",
             )
     elif isinstance(value, dict):
-        check_models(value, endpoints=True)
+        check_models(value, endpoints=endpoints)
         nested = value.get(PARENT_FIELD)
         if nested is not None:
-            check_context(nested)
+            check_context(nested, endpoints)
 
 
 def check_bind(bind: Any) -> None:

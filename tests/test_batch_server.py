@@ -369,3 +369,26 @@ def test_settings_past_the_servers_caps_stop_the_run_at_the_first_refusal(
     assert "Traceback" not in result.stderr
     assert server.requests == []
     assert not out.exists() or read_records(out) == []  # no item recorded failed
+
+
+def test_an_endpoint_the_server_does_not_list_stops_the_run_at_the_first_refusal(
+    studio: str,  # noqa: F811
+    server: FakeOpenAIServer,
+    tmp_path: Path,
+) -> None:
+    # The server lists its clients' endpoints in MOA_CLIENT_ENDPOINTS (the fake provider's, here):
+    # a config naming another is refused at the first run, before any call, like a cap.
+    with FakeOpenAIServer() as elsewhere:
+        config = write_config(tmp_path / "c.toml", elsewhere)
+        data = write_items(tmp_path / "in.jsonl", prompts(6))
+        out = tmp_path / "o.jsonl"
+        result = run_cli(
+            "batch", str(data), "-o", str(out), "-c", str(config), "--server", studio, "-j", "2"
+        )
+        assert result.returncode == 2, result.stderr
+        (line,) = [x for x in result.stderr.splitlines() if x.startswith("moa: error:")]
+        assert "refused the run's settings (ClientSettingError)" in line
+        assert f"base_url '{elsewhere.base_url}'" in line and "MOA_CLIENT_ENDPOINTS" in line
+        assert "Traceback" not in result.stderr
+        assert elsewhere.requests == [] and server.requests == []
+        assert not out.exists() or read_records(out) == []

@@ -102,6 +102,7 @@ async def test_a_resumed_run_is_held_to_the_caps_too(
 ) -> None:
     # A thread's run resumed from its checkpoint brings a new context to a node past START.
     monkeypatch.setenv("MOA_MAX_TOKENS", "1000")
+    monkeypatch.setenv("MOA_CLIENT_ENDPOINTS", server.base_url)
     graph = build_moa_graph(untrusted=True).compile(checkpointer=InMemorySaver())
     context = fake_context(server, ["p1", "p2"], max_attempts=1).model_dump(exclude_unset=True)
     config = {"configurable": {"thread_id": "resumed"}}

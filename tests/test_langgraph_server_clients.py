@@ -42,12 +42,21 @@ def test_a_client_cannot_send_the_servers_key_to_its_own_endpoint(
         assert attacker.requests == []  # refused before any call: nothing sent, nothing paid
         assert server.requests == []
 
-        # An endpoint of the client's own gets no key (moa batch --server sends a config's
-        # base_urls): the run goes on.
-        own = {"model": "openai:m", "base_url": attacker.base_url}
-        client.runs.wait(None, "moa", input=QUESTION, context={"aggregator": own, "layers": 1})
-        (request,) = attacker.requests
-        assert KEY not in str(request.headers)
+        # Nor may it send requests (without a key) to an endpoint the server does not list in
+        # MOA_CLIENT_ENDPOINTS: its own, or one inside the server's network.
+        own = {"aggregator": {"model": "openai:m", "base_url": attacker.base_url}, "layers": 1}
+        out = client.runs.wait(None, graph, input=QUESTION, context=own, raise_error=False)
+        error = _error(out)
+        assert error["error"] == "ClientSettingError"
+        assert "MOA_CLIENT_ENDPOINTS" in error["message"]
+        assert attacker.requests == []
+
+    # An endpoint the server lists gets no key either (moa batch --server sends a config's
+    # base_urls): the run goes on.
+    listed = {"model": "openai:m", "base_url": server.base_url}
+    client.runs.wait(None, "moa", input=QUESTION, context={"aggregator": listed, "layers": 1})
+    (request,) = server.requests
+    assert KEY not in str(request.headers)
 
 
 def test_a_client_cannot_name_a_file_of_the_server(studio: str) -> None:  # noqa: F811

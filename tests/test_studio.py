@@ -19,12 +19,14 @@ from langgraph_moa.nodes.context import load_preset
 
 
 def studio_env(server: FakeOpenAIServer) -> dict[str, str]:
-    """A key for each provider and their base URLs at the fake server."""
+    """A key for each provider and their base URLs at the fake server, which the server's
+    clients may also name as a model's endpoint (moa batch --server's configs do)."""
     return {
         "TOGETHER_API_KEY": "studio-test-key",
         "TOGETHER_API_BASE": server.base_url,
         "OPENAI_API_KEY": "studio-test-key",
         "OPENAI_BASE_URL": server.base_url,
+        "MOA_CLIENT_ENDPOINTS": server.base_url,
     }
 
 

@@ -13,8 +13,10 @@ from langchain_core.messages import HumanMessage
 
 import langgraph_moa.graphs.adapt as adapt_module
 from langgraph_moa.graphs.moa import build_moa_graph
-from langgraph_moa.nodes.errors import ClientSettingError
-from langgraph_moa.nodes.untrusted import check_bind, check_models
+from langgraph_moa.nodes.errors import ClientSettingError, ConfigError
+from langgraph_moa.nodes.untrusted import SERVER_CHOSEN, Endpoints, check_bind, check_models
+
+ANY = Endpoints(any=True)
 
 
 @pytest.mark.parametrize(
@@ -23,10 +25,10 @@ from langgraph_moa.nodes.untrusted import check_bind, check_models
 def test_a_client_names_only_bundled_local_models(model: str) -> None:
     # Any other name is a path local.py would look at: "not found" vs "not a GGUF file" would
     # tell the client about the server's files.
-    for endpoints in (True, False):
+    for endpoints in (ANY, SERVER_CHOSEN):
         with pytest.raises(ClientSettingError, match=r"bundled name \('local:smollm2'\)"):
             check_models({"proposers": [model]}, endpoints=endpoints)
-    check_models({"proposers": ["local:smollm2"], "aggregator": "local:smollm2"}, endpoints=True)
+    check_models({"proposers": ["local:smollm2"], "aggregator": "local:smollm2"}, endpoints=ANY)
 
 
 @pytest.mark.parametrize(
@@ -61,6 +63,7 @@ async def test_a_runs_bind_is_checked_once_and_off_the_event_loop(
         check_bind(bind)
 
     monkeypatch.setattr(adapt_module, "check_bind", check)
+    monkeypatch.setenv("MOA_CLIENT_ENDPOINTS", server.base_url)
     graph = build_moa_graph(untrusted=True).compile()
     ctx = fake_context(server, ["p1", "p2"], layers=3)
     question = {"messages": [HumanMessage("hi")], "bind": {"tools": []}}
@@ -75,9 +78,73 @@ def test_a_client_names_only_the_providers_own_key_variable() -> None:
     for env in ("GITHUB_TOKEN", "OPENAI_API_KEY"):
         spec = {"model": "together:m", "api_key_env": env}
         with pytest.raises(ClientSettingError, match=r"provider's own key variable \(TOGETHER_API"):
-            check_models({"aggregator": spec}, endpoints=True)
+            check_models({"aggregator": spec}, endpoints=ANY)
     with pytest.raises(ClientSettingError, match="provider's own key variable, or be left out"):
         local = {"model": "ollama:m", "api_key_env": "X_TOKEN"}  # no key of its own
-        check_models({"aggregator": local}, endpoints=True)
+        check_models({"aggregator": local}, endpoints=ANY)
     own = {"model": "together:m", "api_key_env": "TOGETHER_API_KEY"}
-    check_models({"proposers": [own, {"model": "together:m"}]}, endpoints=True)
+    check_models({"proposers": [own, {"model": "together:m"}]}, endpoints=ANY)
+
+
+def test_a_client_names_only_the_endpoints_the_server_lists() -> None:
+    # Else the server sends requests wherever a client says, into its own network too, and shows
+    # the client what came back.
+    listed = Endpoints.from_env(
+        {"MOA_CLIENT_ENDPOINTS": "http://10.0.0.5:8000/v1, https://gw.example"}
+    )
+    for url in (
+        "http://10.0.0.5:8000/v1",
+        "http://10.0.0.5:8000/v1/",
+        "http://10.0.0.5:8000/v1/deployments/a",
+        "HTTP://10.0.0.5:8000/v1",
+        "https://gw.example:443/openai",
+    ):
+        assert listed.allows(url), url
+    for url in (
+        "http://169.254.169.254/latest",  # the cloud's metadata service
+        "http://10.0.0.5:8001/v1",  # another port
+        "https://10.0.0.5:8000/v1",  # another scheme
+        "http://10.0.0.5:8000/v10",  # a path that only begins the same
+        "http://10.0.0.5:8000/",
+        "http://10.0.0.5:8000@evil.example/v1",  # the listed host as a user name
+        "http://user@10.0.0.5:8000/v1",
+        "https://gw.example.evil.example",
+        "file:///etc/passwd",
+        "not a url",
+    ):
+        assert not listed.allows(url), url
+    with pytest.raises(
+        ClientSettingError, match=r"base_url 'http://169.254.169.254/' .*MOA_CLIENT_ENDPOINTS"
+    ):
+        check_models(
+            {"proposers": [{"model": "openai:m", "base_url": "http://169.254.169.254/"}]},
+            endpoints=listed,
+        )
+    check_models(
+        {"aggregator": {"model": "openai:m", "base_url": "http://10.0.0.5:8000/v1"}},
+        endpoints=listed,
+    )
+
+    unset = Endpoints.from_env({})
+    assert not unset.allows("http://10.0.0.5:8000/v1")
+    assert Endpoints.from_env({"MOA_CLIENT_ENDPOINTS": " * "}).allows("http://169.254.169.254/")
+    for value in ("10.0.0.5:8000", "ftp://x", "http://"):
+        with pytest.raises(ConfigError, match=r"MOA_CLIENT_ENDPOINTS: .* is not an http\(s\) URL"):
+            Endpoints.from_env({"MOA_CLIENT_ENDPOINTS": f"http://ok, {value}"})
+
+
+async def test_an_endpoint_the_server_does_not_list_is_refused_before_any_call(
+    server: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MOA_CLIENT_ENDPOINTS", raising=False)
+    graph = build_moa_graph(untrusted=True).compile()
+    ctx = fake_context(server, ["p1"]).model_dump(exclude_unset=True)
+    with pytest.raises(
+        ClientSettingError, match=r"proposers\[0\]: base_url .* MOA_CLIENT_ENDPOINTS"
+    ):
+        await graph.ainvoke({"messages": [HumanMessage("hi")]}, context=ctx)
+    assert server.requests == []
+    monkeypatch.setenv("MOA_CLIENT_ENDPOINTS", server.base_url)
+    graph = build_moa_graph(untrusted=True).compile()
+    await graph.ainvoke({"messages": [HumanMessage("hi")]}, context=ctx)
+    assert len(server.requests) == 2

@@ -22,7 +22,7 @@ from langgraph_moa.nodes.caps import Caps
 from langgraph_moa.nodes.context import Context, build_context, load_preset
 from langgraph_moa.nodes.errors import ClientSettingError, ConfigError
 from langgraph_moa.nodes.presets import preset_names
-from langgraph_moa.nodes.untrusted import check_models
+from langgraph_moa.nodes.untrusted import SERVER_CHOSEN, check_models
 
 
 class ModelRegistry:
@@ -89,7 +89,7 @@ def with_overrides(base: Context, overrides: dict[str, Any], source: str) -> Con
     if not overrides:
         return base
     try:
-        check_models(overrides, endpoints=False, where=f"{source}.")
+        check_models(overrides, endpoints=SERVER_CHOSEN, where=f"{source}.")
     except ClientSettingError as exc:
         raise OpenAIError(400, str(exc), param=exc.field, code="invalid_settings") from None
     data = base.model_dump(exclude_unset=True)

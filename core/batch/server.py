@@ -42,7 +42,7 @@ from langgraph_moa.nodes.errors import (
     ServerGoneError,
     ServerRefusedError,
 )
-from langgraph_moa.nodes.untrusted import check_context
+from langgraph_moa.nodes.untrusted import Endpoints, check_context
 
 # A run submitted again at most this many times (the server lost it, or refused its retry).
 RESUBMITS = 3
@@ -91,9 +91,11 @@ class ServerTurns:
         """Fail early, with one clear line, when the server or the graph is not there, or the
         settings are ones the server refuses from a client (a local GGUF path, a key sent to a
         ``base_url``): every item would fail with it, a round trip each. The server's caps
-        (nodes/caps.py) are its environment's, which no client can read: a config past one is
-        refused at the first run (``ServerRefusedError``), before any model is called."""
-        check_context(self._ctx.model_dump(mode="json", exclude_defaults=True))
+        (nodes/caps.py) and the endpoints it lets clients name are its environment's, which no
+        client can read: a config past them is refused at the first run
+        (``ServerRefusedError``), before any model is called."""
+        settings = self._ctx.model_dump(mode="json", exclude_defaults=True)
+        check_context(settings, Endpoints(any=True))
         try:
             found = await self.client.assistants.search(graph_id=self.assistant, limit=1)
             if not found:
