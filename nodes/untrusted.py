@@ -30,7 +30,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 from langgraph_moa.nodes.caps import Caps
 from langgraph_moa.nodes.caps import from_env as caps_from_env
@@ -77,6 +77,8 @@ class Endpoints:
         asked = _parts(url)
         if asked is None or asked.username is not None or asked.password is not None:
             return False
+        if {".", ".."} & set(unquote(asked.path).split("/")):
+            return False  # the HTTP client resolves them: out of the listed path
         for entry in self.listed:
             allowed = _parts(entry)
             if allowed is None or _origin(allowed) != _origin(asked):

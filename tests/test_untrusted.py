@@ -105,6 +105,8 @@ def test_a_client_names_only_the_endpoints_the_server_lists() -> None:
         "http://10.0.0.5:8001/v1",  # another port
         "https://10.0.0.5:8000/v1",  # another scheme
         "http://10.0.0.5:8000/v10",  # a path that only begins the same
+        "http://10.0.0.5:8000/v1/../admin",  # out of it again
+        "http://10.0.0.5:8000/v1/%2e%2e/admin",
         "http://10.0.0.5:8000/",
         "http://10.0.0.5:8000@evil.example/v1",  # the listed host as a user name
         "http://user@10.0.0.5:8000/v1",
