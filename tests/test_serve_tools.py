@@ -229,6 +229,11 @@ def test_the_sdks_parse_helper_and_json_mode(
             "tools",
             "not a valid JSON schema: 'city' is not of type 'array' (at required)",
         ),
+        (  # a tool call's arguments are an object: no call could match (OpenAI refuses it)
+            {"tools": [tool_with(parameters={"type": "string"})], "tool_choice": "required"},
+            "tools",
+            "tools[0].function.parameters must describe an object (its arguments), not 'string'",
+        ),
         (  # never read: a client's schema must not make the server open a file or a URL
             {"tools": [tool_with(parameters={"$ref": "file:///etc/passwd"})]},
             "tools",

@@ -359,6 +359,20 @@ def test_a_tool_schema_is_checked_when_bound_and_read_in_full(server: FakeOpenAI
     with pytest.raises(ConfigError, match=r"parameters is not a valid JSON schema: 'thing' is"):
         ChatMoA(context=fake_context(server, ["p1"])).bind_tools([broken])
 
+    # Arguments are a JSON object: a schema of anything else matches no call, so every answer
+    # would be refused and paid for (the proposers' too) before the run failed.
+    for kind in ("string", ["array", "null"]):
+        scalar = {**any_city, "function": {"name": "weather", "parameters": {"type": kind}}}
+        with pytest.raises(ConfigError, match=r"parameters must describe an object \(its argu"):
+            ChatMoA(context=fake_context(server, ["p1"])).bind_tools([scalar])
+    nullable = {"type": ["object", "null"], "properties": {"city": {"type": "string"}}}
+    tool = {"type": "function", "function": {"name": "weather", "parameters": nullable}}
+    server.script("agg", ToolCallReply([ToolCall("weather", {"city": "Paris"})]))
+    server.requests.clear()
+    model = ChatMoA(context=fake_context(server, ["p1"])).bind_tools([tool])
+    assert model.invoke("Weather?").tool_calls[0]["args"] == {"city": "Paris"}
+    assert len(server.requests_for("agg")) == 1
+
     # References point into the schema; one elsewhere (a URL, a file) is refused, never read.
     city = {"$ref": "#/$defs/City"}
     by_ref = {"type": "object", "properties": {"city": city}, "$defs": {"City": {"type": "string"}}}

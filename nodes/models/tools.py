@@ -72,7 +72,9 @@ def binding(
                 raise ConfigError(f"tools[{i}].function.name {name!r} names two tools")
             seen.add(name)
             if "parameters" in function:
-                _check_schema(function["parameters"], f"tools[{i}].function.parameters")
+                where = f"tools[{i}].function.parameters"
+                _check_schema(function["parameters"], where)
+                _check_object(function["parameters"], where)
         bind["tools"] = [dict(t) for t in tools]
     choice = _choice(tool_choice)
     if choice is not None:
@@ -130,6 +132,16 @@ def _check_schema(schema: Any, where: str) -> None:
     problem = schema_error(json.dumps(schema, sort_keys=True))
     if problem is not None:
         raise ConfigError(f"{where} is not a valid JSON schema: {problem}")
+
+
+def _check_object(schema: Mapping[str, Any], where: str) -> None:
+    """``ConfigError`` for parameters typed other than an object: a tool call's arguments are a
+    JSON object, so no answer could match them and every one would be paid for, then refused
+    (OpenAI refuses such a tool too). A schema without a ``type`` is left to the check above."""
+    kind = schema.get("type")
+    kinds = kind if isinstance(kind, list) else [kind]
+    if kind is not None and "object" not in kinds:
+        raise ConfigError(f"{where} must describe an object (its arguments), not {_quoted(kind)}")
 
 
 def _choice(value: Any) -> str | None:
