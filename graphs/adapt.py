@@ -9,8 +9,9 @@ Every node and router of the MoA graph is added through ``adapt``, which
 - refuses a ``moa batch --server`` run the server started again on its own; on a server, a
   client's context that chooses what only the server may or asks for more than its caps; and,
   in the nodes that start a run (``starts``: those reached from START), a conversation that
-  gives the models nothing to answer (``EmptyConversationError``), stop sequences of the wrong
-  shape and a client's ``bind`` the aggregator would refuse, before any model is paid
+  gives the models nothing to answer (``EmptyConversationError``) or holds what they are not
+  sent (``UnsupportedContentError``), stop sequences of the wrong shape and a client's ``bind``
+  the aggregator would refuse, before any model is paid
   (graphs/retried.py, nodes/untrusted.py, nodes/caps.py, nodes/history.py, nodes/stops.py);
 - gives the async node a synchronous twin, so ``invoke``/``stream``/``batch`` work as well as
   their async forms. The twin runs the async node on one background event loop shared by the

@@ -112,6 +112,26 @@ class EmptyConversationError(InputError, ValueError):
         return (type(self), (self.dropped, self.tool_history, self.tool_results))
 
 
+class UnsupportedContentError(InputError, ValueError):
+    """A message of a run's conversation holds a content part the models are not sent (they get
+    text only: nodes/history.py): an image, audio, a file... An answer written without it would
+    read as if they had seen it, so the run is refused before any model is paid.
+
+    ``message``: the message's index in the conversation; ``part``: the part's index in its
+    content; ``kind``: the part's ``type``.
+    """
+
+    def __init__(self, message: int, part: int, kind: str) -> None:
+        super().__init__(
+            f"messages[{message}].content[{part}] is a content part of type {kind!r}, which the "
+            "mixture's models are not sent (they read text only): send it as text, or leave it out"
+        )
+        self.message, self.part, self.kind = message, part, kind
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.message, self.part, self.kind))
+
+
 class ProviderError(MoAError, RuntimeError):
     """A model cannot be built: unknown provider, missing package or missing API key."""
 

@@ -14,6 +14,9 @@ Either way, consecutive turns of one role are merged into one (several providers
 roles alternate), assistant turns with no text are dropped, and assistant turns after the last
 user turn (a draft the parent wrote before asking MoA) are dropped: the conversation the models
 see ends with a user turn. System messages are merged into one at the start.
+
+Only text is sent: a run whose user, system or tool messages hold another content part (an
+image, audio, a file) is refused (``answerable``), not answered as if the models had seen it.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from langchain_core.messages import (
     ToolMessage,
 )
 
-from langgraph_moa.nodes.errors import EmptyConversationError
+from langgraph_moa.nodes.errors import EmptyConversationError, UnsupportedContentError
 
 ToolHistory = Literal["as_text", "drop"]
 
@@ -81,10 +84,29 @@ def model_view(messages: Sequence[AnyMessage], policy: ToolHistory = "as_text") 
     return [kinds[role](content=text) for role, text in turns]
 
 
+def _unseen_part(message: BaseMessage, policy: ToolHistory) -> tuple[int, str] | None:
+    """(index, type) of the first part of ``message``'s content that its text leaves out (an
+    image, audio, a file...), if the models would be sent the rest of it. An assistant's own
+    parts (reasoning, tool-use blocks) are its workings, not what it was shown."""
+    if isinstance(message, AIMessage) or isinstance(message.content, str):
+        return None
+    if isinstance(message, ToolMessage) and policy == "drop":
+        return None
+    for i, part in enumerate(message.content):
+        kind = part.get("type") if isinstance(part, dict) else "text"
+        if kind != "text":
+            return i, str(kind)
+    return None
+
+
 def answerable(messages: Sequence[AnyMessage], policy: ToolHistory) -> list[AnyMessage]:
     """``model_view(messages, policy)``; ``EmptyConversationError`` when it leaves the models
-    nothing to answer (checked before any model is paid: by the graph's first node, and by the
-    servers before a response starts)."""
+    nothing to answer, ``UnsupportedContentError`` when it would leave out a part they were meant
+    to see (checked before any model is paid: by the graph's first node, and by the servers
+    before a response starts)."""
+    for i, message in enumerate(messages):
+        if (unseen := _unseen_part(message, policy)) is not None:
+            raise UnsupportedContentError(i, *unseen)
     view = model_view(messages, policy)
     if not view:
         results = sum(isinstance(m, ToolMessage) for m in messages) if policy == "drop" else 0

@@ -24,7 +24,12 @@ from langgraph.types import Command, interrupt
 from typing_extensions import TypedDict
 
 from langgraph_moa import ChatMoA, Context, build_moa_graph, graph, moa_node, moa_tool
-from langgraph_moa.nodes.errors import ConfigError, EmptyConversationError, InputError
+from langgraph_moa.nodes.errors import (
+    ConfigError,
+    EmptyConversationError,
+    InputError,
+    UnsupportedContentError,
+)
 
 
 @dataclass
@@ -439,6 +444,50 @@ def test_a_conversation_with_nothing_to_answer_is_refused_before_any_call(
     )  # fmt: skip
     assert str(error) == str(caught.value)
     assert ("'as_text' would show" in str(error)) == bool(tools)
+
+
+IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+
+
+@pytest.mark.parametrize(
+    ("conversation", "at", "part"),
+    [
+        ([HumanMessage([{"type": "text", "text": "What is in this picture?"}, IMAGE])], 0, 1),
+        (
+            [
+                HumanMessage("Take a screenshot of the page."),
+                AIMessage("", tool_calls=[{"name": "shot", "args": {}, "id": "t1"}]),
+                ToolMessage([{"type": "image", "url": "https://x.test/s.png"}], tool_call_id="t1"),
+            ],
+            2,
+            0,
+        ),
+    ],
+    ids=["user-image", "tool-result-image"],
+)
+def test_content_the_models_cannot_see_is_refused_not_dropped(
+    server: FakeOpenAIServer, conversation: list[AnyMessage], at: int, part: int
+) -> None:
+    # The models read text only: an answer about a picture they never saw would read as one.
+    script(server)
+    ctx = fake_context(server, ["p1", "p2"])
+    with pytest.raises(UnsupportedContentError, match=rf"messages\[{at}\].content\[{part}\] is"):
+        ChatMoA(context=ctx).invoke(conversation)
+    with pytest.raises(UnsupportedContentError) as caught:
+        graph.invoke({"messages": conversation}, context=ctx)
+    assert server.requests == []
+    error = pickle.loads(pickle.dumps(caught.value))  # as LangGraph may hand it over
+    kind = conversation[at].content[part]["type"]  # type: ignore[index]
+    assert (error.message, error.part, error.kind) == (at, part, kind)
+    assert isinstance(error, InputError) and isinstance(error, ValueError)
+    assert f"a content part of type {kind!r}" in str(error)
+    # Text parts, and whatever an assistant's own content holds (reasoning, tool-use blocks),
+    # are read as before; a tool result left out by tool_history="drop" is not looked at.
+    text = [HumanMessage([{"type": "text", "text": "Hi"}, "there"]), AIMessage([{"type": "x"}])]
+    ChatMoA(context=ctx).invoke([*text, HumanMessage("and?")])
+    if isinstance(conversation[-1], ToolMessage):
+        drop = fake_context(server, ["p1", "p2"], tool_history="drop")
+        assert ChatMoA(context=drop).invoke(conversation).content == "the mixture's answer"
 
 
 @pytest.mark.parametrize("way", ["moa_node", "moa_tool"])
