@@ -132,6 +132,39 @@ class UnsupportedContentError(InputError, ValueError):
         return (type(self), (self.message, self.part, self.kind))
 
 
+class UnpairedToolCallError(InputError, ValueError):
+    """A run with tools bound whose conversation pairs a tool call and its result otherwise than
+    providers take it: every tool call of an assistant message answered by a tool message right
+    after it, and every tool message answering one. The aggregator of such a run is sent the
+    conversation as it is (nodes/models/tools.py), so its provider would refuse the step after
+    the proposers were paid.
+
+    ``message``: the index of the message at fault (the assistant message whose calls have no
+    result, or the tool message that answers no call); ``ids``: the tool call ids concerned.
+    """
+
+    def __init__(self, message: int, ids: Sequence[str], *, result: bool = False) -> None:
+        quoted = ", ".join(map(repr, ids))
+        if result:
+            problem = (
+                f"messages[{message}] is a tool result for {quoted}, which no tool call of the "
+                "assistant message before it has"
+            )
+        else:
+            problem = (
+                f"messages[{message}] calls tools that no tool message right after it answers "
+                f"({quoted})"
+            )
+        super().__init__(
+            f"{problem}: providers refuse such a conversation when tools are bound; give each "
+            "call a ToolMessage with its tool_call_id (a refused call too), or leave the call out"
+        )
+        self.message, self.ids, self.result = message, list(ids), result
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), (self.message, self.ids), {"result": self.result}))
+
+
 class ProviderError(MoAError, RuntimeError):
     """A model cannot be built: unknown provider, missing package or missing API key."""
 

@@ -28,7 +28,13 @@ from pydantic import BaseModel, Field
 from typing_extensions import TypedDict
 
 from langgraph_moa import ChatMoA, Context
-from langgraph_moa.nodes.errors import AggregatorError, CapabilityError, ConfigError
+from langgraph_moa.nodes.errors import (
+    AggregatorError,
+    CapabilityError,
+    ConfigError,
+    InputError,
+    UnpairedToolCallError,
+)
 
 WEATHER = "Sunny, 21 C"
 
@@ -464,3 +470,53 @@ async def test_a_streamed_answer_asked_again_leaves_no_rejected_json(
         f"{WEATHER} in Paris",
         "Sunny.",
     ]
+
+
+CALL = {"name": "weather", "args": {"city": "Paris"}, "id": "c1"}
+
+
+@pytest.mark.parametrize(
+    ("history", "at", "ids", "said"),
+    [
+        (  # a human in the loop turned the call down and said so instead of running it
+            [AIMessage("", tool_calls=[CALL]), HumanMessage("No, not that. Just guess.")],
+            1,
+            ["c1"],
+            r"messages\[1\] calls tools that no tool message right after it answers \('c1'\)",
+        ),
+        (
+            [
+                AIMessage("", tool_calls=[CALL, {**CALL, "id": "c2"}]),
+                ToolMessage("x", tool_call_id="c1"),
+            ],
+            1,
+            ["c2"],
+            r"\('c2'\)",
+        ),
+        (
+            [AIMessage("", tool_calls=[CALL]), ToolMessage("x", tool_call_id="c9")],
+            2,
+            ["c9"],
+            r"messages\[2\] is a tool result for 'c9', which no tool call of the assistant",
+        ),
+    ],
+    ids=["call-turned-down", "one-of-two-unanswered", "result-of-no-call"],
+)
+def test_tool_calls_and_results_the_aggregator_would_be_refused_fail_before_any_call(
+    server: FakeOpenAIServer, history: list[Any], at: int, ids: list[str], said: str
+) -> None:
+    # The aggregator of a step with tools is sent the conversation as it is, and providers refuse
+    # a tool call with no result right after it (or a result of no call): the proposers would be
+    # paid, then the step fail on the aggregator's 400.
+    agent_script(server)
+    conversation = [HumanMessage("Weather in Paris?"), *history]
+    model = chat(server).bind_tools([weather])
+    with pytest.raises(UnpairedToolCallError, match=said) as caught:
+        model.invoke(conversation)
+    assert server.requests == []
+    error = caught.value
+    assert (error.message, error.ids) == (at, ids)
+    assert isinstance(error, InputError) and isinstance(error, ValueError)
+    # Without tools bound the aggregator reads the conversation as text, as the proposers do.
+    server.script("agg", "A guess: sunny.")
+    assert chat(server).invoke(conversation).content == "A guess: sunny."

@@ -28,11 +28,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, AnyMessage
+from langchain_core.messages import AIMessage, AnyMessage, ToolMessage
 from langchain_core.runnables import RunnableBinding
 
 from langgraph_moa.nodes.context import Context, ToolProposers
-from langgraph_moa.nodes.errors import CapabilityError, ConfigError
+from langgraph_moa.nodes.errors import CapabilityError, ConfigError, UnpairedToolCallError
 from langgraph_moa.nodes.history import ToolHistory, model_view
 from langgraph_moa.nodes.models.cache import chat_model
 from langgraph_moa.nodes.models.settings import settings_for
@@ -243,6 +243,27 @@ def model_messages(
     # Several providers take one system message, first.
     merged = model_view(systems)
     return [*merged, *rest]
+
+
+def check_pairs(messages: Sequence[AnyMessage]) -> None:
+    """``UnpairedToolCallError`` unless every tool call of an assistant message is answered by a
+    tool message right after it, and every tool message answers one, as providers require of
+    the conversation ``model_messages`` sends a model that calls tools (a call a human in the
+    loop turned down is the usual way to break it)."""
+    unanswered: dict[str, None] = {}  # the last assistant message's calls without a result
+    caller = 0
+    for i, message in enumerate(messages):
+        if isinstance(message, ToolMessage):
+            if message.tool_call_id not in unanswered:
+                raise UnpairedToolCallError(i, [message.tool_call_id], result=True)
+            del unanswered[message.tool_call_id]
+            continue
+        if unanswered and message.type != "system":
+            raise UnpairedToolCallError(caller, list(unanswered))
+        if isinstance(message, AIMessage):
+            unanswered, caller = dict.fromkeys(c["id"] or "" for c in message.tool_calls), i
+    if unanswered:
+        raise UnpairedToolCallError(caller, list(unanswered))
 
 
 def _describe(tool: Mapping[str, Any]) -> str:
