@@ -36,6 +36,7 @@ QUESTION: Any = [{"role": "user", "content": "What's the weather in Paris?"}]
 CALL: Any = {"id": "c1", "type": "function", "function": {"name": "weather", "arguments": "{}"}}
 CALLED_WEATHER: Any = {"role": "assistant", "content": None, "tool_calls": [CALL]}
 WEATHER_RESULT: Any = {"role": "tool", "tool_call_id": "c1", "content": WEATHER}
+DEEP = '{"a": ' * 5000 + "1" + "}" * 5000  # JSON arguments nested 5,000 deep
 
 
 def tool_with(**function: Any) -> Any:
@@ -215,6 +216,20 @@ def test_the_sdks_parse_helper_and_json_mode(
             "messages[1].tool_calls[0]",
             "a tool call needs",
         ),
+        (  # valid JSON, but deeper than Python's parser goes: a 500 was the server's bug
+            {
+                "messages": [
+                    *QUESTION,
+                    {
+                        **CALLED_WEATHER,
+                        "tool_calls": [{**CALL, "function": {"name": "w", "arguments": DEEP}}],
+                    },
+                    WEATHER_RESULT,
+                ]
+            },
+            "messages[1].tool_calls[0]",
+            "a tool call needs",
+        ),
         (
             {"tools": [WEATHER_TOOL], "tool_choice": {"type": "function", "function": "weather"}},
             "tool_choice",
@@ -342,3 +357,4 @@ def test_a_huge_schema_is_checked_while_the_server_answers_others(
             huge.setblocking(True)
             assert b" 400 " in huge.recv(200).split(b"\r\n")[0]
     assert not server.requests
+
