@@ -358,3 +358,28 @@ def test_a_huge_schema_is_checked_while_the_server_answers_others(
             assert b" 400 " in huge.recv(200).split(b"\r\n")[0]
     assert not server.requests
 
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_json_nested_deeper_than_python_parses_is_asked_again_not_a_500(
+    server: FakeOpenAIServer, client: openai.OpenAI, stream: bool
+) -> None:
+    # A client may ask the model for it; the answer's check must refuse it as it refuses any bad
+    # JSON: asked again, then a 502 naming why, never the 500 of a server bug.
+    server.script("p1", "Nest it.")
+    deep = "[" * 5000 + "]" * 5000  # one token: the answer is not cut at max_tokens
+    server.script("agg", lambda r: '{"a": 1}' if "nested too deeply" in str(r.messages) else deep)
+    schema = {"name": "A", "schema": {"type": "object", "properties": {"a": {"type": "integer"}}}}
+    formats = [{"type": "json_object"}, {"type": "json_schema", "json_schema": schema}]
+    for response_format in formats:
+        server.requests.clear()
+        ask: Any = {"model": "fake", "messages": QUESTION, "response_format": response_format}
+        if stream:
+            text = "".join(
+                c.choices[0].delta.content or ""
+                for c in client.chat.completions.create(**ask, stream=True)
+                if c.choices
+            )
+        else:
+            text = client.chat.completions.create(**ask).choices[0].message.content or ""
+        assert json.loads(text) == {"a": 1}
+        assert len(server.requests_for("agg")) == 2  # asked again once, told why

@@ -520,3 +520,21 @@ def test_tool_calls_and_results_the_aggregator_would_be_refused_fail_before_any_
     # Without tools bound the aggregator reads the conversation as text, as the proposers do.
     server.script("agg", "A guess: sunny.")
     assert chat(server).invoke(conversation).content == "A guess: sunny."
+
+
+def test_arguments_as_deep_as_a_recursive_schema_allows_are_asked_again(
+    server: FakeOpenAIServer,
+) -> None:
+    # Valid by the schema perhaps, but deeper than its check can follow: refused like arguments
+    # that do not match (asked again, told why), not an unexpected RecursionError from the run.
+    tree = {"$ref": "#/$defs/node"}
+    node = {"type": "object", "properties": {"child": tree}}
+    parameters = {"type": "object", "properties": {"root": tree}, "$defs": {"node": node}}
+    tool = {"type": "function", "function": {"name": "plant", "parameters": parameters}}
+    deep = '{"child": ' * 400 + "{}" + "}" * 400
+    server.script("p1", "Plant a tree.")
+    replies = iter([f'{{"root": {deep}}}', '{"root": {"child": {}}}'])
+    server.script("agg", lambda r: ToolCallReply([ToolCall("plant", next(replies))]))
+    step = ChatMoA(context=fake_context(server, ["p1"])).bind_tools([tool]).invoke("Plant one.")
+    assert step.tool_calls[0]["args"] == {"root": {"child": {}}}
+    assert "arguments is nested too deeply" in str(server.requests_for("agg")[-1].messages)

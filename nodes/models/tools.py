@@ -341,6 +341,8 @@ def format_problem(text: str, bind: Mapping[str, Any]) -> str | None:
         value = json.loads(_unfenced(text))
     except ValueError:
         return "its answer is not a JSON object"
+    except RecursionError:  # valid JSON perhaps, but deeper than anyone reading it can parse
+        return "its answer is JSON nested too deeply"
     if not isinstance(value, dict):
         return "its answer is JSON but not an object"
     if response_format["type"] == "json_schema":
