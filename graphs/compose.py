@@ -136,7 +136,21 @@ async def _adetached_steps(items: AsyncIterator[T]) -> AsyncIterator[T]:
 
 
 def _read(state: Any, key: str) -> Any:
-    return state[key] if isinstance(state, Mapping) else getattr(state, key)
+    """``state[key]`` (or its attribute); ``InputError`` naming the key and the state's own when
+    it has none: a misspelt ``question=``, or a step before that did not write it."""
+    if isinstance(state, Mapping):
+        if key in state:
+            return state[key]
+        keys = ", ".join(map(repr, state)) or "none"
+        raise InputError(
+            f"the state has no {key!r} for moa_node(question={key!r}) to read (its keys: {keys})"
+        )
+    try:
+        return getattr(state, key)
+    except AttributeError:
+        raise InputError(
+            f"the state has no {key!r} for moa_node(question={key!r}) to read"
+        ) from None
 
 
 def moa_node(
@@ -157,7 +171,8 @@ def moa_node(
         value = _read(state, question)
         if isinstance(value, str):
             return {"messages": [HumanMessage(value)]}
-        if not isinstance(value, Sequence):  # None, a number...: LangGraph's own error is cryptic
+        # None, a number, bytes (a sequence of ints)...: LangGraph's own error is cryptic.
+        if not isinstance(value, Sequence) or isinstance(value, bytes | bytearray):
             raise InputError(
                 f"state[{question!r}] is {type(value).__name__}: moa_node asks MoA a string or a "
                 "list of messages"

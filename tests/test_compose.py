@@ -225,10 +225,24 @@ def test_a_node_whose_question_is_missing_says_so(server: FakeOpenAIServer) -> N
     parent.add_node("ask", moa_node(context=fake_context(server, ["p1"])))
     parent.add_edge(START, "ask")
     app = parent.compile()
-    for value in (None, 42):
-        with pytest.raises(InputError, match=r"state\['question'\] is (NoneType|int): moa_node"):
+    for value in (None, 42, b"bytes"):  # bytes are a sequence, of ints: not messages
+        with pytest.raises(InputError, match=r"state\['question'\] is (NoneType|int|bytes): moa"):
             app.invoke({"question": value})  # type: ignore[typeddict-item]
+    # A key the node was told to read and the state lacks (a typo of the key, or a step before
+    # it that did not write it): named, with the keys the state has, not a bare KeyError.
+    for state in (QAState, QAData):
+        misnamed = StateGraph(state)
+        misnamed.add_node("ask", moa_node(question="query", context=fake_context(server, ["p1"])))
+        misnamed.add_edge(START, "ask")
+        with pytest.raises(InputError, match=r"the state has no 'query' for moa_node\(question="):
+            misnamed.compile().invoke({"question": "Why?"})
     assert server.requests == []
+
+
+@dataclass
+class QAData:
+    question: str = ""
+    answer: str = ""
 
 
 class ToolCallingFake(GenericFakeChatModel):
