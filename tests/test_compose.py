@@ -218,6 +218,29 @@ def test_a_chat_moa_with_a_misspelt_preset_fails_when_made() -> None:
     assert ChatMoA(context="together").context == "together"  # no key needed to make it
 
 
+def test_per_call_settings_chat_moa_would_ignore_are_refused(server: FakeOpenAIServer) -> None:
+    # As ChatOpenAI takes them, they change the answer; ChatMoA's models take theirs from its
+    # Context, so an answer made otherwise than asked (temperature=0 not deterministic, tools
+    # never called) would come back as if they had been used.
+    script(server)
+    chat = ChatMoA(context=fake_context(server, ["p1", "p2"]))
+    tool = {"type": "function", "function": {"name": "weather", "parameters": {}}}
+    for kwargs, hint in [
+        ({"temperature": 0}, r"set it in the mixture's Context \(Context\(temperature=\.\.\.\)"),
+        ({"max_tokens": 50}, r"Context\(max_tokens=\.\.\.\)"),
+        ({"tools": [tool]}, r"use bind_tools\(tools, tool_choice=\.\.\."),
+        ({"tool_choice": "any"}, "use bind_tools"),
+    ]:
+        (name,) = kwargs
+        with pytest.raises(ConfigError, match=rf"ChatMoA takes no per-call {name!r}.*{hint}"):
+            chat.invoke("Hi", **kwargs)
+        with pytest.raises(ConfigError, match=f"no per-call {name!r}"):
+            list(chat.bind(**kwargs).stream("Hi"))
+    assert server.requests == []
+    # What LangChain itself passes on (with_structured_output's tracing hint) still goes through.
+    assert chat.bind(ls_structured_output_format={}).invoke("Hi").content == "the mixture's answer"
+
+
 def test_a_node_whose_question_is_missing_says_so(server: FakeOpenAIServer) -> None:
     # The parent's state has None (or a number) where the question goes: one error naming the
     # key, before any model is paid (LangGraph said "'NoneType' object is not iterable").
