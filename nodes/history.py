@@ -51,7 +51,7 @@ def _turn(message: BaseMessage, policy: ToolHistory) -> tuple[str, str] | None:
     if isinstance(message, ToolMessage):
         if policy == "drop":
             return None
-        return "user", f"[tool {message.name or 'result'} returned]\n{message.text}"
+        return "user", f"[tool {message.name or 'result'} returned]\n{_result_text(message)}"
     if isinstance(message, AIMessage):
         lines: list[str] = [str(message.text)] if message.text.strip() else []
         if policy == "as_text":
@@ -84,6 +84,22 @@ def model_view(messages: Sequence[AnyMessage], policy: ToolHistory = "as_text") 
     return [kinds[role](content=text) for role, text in turns]
 
 
+def _result_text(message: ToolMessage) -> str:
+    """A tool result's text, its JSON parts included as JSON (LangGraph's ToolNode keeps a tool's
+    list of ``{"type": "json", "json": ...}`` blocks as the result)."""
+    if isinstance(message.content, str):
+        return message.content
+    parts = [
+        json.dumps(part.get("json"), ensure_ascii=False)
+        if isinstance(part, dict) and part.get("type") == "json"
+        else part
+        if isinstance(part, str)
+        else str(part.get("text", ""))
+        for part in message.content
+    ]
+    return "".join(parts)
+
+
 def _unseen_part(message: BaseMessage, policy: ToolHistory) -> tuple[int, str] | None:
     """(index, type) of the first part of ``message``'s content that its text leaves out (an
     image, audio, a file...), if the models would be sent the rest of it. An assistant's own
@@ -92,9 +108,10 @@ def _unseen_part(message: BaseMessage, policy: ToolHistory) -> tuple[int, str] |
         return None
     if isinstance(message, ToolMessage) and policy == "drop":
         return None
+    readable = ("text", "json") if isinstance(message, ToolMessage) else ("text",)
     for i, part in enumerate(message.content):
         kind = part.get("type") if isinstance(part, dict) else "text"
-        if kind != "text":
+        if kind not in readable:
             return i, str(kind)
     return None
 

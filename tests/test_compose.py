@@ -525,6 +525,13 @@ def test_content_the_models_cannot_see_is_refused_not_dropped(
     if isinstance(conversation[-1], ToolMessage):
         drop = fake_context(server, ["p1", "p2"], tool_history="drop")
         assert ChatMoA(context=drop).invoke(conversation).content == "the mixture's answer"
+        # A tool's JSON result (LangGraph's ToolNode keeps a tool's list of "json" blocks as is)
+        # is text the models can read: shown as JSON, not refused nor dropped.
+        server.requests.clear()
+        result = ToolMessage([{"type": "json", "json": {"temp": 21}}], tool_call_id="t1")
+        ChatMoA(context=ctx).invoke([*conversation[:2], result])
+        seen = server.requests_for("p1")[0].messages[-1]["content"]
+        assert seen == '[tool result returned]\n{"temp": 21}'
 
 
 @pytest.mark.parametrize("way", ["moa_node", "moa_tool"])
