@@ -72,6 +72,10 @@ def test_a_bind_the_aggregator_would_refuse_is_refused_before_anyone_is_paid(
         ({"tools": [{"type": "function", "function": {"name": "a b"}}]}, "must be 1 to 64"),
         ({"response_format": {"type": "json_schema", "json_schema": bad_schema}}, "$ref"),
         ({"tools": [], "temperature": 2}, "unknown key"),
+        (  # OpenAI's limit, which moa serve holds its clients to: checked before the schemas
+            {"tools": [{"type": "function", "function": {"name": f"t{i}"}} for i in range(129)]},
+            "at most 128 tools, not 129",
+        ),
     ]:
         question = {**QUESTION, "bind": bind}
         out = client.runs.wait(None, "moa", input=question, context=context, raise_error=False)

@@ -102,6 +102,9 @@ def binding(
     return bind or None
 
 
+# OpenAI takes up to 128 tools: a server holds its clients to it (moa serve's request schema, a
+# LangGraph server's check_bind), before any proposer is paid or any schema checked.
+MAX_TOOLS = 128
 # OpenAI's rule for function and response-format names: a client written for it sends no other,
 # and a provider refuses them (a run would fail after its proposers were paid).
 NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
