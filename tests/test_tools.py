@@ -517,6 +517,15 @@ def test_tool_calls_and_results_the_aggregator_would_be_refused_fail_before_any_
     error = caught.value
     assert (error.message, error.ids) == (at, ids)
     assert isinstance(error, InputError) and isinstance(error, ValueError)
+    # A call whose arguments were not JSON is sent to the provider as a call too (langchain-openai
+    # sends invalid_tool_calls beside tool_calls): answered, it pairs like any other.
+    bad = {"name": "weather", "args": "{city: Paris", "id": "c1", "error": None}
+    answered = [
+        HumanMessage("Weather in Paris?"),
+        AIMessage("", invalid_tool_calls=[bad]),
+        ToolMessage("Error: arguments are not JSON", tool_call_id="c1"),
+    ]
+    assert model.invoke(answered).content == "It is sunny in Paris, 21 C."
     # Without tools bound the aggregator reads the conversation as text, as the proposers do.
     server.script("agg", "A guess: sunny.")
     assert chat(server).invoke(conversation).content == "A guess: sunny."

@@ -264,7 +264,9 @@ def check_pairs(messages: Sequence[AnyMessage]) -> None:
         if unanswered and message.type != "system":
             raise UnpairedToolCallError(caller, list(unanswered))
         if isinstance(message, AIMessage):
-            unanswered, caller = dict.fromkeys(c["id"] or "" for c in message.tool_calls), i
+            # Calls whose arguments were not JSON are sent as calls too (langchain-openai).
+            calls = [*message.tool_calls, *message.invalid_tool_calls]
+            unanswered, caller = dict.fromkeys(c["id"] or "" for c in calls), i
     if unanswered:
         raise UnpairedToolCallError(caller, list(unanswered))
 
