@@ -9,8 +9,10 @@ Every node and router of the MoA graph is added through ``adapt``, which
 - refuses a ``moa batch --server`` run the server started again on its own; on a server, a
   client's context that chooses what only the server may or asks for more than its caps; and,
   in the nodes that start a run (``starts``: those reached from START), a conversation that
-  gives the models nothing to answer (``EmptyConversationError``), stop sequences of the wrong
-  shape and a client's ``bind`` the aggregator would refuse, before any model is paid
+  gives the models nothing to answer (``EmptyConversationError``) or holds what they are not
+  sent (``UnsupportedContentError``), tool calls and results the aggregator's provider would
+  refuse unpaired (``UnpairedToolCallError``), stop sequences of the wrong shape and a client's
+  ``bind`` the aggregator would refuse, before any model is paid
   (graphs/retried.py, nodes/untrusted.py, nodes/caps.py, nodes/history.py, nodes/stops.py);
 - gives the async node a synchronous twin, so ``invoke``/``stream``/``batch`` work as well as
   their async forms. The twin runs the async node on one background event loop shared by the
@@ -58,6 +60,7 @@ from langgraph_moa.nodes.context import Context, resolve_context
 from langgraph_moa.nodes.history import answerable
 from langgraph_moa.nodes.models.resources import RESOURCES
 from langgraph_moa.nodes.models.sync_runs import CLOSED, CancelScope, cancelled
+from langgraph_moa.nodes.models.tools import calls_tools, check_pairs
 from langgraph_moa.nodes.resumed import nested
 from langgraph_moa.nodes.stops import stops_of
 from langgraph_moa.nodes.untrusted import ServerRules, check_bind, check_context
@@ -185,6 +188,8 @@ def adapt(
                 # A large tool schema takes a while to check: not on the server's event loop.
                 await asyncio.to_thread(check_bind, state["bind"])
             answerable(state.get("messages", ()), ctx.tool_history)
+            if calls_tools(state.get("bind")):  # the aggregator is sent the calls as they are
+                check_pairs(state.get("messages", ()))
             stops_of(state.get("stop"))  # a wrong shape fails here, not at the aggregator
         if check is not None:
             check(ctx)

@@ -50,7 +50,7 @@ from langgraph_moa.graphs.moa import build_moa_graph
 from langgraph_moa.nodes.aggregate import answer_text
 from langgraph_moa.nodes.childconfig import calls_with, child_config
 from langgraph_moa.nodes.context import Context, load_preset
-from langgraph_moa.nodes.errors import InputError
+from langgraph_moa.nodes.errors import ConfigError, InputError
 from langgraph_moa.nodes.models.tools import FORMATS, Bind, binding, holds_text
 from langgraph_moa.nodes.records import total_usage
 from langgraph_moa.nodes.stops import StopAt
@@ -68,6 +68,22 @@ LIMITS = ("recursion_limit", "max_concurrency")
 # twice). Each run stays in the caller's graph otherwise: under a checkpointer a failed step run
 # again asks no finished proposer again, and a moa field of the caller's context still applies.
 CHAT_MODEL_DROPPED = ("callbacks", *LIMITS)
+# What a chat model such as ChatOpenAI takes per call (``invoke(..., temperature=0)``,
+# ``bind(tools=...)``) and ChatMoA would ignore: its models take their settings from its Context,
+# its tools from bind_tools. Refused, with where it goes: an answer made otherwise than asked
+# (not deterministic, no tool ever called) would come back as if it had been used.
+PER_CALL_HOMES = {
+    **{
+        name: f"set it in the mixture's Context (Context({name}=...)), or on one of its models"
+        for name in ("temperature", "max_tokens", "seed")
+    },
+    "max_completion_tokens": "set max_tokens in the mixture's Context (Context(max_tokens=...))",
+    **{
+        name: "use bind_tools(tools, tool_choice=..., parallel_tool_calls=...)"
+        for name in ("tools", "tool_choice", "parallel_tool_calls", "functions", "function_call")
+    },
+    "n": "it writes one answer per call: call it again for another",
+}
 Graph = CompiledStateGraph[Any, Any, Any, Any]
 T = TypeVar("T")
 _END = object()
@@ -136,7 +152,21 @@ async def _adetached_steps(items: AsyncIterator[T]) -> AsyncIterator[T]:
 
 
 def _read(state: Any, key: str) -> Any:
-    return state[key] if isinstance(state, Mapping) else getattr(state, key)
+    """``state[key]`` (or its attribute); ``InputError`` naming the key and the state's own when
+    it has none: a misspelt ``question=``, or a step before that did not write it."""
+    if isinstance(state, Mapping):
+        if key in state:
+            return state[key]
+        keys = ", ".join(map(repr, state)) or "none"
+        raise InputError(
+            f"the state has no {key!r} for moa_node(question={key!r}) to read (its keys: {keys})"
+        )
+    try:
+        return getattr(state, key)
+    except AttributeError:
+        raise InputError(
+            f"the state has no {key!r} for moa_node(question={key!r}) to read"
+        ) from None
 
 
 def moa_node(
@@ -157,7 +187,8 @@ def moa_node(
         value = _read(state, question)
         if isinstance(value, str):
             return {"messages": [HumanMessage(value)]}
-        if not isinstance(value, Sequence):  # None, a number...: LangGraph's own error is cryptic
+        # None, a number, bytes (a sequence of ints)...: LangGraph's own error is cryptic.
+        if not isinstance(value, Sequence) or isinstance(value, bytes | bytearray):
             raise InputError(
                 f"state[{question!r}] is {type(value).__name__}: moa_node asks MoA a string or a "
                 "list of messages"
@@ -356,6 +387,11 @@ class ChatMoA(BaseChatModel):
     def _inputs(
         messages: list[BaseMessage], stop: list[str] | None, kwargs: Mapping[str, Any]
     ) -> dict[str, Any]:
+        for name, home in PER_CALL_HOMES.items():
+            if name in kwargs:
+                raise ConfigError(
+                    f"ChatMoA takes no per-call {name!r} (it would be ignored): {home}"
+                )
         bind: Bind | None = kwargs.get("moa_bind")
         # chat.bind(response_format=...) as ChatOpenAI takes it: OpenAI's dict, or a schema
         # (a pydantic model, a TypedDict, a JSON schema), as create_agent's ProviderStrategy

@@ -112,6 +112,59 @@ class EmptyConversationError(InputError, ValueError):
         return (type(self), (self.dropped, self.tool_history, self.tool_results))
 
 
+class UnsupportedContentError(InputError, ValueError):
+    """A message of a run's conversation holds a content part the models are not sent (they get
+    text only: nodes/history.py): an image, audio, a file... An answer written without it would
+    read as if they had seen it, so the run is refused before any model is paid.
+
+    ``message``: the message's index in the conversation; ``part``: the part's index in its
+    content; ``kind``: the part's ``type``.
+    """
+
+    def __init__(self, message: int, part: int, kind: str) -> None:
+        super().__init__(
+            f"messages[{message}].content[{part}] is a content part of type {kind!r}, which the "
+            "mixture's models are not sent (they read text only): send it as text, or leave it out"
+        )
+        self.message, self.part, self.kind = message, part, kind
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.message, self.part, self.kind))
+
+
+class UnpairedToolCallError(InputError, ValueError):
+    """A run with tools bound whose conversation pairs a tool call and its result otherwise than
+    providers take it: every tool call of an assistant message answered by a tool message right
+    after it, and every tool message answering one. The aggregator of such a run is sent the
+    conversation as it is (nodes/models/tools.py), so its provider would refuse the step after
+    the proposers were paid.
+
+    ``message``: the index of the message at fault (the assistant message whose calls have no
+    result, or the tool message that answers no call); ``ids``: the tool call ids concerned.
+    """
+
+    def __init__(self, message: int, ids: Sequence[str], *, result: bool = False) -> None:
+        quoted = ", ".join(map(repr, ids))
+        if result:
+            problem = (
+                f"messages[{message}] is a tool result for {quoted}, which no tool call of the "
+                "assistant message before it has"
+            )
+        else:
+            problem = (
+                f"messages[{message}] calls tools that no tool message right after it answers "
+                f"({quoted})"
+            )
+        super().__init__(
+            f"{problem}: providers refuse such a conversation when tools are bound; give each "
+            "call a ToolMessage with its tool_call_id (a refused call too), or leave the call out"
+        )
+        self.message, self.ids, self.result = message, list(ids), result
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), (self.message, self.ids), {"result": self.result}))
+
+
 class ProviderError(MoAError, RuntimeError):
     """A model cannot be built: unknown provider, missing package or missing API key."""
 

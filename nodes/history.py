@@ -14,6 +14,9 @@ Either way, consecutive turns of one role are merged into one (several providers
 roles alternate), assistant turns with no text are dropped, and assistant turns after the last
 user turn (a draft the parent wrote before asking MoA) are dropped: the conversation the models
 see ends with a user turn. System messages are merged into one at the start.
+
+Only text is sent: a run whose user, system or tool messages hold another content part (an
+image, audio, a file) is refused (``answerable``), not answered as if the models had seen it.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from langchain_core.messages import (
     ToolMessage,
 )
 
-from langgraph_moa.nodes.errors import EmptyConversationError
+from langgraph_moa.nodes.errors import EmptyConversationError, UnsupportedContentError
 
 ToolHistory = Literal["as_text", "drop"]
 
@@ -48,7 +51,7 @@ def _turn(message: BaseMessage, policy: ToolHistory) -> tuple[str, str] | None:
     if isinstance(message, ToolMessage):
         if policy == "drop":
             return None
-        return "user", f"[tool {message.name or 'result'} returned]\n{message.text}"
+        return "user", f"[tool {message.name or 'result'} returned]\n{_result_text(message)}"
     if isinstance(message, AIMessage):
         lines: list[str] = [str(message.text)] if message.text.strip() else []
         if policy == "as_text":
@@ -81,10 +84,46 @@ def model_view(messages: Sequence[AnyMessage], policy: ToolHistory = "as_text") 
     return [kinds[role](content=text) for role, text in turns]
 
 
+def _result_text(message: ToolMessage) -> str:
+    """A tool result's text, its JSON parts included as JSON (LangGraph's ToolNode keeps a tool's
+    list of ``{"type": "json", "json": ...}`` blocks as the result)."""
+    if isinstance(message.content, str):
+        return message.content
+    parts = [
+        json.dumps(part.get("json"), ensure_ascii=False)
+        if isinstance(part, dict) and part.get("type") == "json"
+        else part
+        if isinstance(part, str)
+        else str(part.get("text", ""))
+        for part in message.content
+    ]
+    return "".join(parts)
+
+
+def _unseen_part(message: BaseMessage, policy: ToolHistory) -> tuple[int, str] | None:
+    """(index, type) of the first part of ``message``'s content that its text leaves out (an
+    image, audio, a file...), if the models would be sent the rest of it. An assistant's own
+    parts (reasoning, tool-use blocks) are its workings, not what it was shown."""
+    if isinstance(message, AIMessage) or isinstance(message.content, str):
+        return None
+    if isinstance(message, ToolMessage) and policy == "drop":
+        return None
+    readable = ("text", "json") if isinstance(message, ToolMessage) else ("text",)
+    for i, part in enumerate(message.content):
+        kind = part.get("type") if isinstance(part, dict) else "text"
+        if kind not in readable:
+            return i, str(kind)
+    return None
+
+
 def answerable(messages: Sequence[AnyMessage], policy: ToolHistory) -> list[AnyMessage]:
     """``model_view(messages, policy)``; ``EmptyConversationError`` when it leaves the models
-    nothing to answer (checked before any model is paid: by the graph's first node, and by the
-    servers before a response starts)."""
+    nothing to answer, ``UnsupportedContentError`` when it would leave out a part they were meant
+    to see (checked before any model is paid: by the graph's first node, and by the servers
+    before a response starts)."""
+    for i, message in enumerate(messages):
+        if (unseen := _unseen_part(message, policy)) is not None:
+            raise UnsupportedContentError(i, *unseen)
     view = model_view(messages, policy)
     if not view:
         results = sum(isinstance(m, ToolMessage) for m in messages) if policy == "drop" else 0

@@ -209,7 +209,7 @@ def check_bind(bind: Any) -> None:
         return
     if not isinstance(bind, dict):
         raise ClientSettingError("bind", "must be an object of tools, tool_choice, ...")
-    from langgraph_moa.nodes.models.tools import binding  # jsonschema: only when bound
+    from langgraph_moa.nodes.models.tools import MAX_TOOLS, binding  # jsonschema: when bound
 
     allowed = inspect.signature(binding).parameters
     unknown = [key for key in bind if key not in allowed]
@@ -222,6 +222,8 @@ def check_bind(bind: Any) -> None:
         isinstance(tools, list) and all(isinstance(tool, dict) for tool in tools)
     ):
         raise ClientSettingError("bind.tools", "must be a list of tool objects")
+    if tools is not None and len(tools) > MAX_TOOLS:
+        raise ClientSettingError("bind.tools", f"at most {MAX_TOOLS} tools, not {len(tools)}")
     if response_format is not None and not isinstance(response_format, dict):
         raise ClientSettingError("bind.response_format", "must be an object")
     try:

@@ -24,7 +24,12 @@ from langgraph.types import Command, interrupt
 from typing_extensions import TypedDict
 
 from langgraph_moa import ChatMoA, Context, build_moa_graph, graph, moa_node, moa_tool
-from langgraph_moa.nodes.errors import ConfigError, EmptyConversationError, InputError
+from langgraph_moa.nodes.errors import (
+    ConfigError,
+    EmptyConversationError,
+    InputError,
+    UnsupportedContentError,
+)
 
 
 @dataclass
@@ -243,6 +248,29 @@ def test_a_chat_moa_with_a_misspelt_preset_fails_when_made() -> None:
     assert ChatMoA(context="together").context == "together"  # no key needed to make it
 
 
+def test_per_call_settings_chat_moa_would_ignore_are_refused(server: FakeOpenAIServer) -> None:
+    # As ChatOpenAI takes them, they change the answer; ChatMoA's models take theirs from its
+    # Context, so an answer made otherwise than asked (temperature=0 not deterministic, tools
+    # never called) would come back as if they had been used.
+    script(server)
+    chat = ChatMoA(context=fake_context(server, ["p1", "p2"]))
+    tool = {"type": "function", "function": {"name": "weather", "parameters": {}}}
+    for kwargs, hint in [
+        ({"temperature": 0}, r"set it in the mixture's Context \(Context\(temperature=\.\.\.\)"),
+        ({"max_tokens": 50}, r"Context\(max_tokens=\.\.\.\)"),
+        ({"tools": [tool]}, r"use bind_tools\(tools, tool_choice=\.\.\."),
+        ({"tool_choice": "any"}, "use bind_tools"),
+    ]:
+        (name,) = kwargs
+        with pytest.raises(ConfigError, match=rf"ChatMoA takes no per-call {name!r}.*{hint}"):
+            chat.invoke("Hi", **kwargs)
+        with pytest.raises(ConfigError, match=f"no per-call {name!r}"):
+            list(chat.bind(**kwargs).stream("Hi"))
+    assert server.requests == []
+    # What LangChain itself passes on (with_structured_output's tracing hint) still goes through.
+    assert chat.bind(ls_structured_output_format={}).invoke("Hi").content == "the mixture's answer"
+
+
 def test_a_node_whose_question_is_missing_says_so(server: FakeOpenAIServer) -> None:
     # The parent's state has None (or a number) where the question goes: one error naming the
     # key, before any model is paid (LangGraph said "'NoneType' object is not iterable").
@@ -250,10 +278,24 @@ def test_a_node_whose_question_is_missing_says_so(server: FakeOpenAIServer) -> N
     parent.add_node("ask", moa_node(context=fake_context(server, ["p1"])))
     parent.add_edge(START, "ask")
     app = parent.compile()
-    for value in (None, 42):
-        with pytest.raises(InputError, match=r"state\['question'\] is (NoneType|int): moa_node"):
+    for value in (None, 42, b"bytes"):  # bytes are a sequence, of ints: not messages
+        with pytest.raises(InputError, match=r"state\['question'\] is (NoneType|int|bytes): moa"):
             app.invoke({"question": value})  # type: ignore[typeddict-item]
+    # A key the node was told to read and the state lacks (a typo of the key, or a step before
+    # it that did not write it): named, with the keys the state has, not a bare KeyError.
+    for state in (QAState, QAData):
+        misnamed = StateGraph(state)
+        misnamed.add_node("ask", moa_node(question="query", context=fake_context(server, ["p1"])))
+        misnamed.add_edge(START, "ask")
+        with pytest.raises(InputError, match=r"the state has no 'query' for moa_node\(question="):
+            misnamed.compile().invoke({"question": "Why?"})
     assert server.requests == []
+
+
+@dataclass
+class QAData:
+    question: str = ""
+    answer: str = ""
 
 
 class ToolCallingFake(GenericFakeChatModel):
@@ -469,6 +511,57 @@ def test_a_conversation_with_nothing_to_answer_is_refused_before_any_call(
     )  # fmt: skip
     assert str(error) == str(caught.value)
     assert ("'as_text' would show" in str(error)) == bool(tools)
+
+
+IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+
+
+@pytest.mark.parametrize(
+    ("conversation", "at", "part"),
+    [
+        ([HumanMessage([{"type": "text", "text": "What is in this picture?"}, IMAGE])], 0, 1),
+        (
+            [
+                HumanMessage("Take a screenshot of the page."),
+                AIMessage("", tool_calls=[{"name": "shot", "args": {}, "id": "t1"}]),
+                ToolMessage([{"type": "image", "url": "https://x.test/s.png"}], tool_call_id="t1"),
+            ],
+            2,
+            0,
+        ),
+    ],
+    ids=["user-image", "tool-result-image"],
+)
+def test_content_the_models_cannot_see_is_refused_not_dropped(
+    server: FakeOpenAIServer, conversation: list[AnyMessage], at: int, part: int
+) -> None:
+    # The models read text only: an answer about a picture they never saw would read as one.
+    script(server)
+    ctx = fake_context(server, ["p1", "p2"])
+    with pytest.raises(UnsupportedContentError, match=rf"messages\[{at}\].content\[{part}\] is"):
+        ChatMoA(context=ctx).invoke(conversation)
+    with pytest.raises(UnsupportedContentError) as caught:
+        graph.invoke({"messages": conversation}, context=ctx)
+    assert server.requests == []
+    error = pickle.loads(pickle.dumps(caught.value))  # as LangGraph may hand it over
+    kind = conversation[at].content[part]["type"]  # type: ignore[index]
+    assert (error.message, error.part, error.kind) == (at, part, kind)
+    assert isinstance(error, InputError) and isinstance(error, ValueError)
+    assert f"a content part of type {kind!r}" in str(error)
+    # Text parts, and whatever an assistant's own content holds (reasoning, tool-use blocks),
+    # are read as before; a tool result left out by tool_history="drop" is not looked at.
+    text = [HumanMessage([{"type": "text", "text": "Hi"}, "there"]), AIMessage([{"type": "x"}])]
+    ChatMoA(context=ctx).invoke([*text, HumanMessage("and?")])
+    if isinstance(conversation[-1], ToolMessage):
+        drop = fake_context(server, ["p1", "p2"], tool_history="drop")
+        assert ChatMoA(context=drop).invoke(conversation).content == "the mixture's answer"
+        # A tool's JSON result (LangGraph's ToolNode keeps a tool's list of "json" blocks as is)
+        # is text the models can read: shown as JSON, not refused nor dropped.
+        server.requests.clear()
+        result = ToolMessage([{"type": "json", "json": {"temp": 21}}], tool_call_id="t1")
+        ChatMoA(context=ctx).invoke([*conversation[:2], result])
+        seen = server.requests_for("p1")[0].messages[-1]["content"]
+        assert seen == '[tool result returned]\n{"temp": 21}'
 
 
 @pytest.mark.parametrize("way", ["moa_node", "moa_tool"])

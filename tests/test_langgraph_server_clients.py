@@ -81,9 +81,41 @@ def test_a_bind_the_aggregator_would_refuse_is_refused_before_anyone_is_paid(
         ({"tools": [{"type": "function", "function": {"name": "a b"}}]}, "must be 1 to 64"),
         ({"response_format": {"type": "json_schema", "json_schema": bad_schema}}, "$ref"),
         ({"tools": [], "temperature": 2}, "unknown key"),
+        (  # OpenAI's limit, which moa serve holds its clients to: checked before the schemas
+            {"tools": [{"type": "function", "function": {"name": f"t{i}"}} for i in range(129)]},
+            "at most 128 tools, not 129",
+        ),
     ]:
         question = {**QUESTION, "bind": bind}
         out = client.runs.wait(None, "moa", input=question, context=context, raise_error=False)
         error = _error(out)
         assert error["error"] == "ClientSettingError" and said in error["message"], error
+    assert server.requests == []
+
+
+def test_what_the_models_cannot_take_is_refused_before_anyone_is_paid(
+    studio: str,  # noqa: F811
+    server: FakeOpenAIServer,
+) -> None:
+    # An image the models would not be sent, and a thread whose tool call a user turned down
+    # (the aggregator's provider refuses a call with no result after it): the run's error names
+    # it, and no proposer was paid first.
+    client = get_sync_client(url=studio, api_key=None)
+    context = {"proposers": ["together:p1"], "aggregator": "together:agg"}
+    image = {"type": "image_url", "image_url": {"url": "https://x.test/cat.png"}}
+    picture = {"messages": [{"role": "user", "content": [image]}]}
+    out = client.runs.wait(None, "moa", input=picture, context=context, raise_error=False)
+    assert _error(out)["error"] == "UnsupportedContentError"
+    assert server.requests == []
+
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    thread = client.threads.create()["thread_id"]
+    asked = {**QUESTION, "bind": {"tools": tools}}
+    out = client.runs.wait(thread, "moa", input=asked, context=context)
+    (call,) = out["messages"][-1]["tool_calls"]
+    server.requests.clear()
+    no = {"messages": [{"role": "user", "content": "No, don't."}], "bind": {"tools": tools}}
+    out = client.runs.wait(thread, "moa", input=no, context=context, raise_error=False)
+    error = _error(out)
+    assert error["error"] == "UnpairedToolCallError" and repr(call["id"]) in error["message"]
     assert server.requests == []

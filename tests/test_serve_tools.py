@@ -36,6 +36,7 @@ QUESTION: Any = [{"role": "user", "content": "What's the weather in Paris?"}]
 CALL: Any = {"id": "c1", "type": "function", "function": {"name": "weather", "arguments": "{}"}}
 CALLED_WEATHER: Any = {"role": "assistant", "content": None, "tool_calls": [CALL]}
 WEATHER_RESULT: Any = {"role": "tool", "tool_call_id": "c1", "content": WEATHER}
+DEEP = '{"a": ' * 5000 + "1" + "}" * 5000  # JSON arguments nested 5,000 deep
 
 
 def tool_with(**function: Any) -> Any:
@@ -215,6 +216,20 @@ def test_the_sdks_parse_helper_and_json_mode(
             "messages[1].tool_calls[0]",
             "a tool call needs",
         ),
+        (  # valid JSON, but deeper than Python's parser goes: a 500 was the server's bug
+            {
+                "messages": [
+                    *QUESTION,
+                    {
+                        **CALLED_WEATHER,
+                        "tool_calls": [{**CALL, "function": {"name": "w", "arguments": DEEP}}],
+                    },
+                    WEATHER_RESULT,
+                ]
+            },
+            "messages[1].tool_calls[0]",
+            "a tool call needs",
+        ),
         (
             {"tools": [WEATHER_TOOL], "tool_choice": {"type": "function", "function": "weather"}},
             "tool_choice",
@@ -228,6 +243,11 @@ def test_the_sdks_parse_helper_and_json_mode(
             {"tools": [tool_with(parameters={"type": "object", "required": "city"})]},
             "tools",
             "not a valid JSON schema: 'city' is not of type 'array' (at required)",
+        ),
+        (  # a tool call's arguments are an object: no call could match (OpenAI refuses it)
+            {"tools": [tool_with(parameters={"type": "string"})], "tool_choice": "required"},
+            "tools",
+            "tools[0].function.parameters must describe an object (its arguments), not 'string'",
         ),
         (  # never read: a client's schema must not make the server open a file or a URL
             {"tools": [tool_with(parameters={"$ref": "file:///etc/passwd"})]},
@@ -337,3 +357,29 @@ def test_a_huge_schema_is_checked_while_the_server_answers_others(
             huge.setblocking(True)
             assert b" 400 " in huge.recv(200).split(b"\r\n")[0]
     assert not server.requests
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_json_nested_deeper_than_python_parses_is_asked_again_not_a_500(
+    server: FakeOpenAIServer, client: openai.OpenAI, stream: bool
+) -> None:
+    # A client may ask the model for it; the answer's check must refuse it as it refuses any bad
+    # JSON: asked again, then a 502 naming why, never the 500 of a server bug.
+    server.script("p1", "Nest it.")
+    deep = "[" * 5000 + "]" * 5000  # one token: the answer is not cut at max_tokens
+    server.script("agg", lambda r: '{"a": 1}' if "nested too deeply" in str(r.messages) else deep)
+    schema = {"name": "A", "schema": {"type": "object", "properties": {"a": {"type": "integer"}}}}
+    formats = [{"type": "json_object"}, {"type": "json_schema", "json_schema": schema}]
+    for response_format in formats:
+        server.requests.clear()
+        ask: Any = {"model": "fake", "messages": QUESTION, "response_format": response_format}
+        if stream:
+            text = "".join(
+                c.choices[0].delta.content or ""
+                for c in client.chat.completions.create(**ask, stream=True)
+                if c.choices
+            )
+        else:
+            text = client.chat.completions.create(**ask).choices[0].message.content or ""
+        assert json.loads(text) == {"a": 1}
+        assert len(server.requests_for("agg")) == 2  # asked again once, told why

@@ -28,7 +28,13 @@ from pydantic import BaseModel, Field
 from typing_extensions import TypedDict
 
 from langgraph_moa import ChatMoA, Context
-from langgraph_moa.nodes.errors import AggregatorError, CapabilityError, ConfigError
+from langgraph_moa.nodes.errors import (
+    AggregatorError,
+    CapabilityError,
+    ConfigError,
+    InputError,
+    UnpairedToolCallError,
+)
 
 WEATHER = "Sunny, 21 C"
 
@@ -359,6 +365,20 @@ def test_a_tool_schema_is_checked_when_bound_and_read_in_full(server: FakeOpenAI
     with pytest.raises(ConfigError, match=r"parameters is not a valid JSON schema: 'thing' is"):
         ChatMoA(context=fake_context(server, ["p1"])).bind_tools([broken])
 
+    # Arguments are a JSON object: a schema of anything else matches no call, so every answer
+    # would be refused and paid for (the proposers' too) before the run failed.
+    for kind in ("string", ["array", "null"]):
+        scalar = {**any_city, "function": {"name": "weather", "parameters": {"type": kind}}}
+        with pytest.raises(ConfigError, match=r"parameters must describe an object \(its argu"):
+            ChatMoA(context=fake_context(server, ["p1"])).bind_tools([scalar])
+    nullable = {"type": ["object", "null"], "properties": {"city": {"type": "string"}}}
+    tool = {"type": "function", "function": {"name": "weather", "parameters": nullable}}
+    server.script("agg", ToolCallReply([ToolCall("weather", {"city": "Paris"})]))
+    server.requests.clear()
+    model = ChatMoA(context=fake_context(server, ["p1"])).bind_tools([tool])
+    assert model.invoke("Weather?").tool_calls[0]["args"] == {"city": "Paris"}
+    assert len(server.requests_for("agg")) == 1
+
     # References point into the schema; one elsewhere (a URL, a file) is refused, never read.
     city = {"$ref": "#/$defs/City"}
     by_ref = {"type": "object", "properties": {"city": city}, "$defs": {"City": {"type": "string"}}}
@@ -450,3 +470,80 @@ async def test_a_streamed_answer_asked_again_leaves_no_rejected_json(
         f"{WEATHER} in Paris",
         "Sunny.",
     ]
+
+
+CALL = {"name": "weather", "args": {"city": "Paris"}, "id": "c1"}
+
+
+@pytest.mark.parametrize(
+    ("history", "at", "ids", "said"),
+    [
+        (  # a human in the loop turned the call down and said so instead of running it
+            [AIMessage("", tool_calls=[CALL]), HumanMessage("No, not that. Just guess.")],
+            1,
+            ["c1"],
+            r"messages\[1\] calls tools that no tool message right after it answers \('c1'\)",
+        ),
+        (
+            [
+                AIMessage("", tool_calls=[CALL, {**CALL, "id": "c2"}]),
+                ToolMessage("x", tool_call_id="c1"),
+            ],
+            1,
+            ["c2"],
+            r"\('c2'\)",
+        ),
+        (
+            [AIMessage("", tool_calls=[CALL]), ToolMessage("x", tool_call_id="c9")],
+            2,
+            ["c9"],
+            r"messages\[2\] is a tool result for 'c9', which no tool call of the assistant",
+        ),
+    ],
+    ids=["call-turned-down", "one-of-two-unanswered", "result-of-no-call"],
+)
+def test_tool_calls_and_results_the_aggregator_would_be_refused_fail_before_any_call(
+    server: FakeOpenAIServer, history: list[Any], at: int, ids: list[str], said: str
+) -> None:
+    # The aggregator of a step with tools is sent the conversation as it is, and providers refuse
+    # a tool call with no result right after it (or a result of no call): the proposers would be
+    # paid, then the step fail on the aggregator's 400.
+    agent_script(server)
+    conversation = [HumanMessage("Weather in Paris?"), *history]
+    model = chat(server).bind_tools([weather])
+    with pytest.raises(UnpairedToolCallError, match=said) as caught:
+        model.invoke(conversation)
+    assert server.requests == []
+    error = caught.value
+    assert (error.message, error.ids) == (at, ids)
+    assert isinstance(error, InputError) and isinstance(error, ValueError)
+    # A call whose arguments were not JSON is sent to the provider as a call too (langchain-openai
+    # sends invalid_tool_calls beside tool_calls): answered, it pairs like any other.
+    bad = {"name": "weather", "args": "{city: Paris", "id": "c1", "error": None}
+    answered = [
+        HumanMessage("Weather in Paris?"),
+        AIMessage("", invalid_tool_calls=[bad]),
+        ToolMessage("Error: arguments are not JSON", tool_call_id="c1"),
+    ]
+    assert model.invoke(answered).content == "It is sunny in Paris, 21 C."
+    # Without tools bound the aggregator reads the conversation as text, as the proposers do.
+    server.script("agg", "A guess: sunny.")
+    assert chat(server).invoke(conversation).content == "A guess: sunny."
+
+
+def test_arguments_as_deep_as_a_recursive_schema_allows_are_asked_again(
+    server: FakeOpenAIServer,
+) -> None:
+    # Valid by the schema perhaps, but deeper than its check can follow: refused like arguments
+    # that do not match (asked again, told why), not an unexpected RecursionError from the run.
+    tree = {"$ref": "#/$defs/node"}
+    node = {"type": "object", "properties": {"child": tree}}
+    parameters = {"type": "object", "properties": {"root": tree}, "$defs": {"node": node}}
+    tool = {"type": "function", "function": {"name": "plant", "parameters": parameters}}
+    deep = '{"child": ' * 400 + "{}" + "}" * 400
+    server.script("p1", "Plant a tree.")
+    replies = iter([f'{{"root": {deep}}}', '{"root": {"child": {}}}'])
+    server.script("agg", lambda r: ToolCallReply([ToolCall("plant", next(replies))]))
+    step = ChatMoA(context=fake_context(server, ["p1"])).bind_tools([tool]).invoke("Plant one.")
+    assert step.tool_calls[0]["args"] == {"root": {"child": {}}}
+    assert "arguments is nested too deeply" in str(server.requests_for("agg")[-1].messages)

@@ -227,7 +227,7 @@ def _tool_calls(calls: list[dict[str, Any]], i: int) -> list[Any]:
         arguments = function.get("arguments") if isinstance(function, dict) else None
         try:
             args = json.loads(arguments or "{}") if isinstance(arguments, str | None) else None
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested deeper than json parses
             args = None
         if not (
             isinstance(function, dict)

@@ -25,9 +25,8 @@ from pydantic import (
     StrictInt,
 )
 
+from langgraph_moa.nodes.models.tools import MAX_TOOLS  # OpenAI's limit (and MAX_STOPS)
 from langgraph_moa.nodes.stops import MAX_STOPS
-
-MAX_TOOLS = 128  # OpenAI takes up to 128 tools (and MAX_STOPS stop sequences)
 
 
 def _stops(value: Any) -> Any:

@@ -74,6 +74,8 @@ def schema_problem(value: Any, schema: Mapping[str, Any], at: str = "arguments")
         error = best_match(validator.iter_errors(value))
     except Unresolvable:  # a reference schema_error does not follow ($dynamicRef...): unchecked
         return None
+    except RecursionError:  # a value as deep as a recursive schema lets it be
+        return f"{at} is nested too deeply"
     if error is None:
         return None
     path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)

@@ -28,11 +28,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, AnyMessage
+from langchain_core.messages import AIMessage, AnyMessage, ToolMessage
 from langchain_core.runnables import RunnableBinding
 
 from langgraph_moa.nodes.context import Context, ToolProposers
-from langgraph_moa.nodes.errors import CapabilityError, ConfigError
+from langgraph_moa.nodes.errors import CapabilityError, ConfigError, UnpairedToolCallError
 from langgraph_moa.nodes.history import ToolHistory, model_view
 from langgraph_moa.nodes.models.cache import chat_model
 from langgraph_moa.nodes.models.settings import settings_for
@@ -72,7 +72,9 @@ def binding(
                 raise ConfigError(f"tools[{i}].function.name {name!r} names two tools")
             seen.add(name)
             if "parameters" in function:
-                _check_schema(function["parameters"], f"tools[{i}].function.parameters")
+                where = f"tools[{i}].function.parameters"
+                _check_schema(function["parameters"], where)
+                _check_object(function["parameters"], where)
         bind["tools"] = [dict(t) for t in tools]
     choice = _choice(tool_choice)
     if choice is not None:
@@ -100,6 +102,9 @@ def binding(
     return bind or None
 
 
+# OpenAI takes up to 128 tools: a server holds its clients to it (moa serve's request schema, a
+# LangGraph server's check_bind), before any proposer is paid or any schema checked.
+MAX_TOOLS = 128
 # OpenAI's rule for function and response-format names: a client written for it sends no other,
 # and a provider refuses them (a run would fail after its proposers were paid).
 NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -130,6 +135,16 @@ def _check_schema(schema: Any, where: str) -> None:
     problem = schema_error(json.dumps(schema, sort_keys=True))
     if problem is not None:
         raise ConfigError(f"{where} is not a valid JSON schema: {problem}")
+
+
+def _check_object(schema: Mapping[str, Any], where: str) -> None:
+    """``ConfigError`` for parameters typed other than an object: a tool call's arguments are a
+    JSON object, so no answer could match them and every one would be paid for, then refused
+    (OpenAI refuses such a tool too). A schema without a ``type`` is left to the check above."""
+    kind = schema.get("type")
+    kinds = kind if isinstance(kind, list) else [kind]
+    if kind is not None and "object" not in kinds:
+        raise ConfigError(f"{where} must describe an object (its arguments), not {_quoted(kind)}")
 
 
 def _choice(value: Any) -> str | None:
@@ -233,6 +248,29 @@ def model_messages(
     return [*merged, *rest]
 
 
+def check_pairs(messages: Sequence[AnyMessage]) -> None:
+    """``UnpairedToolCallError`` unless every tool call of an assistant message is answered by a
+    tool message right after it, and every tool message answers one, as providers require of
+    the conversation ``model_messages`` sends a model that calls tools (a call a human in the
+    loop turned down is the usual way to break it)."""
+    unanswered: dict[str, None] = {}  # the last assistant message's calls without a result
+    caller = 0
+    for i, message in enumerate(messages):
+        if isinstance(message, ToolMessage):
+            if message.tool_call_id not in unanswered:
+                raise UnpairedToolCallError(i, [message.tool_call_id], result=True)
+            del unanswered[message.tool_call_id]
+            continue
+        if unanswered and message.type != "system":
+            raise UnpairedToolCallError(caller, list(unanswered))
+        if isinstance(message, AIMessage):
+            # Calls whose arguments were not JSON are sent as calls too (langchain-openai).
+            calls = [*message.tool_calls, *message.invalid_tool_calls]
+            unanswered, caller = dict.fromkeys(c["id"] or "" for c in calls), i
+    if unanswered:
+        raise UnpairedToolCallError(caller, list(unanswered))
+
+
 def _describe(tool: Mapping[str, Any]) -> str:
     function = tool["function"]
     params = json.dumps(function.get("parameters") or {}, ensure_ascii=False, sort_keys=True)
@@ -308,6 +346,8 @@ def format_problem(text: str, bind: Mapping[str, Any]) -> str | None:
         value = json.loads(_unfenced(text))
     except ValueError:
         return "its answer is not a JSON object"
+    except RecursionError:  # valid JSON perhaps, but deeper than anyone reading it can parse
+        return "its answer is JSON nested too deeply"
     if not isinstance(value, dict):
         return "its answer is JSON but not an object"
     if response_format["type"] == "json_schema":
