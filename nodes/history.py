@@ -64,24 +64,26 @@ def _turn(message: BaseMessage, policy: ToolHistory) -> tuple[str, str] | None:
 
 def model_view(messages: Sequence[AnyMessage], policy: ToolHistory = "as_text") -> list[AnyMessage]:
     """The conversation as proposers and the aggregator see it (see the module's docstring)."""
-    turns: list[tuple[str, str]] = []
+    # Each turn's texts are joined once, at the end: joined as they came, a history of many
+    # short messages of one role took time in the square of its size (1.2 s for 16,500).
+    system: list[str] = []
+    turns: list[tuple[str, list[str]]] = []
     for message in messages:
         turn = _turn(message, policy)
         if turn is None:
             continue
         role, text = turn
-        if role == "system" and turns and turns[0][0] == "system":
-            turns[0] = ("system", f"{turns[0][1]}\n\n{text}")
-        elif role == "system":
-            turns.insert(0, turn)
+        if role == "system":
+            system.append(text)
         elif turns and turns[-1][0] == role:
-            turns[-1] = (role, f"{turns[-1][1]}\n\n{text}")
+            turns[-1][1].append(text)
         else:
-            turns.append(turn)
+            turns.append((role, [text]))
     while turns and turns[-1][0] == "assistant":
         turns.pop()
-    kinds = {"system": SystemMessage, "user": HumanMessage, "assistant": AIMessage}
-    return [kinds[role](content=text) for role, text in turns]
+    kinds = {"user": HumanMessage, "assistant": AIMessage}
+    view: list[AnyMessage] = [SystemMessage(content="\n\n".join(system))] if system else []
+    return view + [kinds[role](content="\n\n".join(texts)) for role, texts in turns]
 
 
 def _result_text(message: ToolMessage) -> str:
