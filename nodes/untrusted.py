@@ -36,7 +36,7 @@ from langgraph_moa.nodes.caps import Caps
 from langgraph_moa.nodes.caps import from_env as caps_from_env
 from langgraph_moa.nodes.context import PARENT_FIELD, Context, ModelSpec
 from langgraph_moa.nodes.errors import ClientSettingError, ConfigError
-from langgraph_moa.nodes.models.catalog import KEY_ENV
+from langgraph_moa.nodes.models.catalog import KEY_ENV, LOCAL_SERVERS
 from langgraph_moa.nodes.models.local import BUNDLED
 from langgraph_moa.nodes.presets import preset_names
 
@@ -154,6 +154,8 @@ def _check_model(value: Any, at: str, endpoints: Endpoints) -> None:
                 "api_key_env",
             )
         url = value.get("base_url")
+        if url is None and isinstance(name, str):
+            _check_local_server(name, at, endpoints)
         if url is not None and not (isinstance(url, str) and endpoints.allows(url)):
             raise ClientSettingError(
                 at,
@@ -170,6 +172,8 @@ def _check_model(value: Any, at: str, endpoints: Endpoints) -> None:
                     "api_key_env may name only the provider's own key variable"
                     f"{f' ({own})' if own else ''}, or be left out; the value is not shown",
                 )
+    elif isinstance(name, str):
+        _check_local_server(name, at, endpoints)
     # Only the bundled names: local.py reads any other name as a path (``~user``, ``.env``...).
     if isinstance(name, str) and name.startswith("local:") and name[6:] not in BUNDLED:
         bundled = ", ".join(f"'local:{b}'" for b in BUNDLED)
@@ -178,6 +182,26 @@ def _check_model(value: Any, at: str, endpoints: Endpoints) -> None:
             f"a request may name local models only by their bundled name ({bundled}), "
             "not a file path",
         )
+
+
+def _check_local_server(name: str, at: str, endpoints: Endpoints) -> None:
+    """A model of a local server's provider (``vllm:``, ``ollama:``...) without a ``base_url``
+    goes to that server's default address on the server's own machine (providers.py): a client
+    may name it only where the operator runs one (its variable set) or lists the address."""
+    provider = ModelSpec.model_construct(model=name).provider
+    if provider not in LOCAL_SERVERS or endpoints.any:
+        return
+    env, default = LOCAL_SERVERS[provider]
+    address = f"{default}/v1"
+    if os.environ.get(env) or endpoints.allows(address):
+        return
+    listed = f", or lists {address} in {ENDPOINTS_ENV}" if endpoints.key_variables else ""
+    raise ClientSettingError(
+        at,
+        f"{name!r} would go to {address} on the server's own machine, which this server does "
+        f"not let its clients name: its operator sets {env} where it runs a {provider} server"
+        f"{listed}",
+    )
 
 
 def check_context(value: Any, endpoints: Endpoints) -> None:

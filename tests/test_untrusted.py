@@ -4,6 +4,8 @@ own tests (test_langgraph_server_clients.py, test_serve_*.py) show the same rule
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -13,7 +15,7 @@ from langchain_core.messages import HumanMessage
 
 import langgraph_moa.graphs.adapt as adapt_module
 from langgraph_moa.graphs.moa import build_moa_graph
-from langgraph_moa.nodes.errors import ClientSettingError, ConfigError
+from langgraph_moa.nodes.errors import ClientSettingError, ConfigError, MoAError
 from langgraph_moa.nodes.untrusted import SERVER_CHOSEN, Endpoints, check_bind, check_models
 
 ANY = Endpoints(any=True)
@@ -150,3 +152,57 @@ async def test_an_endpoint_the_server_does_not_list_is_refused_before_any_call(
     graph = build_moa_graph(untrusted=True).compile()
     await graph.ainvoke({"messages": [HumanMessage("hi")]}, context=ctx)
     assert len(server.requests) == 2
+
+
+@pytest.mark.parametrize(
+    ("model", "env", "address"),
+    [
+        ("vllm:m", "VLLM_HOST", "http://localhost:8000/v1"),
+        ("ollama:m", "OLLAMA_HOST", "http://localhost:11434/v1"),
+        ("lmstudio:m", "LMSTUDIO_HOST", "http://localhost:1234/v1"),
+    ],
+)
+def test_a_local_servers_model_goes_only_where_the_operator_runs_one(
+    model: str, env: str, address: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without a base_url such a model goes to a port of the server's own machine.
+    monkeypatch.delenv(env, raising=False)
+    for endpoints in (Endpoints.from_env({}), SERVER_CHOSEN):
+        for spec in (model, {"model": model}):
+            with pytest.raises(ClientSettingError, match=rf"{address} on the server's own machine"):
+                check_models({"layer_proposers": [[spec]]}, endpoints=endpoints)
+    check_models({"aggregator": model}, endpoints=Endpoints((address,)))  # listed
+    check_models({"aggregator": model}, endpoints=ANY)
+    monkeypatch.setenv(env, "http://10.0.0.7:9000")  # the operator runs one
+    check_models({"aggregator": model}, endpoints=SERVER_CHOSEN)
+
+
+@pytest.fixture
+def redirecting(server: FakeOpenAIServer) -> Iterator[str]:
+    """A listed endpoint whose every POST is redirected to the fake provider, not listed."""
+
+    class Redirect(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.send_response(307)
+            self.send_header("Location", f"{server.base_url.rstrip('/')}/chat/completions")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    with ThreadingHTTPServer(("127.0.0.1", 0), Redirect) as http:
+        threading.Thread(target=http.serve_forever, daemon=True).start()
+        yield f"http://127.0.0.1:{http.server_port}/v1"
+        http.shutdown()
+
+
+async def test_a_listed_endpoint_cannot_redirect_a_run_elsewhere(
+    server: FakeOpenAIServer, redirecting: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MOA_CLIENT_ENDPOINTS", redirecting)
+    graph = build_moa_graph(untrusted=True).compile()
+    ctx = {"aggregator": {"model": "openai:agg", "base_url": redirecting}, "layers": 1}
+    with pytest.raises(MoAError, match="307"):
+        await graph.ainvoke({"messages": [HumanMessage("hi")]}, context=ctx)
+    assert server.requests == []  # the prompt went nowhere else

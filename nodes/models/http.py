@@ -1,6 +1,10 @@
 """The HTTP clients of every OpenAI-style chat model (ChatTogether, ChatOpenAI), as the SDK makes
 them, with one TLS context for all.
 
+They follow no redirect: a provider's API answers a POST where it is asked, and a redirect would
+take the request (and its prompt) to a host nobody chose, past the endpoints a server lets its
+clients name (nodes/untrusted.py).
+
 Otherwise each model builds two to four clients of its own, each loading the CA store (~50 ms,
 several times that on a busy machine: a 5-model preset took over a second to build) into C memory
 that is not given back (~0.5 MB per client: RSS grew by ~16 MB per ``asyncio.run``). Which
@@ -42,7 +46,7 @@ def new_tls_context() -> Any:
 def new_sync_client(tls: Any) -> Any:
     import openai
 
-    return openai.DefaultHttpxClient(verify=tls)
+    return openai.DefaultHttpxClient(verify=tls, follow_redirects=False)
 
 
 def new_async_client(tls: Any, *, aiohttp: bool = False) -> Any:
@@ -51,8 +55,8 @@ def new_async_client(tls: Any, *, aiohttp: bool = False) -> Any:
     import openai
 
     if aiohttp:
-        return openai.DefaultAioHttpClient(verify=tls)
-    return openai.DefaultAsyncHttpxClient(verify=tls)
+        return openai.DefaultAioHttpClient(verify=tls, follow_redirects=False)
+    return openai.DefaultAsyncHttpxClient(verify=tls, follow_redirects=False)
 
 
 def shared_http_clients() -> dict[str, Any]:
