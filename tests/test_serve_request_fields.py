@@ -177,6 +177,24 @@ def test_another_400_is_not_asked_again(base: str, server: FakeOpenAIServer) -> 
     assert server.requests_for("agg")[-1].body["stop"] == [STOP]
 
 
+def test_a_refusal_of_these_stop_sequences_is_not_remembered_for_the_model(
+    base: str, server: FakeOpenAIServer
+) -> None:
+    # A 400 naming stop for another reason than "unsupported" (one client's sequences too long,
+    # say) is asked again without them, but the model still gets the next caller's: remembered,
+    # one client would turn stop off (and the tokens after it on) for every caller.
+    refused = Failure(status=400, message="'stop' is too long", code="invalid_value", param="stop")
+    server.fail("agg", refused)
+    sdk = client(base)
+    assert sdk.chat.completions.create(model="fake", messages=ASK, stop=STOP).choices
+    sdk.chat.completions.create(model="fake", messages=ASK, stop=STOP)
+    assert [(r.status, "stop" in r.body) for r in server.requests_for("agg")] == [
+        (400, True),
+        (200, False),
+        (200, True),
+    ]
+
+
 @pytest.mark.parametrize(
     ("fields", "param"),
     [

@@ -123,9 +123,13 @@ async def ask_model(
     try:
         result = await call(bound)
     except CallFailedError as exc:
-        if not ("stop" in bound and _refuses_stop(exc)):
+        refusal = _stop_refusal(exc) if "stop" in bound else None
+        if refusal is None:
             raise
-        RESOURCES.note_refuses_stop(settings)
+        if refusal == "unsupported_parameter":
+            # The model takes no stop at all. Any other refusal may be of these sequences (a
+            # client's, on a server): remembered, it would turn stop off for every caller.
+            RESOURCES.note_refuses_stop(settings)
         bound = {k: v for k, v in bound.items() if k != "stop"}
         result = await call(bound)
         result.attempts += exc.attempts  # the refused request was sent too
@@ -139,18 +143,20 @@ async def ask_model(
     return result
 
 
-def _refuses_stop(exc: CallFailedError) -> bool:
-    """Whether the provider refused the request for its ``stop`` field (OpenAI's error shape:
-    ``param: "stop"``, as its reasoning models answer)."""
+def _stop_refusal(exc: CallFailedError) -> str | None:
+    """The error's ``code`` ("" if none) if the provider refused the request for its ``stop``
+    field (OpenAI's error shape: ``param: "stop"``; its reasoning models answer with the code
+    ``unsupported_parameter``), else None."""
     cause = exc.__cause__
     if exc.kind != "client" or cause is None:
-        return False
-    if getattr(cause, "param", None) == "stop":
-        return True
+        return None
     body = getattr(cause, "body", None)
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
         body = body["error"]
-    return isinstance(body, dict) and body.get("param") == "stop"
+    body = body if isinstance(body, dict) else {}
+    if getattr(cause, "param", None) != "stop" and body.get("param") != "stop":
+        return None
+    return str(getattr(cause, "code", None) or body.get("code") or "")
 
 
 def _at_stop(result: CallResult) -> bool:
