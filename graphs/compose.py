@@ -69,9 +69,12 @@ LIMITS = ("recursion_limit", "max_concurrency")
 # again asks no finished proposer again, and a moa field of the caller's context still applies.
 CHAT_MODEL_DROPPED = ("callbacks", *LIMITS)
 # What a chat model such as ChatOpenAI takes per call (``invoke(..., temperature=0)``,
-# ``bind(tools=...)``) and ChatMoA would ignore: its models take their settings from its Context,
-# its tools from bind_tools. Refused, with where it goes: an answer made otherwise than asked
-# (not deterministic, no tool ever called) would come back as if it had been used.
+# ``bind(tools=...)``, ``top_p``...) and ChatMoA would ignore: its models take their settings from
+# its Context, its tools from bind_tools. Everything but what ChatMoA reads (PER_CALL_TAKEN, and
+# LangChain's own ``ls_*`` tracing fields) is refused, saying where the common ones go: an answer
+# made otherwise than asked (not deterministic, no tool ever called) would come back as if it
+# had been used.
+PER_CALL_TAKEN = ("moa_bind", "response_format")
 PER_CALL_HOMES = {
     **{
         name: f"set it in the mixture's Context (Context({name}=...)), or on one of its models"
@@ -387,8 +390,11 @@ class ChatMoA(BaseChatModel):
     def _inputs(
         messages: list[BaseMessage], stop: list[str] | None, kwargs: Mapping[str, Any]
     ) -> dict[str, Any]:
-        for name, home in PER_CALL_HOMES.items():
-            if name in kwargs:
+        for name in kwargs:
+            if name not in PER_CALL_TAKEN and not name.startswith("ls_"):
+                home = PER_CALL_HOMES.get(
+                    name, "set the mixture's settings in its Context (ChatMoA(context=...))"
+                )
                 raise ConfigError(
                     f"ChatMoA takes no per-call {name!r} (it would be ignored): {home}"
                 )

@@ -260,6 +260,9 @@ def test_per_call_settings_chat_moa_would_ignore_are_refused(server: FakeOpenAIS
         ({"max_tokens": 50}, r"Context\(max_tokens=\.\.\.\)"),
         ({"tools": [tool]}, r"use bind_tools\(tools, tool_choice=\.\.\."),
         ({"tool_choice": "any"}, "use bind_tools"),
+        ({"top_p": 0.1}, r"in its Context \(ChatMoA\(context=\.\.\.\)\)"),
+        ({"presence_penalty": 1}, "in its Context"),
+        ({"reasoning_effort": "low"}, "in its Context"),
     ]:
         (name,) = kwargs
         with pytest.raises(ConfigError, match=rf"ChatMoA takes no per-call {name!r}.*{hint}"):
