@@ -155,9 +155,11 @@ class UnpairedToolCallError(InputError, ValueError):
                 f"messages[{message}] calls tools that no tool message right after it answers "
                 f"({quoted})"
             )
+        left_out = "the result" if result else "the call"
         super().__init__(
             f"{problem}: providers refuse such a conversation when tools are bound; give each "
-            "call a ToolMessage with its tool_call_id (a refused call too), or leave the call out"
+            f"call a ToolMessage with its tool_call_id (a refused call too), or leave {left_out} "
+            "out"
         )
         self.message, self.ids, self.result = message, list(ids), result
 

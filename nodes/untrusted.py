@@ -65,11 +65,12 @@ def _origin(parts: SplitResult) -> tuple[str, str, int]:
 class Endpoints:
     """The endpoints a server's clients may point a model at (``base_url``): the URLs listed and
     any path below them, on the same scheme, host and port; every one with ``any``.
-    ``key_variables``: whether they may name their provider's own key variable (``api_key_env``)."""
+    ``clients_choose``: whether clients choose endpoints and key variables at all (``base_url``,
+    their provider's own ``api_key_env``); moa serve's do not."""
 
     listed: tuple[str, ...] = ()
     any: bool = False
-    key_variables: bool = True
+    clients_choose: bool = True
 
     def allows(self, url: str) -> bool:
         if self.any:
@@ -96,17 +97,19 @@ class Endpoints:
         if value == "*":
             return cls(any=True)
         listed = tuple(entry.strip() for entry in value.split(",") if entry.strip())
-        for entry in listed:
+        for number, entry in enumerate(listed, start=1):
             if _parts(entry) is None:
+                shown = f" ({entry!r})" if "@" not in entry else ""  # no password in a log
                 raise ConfigError(
-                    f"{ENDPOINTS_ENV}: {entry!r} is not an http(s) URL: list the base URLs your "
-                    "clients may name (http://host:port/v1, comma-separated), or '*' for any"
+                    f"{ENDPOINTS_ENV}: its entry {number}{shown} is not an http(s) URL: list "
+                    "the base URLs your clients may name (http://host:port/v1, "
+                    "comma-separated), or '*' for any"
                 )
         return cls(listed)
 
 
 # moa serve's: its requests choose neither (both come from its presets and config).
-SERVER_CHOSEN = Endpoints(key_variables=False)
+SERVER_CHOSEN = Endpoints(clients_choose=False)
 
 
 @dataclass(frozen=True)
@@ -139,7 +142,7 @@ def _check_model(value: Any, at: str, endpoints: Endpoints) -> None:
     name = value.get("model") if isinstance(value, dict) else value
     if isinstance(value, dict):
         chosen = [k for k in ("base_url", "api_key_env") if value.get(k) is not None]
-        if chosen and not endpoints.key_variables:
+        if chosen and not endpoints.clients_choose:
             raise ClientSettingError(
                 at,
                 f"'{chosen[0]}' cannot be set by a request; endpoints and keys come from the "
@@ -195,7 +198,7 @@ def _check_local_server(name: str, at: str, endpoints: Endpoints) -> None:
     address = f"{default}/v1"
     if os.environ.get(env) or endpoints.allows(address):
         return
-    listed = f", or lists {address} in {ENDPOINTS_ENV}" if endpoints.key_variables else ""
+    listed = f", or lists {address} in {ENDPOINTS_ENV}" if endpoints.clients_choose else ""
     raise ClientSettingError(
         at,
         f"{name!r} would go to {address} on the server's own machine, which this server does "

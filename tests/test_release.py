@@ -53,6 +53,8 @@ def _uv() -> list[str]:
 
 
 OFFLINE = {**os.environ, "UV_OFFLINE": "1"}  # from uv's cache only: tests use no network
+# What a working tree holds beyond a fresh clone: environments, caches, earlier builds.
+GENERATED = (".git", ".venv", ".tools", "build", "dist", "*.egg-info", "__pycache__", ".*_cache")
 
 
 def test_the_public_api_is_pinned() -> None:
@@ -131,8 +133,12 @@ def test_the_wheel_from_the_sdist_is_complete(release: tuple[Path, Path]) -> Non
 
 def test_the_plain_wheel_matches_the_release(release: tuple[Path, Path], tmp_path: Path) -> None:
     """``uv build --wheel`` and ``pip install .`` build from the tree, not from the sdist."""
+    # From a copy of the tree as a fresh clone has it: setuptools builds in the tree's build/,
+    # which it never empties, so a module renamed since an earlier build there would ship too.
+    tree = tmp_path / "tree"
+    shutil.copytree(ROOT, tree, ignore=shutil.ignore_patterns(*GENERATED))
     subprocess.run(
-        [*_uv(), "build", "--wheel", "--out-dir", str(tmp_path), str(ROOT)],
+        [*_uv(), "build", "--wheel", "--out-dir", str(tmp_path), str(tree)],
         check=True,
         capture_output=True,
         env=OFFLINE,

@@ -20,7 +20,9 @@ from langserve import RemoteRunnable
 from serving import app_for, running
 from test_staircase import fallback_so_far
 
+from langgraph_moa.apps.serve.errors import from_run_error
 from langgraph_moa.nodes.context import Context
+from langgraph_moa.nodes.errors import InputError, UnpairedToolCallError, UnsupportedContentError
 
 MESSAGES = [{"role": "user", "content": "Explain MoA."}]
 ANSWER = "one two three four five six seven eight nine ten"
@@ -442,3 +444,14 @@ def test_an_answer_that_cannot_be_continued_starts_over(server: FakeOpenAIServer
             model="fake", messages=MESSAGES, response_format={"type": "json_object"}
         )
         assert whole.choices[0].message.content == json_answer
+
+
+@pytest.mark.parametrize(
+    "error",
+    [UnsupportedContentError(1, 0, "image_url"), UnpairedToolCallError(2, ["call_1"], result=True)],
+)
+def test_a_conversation_the_mixture_cannot_use_is_the_clients_400(error: InputError) -> None:
+    # Not a 502 "run failed": the client's request is what must change.
+    answer = from_run_error(error)
+    assert (answer.status, answer.param) == (400, "messages")
+    assert str(error) in answer.message

@@ -34,7 +34,7 @@ from langgraph_moa.nodes.errors import (
     AggregatorError,
     CapabilityError,
     ConfigError,
-    EmptyConversationError,
+    InputError,
     LayerFailedError,
     MoAError,
     ProviderError,
@@ -150,7 +150,7 @@ def from_run_error(exc: BaseException) -> OpenAIError:
         return OpenAIError(400, message, param="model", code="model_not_capable")
     if isinstance(exc, ConfigError):
         return OpenAIError(400, message, code="invalid_settings")
-    if isinstance(exc, EmptyConversationError):
+    if isinstance(exc, InputError):  # the conversation cannot be used (EmptyConversationError...)
         return OpenAIError(400, message, param="messages")
     if isinstance(exc, ProviderError):
         # A model of the chosen mixture cannot be built here (a key the server lacks, a package

@@ -25,7 +25,8 @@ from pydantic import (
     StrictInt,
 )
 
-from langgraph_moa.nodes.models.tools import MAX_TOOLS  # OpenAI's limit (and MAX_STOPS)
+# OpenAI's limits
+from langgraph_moa.nodes.models.tools import MAX_TOOLS
 from langgraph_moa.nodes.stops import MAX_STOPS
 
 
