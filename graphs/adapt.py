@@ -57,10 +57,11 @@ from langgraph_moa.graphs.retried import refuse_retried_batch_run
 from langgraph_moa.nodes import caps
 from langgraph_moa.nodes.caps import RAISED_BY_ENV
 from langgraph_moa.nodes.context import Context, resolve_context
+from langgraph_moa.nodes.errors import ConfigError
 from langgraph_moa.nodes.history import answerable
 from langgraph_moa.nodes.models.resources import RESOURCES
 from langgraph_moa.nodes.models.sync_runs import CLOSED, CancelScope, cancelled
-from langgraph_moa.nodes.models.tools import calls_tools, check_pairs
+from langgraph_moa.nodes.models.tools import bind_problem, calls_tools, check_pairs
 from langgraph_moa.nodes.resumed import nested
 from langgraph_moa.nodes.stops import stops_of
 from langgraph_moa.nodes.untrusted import ServerRules, check_bind, check_context
@@ -187,6 +188,8 @@ def adapt(
             if untrusted is not None and state.get("bind") is not None:
                 # A large tool schema takes a while to check: not on the server's event loop.
                 await asyncio.to_thread(check_bind, state["bind"])
+            elif (problem := bind_problem(state.get("bind"))) is not None:
+                raise ConfigError(": ".join(problem))  # the schemas: when bound
             answerable(state.get("messages", ()), ctx.tool_history)
             if calls_tools(state.get("bind")):  # the aggregator is sent the calls as they are
                 check_pairs(state.get("messages", ()))

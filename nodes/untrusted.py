@@ -25,7 +25,6 @@ input's ``bind`` by ``check_bind`` (``build_moa_graph(untrusted=True)``: langgra
 
 from __future__ import annotations
 
-import inspect
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -234,25 +233,15 @@ def check_bind(bind: Any) -> None:
     would be paid before the aggregator's provider refused it."""
     if bind is None:
         return
-    if not isinstance(bind, dict):
-        raise ClientSettingError("bind", "must be an object of tools, tool_choice, ...")
-    from langgraph_moa.nodes.models.tools import MAX_TOOLS, binding  # jsonschema: when bound
+    from langgraph_moa.nodes.models.tools import MAX_TOOLS, bind_problem, binding
 
-    allowed = inspect.signature(binding).parameters
-    unknown = [key for key in bind if key not in allowed]
-    if unknown:
+    problem = bind_problem(bind)
+    if problem is not None:
+        raise ClientSettingError(*problem)
+    if len(bind.get("tools") or ()) > MAX_TOOLS:
         raise ClientSettingError(
-            "bind", f"unknown key {unknown[0]!r}; allowed: {', '.join(allowed)}"
+            "bind.tools", f"at most {MAX_TOOLS} tools, not {len(bind['tools'])}"
         )
-    tools, response_format = bind.get("tools"), bind.get("response_format")
-    if tools is not None and not (
-        isinstance(tools, list) and all(isinstance(tool, dict) for tool in tools)
-    ):
-        raise ClientSettingError("bind.tools", "must be a list of tool objects")
-    if tools is not None and len(tools) > MAX_TOOLS:
-        raise ClientSettingError("bind.tools", f"at most {MAX_TOOLS} tools, not {len(tools)}")
-    if response_format is not None and not isinstance(response_format, dict):
-        raise ClientSettingError("bind.response_format", "must be an object")
     try:
         binding(**bind)
     except ConfigError as exc:

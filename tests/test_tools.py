@@ -547,3 +547,26 @@ def test_arguments_as_deep_as_a_recursive_schema_allows_are_asked_again(
     step = ChatMoA(context=fake_context(server, ["p1"])).bind_tools([tool]).invoke("Plant one.")
     assert step.tool_calls[0]["args"] == {"root": {"child": {}}}
     assert "arguments is nested too deeply" in str(server.requests_for("agg")[-1].messages)
+
+
+@pytest.mark.parametrize(
+    ("bind", "said"),
+    [
+        ("tools", "bind: must be an object of tools"),
+        ([{"type": "function"}], "bind: must be an object of tools"),
+        ({"tools": 5}, "bind.tools: must be a list of tool objects"),
+        ({"tools": [], "temperature": 0}, "bind: unknown key 'temperature'"),
+    ],
+)
+async def test_the_graphs_bind_input_of_the_wrong_shape_is_one_clear_error(
+    server: FakeOpenAIServer, bind: Any, said: str
+) -> None:
+    # It was "'str' object has no attribute 'get'" (or the like) from deep inside.
+    from langgraph_moa import graph
+
+    with pytest.raises(ConfigError, match=said):
+        await graph.ainvoke(
+            {"messages": [HumanMessage("hi")], "bind": bind},
+            context=fake_context(server, ["p1"]),
+        )
+    assert server.requests == []

@@ -22,6 +22,7 @@ kind ``tool_call`` when every attempt had one (nodes/aggregate.py).
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -44,6 +45,27 @@ FORMATS = ("text", "json_object", "json_schema")  # OpenAI's response_format typ
 
 def tool_names(bind: Mapping[str, Any] | None) -> list[str]:
     return [t["function"]["name"] for t in (bind or {}).get("tools") or []]
+
+
+def bind_problem(bind: Any) -> tuple[str, str] | None:
+    """(where, what) is wrong with the shape of a run's input ``bind`` (binding's arguments, as
+    plain JSON), or None; the schemas in it are checked by ``binding``."""
+    if bind is None:
+        return None
+    if not isinstance(bind, Mapping):
+        return "bind", "must be an object of tools, tool_choice, ..."
+    allowed = inspect.signature(binding).parameters
+    unknown = [key for key in bind if key not in allowed]
+    if unknown:
+        return "bind", f"unknown key {unknown[0]!r}; allowed: {', '.join(allowed)}"
+    tools, response_format = bind.get("tools"), bind.get("response_format")
+    if tools is not None and not (
+        isinstance(tools, list) and all(isinstance(tool, Mapping) for tool in tools)
+    ):
+        return "bind.tools", "must be a list of tool objects"
+    if response_format is not None and not isinstance(response_format, Mapping):
+        return "bind.response_format", "must be an object"
+    return None
 
 
 def binding(
