@@ -222,6 +222,10 @@ async def aggregate(state: AggregateInput, runtime: Runtime[Context]) -> dict[st
             aggregator_failure=failure,
         ),
         "references": None,
+        # Done with: not kept in every later checkpoint of the thread (the next turn's first
+        # step writes its own).
+        "turn_bind": None,
+        "turn_stop": None,
         "staircase": None,  # a record of an earlier staircase turn no longer applies
     }
     if ctx.layers == 1 or skips_proposers(ctx.tool_proposers, state.get("turn_bind")):

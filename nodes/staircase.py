@@ -651,6 +651,7 @@ async def staircase_aggregate(state: StaircaseInput, runtime: Runtime[Context]) 
         # The proposer nodes' writes of this step: in ``layers`` now.
         "proposals": Overwrite([]),
         "references": None,
+        "turn_stop": None,  # done with (see aggregate.py)
         "staircase": Staircase(
             continuation=continuation_of(settings_for(spec, ctx)),
             requests=written.requests,

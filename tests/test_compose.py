@@ -224,6 +224,8 @@ async def test_a_turn_without_stop_or_bind_has_none_after_a_turn_that_failed(
     # A turn that sends them gets them, and the one after it again none.
     state = await moa.ainvoke({"messages": [HumanMessage("q")], "stop": "\nObservation:"}, thread)
     assert state["messages"][-1].text == "I will look it up."
+    # Nor does a turn that succeeded keep them in the thread's later checkpoints.
+    assert (await moa.aget_state(thread)).values["turn_stop"] is None
     state = await moa.ainvoke({"messages": [HumanMessage("q")]}, thread)
     assert state["messages"][-1].text == "I will look it up.\nObservation: made up"
 
