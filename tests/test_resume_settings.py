@@ -1,0 +1,103 @@
+"""A resumed run must not silently mix settings: what a data team changes between two runs on
+one output (a Self-MoA sample's temperature, a replay's aggregator, the generator's name, the
+judge's length limit) is either refused with one line or applied to the whole file. Each test
+drives ``moa`` as a process on real files, against the fake provider server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from subprocess import CompletedProcess
+
+from batch_helpers import prompts, read_records, write_items
+from compare_helpers import always_a, write_prompts
+from compare_helpers import env as compare_env
+from conftest import run_cli
+from fake_openai import FakeOpenAIServer
+
+
+def batch(*args: str | Path) -> CompletedProcess[str]:
+    return run_cli("batch", *map(str, args))
+
+
+def error_line(stderr: str) -> str:
+    assert "Traceback" not in stderr, stderr
+    lines = [line for line in stderr.splitlines() if line.startswith("moa: error:")]
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+def self_moa(path: Path, server: FakeOpenAIServer, first: float) -> Path:
+    """Self-MoA on the fake server: one model sampled twice at two temperatures, aggregating."""
+    url = server.base_url
+    path.write_text(
+        "layers = 2\nproposers = [\n"
+        f'  {{ model = "together:p1", base_url = "{url}", temperature = {first}, seed = 1 }},\n'
+        f'  {{ model = "together:p1", base_url = "{url}", temperature = 0.9, seed = 2 }},\n]\n'
+        f'aggregator = {{ model = "together:p1", base_url = "{url}", temperature = 0.3 }}\n',
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_a_changed_sample_of_self_moa_is_refused(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    # The same model at several temperatures (the self-moa preset): changing one sample's
+    # temperature changes the answers, so the resume must see it, whichever use it is.
+    data = write_items(tmp_path / "in.jsonl", prompts(3))
+    out = tmp_path / "out.jsonl"
+    first = batch(data, "-o", out, "-c", self_moa(tmp_path / "a.toml", server, 0.3), "--limit", "1")
+    assert first.returncode == 0, first.stderr
+    before = len(server.requests)
+    result = batch(data, "-o", out, "-c", self_moa(tmp_path / "b.toml", server, 0.5))
+    assert result.returncode == 2, result.stderr
+    line = error_line(result.stderr)
+    assert "holds 1 finished items made with other settings" in line
+    assert "temperature of together:p1 (layer 1, proposer 1): 0.3 -> 0.5" in line
+    assert len(server.requests) == before and len(read_records(out)) == 1
+    # The record says what made it: every use of the model, not only the last one's settings.
+    (record,) = read_records(out)
+    temperatures = [use["temperature"] for use in record["settings"]["uses"].values()]
+    assert temperatures == [0.3, 0.9, 0.3]
+    # The same settings resume as before.
+    again = batch(data, "-o", out, "-c", self_moa(tmp_path / "c.toml", server, 0.3))
+    assert again.returncode == 0, again.stderr
+    assert len(read_records(out)) == 3
+
+
+def test_a_compare_system_whose_sample_changed_is_refused(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    data = write_prompts(tmp_path / "p.jsonl", 2)
+    server.script("judge", always_a)
+
+    def compare(first: float) -> CompletedProcess[str]:
+        system = f"self={self_moa(tmp_path / 's.toml', server, first)}"
+        args = ("compare", data, "-s", system, "-s", "one=together:p2",
+                "--judge", "together:judge", "-o", tmp_path / "r")  # fmt: skip
+        return run_cli(*map(str, args), env=compare_env(server))
+
+    assert compare(0.3).returncode == 0
+    before = len(server.requests)
+    result = compare(0.5)
+    assert result.returncode == 1
+    line = error_line(result.stderr)
+    assert "holds answers of self made with other models or settings" in line
+    assert "temperature of together:p1 (layer 1, proposer 1): 0.3 -> 0.5" in line
+    assert len(server.requests) == before
+
+
+def test_records_written_before_uses_resume_as_before(server: FakeOpenAIServer) -> None:
+    # An output begun by an older moa has no "uses": its records compare per model, as then.
+    from conftest import fake_context
+
+    from langgraph_moa.core.batch.records import settings_changes, settings_summary
+
+    now = settings_summary(fake_context(server, ["p1", "p2"]))
+    old = {k: v for k, v in now.items() if k != "uses"}
+    assert settings_changes(old, now) == []
+    warmer = settings_summary(fake_context(server, ["p1", "p2"], temperature=0.2))
+    assert settings_changes(old, warmer) == [
+        "temperature of together:agg: 0.7 -> 0.2",
+        "temperature of together:p1: 0.7 -> 0.2",
+        "temperature of together:p2: 0.7 -> 0.2",
+    ]
+    assert settings_changes(now, warmer) == settings_changes(old, warmer)
