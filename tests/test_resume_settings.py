@@ -101,3 +101,35 @@ def test_records_written_before_uses_resume_as_before(server: FakeOpenAIServer) 
         "temperature of together:p2: 0.7 -> 0.2",
     ]
     assert settings_changes(now, warmer) == settings_changes(old, warmer)
+
+
+def test_a_replay_resumed_with_another_aggregator_is_refused(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    url = server.base_url
+    data = write_items(tmp_path / "in.jsonl", prompts(3))
+    run = tmp_path / "run.jsonl"
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        f'layers = 2\nproposers = [{{ model = "together:p1", base_url = "{url}" }}]\n'
+        f'aggregator = {{ model = "together:agg", base_url = "{url}" }}\n',
+        encoding="utf-8",
+    )
+    assert batch(data, "-o", run, "-c", cfg).returncode == 0
+    other = tmp_path / "other.toml"
+    other.write_text(cfg.read_text().replace("together:agg", "together:agg2"), encoding="utf-8")
+    out = tmp_path / "replayed.jsonl"
+    assert batch("--replay", run, "-o", out, "-c", other, "--limit", "1").returncode == 0
+    before = len(server.requests)
+    result = batch("--replay", run, "-o", out, "-c", cfg)
+    assert result.returncode == 2, result.stderr
+    line = error_line(result.stderr)
+    assert "holds 1 finished items made with other settings" in line
+    assert "aggregator: together:agg2 -> together:agg" in line
+    assert len(server.requests) == before
+    # The same aggregator resumes; every record is made by it.
+    again = batch("--replay", run, "-o", out, "-c", other)
+    assert again.returncode == 0, again.stderr
+    assert [r["turns"][0]["aggregator"]["model"] for r in read_records(out)] == [
+        "together:agg2"
+    ] * 3

@@ -18,7 +18,7 @@ import collections
 import contextlib
 import itertools
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,7 +45,7 @@ from langgraph_moa.core.batch.records import (
     settings_changes,
     settings_summary,
 )
-from langgraph_moa.core.batch.turns import GraphTurns, ReplayTurns, Turns
+from langgraph_moa.core.batch.turns import GraphTurns, ReplayError, ReplayTurns, Turns
 from langgraph_moa.core.locks import one_writer
 from langgraph_moa.core.terminal import stderr_console
 from langgraph_moa.nodes.context import Context
@@ -191,13 +191,16 @@ async def run_items(
 
 
 # ---------------------------------------------------------------------------------- a run
-def _check_settings(run_file: RunFile, ctx: Context, options: BatchOptions) -> int:
-    """Finished items made with other settings: refused (a mixed output), unless
-    ``mixed_settings``; then kept and counted (each record's ``settings`` says which made it)."""
-    mine = {**settings_summary(ctx), "samples": options.samples}
+def _check_settings(
+    run_file: RunFile, options: BatchOptions, settings_of: Callable[[str], dict[str, Any] | None]
+) -> int:
+    """Finished items made with other settings than this run would give them (``settings_of``
+    an id; None: not compared): refused (a mixed output), unless ``mixed_settings``; then kept
+    and counted (each record's ``settings`` says which made it)."""
     other, changes = 0, set()
     for record in run_file.records():
-        found = settings_changes(record["settings"], mine) if record.get("settings") else []
+        mine = settings_of(str(record["id"])) if record.get("settings") else None
+        found = settings_changes(record["settings"], mine) if mine is not None else []
         other += bool(found)
         changes.update(found)
     if other and not options.mixed_settings:
@@ -207,6 +210,21 @@ def _check_settings(run_file: RunFile, ctx: Context, options: BatchOptions) -> i
             "them and run the rest with these settings"
         )
     return other
+
+
+def _replayed_settings(
+    turns: ReplayTurns, options: BatchOptions
+) -> Callable[[str], dict[str, Any] | None]:
+    """What a replay records for an id: its stored proposers, this run's aggregator. A replay
+    resumed with another aggregator would otherwise mix two aggregators' answers in one file."""
+
+    def of(item_id: str) -> dict[str, Any] | None:
+        try:
+            return {**turns.settings_for(item_id), "samples": options.samples}
+        except (KeyError, ReplayError):  # not in the replayed run (any more): nothing to compare
+            return None
+
+    return of
 
 
 def default_cache(output: Path) -> Path:
@@ -331,7 +349,12 @@ async def _run_batch(
     else:
         turns = GraphTurns(ctx, cache, samples=options.samples)
 
-    other = _check_settings(run_file, ctx, options) if status and options.replay is None else 0
+    other = 0
+    if status and isinstance(turns, ReplayTurns):
+        other = _check_settings(run_file, options, _replayed_settings(turns, options))
+    elif status:
+        mine = {**settings_summary(ctx), "samples": options.samples}
+        other = _check_settings(run_file, options, lambda _: mine)
 
     progress = BatchProgress(console, total=len(items), to_run=to_run, prices=prices)
     try:
