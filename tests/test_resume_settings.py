@@ -5,6 +5,7 @@ drives ``moa`` as a process on real files, against the fake provider server."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from subprocess import CompletedProcess
 
@@ -133,3 +134,35 @@ def test_a_replay_resumed_with_another_aggregator_is_refused(
     assert [r["turns"][0]["aggregator"]["model"] for r in read_records(out)] == [
         "together:agg2"
     ] * 3
+
+
+def test_a_format_output_names_one_generator(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    # AlpacaEval names a model_outputs.json by its generator only when it holds one (else
+    # "Current model"); FastChat's model_id likewise. A resume under another --generator
+    # renames the whole file, as the last run asked.
+    url = server.base_url
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        f'layers = 2\nproposers = [{{ model = "together:p1", base_url = "{url}" }}]\n'
+        f'aggregator = {{ model = "together:agg", base_url = "{url}" }}\n',
+        encoding="utf-8",
+    )
+    items = [{"instruction": f"say {w}"} for w in ("hi", "bye", "yes")]
+    data = tmp_path / "alpaca.json"
+    data.write_text(json.dumps(items), encoding="utf-8")
+    out = tmp_path / "model_outputs.json"
+    alpaca = (data, "-o", out, "-f", "alpaca-eval", "-c", cfg)
+    first = batch(*alpaca, "--generator", "a", "--limit", "1")
+    assert first.returncode == 0, first.stderr
+    again = batch(*alpaca, "--generator", "my-moa")
+    assert again.returncode == 0, again.stderr
+    rows = json.loads(out.read_text())
+    assert [r["generator"] for r in rows] == ["my-moa"] * 3
+    mt = tmp_path / "answers" / "my-moa.jsonl"
+    mt.parent.mkdir()
+    questions = [{"question_id": n, "turns": [f"q{n}"]} for n in (1, 2)]
+    mt_data = write_items(tmp_path / "mt.jsonl", questions)
+    fastchat = (mt_data, "-o", mt, "-f", "mt-bench", "-c", cfg)
+    assert batch(*fastchat, "--limit", "1").returncode == 0
+    assert batch(*fastchat, "--generator", "m2").returncode == 0
+    assert [json.loads(line)["model_id"] for line in mt.read_text().splitlines()] == ["m2"] * 2

@@ -396,5 +396,7 @@ async def _run_batch(
     if complete:
         run_file.finish(order.position)
         if options.fmt != "jsonl":
-            result.written = write_format(options.fmt, run_file.records(), output)
+            result.written = write_format(
+                options.fmt, run_file.records(), output, options.generator
+            )
     return result
