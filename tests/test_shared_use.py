@@ -290,6 +290,32 @@ def test_an_output_that_is_not_ours_is_refused_untouched(
     assert foreign.read_bytes() == b'{"id":"q0","status":"ok"}\nnot a record'
 
 
+def test_a_binary_output_or_replay_file_is_one_line(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    # json.loads on bytes guesses UTF-16/32 and raises UnicodeDecodeError, not a JSON error.
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        f'layers = 1\naggregator = {{ model = "together:agg", base_url = "{server.base_url}" }}\n',
+        encoding="utf-8",
+    )
+    data = write_items(tmp_path / "in.jsonl", prompts(2))
+    utf16 = tmp_path / "notes.jsonl"
+    utf16.write_bytes(b'\xff\xfe{"id":1}\n')
+    latin = tmp_path / "latin.jsonl"
+    latin.write_bytes(b'{"id": "caf\xe9", "status": "ok"}\n')
+    for target in (utf16, latin):
+        before = target.read_bytes()
+        result = batch(data, "-o", target, "-c", cfg)
+        assert result.returncode != 0
+        assert f"{target}: line 1 is not a batch record" in error_line(result.stderr)
+        assert target.read_bytes() == before
+        replayed = batch("--replay", target, "-o", tmp_path / "new.jsonl", "-c", cfg)
+        assert replayed.returncode != 0
+        assert f"{target}: line 1 is not a batch record" in error_line(replayed.stderr)
+    assert not server.requests
+
+
 # ------------------------------------------------------------------- 4. terminal injection
 TITLE = "\x1b]0;PWNED\x07"
 CLEAR = "\x1b[2J\x1b[H"

@@ -106,7 +106,7 @@ class RunFile:
                     continue  # a torn last line (open() cuts it off before a run) is not a record
                 try:
                     record = json.loads(line)
-                except json.JSONDecodeError:
+                except ValueError:  # not JSON, or bytes json.loads reads as UTF-16/32 and fails
                     record = None
                 if not isinstance(record, dict) or "id" not in record or "status" not in record:
                     raise OutputError(
