@@ -10,7 +10,7 @@ from pathlib import Path
 from subprocess import CompletedProcess
 
 from batch_helpers import prompts, read_records, write_items
-from compare_helpers import always_a, write_prompts
+from compare_helpers import always_a, write_mixture, write_prompts
 from compare_helpers import env as compare_env
 from conftest import run_cli
 from fake_openai import FakeOpenAIServer
@@ -166,3 +166,28 @@ def test_a_format_output_names_one_generator(server: FakeOpenAIServer, tmp_path:
     assert batch(*fastchat, "--limit", "1").returncode == 0
     assert batch(*fastchat, "--generator", "m2").returncode == 0
     assert [json.loads(line)["model_id"] for line in mt.read_text().splitlines()] == ["m2"] * 2
+
+
+def test_a_compare_with_another_judge_length_says_what_to_do(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    data = write_prompts(tmp_path / "p.jsonl", 2)
+    server.script("judge", always_a)
+    mix = write_mixture(tmp_path / "mix.toml")
+
+    def compare(*more: str) -> CompletedProcess[str]:
+        args = ("compare", data, "--config", mix, "--judge", "together:judge",
+                "-o", tmp_path / "r", *more)  # fmt: skip
+        return run_cli(*map(str, args), env=compare_env(server))
+
+    assert compare().returncode == 0
+    before = len(server.requests)
+    result = compare("--judge-max-tokens", "100")
+    assert result.returncode == 1
+    line = error_line(result.stderr)
+    # moa compare has no --mixed-settings: the line names what it does have.
+    assert "--mixed-settings" not in line
+    assert "judgments of together:judge made with other settings" in line
+    assert "max_tokens of together:judge: 512 -> 100" in line
+    assert "give another REPORT_DIR (-o), or delete that file to judge again" in line
+    assert len(server.requests) == before

@@ -105,6 +105,24 @@ def check_answers(folder: Path, systems: Sequence[System]) -> None:
                 )
 
 
+def check_judgments(folder: Path, judge: ModelSpec, max_tokens: int) -> None:
+    """Refuse to mix judgments of other judge settings (``--judge-max-tokens``, a config's
+    temperature): said here, as compare's own error (run_batch's names --mixed-settings, a flag
+    moa compare does not have)."""
+    path = judgments_path(folder, judge)
+    if not path.exists():
+        return
+    mine = settings_summary(judge_context(judge, max_tokens))
+    for record in RunFile(path).records():
+        changed = settings_changes(record["settings"], mine) if record.get("settings") else []
+        if changed:
+            raise CompareError(
+                f"{path} holds judgments of {judge.model} made with other settings "
+                f"({'; '.join(changed)}); give another REPORT_DIR (-o), or delete that file to "
+                "judge again"
+            )
+
+
 def _system_items(items: Sequence[Item], system: System) -> list[Item]:
     # Ids of its own: a cache scope of its own (see the module's docstring).
     return [dataclasses.replace(i, id=f"{i.id}@{system.name}") for i in items]
@@ -137,6 +155,7 @@ async def run_compare(
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"-o {str(folder)!r} is a file: give a folder for the report")
     check_answers(folder, systems)
+    check_judgments(folder, judge, options.judge_max_tokens)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
