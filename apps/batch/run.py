@@ -162,7 +162,11 @@ def batch(
         the_format: Format = fmt
         check_items(the_format, items, samples)
         if dry_run:
-            return _dry_run(items, ctx, output, the_format, as_json, replay=stored)
+            redo = {"failed"} if retry_failed else set()
+            redo |= {"degraded"} if retry_degraded else set()
+            return _dry_run(
+                items, ctx, output, the_format, as_json, replay=stored, limit=limit, redo=redo
+            )
 
         assert output is not None
         out = Path(output)
@@ -282,10 +286,16 @@ def _dry_run(
     as_json: bool,
     *,
     replay: dict[str, dict[str, Any]] | None,
+    limit: int | None = None,
+    redo: set[str] | None = None,
 ) -> int:
+    """Estimate what the same command without ``--dry-run`` runs: the items not in the output,
+    those ``--retry-failed``/``--retry-degraded`` would run again (``redo``, their statuses),
+    the first ``--limit`` of them."""
     run_file = RunFile(run_file_for(Path(output), fmt)) if output else None
     finished = run_file is not None and run_file.path.exists()
-    done = {str(r["id"]) for r in run_file.records()} if run_file and finished else set()
+    records = run_file.records() if run_file and finished else ()
+    done = {str(r["id"]) for r in records if r.get("status") not in (redo or set())}
     # A replay calls only the aggregator, on the stored references.
     est = estimate(
         items,
@@ -293,6 +303,7 @@ def _dry_run(
         done=done,
         finished=run_file.records() if run_file and finished else (),
         replay=replay,
+        limit=limit,
     )
     invalid = est.invalid
     if as_json:
@@ -301,7 +312,9 @@ def _dry_run(
     proposer_calls = 0 if replay else sum(len(ctx.proposers_of(n)) for n in range(1, ctx.layers))
     lines = [
         f"moa batch --dry-run: {est.items} items ({est.done} already done, {est.to_run} to run"
-        f"{f', {invalid} invalid' if invalid else ''}), {est.turns} turns",
+        f"{f', {invalid} invalid' if invalid else ''}"
+        f"{f', {est.later} left for later runs: --limit {limit}' if est.later else ''}"
+        f"), {est.turns} turns",
         f"calls: {est.calls:,} ({proposer_calls + 1} per turn: "
         f"{proposer_calls} proposer calls + the aggregator; retries not counted)",
         f"tokens: {est.input_tokens:,} input + {est.output_tokens:,} output",
