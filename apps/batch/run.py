@@ -22,6 +22,7 @@ from langgraph_moa.core.batch.formats import (
     FORMATS,
     Format,
     check_items,
+    journal_for,
     legacy_run_file,
     run_file_for,
 )
@@ -128,7 +129,7 @@ def batch(
         journal = run_file_for(out_path, fmt)
         if fmt != "jsonl" and not journal.exists() and legacy_run_file(out_path).exists():
             journal = legacy_run_file(out_path)  # a run begun before the work folder
-        check_output(out_path, journal, sources)
+        check_output(out_path, journal, sources, journal_for(out_path))
         if not no_cache and not server:
             cache_path = Path(cache) if cache else default_cache(out_path)
             files = {"output": out_path, "run": journal, "input": input_path}

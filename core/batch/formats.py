@@ -42,11 +42,16 @@ def work_dir(output: Path) -> Path:
     return output.parent / WORK_DIR
 
 
+def journal_for(output: Path) -> Path:
+    """The journal a -f run of ``output`` keeps in the work folder."""
+    return work_dir(output) / f"{output.name}.run.jsonl"
+
+
 def run_file_for(output: Path, fmt: Format) -> Path:
     """Where the run's records go: the output itself for jsonl, else in the work folder."""
     if fmt == "jsonl":
         return output
-    return work_dir(output) / f"{output.name}.run.jsonl"
+    return journal_for(output)
 
 
 def legacy_run_file(output: Path) -> Path:

@@ -18,7 +18,7 @@ import collections
 import contextlib
 import itertools
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from langgraph_moa.core.batch.cost import Prices, prices_of
 from langgraph_moa.core.batch.formats import (
     Format,
     cache_for,
+    journal_for,
     legacy_run_file,
     run_file_for,
     write_format,
@@ -276,16 +277,25 @@ async def run_batch(
         return await _run_batch(items, ctx, output, options, console=console)
 
 
-def output_lock(output: Path, fmt: Format) -> contextlib.AbstractContextManager[None]:
+@contextlib.contextmanager
+def output_lock(output: Path, fmt: Format) -> Iterator[None]:
     """The lock of a run's output (its run file): one process at a time (core/locks.py). Taken
     by ``run_batch``; a caller that takes it first (before reading a long input) holds it for
-    the run too."""
+    the run too.
+
+    Runs of every format on one ``-o`` also share a lock on its name, in the work folder (a
+    -f output's folder holds nothing of ours): a jsonl run writes ``-o`` as it goes, a -f run
+    at its end, and each with only its own lock, the last to finish replaced the other's file."""
     guarded = run_file_for(output, fmt)
     hint = (
         "wait for it to finish, or, to run in parallel, give each process its own part of the "
         "input and its own -o"
     )
-    return one_writer(guarded, f"output {guarded}", hint)
+    with (
+        one_writer(guarded, f"output {guarded}", hint),
+        one_writer(journal_for(output), f"output {output}", hint),
+    ):
+        yield
 
 
 async def _run_batch(
