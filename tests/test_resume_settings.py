@@ -10,7 +10,7 @@ from pathlib import Path
 from subprocess import CompletedProcess
 
 from batch_helpers import prompts, read_records, write_items
-from compare_helpers import always_a, write_mixture, write_prompts
+from compare_helpers import always_a, prefers, write_mixture, write_prompts
 from compare_helpers import env as compare_env
 from conftest import run_cli
 from fake_openai import FakeOpenAIServer
@@ -191,3 +191,33 @@ def test_a_compare_with_another_judge_length_says_what_to_do(
     assert "max_tokens of together:judge: 512 -> 100" in line
     assert "give another REPORT_DIR (-o), or delete that file to judge again" in line
     assert len(server.requests) == before
+
+
+def test_a_prompt_edited_under_its_id_is_refused_not_judged_with_old_answers(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    # Answers are kept by prompt id. A prompt whose text changed under the same id kept its
+    # old answers: the judge judged them against the new text, and preferences.jsonl paired
+    # the new prompt with answers to the old one (training data that lies).
+    server.script("judge", prefers("from agg"))  # the mixture wins against p1 and p2
+    mix = write_mixture(tmp_path / "mix.toml")
+    data = tmp_path / "p.jsonl"
+
+    def compare() -> CompletedProcess[str]:
+        args = ("compare", data, "--config", mix, "--judge", "together:judge", "-o", tmp_path / "r")
+        return run_cli(*map(str, args), env=compare_env(server))
+
+    write_items(data, [{"id": "q1", "prompt": "alpha"}, {"id": "q2", "prompt": "beta"}])
+    assert compare().returncode == 0
+    before = len(server.requests)
+    write_items(data, [{"id": "q1", "prompt": "gamma"}, {"id": "q2", "prompt": "beta"}])
+    result = compare()
+    assert result.returncode == 1
+    line = error_line(result.stderr)
+    assert "answers to other prompts under the ids of 1 prompts (q1)" in line
+    assert "give the changed prompts new ids, another REPORT_DIR (-o)" in line
+    assert len(server.requests) == before
+    pairs = [json.loads(x) for x in (tmp_path / "r" / "preferences.jsonl").read_text().splitlines()]
+    # The report folder is as the first run left it: q1's pairs are of its first text.
+    q1 = [p for p in pairs if p["prompt_id"] == "q1"]
+    assert len(q1) == 2 and all(p["prompt"] == "alpha" and "alpha" in p["chosen"] for p in q1)
