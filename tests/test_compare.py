@@ -569,3 +569,27 @@ async def test_preference_pairs_load_with_datasets(
     assert rows["q3"]["chosen"] == "the aggregated answer to 3"
     assert rows["q3"]["rejected"] == "solo answers 3" and rows["q3"]["judge"] == "together:judge"
     assert rows["q3"]["prompt"] == "question number 3"
+
+
+def test_the_command_says_what_preferences_jsonl_holds(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    # A judge that names position A in both orders gives ties only: no pair, and an empty
+    # preferences.jsonl, on which datasets.load_dataset fails with a bare StopIteration.
+    data = write_prompts(tmp_path / "p.jsonl", 2)
+    server.script("judge", always_a)
+    args = ("compare", str(data), "-c", str(write_mixture(tmp_path / "mix.toml")),
+            "--judge", "together:judge", "-o", str(tmp_path / "r"))  # fmt: skip
+    done = run_cli(*args, env=env(server))
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "r" / "preferences.jsonl").read_bytes() == b""
+    assert (
+        f"moa compare: no preference pair in {tmp_path / 'r' / 'preferences.jsonl'} (left out: "
+        "6 ties): the file is empty, and datasets.load_dataset cannot load an empty file"
+    ) in done.stderr
+    server.script("judge", prefers("from agg"))  # the mixture, in both orders, against p1, p2
+    again = run_cli(*args[:-1], str(tmp_path / "r2"), env=env(server))
+    assert again.returncode == 0, again.stderr
+    assert f"4 preference pairs in {tmp_path / 'r2' / 'preferences.jsonl'} (left out: 2 ties)" in (
+        again.stderr
+    )
