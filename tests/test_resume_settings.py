@@ -221,3 +221,43 @@ def test_a_prompt_edited_under_its_id_is_refused_not_judged_with_old_answers(
     # The report folder is as the first run left it: q1's pairs are of its first text.
     q1 = [p for p in pairs if p["prompt_id"] == "q1"]
     assert len(q1) == 2 and all(p["prompt"] == "alpha" and "alpha" in p["chosen"] for p in q1)
+
+
+def test_staircase_and_quorum_are_settings_a_resume_compares(server: FakeOpenAIServer) -> None:
+    # Both change the answers: staircase aggregates unfinished proposals, a quorum leaves the
+    # slowest proposals out. A REPORT_DIR or an output must not mix them in under one name.
+    from conftest import fake_context
+
+    from langgraph_moa.core.batch.records import settings_changes, settings_summary
+
+    plain = settings_summary(fake_context(server, ["p1", "p2", "p3"]))
+    stair = settings_summary(fake_context(server, ["p1", "p2", "p3"], staircase=True))
+    quorum = settings_summary(fake_context(server, ["p1", "p2", "p3"], quorum=2))
+    assert settings_changes(plain, stair) == ["staircase: False -> True"]
+    assert settings_changes(plain, quorum) == ["quorum: None -> 2"]
+    chunks = fake_context(server, ["p1", "p2", "p3"], staircase=True, staircase_chunks=[8, 64])
+    assert settings_changes(stair, settings_summary(chunks)) == [
+        f"staircase_chunks: {stair['staircase_chunks']} -> [8, 64]"
+    ]
+
+
+def test_a_compare_system_turned_staircase_is_refused(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    data = write_prompts(tmp_path / "p.jsonl", 2)
+    server.script("judge", always_a)
+    mix = write_mixture(tmp_path / "mix.toml")
+
+    def compare(spec: str) -> CompletedProcess[str]:
+        args = ("compare", data, "-s", f"moa={spec}", "-s", "one=together:p1",
+                "--judge", "together:judge", "-o", tmp_path / "r")  # fmt: skip
+        return run_cli(*map(str, args), env=compare_env(server))
+
+    assert compare(str(mix)).returncode == 0
+    before = len(server.requests)
+    result = compare(f"{mix}+staircase")
+    assert result.returncode == 1
+    line = error_line(result.stderr)
+    assert "holds answers of moa made with other models or settings" in line
+    assert "staircase: False -> True" in line
+    assert len(server.requests) == before

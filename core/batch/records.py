@@ -115,6 +115,10 @@ def settings_summary(ctx: Context) -> dict[str, Any]:
         "aggregator": ctx.aggregator.model,
         "fallback_aggregator": ctx.fallback_aggregator.model if ctx.fallback_aggregator else None,
         "min_proposals": ctx.min_proposals,
+        # A quorum leaves the slowest proposals out; staircase aggregates unfinished ones.
+        "quorum": ctx.quorum,
+        "staircase": ctx.staircase,
+        "staircase_chunks": list(ctx.staircase_chunks) if ctx.staircase else None,
         "sampling": sampling,
         "uses": uses,
         "aggregation_prompt": hashlib.sha256(ctx.aggregation_prompt.encode()).hexdigest()[:16],
@@ -150,6 +154,8 @@ def settings_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     for key in old.keys() & new.keys():
         if key == "uses":
             changes.extend(_use_changes(old[key], new[key]))
+        elif key == "staircase_chunks" and None in (old[key], new[key]):
+            continue  # staircase turned on or off: its own line says so
         elif key == "sampling" and per_use:
             continue  # each use is compared; a changed model is said by proposers/aggregator
         elif key == "sampling":
