@@ -119,6 +119,11 @@ def batch(
         raise ConfigError("give the INPUT file (JSONL or a JSON list; '-' for stdin)")
     if output is None and not dry_run:
         raise ConfigError("give the output file with -o/--output")
+    if output == "-":
+        raise ConfigError(
+            "-o -: the output is a file, read back to resume a run and put in input order at "
+            "its end, not stdout; give a file name"
+        )
     ctx = _context(flags)
     if output is not None:
         output = str(output_path(output))  # a symlink: its target is the output (one writer)
