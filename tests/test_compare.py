@@ -593,3 +593,23 @@ def test_the_command_says_what_preferences_jsonl_holds(
     assert f"4 preference pairs in {tmp_path / 'r2' / 'preferences.jsonl'} (left out: 2 ties)" in (
         again.stderr
     )
+
+
+def test_a_config_file_name_matplotlib_would_read_as_math(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    # The mixture is named after its config file. '$...$' in a plot label is matplotlib's
+    # mathtext: 'x$\alpha^{$y' stopped the command at the plot, after every answer and
+    # judgment was paid, and again on each rerun.
+    data = write_prompts(tmp_path / "p.jsonl", 2)
+    server.script("judge", always_a)
+    config = tmp_path / "x$\\alpha^{$y.toml"
+    config.write_text(write_mixture(tmp_path / "mix.toml").read_text(), encoding="utf-8")
+    out = tmp_path / "r"
+    done = run_cli("compare", str(data), "-c", str(config), "--judge", "together:judge",
+                   "-o", str(out), env=env(server))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert results(out)["candidate"] == "moa-x_alpha_y"
+    assert (out / "answers" / "moa-x_alpha_y.jsonl").is_file()
+    with Image.open(out / "plot.png") as image:
+        assert image.size == (800, 500)
