@@ -151,7 +151,7 @@ def batch(
             # The output is locked before the input is read: a second process on it is refused
             # at once, not after reading a long input (run_batch holds the same lock after).
             assert output is not None
-            stack.enter_context(output_lock(Path(output), fmt))
+            stack.enter_context(output_lock(Path(output), fmt, every_format=True))
         if replay:
             if not Path(replay).is_file():
                 raise InputError(f"--replay: run file {replay!r} not found")

@@ -278,23 +278,24 @@ async def run_batch(
 
 
 @contextlib.contextmanager
-def output_lock(output: Path, fmt: Format) -> Iterator[None]:
+def output_lock(output: Path, fmt: Format, *, every_format: bool = False) -> Iterator[None]:
     """The lock of a run's output (its run file): one process at a time (core/locks.py). Taken
     by ``run_batch``; a caller that takes it first (before reading a long input) holds it for
     the run too.
 
-    Runs of every format on one ``-o`` also share a lock on its name, in the work folder (a
-    -f output's folder holds nothing of ours): a jsonl run writes ``-o`` as it goes, a -f run
-    at its end, and each with only its own lock, the last to finish replaced the other's file."""
+    ``every_format`` (the command's runs): runs of every format on one ``-o`` also share a lock
+    on its name, in the work folder (a -f output's folder holds nothing of ours). A jsonl run
+    writes ``-o`` as it goes, a -f run at its end, and with only its own lock each, the last to
+    finish replaced the other's file. (moa compare's runs share their report folder's lock.)"""
     guarded = run_file_for(output, fmt)
     hint = (
         "wait for it to finish, or, to run in parallel, give each process its own part of the "
         "input and its own -o"
     )
-    with (
-        one_writer(guarded, f"output {guarded}", hint),
-        one_writer(journal_for(output), f"output {output}", hint),
-    ):
+    with contextlib.ExitStack() as held:
+        held.enter_context(one_writer(guarded, f"output {guarded}", hint))
+        if every_format:
+            held.enter_context(one_writer(journal_for(output), f"output {output}", hint))
         yield
 
 
