@@ -122,6 +122,8 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, server: FakeOpenAIServ
             "runs on --server use no call cache",
         ),
         (["batch", str(bad), "-o", out, "--assistant", "moa"], "add --server URL"),
+        # '-' is stdin as INPUT; as -o it made a file called '-' where stdout was meant.
+        (["batch", str(bad), "-o", "-", "-c", str(config)], "-o -: the output is a file"),
     ]
     for args, expected in cases:
         result = run_cli(*args)
@@ -129,6 +131,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, server: FakeOpenAIServ
         assert expected in one_error_line(result.stderr)
     assert not (tmp_path / "o.jsonl").exists()
     assert not (tmp_path / "new").exists()  # a mistyped input leaves nothing behind (no lock)
+    assert not (ROOT / "-").exists() and not (ROOT / ".-.lock").exists()
 
 
 def test_skip_invalid_records_the_line_as_failed(tmp_path: Path, server: FakeOpenAIServer) -> None:

@@ -569,3 +569,47 @@ async def test_preference_pairs_load_with_datasets(
     assert rows["q3"]["chosen"] == "the aggregated answer to 3"
     assert rows["q3"]["rejected"] == "solo answers 3" and rows["q3"]["judge"] == "together:judge"
     assert rows["q3"]["prompt"] == "question number 3"
+
+
+def test_the_command_says_what_preferences_jsonl_holds(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    # A judge that names position A in both orders gives ties only: no pair, and an empty
+    # preferences.jsonl, on which datasets.load_dataset fails with a bare StopIteration.
+    data = write_prompts(tmp_path / "p.jsonl", 2)
+    server.script("judge", always_a)
+    args = ("compare", str(data), "-c", str(write_mixture(tmp_path / "mix.toml")),
+            "--judge", "together:judge", "-o", str(tmp_path / "r"))  # fmt: skip
+    done = run_cli(*args, env=env(server))
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "r" / "preferences.jsonl").read_bytes() == b""
+    assert (
+        f"moa compare: no preference pair in {tmp_path / 'r' / 'preferences.jsonl'} (left out: "
+        "6 ties): the file is empty, and datasets.load_dataset cannot load an empty file"
+    ) in done.stderr
+    server.script("judge", prefers("from agg"))  # the mixture, in both orders, against p1, p2
+    again = run_cli(*args[:-1], str(tmp_path / "r2"), env=env(server))
+    assert again.returncode == 0, again.stderr
+    assert f"4 preference pairs in {tmp_path / 'r2' / 'preferences.jsonl'} (left out: 2 ties)" in (
+        again.stderr
+    )
+
+
+def test_a_config_file_name_matplotlib_would_read_as_math(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    # The mixture is named after its config file. '$...$' in a plot label is matplotlib's
+    # mathtext: 'x$\alpha^{$y' stopped the command at the plot, after every answer and
+    # judgment was paid, and again on each rerun.
+    data = write_prompts(tmp_path / "p.jsonl", 2)
+    server.script("judge", always_a)
+    config = tmp_path / "x$\\alpha^{$y.toml"
+    config.write_text(write_mixture(tmp_path / "mix.toml").read_text(), encoding="utf-8")
+    out = tmp_path / "r"
+    done = run_cli("compare", str(data), "-c", str(config), "--judge", "together:judge",
+                   "-o", str(out), env=env(server))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert results(out)["candidate"] == "moa-x_alpha_y"
+    assert (out / "answers" / "moa-x_alpha_y.jsonl").is_file()
+    with Image.open(out / "plot.png") as image:
+        assert image.size == (800, 500)

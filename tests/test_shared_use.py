@@ -290,6 +290,32 @@ def test_an_output_that_is_not_ours_is_refused_untouched(
     assert foreign.read_bytes() == b'{"id":"q0","status":"ok"}\nnot a record'
 
 
+def test_a_binary_output_or_replay_file_is_one_line(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    # json.loads on bytes guesses UTF-16/32 and raises UnicodeDecodeError, not a JSON error.
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        f'layers = 1\naggregator = {{ model = "together:agg", base_url = "{server.base_url}" }}\n',
+        encoding="utf-8",
+    )
+    data = write_items(tmp_path / "in.jsonl", prompts(2))
+    utf16 = tmp_path / "notes.jsonl"
+    utf16.write_bytes(b'\xff\xfe{"id":1}\n')
+    latin = tmp_path / "latin.jsonl"
+    latin.write_bytes(b'{"id": "caf\xe9", "status": "ok"}\n')
+    for target in (utf16, latin):
+        before = target.read_bytes()
+        result = batch(data, "-o", target, "-c", cfg)
+        assert result.returncode != 0
+        assert f"{target}: line 1 is not a batch record" in error_line(result.stderr)
+        assert target.read_bytes() == before
+        replayed = batch("--replay", target, "-o", tmp_path / "new.jsonl", "-c", cfg)
+        assert replayed.returncode != 0
+        assert f"{target}: line 1 is not a batch record" in error_line(replayed.stderr)
+    assert not server.requests
+
+
 # ------------------------------------------------------------------- 4. terminal injection
 TITLE = "\x1b]0;PWNED\x07"
 CLEAR = "\x1b[2J\x1b[H"
@@ -388,6 +414,48 @@ def test_two_batch_runs_on_one_output_pay_once(server: FakeOpenAIServer, tmp_pat
         "Not a way to split a run: to run in parallel, give each process its own part of the input "
         "and its own -o." in shown
     )
+
+
+@pytest.mark.parametrize("first_format", ["jsonl", "mt-bench"])
+def test_a_jsonl_run_and_a_format_run_on_one_output_exclude_each_other(
+    server: FakeOpenAIServer, tmp_path: Path, first_format: str
+) -> None:
+    # A -f run keeps its journal in .moa-batch/ and writes -o at its end; a jsonl run writes -o
+    # as it goes. Each took only its own lock, so both ran and the last to finish replaced the
+    # other's file: paid items lost, both exiting 0.
+    refused = threading.Event()
+    server.script("agg", latency=lambda: 0.0 if refused.is_set() else 3.0)
+    cfg = write_config(tmp_path / "c.toml", server)
+    data = write_items(
+        tmp_path / "in.jsonl", [{"question_id": n, "turns": ["hi"]} for n in range(4)]
+    )
+    out = tmp_path / "answers.jsonl"
+    second_format = "mt-bench" if first_format == "jsonl" else "jsonl"
+    first = start_moa("batch", data, "-o", out, "-c", cfg, "-j", "1", "-f", first_format)
+    wait_until(lambda: len(server.requests) > 0)
+    second = batch(data, "-o", out, "-c", cfg, "-j", "1", "-f", second_format)
+    refused.set()
+    assert second.returncode == 1, second.stderr
+    # Refused by the lock, or, once a jsonl run's -o exists, by what it is, before locking.
+    line = error_line(second.stderr)
+    assert f"is in use by another moa process (pid {first.pid})" in line or (
+        first_format == "jsonl" and "the output of a moa batch run written without -f" in line
+    )
+    assert first.wait(120) == 0, first.communicate()
+    assert len(server.requests) == 4 * 3  # the second paid for nothing
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [("question_id" in r and "choices" in r) for r in rows] == [
+        first_format == "mt-bench"
+    ] * 4
+    # Once done, each is named as what it is to a run in the other format.
+    again = batch(data, "-o", out, "-c", cfg, "-f", second_format)
+    assert again.returncode == 1
+    said = (
+        "the -f output of an earlier moa batch run"
+        if first_format == "mt-bench"
+        else ("the output of a moa batch run written without -f")
+    )
+    assert said in error_line(again.stderr) and len(server.requests) == 4 * 3
 
 
 def test_a_symlink_to_an_output_is_that_output(server: FakeOpenAIServer, tmp_path: Path) -> None:

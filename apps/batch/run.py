@@ -23,6 +23,7 @@ from langgraph_moa.core.batch.formats import (
     Format,
     FormatCheck,
     check_items,
+    journal_for,
     legacy_run_file,
     run_file_for,
 )
@@ -119,6 +120,11 @@ def batch(
         raise ConfigError("give the INPUT file (JSONL or a JSON list; '-' for stdin)")
     if output is None and not dry_run:
         raise ConfigError("give the output file with -o/--output")
+    if output == "-":
+        raise ConfigError(
+            "-o -: the output is a file, read back to resume a run and put in input order at "
+            "its end, not stdout; give a file name"
+        )
     ctx = _context(flags)
     if output is not None:
         output = str(output_path(output))  # a symlink: its target is the output (one writer)
@@ -129,7 +135,7 @@ def batch(
         journal = run_file_for(out_path, fmt)
         if fmt != "jsonl" and not journal.exists() and legacy_run_file(out_path).exists():
             journal = legacy_run_file(out_path)  # a run begun before the work folder
-        check_output(out_path, journal, sources)
+        check_output(out_path, journal, sources, journal_for(out_path))
         if not no_cache and not server:
             cache_path = Path(cache) if cache else default_cache(out_path)
             files = {"output": out_path, "run": journal, "input": input_path}
@@ -146,7 +152,7 @@ def batch(
             # The output is locked before the input is read: a second process on it is refused
             # at once, not after reading a long input (run_batch holds the same lock after).
             assert output is not None
-            stack.enter_context(output_lock(Path(output), fmt))
+            stack.enter_context(output_lock(Path(output), fmt, every_format=True))
         the_format: Format = fmt
         if replay:
             if not Path(replay).is_file():
@@ -167,7 +173,11 @@ def batch(
             # K samples of each item, made as the items are read: the input stays a stream.
             items = Sampled(dataset, samples) if samples > 1 else dataset
         if dry_run:
-            return _dry_run(items, ctx, output, the_format, as_json, replay=stored)
+            redo = {"failed"} if retry_failed else set()
+            redo |= {"degraded"} if retry_degraded else set()
+            return _dry_run(
+                items, ctx, output, the_format, as_json, replay=stored, limit=limit, redo=redo
+            )
 
         assert output is not None
         out = Path(output)
@@ -287,10 +297,16 @@ def _dry_run(
     as_json: bool,
     *,
     replay: dict[str, dict[str, Any]] | None,
+    limit: int | None = None,
+    redo: set[str] | None = None,
 ) -> int:
+    """Estimate what the same command without ``--dry-run`` runs: the items not in the output,
+    those ``--retry-failed``/``--retry-degraded`` would run again (``redo``, their statuses),
+    the first ``--limit`` of them."""
     run_file = RunFile(run_file_for(Path(output), fmt)) if output else None
     finished = run_file is not None and run_file.path.exists()
-    done = {str(r["id"]) for r in run_file.records()} if run_file and finished else set()
+    records = run_file.records() if run_file and finished else ()
+    done = {str(r["id"]) for r in records if r.get("status") not in (redo or set())}
     # A replay calls only the aggregator, on the stored references.
     est = estimate(
         items,
@@ -298,6 +314,7 @@ def _dry_run(
         done=done,
         finished=run_file.records() if run_file and finished else (),
         replay=replay,
+        limit=limit,
     )
     invalid = est.invalid
     if as_json:
@@ -306,7 +323,9 @@ def _dry_run(
     proposer_calls = 0 if replay else sum(len(ctx.proposers_of(n)) for n in range(1, ctx.layers))
     lines = [
         f"moa batch --dry-run: {est.items} items ({est.done} already done, {est.to_run} to run"
-        f"{f', {invalid} invalid' if invalid else ''}), {est.turns} turns",
+        f"{f', {invalid} invalid' if invalid else ''}"
+        f"{f', {est.later} left for later runs: --limit {limit}' if est.later else ''}"
+        f"), {est.turns} turns",
         f"calls: {est.calls:,} ({proposer_calls + 1} per turn: "
         f"{proposer_calls} proposer calls + the aggregator; retries not counted)",
         f"tokens: {est.input_tokens:,} input + {est.output_tokens:,} output",

@@ -225,6 +225,7 @@ def compare(
         return 130
     say(f"report: {folder / REPORT} (plot: {folder / PLOT}, numbers: {folder / RESULTS})")
     print(run.results["verdict"])
+    say(_preferences_line(run.results, folder))
     judging = run.results["judge"]
     unreadable = judging["unparsed"] and all(p["win_rate"] is None for p in run.results["pairs"])
     if unreadable:
@@ -250,3 +251,21 @@ def compare(
         )
         return EXIT_DEGRADED
     return 0
+
+
+LEFT_OUT = {"tie": "ties", "unparsed": "unparsed", "missing": "missing", "multi-turn": "multi-turn"}
+
+
+def _preferences_line(results: dict[str, Any], folder: Path) -> str:
+    """What preferences.jsonl holds. A file with no pair is written too, and ``datasets`` fails
+    on it with a bare StopIteration: the user is told before loading it."""
+    prefs = results["preferences"]
+    left = ", ".join(f"{n} {LEFT_OUT.get(why, why)}" for why, n in prefs["left_out"].items() if n)
+    path = folder / prefs["file"]
+    why = f" (left out: {left})" if left else ""
+    if prefs["pairs"]:
+        return f"{prefs['pairs']} preference pairs in {path}{why}"
+    return (
+        f"no preference pair in {path}{why}: the file is empty, and datasets.load_dataset "
+        "cannot load an empty file"
+    )

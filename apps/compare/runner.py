@@ -105,6 +105,47 @@ def check_answers(folder: Path, systems: Sequence[System]) -> None:
                 )
 
 
+def check_prompts(folder: Path, systems: Sequence[System], items: Sequence[Item]) -> None:
+    """Refuse answers made for another text under a prompt's id. Answers are kept by id, so a
+    prompt edited under its id kept its old answers: the judge judged them against the new
+    text, and preferences.jsonl paired the new prompt with answers to the old one."""
+    sources = {i.id: i.source for i in items}
+    for system in systems:
+        path = answers_path(folder, system)
+        if not path.exists():
+            continue
+        changed = [
+            prompt
+            for prompt, record in _by_prompt(path, system).items()
+            if prompt in sources and record.get("input") != sources[prompt]
+        ]
+        if changed:
+            shown = ", ".join(changed[:3]) + (", ..." if len(changed) > 3 else "")
+            raise CompareError(
+                f"{path} holds answers to other prompts under the ids of {len(changed)} prompts "
+                f"({shown}): they changed since they were answered; give the changed prompts "
+                "new ids, another REPORT_DIR (-o), or delete that file to answer again"
+            )
+
+
+def check_judgments(folder: Path, judge: ModelSpec, max_tokens: int) -> None:
+    """Refuse to mix judgments of other judge settings (``--judge-max-tokens``, a config's
+    temperature): said here, as compare's own error (run_batch's names --mixed-settings, a flag
+    moa compare does not have)."""
+    path = judgments_path(folder, judge)
+    if not path.exists():
+        return
+    mine = settings_summary(judge_context(judge, max_tokens))
+    for record in RunFile(path).records():
+        changed = settings_changes(record["settings"], mine) if record.get("settings") else []
+        if changed:
+            raise CompareError(
+                f"{path} holds judgments of {judge.model} made with other settings "
+                f"({'; '.join(changed)}); give another REPORT_DIR (-o), or delete that file to "
+                "judge again"
+            )
+
+
 def _system_items(items: Sequence[Item], system: System) -> list[Item]:
     # Ids of its own: a cache scope of its own (see the module's docstring).
     return [dataclasses.replace(i, id=f"{i.id}@{system.name}") for i in items]
@@ -137,6 +178,8 @@ async def run_compare(
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"-o {str(folder)!r} is a file: give a folder for the report")
     check_answers(folder, systems)
+    check_prompts(folder, systems, items)
+    check_judgments(folder, judge, options.judge_max_tokens)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -122,6 +122,9 @@ def default_systems(ctx: Context, name: str) -> list[System]:
         for s in ctx.proposers_of(n):
             specs.setdefault(s.model, (s, "proposer"))
     shorts = [_short(model) for model in specs]
+    # Named after its preset or config file, whose name may hold anything: the name names an
+    # answer file and labels the plot, where '$...$' is matplotlib's math.
+    name = safe_name(name)
     systems = [System(name, name, ctx)]
     for (model, (spec, role)), short in zip(specs.items(), shorts, strict=True):
         # Two models with one short name (two providers), or the mixture's name: the full name.

@@ -69,6 +69,7 @@ class Estimate:
     to_run: int
     turns: int  # user turns of the items to run
     invalid: int = 0  # malformed items (--skip-invalid) not in the output yet: recorded as failed
+    later: int = 0  # items past --limit: left for a later run, not estimated
     per_model: dict[str, ModelEstimate] = field(default_factory=dict)
     prices: Prices = field(default_factory=dict)
     measured_from: int = 0  # finished items the means come from; 0 = the upper bound
@@ -103,6 +104,7 @@ class Estimate:
             "done": self.done,
             "to_run": self.to_run,
             "invalid": self.invalid,
+            "later": self.later,
             "turns": self.turns,
             "calls": self.calls,
             "input_tokens": self.input_tokens,
@@ -164,11 +166,14 @@ def estimate(
     done: set[str],
     finished: Iterable[dict[str, Any]] = (),
     replay: dict[str, dict[str, Any]] | None = None,
+    limit: int | None = None,
 ) -> Estimate:
     """The estimate for the items not in ``done``; measured from ``finished`` records if any.
 
     One pass over ``items``, keeping only sums (a streamed dataset is never held whole).
     ``replay``: the stored records of a ``--replay`` run (only the aggregator is called).
+    ``limit``: only the first that many items not done run (``--limit``, as a run counts them:
+    malformed items too, which it records as failed); the rest are counted as ``later``.
     """
     result = Estimate(items=0, done=0, to_run=0, turns=0, prices=prices_of(ctx))
     answer = settings_for(ctx.aggregator, ctx).max_tokens
@@ -189,6 +194,9 @@ def estimate(
         result.items += 1
         if item.id in done:
             result.done += 1
+            continue
+        if limit is not None and result.to_run + result.invalid >= limit:
+            result.later += 1
             continue
         if isinstance(item, InvalidItem):
             result.invalid += 1

@@ -42,11 +42,16 @@ def work_dir(output: Path) -> Path:
     return output.parent / WORK_DIR
 
 
+def journal_for(output: Path) -> Path:
+    """The journal a -f run of ``output`` keeps in the work folder."""
+    return work_dir(output) / f"{output.name}.run.jsonl"
+
+
 def run_file_for(output: Path, fmt: Format) -> Path:
     """Where the run's records go: the output itself for jsonl, else in the work folder."""
     if fmt == "jsonl":
         return output
-    return work_dir(output) / f"{output.name}.run.jsonl"
+    return journal_for(output)
 
 
 def legacy_run_file(output: Path) -> Path:
@@ -137,12 +142,14 @@ def _instruction(record: dict[str, Any]) -> str:
     return parse_item(source).turns[0]
 
 
-def alpaca_eval(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+def alpaca_eval(
+    records: Iterable[dict[str, Any]], generator: str | None = None
+) -> list[dict[str, Any]]:
     return [
         {
             "instruction": _instruction(r),
             "output": r["answer"],
-            "generator": r["generator"],
+            "generator": generator or r["generator"],
             "dataset": (r["input"].get("dataset") if isinstance(r["input"], dict) else None)
             or DEFAULT_DATASET,
         }
@@ -151,13 +158,16 @@ def alpaca_eval(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def mt_bench(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+def mt_bench(
+    records: Iterable[dict[str, Any]], generator: str | None = None
+) -> list[dict[str, Any]]:
     """One answer per question; the samples of a question (``--samples``) are its choices, as
     FastChat's ``gen_model_answer --num-choices`` writes them."""
     rows: dict[Any, dict[str, Any]] = {}
     for r in records:
         if r["status"] not in ANSWERED:
             continue
+        r = {**r, "generator": generator or r["generator"]}
         base = r.get("item_id", r["id"])  # the item's id, whatever its sample
         question_id = question_of(r["input"], base)
         # Stable across reruns (FastChat draws a random one; any unique string will do).
@@ -177,13 +187,19 @@ def mt_bench(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(rows.values())
 
 
-def write_format(fmt: Format, records: Iterable[dict[str, Any]], output: Path) -> int:
-    """Write ``output`` in ``fmt`` from the run's records (in order); how many items it holds."""
+def write_format(
+    fmt: Format, records: Iterable[dict[str, Any]], output: Path, generator: str | None = None
+) -> int:
+    """Write ``output`` in ``fmt`` from the run's records (in order); how many items it holds.
+
+    ``generator`` names every row (the run's ``--generator``): records of a run resumed under
+    another name carry the old one, and AlpacaEval names a file by its generator only when
+    every row has the same one (else "Current model")."""
     if fmt == "alpaca-eval":
-        rows = alpaca_eval(records)
+        rows = alpaca_eval(records, generator)
         write_atomic(output, json.dumps(rows, ensure_ascii=False, indent=2) + "\n")
     elif fmt == "mt-bench":
-        rows = mt_bench(records)
+        rows = mt_bench(records, generator)
         write_atomic(output, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     else:
         raise ValueError(f"{fmt} is the run file itself")

@@ -106,7 +106,7 @@ class RunFile:
                     continue  # a torn last line (open() cuts it off before a run) is not a record
                 try:
                     record = json.loads(line)
-                except json.JSONDecodeError:
+                except ValueError:  # not JSON, or bytes json.loads reads as UTF-16/32 and fails
                     record = None
                 if not isinstance(record, dict) or "id" not in record or "status" not in record:
                     raise OutputError(
@@ -253,11 +253,14 @@ def output_path(given: str | Path) -> Path:
     return path.resolve() if path.is_symlink() else path
 
 
-def check_output(output: Path, run_file: Path, sources: Sequence[str]) -> None:
+def check_output(
+    output: Path, run_file: Path, sources: Sequence[str], journal: Path | None = None
+) -> None:
     """Refuse, before anything is read or written, an output that would destroy data or cannot
     hold a run: a folder, a pipe or a device, a path through a file (``out.txt/answers.jsonl``),
     an input (``sources``: the dataset, a replayed run), or a formatted output that exists with
-    no run file beside it (it was not written by an earlier run of this command)."""
+    no run file (it was not written by an earlier run of this command). An output an earlier
+    run wrote in another format (``journal``: where a -f run keeps its records) is named so."""
     if output.is_dir():
         raise OutputError(f"-o {output}: that is a folder; give a file name")
     for path in dict.fromkeys((output, run_file)):
@@ -275,11 +278,28 @@ def check_output(output: Path, run_file: Path, sources: Sequence[str]) -> None:
                 continue
             if os.path.samefile(path, source):
                 raise OutputError(f"-o {output}: that is the input file {source}; give another -o")
-    if output != run_file and output.is_file() and output.stat().st_size and not run_file.exists():
+    written = output.is_file() and output.stat().st_size > 0
+    if output == run_file and written and journal is not None and journal.is_file():
+        raise OutputError(
+            f"-o {output}: the -f output of an earlier moa batch run (its records are in "
+            f"{journal}); run it again with the same -f to resume it, or give another -o"
+        )
+    if output != run_file and written and not run_file.exists():
+        if _starts_with_a_record(output):
+            raise OutputError(
+                f"-o {output}: the output of a moa batch run written without -f (its records, "
+                "one per line); run it again without -f to resume it, or give another -o"
+            )
         raise OutputError(
             f"-o {output}: the file exists and is not the output of an earlier moa batch run "
-            f"(no {run_file.name} beside it); give another -o, or remove it"
+            f"(no {run_file}); give another -o, or remove it"
         )
+
+
+def _starts_with_a_record(path: Path) -> bool:
+    with contextlib.suppress(OSError), path.open("rb") as f:
+        return f.read(len(RECORD_START)) == RECORD_START
+    return False
 
 
 def check_cache(cache: Path, files: dict[str, str | Path | None]) -> None:

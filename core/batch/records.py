@@ -11,7 +11,8 @@
      "cost_usd": <every call of the answer at list price, null when a model has no price>,
      "spent_usd": <the calls this run paid for>,
      "seconds": <wall time>, "finished": <unix time>, "generator": <name>,
-     "settings": {"layers", "proposers": [[model...] per layer], "aggregator"},
+     "settings": {"layers", "proposers": [[model...] per layer], "aggregator", "sampling",
+                  "uses": {place: {model, temperature, max_tokens, seed, base_url}}, ...},
      "error": null | {"kind", "message"},
      "missing_proposals": [{"turn", "layer", "index", "model", "kind", "message"}]}
 
@@ -43,7 +44,7 @@ from typing_extensions import TypedDict
 from langgraph_moa.core.batch.cost import Prices, cost_of
 from langgraph_moa.core.batch.inputs import InvalidItem, Item
 from langgraph_moa.core.batch.samples import base_id
-from langgraph_moa.nodes.context import Context
+from langgraph_moa.nodes.context import Context, ModelSpec
 from langgraph_moa.nodes.records import Answer, Proposal, tally
 
 Status = Literal["ok", "degraded", "failed"]
@@ -82,36 +83,82 @@ class Turn(TurnResult):
 
 
 def settings_summary(ctx: Context) -> dict[str, Any]:
-    """Everything that changes an answer: what a resumed run compares (``settings_changes``)."""
+    """Everything that changes an answer: what a resumed run compares (``settings_changes``).
+
+    ``sampling`` holds each model's settings once (as records before ``uses`` did); ``uses``
+    holds every place a model is called (each proposer of each layer, the aggregator, its
+    fallback) with its own settings: Self-MoA calls one model at several temperatures and
+    seeds, and ``sampling`` alone keeps only one of them."""
     from langgraph_moa.nodes.models import settings_for
 
-    sampling = {}
-    for spec in ctx.all_models():
+    def of(spec: ModelSpec) -> dict[str, Any]:
         s = settings_for(spec, ctx)
-        sampling[spec.model] = {
+        return {
             "temperature": s.temperature,
             "max_tokens": s.max_tokens,
             "seed": s.seed,
             "base_url": s.base_url,
         }
+
+    sampling = {spec.model: of(spec) for spec in ctx.all_models()}
+    uses: dict[str, dict[str, Any]] = {}
+    for n in range(1, ctx.layers):
+        for i, spec in enumerate(ctx.proposers_of(n), 1):
+            uses[f"layer {n}, proposer {i}"] = {"model": spec.model, **of(spec)}
+    uses["aggregator"] = {"model": ctx.aggregator.model, **of(ctx.aggregator)}
+    if ctx.fallback_aggregator is not None:
+        fallback = ctx.fallback_aggregator
+        uses["fallback aggregator"] = {"model": fallback.model, **of(fallback)}
     return {
         "layers": ctx.layers,
         "proposers": [[s.model for s in ctx.proposers_of(n)] for n in range(1, ctx.layers)],
         "aggregator": ctx.aggregator.model,
         "fallback_aggregator": ctx.fallback_aggregator.model if ctx.fallback_aggregator else None,
         "min_proposals": ctx.min_proposals,
+        # A quorum leaves the slowest proposals out; staircase aggregates unfinished ones.
+        "quorum": ctx.quorum,
+        "staircase": ctx.staircase,
+        "staircase_chunks": list(ctx.staircase_chunks) if ctx.staircase else None,
         "sampling": sampling,
+        "uses": uses,
         "aggregation_prompt": hashlib.sha256(ctx.aggregation_prompt.encode()).hexdigest()[:16],
         "tool_history": str(ctx.tool_history),
     }
+
+
+def _use_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """What differs between two ``uses``: a model called once is named alone ("temperature of
+    together:p1"), one called several times with its place ("... (layer 1, proposer 2)"). A
+    place whose model changed is said by ``proposers``/``aggregator``."""
+    calls: dict[str, int] = {}
+    for use in new.values():
+        calls[use["model"]] = calls.get(use["model"], 0) + 1
+    changes = set()
+    for place in old.keys() & new.keys():
+        was, now = old[place], new[place]
+        if was.get("model") != now["model"]:
+            continue
+        where = f" ({place})" if calls[now["model"]] > 1 else ""
+        for field in was.keys() & now.keys() - {"model"}:
+            if was[field] != now[field]:
+                changes.add(f"{field} of {now['model']}{where}: {was[field]} -> {now[field]}")
+    return sorted(changes)
 
 
 def settings_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """What differs between two ``settings_summary`` values, named for a person ("temperature of
     together:p1: 0.7 -> 0.2"); keys an older record lacks are not compared."""
     changes = []
+    # Records with ``uses`` compare each call's settings; older ones, each model's.
+    per_use = "uses" in old and "uses" in new
     for key in old.keys() & new.keys():
-        if key == "sampling":
+        if key == "uses":
+            changes.extend(_use_changes(old[key], new[key]))
+        elif key == "staircase_chunks" and None in (old[key], new[key]):
+            continue  # staircase turned on or off: its own line says so
+        elif key == "sampling" and per_use:
+            continue  # each use is compared; a changed model is said by proposers/aggregator
+        elif key == "sampling":
             for model in old[key].keys() & new[key].keys():
                 for field in old[key][model].keys() & new[key][model].keys():
                     was, now = old[key][model][field], new[key][model][field]

@@ -18,7 +18,7 @@ import collections
 import contextlib
 import itertools
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from langgraph_moa.core.batch.cost import Prices, prices_of
 from langgraph_moa.core.batch.formats import (
     Format,
     cache_for,
+    journal_for,
     legacy_run_file,
     run_file_for,
     write_format,
@@ -45,7 +46,7 @@ from langgraph_moa.core.batch.records import (
     settings_changes,
     settings_summary,
 )
-from langgraph_moa.core.batch.turns import GraphTurns, ReplayTurns, Turns
+from langgraph_moa.core.batch.turns import GraphTurns, ReplayError, ReplayTurns, Turns
 from langgraph_moa.core.locks import one_writer
 from langgraph_moa.core.terminal import stderr_console
 from langgraph_moa.nodes.context import Context
@@ -191,13 +192,16 @@ async def run_items(
 
 
 # ---------------------------------------------------------------------------------- a run
-def _check_settings(run_file: RunFile, ctx: Context, options: BatchOptions) -> int:
-    """Finished items made with other settings: refused (a mixed output), unless
-    ``mixed_settings``; then kept and counted (each record's ``settings`` says which made it)."""
-    mine = {**settings_summary(ctx), "samples": options.samples}
+def _check_settings(
+    run_file: RunFile, options: BatchOptions, settings_of: Callable[[str], dict[str, Any] | None]
+) -> int:
+    """Finished items made with other settings than this run would give them (``settings_of``
+    an id; None: not compared): refused (a mixed output), unless ``mixed_settings``; then kept
+    and counted (each record's ``settings`` says which made it)."""
     other, changes = 0, set()
     for record in run_file.records():
-        found = settings_changes(record["settings"], mine) if record.get("settings") else []
+        mine = settings_of(str(record["id"])) if record.get("settings") else None
+        found = settings_changes(record["settings"], mine) if mine is not None else []
         other += bool(found)
         changes.update(found)
     if other and not options.mixed_settings:
@@ -207,6 +211,21 @@ def _check_settings(run_file: RunFile, ctx: Context, options: BatchOptions) -> i
             "them and run the rest with these settings"
         )
     return other
+
+
+def _replayed_settings(
+    turns: ReplayTurns, options: BatchOptions
+) -> Callable[[str], dict[str, Any] | None]:
+    """What a replay records for an id: its stored proposers, this run's aggregator. A replay
+    resumed with another aggregator would otherwise mix two aggregators' answers in one file."""
+
+    def of(item_id: str) -> dict[str, Any] | None:
+        try:
+            return {**turns.settings_for(item_id), "samples": options.samples}
+        except (KeyError, ReplayError):  # not in the replayed run (any more): nothing to compare
+            return None
+
+    return of
 
 
 def default_cache(output: Path) -> Path:
@@ -258,16 +277,26 @@ async def run_batch(
         return await _run_batch(items, ctx, output, options, console=console)
 
 
-def output_lock(output: Path, fmt: Format) -> contextlib.AbstractContextManager[None]:
+@contextlib.contextmanager
+def output_lock(output: Path, fmt: Format, *, every_format: bool = False) -> Iterator[None]:
     """The lock of a run's output (its run file): one process at a time (core/locks.py). Taken
     by ``run_batch``; a caller that takes it first (before reading a long input) holds it for
-    the run too."""
+    the run too.
+
+    ``every_format`` (the command's runs): runs of every format on one ``-o`` also share a lock
+    on its name, in the work folder (a -f output's folder holds nothing of ours). A jsonl run
+    writes ``-o`` as it goes, a -f run at its end, and with only its own lock each, the last to
+    finish replaced the other's file. (moa compare's runs share their report folder's lock.)"""
     guarded = run_file_for(output, fmt)
     hint = (
         "wait for it to finish, or, to run in parallel, give each process its own part of the "
         "input and its own -o"
     )
-    return one_writer(guarded, f"output {guarded}", hint)
+    with contextlib.ExitStack() as held:
+        held.enter_context(one_writer(guarded, f"output {guarded}", hint))
+        if every_format:
+            held.enter_context(one_writer(journal_for(output), f"output {output}", hint))
+        yield
 
 
 async def _run_batch(
@@ -331,7 +360,12 @@ async def _run_batch(
     else:
         turns = GraphTurns(ctx, cache, samples=options.samples)
 
-    other = _check_settings(run_file, ctx, options) if status and options.replay is None else 0
+    other = 0
+    if status and isinstance(turns, ReplayTurns):
+        other = _check_settings(run_file, options, _replayed_settings(turns, options))
+    elif status:
+        mine = {**settings_summary(ctx), "samples": options.samples}
+        other = _check_settings(run_file, options, lambda _: mine)
 
     progress = BatchProgress(console, total=len(items), to_run=to_run, prices=prices)
     try:
@@ -373,5 +407,7 @@ async def _run_batch(
     if complete:
         run_file.finish(order.position)
         if options.fmt != "jsonl":
-            result.written = write_format(options.fmt, run_file.records(), output)
+            result.written = write_format(
+                options.fmt, run_file.records(), output, options.generator
+            )
     return result

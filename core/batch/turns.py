@@ -99,7 +99,10 @@ class ReplayTurns:
         self._contexts: dict[tuple[tuple[str, ...], ...], Context] = {}
 
     def _layers(self, item: Item, index: int) -> list[list[Any]]:
-        turns = self.stored[item.id].get("turns") or []
+        return self._layers_of(item.id, index)
+
+    def _layers_of(self, item_id: str, index: int) -> list[list[Any]]:
+        turns = self.stored[item_id].get("turns") or []
         if index >= len(turns):
             raise ReplayError(f"the replayed record has no proposals for turn {index + 1}")
         layers = turns[index].get("layers") if isinstance(turns[index], dict) else None
@@ -127,7 +130,11 @@ class ReplayTurns:
         return self._contexts[shape]
 
     def settings_of(self, item: Item) -> dict[str, Any]:
-        return settings_summary(self._context(self._layers(item, 0)))
+        return self.settings_for(item.id)
+
+    def settings_for(self, item_id: str) -> dict[str, Any]:
+        """The settings a replay of ``item_id`` records (KeyError: not in the replayed run)."""
+        return settings_summary(self._context(self._layers_of(item_id, 0)))
 
     async def turn(self, item: Item, messages: list[Message], index: int) -> TurnResult:
         layers = self._layers(item, index)

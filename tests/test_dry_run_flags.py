@@ -1,0 +1,55 @@
+"""``--dry-run`` estimates what the same command without it would run: ``--limit``,
+``--retry-failed`` and ``--retry-degraded`` change which items run, so they change the estimate
+(they were ignored, and the estimate priced another run than the one asked for)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from batch_helpers import prompts, read_records, write_config, write_items
+from conftest import run_cli
+from fake_openai import Failure, FakeOpenAIServer
+
+
+def dry_run(*args: str | Path) -> dict[str, Any]:
+    result = run_cli("batch", *map(str, args), "--dry-run", "--json")
+    assert result.returncode == 0, result.stderr
+    return dict(json.loads(result.stdout))
+
+
+def test_limit_bounds_the_estimate(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    data = write_items(tmp_path / "in.jsonl", prompts(10))
+    cfg = write_config(tmp_path / "c.toml", server)
+    limited = dry_run(data, "-c", cfg, "--limit", "3")
+    assert (limited["to_run"], limited["later"], limited["calls"]) == (3, 7, 3 * 3)
+    # K samples are K items each, as --limit counts them in a run.
+    sampled = dry_run(data, "-c", cfg, "--limit", "4", "--samples", "2")
+    assert (sampled["items"], sampled["to_run"], sampled["later"]) == (20, 4, 16)
+    assert sampled["calls"] == 4 * 3
+    # The text says it too.
+    text = run_cli("batch", str(data), "-c", str(cfg), "--limit", "3", "--dry-run").stdout
+    assert "10 items (0 already done, 3 to run, 7 left for later runs: --limit 3)" in text
+    # What the estimate said is what the run does.
+    out = tmp_path / "out.jsonl"
+    run = run_cli("batch", str(data), "-o", str(out), "-c", str(cfg), "--limit", "3")
+    assert run.returncode == 0, run.stderr
+    assert len(read_records(out)) == 3 and len(server.requests) == 3 * 3
+
+
+def test_retry_flags_count_the_items_they_run_again(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    data = write_items(tmp_path / "in.jsonl", prompts(4))
+    cfg = write_config(tmp_path / "c.toml", server, extra="max_attempts = 1")
+    server.fail("agg", Failure(status=400))  # one item fails, for good
+    out = tmp_path / "out.jsonl"
+    assert run_cli("batch", str(data), "-o", str(out), "-c", str(cfg), "-j", "1").returncode == 1
+    assert [r["status"] for r in read_records(out)].count("failed") == 1
+    plain = dry_run(data, "-o", out, "-c", cfg)
+    assert (plain["done"], plain["to_run"], plain["calls"]) == (4, 0, 0)
+    again = dry_run(data, "-o", out, "-c", cfg, "--retry-failed")
+    assert (again["done"], again["to_run"], again["calls"]) == (3, 1, 3)
+    degraded = dry_run(data, "-o", out, "-c", cfg, "--retry-degraded")
+    assert (degraded["done"], degraded["to_run"]) == (4, 0)

@@ -1,0 +1,263 @@
+"""A resumed run must not silently mix settings: what a data team changes between two runs on
+one output (a Self-MoA sample's temperature, a replay's aggregator, the generator's name, the
+judge's length limit) is either refused with one line or applied to the whole file. Each test
+drives ``moa`` as a process on real files, against the fake provider server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from subprocess import CompletedProcess
+
+from batch_helpers import prompts, read_records, write_items
+from compare_helpers import always_a, prefers, write_mixture, write_prompts
+from compare_helpers import env as compare_env
+from conftest import run_cli
+from fake_openai import FakeOpenAIServer
+
+
+def batch(*args: str | Path) -> CompletedProcess[str]:
+    return run_cli("batch", *map(str, args))
+
+
+def error_line(stderr: str) -> str:
+    assert "Traceback" not in stderr, stderr
+    lines = [line for line in stderr.splitlines() if line.startswith("moa: error:")]
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+def self_moa(path: Path, server: FakeOpenAIServer, first: float) -> Path:
+    """Self-MoA on the fake server: one model sampled twice at two temperatures, aggregating."""
+    url = server.base_url
+    path.write_text(
+        "layers = 2\nproposers = [\n"
+        f'  {{ model = "together:p1", base_url = "{url}", temperature = {first}, seed = 1 }},\n'
+        f'  {{ model = "together:p1", base_url = "{url}", temperature = 0.9, seed = 2 }},\n]\n'
+        f'aggregator = {{ model = "together:p1", base_url = "{url}", temperature = 0.3 }}\n',
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_a_changed_sample_of_self_moa_is_refused(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    # The same model at several temperatures (the self-moa preset): changing one sample's
+    # temperature changes the answers, so the resume must see it, whichever use it is.
+    data = write_items(tmp_path / "in.jsonl", prompts(3))
+    out = tmp_path / "out.jsonl"
+    first = batch(data, "-o", out, "-c", self_moa(tmp_path / "a.toml", server, 0.3), "--limit", "1")
+    assert first.returncode == 0, first.stderr
+    before = len(server.requests)
+    result = batch(data, "-o", out, "-c", self_moa(tmp_path / "b.toml", server, 0.5))
+    assert result.returncode == 2, result.stderr
+    line = error_line(result.stderr)
+    assert "holds 1 finished items made with other settings" in line
+    assert "temperature of together:p1 (layer 1, proposer 1): 0.3 -> 0.5" in line
+    assert len(server.requests) == before and len(read_records(out)) == 1
+    # The record says what made it: every use of the model, not only the last one's settings.
+    (record,) = read_records(out)
+    temperatures = [use["temperature"] for use in record["settings"]["uses"].values()]
+    assert temperatures == [0.3, 0.9, 0.3]
+    # The same settings resume as before.
+    again = batch(data, "-o", out, "-c", self_moa(tmp_path / "c.toml", server, 0.3))
+    assert again.returncode == 0, again.stderr
+    assert len(read_records(out)) == 3
+
+
+def test_a_compare_system_whose_sample_changed_is_refused(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    data = write_prompts(tmp_path / "p.jsonl", 2)
+    server.script("judge", always_a)
+
+    def compare(first: float) -> CompletedProcess[str]:
+        system = f"self={self_moa(tmp_path / 's.toml', server, first)}"
+        args = ("compare", data, "-s", system, "-s", "one=together:p2",
+                "--judge", "together:judge", "-o", tmp_path / "r")  # fmt: skip
+        return run_cli(*map(str, args), env=compare_env(server))
+
+    assert compare(0.3).returncode == 0
+    before = len(server.requests)
+    result = compare(0.5)
+    assert result.returncode == 1
+    line = error_line(result.stderr)
+    assert "holds answers of self made with other models or settings" in line
+    assert "temperature of together:p1 (layer 1, proposer 1): 0.3 -> 0.5" in line
+    assert len(server.requests) == before
+
+
+def test_records_written_before_uses_resume_as_before(server: FakeOpenAIServer) -> None:
+    # An output begun by an older moa has no "uses": its records compare per model, as then.
+    from conftest import fake_context
+
+    from langgraph_moa.core.batch.records import settings_changes, settings_summary
+
+    now = settings_summary(fake_context(server, ["p1", "p2"]))
+    old = {k: v for k, v in now.items() if k != "uses"}
+    assert settings_changes(old, now) == []
+    warmer = settings_summary(fake_context(server, ["p1", "p2"], temperature=0.2))
+    assert settings_changes(old, warmer) == [
+        "temperature of together:agg: 0.7 -> 0.2",
+        "temperature of together:p1: 0.7 -> 0.2",
+        "temperature of together:p2: 0.7 -> 0.2",
+    ]
+    assert settings_changes(now, warmer) == settings_changes(old, warmer)
+
+
+def test_a_replay_resumed_with_another_aggregator_is_refused(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    url = server.base_url
+    data = write_items(tmp_path / "in.jsonl", prompts(3))
+    run = tmp_path / "run.jsonl"
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        f'layers = 2\nproposers = [{{ model = "together:p1", base_url = "{url}" }}]\n'
+        f'aggregator = {{ model = "together:agg", base_url = "{url}" }}\n',
+        encoding="utf-8",
+    )
+    assert batch(data, "-o", run, "-c", cfg).returncode == 0
+    other = tmp_path / "other.toml"
+    other.write_text(cfg.read_text().replace("together:agg", "together:agg2"), encoding="utf-8")
+    out = tmp_path / "replayed.jsonl"
+    assert batch("--replay", run, "-o", out, "-c", other, "--limit", "1").returncode == 0
+    before = len(server.requests)
+    result = batch("--replay", run, "-o", out, "-c", cfg)
+    assert result.returncode == 2, result.stderr
+    line = error_line(result.stderr)
+    assert "holds 1 finished items made with other settings" in line
+    assert "aggregator: together:agg2 -> together:agg" in line
+    assert len(server.requests) == before
+    # The same aggregator resumes; every record is made by it.
+    again = batch("--replay", run, "-o", out, "-c", other)
+    assert again.returncode == 0, again.stderr
+    assert [r["turns"][0]["aggregator"]["model"] for r in read_records(out)] == [
+        "together:agg2"
+    ] * 3
+
+
+def test_a_format_output_names_one_generator(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    # AlpacaEval names a model_outputs.json by its generator only when it holds one (else
+    # "Current model"); FastChat's model_id likewise. A resume under another --generator
+    # renames the whole file, as the last run asked.
+    url = server.base_url
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        f'layers = 2\nproposers = [{{ model = "together:p1", base_url = "{url}" }}]\n'
+        f'aggregator = {{ model = "together:agg", base_url = "{url}" }}\n',
+        encoding="utf-8",
+    )
+    items = [{"instruction": f"say {w}"} for w in ("hi", "bye", "yes")]
+    data = tmp_path / "alpaca.json"
+    data.write_text(json.dumps(items), encoding="utf-8")
+    out = tmp_path / "model_outputs.json"
+    alpaca = (data, "-o", out, "-f", "alpaca-eval", "-c", cfg)
+    first = batch(*alpaca, "--generator", "a", "--limit", "1")
+    assert first.returncode == 0, first.stderr
+    again = batch(*alpaca, "--generator", "my-moa")
+    assert again.returncode == 0, again.stderr
+    rows = json.loads(out.read_text())
+    assert [r["generator"] for r in rows] == ["my-moa"] * 3
+    mt = tmp_path / "answers" / "my-moa.jsonl"
+    mt.parent.mkdir()
+    questions = [{"question_id": n, "turns": [f"q{n}"]} for n in (1, 2)]
+    mt_data = write_items(tmp_path / "mt.jsonl", questions)
+    fastchat = (mt_data, "-o", mt, "-f", "mt-bench", "-c", cfg)
+    assert batch(*fastchat, "--limit", "1").returncode == 0
+    assert batch(*fastchat, "--generator", "m2").returncode == 0
+    assert [json.loads(line)["model_id"] for line in mt.read_text().splitlines()] == ["m2"] * 2
+
+
+def test_a_compare_with_another_judge_length_says_what_to_do(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    data = write_prompts(tmp_path / "p.jsonl", 2)
+    server.script("judge", always_a)
+    mix = write_mixture(tmp_path / "mix.toml")
+
+    def compare(*more: str) -> CompletedProcess[str]:
+        args = ("compare", data, "--config", mix, "--judge", "together:judge",
+                "-o", tmp_path / "r", *more)  # fmt: skip
+        return run_cli(*map(str, args), env=compare_env(server))
+
+    assert compare().returncode == 0
+    before = len(server.requests)
+    result = compare("--judge-max-tokens", "100")
+    assert result.returncode == 1
+    line = error_line(result.stderr)
+    # moa compare has no --mixed-settings: the line names what it does have.
+    assert "--mixed-settings" not in line
+    assert "judgments of together:judge made with other settings" in line
+    assert "max_tokens of together:judge: 512 -> 100" in line
+    assert "give another REPORT_DIR (-o), or delete that file to judge again" in line
+    assert len(server.requests) == before
+
+
+def test_a_prompt_edited_under_its_id_is_refused_not_judged_with_old_answers(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    # Answers are kept by prompt id. A prompt whose text changed under the same id kept its
+    # old answers: the judge judged them against the new text, and preferences.jsonl paired
+    # the new prompt with answers to the old one (training data that lies).
+    server.script("judge", prefers("from agg"))  # the mixture wins against p1 and p2
+    mix = write_mixture(tmp_path / "mix.toml")
+    data = tmp_path / "p.jsonl"
+
+    def compare() -> CompletedProcess[str]:
+        args = ("compare", data, "--config", mix, "--judge", "together:judge", "-o", tmp_path / "r")
+        return run_cli(*map(str, args), env=compare_env(server))
+
+    write_items(data, [{"id": "q1", "prompt": "alpha"}, {"id": "q2", "prompt": "beta"}])
+    assert compare().returncode == 0
+    before = len(server.requests)
+    write_items(data, [{"id": "q1", "prompt": "gamma"}, {"id": "q2", "prompt": "beta"}])
+    result = compare()
+    assert result.returncode == 1
+    line = error_line(result.stderr)
+    assert "answers to other prompts under the ids of 1 prompts (q1)" in line
+    assert "give the changed prompts new ids, another REPORT_DIR (-o)" in line
+    assert len(server.requests) == before
+    pairs = [json.loads(x) for x in (tmp_path / "r" / "preferences.jsonl").read_text().splitlines()]
+    # The report folder is as the first run left it: q1's pairs are of its first text.
+    q1 = [p for p in pairs if p["prompt_id"] == "q1"]
+    assert len(q1) == 2 and all(p["prompt"] == "alpha" and "alpha" in p["chosen"] for p in q1)
+
+
+def test_staircase_and_quorum_are_settings_a_resume_compares(server: FakeOpenAIServer) -> None:
+    # Both change the answers: staircase aggregates unfinished proposals, a quorum leaves the
+    # slowest proposals out. A REPORT_DIR or an output must not mix them in under one name.
+    from conftest import fake_context
+
+    from langgraph_moa.core.batch.records import settings_changes, settings_summary
+
+    plain = settings_summary(fake_context(server, ["p1", "p2", "p3"]))
+    stair = settings_summary(fake_context(server, ["p1", "p2", "p3"], staircase=True))
+    quorum = settings_summary(fake_context(server, ["p1", "p2", "p3"], quorum=2))
+    assert settings_changes(plain, stair) == ["staircase: False -> True"]
+    assert settings_changes(plain, quorum) == ["quorum: None -> 2"]
+    chunks = fake_context(server, ["p1", "p2", "p3"], staircase=True, staircase_chunks=[8, 64])
+    assert settings_changes(stair, settings_summary(chunks)) == [
+        f"staircase_chunks: {stair['staircase_chunks']} -> [8, 64]"
+    ]
+
+
+def test_a_compare_system_turned_staircase_is_refused(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    data = write_prompts(tmp_path / "p.jsonl", 2)
+    server.script("judge", always_a)
+    mix = write_mixture(tmp_path / "mix.toml")
+
+    def compare(spec: str) -> CompletedProcess[str]:
+        args = ("compare", data, "-s", f"moa={spec}", "-s", "one=together:p1",
+                "--judge", "together:judge", "-o", tmp_path / "r")  # fmt: skip
+        return run_cli(*map(str, args), env=compare_env(server))
+
+    assert compare(str(mix)).returncode == 0
+    before = len(server.requests)
+    result = compare(f"{mix}+staircase")
+    assert result.returncode == 1
+    line = error_line(result.stderr)
+    assert "holds answers of moa made with other models or settings" in line
+    assert "staircase: False -> True" in line
+    assert len(server.requests) == before
