@@ -94,15 +94,22 @@ def check_answers(folder: Path, systems: Sequence[System]) -> None:
         path = answers_path(folder, system)
         if not path.exists():
             continue
-        mine = settings_summary(system.ctx)
-        for record in RunFile(path).records():
-            changed = settings_changes(record["settings"], mine) if record.get("settings") else []
-            if changed:
-                raise CompareError(
-                    f"{path} holds answers of {system.name} made with other models or settings "
-                    f"({'; '.join(changed)}); give another REPORT_DIR (-o), another system name, "
-                    "or delete that file to answer again"
-                )
+        changed = _other_settings(path, settings_summary(system.ctx))
+        if changed:
+            raise CompareError(
+                f"{path} holds answers of {system.name} made with other models or settings "
+                f"({'; '.join(changed)}); give another REPORT_DIR (-o), another system name, "
+                "or delete that file to answer again"
+            )
+
+
+def _other_settings(path: Path, mine: dict[str, Any]) -> list[str]:
+    """How the first record of ``path`` made with other settings than ``mine`` differs."""
+    for record in RunFile(path).records():
+        changed = settings_changes(record["settings"], mine) if record.get("settings") else []
+        if changed:
+            return changed
+    return []
 
 
 def check_prompts(folder: Path, systems: Sequence[System], items: Sequence[Item]) -> None:
@@ -135,15 +142,13 @@ def check_judgments(folder: Path, judge: ModelSpec, max_tokens: int) -> None:
     path = judgments_path(folder, judge)
     if not path.exists():
         return
-    mine = settings_summary(judge_context(judge, max_tokens))
-    for record in RunFile(path).records():
-        changed = settings_changes(record["settings"], mine) if record.get("settings") else []
-        if changed:
-            raise CompareError(
-                f"{path} holds judgments of {judge.model} made with other settings "
-                f"({'; '.join(changed)}); give another REPORT_DIR (-o), or delete that file to "
-                "judge again"
-            )
+    changed = _other_settings(path, settings_summary(judge_context(judge, max_tokens)))
+    if changed:
+        raise CompareError(
+            f"{path} holds judgments of {judge.model} made with other settings "
+            f"({'; '.join(changed)}); give another REPORT_DIR (-o), or delete that file to "
+            "judge again"
+        )
 
 
 def _system_items(items: Sequence[Item], system: System) -> list[Item]:
