@@ -103,9 +103,9 @@ class FormatCheck:
             self._questions.close()
 
 
-def check_items(fmt: Format, items: Iterable[Item | InvalidItem], samples: int = 1) -> None:
-    """``FormatCheck`` over items already read (a replay's)."""
-    check = FormatCheck(fmt, samples)
+def check_items(fmt: Format, items: Iterable[Item | InvalidItem]) -> None:
+    """``FormatCheck`` over items already read (a replay's, which takes no --samples)."""
+    check = FormatCheck(fmt)
     try:
         for item in items:
             if isinstance(item, Item):
