@@ -156,8 +156,6 @@ def _check_model(value: Any, at: str, endpoints: Endpoints) -> None:
                 "api_key_env",
             )
         url = value.get("base_url")
-        if url is None and isinstance(name, str):
-            _check_local_server(name, at, endpoints)
         if url is not None and not (isinstance(url, str) and endpoints.allows(url)):
             raise ClientSettingError(
                 at,
@@ -174,8 +172,10 @@ def _check_model(value: Any, at: str, endpoints: Endpoints) -> None:
                     "api_key_env may name only the provider's own key variable"
                     f"{f' ({own})' if own else ''}, or be left out; the value is not shown",
                 )
-    elif isinstance(name, str):
-        _check_local_server(name, at, endpoints)
+    if isinstance(name, str) and not (
+        isinstance(value, dict) and value.get("base_url") is not None
+    ):
+        _check_local_server(name, at, endpoints)  # it goes to the server's own machine
     # Only the bundled names: local.py reads any other name as a path (``~user``, ``.env``...).
     if isinstance(name, str) and name.startswith("local:") and name[6:] not in BUNDLED:
         bundled = ", ".join(f"'local:{b}'" for b in BUNDLED)
