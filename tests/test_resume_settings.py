@@ -79,7 +79,7 @@ def test_a_compare_system_whose_sample_changed_is_refused(
     assert compare(0.3).returncode == 0
     before = len(server.requests)
     result = compare(0.5)
-    assert result.returncode == 1
+    assert result.returncode == 2
     line = error_line(result.stderr)
     assert "holds answers of self made with other models or settings" in line
     assert "temperature of together:p1 (layer 1, proposer 1): 0.3 -> 0.5" in line
@@ -183,7 +183,7 @@ def test_a_compare_with_another_judge_length_says_what_to_do(
     assert compare().returncode == 0
     before = len(server.requests)
     result = compare("--judge-max-tokens", "100")
-    assert result.returncode == 1
+    assert result.returncode == 2
     line = error_line(result.stderr)
     # moa compare has no --mixed-settings: the line names what it does have.
     assert "--mixed-settings" not in line
@@ -212,7 +212,7 @@ def test_a_prompt_edited_under_its_id_is_refused_not_judged_with_old_answers(
     before = len(server.requests)
     write_items(data, [{"id": "q1", "prompt": "gamma"}, {"id": "q2", "prompt": "beta"}])
     result = compare()
-    assert result.returncode == 1
+    assert result.returncode == 2
     line = error_line(result.stderr)
     assert "answers to other prompts under the ids of 1 prompts (q1)" in line
     assert "give the changed prompts new ids, another REPORT_DIR (-o)" in line
@@ -256,7 +256,7 @@ def test_a_compare_system_turned_staircase_is_refused(
     assert compare(str(mix)).returncode == 0
     before = len(server.requests)
     result = compare(f"{mix}+staircase")
-    assert result.returncode == 1
+    assert result.returncode == 2
     line = error_line(result.stderr)
     assert "holds answers of moa made with other models or settings" in line
     assert "staircase: False -> True" in line

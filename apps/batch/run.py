@@ -1,9 +1,10 @@
 """``moa batch``: from the command's flags to a run (or a dry run), a summary and an exit code.
 
-Exit codes: 0 every item ok (or a dry run); 1 some items failed (rerun with --retry-failed) or
-the run could not go on; 2 bad input or settings; 3 every item answered, but some degraded: a
-proposer gave up, the answer has fewer proposals than configured (rerun with --retry-degraded);
-130 interrupted (rerun the command to resume).
+Exit codes: 0 every item ok (or a dry run); 1 the run started and some items failed (rerun with
+--retry-failed) or it could not go on; 2 refused before any call was paid (bad input, settings
+or paths, an output of other settings or in use: core/command.py); 3 every item answered, but
+some degraded: a proposer gave up, the answer has fewer proposals than configured (rerun with
+--retry-degraded); 130 interrupted (rerun the command to resume).
 """
 
 from __future__ import annotations
