@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from subprocess import CompletedProcess
 
-from batch_helpers import prompts, read_records, write_items
+from batch_helpers import last_user, prompts, read_records, write_config, write_items
 from compare_helpers import always_a, prefers, write_mixture, write_prompts
 from compare_helpers import env as compare_env
 from conftest import run_cli
@@ -62,6 +62,49 @@ def test_a_changed_sample_of_self_moa_is_refused(server: FakeOpenAIServer, tmp_p
     again = batch(data, "-o", out, "-c", self_moa(tmp_path / "c.toml", server, 0.3))
     assert again.returncode == 0, again.stderr
     assert len(read_records(out)) == 3
+
+
+def test_an_item_edited_under_its_id_is_refused_before_any_call(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    # A rerun skips the items already in the output, by id: an item whose prompt was edited
+    # since kept the answer to its old prompt, under the new one, without a word.
+    cfg = write_config(tmp_path / "c.toml", server)
+    data = write_items(tmp_path / "in.jsonl", prompts(6))
+    out = tmp_path / "out.jsonl"
+    assert batch(data, "-o", out, "-c", cfg).returncode == 0
+    before = len(server.requests)
+    items = prompts(8)  # two new items too: a run would pay for them
+    items[5]["prompt"] = "question number 5, edited"
+    items[2]["prompt"] = "question number 2, edited"
+    items[4]["category"] = "writing"  # a field the models are not sent: not an edit
+    write_items(data, items)
+    result = batch(data, "-o", out, "-c", cfg)
+    assert result.returncode == 2, result.stderr
+    assert error_line(result.stderr) == (
+        f"moa: error: {out} holds answers to 2 items whose prompt changed in the input since "
+        f"they were answered (q2, q5): give the changed items new ids, remove their lines "
+        f"from {out} to answer them again, or give another -o"
+    )
+    assert len(server.requests) == before and len(read_records(out)) == 6
+    # Their lines removed, they are answered again, to their new prompts.
+    lines = out.read_text(encoding="utf-8").splitlines(keepends=True)
+    kept = [x for x in lines if not x.startswith(('{"id":"q2"', '{"id":"q5"'))]
+    out.write_text("".join(kept), encoding="utf-8")
+    again = batch(data, "-o", out, "-c", cfg)
+    assert again.returncode == 0, again.stderr
+    asked = {last_user(r) for r in server.requests[before:] if r.model == "p1"}
+    assert asked == {"question number 2, edited", "question number 5, edited",
+                     "question number 6", "question number 7"}  # fmt: skip
+    # An output written before records had a digest resumes as before, unchecked.
+    records = [{k: v for k, v in r.items() if k != "input_digest"} for r in read_records(out)]
+    out.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    items[0]["prompt"] = "question number 0, edited"
+    write_items(data, items)
+    paid = len(server.requests)
+    old = batch(data, "-o", out, "-c", cfg)
+    assert old.returncode == 0, old.stderr
+    assert len(server.requests) == paid
 
 
 def test_a_compare_system_whose_sample_changed_is_refused(

@@ -130,12 +130,15 @@ def batch(
     if output is not None:
         output = str(output_path(output))  # a symlink: its target is the output (one writer)
     cache_path: Path | None = None
-    if output is not None and not dry_run:
+    journal: Path | None = None
+    if output is not None:
         out_path = Path(output)
-        sources = [p for p in (input_path, replay) if p]
         journal = run_file_for(out_path, fmt)
         if fmt != "jsonl" and not journal.exists() and legacy_run_file(out_path).exists():
             journal = legacy_run_file(out_path)  # a run begun before the work folder
+    if output is not None and journal is not None and not dry_run:
+        out_path = Path(output)
+        sources = [p for p in (input_path, replay) if p]
         check_output(out_path, journal, sources, journal_for(out_path))
         if not no_cache and not server:
             cache_path = Path(cache) if cache else default_cache(out_path)
@@ -164,11 +167,16 @@ def batch(
             check_items(the_format, items)
         else:
             assert input_path is not None
+            # A resume compares each finished item's prompt with the input's: only then are the
+            # items hashed (a first run's first pass skips it).
+            resuming = journal is not None and journal.is_file() and journal.stat().st_size > 0
             # What the format cannot hold is refused as the input is first read: no pass of its own.
             with contextlib.closing(FormatCheck(the_format, samples)) as check:
                 dataset = stack.enter_context(
                     contextlib.closing(
-                        stream_items(input_path, skip_invalid=skip_invalid, check=check)
+                        stream_items(
+                            input_path, skip_invalid=skip_invalid, check=check, digests=resuming
+                        )
                     )
                 )
             # K samples of each item, made as the items are read: the input stays a stream.
