@@ -64,6 +64,27 @@ def test_a_changed_sample_of_self_moa_is_refused(server: FakeOpenAIServer, tmp_p
     assert len(read_records(out)) == 3
 
 
+def test_a_dry_run_refuses_what_the_run_refuses(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    # The dry run said "0 already done, 3 to run" of an output the run then refused: its
+    # estimate priced a run that would not happen.
+    data = write_items(tmp_path / "in.jsonl", prompts(3))
+    out = tmp_path / "out.jsonl"
+    first = batch(data, "-o", out, "-c", self_moa(tmp_path / "a.toml", server, 0.3), "--limit", "1")
+    assert first.returncode == 0, first.stderr
+    before = len(server.requests)
+    other = ("-c", self_moa(tmp_path / "b.toml", server, 0.5))
+    run = batch(data, "-o", out, *other)
+    for dry in (batch(data, "-o", out, *other, "--dry-run"), batch(data, "-o", out, *other,
+                "--dry-run", "--json")):  # fmt: skip
+        assert (dry.returncode, error_line(dry.stderr)) == (2, error_line(run.stderr))
+        assert run.returncode == 2 and dry.stdout == ""
+    assert len(server.requests) == before
+    # What the run would then do, the dry run says.
+    mixed = batch(data, "-o", out, *other, "--mixed-settings", "--dry-run")
+    assert mixed.returncode == 0, mixed.stderr
+    assert "3 items (1 already done, 2 to run)" in mixed.stdout
+
+
 def test_an_item_edited_under_its_id_is_refused_before_any_call(
     server: FakeOpenAIServer, tmp_path: Path
 ) -> None:
@@ -79,13 +100,14 @@ def test_an_item_edited_under_its_id_is_refused_before_any_call(
     items[2]["prompt"] = "question number 2, edited"
     items[4]["category"] = "writing"  # a field the models are not sent: not an edit
     write_items(data, items)
-    result = batch(data, "-o", out, "-c", cfg)
-    assert result.returncode == 2, result.stderr
-    assert error_line(result.stderr) == (
-        f"moa: error: {out} holds answers to 2 items whose prompt changed in the input since "
-        f"they were answered (q2, q5): give the changed items new ids, remove their lines "
-        f"from {out} to answer them again, or give another -o"
-    )
+    for dry in ((), ("--dry-run",)):
+        result = batch(data, "-o", out, "-c", cfg, *dry)
+        assert result.returncode == 2, result.stderr
+        assert error_line(result.stderr) == (
+            f"moa: error: {out} holds answers to 2 items whose prompt changed in the input since "
+            f"they were answered (q2, q5): give the changed items new ids, remove their lines "
+            f"from {out} to answer them again, or give another -o"
+        )
     assert len(server.requests) == before and len(read_records(out)) == 6
     # Their lines removed, they are answered again, to their new prompts.
     lines = out.read_text(encoding="utf-8").splitlines(keepends=True)

@@ -28,18 +28,21 @@ from langgraph_moa.core.batch.formats import (
     legacy_run_file,
     run_file_for,
 )
-from langgraph_moa.core.batch.inputs import Items, check_input, stream_items
+from langgraph_moa.core.batch.inputs import Items, check_input, positions_of, stream_items
 from langgraph_moa.core.batch.outputs import RunFile, check_cache, check_output, output_path
 from langgraph_moa.core.batch.progress import money
 from langgraph_moa.core.batch.runner import (
     BatchOptions,
     BatchResult,
+    check_resume,
     default_cache,
     output_lock,
     replay_items,
+    resumed_settings,
     run_batch,
 )
 from langgraph_moa.core.batch.samples import Sampled
+from langgraph_moa.core.batch.turns import ReplayTurns
 from langgraph_moa.core.command import EXIT_DEGRADED, startup
 from langgraph_moa.nodes.context import Context, ModelSpec
 from langgraph_moa.nodes.errors import ConfigError, InputError
@@ -185,7 +188,16 @@ def batch(
             redo = {"failed"} if retry_failed else set()
             redo |= {"degraded"} if retry_degraded else set()
             return _dry_run(
-                items, ctx, output, the_format, as_json, replay=stored, limit=limit, redo=redo
+                items,
+                ctx,
+                output,
+                the_format,
+                as_json,
+                replay=stored,
+                limit=limit,
+                redo=redo,
+                samples=samples,
+                mixed_settings=mixed_settings,
             )
 
         assert output is not None
@@ -308,12 +320,25 @@ def _dry_run(
     replay: dict[str, dict[str, Any]] | None,
     limit: int | None = None,
     redo: set[str] | None = None,
+    samples: int = 1,
+    mixed_settings: bool = False,
 ) -> int:
     """Estimate what the same command without ``--dry-run`` runs: the items not in the output,
     those ``--retry-failed``/``--retry-degraded`` would run again (``redo``, their statuses),
-    the first ``--limit`` of them."""
+    the first ``--limit`` of them. An output the run would refuse to resume is refused here
+    too, with the run's words (``check_resume``)."""
     run_file = RunFile(run_file_for(Path(output), fmt)) if output else None
     finished = run_file is not None and run_file.path.exists()
+    if run_file is not None and finished:
+        replayed = ReplayTurns(ctx, replay) if replay is not None else None
+        check_resume(
+            run_file.records(),
+            positions_of(items),
+            resumed_settings(ctx, samples, replayed),
+            path=run_file.path,
+            mixed_settings=mixed_settings,
+            redo=redo or (),
+        )
     records = run_file.records() if run_file and finished else ()
     done = {str(r["id"]) for r in records if r.get("status") not in (redo or set())}
     # A replay calls only the aggregator, on the stored references.
