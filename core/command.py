@@ -2,9 +2,10 @@
 
 Each application registers its own commands (``register(app)`` in ``apps/<name>/command.py``);
 ``langgraph_moa/cli.py`` collects them into ``moa``. Exit codes, for every command:
-0 done; 1 the run failed (a provider, a layer, the aggregator); 2 bad input or settings;
-3 done, but some answers are degraded (``moa batch``, ``moa compare``: answered with fewer
-proposals than configured); 130 interrupted; 141 whoever read the output went away.
+0 done; 1 the run started and failed (a provider, a layer, the aggregator); 2 refused before
+any call was paid (bad input, settings or paths, an output of other settings or held by
+another run); 3 done, but some answers are degraded (``moa batch``, ``moa compare``: answered
+with fewer proposals than configured); 130 interrupted; 141 whoever read the output went away.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 import typer
 
 from langgraph_moa.core.terminal import stderr_console, to_stdout
-from langgraph_moa.nodes.errors import ConfigError, InputError, MoAError
+from langgraph_moa.nodes.errors import ConfigError, InputError, MoAError, RefusedError
 
 err = stderr_console()
 EXIT_DEGRADED = 3  # every item answered, some with fewer proposals than configured
@@ -121,8 +122,9 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 
 def exit_code(exc: MoAError) -> int:
-    """2 for what the user can fix in the command (settings, input), 1 for a failed run."""
-    return 2 if isinstance(exc, ConfigError | InputError) else 1
+    """2 for a refusal before any call was paid (what the user can fix in the command: its
+    settings, input or paths), 1 for a run that started and failed."""
+    return 2 if isinstance(exc, ConfigError | InputError | RefusedError) else 1
 
 
 def guarded(fn: Callable[[], T]) -> T:

@@ -28,6 +28,13 @@ class ConfigError(MoAError, ValueError):
     """A setting (preset, config file, CLI flag or graph context) is invalid."""
 
 
+class RefusedError(MoAError):
+    """Refused before any model call was paid: a file or folder the command was given cannot be
+    used as it is (an output that would lose data or is held by another run, a call cache in the
+    way, a full temporary folder). The user's to change, as a ``ConfigError`` or an
+    ``InputError`` is; then the same command runs. Raised only before a run pays for anything."""
+
+
 class ClientSettingError(ConfigError):
     """A server's client asked for a setting only the server may choose (nodes/untrusted.py).
 
@@ -309,7 +316,7 @@ def _rebuild(cls: type[MoAError], args: tuple[Any, ...], kwargs: dict[str, Any])
     return cls(*args, **kwargs)
 
 
-class InUseError(MoAError):
+class InUseError(RefusedError):
     """Another process is writing the same batch output, chat thread or compare folder."""
 
 
@@ -363,7 +370,7 @@ class ServerGoneError(ServerError):
         return (type(self), (self.url, self.when, self.cause))
 
 
-class ScratchError(MoAError):
+class ScratchError(RefusedError):
     """A temporary file a run needs cannot be written (a full or read-only temporary folder):
     ``what`` it holds, the ``folder`` and the system's ``problem``."""
 
@@ -378,8 +385,9 @@ class ScratchError(MoAError):
         return (type(self), (self.folder, self.what, self.problem))
 
 
-class CallCacheError(MoAError):
-    """The model-call cache file cannot be read or written (corrupt, read-only, a full disk)."""
+class CallCacheError(RefusedError):
+    """The model-call cache file cannot be read or written (corrupt, read-only, a full disk).
+    Raised as the cache is opened, before any call; a lookup that fails later fails its call."""
 
     def __init__(self, path: str, problem: str, hint: str) -> None:
         super().__init__(f"the call cache {path}: {problem}: {hint}")

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from subprocess import CompletedProcess
 
-from batch_helpers import prompts, read_records, write_items
+from batch_helpers import last_user, prompts, read_records, write_config, write_items
 from compare_helpers import always_a, prefers, write_mixture, write_prompts
 from compare_helpers import env as compare_env
 from conftest import run_cli
@@ -64,6 +64,71 @@ def test_a_changed_sample_of_self_moa_is_refused(server: FakeOpenAIServer, tmp_p
     assert len(read_records(out)) == 3
 
 
+def test_a_dry_run_refuses_what_the_run_refuses(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    # The dry run said "0 already done, 3 to run" of an output the run then refused: its
+    # estimate priced a run that would not happen.
+    data = write_items(tmp_path / "in.jsonl", prompts(3))
+    out = tmp_path / "out.jsonl"
+    first = batch(data, "-o", out, "-c", self_moa(tmp_path / "a.toml", server, 0.3), "--limit", "1")
+    assert first.returncode == 0, first.stderr
+    before = len(server.requests)
+    other = ("-c", self_moa(tmp_path / "b.toml", server, 0.5))
+    run = batch(data, "-o", out, *other)
+    for dry in (batch(data, "-o", out, *other, "--dry-run"), batch(data, "-o", out, *other,
+                "--dry-run", "--json")):  # fmt: skip
+        assert (dry.returncode, error_line(dry.stderr)) == (2, error_line(run.stderr))
+        assert run.returncode == 2 and dry.stdout == ""
+    assert len(server.requests) == before
+    # What the run would then do, the dry run says.
+    mixed = batch(data, "-o", out, *other, "--mixed-settings", "--dry-run")
+    assert mixed.returncode == 0, mixed.stderr
+    assert "3 items (1 already done, 2 to run)" in mixed.stdout
+
+
+def test_an_item_edited_under_its_id_is_refused_before_any_call(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    # A rerun skips the items already in the output, by id: an item whose prompt was edited
+    # since kept the answer to its old prompt, under the new one, without a word.
+    cfg = write_config(tmp_path / "c.toml", server)
+    data = write_items(tmp_path / "in.jsonl", prompts(6))
+    out = tmp_path / "out.jsonl"
+    assert batch(data, "-o", out, "-c", cfg).returncode == 0
+    before = len(server.requests)
+    items = prompts(8)  # two new items too: a run would pay for them
+    items[5]["prompt"] = "question number 5, edited"
+    items[2]["prompt"] = "question number 2, edited"
+    items[4]["category"] = "writing"  # a field the models are not sent: not an edit
+    write_items(data, items)
+    for dry in ((), ("--dry-run",)):
+        result = batch(data, "-o", out, "-c", cfg, *dry)
+        assert result.returncode == 2, result.stderr
+        assert error_line(result.stderr) == (
+            f"moa: error: {out} holds answers to 2 items whose prompt changed in the input since "
+            f"they were answered (q2, q5): give the changed items new ids, remove their lines "
+            f"from {out} to answer them again, or give another -o"
+        )
+    assert len(server.requests) == before and len(read_records(out)) == 6
+    # Their lines removed, they are answered again, to their new prompts.
+    lines = out.read_text(encoding="utf-8").splitlines(keepends=True)
+    kept = [x for x in lines if not x.startswith(('{"id":"q2"', '{"id":"q5"'))]
+    out.write_text("".join(kept), encoding="utf-8")
+    again = batch(data, "-o", out, "-c", cfg)
+    assert again.returncode == 0, again.stderr
+    asked = {last_user(r) for r in server.requests[before:] if r.model == "p1"}
+    assert asked == {"question number 2, edited", "question number 5, edited",
+                     "question number 6", "question number 7"}  # fmt: skip
+    # An output written before records had a digest resumes as before, unchecked.
+    records = [{k: v for k, v in r.items() if k != "input_digest"} for r in read_records(out)]
+    out.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    items[0]["prompt"] = "question number 0, edited"
+    write_items(data, items)
+    paid = len(server.requests)
+    old = batch(data, "-o", out, "-c", cfg)
+    assert old.returncode == 0, old.stderr
+    assert len(server.requests) == paid
+
+
 def test_a_compare_system_whose_sample_changed_is_refused(
     server: FakeOpenAIServer, tmp_path: Path
 ) -> None:
@@ -79,7 +144,7 @@ def test_a_compare_system_whose_sample_changed_is_refused(
     assert compare(0.3).returncode == 0
     before = len(server.requests)
     result = compare(0.5)
-    assert result.returncode == 1
+    assert result.returncode == 2
     line = error_line(result.stderr)
     assert "holds answers of self made with other models or settings" in line
     assert "temperature of together:p1 (layer 1, proposer 1): 0.3 -> 0.5" in line
@@ -183,7 +248,7 @@ def test_a_compare_with_another_judge_length_says_what_to_do(
     assert compare().returncode == 0
     before = len(server.requests)
     result = compare("--judge-max-tokens", "100")
-    assert result.returncode == 1
+    assert result.returncode == 2
     line = error_line(result.stderr)
     # moa compare has no --mixed-settings: the line names what it does have.
     assert "--mixed-settings" not in line
@@ -212,7 +277,7 @@ def test_a_prompt_edited_under_its_id_is_refused_not_judged_with_old_answers(
     before = len(server.requests)
     write_items(data, [{"id": "q1", "prompt": "gamma"}, {"id": "q2", "prompt": "beta"}])
     result = compare()
-    assert result.returncode == 1
+    assert result.returncode == 2
     line = error_line(result.stderr)
     assert "answers to other prompts under the ids of 1 prompts (q1)" in line
     assert "give the changed prompts new ids, another REPORT_DIR (-o)" in line
@@ -256,7 +321,7 @@ def test_a_compare_system_turned_staircase_is_refused(
     assert compare(str(mix)).returncode == 0
     before = len(server.requests)
     result = compare(f"{mix}+staircase")
-    assert result.returncode == 1
+    assert result.returncode == 2
     line = error_line(result.stderr)
     assert "holds answers of moa made with other models or settings" in line
     assert "staircase: False -> True" in line

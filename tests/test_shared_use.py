@@ -98,7 +98,7 @@ def test_files_every_user_can_write_are_refused(server: FakeOpenAIServer, tmp_pa
     server.reset()
     cache.chmod(0o666)
     refused = batch(data, "-o", tmp_path / "b.jsonl", "-c", cfg, "--cache", cache)
-    assert refused.returncode == 1
+    assert refused.returncode == 2
     assert error_line(refused.stderr) == (
         f"moa: error: the call cache {cache}: every user of this machine can change it (mode "
         f"0666), so anyone could change the answers it gives: make it yours alone (chmod o-w "
@@ -399,7 +399,7 @@ def test_two_batch_runs_on_one_output_pay_once(server: FakeOpenAIServer, tmp_pat
     third = run_cli("batch", str(fifo), "-o", str(out), "-c", str(cfg), timeout=30)
     refused.set()
     for other in (second, third):
-        assert other.returncode == 1, other.stderr
+        assert other.returncode == 2, other.stderr
         line = error_line(other.stderr)
         assert f"is in use by another moa process (pid {first.pid})" in line
         assert "to run in parallel, give each process its own part of the input and its own -o" in (
@@ -435,7 +435,7 @@ def test_a_jsonl_run_and_a_format_run_on_one_output_exclude_each_other(
     wait_until(lambda: len(server.requests) > 0)
     second = batch(data, "-o", out, "-c", cfg, "-j", "1", "-f", second_format)
     refused.set()
-    assert second.returncode == 1, second.stderr
+    assert second.returncode == 2, second.stderr
     # Refused by the lock, or, once a jsonl run's -o exists, by what it is, before locking.
     line = error_line(second.stderr)
     assert f"is in use by another moa process (pid {first.pid})" in line or (
@@ -449,7 +449,7 @@ def test_a_jsonl_run_and_a_format_run_on_one_output_exclude_each_other(
     ] * 4
     # Once done, each is named as what it is to a run in the other format.
     again = batch(data, "-o", out, "-c", cfg, "-f", second_format)
-    assert again.returncode == 1
+    assert again.returncode == 2
     said = (
         "the -f output of an earlier moa batch run"
         if first_format == "mt-bench"
@@ -468,7 +468,7 @@ def test_a_symlink_to_an_output_is_that_output(server: FakeOpenAIServer, tmp_pat
     first, refused, cfg, data = first_run_holding(server, tmp_path, out)
     second = batch(data, "-o", link, "-c", cfg, "-j", "1")
     refused.set()
-    assert second.returncode == 1, second.stderr
+    assert second.returncode == 2, second.stderr
     assert f"is in use by another moa process (pid {first.pid})" in error_line(second.stderr)
     assert first.wait(120) == 0, first.communicate()
     assert len(server.requests) == 4 * 3  # nobody paid twice
@@ -490,7 +490,7 @@ def test_a_hard_link_to_an_output_is_that_output(server: FakeOpenAIServer, tmp_p
     first, refused, cfg, data = first_run_holding(server, tmp_path, out)
     second = batch(data, "-o", other, "-c", cfg, "-j", "1")
     refused.set()
-    assert second.returncode == 1, second.stderr
+    assert second.returncode == 2, second.stderr
     assert error_line(second.stderr) == (
         f"moa: error: output {other} is in use by another moa process, under another name of the "
         "same file (a hard link): wait for it to finish, or, to run in parallel, give each process "
@@ -516,7 +516,7 @@ def test_a_folder_pipe_or_device_as_output_is_refused_before_any_call(
     for fmt in ("alpaca-eval", "mt-bench", "jsonl"):
         for given in (folder, tmp_path / "link"):
             result = batch(data, "-o", given, "-f", fmt, "-c", cfg)
-            assert result.returncode == 1, result.stderr
+            assert result.returncode == 2, result.stderr
             assert "that is a folder; give a file name" in error_line(result.stderr)
     assert not server.requests  # -f alpaca-eval used to run every item, then fail to write
     assert list(folder.iterdir()) == []
@@ -526,7 +526,7 @@ def test_a_folder_pipe_or_device_as_output_is_refused_before_any_call(
     os.mkfifo(fifo)
     for given in (fifo, Path(os.devnull)):
         result = run_cli("batch", str(data), "-o", str(given), "-c", str(cfg), timeout=60)
-        assert result.returncode == 1, result.stderr
+        assert result.returncode == 2, result.stderr
         assert "that is not a regular file (a pipe or a device)" in error_line(result.stderr)
     assert not server.requests
 
@@ -556,7 +556,7 @@ def test_one_chat_per_thread(server: FakeOpenAIServer, tmp_path: Path) -> None:
     with PtySession(["chat", "--config", str(cfg), "--thread", "shared"], env) as first:
         first.expect("type a message")
         second = run_cli("chat", "--config", str(cfg), "--thread", "shared", env=env, stdin="hi\n")
-        assert second.returncode == 1
+        assert second.returncode == 2
         line = error_line(second.stderr)
         assert "chat thread 'shared' is in use by another moa process" in line
         other = run_cli("chat", "--config", str(cfg), "--thread", "other", env=env, stdin="hi\n")
@@ -578,7 +578,7 @@ def test_two_compares_on_one_folder(server: FakeOpenAIServer, tmp_path: Path) ->
     wait_until(holds_lock(tmp_path / "r" / ".moa.lock", first))
     second = run_cli(*map(str, args), env=compare_env(server))
     refused.set()
-    assert second.returncode == 1
+    assert second.returncode == 2
     assert "report folder" in error_line(second.stderr) and "in use by another moa" in (
         second.stderr
     )
@@ -715,7 +715,7 @@ def test_a_full_temporary_folder_is_named(tmp_path: Path, many_items: tuple[Path
                 timeout=180,
                 preexec_fn=small_files,
             )
-        assert result.returncode == 1
+        assert result.returncode == 2
         line = error_line(result.stderr)
         assert f"cannot write {what} in the temporary folder {tmp_path}" in line
         assert "set TMPDIR to a folder with room" in line
@@ -988,7 +988,7 @@ def test_a_corrupt_call_cache_is_named(server: FakeOpenAIServer, tmp_path: Path)
     cache = tmp_path / "calls.sqlite"
     cache.write_bytes(b"SQLite format 3\x00" + b"cut short by a crash\n" * 400)
     result = batch(data, "-o", tmp_path / "out.jsonl", "-c", cfg, "--cache", cache)
-    assert result.returncode == 1
+    assert result.returncode == 2
     line = error_line(result.stderr)
     assert f"the call cache {cache}: file is not a database" in line
     assert "move it away or delete it" in line and "--no-cache" in line
@@ -1004,7 +1004,7 @@ def test_a_corrupt_call_cache_is_named(server: FakeOpenAIServer, tmp_path: Path)
         f"moa: error: the call cache {notes}: not a call cache: not a SQLite file: give --cache a "
         "file of its own"
     )
-    assert result.returncode == 1 and notes.read_text() == "my notes\n" * 400
+    assert result.returncode == 2 and notes.read_text() == "my notes\n" * 400
     # Nor is a folder or a pipe (SQLite said "unable to open" / "disk I/O error": free space).
     pipe = tmp_path / "pipe"
     os.mkfifo(pipe)
@@ -1027,14 +1027,14 @@ def test_a_path_through_a_file_is_named(server: FakeOpenAIServer, tmp_path: Path
     afile.write_text("x")
     for cache in (afile / "calls.sqlite", afile / "deeper" / "calls.sqlite"):
         result = batch(data, "-o", tmp_path / "out.jsonl", "-c", cfg, "--cache", cache)
-        assert result.returncode == 1
+        assert result.returncode == 2
         assert error_line(result.stderr) == (
             f"moa: error: the call cache {cache}: {afile} is a file, not a folder: choose a "
             "folder you can use for it (--cache), or pass --no-cache"
         )
     for out, fmt in [(afile / "out.jsonl", "jsonl"), (afile / "sub" / "out.json", "alpaca-eval")]:
         result = batch(data, "-o", out, "-f", fmt, "-c", cfg)
-        assert result.returncode == 1
+        assert result.returncode == 2
         assert error_line(result.stderr) == (
             f"moa: error: -o {out}: {afile} is a file, not a folder; give another -o"
         )
@@ -1054,7 +1054,7 @@ def test_a_path_through_a_file_is_named(server: FakeOpenAIServer, tmp_path: Path
     report = afile / "report"
     args = ("compare", data, "--config", write_mixture(tmp_path / "mix.toml"), "-o", report)
     compared = run_cli(*map(str, args), "--judge", "together:judge", env=compare_env(server))
-    assert compared.returncode == 1
+    assert compared.returncode == 2
     assert error_line(compared.stderr) == (
         f"moa: error: cannot create the report folder '{report}': {afile} is a file, not a "
         "folder: choose another path"
@@ -1074,7 +1074,7 @@ def test_a_cache_that_is_another_file_of_the_run_is_refused(
     before = {p: p.read_bytes() for p in (cfg, data)}
     for cache, role in [(out, "output"), (data, "input"), (cfg, "config")]:
         result = batch(data, "-o", out, "-c", cfg, "--cache", cache)
-        assert result.returncode == 1
+        assert result.returncode == 2
         assert error_line(result.stderr) == (
             f"moa: error: --cache {cache}: that is the {role} file; give the cache its own"
         )
@@ -1158,7 +1158,7 @@ def test_another_programs_database_is_not_a_call_cache(
             conn.execute(f"CREATE TABLE {schema}")
         before = db.read_bytes()
         result = batch(data, "-o", tmp_path / "out.jsonl", "-c", cfg, "--cache", db)
-        assert result.returncode == 1
+        assert result.returncode == 2
         line = error_line(result.stderr)
         assert f"the call cache {db}: not a call cache" in line and "--no-cache" in line
         assert db.read_bytes() == before  # no table added to someone's database
@@ -1258,7 +1258,7 @@ def test_an_output_that_cannot_be_written_is_named(
         result = batch(data, "-o", out, "-c", cfg)
     finally:
         subprocess.run(["chattr", "-i", str(out)], capture_output=True)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert error_line(result.stderr) == (
         f"moa: error: cannot write {out}: permission denied: choose a folder you can write to"
     )
@@ -1272,13 +1272,13 @@ def test_an_unwritable_folder_is_named(server: FakeOpenAIServer, tmp_path: Path)
     data = write_items(tmp_path / "in.jsonl", prompts(1))
     out = f"/sys/moa-test-{os.getpid()}.jsonl"
     result = batch(data, "-o", out, "-c", cfg)
-    assert result.returncode == 1
+    assert result.returncode == 2
     line = error_line(result.stderr)
     assert f"cannot lock output {out}" in line and ("choose a writable folder" in line or (
         "choose a folder you can write to" in line))  # fmt: skip
     report = run_cli("compare", str(data), "--config", str(cfg), "-o", "/sys/moa-test-report",
                      env=compare_env(server))  # fmt: skip
-    assert report.returncode == 1
+    assert report.returncode == 2
     assert "cannot create the report folder '/sys/moa-test-report'" in error_line(report.stderr)
     assert "choose a" in report.stderr and not server.requests
 

@@ -1,9 +1,10 @@
 """``moa batch``: from the command's flags to a run (or a dry run), a summary and an exit code.
 
-Exit codes: 0 every item ok (or a dry run); 1 some items failed (rerun with --retry-failed) or
-the run could not go on; 2 bad input or settings; 3 every item answered, but some degraded: a
-proposer gave up, the answer has fewer proposals than configured (rerun with --retry-degraded);
-130 interrupted (rerun the command to resume).
+Exit codes: 0 every item ok (or a dry run); 1 the run started and some items failed (rerun with
+--retry-failed) or it could not go on; 2 refused before any call was paid (bad input, settings
+or paths, an output of other settings or in use: core/command.py); 3 every item answered, but
+some degraded: a proposer gave up, the answer has fewer proposals than configured (rerun with
+--retry-degraded); 130 interrupted (rerun the command to resume).
 """
 
 from __future__ import annotations
@@ -27,18 +28,21 @@ from langgraph_moa.core.batch.formats import (
     legacy_run_file,
     run_file_for,
 )
-from langgraph_moa.core.batch.inputs import Items, check_input, stream_items
+from langgraph_moa.core.batch.inputs import Items, check_input, positions_of, stream_items
 from langgraph_moa.core.batch.outputs import RunFile, check_cache, check_output, output_path
 from langgraph_moa.core.batch.progress import money
 from langgraph_moa.core.batch.runner import (
     BatchOptions,
     BatchResult,
+    check_resume,
     default_cache,
     output_lock,
     replay_items,
+    resumed_settings,
     run_batch,
 )
 from langgraph_moa.core.batch.samples import Sampled
+from langgraph_moa.core.batch.turns import ReplayTurns
 from langgraph_moa.core.command import EXIT_DEGRADED, startup
 from langgraph_moa.nodes.context import Context, ModelSpec
 from langgraph_moa.nodes.errors import ConfigError, InputError
@@ -129,12 +133,15 @@ def batch(
     if output is not None:
         output = str(output_path(output))  # a symlink: its target is the output (one writer)
     cache_path: Path | None = None
-    if output is not None and not dry_run:
+    journal: Path | None = None
+    if output is not None:
         out_path = Path(output)
-        sources = [p for p in (input_path, replay) if p]
         journal = run_file_for(out_path, fmt)
         if fmt != "jsonl" and not journal.exists() and legacy_run_file(out_path).exists():
             journal = legacy_run_file(out_path)  # a run begun before the work folder
+    if output is not None and journal is not None and not dry_run:
+        out_path = Path(output)
+        sources = [p for p in (input_path, replay) if p]
         check_output(out_path, journal, sources, journal_for(out_path))
         if not no_cache and not server:
             cache_path = Path(cache) if cache else default_cache(out_path)
@@ -163,11 +170,16 @@ def batch(
             check_items(the_format, items)
         else:
             assert input_path is not None
+            # A resume compares each finished item's prompt with the input's: only then are the
+            # items hashed (a first run's first pass skips it).
+            resuming = journal is not None and journal.is_file() and journal.stat().st_size > 0
             # What the format cannot hold is refused as the input is first read: no pass of its own.
             with contextlib.closing(FormatCheck(the_format, samples)) as check:
                 dataset = stack.enter_context(
                     contextlib.closing(
-                        stream_items(input_path, skip_invalid=skip_invalid, check=check)
+                        stream_items(
+                            input_path, skip_invalid=skip_invalid, check=check, digests=resuming
+                        )
                     )
                 )
             # K samples of each item, made as the items are read: the input stays a stream.
@@ -176,7 +188,16 @@ def batch(
             redo = {"failed"} if retry_failed else set()
             redo |= {"degraded"} if retry_degraded else set()
             return _dry_run(
-                items, ctx, output, the_format, as_json, replay=stored, limit=limit, redo=redo
+                items,
+                ctx,
+                output,
+                the_format,
+                as_json,
+                replay=stored,
+                limit=limit,
+                redo=redo,
+                samples=samples,
+                mixed_settings=mixed_settings,
             )
 
         assert output is not None
@@ -299,12 +320,25 @@ def _dry_run(
     replay: dict[str, dict[str, Any]] | None,
     limit: int | None = None,
     redo: set[str] | None = None,
+    samples: int = 1,
+    mixed_settings: bool = False,
 ) -> int:
     """Estimate what the same command without ``--dry-run`` runs: the items not in the output,
     those ``--retry-failed``/``--retry-degraded`` would run again (``redo``, their statuses),
-    the first ``--limit`` of them."""
+    the first ``--limit`` of them. An output the run would refuse to resume is refused here
+    too, with the run's words (``check_resume``)."""
     run_file = RunFile(run_file_for(Path(output), fmt)) if output else None
     finished = run_file is not None and run_file.path.exists()
+    if run_file is not None and finished:
+        replayed = ReplayTurns(ctx, replay) if replay is not None else None
+        check_resume(
+            run_file.records(),
+            positions_of(items),
+            resumed_settings(ctx, samples, replayed),
+            path=run_file.path,
+            mixed_settings=mixed_settings,
+            redo=redo or (),
+        )
     records = run_file.records() if run_file and finished else ()
     done = {str(r["id"]) for r in records if r.get("status") not in (redo or set())}
     # A replay calls only the aggregator, on the stored references.

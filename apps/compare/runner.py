@@ -37,14 +37,15 @@ from langgraph_moa.core.files import os_reason
 from langgraph_moa.core.locks import one_writer
 from langgraph_moa.core.terminal import stderr_console
 from langgraph_moa.nodes.context import Context, ModelSpec, build_context
-from langgraph_moa.nodes.errors import ConfigError, MoAError
+from langgraph_moa.nodes.errors import ConfigError, RefusedError
 
 CACHE_NAME = "moa-cache.sqlite"
 JUDGE_MAX_TOKENS = 512  # room for a few sentences of reasons and the verdict line
 
 
-class CompareError(MoAError):
-    """The comparison cannot go on (e.g. REPORT_DIR holds answers of other settings)."""
+class CompareError(RefusedError):
+    """REPORT_DIR cannot be used as it is (it holds answers of other settings, or cannot be
+    made): refused before any call."""
 
 
 @dataclass(frozen=True)

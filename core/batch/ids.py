@@ -1,13 +1,14 @@
 """The ids of a streamed dataset, on disk: where each item is, and which ids repeat.
 
 A run needs, for every item of its input, whether its id repeats (ids must be unique), where an
-id is in the input (the output is put in input order at the end) and what the first reading saw
-at each place (a file changed under the run). Held in memory, that is a string and a dict entry
-per item, and a 2 GB file of short prompts holds tens of millions of items: gigabytes. So the
-ids go to a private temporary SQLite database (``sqlite3.connect("")``: a few MB of page cache,
-spilled to a file that SQLite deletes as it opens it, so nothing is left behind even by
-``kill -9``). Rows are appended in input order in one transaction; one index, built once at the
-end, finds repeats by sorting on disk.
+id is in the input (the output is put in input order at the end), what the first reading saw at
+each place (a file changed under the run) and, when it resumes an output, what each item asks
+(its digest: an item edited since its answer was recorded is refused). Held in memory, that is a
+string and a dict entry per item, and a 2 GB file of short prompts holds tens of millions of
+items: gigabytes. So the ids go to a private temporary SQLite database (``sqlite3.connect("")``:
+a few MB of page cache, spilled to a file that SQLite deletes as it opens it, so nothing is left
+behind even by ``kill -9``). Rows are appended in input order in one transaction; one index,
+built once at the end, finds repeats by sorting on disk.
 """
 
 from __future__ import annotations
@@ -56,8 +57,9 @@ def _named(method: Callable[P, T]) -> Callable[P, T]:
 
 
 class IdIndex:
-    """(number, id) of every item in input order; ``number`` is the item's line (JSONL) or its
-    place in a JSON list, unique and increasing. Items recorded as failed (malformed, or a
+    """(number, id, digest) of every item in input order; ``number`` is the item's line (JSONL)
+    or its place in a JSON list, unique and increasing; ``digest`` the item's ``input_digest``,
+    or None (not asked for, or a malformed item). Items recorded as failed (malformed, or a
     repeated id) are also kept apart, with the item they repeat (0: none)."""
 
     @_named
@@ -68,7 +70,9 @@ class IdIndex:
         # Scratch data: no sync. The rollback journal stays on: a unique index that fails to
         # build must be undone whole (with journal_mode OFF it leaves a broken schema).
         self._db.execute("PRAGMA synchronous = OFF")
-        self._db.execute("CREATE TABLE ids (number INTEGER PRIMARY KEY, id TEXT NOT NULL)")
+        self._db.execute(
+            "CREATE TABLE ids (number INTEGER PRIMARY KEY, id TEXT NOT NULL, digest TEXT)"
+        )
         self._db.execute("CREATE TABLE invalid (number INTEGER PRIMARY KEY, first INTEGER)")
         self._db.execute("BEGIN")  # one transaction for the whole first pass: no commit per batch
         self._count = 0
@@ -79,11 +83,11 @@ class IdIndex:
         return self._count
 
     @_named
-    def extend(self, rows: list[tuple[int, str]]) -> None:
-        """(number, id) of the next items, in input order (a few thousand at a time: one
+    def extend(self, rows: list[tuple[int, str, str | None]]) -> None:
+        """(number, id, digest) of the next items, in input order (a few thousand at a time: one
         ``executemany`` each)."""
         assert not self._sealed, "every id is added before seal()"
-        self._db.executemany("INSERT INTO ids VALUES (?, ?)", rows)
+        self._db.executemany("INSERT INTO ids VALUES (?, ?, ?)", rows)
         self._count += len(rows)
 
     @_named
@@ -150,6 +154,14 @@ class IdIndex:
         self.seal()
         row = self._db.execute("SELECT MIN(number) FROM ids WHERE id = ?", (item_id,)).fetchone()
         return None if row[0] is None else int(row[0])
+
+    def digest_of(self, item_id: str) -> str | None:
+        """The digest of the (first) item ``item_id``; None when there is none or no item."""
+        self.seal()
+        row = self._db.execute(
+            "SELECT digest FROM ids WHERE id = ? ORDER BY number LIMIT 1", (item_id,)
+        ).fetchone()
+        return None if row is None else row[0]
 
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):

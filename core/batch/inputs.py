@@ -69,6 +69,14 @@ def content_id(source: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def input_digest(item: Item) -> str:
+    """What the models are asked for ``item`` (the messages before its turns, and its turns),
+    hashed: each record keeps it, so a resume sees an item edited under its id since it was
+    answered. Fields that ask nothing (``category``, ``reference``) are left out."""
+    text = json.dumps([item.history, item.turns], ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def _text(value: Any, what: str) -> str:
     if not isinstance(value, str):
         raise ValueError(f"{what} must be a string, not {type(value).__name__}")
@@ -133,14 +141,21 @@ class Dataset:
     Iterating reads it again, one item at a time: memory does not grow with the file or with
     the number of items (``--limit 10`` over 2 GB holds ten items). Stdin, which cannot be read
     twice, is copied to a temporary file on the first pass, and so is a pipe given by name
-    (``<(...)``). ``close`` frees the ids.
+    (``<(...)``). ``close`` frees the ids. ``digests``: keep each item's ``input_digest`` too
+    (a run that resumes an output compares them; a first run needs none, and skips the hashing).
     """
 
     def __init__(
-        self, path: str, *, skip_invalid: bool = False, check: Callable[[Item], None] | None = None
+        self,
+        path: str,
+        *,
+        skip_invalid: bool = False,
+        check: Callable[[Item], None] | None = None,
+        digests: bool = False,
     ) -> None:
         self.name = "stdin" if path == "-" else path
         self.skip_invalid = skip_invalid
+        self._digests = digests
         self.invalid = 0  # items that are not valid (only with skip_invalid: else an error)
         self._spool: IO[bytes] | None = None
         self._path = path
@@ -164,17 +179,21 @@ class Dataset:
             raise
 
     def _first_pass(self, check: Callable[[Item], None] | None) -> None:
-        unit, rows = "line", list[tuple[int, str]]()
+        unit, rows = "line", list[tuple[int, str, str | None]]()
         with self._open() as f:
             try:
                 for number, unit, value in self._values(f):
                     item = self._parse(number, unit, value)
+                    digest = None
                     if isinstance(item, InvalidItem):
                         self.invalid += 1
                         self._index.add_invalid(number)
-                    elif check is not None:
-                        check(item)
-                    rows.append((number, item.id))
+                    else:
+                        if check is not None:
+                            check(item)
+                        if self._digests:
+                            digest = input_digest(item)
+                    rows.append((number, item.id, digest))
                     if len(rows) == BATCH:
                         self._index.extend(rows)
                         rows.clear()
@@ -199,6 +218,10 @@ class Dataset:
     def position(self, item_id: str) -> int | None:
         """Where the item ``item_id`` is (increasing in input order), or None if it is not here."""
         return self._index.number_of(item_id)
+
+    def digest(self, item_id: str) -> str | None:
+        """The ``input_digest`` of the item ``item_id``; None if not kept (``digests``)."""
+        return self._index.digest_of(item_id)
 
     def invalid_at(self, number: int) -> bool:
         """Whether the item at ``number`` is recorded as failed (malformed, or a repeated id)."""
@@ -491,14 +514,19 @@ def _unreadable(path: str, exc: OSError) -> InputError:
 
 
 def stream_items(
-    path: str, *, skip_invalid: bool = False, check: Callable[[Item], None] | None = None
+    path: str,
+    *,
+    skip_invalid: bool = False,
+    check: Callable[[Item], None] | None = None,
+    digests: bool = False,
 ) -> Dataset:
     """The items of ``path`` (``-``: stdin), checked, read one at a time when iterated.
 
     ``check``: called on each valid item as the first pass reads it (a format's own checks,
     core/batch/formats.py), so they cost no pass of their own; what it raises stops the read.
+    ``digests``: keep each item's ``input_digest`` (to resume an output: ``Dataset``).
     """
-    return Dataset(path, skip_invalid=skip_invalid, check=check)
+    return Dataset(path, skip_invalid=skip_invalid, check=check, digests=digests)
 
 
 def read_items(path: str, *, skip_invalid: bool = False) -> list[Item | InvalidItem]:
@@ -517,20 +545,30 @@ class Positions(Protocol):
 
     def position(self, item_id: str) -> int | None: ...  # None: no item has that id
 
+    # The item's input_digest; None: not known (a malformed item, or not kept).
+    def digest(self, item_id: str) -> str | None: ...
+
 
 class _Listed:
     """The positions of items held in a list."""
 
     def __init__(self, items: Iterable[Item | InvalidItem]) -> None:
         self._at: dict[str, int] = {}
+        self._items: dict[str, Item] = {}
         for n, item in enumerate(items):
             self._at.setdefault(item.id, n)
+            if isinstance(item, Item):
+                self._items.setdefault(item.id, item)
 
     def __len__(self) -> int:
         return len(self._at)
 
     def position(self, item_id: str) -> int | None:
         return self._at.get(item_id)
+
+    def digest(self, item_id: str) -> str | None:
+        item = self._items.get(item_id)
+        return None if item is None else input_digest(item)
 
 
 class Streamed(Positions, Protocol):

@@ -28,7 +28,7 @@ from types import TracebackType
 from typing import IO, Any, Self
 
 from langgraph_moa.core.files import file_in_the_way, not_a_folder, os_reason
-from langgraph_moa.nodes.errors import CallCacheError, MoAError
+from langgraph_moa.nodes.errors import CallCacheError, MoAError, RefusedError
 from langgraph_moa.nodes.models.callcache import FOLDER_HINT
 
 SYNC_EVERY_S = 1.0
@@ -39,8 +39,13 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
 
-class OutputError(MoAError):
-    """The output cannot be written, or an existing output is not a batch run file."""
+class OutputError(RefusedError):
+    """The output cannot be used, checked before any call: it is not a batch run file, a folder,
+    the input, another format's output, a file that cannot be written."""
+
+
+class OutputWriteError(MoAError):
+    """Writing the output failed once the run had started (a full disk): what was paid is kept."""
 
 
 class RunFile:
@@ -153,7 +158,7 @@ class RunFile:
         except OSError as exc:
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, start)
-            raise OutputError(
+            raise OutputWriteError(
                 f"cannot write {self.path}: {os_reason(exc)} (the finished items are kept)"
             ) from None
 
@@ -219,7 +224,7 @@ def atomic_writer(path: Path) -> Iterator[IO[bytes]]:
         tmp = None
         _sync_folder(path.parent)
     except OSError as exc:
-        raise OutputError(f"cannot write {path}: {os_reason(exc)}") from None
+        raise OutputWriteError(f"cannot write {path}: {os_reason(exc)}") from None
     finally:
         if tmp is not None:
             with contextlib.suppress(OSError):

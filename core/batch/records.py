@@ -1,6 +1,8 @@
 """The record of one item: one JSON line of a batch run's output.
 
     {"id", "status": "ok" | "degraded" | "failed", "input": <the item as given>,
+     "input_digest": <a hash of what the models were asked (inputs.input_digest), null when
+                      the item was malformed>,
      "answer": <the last turn's answer, null when failed>, "answers": [<one per turn>],
      "turns": [{"prompt", "answer", "layers": [[Proposal...]...], "aggregator": Answer,
                 "seconds"}],
@@ -42,7 +44,7 @@ from typing import Any, Literal, NotRequired
 from typing_extensions import TypedDict
 
 from langgraph_moa.core.batch.cost import Prices, cost_of
-from langgraph_moa.core.batch.inputs import InvalidItem, Item
+from langgraph_moa.core.batch.inputs import InvalidItem, Item, input_digest
 from langgraph_moa.core.batch.samples import base_id
 from langgraph_moa.nodes.context import Context, ModelSpec
 from langgraph_moa.nodes.records import Answer, Proposal, tally
@@ -243,6 +245,7 @@ def build_record(
         **sample,
         "status": status,
         "input": item.source,
+        "input_digest": input_digest(item) if isinstance(item, Item) else None,
         "answer": answers[-1] if ok and answers else None,
         "answers": answers,
         "turns": turns,

@@ -18,7 +18,7 @@ import collections
 import contextlib
 import itertools
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,14 @@ from langgraph_moa.core.batch.formats import (
     run_file_for,
     write_format,
 )
-from langgraph_moa.core.batch.inputs import InvalidItem, Item, Items, parse_item, positions_of
+from langgraph_moa.core.batch.inputs import (
+    InvalidItem,
+    Item,
+    Items,
+    Positions,
+    parse_item,
+    positions_of,
+)
 from langgraph_moa.core.batch.outputs import RunFile, output_path
 from langgraph_moa.core.batch.progress import BatchProgress
 from langgraph_moa.core.batch.records import (
@@ -192,40 +199,81 @@ async def run_items(
 
 
 # ---------------------------------------------------------------------------------- a run
-def _check_settings(
-    run_file: RunFile, options: BatchOptions, settings_of: Callable[[str], dict[str, Any] | None]
+def check_resume(
+    records: Iterable[dict[str, Any]],
+    order: Positions,
+    settings_of: Callable[[str], dict[str, Any] | None],
+    *,
+    path: Path,
+    mixed_settings: bool = False,
+    redo: Collection[str] = (),
 ) -> int:
-    """Finished items made with other settings than this run would give them (``settings_of``
-    an id; None: not compared): refused (a mixed output), unless ``mixed_settings``; then kept
-    and counted (each record's ``settings`` says which made it)."""
+    """Refuse, before any call, to resume the run file ``path`` (its ``records``) where it holds
+    what this run must not keep; returns how many finished items of other settings are kept.
+
+    - Finished items made with other settings than this run would give them (``settings_of`` an
+      id; None: not compared): refused (a mixed output), unless ``mixed_settings``; then kept and
+      counted (each record's ``settings`` says which made it).
+    - Answers to an item edited since (its ``input_digest`` is not the input's, ``order``):
+      kept, they would answer the old prompt under the new one's id. Records written before the
+      digest existed are not compared.
+
+    ``redo``: the statuses this run answers again (``--retry-failed``...): those records are
+    dropped, not kept, so neither check concerns them.
+    """
     other, changes = 0, set()
-    for record in run_file.records():
-        mine = settings_of(str(record["id"])) if record.get("settings") else None
+    edited: dict[str, None] = {}  # item ids, in file order
+    for record in records:
+        if record.get("status") in redo:
+            continue
+        item_id = str(record["id"])
+        mine = settings_of(item_id) if record.get("settings") else None
         found = settings_changes(record["settings"], mine) if mine is not None else []
         other += bool(found)
         changes.update(found)
-    if other and not options.mixed_settings:
+        digest = record.get("input_digest")
+        if digest and record.get("status") in ANSWERED:
+            now = order.digest(item_id)
+            if now is not None and now != digest:
+                edited[str(record.get("item_id", item_id))] = None
+    if other and not mixed_settings:
         raise ConfigError(
-            f"{run_file.path} holds {other} finished items made with other settings "
+            f"{path} holds {other} finished items made with other settings "
             f"({'; '.join(sorted(changes))}): give another -o, or pass --mixed-settings to keep "
             "them and run the rest with these settings"
+        )
+    if edited:
+        ids = list(edited)
+        shown = ", ".join(ids[:3]) + (", ..." if len(ids) > 3 else "")
+        raise InputError(
+            f"{path} holds answers to {len(ids)} items whose prompt changed in the input since "
+            f"they were answered ({shown}): give the changed items new ids, remove their lines "
+            f"from {path} to answer them again, or give another -o"
         )
     return other
 
 
-def _replayed_settings(
-    turns: ReplayTurns, options: BatchOptions
-) -> Callable[[str], dict[str, Any] | None]:
+def _replayed_settings(turns: ReplayTurns, samples: int) -> Callable[[str], dict[str, Any] | None]:
     """What a replay records for an id: its stored proposers, this run's aggregator. A replay
     resumed with another aggregator would otherwise mix two aggregators' answers in one file."""
 
     def of(item_id: str) -> dict[str, Any] | None:
         try:
-            return {**turns.settings_for(item_id), "samples": options.samples}
+            return {**turns.settings_for(item_id), "samples": samples}
         except (KeyError, ReplayError):  # not in the replayed run (any more): nothing to compare
             return None
 
     return of
+
+
+def resumed_settings(
+    ctx: Context, samples: int, replay: ReplayTurns | None = None
+) -> Callable[[str], dict[str, Any] | None]:
+    """What this run records as the settings of an id (``check_resume`` compares them)."""
+    if replay is not None:
+        return _replayed_settings(replay, samples)
+    mine = {**settings_summary(ctx), "samples": samples}
+    return lambda _: mine
 
 
 def default_cache(output: Path) -> Path:
@@ -361,11 +409,15 @@ async def _run_batch(
         turns = GraphTurns(ctx, cache, samples=options.samples)
 
     other = 0
-    if status and isinstance(turns, ReplayTurns):
-        other = _check_settings(run_file, options, _replayed_settings(turns, options))
-    elif status:
-        mine = {**settings_summary(ctx), "samples": options.samples}
-        other = _check_settings(run_file, options, lambda _: mine)
+    if status:
+        replayed = turns if isinstance(turns, ReplayTurns) else None
+        other = check_resume(
+            run_file.records(),
+            order,
+            resumed_settings(ctx, options.samples, replayed),
+            path=run_file.path,
+            mixed_settings=options.mixed_settings,
+        )
 
     progress = BatchProgress(console, total=len(items), to_run=to_run, prices=prices)
     try:
