@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from subprocess import CompletedProcess
 
+import pytest
 from batch_helpers import last_user, prompts, read_records, write_config, write_items
 from compare_helpers import always_a, prefers, write_mixture, write_prompts
 from compare_helpers import env as compare_env
@@ -127,6 +128,31 @@ def test_an_item_edited_under_its_id_is_refused_before_any_call(
     old = batch(data, "-o", out, "-c", cfg)
     assert old.returncode == 0, old.stderr
     assert len(server.requests) == paid
+
+
+@pytest.mark.parametrize(
+    ("args", "output"),
+    [(("--samples", "2"), "out.jsonl"), (("-f", "alpaca-eval"), "out.json")],
+    ids=["samples", "alpaca-eval"],
+)
+def test_an_edited_item_is_refused_in_every_layout(
+    server: FakeOpenAIServer, tmp_path: Path, args: tuple[str, ...], output: str
+) -> None:
+    # Samples are recorded under "q1#s0"... and a -f format keeps its records in a journal of
+    # its own: the edit is seen through both.
+    cfg = write_config(tmp_path / "c.toml", server)
+    data = write_items(tmp_path / "in.jsonl", prompts(3))
+    out = tmp_path / output
+    assert batch(data, "-o", out, "-c", cfg, *args).returncode == 0
+    before = len(server.requests)
+    items = prompts(3)
+    items[1]["prompt"] = "question number 1, edited"
+    write_items(data, items)
+    result = batch(data, "-o", out, "-c", cfg, *args)
+    assert result.returncode == 2, result.stderr
+    assert "holds answers to 1 item whose prompt changed" in result.stderr
+    assert "(q1)" in result.stderr
+    assert len(server.requests) == before
 
 
 def test_a_compare_system_whose_sample_changed_is_refused(

@@ -245,8 +245,9 @@ def check_resume(
     if edited:
         ids = list(edited)
         shown = ", ".join(ids[:3]) + (", ..." if len(ids) > 3 else "")
+        items = "1 item" if len(ids) == 1 else f"{len(ids)} items"
         raise InputError(
-            f"{path} holds answers to {len(ids)} items whose prompt changed in the input since "
+            f"{path} holds answers to {items} whose prompt changed in the input since "
             f"they were answered ({shown}): give the changed items new ids, remove their lines "
             f"from {path} to answer them again, or give another -o"
         )
