@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import textwrap
 import tomllib
 import zipfile
@@ -129,6 +130,20 @@ def test_the_wheel_from_the_sdist_is_complete(release: tuple[Path, Path]) -> Non
     assert expected - files == set()
     # No test code ships, and nothing outside langgraph_moa is installed.
     assert not [f for f in files if "fake_openai" in f or not f.startswith("langgraph_moa/")]
+
+
+def test_the_sdist_is_the_source_with_its_licence(release: tuple[Path, Path]) -> None:
+    sdist, wheel = release
+    with tarfile.open(sdist) as tf:
+        names = {n.split("/", 1)[1] for n in tf.getnames() if "/" in n}
+    assert {"LICENSE", "README.md", "pyproject.toml", "langgraph_moa/__init__.py"} <= names
+    # setuptools ships tests/test_*.py by default, without the helpers and servers they import:
+    # half a suite that fails at import. The tests live in the repository.
+    assert not [n for n in names if n.startswith("tests/")]
+    with zipfile.ZipFile(wheel) as zf:
+        metadata = zf.read(next(n for n in zf.namelist() if n.endswith("/METADATA"))).decode()
+        assert any(n.endswith("/licenses/LICENSE") for n in zf.namelist())  # MIT: it travels
+    assert "License-File: LICENSE" in metadata
 
 
 def test_the_plain_wheel_matches_the_release(release: tuple[Path, Path], tmp_path: Path) -> None:
