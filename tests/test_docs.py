@@ -16,6 +16,7 @@ import os
 import re
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -308,3 +309,10 @@ def test_the_documented_commands_run_as_written(
         assert done.returncode != 2 and "Traceback" not in done.stderr, (args, done.stderr[-2000:])
         if args[:1] != ["compare"]:  # the fake judge writes no verdict: compare exits 1
             assert done.returncode == 0, (args, done.stderr[-2000:])
+
+
+def test_the_local_build_flags_for_other_installs_are_pyprojects() -> None:
+    # pyproject.toml gives uv llama.cpp's portable flags; a pip install must be told them.
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    flags = config["tool"]["uv"]["extra-build-variables"]["llama-cpp-python"]["CMAKE_ARGS"]
+    assert f'CMAKE_ARGS="{flags}"' in (ROOT / "docs" / "local-model.md").read_text()
