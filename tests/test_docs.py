@@ -316,3 +316,23 @@ def test_the_local_build_flags_for_other_installs_are_pyprojects() -> None:
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())
     flags = config["tool"]["uv"]["extra-build-variables"]["llama-cpp-python"]["CMAKE_ARGS"]
     assert f'CMAKE_ARGS="{flags}"' in (ROOT / "docs" / "local-model.md").read_text()
+
+
+def test_the_installed_langgraph_json_serves_the_repositorys_graphs() -> None:
+    # docs/serving.md's langgraph.json for an installed package names modules, not files: the
+    # same graphs under the same names as the repository's own file.
+    import importlib
+    import json
+
+    text = (ROOT / "docs" / "serving.md").read_text(encoding="utf-8")
+    block = re.search(r"```json\n(\{.*?\})\n```", text, re.S)
+    assert block, "docs/serving.md lost the installed package's langgraph.json"
+    installed = json.loads(block.group(1))["graphs"]
+    ours = json.loads((ROOT / "langgraph.json").read_text(encoding="utf-8"))["graphs"]
+    assert installed.keys() == ours.keys()
+    served = importlib.import_module("langgraph_moa.graphs.served")
+    for name, ref in installed.items():
+        module, attr = ref.split(":")
+        assert getattr(importlib.import_module(module), attr) is getattr(
+            served, ours[name].split(":")[1]
+        )
