@@ -23,15 +23,19 @@ import langgraph_moa
 PUBLIC = [
     "AggregatorError",
     "CallFailedError",
+    "CapabilityError",
     "ChatMoA",
     "ConfigError",
     "Context",
     "ContextOverflowError",
+    "EmptyConversationError",
     "InputError",
     "LayerFailedError",
     "MoAError",
     "ProviderError",
     "ModelSpec",
+    "UnpairedToolCallError",
+    "UnsupportedContentError",
     "build_moa_graph",
     "cancel_on_interrupt",
     "graph",
@@ -61,6 +65,16 @@ def test_the_public_api_is_pinned() -> None:
     assert sorted(langgraph_moa.__all__) == sorted(PUBLIC)
     for name in PUBLIC:
         assert getattr(langgraph_moa, name) is not None
+
+
+def test_every_kind_of_input_error_is_public() -> None:
+    """A caller of the graph or ChatMoA catches a refused conversation by its kind (an image, an
+    unpaired tool call, nothing to answer): each InputError the nodes raise is importable."""
+    from langgraph_moa import InputError
+    from langgraph_moa.nodes import errors
+
+    kinds = {n for n, v in vars(errors).items() if type(v) is type and issubclass(v, InputError)}
+    assert kinds - set(PUBLIC) == set()
 
 
 def test_every_package_folder_is_listed_for_the_build() -> None:
