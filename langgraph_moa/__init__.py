@@ -16,8 +16,9 @@ use, so ``import langgraph_moa.apps...`` stays quick.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from langgraph_moa._lazy import lazy_names
 
 if TYPE_CHECKING:
     from langgraph_moa.graphs import (
@@ -92,8 +93,4 @@ __all__ = [
     "preset_names",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        return getattr(importlib.import_module(_WHERE[name]), name)
-    raise AttributeError(f"module 'langgraph_moa' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_names(__name__, _WHERE)

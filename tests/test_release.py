@@ -4,7 +4,9 @@ editable install, which must expose nothing but ``langgraph_moa``."""
 
 from __future__ import annotations
 
+import importlib
 import os
+import rlcompleter
 import shutil
 import subprocess
 import sys
@@ -65,6 +67,18 @@ def test_the_public_api_is_pinned() -> None:
     assert sorted(langgraph_moa.__all__) == sorted(PUBLIC)
     for name in PUBLIC:
         assert getattr(langgraph_moa, name) is not None
+
+
+@pytest.mark.parametrize(
+    "package",
+    ["langgraph_moa", "langgraph_moa.nodes", "langgraph_moa.graphs", "langgraph_moa.apps.compare"],
+)
+def test_names_imported_on_first_use_show_in_dir_and_tab_completion(package: str) -> None:
+    module = importlib.import_module(package)
+    assert set(module.__all__) <= set(dir(module))
+    completer = rlcompleter.Completer({"m": module})  # what the REPL's Tab uses
+    for name in module.__all__:
+        assert completer.complete(f"m.{name[:-1]}", 0).startswith(f"m.{name}"), name
 
 
 def test_every_kind_of_input_error_is_public() -> None:
