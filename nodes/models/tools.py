@@ -274,7 +274,10 @@ def check_pairs(messages: Sequence[AnyMessage]) -> None:
     """``UnpairedToolCallError`` unless every tool call of an assistant message is answered by a
     tool message right after it, and every tool message answers one, as providers require of
     the conversation ``model_messages`` sends a model that calls tools (a call a human in the
-    loop turned down is the usual way to break it)."""
+    loop turned down is the usual way to break it). OpenAI's rule, which moa serve's /v1
+    applies with this function: no message comes between a call and its result, a system one
+    included (``model_messages`` would move it first, but what OpenAI refuses is refused alike
+    by the graph and by /v1)."""
     unanswered: dict[str, None] = {}  # the last assistant message's calls without a result
     caller = 0
     for i, message in enumerate(messages):
@@ -283,7 +286,7 @@ def check_pairs(messages: Sequence[AnyMessage]) -> None:
                 raise UnpairedToolCallError(i, [message.tool_call_id], result=True)
             del unanswered[message.tool_call_id]
             continue
-        if unanswered and message.type != "system":
+        if unanswered:
             raise UnpairedToolCallError(caller, list(unanswered))
         if isinstance(message, AIMessage):
             # Calls whose arguments were not JSON are sent as calls too (langchain-openai).
