@@ -34,7 +34,7 @@ from langchain_core.runnables import RunnableBinding
 
 from langgraph_moa.nodes.context import Context, ToolProposers
 from langgraph_moa.nodes.errors import CapabilityError, ConfigError, UnpairedToolCallError
-from langgraph_moa.nodes.history import ToolHistory, model_view
+from langgraph_moa.nodes.history import ToolHistory, model_view, with_text_parts
 from langgraph_moa.nodes.models.cache import chat_model
 from langgraph_moa.nodes.models.settings import settings_for
 
@@ -261,6 +261,7 @@ def model_messages(
     results stay paired by id), else its text turns (nodes/history.py)."""
     if not calls_tools(bind):
         return model_view(messages, policy)
+    messages = [with_text_parts(m) for m in messages]  # input_text parts and the like
     systems = [m for m in messages if m.type == "system"]
     rest = [m for m in messages if m.type != "system"]
     if len(systems) <= 1:
