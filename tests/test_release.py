@@ -32,6 +32,7 @@ PUBLIC = [
     "ContextOverflowError",
     "EmptyConversationError",
     "InputError",
+    "InvalidMessagesError",
     "LayerFailedError",
     "MoAError",
     "ProviderError",
