@@ -5,8 +5,9 @@ compose it into your own agent (``moa_node``, ``moa_tool``, ``ChatMoA``, in comp
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from langgraph_moa._lazy import lazy_names
 from langgraph_moa.graphs.adapt import cancel_on_interrupt
 from langgraph_moa.graphs.moa import build_moa_graph, graph
 from langgraph_moa.graphs.replay import build_replay_graph, replay_graph
@@ -25,11 +26,7 @@ __all__ = [
     "replay_graph",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    # compose.py pulls in LangChain's tools and chat-model machinery: imported on first use.
-    if name in ("ChatMoA", "moa_node", "moa_tool"):
-        from langgraph_moa.graphs import compose
-
-        return getattr(compose, name)
-    raise AttributeError(f"module 'langgraph_moa.graphs' has no attribute {name!r}")
+# compose.py pulls in LangChain's tools and chat-model machinery: imported on first use.
+__getattr__, __dir__ = lazy_names(
+    __name__, dict.fromkeys(("ChatMoA", "moa_node", "moa_tool"), "langgraph_moa.graphs.compose")
+)

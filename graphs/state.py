@@ -9,12 +9,46 @@ from __future__ import annotations
 import operator
 from typing import Annotated, Any, NotRequired
 
-from langchain_core.messages import AnyMessage
+from langchain_core.messages import AnyMessage, convert_to_messages
 from langgraph.channels import EphemeralValue
-from langgraph.graph.message import add_messages
+from langgraph.graph.message import Messages, add_messages
+from pydantic import ValidationError
 from typing_extensions import TypedDict
 
+from langgraph_moa.nodes.errors import InvalidMessagesError
 from langgraph_moa.nodes.records import Answer, Proposal, Staircase
+
+_UNREADABLE = (ValueError, TypeError, KeyError, NotImplementedError)
+
+
+def conversation(left: Messages, right: Messages) -> Messages:
+    """``add_messages``, with ``InvalidMessagesError`` for an input it cannot read: LangGraph's
+    reducer answered ``{"messages": null}`` with "Must specify non-null arguments for both 'left'
+    and 'right'", LangChain an item that is no message with a type or a key, naming neither."""
+    if right is None:
+        raise InvalidMessagesError(None, "is null: send a list of messages")
+    try:
+        return add_messages(left, right)
+    except _UNREADABLE:
+        items = right if isinstance(right, list) else [right]
+        for i, item in enumerate(items):
+            try:
+                convert_to_messages([item])
+            except _UNREADABLE as exc:
+                if not isinstance(right, list):
+                    reason = f"is neither a list of messages nor one: {_reason(exc)}"
+                    raise InvalidMessagesError(None, reason) from None
+                raise InvalidMessagesError(i, f"is not a message: {_reason(exc)}") from None
+        raise  # every item is a message: add_messages' own error (a RemoveMessage of no id...)
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, KeyError):
+        return f"it has no {exc.args[0]!r}"
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        return f"{first['loc'][0]}: {first['msg']}"
+    return str(exc).splitlines()[0]  # without LangChain's troubleshooting link
 
 
 class MoAInput(TypedDict):
@@ -23,7 +57,7 @@ class MoAInput(TypedDict):
     its answer ends before (a string or a list: nodes/stops.py). ``bind`` and ``stop`` hold for
     the turn that sends them: the first step reads them (nodes/turn.py), then they are gone."""
 
-    messages: Annotated[list[AnyMessage], add_messages]
+    messages: Annotated[list[AnyMessage], conversation]
     bind: NotRequired[Annotated[dict[str, Any] | None, EphemeralValue]]
     stop: NotRequired[Annotated[list[str] | str | None, EphemeralValue]]
 
@@ -31,7 +65,7 @@ class MoAInput(TypedDict):
 class MoAOutput(TypedDict):
     """What callers get back."""
 
-    messages: Annotated[list[AnyMessage], add_messages]
+    messages: Annotated[list[AnyMessage], conversation]
     layers: list[list[Proposal]]
     answer: Answer
     # A staircase run's aggregator requests and their cost (None for standard MoA).
@@ -39,7 +73,7 @@ class MoAOutput(TypedDict):
 
 
 class MoAState(TypedDict):
-    messages: Annotated[list[AnyMessage], add_messages]
+    messages: Annotated[list[AnyMessage], conversation]
     # Proposals of the layer in flight, one write per proposer task; the join node empties it.
     proposals: Annotated[list[Proposal], operator.add]
     # One list per finished proposer layer, each in the configured proposer order.

@@ -16,8 +16,9 @@ use, so ``import langgraph_moa.apps...`` stays quick.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from langgraph_moa._lazy import lazy_names
 
 if TYPE_CHECKING:
     from langgraph_moa.graphs import (
@@ -32,11 +33,16 @@ if TYPE_CHECKING:
     from langgraph_moa.nodes.errors import (
         AggregatorError,
         CallFailedError,
+        CapabilityError,
         ConfigError,
         ContextOverflowError,
+        EmptyConversationError,
         InputError,
+        InvalidMessagesError,
         LayerFailedError,
         ProviderError,
+        UnpairedToolCallError,
+        UnsupportedContentError,
     )
 
 _WHERE = {
@@ -53,24 +59,34 @@ _WHERE = {
     "preset_names": "langgraph_moa.nodes",
     "AggregatorError": "langgraph_moa.nodes.errors",
     "CallFailedError": "langgraph_moa.nodes.errors",
+    "CapabilityError": "langgraph_moa.nodes.errors",
     "ConfigError": "langgraph_moa.nodes.errors",
     "ContextOverflowError": "langgraph_moa.nodes.errors",
+    "EmptyConversationError": "langgraph_moa.nodes.errors",
     "InputError": "langgraph_moa.nodes.errors",
+    "InvalidMessagesError": "langgraph_moa.nodes.errors",
     "LayerFailedError": "langgraph_moa.nodes.errors",
     "ProviderError": "langgraph_moa.nodes.errors",
+    "UnpairedToolCallError": "langgraph_moa.nodes.errors",
+    "UnsupportedContentError": "langgraph_moa.nodes.errors",
 }
 __all__ = [
     "AggregatorError",
     "CallFailedError",
+    "CapabilityError",
     "ChatMoA",
     "ConfigError",
     "Context",
     "ContextOverflowError",
+    "EmptyConversationError",
     "InputError",
+    "InvalidMessagesError",
     "LayerFailedError",
     "MoAError",
     "ModelSpec",
     "ProviderError",
+    "UnpairedToolCallError",
+    "UnsupportedContentError",
     "build_moa_graph",
     "cancel_on_interrupt",
     "graph",
@@ -80,8 +96,4 @@ __all__ = [
     "preset_names",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        return getattr(importlib.import_module(_WHERE[name]), name)
-    raise AttributeError(f"module 'langgraph_moa' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_names(__name__, _WHERE)

@@ -16,8 +16,9 @@ every module here is imported through this package, and ``moa --help`` needs err
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from langgraph_moa._lazy import lazy_names
 
 if TYPE_CHECKING:
     from langgraph_moa.nodes.context import Context, ModelSpec, load_preset
@@ -33,8 +34,4 @@ _WHERE = {
 }
 __all__ = ["Context", "MoAError", "ModelSpec", "load_preset", "preset_names"]
 
-
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        return getattr(importlib.import_module(_WHERE[name]), name)
-    raise AttributeError(f"module 'langgraph_moa.nodes' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_names(__name__, _WHERE)

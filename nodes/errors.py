@@ -92,6 +92,22 @@ class InputError(MoAError):
         return (_rebuild, (type(self), (self.problem,), {"hint": self.hint}))
 
 
+class InvalidMessagesError(InputError, ValueError):
+    """A run's input ``messages`` is not a conversation: null, or an item LangChain cannot read as
+    a message (a number, a dict without ``content``...). Refused as the input enters the graph's
+    state (graphs/state.py), before any node runs.
+
+    ``index``: the item at fault, None for the value itself; ``reason``: what is wrong with it.
+    """
+
+    def __init__(self, index: int | None, reason: str) -> None:
+        super().__init__(f"{'messages' if index is None else f'messages[{index}]'} {reason}")
+        self.index, self.reason = index, reason
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.index, self.reason))
+
+
 class EmptyConversationError(InputError, ValueError):
     """A run's conversation gives the models nothing to answer: no user (or system) message
     once its text turns are taken (nodes/history.py ``answerable``); providers refuse an empty one.

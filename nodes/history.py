@@ -17,13 +17,14 @@ see ends with a user turn. System messages are merged into one at the start.
 
 Only text is sent: a run whose user, system or tool messages hold another content part (an
 image, audio, a file) is refused (``answerable``), not answered as if the models had seen it.
+Text parts under the OpenAI Responses API's names (``TEXT_ALIASES``) are text.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from langchain_core.messages import (
     AIMessage,
@@ -38,6 +39,41 @@ from langgraph_moa.nodes.errors import EmptyConversationError, UnsupportedConten
 
 ToolHistory = Literal["as_text", "drop"]
 
+# Text parts as the OpenAI Responses API names them, which some clients keep in a chat history:
+# input_text (what a user, system or tool said), output_text (an assistant's answer).
+# langchain-openai reads both as "text"; langchain-core's ``message.text`` leaves them out.
+TEXT_ALIASES = ("input_text", "output_text")
+TEXT_PARTS = ("text", *TEXT_ALIASES)
+
+
+def _is_text(part: str | dict[str, Any]) -> bool:
+    return isinstance(part, str) or (
+        part.get("type") in TEXT_PARTS and isinstance(part.get("text"), str)
+    )
+
+
+def text_of(message: BaseMessage) -> str:
+    """``message.text``, its ``TEXT_ALIASES`` parts read as text too."""
+    if isinstance(message.content, str):
+        return message.content
+    return "".join(p if isinstance(p, str) else p["text"] for p in message.content if _is_text(p))
+
+
+def with_text_parts(message: AnyMessage) -> AnyMessage:
+    """``message`` with its ``TEXT_ALIASES`` parts as "text" parts, the kind every provider's
+    chat API takes (for a conversation sent as it is: ``model_messages``)."""
+    if isinstance(message.content, str):
+        return message
+    content = [
+        {"type": "text", "text": p["text"]}
+        if isinstance(p, dict) and p.get("type") in TEXT_ALIASES and _is_text(p)
+        else p
+        for p in message.content
+    ]
+    if content == message.content:
+        return message
+    return message.model_copy(update={"content": content})
+
 
 def _tool_call_line(call: dict[str, object]) -> str:
     args = json.dumps(call.get("args", {}), ensure_ascii=False, sort_keys=True)
@@ -47,18 +83,19 @@ def _tool_call_line(call: dict[str, object]) -> str:
 def _turn(message: BaseMessage, policy: ToolHistory) -> tuple[str, str] | None:
     """(role, text) of one message as the models see it; None leaves it out."""
     if isinstance(message, SystemMessage):
-        return "system", message.text
+        return "system", text_of(message)
     if isinstance(message, ToolMessage):
         if policy == "drop":
             return None
         return "user", f"[tool {message.name or 'result'} returned]\n{_result_text(message)}"
     if isinstance(message, AIMessage):
-        lines: list[str] = [str(message.text)] if message.text.strip() else []
+        text = text_of(message)
+        lines: list[str] = [text] if text.strip() else []
         if policy == "as_text":
             lines += [_tool_call_line(dict(call)) for call in message.tool_calls]
         return ("assistant", "\n".join(lines)) if lines else None
     if message.type == "human" or isinstance(message, HumanMessage):
-        return "user", message.text
+        return "user", text_of(message)
     return None  # function messages and other kinds carry nothing for these models
 
 
@@ -110,7 +147,7 @@ def _unseen_part(message: BaseMessage, policy: ToolHistory) -> tuple[int, str] |
         return None
     if isinstance(message, ToolMessage) and policy == "drop":
         return None
-    readable = ("text", "json") if isinstance(message, ToolMessage) else ("text",)
+    readable = (*TEXT_PARTS, "json") if isinstance(message, ToolMessage) else TEXT_PARTS
     for i, part in enumerate(message.content):
         kind = part.get("type") if isinstance(part, dict) else "text"
         if kind not in readable:

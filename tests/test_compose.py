@@ -15,7 +15,14 @@ from fake_openai import Failure, FakeOpenAIServer, RecordedRequest, count_prompt
 from langchain.agents import create_agent
 from langchain_core.callbacks import UsageMetadataCallbackHandler
 from langchain_core.language_models import GenericFakeChatModel
-from langchain_core.messages import AIMessage, AIMessageChunk, AnyMessage, HumanMessage, ToolMessage
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    AnyMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, MessagesState, StateGraph
@@ -567,6 +574,43 @@ def test_content_the_models_cannot_see_is_refused_not_dropped(
         ChatMoA(context=ctx).invoke([*conversation[:2], result])
         seen = server.requests_for("p1")[0].messages[-1]["content"]
         assert seen == '[tool result returned]\n{"temp": 21}'
+
+
+def test_text_parts_by_the_responses_apis_names_are_text(server: FakeOpenAIServer) -> None:
+    # Some clients keep a history in the OpenAI Responses API's parts (input_text for what the
+    # model was told, output_text for its answers; langchain-openai reads both as text). They
+    # were refused as unsupported content, and an assistant's output_text silently dropped.
+    script(server)
+    ctx = fake_context(server, ["p1", "p2"])
+    conversation = [
+        SystemMessage([{"type": "input_text", "text": "Answer in one word."}]),
+        HumanMessage([{"type": "input_text", "text": "Name a prime."}]),
+        AIMessage([{"type": "output_text", "text": "Seven.", "annotations": []}]),
+        HumanMessage([{"type": "input_text", "text": "Another?"}, {"type": "text", "text": "!"}]),
+    ]
+    assert ChatMoA(context=ctx).invoke(conversation).content == "the mixture's answer"
+    system, *turns = server.requests_for("p1")[0].messages
+    assert "Answer in one word." in system["content"]
+    assert [(m["role"], m["content"]) for m in turns] == [
+        ("user", "Name a prime."),
+        ("assistant", "Seven."),
+        ("user", "Another?!"),
+    ]
+    # With tools bound the aggregator is sent the conversation as it is: as "text" parts, the
+    # kind every chat API takes (OpenAI's Chat Completions refuses input_text).
+    server.requests.clear()
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    ChatMoA(context=ctx).bind_tools([tool]).invoke(conversation)
+    sent = server.requests_for("agg")[0].messages
+    assert "input_text" not in str(sent) and "output_text" not in str(sent)
+    assert {"type": "text", "text": "Name a prime."} in sent[1]["content"]
+    assert "Seven." in str(sent[2]["content"])
+    # What is not text under any name is still refused before any call.
+    server.requests.clear()
+    picture = {"type": "input_image", "image_url": "https://x.test/cat.png"}
+    with pytest.raises(UnsupportedContentError, match=r"messages\[0\].content\[1\] is"):
+        ChatMoA(context=ctx).invoke([HumanMessage([conversation[1].content[0], picture])])
+    assert server.requests == []
 
 
 @pytest.mark.parametrize("way", ["moa_node", "moa_tool"])

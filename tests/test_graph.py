@@ -5,12 +5,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
 from conftest import fake_context, spec
 from fake_openai import FakeOpenAIServer, default_reply
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import START, MessagesState, StateGraph
 
+from langgraph_moa import InputError, InvalidMessagesError
 from langgraph_moa.graphs import build_moa_graph, graph
 from langgraph_moa.nodes.aggregate import ANSWER_TAG
 from langgraph_moa.nodes.context import Context
@@ -289,3 +291,18 @@ async def test_a_failed_turn_leaves_nothing_behind_for_the_next(server: FakeOpen
     assert [p["model"] for p in second["layers"][0]] == ["together:a", "together:b"]
     agg = system_prompt(server.requests_for("agg")[0])
     assert agg.count("<reference id=") == 2
+
+
+def test_messages_that_are_no_conversation_are_one_input_error(server: FakeOpenAIServer) -> None:
+    # Refused as the input enters the state, before any node: LangGraph's reducer said "Must
+    # specify non-null arguments for both 'left' and 'right'" to a null.
+    ctx = fake_context(server, ["p1"])
+    with pytest.raises(InvalidMessagesError, match=r"^messages is null: send a list of messages$"):
+        graph.invoke({"messages": None}, context=ctx)
+    with pytest.raises(InputError, match=r"^messages\[1\] is not a message: Unsupported message"):
+        graph.invoke({"messages": ["Hi", None]}, context=ctx)
+    with pytest.raises(
+        InvalidMessagesError, match=r"^messages is neither a list of messages nor one"
+    ):
+        graph.invoke({"messages": 5}, context=ctx)
+    assert server.requests == []

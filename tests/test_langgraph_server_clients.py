@@ -119,3 +119,35 @@ def test_what_the_models_cannot_take_is_refused_before_anyone_is_paid(
     error = _error(out)
     assert error["error"] == "UnpairedToolCallError" and repr(call["id"]) in error["message"]
     assert server.requests == []
+
+
+def test_input_that_is_no_conversation_is_a_run_error_naming_messages(
+    studio: str,  # noqa: F811
+    server: FakeOpenAIServer,
+) -> None:
+    # It was LangGraph's reducer's "Must specify non-null arguments for both 'left' and 'right'"
+    # for a null, LangChain's "Unsupported message type: <class 'int'>" for an item: neither
+    # named the field, nor the item.
+    client = get_sync_client(url=studio, api_key=None)
+    for messages, said in [
+        (None, "messages is null: send a list of messages"),
+        (
+            [*QUESTION["messages"], 5],
+            "messages[1] is not a message: Unsupported message type: <class 'int'>",
+        ),
+        (
+            [{"role": "user"}],
+            "messages[0] is not a message: Message dict must contain 'role' and 'content' keys",
+        ),
+        ([{"role": "user", "content": 5}], "messages[0] is not a message: content: Input should"),
+    ]:
+        for graph in ("moa", "moa-unrolled"):
+            out = client.runs.wait(None, graph, input={"messages": messages}, raise_error=False)
+            error = _error(out)
+            assert error["error"] == "InvalidMessagesError" and error["message"].startswith(said)
+    assert server.requests == []
+    # Within a thread too, where the reducer adds the input to the messages kept.
+    thread = client.threads.create()["thread_id"]
+    client.runs.wait(thread, "moa", input=QUESTION, context={"layers": 1})
+    out = client.runs.wait(thread, "moa", input={"messages": None}, raise_error=False)
+    assert _error(out)["message"] == "messages is null: send a list of messages"

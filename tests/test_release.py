@@ -4,7 +4,9 @@ editable install, which must expose nothing but ``langgraph_moa``."""
 
 from __future__ import annotations
 
+import importlib
 import os
+import rlcompleter
 import shutil
 import subprocess
 import sys
@@ -24,15 +26,20 @@ import langgraph_moa
 PUBLIC = [
     "AggregatorError",
     "CallFailedError",
+    "CapabilityError",
     "ChatMoA",
     "ConfigError",
     "Context",
     "ContextOverflowError",
+    "EmptyConversationError",
     "InputError",
+    "InvalidMessagesError",
     "LayerFailedError",
     "MoAError",
     "ProviderError",
     "ModelSpec",
+    "UnpairedToolCallError",
+    "UnsupportedContentError",
     "build_moa_graph",
     "cancel_on_interrupt",
     "graph",
@@ -62,6 +69,28 @@ def test_the_public_api_is_pinned() -> None:
     assert sorted(langgraph_moa.__all__) == sorted(PUBLIC)
     for name in PUBLIC:
         assert getattr(langgraph_moa, name) is not None
+
+
+@pytest.mark.parametrize(
+    "package",
+    ["langgraph_moa", "langgraph_moa.nodes", "langgraph_moa.graphs", "langgraph_moa.apps.compare"],
+)
+def test_names_imported_on_first_use_show_in_dir_and_tab_completion(package: str) -> None:
+    module = importlib.import_module(package)
+    assert set(module.__all__) <= set(dir(module))
+    completer = rlcompleter.Completer({"m": module})  # what the REPL's Tab uses
+    for name in module.__all__:
+        assert completer.complete(f"m.{name[:-1]}", 0).startswith(f"m.{name}"), name
+
+
+def test_every_kind_of_input_error_is_public() -> None:
+    """A caller of the graph or ChatMoA catches a refused conversation by its kind (an image, an
+    unpaired tool call, nothing to answer): each InputError the nodes raise is importable."""
+    from langgraph_moa import InputError
+    from langgraph_moa.nodes import errors
+
+    kinds = {n for n, v in vars(errors).items() if type(v) is type and issubclass(v, InputError)}
+    assert kinds - set(PUBLIC) == set()
 
 
 def test_every_package_folder_is_listed_for_the_build() -> None:

@@ -85,6 +85,34 @@ def test_non_streamed_answer_is_the_aggregators_and_usage_adds_up(
     assert not getattr(result.choices[0].message, "reasoning_content", None)
 
 
+def test_text_parts_by_the_responses_apis_names_are_text(
+    server: FakeOpenAIServer, base: str
+) -> None:
+    # A client replaying a Responses API history: the same conversation, its text in input_text
+    # and output_text parts, is answered as the plain one (it was a 400 "not supported yet").
+    def parts(kind: str, text: str) -> list[dict[str, str]]:
+        return [{"type": kind, "text": text}]
+
+    conversation: list[Any] = [
+        {"role": "system", "content": parts("input_text", "You are terse.")},
+        {"role": "user", "content": parts("input_text", "What is MoA?")},
+        {"role": "assistant", "content": parts("output_text", "Mixture-of-Agents.")},
+        CONVERSATION[-1],
+    ]
+    result = client(base).chat.completions.create(model="fake", messages=conversation)
+    assert result.choices[0].message.content == ANSWER
+    assert_whole_conversation_sent(server)
+    # An image under the Responses API's name is still refused, as any image.
+    picture: Any = {"type": "input_image", "image_url": "https://x.test/cat.png"}
+    server.requests.clear()
+    with pytest.raises(openai.BadRequestError, match="'input_image' are not supported"):
+        client(base).chat.completions.create(
+            model="fake",
+            messages=[{"role": "user", "content": [picture]}],
+        )
+    assert server.requests == []
+
+
 def test_streamed_answer_ends_with_usage_and_done(server: FakeOpenAIServer, base: str) -> None:
     stream = client(base).chat.completions.create(
         model="fake",

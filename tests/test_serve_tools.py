@@ -14,11 +14,12 @@ import openai
 import pytest
 from conftest import fake_context, spec
 from fake_openai import FakeOpenAIServer, RecordedRequest, ToolCall, ToolCallReply
+from langchain_core.messages import convert_to_messages
 from pydantic import BaseModel
 from serving import app_for, running
-from test_tools import WEATHER, agent_script
+from test_tools import WEATHER, agent_script, chat
 
-from langgraph_moa.nodes.context import Context
+from langgraph_moa import Context, UnpairedToolCallError
 
 WEATHER_TOOL: Any = {
     "type": "function",
@@ -295,6 +296,42 @@ def test_bad_tool_requests_are_400s(
     error = caught.value.body
     assert isinstance(error, dict) and error["param"] == param and message in error["message"]
     assert not server.requests  # nothing paid
+
+
+SYSTEM: Any = {"role": "system", "content": "Answer in French."}
+
+
+@pytest.mark.parametrize(
+    ("history", "refused_at"),
+    [
+        ([CALLED_WEATHER, WEATHER_RESULT], None),
+        ([SYSTEM, CALLED_WEATHER, WEATHER_RESULT, SYSTEM], None),
+        # OpenAI refuses a system message between a call and its result, as any other message
+        ([CALLED_WEATHER, SYSTEM, WEATHER_RESULT], 1),
+        ([CALLED_WEATHER, {"role": "user", "content": "No, don't."}], 1),
+        ([WEATHER_RESULT], 1),
+    ],
+    ids=["paired", "system-around", "system-between", "call-turned-down", "result-of-no-call"],
+)
+def test_v1_and_the_graph_pair_tool_calls_by_one_rule(
+    server: FakeOpenAIServer, client: openai.OpenAI, history: list[Any], refused_at: int | None
+) -> None:
+    messages = [*QUESTION, *history]
+    agent_script(server)
+    served = graph = None
+    try:
+        client.chat.completions.create(model="fake", messages=messages, tools=[WEATHER_TOOL])
+    except openai.BadRequestError as exc:
+        assert isinstance(exc.body, dict)
+        served = exc.body["param"]
+    try:
+        chat(server).bind_tools([WEATHER_TOOL]).invoke(convert_to_messages(messages))
+    except UnpairedToolCallError as exc:
+        graph = exc.message
+    if refused_at is None:
+        assert (served, graph) == (None, None)
+    else:
+        assert graph == refused_at and served.startswith(f"messages[{refused_at}].tool_call")
 
 
 @pytest.mark.parametrize("stream", [False, True])

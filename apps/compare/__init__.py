@@ -21,8 +21,9 @@ As a library::
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from langgraph_moa._lazy import lazy_names
 
 if TYPE_CHECKING:
     from langgraph_moa.apps.compare.runner import CompareOptions, CompareRun, run_compare
@@ -31,12 +32,12 @@ if TYPE_CHECKING:
 # Imported on first use: the CLI imports this package to find ``moa compare`` (command.py), and
 # the runner brings numpy and the batch runner, which ``moa batch``'s start-up should not pay for.
 _WHERE = {
-    "CompareOptions": "runner",
-    "CompareRun": "runner",
-    "run_compare": "runner",
-    "System": "systems",
-    "default_systems": "systems",
-    "single_model": "systems",
+    "CompareOptions": "langgraph_moa.apps.compare.runner",
+    "CompareRun": "langgraph_moa.apps.compare.runner",
+    "run_compare": "langgraph_moa.apps.compare.runner",
+    "System": "langgraph_moa.apps.compare.systems",
+    "default_systems": "langgraph_moa.apps.compare.systems",
+    "single_model": "langgraph_moa.apps.compare.systems",
 }
 __all__ = [
     "CompareOptions",
@@ -47,8 +48,4 @@ __all__ = [
     "single_model",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_names(__name__, _WHERE)

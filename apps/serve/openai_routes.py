@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
-from typing import Any, Literal, NoReturn
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
@@ -53,9 +53,20 @@ from langgraph_moa.apps.serve.schemas import (
 from langgraph_moa.apps.serve.settings import DEFAULT_KEEPALIVE_S
 from langgraph_moa.apps.serve.tasks import is_task
 from langgraph_moa.core.turns import AnswerRestart, Finished, ProposalDone, Token
-from langgraph_moa.nodes.errors import CapabilityError, ConfigError, EmptyConversationError
+from langgraph_moa.nodes.errors import (
+    CapabilityError,
+    ConfigError,
+    EmptyConversationError,
+    UnpairedToolCallError,
+)
 from langgraph_moa.nodes.history import answerable
-from langgraph_moa.nodes.models.tools import Bind, binding, check_capable, holds_text
+from langgraph_moa.nodes.models.tools import (
+    Bind,
+    binding,
+    check_capable,
+    check_pairs,
+    holds_text,
+)
 from langgraph_moa.nodes.stops import StopAt
 
 # nginx's "client closed request": logged for a request whose client left before the answer.
@@ -168,7 +179,6 @@ def request_binding(body: ChatCompletionRequest) -> Bind | None:
 def to_messages(messages: list[ChatMessage]) -> list[AnyMessage]:
     """The client's conversation as LangChain messages (all of it goes to the graph)."""
     out: list[AnyMessage] = []
-    unanswered: dict[str, int] = {}  # the last assistant message's tool calls without a result
     for i, m in enumerate(messages):
         if m.role == "function":
             raise OpenAIError(
@@ -178,9 +188,6 @@ def to_messages(messages: list[ChatMessage]) -> list[AnyMessage]:
                 code="unsupported",
             )
         text = content_text(m.content, f"messages[{i}].content")
-        calls = _tool_calls(m.tool_calls or [], i) if m.role == "assistant" else []
-        if m.role != "tool" and unanswered:
-            _no_result(unanswered)
         if m.role in ("system", "developer"):
             out.append(SystemMessage(text))
         elif m.role == "user":
@@ -190,32 +197,34 @@ def to_messages(messages: list[ChatMessage]) -> list[AnyMessage]:
                 raise OpenAIError(
                     400, "a 'tool' message needs tool_call_id", param=f"messages[{i}].tool_call_id"
                 )
-            if unanswered.pop(m.tool_call_id, None) is None:
-                # As OpenAI answers it; the aggregator's provider would refuse it after the
-                # proposers were paid.
-                raise OpenAIError(
-                    400,
-                    f"a 'tool' message must answer a tool call of the assistant message just "
-                    f"before it; none has the id {m.tool_call_id!r}",
-                    param=f"messages[{i}].tool_call_id",
-                )
             out.append(ToolMessage(text, tool_call_id=m.tool_call_id, name=m.name))
         else:
-            unanswered = {c["id"]: i for c in calls}
-            out.append(AIMessage(text, tool_calls=calls))
-    if unanswered:
-        _no_result(unanswered)
+            out.append(AIMessage(text, tool_calls=_tool_calls(m.tool_calls or [], i)))
+    try:
+        # With tools or without, as OpenAI refuses it; the graph's rule, so /v1 and the graph
+        # agree (with tools, the aggregator's provider would refuse it after the proposers).
+        check_pairs(out)
+    except UnpairedToolCallError as exc:
+        raise _unpaired(exc) from None
     return out
 
 
-def _no_result(unanswered: dict[str, int]) -> NoReturn:
-    """A 400 for tool calls that no 'tool' message answers (OpenAI refuses them too)."""
-    i = next(iter(unanswered.values()))
-    raise OpenAIError(
+def _unpaired(exc: UnpairedToolCallError) -> OpenAIError:
+    """A 400 in OpenAI's words for a tool call no 'tool' message answers, or a 'tool' message
+    that answers no call."""
+    ids = ", ".join(map(repr, exc.ids))
+    if exc.result:
+        return OpenAIError(
+            400,
+            "a 'tool' message must answer a tool call of the assistant message just before it; "
+            f"none has the id {ids}",
+            param=f"messages[{exc.message}].tool_call_id",
+        )
+    return OpenAIError(
         400,
         "an assistant message with tool_calls must be followed by a 'tool' message for each "
-        f"call; none answers {', '.join(map(repr, unanswered))}",
-        param=f"messages[{i}].tool_calls",
+        f"call, with no other message between; none answers {ids}",
+        param=f"messages[{exc.message}].tool_calls",
     )
 
 

@@ -24,6 +24,7 @@ from langchain_core.messages import AnyMessage
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from langgraph_moa.apps.serve.errors import OpenAIError, validation_error
+from langgraph_moa.nodes.history import TEXT_PARTS
 
 
 def content_text(content: Any, param: str) -> str:
@@ -36,7 +37,7 @@ def content_text(content: Any, param: str) -> str:
             texts.append(part)
             continue
         kind = part.get("type") if isinstance(part, dict) else None
-        if kind == "text":
+        if kind in TEXT_PARTS:  # input_text and the like too, as the graph reads them
             if not isinstance(part.get("text"), str):
                 where = f"{param}[{j}].text"
                 raise OpenAIError(400, f"{where}: a text part's text must be a string", param=where)

@@ -34,7 +34,7 @@ from langchain_core.runnables import RunnableBinding
 
 from langgraph_moa.nodes.context import Context, ToolProposers
 from langgraph_moa.nodes.errors import CapabilityError, ConfigError, UnpairedToolCallError
-from langgraph_moa.nodes.history import ToolHistory, model_view
+from langgraph_moa.nodes.history import ToolHistory, model_view, with_text_parts
 from langgraph_moa.nodes.models.cache import chat_model
 from langgraph_moa.nodes.models.settings import settings_for
 
@@ -261,6 +261,7 @@ def model_messages(
     results stay paired by id), else its text turns (nodes/history.py)."""
     if not calls_tools(bind):
         return model_view(messages, policy)
+    messages = [with_text_parts(m) for m in messages]  # input_text parts and the like
     systems = [m for m in messages if m.type == "system"]
     rest = [m for m in messages if m.type != "system"]
     if len(systems) <= 1:
@@ -274,7 +275,10 @@ def check_pairs(messages: Sequence[AnyMessage]) -> None:
     """``UnpairedToolCallError`` unless every tool call of an assistant message is answered by a
     tool message right after it, and every tool message answers one, as providers require of
     the conversation ``model_messages`` sends a model that calls tools (a call a human in the
-    loop turned down is the usual way to break it)."""
+    loop turned down is the usual way to break it). OpenAI's rule, which moa serve's /v1
+    applies with this function: no message comes between a call and its result, a system one
+    included (``model_messages`` would move it first, but what OpenAI refuses is refused alike
+    by the graph and by /v1)."""
     unanswered: dict[str, None] = {}  # the last assistant message's calls without a result
     caller = 0
     for i, message in enumerate(messages):
@@ -283,7 +287,7 @@ def check_pairs(messages: Sequence[AnyMessage]) -> None:
                 raise UnpairedToolCallError(i, [message.tool_call_id], result=True)
             del unanswered[message.tool_call_id]
             continue
-        if unanswered and message.type != "system":
+        if unanswered:
             raise UnpairedToolCallError(caller, list(unanswered))
         if isinstance(message, AIMessage):
             # Calls whose arguments were not JSON are sent as calls too (langchain-openai).
