@@ -2,10 +2,11 @@
 
 Each application registers its own commands (``register(app)`` in ``apps/<name>/command.py``);
 ``langgraph_moa/cli.py`` collects them into ``moa``. Exit codes, for every command:
-0 done; 1 the run started and failed (a provider, a layer, the aggregator); 2 refused before
-any call was paid (bad input, settings or paths, an output of other settings or held by
-another run); 3 done, but some answers are degraded (``moa batch``, ``moa compare``: answered
-with fewer proposals than configured); 130 interrupted; 141 whoever read the output went away.
+0 done; 1 the run started and failed (a provider, a layer, the aggregator); 2 refused before any
+call was paid (bad input, settings or paths, a model that cannot be built here: an unknown
+provider, a missing key or package; an output of other settings or held by another run); 3 done,
+but some answers are degraded (``moa batch``, ``moa compare``: answered with fewer proposals
+than configured); 130 interrupted; 141 whoever read the output went away.
 """
 
 from __future__ import annotations
@@ -23,7 +24,14 @@ from typing import Annotated, Any, NoReturn, TypeVar
 import typer
 
 from langgraph_moa.core.terminal import stderr_console, to_stdout
-from langgraph_moa.nodes.errors import ConfigError, InputError, MoAError, RefusedError
+from langgraph_moa.nodes.errors import (
+    ConfigError,
+    ContextOverflowError,
+    InputError,
+    MoAError,
+    ProviderError,
+    RefusedError,
+)
 
 err = stderr_console()
 EXIT_DEGRADED = 3  # every item answered, some with fewer proposals than configured
@@ -123,8 +131,11 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 def exit_code(exc: MoAError) -> int:
     """2 for a refusal before any call was paid (what the user can fix in the command: its
-    settings, input or paths), 1 for a run that started and failed."""
-    return 2 if isinstance(exc, ConfigError | InputError | RefusedError) else 1
+    settings, input or paths, or the models it names: every command builds them before its first
+    call, and a ``ProviderError`` is one that cannot be built), 1 for a run that started and
+    failed. A context overflow is a call's failure: the call loop makes it a ``CallFailedError``."""
+    refused = ConfigError | InputError | RefusedError | ProviderError
+    return 2 if isinstance(exc, refused) and not isinstance(exc, ContextOverflowError) else 1
 
 
 def guarded(fn: Callable[[], T]) -> T:

@@ -65,7 +65,7 @@ def test_bad_input_gives_one_line_and_non_zero_exit(
     args: list[str], env: dict[str, str], expected: str
 ) -> None:
     result = run_cli(*args, env=env)
-    assert result.returncode != 0
+    assert result.returncode == 2  # refused before any call (core/command.py)
     assert expected in one_error_line(result.stderr)
     assert result.stdout == ""
 

@@ -512,7 +512,7 @@ def test_the_starter_set_is_varied_and_well_formed() -> None:
         (["nowhere.jsonl", "--preset", "seed"], 2, "input file 'nowhere.jsonl' not found"),
         (["-", "--preset", "seed"], 2, "stdin: line 1: prompt is empty"),
         (["--report-only", "nowhere"], 2, "no results.json there"),
-        (["--system", "a=seed", "--system", "b=together:x"], 1, "set TOGETHER_API_KEY"),
+        (["--system", "a=seed", "--system", "b=together:x"], 2, "set TOGETHER_API_KEY"),
     ],
     ids=["system-format", "unknown-preset", "one-system", "mixed-flags", "staircase-model",
          "bad-judge",

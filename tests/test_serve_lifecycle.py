@@ -276,7 +276,7 @@ def test_a_missing_provider_key_stops_the_server_at_start(server: FakeOpenAIServ
     env = serve_env(server.base_url)
     del env["TOGETHER_API_KEY"], env["TOGETHER_API_BASE"]  # Together's real endpoint needs a key
     result = run_cli("serve", "--port", "0", "--preset", "seed", env=env)
-    assert result.returncode == 1
+    assert result.returncode == 2  # refused before any call, as a bad setting
     assert "set TOGETHER_API_KEY" in result.stderr and "Traceback" not in result.stderr
 
 
