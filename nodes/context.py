@@ -359,8 +359,7 @@ class Context(BaseModel):
         _check_shared_limits(self.all_models())
         for spec in self.all_models():
             answer = spec.max_tokens or self.max_tokens
-            rpm, tpm = shared_setting(self, spec, "rpm"), shared_setting(self, spec, "tpm")
-            _check_meetable(spec, rpm, tpm, answer)
+            _check_meetable(spec, shared_setting(self, spec, "rpm"))
             if spec.context_window is not None and answer >= spec.context_window:
                 raise ValueError(
                     f"{spec.model}: max_tokens={answer} leaves no room for the prompt in "
@@ -409,21 +408,15 @@ def _check_shared_limits(specs: list[ModelSpec]) -> None:
 MIN_RPM = 1 / 1440  # one request a day: below it a run waits for ever, with nothing to show
 
 
-def _check_meetable(spec: ModelSpec, rpm: float | None, tpm: float | None, answer: int) -> None:
-    """Refuse limits no call can meet, which would wait for ever with nothing said: an ``rpm``
-    below one request a day, a ``tpm`` below one call's tokens (each call counts its prompt
-    plus ``max_tokens``; a prompt too big for a larger tpm fails its call: nodes/models/ask.py)."""
+def _check_meetable(spec: ModelSpec, rpm: float | None) -> None:
+    """Refuse an ``rpm`` below one request a day: the run would wait for ever, its progress
+    saying nothing. (A call larger than ``tpm`` is not refused: it waits for the bucket to
+    empty, then goes alone: nodes/models/limits.py.)"""
     if rpm is not None and rpm < MIN_RPM:
         raise ValueError(
             f"{spec.model}: rpm={rpm:g} lets one request through every {60 / rpm / 86400:,.1f} "
             f"days, so the run would wait for ever; give the provider's requests per minute (at "
             f"least {MIN_RPM:.5f}, one a day), or leave rpm out"
-        )
-    if tpm is not None and tpm <= answer:
-        raise ValueError(
-            f"{spec.model}: tpm={tpm:g} is below one call's tokens (its prompt plus "
-            f"max_tokens={answer}), so no call could ever be sent; give the provider's tokens "
-            "per minute, lower max_tokens, or leave tpm out"
         )
 
 

@@ -96,19 +96,7 @@ async def ask_model(
         if found is not None:
             return found
     gate = gate_for(settings)
-    tokens = request_tokens(request) + settings.max_tokens
-    if settings.tpm is not None and tokens > settings.tpm:
-        # The bucket would never hold it: refused now, not waited for (nothing is sent).
-        raise CallFailedError(
-            "other",
-            f"this call takes about {tokens:,} tokens (its prompt plus max_tokens="
-            f"{settings.max_tokens}), more than {settings.model}'s tpm={settings.tpm:g}: it could "
-            "never be sent; give the provider's tokens per minute, lower max_tokens, or shorten "
-            "the prompt",
-            0,
-            0.0,
-        )
-    await gate.reserve_tokens(tokens)
+    await gate.reserve_tokens(request_tokens(request) + settings.max_tokens)
 
     def retrying(
         attempt: int, kind: ErrorKind, message: str, wait_s: float, *, continues: bool = False
