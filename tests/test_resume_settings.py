@@ -130,6 +130,23 @@ def test_an_item_edited_under_its_id_is_refused_before_any_call(
     assert len(server.requests) == paid
 
 
+def test_a_refused_retry_leaves_the_output_as_it_was(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    # --retry-failed drops the failed records before it runs them again: refused, it must not.
+    cfg = write_config(tmp_path / "c.toml", server)
+    data = write_items(tmp_path / "in.jsonl", [*prompts(2), {"id": "bad"}])  # no prompt: failed
+    out = tmp_path / "out.jsonl"
+    assert batch(data, "-o", out, "-c", cfg, "--skip-invalid").returncode == 1
+    before = out.read_bytes()
+    items = [*prompts(2), {"id": "bad", "prompt": "fixed"}]
+    items[1]["prompt"] = "question number 1, edited"
+    write_items(data, items)
+    result = batch(data, "-o", out, "-c", cfg, "--retry-failed")
+    assert result.returncode == 2 and "(q1)" in result.stderr, result.stderr
+    assert out.read_bytes() == before
+
+
 @pytest.mark.parametrize(
     ("args", "output"),
     [(("--samples", "2"), "out.jsonl"), (("-f", "alpaca-eval"), "out.json")],

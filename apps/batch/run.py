@@ -37,6 +37,7 @@ from langgraph_moa.core.batch.runner import (
     check_resume,
     default_cache,
     output_lock,
+    redo_statuses,
     replay_items,
     resumed_settings,
     run_batch,
@@ -185,8 +186,7 @@ def batch(
             # K samples of each item, made as the items are read: the input stays a stream.
             items = Sampled(dataset, samples) if samples > 1 else dataset
         if dry_run:
-            redo = {"failed"} if retry_failed else set()
-            redo |= {"degraded"} if retry_degraded else set()
+            redo = redo_statuses(retry_failed, retry_degraded)
             return _dry_run(
                 items,
                 ctx,

@@ -199,6 +199,11 @@ async def run_items(
 
 
 # ---------------------------------------------------------------------------------- a run
+def redo_statuses(retry_failed: bool, retry_degraded: bool) -> set[str]:
+    """The statuses of the records a run answers again (``--retry-failed``/``--retry-degraded``)."""
+    return {s for s, wanted in (("failed", retry_failed), ("degraded", retry_degraded)) if wanted}
+
+
 def check_resume(
     records: Iterable[dict[str, Any]],
     order: Positions,
@@ -215,8 +220,8 @@ def check_resume(
       id; None: not compared): refused (a mixed output), unless ``mixed_settings``; then kept and
       counted (each record's ``settings`` says which made it).
     - Answers to an item edited since (its ``input_digest`` is not the input's, ``order``):
-      kept, they would answer the old prompt under the new one's id. Records written before the
-      digest existed are not compared.
+      refused, always: kept, they would answer the old prompt under the new one's id. Records
+      written before the digest existed are not compared.
 
     ``redo``: the statuses this run answers again (``--retry-failed``...): those records are
     dropped, not kept, so neither check concerns them.
@@ -378,23 +383,6 @@ async def _run_batch(
             highlight=False,
             markup=False,
         )
-    redo = {"failed"} if options.retry_failed else set()
-    redo |= {"degraded"} if options.retry_degraded else set()
-    if redo:
-        again = {i for i, s in status.items() if s in redo}
-        if again:
-            run_file.drop(again)
-            status = {i: s for i, s in status.items() if i not in again}
-    # Lazily: with --limit only that many items are read (a streamed input stays on disk). What
-    # is counted per id is counted over the output's records (they are in memory already), never
-    # over the input's ids, which may be tens of millions (core/batch/ids.py).
-    order = positions_of(items)
-    skipped = sum(1 for i in status if order.position(i) is not None)
-    to_run = len(order) - skipped
-    if options.limit is not None:
-        to_run = min(to_run, options.limit)
-    todo = itertools.islice((i for i in items if i.id not in status), to_run)
-
     prices = prices_of(ctx)
     cache = CallCache(options.cache) if options.cache is not None and not options.server else None
     turns: Turns
@@ -409,8 +397,10 @@ async def _run_batch(
     else:
         turns = GraphTurns(ctx, cache, samples=options.samples)
 
+    order = positions_of(items)
+    redo = redo_statuses(options.retry_failed, options.retry_degraded)
     other = 0
-    if status:
+    if status:  # refused before the output is changed (the records --retry-* drops)
         replayed = turns if isinstance(turns, ReplayTurns) else None
         other = check_resume(
             run_file.records(),
@@ -418,7 +408,20 @@ async def _run_batch(
             resumed_settings(ctx, options.samples, replayed),
             path=run_file.path,
             mixed_settings=options.mixed_settings,
+            redo=redo,
         )
+    again = {i for i, s in status.items() if s in redo}
+    if again:
+        run_file.drop(again)
+        status = {i: s for i, s in status.items() if i not in again}
+    # Lazily: with --limit only that many items are read (a streamed input stays on disk). What
+    # is counted per id is counted over the output's records (they are in memory already), never
+    # over the input's ids, which may be tens of millions (core/batch/ids.py).
+    skipped = sum(1 for i in status if order.position(i) is not None)
+    to_run = len(order) - skipped
+    if options.limit is not None:
+        to_run = min(to_run, options.limit)
+    todo = itertools.islice((i for i in items if i.id not in status), to_run)
 
     progress = BatchProgress(console, total=len(items), to_run=to_run, prices=prices)
     try:
