@@ -342,6 +342,12 @@ class RunStoppedError(MoAError):
     rerun resumes."""
 
 
+class InputChangedError(RunStoppedError):
+    """A dataset's file changed while the run read it (``moa batch`` reads it twice: ids first,
+    then items as they run): the run stops, mid-run (exit 1, not a refusal); a rerun reads the
+    file as it is now and resumes."""
+
+
 class ServerError(RunStoppedError):
     """The LangGraph server at ``url`` (``moa batch --server``) cannot be reached, or has no such
     graph."""

@@ -282,6 +282,30 @@ def _popen_batch(*args: str) -> subprocess.Popen[str]:
     )
 
 
+def test_an_input_changed_mid_run_stops_it_as_a_failure_and_keeps_what_was_paid(
+    tmp_path: Path, server: FakeOpenAIServer
+) -> None:
+    # Calls were paid: a failed run (exit 1), not a refusal (exit 2, "nothing was paid").
+    for name in PROPOSERS:
+        server.script(name, ttft=0.2)
+    config = write_config(tmp_path / "c.toml", server)
+    pad = " and more" * 400  # lines of 3.6 kB: the run reads them as it goes, not all at once
+    items = [{**item, "prompt": item["prompt"] + pad} for item in prompts(40)]
+    data = write_items(tmp_path / "in.jsonl", items)
+    out = tmp_path / "out.jsonl"
+    proc = _popen_batch(str(data), "-o", str(out), "-c", str(config), "-j", "1")
+    deadline = time.monotonic() + 60
+    while not server.requests and time.monotonic() < deadline:
+        time.sleep(0.05)
+    write_items(data, [{**item, "id": f"other{i}"} for i, item in enumerate(items)])
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 1, stderr
+    assert f"moa: error: {data} changed while the run was reading it: rerun" in stderr
+    assert "Traceback" not in stderr
+    finished = read_records(out)
+    assert 0 < len(finished) < 40 and {r["status"] for r in finished} == {"ok"}
+
+
 def test_kill_9_then_resume_loses_nothing_and_repeats_no_finished_call(
     tmp_path: Path, server: FakeOpenAIServer
 ) -> None:

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any, Literal, Protocol
 
 from langgraph_moa.core.batch.ids import IdIndex
-from langgraph_moa.nodes.errors import InputError, ScratchError
+from langgraph_moa.nodes.errors import InputChangedError, InputError, ScratchError
 
 Kind = Literal["prompt", "messages", "instruction", "mt-bench"]
 ROLES = ("system", "user", "assistant")
@@ -231,15 +231,22 @@ class Dataset:
     def __iter__(self) -> Iterator[Item | InvalidItem]:
         with self._open() as f:
             for number, unit, value in self._values(f):
-                item = self._parse(number, unit, value)
+                try:
+                    item = self._parse(number, unit, value)
+                except InputError:  # the first pass read this line whole: it changed since
+                    raise InputChangedError(self._changed) from None
                 seen = self._index.at(number)
                 if seen is not None and seen[1]:  # a repeated id (skip_invalid)
                     error = self._repeat_error(number, unit, item.id, seen[1])
                     yield InvalidItem(seen[0], error.problem, value, number)
                     continue
                 if seen is None or seen[0] != item.id:
-                    raise InputError(f"{self.name} changed while the run was reading it")
+                    raise InputChangedError(self._changed)
                 yield item
+
+    @property
+    def _changed(self) -> str:
+        return f"{self.name} changed while the run was reading it: rerun the command to resume"
 
     def close(self) -> None:
         self._index.close()
