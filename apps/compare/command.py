@@ -81,7 +81,8 @@ def compare(
     except ImportError as exc:  # numpy / matplotlib come with the extra
         fail(
             f"moa compare needs the 'compare' extra ({exc.name} is missing): "
-            "uv sync --extra compare, or pip install 'langgraph-moa[compare]'"
+            "uv sync --extra compare, or pip install 'langgraph-moa[compare]'",
+            2,  # a package missing, as for a model: refused before any call
         )
     exit_with(
         lambda: run(

@@ -9,9 +9,9 @@ import typer
 
 from langgraph_moa.apps.serve import settings as serve_defaults
 from langgraph_moa.apps.serve.settings import KEY_ENV
-from langgraph_moa.core.command import err, fail, run_async
+from langgraph_moa.core.command import err, exit_code, fail, run_async
 from langgraph_moa.nodes.caps import Caps
-from langgraph_moa.nodes.errors import ConfigError, MoAError
+from langgraph_moa.nodes.errors import MoAError
 
 ORDER = 30
 
@@ -106,15 +106,14 @@ def serve(
     except ImportError as exc:
         fail(
             f"moa serve needs the 'serve' extra ({exc.name or exc} is missing): "
-            "uv sync --extra serve, or pip install 'langgraph-moa[serve]'"
+            "uv sync --extra serve, or pip install 'langgraph-moa[serve]'",
+            2,  # a package missing, as for a model: refused before anything runs
         )
 
     try:
         models = ModelRegistry.from_flags(preset, config)
-    except ConfigError as exc:
-        fail(str(exc), 2)
     except MoAError as exc:
-        fail(str(exc))
+        fail(str(exc), exit_code(exc))
     given = {
         "host": host,
         "port": port,

@@ -163,8 +163,12 @@ class RunFile:
             ) from None
 
     def drop(self, ids: set[str]) -> None:
-        """Remove the records of ``ids`` (failed items about to run again)."""
-        self._rewrite(lambda order: [i for i in order if i not in ids])
+        """Remove the records of ``ids`` (failed items about to run again), before any call:
+        a file that cannot be rewritten is refused (``OutputError``), not a failed run."""
+        try:
+            self._rewrite(lambda order: [i for i in order if i not in ids])
+        except OutputWriteError as exc:
+            raise OutputError(str(exc)) from None
 
     def finish(self, position: Callable[[str], int | None]) -> None:
         """Rewrite the file in input order (``position``: where an id is in the input; ids it
