@@ -163,11 +163,28 @@ class UnpairedToolCallError(InputError, ValueError):
     the proposers were paid.
 
     ``message``: the index of the message at fault (the assistant message whose calls have no
-    result, or the tool message that answers no call); ``ids``: the tool call ids concerned.
+    result, or the tool message that answers no call); ``ids``: the tool call ids concerned;
+    ``between``: the index of a message that stands between the calls and their results, which
+    come later (None: no result comes).
     """
 
-    def __init__(self, message: int, ids: Sequence[str], *, result: bool = False) -> None:
+    def __init__(
+        self,
+        message: int,
+        ids: Sequence[str],
+        *,
+        result: bool = False,
+        between: int | None = None,
+    ) -> None:
         quoted = ", ".join(map(repr, ids))
+        self.message, self.ids, self.result, self.between = message, list(ids), result, between
+        if between is not None:
+            super().__init__(
+                f"messages[{between}] comes between the tool calls of messages[{message}] and "
+                f"their results ({quoted}): providers refuse such a conversation when tools are "
+                "bound; move it before the calls or after the results"
+            )
+            return
         if result:
             problem = (
                 f"messages[{message}] is a tool result for {quoted}, which no tool call of the "
@@ -184,10 +201,10 @@ class UnpairedToolCallError(InputError, ValueError):
             f"call a ToolMessage with its tool_call_id (a refused call too), or leave {left_out} "
             "out"
         )
-        self.message, self.ids, self.result = message, list(ids), result
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild, (type(self), (self.message, self.ids), {"result": self.result}))
+        keywords = {"result": self.result, "between": self.between}
+        return (_rebuild, (type(self), (self.message, self.ids), keywords))
 
 
 class ProviderError(MoAError, RuntimeError):

@@ -201,8 +201,9 @@ def to_messages(messages: list[ChatMessage]) -> list[AnyMessage]:
         else:
             out.append(AIMessage(text, tool_calls=_tool_calls(m.tool_calls or [], i)))
     try:
-        # With tools or without, as OpenAI refuses it; the graph's rule, so /v1 and the graph
-        # agree (with tools, the aggregator's provider would refuse it after the proposers).
+        # With tools or without, as OpenAI refuses it. The graph applies the same rule when
+        # tools are bound (its aggregator is sent the calls as they are); without tools it
+        # sends the models the calls as text, which no provider refuses.
         check_pairs(out)
     except UnpairedToolCallError as exc:
         raise _unpaired(exc) from None
@@ -219,6 +220,14 @@ def _unpaired(exc: UnpairedToolCallError) -> OpenAIError:
             "a 'tool' message must answer a tool call of the assistant message just before it; "
             f"none has the id {ids}",
             param=f"messages[{exc.message}].tool_call_id",
+        )
+    if exc.between is not None:
+        return OpenAIError(
+            400,
+            "an assistant message with tool_calls must be followed by a 'tool' message for each "
+            f"call, with no other message between; messages[{exc.between}] comes before the "
+            f"results of {ids}: move it after them",
+            param=f"messages[{exc.between}]",
         )
     return OpenAIError(
         400,

@@ -288,7 +288,10 @@ def check_pairs(messages: Sequence[AnyMessage]) -> None:
             del unanswered[message.tool_call_id]
             continue
         if unanswered:
-            raise UnpairedToolCallError(caller, list(unanswered))
+            later = any(
+                isinstance(m, ToolMessage) and m.tool_call_id in unanswered for m in messages[i:]
+            )  # the results come, after this message: it is the one out of place
+            raise UnpairedToolCallError(caller, list(unanswered), between=i if later else None)
         if isinstance(message, AIMessage):
             # Calls whose arguments were not JSON are sent as calls too (langchain-openai).
             calls = [*message.tool_calls, *message.invalid_tool_calls]
