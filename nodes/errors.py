@@ -32,7 +32,8 @@ class RefusedError(MoAError):
     """Refused before any model call was paid: a file or folder the command was given cannot be
     used as it is (an output that would lose data or is held by another run, a call cache in the
     way, a full temporary folder). The user's to change, as a ``ConfigError`` or an
-    ``InputError`` is; then the same command runs. Raised only before a run pays for anything."""
+    ``InputError`` is; then the same command runs. What stops a run before any call (a cache
+    that breaks mid-run fails the call that met it, recorded as that item's failure)."""
 
 
 class ClientSettingError(ConfigError):

@@ -105,8 +105,8 @@ def test_an_item_edited_under_its_id_is_refused_before_any_call(
         result = batch(data, "-o", out, "-c", cfg, *dry)
         assert result.returncode == 2, result.stderr
         assert error_line(result.stderr) == (
-            f"moa: error: {out} holds answers to 2 items whose prompt changed in the input since "
-            f"they were answered (q2, q5): give the changed items new ids, remove their lines "
+            f"moa: error: {out} holds answers to 2 items (q2, q5) whose prompt changed in the "
+            f"input since they were answered: give the changed items new ids, remove their lines "
             f"from {out} to answer them again, or give another -o"
         )
     assert len(server.requests) == before and len(read_records(out)) == 6
@@ -167,8 +167,7 @@ def test_an_edited_item_is_refused_in_every_layout(
     write_items(data, items)
     result = batch(data, "-o", out, "-c", cfg, *args)
     assert result.returncode == 2, result.stderr
-    assert "holds answers to 1 item whose prompt changed" in result.stderr
-    assert "(q1)" in result.stderr
+    assert "holds answers to 1 item (q1) whose prompt changed" in result.stderr
     assert len(server.requests) == before
 
 
@@ -322,7 +321,7 @@ def test_a_prompt_edited_under_its_id_is_refused_not_judged_with_old_answers(
     result = compare()
     assert result.returncode == 2
     line = error_line(result.stderr)
-    assert "answers to other prompts under the ids of 1 prompts (q1)" in line
+    assert "answers to other prompts under the ids of 1 prompt (q1)" in line
     assert "give the changed prompts new ids, another REPORT_DIR (-o)" in line
     assert len(server.requests) == before
     pairs = [json.loads(x) for x in (tmp_path / "r" / "preferences.jsonl").read_text().splitlines()]

@@ -2,7 +2,8 @@
 
 Exit codes: 0 the report is written and every answer and judgment succeeded; 1 the report is
 written but some answers or judgments failed (rerun with --retry-failed), or no judgment could
-be read, or the run could not go on; 2 bad input or settings; 3 the report is written but some
+be read, or the run could not go on; 2 refused before any call (bad input, settings, models or
+REPORT_DIR: core/command.py); 3 the report is written but some
 answers are degraded (fewer proposals than configured: rerun with --retry-degraded); 130
 interrupted (rerun the same command to resume).
 """

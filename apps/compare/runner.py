@@ -32,7 +32,12 @@ from langgraph_moa.apps.compare.systems import System, safe_name
 from langgraph_moa.core.batch.inputs import Item, parse_item
 from langgraph_moa.core.batch.outputs import RunFile
 from langgraph_moa.core.batch.records import settings_changes, settings_summary
-from langgraph_moa.core.batch.runner import DEFAULT_CONCURRENCY, BatchOptions, run_batch
+from langgraph_moa.core.batch.runner import (
+    DEFAULT_CONCURRENCY,
+    BatchOptions,
+    run_batch,
+    some_of,
+)
 from langgraph_moa.core.files import os_reason
 from langgraph_moa.core.locks import one_writer
 from langgraph_moa.core.terminal import stderr_console
@@ -128,11 +133,11 @@ def check_prompts(folder: Path, systems: Sequence[System], items: Sequence[Item]
             if prompt in sources and record.get("input") != sources[prompt]
         ]
         if changed:
-            shown = ", ".join(changed[:3]) + (", ..." if len(changed) > 3 else "")
             raise CompareError(
-                f"{path} holds answers to other prompts under the ids of {len(changed)} prompts "
-                f"({shown}): they changed since they were answered; give the changed prompts "
-                "new ids, another REPORT_DIR (-o), or delete that file to answer again"
+                f"{path} holds answers to other prompts under the ids of "
+                f"{some_of(changed, 'prompt')}: they changed since they were answered; give the "
+                "changed prompts new ids, another REPORT_DIR (-o), or delete that file to answer "
+                "again"
             )
 
 

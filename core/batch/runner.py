@@ -199,6 +199,12 @@ async def run_items(
 
 
 # ---------------------------------------------------------------------------------- a run
+def some_of(ids: list[str], noun: str) -> str:
+    """``ids`` counted and the first few named, for a message: "2 items (q2, q5)"."""
+    shown = ", ".join(ids[:3]) + (", ..." if len(ids) > 3 else "")
+    return f"{len(ids)} {noun}{'' if len(ids) == 1 else 's'} ({shown})"
+
+
 def redo_statuses(retry_failed: bool, retry_degraded: bool) -> set[str]:
     """The statuses of the records a run answers again (``--retry-failed``/``--retry-degraded``)."""
     return {s for s, wanted in (("failed", retry_failed), ("degraded", retry_degraded)) if wanted}
@@ -248,13 +254,10 @@ def check_resume(
             "them and run the rest with these settings"
         )
     if edited:
-        ids = list(edited)
-        shown = ", ".join(ids[:3]) + (", ..." if len(ids) > 3 else "")
-        items = "1 item" if len(ids) == 1 else f"{len(ids)} items"
         raise InputError(
-            f"{path} holds answers to {items} whose prompt changed in the input since "
-            f"they were answered ({shown}): give the changed items new ids, remove their lines "
-            f"from {path} to answer them again, or give another -o"
+            f"{path} holds answers to {some_of(list(edited), 'item')} whose prompt changed in "
+            "the input since they were answered: give the changed items new ids, remove their "
+            f"lines from {path} to answer them again, or give another -o"
         )
     return other
 

@@ -52,20 +52,26 @@ class Sampled:
         valid = len(self.dataset) - self.dataset.invalid  # an invalid item has no samples
         return valid * self.samples + self.dataset.invalid
 
-    def position(self, item_id: str) -> int | None:
+    def _sample(self, item_id: str) -> tuple[str, int] | None:
+        """(the item's id, k) of the id of its sample k of this run; None for any other id."""
         base, mark, k = item_id.rpartition("#s")
         if mark and k.isdigit() and int(k) < self.samples and str(int(k)) == k:
-            found = self.dataset.position(base)
+            return base, int(k)
+        return None
+
+    def position(self, item_id: str) -> int | None:
+        if (sample := self._sample(item_id)) is not None:
+            found = self.dataset.position(sample[0])
             if found is not None:
-                return found * self.samples + int(k)
+                return found * self.samples + sample[1]
         found = self.dataset.position(item_id)  # an invalid item: one record, no samples
         if found is None or not self.dataset.invalid_at(found):
             return None
         return found * self.samples
 
     def digest(self, item_id: str) -> str | None:
-        base, mark, k = item_id.rpartition("#s")  # every sample asks what its item asks
-        return self.dataset.digest(base) if mark and k.isdigit() else None
+        sample = self._sample(item_id)  # every sample asks what its item asks
+        return None if sample is None else self.dataset.digest(sample[0])
 
     def close(self) -> None:
         self.dataset.close()
