@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from conftest import fake_context, spec
 from fake_openai import FakeOpenAIServer, default_reply
-from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, RemoveMessage
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import START, MessagesState, StateGraph
 
@@ -306,3 +306,31 @@ def test_messages_that_are_no_conversation_are_one_input_error(server: FakeOpenA
     ):
         graph.invoke({"messages": 5}, context=ctx)
     assert server.requests == []
+
+
+@pytest.mark.parametrize(
+    "right",
+    [
+        "hi",
+        ("user", "hi"),
+        {"role": "user", "content": "hi"},
+        [("user", "x")],
+        RemoveMessage(id="2"),
+        [RemoveMessage(id="1")],
+        HumanMessage("edited", id="1"),
+        [],
+    ],
+    ids=["text", "tuple", "dict", "list", "remove", "remove-list", "same-id", "nothing"],
+)
+def test_the_messages_reducer_takes_what_add_messages_takes(right: Any) -> None:
+    # graphs/state.py's reducer only names what add_messages cannot read: the rest is its own.
+    from langgraph.graph.message import add_messages
+
+    from langgraph_moa.graphs.state import conversation
+
+    left = [HumanMessage("a", id="1"), AIMessage("b", id="2")]
+
+    def seen(messages: Any) -> list[tuple[str, Any, str | None]]:
+        return [(m.type, m.content, m.id if m.id in ("1", "2") else None) for m in messages]
+
+    assert seen(conversation(left, right)) == seen(add_messages(left, right))

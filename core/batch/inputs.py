@@ -142,7 +142,7 @@ class Dataset:
     the number of items (``--limit 10`` over 2 GB holds ten items). Stdin, which cannot be read
     twice, is copied to a temporary file on the first pass, and so is a pipe given by name
     (``<(...)``). ``close`` frees the ids. ``digests``: keep each item's ``input_digest`` too
-    (a run that resumes an output compares them; a first run needs none, and skips the hashing).
+    (a run that resumes an output compares them; a first run needs none, and may skip hashing).
     """
 
     def __init__(
@@ -151,7 +151,7 @@ class Dataset:
         *,
         skip_invalid: bool = False,
         check: Callable[[Item], None] | None = None,
-        digests: bool = False,
+        digests: bool = True,
     ) -> None:
         self.name = "stdin" if path == "-" else path
         self.skip_invalid = skip_invalid
@@ -525,13 +525,14 @@ def stream_items(
     *,
     skip_invalid: bool = False,
     check: Callable[[Item], None] | None = None,
-    digests: bool = False,
+    digests: bool = True,
 ) -> Dataset:
     """The items of ``path`` (``-``: stdin), checked, read one at a time when iterated.
 
     ``check``: called on each valid item as the first pass reads it (a format's own checks,
     core/batch/formats.py), so they cost no pass of their own; what it raises stops the read.
-    ``digests``: keep each item's ``input_digest`` (to resume an output: ``Dataset``).
+    ``digests``: keep each item's ``input_digest``, so that a resumed output's edited items are
+    refused (``Dataset``); ``moa batch`` leaves them out when there is no output to resume.
     """
     return Dataset(path, skip_invalid=skip_invalid, check=check, digests=digests)
 
