@@ -359,7 +359,7 @@ class Context(BaseModel):
         _check_shared_limits(self.all_models())
         for spec in self.all_models():
             answer = spec.max_tokens or self.max_tokens
-            _check_meetable(spec, shared_setting(self, spec, "rpm"))
+            _check_rpm(spec)
             if spec.context_window is not None and answer >= spec.context_window:
                 raise ValueError(
                     f"{spec.model}: max_tokens={answer} leaves no room for the prompt in "
@@ -408,10 +408,11 @@ def _check_shared_limits(specs: list[ModelSpec]) -> None:
 MIN_RPM = 1 / 1440  # one request a day: below it a run waits for ever, with nothing to show
 
 
-def _check_meetable(spec: ModelSpec, rpm: float | None) -> None:
+def _check_rpm(spec: ModelSpec) -> None:
     """Refuse an ``rpm`` below one request a day: the run would wait for ever, its progress
     saying nothing. (A call larger than ``tpm`` is not refused: it waits for the bucket to
     empty, then goes alone: nodes/models/limits.py.)"""
+    rpm = spec.rpm  # each use that declares it is checked: a shared rpm is declared somewhere
     if rpm is not None and rpm < MIN_RPM:
         raise ValueError(
             f"{spec.model}: rpm={rpm:g} lets one request through every {60 / rpm / 86400:,.1f} "

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import warnings
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -319,7 +320,7 @@ def _dry_run(
     *,
     replay: dict[str, dict[str, Any]] | None,
     limit: int | None = None,
-    redo: set[str] | None = None,
+    redo: Collection[str] = (),
     samples: int = 1,
     mixed_settings: bool = False,
 ) -> int:
@@ -337,10 +338,10 @@ def _dry_run(
             resumed_settings(ctx, samples, replayed),
             path=run_file.path,
             mixed_settings=mixed_settings,
-            redo=redo or (),
+            redo=redo,
         )
     records = run_file.records() if run_file and finished else ()
-    done = {str(r["id"]) for r in records if r.get("status") not in (redo or set())}
+    done = {str(r["id"]) for r in records if r.get("status") not in redo}
     # A replay calls only the aggregator, on the stored references.
     est = estimate(
         items,
