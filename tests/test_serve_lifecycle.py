@@ -280,7 +280,7 @@ def test_a_missing_provider_key_stops_the_server_at_start(server: FakeOpenAIServ
     assert "set TOGETHER_API_KEY" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_a_busy_port_is_one_line(server: FakeOpenAIServer) -> None:
+def test_a_busy_port_is_refused_in_one_line(server: FakeOpenAIServer) -> None:
     from conftest import run_cli
 
     with socket.socket() as busy:
@@ -290,9 +290,22 @@ def test_a_busy_port_is_one_line(server: FakeOpenAIServer) -> None:
         result = run_cli(
             "serve", "--port", str(port), "--preset", "seed", env=serve_env(server.base_url)
         )
-    assert result.returncode == 1
-    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
+    assert result.returncode == 2  # refused before anything ran: nothing was paid
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"moa: error: cannot listen on 127.0.0.1:{port}: ")
+    assert "choose another --port (0 picks a free one)" in line
+
+
+def test_an_address_of_no_interface_here_is_refused_in_one_line(server: FakeOpenAIServer) -> None:
+    from conftest import run_cli
+
+    env = serve_env(server.base_url, MOA_SERVER_API_KEY="a-key-for-other-hosts")
+    # 192.0.2.1 is TEST-NET-1 (RFC 5737): no machine's interface has it.
+    result = run_cli("serve", "--host", "192.0.2.1", "--port", "0", "--preset", "seed", env=env)
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("moa: error: cannot listen on 192.0.2.1:0: ")
+    assert "give --host one of its addresses (127.0.0.1 for this machine only" in line
 
 
 async def test_a_reader_that_falls_behind_gets_the_backlog_in_one_chunk(

@@ -139,12 +139,6 @@ def serve(
         settings = ServeSettings.model_validate(given)
     except ValidationError as exc:
         fail(_flags(explain(exc)), 2)
-    if settings.api_key is None and not is_loopback(settings.host):
-        err.print(
-            f"moa serve: warning: no {KEY_ENV} set and listening on {settings.host}: anyone who "
-            "can reach this port can spend your provider keys",
-            markup=False,
-        )
     try:
         # The default model must fit the caps, else every request without a model would be a 400.
         models.check(settings.caps)
@@ -152,8 +146,14 @@ def serve(
         fail(f"the default model {models.default!r}: {exc.message}", 2)
     try:
         sock = listen(settings.host, settings.port)
-    except OSError as exc:
-        fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}")
+    except MoAError as exc:  # a ListenError: refused before anything ran
+        fail(str(exc), exit_code(exc))
+    if settings.api_key is None and not is_loopback(settings.host):
+        err.print(
+            f"moa serve: warning: no {KEY_ENV} set and listening on {settings.host}: anyone who "
+            "can reach this port can spend your provider keys",
+            markup=False,
+        )
     run_async(run(settings, models, sock))
 
 
