@@ -247,6 +247,18 @@ def test_a_bad_flag_points_at_its_own_commands_help() -> None:
     assert one_error_line(result.stderr).endswith("(see 'moa batch --help')")
 
 
+def test_help_lists_version_and_version_prints_the_packages() -> None:
+    import langgraph_moa
+
+    helped = run_cli("--help")
+    assert helped.returncode == 0
+    options = helped.stdout.split("Options:", 1)[1].split("Commands:", 1)[0]  # moa's own
+    assert "--version" in options and "Show the version and exit." in options
+    for args in (["--version"], ["--version", "a prompt"]):  # never asked as a prompt
+        shown = run_cli(*args)
+        assert shown.returncode == 0 and shown.stdout == f"moa {langgraph_moa.__version__}\n"
+
+
 def test_every_flag_of_every_command_says_what_it_does() -> None:
     """`moa --help` is where the README sends a user for the flags: none may be a bare name."""
     import typer.main
