@@ -240,8 +240,22 @@ def test_sigterm_cuts_streams_after_the_grace_period(
     ("args", "message", "code"),
     [
         (["--preset", "nope"], "unknown preset 'nope'", 2),
-        (["--preset", "seed", "--max-concurrent", "0"], "max_concurrent: Input should be", 2),
-        (["--preset", "seed", "--max-body", "10"], "--max-body: Input should be", 2),
+        (
+            ["--preset", "seed", "--max-concurrent", "0"],
+            "--max-concurrent 0: out of range; allowed: 1 or more",
+            2,
+        ),
+        (["--preset", "seed", "--max-body", "10"], "--max-body 10: out of range; allowed: 1024", 2),
+        (
+            ["--preset", "seed", "--max-layers", "11"],
+            "--max-layers 11: out of range; allowed: 1 to",
+            2,
+        ),
+        (
+            ["--preset", "seed", "--port", "70000"],
+            "--port 70000: out of range; allowed: 0 to 65535",
+            2,
+        ),
     ],
 )
 def test_bad_serve_flags_are_one_line(
