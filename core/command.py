@@ -4,7 +4,8 @@ Each application registers its own commands (``register(app)`` in ``apps/<name>/
 ``langgraph_moa/cli.py`` collects them into ``moa``. Exit codes, for every command:
 0 done; 1 the run started and failed (a provider, a layer, the aggregator); 2 refused before any
 call was paid (bad input, settings or paths, a model that cannot be built here: an unknown
-provider, a missing key or package; an output of other settings or held by another run); 3 done,
+provider, a missing key or package; an output of other settings or held by another run; an
+address ``moa serve`` cannot listen on; a ``moa batch --server`` not there at the start); 3 done,
 but some answers are degraded (``moa batch``, ``moa compare``: answered with fewer proposals
 than configured); 130 interrupted; 141 whoever read the output went away.
 """

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from langgraph_moa.nodes.context import Context, problems
+from langgraph_moa.nodes.context import Context, problems, shown
 from langgraph_moa.nodes.errors import ConfigError
 from langgraph_moa.nodes.models import settings_for
 from langgraph_moa.nodes.models.cache import chat_model
@@ -84,7 +84,7 @@ def context_from_flags(
     if quorum_grace is not None and ctx.quorum is None:
         # Without a quorum the grace is never read: the run would ignore what the user asked.
         raise ConfigError(
-            f"--grace {_shown(quorum_grace)} applies only with a quorum: add --quorum K (or set "
+            f"--grace {shown(quorum_grace)} applies only with a quorum: add --quorum K (or set "
             f"quorum in the config); a hung proposer is cut by straggler_grace (config) instead"
         )
     if preset is None and config is None:
@@ -134,30 +134,25 @@ def _say_what_runs_locally(ctx: Context, flags: dict[str, Any]) -> None:
         )
 
 
-def _shown(value: Any) -> str:
-    if isinstance(value, float):
-        return format(value, "g")  # 9, not 9.0: as typed
-    return repr(value) if isinstance(value, str) else str(value)
-
-
 def _explain(exc: ValidationError, flags: dict[str, Any], origin: str) -> str:
     """Each problem, prefixed with where its value came from: the flag, or the preset or file."""
     parts = []
-    for loc, msg in problems(exc):
+    for problem in problems(exc):
+        loc, msg = problem.loc, problem.message
         field = str(loc[0]) if loc else None
         if field in flags:
             value = flags[field]
             if field == "proposers" and len(loc) > 1 and isinstance(loc[1], int):
                 value = value[loc[1]]
-            inner = ".".join(str(p) for p in (loc[2:] if field == "proposers" else loc[1:]))
-            where = f"{FLAGS[field]} {_shown(value)}"
-            parts.append(f"{where}: {inner + ': ' if inner else ''}{msg}")
+            inner = problem._replace(loc=loc[2:] if field == "proposers" else loc[1:])
+            where = f"{FLAGS[field]} {shown(value)}"  # the flag's value: its problem's own
+            parts.append(f"{where}: {inner.setting + ': ' if inner.loc else ''}{msg}")
         elif loc:
-            parts.append(f"{origin}: {'.'.join(str(p) for p in loc)}: {msg}")
+            parts.append(f"{origin}: {problem.setting}: {msg}")
         else:
             # A check across fields: name the flags it mentions, and the preset or file.
             named = [
-                f"{FLAGS[f]} {_shown(v)}"
+                f"{FLAGS[f]} {shown(v)}"
                 for f, v in flags.items()
                 if f != "proposers" and re.search(rf"\b{f}\b", msg)
             ]

@@ -10,8 +10,8 @@ The package is laid out the way the method reads:
   the dataset runner);
 - ``langgraph_moa.apps``: what users run, one package per application (``moa`` and its commands).
 
-The names below are the public API (pinned by tests/test_release.py); they are imported on first
-use, so ``import langgraph_moa.apps...`` stays quick.
+The names below are the public API (pinned by tests/test_release.py), with ``__version__``; they
+are imported on first use, so ``import langgraph_moa.apps...`` stays quick.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from langgraph_moa._lazy import lazy_names
 
 if TYPE_CHECKING:
+    from langgraph_moa._version import __version__ as __version__
     from langgraph_moa.graphs import (
         ChatMoA,
         build_moa_graph,
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
     )
 
 _WHERE = {
+    "__version__": "langgraph_moa._version",
     "ChatMoA": "langgraph_moa.graphs",
     "build_moa_graph": "langgraph_moa.graphs",
     "cancel_on_interrupt": "langgraph_moa.graphs",

@@ -13,6 +13,7 @@ import importlib
 import pkgutil
 import sys
 from types import ModuleType
+from typing import Annotated
 
 import typer
 import typer.main
@@ -40,9 +41,32 @@ def build_app() -> typer.Typer:
         help=HELP,
         context_settings={"help_option_names": ["-h", "--help"]},  # `moa batch -h` as `moa -h`
     )
+
+    @app.callback()
+    def moa(  # the options of `moa` itself, before a command
+        version: Annotated[
+            bool,
+            typer.Option(
+                "--version",
+                is_eager=True,
+                callback=_show_version,
+                help="Show the version and exit.",
+            ),
+        ] = False,
+    ) -> None:
+        pass
+
     for module in _applications():
         module.register(app)
     return app
+
+
+def _show_version(given: bool) -> None:
+    if given:
+        from langgraph_moa import __version__
+
+        print(f"moa {__version__}")
+        raise typer.Exit()
 
 
 def main() -> None:
@@ -58,11 +82,6 @@ def main() -> None:
     with startup():
         app = build_app()
     args = sys.argv[1:] or ["--help"]
-    if args == ["--version"]:
-        from importlib.metadata import version
-
-        print(f"moa {version('langgraph-moa')}")
-        return
     if args[0] in ("--help", "-h"):
         # The commands, then the flags of `moa PROMPT` (moa ask): what the README leads with.
         group = typer.main.get_group(app)
@@ -79,7 +98,7 @@ def main() -> None:
             sys.exit(gone.exit_code)
         return
     commands = {c.name or c.callback.__name__ for c in app.registered_commands if c.callback}
-    if args[0] not in commands:
+    if args[0] not in commands and args[0] != "--version":  # moa's own option, else a prompt
         args = ["ask", *args]
     try:
         code = app(args=args, prog_name="moa", standalone_mode=False)

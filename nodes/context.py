@@ -12,9 +12,10 @@ alone (a single-model baseline).
 from __future__ import annotations
 
 import copy
+import math
 import re
 from functools import cache, lru_cache
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import (
     BaseModel,
@@ -442,25 +443,124 @@ def build_context(data: dict[str, Any], source: str = "context") -> Context:
         raise ConfigError(f"{source}: {explain(exc)}") from None
 
 
-def explain(exc: ValidationError) -> str:
-    """One line for a validation error: each problem as ``field: what is wrong``."""
+class Problem(NamedTuple):
+    """One problem of a validation error: where (``loc``; empty for a check across settings,
+    whose message names them), what is wrong, and the value at fault as the user wrote it when
+    the message is about that value (``given``: ``layers = 40: out of range; allowed: 1 to
+    10``)."""
+
+    loc: tuple[str | int, ...]
+    message: str
+    given: str | None = None
+
+    @property
+    def setting(self) -> str:
+        """The setting's path, with its value when the message is about it."""
+        path = ".".join(str(p) for p in self.loc)
+        return f"{path} = {self.given}" if self.given is not None else path
+
+
+def explain(exc: ValidationError, model: type[BaseModel] | None = None) -> str:
+    """One line for a validation error of ``model`` (``Context``): each problem as ``field:
+    what is wrong``."""
     return "; ".join(
-        f"{'.'.join(str(p) for p in loc)}: {msg}" if loc else msg for loc, msg in problems(exc)
+        f"{p.setting}: {p.message}" if p.loc else p.message for p in problems(exc, model)
     )
 
 
-def problems(exc: ValidationError) -> list[tuple[tuple[str | int, ...], str]]:
-    """Each problem of a validation error as (location, message); whole-context checks have no
-    location (their message names the fields)."""
+# pydantic's errors for a value past a bound, for a list of the wrong length, and the JSON schema
+# keywords of their bounds (their context names the bound passed).
+_BOUND_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}
+_LENGTH_ERRORS = {"too_short", "too_long"}
+_KEYWORDS = {
+    "ge": "minimum",
+    "gt": "exclusiveMinimum",
+    "le": "maximum",
+    "lt": "exclusiveMaximum",
+    "min_length": "minItems",
+    "max_length": "maxItems",
+}
+
+
+def problems(exc: ValidationError, model: type[BaseModel] | None = None) -> list[Problem]:
+    """Each problem of a validation error of ``model`` (``Context``). A value out of its range
+    says the whole range, whichever bound it passed, as ``model``'s JSON schema gives it: every
+    constrained setting (a model's own, a list's length) says it alike."""
+    model = model or Context
     found = []
     for err in exc.errors():
+        loc, kind, ctx = tuple(err["loc"]), err["type"], err.get("ctx", {})
         msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
+        given = None
+        if kind == "extra_forbidden":
             # A misspelt setting: say which names exist (a model's own, or the run's).
-            fields = ModelSpec.model_fields if len(err["loc"]) > 1 else Context.model_fields
+            fields = ModelSpec.model_fields if len(loc) > 1 else Context.model_fields
             msg = f"unknown setting; allowed: {', '.join(fields)}"
-        found.append((tuple(err["loc"]), msg))
+        elif kind in _BOUND_ERRORS or (kind in _LENGTH_ERRORS and ctx.get("field_type") == "List"):
+            bounds = {_KEYWORDS[k]: v for k, v in ctx.items() if k in _KEYWORDS}
+            schema = {**bounds, **_schema_at(model, loc)}  # the passed bound, and the others
+            if kind in _BOUND_ERRORS:
+                msg, given = f"out of range; allowed: {_range(schema)}", shown(err["input"])
+            else:
+                count = ctx.get("actual_length")
+                has = f"has {count} item{'' if count == 1 else 's'}; " if count is not None else ""
+                msg = f"{has}allowed: {_range(schema, length=True)} items"
+        found.append(Problem(loc, msg, given))
     return found
+
+
+def _schema_at(model: type[BaseModel], loc: tuple[str | int, ...]) -> dict[str, Any]:
+    """The JSON schema of the setting at ``loc`` in ``model``'s (its type and bounds); {} where
+    ``loc`` leads nowhere."""
+    root = model.model_json_schema()
+    defs = root.get("$defs", {})
+
+    def concrete(node: dict[str, Any]) -> dict[str, Any]:
+        # A model by reference, or an optional setting (anyOf with null): the value's own.
+        while True:
+            if "$ref" in node:
+                node = defs.get(node["$ref"].rsplit("/", 1)[-1], {})
+            elif "anyOf" in node:
+                node = next((b for b in node["anyOf"] if b.get("type") != "null"), {})
+            else:
+                return node
+
+    node = concrete(root)
+    for part in loc:
+        inner = node.get("properties", {}).get(part) if isinstance(part, str) else node.get("items")
+        node = concrete(inner or {})
+    return node
+
+
+def _range(schema: dict[str, Any], *, length: bool = False) -> str:
+    """What a JSON schema allows of a number (or of a list's ``length``), in words: ``1 to 10``,
+    ``0 or more``, ``above 0``, ``above 0 and up to 30``."""
+    if length:
+        low, high, above, below = schema.get("minItems"), schema.get("maxItems"), None, None
+    else:
+        low, high = schema.get("minimum"), schema.get("maximum")
+        above, below = schema.get("exclusiveMinimum"), schema.get("exclusiveMaximum")
+        if schema.get("type") == "integer":  # whole numbers: every bound can be inclusive
+            if above is not None:
+                low, above = math.floor(above) + 1, None
+            if below is not None:
+                high, below = math.ceil(below) - 1, None
+    if low is not None and high is not None:
+        return f"{shown(low)} to {shown(high)}"
+    parts = [
+        f"{shown(low)} or more" if low is not None else "",
+        f"above {shown(above)}" if above is not None else "",
+        f"up to {shown(high)}" if high is not None else "",
+        f"below {shown(below)}" if below is not None else "",
+    ]
+    return " and ".join(p for p in parts if p)
+
+
+def shown(value: Any) -> str:
+    """A value as the user typed it: 9, not 9.0; a string quoted."""
+    if isinstance(value, float):
+        return format(value, "g")
+    return repr(value) if isinstance(value, str) else str(value)
 
 
 @lru_cache(maxsize=32)

@@ -29,11 +29,13 @@ class ConfigError(MoAError, ValueError):
 
 
 class RefusedError(MoAError):
-    """Refused before any model call was paid: a file or folder the command was given cannot be
-    used as it is (an output that would lose data or is held by another run, a call cache in the
-    way, a full temporary folder). The user's to change, as a ``ConfigError`` or an
-    ``InputError`` is; then the same command runs. What stops a run before any call (a cache
-    that breaks mid-run fails the call that met it, recorded as that item's failure)."""
+    """Refused before any model call was paid: a file, folder or address the command was given
+    cannot be used as it is (an output that would lose data or is held by another run, a call
+    cache in the way, a full temporary folder, an address ``moa serve`` cannot listen on, a
+    ``moa batch --server`` that cannot be used at the start). The user's to change, as a
+    ``ConfigError`` or an ``InputError`` is; then the same command runs. What stops a run before
+    any call (a cache that breaks mid-run fails the call that met it, recorded as that item's
+    failure; a server that goes away mid-run stops it: ``ServerGoneError``)."""
 
 
 class ClientSettingError(ConfigError):
@@ -367,8 +369,9 @@ class InputChangedError(RunStoppedError):
 
 
 class ServerError(RunStoppedError):
-    """The LangGraph server at ``url`` (``moa batch --server``) cannot be reached, or has no such
-    graph."""
+    """The LangGraph server at ``url`` (``moa batch --server``) cannot be used: ``problem`` says
+    why. Its kinds say when: at the start, before any item is sent (``ServerUnusableError``), or
+    mid-run (``ServerGoneError``)."""
 
     def __init__(self, url: str, problem: str) -> None:
         super().__init__(problem)
@@ -376,6 +379,12 @@ class ServerError(RunStoppedError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.url, str(self)))
+
+
+class ServerUnusableError(ServerError, RefusedError):
+    """The LangGraph server at ``url`` cannot be used at the start of a run (unreachable, no
+    such graph, an error answer): refused before any item is sent, so nothing was paid and the
+    output is as it was; the same command runs once the server (or the URL) is right."""
 
 
 class ServerRefusedError(ServerError, ConfigError):
@@ -423,6 +432,19 @@ class ScratchError(RefusedError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.folder, self.what, self.problem))
+
+
+class ListenError(RefusedError):
+    """``moa serve`` cannot listen on ``host``:``port`` (a port in use or that needs privileges,
+    an address of no interface here): refused before the server starts, nothing paid.
+    ``problem``: what the system said; ``hint``: what to do about it."""
+
+    def __init__(self, host: str, port: int, problem: str, hint: str) -> None:
+        super().__init__(f"cannot listen on {host}:{port}: {problem}: {hint}")
+        self.host, self.port, self.problem, self.hint = host, port, problem, hint
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.host, self.port, self.problem, self.hint))
 
 
 class CallCacheError(RefusedError):

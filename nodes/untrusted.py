@@ -233,15 +233,11 @@ def check_bind(bind: Any) -> None:
     would be paid before the aggregator's provider refused it."""
     if bind is None:
         return
-    from langgraph_moa.nodes.models.tools import MAX_TOOLS, bind_problem, binding
+    from langgraph_moa.nodes.models.tools import bind_problem, binding
 
     problem = bind_problem(bind)
     if problem is not None:
         raise ClientSettingError(*problem)
-    if len(bind.get("tools") or ()) > MAX_TOOLS:
-        raise ClientSettingError(
-            "bind.tools", f"at most {MAX_TOOLS} tools, not {len(bind['tools'])}"
-        )
     try:
         binding(**bind)
     except ConfigError as exc:

@@ -70,7 +70,9 @@ def test_batch_runs_on_a_langgraph_server_and_resumes(
     }
 
 
-def test_an_unreachable_server_is_one_line(server: FakeOpenAIServer, tmp_path: Path) -> None:
+def test_an_unreachable_server_is_refused_in_one_line(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
     config = write_config(tmp_path / "c.toml", server)
     data = write_items(tmp_path / "in.jsonl", prompts(1))
     result = run_cli(
@@ -83,10 +85,11 @@ def test_an_unreachable_server_is_one_line(server: FakeOpenAIServer, tmp_path: P
         "--server",
         "http://127.0.0.1:9",
     )
-    assert result.returncode == 1
+    assert result.returncode == 2  # refused before any item was sent: nothing was paid
     (line,) = [x for x in result.stderr.splitlines() if x.startswith("moa: error:")]
     assert "cannot reach the LangGraph server at http://127.0.0.1:9" in line
-    assert "Traceback" not in result.stderr
+    assert "start one with 'langgraph dev' or check the URL" in line
+    assert "Traceback" not in result.stderr and not (tmp_path / "o.jsonl").exists()
 
 
 def test_settings_the_server_refuses_stop_the_run_before_any_item(

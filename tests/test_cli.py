@@ -42,9 +42,21 @@ def one_error_line(stderr: str) -> str:
         ),
         (["--preset", "seed", "--proposer", "bogus:m", "hi"], KEY, "unknown provider 'bogus'"),
         (["--preset", "seed", "hi"], {}, "set TOGETHER_API_KEY"),
-        (["--preset", "seed", "--layers", "0", "hi"], KEY, "--layers 0: Input should be greater"),
-        (["--preset", "seed", "--max-tokens", "-5", "hi"], KEY, "--max-tokens -5: Input should be"),
-        (["--preset", "seed", "--temperature", "9", "hi"], KEY, "--temperature 9: Input should be"),
+        (
+            ["--preset", "seed", "--layers", "0", "hi"],
+            KEY,
+            "--layers 0: out of range; allowed: 1 to 10",
+        ),
+        (
+            ["--preset", "seed", "--max-tokens", "-5", "hi"],
+            KEY,
+            "--max-tokens -5: out of range; allowed: 1 or more",
+        ),
+        (
+            ["--preset", "seed", "--temperature", "9", "hi"],
+            KEY,
+            "--temperature 9: out of range; allowed: 0 to 2",
+        ),
         (["--preset", "seed", "--grace", "2", "hi"], KEY, "--grace 2 applies only with a quorum"),
         (["chat", "--list", "--thread", "work"], KEY, "--list lists the saved threads and exits"),
     ],
@@ -245,6 +257,18 @@ def test_bad_flags_give_one_line_too(args: list[str], expected: str) -> None:
 def test_a_bad_flag_points_at_its_own_commands_help() -> None:
     result = run_cli("batch", "in.jsonl", "--no-such-flag")
     assert one_error_line(result.stderr).endswith("(see 'moa batch --help')")
+
+
+def test_help_lists_version_and_version_prints_the_packages() -> None:
+    import langgraph_moa
+
+    helped = run_cli("--help")
+    assert helped.returncode == 0
+    options = helped.stdout.split("Options:", 1)[1].split("Commands:", 1)[0]  # moa's own
+    assert "--version" in options and "Show the version and exit." in options
+    for args in (["--version"], ["--version", "a prompt"]):  # never asked as a prompt
+        shown = run_cli(*args)
+        assert shown.returncode == 0 and shown.stdout == f"moa {langgraph_moa.__version__}\n"
 
 
 def test_every_flag_of_every_command_says_what_it_does() -> None:

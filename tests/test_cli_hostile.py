@@ -306,7 +306,7 @@ def test_a_bad_flag_is_named_as_the_flag() -> None:
     result = run_cli("--layers", "0", "hi", env=KEY)
     assert result.returncode == 2
     error = one_error_line(result.stderr.encode())
-    assert error == "moa: error: --layers 0: Input should be greater than or equal to 1", error
+    assert error == "moa: error: --layers 0: out of range; allowed: 1 to 10", error
     result = run_cli("--preset", "seed", "--proposer", "qwen72b", "hi", env=KEY)
     error = one_error_line(result.stderr.encode())
     assert error.startswith("moa: error: --proposer 'qwen72b': model name 'qwen72b' must look"), (
@@ -316,12 +316,12 @@ def test_a_bad_flag_is_named_as_the_flag() -> None:
 
 def test_a_bad_config_value_is_named_with_the_file(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
-    config.write_text('proposers = ["together:p"]\naggregator = "together:agg"\nlayers = 0\n')
+    config.write_text('proposers = ["together:p"]\naggregator = "together:agg"\nlayers = 40\n')
     result = run_cli("--config", str(config), "hi", env=KEY)
+    assert result.returncode == 2
     error = one_error_line(result.stderr.encode())
     assert (
-        error
-        == f"moa: error: config file '{config}': layers: Input should be greater than or equal to 1"
+        error == f"moa: error: config file '{config}': layers = 40: out of range; allowed: 1 to 10"
     )
 
 

@@ -13,7 +13,7 @@ from fake_openai import FakeOpenAIServer
 from langchain_core.messages import HumanMessage
 
 from langgraph_moa.graphs import graph
-from langgraph_moa.nodes.context import ModelSpec
+from langgraph_moa.nodes.context import Context, ModelSpec
 from langgraph_moa.nodes.models import cache, http, settings_for
 from langgraph_moa.nodes.models.cache import chat_model
 
@@ -110,3 +110,21 @@ def test_the_server_gets_the_body_the_sdk_would_have_sent(server: FakeOpenAIServ
     ours, plain = (r.body for r in server.requests_for("m"))
     assert ours["messages"][2]["tool_calls"][0]["function"]["name"] == "pick"
     assert ours["top_k"] == 5 and ours == plain
+
+
+@pytest.mark.parametrize("variable", ["OPENAI_BASE_URL", "OPENAI_API_BASE"])
+def test_a_process_that_moves_the_openai_endpoint_talks_to_the_new_one(
+    server: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    # The chat models kept per event loop were keyed without these variables, which the OpenAI
+    # clients read: the second run went on talking to the first endpoint.
+    ctx = Context(proposers=[], layers=1, aggregator="openai:agg")
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    with FakeOpenAIServer() as other:
+        for endpoint in (server, other):
+            monkeypatch.setenv(variable, endpoint.base_url)
+            # Sync: both runs on the one background loop, whose chat models are kept.
+            state = graph.invoke({"messages": [HumanMessage("hi")]}, context=ctx)
+            assert state["answer"]["model"] == "openai:agg"
+        assert len(server.requests_for("agg")) == 1
+        assert len(other.requests_for("agg")) == 1

@@ -801,12 +801,12 @@ def test_a_key_named_by_api_key_env_is_masked(monkeypatch: pytest.MonkeyPatch) -
 @pytest.mark.parametrize(
     ("data", "expected"),
     [
-        ({"retry_base_s": 0}, "retry_base_s: Input should be greater than 0"),
-        ({"max_attempts": 0}, "max_attempts: Input should be greater than or equal to 1"),
-        ({"max_attempts": 50}, "max_attempts: Input should be less than or equal to 10"),
-        ({"timeout": -1}, "timeout: Input should be greater than 0"),
-        ({"layer_deadline": 0}, "layer_deadline: Input should be greater than 0"),
-        ({"min_proposals": 0}, "min_proposals: Input should be greater than or equal to 1"),
+        ({"retry_base_s": 0}, "retry_base_s = 0: out of range; allowed: above 0 and up to 30"),
+        ({"max_attempts": 0}, "max_attempts = 0: out of range; allowed: 1 to 10"),
+        ({"max_attempts": 50}, "max_attempts = 50: out of range; allowed: 1 to 10"),
+        ({"timeout": -1}, "timeout = -1: out of range; allowed: above 0"),
+        ({"layer_deadline": 0}, "layer_deadline = 0: out of range; allowed: above 0"),
+        ({"min_proposals": 0}, "min_proposals = 0: out of range; allowed: 1 or more"),
         (
             {"proposers": ["a:b", "a:c"], "min_proposals": 3},
             "min_proposals=3 but a layer has only 2 proposer(s): allowed values are 1 to 2",
@@ -814,7 +814,7 @@ def test_a_key_named_by_api_key_env_is_masked(monkeypatch: pytest.MonkeyPatch) -
         ({"fallback_aggregator": "nope"}, "fallback_aggregator: model name 'nope' must look like"),
         (
             {"aggregator": {"model": "a:b", "context_window": 0}},
-            "aggregator.context_window: Input should be greater than 0",
+            "aggregator.context_window = 0: out of range; allowed: 1 or more",
         ),
         (
             {"aggregator": {"model": "a:b", "context_window": 500}, "max_tokens": 512},
@@ -860,7 +860,7 @@ def test_an_invalid_config_file_names_the_field(tmp_path: Path) -> None:
     )
     result = run_cli("--config", str(config), "hi", env={"TOGETHER_API_KEY": "k" * 10})
     assert result.returncode == 2 and result.stdout == ""
-    assert "layer_deadline: Input should be greater than 0" in result.stderr
+    assert "layer_deadline = -2: out of range; allowed: above 0" in result.stderr
 
 
 def test_classification_table() -> None:

@@ -5,6 +5,7 @@ editable install, which must expose nothing but ``langgraph_moa``."""
 from __future__ import annotations
 
 import importlib
+import importlib.metadata as metadata
 import os
 import rlcompleter
 import shutil
@@ -69,6 +70,9 @@ def test_the_public_api_is_pinned() -> None:
     assert sorted(langgraph_moa.__all__) == sorted(PUBLIC)
     for name in PUBLIC:
         assert getattr(langgraph_moa, name) is not None
+    # The version has one source, pyproject.toml, read from the installed distribution.
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert langgraph_moa.__version__ == project["version"] == metadata.version(project["name"])
 
 
 @pytest.mark.parametrize(
@@ -248,11 +252,14 @@ def test_the_released_wheel_installs_and_answers(
             assert nodes.MINE == "nodes" and graphs.MINE == "graphs"  # the project's own
             assert core.MINE == "core" and apps.MINE == "apps"
             print(langgraph_moa.__file__)
+            print(langgraph_moa.__version__)
             """
         ),
     )
     assert imported.returncode == 0, imported.stderr
-    assert str(venv) in imported.stdout  # the wheel's copy, not the repository's
+    where, version = imported.stdout.splitlines()
+    assert str(venv) in where  # the wheel's copy, not the repository's
+    assert version == tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 
 
 def _imports(path: Path) -> set[str]:

@@ -135,7 +135,10 @@ def test_a_new_rpm_per_request_keeps_the_servers_gates_bounded(
     ("input_", "message"),
     [
         ({"messages": CONVERSATION, "preset": "nope"}, "unknown model 'nope'"),
-        ({"messages": CONVERSATION, "settings": {"layers": 0}}, "layers: Input should be"),
+        (
+            {"messages": CONVERSATION, "settings": {"layers": 0}},
+            "layers = 0: out of range; allowed: 1 to 10",
+        ),
         ({"messages": CONVERSATION, "settings": {"retries": 2}}, "retries: unknown setting"),
         (
             {

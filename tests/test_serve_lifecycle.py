@@ -240,8 +240,22 @@ def test_sigterm_cuts_streams_after_the_grace_period(
     ("args", "message", "code"),
     [
         (["--preset", "nope"], "unknown preset 'nope'", 2),
-        (["--preset", "seed", "--max-concurrent", "0"], "max_concurrent: Input should be", 2),
-        (["--preset", "seed", "--max-body", "10"], "--max-body: Input should be", 2),
+        (
+            ["--preset", "seed", "--max-concurrent", "0"],
+            "--max-concurrent 0: out of range; allowed: 1 or more",
+            2,
+        ),
+        (["--preset", "seed", "--max-body", "10"], "--max-body 10: out of range; allowed: 1024", 2),
+        (
+            ["--preset", "seed", "--max-layers", "11"],
+            "--max-layers 11: out of range; allowed: 1 to",
+            2,
+        ),
+        (
+            ["--preset", "seed", "--port", "70000"],
+            "--port 70000: out of range; allowed: 0 to 65535",
+            2,
+        ),
     ],
 )
 def test_bad_serve_flags_are_one_line(
@@ -280,7 +294,7 @@ def test_a_missing_provider_key_stops_the_server_at_start(server: FakeOpenAIServ
     assert "set TOGETHER_API_KEY" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_a_busy_port_is_one_line(server: FakeOpenAIServer) -> None:
+def test_a_busy_port_is_refused_in_one_line(server: FakeOpenAIServer) -> None:
     from conftest import run_cli
 
     with socket.socket() as busy:
@@ -290,9 +304,22 @@ def test_a_busy_port_is_one_line(server: FakeOpenAIServer) -> None:
         result = run_cli(
             "serve", "--port", str(port), "--preset", "seed", env=serve_env(server.base_url)
         )
-    assert result.returncode == 1
-    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
+    assert result.returncode == 2  # refused before anything ran: nothing was paid
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"moa: error: cannot listen on 127.0.0.1:{port}: ")
+    assert "choose another --port (0 picks a free one)" in line
+
+
+def test_an_address_of_no_interface_here_is_refused_in_one_line(server: FakeOpenAIServer) -> None:
+    from conftest import run_cli
+
+    env = serve_env(server.base_url, MOA_SERVER_API_KEY="a-key-for-other-hosts")
+    # 192.0.2.1 is TEST-NET-1 (RFC 5737): no machine's interface has it.
+    result = run_cli("serve", "--host", "192.0.2.1", "--port", "0", "--preset", "seed", env=env)
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("moa: error: cannot listen on 192.0.2.1:0: ")
+    assert "give --host one of its addresses (127.0.0.1 for this machine only" in line
 
 
 async def test_a_reader_that_falls_behind_gets_the_backlog_in_one_chunk(

@@ -260,10 +260,10 @@ def test_the_sdks_parse_helper_and_json_mode(
             "tools",
             "'(' is not a 'regex' (at properties/city/pattern)",
         ),
-        (  # OpenAI's own limit
+        (  # OpenAI's own limit, as ChatMoA.bind_tools holds it (nodes/models/tools.py)
             {"tools": [tool_with(name=f"t{i}") for i in range(129)]},
             "tools",
-            "at most 128 items",
+            "tools: at most 128 tools, not 129 (OpenAI's limit",
         ),
         ({"response_format": {}}, "response_format", "type None is not supported"),
         (

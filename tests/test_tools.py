@@ -211,6 +211,24 @@ def test_tool_choice_none_and_bad_choices(server: FakeOpenAIServer) -> None:
         chat(server).bind_tools([weather], tool_choice="search")
 
 
+def test_more_tools_than_openai_takes_are_refused_when_bound_as_moa_serve_refuses_them(
+    server: FakeOpenAIServer,
+) -> None:
+    # moa serve's /v1 refused 129 tools like OpenAI; ChatMoA took them, and the run would have
+    # paid the proposers before the aggregator's provider refused the request.
+    def function(i: int) -> dict[str, Any]:
+        return {"type": "function", "function": {"name": f"t{i}", "parameters": {}}}
+
+    chat(server).bind_tools([function(i) for i in range(128)])  # OpenAI's limit: taken
+    with pytest.raises(ConfigError) as refused:
+        chat(server).bind_tools([function(i) for i in range(129)])
+    assert str(refused.value) == (
+        "tools: at most 128 tools, not 129 (OpenAI's limit, which moa serve holds its clients "
+        "to): bind only the tools the step needs"
+    )
+    assert server.requests == []
+
+
 @pytest.mark.parametrize(
     ("policy", "choice", "proposers_called"),
     [
@@ -556,6 +574,10 @@ def test_arguments_as_deep_as_a_recursive_schema_allows_are_asked_again(
         ([{"type": "function"}], "bind: must be an object of tools"),
         ({"tools": 5}, "bind.tools: must be a list of tool objects"),
         ({"tools": [], "temperature": 0}, "bind: unknown key 'temperature'"),
+        (
+            {"tools": [{"type": "function", "function": {"name": f"t{i}"}} for i in range(129)]},
+            "bind.tools: at most 128 tools, not 129",
+        ),
     ],
 )
 async def test_the_graphs_bind_input_of_the_wrong_shape_is_one_clear_error(

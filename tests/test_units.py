@@ -82,6 +82,88 @@ def test_invalid_settings_name_the_field(data: dict[str, Any], field: str) -> No
     assert field in str(info.value)
 
 
+def _out_of_range() -> list[tuple[str, Any, str]]:
+    """Every bounded setting of Context and of a model (as the aggregator's), with a value just
+    past each of its bounds and what the error then says, read from the fields' constraints."""
+    import annotated_types as at
+
+    from langgraph_moa.nodes.context import Price
+
+    cases = []
+    models = ((Context, ""), (ModelSpec, "aggregator."), (Price, "aggregator.price."))
+    for model, prefix in models:
+        for name, info in model.model_fields.items():
+            path = prefix + name
+            for bound in info.metadata:
+                if isinstance(bound, at.Ge):
+                    cases.append((path, bound.ge - 1, "out of range"))
+                elif isinstance(bound, at.Gt):
+                    cases.append((path, bound.gt, "out of range"))
+                elif isinstance(bound, at.Le):
+                    cases.append((path, bound.le + 1, "out of range"))
+                elif isinstance(bound, at.MinLen) and bound.min_length > 0:
+                    cases.append((path, [16] * (bound.min_length - 1), "items"))
+                elif isinstance(bound, at.MaxLen):
+                    cases.append((path, [16] * (bound.max_length + 1), "items"))
+    return cases
+
+
+def _setting(path: str, value: Any) -> dict[str, Any]:
+    names = path.split(".")
+    data: dict[str, Any] = {names[-1]: value}
+    for parent in reversed(names[:-1]):  # a model, a price: the rest of it valid
+        whole = {"model": "a:b"} if parent == "aggregator" else {"input": 1, "output": 1}
+        data = {parent: {**whole, **data}}
+    return data
+
+
+@pytest.mark.parametrize(("path", "value", "said"), _out_of_range())
+def test_every_bounded_setting_out_of_range_says_its_value_and_range(
+    path: str, value: Any, said: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        build_context(_setting(path, value), "config file 'c.toml'")
+    message = str(info.value)
+    if said == "items":
+        assert f"config file 'c.toml': {path}: has {len(value)} item" in message, message
+    else:
+        shown = format(value, "g") if isinstance(value, float) else str(value)
+        expected = f"config file 'c.toml': {path} = {shown}: out of range; allowed: "
+        assert expected in message, message
+    assert "Input should be" not in message and "List should" not in message
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"layers": 40}, "layers = 40: out of range; allowed: 1 to 10"),
+        ({"temperature": 2.5}, "temperature = 2.5: out of range; allowed: 0 to 2"),
+        ({"max_tokens": 0}, "max_tokens = 0: out of range; allowed: 1 or more"),
+        ({"timeout": 0}, "timeout = 0: out of range; allowed: above 0"),
+        ({"quorum_grace": -1}, "quorum_grace = -1: out of range; allowed: 0 or more"),
+        ({"retry_base_s": 31}, "retry_base_s = 31: out of range; allowed: above 0 and up to 30"),
+        ({"straggler_grace": 0}, "straggler_grace = 0: out of range; allowed: above 0"),
+        (
+            {"staircase_chunks": [16, 5000]},
+            "staircase_chunks.1 = 5000: out of range; allowed: 1 to 4096",
+        ),
+        ({"staircase_chunks": []}, "staircase_chunks: has 0 items; allowed: 1 to 32 items"),
+        (
+            {"layers": 2, "layer_proposers": [[]]},
+            "layer_proposers.0: has 0 items; allowed: 1 or more items",
+        ),
+        (
+            {"proposers": [{"model": "a:b", "rpm": 0}]},
+            "proposers.0.rpm = 0: out of range; allowed: above 0",
+        ),
+    ],
+)
+def test_an_out_of_range_setting_names_its_range(data: dict[str, Any], expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        build_context(data, "my.toml")
+    assert f"my.toml: {expected}" in str(info.value)
+
+
 def test_default_context_follows_the_together_key(monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve_context(None).aggregator.model.startswith("local:")
     monkeypatch.setenv("TOGETHER_API_KEY", "k")

@@ -6,9 +6,10 @@ import os
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 
 from langgraph_moa.apps.serve import settings as serve_defaults
-from langgraph_moa.apps.serve.settings import KEY_ENV
+from langgraph_moa.apps.serve.settings import KEY_ENV, ServeSettings
 from langgraph_moa.core.command import err, exit_code, fail, run_async
 from langgraph_moa.nodes.caps import Caps
 from langgraph_moa.nodes.errors import MoAError
@@ -93,15 +94,10 @@ def serve(
         ),
     ] = None,
 ) -> None:
-    from pydantic import ValidationError
-
-    from langgraph_moa.nodes.context import explain
-
     try:
         from langgraph_moa.apps.serve.errors import OpenAIError
         from langgraph_moa.apps.serve.main import listen, run
         from langgraph_moa.apps.serve.registry import ModelRegistry
-        from langgraph_moa.apps.serve.settings import ServeSettings
         from langgraph_moa.nodes.keys import is_loopback
     except ImportError as exc:
         fail(
@@ -138,13 +134,7 @@ def serve(
     try:
         settings = ServeSettings.model_validate(given)
     except ValidationError as exc:
-        fail(_flags(explain(exc)), 2)
-    if settings.api_key is None and not is_loopback(settings.host):
-        err.print(
-            f"moa serve: warning: no {KEY_ENV} set and listening on {settings.host}: anyone who "
-            "can reach this port can spend your provider keys",
-            markup=False,
-        )
+        fail(_explain(exc), 2)
     try:
         # The default model must fit the caps, else every request without a model would be a 400.
         models.check(settings.caps)
@@ -152,14 +142,23 @@ def serve(
         fail(f"the default model {models.default!r}: {exc.message}", 2)
     try:
         sock = listen(settings.host, settings.port)
-    except OSError as exc:
-        fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}")
+    except MoAError as exc:  # a ListenError: refused before anything ran
+        fail(str(exc), exit_code(exc))
+    if settings.api_key is None and not is_loopback(settings.host):
+        err.print(
+            f"moa serve: warning: no {KEY_ENV} set and listening on {settings.host}: anyone who "
+            "can reach this port can spend your provider keys",
+            markup=False,
+        )
     run_async(run(settings, models, sock))
 
 
 # Settings fields as the flags that set them, for messages.
 FLAGS = {
+    "host": "--host",
+    "port": "--port",
     "api_key": KEY_ENV,
+    "max_concurrent": "--max-concurrent",
     "max_body_bytes": "--max-body",
     "grace_s": "--grace",
     "max_run_s": "--max-run-time",
@@ -174,7 +173,18 @@ FLAGS = {
 }
 
 
-def _flags(message: str) -> str:
-    for field, flag in FLAGS.items():
-        message = message.replace(field, flag)
-    return message
+def _explain(exc: ValidationError) -> str:
+    """The settings' problems, each named by the flag (or variable) that set it, with its value
+    as typed when the problem is that value (``--max-layers 0: out of range; ...``)."""
+    from langgraph_moa.nodes.context import problems
+
+    parts = []
+    for problem in problems(exc, ServeSettings):
+        path = ".".join(str(p) for p in problem.loc)
+        flag = FLAGS.get(path) or FLAGS.get(path.rsplit(".", 1)[0])  # cors_origins.0: its flag
+        if flag is None:
+            where = problem.setting
+        else:
+            where = flag if problem.given is None else f"{flag} {problem.given}"
+        parts.append(f"{where}: {problem.message}" if where else problem.message)
+    return "; ".join(parts)

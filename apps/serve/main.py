@@ -10,12 +10,14 @@ what turns a clean drain into exit status 0 rather than death by SIGTERM.
 from __future__ import annotations
 
 import copy
+import errno
 import signal
 import socket
 import sys
 from typing import Any
 
 from langgraph_moa.apps.serve.settings import ServeSettings
+from langgraph_moa.nodes.errors import ListenError
 
 # Idle keep-alive connections are closed after this long. Longer than clients keep theirs idle
 # (httpx: 5 s, aiohttp: 15 s) and than load balancers' idle timeouts (often 60 s): whoever closes
@@ -26,6 +28,7 @@ KEEP_ALIVE_S = 75
 
 
 def listen(host: str, port: int) -> socket.socket:
+    """A socket listening on ``host``:``port``; ``ListenError`` says why there is none."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -34,11 +37,27 @@ def listen(host: str, port: int) -> socket.socket:
         # Listening already: connections made once the URL is printed wait in the backlog
         # until uvicorn accepts them, rather than being refused.
         sock.listen(2048)
-    except OSError:
+    except OSError as exc:
         sock.close()
-        raise
+        raise ListenError(host, port, exc.strerror or str(exc), _listen_hint(exc, port)) from None
     sock.set_inheritable(True)
     return sock
+
+
+def _listen_hint(exc: OSError, port: int) -> str:
+    """What to do when the system refuses to listen there."""
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            "another process listens there: stop it, or choose another --port (0 picks a free one)"
+        )
+    if exc.errno == errno.EACCES and 0 < port < 1024:
+        return "ports below 1024 need privileges: choose a --port of 1024 or above"
+    if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
+        return (
+            "no interface of this machine has that address: give --host one of its addresses "
+            "(127.0.0.1 for this machine only, 0.0.0.0 for every interface)"
+        )
+    return "choose another --host or --port"
 
 
 def uvicorn_config(app: Any, settings: ServeSettings, **overrides: Any) -> Any:

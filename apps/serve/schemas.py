@@ -26,7 +26,6 @@ from pydantic import (
 )
 
 # OpenAI's limits
-from langgraph_moa.nodes.models.tools import MAX_TOOLS
 from langgraph_moa.nodes.stops import MAX_STOPS
 
 
@@ -77,7 +76,8 @@ class ChatCompletionRequest(BaseModel):
     max_completion_tokens: StrictInt | None = Field(default=None, ge=1)
     seed: StrictInt | None = None
     n: StrictInt | None = Field(default=None, ge=1)
-    tools: list[dict[str, Any]] | None = Field(default=None, max_length=MAX_TOOLS)
+    # At most MAX_TOOLS, as every binding (nodes/models/tools.py binding: one rule, one message).
+    tools: list[dict[str, Any]] | None = None
     functions: list[dict[str, Any]] | None = None
     tool_choice: Any = None
     parallel_tool_calls: StrictBool | None = None

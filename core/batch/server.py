@@ -38,9 +38,9 @@ from langgraph_moa.nodes.errors import (
     CostCapError,
     MoAError,
     RetriedRunError,
-    ServerError,
     ServerGoneError,
     ServerRefusedError,
+    ServerUnusableError,
 )
 from langgraph_moa.nodes.untrusted import Endpoints, check_context
 
@@ -88,7 +88,8 @@ class ServerTurns:
         return self._settings
 
     async def check(self) -> None:
-        """Fail early, with one clear line, when the server or the graph is not there, or the
+        """Refuse the run before any item is sent, with one clear line (``ServerUnusableError``,
+        exit 2: nothing was paid), when the server or the graph is not there, or the
         settings are ones the server refuses from a client (a local GGUF path, a key sent to a
         ``base_url``): every item would fail with it, a round trip each. The server's caps
         (nodes/caps.py) and the endpoints it lets clients name are its environment's, which no
@@ -102,16 +103,16 @@ class ServerTurns:
                 await self.client.assistants.get(self.assistant)
         except httpx.HTTPStatusError as exc:
             if exc.response.status_code == 404:
-                raise ServerError(
+                raise ServerUnusableError(
                     self.url,
                     f"the LangGraph server at {self.url} serves no graph or assistant "
                     f"{self.assistant!r} (see its langgraph.json; --assistant names another)",
                 ) from None
-            raise ServerError(
+            raise ServerUnusableError(
                 self.url, f"the LangGraph server at {self.url} answered: {exc}"
             ) from None
         except httpx.HTTPError as exc:
-            raise ServerError(
+            raise ServerUnusableError(
                 self.url,
                 f"cannot reach the LangGraph server at {self.url} ({type(exc).__name__}: {exc}); "
                 "start one with 'langgraph dev' or check the URL",

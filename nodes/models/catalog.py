@@ -34,6 +34,10 @@ LOCAL_SERVERS = {
 
 # Where Together's endpoint can be moved (a local OpenAI-compatible server, in tests too).
 TOGETHER_BASE_ENV = "TOGETHER_API_BASE"
+# Where the OpenAI client sends a model that names no base_url, in the order it reads them:
+# langchain-openai's variable, then the SDK's (LangSmith's gateway, LANGSMITH_GATEWAY, between).
+OPENAI_BASE_ENVS = ("OPENAI_API_BASE", "OPENAI_BASE_URL")
+GATEWAY_ENV = "LANGSMITH_GATEWAY"
 
 # The window assumed for a model nobody described: small enough for nearly every chat model.
 DEFAULT_WINDOW = 8192

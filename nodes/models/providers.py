@@ -17,7 +17,12 @@ from langchain_core.language_models import BaseChatModel
 
 from langgraph_moa.nodes.errors import ProviderError
 from langgraph_moa.nodes.keys import check_base_url, warn_plain_http
-from langgraph_moa.nodes.models.catalog import KEY_ENV, LOCAL_SERVERS, TOGETHER_BASE_ENV
+from langgraph_moa.nodes.models.catalog import (
+    KEY_ENV,
+    LOCAL_SERVERS,
+    OPENAI_BASE_ENVS,
+    TOGETHER_BASE_ENV,
+)
 from langgraph_moa.nodes.models.chunks import plain_stream_chunks
 from langgraph_moa.nodes.models.http import shared_http_clients
 from langgraph_moa.nodes.models.limits import gate_for
@@ -114,7 +119,8 @@ def _openai_compatible(settings: ModelSettings) -> BaseChatModel:
     if settings.provider in LOCAL_SERVERS and not base_url:
         env, default = LOCAL_SERVERS[settings.provider]
         base_url = os.environ.get(env, default).rstrip("/") + "/v1"
-    url = base_url or os.environ.get("OPENAI_BASE_URL")  # the SDK's own variable
+    # Where the client sends it otherwise, as it reads its variables (the key goes there).
+    url = base_url or next(filter(None, map(os.environ.get, OPENAI_BASE_ENVS)), None)
     key = _api_key(settings, required=base_url is None, url=url) or "not-needed"
     return ChatOpenAI(
         model=settings.name, api_key=key, base_url=base_url, **_openai_style(settings)

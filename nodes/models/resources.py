@@ -47,7 +47,12 @@ from typing import Any, Generic, TypeVar
 
 from langchain_core.language_models import BaseChatModel
 
-from langgraph_moa.nodes.models.catalog import LOCAL_SERVERS, TOGETHER_BASE_ENV
+from langgraph_moa.nodes.models.catalog import (
+    GATEWAY_ENV,
+    LOCAL_SERVERS,
+    OPENAI_BASE_ENVS,
+    TOGETHER_BASE_ENV,
+)
 from langgraph_moa.nodes.models.http import (
     new_async_client,
     new_sync_client,
@@ -292,8 +297,14 @@ def _other_length(
     return found.model_copy(update={"max_tokens": settings.max_tokens})
 
 
-# The variables that move a provider's endpoint when a model names no base_url.
-_ENDPOINT_ENV = (TOGETHER_BASE_ENV, *(env for env, _ in LOCAL_SERVERS.values()))
+# The variables the provider clients read that move a provider's endpoint when a model names no
+# base_url (a process that changes one talks to the new endpoint from its next call on).
+_ENDPOINT_ENV = (
+    TOGETHER_BASE_ENV,
+    *OPENAI_BASE_ENVS,
+    GATEWAY_ENV,
+    *(env for env, _ in LOCAL_SERVERS.values()),
+)
 
 
 def _env_fingerprint(settings: ModelSettings) -> tuple[str | None, ...]:

@@ -63,6 +63,8 @@ def bind_problem(bind: Any) -> tuple[str, str] | None:
         isinstance(tools, list) and all(isinstance(tool, Mapping) for tool in tools)
     ):
         return "bind.tools", "must be a list of tool objects"
+    if tools is not None and (too_many := _too_many(tools)) is not None:
+        return "bind.tools", too_many
     if response_format is not None and not isinstance(response_format, Mapping):
         return "bind.response_format", "must be an object"
     return None
@@ -79,6 +81,8 @@ def binding(
     wrong."""
     bind: Bind = {}
     if tools:
+        if (too_many := _too_many(tools)) is not None:  # first: before any schema is checked
+            raise ConfigError(f"tools: {too_many}")
         seen: set[str] = set()
         for i, tool in enumerate(tools):
             function = tool.get("function") if tool.get("type") == "function" else None
@@ -124,9 +128,22 @@ def binding(
     return bind or None
 
 
-# OpenAI takes up to 128 tools: a server holds its clients to it (moa serve's request schema, a
-# LangGraph server's check_bind), before any proposer is paid or any schema checked.
+# OpenAI takes up to 128 tools: every binding is held to it (ChatMoA.bind_tools, moa serve's /v1,
+# a graph run's bind input, a LangGraph server's check_bind), before any proposer is paid or any
+# schema checked.
 MAX_TOOLS = 128
+
+
+def _too_many(tools: Sequence[Any]) -> str | None:
+    """What is wrong with binding ``tools`` as many as they are, or None."""
+    if len(tools) <= MAX_TOOLS:
+        return None
+    return (
+        f"at most {MAX_TOOLS} tools, not {len(tools)} (OpenAI's limit, which moa serve holds its "
+        "clients to): bind only the tools the step needs"
+    )
+
+
 # OpenAI's rule for function and response-format names: a client written for it sends no other,
 # and a provider refuses them (a run would fail after its proposers were paid).
 NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
