@@ -130,6 +130,37 @@ def test_an_item_edited_under_its_id_is_refused_before_any_call(
     assert len(server.requests) == paid
 
 
+def test_edited_items_among_many_records_are_refused_by_their_ids(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    # A resume of thousands of records looks the input's digests up in batches: the edits are
+    # found in every batch, and named in the output's order (here the reverse of the input's).
+    from langgraph_moa.core.batch.inputs import input_digest, parse_item
+
+    cfg = write_config(tmp_path / "c.toml", server)
+    items = prompts(1_300)
+    # Records as a run writes them for the first 1,200 items (the fields a resume reads).
+    records = [
+        {"id": i["id"], "status": "ok", "input": i, "input_digest": input_digest(parse_item(i))}
+        for i in reversed(items[:1_200])
+    ]
+    out = write_items(tmp_path / "out.jsonl", records)
+    before = out.read_bytes()
+    for n in (5, 499, 500, 600, 1_150, 1_250):  # q1250 has no answer yet: no edit of one
+        items[n]["prompt"] += ", edited"
+    items[700]["category"] = "writing"  # not sent to the models: not an edit
+    data = write_items(tmp_path / "in.jsonl", items)
+    for dry in ((), ("--dry-run",)):
+        result = batch(data, "-o", out, "-c", cfg, *dry)
+        assert result.returncode == 2, result.stderr
+        assert error_line(result.stderr) == (
+            f"moa: error: {out} holds answers to 5 items (q1150, q600, q500, ...) whose prompt "
+            f"changed in the input since they were answered: give the changed items new ids, "
+            f"remove their lines from {out} to answer them again, or give another -o"
+        )
+    assert len(server.requests) == 0 and out.read_bytes() == before
+
+
 def test_a_refused_retry_leaves_the_output_as_it_was(
     server: FakeOpenAIServer, tmp_path: Path
 ) -> None:
