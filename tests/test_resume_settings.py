@@ -361,6 +361,41 @@ def test_a_prompt_edited_under_its_id_is_refused_not_judged_with_old_answers(
     assert len(q1) == 2 and all(p["prompt"] == "alpha" and "alpha" in p["chosen"] for p in q1)
 
 
+def test_a_compare_prompt_edited_where_nobody_reads_it_resumes_without_a_call(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    # A prompt's answers depend on what the models are asked, as moa batch decides it: a field
+    # no model is asked and no report reads (category) is no edit. moa compare compared the
+    # whole item, and refused a REPORT_DIR over a category. An old REPORT_DIR (records without
+    # input_digest) is checked by the same rule.
+    server.script("judge", always_a)
+    mix = write_mixture(tmp_path / "mix.toml")
+    data = tmp_path / "p.jsonl"
+    report = tmp_path / "r"
+
+    def compare(category: str, first: str = "alpha") -> CompletedProcess[str]:
+        items = [{"id": "q1", "category": category, "prompt": first}, {"id": "q2", "prompt": "b"}]
+        write_items(data, items)
+        args = ("compare", data, "--config", mix, "--judge", "together:judge", "-o", report)
+        return run_cli(*map(str, args), env=compare_env(server))
+
+    assert compare("facts").returncode == 0
+    before = len(server.requests)
+    again = compare("writing")
+    assert again.returncode == 0, again.stderr
+    assert len(server.requests) == before  # nothing answered or judged again
+    for path in (report / "answers").glob("*.jsonl"):
+        write_items(path, [{k: v for k, v in r.items() if k != "input_digest"}
+                           for r in read_records(path)])  # fmt: skip
+    old = compare("coding")
+    assert old.returncode == 0, old.stderr
+    assert len(server.requests) == before
+    edited = compare("coding", "gamma")
+    assert edited.returncode == 2
+    assert "answers to other prompts under the ids of 1 prompt (q1)" in error_line(edited.stderr)
+    assert len(server.requests) == before
+
+
 def test_staircase_and_quorum_are_settings_a_resume_compares(server: FakeOpenAIServer) -> None:
     # Both change the answers: staircase aggregates unfinished proposals, a quorum leaves the
     # slowest proposals out. A REPORT_DIR or an output must not mix them in under one name.
