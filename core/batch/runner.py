@@ -213,8 +213,9 @@ def redo_statuses(retry_failed: bool, retry_degraded: bool) -> set[str]:
 
 class ResumeCheck:
     """Refuse, before any call, to resume the run file ``path`` where it holds what this run
-    must not keep: ``add`` each of its records, then ``finish`` (``check_resume`` does both; a
-    caller that reads the records for more, the dry run, reads them once).
+    must not keep: ``add`` each of its records, then ``finish``. Its callers read the records
+    for more (a run their statuses, the dry run what is done and the tokens): they read them
+    once, and a pass over millions of records takes minutes.
 
     - Finished items made with other settings than this run would give them (``settings_of`` an
       id; None: not compared): refused (a mixed output), unless ``mixed_settings``; then kept and
@@ -286,23 +287,6 @@ class ResumeCheck:
         return self._other
 
 
-def check_resume(
-    records: Iterable[dict[str, Any]],
-    order: Positions,
-    settings_of: Callable[[str], dict[str, Any] | None],
-    *,
-    path: Path,
-    mixed_settings: bool = False,
-    redo: Collection[str] = (),
-) -> int:
-    """``ResumeCheck`` of ``records``: raises what they hold that this run must not keep, else
-    returns how many finished items of other settings are kept."""
-    check = ResumeCheck(order, settings_of, path=path, mixed_settings=mixed_settings, redo=redo)
-    for record in records:
-        check.add(record)
-    return check.finish()
-
-
 def _replayed_settings(turns: ReplayTurns, samples: int) -> Callable[[str], dict[str, Any] | None]:
     """What a replay records for an id: its stored proposers, this run's aggregator. A replay
     resumed with another aggregator would otherwise mix two aggregators' answers in one file."""
@@ -319,7 +303,7 @@ def _replayed_settings(turns: ReplayTurns, samples: int) -> Callable[[str], dict
 def resumed_settings(
     ctx: Context, samples: int, replay: ReplayTurns | None = None
 ) -> Callable[[str], dict[str, Any] | None]:
-    """What this run records as the settings of an id (``check_resume`` compares them)."""
+    """What this run records as the settings of an id (``ResumeCheck`` compares them)."""
     if replay is not None:
         return _replayed_settings(replay, samples)
     mine = {**settings_summary(ctx), "samples": samples}
@@ -419,7 +403,19 @@ async def _run_batch(
             highlight=False,
             markup=False,
         )
-    status = run_file.open()
+    order = positions_of(items)
+    redo = redo_statuses(options.retry_failed, options.retry_degraded)
+    # The records are checked in the read that takes their statuses (one read of the output);
+    # what they hold is refused below, where it was (after the cache and the server).
+    replayed = ReplayTurns(ctx, options.replay) if options.replay is not None else None
+    check = ResumeCheck(
+        order,
+        resumed_settings(ctx, options.samples, replayed),
+        path=run_file.path,
+        mixed_settings=options.mixed_settings,
+        redo=redo,
+    )
+    status = run_file.open(check.add)
     if run_file.repaired:
         console.print(
             f"moa batch: cut off a torn last line ({run_file.repaired} bytes) of {run_file.path}; "
@@ -441,19 +437,8 @@ async def _run_batch(
     else:
         turns = GraphTurns(ctx, cache, samples=options.samples)
 
-    order = positions_of(items)
-    redo = redo_statuses(options.retry_failed, options.retry_degraded)
-    other = 0
-    if status:  # refused before the output is changed (the records --retry-* drops)
-        replayed = turns if isinstance(turns, ReplayTurns) else None
-        other = check_resume(
-            run_file.records(),
-            order,
-            resumed_settings(ctx, options.samples, replayed),
-            path=run_file.path,
-            mixed_settings=options.mixed_settings,
-            redo=redo,
-        )
+    # Refused before the output is changed (the records --retry-* drops).
+    other = check.finish()
     again = {i for i, s in status.items() if s in redo}
     if again:
         run_file.drop(again)
