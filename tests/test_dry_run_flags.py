@@ -5,9 +5,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from batch_helpers import prompts, read_records, write_config, write_items
 from conftest import run_cli
 from fake_openai import Failure, FakeOpenAIServer
@@ -53,3 +55,42 @@ def test_retry_flags_count_the_items_they_run_again(
     assert (again["done"], again["to_run"], again["calls"]) == (3, 1, 3)
     degraded = dry_run(data, "-o", out, "-c", cfg, "--retry-degraded")
     assert (degraded["done"], degraded["to_run"]) == (4, 0)
+
+
+def test_a_resume_reads_the_output_once(
+    server: FakeOpenAIServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An output of millions of records takes minutes a read: the dry run read it three times
+    # (to check the resume, to count what is done, to measure the tokens per call), and a run
+    # twice before any call (its statuses, then the check).
+    from typer.testing import CliRunner
+
+    from langgraph_moa.cli import build_app
+    from langgraph_moa.core.batch.outputs import RunFile
+
+    data = write_items(tmp_path / "in.jsonl", prompts(4))
+    cfg = write_config(tmp_path / "c.toml", server)
+    out = tmp_path / "out.jsonl"
+    first = run_cli("batch", str(data), "-o", str(out), "-c", str(cfg), "--limit", "2")
+    assert first.returncode == 0, first.stderr
+    reads: list[Path] = []
+    records = RunFile.records
+
+    def counted(self: RunFile) -> Iterator[dict[str, Any]]:
+        reads.append(self.path)
+        return records(self)
+
+    monkeypatch.setattr(RunFile, "records", counted)
+    command = ["batch", str(data), "-o", str(out), "-c", str(cfg)]
+    dry = CliRunner().invoke(build_app(), [*command, "--dry-run", "--json"])
+    assert dry.exit_code == 0, dry.output
+    estimate = json.loads(dry.stdout)
+    assert (estimate["done"], estimate["to_run"], estimate["method"]) == (2, 2, "measured")
+    assert reads == [out]
+    # A run refused for an edited item has read the output once too, and called nothing.
+    reads.clear()
+    write_items(data, [{**item, "prompt": "edited"} for item in prompts(4)])
+    refused = CliRunner().invoke(build_app(), command)
+    assert refused.exit_code == 2, refused.output
+    assert "holds answers to 2 items" in refused.output  # q0 and q1, in the order they finished
+    assert reads == [out] and len(server.requests) == 2 * 3

@@ -130,6 +130,37 @@ def test_an_item_edited_under_its_id_is_refused_before_any_call(
     assert len(server.requests) == paid
 
 
+def test_edited_items_among_many_records_are_refused_by_their_ids(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    # A resume of thousands of records looks the input's digests up in batches: the edits are
+    # found in every batch, and named in the output's order (here the reverse of the input's).
+    from langgraph_moa.core.batch.inputs import input_digest, parse_item
+
+    cfg = write_config(tmp_path / "c.toml", server)
+    items = prompts(1_300)
+    # Records as a run writes them for the first 1,200 items (the fields a resume reads).
+    records = [
+        {"id": i["id"], "status": "ok", "input": i, "input_digest": input_digest(parse_item(i))}
+        for i in reversed(items[:1_200])
+    ]
+    out = write_items(tmp_path / "out.jsonl", records)
+    before = out.read_bytes()
+    for n in (5, 499, 500, 600, 1_150, 1_250):  # q1250 has no answer yet: no edit of one
+        items[n]["prompt"] += ", edited"
+    items[700]["category"] = "writing"  # not sent to the models: not an edit
+    data = write_items(tmp_path / "in.jsonl", items)
+    for dry in ((), ("--dry-run",)):
+        result = batch(data, "-o", out, "-c", cfg, *dry)
+        assert result.returncode == 2, result.stderr
+        assert error_line(result.stderr) == (
+            f"moa: error: {out} holds answers to 5 items (q1150, q600, q500, ...) whose prompt "
+            f"changed in the input since they were answered: give the changed items new ids, "
+            f"remove their lines from {out} to answer them again, or give another -o"
+        )
+    assert len(server.requests) == 0 and out.read_bytes() == before
+
+
 def test_a_refused_retry_leaves_the_output_as_it_was(
     server: FakeOpenAIServer, tmp_path: Path
 ) -> None:
@@ -328,6 +359,41 @@ def test_a_prompt_edited_under_its_id_is_refused_not_judged_with_old_answers(
     # The report folder is as the first run left it: q1's pairs are of its first text.
     q1 = [p for p in pairs if p["prompt_id"] == "q1"]
     assert len(q1) == 2 and all(p["prompt"] == "alpha" and "alpha" in p["chosen"] for p in q1)
+
+
+def test_a_compare_prompt_edited_where_nobody_reads_it_resumes_without_a_call(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    # A prompt's answers depend on what the models are asked, as moa batch decides it: a field
+    # no model is asked and no report reads (category) is no edit. moa compare compared the
+    # whole item, and refused a REPORT_DIR over a category. An old REPORT_DIR (records without
+    # input_digest) is checked by the same rule.
+    server.script("judge", always_a)
+    mix = write_mixture(tmp_path / "mix.toml")
+    data = tmp_path / "p.jsonl"
+    report = tmp_path / "r"
+
+    def compare(category: str, first: str = "alpha") -> CompletedProcess[str]:
+        items = [{"id": "q1", "category": category, "prompt": first}, {"id": "q2", "prompt": "b"}]
+        write_items(data, items)
+        args = ("compare", data, "--config", mix, "--judge", "together:judge", "-o", report)
+        return run_cli(*map(str, args), env=compare_env(server))
+
+    assert compare("facts").returncode == 0
+    before = len(server.requests)
+    again = compare("writing")
+    assert again.returncode == 0, again.stderr
+    assert len(server.requests) == before  # nothing answered or judged again
+    for path in (report / "answers").glob("*.jsonl"):
+        write_items(path, [{k: v for k, v in r.items() if k != "input_digest"}
+                           for r in read_records(path)])  # fmt: skip
+    old = compare("coding")
+    assert old.returncode == 0, old.stderr
+    assert len(server.requests) == before
+    edited = compare("coding", "gamma")
+    assert edited.returncode == 2
+    assert "answers to other prompts under the ids of 1 prompt (q1)" in error_line(edited.stderr)
+    assert len(server.requests) == before
 
 
 def test_staircase_and_quorum_are_settings_a_resume_compares(server: FakeOpenAIServer) -> None:

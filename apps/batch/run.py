@@ -19,7 +19,7 @@ from typing import Any
 
 from rich.console import Console
 
-from langgraph_moa.core.batch.cost import estimate
+from langgraph_moa.core.batch.cost import FinishedTokens, estimate
 from langgraph_moa.core.batch.formats import (
     FORMATS,
     Format,
@@ -35,7 +35,7 @@ from langgraph_moa.core.batch.progress import money
 from langgraph_moa.core.batch.runner import (
     BatchOptions,
     BatchResult,
-    check_resume,
+    ResumeCheck,
     default_cache,
     output_lock,
     redo_statuses,
@@ -327,30 +327,28 @@ def _dry_run(
     """Estimate what the same command without ``--dry-run`` runs: the items not in the output,
     those ``--retry-failed``/``--retry-degraded`` would run again (``redo``, their statuses),
     the first ``--limit`` of them. An output the run would refuse to resume is refused here
-    too, with the run's words (``check_resume``)."""
+    too, with the run's words (``ResumeCheck``); the output is read once."""
     run_file = RunFile(run_file_for(Path(output), fmt)) if output else None
-    finished = run_file is not None and run_file.path.exists()
-    if run_file is not None and finished:
+    done: set[str] = set()
+    finished = FinishedTokens()
+    if run_file is not None and run_file.path.exists():
         replayed = ReplayTurns(ctx, replay) if replay is not None else None
-        check_resume(
-            run_file.records(),
+        check = ResumeCheck(
             positions_of(items),
             resumed_settings(ctx, samples, replayed),
             path=run_file.path,
             mixed_settings=mixed_settings,
             redo=redo,
         )
-    records = run_file.records() if run_file and finished else ()
-    done = {str(r["id"]) for r in records if r.get("status") not in redo}
+        # Read once (a pass over millions of records takes minutes): checked, counted, measured.
+        for record in run_file.records():
+            check.add(record)
+            finished.add(record)
+            if record.get("status") not in redo:
+                done.add(str(record["id"]))
+        check.finish()
     # A replay calls only the aggregator, on the stored references.
-    est = estimate(
-        items,
-        ctx,
-        done=done,
-        finished=run_file.records() if run_file and finished else (),
-        replay=replay,
-        limit=limit,
-    )
+    est = estimate(items, ctx, done=done, finished=finished, replay=replay, limit=limit)
     invalid = est.invalid
     if as_json:
         print(json.dumps(est.as_json(), indent=2))

@@ -18,7 +18,7 @@ a cached call: each system's answers, cost and latency are its own.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,12 +29,13 @@ from langgraph_moa.apps.compare.preferences import write_preferences
 from langgraph_moa.apps.compare.report import write_report
 from langgraph_moa.apps.compare.results import Prompt, Record, build_results, judge_tasks
 from langgraph_moa.apps.compare.systems import System, safe_name
-from langgraph_moa.core.batch.inputs import Item, parse_item
+from langgraph_moa.core.batch.inputs import Item, input_digest, parse_item
 from langgraph_moa.core.batch.outputs import RunFile
-from langgraph_moa.core.batch.records import settings_changes, settings_summary
+from langgraph_moa.core.batch.records import ANSWERED, settings_changes, settings_summary
 from langgraph_moa.core.batch.runner import (
     DEFAULT_CONCURRENCY,
     BatchOptions,
+    redo_statuses,
     run_batch,
     some_of,
 )
@@ -118,11 +119,20 @@ def _other_settings(path: Path, mine: dict[str, Any]) -> list[str]:
     return []
 
 
-def check_prompts(folder: Path, systems: Sequence[System], items: Sequence[Item]) -> None:
+def check_prompts(
+    folder: Path, systems: Sequence[System], items: Sequence[Item], redo: Collection[str] = ()
+) -> None:
     """Refuse answers made for another text under a prompt's id. Answers are kept by id, so a
     prompt edited under its id kept its old answers: the judge judged them against the new
-    text, and preferences.jsonl paired the new prompt with answers to the old one."""
-    sources = {i.id: i.source for i in items}
+    text, and preferences.jsonl paired the new prompt with answers to the old one.
+
+    What changed is decided as ``moa batch`` decides it (its ``ResumeCheck``): an answer's
+    ``input_digest`` (what the models were asked: its messages and turns) against the prompt's,
+    so a field no model is asked (``category``) is no edit; only answers are compared, and not
+    those of a status in ``redo`` (``--retry-failed``...: answered again, not kept). A record
+    written before records had a digest is compared by the digest of the item it holds
+    (``input``)."""
+    digests = {i.id: input_digest(i) for i in items}
     for system in systems:
         path = answers_path(folder, system)
         if not path.exists():
@@ -130,7 +140,10 @@ def check_prompts(folder: Path, systems: Sequence[System], items: Sequence[Item]
         changed = [
             prompt
             for prompt, record in _by_prompt(path, system).items()
-            if prompt in sources and record.get("input") != sources[prompt]
+            if prompt in digests
+            and record.get("status") in ANSWERED
+            and record.get("status") not in redo
+            and _answered_digest(record) != digests[prompt]
         ]
         if changed:
             raise CompareError(
@@ -139,6 +152,17 @@ def check_prompts(folder: Path, systems: Sequence[System], items: Sequence[Item]
                 "changed prompts new ids, another REPORT_DIR (-o), or delete that file to answer "
                 "again"
             )
+
+
+def _answered_digest(record: Record) -> str | None:
+    """The ``input_digest`` of what ``record`` answered: its own, else (a record written before
+    the digest) its stored item's; None when that is no item (then it counts as changed)."""
+    if record.get("input_digest"):
+        return str(record["input_digest"])
+    try:
+        return input_digest(parse_item(record.get("input")))
+    except ValueError:
+        return None
 
 
 def check_judgments(folder: Path, judge: ModelSpec, max_tokens: int) -> None:
@@ -189,7 +213,9 @@ async def run_compare(
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"-o {str(folder)!r} is a file: give a folder for the report")
     check_answers(folder, systems)
-    check_prompts(folder, systems, items)
+    check_prompts(
+        folder, systems, items, redo_statuses(options.retry_failed, options.retry_degraded)
+    )
     check_judgments(folder, judge, options.judge_max_tokens)
     try:
         folder.mkdir(parents=True, exist_ok=True)

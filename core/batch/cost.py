@@ -164,11 +164,12 @@ def estimate(
     ctx: Context,
     *,
     done: set[str],
-    finished: Iterable[dict[str, Any]] = (),
+    finished: FinishedTokens | None = None,
     replay: dict[str, dict[str, Any]] | None = None,
     limit: int | None = None,
 ) -> Estimate:
-    """The estimate for the items not in ``done``; measured from ``finished`` records if any.
+    """The estimate for the items not in ``done``; measured from the ``finished`` records' tokens
+    if they hold some.
 
     One pass over ``items``, keeping only sums (a streamed dataset is never held whole).
     ``replay``: the stored records of a ``--replay`` run (only the aggregator is called).
@@ -215,28 +216,37 @@ def estimate(
             conversation += answer + MESSAGE_OVERHEAD  # the answer stays in the conversation
     if replay is None and result.turns:
         add(_turn_calls(ctx, 0), result.turns, conversations)
-    return _measured(result, finished)
+    return _measured(result, finished or FinishedTokens())
 
 
-def _measured(result: Estimate, finished: Iterable[dict[str, Any]]) -> Estimate:
-    """The upper bound's call counts with the finished items' mean tokens per call."""
-    ok = 0
-    seen: dict[str, ModelEstimate] = {}
-    for record in finished:
+@dataclass
+class FinishedTokens:
+    """The tokens per call of each model over a run file's ok records, summed as they are read
+    (``add``): what a measured estimate scales to the items left."""
+
+    ok: int = 0  # ok records added
+    per_model: dict[str, ModelEstimate] = field(default_factory=dict)
+
+    def add(self, record: dict[str, Any]) -> None:
         if record.get("status") != "ok":
-            continue
-        ok += 1
+            return
+        self.ok += 1
         for part in ("usage", "reused_usage"):  # paid and reused calls alike: what items take
             for model, row in (record.get(part) or {}).items():
-                into = seen.setdefault(model, ModelEstimate())
+                into = self.per_model.setdefault(model, ModelEstimate())
                 into.calls += row["calls"]
                 into.input_tokens += row["input_tokens"]
                 into.output_tokens += row["output_tokens"]
-    if not ok or not all(seen.get(m) and seen[m].calls for m in result.per_model):
+
+
+def _measured(result: Estimate, finished: FinishedTokens) -> Estimate:
+    """The upper bound's call counts with the finished items' mean tokens per call."""
+    seen = finished.per_model
+    if not finished.ok or not all(seen.get(m) and seen[m].calls for m in result.per_model):
         return result
     for model, row in result.per_model.items():
         mean = seen[model]
         row.input_tokens = round(row.calls * mean.input_tokens / mean.calls)
         row.output_tokens = round(row.calls * mean.output_tokens / mean.calls)
-    result.measured_from = ok
+    result.measured_from = finished.ok
     return result

@@ -17,11 +17,12 @@ import contextlib
 import functools
 import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NamedTuple, ParamSpec, TypeVar
 
 from langgraph_moa.nodes.errors import ScratchError
 
+LOOKUP = 500  # ids per query (SQLite before 3.32 takes at most 999 parameters)
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -155,13 +156,21 @@ class IdIndex:
         row = self._db.execute("SELECT MIN(number) FROM ids WHERE id = ?", (item_id,)).fetchone()
         return None if row[0] is None else int(row[0])
 
-    def digest_of(self, item_id: str) -> str | None:
-        """The digest of the (first) item ``item_id``; None when there is none or no item."""
+    def digests_of(self, item_ids: Sequence[str]) -> dict[str, str]:
+        """The digest of the (first) item of each of ``item_ids``, for those that have one: one
+        query per ``LOOKUP`` ids (a resume looks up every finished record's id, and one query
+        each cost more than the lookup)."""
         self.seal()
-        row = self._db.execute(
-            "SELECT digest FROM ids WHERE id = ? ORDER BY number LIMIT 1", (item_id,)
-        ).fetchone()
-        return None if row is None else row[0]
+        found: dict[str, str | None] = {}
+        for start in range(0, len(item_ids), LOOKUP):
+            chunk = item_ids[start : start + LOOKUP]
+            rows = self._db.execute(
+                f"SELECT id, digest FROM ids WHERE id IN ({','.join('?' * len(chunk))}) "
+                "ORDER BY number DESC",  # an id's first item last: its digest is kept
+                chunk,
+            )
+            found.update(rows)
+        return {item_id: digest for item_id, digest in found.items() if digest is not None}
 
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):

@@ -219,9 +219,10 @@ class Dataset:
         """Where the item ``item_id`` is (increasing in input order), or None if it is not here."""
         return self._index.number_of(item_id)
 
-    def digest(self, item_id: str) -> str | None:
-        """The ``input_digest`` of the item ``item_id``; None if not kept (``digests``)."""
-        return self._index.digest_of(item_id)
+    def digests(self, item_ids: Sequence[str]) -> dict[str, str]:
+        """The ``input_digest`` of each of the items ``item_ids`` that has one kept (none
+        without ``digests``)."""
+        return self._index.digests_of(item_ids)
 
     def invalid_at(self, number: int) -> bool:
         """Whether the item at ``number`` is recorded as failed (malformed, or a repeated id)."""
@@ -553,8 +554,9 @@ class Positions(Protocol):
 
     def position(self, item_id: str) -> int | None: ...  # None: no item has that id
 
-    # The item's input_digest; None: not known (a malformed item, or not kept).
-    def digest(self, item_id: str) -> str | None: ...
+    # The input_digest of each of these items that has one known (not: no such item, a
+    # malformed one, or digests not kept), looked up together (a resume asks for every record's).
+    def digests(self, item_ids: Sequence[str]) -> dict[str, str]: ...
 
 
 class _Listed:
@@ -574,9 +576,8 @@ class _Listed:
     def position(self, item_id: str) -> int | None:
         return self._at.get(item_id)
 
-    def digest(self, item_id: str) -> str | None:
-        item = self._items.get(item_id)
-        return None if item is None else input_digest(item)
+    def digests(self, item_ids: Sequence[str]) -> dict[str, str]:
+        return {i: input_digest(self._items[i]) for i in item_ids if i in self._items}
 
 
 class Streamed(Positions, Protocol):

@@ -58,11 +58,16 @@ class RunFile:
         self._synced = time.monotonic()
 
     # ------------------------------------------------------------------ reading
-    def open(self) -> dict[str, str]:
-        """Repair a torn last line, then the status ("ok"/"failed") of each finished id."""
+    def open(self, each: Callable[[dict[str, Any]], None] | None = None) -> dict[str, str]:
+        """Repair a torn last line, then the status ("ok"/"failed") of each finished id.
+        ``each``: given every record as it is read (a resume checks them in the same read)."""
         if self.path.is_dir():
             raise OutputError(f"output {str(self.path)!r} is a folder; give a file name")
-        status = {record["id"]: record["status"] for record in self.records()}
+        status = {}
+        for record in self.records():
+            status[record["id"]] = record["status"]
+            if each is not None:
+                each(record)
         if self.path.exists():
             try:
                 self._repair()  # only now: every whole line is a record, the file is ours

@@ -34,6 +34,7 @@ from langgraph_moa.core.batch.formats import (
     run_file_for,
     write_format,
 )
+from langgraph_moa.core.batch.ids import LOOKUP
 from langgraph_moa.core.batch.inputs import (
     InvalidItem,
     Item,
@@ -210,56 +211,80 @@ def redo_statuses(retry_failed: bool, retry_degraded: bool) -> set[str]:
     return {s for s, wanted in (("failed", retry_failed), ("degraded", retry_degraded)) if wanted}
 
 
-def check_resume(
-    records: Iterable[dict[str, Any]],
-    order: Positions,
-    settings_of: Callable[[str], dict[str, Any] | None],
-    *,
-    path: Path,
-    mixed_settings: bool = False,
-    redo: Collection[str] = (),
-) -> int:
-    """Refuse, before any call, to resume the run file ``path`` (its ``records``) where it holds
-    what this run must not keep; returns how many finished items of other settings are kept.
+class ResumeCheck:
+    """Refuse, before any call, to resume the run file ``path`` where it holds what this run
+    must not keep: ``add`` each of its records, then ``finish``. Its callers read the records
+    for more (a run their statuses, the dry run what is done and the tokens): they read them
+    once, and a pass over millions of records takes minutes.
 
     - Finished items made with other settings than this run would give them (``settings_of`` an
       id; None: not compared): refused (a mixed output), unless ``mixed_settings``; then kept and
       counted (each record's ``settings`` says which made it).
     - Answers to an item edited since (its ``input_digest`` is not the input's, ``order``):
       refused, always: kept, they would answer the old prompt under the new one's id. Records
-      written before the digest existed are not compared.
+      written before the digest existed are not compared. The input's digests are looked up
+      ``LOOKUP`` records at a time (a resume of millions of records).
 
     ``redo``: the statuses this run answers again (``--retry-failed``...): those records are
     dropped, not kept, so neither check concerns them.
     """
-    other, changes = 0, set()
-    edited: dict[str, None] = {}  # item ids, in file order
-    for record in records:
-        if record.get("status") in redo:
-            continue
+
+    def __init__(
+        self,
+        order: Positions,
+        settings_of: Callable[[str], dict[str, Any] | None],
+        *,
+        path: Path,
+        mixed_settings: bool = False,
+        redo: Collection[str] = (),
+    ) -> None:
+        self._order, self._settings_of, self._path = order, settings_of, path
+        self._mixed, self._redo = mixed_settings, redo
+        self._other, self._changes = 0, set[str]()
+        self._edited: dict[str, None] = {}  # item ids, in file order
+        self._answered: list[tuple[str, str, str]] = []  # (id, item id, digest): to look up
+
+    def add(self, record: dict[str, Any]) -> None:
+        if record.get("status") in self._redo:
+            return
         item_id = str(record["id"])
-        mine = settings_of(item_id) if record.get("settings") else None
-        found = settings_changes(record["settings"], mine) if mine is not None else []
-        other += bool(found)
-        changes.update(found)
+        settings: dict[str, Any] = record.get("settings") or {}
+        mine = self._settings_of(item_id) if settings else None
+        # The same settings (the common case) compare equal at once: no difference to name.
+        found = settings_changes(settings, mine) if mine is not None and mine != settings else []
+        self._other += bool(found)
+        self._changes.update(found)
         digest = record.get("input_digest")
         if digest and record.get("status") in ANSWERED:
-            now = order.digest(item_id)
-            if now is not None and now != digest:
-                edited[str(record.get("item_id", item_id))] = None
-    if other and not mixed_settings:
-        raise ConfigError(
-            f"{path} holds {other} finished items made with other settings "
-            f"({'; '.join(sorted(changes))}): give another -o, or pass --mixed-settings to keep "
-            "them and run the rest with these settings"
-        )
-    if edited:
-        raise InputError(
-            f"{path} holds answers to {some_of(list(edited), 'item')} whose prompt changed in "
-            "the input since they were answered: give the changed items new ids, remove their "
-            f"lines from {path} to answer them again, or give another -o"
-        )
-    return other
+            self._answered.append((item_id, str(record.get("item_id", item_id)), digest))
+            if len(self._answered) == LOOKUP:
+                self._look_up()
+
+    def _look_up(self) -> None:
+        now = self._order.digests([item_id for item_id, _, _ in self._answered])
+        for item_id, name, digest in self._answered:
+            if now.get(item_id, digest) != digest:
+                self._edited[name] = None
+        self._answered.clear()
+
+    def finish(self) -> int:
+        """Raise what the records added hold; else how many finished items of other settings
+        are kept."""
+        self._look_up()
+        if self._other and not self._mixed:
+            raise ConfigError(
+                f"{self._path} holds {self._other} finished items made with other settings "
+                f"({'; '.join(sorted(self._changes))}): give another -o, or pass --mixed-settings "
+                "to keep them and run the rest with these settings"
+            )
+        if self._edited:
+            raise InputError(
+                f"{self._path} holds answers to {some_of(list(self._edited), 'item')} whose "
+                "prompt changed in the input since they were answered: give the changed items new "
+                f"ids, remove their lines from {self._path} to answer them again, or give "
+                "another -o"
+            )
+        return self._other
 
 
 def _replayed_settings(turns: ReplayTurns, samples: int) -> Callable[[str], dict[str, Any] | None]:
@@ -278,7 +303,7 @@ def _replayed_settings(turns: ReplayTurns, samples: int) -> Callable[[str], dict
 def resumed_settings(
     ctx: Context, samples: int, replay: ReplayTurns | None = None
 ) -> Callable[[str], dict[str, Any] | None]:
-    """What this run records as the settings of an id (``check_resume`` compares them)."""
+    """What this run records as the settings of an id (``ResumeCheck`` compares them)."""
     if replay is not None:
         return _replayed_settings(replay, samples)
     mine = {**settings_summary(ctx), "samples": samples}
@@ -378,7 +403,19 @@ async def _run_batch(
             highlight=False,
             markup=False,
         )
-    status = run_file.open()
+    order = positions_of(items)
+    redo = redo_statuses(options.retry_failed, options.retry_degraded)
+    # The records are checked in the read that takes their statuses (one read of the output);
+    # what they hold is refused below, where it was (after the cache and the server).
+    replayed = ReplayTurns(ctx, options.replay) if options.replay is not None else None
+    check = ResumeCheck(
+        order,
+        resumed_settings(ctx, options.samples, replayed),
+        path=run_file.path,
+        mixed_settings=options.mixed_settings,
+        redo=redo,
+    )
+    status = run_file.open(check.add)
     if run_file.repaired:
         console.print(
             f"moa batch: cut off a torn last line ({run_file.repaired} bytes) of {run_file.path}; "
@@ -400,19 +437,8 @@ async def _run_batch(
     else:
         turns = GraphTurns(ctx, cache, samples=options.samples)
 
-    order = positions_of(items)
-    redo = redo_statuses(options.retry_failed, options.retry_degraded)
-    other = 0
-    if status:  # refused before the output is changed (the records --retry-* drops)
-        replayed = turns if isinstance(turns, ReplayTurns) else None
-        other = check_resume(
-            run_file.records(),
-            order,
-            resumed_settings(ctx, options.samples, replayed),
-            path=run_file.path,
-            mixed_settings=options.mixed_settings,
-            redo=redo,
-        )
+    # Refused before the output is changed (the records --retry-* drops).
+    other = check.finish()
     again = {i for i, s in status.items() if s in redo}
     if again:
         run_file.drop(again)

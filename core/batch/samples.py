@@ -10,7 +10,7 @@ one model in a layer (Self-MoA) unless the config seeds them alike.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 from langgraph_moa.core.batch.inputs import Dataset, InvalidItem, Item
 from langgraph_moa.nodes.context import Context, ModelSpec
@@ -69,9 +69,11 @@ class Sampled:
             return None
         return found * self.samples
 
-    def digest(self, item_id: str) -> str | None:
-        sample = self._sample(item_id)  # every sample asks what its item asks
-        return None if sample is None else self.dataset.digest(sample[0])
+    def digests(self, item_ids: Sequence[str]) -> dict[str, str]:
+        # Every sample asks what its item asks.
+        bases = {i: sample[0] for i in item_ids if (sample := self._sample(i)) is not None}
+        found = self.dataset.digests(list(dict.fromkeys(bases.values())))
+        return {i: found[base] for i, base in bases.items() if base in found}
 
     def close(self) -> None:
         self.dataset.close()
