@@ -455,3 +455,39 @@ def test_a_conversation_the_mixture_cannot_use_is_the_clients_400(error: InputEr
     answer = from_run_error(error)
     assert (answer.status, answer.param) == (400, "messages")
     assert str(error) in answer.message
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "param"),
+    [
+        (
+            "/v1/chat/completions",
+            '{"messages": [{"role": "user", "content": "hi"}], "\\udc00": 1}',
+            "\\udc00",
+        ),
+        (
+            "/v1/chat/completions",
+            '{"messages": [{"role": "user", "content": "hi", "\\ud800x": 1}]}',
+            "messages[0].\\ud800x",
+        ),
+        (
+            "/moa/invoke",
+            '{"input": {"messages": [{"type": "human", "content": "hi"}],'
+            ' "settings": {"\\udc00": 1}}}',
+            "input.settings.\\udc00",
+        ),
+    ],
+    ids=["v1-top-level-key", "v1-message-key", "langserve-settings-key"],
+)
+def test_a_lone_surrogate_in_a_key_is_400_naming_it_escaped(
+    server: FakeOpenAIServer, base: str, path: str, body: str, param: str
+) -> None:
+    # It was a 500: the key itself was the bad part, and was put unescaped into the answer.
+    response = httpx.post(
+        f"{base}{path}", content=body.encode(), headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 400
+    error = error_of(response)
+    assert (error["code"], error["param"]) == ("invalid_text", param)
+    assert error["message"].startswith(f"{param}: the text holds a lone surrogate")
+    assert server.requests == []

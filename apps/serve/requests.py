@@ -23,7 +23,7 @@ from fastapi import Request
 from langchain_core.messages import AnyMessage
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
-from langgraph_moa.apps.serve.errors import OpenAIError, validation_error
+from langgraph_moa.apps.serve.errors import OpenAIError, one_line, validation_error
 from langgraph_moa.nodes.history import TEXT_PARTS
 
 
@@ -117,24 +117,32 @@ ENVELOPES: dict[str, type[_Envelope]] = {
 
 
 def _surrogate(value: Any, where: str) -> str | None:
-    """Where in ``value`` a lone surrogate is, if anywhere."""
+    """Where in ``value`` a lone surrogate is, if anywhere: a path whose keys are escaped
+    (``settings.\\udc00`` for a bad key), so that it can be sent and logged."""
     if isinstance(value, str):
-        try:
-            value.encode()
-        except UnicodeEncodeError:
-            return where or "body"
-        return None
+        return None if _encodable(value) else (where or "body")
     if isinstance(value, dict):
-        items = [(k, f"{where}.{k}" if where else str(k)) for k in value]
-        for key, path in items:
-            if _surrogate(key, path) or (found := _surrogate(value[key], path)):
-                return found or path
+        for key, item in value.items():
+            shown = one_line(str(key))
+            path = f"{where}.{shown}" if where else shown
+            if not _encodable(str(key)):
+                return path
+            if (found := _surrogate(item, path)) is not None:
+                return found
         return None
     if isinstance(value, list):
         for i, item in enumerate(value):
-            if found := _surrogate(item, f"{where}[{i}]"):
+            if (found := _surrogate(item, f"{where}[{i}]")) is not None:
                 return found
     return None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 async def _json(request: Request) -> Any:
