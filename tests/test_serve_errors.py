@@ -60,6 +60,11 @@ def error_of(response: httpx.Response) -> dict[str, Any]:
         ({"model": "fake", "messages": MESSAGES, "temperature": 3}, "temperature", "less than"),
         ({"model": "fake", "messages": MESSAGES, "max_tokens": 0}, "max_tokens", "greater than"),
         ({"model": "fake", "messages": MESSAGES, "n": 2}, "n", "n > 1 is not supported"),
+        (  # int64, as OpenAI: it was sent on, and the providers' 400 was a 502 here
+            {"model": "fake", "messages": MESSAGES, "seed": 2**70},
+            "seed",
+            "less than or equal to 9223372036854775807",
+        ),
         (
             {"model": "fake", "messages": MESSAGES, "tools": [{"type": "function"}]},
             "tools",
@@ -93,6 +98,7 @@ def error_of(response: httpx.Response) -> dict[str, Any]:
         "temperature-out-of-range",
         "max-tokens-out-of-range",
         "n-above-one",
+        "seed-above-int64",
         "tools",
         "images",
         "unknown-role",

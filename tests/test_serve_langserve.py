@@ -182,6 +182,21 @@ def test_bad_input_is_400_before_anything_runs(
     assert server.requests == []
 
 
+def test_a_seed_past_int64_is_a_400_before_anything_runs(
+    server: FakeOpenAIServer, base: str
+) -> None:
+    # As OpenAI bounds it: it was sent on, and the providers' 400 was a 502 once the proposers
+    # had been paid.
+    body = {
+        "input": {"messages": [{"type": "human", "content": "hi"}], "settings": {"seed": 2**70}}
+    }
+    response = httpx.post(f"{base}/moa/invoke", json=body, timeout=30)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == "invalid_settings" and "9223372036854775807" in error["message"]
+    assert server.requests == []
+
+
 async def test_a_failed_run_is_502_for_invoke(server: FakeOpenAIServer, base: str) -> None:
     for p in PROPOSALS:
         server.fail(p, Failure(status=503))

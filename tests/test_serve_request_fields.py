@@ -239,6 +239,8 @@ def test_fields_that_ask_for_nothing_unsupported_still_pass(base: str) -> None:
         ({"temperature": True}, "temperature"),
         ({"seed": "7"}, "seed"),
         ({"n": "2"}, "n"),
+        # Was read as true, unlike every other bool of the request.
+        ({"stream_options": {"include_usage": "yes"}}, "stream_options.include_usage"),
         ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
         (
             {"messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]},
@@ -251,6 +253,7 @@ def test_fields_that_ask_for_nothing_unsupported_still_pass(base: str) -> None:
         "bool-temperature",
         "text-seed",
         "text-n",
+        "text-include-usage",
         "content",
         "text",
     ],

@@ -92,7 +92,8 @@ def create_app(settings: ServeSettings, models: ModelRegistry) -> FastAPI:
         """The schema, for clients and fuzzers."""
         return JSONResponse(app.openapi())
 
-    @app.get("/health")
+    # HEAD too: load balancers probe with it, without a key (auth.py lets both through).
+    @app.api_route("/health", methods=["GET", "HEAD"])
     async def health() -> dict[str, object]:
         return {
             "status": "ok",
