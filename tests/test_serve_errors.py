@@ -300,6 +300,19 @@ def test_a_wait_longer_than_the_sdk_waits_is_not_retried(
     assert len(server.requests_for("p1")) == 1  # the SDK did not retry at once
 
 
+def test_an_absurd_provider_wait_is_passed_on_as_a_day(server: FakeOpenAIServer, base: str) -> None:
+    # An HTTP date in 2099 was passed on as Retry-After: 2299620275 (seconds, some 73 years).
+    server.fail("p1", Failure(status=429, retry_after="Wed, 21 Oct 2099 07:28:00 GMT"))
+    server.fail("p2", Failure(status=429, retry_after="1"))
+    response = httpx.post(
+        f"{base}/v1/chat/completions", json={"model": "fake", "messages": MESSAGES}
+    )
+    assert response.status_code == 429
+    assert response.headers["retry-after"] == "86400"
+    assert response.headers["x-should-retry"] == "false"
+    assert "retry after 86400 s" in error_of(response)["message"]
+
+
 def test_a_run_that_failed_otherwise_carries_no_retry_after(
     server: FakeOpenAIServer, base: str
 ) -> None:

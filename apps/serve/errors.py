@@ -48,6 +48,10 @@ PROVIDER_WAIT_S = 10
 # The OpenAI SDKs wait what Retry-After asks only up to 60 s, else retry at once
 # (openai-python's _base_client): a longer wait is sent with x-should-retry: false.
 SDK_WAIT_CAP_S = 60
+# The longest provider wait passed on: a day, the longest window providers' quotas use (per-day
+# request limits). A longer one is a provider's mistake (an HTTP date decades ahead), passed on
+# as a day rather than as a number of seconds that means "never".
+PROVIDER_WAIT_CAP_S = 86_400
 
 # Characters a client could use to forge or hide log lines: C0/C1 controls (newline, carriage
 # return, ANSI escapes), Unicode line separators, and lone surrogates (not encodable in UTF-8).
@@ -167,7 +171,7 @@ def _rate_limited(exc: LayerFailedError | AggregatorError, message: str) -> Open
     failed = exc.failures
     errors = [f["error"] for f in failed if f["error"] is not None]
     asked = [e["retry_after_s"] for e in errors if "retry_after_s" in e]
-    wait = max(1, math.ceil(max(asked))) if asked else PROVIDER_WAIT_S
+    wait = min(max(1, math.ceil(max(asked))), PROVIDER_WAIT_CAP_S) if asked else PROVIDER_WAIT_S
     headers = {"Retry-After": str(wait)}
     if wait > SDK_WAIT_CAP_S:  # the SDK would retry at once and be refused again
         headers["x-should-retry"] = "false"
