@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -195,6 +196,39 @@ def test_a_seed_past_int64_is_a_400_before_anything_runs(
     error = response.json()["error"]
     assert error["code"] == "invalid_settings" and "9223372036854775807" in error["message"]
     assert server.requests == []
+
+
+@pytest.mark.parametrize("route", ["invoke", "batch", "stream", "stream_log"])
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "text/plain;charset=UTF-8",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        None,
+    ],
+    ids=["text", "form", "multipart", "none"],
+)
+def test_a_body_not_declared_json_is_415(
+    server: FakeOpenAIServer, base: str, route: str, content_type: str | None
+) -> None:
+    # What any web page may send without a preflight: LangServe ran it as JSON (CSRF on a
+    # server without a key; tests/test_serve_cors.py sends it from a browser).
+    one = {"messages": [{"type": "human", "content": "hi"}]}
+    body = {"inputs": [one]} if route == "batch" else {"input": one}
+    headers = {"content-type": content_type} if content_type else {}
+    response = httpx.post(
+        f"{base}/moa/{route}", content=json.dumps(body), headers=headers, timeout=30
+    )
+    assert response.status_code == 415, response.text
+    error = response.json()["error"]
+    assert (error["type"], error["code"]) == ("invalid_request_error", "unsupported_media_type")
+    assert "Content-Type: application/json" in error["message"]
+    assert server.requests == []
+    # JSON with a charset, as browsers and some clients write it, is JSON.
+    typed = {"content-type": "application/json; charset=utf-8"}
+    answered = httpx.post(f"{base}/moa/{route}", content=json.dumps(body), headers=typed)
+    assert answered.status_code == 200, answered.text
 
 
 async def test_a_failed_run_is_502_for_invoke(server: FakeOpenAIServer, base: str) -> None:
