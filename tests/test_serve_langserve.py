@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 
@@ -71,6 +72,67 @@ def test_sync_invoke_batch_and_stream(server: FakeOpenAIServer, base: str) -> No
     # Token by token (a reader that fell behind would get a backlog in one chunk).
     assert len(chunks) > len(ANSWER.split()) // 2
     assert "".join(str(c.content) for c in chunks) == ANSWER
+
+
+def test_a_failed_input_of_a_batch_ends_the_others_before_the_answer(
+    server: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # RemoteRunnable.batch raises the first error and has no partial results (it refuses
+    # return_exceptions), so the other inputs' runs are cancelled, not paid for nobody. They
+    # went on after the 502, billed, while their run slots were already free: five such
+    # batches had 120 provider calls going on a server showing 0 runs in flight.
+    monkeypatch.setenv("TOGETHER_API_BASE", server.base_url)  # for the settings' models
+    monkeypatch.setenv("TOGETHER_API_KEY", "test-key")
+    server.script("slow", "a slow proposal", ttft=30)
+    server.fail("bad", *[Failure(status=400)] * 5)
+    server.script("agg", ANSWER)
+    failing = {"messages": CONVERSATION, "settings": {"proposers": ["together:bad"]}}
+    slow = {"messages": CONVERSATION, "settings": {"proposers": ["together:slow"] * 4}}
+    ctx = fake_context(server, ["p1"], max_attempts=1)
+    with running(app_for(ctx, max_concurrent=4)) as base:
+        runnable = RemoteRunnable(f"{base}/moa", timeout=60)
+        for _ in range(3):
+            with pytest.raises(httpx.HTTPStatusError) as caught:
+                runnable.batch([failing, slow, slow, slow])
+            assert caught.value.response.status_code == 502
+            assert caught.value.response.json()["error"]["code"] == "proposers_failed"
+            # Answered once every run had ended: the slow proposers' requests were closed (the
+            # fake server notices within moments; they would otherwise wait 30 s).
+            assert len(server.requests_for("slow")) == 12
+            assert httpx.get(f"{base}/health").json()["runs_in_flight"] == 0
+            deadline = time.monotonic() + 10
+            while not all(r.disconnected for r in server.requests_for("slow")):
+                assert time.monotonic() < deadline, "the other inputs' runs went on, billed"
+                time.sleep(0.05)
+            server.requests.clear()
+        assert server.requests_for("agg") == []
+        # The slots are free for others at once.
+        assert runnable.invoke({"messages": CONVERSATION}).content == ANSWER
+
+
+async def test_a_batch_in_process_with_return_exceptions_runs_every_input(
+    server: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # LangChain's batch contract, for a caller that asks for it: each input gets its answer or
+    # its error, and every run finishes.
+    from langgraph_moa.apps.serve.errors import OpenAIError
+    from langgraph_moa.apps.serve.langserve_routes import MoARunnable
+    from langgraph_moa.apps.serve.registry import ModelRegistry
+    from langgraph_moa.apps.serve.runs import RunService
+
+    monkeypatch.setenv("TOGETHER_API_BASE", server.base_url)
+    monkeypatch.setenv("TOGETHER_API_KEY", "test-key")
+    server.fail("bad", Failure(status=400), Failure(status=400))
+    server.script("agg", ANSWER)
+    ctx = fake_context(server, ["p1"], max_attempts=1)
+    runnable = MoARunnable(RunService(ModelRegistry("fake", {"fake": ctx})))
+    failing = {"messages": CONVERSATION, "settings": {"proposers": ["together:bad"]}}
+    ok = {"messages": CONVERSATION}
+    first, second = await runnable.abatch([failing, ok], return_exceptions=True)
+    assert isinstance(first, OpenAIError) and first.status == 502
+    assert isinstance(second, AIMessage) and second.content == ANSWER
+    with pytest.raises(OpenAIError):
+        await runnable.abatch([failing, ok])
 
 
 async def test_stream_carries_the_answers_tokens_only(base: str) -> None:

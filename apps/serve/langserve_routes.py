@@ -19,12 +19,14 @@ which it cannot serialise.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI
 from langchain_core.messages import AIMessage, AIMessageChunk, AnyMessage
 from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.runnables.config import get_config_list
 from langserve import add_routes
 from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler, model_validator
 from pydantic.json_schema import JsonSchemaValue, SkipJsonSchema
@@ -136,6 +138,41 @@ class MoARunnable(Runnable[dict[str, Any], AIMessage]):
     ) -> AIMessage:
         return await self._acall_with_config(self._answer, input, config)
 
+    async def abatch(  # type: ignore[override]
+        self,
+        inputs: list[dict[str, Any]],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[AIMessage | Exception]:
+        """Every input's run at once; returns only once every run has ended.
+
+        Without ``return_exceptions`` (LangServe's ``/batch``: ``RemoteRunnable.batch`` cannot
+        ask for it) the first failure cancels the other runs: the response is that one error,
+        so their answers would reach nobody, yet be paid for. LangChain's default ``abatch``
+        raises the first error while the others run on (``asyncio.gather``), past the response
+        and past the run slots the request held. With ``return_exceptions`` every run finishes
+        and each input gets its answer or its error.
+        """
+        if not inputs:
+            return []
+        configs = get_config_list(config, len(inputs))
+        tasks = [
+            asyncio.ensure_future(self.ainvoke(i, c)) for i, c in zip(inputs, configs, strict=True)
+        ]
+        until = asyncio.ALL_COMPLETED if return_exceptions else asyncio.FIRST_EXCEPTION
+        try:
+            await asyncio.wait(tasks, return_when=until)
+        finally:
+            await _end_all(tasks)
+        if return_exceptions:
+            return [_outcome(t) for t in tasks]
+        failed = [t for t in tasks if not t.cancelled() and t.exception() is not None]
+        if failed:
+            raise failed[0].exception()  # type: ignore[misc]
+        return [t.result() for t in tasks]
+
     async def astream(
         self, input: dict[str, Any], config: RunnableConfig | None = None, **kwargs: Any
     ) -> AsyncIterator[AIMessage]:
@@ -179,6 +216,32 @@ class MoARunnable(Runnable[dict[str, Any], AIMessage]):
                         )
             finally:
                 await run.aclose()
+
+
+async def _end_all(tasks: Sequence[asyncio.Future[AIMessage]]) -> None:
+    """Cancel the runs still going and wait until each has ended (its provider calls closed),
+    even if this wait is itself cancelled meanwhile (a client that left): the request's run
+    slots are held until then, so they never count fewer runs than are going."""
+    for task in tasks:
+        task.cancel()
+    pending = {t for t in tasks if not t.done()}
+    interrupted = False
+    while pending:
+        try:
+            _, pending = await asyncio.wait(pending)
+        except asyncio.CancelledError:
+            interrupted = True
+    if interrupted:
+        raise asyncio.CancelledError
+
+
+def _outcome(task: asyncio.Future[AIMessage]) -> AIMessage | Exception:
+    if task.cancelled():  # only when the whole batch was, which _end_all raised
+        raise asyncio.CancelledError
+    error = task.exception()
+    if error is None:
+        return task.result()
+    return error if isinstance(error, Exception) else RuntimeError(repr(error))
 
 
 def _message(state: dict[str, Any]) -> AIMessage:
