@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 import pytest
@@ -301,6 +303,53 @@ async def test_a_failed_run_is_502_for_invoke(server: FakeOpenAIServer, base: st
             await runnable.ainvoke({"messages": CONVERSATION})
     assert caught.value.response.status_code == 502
     assert caught.value.response.json()["error"]["code"] == "proposers_failed"
+
+
+async def test_a_failed_run_is_the_same_error_on_every_route(
+    server: FakeOpenAIServer, base: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The streams said 500 "Internal Server Error" where invoke said 502 proposers_failed, and
+    # never ended their body; the log said only "response already started".
+    async def fails(call: Any) -> httpx.Response:
+        for p in PROPOSALS:
+            server.fail(p, Failure(status=503, message="the provider is down"))
+        with pytest.raises(httpx.HTTPStatusError) as caught:
+            await call()
+        return caught.value.response
+
+    async def drain(stream: AsyncIterator[Any]) -> None:
+        async for _ in stream:
+            pass
+
+    question = {"messages": CONVERSATION}
+    async with aremote(base) as runnable:
+        invoked = await fails(lambda: runnable.ainvoke(question))
+        streamed = await fails(lambda: drain(runnable.astream(question)))
+        logged = await fails(lambda: drain(runnable.astream_log(question)))
+
+    def timeless(body: Any) -> str:  # the same but for each call's time ("0.1 s")
+        return re.sub(r"\d+\.\d+ s\)", "T s)", json.dumps(body))
+
+    for response in (invoked, streamed, logged):
+        assert response.status_code == 502
+        assert timeless(response.json()) == timeless(invoked.json())
+        assert response.json()["error"]["code"] == "proposers_failed"
+        assert "the provider is down" in response.json()["error"]["message"]
+    # The body ends cleanly, with the error as its last event.
+    for route in ("stream", "stream_log"):
+        for p in PROPOSALS:
+            server.fail(p, Failure(status=503, message="the provider is down"))
+        body = {"input": {"messages": [{"type": "human", "content": "hi"}]}}
+        with httpx.stream("POST", f"{base}/moa/{route}", json=body, timeout=30) as response:
+            text = "".join(response.iter_text())  # an incomplete read would raise here
+        events = [e for e in text.split("\r\n\r\n") if e.startswith("event: ")]
+        assert events[-1].startswith("event: error\r\ndata: ")
+        last = json.loads(events[-1].split("data: ", 1)[1])
+        assert last["status_code"] == 502
+        assert timeless(json.loads(last["message"])) == timeless(invoked.json())
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(lines) == 5, lines  # one per failed run: invoke, 2 x stream, 2 x stream_log
+    assert all(line.startswith("moa serve: 502 layer 1: only 0 of 2") for line in lines), lines
 
 
 def test_playground_schemas_and_stream_log(base: str) -> None:

@@ -9,8 +9,8 @@ status, on every route; and nothing else: no traceback and no API key in a respo
   ``x-should-retry: false`` and no ``Retry-After``: a retry cannot fix it, waiting does not help.
 - Every message goes through ``redact`` (nodes/models/redact.py) before it is sent or logged.
 - ``ShieldErrors`` is the last net: an exception no handler took becomes a 500 (or, once a
-  response has started, is only logged) on one line. Starlette's own outermost handler would
-  re-raise it to the server, which logs the traceback.
+  response has started, is logged and the body ended where it was) on one line. Starlette's
+  own outermost handler would re-raise it to the server, which logs the traceback.
 """
 
 from __future__ import annotations
@@ -275,12 +275,14 @@ class ShieldErrors:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
+        started = ended = False
 
         async def tracked(message: Message) -> None:
-            nonlocal started
+            nonlocal started, ended
             if message["type"] == "http.response.start":
                 started = True
+            elif message["type"] == "http.response.body":
+                ended = not message.get("more_body", False)
             await send(message)
 
         try:
@@ -294,5 +296,8 @@ class ShieldErrors:
             error = from_run_error(exc)  # a MoAError a LangServe stream raised, or a bug
             if not started:
                 await error.response()(scope, receive, send)
-            elif isinstance(exc, MoAError):
+                return
+            if isinstance(exc, MoAError):
                 log.warning("moa serve: a stream ended with an error: %s", error.message)
+            if not ended:  # the body ends where it was cut, not as an incomplete read
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
