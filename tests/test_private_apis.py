@@ -239,5 +239,6 @@ def test_uvicorns_h11_protocol_keeps_its_h11_connection_in_conn() -> None:
         assert protocol.conn.their_state is h11.IDLE and protocol.conn.trailing_data[0]
 
     asyncio.run(main())
-    for hook in ("connection_made", "data_received", "on_response_complete", "connection_lost"):
+    hooks = ("connection_made", "data_received", "on_response_complete", "connection_lost")
+    for hook in (*hooks, "pause_writing", "resume_writing"):  # the send deadline's too
         assert callable(getattr(H11Protocol, hook))
