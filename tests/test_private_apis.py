@@ -21,8 +21,8 @@ Each is used in exactly one place, with a comment there saying why:
   when the server received the run (here: the installed server sets it; against a real server:
   tests/test_batch_server.py);
 - uvicorn's ``H11Protocol`` (apps/serve/headers.py): its ``conn`` (h11) and the hooks a
-  subclass overrides, for the request headers' deadline (against a real server:
-  tests/test_serve_slow_clients.py).
+  subclass overrides, for the request headers' deadline and the send deadline (against a real
+  server: tests/test_serve_slow_clients.py).
 """
 
 from __future__ import annotations
