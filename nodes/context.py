@@ -35,6 +35,9 @@ from langgraph_moa.nodes.prompts import AGGREGATION_PROMPT
 # What proposers do on a step where the aggregator may call tools (nodes/models/tools.py).
 ToolProposers = Literal["advise", "skip_forced", "skip"]
 
+# A seed is a 64-bit signed integer, as OpenAI's API takes it: providers refuse a larger one with
+# a 400, which would fail the run after other calls were paid.
+SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1
 MODEL_NAME = re.compile(r"^(?P<provider>[a-z][a-z0-9_\-]*):(?P<name>\S.*)$")
 
 
@@ -65,7 +68,12 @@ class ModelSpec(BaseModel):
     max_tokens: int | None = Field(
         default=None, gt=0, description="Answer length limit; unset uses Context.max_tokens."
     )
-    seed: int | None = Field(default=None, description="Sampling seed, if the provider takes one.")
+    seed: int | None = Field(
+        default=None,
+        ge=SEED_MIN,
+        le=SEED_MAX,
+        description="Sampling seed, if the provider takes one.",
+    )
     base_url: str | None = Field(
         default=None,
         description="OpenAI-compatible endpoint (vLLM, llama.cpp server, Ollama, LM Studio...), "
@@ -188,6 +196,8 @@ class Context(BaseModel):
     )
     seed: int | None = Field(
         default=None,
+        ge=SEED_MIN,
+        le=SEED_MAX,
         description="Default sampling seed for every model whose own spec sets none (providers "
         "that take one); None (the default) = no seed.",
     )

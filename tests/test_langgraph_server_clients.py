@@ -4,6 +4,7 @@ nor name the server's files (nodes/untrusted.py)."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -151,3 +152,43 @@ def test_input_that_is_no_conversation_is_a_run_error_naming_messages(
     client.runs.wait(thread, "moa", input=QUESTION, context={"layers": 1})
     out = client.runs.wait(thread, "moa", input={"messages": None}, raise_error=False)
     assert _error(out)["message"] == "messages is null: send a list of messages"
+
+
+def test_a_stateless_stream_stops_its_run_on_disconnect_only_when_asked(
+    studio: str,  # noqa: F811
+    server: FakeOpenAIServer,
+) -> None:
+    # The LangGraph server's own rule (langgraph-api): a stateless runs.stream goes on after its
+    # client leaves, billed, unless the client passes on_disconnect="cancel"; the graph then
+    # stops, its provider requests closed, and no later call starts (docs/serving.md).
+    client = get_sync_client(url=studio, api_key=None)
+    server.script("lgd-slow", "a slow proposal", ttft=4)
+    server.script("lgd-agg", "the answer")
+    context = {"proposers": ["together:lgd-slow"] * 2, "aggregator": "together:lgd-agg"}
+
+    def leave_mid_run(**options: Any) -> None:
+        stream = client.runs.stream(
+            None, "moa", input=QUESTION, context=context, stream_mode="messages-tuple", **options
+        )
+        next(stream)  # the run's metadata: it started
+        deadline = time.monotonic() + 60
+        while len(server.requests_for("lgd-slow")) < 2:  # the proposers are asked
+            assert time.monotonic() < deadline, "the proposers were never called"
+            time.sleep(0.05)
+        stream.close()  # the client goes away (its HTTP response closed)
+
+    leave_mid_run(on_disconnect="cancel")
+    deadline = time.monotonic() + 60
+    while not all(r.disconnected for r in server.requests_for("lgd-slow")):
+        assert time.monotonic() < deadline, "the cancelled run's provider requests stayed open"
+        time.sleep(0.05)
+    time.sleep(6)  # past the proposers' 4 s: nothing else is called
+    assert server.requests_for("lgd-agg") == []
+
+    server.requests.clear()
+    leave_mid_run()  # the default: the run goes on without its client, and is billed
+    deadline = time.monotonic() + 60
+    while not server.requests_for("lgd-agg"):
+        assert time.monotonic() < deadline, "the run stopped with its client"
+        time.sleep(0.1)
+    assert not any(r.disconnected for r in server.requests_for("lgd-slow"))

@@ -21,8 +21,8 @@ Each is used in exactly one place, with a comment there saying why:
   when the server received the run (here: the installed server sets it; against a real server:
   tests/test_batch_server.py);
 - uvicorn's ``H11Protocol`` (apps/serve/headers.py): its ``conn`` (h11) and the hooks a
-  subclass overrides, for the request headers' deadline (against a real server:
-  tests/test_serve_slow_clients.py).
+  subclass overrides, for the request headers' deadline and the send deadline (against a real
+  server: tests/test_serve_slow_clients.py).
 """
 
 from __future__ import annotations
@@ -239,5 +239,6 @@ def test_uvicorns_h11_protocol_keeps_its_h11_connection_in_conn() -> None:
         assert protocol.conn.their_state is h11.IDLE and protocol.conn.trailing_data[0]
 
     asyncio.run(main())
-    for hook in ("connection_made", "data_received", "on_response_complete", "connection_lost"):
+    hooks = ("connection_made", "data_received", "on_response_complete", "connection_lost")
+    for hook in (*hooks, "pause_writing", "resume_writing"):  # the send deadline's too
         assert callable(getattr(H11Protocol, hook))

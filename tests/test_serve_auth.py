@@ -48,6 +48,9 @@ def assert_401(response: httpx.Response, code: str) -> None:
 def test_health_is_open(served: ServeProcess) -> None:
     response = httpx.get(f"{served.url}/health")
     assert response.status_code == 200 and response.json()["status"] == "ok"
+    # A load balancer's HEAD probe too (it was a 405: only GET was routed).
+    head = httpx.head(f"{served.url}/health")
+    assert head.status_code == 200 and head.content == b""
 
 
 def test_without_a_key_401(served: ServeProcess, server: FakeOpenAIServer) -> None:

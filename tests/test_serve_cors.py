@@ -187,3 +187,52 @@ def test_a_browser_page_on_a_listed_origin_calls_the_server(server: FakeOpenAISe
             finally:
                 browser.close()
     assert len(server.requests_for("agg")) == runs  # the refused page's request never ran
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is missing")
+def test_a_page_on_another_origin_cannot_start_runs_on_a_keyless_server(
+    server: FakeOpenAIServer,
+) -> None:
+    # Requests a page may send anywhere without asking the server first (CORS "simple"
+    # requests): a text/plain body, a form, a Blob with no type. The page cannot read the
+    # answers, but the requests reach the server; LangServe read any body as JSON, so every
+    # page a user of a keyless server visited could start billed runs (CSRF).
+    from playwright.sync_api import sync_playwright
+
+    send = """async (url) => {
+        const msg = [{type: "human", content: "spend"}];
+        const bodies = {
+            "/moa/invoke": {input: {messages: msg}},
+            "/moa/batch": {inputs: [{messages: msg}, {messages: msg}]},
+            "/moa/stream": {input: {messages: msg}},
+            "/moa/stream_log": {input: {messages: msg}},
+            "/v1/chat/completions": {messages: [{role: "user", content: "spend"}]},
+        };
+        const sent = [];
+        for (const [path, body] of Object.entries(bodies)) {
+            const text = JSON.stringify(body);
+            const inits = [
+                {headers: {"Content-Type": "text/plain"}, body: text},
+                {body: new Blob([text])},  // no Content-Type at all
+                {body: new URLSearchParams({[text]: ""})},
+                {body: (() => { const f = new FormData(); f.append("input", text); return f; })()},
+            ];
+            for (const init of inits) {
+                const r = await fetch(url + path, {method: "POST", mode: "no-cors", ...init});
+                sent.push(r.type);  // "opaque": sent and answered, unreadable by the page
+            }
+        }
+        return sent;
+    }"""
+    server.script("agg", "the answer")
+    with web_app() as port, running(app_for(fake_context(server, ["p1"], max_attempts=1))) as url:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            try:
+                page = browser.new_page()
+                page.goto(f"http://localhost:{port}/")  # another origin than the server's
+                assert page.evaluate(send, url) == ["opaque"] * 20
+            finally:
+                browser.close()
+        assert server.requests == []  # no run started
+        assert httpx.get(f"{url}/health").json()["runs_in_flight"] == 0

@@ -60,6 +60,11 @@ def error_of(response: httpx.Response) -> dict[str, Any]:
         ({"model": "fake", "messages": MESSAGES, "temperature": 3}, "temperature", "less than"),
         ({"model": "fake", "messages": MESSAGES, "max_tokens": 0}, "max_tokens", "greater than"),
         ({"model": "fake", "messages": MESSAGES, "n": 2}, "n", "n > 1 is not supported"),
+        (  # int64, as OpenAI: it was sent on, and the providers' 400 was a 502 here
+            {"model": "fake", "messages": MESSAGES, "seed": 2**70},
+            "seed",
+            "less than or equal to 9223372036854775807",
+        ),
         (
             {"model": "fake", "messages": MESSAGES, "tools": [{"type": "function"}]},
             "tools",
@@ -93,6 +98,7 @@ def error_of(response: httpx.Response) -> dict[str, Any]:
         "temperature-out-of-range",
         "max-tokens-out-of-range",
         "n-above-one",
+        "seed-above-int64",
         "tools",
         "images",
         "unknown-role",
@@ -294,6 +300,19 @@ def test_a_wait_longer_than_the_sdk_waits_is_not_retried(
     assert len(server.requests_for("p1")) == 1  # the SDK did not retry at once
 
 
+def test_an_absurd_provider_wait_is_passed_on_as_a_day(server: FakeOpenAIServer, base: str) -> None:
+    # An HTTP date in 2099 was passed on as Retry-After: 2299620275 (seconds, some 73 years).
+    server.fail("p1", Failure(status=429, retry_after="Wed, 21 Oct 2099 07:28:00 GMT"))
+    server.fail("p2", Failure(status=429, retry_after="1"))
+    response = httpx.post(
+        f"{base}/v1/chat/completions", json={"model": "fake", "messages": MESSAGES}
+    )
+    assert response.status_code == 429
+    assert response.headers["retry-after"] == "86400"
+    assert response.headers["x-should-retry"] == "false"
+    assert "retry after 86400 s" in error_of(response)["message"]
+
+
 def test_a_run_that_failed_otherwise_carries_no_retry_after(
     server: FakeOpenAIServer, base: str
 ) -> None:
@@ -455,3 +474,39 @@ def test_a_conversation_the_mixture_cannot_use_is_the_clients_400(error: InputEr
     answer = from_run_error(error)
     assert (answer.status, answer.param) == (400, "messages")
     assert str(error) in answer.message
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "param"),
+    [
+        (
+            "/v1/chat/completions",
+            '{"messages": [{"role": "user", "content": "hi"}], "\\udc00": 1}',
+            "\\udc00",
+        ),
+        (
+            "/v1/chat/completions",
+            '{"messages": [{"role": "user", "content": "hi", "\\ud800x": 1}]}',
+            "messages[0].\\ud800x",
+        ),
+        (
+            "/moa/invoke",
+            '{"input": {"messages": [{"type": "human", "content": "hi"}],'
+            ' "settings": {"\\udc00": 1}}}',
+            "input.settings.\\udc00",
+        ),
+    ],
+    ids=["v1-top-level-key", "v1-message-key", "langserve-settings-key"],
+)
+def test_a_lone_surrogate_in_a_key_is_400_naming_it_escaped(
+    server: FakeOpenAIServer, base: str, path: str, body: str, param: str
+) -> None:
+    # It was a 500: the key itself was the bad part, and was put unescaped into the answer.
+    response = httpx.post(
+        f"{base}{path}", content=body.encode(), headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 400
+    error = error_of(response)
+    assert (error["code"], error["param"]) == ("invalid_text", param)
+    assert error["message"].startswith(f"{param}: the text holds a lone surrogate")
+    assert server.requests == []

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import re
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 import pytest
@@ -70,6 +74,67 @@ def test_sync_invoke_batch_and_stream(server: FakeOpenAIServer, base: str) -> No
     # Token by token (a reader that fell behind would get a backlog in one chunk).
     assert len(chunks) > len(ANSWER.split()) // 2
     assert "".join(str(c.content) for c in chunks) == ANSWER
+
+
+def test_a_failed_input_of_a_batch_ends_the_others_before_the_answer(
+    server: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # RemoteRunnable.batch raises the first error and has no partial results (it refuses
+    # return_exceptions), so the other inputs' runs are cancelled, not paid for nobody. They
+    # went on after the 502, billed, while their run slots were already free: five such
+    # batches had 120 provider calls going on a server showing 0 runs in flight.
+    monkeypatch.setenv("TOGETHER_API_BASE", server.base_url)  # for the settings' models
+    monkeypatch.setenv("TOGETHER_API_KEY", "test-key")
+    server.script("slow", "a slow proposal", ttft=30)
+    server.fail("bad", *[Failure(status=400)] * 5)
+    server.script("agg", ANSWER)
+    failing = {"messages": CONVERSATION, "settings": {"proposers": ["together:bad"]}}
+    slow = {"messages": CONVERSATION, "settings": {"proposers": ["together:slow"] * 4}}
+    ctx = fake_context(server, ["p1"], max_attempts=1)
+    with running(app_for(ctx, max_concurrent=4)) as base:
+        runnable = RemoteRunnable(f"{base}/moa", timeout=60)
+        for _ in range(3):
+            with pytest.raises(httpx.HTTPStatusError) as caught:
+                runnable.batch([failing, slow, slow, slow])
+            assert caught.value.response.status_code == 502
+            assert caught.value.response.json()["error"]["code"] == "proposers_failed"
+            # Answered once every run had ended: the slow proposers' requests were closed (the
+            # fake server notices within moments; they would otherwise wait 30 s).
+            assert len(server.requests_for("slow")) == 12
+            assert httpx.get(f"{base}/health").json()["runs_in_flight"] == 0
+            deadline = time.monotonic() + 10
+            while not all(r.disconnected for r in server.requests_for("slow")):
+                assert time.monotonic() < deadline, "the other inputs' runs went on, billed"
+                time.sleep(0.05)
+            server.requests.clear()
+        assert server.requests_for("agg") == []
+        # The slots are free for others at once.
+        assert runnable.invoke({"messages": CONVERSATION}).content == ANSWER
+
+
+async def test_a_batch_in_process_with_return_exceptions_runs_every_input(
+    server: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # LangChain's batch contract, for a caller that asks for it: each input gets its answer or
+    # its error, and every run finishes.
+    from langgraph_moa.apps.serve.errors import OpenAIError
+    from langgraph_moa.apps.serve.langserve_routes import MoARunnable
+    from langgraph_moa.apps.serve.registry import ModelRegistry
+    from langgraph_moa.apps.serve.runs import RunService
+
+    monkeypatch.setenv("TOGETHER_API_BASE", server.base_url)
+    monkeypatch.setenv("TOGETHER_API_KEY", "test-key")
+    server.fail("bad", Failure(status=400), Failure(status=400))
+    server.script("agg", ANSWER)
+    ctx = fake_context(server, ["p1"], max_attempts=1)
+    runnable = MoARunnable(RunService(ModelRegistry("fake", {"fake": ctx})))
+    failing = {"messages": CONVERSATION, "settings": {"proposers": ["together:bad"]}}
+    ok = {"messages": CONVERSATION}
+    first, second = await runnable.abatch([failing, ok], return_exceptions=True)
+    assert isinstance(first, OpenAIError) and first.status == 502
+    assert isinstance(second, AIMessage) and second.content == ANSWER
+    with pytest.raises(OpenAIError):
+        await runnable.abatch([failing, ok])
 
 
 async def test_stream_carries_the_answers_tokens_only(base: str) -> None:
@@ -182,6 +247,54 @@ def test_bad_input_is_400_before_anything_runs(
     assert server.requests == []
 
 
+def test_a_seed_past_int64_is_a_400_before_anything_runs(
+    server: FakeOpenAIServer, base: str
+) -> None:
+    # As OpenAI bounds it: it was sent on, and the providers' 400 was a 502 once the proposers
+    # had been paid.
+    body = {
+        "input": {"messages": [{"type": "human", "content": "hi"}], "settings": {"seed": 2**70}}
+    }
+    response = httpx.post(f"{base}/moa/invoke", json=body, timeout=30)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == "invalid_settings" and "9223372036854775807" in error["message"]
+    assert server.requests == []
+
+
+@pytest.mark.parametrize("route", ["invoke", "batch", "stream", "stream_log"])
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "text/plain;charset=UTF-8",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        None,
+    ],
+    ids=["text", "form", "multipart", "none"],
+)
+def test_a_body_not_declared_json_is_415(
+    server: FakeOpenAIServer, base: str, route: str, content_type: str | None
+) -> None:
+    # What any web page may send without a preflight: LangServe ran it as JSON (CSRF on a
+    # server without a key; tests/test_serve_cors.py sends it from a browser).
+    one = {"messages": [{"type": "human", "content": "hi"}]}
+    body = {"inputs": [one]} if route == "batch" else {"input": one}
+    headers = {"content-type": content_type} if content_type else {}
+    response = httpx.post(
+        f"{base}/moa/{route}", content=json.dumps(body), headers=headers, timeout=30
+    )
+    assert response.status_code == 415, response.text
+    error = response.json()["error"]
+    assert (error["type"], error["code"]) == ("invalid_request_error", "unsupported_media_type")
+    assert "Content-Type: application/json" in error["message"]
+    assert server.requests == []
+    # JSON with a charset, as browsers and some clients write it, is JSON.
+    typed = {"content-type": "application/json; charset=utf-8"}
+    answered = httpx.post(f"{base}/moa/{route}", content=json.dumps(body), headers=typed)
+    assert answered.status_code == 200, answered.text
+
+
 async def test_a_failed_run_is_502_for_invoke(server: FakeOpenAIServer, base: str) -> None:
     for p in PROPOSALS:
         server.fail(p, Failure(status=503))
@@ -190,6 +303,53 @@ async def test_a_failed_run_is_502_for_invoke(server: FakeOpenAIServer, base: st
             await runnable.ainvoke({"messages": CONVERSATION})
     assert caught.value.response.status_code == 502
     assert caught.value.response.json()["error"]["code"] == "proposers_failed"
+
+
+async def test_a_failed_run_is_the_same_error_on_every_route(
+    server: FakeOpenAIServer, base: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The streams said 500 "Internal Server Error" where invoke said 502 proposers_failed, and
+    # never ended their body; the log said only "response already started".
+    async def fails(call: Any) -> httpx.Response:
+        for p in PROPOSALS:
+            server.fail(p, Failure(status=503, message="the provider is down"))
+        with pytest.raises(httpx.HTTPStatusError) as caught:
+            await call()
+        return caught.value.response
+
+    async def drain(stream: AsyncIterator[Any]) -> None:
+        async for _ in stream:
+            pass
+
+    question = {"messages": CONVERSATION}
+    async with aremote(base) as runnable:
+        invoked = await fails(lambda: runnable.ainvoke(question))
+        streamed = await fails(lambda: drain(runnable.astream(question)))
+        logged = await fails(lambda: drain(runnable.astream_log(question)))
+
+    def timeless(body: Any) -> str:  # the same but for each call's time ("0.1 s")
+        return re.sub(r"\d+\.\d+ s\)", "T s)", json.dumps(body))
+
+    for response in (invoked, streamed, logged):
+        assert response.status_code == 502
+        assert timeless(response.json()) == timeless(invoked.json())
+        assert response.json()["error"]["code"] == "proposers_failed"
+        assert "the provider is down" in response.json()["error"]["message"]
+    # The body ends cleanly, with the error as its last event.
+    for route in ("stream", "stream_log"):
+        for p in PROPOSALS:
+            server.fail(p, Failure(status=503, message="the provider is down"))
+        body = {"input": {"messages": [{"type": "human", "content": "hi"}]}}
+        with httpx.stream("POST", f"{base}/moa/{route}", json=body, timeout=30) as response:
+            text = "".join(response.iter_text())  # an incomplete read would raise here
+        events = [e for e in text.split("\r\n\r\n") if e.startswith("event: ")]
+        assert events[-1].startswith("event: error\r\ndata: ")
+        last = json.loads(events[-1].split("data: ", 1)[1])
+        assert last["status_code"] == 502
+        assert timeless(json.loads(last["message"])) == timeless(invoked.json())
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(lines) == 5, lines  # one per failed run: invoke, 2 x stream, 2 x stream_log
+    assert all(line.startswith("moa serve: 502 layer 1: only 0 of 2") for line in lines), lines
 
 
 def test_playground_schemas_and_stream_log(base: str) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 from conftest import fake_context
-from fake_openai import FakeOpenAIServer
+from fake_openai import Failure, FakeOpenAIServer
 from serving import app_for, running
 
 CHROMIUM = "/usr/bin/chromium"
@@ -54,3 +54,25 @@ def test_the_playground_renders_and_answers_a_question(server: FakeOpenAIServer,
     assert errors == []
     (agg,) = server.requests_for("agg")
     assert agg.messages[-1]["content"] == "What is Mixture-of-Agents?"
+
+
+def test_the_playground_shows_why_a_run_failed(server: FakeOpenAIServer, base: str) -> None:
+    # It showed nothing: LangServe sent a generic error event, which the playground ignores.
+    from playwright.sync_api import sync_playwright
+
+    server.fail("p1", Failure(status=503, message="the provider is down"))
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.goto(f"{base}/moa/playground/")
+            page.get_by_text("MESSAGES").wait_for(timeout=20_000)
+            page.locator("button.rounded-full").first.click()
+            page.locator("textarea:not([id])").first.fill("What is Mixture-of-Agents?")
+            page.get_by_role("button", name="Start").click()
+            page.get_by_text("proposers_failed").wait_for(timeout=30_000)
+            shown = page.content()
+        finally:
+            browser.close()
+    assert "only 0 of 1 proposers answered" in shown and "the provider is down" in shown
+    assert server.requests_for("agg") == []

@@ -239,6 +239,8 @@ def test_fields_that_ask_for_nothing_unsupported_still_pass(base: str) -> None:
         ({"temperature": True}, "temperature"),
         ({"seed": "7"}, "seed"),
         ({"n": "2"}, "n"),
+        # Was read as true, unlike every other bool of the request.
+        ({"stream_options": {"include_usage": "yes"}}, "stream_options.include_usage"),
         ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
         (
             {"messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]},
@@ -251,6 +253,7 @@ def test_fields_that_ask_for_nothing_unsupported_still_pass(base: str) -> None:
         "bool-temperature",
         "text-seed",
         "text-n",
+        "text-include-usage",
         "content",
         "text",
     ],
@@ -295,3 +298,40 @@ async def test_a_new_seed_per_request_keeps_the_servers_models_bounded(
         uvi.should_exit = True
         await serving
         sock.close()
+
+
+@pytest.mark.parametrize("field", ["response_format", "tools"])
+def test_a_schema_too_large_for_the_aggregators_window_is_a_400_before_any_call(
+    server: FakeOpenAIServer, base: str, field: str
+) -> None:
+    # As a response format it paid the proposers, then the aggregator's provider refused the
+    # request (a 502); as tools the proposers' own prompts could not hold it (a 400 before any
+    # call). Both are the client's to fix, before anything is paid. The aggregator's window
+    # here is the 8192-token default of a model the catalog does not know.
+    schema = {"type": "object", "properties": {"x": {"enum": list(range(20_000))}}}
+    if field == "tools":
+        fields: dict[str, Any] = {
+            "tools": [{"type": "function", "function": {"name": "f", "parameters": schema}}]
+        }
+    else:
+        fields = {
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "x", "schema": schema},
+            }
+        }
+    with pytest.raises(openai.BadRequestError) as caught:
+        client(base).chat.completions.create(model="fake", messages=ASK, **fields)
+    error = caught.value.body
+    assert isinstance(error, dict)
+    assert (error["code"], error["param"]) == ("context_length_exceeded", field)
+    assert "together:agg's context window of 8192 tokens" in error["message"]
+    assert server.requests == []
+    # A schema that fits is sent on.
+    small = {"type": "object", "properties": {"x": {"enum": list(range(20))}}}
+    server.script("agg", '{"x": 3}')
+    fields = {
+        "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": small}}
+    }
+    reply = client(base).chat.completions.create(model="fake", messages=ASK, **fields)
+    assert reply.choices[0].message.content == '{"x": 3}'

@@ -10,6 +10,7 @@ import socket
 import time
 from collections.abc import Iterator
 
+import httpx
 import pytest
 from conftest import fake_context
 from fake_openai import FakeOpenAIServer
@@ -140,3 +141,49 @@ def test_a_connection_whose_refused_body_came_whole_stays_open_for_the_next_requ
         time.sleep(2.0)  # twice the deadline: idle now, keep-alive's to decide
         sock.sendall(b"GET /health HTTP/1.1\r\nHost: moa\r\n\r\n")
         assert _answer(sock)[0] == 200
+
+
+@pytest.mark.parametrize("route", ["/v1/chat/completions", "/moa/stream"])
+def test_a_client_that_stops_reading_its_stream_is_cut_and_its_slot_freed(
+    server: FakeOpenAIServer, route: str
+) -> None:
+    # It held its run slot for as long as it kept the socket open: a few such clients (or one,
+    # here) locked everyone else out with 429s.
+    # 6.4 MB: more than the sockets' buffers hold (the server's grows to 4 MB on Linux).
+    answer = ("y" * 8000 + " ") * 800
+    server.script("p1", "a proposal")
+    server.script("agg", answer)
+    ctx = fake_context(server, ["p1"], max_tokens=800)
+    app = app_for(ctx, max_concurrent=1, send_timeout_s=1.0)
+    with running(app) as base:
+        if route.startswith("/v1"):
+            body = {"stream": True, "messages": [{"role": "user", "content": "hi"}]}
+        else:
+            body = {"input": {"messages": [{"type": "human", "content": "hi"}]}}
+        raw = json.dumps(body).encode()
+        head = f"POST {route} HTTP/1.1\r\nHost: moa\r\nContent-Type: application/json\r\n"
+        stalled = socket.socket()
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # reads nothing
+        stalled.connect(("127.0.0.1", int(base.rsplit(":", 1)[1])))
+        stalled.sendall(f"{head}Content-Length: {len(raw)}\r\n\r\n".encode() + raw)
+        with stalled:
+            deadline = time.monotonic() + 30  # generous: the cut comes 1 s after the stall
+            while httpx.get(f"{base}/health").json()["runs_in_flight"] != 0:
+                assert time.monotonic() < deadline, "the stalled client still holds its slot"
+                time.sleep(0.1)
+            # Another client gets the slot.
+            reply = httpx.post(
+                f"{base}/v1/chat/completions",
+                json={"messages": [{"role": "user", "content": "hi"}]},
+                timeout=60,
+            )
+            assert reply.status_code == 200
+            # The stalled connection was cut: what it can still read ends short of the answer.
+            got = 0
+            stalled.settimeout(WAIT_S)
+            try:
+                while more := stalled.recv(1 << 20):
+                    got += len(more)
+            except ConnectionResetError:
+                pass
+            assert got < len(answer)

@@ -4,7 +4,8 @@
 the outside in: CORS when ``--cors-origin`` is given (Starlette's ``CORSMiddleware``),
 ``ShieldErrors`` (no traceback ever leaves), ``RequireKey`` (auth: 401, on the headers alone),
 ``BodyLimit`` (413), ``CancelOnDisconnect`` (a body that takes too long: 408; a client that
-leaves cancels its request), the routes with their dependencies (runs in flight: 429), the
+leaves cancels its request), ``StreamErrors`` (a LangServe stream's failure sent as the run's
+error), the routes with their dependencies (runs in flight: 429), the
 exception handlers (OpenAI's error shape for everything).
 """
 
@@ -21,7 +22,7 @@ from sse_starlette.sse import AppStatus
 from langgraph_moa.apps.serve import errors
 from langgraph_moa.apps.serve.auth import RequireKey
 from langgraph_moa.apps.serve.disconnect import CancelOnDisconnect
-from langgraph_moa.apps.serve.langserve_routes import add_moa_routes
+from langgraph_moa.apps.serve.langserve_routes import StreamErrors, add_moa_routes
 from langgraph_moa.apps.serve.limits import BodyLimit, RunSlots, run_slot
 from langgraph_moa.apps.serve.openai_routes import openai_router
 from langgraph_moa.apps.serve.registry import ModelRegistry
@@ -56,6 +57,7 @@ def create_app(settings: ServeSettings, models: ModelRegistry) -> FastAPI:
     app.state.service = service
     app.state.slots = slots
     errors.install(app)
+    app.add_middleware(StreamErrors)
     app.add_middleware(CancelOnDisconnect, request_timeout_s=settings.request_timeout_s)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     key = settings.api_key.get_secret_value() if settings.api_key else None
@@ -92,6 +94,9 @@ def create_app(settings: ServeSettings, models: ModelRegistry) -> FastAPI:
         """The schema, for clients and fuzzers."""
         return JSONResponse(app.openapi())
 
+    # HEAD too: load balancers probe with it, without a key (auth.py lets both through). Out of
+    # the schema: one operation per route there (FastAPI would give both methods one id).
+    @app.head("/health", include_in_schema=False)
     @app.get("/health")
     async def health() -> dict[str, object]:
         return {

@@ -9,8 +9,8 @@ status, on every route; and nothing else: no traceback and no API key in a respo
   ``x-should-retry: false`` and no ``Retry-After``: a retry cannot fix it, waiting does not help.
 - Every message goes through ``redact`` (nodes/models/redact.py) before it is sent or logged.
 - ``ShieldErrors`` is the last net: an exception no handler took becomes a 500 (or, once a
-  response has started, is only logged) on one line. Starlette's own outermost handler would
-  re-raise it to the server, which logs the traceback.
+  response has started, is logged and the body ended where it was) on one line. Starlette's
+  own outermost handler would re-raise it to the server, which logs the traceback.
 """
 
 from __future__ import annotations
@@ -48,6 +48,10 @@ PROVIDER_WAIT_S = 10
 # The OpenAI SDKs wait what Retry-After asks only up to 60 s, else retry at once
 # (openai-python's _base_client): a longer wait is sent with x-should-retry: false.
 SDK_WAIT_CAP_S = 60
+# The longest provider wait passed on: a day, the longest window providers' quotas use (per-day
+# request limits). A longer one is a provider's mistake (an HTTP date decades ahead), passed on
+# as a day rather than as a number of seconds that means "never".
+PROVIDER_WAIT_CAP_S = 86_400
 
 # Characters a client could use to forge or hide log lines: C0/C1 controls (newline, carriage
 # return, ANSI escapes), Unicode line separators, and lone surrogates (not encodable in UTF-8).
@@ -80,6 +84,7 @@ TYPES = {
     405: "invalid_request_error",
     408: "invalid_request_error",
     413: "invalid_request_error",
+    415: "invalid_request_error",
     429: "rate_limit_error",
     500: "server_error",
     502: "server_error",
@@ -167,7 +172,7 @@ def _rate_limited(exc: LayerFailedError | AggregatorError, message: str) -> Open
     failed = exc.failures
     errors = [f["error"] for f in failed if f["error"] is not None]
     asked = [e["retry_after_s"] for e in errors if "retry_after_s" in e]
-    wait = max(1, math.ceil(max(asked))) if asked else PROVIDER_WAIT_S
+    wait = min(max(1, math.ceil(max(asked))), PROVIDER_WAIT_CAP_S) if asked else PROVIDER_WAIT_S
     headers = {"Retry-After": str(wait)}
     if wait > SDK_WAIT_CAP_S:  # the SDK would retry at once and be refused again
         headers["x-should-retry"] = "false"
@@ -270,12 +275,14 @@ class ShieldErrors:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
+        started = ended = False
 
         async def tracked(message: Message) -> None:
-            nonlocal started
+            nonlocal started, ended
             if message["type"] == "http.response.start":
                 started = True
+            elif message["type"] == "http.response.body":
+                ended = not message.get("more_body", False)
             await send(message)
 
         try:
@@ -289,5 +296,8 @@ class ShieldErrors:
             error = from_run_error(exc)  # a MoAError a LangServe stream raised, or a bug
             if not started:
                 await error.response()(scope, receive, send)
-            elif isinstance(exc, MoAError):
+                return
+            if isinstance(exc, MoAError):
                 log.warning("moa serve: a stream ended with an error: %s", error.message)
+            if not ended:  # the body ends where it was cut, not as an incomplete read
+                await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -14,17 +14,30 @@ trickling it would hold the connection for ever; past the deadline it is closed.
 keep-alive timer still decides how long an idle connection stays open between requests. This
 is the one place that relies on uvicorn's ``H11Protocol`` internals (its ``conn``, and the
 hooks overridden here): tests/test_private_apis.py fails by name if they change.
+
+The same protocol cuts a client that stops reading its response: once the server's write buffer
+for the connection is full (the client's socket buffers are full too), the client must take some
+of it within ``send_timeout_s``, else the connection is aborted. uvicorn would wait for ever, and
+the request with it: a streamed run's slot stayed taken (``--max-concurrent``) for as long as the
+client kept its socket open without reading, so three such clients locked everyone out of a
+server of three slots. The abort is a disconnect for the app: the route is cancelled, its run
+closed, its slot freed (apps/serve/disconnect.py). A client reading slowly but steadily is not cut:
+each time it takes enough, the deadline starts again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from langgraph_moa.apps.serve.errors import OpenAIError
+from langgraph_moa.apps.serve.settings import DEFAULT_SEND_TIMEOUT_S
+
+log = logging.getLogger("moa.serve")
 
 
 def _late(timeout_s: float) -> bytes:
@@ -42,13 +55,44 @@ def _late(timeout_s: float) -> bytes:
     return head.encode() + body
 
 
-def with_header_deadline(timeout_s: float) -> type[H11Protocol]:
+def with_header_deadline(
+    timeout_s: float, send_timeout_s: float = DEFAULT_SEND_TIMEOUT_S
+) -> type[H11Protocol]:
     """uvicorn's h11 protocol, closing a connection whose request headers take over
-    ``timeout_s`` to arrive, or whose unread body (the app answered first) goes on longer."""
+    ``timeout_s`` to arrive, or whose unread body (the app answered first) goes on longer; and
+    aborting one that reads nothing of its response for ``send_timeout_s`` once the server's
+    write buffer is full."""
 
     class HeaderDeadline(H11Protocol):
         _deadline: asyncio.TimerHandle | None = None
         _draining = False  # the deadline is for a body nobody reads, not for headers
+        _stall: asyncio.TimerHandle | None = None  # the client reads nothing of its response
+
+        def pause_writing(self) -> None:
+            super().pause_writing()
+            if self._stall is None:
+                loop = asyncio.get_running_loop()
+                self._stall = loop.call_later(send_timeout_s, self._stalled)
+
+        def resume_writing(self) -> None:
+            super().resume_writing()
+            self._stop_stall()
+
+        def _stop_stall(self) -> None:
+            if self._stall is not None:
+                self._stall.cancel()
+                self._stall = None
+
+        def _stalled(self) -> None:
+            self._stall = None
+            who = f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
+            log.warning(
+                "moa serve: %s read nothing of its response for %g s: connection closed",
+                who,
+                send_timeout_s,
+            )
+            # abort, not close: close would wait to send the buffered bytes nobody reads.
+            self.transport.abort()
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -64,6 +108,7 @@ def with_header_deadline(timeout_s: float) -> type[H11Protocol]:
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._stop()
+            self._stop_stall()
             super().connection_lost(exc)
 
         def _watch(self) -> None:

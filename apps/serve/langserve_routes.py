@@ -19,18 +19,23 @@ which it cannot serialise.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI
 from langchain_core.messages import AIMessage, AIMessageChunk, AnyMessage
 from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.runnables.config import get_config_list
 from langserve import add_routes
 from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler, model_validator
 from pydantic.json_schema import JsonSchemaValue, SkipJsonSchema
 from pydantic_core import CoreSchema
+from sse_starlette import ServerSentEvent
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from langgraph_moa.apps.serve.errors import from_run_error
+from langgraph_moa.apps.serve.errors import OpenAIError, from_run_error
 from langgraph_moa.apps.serve.playground import playground_file
 from langgraph_moa.apps.serve.requests import content_text, langserve_check
 from langgraph_moa.apps.serve.runs import RunService, run_summary, total_usage
@@ -136,6 +141,41 @@ class MoARunnable(Runnable[dict[str, Any], AIMessage]):
     ) -> AIMessage:
         return await self._acall_with_config(self._answer, input, config)
 
+    async def abatch(  # type: ignore[override]
+        self,
+        inputs: list[dict[str, Any]],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[AIMessage | Exception]:
+        """Every input's run at once; returns only once every run has ended.
+
+        Without ``return_exceptions`` (LangServe's ``/batch``: ``RemoteRunnable.batch`` cannot
+        ask for it) the first failure cancels the other runs: the response is that one error,
+        so their answers would reach nobody, yet be paid for. LangChain's default ``abatch``
+        raises the first error while the others run on (``asyncio.gather``), past the response
+        and past the run slots the request held. With ``return_exceptions`` every run finishes
+        and each input gets its answer or its error.
+        """
+        if not inputs:
+            return []
+        configs = get_config_list(config, len(inputs))
+        tasks = [
+            asyncio.ensure_future(self.ainvoke(i, c)) for i, c in zip(inputs, configs, strict=True)
+        ]
+        until = asyncio.ALL_COMPLETED if return_exceptions else asyncio.FIRST_EXCEPTION
+        try:
+            await asyncio.wait(tasks, return_when=until)
+        finally:
+            await _end_all(tasks)
+        if return_exceptions:
+            return [_outcome(t) for t in tasks]
+        failed = [t for t in tasks if not t.cancelled() and t.exception() is not None]
+        if failed:
+            raise failed[0].exception()  # type: ignore[misc]
+        return [t.result() for t in tasks]
+
     async def astream(
         self, input: dict[str, Any], config: RunnableConfig | None = None, **kwargs: Any
     ) -> AsyncIterator[AIMessage]:
@@ -181,6 +221,32 @@ class MoARunnable(Runnable[dict[str, Any], AIMessage]):
                 await run.aclose()
 
 
+async def _end_all(tasks: Sequence[asyncio.Future[AIMessage]]) -> None:
+    """Cancel the runs still going and wait until each has ended (its provider calls closed),
+    even if this wait is itself cancelled meanwhile (a client that left): the request's run
+    slots are held until then, so they never count fewer runs than are going."""
+    for task in tasks:
+        task.cancel()
+    pending = {t for t in tasks if not t.done()}
+    interrupted = False
+    while pending:
+        try:
+            _, pending = await asyncio.wait(pending)
+        except asyncio.CancelledError:
+            interrupted = True
+    if interrupted:
+        raise asyncio.CancelledError
+
+
+def _outcome(task: asyncio.Future[AIMessage]) -> AIMessage | Exception:
+    if task.cancelled():  # only when the whole batch was, which _end_all raised
+        raise asyncio.CancelledError
+    error = task.exception()
+    if error is None:
+        return task.result()
+    return error if isinstance(error, Exception) else RuntimeError(repr(error))
+
+
 def _message(state: dict[str, Any]) -> AIMessage:
     usage = total_usage(state)
     return AIMessage(
@@ -195,6 +261,96 @@ def _message(state: dict[str, Any]) -> AIMessage:
             "moa": run_summary(state),
         },
     )
+
+
+# What LangServe's /stream and /stream_log send for any failure, whatever it was.
+_GENERIC_ERROR = {"status_code": 500, "message": "Internal Server Error"}
+
+
+class StreamErrors:
+    """Pure ASGI middleware: a LangServe stream whose run fails ends with the run's own error,
+    cleanly.
+
+    LangServe's ``/stream`` and ``/stream_log`` answer every failure with the same event,
+    ``event: error`` ``{"status_code": 500, "message": "Internal Server Error"}``, then raise
+    the error again, after their response has started: Starlette can only raise it on, the
+    chunked body is never ended (clients see an incomplete read), and the log says only that a
+    response had already started. So ``RemoteRunnable.stream`` raised a 500 where ``invoke`` of
+    the same input got the 502 ``proposers_failed`` with its message.
+
+    Here that event is held back until the error it stands for comes up; it is then replaced by
+    an error event carrying the run's status, and as its message the very body ``/invoke``
+    answers (``{"error": {"message", "type", "param", "code"}}``, so ``RemoteRunnable``'s
+    ``HTTPStatusError`` is the same for ``invoke`` and ``stream``: ``e.response.status_code``,
+    ``e.response.json()``). ``/stream_log`` first adds that body to the run's streamed output
+    (a last item, ``{"error": {...}}``, not a message chunk): LangServe's playground reads only
+    data events, and shows the streamed output. Then the body ends, and the error is logged
+    once (a 5xx, as on ``/v1``).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if not (path.startswith(f"{PATH}/") and path.endswith(("/stream", "/stream_log"))):
+            await self.app(scope, receive, send)
+            return
+        held: Message | None = None
+        ended = False
+
+        async def sent(message: Message) -> None:
+            nonlocal held, ended
+            if message["type"] == "http.response.body":
+                if _is_generic_error(message.get("body", b"")):
+                    held = message  # until the error it stands for is known
+                    return
+                ended = not message.get("more_body", False)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sent)
+        except Exception as exc:
+            if held is None or ended:
+                raise  # not a failed run's stream: ShieldErrors answers it
+            error = from_run_error(_cause(exc))
+            error.log()
+            events = [_error_event(error)]
+            if path.endswith("/stream_log"):
+                events.insert(0, _output_patch(error))
+            await send({"type": "http.response.body", "body": b"".join(events), "more_body": False})
+            return
+        if held is not None and not ended:  # no error followed it: send it as it was
+            await send(held)
+
+
+def _is_generic_error(body: bytes) -> bool:
+    lines = body.decode("utf-8", "replace").splitlines()
+    if not lines or lines[0] != "event: error":
+        return False
+    data = "".join(line.removeprefix("data: ") for line in lines[1:] if line.startswith("data: "))
+    try:
+        return bool(json.loads(data) == _GENERIC_ERROR)
+    except ValueError:
+        return False
+
+
+def _cause(exc: Exception) -> BaseException:
+    """The error a stream raised, under Starlette's "response already started" RuntimeError."""
+    cause = exc.__cause__
+    if type(exc) is RuntimeError and isinstance(cause, Exception):
+        return cause
+    return exc
+
+
+def _error_event(error: OpenAIError) -> bytes:
+    data = {"status_code": error.status, "message": json.dumps(error.body())}
+    return ServerSentEvent(event="error", data=json.dumps(data)).encode()
+
+
+def _output_patch(error: OpenAIError) -> bytes:
+    patch = {"ops": [{"op": "add", "path": "/streamed_output/-", "value": error.body()}]}
+    return ServerSentEvent(event="data", data=json.dumps(patch)).encode()
 
 
 def add_moa_routes(app: FastAPI, service: RunService, *, slot: Callable[..., Any]) -> None:

@@ -2,7 +2,8 @@
 
 Runs in flight: a FastAPI dependency with ``yield`` on every run route (OpenAI and LangServe). Its
 exit runs after the response has been sent, streams included, so a slot is held exactly as long
-as its run streams; a LangServe batch takes one slot per input. At the limit a request is refused
+as its run streams; a LangServe batch takes one slot per input (``MoARunnable.abatch`` returns
+only once every run of the batch has ended). At the limit a request is refused
 at once rather than queued: the client (the ``openai`` SDK retries 429s, honouring
 ``Retry-After``) or its load balancer decides whether to wait or go elsewhere.
 

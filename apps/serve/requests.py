@@ -2,9 +2,10 @@
 
 - On every route: a JSON body must not hold lone surrogates (``"\\ud800"``): valid JSON escapes,
   but not text: they cannot be encoded to send to a provider or to write to a log.
-- On LangServe's run routes (``/moa/invoke``, ``/batch``, ``/stream``, ``/stream_log``): the
-  envelope (``input``/``inputs``, ``config``, ``kwargs``, stream_log's filters) and each input
-  are validated here, with the same rules as LangServe's schema plus ``/v1``'s: a message's
+- On LangServe's run routes (``/moa/invoke``, ``/batch``, ``/stream``, ``/stream_log``): a
+  body declared JSON (else 415: ``check_json_type`` says why), then the envelope
+  (``input``/``inputs``, ``config``, ``kwargs``, stream_log's filters) and each input are
+  validated here, with the same rules as LangServe's schema plus ``/v1``'s: a message's
   content is text (an image part is refused, as on ``/v1``, not dropped). LangServe's own
   parsing answered 500 to some malformed inputs (a message without ``"type"``) and 422 to others;
   what reaches it now is valid. LangChain's own message classes raise other errors than
@@ -23,7 +24,7 @@ from fastapi import Request
 from langchain_core.messages import AnyMessage
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
-from langgraph_moa.apps.serve.errors import OpenAIError, validation_error
+from langgraph_moa.apps.serve.errors import OpenAIError, one_line, validation_error
 from langgraph_moa.nodes.history import TEXT_PARTS
 
 
@@ -117,24 +118,32 @@ ENVELOPES: dict[str, type[_Envelope]] = {
 
 
 def _surrogate(value: Any, where: str) -> str | None:
-    """Where in ``value`` a lone surrogate is, if anywhere."""
+    """Where in ``value`` a lone surrogate is, if anywhere: a path whose keys are escaped
+    (``settings.\\udc00`` for a bad key), so that it can be sent and logged."""
     if isinstance(value, str):
-        try:
-            value.encode()
-        except UnicodeEncodeError:
-            return where or "body"
-        return None
+        return None if _encodable(value) else (where or "body")
     if isinstance(value, dict):
-        items = [(k, f"{where}.{k}" if where else str(k)) for k in value]
-        for key, path in items:
-            if _surrogate(key, path) or (found := _surrogate(value[key], path)):
-                return found or path
+        for key, item in value.items():
+            shown = one_line(str(key))
+            path = f"{where}.{shown}" if where else shown
+            if not _encodable(str(key)):
+                return path
+            if (found := _surrogate(item, path)) is not None:
+                return found
         return None
     if isinstance(value, list):
         for i, item in enumerate(value):
-            if found := _surrogate(item, f"{where}[{i}]"):
+            if (found := _surrogate(item, f"{where}[{i}]")) is not None:
                 return found
     return None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 async def _json(request: Request) -> Any:
@@ -163,6 +172,31 @@ async def check_body(request: Request) -> None:
         check_text(await _json(request))
 
 
+def check_json_type(request: Request) -> None:
+    """415 unless the body is declared JSON (``application/json``, or ``application/*+json`` as
+    FastAPI reads it on /v1).
+
+    A web page on any origin may POST a body typed ``text/plain``, a form, or a ``Blob`` with no
+    type at all without the browser asking the server first (CORS "simple" requests, e.g.
+    ``fetch(url, {mode: "no-cors"})``): it cannot read the answer, but the request runs. LangServe
+    parses any body as JSON whatever its type, so on a server without a key any page its users
+    visit could start billed runs. A JSON type makes the browser ask first (a preflight), which
+    the server refuses unless ``--cors-origin`` lists the page's origin.
+    """
+    given = request.headers.get("content-type", "")
+    media = given.split(";", 1)[0].strip().lower()
+    if media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    ):
+        return
+    got = f"Content-Type {one_line(media[:100])!r}" if media else "no Content-Type"
+    raise OpenAIError(
+        415,
+        f"the request body must be JSON, sent with 'Content-Type: application/json' ({got})",
+        code="unsupported_media_type",
+    )
+
+
 _MESSAGE: TypeAdapter[Any] = TypeAdapter(AnyMessage)
 
 
@@ -185,6 +219,7 @@ def langserve_check(
     async def check(request: Request) -> None:
         if request.method != "POST":
             return
+        check_json_type(request)  # before the body is even read
         body = await _json(request)
         if body is None:
             raise OpenAIError(400, "the request body is not valid JSON", code="invalid_json")

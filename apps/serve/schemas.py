@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 # OpenAI's limits
+from langgraph_moa.nodes.context import SEED_MAX, SEED_MIN
 from langgraph_moa.nodes.stops import MAX_STOPS
 
 
@@ -58,7 +59,7 @@ class ChatMessage(BaseModel):
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    include_usage: bool = False
+    include_usage: StrictBool = False  # "yes" is not true, as for every other bool
 
 
 class ChatCompletionRequest(BaseModel):
@@ -74,7 +75,7 @@ class ChatCompletionRequest(BaseModel):
     temperature: StrictFloat | None = Field(default=None, ge=0, le=2)
     max_tokens: StrictInt | None = Field(default=None, ge=1)
     max_completion_tokens: StrictInt | None = Field(default=None, ge=1)
-    seed: StrictInt | None = None
+    seed: StrictInt | None = Field(default=None, ge=SEED_MIN, le=SEED_MAX)  # int64, as OpenAI
     n: StrictInt | None = Field(default=None, ge=1)
     # At most MAX_TOOLS, as every binding (nodes/models/tools.py binding: one rule, one message).
     tools: list[dict[str, Any]] | None = None

@@ -36,6 +36,10 @@ DEFAULT_KEEPALIVE_S = 5.0
 # by trickling either (slow loris) holds it no longer. 1 MiB (--max-body) takes under 10 s at
 # 1 Mbit/s.
 DEFAULT_REQUEST_TIMEOUT_S = 60.0
+# A client that reads nothing of its response for this long, once the server's write buffer for
+# it is full, is cut (apps/serve/headers.py): its run is cancelled and its slot freed. Clients
+# read as data comes; this is a client that stopped, or one holding a slot without reading.
+DEFAULT_SEND_TIMEOUT_S = 30.0
 # An origin as browsers send it in the Origin header: scheme://host[:port], nothing after; the
 # host a name, an IPv4 address or a bracketed IPv6 one.
 # A key a client can send: visible ASCII (RFC 9110's header field value, stripped).
@@ -83,6 +87,13 @@ class ServeSettings(BaseModel):
         allow_inf_nan=False,
         description="Seconds a request's headers may take to arrive (from the connection's "
         "opening, or the request's first byte), and its body after them; then 408.",
+    )
+    send_timeout_s: float = Field(
+        default=DEFAULT_SEND_TIMEOUT_S,
+        gt=0,
+        allow_inf_nan=False,
+        description="Seconds a client may read nothing of its response once the server's write "
+        "buffer for it is full; then the connection is closed and its run cancelled.",
     )
     keepalive_s: float = Field(
         default=DEFAULT_KEEPALIVE_S,
