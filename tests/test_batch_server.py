@@ -93,9 +93,7 @@ def test_settings_the_server_refuses_stop_the_run_before_any_item(
     server: FakeOpenAIServer, tmp_path: Path
 ) -> None:
     # The server refused them item by item, a round trip each: now one line, before connecting.
-    config = write_config(
-        tmp_path / "c.toml", server, model_extra='api_key_env = "TOGETHER_API_KEY"'
-    )
+    config = write_config(tmp_path / "c.toml", server, model_extra='api_key_env = "MY_API_KEY"')
     data = write_items(tmp_path / "in.jsonl", prompts(2))
     out = tmp_path / "o.jsonl"
     args = ["-o", str(out), "-c", str(config), "--server", "http://127.0.0.1:9"]
