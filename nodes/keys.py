@@ -18,8 +18,8 @@
   /mnt/c, FAT and CIFS mounts show every file as 0777), the user may allow such files in their
   environment (``SHARED_FILES_ENV``), which a config cannot set.
 - A key pasted where a name goes is never echoed: an ``api_key_env`` that is not an upper-case
-  variable name, or a ``base_url`` holding ``user:password@`` (a URL is written into every batch
-  record's settings), is refused without showing the value.
+  variable name, or a ``base_url`` holding ``user:password@`` or a query string (``?api-key=``;
+  a URL is written into every batch record's settings), is refused without showing the value.
 """
 
 from __future__ import annotations
@@ -155,6 +155,15 @@ def check_base_url(url: str) -> str:
             "holds a user name or password (user:password@host), which would be stored with the "
             "URL (every batch record keeps it): give the URL without it, and the key through an "
             "environment variable (api_key_env in a config); the URL is not shown"
+        )
+    if "?" in url or "#" in url:
+        # No provider takes one: the clients add their paths after it (a 404), and Azure's
+        # api-version is a setting of its own provider (azure_openai), not part of the URL.
+        raise ValueError(
+            "holds a query string or fragment (after '?' or '#'), which no provider's endpoint "
+            "takes and which would be stored with the URL (every batch record keeps it): give "
+            "the URL without it, and a key through an environment variable (api_key_env in a "
+            "config); the URL is not shown"
         )
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"{url!r} is not an http:// or https:// URL")

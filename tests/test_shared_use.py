@@ -235,6 +235,12 @@ def test_a_base_url_must_be_http(tmp_path: Path) -> None:
             "base_url: holds a user name or password (user:password@host)",
         ),
         (f'base_url = "ftp://me:{SECRET}@host/v1"', "the URL is not shown"),
+        # Azure-style keys go in the query string: no provider here takes one there.
+        (
+            f'base_url = "http://127.0.0.1:9/v1?api-key={SECRET}"',
+            "base_url: holds a query string or fragment (after '?' or '#')",
+        ),
+        (f'base_url = "ftp://host/v1?key={SECRET}"', "the URL is not shown"),
     ],
 )
 def test_a_key_in_a_config_is_refused_and_never_shown(
