@@ -127,10 +127,14 @@ def check_key_goes_to(name: str, provider: str, base_url: str | None) -> None:
     owner = next((p for p, env in KEY_ENV.items() if env == name), None)
     if owner is None or name in allowed_key_envs():
         return
-    moved = BASE_ENV.get(owner)
-    if owner == provider and (base_url is None or _same_url(base_url, os.environ.get(moved or ""))):
+    moved = BASE_ENV.get(owner, ())
+    if owner == provider and (
+        base_url is None or any(_same_url(base_url, os.environ.get(env)) for env in moved)
+    ):
         return
-    own = f"{owner}'s own endpoint" + (f" (or the one you set in {moved})" if moved else "")
+    own = f"{owner}'s own endpoint" + (
+        f" (or the one you set in {' or '.join(moved)})" if moved else ""
+    )
     where = "this model's base_url" if base_url else f"the {provider} provider's endpoint"
     fix = (
         "leave out base_url, or name another variable"

@@ -34,8 +34,8 @@ LOCAL_SERVERS = {
 
 # Where Together's endpoint can be moved (a local OpenAI-compatible server, in tests too).
 TOGETHER_BASE_ENV = "TOGETHER_API_BASE"
-# The variable that moves each provider's endpoint, where moa reads one (providers.py).
-BASE_ENV = {"together": TOGETHER_BASE_ENV, "openai": "OPENAI_BASE_URL"}
+# The variables that move each provider's endpoint, where its client reads one (providers.py).
+BASE_ENV = {"together": (TOGETHER_BASE_ENV,), "openai": ("OPENAI_API_BASE", "OPENAI_BASE_URL")}
 
 # The window assumed for a model nobody described: small enough for nearly every chat model.
 DEFAULT_WINDOW = 8192
