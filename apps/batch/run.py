@@ -113,6 +113,10 @@ def batch(
         raise ConfigError("give either INPUT or --replay RUN.jsonl, not both")
     if replay and server:
         raise ConfigError("--replay runs here: it cannot go with --server")
+    if server:
+        from langgraph_moa.core.batch.server import check_server_url
+
+        check_server_url(server)
     # Flags that would otherwise be ignored without a word: the run would not do what was asked.
     if as_json and not dry_run:
         raise ConfigError("--json goes with --dry-run; a run's records are JSON already (-o)")
