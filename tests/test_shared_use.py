@@ -370,9 +370,9 @@ def test_a_binary_output_or_replay_file_is_one_line(
         assert result.returncode != 0
         assert f"{target}: line 1 is not a batch record" in error_line(result.stderr)
         assert target.read_bytes() == before
-        replayed = batch("--replay", target, "-o", tmp_path / "new.jsonl", "-c", cfg)
-        assert replayed.returncode != 0
-        assert f"{target}: line 1 is not a batch record" in error_line(replayed.stderr)
+        replayed = batch("--replay", target, "-o", tmp_path / "new.jsonl", "-a", "together:agg")
+        assert replayed.returncode == 2
+        assert f"--replay {target}: line 1 is not a batch record" in error_line(replayed.stderr)
     assert not server.requests
 
 
