@@ -4,12 +4,11 @@ Exit codes: 0 every item ok (or a dry run); 1 the run started and some items fai
 --retry-failed) or it could not go on; 2 refused before any call was paid (bad input, settings
 or paths, an output of other settings or in use: core/command.py); 3 every item answered, but
 some degraded: a proposer gave up, the answer has fewer proposals than configured (rerun with
---retry-degraded); 130 interrupted (rerun the command to resume).
+--retry-degraded); 130 interrupted, 143 stopped by SIGTERM (rerun the command to resume).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import warnings
@@ -51,7 +50,14 @@ from langgraph_moa.core.batch.runner import (
 )
 from langgraph_moa.core.batch.samples import Sampled
 from langgraph_moa.core.batch.turns import REPLAYED_SETTINGS, ReplayTurns
-from langgraph_moa.core.command import EXIT_DEGRADED, startup
+from langgraph_moa.core.command import (
+    EXIT_DEGRADED,
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    Terminated,
+    run_stoppable,
+    startup,
+)
 from langgraph_moa.nodes.context import Context, ModelSpec
 from langgraph_moa.nodes.errors import ConfigError, InputError
 
@@ -274,16 +280,17 @@ def batch(
                 return await run_batch(items, ctx, out, options, console=console)
 
         try:
-            result = asyncio.run(go())
-        except KeyboardInterrupt:
+            result = run_stoppable(go)
+        except (KeyboardInterrupt, Terminated) as stop:
             journal = run_file_for(out, the_format)
+            sigterm = isinstance(stop, Terminated)
             console.print(
-                f"moa batch: interrupted; the finished items are in {journal}: "
-                "run the same command again to finish the rest",
+                f"moa batch: {'stopped by SIGTERM' if sigterm else 'interrupted'}; the finished "
+                f"items are in {journal}: run the same command again to finish the rest",
                 highlight=False,
                 markup=False,
             )
-            return 130
+            return EXIT_TERMINATED if sigterm else EXIT_INTERRUPTED
         return _report(result, console, cache_path, limited=limit is not None)
 
 
