@@ -7,7 +7,9 @@ call was paid (bad input, settings or paths, a model that cannot be built here: 
 provider, a missing key or package; an output of other settings or held by another run; an
 address ``moa serve`` cannot listen on; a ``moa batch --server`` not there at the start); 3 done,
 but some answers are degraded (``moa batch``, ``moa compare``: answered with fewer proposals
-than configured); 130 interrupted; 141 whoever read the output went away.
+than configured); 130 interrupted (Ctrl-C); 141 whoever read the output went away; 143 stopped
+by SIGTERM (``moa batch``, ``moa compare``: as Ctrl-C, what finished kept). The signal codes are
+the status a shell reports for a process the signal ended (128 + its number).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import functools
 import gc
 import inspect
 import os
+import signal
 import sys
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Annotated, Any, NoReturn, TypeVar
@@ -36,6 +39,8 @@ from langgraph_moa.nodes.errors import (
 
 err = stderr_console()
 EXIT_DEGRADED = 3  # every item answered, some with fewer proposals than configured
+EXIT_INTERRUPTED = 130  # Ctrl-C: 128 + SIGINT
+EXIT_TERMINATED = 143  # SIGTERM (kill, a service manager, a CI timeout): 128 + SIGTERM
 
 T = TypeVar("T")
 
@@ -149,7 +154,9 @@ def guarded(fn: Callable[[], T]) -> T:
     except MoAError as exc:
         fail(str(exc), exit_code(exc))
     except KeyboardInterrupt:
-        fail("interrupted", 130)
+        fail("interrupted", EXIT_INTERRUPTED)
+    except Terminated:
+        fail("stopped by SIGTERM", EXIT_TERMINATED)
     except typer.Exit:
         raise
     except Exception as exc:  # a last resort: one line, the traceback only on request
@@ -190,6 +197,45 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
             raise
 
     return guarded(lambda: asyncio.run(main()))
+
+
+class Terminated(Exception):
+    """SIGTERM stopped a run of ``run_stoppable``, as Ctrl-C does (``KeyboardInterrupt``)."""
+
+
+def run_stoppable(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """``asyncio.run(main())``, where SIGTERM stops the run as Ctrl-C does: the main task is
+    cancelled (its requests closed, its files closed with what finished), then ``Terminated`` is
+    raised where Ctrl-C raises ``KeyboardInterrupt``. A long run (``moa batch``, ``moa
+    compare``) is stopped by ``kill``, a service manager or a CI timeout as often as by a key.
+    Where the loop cannot take signals (Windows), SIGTERM keeps its default effect."""
+
+    async def stoppable() -> T:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        terminated = False
+
+        def stop() -> None:
+            nonlocal terminated
+            terminated = True
+            if task is not None:
+                task.cancel()
+
+        watching = False
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signal.SIGTERM, stop)
+            watching = True
+        try:
+            return await main()
+        except asyncio.CancelledError:
+            if terminated:
+                raise Terminated from None
+            raise
+        finally:
+            if watching:
+                loop.remove_signal_handler(signal.SIGTERM)
+
+    return asyncio.run(stoppable())
 
 
 def exit_with(command: Callable[[], int]) -> NoReturn:

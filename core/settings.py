@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Collection
 from typing import Any
 
 from pydantic import ValidationError
@@ -55,7 +56,13 @@ def context_from_flags(
     quorum: int | None = None,
     quorum_grace: float | None = None,
     staircase: bool | None = None,
+    taken: Collection[str] = (),
+    taken_from: str = "",
 ) -> Context:
+    """The run's settings from a preset or config file and the flags over it. ``taken``: fields
+    the command takes from elsewhere (``taken_from``, a sentence saying where: ``moa batch
+    --replay``'s run file), refused when a flag or the config file sets one, as they would be
+    ignored; a preset's are left unused."""
     if preset is not None and config is not None:
         raise ConfigError("give either --preset or --config, not both")
     if config is not None:
@@ -63,6 +70,7 @@ def context_from_flags(
     else:
         name = preset if preset is not None else default_preset_name()
         data, origin = _preset(name), f"preset {name!r}"
+    _refuse_taken(taken, taken_from, config, data, proposers=proposers, layers=layers)
     flags: dict[str, Any] = {
         "proposers": proposers or None,
         "aggregator": aggregator,
@@ -88,8 +96,27 @@ def context_from_flags(
             f"quorum in the config); a hung proposer is cut by straggler_grace (config) instead"
         )
     if preset is None and config is None:
-        _say_what_runs_locally(ctx, flags)
+        _say_what_runs_locally(ctx, {**flags, **dict.fromkeys(taken)})
     return ctx
+
+
+def _refuse_taken(
+    taken: Collection[str], taken_from: str, config: str | None, data: dict[str, Any], **flags: Any
+) -> None:
+    for field, value in flags.items():
+        if field in taken and value not in (None, []):
+            shown = (
+                " ".join(f"{FLAGS[field]} {_shown(v)}" for v in value)
+                if field == "proposers"
+                else f"{FLAGS[field]} {_shown(value)}"
+            )
+            raise ConfigError(f"{shown}: {taken_from}; leave out {FLAGS[field]}")
+    given = [field for field in taken if field in data]
+    if config is not None and given:
+        raise ConfigError(
+            f"config file {config!r} sets {', '.join(given)}: {taken_from}; give a config "
+            f"without {'them' if len(given) > 1 else 'it'}"
+        )
 
 
 def _preset(name: str) -> dict[str, Any]:

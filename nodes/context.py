@@ -22,13 +22,14 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from langgraph_moa.nodes.errors import ConfigError
 from langgraph_moa.nodes.history import ToolHistory
-from langgraph_moa.nodes.keys import check_base_url, check_key_env
+from langgraph_moa.nodes.keys import check_base_url, check_key_env, check_key_goes_to
 from langgraph_moa.nodes.presets import default_preset_name, read_settings
 from langgraph_moa.nodes.prompts import AGGREGATION_PROMPT
 
@@ -83,7 +84,8 @@ class ModelSpec(BaseModel):
     api_key_env: str | None = Field(
         default=None,
         description="Name of the environment variable holding the API key (never the key itself): "
-        "*_API_KEY, *_TOKEN, or a name listed in MOA_KEY_ENVS.",
+        "*_API_KEY, *_TOKEN, or a name listed in MOA_KEY_ENVS; a provider's own key variable "
+        "only for that provider's endpoint, unless listed there.",
     )
     timeout: float | None = Field(
         default=None,
@@ -127,8 +129,15 @@ class ModelSpec(BaseModel):
 
     @field_validator("api_key_env")
     @classmethod
-    def _key_like(cls, value: str | None) -> str | None:
-        return None if value is None else check_key_env(value)
+    def _key_like(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        check_key_env(value)
+        # A provider's key goes to that provider only (model and base_url are checked first).
+        found = MODEL_NAME.match(str(info.data.get("model", "")))
+        if found:
+            check_key_goes_to(value, found["provider"], info.data.get("base_url"))
+        return value
 
     @model_validator(mode="after")
     def _check_name(self) -> ModelSpec:

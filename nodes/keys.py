@@ -6,7 +6,10 @@
   config names one (``api_key_env``).
 - ``api_key_env`` may only name a variable that looks like a key (``*_API_KEY``, ``*_TOKEN``) or
   one the user listed in ``MOA_KEY_ENVS`` (their environment, which a config cannot set): a config
-  cannot have HOME or AWS_SECRET_ACCESS_KEY read and sent.
+  cannot have HOME or AWS_SECRET_ACCESS_KEY read and sent. Nor, unless listed there, a provider's
+  default key for any endpoint but that provider's (``check_key_goes_to``), one of moa's own
+  variables (``MOA_*``: moa serve's key) or a well-known token of another service
+  (``OTHER_SERVICES``: GITHUB_TOKEN...).
 - A ``base_url`` must be http(s); a key sent over plain http to a host that is not this machine
   is warned about on stderr (anyone on the path can read it).
 - A config file any user of the machine may write (``chmod o+w``) is refused: whoever edits it
@@ -15,8 +18,8 @@
   /mnt/c, FAT and CIFS mounts show every file as 0777), the user may allow such files in their
   environment (``SHARED_FILES_ENV``), which a config cannot set.
 - A key pasted where a name goes is never echoed: an ``api_key_env`` that is not an upper-case
-  variable name, or a ``base_url`` holding ``user:password@`` (a URL is written into every batch
-  record's settings), is refused without showing the value.
+  variable name, or a ``base_url`` holding ``user:password@`` or a query string (``?api-key=``;
+  a URL is written into every batch record's settings), is refused without showing the value.
 """
 
 from __future__ import annotations
@@ -34,12 +37,73 @@ _KEY_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(_API_KEY|_TOKEN)$")
 # What an error may quote back: a variable name as they are written (keys have lower case).
 _SHOWN_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,63}$")
 _warned: set[tuple[str, str]] = set()
+OWN_PREFIX = "MOA_"  # moa's own variables: MOA_SERVER_API_KEY, moa serve's key, among them
+# Tokens of code hosts, CI, package registries, secret stores, clouds and tools that many shells
+# and every CI job of their kind hold without anyone choosing to (a GitHub Actions job has
+# GITHUB_TOKEN): named like keys, but not an LLM endpoint's. Not complete, and cannot be: any
+# other *_API_KEY or *_TOKEN the user has set can still be named by a config (docs/reliability.md).
+OTHER_SERVICES = frozenset(
+    {
+        "GITHUB_TOKEN",
+        "GH_TOKEN",
+        "GH_ENTERPRISE_TOKEN",
+        "GITHUB_ENTERPRISE_TOKEN",
+        "ACTIONS_RUNTIME_TOKEN",
+        "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
+        "GITLAB_TOKEN",
+        "CI_JOB_TOKEN",
+        "NPM_TOKEN",
+        "NODE_AUTH_TOKEN",
+        "PYPI_TOKEN",
+        "PYPI_API_TOKEN",
+        "UV_PUBLISH_TOKEN",
+        "CARGO_REGISTRY_TOKEN",
+        "CODECOV_TOKEN",
+        "AWS_SESSION_TOKEN",
+        "VAULT_TOKEN",
+        "OP_SERVICE_ACCOUNT_TOKEN",
+        "CLOUDFLARE_API_TOKEN",
+        "DIGITALOCEAN_TOKEN",
+        "HEROKU_API_KEY",
+        "VERCEL_TOKEN",
+        "SLACK_BOT_TOKEN",
+        "HF_TOKEN",
+        "HUGGING_FACE_HUB_TOKEN",
+        "HUGGINGFACEHUB_API_TOKEN",
+        "LANGSMITH_API_KEY",
+        "LANGCHAIN_API_KEY",
+        "WANDB_API_KEY",
+    }
+)
+
+
+def allowed_key_envs() -> set[str]:
+    """The variables the user lets a config name and send anywhere (``MOA_KEY_ENVS``)."""
+    return {n.strip() for n in os.environ.get(ALLOW_ENV, "").split(",") if n.strip()}
+
+
+def _allow_hint(name: str) -> str:
+    return f"to send it all the same, add {name} to {ALLOW_ENV} in your environment"
 
 
 def check_key_env(name: str) -> str:
     """``name`` if a config may name it as ``api_key_env``; ``ValueError`` says why not."""
-    allowed = {n.strip() for n in os.environ.get(ALLOW_ENV, "").split(",") if n.strip()}
-    if _KEY_NAME.match(name) or name in allowed:
+    allowed = allowed_key_envs()
+    if name in allowed:
+        return name
+    if name.startswith(OWN_PREFIX):
+        raise ValueError(
+            f"{name} is one of moa's own variables ({OWN_PREFIX}*: moa serve's key among them), "
+            f"not a provider's key: name the variable that holds this endpoint's key; "
+            f"{_allow_hint(name)}"
+        )
+    if name in OTHER_SERVICES:
+        raise ValueError(
+            f"{name} is a well-known token of another service (a code host, CI, registry or "
+            "cloud), held by many shells and CI jobs: name a variable that holds only this "
+            f"endpoint's key; {_allow_hint(name)} (for an LLM endpoint that takes it)"
+        )
+    if _KEY_NAME.match(name):
         return name
     if not _SHOWN_NAME.match(name):  # a key itself, often (sk-..., gsk_..., hf_...): not shown
         raise ValueError(
@@ -52,6 +116,41 @@ def check_key_env(name: str) -> str:
     )
 
 
+def check_key_goes_to(name: str, provider: str, base_url: str | None) -> None:
+    """``ValueError`` if the key in ``name`` may not go where a ``provider`` model sends it:
+    ``base_url``, else the provider's own endpoint. A provider's default key variable goes only
+    to that provider's endpoint, or to the one the user moved it to through the provider's
+    variable (TOGETHER_API_BASE); any variable may go anywhere once the user lists it in
+    ``MOA_KEY_ENVS``."""
+    from langgraph_moa.nodes.models.catalog import BASE_ENV, KEY_ENV
+
+    owner = next((p for p, env in KEY_ENV.items() if env == name), None)
+    if owner is None or name in allowed_key_envs():
+        return
+    moved = BASE_ENV.get(owner, ())
+    if owner == provider and (
+        base_url is None or any(_same_url(base_url, os.environ.get(env)) for env in moved)
+    ):
+        return
+    own = f"{owner}'s own endpoint" + (
+        f" (or the one you set in {' or '.join(moved)})" if moved else ""
+    )
+    where = "this model's base_url" if base_url else f"the {provider} provider's endpoint"
+    fix = (
+        "leave out base_url, or name another variable"
+        if owner == provider
+        else "name the variable that holds this model's key"
+    )
+    raise ValueError(
+        f"{name} is the {owner} provider's key: it is sent only to {own}, not to "
+        f"{where}; {fix}; {_allow_hint(name)}"
+    )
+
+
+def _same_url(url: str, other: str | None) -> bool:
+    return other is not None and url.rstrip("/") == other.strip().rstrip("/")
+
+
 def check_base_url(url: str) -> str:
     """``url`` if it is an http(s) URL with a host; ``ValueError`` says why not."""
     parts = urlsplit(url)
@@ -60,6 +159,15 @@ def check_base_url(url: str) -> str:
             "holds a user name or password (user:password@host), which would be stored with the "
             "URL (every batch record keeps it): give the URL without it, and the key through an "
             "environment variable (api_key_env in a config); the URL is not shown"
+        )
+    if "?" in url or "#" in url:
+        # No provider takes one: the clients add their paths after it (a 404), and Azure's
+        # api-version is a setting of its own provider (azure_openai), not part of the URL.
+        raise ValueError(
+            "holds a query string or fragment (after '?' or '#'), which no provider's endpoint "
+            "takes and which would be stored with the URL (every batch record keeps it): give "
+            "the URL without it, and a key through an environment variable (api_key_env in a "
+            "config); the URL is not shown"
         )
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"{url!r} is not an http:// or https:// URL")

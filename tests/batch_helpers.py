@@ -41,6 +41,16 @@ def write_config(
     return path
 
 
+def write_replay_config(
+    path: Path, server: FakeOpenAIServer, aggregator: str = "agg", *, model_extra: str = ""
+) -> Path:
+    """A config for ``--replay``: the aggregator alone (the proposers are the run file's)."""
+    more = f", {model_extra}" if model_extra else ""
+    spec = f'model = "together:{aggregator}", base_url = "{server.base_url}"{more}'
+    path.write_text(f"aggregator = {{ {spec} }}\n", encoding="utf-8")
+    return path
+
+
 def read_records(path: Path) -> list[dict[str, Any]]:
     data = path.read_bytes()
     assert not data or data.endswith(b"\n"), "torn last line"

@@ -21,6 +21,7 @@ from batch_helpers import (
     requests_by_prompt,
     write_config,
     write_items,
+    write_replay_config,
 )
 from conftest import ROOT, run_cli
 from fake_openai import Failure, FakeOpenAIServer, count_prompt_tokens
@@ -444,18 +445,14 @@ def test_replay_calls_only_the_aggregator(tmp_path: Path, server: FakeOpenAIServ
         [*prompts(2), {"question_id": 7, "turns": ["first turn", "second turn"]}],
     )
     run = tmp_path / "run.jsonl"
-    assert (
-        run_cli(
-            "batch", str(data), "-o", str(run), "-c", str(write_config(tmp_path / "a.toml", server))
-        ).returncode
-        == 0
-    )
+    price = "price = { input = 3, output = 7 }"  # USD per million tokens
+    source = write_config(tmp_path / "a.toml", server, model_extra=price)
+    assert run_cli("batch", str(data), "-o", str(run), "-c", str(source)).returncode == 0
     server.reset()
     new = tmp_path / "new.jsonl"
     args = ["batch", "--replay", str(run), "-o", str(new), "--no-cache", "-c"]
-    price = "price = { input = 3, output = 7 }"  # USD per million tokens
     args.append(
-        str(write_config(tmp_path / "b.toml", server, aggregator="agg2", model_extra=price))
+        str(write_replay_config(tmp_path / "b.toml", server, aggregator="agg2", model_extra=price))
     )
     estimate = _dry_run(*args[1:])
     assert estimate["calls"] == 4  # one aggregator call per turn: 1 + 1 + 2
@@ -484,7 +481,9 @@ def test_replay_calls_only_the_aggregator(tmp_path: Path, server: FakeOpenAIServ
     assert sum(r["usage"]["together:agg2"]["output_tokens"] for r in new_records) == served_out
     spent = sum(r["spent_usd"] for r in new_records)
     assert spent == pytest.approx((served_in * 3 + served_out * 7) / 1e6)
-    assert sum(r["cost_usd"] for r in new_records) > spent  # the proposals' share, not paid
+    # The proposals' share, not paid, at the prices the replayed run counted them at.
+    assert sum(r["cost_usd"] for r in new_records) > spent
+    assert new_records[0]["prices"]["together:p1"] == {"input": 3, "output": 7}
     assert re.search(r"^\s+total\s+4\s+4\s", result.stderr, re.M), result.stderr  # 4 paid
     replayed_input = sum(r["usage"]["together:agg2"]["input_tokens"] for r in new_records)
     assert replayed_input <= estimate["input_tokens"]  # type: ignore[operator]
@@ -501,11 +500,12 @@ def test_replay_of_a_joined_or_edited_run_file(tmp_path: Path, server: FakeOpenA
     data = write_items(tmp_path / "in.jsonl", prompts(2))
     assert run_cli("batch", str(data), "-o", str(run), "-c", cfg).returncode == 0
     first, second = read_records(run)
+    again = str(write_replay_config(tmp_path / "b.toml", server))
 
     def replay(name: str, *records: dict[str, object]) -> subprocess.CompletedProcess[str]:
         write_items(tmp_path / name, list(records))
         out = str(tmp_path / f"new-{name}")
-        return run_cli("batch", "--replay", str(tmp_path / name), "-o", out, "-c", cfg)
+        return run_cli("batch", "--replay", str(tmp_path / name), "-o", out, "-c", again)
 
     # Two outputs joined with cat: each id once, in its last version, counted once.
     server.reset()

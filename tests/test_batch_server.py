@@ -92,13 +92,53 @@ def test_an_unreachable_server_is_refused_in_one_line(
     assert "Traceback" not in result.stderr and not (tmp_path / "o.jsonl").exists()
 
 
+def test_a_password_in_the_server_url_is_never_shown(tmp_path: Path) -> None:
+    # A server behind basic authentication: user:password@ in --server reaches the server, but
+    # no message or record repeats it (the HTTP client's errors quote the URL whole).
+    secret = "s3cret-pass/word"  # '/' is percent-encoded where the client quotes it
+    app = FastAPI()
+
+    @app.post("/assistants/search")
+    async def search() -> list[dict[str, str]]:
+        return [{"assistant_id": "moa", "graph_id": "moa"}]
+
+    @app.post("/runs/wait")
+    async def wait() -> Response:
+        return Response(status_code=400)
+
+    data = write_items(tmp_path / "in.jsonl", prompts(1))
+    out = tmp_path / "o.jsonl"
+    with running(app) as url:
+        server = url.replace("http://", f"http://me:{secret.replace('/', '%2F')}@")
+        failed = run_cli("batch", str(data), "-o", str(out), "--server", server)
+    assert failed.returncode == 1, failed.stderr
+    (record,) = read_records(out)
+    assert "for url 'http://***@127.0.0.1:" in record["error"]["message"]
+    unreachable = run_cli(
+        "batch", str(data), "-o", str(tmp_path / "b.jsonl"), "--server", "http://me:pw@127.0.0.1:9"
+    )
+    (line,) = [x for x in unreachable.stderr.splitlines() if x.startswith("moa: error:")]
+    assert "cannot reach the LangGraph server at http://***@127.0.0.1:9 " in line
+    for text in (failed.stderr, out.read_text(), unreachable.stderr):
+        assert "s3cret" not in text and "me:pw" not in text
+
+
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "http://[::1", "localhost:2024"])
+def test_a_server_url_that_is_not_http_is_refused(tmp_path: Path, url: str) -> None:
+    data = write_items(tmp_path / "in.jsonl", prompts(1))
+    result = run_cli("batch", str(data), "-o", str(tmp_path / "o.jsonl"), "--server", url)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"moa: error: --server {url!r} is not an http:// or https:// URL: give the address of a "
+        "LangGraph server, like http://127.0.0.1:2024"
+    ]
+
+
 def test_settings_the_server_refuses_stop_the_run_before_any_item(
     server: FakeOpenAIServer, tmp_path: Path
 ) -> None:
     # The server refused them item by item, a round trip each: now one line, before connecting.
-    config = write_config(
-        tmp_path / "c.toml", server, model_extra='api_key_env = "TOGETHER_API_KEY"'
-    )
+    config = write_config(tmp_path / "c.toml", server, model_extra='api_key_env = "MY_API_KEY"')
     data = write_items(tmp_path / "in.jsonl", prompts(2))
     out = tmp_path / "o.jsonl"
     args = ["-o", str(out), "-c", str(config), "--server", "http://127.0.0.1:9"]

@@ -30,16 +30,19 @@ def test_a_client_cannot_send_the_servers_key_to_its_own_endpoint(
 ) -> None:
     client = get_sync_client(url=studio, api_key=None)
     with FakeOpenAIServer() as attacker:
-        stolen = {
-            "model": "openai:m",
-            "base_url": attacker.base_url,
-            "api_key_env": "TOGETHER_API_KEY",
-        }
-        for context in ({"proposers": [stolen]}, {"aggregator": stolen}):
-            out = client.runs.wait(None, graph, input=QUESTION, context=context, raise_error=False)
-            error = _error(out)
-            assert error["error"] == "ClientSettingError"
-            assert "may not send a key of the server (api_key_env)" in error["message"]
+        for env in ("TOGETHER_API_KEY", "MY_API_KEY"):
+            stolen = {"model": "openai:m", "base_url": attacker.base_url, "api_key_env": env}
+            for context in ({"proposers": [stolen]}, {"aggregator": stolen}):
+                out = client.runs.wait(
+                    None, graph, input=QUESTION, context=context, raise_error=False
+                )
+                error = _error(out)
+                if env == "TOGETHER_API_KEY":  # a provider's key: no context may hold it so
+                    assert error["error"] == "ValidationError"
+                    assert "TOGETHER_API_KEY is the together provider's key" in error["message"]
+                else:
+                    assert error["error"] == "ClientSettingError"
+                    assert "may not send a key of the server (api_key_env)" in error["message"]
         assert attacker.requests == []  # refused before any call: nothing sent, nothing paid
         assert server.requests == []
 

@@ -10,7 +10,14 @@ from pathlib import Path
 from subprocess import CompletedProcess
 
 import pytest
-from batch_helpers import last_user, prompts, read_records, write_config, write_items
+from batch_helpers import (
+    last_user,
+    prompts,
+    read_records,
+    write_config,
+    write_items,
+    write_replay_config,
+)
 from compare_helpers import always_a, prefers, write_mixture, write_prompts
 from compare_helpers import env as compare_env
 from conftest import run_cli
@@ -255,12 +262,13 @@ def test_a_replay_resumed_with_another_aggregator_is_refused(
         encoding="utf-8",
     )
     assert batch(data, "-o", run, "-c", cfg).returncode == 0
-    other = tmp_path / "other.toml"
-    other.write_text(cfg.read_text().replace("together:agg", "together:agg2"), encoding="utf-8")
+    other = write_replay_config(tmp_path / "other.toml", server, "agg2")
     out = tmp_path / "replayed.jsonl"
     assert batch("--replay", run, "-o", out, "-c", other, "--limit", "1").returncode == 0
     before = len(server.requests)
-    result = batch("--replay", run, "-o", out, "-c", cfg)
+    result = batch(
+        "--replay", run, "-o", out, "-c", write_replay_config(tmp_path / "r.toml", server)
+    )
     assert result.returncode == 2, result.stderr
     line = error_line(result.stderr)
     assert "holds 1 finished items made with other settings" in line
@@ -272,6 +280,105 @@ def test_a_replay_resumed_with_another_aggregator_is_refused(
     assert [r["turns"][0]["aggregator"]["model"] for r in read_records(out)] == [
         "together:agg2"
     ] * 3
+
+
+def _source_run(tmp_path: Path, server: FakeOpenAIServer, name: str, temperature: float) -> Path:
+    """A run of 3 items whose proposers have their own temperature, seed and endpoint."""
+    url = server.base_url
+    spec = f'base_url = "{url}", temperature = {temperature}, seed = 7'
+    cfg = tmp_path / f"{name}.toml"
+    cfg.write_text(
+        f'layers = 2\nproposers = [{{ model = "together:p1", {spec} }}, '
+        f'{{ model = "together:p2", {spec} }}]\n'
+        f'aggregator = {{ model = "together:agg", base_url = "{url}" }}\n',
+        encoding="utf-8",
+    )
+    run = tmp_path / f"{name}.jsonl"
+    result = batch(write_items(tmp_path / "in.jsonl", prompts(3)), "-o", run, "-c", cfg)
+    assert result.returncode == 0, result.stderr
+    return run
+
+
+def test_a_replay_records_the_proposers_of_its_run_file(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    url = server.base_url
+    t02 = _source_run(tmp_path, server, "t02", 0.2)
+    agg2 = write_replay_config(tmp_path / "agg2.toml", server, "agg2")
+    out = tmp_path / "r.jsonl"
+    assert batch("--replay", t02, "-o", out, "-c", agg2, "--limit", "1").returncode == 0
+    (record,) = read_records(out)
+    settings = record["settings"]
+    assert settings["layers"] == 2 and settings["proposers"] == [["together:p1", "together:p2"]]
+    for n, model in ((1, "together:p1"), (2, "together:p2")):
+        assert settings["uses"][f"layer 1, proposer {n}"] == {
+            "model": model,
+            "temperature": 0.2,
+            "max_tokens": 512,
+            "seed": 7,
+            "base_url": url,
+        }
+        assert settings["sampling"][model]["seed"] == 7
+    assert settings["uses"]["aggregator"]["model"] == "together:agg2"
+    # Resuming it with the proposals of another run (other settings, or the same settings but
+    # other answers) is refused, naming what differs; nothing is called.
+    t05 = _source_run(tmp_path, server, "t05", 0.5)
+    server.script("p1", "a different proposal")
+    again = _source_run(tmp_path, server, "t02-again", 0.2)
+    before = len(server.requests)
+    for other, said in (
+        (t05, "temperature of together:p1: 0.2 -> 0.5"),
+        (again, "the proposals replayed (another --replay run file, or one changed)"),
+    ):
+        result = batch("--replay", other, "-o", out, "-c", agg2)
+        assert result.returncode == 2, result.stderr
+        line = error_line(result.stderr)
+        assert "holds 1 finished items made with other settings" in line and said in line
+    assert len(server.requests) == before
+    # The same run file resumes.
+    resumed = batch("--replay", t02, "-o", out, "-c", agg2)
+    assert resumed.returncode == 0, resumed.stderr
+    assert len(read_records(out)) == 3
+
+
+def test_a_replay_refuses_the_proposer_settings_it_would_ignore(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    t02 = _source_run(tmp_path, server, "t02", 0.2)
+    server.reset()
+    p3 = tmp_path / "p3.toml"
+    p3.write_text(
+        '[[proposers]]\nmodel = "together:p3"\ntemperature = 0.1\n\n'
+        f'[aggregator]\nmodel = "together:agg2"\nbase_url = "{server.base_url}"\n',
+        encoding="utf-8",
+    )
+    agg2 = write_replay_config(tmp_path / "agg2.toml", server, "agg2")
+    taken = (
+        f"--replay re-aggregates the proposals in the run file {t02}, with the proposers, "
+        "layers and settings that made them"
+    )
+    for args, said in (
+        (["-c", p3], f"config file '{p3}' sets proposers: {taken}; give a config without it"),
+        (["-c", agg2, "--layers", "3"], f"--layers 3: {taken}; leave out --layers"),
+        (
+            ["-c", agg2, "--proposer", "together:p3"],
+            f"--proposer 'together:p3': {taken}; leave out --proposer",
+        ),
+    ):
+        for dry in ([], ["--dry-run"]):
+            result = batch("--replay", t02, "-o", tmp_path / "r.jsonl", *args, *dry)
+            assert result.returncode == 2, result.stderr
+            assert error_line(result.stderr) == f"moa: error: {said}"
+    assert not server.requests and not (tmp_path / "r.jsonl").exists()
+    # A file that is not a run file is named as --replay's, not as an output.
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n", encoding="utf-8")
+    result = batch("--replay", notes, "-o", tmp_path / "r.jsonl", "-c", agg2)
+    assert result.returncode == 2
+    assert error_line(result.stderr) == (
+        f"moa: error: --replay {notes}: line 1 is not a batch record; --replay takes the run "
+        "file of an earlier moa batch run (what it wrote to -o): give that file, or fix the line"
+    )
 
 
 def test_a_format_output_names_one_generator(server: FakeOpenAIServer, tmp_path: Path) -> None:

@@ -87,6 +87,60 @@ def test_a_config_cannot_read_any_variable(
     assert allowed.returncode == 0, allowed.stderr
 
 
+@pytest.mark.parametrize(
+    ("model", "env", "said"),
+    [
+        # A provider's own key, to the config's endpoint or to another provider's.
+        ("together:agg", "TOGETHER_API_KEY", "TOGETHER_API_KEY is the together provider's key"),
+        ("openai:agg", "OPENAI_API_KEY", "OPENAI_API_KEY is the openai provider's key"),
+        ("openai:agg", "TOGETHER_API_KEY", "not to this model's base_url"),
+        # moa serve's own key, and a token every GitHub Actions job holds.
+        ("openai:agg", "MOA_SERVER_API_KEY", "MOA_SERVER_API_KEY is one of moa's own variables"),
+        ("openai:agg", "GITHUB_TOKEN", "GITHUB_TOKEN is a well-known token of another service"),
+    ],
+)
+def test_a_config_cannot_send_a_known_key_to_its_endpoint(
+    server: FakeOpenAIServer, tmp_path: Path, model: str, env: str, said: str
+) -> None:
+    spec = f'{{ model = "{model}", base_url = "{server.base_url}", api_key_env = "{env}" }}'
+    cfg = config(tmp_path / "c.toml", spec)
+    result = run_cli("--config", str(cfg), "hi", env={env: SECRET})
+    assert result.returncode == 2
+    line = error_line(result.stderr)
+    assert f"config file '{cfg}': aggregator.api_key_env: " in line
+    assert said in line and f"add {env} to MOA_KEY_ENVS in your environment" in line
+    assert SECRET not in result.stderr + result.stdout
+    assert not server.requests
+    # The user (not the config) can send it there all the same.
+    allowed = run_cli("--config", str(cfg), "hi", env={env: SECRET, "MOA_KEY_ENVS": env})
+    assert allowed.returncode == 0, allowed.stderr
+    (request,) = server.requests_for("agg")
+    assert request.headers["authorization"] == f"Bearer {SECRET}"
+
+
+def test_a_providers_key_still_goes_to_its_own_endpoint(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    # Named outright, to the provider's endpoint (the one the user set in TOGETHER_API_BASE),
+    # with no base_url or with that very URL.
+    env = {"TOGETHER_API_KEY": SECRET, "TOGETHER_API_BASE": server.base_url}
+    for extra in ("", f', base_url = "{server.base_url}/"'):
+        spec = f'{{ model = "together:agg", api_key_env = "TOGETHER_API_KEY"{extra} }}'
+        cfg = config(tmp_path / "c.toml", spec)
+        result = run_cli("--config", str(cfg), "hi", env=env)
+        assert result.returncode == 0, result.stderr
+    assert [r.headers["authorization"] for r in server.requests_for("agg")] == [
+        f"Bearer {SECRET}"
+    ] * 2
+    # Another provider's model, with no base_url: the Together key would go to OpenAI.
+    spec = '{ model = "openai:agg", api_key_env = "TOGETHER_API_KEY" }'
+    cfg = config(tmp_path / "c.toml", spec)
+    result = run_cli("--config", str(cfg), "hi", env={**env, "OPENAI_BASE_URL": server.base_url})
+    assert result.returncode == 2
+    assert "not to the openai provider's endpoint" in error_line(result.stderr)
+    assert len(server.requests) == 2
+
+
 @pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
 def test_files_every_user_can_write_are_refused(server: FakeOpenAIServer, tmp_path: Path) -> None:
     # Whoever may edit a config chooses where the prompts and named keys go; a call cache, the
@@ -181,6 +235,12 @@ def test_a_base_url_must_be_http(tmp_path: Path) -> None:
             "base_url: holds a user name or password (user:password@host)",
         ),
         (f'base_url = "ftp://me:{SECRET}@host/v1"', "the URL is not shown"),
+        # Azure-style keys go in the query string: no provider here takes one there.
+        (
+            f'base_url = "http://127.0.0.1:9/v1?api-key={SECRET}"',
+            "base_url: holds a query string or fragment (after '?' or '#')",
+        ),
+        (f'base_url = "ftp://host/v1?key={SECRET}"', "the URL is not shown"),
     ],
 )
 def test_a_key_in_a_config_is_refused_and_never_shown(
@@ -310,9 +370,9 @@ def test_a_binary_output_or_replay_file_is_one_line(
         assert result.returncode != 0
         assert f"{target}: line 1 is not a batch record" in error_line(result.stderr)
         assert target.read_bytes() == before
-        replayed = batch("--replay", target, "-o", tmp_path / "new.jsonl", "-c", cfg)
-        assert replayed.returncode != 0
-        assert f"{target}: line 1 is not a batch record" in error_line(replayed.stderr)
+        replayed = batch("--replay", target, "-o", tmp_path / "new.jsonl", "-a", "together:agg")
+        assert replayed.returncode == 2
+        assert f"--replay {target}: line 1 is not a batch record" in error_line(replayed.stderr)
     assert not server.requests
 
 

@@ -4,16 +4,15 @@ Exit codes: 0 every item ok (or a dry run); 1 the run started and some items fai
 --retry-failed) or it could not go on; 2 refused before any call was paid (bad input, settings
 or paths, an output of other settings or in use: core/command.py); 3 every item answered, but
 some degraded: a proposer gave up, the answer has fewer proposals than configured (rerun with
---retry-degraded); 130 interrupted (rerun the command to resume).
+--retry-degraded); 130 interrupted, 143 stopped by SIGTERM (rerun the command to resume).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import warnings
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,13 @@ from langgraph_moa.core.batch.formats import (
     run_file_for,
 )
 from langgraph_moa.core.batch.inputs import Items, check_input, positions_of, stream_items
-from langgraph_moa.core.batch.outputs import RunFile, check_cache, check_output, output_path
+from langgraph_moa.core.batch.outputs import (
+    OutputError,
+    RunFile,
+    check_cache,
+    check_output,
+    output_path,
+)
 from langgraph_moa.core.batch.progress import money
 from langgraph_moa.core.batch.runner import (
     BatchOptions,
@@ -44,18 +49,51 @@ from langgraph_moa.core.batch.runner import (
     run_batch,
 )
 from langgraph_moa.core.batch.samples import Sampled
-from langgraph_moa.core.batch.turns import ReplayTurns
-from langgraph_moa.core.command import EXIT_DEGRADED, startup
+from langgraph_moa.core.batch.turns import REPLAYED_SETTINGS, ReplayTurns
+from langgraph_moa.core.command import (
+    EXIT_DEGRADED,
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    Terminated,
+    run_stoppable,
+    startup,
+)
 from langgraph_moa.nodes.context import Context, ModelSpec
 from langgraph_moa.nodes.errors import ConfigError, InputError
 
 
-def _context(flags: dict[str, Any]) -> Context:
+def _context(flags: dict[str, Any], replay: str | None) -> Context:
     from langgraph_moa.core.settings import context_from_flags
 
-    ctx = context_from_flags(**flags)
+    # A replay's proposers, and how they were run, are its run file's.
+    taken_from = (
+        f"--replay re-aggregates the proposals in the run file {replay}, with the proposers, "
+        "layers and settings that made them"
+    )
+    ctx = context_from_flags(
+        **flags, taken=REPLAYED_SETTINGS if replay else (), taken_from=taken_from
+    )
     # Nobody reads a batch run's tokens: whole answers cost the client far less CPU.
     return ctx.model_copy(update={"stream": False})
+
+
+def _replayed_records(replay: str) -> Iterator[dict[str, Any]]:
+    """The records of the run file ``--replay`` names; ``InputError`` if it is none."""
+    what = "--replay takes the run file of an earlier moa batch run (what it wrote to -o)"
+    if Path(replay).is_dir():
+        raise InputError(f"--replay {replay}: that is a folder; {what}")
+    if not Path(replay).is_file():
+        raise InputError(f"--replay: run file {replay!r} not found")
+    try:
+        yield from RunFile(replay).records()
+    except OutputError as exc:
+        # Its words are an output's ("give another -o"): say what --replay wants instead.
+        problem = str(exc).removeprefix(f"{replay}: ").split(";")[0]
+        if problem == str(exc):  # it cannot be read (permissions...): said as it is
+            raise
+        raise InputError(
+            f"--replay {replay}: {problem}; {what}: give that file, or fix the line"
+        ) from None
 
 
 def _generator(flags: dict[str, Any], ctx: Context, replay: bool) -> str:
@@ -113,6 +151,10 @@ def batch(
         raise ConfigError("give either INPUT or --replay RUN.jsonl, not both")
     if replay and server:
         raise ConfigError("--replay runs here: it cannot go with --server")
+    if server:
+        from langgraph_moa.core.batch.server import check_server_url
+
+        check_server_url(server)
     # Flags that would otherwise be ignored without a word: the run would not do what was asked.
     if as_json and not dry_run:
         raise ConfigError("--json goes with --dry-run; a run's records are JSON already (-o)")
@@ -131,7 +173,7 @@ def batch(
             "-o -: the output is a file, read back to resume a run and put in input order at "
             "its end, not stdout; give a file name"
         )
-    ctx = _context(flags)
+    ctx = _context(flags, replay)
     if output is not None:
         output = str(output_path(output))  # a symlink: its target is the output (one writer)
     cache_path: Path | None = None
@@ -164,9 +206,7 @@ def batch(
             stack.enter_context(output_lock(Path(output), fmt, every_format=True))
         the_format: Format = fmt
         if replay:
-            if not Path(replay).is_file():
-                raise InputError(f"--replay: run file {replay!r} not found")
-            items, stored = replay_items(RunFile(replay).records(), replay)
+            items, stored = replay_items(_replayed_records(replay), replay)
             if not items:
                 raise InputError(f"--replay: {replay} holds no records")
             check_items(the_format, items)
@@ -240,16 +280,17 @@ def batch(
                 return await run_batch(items, ctx, out, options, console=console)
 
         try:
-            result = asyncio.run(go())
-        except KeyboardInterrupt:
+            result = run_stoppable(go)
+        except (KeyboardInterrupt, Terminated) as stop:
             journal = run_file_for(out, the_format)
+            sigterm = isinstance(stop, Terminated)
             console.print(
-                f"moa batch: interrupted; the finished items are in {journal}: "
-                "run the same command again to finish the rest",
+                f"moa batch: {'stopped by SIGTERM' if sigterm else 'interrupted'}; the finished "
+                f"items are in {journal}: run the same command again to finish the rest",
                 highlight=False,
                 markup=False,
             )
-            return 130
+            return EXIT_TERMINATED if sigterm else EXIT_INTERRUPTED
         return _report(result, console, cache_path, limited=limit is not None)
 
 

@@ -5,12 +5,11 @@ written but some answers or judgments failed (rerun with --retry-failed), or no 
 be read, or the run could not go on; 2 refused before any call (bad input, settings, models or
 REPORT_DIR: core/command.py); 3 the report is written but some
 answers are degraded (fewer proposals than configured: rerun with --retry-degraded); 130
-interrupted (rerun the same command to resume).
+interrupted, 143 stopped by SIGTERM (rerun the same command to resume).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 from importlib import resources
 from pathlib import Path
@@ -29,7 +28,13 @@ from langgraph_moa.apps.compare.systems import (
     parse_system,
 )
 from langgraph_moa.core.batch.inputs import InvalidItem, Item, read_items
-from langgraph_moa.core.command import EXIT_DEGRADED
+from langgraph_moa.core.command import (
+    EXIT_DEGRADED,
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    Terminated,
+    run_stoppable,
+)
 from langgraph_moa.nodes.context import Context, ModelSpec, build_context
 from langgraph_moa.nodes.errors import ConfigError, InputError
 
@@ -220,10 +225,14 @@ def compare(
         console.print(f"moa compare: {text}", highlight=False, markup=False)
 
     try:
-        run = asyncio.run(go())
-    except KeyboardInterrupt:
-        say(f"interrupted; what finished is in {folder}: run the same command again to resume")
-        return 130
+        run = run_stoppable(go)
+    except (KeyboardInterrupt, Terminated) as stop:
+        sigterm = isinstance(stop, Terminated)
+        say(
+            f"{'stopped by SIGTERM' if sigterm else 'interrupted'}; what finished is in {folder}: "
+            "run the same command again to resume"
+        )
+        return EXIT_TERMINATED if sigterm else EXIT_INTERRUPTED
     say(f"report: {folder / REPORT} (plot: {folder / PLOT}, numbers: {folder / RESULTS})")
     print(run.results["verdict"])
     say(_preferences_line(run.results, folder))

@@ -27,6 +27,7 @@ from langgraph_moa.core.batch.inputs import InvalidItem, Item
 from langgraph_moa.nodes.context import Context, ModelSpec
 from langgraph_moa.nodes.models import settings_for
 from langgraph_moa.nodes.models.budget import MESSAGE_OVERHEAD, REQUEST_OVERHEAD, estimate_tokens
+from langgraph_moa.nodes.models.catalog import known_price
 from langgraph_moa.nodes.prompts import format_references
 
 Prices = dict[str, tuple[float, float] | None]  # model -> USD per million (input, output)
@@ -35,6 +36,32 @@ Prices = dict[str, tuple[float, float] | None]  # model -> USD per million (inpu
 def prices_of(ctx: Context) -> Prices:
     """The price of every model the run may call (None: unknown)."""
     return {spec.model: settings_for(spec, ctx).price for spec in ctx.all_models()}
+
+
+def replay_prices(ctx: Context, stored: dict[str, dict[str, Any]]) -> Prices:
+    """The prices of a replay: for the proposals it reuses, the prices the replayed records
+    counted them at (``prices``), else their list price; for its aggregator (and fallback),
+    this run's. A replay's own proposers are not its models (they are the run file's)."""
+    prices: Prices = {}
+    for record in stored.values():
+        counted = record.get("prices")
+        counted = counted if isinstance(counted, dict) else {}
+        for turn in record.get("turns") or []:
+            for layer in (turn.get("layers") if isinstance(turn, dict) else None) or []:
+                for proposal in layer if isinstance(layer, list) else []:
+                    model = proposal.get("model") if isinstance(proposal, dict) else None
+                    if isinstance(model, str) and prices.get(model) is None:
+                        prices[model] = _stored_price(counted.get(model)) or known_price(model)
+    models = [ctx.aggregator, *([ctx.fallback_aggregator] if ctx.fallback_aggregator else [])]
+    prices.update({spec.model: settings_for(spec, ctx).price for spec in models})
+    return prices
+
+
+def _stored_price(price: Any) -> tuple[float, float] | None:
+    try:
+        return (float(price["input"]), float(price["output"]))
+    except (TypeError, KeyError, ValueError):
+        return None
 
 
 def cost_of(usage: dict[str, dict[str, int]], prices: Prices) -> float | None:

@@ -168,6 +168,8 @@ def settings_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
                         changes.append(f"{field} of {model}: {was} -> {now}")
             if old[key].keys() != new[key].keys() and not changes:
                 changes.append("the models")
+        elif key == "replayed_proposals" and old[key] != new[key]:
+            changes.append("the proposals replayed (another --replay run file, or one changed)")
         elif old[key] != new[key]:
             changes.append(
                 "the aggregation prompt"
@@ -256,6 +258,12 @@ def build_record(
         "reused_usage": (again := _usage(reused)),
         "cost_usd": _sum_cost(cost_of(usage, prices), cost_of(again, prices)),
         "spent_usd": cost_of(usage, prices),
+        # The prices those were counted at (a replay prices the proposals it reuses with them).
+        "prices": {
+            model: {"input": price[0], "output": price[1]}
+            for model in {**usage, **again}
+            if (price := prices.get(model)) is not None
+        },
         "seconds": round(seconds, 3),
         "finished": time.time(),
         "generator": generator,

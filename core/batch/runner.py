@@ -25,7 +25,7 @@ from typing import Any
 
 from rich.console import Console
 
-from langgraph_moa.core.batch.cost import Prices, prices_of
+from langgraph_moa.core.batch.cost import Prices, prices_of, replay_prices
 from langgraph_moa.core.batch.formats import (
     Format,
     cache_for,
@@ -423,7 +423,7 @@ async def _run_batch(
             highlight=False,
             markup=False,
         )
-    prices = prices_of(ctx)
+    prices = prices_of(ctx) if options.replay is None else replay_prices(ctx, options.replay)
     cache = CallCache(options.cache) if options.cache is not None and not options.server else None
     turns: Turns
     if options.server:

@@ -21,6 +21,7 @@ shares: refused before any call, nothing is paid and no item is recorded failed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from typing import Any, cast
@@ -35,6 +36,7 @@ from langgraph_moa.nodes import errors
 from langgraph_moa.nodes.context import Context
 from langgraph_moa.nodes.errors import (
     ClientSettingError,
+    ConfigError,
     CostCapError,
     MoAError,
     RetriedRunError,
@@ -42,6 +44,7 @@ from langgraph_moa.nodes.errors import (
     ServerRefusedError,
     ServerUnusableError,
 )
+from langgraph_moa.nodes.models.redact import register_secret
 from langgraph_moa.nodes.untrusted import Endpoints, check_context
 
 # A run submitted again at most this many times (the server lost it, or refused its retry).
@@ -63,12 +66,39 @@ class ServerRunError(MoAError):
         self.kind = kind
 
 
+def check_server_url(url: str) -> None:
+    """``ConfigError`` unless ``url`` is an http(s) URL with a host, named without its user name
+    and password (``user:password@``, allowed: a server behind basic authentication)."""
+    try:
+        parts = httpx.URL(url)
+        ok = parts.scheme in ("http", "https") and bool(parts.host)
+    except (httpx.InvalidURL, TypeError):
+        ok = False
+    if not ok:
+        shown = f" {url!r}" if "@" not in url else " (not shown: it holds a user name)"
+        raise ConfigError(
+            f"--server{shown} is not an http:// or https:// URL: give the address of a LangGraph "
+            "server, like http://127.0.0.1:2024"
+        )
+
+
+def _hide_userinfo(url: str) -> None:
+    """A ``user:password@`` in ``url`` is masked in every message and record from now on, as
+    given and as the HTTP client quotes it in its errors (percent-encoded)."""
+    with contextlib.suppress(httpx.InvalidURL, TypeError):
+        given = url.split("://", 1)[-1].split("/", 1)[0].rpartition("@")[0]
+        for userinfo in (given, httpx.URL(url).userinfo.decode("ascii", "replace")):
+            if len(userinfo) >= 3:  # shorter would blank unrelated text ("a" of "a@host")
+                register_secret(userinfo)
+
+
 class ServerTurns:
     """Each turn is a stateless run on the server at ``url``."""
 
     def __init__(self, url: str, ctx: Context, assistant: str = "moa", samples: int = 1) -> None:
         from langgraph_sdk import get_client
 
+        _hide_userinfo(url)
         self.url = url
         self.assistant = assistant
         self.client = get_client(url=url)

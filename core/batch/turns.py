@@ -7,6 +7,8 @@ Each takes the item and the conversation so far (the turn's user message last) a
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any, Protocol, TypeGuard
 
 from langchain_core.runnables import RunnableConfig
@@ -83,6 +85,34 @@ class GraphTurns:
         return _result(state)
 
 
+# What a replay takes from the run file it re-aggregates, never from its own settings: the
+# proposers, and every setting of how their proposals were made and gathered. A flag or config
+# file that sets one is refused (core/settings.py): it would be ignored.
+REPLAYED_SETTINGS = (
+    "proposers",
+    "layer_proposers",
+    "layers",
+    "min_proposals",
+    "quorum",
+    "quorum_grace",
+    "layer_deadline",
+    "straggler_grace",
+    "staircase",
+    "staircase_chunks",
+)
+# The keys of a record's settings (records.settings_summary) a replay's record copies from the
+# replayed record: they say how its proposals were made. The aggregator's are the replay's own.
+_STORED_SETTINGS = (
+    "layers",
+    "proposers",
+    "min_proposals",
+    "quorum",
+    "staircase",
+    "staircase_chunks",
+)
+_CALL_SETTINGS = ("temperature", "max_tokens", "seed", "base_url")
+
+
 class ReplayTurns:
     """Each turn re-aggregates the proposals a previous run stored for it: only the aggregator
     (``ctx.aggregator``, with its fallback) is called."""
@@ -133,8 +163,35 @@ class ReplayTurns:
         return self.settings_for(item.id)
 
     def settings_for(self, item_id: str) -> dict[str, Any]:
-        """The settings a replay of ``item_id`` records (KeyError: not in the replayed run)."""
-        return settings_summary(self._context(self._layers_of(item_id, 0)))
+        """The settings a replay of ``item_id`` records (KeyError: not in the replayed run): the
+        proposers' as the replayed record has them (its models, their temperature, seed,
+        endpoint...; unknown: None), this run's aggregator, and a digest of the proposals
+        replayed, so that a resume replaying another run file's is refused."""
+        record = self.stored[item_id]
+        mine = settings_summary(self._context(self._layers_of(item_id, 0)))
+        stored = _mapping(record.get("settings"))
+        found = {key: stored[key] for key in _STORED_SETTINGS if key in stored}
+        stored_uses, sampling = _mapping(stored.get("uses")), _mapping(stored.get("sampling"))
+        uses: dict[str, Any] = {}
+        for place, use in mine["uses"].items():
+            if place.startswith("layer "):  # a proposer's: as the replayed run called it
+                was = _mapping(stored_uses.get(place))
+                if was.get("model") != use["model"]:
+                    # Records before "uses" kept each model's settings once.
+                    known = _mapping(sampling.get(use["model"]))
+                    was = {"model": use["model"], **{k: known.get(k) for k in _CALL_SETTINGS}}
+                use = was
+            uses[place] = use
+        return {
+            **mine,
+            **found,
+            "uses": uses,
+            # Each model's settings once, the aggregator's last (as settings_summary has them).
+            "sampling": {
+                u["model"]: {k: v for k, v in u.items() if k != "model"} for u in uses.values()
+            },
+            "replayed_proposals": _digest(record),
+        }
 
     async def turn(self, item: Item, messages: list[Message], index: int) -> TurnResult:
         layers = self._layers(item, index)
@@ -144,6 +201,24 @@ class ReplayTurns:
             state = await self.graph.ainvoke(state_in, context=self._context(layers))
         # The layers are the stored run's: neither paid nor made by this run.
         return TurnResult(**_result(state), replayed=True)
+
+
+def _digest(record: dict[str, Any]) -> str:
+    """What a record's turns hold of proposals (each one's model and text), hashed: two runs of
+    the same settings give other proposals, and a replay resumed on another's is refused."""
+    turns = record.get("turns")
+    proposals = [
+        [[[p.get("model"), p.get("text")] for p in layer] for layer in turn["layers"]]
+        for turn in (turns if isinstance(turns, list) else [])
+        if isinstance(turn, dict) and _stored_layers(turn.get("layers"))
+    ]
+    text = json.dumps(proposals, ensure_ascii=False, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    """``value`` if a record holds a JSON object there, else an empty one (an edited file)."""
+    return value if isinstance(value, dict) else {}
 
 
 def _stored_layers(layers: Any) -> TypeGuard[list[list[Any]]]:

@@ -38,6 +38,8 @@ TOGETHER_BASE_ENV = "TOGETHER_API_BASE"
 # langchain-openai's variable, then the SDK's (LangSmith's gateway, LANGSMITH_GATEWAY, between).
 OPENAI_BASE_ENVS = ("OPENAI_API_BASE", "OPENAI_BASE_URL")
 GATEWAY_ENV = "LANGSMITH_GATEWAY"
+# The variables that move each provider's endpoint, where its client reads one (keys.py).
+BASE_ENV = {"together": (TOGETHER_BASE_ENV,), "openai": OPENAI_BASE_ENVS}
 
 # The window assumed for a model nobody described: small enough for nearly every chat model.
 DEFAULT_WINDOW = 8192

@@ -16,7 +16,12 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 
 from langgraph_moa.nodes.errors import ProviderError
-from langgraph_moa.nodes.keys import check_base_url, warn_plain_http
+from langgraph_moa.nodes.keys import (
+    check_base_url,
+    check_key_env,
+    check_key_goes_to,
+    warn_plain_http,
+)
 from langgraph_moa.nodes.models.catalog import (
     KEY_ENV,
     LOCAL_SERVERS,
@@ -37,6 +42,11 @@ def _api_key(settings: ModelSettings, *, required: bool, url: str | None = None)
     env = settings.api_key_env
     if env:
         register_key_env(env)  # its value is masked in every error message and output
+        try:  # checked on the spec already; settings made without one are checked here
+            check_key_env(env)
+            check_key_goes_to(env, settings.provider, settings.base_url)
+        except ValueError as exc:
+            raise ProviderError(f"{settings.model}: api_key_env: {exc}") from None
     key = os.environ.get(env) if env else None
     if not key and required:
         hint = f"set {env}" if env else "set api_key_env in the model's config"

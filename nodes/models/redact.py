@@ -19,6 +19,7 @@ _SECRET_NAME = re.compile(r"(API_KEY|_KEY|_TOKEN|_SECRET|_PASSWORD)$", re.IGNORE
 # Shorter values are not masked: "1" or "true" would blank unrelated text.
 _MIN_LEN = 6
 _KEY_ENVS: set[str] = set()
+_SECRETS: set[str] = set()  # secrets given elsewhere than in a variable (a URL's password)
 
 
 def register_key_env(name: str) -> None:
@@ -26,11 +27,18 @@ def register_key_env(name: str) -> None:
     _KEY_ENVS.add(name)
 
 
+def register_secret(value: str) -> None:
+    """Mask ``value`` from now on, whatever its length (the caller chose it: ``user:password``
+    of a URL given on the command line, which an HTTP client's errors quote)."""
+    if value:
+        _SECRETS.add(value)
+
+
 def secret_values() -> list[str]:
-    """The secret values set in the environment, longest first."""
+    """The secret values set in the environment or registered, longest first."""
     names = {n for n in os.environ if _SECRET_NAME.search(n)} | _KEY_ENVS
     values = {v for n in names if (v := os.environ.get(n)) and len(v) >= _MIN_LEN}
-    return sorted(values, key=len, reverse=True)
+    return sorted(values | _SECRETS, key=len, reverse=True)
 
 
 def redact(text: str) -> str:

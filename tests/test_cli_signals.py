@@ -1,0 +1,100 @@
+"""``moa batch`` and ``moa compare`` stopped by a signal mid-run: Ctrl-C (SIGINT) and SIGTERM
+(``kill``, a service manager, a CI timeout) stop them the same way, with one line saying where
+what finished is and how to resume, never silently and never a traceback."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from batch_helpers import prompts, read_records, write_config, write_items
+from compare_helpers import always_a
+from compare_helpers import env as compare_env
+from conftest import ROOT
+from fake_openai import FakeOpenAIServer
+
+
+def hang_after(answered: int) -> object:
+    """A latency for the fake server: the first ``answered`` requests at once, then none."""
+    count = itertools.count()
+    return lambda: 0.0 if next(count) < answered else 300.0
+
+
+def wait_for(condition: object, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize(
+    ("sig", "code", "said"),
+    [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "stopped by SIGTERM")],
+)
+@pytest.mark.parametrize("command", ["batch", "compare"])
+def test_a_signal_stops_a_run_with_a_line_saying_how_to_resume(
+    server: FakeOpenAIServer,
+    tmp_path: Path,
+    command: str,
+    sig: signal.Signals,
+    code: int,
+    said: str,
+) -> None:
+    cfg = write_config(tmp_path / "c.toml", server)
+    data = write_items(tmp_path / "in.jsonl", prompts(6))
+    out = tmp_path / ("o.jsonl" if command == "batch" else "report")
+    args = [str(data), "-o", str(out), "-c", str(cfg), "-j", "1"]
+    if command == "compare":
+        args = [str(data), "-o", str(out), "--system", f"moa={cfg}", "--system", "one=together:p1"]
+        args += ["--judge", "together:judge", "-j", "1"]
+        server.script("judge", always_a)
+    server.script("agg", latency=hang_after(2))  # two items answered, the third hangs
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "langgraph_moa", command, *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **compare_env(server)},
+        cwd=ROOT,
+    )
+    try:
+        wait_for(lambda: len(server.requests_for("agg")) >= 3)  # the hanging one is in flight
+        proc.send_signal(sig)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == code, stderr
+    assert "Traceback" not in stderr and stdout == ""
+    last = stderr.splitlines()[-1]
+    if command == "batch":
+        assert last == (
+            f"moa batch: {said}; the finished items are in {out}: run the same command again "
+            "to finish the rest"
+        )
+        assert [r["id"] for r in read_records(out)] == ["q0", "q1"]  # nothing finished is lost
+        # The same command finishes the rest.
+        server.script("agg")
+        again = subprocess.run(
+            [sys.executable, "-m", "langgraph_moa", command, *args],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **compare_env(server)},
+            cwd=ROOT,
+            timeout=120,
+        )
+        assert again.returncode == 0, again.stderr
+        assert "2 items were already in the output and were skipped" in again.stderr
+        assert len(read_records(out)) == 6
+    else:
+        assert last == (
+            f"moa compare: {said}; what finished is in {out}: run the same command again to resume"
+        )
