@@ -105,12 +105,12 @@ def _refuse_taken(
 ) -> None:
     for field, value in flags.items():
         if field in taken and value not in (None, []):
-            shown = (
-                " ".join(f"{FLAGS[field]} {_shown(v)}" for v in value)
+            given_flags = (
+                " ".join(f"{FLAGS[field]} {shown(v)}" for v in value)
                 if field == "proposers"
-                else f"{FLAGS[field]} {_shown(value)}"
+                else f"{FLAGS[field]} {shown(value)}"
             )
-            raise ConfigError(f"{shown}: {taken_from}; leave out {FLAGS[field]}")
+            raise ConfigError(f"{given_flags}: {taken_from}; leave out {FLAGS[field]}")
     given = [field for field in taken if field in data]
     if config is not None and given:
         raise ConfigError(
