@@ -5,6 +5,8 @@ thread id NAME, so a later process resumes it. A turn that fails leaves checkpoi
 run behind (LangGraph saves every finished step); the thread's *good* state is therefore its
 latest checkpoint of a completed run (nothing left to execute), and each turn starts from there
 (a fork), whether the failure happened in this process or in one that died.
+
+A store another user could have put there or could change is refused (nodes/shared_files.py).
 """
 
 from __future__ import annotations
@@ -27,11 +29,13 @@ from langgraph.graph.state import CompiledStateGraph
 
 from langgraph_moa.core.files import file_in_the_way, not_a_folder
 from langgraph_moa.nodes.errors import ConfigError, StoredValueError
-from langgraph_moa.nodes.keys import everyone_can_write, make_it_yours, open_to_all
 from langgraph_moa.nodes.serde import SAFE_SERDE
+from langgraph_moa.nodes.shared_files import check_shared
 
 DATA_DIR_ENV = "MOA_DATA_DIR"
 DB_NAME = "chat-threads.sqlite"
+LOCKS = "thread-locks"  # one lock file per thread (thread_lock)
+COMPANIONS = ("-wal", "-shm", "-journal")  # SQLite's files beside the store
 
 
 def data_dir() -> Path:
@@ -39,20 +43,25 @@ def data_dir() -> Path:
     override = os.environ.get(DATA_DIR_ENV)
     if override:
         return Path(override).expanduser()
+    return _default_dir()
+
+
+def _default_dir() -> Path:
     from platformdirs import user_data_dir
 
     return Path(user_data_dir("langgraph-moa", appauthor=False))
+
+
+def _store_files(path: Path) -> list[Path]:
+    return [path, *(path.with_name(path.name + c) for c in COMPANIONS)]
 
 
 @asynccontextmanager
 async def open_saver() -> AsyncIterator[AsyncSqliteSaver]:
     """The thread store, created on first use; a folder that cannot be used is one error line."""
     path = data_dir() / DB_NAME
-    if path.is_file() and everyone_can_write(st := path.stat()):
-        raise ConfigError(
-            f"the chat thread store {path}: {open_to_all('rewrite your conversations', st)}: "
-            f"{make_it_yours(path)}"
-        )
+    for name in [*_store_files(path), path.parent / LOCKS / "x"]:
+        check_shared(name, f"the chat thread store {path}", "rewrite your conversations")
     async with AsyncExitStack() as stack:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -72,7 +81,7 @@ async def open_saver() -> AsyncIterator[AsyncSqliteSaver]:
 def thread_lock(name: str) -> Path:
     """The file whose lock one chat of thread ``name`` holds (core/locks.py): any name, hashed."""
     digest = hashlib.sha256(name.encode()).hexdigest()[:32]
-    return data_dir() / "thread-locks" / digest
+    return data_dir() / LOCKS / digest
 
 
 def thread_config(name: str) -> RunnableConfig:

@@ -13,6 +13,11 @@ It is both the output (``--format jsonl``) and the journal a rerun resumes from:
   through a temporary file and an atomic rename (``atomic_writer``), so a crash during it leaves
   the old file whole.
   A record written twice for one id (a failed item retried) keeps its last version.
+
+It is never written through a link (``O_NOFOLLOW``: a batch output that is the user's own link
+to a file is resolved first, ``output_path``), nor read or written where another user could have
+put it (nodes/shared_files.py): a planted journal would be resumed from, a planted link written
+into.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from typing import IO, Any, Self
 from langgraph_moa.core.files import file_in_the_way, not_a_folder, os_reason
 from langgraph_moa.nodes.errors import CallCacheError, MoAError, RefusedError
 from langgraph_moa.nodes.models.callcache import FOLDER_HINT
+from langgraph_moa.nodes.shared_files import NOFOLLOW, OWN_FILES_RISK, check_shared
 
 SYNC_EVERY_S = 1.0
 RECORD_START = b'{"id":'  # how every record line starts (build_record puts the id first)
@@ -37,6 +43,7 @@ RECORD_START = b'{"id":'  # how every record line starts (build_record puts the 
 # created private (0600) and given the mode a plain open() would have given the file.
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
+ANOTHER_O = ", or give another -o"
 
 
 class OutputError(RefusedError):
@@ -62,6 +69,7 @@ class RunFile:
         """Repair a torn last line, then the status ("ok"/"failed") of each finished id."""
         if self.path.is_dir():
             raise OutputError(f"output {str(self.path)!r} is a folder; give a file name")
+        check_shared(self.path, str(self.path), OWN_FILES_RISK, ANOTHER_O)  # before it is read
         status = {record["id"]: record["status"] for record in self.records()}
         if self.path.exists():
             try:
@@ -74,7 +82,7 @@ class RunFile:
         size = self.path.stat().st_size
         if size == 0:
             return
-        with self.path.open("rb+") as f:
+        with os.fdopen(os.open(self.path, os.O_RDWR | NOFOLLOW), "rb+") as f:
             # Find the last newline, reading back from the end in blocks.
             end, block = size, 1 << 16
             cut = 0
@@ -125,7 +133,8 @@ class RunFile:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # Unbuffered: each record is one write() of its own, undone whole if it fails.
-            self._file = self.path.open("ab", buffering=0)
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | NOFOLLOW
+            self._file = os.fdopen(os.open(self.path, flags, 0o666), "ab", buffering=0)
         except OSError as exc:
             raise OutputError(f"cannot write {self.path}: {os_reason(exc)}") from None
         return self
@@ -257,9 +266,22 @@ def output_path(given: str | Path) -> Path:
     Its lock (core/locks.py), journal, cache and final rename all go by this path, so two names
     of one file (``-o out.jsonl`` and ``-o link.jsonl``) are one output with one writer, not two
     runs paying for every item twice; and the link stays a link to the file it names.
+
+    Only a link the user could have made, to a file that is there: one another user could have
+    planted (nodes/shared_files.py) would have the run write wherever it points, and one to a
+    name not there yet would have it create that file, its work folder and its lock anywhere.
     """
     path = Path(given)
-    return path.resolve() if path.is_symlink() else path
+    if not path.is_symlink():
+        return path
+    check_shared(path, f"-o {given}", OWN_FILES_RISK, ANOTHER_O)
+    target = path.resolve()
+    if not target.exists():
+        raise OutputError(
+            f"-o {given}: a link to {os.readlink(path)}, which does not exist: moa writes through "
+            "a link only to a file that is there; give the file's own path, or another -o"
+        )
+    return target
 
 
 def check_output(
@@ -275,6 +297,7 @@ def check_output(
     for path in dict.fromkeys((output, run_file)):
         if (blocker := file_in_the_way(path)) is not None:
             raise OutputError(f"-o {output}: {not_a_folder(blocker)}; give another -o")
+        check_shared(path, f"-o {output}", OWN_FILES_RISK, ANOTHER_O)
     if output.exists() and not output.is_file():
         # A pipe blocks the resume's read forever; /dev/null keeps nothing of what was paid.
         raise OutputError(

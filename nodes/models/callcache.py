@@ -29,6 +29,8 @@ a maintained SQLite table with WAL, expiry and serialization.
 Whoever can write the file controls what it holds: it is read with a serializer that runs no
 code (nodes/serde.py), an entry that is not a call's shape is a miss (asked again, and counted in
 ``rejected``), and a file that holds other tables is someone else's database: refused untouched.
+A file another user could have planted, or could change, is refused before it is opened
+(nodes/shared_files.py).
 """
 
 from __future__ import annotations
@@ -47,10 +49,10 @@ from langgraph.cache.sqlite import SqliteCache
 from pydantic import ValidationError
 
 from langgraph_moa.nodes.errors import CallCacheError, StoredValueError
-from langgraph_moa.nodes.keys import everyone_can_write, make_it_yours, open_to_all
 from langgraph_moa.nodes.models.calls import CallResult
 from langgraph_moa.nodes.models.settings import ModelSettings
 from langgraph_moa.nodes.serde import SAFE_SERDE
+from langgraph_moa.nodes.shared_files import check_shared
 
 NAMESPACE = ("moa-calls", "v1")  # bump the version when the key or the value changes
 TABLE = ("cache", ["ns", "key", "expiry", "encoding", "val"])  # SqliteCache's one table
@@ -67,6 +69,8 @@ DAMAGED_HINT = (
 
 
 FOLDER_HINT = "choose a folder you can use for it (--cache), or pass --no-cache"
+# SQLite's files beside a database: its write-ahead log, shared memory and rollback journal.
+COMPANIONS = ("-wal", "-shm", "-journal")
 
 
 def cache_error(path: Path, exc: sqlite3.Error) -> CallCacheError:
@@ -82,8 +86,8 @@ def cache_error(path: Path, exc: sqlite3.Error) -> CallCacheError:
 
 def _check_ours(path: Path) -> None:
     """Refuse a SQLite file that holds anything but SqliteCache's table: another program's
-    database, which opening it as a cache would add a table to (or fail on at every call); and
-    one every user of the machine may write, whose answers anyone could change."""
+    database, which opening it as a cache would add a table to (or fail on at every call). (A
+    file another user could have changed is refused before it is read: ``check_not_shared``.)"""
     if not path.exists():
         return
     if not path.is_file():  # a folder, a pipe, a device
@@ -91,10 +95,6 @@ def _check_ours(path: Path) -> None:
             str(path), "not a call cache: not a regular file", "give --cache a file of its own"
         )
     st = path.stat()
-    if everyone_can_write(st):
-        problem = open_to_all("change the answers it gives", st)
-        hint = make_it_yours(path, ", or pass another --cache")
-        raise CallCacheError(str(path), problem, hint)
     if st.st_size == 0:
         return
     with path.open("rb") as f:
@@ -128,12 +128,25 @@ def _check_ours(path: Path) -> None:
         )
 
 
+def check_not_shared(path: Path) -> None:
+    """Refuse a cache (or a file of SQLite's beside it) another user could have planted or could
+    change (nodes/shared_files.py): its answers would be theirs."""
+    for name in (path, *(path.with_name(path.name + c) for c in COMPANIONS)):
+        check_shared(
+            name,
+            f"the call cache {path}",
+            "change the answers it gives",
+            ", or pass another --cache",
+        )
+
+
 class CallCache:
     """Finished model calls in one SQLite file."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         try:
+            check_not_shared(self.path)
             self.path.parent.mkdir(parents=True, exist_ok=True)
             _check_ours(self.path)
             self._store: SqliteCache[dict[str, Any]] = SqliteCache(
