@@ -7,6 +7,7 @@ root in CI)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -17,7 +18,7 @@ from pathlib import Path
 from subprocess import CompletedProcess
 
 import pytest
-from batch_helpers import prompts, write_config, write_items
+from batch_helpers import prompts, read_records, write_config, write_items
 from compare_helpers import always_a, write_mixture, write_prompts
 from compare_helpers import env as compare_env
 from conftest import ROOT, run_cli
@@ -259,6 +260,46 @@ def test_a_config_others_could_change_is_refused(server: FakeOpenAIServer, base:
     team = folder(base / "team", 0o2775, TEAM)
     plant(f"cp {cfg} {team}/c.toml && chmod 664 {team}/c.toml", NOBODY, TEAM)
     assert run_cli("-c", str(team / "c.toml"), "hi").returncode == 0
+
+
+# ------------------------------------------------------------------ 3. modes kept
+def test_a_rewritten_output_keeps_its_mode_group_and_owner(
+    server: FakeOpenAIServer, base: Path
+) -> None:
+    cfg = write_config(base / "c.toml", server)
+    data = write_items(base / "in.jsonl", prompts(3))
+    late = write_items(base / "late.jsonl", prompts(1, start=2))
+    out = base / "out.jsonl"
+    assert batch(late, "-o", out, "-c", cfg).returncode == 0  # q2 first: rewritten in order
+    os.chown(out, 0, DAEMON)
+    out.chmod(0o600)
+    assert batch(data, "-o", out, "-c", cfg).returncode == 0
+    assert [r["id"] for r in read_records(out)] == ["q0", "q1", "q2"]
+    st = out.stat()
+    assert (oct(st.st_mode & 0o7777), st.st_uid, st.st_gid) == (oct(0o600), 0, DAEMON)
+    # A -f output, rewritten whole at the end of each run; its owner is kept too.
+    formatted = base / "model_outputs.json"
+    assert batch(late, "-o", formatted, "-f", "alpaca-eval", "-c", cfg).returncode == 0
+    os.chown(formatted, DAEMON, DAEMON)
+    formatted.chmod(0o640)
+    assert batch(data, "-o", formatted, "-f", "alpaca-eval", "-c", cfg).returncode == 0
+    assert len(json.loads(formatted.read_text())) == 3
+    st = formatted.stat()
+    assert (oct(st.st_mode & 0o7777), st.st_uid, st.st_gid) == (oct(0o640), DAEMON, DAEMON)
+    # moa compare's report, redrawn.
+    server.script("judge", always_a)
+    report = base / "report"
+    mix = write_mixture(base / "mix.toml")
+    args = ["compare", str(data), "--config", str(mix), "--judge", "together:judge"]
+    assert run_cli(*args, "-o", str(report), env=compare_env(server)).returncode == 0
+    kept = ["results.json", "report.md", "preferences.jsonl"]
+    for name in kept:
+        os.chown(report / name, 0, DAEMON)
+        (report / name).chmod(0o640)
+    assert run_cli(*args, "-o", str(report), env=compare_env(server)).returncode == 0
+    for name in kept:
+        st = (report / name).stat()
+        assert (oct(st.st_mode & 0o7777), st.st_gid) == (oct(0o640), DAEMON), name
 
 
 # ------------------------------------------------------------------ 8. lock files

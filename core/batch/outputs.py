@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -221,15 +222,16 @@ def atomic_writer(path: Path) -> Iterator[IO[bytes]]:
     The temporary file gets a fresh random name in ``path``'s folder, created exclusively
     (``mkstemp``: O_EXCL, so a planted file or symlink is never opened or followed); it is synced,
     renamed over ``path`` and the folder is synced, so after a crash ``path`` is the old file or
-    the new one. A write error (a full disk, a read-only folder) names the file.
+    the new one. A write error (a full disk, a read-only folder) names the file. The new file
+    keeps the mode, group and (where this process may give it) owner of the file it replaces;
+    a new name gets the mode a plain open() would give it (``_like``).
     """
     tmp: str | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
-            with contextlib.suppress(OSError):  # not every file system has modes (FAT, SMB)
-                os.fchmod(f.fileno(), 0o666 & ~_UMASK)
+            _like(f.fileno(), path)
             yield f
             f.flush()
             os.fsync(f.fileno())
@@ -242,6 +244,29 @@ def atomic_writer(path: Path) -> Iterator[IO[bytes]]:
         if tmp is not None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
+
+
+def _like(fd: int, path: Path) -> None:
+    """Give the new file ``fd`` what the file at ``path`` has: its owner where this process may
+    (root), its group where it may (one of ours), then its mode (a 0600 output stays private, a
+    team's 0664 stays the team's); 0o666 less the umask for a new name (or a link in its place,
+    which the rename replaces). Not every file system has modes (FAT, SMB): then as it comes."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        st = None
+    if st is None or not stat.S_ISREG(st.st_mode):
+        with contextlib.suppress(OSError):
+            os.fchmod(fd, 0o666 & ~_UMASK)
+        return
+    for uid in (st.st_uid, -1):  # the owner and group, else the group alone
+        try:
+            os.fchown(fd, uid, st.st_gid)
+            break
+        except OSError:
+            continue
+    with contextlib.suppress(OSError):
+        os.fchmod(fd, stat.S_IMODE(st.st_mode))  # after fchown, which may clear set-id bits
 
 
 def _sync_folder(folder: Path) -> None:
