@@ -302,6 +302,35 @@ def test_a_rewritten_output_keeps_its_mode_group_and_owner(
         assert (oct(st.st_mode & 0o7777), st.st_gid) == (oct(0o640), DAEMON), name
 
 
+# ------------------------------------------------------------------ 4. chat threads
+def test_the_thread_store_is_private(server: FakeOpenAIServer, base: Path) -> None:
+    cfg = write_config(base / "c.toml", server)
+    home = base / "home"
+    data = home / ".local" / "share" / "langgraph-moa"
+    data.mkdir(parents=True)
+    data.chmod(0o755)  # as an earlier version made it
+    env = {"HOME": str(home), "XDG_DATA_HOME": ""}
+    result = run_cli("chat", "-c", str(cfg), "--thread", "t", stdin="hi\n", env=env)
+    assert result.returncode == 0, result.stderr
+    modes = {
+        p.name: oct(p.stat().st_mode & 0o777)
+        for p in [data, *data.iterdir(), *(data / "thread-locks").iterdir()]
+        if not p.name.endswith(".lock")
+    }
+    assert modes.pop("langgraph-moa") == oct(0o700)
+    assert modes.pop("thread-locks") == oct(0o700)
+    assert set(modes.values()) == {oct(0o600)}, modes  # the store, and its -wal and -shm if left
+    assert "chat-threads.sqlite" in modes
+    # A data folder of its own (MOA_DATA_DIR) is made private; the store in it too.
+    own = base / "elsewhere" / "threads"
+    result = run_cli(
+        "chat", "-c", str(cfg), "--thread", "t", stdin="hi\n", env={"MOA_DATA_DIR": str(own)}
+    )
+    assert result.returncode == 0, result.stderr
+    assert oct(own.stat().st_mode & 0o777) == oct(0o700)
+    assert oct((own / "chat-threads.sqlite").stat().st_mode & 0o777) == oct(0o600)
+
+
 # ------------------------------------------------------------------ 8. lock files
 def test_a_lock_file_of_another_user_is_named(
     server: FakeOpenAIServer, base: Path, as_daemon: None
