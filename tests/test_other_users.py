@@ -25,7 +25,7 @@ from conftest import ROOT, run_cli
 from fake_openai import FakeOpenAIServer
 from test_shared_use import error_line
 
-NOBODY, DAEMON = 65534, 1
+NOBODY, DAEMON, BIN = 65534, 1, 2
 TEAM = 4242  # a group of daemon, bin and nobody: a team's folder
 pytestmark = [
     pytest.mark.skipif(os.name != "posix", reason="POSIX users and modes"),
@@ -329,6 +329,41 @@ def test_the_thread_store_is_private(server: FakeOpenAIServer, base: Path) -> No
     assert result.returncode == 0, result.stderr
     assert oct(own.stat().st_mode & 0o777) == oct(0o700)
     assert oct((own / "chat-threads.sqlite").stat().st_mode & 0o777) == oct(0o600)
+
+
+# ------------------------------------------------------------------ 5. a team's folder
+def test_a_teammate_resumes_with_the_cache(
+    server: FakeOpenAIServer, base: Path, as_daemon: None
+) -> None:
+    # A 2775 team folder, umask 002: the output was 0664, its cache 0644 (SQLite's own mode),
+    # so a teammate's resume could not store a single answer ("readonly database"), and was told
+    # to free some space.
+    cfg = write_config(base / "c.toml", server)
+    data = write_items(base / "in.jsonl", prompts(2))
+    team = folder(base / "team", 0o2775, TEAM)
+    out = team / "out.jsonl"
+    first = moa_as(
+        DAEMON, "batch", data, "-o", out, "-c", cfg, "--limit", "1", groups=(TEAM,), umask="002"
+    )
+    assert first.returncode == 0, first.stderr
+    cache = team / ".moa-batch" / "out.jsonl.cache.sqlite"
+    for made in [out, cache, *cache.parent.glob("*.sqlite-*")]:
+        assert oct(made.stat().st_mode & 0o777) == oct(0o664), made
+    resumed = moa_as(BIN, "batch", data, "-o", out, "-c", cfg, groups=(TEAM,), umask="002")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "could not store" not in resumed.stderr
+    assert [r["id"] for r in read_records(out)] == ["q0", "q1"]
+    # A cache the teammate cannot write is refused before any call, naming whose it is.
+    cache.chmod(0o644)
+    server.reset()
+    refused = moa_as(BIN, "batch", data, "-o", out, "-c", cfg, "--retry-failed", groups=(TEAM,))
+    assert refused.returncode == 2, refused.stderr
+    assert error_line(refused.stderr) == (
+        f"moa: error: the call cache {cache}: it cannot be written: {cache} belongs to daemon, "
+        "uid 1 and is read-only to you (mode 0644): ask them to let you write it (chmod g+w "
+        f"{cache}, with you in its group), or choose another --cache, or pass --no-cache"
+    )
+    assert not server.requests
 
 
 # ------------------------------------------------------------------ 8. lock files
