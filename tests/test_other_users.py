@@ -366,6 +366,29 @@ def test_a_teammate_resumes_with_the_cache(
     assert not server.requests
 
 
+# ------------------------------------------------------------------ 6. a read-only folder
+def test_a_folder_that_cannot_take_the_rewrite_is_refused_before_any_call(
+    server: FakeOpenAIServer, base: Path, as_daemon: None
+) -> None:
+    cfg = write_config(base / "c.toml", server)
+    data = write_items(base / "in.jsonl", prompts(3))
+    late = write_items(base / "late.jsonl", prompts(1, start=2))
+    mine = folder(base / "mine", 0o755)
+    os.chown(mine, DAEMON, DAEMON)
+    out = mine / "out.jsonl"
+    assert moa_as(DAEMON, "batch", late, "-o", out, "-c", cfg).returncode == 0
+    mine.chmod(0o555)  # the output stays writable, its folder takes no new file
+    server.reset()
+    result = moa_as(DAEMON, "batch", data, "-o", out, "-c", cfg, "--no-cache")
+    assert result.returncode == 2, result.stderr
+    assert error_line(result.stderr) == (
+        f"moa: error: -o {out}: its folder {mine} cannot take new files (moa writes {out} whole "
+        "through a new file and a rename there once every item is in, and would fail then, "
+        f"after paying for them): make the folder writable (chmod u+w {mine}), or give another -o"
+    )
+    assert not server.requests
+
+
 # ------------------------------------------------------------------ 8. lock files
 def test_a_lock_file_of_another_user_is_named(
     server: FakeOpenAIServer, base: Path, as_daemon: None

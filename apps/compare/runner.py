@@ -10,7 +10,8 @@ concurrency bound, per-model rate limits, model-call cache and resume. REPORT_DI
     preferences.jsonl       prompt/chosen/rejected pairs the judge decided (preferences.py)
 
 Nothing in REPORT_DIR is read or written where another user could have put it (a planted answers
-file would be judged as the system's, nodes/shared_files.py).
+file would be judged as the system's, nodes/shared_files.py), and a folder that could not take
+the report's files at the end is refused before any call.
 
 Killed at any point, the same command resumes: finished answers and judgments are skipped, and a
 call that finished inside an item that did not is answered from the cache, so nothing is paid
@@ -29,11 +30,11 @@ from typing import Any
 from rich.console import Console
 
 from langgraph_moa.apps.compare.preferences import write_preferences
-from langgraph_moa.apps.compare.report import RESULTS, write_report
+from langgraph_moa.apps.compare.report import REPORT, RESULTS, write_report
 from langgraph_moa.apps.compare.results import Prompt, Record, build_results, judge_tasks
 from langgraph_moa.apps.compare.systems import System, safe_name
 from langgraph_moa.core.batch.inputs import Item, parse_item
-from langgraph_moa.core.batch.outputs import RunFile
+from langgraph_moa.core.batch.outputs import RunFile, check_renames
 from langgraph_moa.core.batch.records import settings_changes, settings_summary
 from langgraph_moa.core.batch.runner import (
     DEFAULT_CONCURRENCY,
@@ -205,6 +206,7 @@ async def run_compare(
         raise CompareError(
             f"cannot create the report folder {str(folder)!r}: {os_reason(exc)}"
         ) from None
+    check_renames(folder, folder / REPORT)
     with one_writer(folder, f"report folder {folder}", LOCK_HINT):
         return await _compare(items, systems, judge, folder, options, source, console)
 

@@ -309,6 +309,22 @@ def output_path(given: str | Path) -> Path:
     return target
 
 
+def check_renames(folder: Path, output: Path) -> None:
+    """Refuse, before any call, an output whose ``folder`` cannot take a new file and a rename:
+    the run file is put in input order (and a -f output written) through a temporary file there
+    once the run is complete, and would fail only after every item was paid, at every rerun."""
+    if not folder.is_dir() or os.name != "posix":
+        return
+    if os.access(folder, os.W_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids):
+        return
+    raise OutputError(
+        f"-o {output}: its folder {folder} cannot take new files (moa writes {output} whole "
+        "through a new file and a rename there once every item is in, and would fail then, "
+        f"after paying for them): make the folder writable (chmod u+w {folder}), or give "
+        "another -o"
+    )
+
+
 def check_output(
     output: Path, run_file: Path, sources: Sequence[str], journal: Path | None = None
 ) -> None:
