@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from subprocess import CompletedProcess
@@ -23,7 +24,7 @@ from compare_helpers import always_a, write_mixture, write_prompts
 from compare_helpers import env as compare_env
 from conftest import ROOT, run_cli
 from fake_openai import FakeOpenAIServer
-from test_shared_use import error_line
+from test_shared_use import error_line, holds_lock, start_moa, wait_until
 
 NOBODY, DAEMON, BIN = 65534, 1, 2
 TEAM = 4242  # a group of daemon, bin and nobody: a team's folder
@@ -387,6 +388,36 @@ def test_a_folder_that_cannot_take_the_rewrite_is_refused_before_any_call(
         f"after paying for them): make the folder writable (chmod u+w {mine}), or give another -o"
     )
     assert not server.requests
+
+
+# ------------------------------------------------------------------ 7. --report-only
+def test_report_only_waits_for_a_running_compare(server: FakeOpenAIServer, base: Path) -> None:
+    server.script("judge", always_a)
+    mix = write_mixture(base / "mix.toml")
+    report = base / "r"
+    args = ["compare", "--config", str(mix), "--judge", "together:judge", "-o", str(report)]
+    done = run_cli(
+        *args[:1], str(write_prompts(base / "p.jsonl", 1)), *args[1:], env=compare_env(server)
+    )
+    assert done.returncode == 0, done.stderr
+    before = (report / "report.md").read_text()
+    # A second run with more prompts, slow until the redraw has been turned away.
+    refused = threading.Event()
+    server.script("agg", latency=lambda: 0.0 if refused.is_set() else 3.0)
+    running = start_moa(
+        *args[:1], write_prompts(base / "p.jsonl", 2), *args[1:], env=compare_env(server)
+    )
+    wait_until(holds_lock(report / ".moa.lock", running))
+    redraw = run_cli("compare", "--report-only", str(report))
+    refused.set()
+    assert redraw.returncode == 2, redraw.stderr
+    assert error_line(redraw.stderr) == (
+        f"moa: error: report folder {report} is in use by another moa process (pid "
+        f"{running.pid}): wait for it to finish, or give another -o (one run per report folder)"
+    )
+    assert running.wait(120) == 0, running.communicate()
+    assert (report / "report.md").read_text() != before  # the newer report, not the older one
+    assert run_cli("compare", "--report-only", str(report)).returncode == 0
 
 
 # ------------------------------------------------------------------ 8. lock files
