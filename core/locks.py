@@ -38,7 +38,13 @@ from filelock import FileLock, Timeout
 
 from langgraph_moa.core.files import os_reason
 from langgraph_moa.nodes.errors import InUseError, LockFileError
-from langgraph_moa.nodes.shared_files import NOFOLLOW, OWN_FILES_RISK, check_shared, owner_name
+from langgraph_moa.nodes.shared_files import (
+    NOFOLLOW,
+    OWN_FILES_RISK,
+    check_shared,
+    is_mine,
+    owner_name,
+)
 
 _HELD: ContextVar[frozenset[str]] = ContextVar("moa_locks_held", default=frozenset())
 
@@ -97,7 +103,7 @@ def _cannot_lock(path: Path, what: str, exc: OSError) -> Exception:
             f"is a link (to {os.readlink(path)}), which moa does not follow",
             f"remove the link (rm {path}); it holds nothing but the lock",
         )
-    if exc.errno in (errno.EACCES, errno.EPERM) and st.st_uid != os.geteuid():
+    if exc.errno in (errno.EACCES, errno.EPERM) and not is_mine(st):
         return LockFileError(
             str(path),
             what,

@@ -14,7 +14,8 @@ So before a command reads or writes one, its path is looked at from the root dow
   replace what it holds;
 - in a folder every user may write with the sticky bit (``/tmp``, ``chmod 1777``) anyone may
   create an entry, and replace only their own: an entry of another user there (neither yours
-  nor root's) may have been planted, and is refused;
+  nor root's) may have been planted, and is refused; so is a file there with another name (a
+  hard link, which may be one to a file of yours: its owner says nothing);
 - group-writable files and folders are a team's (a team's config, a teammate resuming a run),
   and used; so is another user's file in a folder only its owner and group may write: someone
   of the team put it there.
@@ -75,6 +76,11 @@ def make_it_yours(path: object, other: str = "") -> str:
     )
 
 
+def is_mine(st: os.stat_result) -> bool:
+    """Whether this process's user owns what ``st`` describes (always, where there are no uids)."""
+    return not hasattr(os, "geteuid") or st.st_uid == os.geteuid()
+
+
 def owner_name(uid: int) -> str:
     """``name, uid N`` of a user (the uid alone when it has no name here)."""
     try:
@@ -88,11 +94,12 @@ def owner_name(uid: int) -> str:
 @dataclass(frozen=True)
 class Exposure:
     """Why another user could change a path: ``kind`` is ``file`` (``path`` every user may write),
-    ``folder`` (``path``, a folder on the way, every user may write, with no sticky bit) or
-    ``planted`` (``path`` belongs to another user and sits in ``folder``, sticky and open to all).
+    ``folder`` (``path``, a folder on the way, every user may write, with no sticky bit),
+    ``planted`` (``path`` belongs to another user and sits in ``folder``, sticky and open to all)
+    or ``linked`` (``path``, a file with other names, sits in such a ``folder``).
     """
 
-    kind: Literal["file", "folder", "planted"]
+    kind: Literal["file", "folder", "planted", "linked"]
     path: Path
     st: os.stat_result
     folder: Path | None = None
@@ -134,12 +141,18 @@ def _walk(path: Path) -> Exposure | None:
             return Exposure("folder", folder, folder_st)
         if open_folder and entry_st is not None and entry_st.st_uid not in mine:
             return Exposure("planted", entry, entry_st, folder, folder_st)
+        if open_folder and entry_st is not None and _hard_linked(entry_st):
+            return Exposure("linked", entry, entry_st, folder, folder_st)
         if entry_st is None:  # not there (yet): what is below it is made by whoever makes it
             return None
         folder = entry
     if entry_st is not None and everyone_can_write(entry_st):
         return Exposure("file", path, entry_st)
     return None
+
+
+def _hard_linked(st: os.stat_result) -> bool:
+    return stat.S_ISREG(st.st_mode) and st.st_nlink > 1
 
 
 def check_shared(path: str | Path, what: str, risk: str, other: str = "") -> None:
@@ -169,11 +182,15 @@ def check_shared(path: str | Path, what: str, risk: str, other: str = "") -> Non
         assert found.folder is not None and found.folder_st is not None
         if stat.S_ISLNK(found.st.st_mode):
             name += f" (a link to {os.readlink(culprit)})"
+        if found.kind == "planted":
+            whose = f"belongs to another user ({owner_name(found.st.st_uid)})"
+            hint = f"check what it is, and have its owner or root remove it{other}"
+        else:
+            whose = f"is a file of {found.st.st_nlink} names (hard links)"
+            hint = f"check what it is, and remove that name if it is not yours{other}"
         mode = stat.S_IMODE(found.folder_st.st_mode)
         problem = (
-            f"{name} belongs to another user ({owner_name(found.st.st_uid)}) in {found.folder}, "
-            f"where every user may create files (mode {mode:04o}), so whoever put it there could "
-            f"{risk}"
+            f"{name} {whose} in {found.folder}, where every user may create files (mode "
+            f"{mode:04o}), so whoever put it there could {risk}"
         )
-        hint = f"check what it is, and have its owner or root remove it{other}"
     raise SharedFileError(what, str(culprit), problem, hint)

@@ -160,12 +160,22 @@ def test_a_planted_output_link_is_refused(server: FakeOpenAIServer, base: Path) 
         "writes through a link only to a file that is there; give the file's own path, or "
         "another -o"
     )
-    assert list(home.iterdir()) == [] and not server.requests
+    assert list(home.iterdir()) == [] and not server.requests  # no work folder, no lock
     # A stranger's file there is theirs to change too: never resumed from, never appended to.
     plant(f"touch {shared}/theirs.jsonl")
     result = batch(data, "-o", shared / "theirs.jsonl", "-c", cfg)
     assert result.returncode == 2 and "belongs to another user (nobody" in result.stderr
     assert (shared / "theirs.jsonl").read_text() == "" and not server.requests
+    # A hard link there is yours by its owner, whoever made the name (protected_hardlinks off).
+    profile = home / ".bash_profile"
+    profile.touch()
+    os.link(profile, shared / "linked.jsonl")
+    result = batch(data, "-o", shared / "linked.jsonl", "-c", cfg)
+    assert result.returncode == 2
+    assert f"-o {shared}/linked.jsonl: it is a file of 2 names (hard links) in {shared}" in (
+        error_line(result.stderr)
+    )
+    assert profile.read_text() == "" and not server.requests
 
 
 def test_a_planted_report_folder_is_refused(server: FakeOpenAIServer, base: Path) -> None:

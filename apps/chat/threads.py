@@ -35,7 +35,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph_moa.core.files import file_in_the_way, not_a_folder
 from langgraph_moa.nodes.errors import ConfigError, StoredValueError
 from langgraph_moa.nodes.serde import SAFE_SERDE
-from langgraph_moa.nodes.shared_files import NOFOLLOW, check_shared
+from langgraph_moa.nodes.shared_files import NOFOLLOW, check_shared, is_mine
 
 DATA_DIR_ENV = "MOA_DATA_DIR"
 DB_NAME = "chat-threads.sqlite"
@@ -82,7 +82,7 @@ def _make_private(path: Path) -> None:
 def _chmod_ours(path: Path, mode: int) -> None:
     with contextlib.suppress(OSError):
         st = os.lstat(path)
-        ours = st.st_uid == os.geteuid() and not stat.S_ISLNK(st.st_mode)
+        ours = is_mine(st) and not stat.S_ISLNK(st.st_mode)
         if ours and stat.S_IMODE(st.st_mode) & ~mode:
             os.chmod(path, stat.S_IMODE(st.st_mode) & mode)
 

@@ -45,6 +45,7 @@ RECORD_START = b'{"id":'  # how every record line starts (build_record puts the 
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 ANOTHER_O = ", or give another -o"
+_BYTES = NOFOLLOW | getattr(os, "O_BINARY", 0)  # never through a link; as bytes (Windows)
 
 
 class OutputError(RefusedError):
@@ -83,7 +84,7 @@ class RunFile:
         size = self.path.stat().st_size
         if size == 0:
             return
-        with os.fdopen(os.open(self.path, os.O_RDWR | NOFOLLOW), "rb+") as f:
+        with os.fdopen(os.open(self.path, os.O_RDWR | _BYTES), "rb+") as f:
             # Find the last newline, reading back from the end in blocks.
             end, block = size, 1 << 16
             cut = 0
@@ -134,7 +135,7 @@ class RunFile:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # Unbuffered: each record is one write() of its own, undone whole if it fails.
-            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | NOFOLLOW
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | _BYTES
             self._file = os.fdopen(os.open(self.path, flags, 0o666), "ab", buffering=0)
         except OSError as exc:
             raise OutputError(f"cannot write {self.path}: {os_reason(exc)}") from None
@@ -259,7 +260,7 @@ def _like(fd: int, path: Path) -> None:
         with contextlib.suppress(OSError):
             os.fchmod(fd, 0o666 & ~_UMASK)
         return
-    for uid in (st.st_uid, -1):  # the owner and group, else the group alone
+    for uid in (st.st_uid, -1) if hasattr(os, "fchown") else ():  # owner and group, or the group
         try:
             os.fchown(fd, uid, st.st_gid)
             break

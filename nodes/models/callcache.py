@@ -57,7 +57,7 @@ from langgraph_moa.nodes.errors import CallCacheError, StoredValueError
 from langgraph_moa.nodes.models.calls import CallResult
 from langgraph_moa.nodes.models.settings import ModelSettings
 from langgraph_moa.nodes.serde import SAFE_SERDE
-from langgraph_moa.nodes.shared_files import NOFOLLOW, check_shared, owner_name
+from langgraph_moa.nodes.shared_files import NOFOLLOW, check_shared, is_mine, owner_name
 
 NAMESPACE = ("moa-calls", "v1")  # bump the version when the key or the value changes
 TABLE = ("cache", ["ns", "key", "expiry", "encoding", "val"])  # SqliteCache's one table
@@ -108,7 +108,7 @@ def read_only(path: Path) -> str:
         if os.access(name, os.W_OK):
             continue
         mode = stat.S_IMODE(st.st_mode)
-        if st.st_uid == os.geteuid():
+        if is_mine(st):
             return f"{name} is read-only (mode {mode:04o}): make it writable (chmod u+w {name})"
         return (
             f"{name} belongs to {owner_name(st.st_uid)} and is read-only to you (mode "
