@@ -178,6 +178,21 @@ def test_a_planted_output_link_is_refused(server: FakeOpenAIServer, base: Path) 
     assert profile.read_text() == "" and not server.requests
 
 
+def test_a_file_planted_as_a_run_starts_is_not_written(base: Path) -> None:
+    # Between the look at the output (before any call) and its opening (once the models are
+    # built), someone could create it: the file as opened is looked at again.
+    from langgraph_moa.core.batch.outputs import RunFile
+    from langgraph_moa.nodes.errors import SharedFileError
+
+    shared = folder(base / "shared", 0o1777)
+    run = RunFile(shared / "out.jsonl")
+    assert run.open() == {}
+    plant(f"touch {shared}/out.jsonl")
+    with pytest.raises(SharedFileError, match=r"it belongs to another user \(nobody"), run:
+        run.append({"id": "q0", "status": "ok"})
+    assert (shared / "out.jsonl").read_text() == ""
+
+
 def test_a_planted_report_folder_is_refused(server: FakeOpenAIServer, base: Path) -> None:
     # moa compare's answers files are run files too: a planted one would be judged as yours.
     server.script("judge", always_a)

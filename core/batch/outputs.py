@@ -139,6 +139,12 @@ class RunFile:
             self._file = os.fdopen(os.open(self.path, flags, 0o666), "ab", buffering=0)
         except OSError as exc:
             raise OutputError(f"cannot write {self.path}: {os_reason(exc)}") from None
+        try:  # as it is now: a stranger's file made there since open() looked is not written
+            check_shared(self.path, str(self.path), OWN_FILES_RISK, ANOTHER_O)
+        except BaseException:
+            self._file.close()
+            self._file = None
+            raise
         return self
 
     def __exit__(
