@@ -193,6 +193,19 @@ def test_a_file_planted_as_a_run_starts_is_not_written(base: Path) -> None:
     assert (shared / "out.jsonl").read_text() == ""
 
 
+def test_the_errors_keep_their_data_through_pickle() -> None:
+    import pickle
+
+    from langgraph_moa.nodes.errors import LockFileError, SharedFileError
+
+    for error in (
+        SharedFileError("-o x", "/tmp/x", "it belongs to another user", "remove it"),
+        LockFileError("/tmp/.x.lock", "output x", "belongs to another user", "ask them"),
+    ):
+        again = pickle.loads(pickle.dumps(error))
+        assert (type(again), str(again), vars(again)) == (type(error), str(error), vars(error))
+
+
 def test_a_planted_report_folder_is_refused(server: FakeOpenAIServer, base: Path) -> None:
     # moa compare's answers files are run files too: a planted one would be judged as yours.
     server.script("judge", always_a)
