@@ -15,6 +15,9 @@ _HINTS = {
     errno.EROFS: "the file system is read-only: choose a writable folder",
     errno.EACCES: "permission denied: choose a folder you can write to",
     errno.EPERM: "permission denied: choose a folder you can write to",
+    # Opened with O_NOFOLLOW: a file moa keeps for itself is never written through a link.
+    errno.ELOOP: "it is a link, which moa does not follow there: give the file's own path, or "
+    "remove the link",
 }
 
 

@@ -14,6 +14,10 @@ resolves it first), and a hard link, whose names are equal, by a lock on the fil
 (``flock`` on POSIX, which every name of the file reaches; Windows' hard links are locked by
 name only). That lock is taken only on a file that exists: a file not there yet has one name.
 
+The lock file is never another user's, nor followed where a link stands in its place: one planted
+in a shared folder is refused (nodes/shared_files.py), ``filelock`` opens it with ``O_NOFOLLOW``,
+and one of another user's that this process cannot write is named with its owner.
+
 A block inside another that holds the same lock (a command that locks its output before reading
 its input, around the runner that locks it too) holds it already: the enclosing blocks are
 tracked in a context variable, so only code running inside the holder's block (its tasks
@@ -23,6 +27,7 @@ included) shares it. Two runs started side by side in one process still exclude 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 from collections.abc import Iterator
@@ -32,7 +37,14 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from langgraph_moa.core.files import os_reason
-from langgraph_moa.nodes.errors import InUseError
+from langgraph_moa.nodes.errors import InUseError, LockFileError
+from langgraph_moa.nodes.shared_files import (
+    NOFOLLOW,
+    OWN_FILES_RISK,
+    check_shared,
+    is_mine,
+    owner_name,
+)
 
 _HELD: ContextVar[frozenset[str]] = ContextVar("moa_locks_held", default=frozenset())
 
@@ -56,6 +68,7 @@ def one_writer(guarded: Path, what: str, hint: str) -> Iterator[None]:
     if key in held:  # an enclosing block of this context holds it
         yield
         return
+    check_shared(path, f"the lock file of {what}", OWN_FILES_RISK)
     lock = FileLock(path, timeout=0, is_singleton=False)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -64,16 +77,52 @@ def one_writer(guarded: Path, what: str, hint: str) -> Iterator[None]:
         holder = _holder(path)
         raise InUseError(f"{what} is in use by another moa process{holder}: {hint}") from None
     except OSError as exc:
-        raise InUseError(f"cannot lock {what} ({path}): {os_reason(exc)}") from None
+        raise _cannot_lock(path, what, exc) from None
     token = _HELD.set(held | {key})
     try:
         with _the_file_itself(guarded, what, hint):
-            with contextlib.suppress(OSError):
-                path.write_text(f"{os.getpid()}\n", encoding="ascii")  # for the message above
+            _write_pid(path)  # for the message above
             yield
     finally:
         _HELD.reset(token)
         lock.release()
+
+
+def _cannot_lock(path: Path, what: str, exc: OSError) -> Exception:
+    """Why the lock file ``path`` cannot be taken: a link in its place, another user's file this
+    process cannot write (named, with its owner: the folder may be writable all the same), or
+    what the OS says of the folder."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return InUseError(f"cannot lock {what} ({path}): {os_reason(exc)}")
+    if stat.S_ISLNK(st.st_mode):
+        return LockFileError(
+            str(path),
+            what,
+            f"is a link (to {os.readlink(path)}), which moa does not follow",
+            f"remove the link (rm {path}); it holds nothing but the lock",
+        )
+    if exc.errno in (errno.EACCES, errno.EPERM) and not is_mine(st):
+        return LockFileError(
+            str(path),
+            what,
+            f"belongs to another user ({owner_name(st.st_uid)}) and you cannot write it (mode "
+            f"{stat.S_IMODE(st.st_mode):04o})",
+            "it holds nothing but the lock: once no moa runs there, ask them to remove it or to "
+            f"let you write it (chmod g+w {path}, with you in its group)",
+        )
+    return InUseError(f"cannot lock {what} ({path}): {os_reason(exc)}")
+
+
+def _write_pid(path: Path) -> None:
+    """Our pid in the lock file we hold, for a second process to name; never through a link."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC | NOFOLLOW)
+        try:
+            os.write(fd, f"{os.getpid()}\n".encode("ascii"))
+        finally:
+            os.close(fd)
 
 
 @contextlib.contextmanager
@@ -90,7 +139,8 @@ def _the_file_itself(guarded: Path, what: str, hint: str) -> Iterator[None]:
         yield
         return
     try:
-        fd = os.open(guarded, os.O_RDWR | os.O_NONBLOCK)  # never waits for a pipe's writer
+        # Never waits for a pipe's writer, never follows a link (a batch output's is resolved).
+        fd = os.open(guarded, os.O_RDWR | os.O_NONBLOCK | os.O_NOFOLLOW)
     except OSError:
         yield
         return

@@ -470,3 +470,33 @@ class StoredValueError(MoAError, ValueError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.encoding, self.problem))
+
+
+class SharedFileError(RefusedError, ValueError):
+    """A file or folder a command would read or write could have been put there, or changed, by
+    another user of the machine (nodes/shared_files.py): refused before it is read or written. A
+    ValueError as a ``ConfigError`` is: a config file named as a graph run's context is one.
+
+    ``what``: how the user calls it (``config file 'c.toml'``, ``the call cache x.sqlite``);
+    ``path``: the file or folder at fault (the file itself, a folder above it, a link on the way);
+    ``problem``: who could change it, and what they could do with it; ``hint``: what to do."""
+
+    def __init__(self, what: str, path: str, problem: str, hint: str) -> None:
+        super().__init__(f"{what}: {problem}: {hint}")
+        self.what, self.path, self.problem, self.hint = what, path, problem, hint
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.what, self.path, self.problem, self.hint))
+
+
+class LockFileError(RefusedError):
+    """The lock file of an output, chat thread or report folder (core/locks.py) cannot be used:
+    ``lock``, its path; ``what``, what it guards; ``problem``, why (whose it is, its mode);
+    ``hint``, what to do."""
+
+    def __init__(self, lock: str, what: str, problem: str, hint: str) -> None:
+        super().__init__(f"cannot lock {what}: its lock file {lock} {problem}: {hint}")
+        self.lock, self.what, self.problem, self.hint = lock, what, problem, hint
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.lock, self.what, self.problem, self.hint))

@@ -12,11 +12,6 @@
   (``OTHER_SERVICES``: GITHUB_TOKEN...).
 - A ``base_url`` must be http(s); a key sent over plain http to a host that is not this machine
   is warned about on stderr (anyone on the path can read it).
-- A config file any user of the machine may write (``chmod o+w``) is refused: whoever edits it
-  chooses where the prompts and the keys it names go (``everyone_can_write``; the call cache
-  refuses such a file too, as its answers could be changed). Where chmod changes nothing (WSL's
-  /mnt/c, FAT and CIFS mounts show every file as 0777), the user may allow such files in their
-  environment (``SHARED_FILES_ENV``), which a config cannot set.
 - A key pasted where a name goes is never echoed: an ``api_key_env`` that is not an upper-case
   variable name, or a ``base_url`` holding ``user:password@`` or a query string (``?api-key=``;
   a URL is written into every batch record's settings), is refused without showing the value.
@@ -27,12 +22,10 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-import stat
 import sys
 from urllib.parse import urlsplit
 
 ALLOW_ENV = "MOA_KEY_ENVS"  # extra variable names the user allows as api_key_env, comma-separated
-SHARED_FILES_ENV = "MOA_ALLOW_SHARED_FILES"  # "1": read files every user may write all the same
 _KEY_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(_API_KEY|_TOKEN)$")
 # What an error may quote back: a variable name as they are written (keys have lower case).
 _SHOWN_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,63}$")
@@ -196,28 +189,3 @@ def warn_plain_http(url: str, env: str) -> None:
             "network path can read it (use https)",
             file=sys.stderr,
         )
-
-
-def everyone_can_write(st: os.stat_result) -> bool:
-    """Whether every user of this machine may change the file ``st`` describes (POSIX ``o+w``
-    on a regular file; a pipe passes, and Windows has no such bit), unless the user allowed such
-    files (``MOA_ALLOW_SHARED_FILES=1``)."""
-    shared = os.name == "posix" and stat.S_ISREG(st.st_mode) and bool(st.st_mode & stat.S_IWOTH)
-    return shared and os.environ.get(SHARED_FILES_ENV) != "1"
-
-
-def open_to_all(risk: str, st: os.stat_result) -> str:
-    """Why a file every user may write is refused: ``risk``, what a stranger could do with it."""
-    return (
-        f"every user of this machine can change it (mode {stat.S_IMODE(st.st_mode):04o}), so "
-        f"anyone could {risk}"
-    )
-
-
-def make_it_yours(path: object, other: str = "") -> str:
-    """What to do with a file every user may write: chmod, ``other`` choices (", or ..."), or,
-    where chmod changes nothing, allow such files."""
-    return (
-        f"make it yours alone (chmod o-w {path}){other}; where chmod changes nothing (WSL's "
-        f"/mnt/c, FAT, CIFS), set {SHARED_FILES_ENV}=1 to use it all the same"
-    )

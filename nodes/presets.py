@@ -16,7 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from langgraph_moa.nodes.errors import ConfigError
-from langgraph_moa.nodes.keys import everyone_can_write, make_it_yours, open_to_all
+from langgraph_moa.nodes.shared_files import (
+    check_shared,
+    everyone_can_write,
+    make_it_yours,
+    open_to_all,
+)
 
 PRESET_DIR = resources.files("langgraph_moa.nodes") / "presets"
 
@@ -63,11 +68,12 @@ def read_config(path: str) -> dict[str, Any]:
         raise ConfigError(f"config file {path!r} not found")
     if where.is_dir():
         raise ConfigError(f"config file {path!r} is a folder, not a file")
+    risk = "choose the models your prompts go to and where the keys it names are sent"
+    check_shared(where, f"config file {path!r}", risk)  # its folders too (nodes/shared_files.py)
     try:
         with where.open("rb") as file:
             st = os.fstat(file.fileno())  # of what is read, not of what the name points to later
             if everyone_can_write(st):
-                risk = "choose the models your prompts go to and where the keys it names are sent"
                 raise ConfigError(
                     f"config file {path!r}: {open_to_all(risk, st)}: {make_it_yours(path)}"
                 )

@@ -526,6 +526,7 @@ def test_a_symlink_to_an_output_is_that_output(server: FakeOpenAIServer, tmp_pat
     out, link = big / "out.jsonl", tmp_path / "link.jsonl"
     link.symlink_to(out)
     first, refused, cfg, data = first_run_holding(server, tmp_path, out)
+    wait_until(out.exists)  # a link is followed only to a file that is there
     second = batch(data, "-o", link, "-c", cfg, "-j", "1")
     refused.set()
     assert second.returncode == 2, second.stderr

@@ -60,6 +60,7 @@ from langgraph_moa.core.command import (
 )
 from langgraph_moa.nodes.context import Context, ModelSpec
 from langgraph_moa.nodes.errors import ConfigError, InputError
+from langgraph_moa.nodes.models.callcache import unstored_hint
 
 
 def _context(flags: dict[str, Any], replay: str | None) -> Context:
@@ -319,7 +320,7 @@ def _report(result: BatchResult, console: Console, cache: Path | None, *, limite
         say(
             f"moa batch: the call cache {cache} could not store {unstored:,} answers ({why}): "
             "they are in the output, but a rerun of their items would ask those calls again; "
-            "free some space or choose another --cache"
+            f"{unstored_hint(cache, why) if cache is not None else ''}"
         )
     if result.cache_rejected:
         say(

@@ -5,13 +5,20 @@ thread id NAME, so a later process resumes it. A turn that fails leaves checkpoi
 run behind (LangGraph saves every finished step); the thread's *good* state is therefore its
 latest checkpoint of a completed run (nothing left to execute), and each turn starts from there
 (a fork), whether the failure happened in this process or in one that died.
+
+The conversations are the user's alone: the data folder is made 0700 (moa's own folder under the
+platform's data directory is made so if an earlier version left it open), the store and SQLite's
+files beside it 0600, and a store another user could have put there or could change is refused
+(nodes/shared_files.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import sqlite3
+import stat
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -27,11 +34,14 @@ from langgraph.graph.state import CompiledStateGraph
 
 from langgraph_moa.core.files import file_in_the_way, not_a_folder
 from langgraph_moa.nodes.errors import ConfigError, StoredValueError
-from langgraph_moa.nodes.keys import everyone_can_write, make_it_yours, open_to_all
 from langgraph_moa.nodes.serde import SAFE_SERDE
+from langgraph_moa.nodes.shared_files import NOFOLLOW, check_shared, is_mine
 
 DATA_DIR_ENV = "MOA_DATA_DIR"
 DB_NAME = "chat-threads.sqlite"
+LOCKS = "thread-locks"  # one lock file per thread (thread_lock)
+COMPANIONS = ("-wal", "-shm", "-journal")  # SQLite's files beside the store
+PRIVATE_FOLDER, PRIVATE_FILE = 0o700, 0o600
 
 
 def data_dir() -> Path:
@@ -39,26 +49,58 @@ def data_dir() -> Path:
     override = os.environ.get(DATA_DIR_ENV)
     if override:
         return Path(override).expanduser()
+    return _default_dir()
+
+
+def _default_dir() -> Path:
     from platformdirs import user_data_dir
 
     return Path(user_data_dir("langgraph-moa", appauthor=False))
+
+
+def _store_files(path: Path) -> list[Path]:
+    return [path, *(path.with_name(path.name + c) for c in COMPANIONS)]
+
+
+def _make_private(path: Path) -> None:
+    """The data folder (0700) and the store (0600), made so or, when ours, made so again: a
+    folder of ours an earlier version made 0755 (the default folder only: one named by
+    MOA_DATA_DIR keeps its mode, the user's to choose), a store 0644."""
+    folder = path.parent
+    folder.mkdir(mode=PRIVATE_FOLDER, parents=True, exist_ok=True)
+    (folder / LOCKS).mkdir(mode=PRIVATE_FOLDER, exist_ok=True)
+    if not os.environ.get(DATA_DIR_ENV) and folder == _default_dir():
+        _chmod_ours(folder, PRIVATE_FOLDER)
+    _chmod_ours(folder / LOCKS, PRIVATE_FOLDER)
+    # SQLite would make it 0644 (and its -wal and -shm files after it); never through a link.
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, PRIVATE_FILE))
+    for name in _store_files(path):
+        _chmod_ours(name, PRIVATE_FILE)
+
+
+def _chmod_ours(path: Path, mode: int) -> None:
+    with contextlib.suppress(OSError):
+        st = os.lstat(path)
+        ours = is_mine(st) and not stat.S_ISLNK(st.st_mode)
+        if ours and stat.S_IMODE(st.st_mode) & ~mode:
+            os.chmod(path, stat.S_IMODE(st.st_mode) & mode)
 
 
 @asynccontextmanager
 async def open_saver() -> AsyncIterator[AsyncSqliteSaver]:
     """The thread store, created on first use; a folder that cannot be used is one error line."""
     path = data_dir() / DB_NAME
-    if path.is_file() and everyone_can_write(st := path.stat()):
-        raise ConfigError(
-            f"the chat thread store {path}: {open_to_all('rewrite your conversations', st)}: "
-            f"{make_it_yours(path)}"
-        )
+    for name in [*_store_files(path), path.parent / LOCKS / "x"]:
+        check_shared(name, f"the chat thread store {path}", "rewrite your conversations")
     async with AsyncExitStack() as stack:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            _make_private(path)
             conn = await stack.enter_async_context(aiosqlite.connect(str(path)))
             saver = AsyncSqliteSaver(conn, serde=SAFE_SERDE)  # what from_conn_string does, safely
             await saver.setup()
+            for name in _store_files(path):  # SQLite's new files: as the store, whatever came
+                _chmod_ours(name, PRIVATE_FILE)
         except (OSError, sqlite3.Error) as exc:
             blocker = file_in_the_way(path)
             problem = not_a_folder(blocker) if blocker else str(exc)
@@ -72,7 +114,7 @@ async def open_saver() -> AsyncIterator[AsyncSqliteSaver]:
 def thread_lock(name: str) -> Path:
     """The file whose lock one chat of thread ``name`` holds (core/locks.py): any name, hashed."""
     digest = hashlib.sha256(name.encode()).hexdigest()[:32]
-    return data_dir() / "thread-locks" / digest
+    return data_dir() / LOCKS / digest
 
 
 def thread_config(name: str) -> RunnableConfig:

@@ -18,7 +18,7 @@ from typing import Any
 from rich.console import Console
 
 from langgraph_moa.apps.compare.report import PLOT, REPORT, RESULTS, write_report
-from langgraph_moa.apps.compare.runner import CompareOptions, run_compare
+from langgraph_moa.apps.compare.runner import LOCK_HINT, CompareOptions, check_folder, run_compare
 from langgraph_moa.apps.compare.systems import (
     System,
     check_names,
@@ -152,17 +152,23 @@ def _preflight(systems: list[System], judge: ModelSpec) -> None:
 
 
 def report_only(folder: str, console: Console) -> int:
+    """Redraw ``folder``'s report from its results.json, holding the folder's lock: a compare
+    running there writes its own report at its end, newer than this one."""
+    from langgraph_moa.core.locks import one_writer
+
     path = Path(folder) / RESULTS
     if not path.is_file():
         raise InputError(  # a folder given by the user, like a missing PROMPTS file: exit 2
             f"--report-only {folder!r}: no {RESULTS} there; give the REPORT_DIR of a finished "
             "moa compare run"
         )
-    try:
-        results = json.loads(path.read_text(encoding="utf-8"))
-        write_report(results, Path(folder))
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise InputError(f"{path} is not the results of moa compare: {exc}") from None
+    check_folder(Path(folder))
+    with one_writer(Path(folder), f"report folder {folder}", LOCK_HINT):
+        try:
+            results = json.loads(path.read_text(encoding="utf-8"))
+            write_report(results, Path(folder))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"{path} is not the results of moa compare: {exc}") from None
     console.print(
         f"moa compare: redrew {Path(folder) / REPORT} and {Path(folder) / PLOT}",
         highlight=False,

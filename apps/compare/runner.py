@@ -9,6 +9,10 @@ concurrency bound, per-model rate limits, model-call cache and resume. REPORT_DI
     results.json, report.md, plot.png
     preferences.jsonl       prompt/chosen/rejected pairs the judge decided (preferences.py)
 
+Nothing in REPORT_DIR is read or written where another user could have put it (a planted answers
+file would be judged as the system's, nodes/shared_files.py), and a folder that could not take
+the report's files at the end is refused before any call.
+
 Killed at any point, the same command resumes: finished answers and judgments are skipped, and a
 call that finished inside an item that did not is answered from the cache, so nothing is paid
 twice. Each system's items have ids of their own (``PROMPT@NAME``), so two systems never share
@@ -26,11 +30,11 @@ from typing import Any
 from rich.console import Console
 
 from langgraph_moa.apps.compare.preferences import write_preferences
-from langgraph_moa.apps.compare.report import write_report
+from langgraph_moa.apps.compare.report import REPORT, RESULTS, write_report
 from langgraph_moa.apps.compare.results import Prompt, Record, build_results, judge_tasks
 from langgraph_moa.apps.compare.systems import System, safe_name
 from langgraph_moa.core.batch.inputs import Item, input_digest, parse_item
-from langgraph_moa.core.batch.outputs import RunFile
+from langgraph_moa.core.batch.outputs import RunFile, check_renames
 from langgraph_moa.core.batch.records import ANSWERED, settings_changes, settings_summary
 from langgraph_moa.core.batch.runner import (
     DEFAULT_CONCURRENCY,
@@ -44,8 +48,10 @@ from langgraph_moa.core.locks import one_writer
 from langgraph_moa.core.terminal import stderr_console
 from langgraph_moa.nodes.context import Context, ModelSpec, build_context
 from langgraph_moa.nodes.errors import ConfigError, RefusedError
+from langgraph_moa.nodes.shared_files import OWN_FILES_RISK, check_shared
 
 CACHE_NAME = "moa-cache.sqlite"
+LOCK_HINT = "wait for it to finish, or give another -o (one run per report folder)"
 JUDGE_MAX_TOKENS = 512  # room for a few sentences of reasons and the verdict line
 
 
@@ -212,6 +218,9 @@ async def run_compare(
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"-o {str(folder)!r} is a file: give a folder for the report")
+    check_folder(
+        folder, [answers_path(folder, s) for s in systems] + [judgments_path(folder, judge)]
+    )
     check_answers(folder, systems)
     check_prompts(
         folder, systems, items, redo_statuses(options.retry_failed, options.retry_degraded)
@@ -223,9 +232,16 @@ async def run_compare(
         raise CompareError(
             f"cannot create the report folder {str(folder)!r}: {os_reason(exc)}"
         ) from None
-    hint = "wait for it to finish, or give another -o (one run per report folder)"
-    with one_writer(folder, f"report folder {folder}", hint):
+    check_renames(folder, folder / REPORT)
+    with one_writer(folder, f"report folder {folder}", LOCK_HINT):
         return await _compare(items, systems, judge, folder, options, source, console)
+
+
+def check_folder(folder: Path, runs: Sequence[Path] = ()) -> None:
+    """Refuse a REPORT_DIR another user could have put there or could change, with what it holds
+    that a run reads back: its results, its ``runs`` (answers and judgments files)."""
+    for path in (folder / RESULTS, *runs):
+        check_shared(path, f"report folder {folder}", OWN_FILES_RISK, ", or give another -o")
 
 
 async def _compare(

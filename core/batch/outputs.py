@@ -13,6 +13,11 @@ It is both the output (``--format jsonl``) and the journal a rerun resumes from:
   through a temporary file and an atomic rename (``atomic_writer``), so a crash during it leaves
   the old file whole.
   A record written twice for one id (a failed item retried) keeps its last version.
+
+It is never written through a link (``O_NOFOLLOW``: a batch output that is the user's own link
+to a file is resolved first, ``output_path``), nor read or written where another user could have
+put it (nodes/shared_files.py): a planted journal would be resumed from, a planted link written
+into.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -30,6 +36,7 @@ from typing import IO, Any, Self
 from langgraph_moa.core.files import file_in_the_way, not_a_folder, os_reason
 from langgraph_moa.nodes.errors import CallCacheError, MoAError, RefusedError
 from langgraph_moa.nodes.models.callcache import FOLDER_HINT
+from langgraph_moa.nodes.shared_files import NOFOLLOW, OWN_FILES_RISK, check_shared
 
 SYNC_EVERY_S = 1.0
 RECORD_START = b'{"id":'  # how every record line starts (build_record puts the id first)
@@ -37,6 +44,8 @@ RECORD_START = b'{"id":'  # how every record line starts (build_record puts the 
 # created private (0600) and given the mode a plain open() would have given the file.
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
+ANOTHER_O = ", or give another -o"
+_BYTES = NOFOLLOW | getattr(os, "O_BINARY", 0)  # never through a link; as bytes (Windows)
 
 
 class OutputError(RefusedError):
@@ -63,6 +72,7 @@ class RunFile:
         ``each``: given every record as it is read (a resume checks them in the same read)."""
         if self.path.is_dir():
             raise OutputError(f"output {str(self.path)!r} is a folder; give a file name")
+        check_shared(self.path, str(self.path), OWN_FILES_RISK, ANOTHER_O)  # before it is read
         status = {}
         for record in self.records():
             status[record["id"]] = record["status"]
@@ -79,7 +89,7 @@ class RunFile:
         size = self.path.stat().st_size
         if size == 0:
             return
-        with self.path.open("rb+") as f:
+        with os.fdopen(os.open(self.path, os.O_RDWR | _BYTES), "rb+") as f:
             # Find the last newline, reading back from the end in blocks.
             end, block = size, 1 << 16
             cut = 0
@@ -130,9 +140,16 @@ class RunFile:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # Unbuffered: each record is one write() of its own, undone whole if it fails.
-            self._file = self.path.open("ab", buffering=0)
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | _BYTES
+            self._file = os.fdopen(os.open(self.path, flags, 0o666), "ab", buffering=0)
         except OSError as exc:
             raise OutputError(f"cannot write {self.path}: {os_reason(exc)}") from None
+        try:  # as it is now: a stranger's file made there since open() looked is not written
+            check_shared(self.path, str(self.path), OWN_FILES_RISK, ANOTHER_O)
+        except BaseException:
+            self._file.close()
+            self._file = None
+            raise
         return self
 
     def __exit__(
@@ -217,15 +234,16 @@ def atomic_writer(path: Path) -> Iterator[IO[bytes]]:
     The temporary file gets a fresh random name in ``path``'s folder, created exclusively
     (``mkstemp``: O_EXCL, so a planted file or symlink is never opened or followed); it is synced,
     renamed over ``path`` and the folder is synced, so after a crash ``path`` is the old file or
-    the new one. A write error (a full disk, a read-only folder) names the file.
+    the new one. A write error (a full disk, a read-only folder) names the file. The new file
+    keeps the mode, group and (where this process may give it) owner of the file it replaces;
+    a new name gets the mode a plain open() would give it (``_like``).
     """
     tmp: str | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
-            with contextlib.suppress(OSError):  # not every file system has modes (FAT, SMB)
-                os.fchmod(f.fileno(), 0o666 & ~_UMASK)
+            _like(f.fileno(), path)
             yield f
             f.flush()
             os.fsync(f.fileno())
@@ -238,6 +256,29 @@ def atomic_writer(path: Path) -> Iterator[IO[bytes]]:
         if tmp is not None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
+
+
+def _like(fd: int, path: Path) -> None:
+    """Give the new file ``fd`` what the file at ``path`` has: its owner where this process may
+    (root), its group where it may (one of ours), then its mode (a 0600 output stays private, a
+    team's 0664 stays the team's); 0o666 less the umask for a new name (or a link in its place,
+    which the rename replaces). Not every file system has modes (FAT, SMB): then as it comes."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        st = None
+    if st is None or not stat.S_ISREG(st.st_mode):
+        with contextlib.suppress(OSError):
+            os.fchmod(fd, 0o666 & ~_UMASK)
+        return
+    for uid in (st.st_uid, -1) if hasattr(os, "fchown") else ():  # owner and group, or the group
+        try:
+            os.fchown(fd, uid, st.st_gid)
+            break
+        except OSError:
+            continue
+    with contextlib.suppress(OSError):
+        os.fchmod(fd, stat.S_IMODE(st.st_mode))  # after fchown, which may clear set-id bits
 
 
 def _sync_folder(folder: Path) -> None:
@@ -262,9 +303,38 @@ def output_path(given: str | Path) -> Path:
     Its lock (core/locks.py), journal, cache and final rename all go by this path, so two names
     of one file (``-o out.jsonl`` and ``-o link.jsonl``) are one output with one writer, not two
     runs paying for every item twice; and the link stays a link to the file it names.
+
+    Only a link the user could have made, to a file that is there: one another user could have
+    planted (nodes/shared_files.py) would have the run write wherever it points, and one to a
+    name not there yet would have it create that file, its work folder and its lock anywhere.
     """
     path = Path(given)
-    return path.resolve() if path.is_symlink() else path
+    if not path.is_symlink():
+        return path
+    check_shared(path, f"-o {given}", OWN_FILES_RISK, ANOTHER_O)
+    target = path.resolve()
+    if not target.exists():
+        raise OutputError(
+            f"-o {given}: a link to {os.readlink(path)}, which does not exist: moa writes through "
+            "a link only to a file that is there; give the file's own path, or another -o"
+        )
+    return target
+
+
+def check_renames(folder: Path, output: Path) -> None:
+    """Refuse, before any call, an output whose ``folder`` cannot take a new file and a rename:
+    the run file is put in input order (and a -f output written) through a temporary file there
+    once the run is complete, and would fail only after every item was paid, at every rerun."""
+    if not folder.is_dir() or os.name != "posix":
+        return
+    if os.access(folder, os.W_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids):
+        return
+    raise OutputError(
+        f"-o {output}: its folder {folder} cannot take new files (moa writes {output} whole "
+        "through a new file and a rename there once every item is in, and would fail then, "
+        f"after paying for them): make the folder writable (chmod u+w {folder}), or give "
+        "another -o"
+    )
 
 
 def check_output(
@@ -280,6 +350,7 @@ def check_output(
     for path in dict.fromkeys((output, run_file)):
         if (blocker := file_in_the_way(path)) is not None:
             raise OutputError(f"-o {output}: {not_a_folder(blocker)}; give another -o")
+        check_shared(path, f"-o {output}", OWN_FILES_RISK, ANOTHER_O)
     if output.exists() and not output.is_file():
         # A pipe blocks the resume's read forever; /dev/null keeps nothing of what was paid.
         raise OutputError(

@@ -43,7 +43,7 @@ from langgraph_moa.core.batch.inputs import (
     parse_item,
     positions_of,
 )
-from langgraph_moa.core.batch.outputs import RunFile, output_path
+from langgraph_moa.core.batch.outputs import RunFile, check_renames, output_path
 from langgraph_moa.core.batch.progress import BatchProgress
 from langgraph_moa.core.batch.records import (
     ANSWERED,
@@ -450,6 +450,9 @@ async def _run_batch(
     to_run = len(order) - skipped
     if options.limit is not None:
         to_run = min(to_run, options.limit)
+    if to_run:  # what it pays for must be written in the end
+        for folder in dict.fromkeys((run_file.path.parent, output.parent)):
+            check_renames(folder, output)
     todo = itertools.islice((i for i in items if i.id not in status), to_run)
 
     progress = BatchProgress(console, total=len(items), to_run=to_run, prices=prices)

@@ -29,13 +29,20 @@ a maintained SQLite table with WAL, expiry and serialization.
 Whoever can write the file controls what it holds: it is read with a serializer that runs no
 code (nodes/serde.py), an entry that is not a call's shape is a miss (asked again, and counted in
 ``rejected``), and a file that holds other tables is someone else's database: refused untouched.
+A file another user could have planted, or could change, is refused before it is opened
+(nodes/shared_files.py); a new one is created as the user's files are (``0o666`` less the
+umask, so a team folder's teammates can resume; SQLite gives its -wal and -shm files the same
+mode); one the user cannot write is refused before any call, naming whose it is.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import sqlite3
+import stat
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -47,10 +54,10 @@ from langgraph.cache.sqlite import SqliteCache
 from pydantic import ValidationError
 
 from langgraph_moa.nodes.errors import CallCacheError, StoredValueError
-from langgraph_moa.nodes.keys import everyone_can_write, make_it_yours, open_to_all
 from langgraph_moa.nodes.models.calls import CallResult
 from langgraph_moa.nodes.models.settings import ModelSettings
 from langgraph_moa.nodes.serde import SAFE_SERDE
+from langgraph_moa.nodes.shared_files import NOFOLLOW, check_shared, is_mine, owner_name
 
 NAMESPACE = ("moa-calls", "v1")  # bump the version when the key or the value changes
 TABLE = ("cache", ["ns", "key", "expiry", "encoding", "val"])  # SqliteCache's one table
@@ -67,6 +74,8 @@ DAMAGED_HINT = (
 
 
 FOLDER_HINT = "choose a folder you can use for it (--cache), or pass --no-cache"
+# SQLite's files beside a database: its write-ahead log, shared memory and rollback journal.
+COMPANIONS = ("-wal", "-shm", "-journal")
 
 
 def cache_error(path: Path, exc: sqlite3.Error) -> CallCacheError:
@@ -74,16 +83,44 @@ def cache_error(path: Path, exc: sqlite3.Error) -> CallCacheError:
     "DatabaseError"): SQLite says "file is not a database", "database disk image is malformed",
     "attempt to write a readonly database", "database or disk is full"."""
     if isinstance(exc, sqlite3.OperationalError):
-        hint = "free some space or choose a writable folder for it (--cache), or pass --no-cache"
+        hint = unstored_hint(path, str(exc))
     else:  # corrupt, and known to be ours (it had only our table when opened)
         hint = DAMAGED_HINT
     return CallCacheError(str(path), str(exc), hint)
 
 
+def unstored_hint(path: Path, why: str) -> str:
+    """What to do when the cache cannot store (``why``, SQLite's words): a read-only file is
+    said to be one, with whose it is; anything else is a full disk or a folder to change."""
+    if "readonly" in why:
+        return f"{read_only(path)}, or choose another --cache, or pass --no-cache"
+    return "free some space or choose a writable folder for it (--cache), or pass --no-cache"
+
+
+def read_only(path: Path) -> str:
+    """Whose the cache (or the file of its beside it that SQLite could not write) is, and how to
+    make it writable, for a cache the user cannot write."""
+    for name in (path, *(path.with_name(path.name + c) for c in COMPANIONS)):
+        try:
+            st = name.stat()
+        except OSError:
+            continue
+        if os.access(name, os.W_OK):
+            continue
+        mode = stat.S_IMODE(st.st_mode)
+        if is_mine(st):
+            return f"{name} is read-only (mode {mode:04o}): make it writable (chmod u+w {name})"
+        return (
+            f"{name} belongs to {owner_name(st.st_uid)} and is read-only to you (mode "
+            f"{mode:04o}): ask them to let you write it (chmod g+w {name}, with you in its group)"
+        )
+    return f"{path.parent} cannot take SQLite's files beside {path.name}: make it writable"
+
+
 def _check_ours(path: Path) -> None:
     """Refuse a SQLite file that holds anything but SqliteCache's table: another program's
-    database, which opening it as a cache would add a table to (or fail on at every call); and
-    one every user of the machine may write, whose answers anyone could change."""
+    database, which opening it as a cache would add a table to (or fail on at every call). (A
+    file another user could have changed is refused before it is read: ``check_not_shared``.)"""
     if not path.exists():
         return
     if not path.is_file():  # a folder, a pipe, a device
@@ -91,10 +128,6 @@ def _check_ours(path: Path) -> None:
             str(path), "not a call cache: not a regular file", "give --cache a file of its own"
         )
     st = path.stat()
-    if everyone_can_write(st):
-        problem = open_to_all("change the answers it gives", st)
-        hint = make_it_yours(path, ", or pass another --cache")
-        raise CallCacheError(str(path), problem, hint)
     if st.st_size == 0:
         return
     with path.open("rb") as f:
@@ -128,13 +161,40 @@ def _check_ours(path: Path) -> None:
         )
 
 
+def check_not_shared(path: Path) -> None:
+    """Refuse a cache (or a file of SQLite's beside it) another user could have planted or could
+    change (nodes/shared_files.py): its answers would be theirs."""
+    for name in (path, *(path.with_name(path.name + c) for c in COMPANIONS)):
+        check_shared(
+            name,
+            f"the call cache {path}",
+            "change the answers it gives",
+            ", or pass another --cache",
+        )
+
+
+def _create(path: Path) -> None:
+    """Create the cache file as the user's other files are (0o666 less the umask: SQLite would
+    make it 0644, which a teammate resuming a run in a team folder cannot write), never through
+    a link; SQLite's -wal and -shm files take its mode."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o666)
+    except FileExistsError:  # made meanwhile (or a link): looked at like any file that is there
+        return
+    os.close(fd)
+
+
 class CallCache:
     """Finished model calls in one SQLite file."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         try:
+            check_not_shared(self.path)
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            if not self.path.exists():
+                _create(self.path)
+            check_not_shared(self.path)  # as it is now, made by us or not
             _check_ours(self.path)
             self._store: SqliteCache[dict[str, Any]] = SqliteCache(
                 path=str(self.path), serde=SAFE_SERDE
@@ -144,6 +204,7 @@ class CallCache:
             # tens of microseconds, so both run inline: SqliteCache's aget/aset hop to a thread
             # and back per call, which cost more CPU than the query (~3 ms per item of 4 calls).
             self._store._conn.execute("PRAGMA synchronous=NORMAL")
+            self._check_writable()
         except sqlite3.Error as exc:
             raise cache_error(self.path, exc) from None
         except OSError as exc:  # its folder cannot be made, the file opened (another user's)
@@ -153,6 +214,25 @@ class CallCache:
         self.unstored = 0  # answers that could not be stored (a full disk), the last reason:
         self.unstored_why = ""
         self.stored = 0
+
+    def _check_writable(self) -> None:
+        """Refuse, before any call, a cache this process can read but not write (another user's
+        file, read-only to us): SQLite opens it read-only without a word, and every answer of
+        the run would then fail to be stored."""
+        conn = self._store._conn
+        try:
+            conn.execute(f"DELETE FROM {TABLE[0]} WHERE 0")  # a write that changes nothing
+        except sqlite3.OperationalError as exc:
+            with contextlib.suppress(sqlite3.Error):
+                self.close()
+            if "readonly" not in str(exc):
+                raise
+            raise CallCacheError(
+                str(self.path), "it cannot be written", unstored_hint(self.path, str(exc))
+            ) from None
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                conn.rollback()
 
     async def lookup(self, key: str) -> CallResult | None:
         try:
