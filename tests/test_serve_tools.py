@@ -286,6 +286,42 @@ def test_the_sdks_parse_helper_and_json_mode(
             "response_format",
             "not a valid JSON schema: 3 is not of type 'array' (at properties/age/enum)",
         ),
+        # The answer is one JSON object: with a schema of anything else every answer was paid
+        # for, then refused (a 502 after five calls). OpenAI refuses these formats too.
+        *(
+            (
+                {
+                    "response_format": {
+                        "type": "json_schema",
+                        "json_schema": {"name": "x", "schema": schema},
+                    }
+                },
+                "response_format",
+                f'json_schema.schema must have "type": "object" at its root (the answer is one '
+                f"JSON object, as OpenAI requires){said}",
+            )
+            for schema, said in [
+                ({"type": "string"}, ", not 'string'"),
+                ({"type": "array", "items": {"type": "integer"}}, ", not 'array'"),
+                ({"enum": [1, 2]}, '; it has no "type" there'),
+                ({"not": {}}, '; it has no "type" there'),
+                ({"anyOf": [{"type": "object"}, {"type": "string"}]}, '; it has no "type" there'),
+            ]
+        ),
+        (  # checking any value against it never ends: every tool call failed, after billing
+            {
+                "tools": [
+                    tool_with(
+                        parameters={
+                            "$defs": {"a": {"$ref": "#/$defs/a"}},
+                            "properties": {"x": {"$ref": "#/$defs/a"}},
+                        }
+                    )
+                ]
+            },
+            "tools",
+            "$ref '#/$defs/a' leads back to itself before any property or item of the value",
+        ),
     ],
 )
 def test_bad_tool_requests_are_400s(

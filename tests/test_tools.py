@@ -421,6 +421,25 @@ def test_a_tool_schema_is_checked_when_bound_and_read_in_full(server: FakeOpenAI
         ChatMoA(context=fake_context(server, ["p1"])).bind_tools([tool])
 
 
+def test_a_schema_no_answer_could_match_is_refused_when_bound(server: FakeOpenAIServer) -> None:
+    # Each was taken, then every answer was paid for and refused: a $ref leading back to itself
+    # ("arguments is nested too deeply" for every call), a response format of no object.
+    model = ChatMoA(context=fake_context(server, ["p1"]))
+    looping = {"$defs": {"a": {"$ref": "#/$defs/a"}}, "properties": {"x": {"$ref": "#/$defs/a"}}}
+    tool = {"type": "function", "function": {"name": "weather", "parameters": looping}}
+    with pytest.raises(ConfigError, match=r"'#/\$defs/a' leads back to itself before any prop"):
+        model.bind_tools([tool])
+    for schema in ({"type": "array", "items": {"type": "integer"}}, {"enum": [1, 2]}):
+        json_schema = {"name": "numbers", "schema": schema}
+        with pytest.raises(ConfigError, match='must have "type": "object" at its root'):
+            model.bind(response_format={"type": "json_schema", "json_schema": json_schema}).invoke(
+                "Three numbers?"
+            )
+        with pytest.raises(ConfigError, match='must have "type": "object" at its root'):
+            model.with_structured_output(schema | {"title": "numbers"}, method="json_schema")
+    assert server.requests == []
+
+
 def test_structured_output_the_way_openai_models_take_it(server: FakeOpenAIServer) -> None:
     """``bind(response_format=schema)`` and create_agent's ProviderStrategy beside tools."""
     structured_script(server)

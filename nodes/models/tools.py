@@ -160,7 +160,9 @@ def _check_json_schema_format(spec: Any) -> None:
     name = spec.get("name")
     if not isinstance(name, str) or not NAME.fullmatch(name):
         raise ConfigError(f"response_format json_schema.name {_quoted(name)} {NAME_RULE}")
-    _check_schema(spec["schema"], "response_format json_schema.schema")
+    where = "response_format json_schema.schema"
+    _check_schema(spec["schema"], where)
+    _check_object_root(spec["schema"], where)
 
 
 def _check_schema(schema: Any, where: str) -> None:
@@ -184,6 +186,23 @@ def _check_object(schema: Mapping[str, Any], where: str) -> None:
     kinds = kind if isinstance(kind, list) else [kind]
     if kind is not None and "object" not in kinds:
         raise ConfigError(f"{where} must describe an object (its arguments), not {_quoted(kind)}")
+
+
+def _check_object_root(schema: Mapping[str, Any], where: str) -> None:
+    """``ConfigError`` unless a response format's schema says ``"type": "object"`` at its root
+    (or where a root ``$ref`` points, pydantic's form of a recursive model): an answer must be
+    one JSON object (``format_problem``), so with a schema of anything else (a string, an array,
+    an ``enum``, an ``anyOf`` or a ``not``) every answer would be paid for, then refused. OpenAI
+    refuses such a format too. After ``_check_schema``: its references resolve."""
+    from langgraph_moa.nodes.models.schemas import root_schema
+
+    kind = root_schema(schema).get("type")
+    if kind != "object":
+        found = f", not {_quoted(kind)}" if kind is not None else '; it has no "type" there'
+        raise ConfigError(
+            f'{where} must have "type": "object" at its root (the answer is one JSON object, '
+            f"as OpenAI requires){found}"
+        )
 
 
 def _choice(value: Any) -> str | None:
