@@ -239,6 +239,16 @@ def test_the_sdks_parse_helper_and_json_mode(
         ({"tools": [WEATHER_TOOL], "parallel_tool_calls": "yes"}, "parallel_tool_calls", "bool"),
         ({"tools": [tool_with(name="get weather")]}, "tools", "letters, digits, underscores"),
         ({"tools": [WEATHER_TOOL, WEATHER_TOOL]}, "tools", "'weather' names two tools"),
+        # Chosen by its name, a tool named like a mode read as the mode ("none": no call at all)
+        ({"tools": [tool_with(name="none")]}, "tools", "'none' is a tool_choice mode"),
+        (
+            {
+                "tools": [WEATHER_TOOL],
+                "tool_choice": {"type": "function", "function": {"name": "auto"}},
+            },
+            "tool_choice",
+            "names a tool 'auto', which no tool may be named",
+        ),
         ({"tools": [tool_with(parameters="city")]}, "tools", "must be a JSON schema object"),
         (
             {"tools": [tool_with(parameters={"type": "object", "required": "city"})]},

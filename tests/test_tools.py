@@ -211,6 +211,33 @@ def test_tool_choice_none_and_bad_choices(server: FakeOpenAIServer) -> None:
         chat(server).bind_tools([weather], tool_choice="search")
 
 
+def test_tool_choice_none_means_no_call_and_no_tool_is_named_like_a_mode(
+    server: FakeOpenAIServer,
+) -> None:
+    # "none" was read as a tool's name: "it called another tool than none, which the tool choice
+    # requires", and the aggregator was told to call only the tools it is given.
+    server.script("p1", "It is sunny.")
+    replies = iter([ToolCallReply([ToolCall("weather", {"city": "Paris"})]), "Probably sunny."])
+    server.script("agg", lambda r: next(replies))
+    message = chat(server).bind_tools([weather], tool_choice="none").invoke("Weather in Paris?")
+    assert message.content == "Probably sunny." and not message.tool_calls
+    told = server.requests_for("agg")[1].messages[-1]["content"]
+    assert "it called a tool where the tool choice is 'none' (answer in text)" in told
+    assert "call no tool" in told and "another tool than" not in told
+
+    # A tool named like a mode would be chosen by its name as that mode (OpenAI's form
+    # {"type": "function", "function": {"name": ...}} names a tool): refused when bound.
+    server.requests.clear()
+    for mode in ("none", "auto", "required", "any"):
+        named = {"type": "function", "function": {"name": mode, "parameters": {}}}
+        with pytest.raises(ConfigError, match=rf"name '{mode}' is a tool_choice mode"):
+            chat(server).bind_tools([named])
+        by_name = {"type": "function", "function": {"name": mode}}
+        with pytest.raises(ConfigError, match=rf"names a tool '{mode}', which no tool may"):
+            chat(server).bind_tools([weather], tool_choice=by_name)
+    assert server.requests == []
+
+
 def test_more_tools_than_openai_takes_are_refused_when_bound_as_moa_serve_refuses_them(
     server: FakeOpenAIServer,
 ) -> None:

@@ -40,6 +40,9 @@ from langgraph_moa.nodes.models.settings import settings_for
 
 Bind = dict[str, Any]
 CHOICES = ("auto", "none", "required")
+# What a tool_choice string means, as OpenAI reads it ("any": LangChain's "required"): no tool
+# may have one of these names, or its choice by name would read as the mode.
+MODES = (*CHOICES, "any")
 FORMATS = ("text", "json_object", "json_schema")  # OpenAI's response_format types
 
 
@@ -94,6 +97,11 @@ def binding(
             name = function["name"]
             if not NAME.fullmatch(name):
                 raise ConfigError(f"tools[{i}].function.name {_quoted(name)} {NAME_RULE}")
+            if name in MODES:
+                raise ConfigError(
+                    f"tools[{i}].function.name {name!r} is a tool_choice mode ({_modes()}): a "
+                    "choice of the tool by its name would read as the mode; name it otherwise"
+                )
             if name in seen:
                 raise ConfigError(f"tools[{i}].function.name {name!r} names two tools")
             seen.add(name)
@@ -205,14 +213,25 @@ def _check_object_root(schema: Mapping[str, Any], where: str) -> None:
         )
 
 
+def _modes() -> str:
+    return ", ".join(repr(m) for m in MODES)
+
+
 def _choice(value: Any) -> str | None:
+    """A tool choice as the binding keeps it: a mode (``CHOICES``) or a tool's name, which is
+    never one of them (``MODES`` are no tool's name)."""
     if value is None:
         return None
     if value is True or value == "any":
         return "required"
-    if isinstance(value, Mapping):
+    if isinstance(value, Mapping):  # OpenAI's form names a tool
         function = value.get("function")
         name = function.get("name") if isinstance(function, Mapping) else value.get("name")
+        if isinstance(name, str) and name in MODES:
+            raise ConfigError(
+                f"tool_choice names a tool {name!r}, which no tool may be named (a tool_choice "
+                f"mode: {_modes()}): give the mode as a string, or name another tool"
+            )
         if isinstance(name, str):
             return name
         raise ConfigError(f"tool_choice {value!r} names no function")
@@ -432,8 +451,12 @@ def _unfenced(text: str) -> str:
 
 def tool_call_problem(message: AIMessage, bind: Mapping[str, Any]) -> str | None:
     """What is wrong with the tool calls of the aggregator's answer, or None."""
-    if not tool_names(bind):
-        return "it called a tool where none was given" if message.tool_calls else None
+    if not calls_tools(bind):  # no tools, or tool_choice "none"
+        if not (message.tool_calls or message.invalid_tool_calls):
+            return None
+        if tool_names(bind):
+            return "it called a tool where the tool choice is 'none' (answer in text)"
+        return "it called a tool where none was given"
     tools = {t["function"]["name"]: t["function"] for t in bind["tools"]}
     for bad in message.invalid_tool_calls:
         return f"its call of {bad.get('name') or 'a tool'} has arguments that are not valid JSON"
@@ -461,3 +484,12 @@ CORRECTION = (
     "only the tools you are given, with arguments matching their schemas, or answer in the "
     "form asked for."
 )
+NO_CALL_CORRECTION = (
+    "Your previous reply could not be used: {problem}. Reply again without that mistake: call "
+    "no tool; answer in the form asked for."
+)
+
+
+def correction(problem: str, bind: Mapping[str, Any] | None) -> str:
+    """What the aggregator is told when its answer is asked again."""
+    return (CORRECTION if calls_tools(bind) else NO_CALL_CORRECTION).format(problem=problem)
