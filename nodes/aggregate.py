@@ -122,6 +122,7 @@ async def _answer(
             bind=bind,
             prefill=prefill,
             stop=stops_of(state.get("turn_stop")),
+            checks_calls=True,  # below: a bad answer is asked again
         )
         problem = answer_problem(result.message, bind)
         if problem is None:

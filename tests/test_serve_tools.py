@@ -114,6 +114,38 @@ def test_streamed_tool_calls_in_openais_chunk_shapes(
     assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens > 0
 
 
+@pytest.mark.parametrize("streamed", [False, True], ids=["plain", "streamed"])
+def test_a_tool_call_where_the_client_sent_no_tools_is_no_answer(
+    server: FakeOpenAIServer, client: openai.OpenAI, streamed: bool
+) -> None:
+    # It reached the client: a 200 with tool_calls [rm_rf] and finish_reason "tool_calls", for a
+    # client that sent no tools (or an empty answer on /moa/invoke). Now it is a bad answer,
+    # asked again, told why; a proposer's call is no proposal.
+    server.script("p1", "It is sunny.")
+    server.script("p2", ToolCallReply([ToolCall("rm_rf", {"path": "/"})]))
+    replies = iter([ToolCallReply([ToolCall("rm_rf", {"path": "/"})]), "It is sunny in Paris."])
+    server.script("agg", lambda r: next(replies))
+    ask: Any = {"model": "fake", "messages": QUESTION, "extra_body": {"show_proposals": True}}
+    if streamed:
+        chunks = list(client.chat.completions.create(**ask, stream=True))
+        deltas = [c.choices[0] for c in chunks if c.choices]
+        text = "".join(d.delta.content or "" for d in deltas)
+        assert not [d for d in deltas if d.delta.tool_calls]
+        reasoning = "".join(getattr(d.delta, "reasoning_content", None) or "" for d in deltas)
+        finish = [d.finish_reason for d in deltas if d.finish_reason]
+    else:
+        completion = client.chat.completions.create(**ask)
+        choice = completion.choices[0]
+        assert not choice.message.tool_calls
+        text, finish = choice.message.content or "", [choice.finish_reason]
+        reasoning = getattr(choice.message, "reasoning_content", None) or ""
+    assert text.endswith("It is sunny in Paris.") and finish == ["stop"]
+    _, second = server.requests_for("agg")
+    told = second.messages[-1]["content"]
+    assert "it called a tool where none was given" in told and "call no tool" in told
+    assert "it called a tool where none was given" in reasoning  # p2's failure, shown as such
+
+
 class Person(BaseModel):
     name: str
     age: int

@@ -256,6 +256,34 @@ def test_more_tools_than_openai_takes_are_refused_when_bound_as_moa_serve_refuse
     assert server.requests == []
 
 
+async def test_a_tool_call_nobody_bound_is_no_answer_nor_proposal(server: FakeOpenAIServer) -> None:
+    # A proposer's call was an empty proposal, and the aggregator's reached the caller as the
+    # answer's tool_calls, for a caller that bound no tools.
+    from langgraph_moa import graph
+
+    server.script("p1", "It is sunny.")
+    server.script("p2", ToolCallReply([ToolCall("weather", {"city": "Paris"})]))
+    replies = iter([ToolCallReply([ToolCall("weather", {"city": "Paris"})]), "Sunny, 21 C."])
+    server.script("agg", lambda r: next(replies))
+    state = await graph.ainvoke(
+        {"messages": [HumanMessage("Weather in Paris?")]},
+        context=fake_context(server, ["p1", "p2"]),
+    )
+    answer = state["messages"][-1]
+    assert answer.content == "Sunny, 21 C." and not answer.tool_calls
+    proposed, called = state["layers"][0]
+    assert proposed["text"] == "It is sunny." and proposed["error"] is None
+    assert called["text"] is None
+    assert called["error"] == {
+        "kind": "tool_call",
+        "message": "it called a tool where none was given",
+    }
+    first, second = server.requests_for("agg")
+    references = system_text(first)  # one reference: p1's
+    assert '<reference id="1">' in references and '<reference id="2">' not in references
+    assert "it called a tool where none was given" in second.messages[-1]["content"]
+
+
 @pytest.mark.parametrize(
     ("policy", "choice", "proposers_called"),
     [

@@ -15,9 +15,11 @@ them paired by id. Proposers are not bound: they see the conversation as text (n
 and the tools described in their system prompt (``proposer_note``), and advise what to do.
 
 The aggregator's tool calls are checked (``tool_call_problem``): a call of a tool that does not
-exist, arguments that are not JSON or do not match the tool's schema, or text where the tool
-choice required a call. The aggregator node asks again with the problem stated, and fails with
-kind ``tool_call`` when every attempt had one (nodes/aggregate.py).
+exist, arguments that are not JSON or do not match the tool's schema, text where the tool
+choice required a call, or a call where it allows none (``"none"``, or no binding at all). The
+aggregator node asks again with the problem stated, and fails with kind ``tool_call`` when every
+attempt had one (nodes/aggregate.py). A proposer's call, bound to nothing, is no proposal
+(nodes/models/ask.py).
 """
 
 from __future__ import annotations
@@ -413,12 +415,11 @@ def aggregator_note(bind: Mapping[str, Any] | None) -> str | None:
 
 def answer_problem(message: AIMessage, bind: Mapping[str, Any] | None) -> str | None:
     """What is wrong with the aggregator's answer for its binding (tool calls, response
-    format), or None."""
-    if not bind:
-        return None
+    format), or None. A tool call where none was given is one: it is no answer (a client that
+    sent no tools would be handed a call of a tool it never heard of)."""
     if message.tool_calls or message.invalid_tool_calls or forces_call(bind):
-        return tool_call_problem(message, bind)
-    return format_problem(str(message.text), bind)
+        return tool_call_problem(message, bind or {})
+    return format_problem(str(message.text), bind) if bind else None
 
 
 def format_problem(text: str, bind: Mapping[str, Any]) -> str | None:
