@@ -428,22 +428,37 @@ def test_an_aggregator_without_tools_is_a_400_naming_it(
     assert not server.requests
 
 
-def test_a_bad_tool_call_is_asked_again(server: FakeOpenAIServer, client: openai.OpenAI) -> None:
+@pytest.mark.parametrize(
+    ("bad", "problem"),
+    [
+        (ToolCall("search", {"q": "Paris"}), "the tool 'search', which does not exist"),
+        # Streamed to the server, these were read as partial JSON: {} ("'city' is a required
+        # property"), and an error of no JSON object
+        (ToolCall("weather", "{not json"), "its call of weather has arguments that are not valid"),
+        (ToolCall("weather", "[1, 2]"), "its call of weather has arguments that are not a JSON"),
+    ],
+)
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_bad_tool_call_is_asked_again(
+    server: FakeOpenAIServer, client: openai.OpenAI, bad: ToolCall, problem: str, stream: bool
+) -> None:
     server.script("p1", "Call weather.")
     server.script("p2", "Call weather.")
-    replies = iter(
-        [
-            ToolCallReply([ToolCall("search", {"q": "Paris"})]),
-            ToolCallReply([ToolCall("weather", {"city": "Paris"})]),
-        ]
-    )
+    replies = iter([ToolCallReply([bad]), ToolCallReply([ToolCall("weather", {"city": "Paris"})])])
     server.script("agg", lambda r: next(replies))
-    completion = client.chat.completions.create(
-        model="fake", messages=QUESTION, tools=[WEATHER_TOOL]
-    )
-    (call,) = completion.choices[0].message.tool_calls or []
-    assert call.function.name == "weather"  # type: ignore[union-attr]
-    assert len(server.requests_for("agg")) == 2
+    ask: Any = {"model": "fake", "messages": QUESTION, "tools": [WEATHER_TOOL]}
+    if stream:
+        chunks = list(client.chat.completions.create(**ask, stream=True))
+        deltas = [c.choices[0].delta for c in chunks if c.choices]
+        (calls,) = [d.tool_calls for d in deltas if d.tool_calls]
+        name = calls[0].function.name if calls[0].function else None
+    else:
+        completion = client.chat.completions.create(**ask)
+        (call,) = completion.choices[0].message.tool_calls or []
+        name = call.function.name  # type: ignore[union-attr]
+    assert name == "weather"
+    _, second = server.requests_for("agg")
+    assert problem in second.messages[-1]["content"]
 
 
 def test_a_huge_schema_is_checked_while_the_server_answers_others(

@@ -311,17 +311,27 @@ async def test_what_proposers_do_on_a_tool_step(
         (ToolCall("weather", {"town": "Paris"}), "arguments: 'city' is a required property"),
         (ToolCall("weather", {"city": 75}), "arguments.city: 75 is not of type 'string'"),
         (ToolCall("weather", '{"city": "Par'), "not valid JSON"),
+        (ToolCall("weather", "{not json"), "not valid JSON"),
     ],
 )
+@pytest.mark.parametrize("streamed", [False, True], ids=["plain", "streamed"])
 async def test_a_bad_tool_call_is_asked_again_then_a_clear_error(
-    server: FakeOpenAIServer, bad: ToolCall, problem: str
+    server: FakeOpenAIServer, bad: ToolCall, problem: str, streamed: bool
 ) -> None:
+    # Streamed, arguments that are no JSON were read as partial JSON: "{not json" as {} ("'city'
+    # is a required property"), a cut '{"city": "Par' as {"city": "Par"} (a call that passed).
     server.script("p1", "Call weather.")
     server.script("p2", "Call weather.")
     replies = iter([ToolCallReply([bad]), ToolCallReply([ToolCall("weather", {"city": "Paris"})])])
     server.script("agg", lambda r: next(replies))
     model = chat(server).bind_tools([weather])
-    message = await model.ainvoke("Weather in Paris?")
+    if streamed:
+        chunks = [chunk async for chunk in model.astream("Weather in Paris?")]
+        message = chunks[0]
+        for chunk in chunks[1:]:
+            message += chunk
+    else:
+        message = await model.ainvoke("Weather in Paris?")
     assert message.tool_calls[0]["args"] == {"city": "Paris"}
     retry = server.requests_for("agg")[1]
     assert problem in retry.messages[-1]["content"]  # the aggregator is told what was wrong
@@ -333,7 +343,7 @@ async def test_a_bad_tool_call_is_asked_again_then_a_clear_error(
     server.script("agg", ToolCallReply([bad]))
     model = ChatMoA(context=fake_context(server, ["p1"], max_attempts=2)).bind_tools([weather])
     with pytest.raises(AggregatorError) as caught:
-        model.invoke("Weather in Paris?")
+        list(model.stream("Weather in Paris?")) if streamed else model.invoke("Weather in Paris?")
     assert str(caught.value).startswith("aggregator together:agg failed: ")
     assert problem in str(caught.value) and "(2 answers)" in str(caught.value)
     assert len(server.requests_for("agg")) == 2

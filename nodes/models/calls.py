@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import json
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -47,6 +48,7 @@ from typing import Any, Protocol
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AnyMessage, BaseMessage
+from langchain_core.messages.tool import invalid_tool_call, tool_call
 from langchain_core.runnables import RunnableConfig, ensure_config
 from langchain_core.runnables.config import merge_configs
 
@@ -246,6 +248,8 @@ class _Watch(BaseCallbackHandler):
         self.chunks = 0
         self.first_s: float | None = None
         self.parts: list[str] = []  # the text streamed (what a reader was shown)
+        # The streamed tool calls as they came, by index: id, name and argument text.
+        self.calls: dict[Any, list[str]] = {}
 
     def on_llm_new_token(self, token: str | list[str | dict[str, Any]], **kwargs: Any) -> None:
         if token:
@@ -254,6 +258,42 @@ class _Watch(BaseCallbackHandler):
                 self.parts.append(token)
             if self.first_s is None:
                 self.first_s = time.perf_counter() - self.start
+        message = getattr(kwargs.get("chunk"), "message", None)
+        for part in getattr(message, "tool_call_chunks", None) or ():
+            call = self.calls.setdefault(part.get("index"), ["", "", ""])
+            call[0] = call[0] or part.get("id") or ""
+            call[1] += part.get("name") or ""
+            call[2] += part.get("args") or ""
+
+
+def _read_whole(message: AIMessage, calls: Mapping[Any, list[str]]) -> AIMessage:
+    """A streamed answer's tool calls with their arguments read whole, as a non-streamed answer's
+    are: LangChain reads streamed arguments as partial JSON, completing what it can (``{not
+    json`` becomes ``{}``, a cut ``{"city": "Par`` becomes ``{"city": "Par"}``), so a call
+    whose arguments are no JSON passed as one with other arguments, and its check said a
+    property was missing. Unchanged when every call's arguments are a JSON object."""
+    parsed: list[tuple[str, str, str, Any]] = []
+    for call_id, name, text in calls.values():
+        try:
+            value: Any = json.loads(text, strict=False) if text else {}
+        except (ValueError, RecursionError):
+            value = None
+        parsed.append((call_id, name, text, value))
+    if all(isinstance(value, dict) for *_, value in parsed):
+        return message
+    good = [
+        tool_call(name=name, args=value, id=call_id or None)
+        for call_id, name, _, value in parsed
+        if isinstance(value, dict)
+    ]
+    bad = [
+        invalid_tool_call(
+            name=name, args=text, id=call_id or None, error="the arguments are not a JSON object"
+        )
+        for call_id, name, text, value in parsed
+        if not isinstance(value, dict)
+    ]
+    return message.model_copy(update={"tool_calls": good, "invalid_tool_calls": bad})
 
 
 async def _attempt(
@@ -271,6 +311,8 @@ async def _attempt(
     message = await model.ainvoke(list(messages), config, **bound)
     if not _finished(model, message):
         raise StreamBrokenError("the answer ended before the model said it was done")
+    if watch.calls:
+        return _read_whole(message, watch.calls)
     return message
 
 

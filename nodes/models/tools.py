@@ -442,6 +442,15 @@ def format_problem(text: str, bind: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _json(text: Any) -> bool:
+    """Whether ``text`` is JSON (of any kind)."""
+    try:
+        json.loads(text, strict=False)
+    except (TypeError, ValueError, RecursionError):
+        return False
+    return True
+
+
 def _unfenced(text: str) -> str:
     """JSON inside a markdown code fence, as models often write it (parsers accept it too)."""
     inner = text.strip()
@@ -460,7 +469,8 @@ def tool_call_problem(message: AIMessage, bind: Mapping[str, Any]) -> str | None
         return "it called a tool where none was given"
     tools = {t["function"]["name"]: t["function"] for t in bind["tools"]}
     for bad in message.invalid_tool_calls:
-        return f"its call of {bad.get('name') or 'a tool'} has arguments that are not valid JSON"
+        what = "not a JSON object" if _json(bad.get("args")) else "not valid JSON"
+        return f"its call of {bad.get('name') or 'a tool'} has arguments that are {what}"
     for call in message.tool_calls:
         name = call["name"]
         if name not in tools:
