@@ -28,7 +28,9 @@ nodes/models/continuation.py): the next attempt asks the model to continue the t
 failed attempt streamed, and the result's text is all of it.
 
 Never retried: every other 4xx (400 bad request or
-context too long, 401 bad key, 403, 404 unknown model, 413, 422): the call fails at once.
+context too long, 401 bad key, 403, 404 unknown model, 413, 422), and a response larger than the
+request's ``max_tokens`` allows (kind ``too_large``: the provider ignored it, and would again;
+nodes/models/http.py cuts it): the call fails at once.
 Other waits are exponential backoff with jitter: ``retry_base_s * 2**(n-1)``, times a random
 factor in [0.5, 1], capped at ``BACKOFF_CAP_S``.
 """
@@ -53,6 +55,7 @@ from langchain_core.runnables import RunnableConfig, ensure_config
 from langchain_core.runnables.config import merge_configs
 
 from langgraph_moa.nodes.errors import CallFailedError, ContextOverflowError
+from langgraph_moa.nodes.models.http import ResponseTooLargeError, answer_bound
 from langgraph_moa.nodes.models.redact import redact
 from langgraph_moa.nodes.records import ErrorKind
 
@@ -172,6 +175,17 @@ def _aiohttp_cause(exc: BaseException) -> BaseException | None:
     return None
 
 
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, kind):
+            return True
+        seen = seen.__cause__
+    return False
+
+
 def classify(exc: BaseException, *, streamed: bool = False) -> tuple[ErrorKind, bool]:
     """(kind, retryable) for a failed attempt; ``streamed``: answer text had arrived."""
     kind = _kind(exc, streamed)
@@ -186,6 +200,8 @@ def _kind(exc: BaseException, streamed: bool) -> ErrorKind:
         if status >= 500 or status in RETRIED_STATUS:
             return "server"
         return "client"  # 400, 401, 403, 404, 413, 422...: the same request fails again
+    if _caused_by(exc, ResponseTooLargeError):
+        return "too_large"
     cause = _aiohttp_cause(exc)
     if cause is not None and not isinstance(cause, TimeoutError):
         return "stream" if streamed else "connection"
@@ -348,8 +364,10 @@ async def call_model(
             limit, by_deadline = max(0.0, ends - time.perf_counter()), True
         watch = _Watch(time.perf_counter())
         try:
-            async with asyncio.timeout(limit):
-                message = await _attempt(asked_model, request, tags or [], watch, bound or {})
+            # Its response may be as large as its max_tokens allows, no larger (http.py).
+            with answer_bound(getattr(asked_model, "max_tokens", None)):
+                async with asyncio.timeout(limit):
+                    message = await _attempt(asked_model, request, tags or [], watch, bound or {})
         except asyncio.CancelledError:
             raise
         except Exception as exc:
