@@ -171,17 +171,21 @@ async def _check_turn(state: Mapping[str, Any], untrusted: ServerRules | None) -
     bind = state.get("turn_bind")
     if bind is not None:
         if untrusted is not None:
-            if not bind_checked(bind):  # the one the first step checked: not again
-                try:
-                    await asyncio.to_thread(check_bind, bind)
-                except ClientSettingError as exc:
-                    raise ClientSettingError(f"turn_{exc.field}", exc.problem) from None
+            try:  # its digest, or a check, takes a while for large schemas: off the event loop
+                await asyncio.to_thread(_check_unchecked, bind)
+            except ClientSettingError as exc:
+                raise ClientSettingError(f"turn_{exc.field}", exc.problem) from None
         elif (problem := bind_problem(bind)) is not None:
             raise ConfigError(f"turn_{problem[0]}: {problem[1]}")
     try:
         stops_of(state.get("turn_stop"))
     except ConfigError as exc:
         raise ConfigError(f"turn_{exc}") from None
+
+
+def _check_unchecked(bind: Any) -> None:
+    if not bind_checked(bind):  # the one the first step checked is not checked again
+        check_bind(bind)
 
 
 def adapt(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import json
 import logging
 import math
@@ -15,9 +16,11 @@ import pickle
 import re
 import socket
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import AbstractAsyncContextManager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -380,6 +383,54 @@ async def test_a_provider_that_ignores_max_tokens_is_cut_at_the_bound_it_sets(
     assert cut.stream and cut.disconnected and cut.chunks_sent < 6000  # closed, not read on
     # Uncompressed, so that the bytes counted are the answer's
     assert {r.headers["accept-encoding"] for r in server.requests} == {"identity"}
+
+
+@pytest.fixture
+def compressing() -> Iterator[str]:
+    """A provider that answers gzip though asked for no compression: 10 MB of it in 10 kB."""
+    bomb = gzip.compress(b'{"choices": [{"message": {"content": "' + b"x" * 10_000_000 + b'"}}]}')
+    asked: list[str] = []
+
+    class Compressing(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            asked.append(self.headers.get("Accept-Encoding", ""))
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.send_response(200)
+            for name, value in [
+                ("Content-Type", "application/json"),
+                ("Content-Encoding", "gzip"),
+                ("Content-Length", str(len(bomb))),
+            ]:
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(bomb)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    with ThreadingHTTPServer(("127.0.0.1", 0), Compressing) as http:
+        threading.Thread(target=http.serve_forever, daemon=True).start()
+        yield f"http://127.0.0.1:{http.server_port}/v1"
+        http.shutdown()
+    assert asked and set(asked) == {"identity"}
+
+
+@TRANSPORTS
+async def test_a_response_compressed_though_asked_not_to_be_is_refused(
+    server: FakeOpenAIServer, compressing: str, aiohttp: bool
+) -> None:
+    # Its size has no bound: a megabyte of gzip can unpack to a gigabyte.
+    ctx = Context(
+        proposers=[ModelSpec(model="openai:bomb", base_url=compressing), spec(server, "ok")],
+        aggregator=spec(server, "agg"),
+    )
+    async with transport(aiohttp):
+        state = await run(ctx)
+    bomb = by_model(state)["bomb"]
+    assert bomb["error"]["kind"] == "too_large" and bomb["attempts"] == 1
+    assert bomb["error"]["message"].startswith(
+        "the response came compressed (Content-Encoding: gzip) though asked not to be"
+    )
 
 
 async def test_the_layer_deadline_gives_up_on_a_straggler(server: FakeOpenAIServer) -> None:

@@ -287,7 +287,10 @@ def _read_whole(message: AIMessage, calls: Mapping[Any, list[str]]) -> AIMessage
     are: LangChain reads streamed arguments as partial JSON, completing what it can (``{not
     json`` becomes ``{}``, a cut ``{"city": "Par`` becomes ``{"city": "Par"}``), so a call
     whose arguments are no JSON passed as one with other arguments, and its check said a
-    property was missing. Unchanged when every call's arguments are a JSON object."""
+    property was missing. Unchanged when every call's arguments are a JSON object, or when the
+    chunks name no call's index (LangChain then reads each chunk as a call of its own)."""
+    if None in calls:
+        return message
     parsed: list[tuple[str, str, str, Any]] = []
     for call_id, name, text in calls.values():
         try:
