@@ -13,7 +13,9 @@ Every node and router of the MoA graph is added through ``adapt``, which
   sent (``UnsupportedContentError``), tool calls and results the aggregator's provider would
   refuse unpaired (``UnpairedToolCallError``), stop sequences of the wrong shape and a client's
   ``bind`` the aggregator would refuse, before any model is paid
-  (graphs/retried.py, nodes/untrusted.py, nodes/caps.py, nodes/history.py, nodes/stops.py);
+  (graphs/retried.py, nodes/untrusted.py, nodes/caps.py, nodes/history.py, nodes/stops.py); and,
+  in the nodes after it, the turn's ``turn_bind`` and ``turn_stop`` unless they are what the
+  first step checked (a ``Command`` may write them and go past it: ``_check_turn``);
 - gives the async node a synchronous twin, so ``invoke``/``stream``/``batch`` work as well as
   their async forms. The twin runs the async node on one background event loop shared by the
   process (``RESOURCES.portal()``, nodes/models/resources.py) with the stdlib's
@@ -57,14 +59,14 @@ from langgraph_moa.graphs.retried import refuse_retried_batch_run
 from langgraph_moa.nodes import caps
 from langgraph_moa.nodes.caps import RAISED_BY_ENV
 from langgraph_moa.nodes.context import Context, resolve_context
-from langgraph_moa.nodes.errors import ConfigError
+from langgraph_moa.nodes.errors import ClientSettingError, ConfigError
 from langgraph_moa.nodes.history import answerable
 from langgraph_moa.nodes.models.resources import RESOURCES
 from langgraph_moa.nodes.models.sync_runs import CLOSED, CancelScope, cancelled
 from langgraph_moa.nodes.models.tools import bind_problem, calls_tools, check_pairs
 from langgraph_moa.nodes.resumed import nested
 from langgraph_moa.nodes.stops import stops_of
-from langgraph_moa.nodes.untrusted import ServerRules, check_bind, check_context
+from langgraph_moa.nodes.untrusted import ServerRules, bind_checked, check_bind, check_context
 
 AsyncNode = Callable[[Any, Runtime[Context]], Awaitable[Any]]
 # Checks a run's resolved context before the node sees it (the unrolled graph's shape check).
@@ -161,6 +163,31 @@ def _hands_off(result: Any) -> bool:
     return isinstance(result, list) and len(result) > 1
 
 
+async def _check_turn(state: Mapping[str, Any], untrusted: ServerRules | None) -> None:
+    """The turn's options where a later node reads them (``turn_bind``, ``turn_stop``): the first
+    step writes them from the input it checked, but a ``Command`` may write them too and go past
+    it (``goto="aggregate"``), so what was not checked is checked here, as the first step checks
+    the input's ``bind`` and ``stop``, before any model is paid."""
+    bind = state.get("turn_bind")
+    if bind is not None:
+        if untrusted is not None:
+            try:  # its digest, or a check, takes a while for large schemas: off the event loop
+                await asyncio.to_thread(_check_unchecked, bind)
+            except ClientSettingError as exc:
+                raise ClientSettingError(f"turn_{exc.field}", exc.problem) from None
+        elif (problem := bind_problem(bind)) is not None:
+            raise ConfigError(f"turn_{problem[0]}: {problem[1]}")
+    try:
+        stops_of(state.get("turn_stop"))
+    except ConfigError as exc:
+        raise ConfigError(f"turn_{exc}") from None
+
+
+def _check_unchecked(bind: Any) -> None:
+    if not bind_checked(bind):  # the one the first step checked is not checked again
+        check_bind(bind)
+
+
 def adapt(
     node: AsyncNode,
     default: Context | None,
@@ -194,6 +221,8 @@ def adapt(
             if calls_tools(state.get("bind")):  # the aggregator is sent the calls as they are
                 check_pairs(state.get("messages", ()))
             stops_of(state.get("stop"))  # a wrong shape fails here, not at the aggregator
+        elif isinstance(state, Mapping):
+            await _check_turn(state, untrusted)
         if check is not None:
             check(ctx)
         return await node(state, runtime.override(context=ctx))

@@ -44,9 +44,9 @@ from langgraph_moa.nodes.context import Context, ModelSpec
 from langgraph_moa.nodes.errors import AggregatorError
 from langgraph_moa.nodes.models import CallFailedError, CallResult, ask_model, settings_for
 from langgraph_moa.nodes.models.tools import (
-    CORRECTION,
     aggregator_note,
     answer_problem,
+    correction,
     skips_proposers,
 )
 from langgraph_moa.nodes.prompts import with_system
@@ -122,6 +122,7 @@ async def _answer(
             bind=bind,
             prefill=prefill,
             stop=stops_of(state.get("turn_stop")),
+            checks_calls=True,  # below: a bad answer is asked again
         )
         problem = answer_problem(result.message, bind)
         if problem is None:
@@ -136,7 +137,7 @@ async def _answer(
                 "tool_call", f"{problem} ({attempt} answers)", result.attempts, result.latency_s
             )
         on_retry(attempt, "tool_call", problem, 0.0)
-        messages = [*messages, HumanMessage(CORRECTION.format(problem=problem))]
+        messages = [*messages, HumanMessage(correction(problem, bind))]
     raise AssertionError("unreachable")
 
 

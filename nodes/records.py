@@ -21,7 +21,9 @@ ErrorKind = Literal[
     "empty",  # the model answered with empty text
     "deadline",  # missed Context.layer_deadline (retries and waits included)
     "context",  # the prompt does not fit the model's context window (nothing sent)
-    "tool_call",  # called an unknown tool, or with arguments that do not match its schema
+    "too_large",  # the response went past what its max_tokens allows: cut (never retried)
+    "tool_call",  # called an unknown tool, with arguments not matching its schema, or any tool
+    # where none was given (a proposer, an aggregator bound to no tools)
     "cancelled",  # cut by the layer's straggler quorum (nodes/models/quorum.py)
     "straggler",  # the last of its layer, cut after Context.straggler_grace (models/quorum.py)
     "other",  # anything else (the message says what)

@@ -25,7 +25,12 @@ input's ``bind`` by ``check_bind`` (``build_moa_graph(untrusted=True)``: langgra
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import threading
+import unicodedata
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -43,10 +48,23 @@ MODEL_FIELDS = ("proposers", "aggregator", "fallback_aggregator", "layer_propose
 ENDPOINTS_ENV = "MOA_CLIENT_ENDPOINTS"
 
 
+def _unprintable(url: str) -> int | None:
+    """Where ``url`` holds whitespace or a control character (a tab, a newline, a zero-width
+    space...), or None. ``urlsplit`` drops tabs and newlines, so such a URL passed for the one
+    listed, then the HTTP client refused it: an internal error, not the client's."""
+    for i, char in enumerate(url):
+        if char.isspace() or unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp", "Zs"):
+            return i
+    return None
+
+
 def _parts(url: str) -> SplitResult | None:
-    """``url``'s parts, for http(s) URLs with a host; None for anything else."""
+    """``url``'s parts, for http(s) URLs with a host and nothing unprintable; None for anything
+    else."""
+    if _unprintable(url) is not None:
+        return None
     try:
-        parts = urlsplit(url.strip())
+        parts = urlsplit(url)
         parts.port  # noqa: B018  (raises on a port that is no number)
     except ValueError:
         return None
@@ -156,6 +174,12 @@ def _check_model(value: Any, at: str, endpoints: Endpoints) -> None:
                 "api_key_env",
             )
         url = value.get("base_url")
+        if isinstance(url, str) and (at_char := _unprintable(url)) is not None:
+            raise ClientSettingError(
+                at,
+                f"base_url {url[:200]!r} holds {unicodedata.name(url[at_char], repr(url[at_char]))}"
+                f" at {at_char}: send the URL alone, with no whitespace or control character",
+            )
         if url is not None and not (isinstance(url, str) and endpoints.allows(url)):
             raise ClientSettingError(
                 at,
@@ -242,3 +266,33 @@ def check_bind(bind: Any) -> None:
         binding(**bind)
     except ConfigError as exc:
         raise ClientSettingError("bind", str(exc)) from None
+    if (digest := _digest(bind)) is not None:
+        with _PASSED_LOCK:
+            _PASSED[digest] = None
+            _PASSED.move_to_end(digest)
+            while len(_PASSED) > MAX_PASSED:
+                _PASSED.popitem(last=False)
+
+
+def bind_checked(bind: Any) -> bool:
+    """Whether ``bind``, as it is, passed ``check_bind`` in this process: a run's later steps
+    read it as the state's ``turn_bind`` and check it again only if it is another (a client's
+    ``Command`` may write it, and go past the first step)."""
+    digest = _digest(bind)
+    with _PASSED_LOCK:
+        return digest is not None and digest in _PASSED
+
+
+def _digest(bind: Any) -> str | None:
+    try:
+        text = json.dumps(bind, sort_keys=True)
+    except (TypeError, ValueError, RecursionError):
+        return None
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+# The binds that passed, by digest, the most recent kept: a client sends the same tools run after
+# run (a digest, not the text: a bind may hold megabytes of schemas).
+MAX_PASSED = 1024
+_PASSED: OrderedDict[str, None] = OrderedDict()
+_PASSED_LOCK = threading.Lock()

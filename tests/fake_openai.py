@@ -245,6 +245,7 @@ class _Script:
     latency: Callable[[], float] | None = None
     honour_stop: bool = False
     refuse_stop: bool = False
+    ignore_max_tokens: bool = False
 
 
 # --------------------------------------------------------------------------- #
@@ -784,6 +785,7 @@ class FakeOpenAIServer:
         failures: list[Failure] | None = None,
         honour_stop: bool = False,
         refuse_stop: bool = False,
+        ignore_max_tokens: bool = False,
     ) -> None:
         """Script ``model`` (replacing any earlier script for it).
 
@@ -808,6 +810,9 @@ class FakeOpenAIServer:
             refuse_stop: answer every request carrying ``stop`` with a 400
                 naming it (``param: "stop"``), as OpenAI's reasoning models do.
                 Scripted failures queued with :meth:`fail` come first.
+            ignore_max_tokens: send the whole reply whatever the request's
+                ``max_tokens``, as a misbehaving provider does (by default a
+                text reply is cut there, ``finish_reason`` "length").
         """
         with self._lock:
             self._scripts[model] = _Script(
@@ -817,6 +822,7 @@ class FakeOpenAIServer:
                 latency=latency,
                 honour_stop=honour_stop,
                 refuse_stop=refuse_stop,
+                ignore_max_tokens=ignore_max_tokens,
             )
             if failures is not None:
                 self._failures[model] = collections.deque(failures)
@@ -1076,7 +1082,7 @@ class FakeOpenAIServer:
             for v in (body.get("max_tokens"), body.get("max_completion_tokens"))
             if isinstance(v, int) and not isinstance(v, bool)
         ]
-        if limits and min(limits) < len(chunks):
+        if limits and min(limits) < len(chunks) and not script.ignore_max_tokens:
             chunks = chunks[: max(min(limits), 0)]
             finish_reason = "length"
         record.reply = "".join(chunks)

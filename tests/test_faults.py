@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import json
 import logging
 import math
@@ -15,9 +16,11 @@ import pickle
 import re
 import socket
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import AbstractAsyncContextManager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +47,7 @@ from langgraph_moa.nodes.errors import AggregatorError, ConfigError, LayerFailed
 from langgraph_moa.nodes.models import budget, catalog, settings_for
 from langgraph_moa.nodes.models.cache import chat_model
 from langgraph_moa.nodes.models.calls import RETRY_AFTER_CAP_S, classify, retry_after_s
+from langgraph_moa.nodes.models.http import ResponseTooLargeError
 from langgraph_moa.nodes.models.redact import redact
 from langgraph_moa.nodes.models.resources import RESOURCES
 from langgraph_moa.nodes.models.tools import binding
@@ -336,6 +340,97 @@ async def test_a_streamed_answer_that_always_breaks_is_recorded_as_such(
     assert failure["error"]["kind"] == "stream" and failure["attempts"] == 2
     assert failure["error"]["message"].startswith("the stream broke off")
     assert all(r.stream and r.chunks_sent == 2 for r in server.requests_for("agg"))
+
+
+@TRANSPORTS
+async def test_a_provider_that_ignores_max_tokens_is_cut_at_the_bound_it_sets(
+    server: FakeOpenAIServer, aiohttp: bool
+) -> None:
+    # Nothing bounded a response: a provider streaming without end (or sending an endless JSON
+    # body), ignoring max_tokens, took moa serve to 3 GB in 10 s, an OOM kill well before its
+    # timeouts. An answer may be as large as its max_tokens allows (http.py), then it is cut.
+    word = "x" * 1000 + " "  # one streamed chunk
+    server.script("flood", word * 3000, ignore_max_tokens=True)  # 3 MB of JSON body
+    # 6 MB streamed over 6 s at least: the provider is still writing when the client hangs up
+    server.script("agg", word * 6000, token_delay=0.001, ignore_max_tokens=True)
+    ctx = Context(
+        proposers=[spec(server, "flood"), spec(server, "ok")],
+        aggregator=spec(server, "agg"),
+        max_tokens=64,  # answers of at most 256 KiB + 64 x 2 KiB
+        max_attempts=3,
+        **FAST,
+    )
+    proposals: dict[str, Any] = {}
+    async with transport(aiohttp):
+        with pytest.raises(AggregatorError) as failed:
+            async for mode, payload in graph.astream(  # the aggregator streams
+                {"messages": [HumanMessage(QUESTION)]},
+                context=ctx,
+                stream_mode=["custom", "messages"],
+            ):
+                if mode == "custom" and payload.get("event") == "proposal":
+                    proposals[payload["model"]] = payload
+    said = "the response went past 384 KiB, more than its max_tokens allows: the provider "
+    flood = proposals["together:flood"]  # not streamed: its JSON body
+    assert flood["text"] is None and flood["error"]["kind"] == "too_large"
+    assert flood["error"]["message"].startswith(said) and flood["attempts"] == 1  # not retried
+    assert proposals["together:ok"]["text"]
+    (failure,) = failed.value.failures
+    assert failure["error"]["kind"] == "too_large" and failure["attempts"] == 1
+    assert failure["error"]["message"].startswith(said)
+    assert server.wait_idle()
+    (cut,) = server.requests_for("agg")
+    assert cut.stream and cut.disconnected and cut.chunks_sent < 6000  # closed, not read on
+    # Uncompressed, so that the bytes counted are the answer's
+    assert {r.headers["accept-encoding"] for r in server.requests} == {"identity"}
+
+
+@pytest.fixture
+def compressing() -> Iterator[str]:
+    """A provider that answers gzip though asked for no compression: 10 MB of it in 10 kB."""
+    bomb = gzip.compress(b'{"choices": [{"message": {"content": "' + b"x" * 10_000_000 + b'"}}]}')
+    asked: list[str] = []
+
+    class Compressing(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            asked.append(self.headers.get("Accept-Encoding", ""))
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.send_response(200)
+            for name, value in [
+                ("Content-Type", "application/json"),
+                ("Content-Encoding", "gzip"),
+                ("Content-Length", str(len(bomb))),
+            ]:
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(bomb)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    with ThreadingHTTPServer(("127.0.0.1", 0), Compressing) as http:
+        threading.Thread(target=http.serve_forever, daemon=True).start()
+        yield f"http://127.0.0.1:{http.server_port}/v1"
+        http.shutdown()
+    assert asked and set(asked) == {"identity"}
+
+
+@TRANSPORTS
+async def test_a_response_compressed_though_asked_not_to_be_is_refused(
+    server: FakeOpenAIServer, compressing: str, aiohttp: bool
+) -> None:
+    # Its size has no bound: a megabyte of gzip can unpack to a gigabyte.
+    ctx = Context(
+        proposers=[ModelSpec(model="openai:bomb", base_url=compressing), spec(server, "ok")],
+        aggregator=spec(server, "agg"),
+    )
+    async with transport(aiohttp):
+        state = await run(ctx)
+    bomb = by_model(state)["bomb"]
+    assert bomb["error"]["kind"] == "too_large" and bomb["attempts"] == 1
+    assert bomb["error"]["message"].startswith(
+        "the response came compressed (Content-Encoding: gzip) though asked not to be"
+    )
 
 
 async def test_the_layer_deadline_gives_up_on_a_straggler(server: FakeOpenAIServer) -> None:
@@ -877,6 +972,9 @@ def test_classification_table() -> None:
     assert classify(ConnectionError()) == ("connection", True)
     assert classify(ConnectionError(), streamed=True) == ("stream", True)
     assert classify(ValueError()) == ("other", False)
+    # A response past its max_tokens' bound: the provider would send it again
+    assert classify(ResponseTooLargeError(1024)) == ("too_large", False)
+    assert classify(ResponseTooLargeError(1024), streamed=True) == ("too_large", False)
 
 
 # --- the CLI -----------------------------------------------------------------------------------

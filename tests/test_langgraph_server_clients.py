@@ -195,3 +195,57 @@ def test_a_stateless_stream_stops_its_run_on_disconnect_only_when_asked(
         assert time.monotonic() < deadline, "the run stopped with its client"
         time.sleep(0.1)
     assert not any(r.disconnected for r in server.requests_for("lgd-slow"))
+
+
+def test_a_base_url_with_a_tab_is_the_clients_error_not_an_internal_one(
+    studio: str,  # noqa: F811
+    server: FakeOpenAIServer,
+) -> None:
+    # urlsplit drops the tab: the URL passed for the endpoint listed, then the HTTP client refused
+    # it, and the client got {"error": "InvalidURL", "message": "An internal error occurred"}.
+    client = get_sync_client(url=studio, api_key=None)
+    tabbed = server.base_url.replace("/v1", "\t/v1")
+    context = {"aggregator": {"model": "openai:m", "base_url": tabbed}, "layers": 1}
+    out = client.runs.wait(None, "moa", input=QUESTION, context=context, raise_error=False)
+    error = _error(out)
+    assert error["error"] == "ClientSettingError"
+    assert error["message"].startswith(f"aggregator: base_url {tabbed!r} holds '\\t' at ")
+    assert server.requests == []
+
+
+def test_a_command_cannot_slip_past_the_first_steps_checks(
+    studio: str,  # noqa: F811
+    server: FakeOpenAIServer,
+) -> None:
+    # A Command writing the turn's tools (or stop sequences) and going straight to the aggregator
+    # skipped the checks of the run's input: 300 tools no provider takes reached the aggregator,
+    # three paid calls, and stayed in the thread for its next commanded run.
+    client = get_sync_client(url=studio, api_key=None)
+    context = {"proposers": ["together:p1"], "aggregator": "together:agg"}
+    again = [{"role": "user", "content": "again"}]
+    tools = [{"type": "function", "function": {"name": f"f{i}"}} for i in range(300)]
+    bad_schema = [{"type": "function", "function": {"name": "f", "parameters": {"type": "nope"}}}]
+    for update, kind, said in [
+        ({"turn_bind": {"tools": tools}}, "ClientSettingError", "turn_bind.tools: at most 128"),
+        (
+            {"turn_bind": {"tools": bad_schema}},
+            "ClientSettingError",
+            "turn_bind: tools[0].function.parameters is not a valid JSON schema",
+        ),
+        ({"turn_stop": 5}, "ConfigError", "turn_stop must be a string or a list of strings"),
+    ]:
+        thread = client.threads.create()["thread_id"]
+        client.runs.wait(thread, "moa", input=QUESTION, context=context)
+        server.requests.clear()
+        writes = {"update": {**update, "messages": again}, "goto": "aggregate"}
+        finds = {"update": {"messages": again}, "goto": "aggregate"}  # the thread keeps it
+        for command in (writes, finds):
+            out = client.runs.wait(
+                thread, "moa", command=command, context=context, raise_error=False
+            )
+            error = _error(out)
+            assert error["error"] == kind and error["message"].startswith(said), error
+        assert server.requests == []  # refused before any model was paid
+        # The thread's next turn brings its own options: it runs.
+        out = client.runs.wait(thread, "moa", input=QUESTION, context=context)
+        assert out["messages"][-1]["content"]

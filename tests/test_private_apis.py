@@ -22,7 +22,10 @@ Each is used in exactly one place, with a comment there saying why:
   tests/test_batch_server.py);
 - uvicorn's ``H11Protocol`` (apps/serve/headers.py): its ``conn`` (h11) and the hooks a
   subclass overrides, for the request headers' deadline and the send deadline (against a real
-  server: tests/test_serve_slow_clients.py).
+  server: tests/test_serve_slow_clients.py);
+- the HTTP library's ``Response.stream`` (nodes/models/http.py), which a response event hook
+  (public) replaces to bound what is read: the body is read from it, after the hook, with either
+  transport of the SDK (against a provider ignoring max_tokens: tests/test_faults.py).
 """
 
 from __future__ import annotations
@@ -61,6 +64,42 @@ async def test_openai_streams_hand_over_dicts_when_cast_to_is_object(
     text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
     assert text == "one two three"
     await client.close()
+
+
+@pytest.mark.parametrize("aiohttp", [False, True], ids=["httpx", "aiohttp"])
+async def test_a_response_hook_replaces_the_stream_the_body_is_read_from(
+    server: FakeOpenAIServer, aiohttp: bool
+) -> None:
+    library = http_library()
+    read: list[bytes] = []
+
+    class Seen(library.AsyncByteStream):  # type: ignore[misc,name-defined]
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        async def __aiter__(self) -> Any:
+            async for chunk in self.inner:
+                read.append(chunk)
+                yield chunk
+
+        async def aclose(self) -> None:
+            await self.inner.aclose()
+
+    async def hook(response: Any) -> None:
+        assert not response.is_closed and not hasattr(response, "_content")  # not read yet
+        response.stream = Seen(response.stream)
+
+    kind = openai.DefaultAioHttpClient if aiohttp else openai.DefaultAsyncHttpxClient
+    client = kind(event_hooks={"response": [hook]})
+    try:
+        whole = await client.get(f"{server.base_url}/models")  # read in send(), after the hook
+        assert read and b"".join(read) == whole.content
+        read.clear()
+        async with client.stream("GET", f"{server.base_url}/models") as streamed:
+            body = b"".join([chunk async for chunk in streamed.aiter_bytes()])
+        assert read and b"".join(read) == body
+    finally:
+        await client.aclose()
 
 
 def test_the_openai_sdks_http_library_is_its_clients_direct_base() -> None:

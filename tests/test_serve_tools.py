@@ -114,6 +114,38 @@ def test_streamed_tool_calls_in_openais_chunk_shapes(
     assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens > 0
 
 
+@pytest.mark.parametrize("streamed", [False, True], ids=["plain", "streamed"])
+def test_a_tool_call_where_the_client_sent_no_tools_is_no_answer(
+    server: FakeOpenAIServer, client: openai.OpenAI, streamed: bool
+) -> None:
+    # It reached the client: a 200 with tool_calls [rm_rf] and finish_reason "tool_calls", for a
+    # client that sent no tools (or an empty answer on /moa/invoke). Now it is a bad answer,
+    # asked again, told why; a proposer's call is no proposal.
+    server.script("p1", "It is sunny.")
+    server.script("p2", ToolCallReply([ToolCall("rm_rf", {"path": "/"})]))
+    replies = iter([ToolCallReply([ToolCall("rm_rf", {"path": "/"})]), "It is sunny in Paris."])
+    server.script("agg", lambda r: next(replies))
+    ask: Any = {"model": "fake", "messages": QUESTION, "extra_body": {"show_proposals": True}}
+    if streamed:
+        chunks = list(client.chat.completions.create(**ask, stream=True))
+        deltas = [c.choices[0] for c in chunks if c.choices]
+        text = "".join(d.delta.content or "" for d in deltas)
+        assert not [d for d in deltas if d.delta.tool_calls]
+        reasoning = "".join(getattr(d.delta, "reasoning_content", None) or "" for d in deltas)
+        finish = [d.finish_reason for d in deltas if d.finish_reason]
+    else:
+        completion = client.chat.completions.create(**ask)
+        choice = completion.choices[0]
+        assert not choice.message.tool_calls
+        text, finish = choice.message.content or "", [choice.finish_reason]
+        reasoning = getattr(choice.message, "reasoning_content", None) or ""
+    assert text.endswith("It is sunny in Paris.") and finish == ["stop"]
+    _, second = server.requests_for("agg")
+    told = second.messages[-1]["content"]
+    assert "it called a tool where none was given" in told and "call no tool" in told
+    assert "it called a tool where none was given" in reasoning  # p2's failure, shown as such
+
+
 class Person(BaseModel):
     name: str
     age: int
@@ -239,6 +271,16 @@ def test_the_sdks_parse_helper_and_json_mode(
         ({"tools": [WEATHER_TOOL], "parallel_tool_calls": "yes"}, "parallel_tool_calls", "bool"),
         ({"tools": [tool_with(name="get weather")]}, "tools", "letters, digits, underscores"),
         ({"tools": [WEATHER_TOOL, WEATHER_TOOL]}, "tools", "'weather' names two tools"),
+        # Chosen by its name, a tool named like a mode read as the mode ("none": no call at all)
+        ({"tools": [tool_with(name="none")]}, "tools", "'none' is a tool_choice mode"),
+        (
+            {
+                "tools": [WEATHER_TOOL],
+                "tool_choice": {"type": "function", "function": {"name": "auto"}},
+            },
+            "tool_choice",
+            "names a tool 'auto', which no tool may be named",
+        ),
         ({"tools": [tool_with(parameters="city")]}, "tools", "must be a JSON schema object"),
         (
             {"tools": [tool_with(parameters={"type": "object", "required": "city"})]},
@@ -285,6 +327,42 @@ def test_the_sdks_parse_helper_and_json_mode(
             },
             "response_format",
             "not a valid JSON schema: 3 is not of type 'array' (at properties/age/enum)",
+        ),
+        # The answer is one JSON object: with a schema of anything else every answer was paid
+        # for, then refused (a 502 after five calls). OpenAI refuses these formats too.
+        *(
+            (
+                {
+                    "response_format": {
+                        "type": "json_schema",
+                        "json_schema": {"name": "x", "schema": schema},
+                    }
+                },
+                "response_format",
+                f'json_schema.schema must have "type": "object" at its root (the answer is one '
+                f"JSON object, as OpenAI requires){said}",
+            )
+            for schema, said in [
+                ({"type": "string"}, ", not 'string'"),
+                ({"type": "array", "items": {"type": "integer"}}, ", not 'array'"),
+                ({"enum": [1, 2]}, '; it has no "type" there'),
+                ({"not": {}}, '; it has no "type" there'),
+                ({"anyOf": [{"type": "object"}, {"type": "string"}]}, '; it has no "type" there'),
+            ]
+        ),
+        (  # checking any value against it never ends: every tool call failed, after billing
+            {
+                "tools": [
+                    tool_with(
+                        parameters={
+                            "$defs": {"a": {"$ref": "#/$defs/a"}},
+                            "properties": {"x": {"$ref": "#/$defs/a"}},
+                        }
+                    )
+                ]
+            },
+            "tools",
+            "$ref '#/$defs/a' leads back to itself before any property or item of the value",
         ),
     ],
 )
@@ -350,22 +428,37 @@ def test_an_aggregator_without_tools_is_a_400_naming_it(
     assert not server.requests
 
 
-def test_a_bad_tool_call_is_asked_again(server: FakeOpenAIServer, client: openai.OpenAI) -> None:
+@pytest.mark.parametrize(
+    ("bad", "problem"),
+    [
+        (ToolCall("search", {"q": "Paris"}), "the tool 'search', which does not exist"),
+        # Streamed to the server, these were read as partial JSON: {} ("'city' is a required
+        # property"), and an error of no JSON object
+        (ToolCall("weather", "{not json"), "its call of weather has arguments that are not valid"),
+        (ToolCall("weather", "[1, 2]"), "its call of weather has arguments that are not a JSON"),
+    ],
+)
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_bad_tool_call_is_asked_again(
+    server: FakeOpenAIServer, client: openai.OpenAI, bad: ToolCall, problem: str, stream: bool
+) -> None:
     server.script("p1", "Call weather.")
     server.script("p2", "Call weather.")
-    replies = iter(
-        [
-            ToolCallReply([ToolCall("search", {"q": "Paris"})]),
-            ToolCallReply([ToolCall("weather", {"city": "Paris"})]),
-        ]
-    )
+    replies = iter([ToolCallReply([bad]), ToolCallReply([ToolCall("weather", {"city": "Paris"})])])
     server.script("agg", lambda r: next(replies))
-    completion = client.chat.completions.create(
-        model="fake", messages=QUESTION, tools=[WEATHER_TOOL]
-    )
-    (call,) = completion.choices[0].message.tool_calls or []
-    assert call.function.name == "weather"  # type: ignore[union-attr]
-    assert len(server.requests_for("agg")) == 2
+    ask: Any = {"model": "fake", "messages": QUESTION, "tools": [WEATHER_TOOL]}
+    if stream:
+        chunks = list(client.chat.completions.create(**ask, stream=True))
+        deltas = [c.choices[0].delta for c in chunks if c.choices]
+        (calls,) = [d.tool_calls for d in deltas if d.tool_calls]
+        name = calls[0].function.name if calls[0].function else None
+    else:
+        completion = client.chat.completions.create(**ask)
+        (call,) = completion.choices[0].message.tool_calls or []
+        name = call.function.name  # type: ignore[union-attr]
+    assert name == "weather"
+    _, second = server.requests_for("agg")
+    assert problem in second.messages[-1]["content"]
 
 
 def test_a_huge_schema_is_checked_while_the_server_answers_others(

@@ -211,6 +211,33 @@ def test_tool_choice_none_and_bad_choices(server: FakeOpenAIServer) -> None:
         chat(server).bind_tools([weather], tool_choice="search")
 
 
+def test_tool_choice_none_means_no_call_and_no_tool_is_named_like_a_mode(
+    server: FakeOpenAIServer,
+) -> None:
+    # "none" was read as a tool's name: "it called another tool than none, which the tool choice
+    # requires", and the aggregator was told to call only the tools it is given.
+    server.script("p1", "It is sunny.")
+    replies = iter([ToolCallReply([ToolCall("weather", {"city": "Paris"})]), "Probably sunny."])
+    server.script("agg", lambda r: next(replies))
+    message = chat(server).bind_tools([weather], tool_choice="none").invoke("Weather in Paris?")
+    assert message.content == "Probably sunny." and not message.tool_calls
+    told = server.requests_for("agg")[1].messages[-1]["content"]
+    assert "it called a tool where the tool choice is 'none' (answer in text)" in told
+    assert "call no tool" in told and "another tool than" not in told
+
+    # A tool named like a mode would be chosen by its name as that mode (OpenAI's form
+    # {"type": "function", "function": {"name": ...}} names a tool): refused when bound.
+    server.requests.clear()
+    for mode in ("none", "auto", "required", "any"):
+        named = {"type": "function", "function": {"name": mode, "parameters": {}}}
+        with pytest.raises(ConfigError, match=rf"name '{mode}' is a tool_choice mode"):
+            chat(server).bind_tools([named])
+        by_name = {"type": "function", "function": {"name": mode}}
+        with pytest.raises(ConfigError, match=rf"names a tool '{mode}', which no tool may"):
+            chat(server).bind_tools([weather], tool_choice=by_name)
+    assert server.requests == []
+
+
 def test_more_tools_than_openai_takes_are_refused_when_bound_as_moa_serve_refuses_them(
     server: FakeOpenAIServer,
 ) -> None:
@@ -227,6 +254,34 @@ def test_more_tools_than_openai_takes_are_refused_when_bound_as_moa_serve_refuse
         "to): bind only the tools the step needs"
     )
     assert server.requests == []
+
+
+async def test_a_tool_call_nobody_bound_is_no_answer_nor_proposal(server: FakeOpenAIServer) -> None:
+    # A proposer's call was an empty proposal, and the aggregator's reached the caller as the
+    # answer's tool_calls, for a caller that bound no tools.
+    from langgraph_moa import graph
+
+    server.script("p1", "It is sunny.")
+    server.script("p2", ToolCallReply([ToolCall("weather", {"city": "Paris"})]))
+    replies = iter([ToolCallReply([ToolCall("weather", {"city": "Paris"})]), "Sunny, 21 C."])
+    server.script("agg", lambda r: next(replies))
+    state = await graph.ainvoke(
+        {"messages": [HumanMessage("Weather in Paris?")]},
+        context=fake_context(server, ["p1", "p2"]),
+    )
+    answer = state["messages"][-1]
+    assert answer.content == "Sunny, 21 C." and not answer.tool_calls
+    proposed, called = state["layers"][0]
+    assert proposed["text"] == "It is sunny." and proposed["error"] is None
+    assert called["text"] is None
+    assert called["error"] == {
+        "kind": "tool_call",
+        "message": "it called a tool where none was given",
+    }
+    first, second = server.requests_for("agg")
+    references = system_text(first)  # one reference: p1's
+    assert '<reference id="1">' in references and '<reference id="2">' not in references
+    assert "it called a tool where none was given" in second.messages[-1]["content"]
 
 
 @pytest.mark.parametrize(
@@ -256,17 +311,27 @@ async def test_what_proposers_do_on_a_tool_step(
         (ToolCall("weather", {"town": "Paris"}), "arguments: 'city' is a required property"),
         (ToolCall("weather", {"city": 75}), "arguments.city: 75 is not of type 'string'"),
         (ToolCall("weather", '{"city": "Par'), "not valid JSON"),
+        (ToolCall("weather", "{not json"), "not valid JSON"),
     ],
 )
+@pytest.mark.parametrize("streamed", [False, True], ids=["plain", "streamed"])
 async def test_a_bad_tool_call_is_asked_again_then_a_clear_error(
-    server: FakeOpenAIServer, bad: ToolCall, problem: str
+    server: FakeOpenAIServer, bad: ToolCall, problem: str, streamed: bool
 ) -> None:
+    # Streamed, arguments that are no JSON were read as partial JSON: "{not json" as {} ("'city'
+    # is a required property"), a cut '{"city": "Par' as {"city": "Par"} (a call that passed).
     server.script("p1", "Call weather.")
     server.script("p2", "Call weather.")
     replies = iter([ToolCallReply([bad]), ToolCallReply([ToolCall("weather", {"city": "Paris"})])])
     server.script("agg", lambda r: next(replies))
     model = chat(server).bind_tools([weather])
-    message = await model.ainvoke("Weather in Paris?")
+    if streamed:
+        chunks = [chunk async for chunk in model.astream("Weather in Paris?")]
+        message = chunks[0]
+        for chunk in chunks[1:]:
+            message += chunk
+    else:
+        message = await model.ainvoke("Weather in Paris?")
     assert message.tool_calls[0]["args"] == {"city": "Paris"}
     retry = server.requests_for("agg")[1]
     assert problem in retry.messages[-1]["content"]  # the aggregator is told what was wrong
@@ -278,7 +343,7 @@ async def test_a_bad_tool_call_is_asked_again_then_a_clear_error(
     server.script("agg", ToolCallReply([bad]))
     model = ChatMoA(context=fake_context(server, ["p1"], max_attempts=2)).bind_tools([weather])
     with pytest.raises(AggregatorError) as caught:
-        model.invoke("Weather in Paris?")
+        list(model.stream("Weather in Paris?")) if streamed else model.invoke("Weather in Paris?")
     assert str(caught.value).startswith("aggregator together:agg failed: ")
     assert problem in str(caught.value) and "(2 answers)" in str(caught.value)
     assert len(server.requests_for("agg")) == 2
@@ -419,6 +484,25 @@ def test_a_tool_schema_is_checked_when_bound_and_read_in_full(server: FakeOpenAI
     tool = {"type": "function", "function": {"name": "weather", "parameters": elsewhere}}
     with pytest.raises(ConfigError, match=r"city\.json' points to nothing in the schema"):
         ChatMoA(context=fake_context(server, ["p1"])).bind_tools([tool])
+
+
+def test_a_schema_no_answer_could_match_is_refused_when_bound(server: FakeOpenAIServer) -> None:
+    # Each was taken, then every answer was paid for and refused: a $ref leading back to itself
+    # ("arguments is nested too deeply" for every call), a response format of no object.
+    model = ChatMoA(context=fake_context(server, ["p1"]))
+    looping = {"$defs": {"a": {"$ref": "#/$defs/a"}}, "properties": {"x": {"$ref": "#/$defs/a"}}}
+    tool = {"type": "function", "function": {"name": "weather", "parameters": looping}}
+    with pytest.raises(ConfigError, match=r"'#/\$defs/a' leads back to itself before any prop"):
+        model.bind_tools([tool])
+    for schema in ({"type": "array", "items": {"type": "integer"}}, {"enum": [1, 2]}):
+        json_schema = {"name": "numbers", "schema": schema}
+        with pytest.raises(ConfigError, match='must have "type": "object" at its root'):
+            model.bind(response_format={"type": "json_schema", "json_schema": json_schema}).invoke(
+                "Three numbers?"
+            )
+        with pytest.raises(ConfigError, match='must have "type": "object" at its root'):
+            model.with_structured_output(schema | {"title": "numbers"}, method="json_schema")
+    assert server.requests == []
 
 
 def test_structured_output_the_way_openai_models_take_it(server: FakeOpenAIServer) -> None:

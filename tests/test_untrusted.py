@@ -12,6 +12,8 @@ import pytest
 from conftest import fake_context
 from fake_openai import FakeOpenAIServer
 from langchain_core.messages import HumanMessage
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.types import Command
 
 import langgraph_moa.graphs.adapt as adapt_module
 from langgraph_moa.graphs.moa import build_moa_graph
@@ -75,6 +77,24 @@ async def test_a_runs_bind_is_checked_once_and_off_the_event_loop(
     assert thread is not threading.main_thread()
 
 
+@pytest.mark.parametrize("untrusted", [False, True], ids=["library", "server"])
+async def test_a_command_writing_the_turns_bind_is_checked_where_it_is_read(
+    server: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch, untrusted: bool
+) -> None:
+    # A Command goes past the first step, which checks the input's bind (test_langgraph_server_
+    # clients.py: against a LangGraph server).
+    monkeypatch.setenv("MOA_CLIENT_ENDPOINTS", server.base_url)
+    graph = build_moa_graph(untrusted=untrusted).compile(checkpointer=InMemorySaver())
+    config: Any = {"configurable": {"thread_id": "t"}}
+    ctx = fake_context(server, ["p1"]).model_dump(exclude_unset=True)
+    tools = [{"type": "function", "function": {"name": f"f{i}"}} for i in range(129)]
+    update = {"turn_bind": {"tools": tools}, "messages": [HumanMessage("hi")]}
+    with pytest.raises(ConfigError, match=r"^turn_bind\.tools: at most 128 tools, not 129") as e:
+        await graph.ainvoke(Command(update=update, goto="aggregate"), config, context=ctx)
+    assert isinstance(e.value, ClientSettingError) is untrusted
+    assert server.requests == []
+
+
 def test_a_client_names_only_the_providers_own_key_variable() -> None:
     # Any variable of the server would go to the provider as its key: GITHUB_TOKEN, say.
     for env in ("GITHUB_TOKEN", "OPENAI_API_KEY"):
@@ -135,6 +155,26 @@ def test_a_client_names_only_the_endpoints_the_server_lists() -> None:
     for value in ("10.0.0.5:8000", "ftp://x", "http://"):
         with pytest.raises(ConfigError, match=r"MOA_CLIENT_ENDPOINTS: .* is not an http\(s\) URL"):
             Endpoints.from_env({"MOA_CLIENT_ENDPOINTS": f"http://ok, {value}"})
+
+
+def test_a_base_url_holding_whitespace_or_a_control_character_is_refused() -> None:
+    # urlsplit drops tabs and newlines: "http://10.0.0.5:8000\t/v1" passed for the URL listed,
+    # then the HTTP client refused it (InvalidURL: "An internal error occurred", a 500).
+    listed = Endpoints.from_env({"MOA_CLIENT_ENDPOINTS": "http://10.0.0.5:8000/v1"})
+    for url, held in [
+        ("http://10.0.0.5:8000\t/v1", r"'\\t' at 20"),
+        ("http://10.0.0.5:8000/v1\n", r"'\\n' at 23"),
+        (" http://10.0.0.5:8000/v1", "SPACE at 0"),
+        ("http://10.0.0.5:8000/\u200bv1", "ZERO WIDTH SPACE at 21"),
+    ]:
+        assert not listed.allows(url)
+        for endpoints in (listed, ANY):  # even where any endpoint may be named
+            with pytest.raises(ClientSettingError, match=rf"aggregator: base_url .* holds {held}"):
+                check_models(
+                    {"aggregator": {"model": "openai:m", "base_url": url}}, endpoints=endpoints
+                )
+    with pytest.raises(ConfigError, match="MOA_CLIENT_ENDPOINTS: its entry 1"):
+        Endpoints.from_env({"MOA_CLIENT_ENDPOINTS": "http://10.0.0.5:8000\t/v1"})
 
 
 async def test_an_endpoint_the_server_does_not_list_is_refused_before_any_call(

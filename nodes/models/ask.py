@@ -33,7 +33,12 @@ from langgraph_moa.nodes.models.continuation import (
 from langgraph_moa.nodes.models.limits import gate_for
 from langgraph_moa.nodes.models.resources import RESOURCES
 from langgraph_moa.nodes.models.settings import ModelSettings
-from langgraph_moa.nodes.models.tools import bound_kwargs, model_messages
+from langgraph_moa.nodes.models.tools import (
+    bound_kwargs,
+    calls_tools,
+    model_messages,
+    tool_call_problem,
+)
 from langgraph_moa.nodes.records import ErrorKind
 from langgraph_moa.nodes.stops import for_provider
 
@@ -52,6 +57,7 @@ async def ask_model(
     bind: Mapping[str, Any] | None = None,
     prefill: str | None = None,
     stop: Sequence[str] = (),
+    checks_calls: bool = False,
 ) -> CallResult:
     """The model's answer to ``messages``, with ``references`` in the aggregation prompt.
 
@@ -64,10 +70,14 @@ async def ask_model(
     far, to be continued (nodes/models/continuation.py). A streamed answer that may be shown
     (not tagged ``nostream``) and binds nothing is continued where it broke off, not restarted.
     ``stop``: sequences the provider stops at (at most ``MAX_STOPS`` are sent); an answer that
-    is empty because it began with one is an answer, not a failure.
+    is empty because it began with one is an answer, not a failure. ``checks_calls``: the caller
+    checks the answer's tool calls itself (the aggregator's node, which asks again); otherwise an
+    answer calling a tool where ``bind`` allows none (a proposer's, a staircase chunk's) fails
+    with kind ``tool_call``: a call is no proposal, and no text.
 
-    Raises ``CallFailedError`` when the call fails for good or answers with empty text, and
-    ``ProviderError`` when the model cannot be built (unknown provider, missing key).
+    Raises ``CallFailedError`` when the call fails for good, answers with empty text or calls a
+    tool it was not given, and ``ProviderError`` when the model cannot be built (unknown
+    provider, missing key).
     """
     model = chat_model(settings, stream=stream)
     bound = bound_kwargs(model, bind, settings.model)
@@ -134,6 +144,9 @@ async def ask_model(
         result = await call(bound)
         result.attempts += exc.attempts  # the refused request was sent too
     calls = result.message.tool_calls or result.message.invalid_tool_calls
+    if calls and not checks_calls and not calls_tools(bind):
+        problem = tool_call_problem(result.message, bind or {}) or "it called a tool"
+        raise CallFailedError("tool_call", problem, result.attempts, result.latency_s)
     if not result.text.strip() and not calls and not ("stop" in bound and _at_stop(result)):
         raise CallFailedError(
             "empty", "answered with empty text", result.attempts, result.latency_s

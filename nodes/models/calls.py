@@ -28,7 +28,9 @@ nodes/models/continuation.py): the next attempt asks the model to continue the t
 failed attempt streamed, and the result's text is all of it.
 
 Never retried: every other 4xx (400 bad request or
-context too long, 401 bad key, 403, 404 unknown model, 413, 422): the call fails at once.
+context too long, 401 bad key, 403, 404 unknown model, 413, 422), and a response larger than the
+request's ``max_tokens`` allows (kind ``too_large``: the provider ignored it, and would again;
+nodes/models/http.py cuts it): the call fails at once.
 Other waits are exponential backoff with jitter: ``retry_base_s * 2**(n-1)``, times a random
 factor in [0.5, 1], capped at ``BACKOFF_CAP_S``.
 """
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import json
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -47,10 +50,12 @@ from typing import Any, Protocol
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AnyMessage, BaseMessage
+from langchain_core.messages.tool import invalid_tool_call, tool_call
 from langchain_core.runnables import RunnableConfig, ensure_config
 from langchain_core.runnables.config import merge_configs
 
 from langgraph_moa.nodes.errors import CallFailedError, ContextOverflowError
+from langgraph_moa.nodes.models.http import ResponseTooLargeError, answer_bound
 from langgraph_moa.nodes.models.redact import redact
 from langgraph_moa.nodes.records import ErrorKind
 
@@ -170,6 +175,17 @@ def _aiohttp_cause(exc: BaseException) -> BaseException | None:
     return None
 
 
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, kind):
+            return True
+        seen = seen.__cause__
+    return False
+
+
 def classify(exc: BaseException, *, streamed: bool = False) -> tuple[ErrorKind, bool]:
     """(kind, retryable) for a failed attempt; ``streamed``: answer text had arrived."""
     kind = _kind(exc, streamed)
@@ -184,6 +200,8 @@ def _kind(exc: BaseException, streamed: bool) -> ErrorKind:
         if status >= 500 or status in RETRIED_STATUS:
             return "server"
         return "client"  # 400, 401, 403, 404, 413, 422...: the same request fails again
+    if _caused_by(exc, ResponseTooLargeError):
+        return "too_large"
     cause = _aiohttp_cause(exc)
     if cause is not None and not isinstance(cause, TimeoutError):
         return "stream" if streamed else "connection"
@@ -246,6 +264,8 @@ class _Watch(BaseCallbackHandler):
         self.chunks = 0
         self.first_s: float | None = None
         self.parts: list[str] = []  # the text streamed (what a reader was shown)
+        # The streamed tool calls as they came, by index: id, name and argument text.
+        self.calls: dict[Any, list[str]] = {}
 
     def on_llm_new_token(self, token: str | list[str | dict[str, Any]], **kwargs: Any) -> None:
         if token:
@@ -254,6 +274,45 @@ class _Watch(BaseCallbackHandler):
                 self.parts.append(token)
             if self.first_s is None:
                 self.first_s = time.perf_counter() - self.start
+        message = getattr(kwargs.get("chunk"), "message", None)
+        for part in getattr(message, "tool_call_chunks", None) or ():
+            call = self.calls.setdefault(part.get("index"), ["", "", ""])
+            call[0] = call[0] or part.get("id") or ""
+            call[1] += part.get("name") or ""
+            call[2] += part.get("args") or ""
+
+
+def _read_whole(message: AIMessage, calls: Mapping[Any, list[str]]) -> AIMessage:
+    """A streamed answer's tool calls with their arguments read whole, as a non-streamed answer's
+    are: LangChain reads streamed arguments as partial JSON, completing what it can (``{not
+    json`` becomes ``{}``, a cut ``{"city": "Par`` becomes ``{"city": "Par"}``), so a call
+    whose arguments are no JSON passed as one with other arguments, and its check said a
+    property was missing. Unchanged when every call's arguments are a JSON object, or when the
+    chunks name no call's index (LangChain then reads each chunk as a call of its own)."""
+    if None in calls:
+        return message
+    parsed: list[tuple[str, str, str, Any]] = []
+    for call_id, name, text in calls.values():
+        try:
+            value: Any = json.loads(text, strict=False) if text else {}
+        except (ValueError, RecursionError):
+            value = None
+        parsed.append((call_id, name, text, value))
+    if all(isinstance(value, dict) for *_, value in parsed):
+        return message
+    good = [
+        tool_call(name=name, args=value, id=call_id or None)
+        for call_id, name, _, value in parsed
+        if isinstance(value, dict)
+    ]
+    bad = [
+        invalid_tool_call(
+            name=name, args=text, id=call_id or None, error="the arguments are not a JSON object"
+        )
+        for call_id, name, text, value in parsed
+        if not isinstance(value, dict)
+    ]
+    return message.model_copy(update={"tool_calls": good, "invalid_tool_calls": bad})
 
 
 async def _attempt(
@@ -271,6 +330,8 @@ async def _attempt(
     message = await model.ainvoke(list(messages), config, **bound)
     if not _finished(model, message):
         raise StreamBrokenError("the answer ended before the model said it was done")
+    if watch.calls:
+        return _read_whole(message, watch.calls)
     return message
 
 
@@ -306,8 +367,10 @@ async def call_model(
             limit, by_deadline = max(0.0, ends - time.perf_counter()), True
         watch = _Watch(time.perf_counter())
         try:
-            async with asyncio.timeout(limit):
-                message = await _attempt(asked_model, request, tags or [], watch, bound or {})
+            # Its response may be as large as its max_tokens allows, no larger (http.py).
+            with answer_bound(getattr(asked_model, "max_tokens", None)):
+                async with asyncio.timeout(limit):
+                    message = await _attempt(asked_model, request, tags or [], watch, bound or {})
         except asyncio.CancelledError:
             raise
         except Exception as exc:

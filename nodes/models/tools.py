@@ -15,9 +15,11 @@ them paired by id. Proposers are not bound: they see the conversation as text (n
 and the tools described in their system prompt (``proposer_note``), and advise what to do.
 
 The aggregator's tool calls are checked (``tool_call_problem``): a call of a tool that does not
-exist, arguments that are not JSON or do not match the tool's schema, or text where the tool
-choice required a call. The aggregator node asks again with the problem stated, and fails with
-kind ``tool_call`` when every attempt had one (nodes/aggregate.py).
+exist, arguments that are not JSON or do not match the tool's schema, text where the tool
+choice required a call, or a call where it allows none (``"none"``, or no binding at all). The
+aggregator node asks again with the problem stated, and fails with kind ``tool_call`` when every
+attempt had one (nodes/aggregate.py). A proposer's call, bound to nothing, is no proposal
+(nodes/models/ask.py).
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ from langgraph_moa.nodes.models.settings import settings_for
 
 Bind = dict[str, Any]
 CHOICES = ("auto", "none", "required")
+# What a tool_choice string means, as OpenAI reads it ("any": LangChain's "required"): no tool
+# may have one of these names, or its choice by name would read as the mode.
+MODES = (*CHOICES, "any")
 FORMATS = ("text", "json_object", "json_schema")  # OpenAI's response_format types
 
 
@@ -94,6 +99,11 @@ def binding(
             name = function["name"]
             if not NAME.fullmatch(name):
                 raise ConfigError(f"tools[{i}].function.name {_quoted(name)} {NAME_RULE}")
+            if name in MODES:
+                raise ConfigError(
+                    f"tools[{i}].function.name {name!r} is a tool_choice mode ({_modes()}): a "
+                    "choice of the tool by its name would read as the mode; name it otherwise"
+                )
             if name in seen:
                 raise ConfigError(f"tools[{i}].function.name {name!r} names two tools")
             seen.add(name)
@@ -160,7 +170,9 @@ def _check_json_schema_format(spec: Any) -> None:
     name = spec.get("name")
     if not isinstance(name, str) or not NAME.fullmatch(name):
         raise ConfigError(f"response_format json_schema.name {_quoted(name)} {NAME_RULE}")
-    _check_schema(spec["schema"], "response_format json_schema.schema")
+    where = "response_format json_schema.schema"
+    _check_schema(spec["schema"], where)
+    _check_object_root(spec["schema"], where)
 
 
 def _check_schema(schema: Any, where: str) -> None:
@@ -186,14 +198,42 @@ def _check_object(schema: Mapping[str, Any], where: str) -> None:
         raise ConfigError(f"{where} must describe an object (its arguments), not {_quoted(kind)}")
 
 
+def _check_object_root(schema: Mapping[str, Any], where: str) -> None:
+    """``ConfigError`` unless a response format's schema says ``"type": "object"`` at its root
+    (or where a root ``$ref`` points, pydantic's form of a recursive model): an answer must be
+    one JSON object (``format_problem``), so with a schema of anything else (a string, an array,
+    an ``enum``, an ``anyOf`` or a ``not``) every answer would be paid for, then refused. OpenAI
+    refuses such a format too. After ``_check_schema``: its references resolve."""
+    from langgraph_moa.nodes.models.schemas import root_schema
+
+    kind = root_schema(schema).get("type")
+    if kind != "object":
+        found = f", not {_quoted(kind)}" if kind is not None else '; it has no "type" there'
+        raise ConfigError(
+            f'{where} must have "type": "object" at its root (the answer is one JSON object, '
+            f"as OpenAI requires){found}"
+        )
+
+
+def _modes() -> str:
+    return ", ".join(repr(m) for m in MODES)
+
+
 def _choice(value: Any) -> str | None:
+    """A tool choice as the binding keeps it: a mode (``CHOICES``) or a tool's name, which is
+    never one of them (``MODES`` are no tool's name)."""
     if value is None:
         return None
     if value is True or value == "any":
         return "required"
-    if isinstance(value, Mapping):
+    if isinstance(value, Mapping):  # OpenAI's form names a tool
         function = value.get("function")
         name = function.get("name") if isinstance(function, Mapping) else value.get("name")
+        if isinstance(name, str) and name in MODES:
+            raise ConfigError(
+                f"tool_choice names a tool {name!r}, which no tool may be named (a tool_choice "
+                f"mode: {_modes()}): give the mode as a string, or name another tool"
+            )
         if isinstance(name, str):
             return name
         raise ConfigError(f"tool_choice {value!r} names no function")
@@ -375,12 +415,11 @@ def aggregator_note(bind: Mapping[str, Any] | None) -> str | None:
 
 def answer_problem(message: AIMessage, bind: Mapping[str, Any] | None) -> str | None:
     """What is wrong with the aggregator's answer for its binding (tool calls, response
-    format), or None."""
-    if not bind:
-        return None
+    format), or None. A tool call where none was given is one: it is no answer (a client that
+    sent no tools would be handed a call of a tool it never heard of)."""
     if message.tool_calls or message.invalid_tool_calls or forces_call(bind):
-        return tool_call_problem(message, bind)
-    return format_problem(str(message.text), bind)
+        return tool_call_problem(message, bind or {})
+    return format_problem(str(message.text), bind) if bind else None
 
 
 def format_problem(text: str, bind: Mapping[str, Any]) -> str | None:
@@ -403,6 +442,15 @@ def format_problem(text: str, bind: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _json(text: Any) -> bool:
+    """Whether ``text`` is JSON (of any kind)."""
+    try:
+        json.loads(text, strict=False)
+    except (TypeError, ValueError, RecursionError):
+        return False
+    return True
+
+
 def _unfenced(text: str) -> str:
     """JSON inside a markdown code fence, as models often write it (parsers accept it too)."""
     inner = text.strip()
@@ -413,11 +461,16 @@ def _unfenced(text: str) -> str:
 
 def tool_call_problem(message: AIMessage, bind: Mapping[str, Any]) -> str | None:
     """What is wrong with the tool calls of the aggregator's answer, or None."""
-    if not tool_names(bind):
-        return "it called a tool where none was given" if message.tool_calls else None
+    if not calls_tools(bind):  # no tools, or tool_choice "none"
+        if not (message.tool_calls or message.invalid_tool_calls):
+            return None
+        if tool_names(bind):
+            return "it called a tool where the tool choice is 'none' (answer in text)"
+        return "it called a tool where none was given"
     tools = {t["function"]["name"]: t["function"] for t in bind["tools"]}
     for bad in message.invalid_tool_calls:
-        return f"its call of {bad.get('name') or 'a tool'} has arguments that are not valid JSON"
+        what = "not a JSON object" if _json(bad.get("args")) else "not valid JSON"
+        return f"its call of {bad.get('name') or 'a tool'} has arguments that are {what}"
     for call in message.tool_calls:
         name = call["name"]
         if name not in tools:
@@ -442,3 +495,12 @@ CORRECTION = (
     "only the tools you are given, with arguments matching their schemas, or answer in the "
     "form asked for."
 )
+NO_CALL_CORRECTION = (
+    "Your previous reply could not be used: {problem}. Reply again without that mistake: call "
+    "no tool; answer in the form asked for."
+)
+
+
+def correction(problem: str, bind: Mapping[str, Any] | None) -> str:
+    """What the aggregator is told when its answer is asked again."""
+    return (CORRECTION if calls_tools(bind) else NO_CALL_CORRECTION).format(problem=problem)
