@@ -28,9 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import threading
 import unicodedata
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +40,7 @@ from langgraph_moa.nodes.context import PARENT_FIELD, Context, ModelSpec
 from langgraph_moa.nodes.errors import ClientSettingError, ConfigError
 from langgraph_moa.nodes.models.catalog import KEY_ENV, LOCAL_SERVERS
 from langgraph_moa.nodes.models.local import BUNDLED
+from langgraph_moa.nodes.models.resources import RESOURCES
 from langgraph_moa.nodes.presets import preset_names
 
 MODEL_FIELDS = ("proposers", "aggregator", "fallback_aggregator", "layer_proposers")
@@ -267,11 +266,7 @@ def check_bind(bind: Any) -> None:
     except ConfigError as exc:
         raise ClientSettingError("bind", str(exc)) from None
     if (digest := _digest(bind)) is not None:
-        with _PASSED_LOCK:
-            _PASSED[digest] = None
-            _PASSED.move_to_end(digest)
-            while len(_PASSED) > MAX_PASSED:
-                _PASSED.popitem(last=False)
+        RESOURCES.note_bind_passed(digest)
 
 
 def bind_checked(bind: Any) -> bool:
@@ -279,8 +274,7 @@ def bind_checked(bind: Any) -> bool:
     read it as the state's ``turn_bind`` and check it again only if it is another (a client's
     ``Command`` may write it, and go past the first step)."""
     digest = _digest(bind)
-    with _PASSED_LOCK:
-        return digest is not None and digest in _PASSED
+    return digest is not None and RESOURCES.bind_passed(digest)
 
 
 def _digest(bind: Any) -> str | None:
@@ -288,11 +282,5 @@ def _digest(bind: Any) -> str | None:
         text = json.dumps(bind, sort_keys=True)
     except (TypeError, ValueError, RecursionError):
         return None
+    # A digest, not the text, is kept: a bind may hold megabytes of schemas.
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-# The binds that passed, by digest, the most recent kept: a client sends the same tools run after
-# run (a digest, not the text: a bind may hold megabytes of schemas).
-MAX_PASSED = 1024
-_PASSED: OrderedDict[str, None] = OrderedDict()
-_PASSED_LOCK = threading.Lock()

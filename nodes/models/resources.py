@@ -14,7 +14,10 @@ Scope of each part:
   client; the rate-limit gates (``ModelGate``, one per model, endpoint and limits: ``_Gates``),
   so a model's ``rpm``/``tpm`` hold for every call in the process, as ``ModelSpec`` documents;
   the models whose endpoint refused stop sequences (``refuses_stop``: asked without them from
-  then on, nodes/models/ask.py; the ``MAX_STOP_REFUSALS`` most recent);
+  then on, nodes/models/ask.py; the ``MAX_STOP_REFUSALS`` most recent); the digests of the
+  tool bindings a server's client sent that passed their checks (``bind_passed``: a run's later
+  steps check a ``turn_bind`` again only if it is another, nodes/untrusted.py; the
+  ``MAX_PASSED_BINDS`` most recent);
   the background event loop that sync callers' nodes run on (``portal``, graphs/adapt.py),
   started on first use; the sync callers' tasks in flight on it and, while the main thread's run
   waits on several of them in LangGraph's worker threads or a ``cancel_on_interrupt()`` block
@@ -74,6 +77,8 @@ MAX_MODELS = 512
 MAX_GATES = 512
 # Models (at their endpoints) that refused ``stop``: a server's clients may name any number.
 MAX_STOP_REFUSALS = 512
+# A client sends the same tools run after run: the most recent bindings that passed are kept.
+MAX_PASSED_BINDS = 1024
 
 V = TypeVar("V")
 
@@ -158,6 +163,7 @@ class Resources:
         self._no_loop = _LoopState()  # sync callers outside any event loop
         self._gates = _Gates()
         self._stop_refusals: _Recent[bool] = _Recent(lambda: MAX_STOP_REFUSALS)
+        self._passed_binds: _Recent[bool] = _Recent(lambda: MAX_PASSED_BINDS)
         self._portal: asyncio.AbstractEventLoop | None = None
         self.sync_runs = SyncRuns()
         # Quorum groups by layer run (nodes/models/quorum.py); each touched by its run's loop only.
@@ -269,6 +275,16 @@ class Resources:
         """``settings``' model, at its endpoint, refused stop sequences (it would again)."""
         with self._lock:
             self._stop_refusals[_endpoint_model(settings)] = True
+
+    def bind_passed(self, digest: str) -> bool:
+        """Whether the binding of this digest passed its checks in this process."""
+        with self._lock:
+            return self._passed_binds.get(digest) is not None
+
+    def note_bind_passed(self, digest: str) -> None:
+        """The binding of this digest passed its checks (it would again)."""
+        with self._lock:
+            self._passed_binds[digest] = True
 
     def portal(self) -> asyncio.AbstractEventLoop:
         """The background event loop sync callers' nodes run on (started on first use)."""
