@@ -121,3 +121,23 @@ def test_the_depth_limit_is_one_number(tmp_path: Path, suffix: str) -> None:
         path.write_text('[{"prompt": "' + "{" * 5000 + '"}]')
     (item,) = read_items(str(path))
     assert not isinstance(item, InvalidItem)
+
+
+def test_a_lone_surrogate_in_an_answer_is_kept_as_a_replacement_character(
+    tmp_path: Path, server: FakeOpenAIServer
+) -> None:
+    # A provider may answer one (a JSON "\ud83d" escape): the run aborted at writing the paid
+    # item ("unexpected UnicodeEncodeError", exit 1), and every rerun paid it again.
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f'layers = 1\naggregator = {{ model = "together:agg", base_url = "{server.base_url}" }}\n'
+    )
+    server.script("agg", "half \ud83d a smile")
+    data = tmp_path / "in.jsonl"
+    data.write_text('{"id": "a", "prompt": "smile"}\n{"id": "b", "prompt": "again"}\n')
+    out = tmp_path / "out.jsonl"
+    for _ in range(2):
+        run = run_cli("batch", str(data), "-o", str(out), "-c", str(config))
+        assert run.returncode == 0, run.stderr
+    assert [r["answer"] for r in read_records(out)] == ["half \ufffd a smile"] * 2
+    assert len(server.requests) == 2  # paid once each

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -32,6 +33,8 @@ from langgraph_moa.nodes.errors import CallCacheError, MoAError, RefusedError
 from langgraph_moa.nodes.models.callcache import FOLDER_HINT
 
 SYNC_EVERY_S = 1.0
+# Half a UTF-16 pair, which UTF-8 cannot encode: written as U+FFFD, as a UTF-8 reader shows it.
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 RECORD_START = b'{"id":'  # how every record line starts (build_record puts the id first)
 # The process's umask, read once at import (reading it means setting it): temporary files are
 # created private (0600) and given the mode a plain open() would have given the file.
@@ -150,7 +153,11 @@ class RunFile:
     def append(self, record: dict[str, Any]) -> None:
         """Write ``record`` as one line; a write that fails (a full disk) leaves no half record."""
         assert self._file is not None, "use RunFile as a context manager to write"
-        data = (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+        text = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
+        try:
+            data = text.encode()
+        except UnicodeEncodeError:  # a lone surrogate (a provider's answer): what was paid is kept
+            data = LONE_SURROGATE.sub("\ufffd", text).encode()
         fd = self._file.fileno()
         start = os.lseek(fd, 0, os.SEEK_END)
         try:
