@@ -286,6 +286,13 @@ def _report(result: BatchResult, console: Console, cache: Path | None, *, limite
             "calls (edited by hand or by someone else: check who can write it); those calls "
             "were made again"
         )
+    if result.not_in_input:
+        kept = (
+            f"left out of {result.output} (kept in {result.run_file})"
+            if result.run_file != result.output
+            else f"kept in {result.output}"
+        )
+        say(f"moa batch: {result.not_in_input} records are of items no longer in the input: {kept}")
     if not result.complete:
         left = result.total - result.ok - result.failed - result.degraded
         again = "the same command again" + (" without --limit" if limited else "")
