@@ -254,7 +254,13 @@ def compare(
     return 0
 
 
-LEFT_OUT = {"tie": "ties", "unparsed": "unparsed", "missing": "missing", "multi-turn": "multi-turn"}
+LEFT_OUT = {
+    "tie": "ties",
+    "unparsed": "unparsed",
+    "missing": "missing",
+    "multi-turn": "multi-turn",
+    "earlier-messages": "after a system message or earlier messages",
+}
 
 
 def _preferences_line(results: dict[str, Any], folder: Path) -> str:
@@ -265,7 +271,14 @@ def _preferences_line(results: dict[str, Any], folder: Path) -> str:
     path = folder / prefs["file"]
     why = f" (left out: {left})" if left else ""
     if prefs["pairs"]:
-        return f"{prefs['pairs']} preference pairs in {path}{why}"
+        degraded = prefs.get("degraded")  # a results.json written before it was counted: None
+        flagged = (
+            f"; {degraded} hold a degraded answer (a proposer gave up): see chosen_degraded and "
+            "rejected_degraded"
+            if degraded
+            else ""
+        )
+        return f"{prefs['pairs']} preference pairs in {path}{why}{flagged}"
     return (
         f"no preference pair in {path}{why}: the file is empty, and datasets.load_dataset "
         "cannot load an empty file"
