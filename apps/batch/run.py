@@ -20,6 +20,7 @@ from typing import Any
 from rich.console import Console
 
 from langgraph_moa.core.batch.cost import FinishedTokens, estimate
+from langgraph_moa.core.batch.fits import ContextCheck
 from langgraph_moa.core.batch.formats import (
     FORMATS,
     Format,
@@ -180,7 +181,11 @@ def batch(
                 dataset = stack.enter_context(
                     contextlib.closing(
                         stream_items(
-                            input_path, skip_invalid=skip_invalid, check=check, digests=resuming
+                            input_path,
+                            skip_invalid=skip_invalid,
+                            check=check,
+                            digests=resuming,
+                            validate=ContextCheck(ctx),  # what no call can hold: refused
                         )
                     )
                 )
@@ -188,6 +193,10 @@ def batch(
             items = Sampled(dataset, samples) if samples > 1 else dataset
         if dry_run:
             redo = redo_statuses(retry_failed, retry_degraded)
+            # The call cache the run would read: its calls are counted as if paid.
+            would_read = None
+            if not no_cache and not server and (cache or output):
+                would_read = Path(cache) if cache else default_cache(Path(str(output)))
             return _dry_run(
                 items,
                 ctx,
@@ -199,6 +208,7 @@ def batch(
                 redo=redo,
                 samples=samples,
                 mixed_settings=mixed_settings,
+                cache=would_read if would_read is not None and would_read.is_file() else None,
             )
 
         assert output is not None
@@ -330,11 +340,14 @@ def _dry_run(
     redo: Collection[str] = (),
     samples: int = 1,
     mixed_settings: bool = False,
+    cache: Path | None = None,
 ) -> int:
     """Estimate what the same command without ``--dry-run`` runs: the items not in the output,
     those ``--retry-failed``/``--retry-degraded`` would run again (``redo``, their statuses),
     the first ``--limit`` of them. An output the run would refuse to resume is refused here
-    too, with the run's words (``ResumeCheck``); the output is read once."""
+    too, with the run's words (``ResumeCheck``); the output is read once. ``cache``: the call
+    cache the run would read, when it exists: the calls it holds are counted as if paid (which
+    of them a run asks again depends on the answers of earlier layers), and the text says so."""
     run_file = RunFile(run_file_for(Path(output), fmt)) if output else None
     done: set[str] = set()
     finished = FinishedTokens()
@@ -358,7 +371,7 @@ def _dry_run(
     est = estimate(items, ctx, done=done, finished=finished, replay=replay, limit=limit)
     invalid = est.invalid
     if as_json:
-        print(json.dumps(est.as_json(), indent=2))
+        print(json.dumps({**est.as_json(), "cache": str(cache) if cache else None}, indent=2))
         return 0
     proposer_calls = 0 if replay else sum(len(ctx.proposers_of(n)) for n in range(1, ctx.layers))
     lines = [
@@ -371,6 +384,12 @@ def _dry_run(
         f"tokens: {est.input_tokens:,} input + {est.output_tokens:,} output",
         f"cost: {money(est.cost())}" + (" (list prices to check)" if est.cost() else ""),
     ]
+    if cache is not None and est.calls:
+        lines.append(
+            f"call cache: {cache} exists: the calls it already holds are counted and priced "
+            "here as if paid, so these figures are an upper bound (a rerun, --retry-* or a "
+            "shared --cache pays only for the calls it lacks)"
+        )
     if est.measured_from:
         lines.append(
             f"method: the mean tokens per call of each model over the {est.measured_from} "

@@ -159,9 +159,11 @@ class Dataset:
         skip_invalid: bool = False,
         check: Callable[[Item], None] | None = None,
         digests: bool = True,
+        validate: Callable[[Item], None] | None = None,
     ) -> None:
         self.name = "stdin" if path == "-" else path
         self.skip_invalid = skip_invalid
+        self._validate = validate
         self._digests = digests
         self.invalid = 0  # items that are not valid (only with skip_invalid: else an error)
         self._spool: IO[bytes] | None = None
@@ -265,7 +267,10 @@ class Dataset:
         try:
             if isinstance(value, _Malformed):
                 raise ValueError(value.why)
-            return parse_item(value, number)
+            item = parse_item(value, number)
+            if self._validate is not None:
+                self._validate(item)
+            return item
         except ValueError as exc:
             message = f"{self.name}: {unit} {number}: {exc}"
             if not self.skip_invalid:
@@ -624,15 +629,19 @@ def stream_items(
     skip_invalid: bool = False,
     check: Callable[[Item], None] | None = None,
     digests: bool = True,
+    validate: Callable[[Item], None] | None = None,
 ) -> Dataset:
     """The items of ``path`` (``-``: stdin), checked, read one at a time when iterated.
 
     ``check``: called on each valid item as the first pass reads it (a format's own checks,
     core/batch/formats.py), so they cost no pass of their own; what it raises stops the read.
+    ``validate``: called on each item as it is parsed, in every pass; a ``ValueError`` makes the
+    item malformed like any other (named by its line; ``skip_invalid``: recorded failed), so it
+    must say the same of an item every time (core/batch/fits.py: too long for every model).
     ``digests``: keep each item's ``input_digest``, so that a resumed output's edited items are
     refused (``Dataset``); ``moa batch`` leaves them out when there is no output to resume.
     """
-    return Dataset(path, skip_invalid=skip_invalid, check=check, digests=digests)
+    return Dataset(path, skip_invalid=skip_invalid, check=check, digests=digests, validate=validate)
 
 
 def read_items(path: str, *, skip_invalid: bool = False) -> list[Item | InvalidItem]:
