@@ -100,3 +100,12 @@ def test_only_an_item_no_call_can_hold_is_refused(server: FakeOpenAIServer) -> N
     short = parse_item({"messages": [{"role": "system", "content": "be brief"},
                                      {"role": "user", "content": "hi"}]})  # fmt: skip
     check(server)(short)
+    # max_tokens past the window refuses no item: the settings are at fault, and the run (or a
+    # server's caps) says so, not a line of the input.
+    settings = ContextCheck(
+        Context(
+            proposers=[spec(server, "p1", max_tokens=9000)],
+            aggregator=spec(server, "agg", context_window=16_000),
+        )
+    )
+    settings(item)

@@ -56,7 +56,14 @@ class ContextCheck:
             references = need  # the fewest a layer goes on with: the smallest request after it
         fallback = [ctx.fallback_aggregator] if ctx.fallback_aggregator else []
         self._steps.append((self._checked([ctx.aggregator, *fallback]), 1, references))
-        self._steps = [step for step in self._steps if len(step[0]) >= step[1]]
+        # A step that holds no item at all (max_tokens alone past a window) is the settings'
+        # problem, not an item's: every item would be named for it. Left to the run (a server's
+        # caps, or the calls' own "context" failures), it is not checked here.
+        self._steps = [
+            step
+            for step in self._steps
+            if len(step[0]) >= step[1] and all(self._holds_anything(s, step[2]) for s in step[0])
+        ]
         # Requests at most this long fit every model checked: most items need no exact count.
         most = max((step[2] for step in self._steps), default=0)
         frame = aggregation_system_prompt(ctx.aggregation_prompt, [TRUNCATED] * most)
@@ -72,6 +79,10 @@ class ContextCheck:
         if any(s.provider == "local" for s in specs):
             return []
         return [settings_for(s, self._ctx) for s in specs]
+
+    def _holds_anything(self, settings: ModelSettings, references: int) -> bool:
+        shortest: list[AnyMessage] = [HumanMessage("?")]
+        return self._problem(settings, shortest, [TRUNCATED] * references or None) is None
 
     def __call__(self, item: Item) -> None:
         if self._room is None:
