@@ -4,6 +4,7 @@ identically; with ``--skip-invalid`` it is a failed item of its own and the run 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -141,3 +142,23 @@ def test_a_lone_surrogate_in_an_answer_is_kept_as_a_replacement_character(
         assert run.returncode == 0, run.stderr
     assert [r["answer"] for r in read_records(out)] == ["half \ufffd a smile"] * 2
     assert len(server.requests) == 2  # paid once each
+
+
+def test_a_proposers_lone_surrogate_reaches_the_aggregator_as_a_replacement_character(
+    tmp_path: Path, server: FakeOpenAIServer
+) -> None:
+    # The aggregator's request could not be encoded: the item failed ("unexpected
+    # UnicodeEncodeError") after its proposers were paid, and --retry-failed got the same
+    # proposal back from the call cache and failed again, every time.
+    config = write_config(tmp_path / "c.toml", server)
+    server.script("p1", "half \udc00 a pair")
+    data = tmp_path / "in.jsonl"
+    data.write_text('{"id": "a", "prompt": "go"}\n')
+    out = tmp_path / "out.jsonl"
+    run = run_cli("batch", str(data), "-o", str(out), "-c", str(config))
+    assert run.returncode == 0, run.stderr
+    (record,) = read_records(out)
+    assert record["status"] == "ok"
+    assert record["turns"][0]["layers"][0][0]["text"] == "half \ufffd a pair"
+    (aggregated,) = server.requests_for("agg")
+    assert "half \ufffd a pair" in json.dumps(aggregated.messages, ensure_ascii=False)

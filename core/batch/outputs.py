@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -31,10 +30,9 @@ from typing import IO, Any, Self
 from langgraph_moa.core.files import file_in_the_way, not_a_folder, os_reason
 from langgraph_moa.nodes.errors import CallCacheError, MoAError, RefusedError
 from langgraph_moa.nodes.models.callcache import FOLDER_HINT
+from langgraph_moa.nodes.models.calls import LONE_SURROGATE  # written as U+FFFD
 
 SYNC_EVERY_S = 1.0
-# Half a UTF-16 pair, which UTF-8 cannot encode: written as U+FFFD, as a UTF-8 reader shows it.
-LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 RECORD_START = b'{"id":'  # how every record line starts (build_record puts the id first)
 # The process's umask, read once at import (reading it means setting it): temporary files are
 # created private (0600) and given the mode a plain open() would have given the file.
