@@ -225,7 +225,8 @@ def test_alpaca_eval_and_mt_bench_formats(tmp_path: Path, server: FakeOpenAIServ
     assert result.returncode == 0, result.stderr
     rows = json.loads(out.read_text())
     assert [set(r) for r in rows] == [{"instruction", "output", "generator", "dataset"}] * 2
-    assert [r["instruction"] for r in rows] == ["Name a color", "Name a fruit"]
+    # What the model was asked: AlpacaEval's judge reads instruction alone (docs/batch.md).
+    assert [r["instruction"] for r in rows] == ["Name a color", "Name a fruit\n\nred ones only"]
     assert [r["dataset"] for r in rows] == ["helpful_base", "moa-batch"]
     assert rows[0]["generator"] == "my-moa" and rows[0]["output"].startswith("Answer from agg")
     # Every detail in the journal, in the work folder beside: never a file in the answer folder

@@ -552,7 +552,14 @@ async def test_preference_pairs_load_with_datasets(
     assert data["preferences"] == {
         "file": "preferences.jsonl",
         "pairs": 4,
-        "left_out": {"tie": 1, "unparsed": 1, "missing": 0, "multi-turn": 0},
+        "degraded": 0,
+        "left_out": {
+            "tie": 1,
+            "unparsed": 1,
+            "missing": 0,
+            "multi-turn": 0,
+            "earlier-messages": 0,
+        },
     }
     # Hugging Face's own JSON loader, as TRL's DPO trainer takes it: prompt/chosen/rejected.
     import datasets  # a dev dependency; imported here, as it takes a second

@@ -19,6 +19,7 @@ from typing import Any
 from rich.console import Console
 
 from langgraph_moa.core.batch.cost import FinishedTokens, estimate
+from langgraph_moa.core.batch.fits import ContextCheck
 from langgraph_moa.core.batch.formats import (
     FORMATS,
     Format,
@@ -221,7 +222,11 @@ def batch(
                 dataset = stack.enter_context(
                     contextlib.closing(
                         stream_items(
-                            input_path, skip_invalid=skip_invalid, check=check, digests=resuming
+                            input_path,
+                            skip_invalid=skip_invalid,
+                            check=check,
+                            digests=resuming,
+                            validate=ContextCheck(ctx),  # what no call can hold: refused
                         )
                     )
                 )
@@ -229,6 +234,10 @@ def batch(
             items = Sampled(dataset, samples) if samples > 1 else dataset
         if dry_run:
             redo = redo_statuses(retry_failed, retry_degraded)
+            # The call cache the run would read: its calls are counted as if paid.
+            would_read = None
+            if not no_cache and not server and (cache or output):
+                would_read = Path(cache) if cache else default_cache(Path(str(output)))
             return _dry_run(
                 items,
                 ctx,
@@ -240,6 +249,7 @@ def batch(
                 redo=redo,
                 samples=samples,
                 mixed_settings=mixed_settings,
+                cache=would_read if would_read is not None and would_read.is_file() else None,
             )
 
         assert output is not None
@@ -328,6 +338,13 @@ def _report(result: BatchResult, console: Console, cache: Path | None, *, limite
             "calls (edited by hand or by someone else: check who can write it); those calls "
             "were made again"
         )
+    if result.not_in_input:
+        kept = (
+            f"left out of {result.output} (kept in {result.run_file})"
+            if result.run_file != result.output
+            else f"kept in {result.output}"
+        )
+        say(f"moa batch: {result.not_in_input} records are of items no longer in the input: {kept}")
     if not result.complete:
         left = result.total - result.ok - result.failed - result.degraded
         again = "the same command again" + (" without --limit" if limited else "")
@@ -365,11 +382,14 @@ def _dry_run(
     redo: Collection[str] = (),
     samples: int = 1,
     mixed_settings: bool = False,
+    cache: Path | None = None,
 ) -> int:
     """Estimate what the same command without ``--dry-run`` runs: the items not in the output,
     those ``--retry-failed``/``--retry-degraded`` would run again (``redo``, their statuses),
     the first ``--limit`` of them. An output the run would refuse to resume is refused here
-    too, with the run's words (``ResumeCheck``); the output is read once."""
+    too, with the run's words (``ResumeCheck``); the output is read once. ``cache``: the call
+    cache the run would read, when it exists: the calls it holds are counted as if paid (which
+    of them a run asks again depends on the answers of earlier layers), and the text says so."""
     run_file = RunFile(run_file_for(Path(output), fmt)) if output else None
     done: set[str] = set()
     finished = FinishedTokens()
@@ -393,7 +413,7 @@ def _dry_run(
     est = estimate(items, ctx, done=done, finished=finished, replay=replay, limit=limit)
     invalid = est.invalid
     if as_json:
-        print(json.dumps(est.as_json(), indent=2))
+        print(json.dumps({**est.as_json(), "cache": str(cache) if cache else None}, indent=2))
         return 0
     proposer_calls = 0 if replay else sum(len(ctx.proposers_of(n)) for n in range(1, ctx.layers))
     lines = [
@@ -406,6 +426,12 @@ def _dry_run(
         f"tokens: {est.input_tokens:,} input + {est.output_tokens:,} output",
         f"cost: {money(est.cost())}" + (" (list prices to check)" if est.cost() else ""),
     ]
+    if cache is not None and est.calls:
+        lines.append(
+            f"call cache: {cache} exists: the calls it already holds are counted and priced "
+            "here as if paid, so these figures are an upper bound (a rerun, --retry-* or a "
+            "shared --cache pays only for the calls it lacks)"
+        )
     if est.measured_from:
         lines.append(
             f"method: the mean tokens per call of each model over the {est.measured_from} "

@@ -5,11 +5,19 @@ column layout TRL's DPO trainer and Hugging Face ``datasets`` read (``prompt``, 
 ``rejected``, plain strings), with what decided it::
 
     {"prompt", "chosen", "rejected", "chosen_system", "rejected_system",
-     "verdict": "win" | "loss" (the candidate's side), "judge", "prompt_id"}
+     "verdict": "win" | "loss" (the candidate's side), "judge", "prompt_id",
+     "chosen_degraded", "rejected_degraded"}
+
+``*_degraded``: that answer is a mixture's made from fewer proposals than configured (a proposer
+gave up: ``status: "degraded"`` in its record), not what the system named gives when whole; the
+report's ``preferences`` entry counts the pairs holding one (``degraded``).
 
 Left out, and counted in the report's ``preferences`` entry: ties (the two orders disagree or
-the judge said tie), unparsed verdicts, missing answers or judgments, and prompts of several
-turns or with earlier messages (their prompt is not one string).
+the judge said tie), unparsed verdicts, missing answers or judgments, prompts of several turns
+(``multi-turn``: each system's later turns answer its own earlier answers, so there is no one
+prompt) and prompts of one turn after a system message or earlier messages
+(``earlier-messages``: the prompt is not one string, and ``datasets`` cannot hold a column of
+strings and message lists at once).
 """
 
 from __future__ import annotations
@@ -33,7 +41,13 @@ def preference_rows(
     """The rows, and how many pairs were left out, by reason."""
     by_id = {p.id: p for p in prompts}
     rows: list[dict[str, Any]] = []
-    left_out: dict[str, int] = {"tie": 0, "unparsed": 0, "missing": 0, "multi-turn": 0}
+    left_out: dict[str, int] = {
+        "tie": 0,
+        "unparsed": 0,
+        "missing": 0,
+        "multi-turn": 0,
+        "earlier-messages": 0,
+    }
     candidate = str(results["candidate"])
     for pair in results["pairs"]:
         baseline = str(pair["baseline"])
@@ -43,15 +57,22 @@ def preference_rows(
                 left_out[outcome] += 1
                 continue
             prompt = by_id[entry["prompt"]]
-            if len(prompt.turns) != 1 or prompt.history:
+            if len(prompt.turns) != 1:
                 left_out["multi-turn"] += 1
                 continue
-            mine = answers_of(answers[candidate].get(prompt.id))
-            theirs = answers_of(answers[baseline].get(prompt.id))
+            if prompt.history:
+                left_out["earlier-messages"] += 1
+                continue
+            my_record = answers[candidate].get(prompt.id)
+            their_record = answers[baseline].get(prompt.id)
+            mine, theirs = answers_of(my_record), answers_of(their_record)
             if not mine or not theirs:
                 left_out["missing"] += 1
                 continue
             win = outcome == "win"
+            degraded = [
+                r is not None and r.get("status") == "degraded" for r in (my_record, their_record)
+            ]
             rows.append(
                 {
                     "prompt": prompt.turns[0],
@@ -62,6 +83,8 @@ def preference_rows(
                     "verdict": outcome,
                     "judge": results["judge"]["model"],
                     "prompt_id": prompt.id,
+                    "chosen_degraded": degraded[0 if win else 1],
+                    "rejected_degraded": degraded[1 if win else 0],
                 }
             )
     return rows, left_out
@@ -78,4 +101,10 @@ def write_preferences(
     write_atomic(
         folder / PREFERENCES, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     )
-    results["preferences"] = {"file": PREFERENCES, "pairs": len(rows), "left_out": left_out}
+    degraded = sum(1 for r in rows if r["chosen_degraded"] or r["rejected_degraded"])
+    results["preferences"] = {
+        "file": PREFERENCES,
+        "pairs": len(rows),
+        "degraded": degraded,
+        "left_out": left_out,
+    }

@@ -17,7 +17,8 @@ from typing import Any
 
 from rich.console import Console
 
-from langgraph_moa.apps.compare.report import PLOT, REPORT, RESULTS, write_report
+from langgraph_moa.apps.compare.report import PLOT, REPORT, RESULTS, render, write_report
+from langgraph_moa.apps.compare.results import RESULTS_VERSION
 from langgraph_moa.apps.compare.runner import LOCK_HINT, CompareOptions, check_folder, run_compare
 from langgraph_moa.apps.compare.systems import (
     System,
@@ -162,13 +163,29 @@ def report_only(folder: str, console: Console) -> int:
             f"--report-only {folder!r}: no {RESULTS} there; give the REPORT_DIR of a finished "
             "moa compare run"
         )
+    again = "give the REPORT_DIR of a finished moa compare run, or run moa compare again there"
     check_folder(Path(folder))
     with one_writer(Path(folder), f"report folder {folder}", LOCK_HINT):
         try:
             results = json.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+        except (ValueError, RecursionError):  # not JSON, not UTF-8, nested past Python's reader
+            raise InputError(f"{path} is not JSON: {again}") from None
+        if (wrong := _not_results(results)) is not None:
+            raise InputError(f"{path} is not the results of moa compare ({wrong}): {again}")
+        try:
+            render(results)  # before anything is written: a field it cannot read stops it here
             write_report(results, Path(folder))
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise InputError(f"{path} is not the results of moa compare: {exc}") from None
+        except KeyError as exc:
+            raise InputError(
+                f"{path} is not the results of moa compare (a field is missing: {exc}): {again}"
+            ) from None
+        except (TypeError, ValueError, AttributeError, IndexError, ArithmeticError):
+            raise InputError(
+                f"{path} is not the results of moa compare (a field holds a value of another "
+                f"kind than moa compare writes: was it edited?): {again}"
+            ) from None
     console.print(
         f"moa compare: redrew {Path(folder) / REPORT} and {Path(folder) / PLOT}",
         highlight=False,
@@ -176,6 +193,33 @@ def report_only(folder: str, console: Console) -> int:
     )
     print(results["verdict"])
     return 0
+
+
+def _not_results(results: Any) -> str | None:
+    """What makes ``results`` no results.json of this version, in words, or None: the fields
+    every part of the report reads, with their kinds (deeper ones are read as they come)."""
+    if not isinstance(results, dict):
+        return f"a JSON {type(results).__name__}, not an object"
+    if results.get("version") != RESULTS_VERSION:
+        return f"version {results.get('version')!r}; this moa compare reads {RESULTS_VERSION}"
+    kinds = {
+        "candidate": str,
+        "verdict": str,
+        "judge": dict,
+        "prompts": dict,
+        "systems": list,
+        "pairs": list,
+        "notes": list,
+    }
+    for field, kind in kinds.items():
+        if not isinstance(results.get(field), kind):
+            what = "a list" if kind is list else "an object" if kind is dict else "a string"
+            return f"'{field}' is not {what}"
+    for field, key in (("systems", "name"), ("pairs", "baseline")):
+        for n, entry in enumerate(results[field]):
+            if not isinstance(entry, dict) or not isinstance(entry.get(key), str):
+                return f"{field}[{n}] is not an object with a '{key}'"
+    return None
 
 
 def compare(
@@ -269,7 +313,13 @@ def compare(
     return 0
 
 
-LEFT_OUT = {"tie": "ties", "unparsed": "unparsed", "missing": "missing", "multi-turn": "multi-turn"}
+LEFT_OUT = {
+    "tie": "ties",
+    "unparsed": "unparsed",
+    "missing": "missing",
+    "multi-turn": "multi-turn",
+    "earlier-messages": "after a system message or earlier messages",
+}
 
 
 def _preferences_line(results: dict[str, Any], folder: Path) -> str:
@@ -280,7 +330,14 @@ def _preferences_line(results: dict[str, Any], folder: Path) -> str:
     path = folder / prefs["file"]
     why = f" (left out: {left})" if left else ""
     if prefs["pairs"]:
-        return f"{prefs['pairs']} preference pairs in {path}{why}"
+        degraded = prefs.get("degraded")  # a results.json written before it was counted: None
+        flagged = (
+            f"; {degraded} hold a degraded answer (a proposer gave up): see chosen_degraded and "
+            "rejected_degraded"
+            if degraded
+            else ""
+        )
+        return f"{prefs['pairs']} preference pairs in {path}{why}{flagged}"
     return (
         f"no preference pair in {path}{why}: the file is empty, and datasets.load_dataset "
         "cannot load an empty file"

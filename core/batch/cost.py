@@ -3,8 +3,10 @@
 Prices are USD per million input and output tokens: ``ModelSpec.price`` from the config, else the
 list price in nodes/models/catalog.toml (to check: providers change them).
 
-The estimate (``moa batch --dry-run``) counts the calls exactly (items x turns x (proposers of
-every layer + the aggregator); retries not counted) and the tokens in one of two ways:
+The estimate (``moa batch --dry-run``) counts the calls (items x turns x (proposers of every
+layer + the aggregator)): retries are not counted, and calls the call cache already holds are
+counted as if paid (which of them a run asks again depends on the answers of earlier layers), so
+with a cache that holds some it is an upper bound. The tokens are counted in one of two ways:
 
 - **upper bound**, before anything ran: every answer is assumed ``max_tokens`` long (a model never
   writes more), so later layers and the aggregator get references that long; text is counted at

@@ -74,8 +74,10 @@ class FormatCheck:
     AlpacaEval's ``model_outputs.json`` has one instruction and one output per row: an item of
     several turns (MT-Bench) or with an earlier conversation would lose all but its last turn
     (a row pairing turn 1's question with turn 2's answer), and K samples would be K rows of
-    one instruction. MT-Bench's answer file holds any number of turns and K choices, but one
-    row per ``question_id``.
+    one instruction. AlpacaEval pairs each row with the reference output of the same
+    instruction (a join on ``instruction``): two items of one instruction would be merged.
+    MT-Bench's answer file holds any number of turns and K choices, but one row per
+    ``question_id``.
     """
 
     def __init__(self, fmt: Format, samples: int = 1) -> None:
@@ -85,22 +87,27 @@ class FormatCheck:
                 "write -f jsonl (a record per sample) or -f mt-bench (the samples as choices)"
             )
         self._fmt = fmt
-        self._questions = Firsts() if fmt == "mt-bench" else None
+        self._firsts = Firsts() if fmt in ("mt-bench", "alpaca-eval") else None
 
     def __call__(self, item: Item) -> None:
-        if self._questions is not None:
-            _same_question(self._questions, item)
-        if self._fmt == "alpaca-eval" and (len(item.turns) > 1 or item.history):
+        if self._fmt == "mt-bench":
+            assert self._firsts is not None
+            _same_question(self._firsts, item)
+        if self._fmt != "alpaca-eval":
+            return
+        if len(item.turns) > 1 or item.history:
             what = f"{len(item.turns)} turns" if len(item.turns) > 1 else "earlier messages"
             raise InputError(
                 f"item {item.id!r} (line {item.line}) has {what}: AlpacaEval's format holds one "
                 "instruction and one output, so the other turns would be lost; write it with "
                 "-f mt-bench (every turn) or -f jsonl"
             )
+        assert self._firsts is not None
+        _same_instruction(self._firsts, item)
 
     def close(self) -> None:
-        if self._questions is not None:
-            self._questions.close()
+        if self._firsts is not None:
+            self._firsts.close()
 
 
 def check_items(fmt: Format, items: Iterable[Item | InvalidItem]) -> None:
@@ -135,11 +142,27 @@ def _same_question(seen: Firsts, item: Item) -> None:
         )
 
 
+def _same_instruction(seen: Firsts, item: Item) -> None:
+    """Refuse two items of one instruction (as the row writes it, ``instruction``): AlpacaEval
+    joins model outputs to reference outputs on ``instruction``, so both rows would meet both
+    references (a cartesian product it warns of), and its annotators keep one row of each."""
+    key = hashlib.sha256(item.turns[0].encode()).hexdigest()  # instructions may be long
+    first = seen.setdefault(key, item.id, item.line)
+    if first[0] != item.id:
+        raise InputError(
+            f"items {first[0]!r} (line {first[1]}) and {item.id!r} (line {item.line}) have the "
+            "same instruction: AlpacaEval pairs each output with the reference output of its "
+            "instruction, so their outputs would be merged; make the instructions differ, or "
+            "write -f jsonl"
+        )
+
+
 def _instruction(record: dict[str, Any]) -> str:
-    source = record["input"]
-    if isinstance(source, dict) and isinstance(source.get("instruction"), str):
-        return str(source["instruction"])  # as given: AlpacaEval matches on it
-    return parse_item(source).turns[0]
+    """What the model was asked: the instruction as given, with Alpaca's ``input`` after a
+    blank line when the item has one. AlpacaEval's annotators show the judge ``instruction``
+    alone (an ``input`` column is not read), so an instruction without its input would be
+    judged against an answer about a text the judge never sees."""
+    return parse_item(record["input"]).turns[0]
 
 
 def alpaca_eval(

@@ -14,7 +14,11 @@ An item's id is its ``id``, else its ``question_id``, else a hash of its content
 Python's json module reads ``NaN``, ``Infinity`` and ``-Infinity`` (and turns a number too large
 for a float, ``1e999``, into infinity); an item holding one would be copied into every record and
 written back as such, which strict JSON readers (jq, JavaScript, Go) refuse. So such an item is
-malformed like any other, named by its line and the token (``_Strict``).
+malformed like any other, named by its line and the token (``_Strict``). So is an item holding a
+lone UTF-16 surrogate (``"\\ud83d"``: half of a pair, which UTF-8 cannot hold, so no record
+holding it can be written), and one nested deeper than ``MAX_DEPTH`` (Python's reader, and every
+later ``json.dumps`` of the record, give up somewhere near 1,000 levels, a little sooner the
+deeper the caller's stack: a fixed limit refuses the same items in a dry run and in a run).
 """
 
 from __future__ import annotations
@@ -22,9 +26,11 @@ from __future__ import annotations
 import codecs
 import contextlib
 import hashlib
+import itertools
 import json
 import math
 import os
+import re
 import shutil
 import stat
 import sys
@@ -128,6 +134,7 @@ def parse_item(source: Any, line: int = 0) -> Item:
 
 
 MAX_LINE = 16 << 20  # bytes per JSONL line, characters per JSON list item: one item's cap
+MAX_DEPTH = 128  # objects and lists inside each other, in one item (the item itself is 1)
 CHUNK = 1 << 20  # bytes read at a time from a JSON list
 BATCH = 20_000  # ids handed to the index at a time (one executemany each)
 BOM = b"\xef\xbb\xbf"
@@ -152,9 +159,11 @@ class Dataset:
         skip_invalid: bool = False,
         check: Callable[[Item], None] | None = None,
         digests: bool = True,
+        validate: Callable[[Item], None] | None = None,
     ) -> None:
         self.name = "stdin" if path == "-" else path
         self.skip_invalid = skip_invalid
+        self._validate = validate
         self._digests = digests
         self.invalid = 0  # items that are not valid (only with skip_invalid: else an error)
         self._spool: IO[bytes] | None = None
@@ -258,7 +267,10 @@ class Dataset:
         try:
             if isinstance(value, _Malformed):
                 raise ValueError(value.why)
-            return parse_item(value, number)
+            item = parse_item(value, number)
+            if self._validate is not None:
+                self._validate(item)
+            return item
         except ValueError as exc:
             message = f"{self.name}: {unit} {number}: {exc}"
             if not self.skip_invalid:
@@ -388,6 +400,13 @@ def _list_items(f: IO[bytes], name: str) -> Iterator[tuple[int, Any]]:
             while True:
                 try:
                     value, end = strict.raw_decode(text, at)
+                except _Cut:  # an item nested too deep, cut by the window: read more
+                    held = len(text) - at
+                    if held <= MAX_LINE and more(min(held, MAX_LINE + 1 - held)):
+                        continue
+                    if held > MAX_LINE:
+                        raise too_long(number) from None
+                    raise bad(number, "the file ends inside it") from None
                 except json.JSONDecodeError as exc:
                     held = len(text) - at  # the window holds this much of the item
                     # The window may cut the item only where the error is at its end, or in
@@ -431,20 +450,44 @@ class _Strict:
 
     def __init__(self) -> None:
         self._token: str | None = None
+        self._problem: str | None = None  # nested too deep, or a lone surrogate
         self._decoder = json.JSONDecoder(
             parse_constant=self._constant, parse_float=self._float, parse_int=self._int
         )
 
     def decode(self, text: str) -> Any:
-        self._token = None
-        return self._decoder.decode(text)
+        """The value of ``text``, or None without reading it when it is nested too deep (Python's
+        reader would raise RecursionError, at a depth that depends on the caller's stack)."""
+        self._token = self._problem = None
+        if (depth := _depth(text, 0, len(text))) > MAX_DEPTH:
+            self._problem = _too_deep(depth)
+            return None
+        value = self._decoder.decode(text)
+        self._problem = _lone_surrogate(text, 0, len(text), value)
+        return value
 
     def raw_decode(self, text: str, at: int) -> tuple[Any, int]:
-        self._token = None
-        return self._decoder.raw_decode(text, at)
+        """The value starting at ``at`` and where it ends. One nested too deep for Python's
+        reader is skipped (None, its end; ``_Cut`` when the window ends inside it)."""
+        self._token = self._problem = None
+        try:
+            value, end = self._decoder.raw_decode(text, at)
+        except RecursionError:
+            closed = _container_end(text, at)
+            if closed is None:
+                raise _Cut from None
+            self._problem = _too_deep(_depth(text, at, closed))
+            return None, closed
+        if (depth := _depth(text, at, end)) > MAX_DEPTH:
+            self._problem = _too_deep(depth)
+        else:
+            self._problem = _lone_surrogate(text, at, end, value)
+        return value, end
 
     def why(self) -> str | None:
         """What is wrong with the value last decoded, or None."""
+        if self._problem is not None:
+            return self._problem
         token = self._token
         if token is None:
             return None
@@ -477,6 +520,65 @@ class _Strict:
         if not math.isfinite(value):
             self._token = self._token or token
         return value
+
+
+class _Cut(Exception):
+    """A JSON list's window ends inside an item too deep to read: read more of the file."""
+
+
+_STRINGS_AND_TEXT = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[^\[\]{}"]+', re.S)
+_STEP = {"[": 1, "{": 1, "]": -1, "}": -1, '"': 0}  # '"': a string left open (not JSON)
+_BRACKETS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|["\[\]{}]', re.S)
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _depth(text: str, start: int, end: int) -> int:
+    """How deep objects and lists nest in ``text[start:end]`` (strings skipped). Counting the
+    brackets first keeps it cheap: an item can nest no deeper than it has brackets."""
+    if text.count("[", start, end) + text.count("{", start, end) <= MAX_DEPTH:
+        return 0  # deep enough to read, whatever it holds
+    brackets = _STRINGS_AND_TEXT.sub("", text[start:end])
+    return max(itertools.accumulate(map(_STEP.__getitem__, brackets)), default=0)
+
+
+def _container_end(text: str, at: int) -> int | None:
+    """Where the object or list starting at ``at`` ends, or None if ``text`` ends first."""
+    depth = 0
+    for match in _BRACKETS.finditer(text, at):
+        token = match.group()
+        if token == '"':  # a string the window cuts
+            return None
+        if len(token) > 1:  # a whole string
+            continue
+        depth += _STEP[token]
+        if depth == 0:
+            return match.end()
+    return None
+
+
+def _too_deep(depth: int) -> str:
+    return (
+        f"objects and lists nested {depth:,} deep, more than the {MAX_DEPTH} an item may nest "
+        "(Python's JSON reader gives up near 1,000): flatten it, or store it as a string"
+    )
+
+
+def _lone_surrogate(text: str, start: int, end: int, value: Any) -> str | None:
+    """What is wrong if ``value`` (read from ``text[start:end]``) holds a lone UTF-16 surrogate:
+    only a ``\\uD8xx``-``\\uDFxx`` escape makes one (UTF-8 bytes cannot), and UTF-8 cannot
+    write it back, so every record holding it would fail to be written."""
+    if not _SURROGATE_ESCAPE.search(text, start, end):
+        return None
+    try:
+        json.dumps(value, ensure_ascii=False).encode()
+    except UnicodeEncodeError as exc:
+        escape = f"\\u{ord(exc.object[exc.start]):04x}"
+        return (
+            f"{escape} is a lone UTF-16 surrogate (half of a pair such as \\ud83d\\ude00), "
+            "which UTF-8 cannot hold, so no record of this item could be written: remove it "
+            "or write the whole pair"
+        )
+    return None
 
 
 def _is_pipe(path: str) -> bool:
@@ -527,15 +629,19 @@ def stream_items(
     skip_invalid: bool = False,
     check: Callable[[Item], None] | None = None,
     digests: bool = True,
+    validate: Callable[[Item], None] | None = None,
 ) -> Dataset:
     """The items of ``path`` (``-``: stdin), checked, read one at a time when iterated.
 
     ``check``: called on each valid item as the first pass reads it (a format's own checks,
     core/batch/formats.py), so they cost no pass of their own; what it raises stops the read.
+    ``validate``: called on each item as it is parsed, in every pass; a ``ValueError`` makes the
+    item malformed like any other (named by its line; ``skip_invalid``: recorded failed), so it
+    must say the same of an item every time (core/batch/fits.py: too long for every model).
     ``digests``: keep each item's ``input_digest``, so that a resumed output's edited items are
     refused (``Dataset``); ``moa batch`` leaves them out when there is no output to resume.
     """
-    return Dataset(path, skip_invalid=skip_invalid, check=check, digests=digests)
+    return Dataset(path, skip_invalid=skip_invalid, check=check, digests=digests, validate=validate)
 
 
 def read_items(path: str, *, skip_invalid: bool = False) -> list[Item | InvalidItem]:

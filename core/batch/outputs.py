@@ -36,6 +36,7 @@ from typing import IO, Any, Self
 from langgraph_moa.core.files import file_in_the_way, not_a_folder, os_reason
 from langgraph_moa.nodes.errors import CallCacheError, MoAError, RefusedError
 from langgraph_moa.nodes.models.callcache import FOLDER_HINT
+from langgraph_moa.nodes.models.calls import LONE_SURROGATE  # written as U+FFFD
 from langgraph_moa.nodes.shared_files import NOFOLLOW, OWN_FILES_RISK, check_shared
 
 SYNC_EVERY_S = 1.0
@@ -167,7 +168,11 @@ class RunFile:
     def append(self, record: dict[str, Any]) -> None:
         """Write ``record`` as one line; a write that fails (a full disk) leaves no half record."""
         assert self._file is not None, "use RunFile as a context manager to write"
-        data = (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+        text = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
+        try:
+            data = text.encode()
+        except UnicodeEncodeError:  # a lone surrogate (a provider's answer): what was paid is kept
+            data = LONE_SURROGATE.sub("\ufffd", text).encode()
         fd = self._file.fileno()
         start = os.lseek(fd, 0, os.SEEK_END)
         try:

@@ -101,6 +101,8 @@ class BatchResult:
     written: int | None = None  # items in the --format output, once complete
     cache_rejected: int = 0  # call cache entries that were not a call's: asked again
     cache_unstored: tuple[int, str] = (0, "")  # answers the cache could not store, and why
+    not_in_input: int = 0  # records of items the input no longer holds: kept, last (jsonl) or
+    # in the journal only (a --format output holds the input's items alone)
     progress: BatchProgress | None = field(default=None, repr=False)
 
 
@@ -475,6 +477,7 @@ async def _run_batch(
 
     final = {r["id"]: r["status"] for r in run_file.records()}
     counts = collections.Counter(s for i, s in final.items() if order.position(i) is not None)
+    not_in_input = len(final) - counts.total()
     complete = counts.total() == len(order)
     result = BatchResult(
         total=len(items),
@@ -491,11 +494,13 @@ async def _run_batch(
         progress=progress,
         cache_rejected=cache.rejected if cache is not None else 0,
         cache_unstored=(cache.unstored, cache.unstored_why) if cache is not None else (0, ""),
+        not_in_input=not_in_input,
     )
     if complete:
         run_file.finish(order.position)
         if options.fmt != "jsonl":
-            result.written = write_format(
-                options.fmt, run_file.records(), output, options.generator
-            )
+            # The input's items only: an item removed from it since it was answered is no
+            # question of this evaluation (its record stays in the journal).
+            records = (r for r in run_file.records() if order.position(str(r["id"])) is not None)
+            result.written = write_format(options.fmt, records, output, options.generator)
     return result

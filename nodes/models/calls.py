@@ -41,6 +41,7 @@ import asyncio
 import email.utils
 import json
 import random
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -60,6 +61,7 @@ from langgraph_moa.nodes.models.redact import redact
 from langgraph_moa.nodes.records import ErrorKind
 
 __all__ = [
+    "LONE_SURROGATE",
     "CallFailedError",
     "CallResult",
     "OnRetry",
@@ -69,6 +71,8 @@ __all__ = [
     "describe",
 ]
 
+# Half a UTF-16 pair, which UTF-8 cannot encode (core/batch/outputs.py writes it as U+FFFD too).
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 BACKOFF_BASE_S = 1.0
 BACKOFF_CAP_S = 20.0
 # A longer Retry-After fails the call at once: waiting minutes inside one answer helps nobody.
@@ -425,6 +429,10 @@ async def call_model(
         end = time.perf_counter()
         if shown:  # a continuation: the answer is the text shown and the rest
             message = message.model_copy(update={"content": shown + _text(message)})
+        if LONE_SURROGATE.search(_text(message)):
+            # Half a UTF-16 pair (a provider's JSON "\ud83d"): no request holding it, no record,
+            # can be encoded as UTF-8. Kept as U+FFFD, as a UTF-8 reader shows a broken byte.
+            message = message.model_copy(update={"content": _whole(message.content)})
         return CallResult(
             text=_text(message),
             message=message,
@@ -433,6 +441,18 @@ async def call_model(
             ttft_s=watch.first_s if watch.first_s is not None else end - watch.start,
         )
     raise AssertionError("unreachable")
+
+
+def _whole(content: Any) -> Any:
+    """``content`` (a string or a list of parts) with each lone surrogate made U+FFFD."""
+    if isinstance(content, str):
+        return LONE_SURROGATE.sub("\ufffd", content)
+    if isinstance(content, list):
+        return [
+            {**p, "text": _whole(p["text"])} if isinstance(p, dict) and "text" in p else _whole(p)
+            for p in content
+        ]
+    return content
 
 
 def _text(message: BaseMessage) -> str:
