@@ -322,6 +322,25 @@ def test_an_address_of_no_interface_here_is_refused_in_one_line(server: FakeOpen
     assert "give --host one of its addresses (127.0.0.1 for this machine only" in line
 
 
+def test_a_socket_the_system_will_not_make_is_refused_like_a_busy_port(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import errno
+
+    from langgraph_moa.apps.serve import main
+    from langgraph_moa.nodes.errors import ListenError
+
+    # A kernel without IPv6 (--host ::1) or no file descriptor left fails at socket(), before
+    # bind: that escaped as a traceback, exit 1.
+    def no_socket(*args: Any, **kwargs: Any) -> socket.socket:
+        raise OSError(errno.EAFNOSUPPORT, "Address family not supported by protocol")
+
+    monkeypatch.setattr(main.socket, "socket", no_socket)
+    with pytest.raises(ListenError) as raised:
+        main.listen("::1", 0)
+    assert "cannot listen on ::1:0: Address family not supported by protocol" in str(raised.value)
+
+
 async def test_a_reader_that_falls_behind_gets_the_backlog_in_one_chunk(
     server: FakeOpenAIServer,
 ) -> None:

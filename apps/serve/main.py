@@ -30,15 +30,17 @@ KEEP_ALIVE_S = 75
 def listen(host: str, port: int) -> socket.socket:
     """A socket listening on ``host``:``port``; ``ListenError`` says why there is none."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
+    sock = None
+    try:  # socket() too: no IPv6 in this kernel, or no file descriptor left
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
         # Listening already: connections made once the URL is printed wait in the backlog
         # until uvicorn accepts them, rather than being refused.
         sock.listen(2048)
     except OSError as exc:
-        sock.close()
+        if sock is not None:
+            sock.close()
         raise ListenError(host, port, exc.strerror or str(exc), _listen_hint(exc, port)) from None
     sock.set_inheritable(True)
     return sock

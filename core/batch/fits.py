@@ -6,7 +6,7 @@ the answer's ``max_tokens`` fails the call (kind ``context``) before anything is
 whose conversation is that long fails in the run, after whatever its other calls paid, and the
 dry run priced it (an item of about 3 million tokens at $41.95, for a run that made no call).
 ``ContextCheck`` asks the same question of every item as it is read, with the same functions
-and the same window (the catalog's, a model's ``context_window``, else ``DEFAULT_WINDOW``), so
+and the same window (a model's ``context_window``, else the catalog's, else ``DEFAULT_WINDOW``), so
 the dry run and the run refuse the same items, naming their line.
 
 An item is refused only where it cannot succeed: its last turn (the longest conversation, the

@@ -32,9 +32,9 @@ Scope of each part:
 
 Kept elsewhere on purpose: the call cache is the caller's (``use_call_cache`` sets it in a context
 variable; moa batch opens and closes its file); the embedded model's llama.cpp pools stay in
-local.py (process-wide behind their own lock, freed at exit); the names of key variables to mask
-stay in redact.py (process-wide, they only grow); the digests of the binds a server's clients
-sent that passed its checks stay in nodes/untrusted.py (process-wide, the most recent 1,024).
+local.py (process-wide behind their own lock, freed at exit); the names of key variables to mask,
+and the secrets given in a URL (``register_secret``: a ``--server`` URL's password), stay in
+redact.py (process-wide, they only grow).
 """
 
 from __future__ import annotations
