@@ -394,6 +394,31 @@ def test_retry_failed_runs_failed_items_again(tmp_path: Path, server: FakeOpenAI
     assert records[0]["cached_calls"] == 2
 
 
+def test_a_failed_items_paid_calls_are_in_its_spend(
+    tmp_path: Path, server: FakeOpenAIServer
+) -> None:
+    # The aggregator fails after both proposers answered: the item has no turn, but its
+    # proposers and the aggregator's refused request were paid. They counted nothing.
+    server.fail("agg", Failure(status=400, message="bad request"))  # not retried
+    price = "price = { input = 1, output = 2 }"
+    config = write_config(tmp_path / "c.toml", server, model_extra=price)
+    data = write_items(tmp_path / "in.jsonl", prompts(2))
+    out = tmp_path / "out.jsonl"
+    result = run_cli("batch", str(data), "-o", str(out), "-c", str(config), "-j", "1")
+    assert result.returncode == 1
+    failed, ok = read_records(out)
+    assert failed["status"] == "failed" and failed["turns"] == [] and ok["status"] == "ok"
+    # What the provider saw is what the records say was paid, item by item.
+    assert failed["requests"] + ok["requests"] == len(server.requests) == 6
+    assert failed["requests"] == 3
+    assert set(failed["usage"]) == {"together:p1", "together:p2", "together:agg"}
+    assert failed["usage"]["together:p1"]["output_tokens"] > 0
+    assert failed["usage"]["together:agg"]["output_tokens"] == 0  # refused: no answer
+    proposers = [failed["usage"][f"together:{p}"] for p in ("p1", "p2")]
+    expected = sum(u["input_tokens"] * 1 + u["output_tokens"] * 2 for u in proposers) / 1e6
+    assert failed["spent_usd"] == pytest.approx(expected) and expected > 0
+
+
 # --------------------------------------------------------------------------------- cache, replay
 def test_another_aggregator_pays_no_proposer_call_again(
     tmp_path: Path, server: FakeOpenAIServer

@@ -31,14 +31,16 @@ usage, latency, attempts (0 = answered from the call cache) and error.
 Accounting (``call_kinds``, the one place it is decided): a call is **paid** when this run made
 its requests, **cached** when the call cache answered it (attempts 0, with a text), **replayed**
 when its turn came from a stored record (``--replay``: the stored proposals). Usage, requests
-and spend count paid calls only; the others are counted on their own.
+and spend count paid calls only; the others are counted on their own. A failed item's turn that
+failed is in no ``turns``, but the calls it sent requests for were paid: they are counted in its
+usage, requests and spend all the same.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal, NotRequired
 
 from typing_extensions import TypedDict
@@ -232,10 +234,13 @@ def build_record(
     prices: Prices,
     generator: str,
     settings: dict[str, Any],
+    unrecorded: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
+    """``unrecorded``: calls paid in a turn that failed, so in none of ``turns``
+    (nodes/models/paid.py)."""
     answers = [t["answer"] for t in turns]
     calls = list(call_kinds(turns))
-    paid = [c for c, kind in calls if kind == "paid"]
+    paid = [c for c, kind in calls if kind == "paid"] + list(unrecorded)
     reused = [c for c, kind in calls if kind != "paid"]
     ok = error is None
     missing = missing_proposals(turns) if ok else []

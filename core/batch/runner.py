@@ -60,6 +60,7 @@ from langgraph_moa.core.terminal import stderr_console
 from langgraph_moa.nodes.context import Context
 from langgraph_moa.nodes.errors import ConfigError, InputError, MoAError, RunStoppedError
 from langgraph_moa.nodes.models.callcache import CallCache
+from langgraph_moa.nodes.models.paid import paid_calls
 from langgraph_moa.nodes.models.redact import redact
 
 DEFAULT_CONCURRENCY = 8
@@ -137,12 +138,14 @@ async def run_item(
     messages = [dict(m) for m in item.history]
     error = None
     settings: dict[str, Any] = {}
+    paid: list[dict[str, Any]] = []  # the calls of the turn under way (paid_calls)
     try:
         settings = turns.settings_of(item)
         for index, text in enumerate(item.turns):
             messages.append({"role": "user", "content": text})
             began = time.perf_counter()
-            result = await turns.turn(item, list(messages), index)
+            with paid_calls() as paid:
+                result = await turns.turn(item, list(messages), index)
             done.append(Turn(prompt=text, seconds=round(time.perf_counter() - began, 3), **result))
             messages.append({"role": "assistant", "content": result["answer"]})
     except RunStoppedError:
@@ -157,6 +160,8 @@ async def run_item(
         prices=prices,
         generator=generator,
         settings=settings,
+        # A failed turn leaves no record of its calls; those that sent requests were paid.
+        unrecorded=paid if error is not None else (),
     )
 
 

@@ -31,6 +31,7 @@ from langgraph_moa.nodes.models.continuation import (
     resumer,
 )
 from langgraph_moa.nodes.models.limits import gate_for
+from langgraph_moa.nodes.models.paid import note_paid
 from langgraph_moa.nodes.models.resources import RESOURCES
 from langgraph_moa.nodes.models.settings import ModelSettings
 from langgraph_moa.nodes.models.tools import (
@@ -39,7 +40,7 @@ from langgraph_moa.nodes.models.tools import (
     model_messages,
     tool_call_problem,
 )
-from langgraph_moa.nodes.records import ErrorKind
+from langgraph_moa.nodes.records import ErrorKind, usage_of
 from langgraph_moa.nodes.stops import for_provider
 
 
@@ -135,14 +136,20 @@ async def ask_model(
     except CallFailedError as exc:
         refusal = _stop_refusal(exc) if "stop" in bound else None
         if refusal is None:
+            note_paid(settings.model, exc.attempts, None)
             raise
         if refusal == "unsupported_parameter":
             # The model takes no stop at all. Any other refusal may be of these sequences (a
             # client's, on a server): remembered, it would turn stop off for every caller.
             RESOURCES.note_refuses_stop(settings)
         bound = {k: v for k, v in bound.items() if k != "stop"}
-        result = await call(bound)
+        try:
+            result = await call(bound)
+        except CallFailedError as again:
+            note_paid(settings.model, exc.attempts + again.attempts, None)
+            raise
         result.attempts += exc.attempts  # the refused request was sent too
+    note_paid(settings.model, result.attempts, usage_of(result.message))
     calls = result.message.tool_calls or result.message.invalid_tool_calls
     if calls and not checks_calls and not calls_tools(bind):
         problem = tool_call_problem(result.message, bind or {}) or "it called a tool"

@@ -34,7 +34,8 @@ Kept elsewhere on purpose: the call cache is the caller's (``use_call_cache`` se
 variable; moa batch opens and closes its file); the embedded model's llama.cpp pools stay in
 local.py (process-wide behind their own lock, freed at exit); the names of key variables to mask,
 and the secrets given in a URL (``register_secret``: a ``--server`` URL's password), stay in
-redact.py (process-wide, they only grow).
+redact.py (process-wide, they only grow); the calls a block paid for are its caller's
+(``paid_calls`` sets a context variable, paid.py).
 """
 
 from __future__ import annotations
