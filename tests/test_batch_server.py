@@ -92,6 +92,24 @@ def test_an_unreachable_server_is_refused_in_one_line(
     assert "Traceback" not in result.stderr and not (tmp_path / "o.jsonl").exists()
 
 
+def test_a_server_that_refuses_the_key_is_refused_with_what_to_set(tmp_path: Path) -> None:
+    # A deployment answers 401 without its key: the line said only the HTTP client's error.
+    app = FastAPI()
+
+    @app.post("/assistants/search")
+    async def search() -> Response:
+        return JSONResponse({"detail": "Missing authentication headers"}, status_code=401)
+
+    data = write_items(tmp_path / "in.jsonl", prompts(1))
+    out = tmp_path / "o.jsonl"
+    with running(app) as url:
+        result = run_cli("batch", str(data), "-o", str(out), "--server", url)
+    assert result.returncode == 2  # refused before any item was sent
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("moa: error:")]
+    assert f"the LangGraph server at {url} refused this client (HTTP 401)" in line
+    assert "set LANGGRAPH_API_KEY (or LANGSMITH_API_KEY)" in line and not out.exists()
+
+
 def test_a_password_in_the_server_url_is_never_shown(tmp_path: Path) -> None:
     # A server behind basic authentication: user:password@ in --server reaches the server, but
     # no message or record repeats it (the HTTP client's errors quote the URL whole).

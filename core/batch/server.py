@@ -138,6 +138,14 @@ class ServerTurns:
                     f"the LangGraph server at {self.url} serves no graph or assistant "
                     f"{self.assistant!r} (see its langgraph.json; --assistant names another)",
                 ) from None
+            if exc.response.status_code in (401, 403):
+                # langgraph_sdk sends the first of these it finds in the environment.
+                raise ServerUnusableError(
+                    self.url,
+                    f"the LangGraph server at {self.url} refused this client "
+                    f"(HTTP {exc.response.status_code}): set LANGGRAPH_API_KEY (or "
+                    "LANGSMITH_API_KEY) to a key the deployment accepts",
+                ) from None
             raise ServerUnusableError(
                 self.url, f"the LangGraph server at {self.url} answered: {exc}"
             ) from None
