@@ -152,6 +152,16 @@ def test_a_server_url_that_is_not_http_is_refused(tmp_path: Path, url: str) -> N
     ]
 
 
+def test_a_server_url_with_a_query_string_is_refused_unshown(tmp_path: Path) -> None:
+    data = write_items(tmp_path / "in.jsonl", prompts(1))
+    url = "http://127.0.0.1:9/?token=s3cret-token"
+    result = run_cli("batch", str(data), "-o", str(tmp_path / "o.jsonl"), "--server", url)
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("moa: error: --server (not shown) holds a query string")
+    assert "s3cret" not in result.stderr
+
+
 def test_settings_the_server_refuses_stop_the_run_before_any_item(
     server: FakeOpenAIServer, tmp_path: Path
 ) -> None:

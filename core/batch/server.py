@@ -80,6 +80,14 @@ def check_server_url(url: str) -> None:
             f"--server{shown} is not an http:// or https:// URL: give the address of a LangGraph "
             "server, like http://127.0.0.1:2024"
         )
+    if "?" in url or "#" in url:
+        # The SDK puts its paths after the whole URL, so a query string would break every
+        # request; and a key in it (?token=...) would be in every message that quotes the URL.
+        raise ConfigError(
+            "--server (not shown) holds a query string or fragment (after '?' or '#'): give "
+            "the server's address alone, like http://127.0.0.1:2024, and its key in "
+            "LANGGRAPH_API_KEY"
+        )
 
 
 def _hide_userinfo(url: str) -> None:
