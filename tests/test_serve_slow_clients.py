@@ -153,7 +153,8 @@ def test_a_client_that_stops_reading_its_stream_is_cut_and_its_slot_freed(
     answer = ("y" * 8000 + " ") * 800
     server.script("p1", "a proposal")
     server.script("agg", answer)
-    ctx = fake_context(server, ["p1"], max_tokens=800)
+    # max_tokens 4,000 lets a response reach 8.4 MB (nodes/models/http.py): room for 800 such words.
+    ctx = fake_context(server, ["p1"], max_tokens=4000)
     app = app_for(ctx, max_concurrent=1, send_timeout_s=1.0)
     with running(app) as base:
         if route.startswith("/v1"):

@@ -677,7 +677,8 @@ def peak_rss_mb(*args: str | Path, env: dict[str, str]) -> tuple[int, int, str]:
 def test_a_large_input_with_limit_keeps_memory_flat(
     server: FakeOpenAIServer, tmp_path: Path
 ) -> None:
-    cfg = write_config(tmp_path / "c.toml", server)
+    # A window the 4 MiB items fit: else they are refused as the input is read (core/batch/fits.py)
+    cfg = write_config(tmp_path / "c.toml", server, model_extra="context_window = 8000000")
     small = write_items(tmp_path / "small.jsonl", prompts(12))
     big = tmp_path / "big.jsonl"
     filler = "x" * (4 << 20)  # 4 MiB items after the first twelve: 400 MB in all
