@@ -67,3 +67,11 @@ def requests_by_prompt(server: FakeOpenAIServer, model: str) -> dict[str, int]:
     for r in server.requests_for(model):
         counts[last_user(r)] = counts.get(last_user(r), 0) + 1
     return counts
+
+
+def error_line(stderr: str) -> str:
+    """The one ``moa: error:`` line a refused command printed (and no traceback)."""
+    assert "Traceback" not in stderr, stderr
+    lines = [line for line in stderr.splitlines() if line.startswith("moa: error:")]
+    assert len(lines) == 1, stderr
+    return lines[0]

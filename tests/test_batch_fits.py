@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from batch_helpers import read_records
+from batch_helpers import error_line, read_records
 from conftest import run_cli, spec
 from fake_openai import FakeOpenAIServer
 
@@ -17,12 +17,6 @@ from langgraph_moa.core.batch.inputs import parse_item
 from langgraph_moa.nodes.context import Context, ModelSpec
 
 QWEN = "Qwen/Qwen2.5-72B-Instruct-Turbo"  # the catalog knows its window: 32,768 tokens
-
-
-def error_line(stderr: str) -> str:
-    lines = [line for line in stderr.splitlines() if line.startswith("moa: error:")]
-    assert len(lines) == 1 and "Traceback" not in stderr, stderr
-    return lines[0]
 
 
 def test_an_item_longer_than_the_catalogs_window_is_refused_before_any_call(

@@ -7,15 +7,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from batch_helpers import write_config, write_items
+from batch_helpers import error_line, write_config, write_items
 from conftest import run_cli
 from fake_openai import FakeOpenAIServer
-
-
-def error_line(stderr: str) -> str:
-    lines = [line for line in stderr.splitlines() if line.startswith("moa: error:")]
-    assert len(lines) == 1 and "Traceback" not in stderr, stderr
-    return lines[0]
 
 
 def test_an_alpaca_row_holds_the_input_its_answer_is_about(

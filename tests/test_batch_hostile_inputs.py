@@ -8,18 +8,12 @@ import json
 from pathlib import Path
 
 import pytest
-from batch_helpers import read_records, write_config
+from batch_helpers import error_line, read_records, write_config
 from conftest import run_cli
 from fake_openai import FakeOpenAIServer
 
 from langgraph_moa.core.batch import read_items
 from langgraph_moa.core.batch.inputs import MAX_DEPTH, InputError, InvalidItem
-
-
-def error_line(stderr: str) -> str:
-    lines = [line for line in stderr.splitlines() if line.startswith("moa: error:")]
-    assert len(lines) == 1 and "Traceback" not in stderr, stderr
-    return lines[0]
 
 
 def refused_alike(data: Path, config: Path, out: Path) -> str:

@@ -11,6 +11,7 @@ from subprocess import CompletedProcess
 
 import pytest
 from batch_helpers import (
+    error_line,
     last_user,
     prompts,
     read_records,
@@ -26,13 +27,6 @@ from fake_openai import FakeOpenAIServer
 
 def batch(*args: str | Path) -> CompletedProcess[str]:
     return run_cli("batch", *map(str, args))
-
-
-def error_line(stderr: str) -> str:
-    assert "Traceback" not in stderr, stderr
-    lines = [line for line in stderr.splitlines() if line.startswith("moa: error:")]
-    assert len(lines) == 1, stderr
-    return lines[0]
 
 
 def self_moa(path: Path, server: FakeOpenAIServer, first: float) -> Path:

@@ -19,7 +19,7 @@ from subprocess import CompletedProcess
 from typing import Any
 
 import pytest
-from batch_helpers import prompts, read_records, write_config, write_items
+from batch_helpers import error_line, prompts, read_records, write_config, write_items
 from compare_helpers import always_a, results, write_mixture, write_prompts
 from compare_helpers import env as compare_env
 from conftest import ROOT, run_cli
@@ -33,13 +33,6 @@ BOM = b"\xef\xbb\xbf"
 def config(path: Path, model: str) -> Path:
     path.write_text(f"layers = 1\naggregator = {model}\nmax_attempts = 1\n", encoding="utf-8")
     return path
-
-
-def error_line(stderr: str) -> str:
-    assert "Traceback" not in stderr, stderr
-    lines = [line for line in stderr.splitlines() if line.startswith("moa: error:")]
-    assert len(lines) == 1, stderr
-    return lines[0]
 
 
 # ------------------------------------------------------------------------- 1. secrets
