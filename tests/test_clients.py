@@ -112,19 +112,27 @@ def test_the_server_gets_the_body_the_sdk_would_have_sent(server: FakeOpenAIServ
     assert ours["top_k"] == 5 and ours == plain
 
 
-@pytest.mark.parametrize("variable", ["OPENAI_BASE_URL", "OPENAI_API_BASE"])
-def test_a_process_that_moves_the_openai_endpoint_talks_to_the_new_one(
-    server: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch, variable: str
+@pytest.mark.parametrize(
+    ("variable", "provider"),
+    [
+        ("OPENAI_BASE_URL", "openai"),
+        ("OPENAI_API_BASE", "openai"),
+        ("TOGETHER_API_BASE", "together"),
+    ],
+)
+def test_a_process_that_moves_the_provider_endpoint_talks_to_the_new_one(
+    server: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch, variable: str, provider: str
 ) -> None:
     # The chat models kept per event loop were keyed without these variables, which the OpenAI
     # clients read: the second run went on talking to the first endpoint.
-    ctx = Context(proposers=[], layers=1, aggregator="openai:agg")
+    ctx = Context(proposers=[], layers=1, aggregator=f"{provider}:agg")
     monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    monkeypatch.setenv("TOGETHER_API_KEY", "test-key")
     with FakeOpenAIServer() as other:
         for endpoint in (server, other):
             monkeypatch.setenv(variable, endpoint.base_url)
             # Sync: both runs on the one background loop, whose chat models are kept.
             state = graph.invoke({"messages": [HumanMessage("hi")]}, context=ctx)
-            assert state["answer"]["model"] == "openai:agg"
+            assert state["answer"]["model"] == f"{provider}:agg"
         assert len(server.requests_for("agg")) == 1
         assert len(other.requests_for("agg")) == 1

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import threading
 import weakref
@@ -53,10 +54,10 @@ from typing import Any, Generic, TypeVar
 from langchain_core.language_models import BaseChatModel
 
 from langgraph_moa.nodes.models.catalog import (
+    BASE_ENV,
     GATEWAY_ENV,
     LOCAL_SERVERS,
     OPENAI_BASE_ENVS,
-    TOGETHER_BASE_ENV,
 )
 from langgraph_moa.nodes.models.http import (
     new_async_client,
@@ -315,25 +316,30 @@ def _other_length(
     return found.model_copy(update={"max_tokens": settings.max_tokens})
 
 
-# The variables the provider clients read that move a provider's endpoint when a model names no
-# base_url (a process that changes one talks to the new endpoint from its next call on).
-_ENDPOINT_ENV = (
-    TOGETHER_BASE_ENV,
-    *OPENAI_BASE_ENVS,
-    GATEWAY_ENV,
-    *(env for env, _ in LOCAL_SERVERS.values()),
-)
+@functools.cache
+def _endpoint_env(provider: str, named_url: bool) -> tuple[str, ...]:
+    """The variables that move ``provider``'s endpoint when a model names no base_url (a process
+    that changes one talks to the new endpoint from its next call on). Only its own: they are
+    read on every call, and each read of an unset variable costs an exception."""
+    if named_url:
+        return ()
+    if provider in LOCAL_SERVERS:
+        return (LOCAL_SERVERS[provider][0],)
+    if provider == "openai":
+        return (*OPENAI_BASE_ENVS, GATEWAY_ENV)
+    return BASE_ENV.get(provider, ())
 
 
 def _env_fingerprint(settings: ModelSettings) -> tuple[str | None, ...]:
     # Keys and endpoints come from the environment: a change there must give a new client.
-    names = [settings.api_key_env, *_ENDPOINT_ENV]
+    names = (settings.api_key_env, *_endpoint_env(settings.provider, bool(settings.base_url)))
     return tuple(os.environ.get(n) if n else None for n in names)
 
 
 def _endpoint_model(settings: ModelSettings) -> tuple[str | None, ...]:
     """The model and where its requests go (not its key, nor its sampling settings)."""
-    return (settings.model, settings.base_url, *(os.environ.get(n) for n in _ENDPOINT_ENV))
+    names = _endpoint_env(settings.provider, bool(settings.base_url))
+    return (settings.model, settings.base_url, *(os.environ.get(n) for n in names))
 
 
 RESOURCES = Resources()
