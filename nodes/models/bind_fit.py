@@ -4,10 +4,10 @@ The aggregator's requests carry them whole (nodes/models/tools.py ``bound_kwargs
 providers count them as prompt. Tools or a response format too large for its context window
 beside the conversation and the answer would be found only by the aggregator's call, after every
 proposer was paid; so the turn's first step (nodes/turn.py) refuses them with
-``BindOverflowError``, whatever started the run (ChatMoA, a graph run's ``bind``, LangServe, the
-LangGraph server), and moa serve's /v1 before it starts the run, to answer its 400
-(``context_length_exceeded``). What does fit leaves less room for the references, which the
-aggregator's context budget trims to fit (nodes/models/budget.py).
+``BindOverflowError``, whatever started the run (ChatMoA, a graph run's ``bind``, a LangGraph
+server run's; LangServe's input binds nothing); moa serve's /v1 runs the same check before it
+starts the run, to answer its 400 (``context_length_exceeded``). What does fit leaves less room
+for the references, which the aggregator's context budget trims (nodes/models/budget.py).
 
 Measured as the budget measures prompts, by the estimate. A local model without a declared
 window is not checked: its window is known only once it is loaded.
