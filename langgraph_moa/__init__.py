@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from langgraph_moa.nodes import Context, MoAError, ModelSpec, load_preset, preset_names
     from langgraph_moa.nodes.errors import (
         AggregatorError,
+        BindOverflowError,
         CallFailedError,
         CapabilityError,
         ConfigError,
@@ -60,6 +61,7 @@ _WHERE = {
     "load_preset": "langgraph_moa.nodes",
     "preset_names": "langgraph_moa.nodes",
     "AggregatorError": "langgraph_moa.nodes.errors",
+    "BindOverflowError": "langgraph_moa.nodes.errors",
     "CallFailedError": "langgraph_moa.nodes.errors",
     "CapabilityError": "langgraph_moa.nodes.errors",
     "ConfigError": "langgraph_moa.nodes.errors",
@@ -74,6 +76,7 @@ _WHERE = {
 }
 __all__ = [
     "AggregatorError",
+    "BindOverflowError",
     "CallFailedError",
     "CapabilityError",
     "ChatMoA",

@@ -222,6 +222,39 @@ class ContextOverflowError(ProviderError):
     """A prompt does not fit the model's context window (never retried: it would fail again)."""
 
 
+class BindOverflowError(ContextOverflowError):
+    """A run's bound tools or response format do not fit its aggregator's context window beside
+    the conversation and the answer: the aggregator's requests carry them whole, and providers
+    count them as prompt. Refused as the turn begins, before any model is paid
+    (nodes/models/bind_fit.py), whatever started the run.
+
+    ``part``: ``"tools"`` or ``"response_format"`` (the larger, when both are bound);
+    ``tokens``: its estimate; ``conversation``: the conversation's, as the aggregator is sent it
+    (its instructions included); ``max_tokens``: the answer's; ``model``: the aggregator;
+    ``window``: its context window.
+    """
+
+    def __init__(
+        self, part: str, tokens: int, conversation: int, max_tokens: int, model: str, window: int
+    ) -> None:
+        smaller = "fewer or shorter tools" if part == "tools" else f"a smaller {part}"
+        super().__init__(
+            f"{part} takes about {tokens} tokens of the aggregator's prompt: with the "
+            f"conversation (about {conversation}) and the answer (up to {max_tokens}), more than "
+            f"{model}'s context window of {window} tokens; send {smaller}, a shorter "
+            "conversation or a lower max_tokens (or set the aggregator's context_window, if its "
+            "window is larger)"
+        )
+        self.part, self.tokens, self.conversation = part, tokens, conversation
+        self.max_tokens, self.model, self.window = max_tokens, model, window
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            type(self),
+            (self.part, self.tokens, self.conversation, self.max_tokens, self.model, self.window),
+        )
+
+
 class CallFailedError(MoAError, RuntimeError):
     """One model call that failed for good: it failed, was cut by its layer's quorum or straggler
     grace, or answered with empty text. Recorded in a ``Proposal`` or raised as part of an

@@ -6,6 +6,10 @@ aggregator finished would hand them to the next turn sent without them. So the i
 ephemeral (graphs/state.py: gone after this step), and this node copies them, sent or not, into
 the state's ``turn_bind`` and ``turn_stop``, which the rest of the run reads. A run resumed from
 its checkpoint (``invoke(None, thread)``) keeps its own.
+
+Every run passes here before any model is paid, however it was started: a ``bind`` too large
+for the aggregator's context window beside the conversation is refused here
+(nodes/models/bind_fit.py), once for every entry point.
 """
 
 from __future__ import annotations
@@ -16,8 +20,11 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from langgraph_moa.nodes.context import Context
+from langgraph_moa.nodes.models.bind_fit import check_bind_fits
 
 
 async def begin_turn(state: Mapping[str, Any], runtime: Runtime[Context]) -> dict[str, Any]:
     """This turn's ``bind`` and ``stop`` from its input: None where the input has none."""
-    return {"turn_bind": state.get("bind"), "turn_stop": state.get("stop")}
+    bind = state.get("bind")
+    check_bind_fits(runtime.context, state.get("messages", ()), bind)
+    return {"turn_bind": bind, "turn_stop": state.get("stop")}

@@ -26,6 +26,7 @@ import langgraph_moa
 # The public API: adding or removing a name is a decision, made here on purpose.
 PUBLIC = [
     "AggregatorError",
+    "BindOverflowError",
     "CallFailedError",
     "CapabilityError",
     "ChatMoA",

@@ -32,6 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from langgraph_moa.apps.serve.schemas import ErrorBody, ErrorDetail
 from langgraph_moa.nodes.errors import (
     AggregatorError,
+    BindOverflowError,
     CapabilityError,
     ConfigError,
     InputError,
@@ -157,6 +158,8 @@ def from_run_error(exc: BaseException) -> OpenAIError:
         return OpenAIError(400, message, code="invalid_settings")
     if isinstance(exc, InputError):  # the conversation cannot be used (EmptyConversationError...)
         return OpenAIError(400, message, param="messages")
+    if isinstance(exc, BindOverflowError):  # tools or a response format the client sent
+        return OpenAIError(400, message, param=exc.part, code="context_length_exceeded")
     if isinstance(exc, ProviderError):
         # A model of the chosen mixture cannot be built here (a key the server lacks, a package
         # it misses): retrying will not help; another model may.

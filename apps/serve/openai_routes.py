@@ -53,16 +53,15 @@ from langgraph_moa.apps.serve.schemas import (
 from langgraph_moa.apps.serve.settings import DEFAULT_KEEPALIVE_S
 from langgraph_moa.apps.serve.tasks import is_task
 from langgraph_moa.core.turns import AnswerRestart, Finished, ProposalDone, Token
-from langgraph_moa.nodes.context import Context
 from langgraph_moa.nodes.errors import (
+    BindOverflowError,
     CapabilityError,
     ConfigError,
     EmptyConversationError,
     UnpairedToolCallError,
 )
 from langgraph_moa.nodes.history import answerable
-from langgraph_moa.nodes.models.budget import context_window, estimate_tokens, request_tokens
-from langgraph_moa.nodes.models.settings import settings_for
+from langgraph_moa.nodes.models.bind_fit import check_bind_fits
 from langgraph_moa.nodes.models.tools import (
     Bind,
     binding,
@@ -127,9 +126,9 @@ def openai_router(
         try:  # known before any call: a 400, not an error inside an already-started stream
             check_capable(ctx, bind)
             answerable(messages, ctx.tool_history)
-        except (CapabilityError, EmptyConversationError) as exc:
+            check_bind_fits(ctx, messages, bind)  # the run's first step checks it too
+        except (CapabilityError, EmptyConversationError, BindOverflowError) as exc:
             raise from_run_error(exc) from None
-        check_bind_fits(ctx, messages, bind)
         run = service.start(messages, ctx, bind, body.stop)
         if body.stream:
             # The response starts at once: headers, a comment, then a keep-alive comment every
@@ -178,40 +177,6 @@ def request_binding(body: ChatCompletionRequest) -> Bind | None:
             (p for p in ("tool_choice", "response_format", "tools") if text.startswith(p)), "tools"
         )
         raise OpenAIError(400, text, param=param) from None
-
-
-def check_bind_fits(ctx: Context, messages: list[AnyMessage], bind: Bind | None) -> None:
-    """A 400 ``context_length_exceeded``, before any call, for tools or a response format that
-    do not fit the aggregator's context window beside the conversation and its answer.
-
-    The aggregator's requests carry them whole, and providers count them as prompt. The
-    proposers see a tool list described in their own prompt, so tools too large for their
-    windows failed the run before any call; a response format they never see, so a schema too
-    large was found only by the aggregator's provider, after every proposer had been paid (a
-    502). Measured as the context budget measures prompts (nodes/models/budget.py); a local
-    model without a declared window is skipped (its window is known only once it is loaded).
-    """
-    if not bind:
-        return
-    settings = settings_for(ctx.aggregator, ctx)
-    if settings.window is None and settings.provider == "local":
-        return
-    window = context_window(settings)
-    parts = {k: bind[k] for k in ("tools", "response_format") if k in bind}
-    sizes = {k: estimate_tokens(json.dumps(v, ensure_ascii=False)) for k, v in parts.items()}
-    conversation = request_tokens(messages)
-    if not sizes or conversation + sum(sizes.values()) + settings.max_tokens <= window:
-        return
-    param = max(sizes, key=lambda k: sizes[k])
-    raise OpenAIError(
-        400,
-        f"{param} takes about {sizes[param]} tokens of the aggregator's prompt: with the "
-        f"conversation (about {conversation}) and the answer (up to {settings.max_tokens}), "
-        f"more than {settings.model}'s context window of {window} tokens; send a smaller "
-        f"{param}, a shorter conversation or a lower max_tokens",
-        param=param,
-        code="context_length_exceeded",
-    )
 
 
 def to_messages(messages: list[ChatMessage]) -> list[AnyMessage]:

@@ -21,7 +21,7 @@ from langchain_core.messages import AnyMessage
 from langgraph.constants import TAG_NOSTREAM
 
 from langgraph_moa.nodes.context import Context
-from langgraph_moa.nodes.models.budget import fit_request, request_tokens
+from langgraph_moa.nodes.models.budget import Counter, bound_tokens, fit_request, request_tokens
 from langgraph_moa.nodes.models.cache import chat_model
 from langgraph_moa.nodes.models.callcache import active_call_cache, request_key
 from langgraph_moa.nodes.models.calls import CallFailedError, CallResult, OnRetry, call_model
@@ -87,9 +87,14 @@ async def ask_model(
         bound["stop"] = stops
     # Text turns by the context's policy (nodes/history.py), unless the model calls tools.
     conversation = model_messages(messages, ctx.tool_history, bind)
-    # Fitted to the model's context window; raises (kind "context") when nothing fits.
-    # The answer so far (a continuation) is added after fitting: its tokens are kept free.
-    added = (lambda count: continuation_tokens(settings, prefill, count)) if prefill else None
+    # Fitted to the model's context window; raises (kind "context") when nothing fits. The
+    # answer so far (a continuation) is added after fitting, and the bound tools and response
+    # format go beside the messages: their tokens are kept free (references trimmed for them).
+
+    def added(count: Counter) -> int:
+        extra = sum(bound_tokens(bind, count).values())
+        return extra + (continuation_tokens(settings, prefill, count) if prefill else 0)
+
     request = fit_request(
         settings, model, conversation, references, ctx.aggregation_prompt, added=added
     )

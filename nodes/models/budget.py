@@ -13,6 +13,10 @@ context window. Before every proposer and aggregator call the prompt is measured
 The window is ``ModelSpec.context_window`` when set, else the one nodes/models/catalog.toml gives
 for the model, else the window a local model reports (``n_ctx``), else ``DEFAULT_WINDOW`` = 8192.
 
+A request that binds tools or a response format (the aggregator's, nodes/models/tools.py) sends
+them whole beside its messages, and providers count them as prompt: ``bound_tokens`` measures
+them, and they are kept free like the rest of the prompt.
+
 When the references do not fit, every reference is cut to the same fraction of its length (the
 largest that fits), at a word boundary, and ends with a visible ``[truncated]`` marker. The
 user's conversation is never cut: when it does not fit even with empty references, the call
@@ -21,8 +25,10 @@ fails with kind ``"context"`` before anything is sent.
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from langchain_core.language_models import BaseChatModel, BaseLanguageModel
 from langchain_core.messages import AnyMessage
@@ -36,6 +42,8 @@ CHARS_PER_TOKEN = 3.5
 MESSAGE_OVERHEAD = 4  # role and separators of one chat message
 REQUEST_OVERHEAD = 3  # the assistant turn the template opens
 TRUNCATED = "[truncated]"
+# What a binding sends beside the messages, whole, in every request of the model it binds.
+BOUND_PARTS = ("tools", "response_format")
 
 Counter = Callable[[str], int]
 
@@ -69,6 +77,18 @@ def request_tokens(messages: Sequence[AnyMessage], count: Counter = estimate_tok
     return REQUEST_OVERHEAD + sum(count(m.text) + MESSAGE_OVERHEAD for m in messages)
 
 
+def bound_tokens(
+    bind: Mapping[str, Any] | None, count: Counter = estimate_tokens
+) -> dict[str, int]:
+    """Prompt tokens of each part a binding sends (``BOUND_PARTS`` it has), as their JSON."""
+    # default=str: a graph run's bind may hold what JSON has no form for; this only measures it.
+    return {
+        part: count(json.dumps(bind[part], ensure_ascii=False, default=str))
+        for part in BOUND_PARTS
+        if bind and bind.get(part)
+    }
+
+
 def trim(text: str, fraction: float) -> str:
     """The first ``fraction`` of ``text`` (cut at a word boundary), marked ``[truncated]``."""
     if fraction >= 1:
@@ -92,14 +112,16 @@ def fit_request(
     """The request for one call, its references trimmed to fit the model's window.
 
     ``added``: the tokens the caller will add to the request (by the counter it is given), such
-    as the answer so far of a continuation (nodes/models/continuation.py); they are kept free.
+    as the answer so far of a continuation (nodes/models/continuation.py) or what a binding sends
+    beside the messages (``bound_tokens``); they are kept free.
     Raises ``CallFailedError`` (kind ``"context"``, nothing sent) when even the conversation
     alone does not fit.
     """
     window = context_window(settings, model)
     answer = settings.max_tokens
     count = counter_of(model)
-    limit = window - answer - (added(count) if added is not None else 0)
+    extra = added(count) if added is not None else 0
+    limit = window - answer - extra
 
     def build(refs: Sequence[str] | None) -> list[AnyMessage]:
         system = aggregation_system_prompt(template, refs) if refs else None
@@ -124,7 +146,7 @@ def fit_request(
         needed = request_tokens(floor, count)
     raise CallFailedError(
         "context",
-        f"the prompt needs about {needed} tokens and the answer up to {answer}, more than "
+        f"the prompt needs about {needed + extra} tokens and the answer up to {answer}, more than "
         f"{settings.model}'s context window of {window} tokens; shorten the conversation, lower "
         "max_tokens or set context_window",
         0,
