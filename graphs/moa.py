@@ -25,7 +25,7 @@ from langgraph_moa.nodes.aggregate import aggregate
 from langgraph_moa.nodes.context import Context, load_preset
 from langgraph_moa.nodes.errors import ConfigError
 from langgraph_moa.nodes.join import join
-from langgraph_moa.nodes.models.tools import check_capable, skips_proposers
+from langgraph_moa.nodes.models.tools import skips_proposers
 from langgraph_moa.nodes.propose import advised, propose, proposer_tasks
 from langgraph_moa.nodes.staircase import staircase_aggregate, staircase_propose
 from langgraph_moa.nodes.turn import begin_turn
@@ -48,7 +48,6 @@ class MoAGraphBuilder(StateGraph[MoAState, Context, MoAInput, MoAOutput], metacl
 async def first_layer(state: MoAState, runtime: Runtime[Context]) -> Next:
     ctx = runtime.context  # resolved by adapt
     bind = state.get("turn_bind")
-    check_capable(ctx, bind)  # before the proposers are paid
     if ctx.proposer_layers == 0 or skips_proposers(ctx.tool_proposers, bind):
         return "aggregate"
     if ctx.staircase and not bind:

@@ -22,12 +22,13 @@ from langchain.agents import create_agent
 from langchain.agents.structured_output import ProviderStrategy
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, ToolMessage
 from langchain_core.tools import tool
+from langchain_core.utils.function_calling import convert_to_openai_tool
 from langgraph.graph import START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
 from pydantic import BaseModel, Field
 from typing_extensions import TypedDict
 
-from langgraph_moa import ChatMoA, Context
+from langgraph_moa import ChatMoA, Context, build_moa_graph
 from langgraph_moa.nodes.errors import (
     AggregatorError,
     CapabilityError,
@@ -355,6 +356,20 @@ def test_an_aggregator_that_cannot_call_tools_is_named(server: FakeOpenAIServer)
     with pytest.raises(CapabilityError, match=r"^local:smollm2 cannot call tools"):
         ChatMoA(context=ctx).bind_tools([weather]).invoke("Weather in Paris?")
     assert not server.requests  # said before any proposer was paid
+
+
+def test_the_unrolled_graph_names_an_aggregator_that_cannot_call_tools(
+    server: FakeOpenAIServer,
+) -> None:
+    # The check ran in the dynamic graph's router only: the unrolled graph paid its proposers.
+    server.script("p1", "Call weather.")
+    ctx = Context(proposers=[spec(server, "p1")], aggregator="local:smollm2")
+    unrolled = build_moa_graph(unroll=ctx).compile()
+    tools = [convert_to_openai_tool(weather)]
+    question = {"messages": [HumanMessage("Weather in Paris?")], "bind": {"tools": tools}}
+    with pytest.raises(CapabilityError, match=r"^local:smollm2 cannot call tools"):
+        unrolled.invoke(question, context=ctx)
+    assert not server.requests
 
 
 class Person(BaseModel):
