@@ -160,3 +160,28 @@ async def test_tools_that_fit_leave_less_room_and_the_references_are_trimmed_for
     assert system.count(TRUNCATED) == 2  # both references cut, each kept in part
     assert system.count("word") > 100
     assert received_tokens(request) <= window
+
+
+async def test_the_aggregation_prompt_counts_toward_the_fit(server: FakeOpenAIServer) -> None:
+    # The aggregation prompt around the references is sent too: a bind that fits only without it
+    # passed the first step, then failed the aggregator's own fit after the proposers were paid.
+    alone = fake_context(server, [], layers=1)
+    messages = [HumanMessage("hi")]
+
+    def fits(ctx: Context, words: int) -> bool:
+        try:
+            check_bind_fits(ctx, messages, {"tools": tools(10, words)})
+        except BindOverflowError:
+            return False
+        return True
+
+    low, high = 1, 2000  # the largest tools the aggregator alone has room for
+    while low < high:
+        mid = (low + high + 1) // 2
+        low, high = (mid, high) if fits(alone, mid) else (low, mid - 1)
+    ctx = fake_context(server, ["p1", "p2"], layers=2)
+    graph = build_moa_graph().compile()
+    question = {"messages": messages, "bind": {"tools": tools(10, low)}}
+    with pytest.raises(BindOverflowError):
+        await graph.ainvoke(question, context=ctx)
+    assert server.requests == []

@@ -9,7 +9,8 @@ server run's; LangServe's input binds nothing); moa serve's /v1 runs the same ch
 starts the run, to answer its 400 (``context_length_exceeded``). What does fit leaves less room
 for the references, which the aggregator's context budget trims (nodes/models/budget.py).
 
-Measured as the budget measures prompts, by the estimate. A local model without a declared
+Measured as the budget measures prompts, by the estimate, with the references at their floor
+(the aggregation prompt around them, each cut to ``[truncated]``): the least the aggregator sends. A local model without a declared
 window is not checked: its window is known only once it is loaded.
 """
 
@@ -22,18 +23,23 @@ from langchain_core.messages import AnyMessage
 
 from langgraph_moa.nodes.context import Context
 from langgraph_moa.nodes.errors import BindOverflowError
-from langgraph_moa.nodes.models.budget import bound_tokens, context_window, request_tokens
+from langgraph_moa.nodes.models.budget import (
+    TRUNCATED,
+    bound_tokens,
+    context_window,
+    request_tokens,
+)
 from langgraph_moa.nodes.models.settings import settings_for
-from langgraph_moa.nodes.models.tools import aggregator_note, model_messages
-from langgraph_moa.nodes.prompts import with_system
+from langgraph_moa.nodes.models.tools import aggregator_note, model_messages, skips_proposers
+from langgraph_moa.nodes.prompts import aggregation_system_prompt, with_system
 
 
 def check_bind_fits(
     ctx: Context, messages: Sequence[AnyMessage], bind: Mapping[str, Any] | None
 ) -> None:
     """``BindOverflowError`` naming the larger part when ``bind``'s tools and response format,
-    the conversation (as the aggregator is sent it, its note of the binding included) and the
-    answer's ``max_tokens`` exceed the aggregator's context window."""
+    the conversation (as the aggregator is sent it, its note of the binding and the aggregation
+    prompt included) and the answer's ``max_tokens`` exceed the aggregator's context window."""
     parts = bound_tokens(bind)
     if not parts:
         return
@@ -42,6 +48,9 @@ def check_bind_fits(
         return
     window = context_window(settings)
     sent = model_messages(with_system(messages, aggregator_note(bind)), ctx.tool_history, bind)
+    if ctx.proposer_layers and not skips_proposers(ctx.tool_proposers, bind):
+        floor = [TRUNCATED] * len(ctx.proposers_of(ctx.proposer_layers))
+        sent = with_system(sent, aggregation_system_prompt(ctx.aggregation_prompt, floor))
     conversation = request_tokens(sent)
     if conversation + sum(parts.values()) + settings.max_tokens <= window:
         return
