@@ -87,8 +87,10 @@ class GraphTurns:
 
 
 # What a replay takes from the run file it re-aggregates, never from its own settings: the
-# proposers, and every setting of how their proposals were made and gathered. A flag or config
-# file that sets one is refused (core/settings.py): it would be ignored.
+# proposers, and every setting of how their proposals were made and gathered. The one list: a flag
+# or config file that sets one is refused (core/settings.py: it would be ignored), the replay's
+# context keeps none of this run's (ReplayTurns._shaped), its record copies the replayed record's
+# (settings_for), and docs/batch.md names them (tests/test_docs.py).
 REPLAYED_SETTINGS = (
     "proposers",
     "layer_proposers",
@@ -98,16 +100,6 @@ REPLAYED_SETTINGS = (
     "quorum_grace",
     "layer_deadline",
     "straggler_grace",
-    "staircase",
-    "staircase_chunks",
-)
-# The keys of a record's settings (records.settings_summary) a replay's record copies from the
-# replayed record: they say how its proposals were made. The aggregator's are the replay's own.
-_STORED_SETTINGS = (
-    "layers",
-    "proposers",
-    "min_proposals",
-    "quorum",
     "staircase",
     "staircase_chunks",
 )
@@ -151,14 +143,13 @@ class ReplayTurns:
         its ``settings_summary``."""
         shape = tuple(tuple(p["model"] for p in lay) for lay in layers)
         if shape not in self._contexts:
-            data = self.ctx.model_dump(
-                exclude={"proposers", "layer_proposers", "layers", "quorum", "min_proposals"}
-            )
+            # None of this run's replayed settings (a preset's staircase, deadlines): the run
+            # file's made the proposals, and the aggregator needs only their shape.
+            data = self.ctx.model_dump(exclude=set(REPLAYED_SETTINGS))
             data.update(
                 layers=len(shape) + 1,
                 proposers=[],
                 layer_proposers=[list(models) for models in shape] or None,
-                min_proposals=1,
             )
             ctx = build_context(data, "replay")
             self._contexts[shape] = (ctx, settings_summary(ctx))
@@ -175,7 +166,8 @@ class ReplayTurns:
         record = self.stored[item_id]
         mine = self._shaped(self._layers_of(item_id, 0))[1]
         stored = _mapping(record.get("settings"))
-        found = {key: stored[key] for key in _STORED_SETTINGS if key in stored}
+        # The aggregator's settings are this run's; how the proposals were made, the stored run's.
+        found = {key: stored[key] for key in REPLAYED_SETTINGS if key in mine and key in stored}
         stored_uses, sampling = _mapping(stored.get("uses")), _mapping(stored.get("sampling"))
         uses: dict[str, Any] = {}
         for place, use in mine["uses"].items():
