@@ -14,10 +14,11 @@ from typing_extensions import TypedDict
 
 from langgraph_moa.nodes.context import Context
 from langgraph_moa.nodes.models import CallFailedError, ask_model, settings_for
+from langgraph_moa.nodes.models.calls import Sent
 from langgraph_moa.nodes.models.quorum import quorum_call
 from langgraph_moa.nodes.models.tools import proposer_note
 from langgraph_moa.nodes.prompts import with_system
-from langgraph_moa.nodes.records import ErrorKind, Proposal, usage_of
+from langgraph_moa.nodes.records import Proposal, usage_of
 
 
 class ProposeTask(TypedDict):
@@ -68,13 +69,7 @@ async def propose(task: ProposeTask, runtime: Runtime[Context]) -> dict[str, Any
         attempts=0,
         error=None,
     )
-    started = [1]  # attempts started, for a call cut in the middle of its retries
-
-    def on_retry(
-        attempt: int, kind: ErrorKind, message: str, wait_s: float, *, continues: bool = False
-    ) -> None:
-        started[0] = attempt + 1
-
+    sent = Sent()  # the requests of a call cut in the middle of its retries were paid too
     call = ask_model(
         settings_for(spec, ctx),
         ctx,
@@ -86,14 +81,14 @@ async def propose(task: ProposeTask, runtime: Runtime[Context]) -> dict[str, Any
         tags=[TAG_NOSTREAM],
         stream=False,
         deadline_s=ctx.layer_deadline,
-        on_retry=on_retry,
+        sent=sent,
         # The same model listed twice is two samples: the call cache keeps them apart.
         sample=specs[: task["index"]].count(spec),
     )
     try:
         # Cut by the layer's quorum or straggler grace (nodes/models/quorum.py), if at all.
         key = _layer_run(runtime, task["layer"])
-        result = await quorum_call(ctx, task["layer"], key, call, lambda: started[0])
+        result = await quorum_call(ctx, task["layer"], key, call, lambda: sent.count)
     except CallFailedError as exc:
         record["latency_s"], record["attempts"] = exc.latency_s, exc.attempts
         record["error"] = exc.info()

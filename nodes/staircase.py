@@ -73,7 +73,12 @@ from langgraph_moa.nodes.childconfig import calls_with
 from langgraph_moa.nodes.context import Context, ModelSpec
 from langgraph_moa.nodes.errors import AggregatorError, LayerFailedError
 from langgraph_moa.nodes.models import CallFailedError, CallResult, ask_model, settings_for
-from langgraph_moa.nodes.models.calls import RETRIED_KINDS, RETRY_AFTER_CAP_S, retry_wait_s
+from langgraph_moa.nodes.models.calls import (
+    RETRIED_KINDS,
+    RETRY_AFTER_CAP_S,
+    Sent,
+    retry_wait_s,
+)
 from langgraph_moa.nodes.models.continuation import continuation_of
 from langgraph_moa.nodes.models.growing import Collector, Growing, pieces_of
 from langgraph_moa.nodes.models.quorum import quorum_call
@@ -374,7 +379,7 @@ def _finished(run: _Run, source: _Source, started: float, error: ErrorInfo | Non
 async def _propose(run: _Run, source: _Source, spec: ModelSpec, sample: int) -> None:
     """A layer-1 proposer: one streamed call."""
     ctx, layer = run.ctx, source.record["layer"]
-    started, error = time.perf_counter(), None
+    started, error, sent = time.perf_counter(), None, Sent()
     with _collecting(source.growing):
         call = ask_model(
             settings_for(spec, ctx),
@@ -385,11 +390,10 @@ async def _propose(run: _Run, source: _Source, spec: ModelSpec, sample: int) -> 
             stream=True,
             deadline_s=ctx.layer_deadline,
             sample=sample,
+            sent=sent,
         )
         try:
-            result = await quorum_call(
-                ctx, layer, f"{run.key}:{layer}", call, lambda: source.record["attempts"]
-            )
+            result = await quorum_call(ctx, layer, f"{run.key}:{layer}", call, lambda: sent.count)
         except CallFailedError as exc:
             source.record["attempts"] = exc.attempts
             error = exc.info()

@@ -419,6 +419,35 @@ def test_a_failed_items_paid_calls_are_in_its_spend(
     assert failed["spent_usd"] == pytest.approx(expected) and expected > 0
 
 
+@pytest.mark.parametrize("aggregator_fails", [True, False], ids=["failed", "ok"])
+def test_a_call_cut_by_the_quorum_is_paid_as_the_provider_saw_it(
+    tmp_path: Path, server: FakeOpenAIServer, aggregator_fails: bool
+) -> None:
+    # The slow proposer's request was sent, then cut by the quorum: paid, whether the item ends
+    # failed (its calls noted as they end) or ok (its turn's records). Its tokens are unknown.
+    server.script("slow", "late", ttft=5.0)
+    if aggregator_fails:
+        server.fail("agg", Failure(status=400, message="bad request"))  # not retried
+    extra = "quorum = 2\nquorum_grace = 0.2"
+    config = write_config(tmp_path / "c.toml", server, ("p1", "p2", "slow"), extra=extra)
+    data = write_items(tmp_path / "in.jsonl", prompts(1))
+    out = tmp_path / "out.jsonl"
+    result = run_cli("batch", str(data), "-o", str(out), "-c", str(config))
+    assert result.returncode == (1 if aggregator_fails else 0), result.stderr
+    (record,) = read_records(out)
+    assert record["status"] == ("failed" if aggregator_fails else "ok")
+    assert server.wait_idle(5.0)
+    (cut,) = server.requests_for("slow")
+    assert cut.disconnected  # cancelled for real, after it was sent
+    assert record["requests"] == len(server.requests) == 4
+    assert record["usage"]["together:slow"] == {
+        "calls": 1,
+        "input_tokens": 0,
+        "output_tokens": 0,
+        "total_tokens": 0,
+    }
+
+
 # --------------------------------------------------------------------------------- cache, replay
 def test_another_aggregator_pays_no_proposer_call_again(
     tmp_path: Path, server: FakeOpenAIServer

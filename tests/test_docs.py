@@ -244,6 +244,16 @@ def test_the_langgraph_server_caps_table_matches_caps() -> None:
     assert rows == {env_var(cap): FLAGS[f"caps.{cap}"] for cap in Caps.model_fields}
 
 
+def test_batch_md_names_the_settings_a_replay_takes_from_its_run_file() -> None:
+    """docs/batch.md's list of what --replay refuses is core/batch/turns.py's, the one list."""
+    from langgraph_moa.core.batch.turns import REPLAYED_SETTINGS
+
+    text = " ".join((ROOT / "docs" / "batch.md").read_text(encoding="utf-8").split())
+    listed = re.search(r"a config file that sets (.*?)\. ", text)
+    assert listed, "docs/batch.md lost the list of settings --replay refuses"
+    assert sorted(re.findall(r"`(\w+)`", listed.group(1))) == sorted(REPLAYED_SETTINGS)
+
+
 # The files the documented commands read, as a user would have them (one or a few items each).
 PROMPT = '{"prompt": "Name three uses of a paperclip."}\n'
 ALPACA = '[{"instruction": "Write a haiku.", "dataset": "helpful_base"}]'

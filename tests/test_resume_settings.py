@@ -375,6 +375,31 @@ def test_a_replay_refuses_the_proposer_settings_it_would_ignore(
     )
 
 
+def test_a_replay_takes_none_of_the_replayed_settings_from_its_own_run(
+    server: FakeOpenAIServer,
+) -> None:
+    # A preset may set how proposals are made and gathered (a staircase, deadlines): a replay's
+    # proposals were made by the run file's, so its context and records take none of them.
+    from conftest import fake_context
+
+    from langgraph_moa.core.batch.turns import REPLAYED_SETTINGS, ReplayTurns
+    from langgraph_moa.nodes.context import Context
+
+    ctx = fake_context(
+        server, ["x"], staircase=True, layer_deadline=30.0, straggler_grace=5.0, quorum_grace=2.0
+    )
+    proposal = {"layer": 1, "index": 0, "model": "together:p1", "text": "a proposal"}
+    stored = {"q": {"id": "q", "turns": [{"layers": [[proposal]]}], "settings": {"layers": 2}}}
+    replay = ReplayTurns(ctx, stored)
+    context = replay._shaped([[proposal]])[0]
+    assert context.layers == 2 and [s.model for s in context.proposers_of(1)] == ["together:p1"]
+    for field in set(REPLAYED_SETTINGS) - {"layers", "proposers", "layer_proposers"}:
+        default = Context.model_fields[field].get_default(call_default_factory=True)
+        assert getattr(context, field) == default, field
+    settings = replay.settings_for("q")
+    assert (settings["staircase"], settings["staircase_chunks"]) == (False, None)
+
+
 def test_a_format_output_names_one_generator(server: FakeOpenAIServer, tmp_path: Path) -> None:
     # AlpacaEval names a model_outputs.json by its generator only when it holds one (else
     # "Current model"); FastChat's model_id likewise. A resume under another --generator

@@ -31,9 +31,11 @@ usage, latency, attempts (0 = answered from the call cache) and error.
 Accounting (``call_kinds``, the one place it is decided): a call is **paid** when this run made
 its requests, **cached** when the call cache answered it (attempts 0, with a text), **replayed**
 when its turn came from a stored record (``--replay``: the stored proposals). Usage, requests
-and spend count paid calls only; the others are counted on their own. A failed item's turn that
-failed is in no ``turns``, but the calls it sent requests for were paid: they are counted in its
-usage, requests and spend all the same.
+and spend count paid calls only; the others are counted on their own. A call that sent a request
+is paid however it ended, a cut one too (its usage unknown: no tokens counted). A failed item's
+turn that failed is in no ``turns``, but the calls it sent requests for were paid: they are
+counted in its usage, requests and spend all the same (nodes/models/paid.py, by the same count of
+requests sent as the turns' records: ``calls.Sent``).
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from langgraph_moa.nodes.errors import MoAError
 from langgraph_moa.nodes.models.callcache import CallCache, use_call_cache
 
 Message = dict[str, str]
+_Shape = tuple[tuple[str, ...], ...]  # the models of each stored layer's proposers
 
 
 class Turns(Protocol):
@@ -86,8 +87,10 @@ class GraphTurns:
 
 
 # What a replay takes from the run file it re-aggregates, never from its own settings: the
-# proposers, and every setting of how their proposals were made and gathered. A flag or config
-# file that sets one is refused (core/settings.py): it would be ignored.
+# proposers, and every setting of how their proposals were made and gathered. The one list: a flag
+# or config file that sets one is refused (core/settings.py: it would be ignored), the replay's
+# context keeps none of this run's (ReplayTurns._shaped), its record copies the replayed record's
+# (settings_for), and docs/batch.md names them (tests/test_docs.py).
 REPLAYED_SETTINGS = (
     "proposers",
     "layer_proposers",
@@ -97,16 +100,6 @@ REPLAYED_SETTINGS = (
     "quorum_grace",
     "layer_deadline",
     "straggler_grace",
-    "staircase",
-    "staircase_chunks",
-)
-# The keys of a record's settings (records.settings_summary) a replay's record copies from the
-# replayed record: they say how its proposals were made. The aggregator's are the replay's own.
-_STORED_SETTINGS = (
-    "layers",
-    "proposers",
-    "min_proposals",
-    "quorum",
     "staircase",
     "staircase_chunks",
 )
@@ -126,7 +119,9 @@ class ReplayTurns:
         self.stored = stored
         self.cache = cache
         self.graph: Any = replay_graph
-        self._contexts: dict[tuple[tuple[str, ...], ...], Context] = {}
+        # Per shape of the stored layers (their proposers' models), not per item: a resume reads
+        # every record's settings, and building them took ~150 us each.
+        self._contexts: dict[_Shape, tuple[Context, dict[str, Any]]] = {}
 
     def _layers(self, item: Item, index: int) -> list[list[Any]]:
         return self._layers_of(item.id, index)
@@ -143,20 +138,21 @@ class ReplayTurns:
             )
         return layers
 
-    def _context(self, layers: list[list[Any]]) -> Context:
-        """The run's context with the stored layers' proposers: only the aggregator runs."""
+    def _shaped(self, layers: list[list[Any]]) -> tuple[Context, dict[str, Any]]:
+        """The run's context with the stored layers' proposers (only the aggregator runs), and
+        its ``settings_summary``."""
         shape = tuple(tuple(p["model"] for p in lay) for lay in layers)
         if shape not in self._contexts:
-            data = self.ctx.model_dump(
-                exclude={"proposers", "layer_proposers", "layers", "quorum", "min_proposals"}
-            )
+            # None of this run's replayed settings (a preset's staircase, deadlines): the run
+            # file's made the proposals, and the aggregator needs only their shape.
+            data = self.ctx.model_dump(exclude=set(REPLAYED_SETTINGS))
             data.update(
                 layers=len(shape) + 1,
                 proposers=[],
                 layer_proposers=[list(models) for models in shape] or None,
-                min_proposals=1,
             )
-            self._contexts[shape] = build_context(data, "replay")
+            ctx = build_context(data, "replay")
+            self._contexts[shape] = (ctx, settings_summary(ctx))
         return self._contexts[shape]
 
     def settings_of(self, item: Item) -> dict[str, Any]:
@@ -168,9 +164,10 @@ class ReplayTurns:
         endpoint...; unknown: None), this run's aggregator, and a digest of the proposals
         replayed, so that a resume replaying another run file's is refused."""
         record = self.stored[item_id]
-        mine = settings_summary(self._context(self._layers_of(item_id, 0)))
+        mine = self._shaped(self._layers_of(item_id, 0))[1]
         stored = _mapping(record.get("settings"))
-        found = {key: stored[key] for key in _STORED_SETTINGS if key in stored}
+        # The aggregator's settings are this run's; how the proposals were made, the stored run's.
+        found = {key: stored[key] for key in REPLAYED_SETTINGS if key in mine and key in stored}
         stored_uses, sampling = _mapping(stored.get("uses")), _mapping(stored.get("sampling"))
         uses: dict[str, Any] = {}
         for place, use in mine["uses"].items():
@@ -198,7 +195,7 @@ class ReplayTurns:
         references = [p["text"] for p in layers[-1] if p["text"] is not None] if layers else None
         state_in = {"messages": messages, "layers": layers, "references": references}
         with use_call_cache(self.cache, scope=item.id):
-            state = await self.graph.ainvoke(state_in, context=self._context(layers))
+            state = await self.graph.ainvoke(state_in, context=self._shaped(layers)[0])
         # The layers are the stored run's: neither paid nor made by this run.
         return TurnResult(**_result(state), replayed=True)
 

@@ -24,7 +24,7 @@ from langgraph_moa.nodes.context import Context
 from langgraph_moa.nodes.models.budget import Counter, bound_tokens, fit_request, request_tokens
 from langgraph_moa.nodes.models.cache import chat_model
 from langgraph_moa.nodes.models.callcache import active_call_cache, request_key
-from langgraph_moa.nodes.models.calls import CallFailedError, CallResult, OnRetry, call_model
+from langgraph_moa.nodes.models.calls import CallFailedError, CallResult, OnRetry, Sent, call_model
 from langgraph_moa.nodes.models.continuation import (
     continuation_tokens,
     continue_request,
@@ -40,7 +40,7 @@ from langgraph_moa.nodes.models.tools import (
     model_messages,
     tool_call_problem,
 )
-from langgraph_moa.nodes.records import ErrorKind, usage_of
+from langgraph_moa.nodes.records import ErrorKind, Usage, usage_of
 from langgraph_moa.nodes.stops import for_provider
 
 
@@ -59,6 +59,7 @@ async def ask_model(
     prefill: str | None = None,
     stop: Sequence[str] = (),
     checks_calls: bool = False,
+    sent: Sent | None = None,
 ) -> CallResult:
     """The model's answer to ``messages``, with ``references`` in the aggregation prompt.
 
@@ -74,7 +75,8 @@ async def ask_model(
     is empty because it began with one is an answer, not a failure. ``checks_calls``: the caller
     checks the answer's tool calls itself (the aggregator's node, which asks again); otherwise an
     answer calling a tool where ``bind`` allows none (a proposer's, a staircase chunk's) fails
-    with kind ``tool_call``: a call is no proposal, and no text.
+    with kind ``tool_call``: a call is no proposal, and no text. ``sent``: counts the requests
+    the call sends (a caller that may cut the call reads them there).
 
     Raises ``CallFailedError`` when the call fails for good, answers with empty text or calls a
     tool it was not given, and ``ProviderError`` when the model cannot be built (unknown
@@ -111,6 +113,7 @@ async def ask_model(
         found = await cache[0].lookup(key)
         if found is not None:
             return found
+    sent = sent if sent is not None else Sent()
     gate = gate_for(settings)
     await gate.reserve_tokens(request_tokens(request) + settings.max_tokens)
 
@@ -134,27 +137,29 @@ async def ask_model(
             on_retry=retrying,
             bound=bound,
             resume=resume,
+            sent=sent,
         )
 
+    usage: Usage | None = None  # unknown unless it answers
     try:
-        result = await call(bound)
-    except CallFailedError as exc:
-        refusal = _stop_refusal(exc) if "stop" in bound else None
-        if refusal is None:
-            note_paid(settings.model, exc.attempts, None)
-            raise
-        if refusal == "unsupported_parameter":
-            # The model takes no stop at all. Any other refusal may be of these sequences (a
-            # client's, on a server): remembered, it would turn stop off for every caller.
-            RESOURCES.note_refuses_stop(settings)
-        bound = {k: v for k, v in bound.items() if k != "stop"}
         try:
             result = await call(bound)
-        except CallFailedError as again:
-            note_paid(settings.model, exc.attempts + again.attempts, None)
-            raise
-        result.attempts += exc.attempts  # the refused request was sent too
-    note_paid(settings.model, result.attempts, usage_of(result.message))
+        except CallFailedError as exc:
+            refusal = _stop_refusal(exc) if "stop" in bound else None
+            if refusal is None:
+                raise
+            if refusal == "unsupported_parameter":
+                # The model takes no stop at all. Any other refusal may be of these sequences (a
+                # client's, on a server): remembered, it would turn stop off for every caller.
+                RESOURCES.note_refuses_stop(settings)
+            bound = {k: v for k, v in bound.items() if k != "stop"}
+            result = await call(bound)
+            result.attempts += exc.attempts  # the refused request was sent too
+        usage = usage_of(result.message)
+    finally:
+        # One rule however the call ends (answered, failed, cut by a quorum, cancelled): the
+        # requests it sent were paid.
+        note_paid(settings.model, sent.count, usage)
     calls = result.message.tool_calls or result.message.invalid_tool_calls
     if calls and not checks_calls and not calls_tools(bind):
         problem = tool_call_problem(result.message, bind or {}) or "it called a tool"

@@ -66,6 +66,7 @@ __all__ = [
     "CallResult",
     "OnRetry",
     "Resume",
+    "Sent",
     "call_model",
     "classify",
     "describe",
@@ -116,6 +117,17 @@ class OnRetry(Protocol):
     def __call__(
         self, attempt: int, kind: ErrorKind, message: str, wait_s: float, *, continues: bool = False
     ) -> None: ...
+
+
+class Sent:
+    """The requests a call has sent so far. A call that is cancelled (cut by a layer's quorum, or
+    its run stopped) returns no count of its own, yet its requests were paid: its caller reads
+    them here."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
 
 
 # The model and request that continue an answer broken off: given the text streamed so far (every
@@ -351,6 +363,7 @@ async def call_model(
     on_retry: OnRetry | None = None,
     bound: Mapping[str, Any] | None = None,
     resume: Resume | None = None,
+    sent: Sent | None = None,
 ) -> CallResult:
     """One answer from ``model`` (streamed only when someone reads the tokens, see above);
     retry transient failures; raise ``CallFailedError``.
@@ -359,7 +372,7 @@ async def call_model(
     and waits included: no retry starts that could not finish before it. ``bound``: request
     arguments for the model (tools, response format: nodes/models/tools.py). ``resume``: how
     to continue a streamed answer that broke after text was shown (see above); without it the
-    answer starts over.
+    answer starts over. ``sent``: counts each request as it is sent.
     """
     start = time.perf_counter()
     ends = start + deadline_s if deadline_s is not None else None
@@ -370,6 +383,8 @@ async def call_model(
         if ends is not None and ends - time.perf_counter() < timeout:
             limit, by_deadline = max(0.0, ends - time.perf_counter()), True
         watch = _Watch(time.perf_counter())
+        if sent is not None:
+            sent.count += 1
         try:
             # Its response may be as large as its max_tokens allows, no larger (http.py).
             with answer_bound(getattr(asked_model, "max_tokens", None)):

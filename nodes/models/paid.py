@@ -1,4 +1,5 @@
-"""The model calls a block paid for, noted as each one ends.
+"""The model calls a block paid for, noted as each one ends (nodes/models/ask.py: every call that
+sent a request, however it ended).
 
 A run's records hold its calls (proposals, the aggregator's answer), but a run that fails leaves
 no records of the calls it paid before it failed: ``moa batch``'s failed item paid its proposers
@@ -32,7 +33,8 @@ def paid_calls() -> Iterator[list[dict[str, Any]]]:
 
 
 def note_paid(model: str, attempts: int, usage: Usage | None) -> None:
-    """A call of ``model`` ended after ``attempts`` requests (answered or not)."""
+    """A call of ``model`` ended after sending ``attempts`` requests, however it ended (answered,
+    failed, cut by a quorum, cancelled); ``usage`` None when it did not answer."""
     calls = _PAID.get()
     if calls is not None and attempts > 0:
         calls.append({"model": model, "usage": usage, "attempts": attempts, "text": None})

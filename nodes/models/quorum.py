@@ -108,7 +108,7 @@ async def quorum_call(
 
     ``key`` names the layer's run, the same for every task of the layer. Raises
     ``CallFailedError`` (kind ``"cancelled"`` or ``"straggler"``, with ``attempts()`` attempts:
-    the requests the call had started) when the call was cut.
+    the requests the call had sent, ``Sent``) when the call was cut.
     """
     size = len(ctx.proposers_of(layer))
     if not _applies(ctx, size):
