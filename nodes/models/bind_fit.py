@@ -10,8 +10,9 @@ starts the run, to answer its 400 (``context_length_exceeded``). What does fit l
 for the references, which the aggregator's context budget trims (nodes/models/budget.py).
 
 Measured as the budget measures prompts, by the estimate, with the references at their floor
-(the aggregation prompt around them, each cut to ``[truncated]``): the least the aggregator sends. A local model without a declared
-window is not checked: its window is known only once it is loaded.
+(the aggregation prompt around them, each cut to ``[truncated]``): the least the aggregator
+sends. A local model without a declared window is not checked: its window is known only once it
+is loaded.
 """
 
 from __future__ import annotations
