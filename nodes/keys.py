@@ -2,7 +2,8 @@
 
 - A provider's default key variable (TOGETHER_API_KEY, OPENAI_API_KEY...) is sent only to that
   provider's own endpoint, or to one the user moved it to through the provider's environment
-  variable (TOGETHER_API_BASE...). A model with a ``base_url`` in a config gets no key unless the
+  variable (TOGETHER_API_BASE...): not to LangSmith's gateway (LANGSMITH_GATEWAY), which the
+  OpenAI client also goes to. A model with a ``base_url`` in a config gets no key unless the
   config names one (``api_key_env``).
 - ``api_key_env`` may only name a variable that looks like a key (``*_API_KEY``, ``*_TOKEN``) or
   one the user listed in ``MOA_KEY_ENVS`` (their environment, which a config cannot set): a config
@@ -110,33 +111,50 @@ def check_key_env(name: str) -> str:
 
 
 def check_key_goes_to(name: str, provider: str, base_url: str | None) -> None:
-    """``ValueError`` if the key in ``name`` may not go where a ``provider`` model sends it:
-    ``base_url``, else the provider's own endpoint. A provider's default key variable goes only
-    to that provider's endpoint, or to the one the user moved it to through the provider's
-    variable (TOGETHER_API_BASE); any variable may go anywhere once the user lists it in
+    """``ValueError`` if the key in ``name`` may not go where a ``provider`` model naming
+    ``base_url`` sends it (``catalog.endpoint``: the variables its client reads, LangSmith's
+    gateway among them). A provider's default key variable goes only to that provider's own
+    endpoint, or to the one the user moved it to through the provider's variable
+    (TOGETHER_API_BASE); any variable may go anywhere once the user lists it in
     ``MOA_KEY_ENVS``."""
-    from langgraph_moa.nodes.models.catalog import BASE_ENV, KEY_ENV
+    from langgraph_moa.nodes.models.catalog import (
+        BASE_ENV,
+        GATEWAY_ENV,
+        GATEWAY_KEY_ENV,
+        KEY_ENV,
+        endpoint,
+    )
 
     owner = next((p for p, env in KEY_ENV.items() if env == name), None)
     if owner is None or name in allowed_key_envs():
         return
     moved = BASE_ENV.get(owner, ())
-    if owner == provider and (
-        base_url is None or any(_same_url(base_url, os.environ.get(env)) for env in moved)
-    ):
-        return
-    own = f"{owner}'s own endpoint" + (
+    to = endpoint(provider, base_url)
+    if owner == provider:
+        own = (os.environ.get(env) for env in moved)
+        if to is None or (to.env is None and not base_url):
+            return
+        if any(_same_url(to.url, url) for url in own):
+            return
+    own_text = f"{owner}'s own endpoint" + (
         f" (or the one you set in {' or '.join(moved)})" if moved else ""
     )
-    where = "this model's base_url" if base_url else f"the {provider} provider's endpoint"
-    fix = (
-        "leave out base_url, or name another variable"
-        if owner == provider
-        else "name the variable that holds this model's key"
-    )
+    host = urlsplit(to.url).hostname if to else None
+    if base_url:
+        where = f"this model's base_url ({host})"
+        fix = "leave out base_url, or name another variable"
+    elif to and to.env == GATEWAY_ENV:
+        where = f"LangSmith's gateway at {host}, where {GATEWAY_ENV} sends it"
+        fix = (
+            f"unset {GATEWAY_ENV}, or give the model the gateway's key in a config "
+            f'(api_key_env = "{GATEWAY_KEY_ENV}")'
+        )
+    else:
+        where = f"the {provider} provider's endpoint"
+        fix = "name the variable that holds this model's key"
     raise ValueError(
-        f"{name} is the {owner} provider's key: it is sent only to {own}, not to "
-        f"{where}; {fix}; {_allow_hint(name)}"
+        f"{name} is the {owner} provider's key: it is sent only to {own_text}, not to {where}; "
+        f"{fix}; {_allow_hint(name)}"
     )
 
 

@@ -1,0 +1,121 @@
+"""Where a provider's own key goes: to its provider's endpoint, found as the provider's client
+finds it (LangSmith's gateway included), never elsewhere unless the user allows it
+(``MOA_KEY_ENVS``; nodes/keys.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from batch_helpers import error_line
+from conftest import run_cli
+from fake_openai import FakeOpenAIServer
+from fastapi import FastAPI
+from serving import running
+
+from langgraph_moa.nodes.models.catalog import endpoint
+
+SECRET = "sk-openai-secret-0123456789"
+GATEWAY_KEY = "lsv2-gateway-key-0123456789"
+
+
+def config(path: Path, model: str) -> Path:
+    path.write_text(f"layers = 1\naggregator = {model}\nmax_attempts = 1\n", encoding="utf-8")
+    return path
+
+
+def test_the_openai_key_does_not_go_to_langsmiths_gateway(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    # langchain-openai sends an openai: model to LANGSMITH_GATEWAY + /openai/v1; moa gives the
+    # client its key explicitly, so without the check OPENAI_API_KEY went there.
+    gateway = FastAPI()
+    gateway.mount("/openai", server.app)
+    with running(gateway) as url:
+        env = {"OPENAI_API_KEY": SECRET, "LANGSMITH_GATEWAY": url}
+        refused = run_cli("--aggregator", "openai:agg", "--layers", "1", "hi", env=env)
+        assert refused.returncode == 2
+        assert error_line(refused.stderr) == (
+            "moa: error: openai:agg: OPENAI_API_KEY is the openai provider's key: it is sent only "
+            "to openai's own endpoint (or the one you set in OPENAI_API_BASE or OPENAI_BASE_URL), "
+            "not to LangSmith's gateway at 127.0.0.1, where LANGSMITH_GATEWAY sends it; unset "
+            "LANGSMITH_GATEWAY, or give the model the gateway's key in a config (api_key_env = "
+            '"LANGSMITH_GATEWAY_API_KEY"); to send it all the same, add OPENAI_API_KEY to '
+            "MOA_KEY_ENVS in your environment"
+        )
+        assert SECRET not in refused.stderr + refused.stdout
+        assert not server.requests
+        # The gateway's own key, named in a config, goes to the gateway.
+        cfg = config(
+            tmp_path / "c.toml",
+            '{ model = "openai:agg", api_key_env = "LANGSMITH_GATEWAY_API_KEY" }',
+        )
+        named = run_cli("-c", str(cfg), "hi", env={**env, "LANGSMITH_GATEWAY_API_KEY": GATEWAY_KEY})
+        assert named.returncode == 0, named.stderr
+        # The user may send the OpenAI key there all the same.
+        allowed = run_cli(
+            "--aggregator",
+            "openai:agg",
+            "--layers",
+            "1",
+            "hi",
+            env={**env, "MOA_KEY_ENVS": "OPENAI_API_KEY"},
+        )
+        assert allowed.returncode == 0, allowed.stderr
+        # A variable moa reads first (OPENAI_API_BASE) takes the key past the gateway.
+        server_env = {**env, "OPENAI_API_BASE": server.base_url}
+        direct = run_cli("--aggregator", "openai:agg", "--layers", "1", "hi", env=server_env)
+        assert direct.returncode == 0, direct.stderr
+    assert [r.headers["authorization"] for r in server.requests_for("agg")] == [
+        f"Bearer {GATEWAY_KEY}",
+        f"Bearer {SECRET}",
+        f"Bearer {SECRET}",
+    ]
+
+
+def test_a_key_sent_to_the_gateway_over_plain_http_is_warned(tmp_path: Path) -> None:
+    # The warning looked at OPENAI_BASE_URL alone. 192.0.2.1 (TEST-NET-1) is never routed.
+    cfg = config(tmp_path / "c.toml", '{ model = "openai:agg", timeout = 1 }')
+    env = {
+        "OPENAI_API_KEY": SECRET,
+        "LANGSMITH_GATEWAY": "http://192.0.2.1",
+        "MOA_KEY_ENVS": "OPENAI_API_KEY",
+    }
+    result = run_cli("-c", str(cfg), "hi", env=env)
+    assert (
+        "moa: warning: the key in OPENAI_API_KEY is sent over plain http to 192.0.2.1"
+        in result.stderr
+    )
+    assert SECRET not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, "https://api.openai.com/v1"),
+        ({"OPENAI_BASE_URL": "http://b/v1"}, "http://b/v1"),
+        (
+            {"LANGSMITH_GATEWAY": "http://gw/", "OPENAI_BASE_URL": "http://b/v1"},
+            "http://gw/openai/v1",
+        ),
+        ({"LANGSMITH_GATEWAY": "true"}, "https://gateway.smith.langchain.com/openai/v1"),
+        ({"LANGSMITH_GATEWAY": "No", "OPENAI_BASE_URL": "http://b/v1"}, "http://b/v1"),
+        ({"LANGSMITH_GATEWAY": "http://gw", "OPENAI_API_BASE": "http://a/v1"}, "http://a/v1"),
+        ({"OPENAI_API_BASE": "", "OPENAI_BASE_URL": "http://b/v1"}, "http://b/v1"),
+    ],
+)
+def test_the_openai_endpoint_is_the_one_its_client_finds(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], expected: str
+) -> None:
+    # Read from the variables as langchain-openai and the openai SDK read them: the client built
+    # without a base_url goes where endpoint() says (moa passes that URL, to be sure it does).
+    from langchain_openai import ChatOpenAI
+
+    for name in ("OPENAI_API_BASE", "OPENAI_BASE_URL", "LANGSMITH_GATEWAY"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    found = endpoint("openai", None)
+    assert found is not None and found.url == expected
+    client = ChatOpenAI(model="m", api_key="k").root_async_client
+    assert str(client.base_url).rstrip("/") == expected
