@@ -1,10 +1,10 @@
 """Which key may go where: the rules that make a shared config unable to leak a secret.
 
 - A provider's default key variable (TOGETHER_API_KEY, OPENAI_API_KEY...) is sent only to that
-  provider's own endpoint, or to one the user moved it to through the provider's environment
-  variable (TOGETHER_API_BASE...): not to LangSmith's gateway (LANGSMITH_GATEWAY), which the
-  OpenAI client also goes to. A model with a ``base_url`` in a config gets no key unless the
-  config names one (``api_key_env``).
+  provider's own endpoint (``catalog.DEFAULT_BASE``, also when a config spells it out), or to one
+  the user moved it to through the provider's environment variable (TOGETHER_API_BASE...): not
+  to LangSmith's gateway (LANGSMITH_GATEWAY), which the OpenAI client also goes to. A model with
+  a ``base_url`` in a config gets no key unless the config names one (``api_key_env``).
 - ``api_key_env`` may only name a variable that looks like a key (``*_API_KEY``, ``*_TOKEN``) or
   one the user listed in ``MOA_KEY_ENVS`` (their environment, which a config cannot set): a config
   cannot have HOME or AWS_SECRET_ACCESS_KEY read and sent. Nor, unless listed there, a provider's
@@ -119,6 +119,7 @@ def check_key_goes_to(name: str, provider: str, base_url: str | None) -> None:
     ``MOA_KEY_ENVS``."""
     from langgraph_moa.nodes.models.catalog import (
         BASE_ENV,
+        DEFAULT_BASE,
         GATEWAY_ENV,
         GATEWAY_KEY_ENV,
         KEY_ENV,
@@ -131,10 +132,8 @@ def check_key_goes_to(name: str, provider: str, base_url: str | None) -> None:
     moved = BASE_ENV.get(owner, ())
     to = endpoint(provider, base_url)
     if owner == provider:
-        own = (os.environ.get(env) for env in moved)
-        if to is None or (to.env is None and not base_url):
-            return
-        if any(_same_url(to.url, url) for url in own):
+        own = (DEFAULT_BASE.get(owner), *(os.environ.get(env) for env in moved))
+        if to is None or any(_same_url(to.url, url) for url in own):
             return
     own_text = f"{owner}'s own endpoint" + (
         f" (or the one you set in {' or '.join(moved)})" if moved else ""
@@ -159,7 +158,20 @@ def check_key_goes_to(name: str, provider: str, base_url: str | None) -> None:
 
 
 def _same_url(url: str, other: str | None) -> bool:
-    return other is not None and url.rstrip("/") == other.strip().rstrip("/")
+    """The same endpoint, whatever the case of the scheme and host, a default port or a trailing
+    slash (``https://API.openai.com:443/v1/`` is OpenAI's own)."""
+    return other is not None and _normal(url) == _normal(other)
+
+
+def _normal(url: str) -> tuple[str, ...]:
+    parts = urlsplit(url.strip())
+    try:
+        port = parts.port
+    except ValueError:  # not a port: compared as written
+        return (url.strip().rstrip("/"),)
+    default = {"http": 80, "https": 443}.get(parts.scheme.lower())
+    shown = "" if port in (None, default) else str(port)
+    return (parts.scheme.lower(), parts.hostname or "", shown, parts.path.rstrip("/"))
 
 
 def check_base_url(url: str) -> str:

@@ -1,9 +1,10 @@
 """Where a provider's own key goes: to its provider's endpoint, found as the provider's client
 finds it (LangSmith's gateway included), never elsewhere unless the user allows it
-(``MOA_KEY_ENVS``; nodes/keys.py)."""
+(``MOA_KEY_ENVS``); a config may spell that endpoint out (nodes/keys.py)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,9 +12,14 @@ from batch_helpers import error_line
 from conftest import run_cli
 from fake_openai import FakeOpenAIServer
 from fastapi import FastAPI
+from pydantic import ValidationError
 from serving import running
 
+from langgraph_moa.nodes.context import Context, ModelSpec
+from langgraph_moa.nodes.errors import ProviderError
 from langgraph_moa.nodes.models.catalog import endpoint
+from langgraph_moa.nodes.models.providers import build_model
+from langgraph_moa.nodes.models.settings import settings_for
 
 SECRET = "sk-openai-secret-0123456789"
 GATEWAY_KEY = "lsv2-gateway-key-0123456789"
@@ -119,3 +125,53 @@ def test_the_openai_endpoint_is_the_one_its_client_finds(
     assert found is not None and found.url == expected
     client = ChatOpenAI(model="m", api_key="k").root_async_client
     assert str(client.base_url).rstrip("/") == expected
+
+
+def spec(model: str, base_url: str, key: str) -> ModelSpec:
+    return ModelSpec(model=model, base_url=base_url, api_key_env=key)
+
+
+@pytest.mark.parametrize(
+    ("model", "base_url", "key"),
+    [
+        ("openai:gpt-4o", "https://api.openai.com/v1", "OPENAI_API_KEY"),
+        ("openai:gpt-4o", "https://API.OpenAI.com/v1/", "OPENAI_API_KEY"),
+        ("openai:gpt-4o", "https://api.openai.com:443/v1", "OPENAI_API_KEY"),
+        ("together:m", "https://api.together.xyz/v1", "TOGETHER_API_KEY"),
+        ("together:m", "https://api.together.xyz/v1/", "TOGETHER_API_KEY"),
+    ],
+)
+def test_a_providers_key_goes_to_its_own_endpoint_spelled_out(
+    monkeypatch: pytest.MonkeyPatch, model: str, base_url: str, key: str
+) -> None:
+    # Copied configs spell out the official URL: refused before, though it is the provider's.
+    monkeypatch.setenv(key, SECRET)
+    ctx = Context(layers=1, proposers=[], aggregator=spec(model, base_url, key))
+    chat = build_model(settings_for(ctx.aggregator, ctx))  # no call: nothing leaves
+    assert chat is not None
+
+
+@pytest.mark.parametrize(
+    ("model", "base_url", "key"),
+    [
+        ("openai:gpt-4o", "https://api.openai.com.evil.example/v1", "OPENAI_API_KEY"),
+        ("openai:gpt-4o", "http://api.openai.com/v1", "OPENAI_API_KEY"),  # plain http
+        ("openai:gpt-4o", "https://api.openai.com:8443/v1", "OPENAI_API_KEY"),
+        ("openai:gpt-4o", "https://api.together.xyz/v1", "OPENAI_API_KEY"),
+        ("openai:m", "https://api.together.xyz/v1", "TOGETHER_API_KEY"),  # another provider's
+        ("together:m", "https://api.openai.com/v1", "TOGETHER_API_KEY"),
+    ],
+)
+def test_a_providers_key_goes_nowhere_else(
+    monkeypatch: pytest.MonkeyPatch, model: str, base_url: str, key: str
+) -> None:
+    monkeypatch.setenv(key, SECRET)
+    with pytest.raises(ValidationError, match=f"{key} is the .* provider's key: it is sent only"):
+        spec(model, base_url, key)
+    # Settings made without a spec are checked where the model is built.
+    ctx = Context(layers=1, proposers=[])
+    settings = settings_for(ctx.aggregator, ctx)
+    bad = replace(settings, model=model, base_url=base_url, api_key_env=key)
+    with pytest.raises(ProviderError, match=f"{key} is the .* provider's key") as refused:
+        build_model(bad)
+    assert SECRET not in str(refused.value)

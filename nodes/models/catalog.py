@@ -46,7 +46,7 @@ _GATEWAY_ON = ("true", "1", "yes")
 # The variables that move each provider's endpoint, where its client reads one (keys.py).
 BASE_ENV = {"together": (TOGETHER_BASE_ENV,), "openai": OPENAI_BASE_ENVS}
 # Each provider's own endpoint, where its client goes when nothing moves it (langchain-together's
-# and the openai SDK's defaults).
+# and the openai SDK's defaults): its key may go there even when a config spells it out.
 DEFAULT_BASE = {"together": "https://api.together.xyz/v1", "openai": "https://api.openai.com/v1"}
 
 
