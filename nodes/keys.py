@@ -24,6 +24,7 @@ import ipaddress
 import os
 import re
 import sys
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 ALLOW_ENV = "MOA_KEY_ENVS"  # extra variable names the user allows as api_key_env, comma-separated
@@ -69,6 +70,34 @@ OTHER_SERVICES = frozenset(
         "WANDB_API_KEY",
     }
 )
+
+
+# The variables langgraph-sdk reads a LangGraph server's key from (sent as x-api-key), the first
+# one set (its _get_api_key): LangGraph's own, then LangSmith's and LangChain's, each a key to a
+# whole LangSmith account (traces, datasets, deployments).
+SERVER_KEY_ENVS = ("LANGGRAPH_API_KEY", "LANGSMITH_API_KEY", "LANGCHAIN_API_KEY")
+
+
+class ServerKey(NamedTuple):
+    """What ``moa batch --server`` sends: ``sent``, the variable whose key goes (None: no key);
+    ``withheld``, an account key that is set but kept from a plain-http server."""
+
+    sent: str | None
+    withheld: str | None
+
+
+def server_key(url: str) -> ServerKey:
+    """The key for the LangGraph server at ``url``: the first of ``SERVER_KEY_ENVS`` set, as
+    langgraph-sdk picks it, but an account key (LangSmith's, LangChain's) only over https, as
+    LangGraph Platform's deployments take it, or once the user lists it in ``MOA_KEY_ENVS``: over
+    plain http anyone on the path reads it (a local ``langgraph dev`` needs none). Any https host
+    gets it: deployments live under several domains, self-hosted ones under their owner's, and
+    the URL is the user's own (``--server``; no config can set it)."""
+    name = next((n for n in SERVER_KEY_ENVS if os.environ.get(n)), None)
+    account = name is not None and name != SERVER_KEY_ENVS[0]
+    if account and urlsplit(url).scheme != "https" and name not in allowed_key_envs():
+        return ServerKey(None, name)
+    return ServerKey(name, None)
 
 
 def allowed_key_envs() -> set[str]:
