@@ -31,7 +31,6 @@ ALLOW_ENV = "MOA_KEY_ENVS"  # extra variable names the user allows as api_key_en
 _KEY_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(_API_KEY|_TOKEN)$")
 # What an error may quote back: a variable name as they are written (keys have lower case).
 _SHOWN_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,63}$")
-_warned: set[tuple[str, str]] = set()
 OWN_PREFIX = "MOA_"  # moa's own variables: MOA_SERVER_API_KEY, moa serve's key, among them
 # Tokens of code hosts, CI, package registries, secret stores, clouds and tools that many shells
 # and every CI job of their kind hold without anyone choosing to (a GitHub Actions job has
@@ -238,10 +237,14 @@ def is_loopback(host: str) -> bool:
 
 def warn_plain_http(url: str, env: str) -> None:
     """Say once on stderr that the key in ``env`` goes unencrypted to another machine."""
+    # Which were said is process state, kept by its owner (bounded).
+    from langgraph_moa.nodes.models.resources import RESOURCES
+
     host = urlsplit(url).hostname or ""
-    if urlsplit(url).scheme != "http" or is_loopback(host) or (url, env) in _warned:
+    if urlsplit(url).scheme != "http" or is_loopback(host):
         return
-    _warned.add((url, env))
+    if not RESOURCES.first_plain_http(url, env):
+        return
     if sys.stderr is not None:
         print(
             f"moa: warning: the key in {env} is sent over plain http to {host}: anyone on the "

@@ -17,6 +17,8 @@ from serving import running
 
 from langgraph_moa.nodes.context import Context, ModelSpec
 from langgraph_moa.nodes.errors import ProviderError
+from langgraph_moa.nodes.keys import warn_plain_http
+from langgraph_moa.nodes.models import resources
 from langgraph_moa.nodes.models.catalog import endpoint
 from langgraph_moa.nodes.models.providers import build_model
 from langgraph_moa.nodes.models.settings import settings_for
@@ -175,3 +177,16 @@ def test_a_providers_key_goes_nowhere_else(
     with pytest.raises(ProviderError, match=f"{key} is the .* provider's key") as refused:
         build_model(bad)
     assert SECRET not in str(refused.value)
+
+
+def test_a_plain_http_warning_is_given_once_and_its_memory_bounded(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # keys._warned was a set of every endpoint warned about, outside RESOURCES and unbounded.
+    monkeypatch.setattr(resources, "MAX_PLAIN_HTTP_WARNED", 2)
+    urls = [f"http://192.0.2.{n}/v1" for n in (1, 2, 3)]
+    for url in [urls[0], urls[0], urls[1], urls[2], urls[0]]:
+        warn_plain_http(url, "MY_API_KEY")
+    said = [line.split(" to ")[1].split(":")[0] for line in capsys.readouterr().err.splitlines()]
+    # The first once while remembered, then again once forgotten (the two most recent kept).
+    assert said == ["192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.1"]
