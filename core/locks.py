@@ -15,8 +15,9 @@ resolves it first), and a hard link, whose names are equal, by a lock on the fil
 name only). That lock is taken only on a file that exists: a file not there yet has one name.
 
 The lock file is never another user's, nor followed where a link stands in its place: one planted
-in a shared folder is refused (nodes/shared_files.py), ``filelock`` opens it with ``O_NOFOLLOW``,
-and one of another user's that this process cannot write is named with its owner.
+in a shared folder is refused (nodes/shared_files.py), ``filelock`` opens it with ``O_NOFOLLOW``
+(from 3.20.3 on, the least pyproject.toml allows), and one of another user's that this process
+cannot write is named with its owner.
 
 A block inside another that holds the same lock (a command that locks its output before reading
 its input, around the runner that locks it too) holds it already: the enclosing blocks are

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from langgraph_moa.nodes.keys import ALLOW_ENV, SERVER_KEY_ENVS
 from langgraph_moa.nodes.records import CallFailure, ErrorInfo, ErrorKind, Proposal, failure_note
 
 
@@ -418,6 +419,32 @@ class ServerUnusableError(ServerError, RefusedError):
     """The LangGraph server at ``url`` cannot be used at the start of a run (unreachable, no
     such graph, an error answer): refused before any item is sent, so nothing was paid and the
     output is as it was; the same command runs once the server (or the URL) is right."""
+
+
+class ServerKeyError(ServerUnusableError):
+    """The LangGraph server at ``url`` answered ``status`` (401, 403) to this client, which sent
+    it the key in ``sent`` (None: no key) and kept ``withheld`` from it (an account key, set but
+    not sent over plain http: nodes/keys.py ``server_key``)."""
+
+    def __init__(self, url: str, status: int, sent: str | None, withheld: str | None) -> None:
+        key, accounts = SERVER_KEY_ENVS[0], SERVER_KEY_ENVS[1:]
+        fix = f"set {key} to a key it accepts"
+        if withheld:
+            fix += f", or add {withheld} to {ALLOW_ENV} to send it over plain http"
+        read = (
+            f"moa sends the first set of {', '.join(SERVER_KEY_ENVS)}; "
+            f"{' and '.join(accounts)} only over https"
+        )
+        sent_text = f"with the key in {sent}" if sent else "sent no key"
+        super().__init__(
+            url,
+            f"the LangGraph server at {url} refused this client (HTTP {status}, {sent_text}): "
+            f"{fix} ({read})",
+        )
+        self.status, self.sent, self.withheld = status, sent, withheld
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.url, self.status, self.sent, self.withheld))
 
 
 class ServerRefusedError(ServerError, ConfigError):

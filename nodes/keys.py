@@ -1,9 +1,10 @@
 """Which key may go where: the rules that make a shared config unable to leak a secret.
 
 - A provider's default key variable (TOGETHER_API_KEY, OPENAI_API_KEY...) is sent only to that
-  provider's own endpoint, or to one the user moved it to through the provider's environment
-  variable (TOGETHER_API_BASE...). A model with a ``base_url`` in a config gets no key unless the
-  config names one (``api_key_env``).
+  provider's own endpoint (``catalog.DEFAULT_BASE``, also when a config spells it out), or to one
+  the user moved it to through the provider's environment variable (TOGETHER_API_BASE...): not
+  to LangSmith's gateway (LANGSMITH_GATEWAY), which the OpenAI client also goes to. A model with
+  a ``base_url`` in a config gets no key unless the config names one (``api_key_env``).
 - ``api_key_env`` may only name a variable that looks like a key (``*_API_KEY``, ``*_TOKEN``) or
   one the user listed in ``MOA_KEY_ENVS`` (their environment, which a config cannot set): a config
   cannot have HOME or AWS_SECRET_ACCESS_KEY read and sent. Nor, unless listed there, a provider's
@@ -23,13 +24,13 @@ import ipaddress
 import os
 import re
 import sys
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 ALLOW_ENV = "MOA_KEY_ENVS"  # extra variable names the user allows as api_key_env, comma-separated
 _KEY_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(_API_KEY|_TOKEN)$")
 # What an error may quote back: a variable name as they are written (keys have lower case).
 _SHOWN_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,63}$")
-_warned: set[tuple[str, str]] = set()
 OWN_PREFIX = "MOA_"  # moa's own variables: MOA_SERVER_API_KEY, moa serve's key, among them
 # Tokens of code hosts, CI, package registries, secret stores, clouds and tools that many shells
 # and every CI job of their kind hold without anyone choosing to (a GitHub Actions job has
@@ -68,6 +69,34 @@ OTHER_SERVICES = frozenset(
         "WANDB_API_KEY",
     }
 )
+
+
+# The variables langgraph-sdk reads a LangGraph server's key from (sent as x-api-key), the first
+# one set (its _get_api_key): LangGraph's own, then LangSmith's and LangChain's, each a key to a
+# whole LangSmith account (traces, datasets, deployments).
+SERVER_KEY_ENVS = ("LANGGRAPH_API_KEY", "LANGSMITH_API_KEY", "LANGCHAIN_API_KEY")
+
+
+class ServerKey(NamedTuple):
+    """What ``moa batch --server`` sends: ``sent``, the variable whose key goes (None: no key);
+    ``withheld``, an account key that is set but kept from a plain-http server."""
+
+    sent: str | None
+    withheld: str | None
+
+
+def server_key(url: str) -> ServerKey:
+    """The key for the LangGraph server at ``url``: the first of ``SERVER_KEY_ENVS`` set, as
+    langgraph-sdk picks it, but an account key (LangSmith's, LangChain's) only over https, as
+    LangGraph Platform's deployments take it, or once the user lists it in ``MOA_KEY_ENVS``: over
+    plain http anyone on the path reads it (a local ``langgraph dev`` needs none). Any https host
+    gets it: deployments live under several domains, self-hosted ones under their owner's, and
+    the URL is the user's own (``--server``; no config can set it)."""
+    name = next((n for n in SERVER_KEY_ENVS if os.environ.get(n)), None)
+    account = name is not None and name != SERVER_KEY_ENVS[0]
+    if account and urlsplit(url).scheme != "https" and name not in allowed_key_envs():
+        return ServerKey(None, name)
+    return ServerKey(name, None)
 
 
 def allowed_key_envs() -> set[str]:
@@ -110,38 +139,67 @@ def check_key_env(name: str) -> str:
 
 
 def check_key_goes_to(name: str, provider: str, base_url: str | None) -> None:
-    """``ValueError`` if the key in ``name`` may not go where a ``provider`` model sends it:
-    ``base_url``, else the provider's own endpoint. A provider's default key variable goes only
-    to that provider's endpoint, or to the one the user moved it to through the provider's
-    variable (TOGETHER_API_BASE); any variable may go anywhere once the user lists it in
+    """``ValueError`` if the key in ``name`` may not go where a ``provider`` model naming
+    ``base_url`` sends it (``catalog.endpoint``: the variables its client reads, LangSmith's
+    gateway among them). A provider's default key variable goes only to that provider's own
+    endpoint, or to the one the user moved it to through the provider's variable
+    (TOGETHER_API_BASE); any variable may go anywhere once the user lists it in
     ``MOA_KEY_ENVS``."""
-    from langgraph_moa.nodes.models.catalog import BASE_ENV, KEY_ENV
+    from langgraph_moa.nodes.models.catalog import (
+        BASE_ENV,
+        DEFAULT_BASE,
+        GATEWAY_ENV,
+        GATEWAY_KEY_ENV,
+        KEY_ENV,
+        endpoint,
+    )
 
     owner = next((p for p, env in KEY_ENV.items() if env == name), None)
     if owner is None or name in allowed_key_envs():
         return
     moved = BASE_ENV.get(owner, ())
-    if owner == provider and (
-        base_url is None or any(_same_url(base_url, os.environ.get(env)) for env in moved)
-    ):
-        return
-    own = f"{owner}'s own endpoint" + (
+    to = endpoint(provider, base_url)
+    if owner == provider:
+        own = (DEFAULT_BASE.get(owner), *(os.environ.get(env) for env in moved))
+        if to is None or any(_same_url(to.url, url) for url in own):
+            return
+    own_text = f"{owner}'s own endpoint" + (
         f" (or the one you set in {' or '.join(moved)})" if moved else ""
     )
-    where = "this model's base_url" if base_url else f"the {provider} provider's endpoint"
-    fix = (
-        "leave out base_url, or name another variable"
-        if owner == provider
-        else "name the variable that holds this model's key"
-    )
+    host = urlsplit(to.url).hostname if to else None
+    if base_url:
+        where = f"this model's base_url ({host})"
+        fix = "leave out base_url, or name another variable"
+    elif to and to.env == GATEWAY_ENV:
+        where = f"LangSmith's gateway at {host}, where {GATEWAY_ENV} sends it"
+        fix = (
+            f"unset {GATEWAY_ENV}, or give the model the gateway's key in a config "
+            f'(api_key_env = "{GATEWAY_KEY_ENV}")'
+        )
+    else:
+        where = f"the {provider} provider's endpoint"
+        fix = "name the variable that holds this model's key"
     raise ValueError(
-        f"{name} is the {owner} provider's key: it is sent only to {own}, not to "
-        f"{where}; {fix}; {_allow_hint(name)}"
+        f"{name} is the {owner} provider's key: it is sent only to {own_text}, not to {where}; "
+        f"{fix}; {_allow_hint(name)}"
     )
 
 
 def _same_url(url: str, other: str | None) -> bool:
-    return other is not None and url.rstrip("/") == other.strip().rstrip("/")
+    """The same endpoint, whatever the case of the scheme and host, a default port or a trailing
+    slash (``https://API.openai.com:443/v1/`` is OpenAI's own)."""
+    return other is not None and _normal(url) == _normal(other)
+
+
+def _normal(url: str) -> tuple[str, ...]:
+    parts = urlsplit(url.strip())
+    try:
+        port = parts.port
+    except ValueError:  # not a port: compared as written
+        return (url.strip().rstrip("/"),)
+    default = {"http": 80, "https": 443}.get(parts.scheme.lower())
+    shown = "" if port in (None, default) else str(port)
+    return (parts.scheme.lower(), parts.hostname or "", shown, parts.path.rstrip("/"))
 
 
 def check_base_url(url: str) -> str:
@@ -179,10 +237,14 @@ def is_loopback(host: str) -> bool:
 
 def warn_plain_http(url: str, env: str) -> None:
     """Say once on stderr that the key in ``env`` goes unencrypted to another machine."""
+    # Which were said is process state, kept by its owner (bounded).
+    from langgraph_moa.nodes.models.resources import RESOURCES
+
     host = urlsplit(url).hostname or ""
-    if urlsplit(url).scheme != "http" or is_loopback(host) or (url, env) in _warned:
+    if urlsplit(url).scheme != "http" or is_loopback(host):
         return
-    _warned.add((url, env))
+    if not RESOURCES.first_plain_http(url, env):
+        return
     if sys.stderr is not None:
         print(
             f"moa: warning: the key in {env} is sent over plain http to {host}: anyone on the "

@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from batch_helpers import prompts, read_records, requests_by_prompt, write_config, write_items
+from batch_helpers import (
+    error_line,
+    prompts,
+    read_records,
+    requests_by_prompt,
+    write_config,
+    write_items,
+)
 from conftest import run_cli
 from fake_openai import Failure, FakeOpenAIServer
 from fastapi import FastAPI, Request
@@ -27,6 +34,7 @@ from langgraph_moa.core.batch import server as server_turns
 from langgraph_moa.core.batch.inputs import Item
 from langgraph_moa.nodes.context import Context
 from langgraph_moa.nodes.errors import ServerGoneError
+from langgraph_moa.nodes.keys import SERVER_KEY_ENVS, ServerKey, server_key
 
 KEY = "studio-test-key"  # the server's provider key (test_studio.py)
 
@@ -92,22 +100,90 @@ def test_an_unreachable_server_is_refused_in_one_line(
     assert "Traceback" not in result.stderr and not (tmp_path / "o.jsonl").exists()
 
 
-def test_a_server_that_refuses_the_key_is_refused_with_what_to_set(tmp_path: Path) -> None:
-    # A deployment answers 401 without its key: the line said only the HTTP client's error.
+ACCOUNT_KEY = "lsv2_pt_account-secret-0123456789"
+NO_SERVER_KEYS = dict.fromkeys(SERVER_KEY_ENVS, "")  # empty is unset, for the SDK as for moa
+
+
+@pytest.mark.parametrize(
+    ("env", "sent", "said"),
+    [
+        # An account key (LangSmith's, LangChain's) goes over https only: kept from plain http.
+        (
+            {"LANGSMITH_API_KEY": ACCOUNT_KEY},
+            None,
+            "(HTTP 401, sent no key): set LANGGRAPH_API_KEY to a key it accepts, or add "
+            "LANGSMITH_API_KEY to MOA_KEY_ENVS to send it over plain http (moa sends the first "
+            "set of LANGGRAPH_API_KEY, LANGSMITH_API_KEY, LANGCHAIN_API_KEY; LANGSMITH_API_KEY "
+            "and LANGCHAIN_API_KEY only over https)",
+        ),
+        (
+            {"LANGCHAIN_API_KEY": ACCOUNT_KEY},
+            None,
+            "or add LANGCHAIN_API_KEY to MOA_KEY_ENVS to send it over plain http",
+        ),
+        # The user allows it; LangGraph's own key goes anyway.
+        (
+            {"LANGSMITH_API_KEY": ACCOUNT_KEY, "MOA_KEY_ENVS": "LANGSMITH_API_KEY"},
+            ACCOUNT_KEY,
+            "(HTTP 401, with the key in LANGSMITH_API_KEY): set LANGGRAPH_API_KEY to a key it "
+            "accepts (moa sends",
+        ),
+        (
+            {"LANGGRAPH_API_KEY": "graph-key-0123456789", "LANGSMITH_API_KEY": ACCOUNT_KEY},
+            "graph-key-0123456789",
+            "(HTTP 401, with the key in LANGGRAPH_API_KEY)",
+        ),
+        ({}, None, "(HTTP 401, sent no key): set LANGGRAPH_API_KEY to a key it accepts (moa"),
+    ],
+)
+def test_a_server_that_refuses_the_key_is_refused_with_what_to_set(
+    tmp_path: Path, env: dict[str, str], sent: str | None, said: str
+) -> None:
+    # langgraph-sdk sent LANGSMITH_API_KEY to any --server, plain http included; and a server
+    # answering 401 was told of two of the three variables the SDK reads.
+    keys: list[str | None] = []
     app = FastAPI()
 
     @app.post("/assistants/search")
-    async def search() -> Response:
+    async def search(request: Request) -> Response:
+        keys.append(request.headers.get("x-api-key"))
         return JSONResponse({"detail": "Missing authentication headers"}, status_code=401)
 
     data = write_items(tmp_path / "in.jsonl", prompts(1))
     out = tmp_path / "o.jsonl"
     with running(app) as url:
-        result = run_cli("batch", str(data), "-o", str(out), "--server", url)
+        result = run_cli(
+            "batch", str(data), "-o", str(out), "--server", url, env={**NO_SERVER_KEYS, **env}
+        )
+    assert keys == [sent]
     assert result.returncode == 2  # refused before any item was sent
-    (line,) = [x for x in result.stderr.splitlines() if x.startswith("moa: error:")]
-    assert f"the LangGraph server at {url} refused this client (HTTP 401)" in line
-    assert "set LANGGRAPH_API_KEY (or LANGSMITH_API_KEY)" in line and not out.exists()
+    line = error_line(result.stderr)
+    assert line.startswith(f"moa: error: the LangGraph server at {url} refused this client")
+    assert said in line and not out.exists()
+    assert ACCOUNT_KEY not in result.stderr + result.stdout
+
+
+def test_an_account_key_goes_to_an_https_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    # LangGraph Platform's deployments take LANGSMITH_API_KEY, over https.
+    for name in SERVER_KEY_ENVS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LANGCHAIN_API_KEY", ACCOUNT_KEY)
+    assert server_key("https://moa-0a1b.us.langgraph.app") == ServerKey("LANGCHAIN_API_KEY", None)
+    assert server_key("http://moa-0a1b.us.langgraph.app") == ServerKey(None, "LANGCHAIN_API_KEY")
+    monkeypatch.setenv("LANGSMITH_API_KEY", ACCOUNT_KEY)  # read before LangChain's, as the SDK
+    assert server_key("https://deploy.example.com") == ServerKey("LANGSMITH_API_KEY", None)
+
+
+def test_a_server_key_over_plain_http_to_another_host_is_warned(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in SERVER_KEY_ENVS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LANGGRAPH_API_KEY", "graph-key-0123456789")
+    server_turns.ServerTurns("http://192.0.2.1:2024", Context(layers=1, proposers=[]))
+    assert "the key in LANGGRAPH_API_KEY is sent over plain http to 192.0.2.1" in (
+        capsys.readouterr().err
+    )
 
 
 def test_a_password_in_the_server_url_is_never_shown(tmp_path: Path) -> None:

@@ -41,10 +41,12 @@ from langgraph_moa.nodes.errors import (
     MoAError,
     RetriedRunError,
     ServerGoneError,
+    ServerKeyError,
     ServerRefusedError,
     ServerUnusableError,
 )
-from langgraph_moa.nodes.models.redact import register_secret
+from langgraph_moa.nodes.keys import server_key, warn_plain_http
+from langgraph_moa.nodes.models.redact import register_key_env, register_secret
 from langgraph_moa.nodes.untrusted import Endpoints, check_context
 
 # A run submitted again at most this many times (the server lost it, or refused its retry).
@@ -109,7 +111,13 @@ class ServerTurns:
         _hide_userinfo(url)
         self.url = url
         self.assistant = assistant
-        self.client = get_client(url=url)
+        self.key = server_key(url)
+        if self.key.sent:
+            register_key_env(self.key.sent)  # masked in every message and record
+            warn_plain_http(url, self.key.sent)
+        # The SDK reads the variable itself when it is to go (the first set: the same one);
+        # api_key=None keeps it from reading any.
+        self.client = get_client(url=url, **({} if self.key.sent else {"api_key": None}))
         self.contexts = SampleContexts(ctx, samples)
         self._sent: dict[int | None, dict[str, Any]] = {}
         self._settings = settings_summary(ctx)
@@ -147,12 +155,8 @@ class ServerTurns:
                     f"{self.assistant!r} (see its langgraph.json; --assistant names another)",
                 ) from None
             if exc.response.status_code in (401, 403):
-                # langgraph_sdk sends the first of these it finds in the environment.
-                raise ServerUnusableError(
-                    self.url,
-                    f"the LangGraph server at {self.url} refused this client "
-                    f"(HTTP {exc.response.status_code}): set LANGGRAPH_API_KEY (or "
-                    "LANGSMITH_API_KEY) to a key the deployment accepts",
+                raise ServerKeyError(
+                    self.url, exc.response.status_code, self.key.sent, self.key.withheld
                 ) from None
             raise ServerUnusableError(
                 self.url, f"the LangGraph server at {self.url} answered: {exc}"

@@ -6,10 +6,11 @@ Models: facts per ``provider:model`` in catalog.toml (context windows, list pric
 
 from __future__ import annotations
 
+import os
 import tomllib
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, NamedTuple
 
 # The API key variable each provider reads when the spec names none.
 KEY_ENV = {
@@ -34,12 +35,56 @@ LOCAL_SERVERS = {
 
 # Where Together's endpoint can be moved (a local OpenAI-compatible server, in tests too).
 TOGETHER_BASE_ENV = "TOGETHER_API_BASE"
-# Where the OpenAI client sends a model that names no base_url, in the order it reads them:
-# langchain-openai's variable, then the SDK's (LangSmith's gateway, LANGSMITH_GATEWAY, between).
+# The variables that move OpenAI's endpoint: langchain-openai's, then the openai SDK's.
 OPENAI_BASE_ENVS = ("OPENAI_API_BASE", "OPENAI_BASE_URL")
+# LangSmith's gateway, which langchain-openai puts between them (endpoint() below).
 GATEWAY_ENV = "LANGSMITH_GATEWAY"
+GATEWAY_KEY_ENV = "LANGSMITH_GATEWAY_API_KEY"  # the key langchain-openai would send it
+_GATEWAY_DEFAULT = "https://gateway.smith.langchain.com"  # its value "true", "1" or "yes"
+_GATEWAY_OFF = ("", "false", "0", "no")
+_GATEWAY_ON = ("true", "1", "yes")
 # The variables that move each provider's endpoint, where its client reads one (keys.py).
 BASE_ENV = {"together": (TOGETHER_BASE_ENV,), "openai": OPENAI_BASE_ENVS}
+# Each provider's own endpoint, where its client goes when nothing moves it (langchain-together's
+# and the openai SDK's defaults): its key may go there even when a config spells it out.
+DEFAULT_BASE = {"together": "https://api.together.xyz/v1", "openai": "https://api.openai.com/v1"}
+
+
+class Endpoint(NamedTuple):
+    """Where a model's requests, and its key, go: ``url``, set by the variable ``env`` (None:
+    by the model's ``base_url``, or the provider's default)."""
+
+    url: str
+    env: str | None
+
+
+def endpoint(provider: str, base_url: str | None) -> Endpoint | None:
+    """Where a ``provider`` model naming ``base_url`` sends its requests, found as its client
+    finds it (moa then passes it as the client's base_url, so the two cannot differ); None for a
+    provider whose client moa does not build (``init_chat_model``'s: its own endpoint)."""
+    if base_url:
+        return Endpoint(base_url, None)
+    if provider in LOCAL_SERVERS:
+        env, default = LOCAL_SERVERS[provider]
+        return Endpoint(os.environ.get(env, default).rstrip("/") + "/v1", env)
+    if provider == "openai":
+        # langchain-openai's order (langchain_core.utils._gateway): OPENAI_API_BASE, then the
+        # gateway (plus its OpenAI path), then the SDK's OPENAI_BASE_URL. Empty counts as unset.
+        first, last = OPENAI_BASE_ENVS
+        if value := os.environ.get(first):
+            return Endpoint(value, first)
+        gateway = os.environ.get(GATEWAY_ENV, "")
+        if gateway.lower() not in _GATEWAY_OFF:
+            base = _GATEWAY_DEFAULT if gateway.lower() in _GATEWAY_ON else gateway.rstrip("/")
+            return Endpoint(f"{base}/openai/v1", GATEWAY_ENV)
+        if value := os.environ.get(last):
+            return Endpoint(value, last)
+    if provider == "together" and (value := os.environ.get(TOGETHER_BASE_ENV)):
+        return Endpoint(value, TOGETHER_BASE_ENV)
+    if provider in DEFAULT_BASE:
+        return Endpoint(DEFAULT_BASE[provider], None)
+    return None
+
 
 # The window assumed for a model nobody described: small enough for nearly every chat model.
 DEFAULT_WINDOW = 8192

@@ -25,8 +25,8 @@ from langgraph_moa.nodes.keys import (
 from langgraph_moa.nodes.models.catalog import (
     KEY_ENV,
     LOCAL_SERVERS,
-    OPENAI_BASE_ENVS,
-    TOGETHER_BASE_ENV,
+    Endpoint,
+    endpoint,
 )
 from langgraph_moa.nodes.models.chunks import plain_stream_chunks
 from langgraph_moa.nodes.models.http import shared_http_clients
@@ -44,9 +44,12 @@ def _api_key(settings: ModelSettings, *, required: bool, url: str | None = None)
         register_key_env(env)  # its value is masked in every error message and output
         try:  # checked on the spec already; settings made without one are checked here
             check_key_env(env)
-            check_key_goes_to(env, settings.provider, settings.base_url)
         except ValueError as exc:
             raise ProviderError(f"{settings.model}: api_key_env: {exc}") from None
+        try:  # and again here: the endpoint may come from the environment (LANGSMITH_GATEWAY)
+            check_key_goes_to(env, settings.provider, settings.base_url)
+        except ValueError as exc:
+            raise ProviderError(f"{settings.model}: {exc}") from None
     key = os.environ.get(env) if env else None
     if not key and required:
         hint = f"set {env}" if env else "set api_key_env in the model's config"
@@ -115,26 +118,32 @@ def _openai_style(settings: ModelSettings) -> dict[str, Any]:
 def _together(settings: ModelSettings) -> BaseChatModel:
     from langchain_together import ChatTogether
 
-    base_url = settings.base_url or os.environ.get(TOGETHER_BASE_ENV)
+    to = _endpoint(settings)
     # A custom endpoint (a local OpenAI-compatible server) may need no key.
-    key = _api_key(settings, required=base_url is None, url=base_url) or "not-needed"
-    extra = {"base_url": base_url} if base_url else {}
-    return ChatTogether(model=settings.name, api_key=key, **extra, **_openai_style(settings))
+    key = _api_key(settings, required=not settings.base_url and to.env is None, url=to.url)
+    return ChatTogether(
+        model=settings.name,
+        api_key=key or "not-needed",
+        base_url=to.url,
+        **_openai_style(settings),
+    )
 
 
 def _openai_compatible(settings: ModelSettings) -> BaseChatModel:
     from langchain_openai import ChatOpenAI
 
-    base_url = settings.base_url
-    if settings.provider in LOCAL_SERVERS and not base_url:
-        env, default = LOCAL_SERVERS[settings.provider]
-        base_url = os.environ.get(env, default).rstrip("/") + "/v1"
-    # Where the client sends it otherwise, as it reads its variables (the key goes there).
-    url = base_url or next(filter(None, map(os.environ.get, OPENAI_BASE_ENVS)), None)
-    key = _api_key(settings, required=base_url is None, url=url) or "not-needed"
-    return ChatOpenAI(
-        model=settings.name, api_key=key, base_url=base_url, **_openai_style(settings)
-    )
+    to = _endpoint(settings)
+    required = not settings.base_url and settings.provider not in LOCAL_SERVERS
+    key = _api_key(settings, required=required, url=to.url) or "not-needed"
+    return ChatOpenAI(model=settings.name, api_key=key, base_url=to.url, **_openai_style(settings))
+
+
+def _endpoint(settings: ModelSettings) -> Endpoint:
+    """Where an OpenAI-style model's requests go, given to its client as its base_url: the key
+    was checked for that very URL (``check_key_goes_to`` finds it the same way)."""
+    to = endpoint(settings.provider, settings.base_url)
+    assert to is not None, "every OpenAI-style provider has an endpoint"
+    return to
 
 
 def _langchain(settings: ModelSettings) -> BaseChatModel:

@@ -17,7 +17,9 @@ Scope of each part:
   then on, nodes/models/ask.py; the ``MAX_STOP_REFUSALS`` most recent); the digests of the
   tool bindings a server's client sent that passed their checks (``bind_passed``: a run's later
   steps check a ``turn_bind`` again only if it is another, nodes/untrusted.py; the
-  ``MAX_PASSED_BINDS`` most recent);
+  ``MAX_PASSED_BINDS`` most recent); the keys already warned about going over plain http to
+  another machine (``first_plain_http``: each endpoint and key variable once, nodes/keys.py; the
+  ``MAX_PLAIN_HTTP_WARNED`` most recent, so a server whose clients name endpoints stays bounded);
   the background event loop that sync callers' nodes run on (``portal``, graphs/adapt.py),
   started on first use; the sync callers' tasks in flight on it and, while the main thread's run
   waits on several of them in LangGraph's worker threads or a ``cancel_on_interrupt()`` block
@@ -81,6 +83,8 @@ MAX_GATES = 512
 MAX_STOP_REFUSALS = 512
 # A client sends the same tools run after run: the most recent bindings that passed are kept.
 MAX_PASSED_BINDS = 1024
+# Endpoints (with the key variable) warned about as plain http: one forgotten is warned again.
+MAX_PLAIN_HTTP_WARNED = 512
 
 V = TypeVar("V")
 
@@ -166,6 +170,7 @@ class Resources:
         self._gates = _Gates()
         self._stop_refusals: _Recent[bool] = _Recent(lambda: MAX_STOP_REFUSALS)
         self._passed_binds: _Recent[bool] = _Recent(lambda: MAX_PASSED_BINDS)
+        self._plain_http_warned: _Recent[bool] = _Recent(lambda: MAX_PLAIN_HTTP_WARNED)
         self._portal: asyncio.AbstractEventLoop | None = None
         self.sync_runs = SyncRuns()
         # Quorum groups by layer run (nodes/models/quorum.py); each touched by its run's loop only.
@@ -287,6 +292,15 @@ class Resources:
         """The binding of this digest passed its checks (it would again)."""
         with self._lock:
             self._passed_binds[digest] = True
+
+    def first_plain_http(self, url: str, env: str) -> bool:
+        """Whether the key in ``env`` going to ``url`` over plain http is news in this process
+        (it is not from now on): warned about once (nodes/keys.py ``warn_plain_http``)."""
+        with self._lock:
+            if self._plain_http_warned.get((url, env)) is not None:
+                return False
+            self._plain_http_warned[(url, env)] = True
+            return True
 
     def portal(self) -> asyncio.AbstractEventLoop:
         """The background event loop sync callers' nodes run on (started on first use)."""
