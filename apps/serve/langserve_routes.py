@@ -263,7 +263,8 @@ def _message(state: dict[str, Any]) -> AIMessage:
     )
 
 
-# What LangServe's /stream and /stream_log send for any failure, whatever it was.
+# What LangServe's /stream and /stream_log send for any failure, whatever it was (its internals:
+# tests/test_private_apis.py fails if the event changes, which would bring back the bare 500).
 _GENERIC_ERROR = {"status_code": 500, "message": "Internal Server Error"}
 
 
@@ -336,7 +337,8 @@ def _is_generic_error(body: bytes) -> bool:
 
 
 def _cause(exc: Exception) -> BaseException:
-    """The error a stream raised, under Starlette's "response already started" RuntimeError."""
+    """The error a stream raised, under Starlette's "response already started" RuntimeError
+    (its internals: tests/test_private_apis.py fails if it stops raising it ``from`` the error)."""
     cause = exc.__cause__
     if type(exc) is RuntimeError and isinstance(cause, Exception):
         return cause
