@@ -326,6 +326,8 @@ class StreamErrors:
 
 
 def _is_generic_error(body: bytes) -> bool:
+    if not body.startswith(b"event: error"):  # every chunk of every stream: the cheap test first
+        return False
     lines = body.decode("utf-8", "replace").splitlines()
     if not lines or lines[0] != "event: error":
         return False
