@@ -137,6 +137,31 @@ async def test_a_batch_in_process_with_return_exceptions_runs_every_input(
         await runnable.abatch([failing, ok])
 
 
+async def test_a_batch_raises_the_failure_that_came_first_not_a_cancelled_siblings(
+    server: FakeOpenAIServer,
+) -> None:
+    import asyncio
+
+    from langgraph_moa.apps.serve.langserve_routes import MoARunnable
+    from langgraph_moa.apps.serve.registry import ModelRegistry
+    from langgraph_moa.apps.serve.runs import RunService
+
+    class Runs(MoARunnable):
+        async def ainvoke(self, input: dict[str, Any], *args: Any, **kwargs: Any) -> AIMessage:
+            if input["fails"]:
+                await asyncio.sleep(0.05)
+                raise ValueError("the cause")
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:  # a run whose cancellation surfaces as an error
+                raise RuntimeError("cancelled on its way out") from None
+            raise AssertionError("cancelled before")
+
+    runnable = Runs(RunService(ModelRegistry("fake", {"fake": fake_context(server, ["p1"])})))
+    with pytest.raises(ValueError, match="the cause"):  # first in time, second in order
+        await runnable.abatch([{"fails": False}, {"fails": True}])
+
+
 async def test_stream_carries_the_answers_tokens_only(base: str) -> None:
     async with aremote(base) as runnable:
         chunks = [c async for c in runnable.astream({"messages": CONVERSATION})]

@@ -166,14 +166,16 @@ class MoARunnable(Runnable[dict[str, Any], AIMessage]):
         ]
         until = asyncio.ALL_COMPLETED if return_exceptions else asyncio.FIRST_EXCEPTION
         try:
-            await asyncio.wait(tasks, return_when=until)
+            ended, _ = await asyncio.wait(tasks, return_when=until)
         finally:
             await _end_all(tasks)
         if return_exceptions:
             return [_outcome(t) for t in tasks]
-        failed = [t for t in tasks if not t.cancelled() and t.exception() is not None]
-        if failed:
-            raise failed[0].exception()  # type: ignore[misc]
+        # A failure from before the others were cancelled: the cause, not what a cancelled
+        # sibling raised on its way out (which an input-order pick could report instead).
+        for task in tasks:
+            if task in ended and not task.cancelled() and (error := task.exception()):
+                raise error
         return [t.result() for t in tasks]
 
     async def astream(
