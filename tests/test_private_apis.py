@@ -31,7 +31,8 @@ Each is used in exactly one place, with a comment there saying why:
   server: tests/test_serve_langserve.py);
 - the HTTP library's ``Response.stream`` (nodes/models/http.py), which a response event hook
   (public) replaces to bound what is read: the body is read from it, after the hook, with either
-  transport of the SDK (against a provider ignoring max_tokens: tests/test_faults.py).
+  transport of the SDK's async client and with its sync client (against a provider ignoring
+  max_tokens: tests/test_faults.py).
 """
 
 from __future__ import annotations
@@ -107,6 +108,33 @@ async def test_a_response_hook_replaces_the_stream_the_body_is_read_from(
         assert read and b"".join(read) == body
     finally:
         await client.aclose()
+
+
+def test_a_response_hook_replaces_the_stream_the_sync_clients_body_is_read_from(
+    server: FakeOpenAIServer,
+) -> None:
+    library = http_library()
+    read: list[bytes] = []
+
+    class Seen(library.SyncByteStream):  # type: ignore[misc,name-defined]
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        def __iter__(self) -> Any:
+            for chunk in self.inner:
+                read.append(chunk)
+                yield chunk
+
+        def close(self) -> None:
+            self.inner.close()
+
+    def hook(response: Any) -> None:
+        assert not response.is_closed and not hasattr(response, "_content")  # not read yet
+        response.stream = Seen(response.stream)
+
+    with openai.DefaultHttpxClient(event_hooks={"response": [hook]}) as client:
+        whole = client.get(f"{server.base_url}/models")
+        assert read and b"".join(read) == whole.content
 
 
 def test_the_openai_sdks_http_library_is_its_clients_direct_base() -> None:
