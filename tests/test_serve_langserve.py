@@ -287,7 +287,9 @@ def test_a_seed_past_int64_is_a_400_before_anything_runs(
     assert server.requests == []
 
 
-@pytest.mark.parametrize("route", ["invoke", "batch", "stream", "stream_log"])
+@pytest.mark.parametrize(
+    "route", ["moa/invoke", "moa/batch", "moa/stream", "moa/stream_log", "v1/chat/completions"]
+)
 @pytest.mark.parametrize(
     "content_type",
     [
@@ -298,25 +300,26 @@ def test_a_seed_past_int64_is_a_400_before_anything_runs(
     ],
     ids=["text", "form", "multipart", "none"],
 )
-def test_a_body_not_declared_json_is_415(
+def test_a_body_not_declared_json_is_400_on_every_route(
     server: FakeOpenAIServer, base: str, route: str, content_type: str | None
 ) -> None:
     # What any web page may send without a preflight: LangServe ran it as JSON (CSRF on a
-    # server without a key; tests/test_serve_cors.py sends it from a browser).
+    # server without a key; tests/test_serve_cors.py sends it from a browser). One status on
+    # every route (it was 415 on /moa/*, a misleading "must be a JSON object" on /v1).
     one = {"messages": [{"type": "human", "content": "hi"}]}
-    body = {"inputs": [one]} if route == "batch" else {"input": one}
+    body: dict[str, Any] = {"inputs": [one]} if route == "moa/batch" else {"input": one}
+    if route.startswith("v1/"):
+        body = {"messages": [{"role": "user", "content": "hi"}]}
     headers = {"content-type": content_type} if content_type else {}
-    response = httpx.post(
-        f"{base}/moa/{route}", content=json.dumps(body), headers=headers, timeout=30
-    )
-    assert response.status_code == 415, response.text
+    response = httpx.post(f"{base}/{route}", content=json.dumps(body), headers=headers, timeout=30)
+    assert response.status_code == 400, response.text
     error = response.json()["error"]
     assert (error["type"], error["code"]) == ("invalid_request_error", "unsupported_media_type")
     assert "Content-Type: application/json" in error["message"]
     assert server.requests == []
     # JSON with a charset, as browsers and some clients write it, is JSON.
     typed = {"content-type": "application/json; charset=utf-8"}
-    answered = httpx.post(f"{base}/moa/{route}", content=json.dumps(body), headers=typed)
+    answered = httpx.post(f"{base}/{route}", content=json.dumps(body), headers=typed)
     assert answered.status_code == 200, answered.text
 
 

@@ -1,10 +1,10 @@
 """Every request body checked before a route reads it: 400 in OpenAI's shape, never a 5xx.
 
-- On every route: a JSON body must not hold lone surrogates (``"\\ud800"``): valid JSON escapes,
-  but not text: they cannot be encoded to send to a provider or to write to a log.
-- On LangServe's run routes (``/moa/invoke``, ``/batch``, ``/stream``, ``/stream_log``): a
-  body declared JSON (else 415: ``check_json_type`` says why), then the envelope
-  (``input``/``inputs``, ``config``, ``kwargs``, stream_log's filters) and each input are
+- On every route: a body declared JSON (``check_json_type`` says why), which must not hold lone
+  surrogates (``"\\ud800"``): valid JSON escapes, but not text: they cannot be encoded to send to
+  a provider or to write to a log.
+- On LangServe's run routes (``/moa/invoke``, ``/batch``, ``/stream``, ``/stream_log``): the
+  envelope (``input``/``inputs``, ``config``, ``kwargs``, stream_log's filters) and each input are
   validated here, with the same rules as LangServe's schema plus ``/v1``'s: a message's
   content is text (an image part is refused, as on ``/v1``, not dropped). LangServe's own
   parsing answered 500 to some malformed inputs (a message without ``"type"``) and 422 to others;
@@ -169,12 +169,15 @@ def check_text(request_body: Any) -> None:
 async def check_body(request: Request) -> None:
     """The dependency of every route that takes a body."""
     if request.method == "POST":
+        check_json_type(request)  # before the body is even read
         check_text(await _json(request))
 
 
 def check_json_type(request: Request) -> None:
-    """415 unless the body is declared JSON (``application/json``, or ``application/*+json`` as
-    FastAPI reads it on /v1).
+    """400 ``unsupported_media_type`` unless the body is declared JSON (``application/json``, or
+    ``application/*+json`` as FastAPI reads it on /v1). A 400, as OpenAI's API answers a body it
+    does not read as JSON, on every route alike: the openai SDKs and ``RemoteRunnable`` always
+    send JSON, so only a hand-written client (curl's ``-d`` without a type) or a web page sees it.
 
     A web page on any origin may POST a body typed ``text/plain``, a form, or a ``Blob`` with no
     type at all without the browser asking the server first (CORS "simple" requests, e.g.
@@ -191,7 +194,7 @@ def check_json_type(request: Request) -> None:
         return
     got = f"Content-Type {one_line(media[:100])!r}" if media else "no Content-Type"
     raise OpenAIError(
-        415,
+        400,
         f"the request body must be JSON, sent with 'Content-Type: application/json' ({got})",
         code="unsupported_media_type",
     )
