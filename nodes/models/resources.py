@@ -17,7 +17,9 @@ Scope of each part:
   then on, nodes/models/ask.py; the ``MAX_STOP_REFUSALS`` most recent); the digests of the
   tool bindings a server's client sent that passed their checks (``bind_passed``: a run's later
   steps check a ``turn_bind`` again only if it is another, nodes/untrusted.py; the
-  ``MAX_PASSED_BINDS`` most recent);
+  ``MAX_PASSED_BINDS`` most recent), and the objects themselves (``bind_object_passed``: the
+  very one the first step checked is known without a digest; the ``MAX_PASSED_BIND_OBJECTS``
+  most recent);
   the background event loop that sync callers' nodes run on (``portal``, graphs/adapt.py),
   started on first use; the sync callers' tasks in flight on it and, while the main thread's run
   waits on several of them in LangGraph's worker threads or a ``cancel_on_interrupt()`` block
@@ -81,6 +83,9 @@ MAX_GATES = 512
 MAX_STOP_REFUSALS = 512
 # A client sends the same tools run after run: the most recent bindings that passed are kept.
 MAX_PASSED_BINDS = 1024
+# The binding objects themselves, for a run's later steps (one each, held: a bind may be
+# hundreds of kB): as many as the runs a server has in flight by default (--max-concurrent).
+MAX_PASSED_BIND_OBJECTS = 64
 
 V = TypeVar("V")
 
@@ -166,6 +171,8 @@ class Resources:
         self._gates = _Gates()
         self._stop_refusals: _Recent[bool] = _Recent(lambda: MAX_STOP_REFUSALS)
         self._passed_binds: _Recent[bool] = _Recent(lambda: MAX_PASSED_BINDS)
+        # By id(), the object held: its id is not another's while it is here.
+        self._passed_objects: _Recent[Any] = _Recent(lambda: MAX_PASSED_BIND_OBJECTS)
         self._portal: asyncio.AbstractEventLoop | None = None
         self.sync_runs = SyncRuns()
         # Quorum groups by layer run (nodes/models/quorum.py); each touched by its run's loop only.
@@ -283,10 +290,16 @@ class Resources:
         with self._lock:
             return self._passed_binds.get(digest) is not None
 
-    def note_bind_passed(self, digest: str) -> None:
-        """The binding of this digest passed its checks (it would again)."""
+    def note_bind_passed(self, digest: str, bind: Any) -> None:
+        """``bind``, of this digest, passed its checks (it would again)."""
         with self._lock:
             self._passed_binds[digest] = True
+            self._passed_objects[id(bind)] = bind
+
+    def bind_object_passed(self, bind: Any) -> bool:
+        """Whether this very object passed (``note_bind_passed``): no digest taken."""
+        with self._lock:
+            return self._passed_objects.get(id(bind)) is bind
 
     def portal(self) -> asyncio.AbstractEventLoop:
         """The background event loop sync callers' nodes run on (started on first use)."""
