@@ -169,14 +169,14 @@ async def _check_turn(state: Mapping[str, Any], untrusted: ServerRules | None) -
     it (``goto="aggregate"``), so what was not checked is checked here, as the first step checks
     the input's ``bind`` and ``stop``, before any model is paid."""
     bind = state.get("turn_bind")
-    if bind is not None:
-        if untrusted is not None:
-            try:  # its digest, or a check, takes a while for large schemas: off the event loop
-                await asyncio.to_thread(_check_unchecked, bind)
-            except ClientSettingError as exc:
-                raise ClientSettingError(f"turn_{exc.field}", exc.problem) from None
-        elif (problem := bind_problem(bind)) is not None:
+    if bind is not None and untrusted is None:
+        if (problem := bind_problem(bind)) is not None:
             raise ConfigError(f"turn_{problem[0]}: {problem[1]}")
+    elif bind is not None and not bind_checked(bind, digest=False):  # the first step's: at once
+        try:  # its digest, or a check, takes a while for large schemas: off the event loop
+            await asyncio.to_thread(_check_unchecked, bind)
+        except ClientSettingError as exc:
+            raise ClientSettingError(f"turn_{exc.field}", exc.problem) from None
     try:
         stops_of(state.get("turn_stop"))
     except ConfigError as exc:

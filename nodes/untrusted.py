@@ -266,15 +266,21 @@ def check_bind(bind: Any) -> None:
     except ConfigError as exc:
         raise ClientSettingError("bind", str(exc)) from None
     if (digest := _digest(bind)) is not None:
-        RESOURCES.note_bind_passed(digest)
+        RESOURCES.note_bind_passed(digest, bind)
 
 
-def bind_checked(bind: Any) -> bool:
+def bind_checked(bind: Any, *, digest: bool = True) -> bool:
     """Whether ``bind``, as it is, passed ``check_bind`` in this process: a run's later steps
     read it as the state's ``turn_bind`` and check it again only if it is another (a client's
-    ``Command`` may write it, and go past the first step)."""
-    digest = _digest(bind)
-    return digest is not None and RESOURCES.bind_passed(digest)
+    ``Command`` may write it, and go past the first step). The very object the first step
+    checked is known at once; another (a resumed run's, read from its checkpoint) by its digest
+    (milliseconds for a large one: ``digest=False`` answers without it)."""
+    if RESOURCES.bind_object_passed(bind):
+        return True
+    if not digest or (known := _digest(bind)) is None or not RESOURCES.bind_passed(known):
+        return False
+    RESOURCES.note_bind_passed(known, bind)  # the run's later steps: known at once
+    return True
 
 
 def _digest(bind: Any) -> str | None:

@@ -433,6 +433,115 @@ async def test_a_response_compressed_though_asked_not_to_be_is_refused(
     )
 
 
+ANSWER_BODY = json.dumps(
+    {
+        "id": "c",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "m",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "fine"},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+    }
+).encode()
+PAGE_BOMB = b"<html>502 Bad Gateway</html>" + b" " * 10_000_000  # 10 MB in 10 kB of gzip
+
+
+@pytest.fixture
+def proxy() -> Iterator[tuple[str, list[tuple[int, bytes]]]]:
+    """A proxy before a provider: answers each (status, body) queued, gzipped (though asked not
+    to), in order; then a plain answer, "fine"."""
+    queued: list[tuple[int, bytes]] = []
+
+    class Proxy(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            status, body = queued.pop(0) if queued else (200, ANSWER_BODY)
+            self.send_response(status)
+            if status != 200:
+                body = gzip.compress(body)
+                self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    with ThreadingHTTPServer(("127.0.0.1", 0), Proxy) as http:
+        threading.Thread(target=http.serve_forever, daemon=True).start()
+        yield f"http://127.0.0.1:{http.server_port}/v1", queued
+        http.shutdown()
+
+
+@TRANSPORTS
+async def test_a_compressed_error_reply_is_its_status_retried_and_read_within_the_bound(
+    server: FakeOpenAIServer, proxy: tuple[str, list[tuple[int, bytes]]], aiohttp: bool
+) -> None:
+    # A proxy's gzip 502 was refused for its encoding: kind too_large, never retried.
+    url, queued = proxy
+    refused = json.dumps({"error": {"message": "the proxy refused it", "type": "x"}}).encode()
+    queued.extend([(502, PAGE_BOMB), (400, refused)])
+    ctx = Context(
+        proposers=[ModelSpec(model="openai:behind", base_url=url), spec(server, "ok")],
+        aggregator=spec(server, "agg"),
+        max_attempts=2,
+        **FAST,
+    )
+    async with transport(aiohttp):
+        state = await run(ctx)
+        behind = by_model(state)["behind"]
+        assert behind["error"]["kind"] == "client" and behind["attempts"] == 2  # after a 502
+        message = behind["error"]["message"]  # its text, decoded
+        assert message.startswith("HTTP 400 ") and message.endswith(": the proxy refused it")
+        state = await run(ctx)  # nothing queued: the plain answer
+    assert by_model(state)["behind"]["text"] == "fine"
+
+
+@pytest.mark.parametrize("sync", [True, False], ids=["sync", "async"])
+async def test_either_client_reads_a_compressed_error_decoded_and_cut_at_the_bound(
+    proxy: tuple[str, list[tuple[int, bytes]]], sync: bool
+) -> None:
+    from langgraph_moa.nodes.models.http import (
+        answer_bound,
+        new_async_client,
+        new_sync_client,
+        new_tls_context,
+        response_limit,
+    )
+
+    url, queued = proxy
+    queued.append((502, PAGE_BOMB))
+    with answer_bound(16):
+        if sync:
+            with new_sync_client(new_tls_context()) as client:
+                reply = client.post(f"{url}/chat/completions", json={})
+        else:
+            async with new_async_client(new_tls_context()) as client:
+                reply = await client.post(f"{url}/chat/completions", json={})
+    assert reply.status_code == 502 and "content-encoding" not in reply.headers
+    assert reply.content == PAGE_BOMB[: response_limit(16)]
+
+
+def test_the_sync_client_cuts_an_answer_at_its_bound(server: FakeOpenAIServer) -> None:
+    # It had no bound at all (only the async clients had the hook).
+    from langgraph_moa.nodes.models.http import answer_bound, new_sync_client, new_tls_context
+
+    server.script("flood", ("x" * 1000 + " ") * 3000, ignore_max_tokens=True)  # 3 MB
+    body = {"model": "flood", "max_tokens": 64, "messages": [{"role": "user", "content": "hi"}]}
+    client = new_sync_client(new_tls_context())
+    with client, answer_bound(64), pytest.raises(ResponseTooLargeError, match="past 384 KiB"):
+        client.post(f"{server.base_url}/chat/completions", json=body)
+    (request,) = server.requests_for("flood")
+    assert request.headers["accept-encoding"] == "identity"
+
+
 async def test_the_layer_deadline_gives_up_on_a_straggler(server: FakeOpenAIServer) -> None:
     server.script("slow", "too late", ttft=20)
     ctx = fake_context(server, ["slow", "ok"], layer_deadline=0.8, timeout=60, **FAST)

@@ -23,9 +23,16 @@ Each is used in exactly one place, with a comment there saying why:
 - uvicorn's ``H11Protocol`` (apps/serve/headers.py): its ``conn`` (h11) and the hooks a
   subclass overrides, for the request headers' deadline and the send deadline (against a real
   server: tests/test_serve_slow_clients.py);
+- LangServe's stream error event (``_GENERIC_ERROR``, apps/serve/langserve_routes.py): the one
+  event, in one body message, its ``/stream`` sends for any failure, which ``StreamErrors``
+  replaces with the run's own error;
+- Starlette's ``RuntimeError`` raised ``from`` a handled error once the response has started
+  (``_cause``, apps/serve/langserve_routes.py): the run's error under it (against the real
+  server: tests/test_serve_langserve.py);
 - the HTTP library's ``Response.stream`` (nodes/models/http.py), which a response event hook
   (public) replaces to bound what is read: the body is read from it, after the hook, with either
-  transport of the SDK (against a provider ignoring max_tokens: tests/test_faults.py).
+  transport of the SDK's async client and with its sync client (against a provider ignoring
+  max_tokens: tests/test_faults.py).
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import operator
 import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -102,6 +110,33 @@ async def test_a_response_hook_replaces_the_stream_the_body_is_read_from(
         await client.aclose()
 
 
+def test_a_response_hook_replaces_the_stream_the_sync_clients_body_is_read_from(
+    server: FakeOpenAIServer,
+) -> None:
+    library = http_library()
+    read: list[bytes] = []
+
+    class Seen(library.SyncByteStream):  # type: ignore[misc,name-defined]
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        def __iter__(self) -> Any:
+            for chunk in self.inner:
+                read.append(chunk)
+                yield chunk
+
+        def close(self) -> None:
+            self.inner.close()
+
+    def hook(response: Any) -> None:
+        assert not response.is_closed and not hasattr(response, "_content")  # not read yet
+        response.stream = Seen(response.stream)
+
+    with openai.DefaultHttpxClient(event_hooks={"response": [hook]}) as client:
+        whole = client.get(f"{server.base_url}/models")
+        assert read and b"".join(read) == whole.content
+
+
 def test_the_openai_sdks_http_library_is_its_clients_direct_base() -> None:
     library = http_library()
     assert openai.DefaultAsyncHttpxClient.__mro__[1] is library.AsyncClient
@@ -111,7 +146,7 @@ def test_the_openai_sdks_http_library_is_its_clients_direct_base() -> None:
 
 def test_sqlite_cache_keeps_its_connection_in_conn(tmp_path: Path) -> None:
     cache = CallCache(tmp_path / "calls.sqlite")
-    connection = cache._store._conn
+    connection = cache._connection()
     assert isinstance(connection, sqlite3.Connection)
     cache.close()
     with pytest.raises(sqlite3.ProgrammingError):  # closed for real: the file is released
@@ -278,6 +313,89 @@ def test_uvicorns_h11_protocol_keeps_its_h11_connection_in_conn() -> None:
         assert protocol.conn.their_state is h11.IDLE and protocol.conn.trailing_data[0]
 
     asyncio.run(main())
+    # uvicorn's own, each: asyncio.Protocol defines most of them too (as no-ops), so a subclass
+    # calling super() would go on working, silently without uvicorn's flow control or parsing.
     hooks = ("connection_made", "data_received", "on_response_complete", "connection_lost")
     for hook in (*hooks, "pause_writing", "resume_writing"):  # the send deadline's too
-        assert callable(getattr(H11Protocol, hook))
+        assert hook in H11Protocol.__dict__, hook
+
+
+class _Boom(Exception):
+    pass
+
+
+async def _asgi(app: Any, path: str, body: bytes = b"") -> tuple[list[bytes], BaseException]:
+    """POST ``body`` to ``path`` of ``app``: the body messages it sent, and what it raised."""
+    sent: list[bytes] = []
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/json")],
+        "http_version": "1.1",
+        "scheme": "http",
+        "server": ("127.0.0.1", 80),
+        "client": ("127.0.0.1", 1),
+        "root_path": "",
+    }
+    received = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal received
+        if received:
+            await asyncio.Event().wait()  # the client stays
+        received = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body" and message.get("body"):
+            sent.append(message["body"])
+
+    with pytest.raises(Exception) as raised:
+        await app(scope, receive, send)
+    return sent, raised.value
+
+
+async def test_langserves_stream_sends_one_generic_error_event_for_any_failure() -> None:
+    from fastapi import FastAPI
+    from langchain_core.runnables import RunnableLambda
+    from langserve import add_routes
+
+    from langgraph_moa.apps.serve.langserve_routes import _is_generic_error
+
+    def fail(_: str) -> str:
+        raise _Boom("secret detail")
+
+    app = FastAPI()
+    add_routes(app, RunnableLambda(fail), path="/r", enabled_endpoints=("stream",))
+    sent, raised = await _asgi(app, "/r/stream", b'{"input": "x"}')
+    assert isinstance(raised, _Boom)  # raised again, after the event
+    assert [_is_generic_error(chunk) for chunk in sent] == [False] * (len(sent) - 1) + [True]
+
+
+async def test_starlette_raises_a_handled_error_after_the_start_under_a_runtime_error() -> None:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse, Response, StreamingResponse
+    from starlette.routing import Route
+
+    from langgraph_moa.apps.serve.langserve_routes import _cause
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"started"
+        raise _Boom("the run's error")
+
+    async def endpoint(request: Request) -> Response:
+        return StreamingResponse(body())
+
+    async def handled(request: Request, exc: Exception) -> Response:
+        return PlainTextResponse("never sent", status_code=500)
+
+    app = Starlette(routes=[Route("/", endpoint, methods=["POST"])])
+    app.add_exception_handler(_Boom, handled)
+    sent, raised = await _asgi(app, "/")
+    assert sent == [b"started"]
+    assert type(raised) is RuntimeError and isinstance(raised.__cause__, _Boom)
+    assert _cause(raised) is raised.__cause__

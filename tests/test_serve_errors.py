@@ -510,3 +510,33 @@ def test_a_lone_surrogate_in_a_key_is_400_naming_it_escaped(
     assert (error["code"], error["param"]) == ("invalid_text", param)
     assert error["message"].startswith(f"{param}: the text holds a lone surrogate")
     assert server.requests == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "param"),
+    [
+        # Its UTF-8 bytes, which Python's JSON reader takes (surrogatepass): no escape to see.
+        (b'{"messages": [{"role": "user", "content": "hi \xed\xa0\x80"}]}', "messages[0].content"),
+        # UTF-16, which it reads too.
+        (
+            '{"messages": [{"role": "user", "content": "hi \ud800"}]}'.encode(
+                "utf-16", "surrogatepass"
+            ),
+            "messages[0].content",
+        ),
+        (b'{"messages": [{"role": "user", "content": "hi \\ud800"}]}', "messages[0].content"),
+    ],
+    ids=["utf-8-bytes", "utf-16", "escape"],
+)
+def test_a_lone_surrogate_however_written_is_400(
+    server: FakeOpenAIServer, base: str, raw: bytes, param: str
+) -> None:
+    # Only bodies that may hold one are walked (a regex over the rest): these all may.
+    response = httpx.post(
+        f"{base}/v1/chat/completions", content=raw, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 400
+    error = error_of(response)
+    assert (error["code"], error["param"]) == ("invalid_text", param)
+    assert error["message"].startswith(f"{param}: the text holds a lone surrogate")
+    assert server.requests == []

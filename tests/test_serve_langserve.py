@@ -137,6 +137,31 @@ async def test_a_batch_in_process_with_return_exceptions_runs_every_input(
         await runnable.abatch([failing, ok])
 
 
+async def test_a_batch_raises_the_failure_that_came_first_not_a_cancelled_siblings(
+    server: FakeOpenAIServer,
+) -> None:
+    import asyncio
+
+    from langgraph_moa.apps.serve.langserve_routes import MoARunnable
+    from langgraph_moa.apps.serve.registry import ModelRegistry
+    from langgraph_moa.apps.serve.runs import RunService
+
+    class Runs(MoARunnable):
+        async def ainvoke(self, input: dict[str, Any], *args: Any, **kwargs: Any) -> AIMessage:
+            if input["fails"]:
+                await asyncio.sleep(0.05)
+                raise ValueError("the cause")
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:  # a run whose cancellation surfaces as an error
+                raise RuntimeError("cancelled on its way out") from None
+            raise AssertionError("cancelled before")
+
+    runnable = Runs(RunService(ModelRegistry("fake", {"fake": fake_context(server, ["p1"])})))
+    with pytest.raises(ValueError, match="the cause"):  # first in time, second in order
+        await runnable.abatch([{"fails": False}, {"fails": True}])
+
+
 async def test_stream_carries_the_answers_tokens_only(base: str) -> None:
     async with aremote(base) as runnable:
         chunks = [c async for c in runnable.astream({"messages": CONVERSATION})]
@@ -262,7 +287,9 @@ def test_a_seed_past_int64_is_a_400_before_anything_runs(
     assert server.requests == []
 
 
-@pytest.mark.parametrize("route", ["invoke", "batch", "stream", "stream_log"])
+@pytest.mark.parametrize(
+    "route", ["moa/invoke", "moa/batch", "moa/stream", "moa/stream_log", "v1/chat/completions"]
+)
 @pytest.mark.parametrize(
     "content_type",
     [
@@ -273,25 +300,26 @@ def test_a_seed_past_int64_is_a_400_before_anything_runs(
     ],
     ids=["text", "form", "multipart", "none"],
 )
-def test_a_body_not_declared_json_is_415(
+def test_a_body_not_declared_json_is_400_on_every_route(
     server: FakeOpenAIServer, base: str, route: str, content_type: str | None
 ) -> None:
     # What any web page may send without a preflight: LangServe ran it as JSON (CSRF on a
-    # server without a key; tests/test_serve_cors.py sends it from a browser).
+    # server without a key; tests/test_serve_cors.py sends it from a browser). One status on
+    # every route (it was 415 on /moa/*, a misleading "must be a JSON object" on /v1).
     one = {"messages": [{"type": "human", "content": "hi"}]}
-    body = {"inputs": [one]} if route == "batch" else {"input": one}
+    body: dict[str, Any] = {"inputs": [one]} if route == "moa/batch" else {"input": one}
+    if route.startswith("v1/"):
+        body = {"messages": [{"role": "user", "content": "hi"}]}
     headers = {"content-type": content_type} if content_type else {}
-    response = httpx.post(
-        f"{base}/moa/{route}", content=json.dumps(body), headers=headers, timeout=30
-    )
-    assert response.status_code == 415, response.text
+    response = httpx.post(f"{base}/{route}", content=json.dumps(body), headers=headers, timeout=30)
+    assert response.status_code == 400, response.text
     error = response.json()["error"]
     assert (error["type"], error["code"]) == ("invalid_request_error", "unsupported_media_type")
     assert "Content-Type: application/json" in error["message"]
     assert server.requests == []
     # JSON with a charset, as browsers and some clients write it, is JSON.
     typed = {"content-type": "application/json; charset=utf-8"}
-    answered = httpx.post(f"{base}/moa/{route}", content=json.dumps(body), headers=typed)
+    answered = httpx.post(f"{base}/{route}", content=json.dumps(body), headers=typed)
     assert answered.status_code == 200, answered.text
 
 

@@ -256,6 +256,8 @@ def test_sigterm_cuts_streams_after_the_grace_period(
             "--port 70000: out of range; allowed: 0 to 65535",
             2,
         ),
+        (["--preset", "seed", "--send-timeout", "0"], "--send-timeout 0: out of range", 2),
+        (["--preset", "seed", "--request-timeout", "-1"], "--request-timeout -1: out of", 2),
     ],
 )
 def test_bad_serve_flags_are_one_line(

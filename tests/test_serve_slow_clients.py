@@ -145,7 +145,7 @@ def test_a_connection_whose_refused_body_came_whole_stays_open_for_the_next_requ
 
 @pytest.mark.parametrize("route", ["/v1/chat/completions", "/moa/stream"])
 def test_a_client_that_stops_reading_its_stream_is_cut_and_its_slot_freed(
-    server: FakeOpenAIServer, route: str
+    server: FakeOpenAIServer, route: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     # It held its run slot for as long as it kept the socket open: a few such clients (or one,
     # here) locked everyone else out with 429s.
@@ -167,6 +167,7 @@ def test_a_client_that_stops_reading_its_stream_is_cut_and_its_slot_freed(
         stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # reads nothing
         stalled.connect(("127.0.0.1", int(base.rsplit(":", 1)[1])))
         stalled.sendall(f"{head}Content-Length: {len(raw)}\r\n\r\n".encode() + raw)
+        who = f"127.0.0.1:{stalled.getsockname()[1]}"  # how the log names it
         with stalled:
             deadline = time.monotonic() + 30  # generous: the cut comes 1 s after the stall
             while httpx.get(f"{base}/health").json()["runs_in_flight"] != 0:
@@ -188,3 +189,5 @@ def test_a_client_that_stops_reading_its_stream_is_cut_and_its_slot_freed(
             except ConnectionResetError:
                 pass
             assert got < len(answer)
+        said = [r.getMessage() for r in caplog.records if r.name == "moa.serve"]
+        assert f"moa serve: {who} read nothing of its response for 1 s: connection closed" in said

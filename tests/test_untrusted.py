@@ -16,6 +16,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 
 import langgraph_moa.graphs.adapt as adapt_module
+import langgraph_moa.nodes.untrusted as untrusted_module
 from langgraph_moa.graphs.moa import build_moa_graph
 from langgraph_moa.nodes.errors import ClientSettingError, ConfigError, MoAError
 from langgraph_moa.nodes.untrusted import SERVER_CHOSEN, Endpoints, check_bind, check_models
@@ -75,6 +76,36 @@ async def test_a_runs_bind_is_checked_once_and_off_the_event_loop(
     assert len(server.requests) == 5  # the run went through its three layers
     (thread,) = checked
     assert thread is not threading.main_thread()
+
+
+async def test_the_later_steps_know_the_checked_bind_without_a_digest_or_a_thread(
+    server: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every later node and router took the bind's digest (json.dumps and sha256, ~3.6 ms for
+    # 400 kB of tools) in a thread of its own, to learn it was the one the first step checked.
+    digests: list[Any] = []
+    hops: list[Any] = []
+    digest, to_thread = untrusted_module._digest, adapt_module.asyncio.to_thread
+
+    def counted(bind: Any) -> str | None:
+        digests.append(bind)
+        return digest(bind)
+
+    async def hop(func: Any, *args: Any) -> Any:
+        hops.append(func)
+        return await to_thread(func, *args)
+
+    monkeypatch.setattr(untrusted_module, "_digest", counted)
+    monkeypatch.setattr(adapt_module.asyncio, "to_thread", hop)
+    monkeypatch.setenv("MOA_CLIENT_ENDPOINTS", server.base_url)
+    graph = build_moa_graph(untrusted=True).compile()
+    ctx = fake_context(server, ["p1", "p2"], layers=3)
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    question = {"messages": [HumanMessage("hi")], "bind": {"tools": [tool]}}
+    await graph.ainvoke(question, context=ctx.model_dump(exclude_unset=True))
+    assert len(server.requests) == 5  # the run went through its three layers
+    ours = [f.__name__ for f in hops if f.__module__.startswith("langgraph_moa")]
+    assert len(digests) == 1 and ours == ["check_bind"]  # the first step's, noting it passed
 
 
 @pytest.mark.parametrize("untrusted", [False, True], ids=["library", "server"])

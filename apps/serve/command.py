@@ -72,6 +72,20 @@ def serve(
         float,
         typer.Option("--max-run-time", help="Seconds a run may take; then it is stopped (504)."),
     ] = serve_defaults.DEFAULT_MAX_RUN_S,
+    request_timeout: Annotated[
+        float,
+        typer.Option(
+            "--request-timeout",
+            help="Seconds a request's headers, then its body, may take to arrive (then 408).",
+        ),
+    ] = serve_defaults.DEFAULT_REQUEST_TIMEOUT_S,
+    send_timeout: Annotated[
+        float,
+        typer.Option(
+            "--send-timeout",
+            help="Seconds a client may read nothing of a response filling the buffers (then cut).",
+        ),
+    ] = serve_defaults.DEFAULT_SEND_TIMEOUT_S,
     task_shortcut: Annotated[
         bool,
         typer.Option(
@@ -120,6 +134,8 @@ def serve(
         "show_proposals": show_proposals,
         "task_shortcut": task_shortcut,
         "max_run_s": max_run_time,
+        "request_timeout_s": request_timeout,
+        "send_timeout_s": send_timeout,
         "cors_origins": tuple(cors_origin or ()),
         "caps": {
             "proposers": max_proposers,
@@ -162,6 +178,8 @@ FLAGS = {
     "max_body_bytes": "--max-body",
     "grace_s": "--grace",
     "max_run_s": "--max-run-time",
+    "request_timeout_s": "--request-timeout",
+    "send_timeout_s": "--send-timeout",
     "cors_origins": "--cors-origin",
     "caps.proposers": "--max-proposers",
     "caps.layers": "--max-layers",

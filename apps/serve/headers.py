@@ -55,6 +55,14 @@ def _late(timeout_s: float) -> bytes:
     return head.encode() + body
 
 
+def _peer(transport: asyncio.BaseTransport) -> str:
+    # asyncio's public peername (an IP's host and port first; a Unix socket's is a path).
+    peer = transport.get_extra_info("peername")
+    if isinstance(peer, tuple | list) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return "a client"
+
+
 def with_header_deadline(
     timeout_s: float, send_timeout_s: float = DEFAULT_SEND_TIMEOUT_S
 ) -> type[H11Protocol]:
@@ -85,10 +93,9 @@ def with_header_deadline(
 
         def _stalled(self) -> None:
             self._stall = None
-            who = f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
             log.warning(
                 "moa serve: %s read nothing of its response for %g s: connection closed",
-                who,
+                _peer(self.transport),
                 send_timeout_s,
             )
             # abort, not close: close would wait to send the buffered bytes nobody reads.

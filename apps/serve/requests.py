@@ -1,10 +1,10 @@
 """Every request body checked before a route reads it: 400 in OpenAI's shape, never a 5xx.
 
-- On every route: a JSON body must not hold lone surrogates (``"\\ud800"``): valid JSON escapes,
-  but not text: they cannot be encoded to send to a provider or to write to a log.
-- On LangServe's run routes (``/moa/invoke``, ``/batch``, ``/stream``, ``/stream_log``): a
-  body declared JSON (else 415: ``check_json_type`` says why), then the envelope
-  (``input``/``inputs``, ``config``, ``kwargs``, stream_log's filters) and each input are
+- On every route: a body declared JSON (``check_json_type`` says why), which must not hold lone
+  surrogates (``"\\ud800"``): valid JSON escapes, but not text: they cannot be encoded to send to
+  a provider or to write to a log.
+- On LangServe's run routes (``/moa/invoke``, ``/batch``, ``/stream``, ``/stream_log``): the
+  envelope (``input``/``inputs``, ``config``, ``kwargs``, stream_log's filters) and each input are
   validated here, with the same rules as LangServe's schema plus ``/v1``'s: a message's
   content is text (an image part is refused, as on ``/v1``, not dropped). LangServe's own
   parsing answered 500 to some malformed inputs (a message without ``"type"``) and 422 to others;
@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from langgraph_moa.apps.serve.errors import OpenAIError, one_line, validation_error
 from langgraph_moa.nodes.history import TEXT_PARTS
+from langgraph_moa.nodes.models.calls import SURROGATE_ESCAPE
 
 
 def content_text(content: Any, param: str) -> str:
@@ -117,24 +118,22 @@ ENVELOPES: dict[str, type[_Envelope]] = {
 }
 
 
-def _surrogate(value: Any, where: str) -> str | None:
-    """Where in ``value`` a lone surrogate is, if anywhere: a path whose keys are escaped
-    (``settings.\\udc00`` for a bad key), so that it can be sent and logged."""
+def _surrogate(value: Any) -> list[str] | None:
+    """Where in ``value`` a lone surrogate is, if anywhere: the path's parts, outermost first, its
+    keys escaped (``settings``, ``.\\udc00`` for a bad key) so that it can be sent and logged."""
     if isinstance(value, str):
-        return None if _encodable(value) else (where or "body")
+        return None if _encodable(value) else []
     if isinstance(value, dict):
         for key, item in value.items():
-            shown = one_line(str(key))
-            path = f"{where}.{shown}" if where else shown
             if not _encodable(str(key)):
-                return path
-            if (found := _surrogate(item, path)) is not None:
-                return found
+                return [f".{one_line(str(key))}"]
+            if (found := _surrogate(item)) is not None:
+                return [f".{one_line(str(key))}", *found]  # named only once found
         return None
     if isinstance(value, list):
         for i, item in enumerate(value):
-            if (found := _surrogate(item, f"{where}[{i}]")) is not None:
-                return found
+            if (found := _surrogate(item)) is not None:
+                return [f"[{i}]", *found]
     return None
 
 
@@ -146,17 +145,27 @@ def _encodable(text: str) -> bool:
     return True
 
 
+def _may_hold_surrogates(raw: bytes) -> bool:
+    """Whether a body may hold a lone surrogate once parsed: as an escape (one regex search), or
+    as bytes that are not strict UTF-8 (json.loads reads UTF-16, and UTF-8's surrogate bytes):
+    the rest (nearly every body) is not walked string by string."""
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError:
+        return True
+    return SURROGATE_ESCAPE.search(text) is not None
+
+
 async def _json(request: Request) -> Any:
+    """The body parsed (None if not JSON: the route's own parsing answers it, 400 invalid_json);
+    400 ``invalid_text`` if it holds a lone surrogate."""
     raw = await request.body()  # cached on the request: the route reads it again
     try:
-        return json.loads(raw)
+        body = json.loads(raw)
     except (ValueError, RecursionError):
-        return None  # not JSON: the route's own parsing answers it (400 invalid_json)
-
-
-def check_text(request_body: Any) -> None:
-    where = _surrogate(request_body, "")
-    if where is not None:
+        return None
+    if _may_hold_surrogates(raw) and (found := _surrogate(body)) is not None:
+        where = "".join(found).removeprefix(".") or "body"
         raise OpenAIError(
             400,
             f"{where}: the text holds a lone surrogate (an unpaired \\ud800-\\udfff escape); "
@@ -164,17 +173,21 @@ def check_text(request_body: Any) -> None:
             param=where if where != "body" else None,
             code="invalid_text",
         )
+    return body
 
 
 async def check_body(request: Request) -> None:
     """The dependency of every route that takes a body."""
     if request.method == "POST":
-        check_text(await _json(request))
+        check_json_type(request)  # before the body is even read
+        await _json(request)
 
 
 def check_json_type(request: Request) -> None:
-    """415 unless the body is declared JSON (``application/json``, or ``application/*+json`` as
-    FastAPI reads it on /v1).
+    """400 ``unsupported_media_type`` unless the body is declared JSON (``application/json``, or
+    ``application/*+json`` as FastAPI reads it on /v1). A 400, as OpenAI's API answers a body it
+    does not read as JSON, on every route alike: the openai SDKs and ``RemoteRunnable`` always
+    send JSON, so only a hand-written client (curl's ``-d`` without a type) or a web page sees it.
 
     A web page on any origin may POST a body typed ``text/plain``, a form, or a ``Blob`` with no
     type at all without the browser asking the server first (CORS "simple" requests, e.g.
@@ -191,7 +204,7 @@ def check_json_type(request: Request) -> None:
         return
     got = f"Content-Type {one_line(media[:100])!r}" if media else "no Content-Type"
     raise OpenAIError(
-        415,
+        400,
         f"the request body must be JSON, sent with 'Content-Type: application/json' ({got})",
         code="unsupported_media_type",
     )
@@ -223,7 +236,6 @@ def langserve_check(
         body = await _json(request)
         if body is None:
             raise OpenAIError(400, "the request body is not valid JSON", code="invalid_json")
-        check_text(body)
         envelope = ENVELOPES.get(request.url.path.rsplit("/", 1)[-1])
         if envelope is None:
             return

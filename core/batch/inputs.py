@@ -41,6 +41,7 @@ from typing import IO, Any, Literal, Protocol
 
 from langgraph_moa.core.batch.ids import IdIndex
 from langgraph_moa.nodes.errors import InputChangedError, InputError, ScratchError
+from langgraph_moa.nodes.models.calls import SURROGATE_ESCAPE
 
 Kind = Literal["prompt", "messages", "instruction", "mt-bench"]
 ROLES = ("system", "user", "assistant")
@@ -529,7 +530,6 @@ class _Cut(Exception):
 _STRINGS_AND_TEXT = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[^\[\]{}"]+', re.S)
 _STEP = {"[": 1, "{": 1, "]": -1, "}": -1, '"': 0}  # '"': a string left open (not JSON)
 _BRACKETS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|["\[\]{}]', re.S)
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def _depth(text: str, start: int, end: int) -> int:
@@ -567,7 +567,7 @@ def _lone_surrogate(text: str, start: int, end: int, value: Any) -> str | None:
     """What is wrong if ``value`` (read from ``text[start:end]``) holds a lone UTF-16 surrogate:
     only a ``\\uD8xx``-``\\uDFxx`` escape makes one (UTF-8 bytes cannot), and UTF-8 cannot
     write it back, so every record holding it would fail to be written."""
-    if not _SURROGATE_ESCAPE.search(text, start, end):
+    if not SURROGATE_ESCAPE.search(text, start, end):
         return None
     try:
         json.dumps(value, ensure_ascii=False).encode()

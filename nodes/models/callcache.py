@@ -203,7 +203,7 @@ class CallCache:
             # power cut can, and then those calls are paid again), and a lookup or store costs
             # tens of microseconds, so both run inline: SqliteCache's aget/aset hop to a thread
             # and back per call, which cost more CPU than the query (~3 ms per item of 4 calls).
-            self._store._conn.execute("PRAGMA synchronous=NORMAL")
+            self._connection().execute("PRAGMA synchronous=NORMAL")
             self._check_writable()
         except sqlite3.Error as exc:
             raise cache_error(self.path, exc) from None
@@ -219,7 +219,7 @@ class CallCache:
         """Refuse, before any call, a cache this process can read but not write (another user's
         file, read-only to us): SQLite opens it read-only without a word, and every answer of
         the run would then fail to be stored."""
-        conn = self._store._conn
+        conn = self._connection()
         try:
             conn.execute(f"DELETE FROM {TABLE[0]} WHERE 0")  # a write that changes nothing
         except sqlite3.OperationalError as exc:
@@ -288,11 +288,15 @@ class CallCache:
         except sqlite3.Error as exc:
             raise cache_error(self.path, exc) from None
 
+    def _connection(self) -> sqlite3.Connection:
+        # SqliteCache exposes neither its connection (private ``_conn``) nor a close(); we need it
+        # to tune it (the PRAGMA above), probe it, and end it (the file stays open otherwise).
+        # The one use of ``_conn``: tests/test_private_apis.py fails if it changes.
+        conn: sqlite3.Connection = self._store._conn
+        return conn
+
     def close(self) -> None:
-        # SqliteCache has no close() and its connection (private ``_conn``) is ours to end: the
-        # file stays open otherwise (it also takes the PRAGMA above). tests/test_private_apis.py
-        # fails if it changes.
-        self._store._conn.close()
+        self._connection().close()
 
 
 _ACTIVE: ContextVar[tuple[CallCache, str] | None] = ContextVar("moa_call_cache", default=None)

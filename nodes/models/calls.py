@@ -62,6 +62,7 @@ from langgraph_moa.nodes.records import ErrorKind
 
 __all__ = [
     "LONE_SURROGATE",
+    "SURROGATE_ESCAPE",
     "CallFailedError",
     "CallResult",
     "OnRetry",
@@ -74,6 +75,9 @@ __all__ = [
 
 # Half a UTF-16 pair, which UTF-8 cannot encode (core/batch/outputs.py writes it as U+FFFD too).
 LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+# The one way JSON text (a str: UTF-8 decoded strictly cannot hold one) spells a lone surrogate:
+# searching for it is far cheaper than encoding each string parsed from the text.
+SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 BACKOFF_BASE_S = 1.0
 BACKOFF_CAP_S = 20.0
 # A longer Retry-After fails the call at once: waiting minutes inside one answer helps nobody.

@@ -13,16 +13,22 @@ is decided by their owner, nodes/models/resources.py.
 
 **No answer larger than its max_tokens allows.** Nothing else bounds what a provider sends: one
 that ignores ``max_tokens`` and streams without end (or sends an endless JSON body) would fill
-the process's memory before any timeout ends the call (3 GB in 10 s, measured). So the async
-clients read every response body through ``bound_response`` (a response event hook, httpx's
-public API: it runs before the body is read, and the stream it wraps is the one the body is read
-from): past ``response_limit(max_tokens)`` bytes the response is closed and the call fails with
-``ResponseTooLargeError`` (kind ``too_large``, never retried: the provider would do it again).
-The call loop says which ``max_tokens`` the request asked for (``answer_bound``,
-nodes/models/calls.py). The clients ask for uncompressed responses (``Accept-Encoding:
-identity``), so the bytes counted are the answer's: a compressed one could unpack to a thousand
-times its size; one compressed anyway is refused the same way. docs/reliability.md explains the
-bound.
+the process's memory before any timeout ends the call (3 GB in 10 s, measured). So every client
+(async and sync) reads every response body through a response event hook (``bound_response``,
+``bound_sync_response``; the hooks are httpx's public API, run before the body is read): it swaps
+the response's ``stream`` (not public: tests/test_private_apis.py fails if the body stops being
+read from it) for one that counts. Past ``response_limit(max_tokens)`` bytes an answer is closed
+and the call fails with ``ResponseTooLargeError`` (kind ``too_large``, never retried: the
+provider would do it again). The call loop says which ``max_tokens`` the request asked for
+(``answer_bound``, nodes/models/calls.py). The clients ask for uncompressed responses
+(``Accept-Encoding: identity``), so the bytes counted are the answer's: a compressed one could
+unpack to a thousand times its size; an answer compressed anyway is refused the same way.
+
+An error reply (status 400 or more) is not an answer: the call fails with its status (retried
+or not as that status is), and its text, read for the message, is cut at the bound. One
+compressed anyway (a proxy's gzip 502 page) is decoded here, within the bound (gzip and deflate;
+any other coding leaves the message empty), so that its status, not its encoding, decides.
+docs/reliability.md explains the bound.
 """
 
 from __future__ import annotations
@@ -32,7 +38,8 @@ import contextlib
 import contextvars
 import functools
 import importlib
-from collections.abc import AsyncIterator, Iterator
+import zlib
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 
@@ -61,9 +68,10 @@ def new_tls_context() -> Any:
 
 
 def new_sync_client(tls: Any) -> Any:
+    """The SDK's sync client; every response is read within its bound (``bound_sync_response``)."""
     import openai
 
-    return openai.DefaultHttpxClient(verify=tls, follow_redirects=False)
+    return openai.DefaultHttpxClient(**_options(tls, bound_sync_response))
 
 
 def new_async_client(tls: Any, *, aiohttp: bool = False) -> Any:
@@ -72,15 +80,19 @@ def new_async_client(tls: Any, *, aiohttp: bool = False) -> Any:
     response is read within its bound (``bound_response``)."""
     import openai
 
-    options: dict[str, Any] = {
-        "verify": tls,
-        "follow_redirects": False,
-        "headers": {"Accept-Encoding": "identity"},
-        "event_hooks": {"response": [bound_response]},
-    }
+    options = _options(tls, bound_response)
     if aiohttp:
         return openai.DefaultAioHttpClient(**options)
     return openai.DefaultAsyncHttpxClient(**options)
+
+
+def _options(tls: Any, hook: Callable[[Any], Any]) -> dict[str, Any]:
+    return {
+        "verify": tls,
+        "follow_redirects": False,
+        "headers": {"Accept-Encoding": "identity"},
+        "event_hooks": {"response": [hook]},
+    }
 
 
 # --- the size of an answer ---------------------------------------------------------------------
@@ -137,34 +149,93 @@ class ResponseTooLargeError(Exception):
 async def bound_response(response: Any) -> None:
     """The response event hook of the async clients: ``response`` is read within the bound of the
     request being sent (``answer_bound``; ``RESPONSE_MAX_BYTES`` outside any)."""
+    response.stream = _bounded_streams()[1](response.stream, _meter(response))
+
+
+def bound_sync_response(response: Any) -> None:
+    """``bound_response`` for the sync client."""
+    response.stream = _bounded_streams()[0](response.stream, _meter(response))
+
+
+def _meter(response: Any) -> _Meter:
     limit = _LIMIT.get() or RESPONSE_MAX_BYTES
+    error = response.status_code >= 400
     encoding = response.headers.get("content-encoding", "").strip().lower()
-    if encoding not in ("", "identity"):
+    if encoding in ("", "identity"):
+        return _Meter(limit, error)
+    if not error:
         raise ResponseTooLargeError(limit, encoding)
-    response.stream = _bounded_stream()(response.stream, limit)
+    del response.headers["content-encoding"]  # decoded by the meter: the library must not again
+    return _Meter(limit, error, encoding)
+
+
+# Decoded here (zlib's header detection: gzip's and zlib's, which is what servers send as deflate).
+_ZLIB_CODINGS = ("gzip", "x-gzip", "deflate")
+
+
+class _Meter:
+    """A response body's bytes as read (decoded first when ``encoding`` is given): past ``limit``
+    an answer fails (``ResponseTooLargeError``), an error reply ends (its status is the failure).
+    """
+
+    def __init__(self, limit: int, error: bool, encoding: str = "") -> None:
+        self._limit, self._left, self._error = limit, limit, error
+        self._unzip = zlib.decompressobj(32 + zlib.MAX_WBITS) if encoding in _ZLIB_CODINGS else None
+        self.done = bool(encoding) and self._unzip is None  # a coding not decoded: no text
+
+    def take(self, chunk: bytes) -> bytes:
+        if self.done:
+            return b""
+        if self._unzip is not None:
+            try:  # at most one byte past the bound, however much the chunk unpacks to
+                chunk = self._unzip.decompress(chunk, self._left + 1)
+            except zlib.error:
+                self.done = True
+                return b""
+        if len(chunk) > self._left:
+            if not self._error:
+                raise ResponseTooLargeError(self._limit)
+            self.done = True
+            return chunk[: self._left]
+        self._left -= len(chunk)
+        return chunk
 
 
 @functools.cache
-def _bounded_stream() -> type:
-    """A byte stream of the SDK's HTTP library that ends in ``ResponseTooLargeError`` past its
-    limit (built once: the library is found at run time, ``http_library``)."""
+def _bounded_streams() -> tuple[type, type]:
+    """Byte streams (sync, async) of the SDK's HTTP library, read through a ``_Meter`` (built
+    once: the library is found at run time, ``http_library``)."""
+    library = http_library()
 
-    class Bounded(http_library().AsyncByteStream):  # type: ignore[misc]
-        def __init__(self, inner: Any, limit: int) -> None:
-            self._inner, self._limit = inner, limit
+    class Bounded(library.SyncByteStream):  # type: ignore[misc,name-defined]
+        def __init__(self, inner: Any, meter: _Meter) -> None:
+            self._inner, self._meter = inner, meter
+
+        def __iter__(self) -> Iterator[bytes]:
+            for chunk in self._inner:
+                if piece := self._meter.take(chunk):
+                    yield piece
+                if self._meter.done:
+                    return  # the rest is not read
+
+        def close(self) -> None:
+            self._inner.close()
+
+    class AsyncBounded(library.AsyncByteStream):  # type: ignore[misc,name-defined]
+        def __init__(self, inner: Any, meter: _Meter) -> None:
+            self._inner, self._meter = inner, meter
 
         async def __aiter__(self) -> AsyncIterator[bytes]:
-            seen = 0
             async for chunk in self._inner:
-                seen += len(chunk)
-                if seen > self._limit:
-                    raise ResponseTooLargeError(self._limit)
-                yield chunk
+                if piece := self._meter.take(chunk):
+                    yield piece
+                if self._meter.done:
+                    return
 
         async def aclose(self) -> None:
             await self._inner.aclose()
 
-    return Bounded
+    return Bounded, AsyncBounded
 
 
 def shared_http_clients() -> dict[str, Any]:

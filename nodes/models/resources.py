@@ -17,8 +17,10 @@ Scope of each part:
   then on, nodes/models/ask.py; the ``MAX_STOP_REFUSALS`` most recent); the digests of the
   tool bindings a server's client sent that passed their checks (``bind_passed``: a run's later
   steps check a ``turn_bind`` again only if it is another, nodes/untrusted.py; the
-  ``MAX_PASSED_BINDS`` most recent); the keys already warned about going over plain http to
-  another machine (``first_plain_http``: each endpoint and key variable once, nodes/keys.py; the
+  ``MAX_PASSED_BINDS`` most recent), and the objects themselves (``bind_object_passed``: the
+  very one the first step checked is known without a digest; the ``MAX_PASSED_BIND_OBJECTS``
+  most recent); the keys already warned about going over plain http to another machine
+  (``first_plain_http``: each endpoint and key variable once, nodes/keys.py; the
   ``MAX_PLAIN_HTTP_WARNED`` most recent, so a server whose clients name endpoints stays bounded);
   the background event loop that sync callers' nodes run on (``portal``, graphs/adapt.py),
   started on first use; the sync callers' tasks in flight on it and, while the main thread's run
@@ -85,6 +87,9 @@ MAX_STOP_REFUSALS = 512
 MAX_PASSED_BINDS = 1024
 # Endpoints (with the key variable) warned about as plain http: one forgotten is warned again.
 MAX_PLAIN_HTTP_WARNED = 512
+# The binding objects themselves, for a run's later steps (one each, held: a bind may be
+# hundreds of kB): as many as the runs a server has in flight by default (--max-concurrent).
+MAX_PASSED_BIND_OBJECTS = 64
 
 V = TypeVar("V")
 
@@ -171,6 +176,8 @@ class Resources:
         self._stop_refusals: _Recent[bool] = _Recent(lambda: MAX_STOP_REFUSALS)
         self._passed_binds: _Recent[bool] = _Recent(lambda: MAX_PASSED_BINDS)
         self._plain_http_warned: _Recent[bool] = _Recent(lambda: MAX_PLAIN_HTTP_WARNED)
+        # By id(), the object held: its id is not another's while it is here.
+        self._passed_objects: _Recent[Any] = _Recent(lambda: MAX_PASSED_BIND_OBJECTS)
         self._portal: asyncio.AbstractEventLoop | None = None
         self.sync_runs = SyncRuns()
         # Quorum groups by layer run (nodes/models/quorum.py); each touched by its run's loop only.
@@ -288,10 +295,16 @@ class Resources:
         with self._lock:
             return self._passed_binds.get(digest) is not None
 
-    def note_bind_passed(self, digest: str) -> None:
-        """The binding of this digest passed its checks (it would again)."""
+    def note_bind_passed(self, digest: str, bind: Any) -> None:
+        """``bind``, of this digest, passed its checks (it would again)."""
         with self._lock:
             self._passed_binds[digest] = True
+            self._passed_objects[id(bind)] = bind
+
+    def bind_object_passed(self, bind: Any) -> bool:
+        """Whether this very object passed (``note_bind_passed``): no digest taken."""
+        with self._lock:
+            return self._passed_objects.get(id(bind)) is bind
 
     def first_plain_http(self, url: str, env: str) -> bool:
         """Whether the key in ``env`` going to ``url`` over plain http is news in this process
