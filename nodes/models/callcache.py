@@ -47,7 +47,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 from langchain_core.messages import AIMessage, AIMessageChunk, AnyMessage
 from langgraph.cache.sqlite import SqliteCache
@@ -293,6 +293,12 @@ class CallCache:
         # file stays open otherwise (it also takes the PRAGMA above). tests/test_private_apis.py
         # fails if it changes.
         self._store._conn.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 _ACTIVE: ContextVar[tuple[CallCache, str] | None] = ContextVar("moa_call_cache", default=None)
