@@ -8,8 +8,8 @@ provider, a missing key or package; an output of other settings or held by anoth
 address ``moa serve`` cannot listen on; a ``moa batch --server`` not there at the start); 3 done,
 but some answers are degraded (``moa batch``, ``moa compare``: answered with fewer proposals
 than configured); 130 interrupted (Ctrl-C); 141 whoever read the output went away; 143 stopped
-by SIGTERM (``moa batch``, ``moa compare``: as Ctrl-C, what finished kept). The signal codes are
-the status a shell reports for a process the signal ended (128 + its number).
+by SIGTERM (as Ctrl-C, what finished kept; ``moa serve`` drains instead and exits 0). The signal
+codes are the status a shell reports for a process the signal ended (128 + its number).
 """
 
 from __future__ import annotations
@@ -144,9 +144,11 @@ def exit_code(exc: MoAError) -> int:
     return 2 if isinstance(exc, refused) and not isinstance(exc, ContextOverflowError) else 1
 
 
-def guarded(fn: Callable[[], T]) -> T:
+def guarded(fn: Callable[[], T], *, kept: str = "") -> T:
     """Run a command's body: every error becomes one line and its exit code (module docstring);
-    a traceback only with MOA_DEBUG=1."""
+    a traceback only with MOA_DEBUG=1. ``kept``: what a stopped run keeps, and how to go on,
+    said after "interrupted" or "stopped by SIGTERM"."""
+    after = f"; {kept}" if kept else ""
     try:
         return fn()
     except BrokenPipeError:
@@ -154,9 +156,9 @@ def guarded(fn: Callable[[], T]) -> T:
     except MoAError as exc:
         fail(str(exc), exit_code(exc))
     except KeyboardInterrupt:
-        fail("interrupted", EXIT_INTERRUPTED)
+        fail(f"interrupted{after}", EXIT_INTERRUPTED)
     except Terminated:
-        fail("stopped by SIGTERM", EXIT_TERMINATED)
+        fail(f"stopped by SIGTERM{after}", EXIT_TERMINATED)
     except typer.Exit:
         raise
     except Exception as exc:  # a last resort: one line, the traceback only on request
@@ -184,8 +186,10 @@ def startup() -> Iterator[None]:
             gc.enable()
 
 
-def run_async(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a command's coroutine with the errors of ``guarded``."""
+def run_async(coro: Coroutine[Any, Any, T], *, stoppable: bool = True, kept: str = "") -> T:
+    """Run a command's coroutine with the errors of ``guarded`` (``kept``: see there). SIGTERM
+    stops it as Ctrl-C does (``run_stoppable``) unless ``stoppable`` is False: ``moa serve``,
+    whose server drains on SIGTERM itself (apps/serve/main.py)."""
 
     async def main() -> T:
         try:
@@ -196,7 +200,9 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
             _to_devnull()
             raise
 
-    return guarded(lambda: asyncio.run(main()))
+    if not stoppable:
+        return guarded(lambda: asyncio.run(main()), kept=kept)
+    return guarded(lambda: run_stoppable(main), kept=kept)
 
 
 class Terminated(Exception):
@@ -206,9 +212,10 @@ class Terminated(Exception):
 def run_stoppable(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """``asyncio.run(main())``, where SIGTERM stops the run as Ctrl-C does: the main task is
     cancelled (its requests closed, its files closed with what finished), then ``Terminated`` is
-    raised where Ctrl-C raises ``KeyboardInterrupt``. A long run (``moa batch``, ``moa
-    compare``) is stopped by ``kill``, a service manager or a CI timeout as often as by a key.
-    Where the loop cannot take signals (Windows), SIGTERM keeps its default effect."""
+    raised where Ctrl-C raises ``KeyboardInterrupt``. A run (``moa batch``, ``moa compare``, and
+    through ``run_async`` ``moa ask`` and ``moa chat``) is stopped by ``kill``, a service manager
+    or a CI timeout as often as by a key. Where the loop cannot take signals (Windows), SIGTERM
+    keeps its default effect."""
 
     async def stoppable() -> T:
         loop = asyncio.get_running_loop()

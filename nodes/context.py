@@ -515,6 +515,9 @@ def problems(exc: ValidationError, model: type[BaseModel] | None = None) -> list
             # A misspelt setting: say which names exist (a model's own, or the run's).
             fields = ModelSpec.model_fields if len(loc) > 1 else Context.model_fields
             msg = f"unknown setting; allowed: {', '.join(fields)}"
+        elif kind == "finite_number":  # inf or nan, where every value is finite
+            allowed = _range(_schema_at(model, loc)) or "any finite number"
+            msg, given = f"not a finite number; allowed: {allowed}", shown(err["input"])
         elif kind in _BOUND_ERRORS or (kind in _LENGTH_ERRORS and ctx.get("field_type") == "List"):
             bounds = {_KEYWORDS[k]: v for k, v in ctx.items() if k in _KEYWORDS}
             schema = {**bounds, **_schema_at(model, loc)}  # the passed bound, and the others

@@ -1,6 +1,7 @@
-"""``moa batch`` and ``moa compare`` stopped by a signal mid-run: Ctrl-C (SIGINT) and SIGTERM
-(``kill``, a service manager, a CI timeout) stop them the same way, with one line saying where
-what finished is and how to resume, never silently and never a traceback."""
+"""``moa batch``, ``moa compare``, ``moa ask`` and ``moa chat`` stopped by a signal mid-run:
+Ctrl-C (SIGINT) and SIGTERM (``kill``, a service manager, a CI timeout) stop them the same way,
+with one line saying where what finished is and how to resume, never silently and never a
+traceback."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import pytest
 from batch_helpers import prompts, read_records, write_config, write_items
 from compare_helpers import always_a
 from compare_helpers import env as compare_env
-from conftest import ROOT
+from conftest import ROOT, run_cli
 from fake_openai import FakeOpenAIServer
 
 
@@ -98,3 +99,100 @@ def test_a_signal_stops_a_run_with_a_line_saying_how_to_resume(
         assert last == (
             f"moa compare: {said}; what finished is in {out}: run the same command again to resume"
         )
+
+
+def answering_slowly(server: FakeOpenAIServer) -> None:
+    """The aggregator streams a long answer, a word every 0.2 s: a signal arrives mid-answer."""
+    server.script("agg", "word " * 1000, token_delay=0.2)
+
+
+def start_moa(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "langgraph_moa", *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, **env},
+        cwd=ROOT,
+    )
+
+
+def read_until(proc: subprocess.Popen[bytes], needle: bytes) -> None:
+    """Read stdout until ``needle`` shows (reading blocks until moa prints; EOF fails)."""
+    assert proc.stdout is not None
+    seen = b""
+    while needle not in seen:
+        chunk = proc.stdout.read1(4096)
+        assert chunk, seen
+        seen += chunk
+
+
+def terminate(proc: subprocess.Popen[bytes]) -> str:
+    """SIGTERM, then moa's stderr once it exited."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return stderr.decode()
+
+
+def test_sigterm_mid_answer_stops_ask_with_one_line(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    answering_slowly(server)
+    cfg = write_config(tmp_path / "c.toml", server)
+    proc = start_moa(["ask", "-c", str(cfg), "a question"], compare_env(server))
+    read_until(proc, b"word word")  # the answer is streaming
+    stderr = terminate(proc)
+    assert proc.returncode == 143, stderr
+    assert "Traceback" not in stderr
+    assert stderr.splitlines()[-1] == "moa: error: stopped by SIGTERM"
+    assert server.wait_idle(10)  # its request was closed, not left to finish
+
+
+def test_sigterm_mid_answer_stops_chat_and_keeps_its_thread(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    cfg = write_config(tmp_path / "c.toml", server)
+    env = {**compare_env(server), "MOA_DATA_DIR": str(tmp_path / "data")}
+    server.script("agg", "the first answer")
+    proc = start_moa(["chat", "-c", str(cfg), "--thread", "my work"], env)
+    assert proc.stdin is not None
+    proc.stdin.write(b"first question\n")
+    proc.stdin.flush()
+    read_until(proc, b"the first answer")
+    answering_slowly(server)
+    proc.stdin.write(b"second question\n")
+    proc.stdin.flush()
+    read_until(proc, b"word word")
+    stderr = terminate(proc)
+    assert proc.returncode == 143, stderr
+    assert "Traceback" not in stderr
+    assert stderr.splitlines()[-1] == (
+        "moa: error: stopped by SIGTERM; the conversation so far is kept in thread 'my work': "
+        "moa chat --thread 'my work' goes on with it"
+    )
+    # What the line says: the completed turn is kept, the stopped one is not.
+    listed = run_cli("chat", "--list", env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.split()[:4] == ["my", "work", "1", "turn"]
+
+
+def test_sigterm_stops_chat_without_a_thread_with_one_line(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    answering_slowly(server)
+    cfg = write_config(tmp_path / "c.toml", server)
+    proc = start_moa(["chat", "-c", str(cfg)], compare_env(server))
+    assert proc.stdin is not None
+    proc.stdin.write(b"a question\n")
+    proc.stdin.flush()
+    read_until(proc, b"word word")
+    stderr = terminate(proc)
+    assert proc.returncode == 143, stderr
+    assert "Traceback" not in stderr
+    # Nothing is said kept: the conversation was in memory only.
+    assert stderr.splitlines()[-1] == "moa: error: stopped by SIGTERM"

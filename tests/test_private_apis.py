@@ -32,7 +32,11 @@ Each is used in exactly one place, with a comment there saying why:
 - the HTTP library's ``Response.stream`` (nodes/models/http.py), which a response event hook
   (public) replaces to bound what is read: the body is read from it, after the hook, with either
   transport of the SDK's async client and with its sync client (against a provider ignoring
-  max_tokens: tests/test_faults.py).
+  max_tokens: tests/test_faults.py);
+- langchain-openai's ``BaseChatOpenAI._create_chat_result`` (nodes/models/tool_arguments.py): the
+  conversion of a whole response, looked up on the model by ``_agenerate`` and ``_generate``,
+  replaced on the instance to read tool calls' arguments by the streamed answers' rule (against
+  the fake provider: tests/test_tools.py).
 """
 
 from __future__ import annotations
@@ -151,6 +155,28 @@ def test_sqlite_cache_keeps_its_connection_in_conn(tmp_path: Path) -> None:
     cache.close()
     with pytest.raises(sqlite3.ProgrammingError):  # closed for real: the file is released
         connection.execute("select 1")
+
+
+def test_openai_chat_models_convert_a_whole_response_with_create_chat_result() -> None:
+    import inspect
+
+    from langchain_openai import ChatOpenAI
+    from langchain_openai.chat_models.base import BaseChatOpenAI
+
+    from langgraph_moa.nodes.models.tool_arguments import whole_arguments
+
+    params = list(inspect.signature(BaseChatOpenAI._create_chat_result).parameters)
+    assert params == ["self", "response", "generation_info"]
+    for caller in (BaseChatOpenAI._agenerate, BaseChatOpenAI._generate):
+        assert "self._create_chat_result" in inspect.getsource(caller)  # the instance's
+    model = ChatOpenAI(model="m", api_key="unused")  # type: ignore[arg-type]
+    whole_arguments(model)
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "[1, 2]"}}
+    message = {"role": "assistant", "content": None, "tool_calls": [call]}
+    response = {"choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}]}
+    (generation,) = model._create_chat_result(response).generations
+    (invalid,) = generation.message.invalid_tool_calls  # type: ignore[attr-defined]
+    assert (invalid["name"], invalid["args"], invalid["id"]) == ("f", "[1, 2]", "c1")
 
 
 def test_langchains_builtin_providers_are_a_mapping_of_names() -> None:

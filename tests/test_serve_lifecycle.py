@@ -258,6 +258,20 @@ def test_sigterm_cuts_streams_after_the_grace_period(
         ),
         (["--preset", "seed", "--send-timeout", "0"], "--send-timeout 0: out of range", 2),
         (["--preset", "seed", "--request-timeout", "-1"], "--request-timeout -1: out of", 2),
+        # An infinite grace crashed at start (OverflowError); the other durations said
+        # pydantic's "Input should be a finite number" without the value or the range.
+        (["--grace", "inf"], "--grace inf: not a finite number; allowed: 0 or more", 2),
+        (["--grace", "nan"], "--grace nan: not a finite number; allowed: 0 or more", 2),
+        (["--max-timeout", "inf"], "--max-timeout inf: not a finite number; allowed: above 0", 2),
+        (["--max-run-time", "nan"], "--max-run-time nan: not a finite number; allowed: above", 2),
+        # An empty host is every interface to the socket: the server was open to the network.
+        (["--host", ""], "--host: '' is not an address: give one of this machine's", 2),
+        (["--cors-origin", "not a url"], "--cors-origin: 'not a url' is not an origin: give", 2),
+        (
+            ["--max-layers", "0", "--grace", "inf"],  # every problem, on the one line
+            "--grace inf: not a finite number; allowed: 0 or more; --max-layers 0: out of range",
+            2,
+        ),
     ],
 )
 def test_bad_serve_flags_are_one_line(
@@ -265,7 +279,8 @@ def test_bad_serve_flags_are_one_line(
 ) -> None:
     from conftest import run_cli
 
-    result = run_cli("serve", "--port", "0", *args, env=serve_env(server.base_url))
+    # A flag let through starts the server: the timeout ends the test then.
+    result = run_cli("serve", "--port", "0", *args, env=serve_env(server.base_url), timeout=60)
     assert result.returncode == code
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("moa: error:") and message in lines[0]

@@ -3,12 +3,15 @@ one line, read from a real ``moa serve`` process's stderr."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
 import httpx
 import pytest
 from fake_openai import Failure, FakeOpenAIServer
+from langchain_core.messages import HumanMessage
+from langserve import RemoteRunnable
 from serving import ServeProcess, serve_env
 
 FORGED = "\nERROR: moa serve: FORGED LINE\r\x1b[2K"
@@ -54,3 +57,27 @@ def test_the_servers_logger_escapes_whatever_it_is_given(caplog: pytest.LogCaptu
     assert "\n" not in line and "\r" not in line and "\x1b" not in line and "\u2028" not in line
     assert "k\\nERROR: moa serve: FORGED LINE\\r\\x1b[2K\\ud800\\u2028'" in line
     line.encode()  # no lone surrogate left: the log handler can write it
+
+
+async def test_stream_log_keeps_the_log_one_line_per_event(server: FakeOpenAIServer) -> None:
+    # LangServe's /stream_log calls astream_log, which langchain_core deprecates: Python's
+    # warning took two lines of stderr (its place, then the source line) at the first request.
+    process = ServeProcess("--preset", "seed", env=serve_env(server.base_url))
+    try:
+        remote = RemoteRunnable(f"{process.url}/moa")
+        try:
+            for _ in range(2):
+                patches = [p async for p in remote.astream_log({"messages": [HumanMessage("hi")]})]
+                assert patches  # the run streamed
+        finally:
+            await remote.async_client.aclose()
+            remote.sync_client.close()
+        await asyncio.sleep(0.5)  # let the log reader catch up
+    finally:
+        process.stop()
+    lines = process.text().splitlines()
+    assert all(line.startswith(("moa serve:", "INFO:", "WARNING:", "ERROR:")) for line in lines), (
+        lines
+    )
+    (said,) = [line for line in lines if "astream_log" in line]  # once
+    assert said.startswith("WARNING:  moa serve: LangChainDeprecationWarning: ")

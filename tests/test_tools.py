@@ -313,6 +313,11 @@ async def test_what_proposers_do_on_a_tool_step(
         (ToolCall("weather", {"city": 75}), "arguments.city: 75 is not of type 'string'"),
         (ToolCall("weather", '{"city": "Par'), "not valid JSON"),
         (ToolCall("weather", "{not json"), "not valid JSON"),
+        # JSON but no object: not streamed, LangChain's AIMessage refused them (a failed call
+        # with pydantic's words, never asked again), and read null as {}.
+        (ToolCall("weather", "[1, 2]"), "has arguments that are not a JSON object"),
+        (ToolCall("weather", "3"), "has arguments that are not a JSON object"),
+        (ToolCall("weather", "null"), "has arguments that are not a JSON object"),
     ],
 )
 @pytest.mark.parametrize("streamed", [False, True], ids=["plain", "streamed"])
@@ -334,7 +339,7 @@ async def test_a_bad_tool_call_is_asked_again_then_a_clear_error(
     else:
         message = await model.ainvoke("Weather in Paris?")
     assert message.tool_calls[0]["args"] == {"city": "Paris"}
-    retry = server.requests_for("agg")[1]
+    _, retry = server.requests_for("agg")  # asked once again
     assert problem in retry.messages[-1]["content"]  # the aggregator is told what was wrong
     assert message.usage_metadata is not None  # the rejected answer was paid for: counted
     assert message.usage_metadata["total_tokens"] == sum(server_usage(r) for r in server.requests)

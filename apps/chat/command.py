@@ -9,6 +9,7 @@ moa chat --thread work
 from __future__ import annotations
 
 import json
+import shlex
 import uuid
 from typing import Annotated, Any
 
@@ -127,7 +128,14 @@ def chat(
     if thread is None:
         code = run_async(_chat(ctx, show_proposals=show_proposals))
     else:
-        code = run_async(_chat_saved(ctx, thread.strip(), show_proposals=show_proposals))
+        name = thread.strip()
+        # Stopped (SIGTERM) mid-turn: the completed turns are saved, the unfinished one is
+        # forgotten when the thread resumes (apps/chat/threads.py).
+        kept = (
+            f"the conversation so far is kept in thread {name!r}: "
+            f"moa chat --thread {shlex.quote(name)} goes on with it"
+        )
+        code = run_async(_chat_saved(ctx, name, show_proposals=show_proposals), kept=kept)
     if code:
         raise typer.Exit(code)
 

@@ -166,7 +166,7 @@ def serve(
             "can reach this port can spend your provider keys",
             markup=False,
         )
-    run_async(run(settings, models, sock))
+    run_async(run(settings, models, sock), stoppable=False)  # it drains on SIGTERM itself
 
 
 # Settings fields as the flags that set them, for messages.

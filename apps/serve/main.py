@@ -95,6 +95,7 @@ async def run(settings: ServeSettings, models: Any, sock: socket.socket) -> None
     import uvicorn
 
     from langgraph_moa.apps.serve.app import create_app
+    from langgraph_moa.apps.serve.warned import log_warnings
     from langgraph_moa.core.settings import preflight
 
     # The default model's clients, built in the server's loop (the one that reuses them); a key
@@ -113,4 +114,5 @@ async def run(settings: ServeSettings, models: Any, sock: socket.socket) -> None
     )
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)  # see the module docstring
+    log_warnings()  # one line each, as the rest of the log
     await server.serve(sockets=[sock])

@@ -50,7 +50,8 @@ _ORIGIN = re.compile(r"https?://(\[[0-9A-Fa-f:.]+\]|[^/?#\s:\[\]]+)(:\d{1,5})?")
 class ServeSettings(BaseModel):
     """How ``moa serve`` listens and what it allows."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # allow_inf_nan=False: every duration is finite (an infinite --grace was a crash at start).
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     host: str = Field(default=DEFAULT_HOST, description="Interface to listen on.")
     port: int = Field(default=DEFAULT_PORT, ge=0, le=65535, description="Port; 0 picks a free one.")
@@ -78,27 +79,23 @@ class ServeSettings(BaseModel):
     max_run_s: float = Field(
         default=DEFAULT_MAX_RUN_S,
         gt=0,
-        allow_inf_nan=False,
         description="A run still going after this many seconds is cancelled and answered 504.",
     )
     request_timeout_s: float = Field(
         default=DEFAULT_REQUEST_TIMEOUT_S,
         gt=0,
-        allow_inf_nan=False,
         description="Seconds a request's headers may take to arrive (from the connection's "
         "opening, or the request's first byte), and its body after them; then 408.",
     )
     send_timeout_s: float = Field(
         default=DEFAULT_SEND_TIMEOUT_S,
         gt=0,
-        allow_inf_nan=False,
         description="Seconds a client may read nothing of its response once the server's write "
         "buffer for it is full; then the connection is closed and its run cancelled.",
     )
     keepalive_s: float = Field(
         default=DEFAULT_KEEPALIVE_S,
         gt=0,
-        allow_inf_nan=False,
         description="Seconds between SSE keep-alive comments while a stream has nothing to send.",
     )
     task_shortcut: bool = Field(
@@ -117,6 +114,18 @@ class ServeSettings(BaseModel):
         "'*' for any (CORS; the key is still required). None by default: browsers refuse "
         "cross-origin calls.",
     )
+
+    @field_validator("host")
+    @classmethod
+    def _address(cls, host: str) -> str:
+        # An empty host is every interface to the socket: a typo must not open the server to
+        # the network (0.0.0.0 says so on purpose).
+        if not host or host != host.strip():
+            raise ValueError(
+                f"{host!r} is not an address: give one of this machine's (127.0.0.1 for this "
+                "machine only, 0.0.0.0 for every interface)"
+            )
+        return host
 
     @field_validator("api_key")
     @classmethod

@@ -432,38 +432,39 @@ async def _run_batch(
         )
     prices = prices_of(ctx) if options.replay is None else replay_prices(ctx, options.replay)
     cache = CallCache(options.cache) if options.cache is not None and not options.server else None
-    turns: Turns
-    if options.server:
-        from langgraph_moa.core.batch.server import ServerTurns
+    # Closed on every way out, a refusal below included: a library caller's process goes on.
+    with cache or contextlib.nullcontext():
+        turns: Turns
+        if options.server:
+            from langgraph_moa.core.batch.server import ServerTurns
 
-        remote = ServerTurns(options.server, ctx, options.assistant, samples=options.samples)
-        await remote.check()
-        turns = remote
-    elif options.replay is not None:
-        turns = ReplayTurns(ctx, options.replay, cache)
-    else:
-        turns = GraphTurns(ctx, cache, samples=options.samples)
+            remote = ServerTurns(options.server, ctx, options.assistant, samples=options.samples)
+            await remote.check()
+            turns = remote
+        elif options.replay is not None:
+            turns = ReplayTurns(ctx, options.replay, cache)
+        else:
+            turns = GraphTurns(ctx, cache, samples=options.samples)
 
-    # Refused before the output is changed (the records --retry-* drops).
-    other = check.finish()
-    again = {i for i, s in status.items() if s in redo}
-    if again:
-        run_file.drop(again)
-        status = {i: s for i, s in status.items() if i not in again}
-    # Lazily: with --limit only that many items are read (a streamed input stays on disk). What
-    # is counted per id is counted over the output's records (they are in memory already), never
-    # over the input's ids, which may be tens of millions (core/batch/ids.py).
-    skipped = sum(1 for i in status if order.position(i) is not None)
-    to_run = len(order) - skipped
-    if options.limit is not None:
-        to_run = min(to_run, options.limit)
-    if to_run:  # what it pays for must be written in the end
-        for folder in dict.fromkeys((run_file.path.parent, output.parent)):
-            check_renames(folder, output)
-    todo = itertools.islice((i for i in items if i.id not in status), to_run)
+        # Refused before the output is changed (the records --retry-* drops).
+        other = check.finish()
+        again = {i for i, s in status.items() if s in redo}
+        if again:
+            run_file.drop(again)
+            status = {i: s for i, s in status.items() if i not in again}
+        # Lazily: with --limit only that many items are read (a streamed input stays on disk).
+        # What is counted per id is counted over the output's records (they are in memory
+        # already), never over the input's ids, which may be tens of millions (core/batch/ids.py).
+        skipped = sum(1 for i in status if order.position(i) is not None)
+        to_run = len(order) - skipped
+        if options.limit is not None:
+            to_run = min(to_run, options.limit)
+        if to_run:  # what it pays for must be written in the end
+            for folder in dict.fromkeys((run_file.path.parent, output.parent)):
+                check_renames(folder, output)
+        todo = itertools.islice((i for i in items if i.id not in status), to_run)
 
-    progress = BatchProgress(console, total=len(items), to_run=to_run, prices=prices)
-    try:
+        progress = BatchProgress(console, total=len(items), to_run=to_run, prices=prices)
         with run_file, progress:
             async for record in run_items(
                 todo,
@@ -476,9 +477,6 @@ async def _run_batch(
                     record["settings"] = {**record["settings"], "samples": options.samples}
                 run_file.append(record)
                 progress.record(record)
-    finally:
-        if cache is not None:
-            cache.close()
 
     final = {r["id"]: r["status"] for r in run_file.records()}
     counts = collections.Counter(s for i, s in final.items() if order.position(i) is not None)

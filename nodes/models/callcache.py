@@ -47,7 +47,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 from langchain_core.messages import AIMessage, AIMessageChunk, AnyMessage
 from langgraph.cache.sqlite import SqliteCache
@@ -297,6 +297,12 @@ class CallCache:
 
     def close(self) -> None:
         self._connection().close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 _ACTIVE: ContextVar[tuple[CallCache, str] | None] = ContextVar("moa_call_cache", default=None)

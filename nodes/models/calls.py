@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import json
 import random
 import re
 import time
@@ -51,13 +50,13 @@ from typing import Any, Protocol
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AnyMessage, BaseMessage
-from langchain_core.messages.tool import invalid_tool_call, tool_call
 from langchain_core.runnables import RunnableConfig, ensure_config
 from langchain_core.runnables.config import merge_configs
 
 from langgraph_moa.nodes.errors import CallFailedError, ContextOverflowError
 from langgraph_moa.nodes.models.http import ResponseTooLargeError, answer_bound
 from langgraph_moa.nodes.models.redact import redact
+from langgraph_moa.nodes.models.tool_arguments import read_whole
 from langgraph_moa.nodes.records import ErrorKind
 
 __all__ = [
@@ -302,39 +301,6 @@ class _Watch(BaseCallbackHandler):
             call[2] += part.get("args") or ""
 
 
-def _read_whole(message: AIMessage, calls: Mapping[Any, list[str]]) -> AIMessage:
-    """A streamed answer's tool calls with their arguments read whole, as a non-streamed answer's
-    are: LangChain reads streamed arguments as partial JSON, completing what it can (``{not
-    json`` becomes ``{}``, a cut ``{"city": "Par`` becomes ``{"city": "Par"}``), so a call
-    whose arguments are no JSON passed as one with other arguments, and its check said a
-    property was missing. Unchanged when every call's arguments are a JSON object, or when the
-    chunks name no call's index (LangChain then reads each chunk as a call of its own)."""
-    if None in calls:
-        return message
-    parsed: list[tuple[str, str, str, Any]] = []
-    for call_id, name, text in calls.values():
-        try:
-            value: Any = json.loads(text, strict=False) if text else {}
-        except (ValueError, RecursionError):
-            value = None
-        parsed.append((call_id, name, text, value))
-    if all(isinstance(value, dict) for *_, value in parsed):
-        return message
-    good = [
-        tool_call(name=name, args=value, id=call_id or None)
-        for call_id, name, _, value in parsed
-        if isinstance(value, dict)
-    ]
-    bad = [
-        invalid_tool_call(
-            name=name, args=text, id=call_id or None, error="the arguments are not a JSON object"
-        )
-        for call_id, name, text, value in parsed
-        if not isinstance(value, dict)
-    ]
-    return message.model_copy(update={"tool_calls": good, "invalid_tool_calls": bad})
-
-
 async def _attempt(
     model: BaseChatModel,
     messages: Sequence[AnyMessage],
@@ -351,7 +317,7 @@ async def _attempt(
     if not _finished(model, message):
         raise StreamBrokenError("the answer ended before the model said it was done")
     if watch.calls:
-        return _read_whole(message, watch.calls)
+        return read_whole(message, watch.calls)  # the rule of nodes/models/tool_arguments.py
     return message
 
 

@@ -35,6 +35,7 @@ from langgraph_moa.nodes.models.masking import mask_keys_in_api_errors
 from langgraph_moa.nodes.models.redact import register_key_env
 from langgraph_moa.nodes.models.request_body import messages_as_body
 from langgraph_moa.nodes.models.settings import ModelSettings
+from langgraph_moa.nodes.models.tool_arguments import whole_arguments
 
 
 def _api_key(settings: ModelSettings, *, required: bool, url: str | None = None) -> str | None:
@@ -203,6 +204,7 @@ def build_model(settings: ModelSettings) -> BaseChatModel:
     plain_stream_chunks(model)  # first: the others wrap it
     messages_as_body(model)
     mask_keys_in_api_errors(model)
+    whole_arguments(model)  # a tool call's arguments: the streamed answers' rule
     # Every request waits its turn at the model's gate (rpm, and the pause after a 429).
     model.rate_limiter = gate_for(settings)
     # Not streamed: astream falls back to one whole response (far less client CPU per call).

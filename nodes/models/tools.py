@@ -15,7 +15,8 @@ them paired by id. Proposers are not bound: they see the conversation as text (n
 and the tools described in their system prompt (``proposer_note``), and advise what to do.
 
 The aggregator's tool calls are checked (``tool_call_problem``): a call of a tool that does not
-exist, arguments that are not JSON or do not match the tool's schema, text where the tool
+exist, arguments that are not a JSON object (read by one rule, streamed or not:
+nodes/models/tool_arguments.py) or do not match the tool's schema, text where the tool
 choice required a call, or a call where it allows none (``"none"``, or no binding at all). The
 aggregator node asks again with the problem stated, and fails with kind ``tool_call`` when every
 attempt had one (nodes/aggregate.py). A proposer's call, bound to nothing, is no proposal
