@@ -982,6 +982,34 @@ async def test_no_api_key_in_state_checkpoints_traces_errors_or_logs(
         assert FAKE_KEY[10:] not in text, where
 
 
+@pytest.mark.parametrize("stream_mode", [None, "messages"])
+async def test_no_api_key_in_traces_of_a_structured_output_run(
+    server: FakeOpenAIServer, keyed: None, stream_mode: str | None
+) -> None:
+    # With a response format, langchain-openai calls the SDK's parse / beta stream on the root
+    # client, past the wrapped chat.completions: the provider's error text reached the tracer
+    # with the key in it. The key is masked where the body is read, for every SDK path.
+    server.script("p1", "A proposal.")
+    server.fail("agg", Failure(status=500, message=f"upstream failed for key {FAKE_KEY}"))
+    ctx = Context(proposers=["together:p1"], aggregator="together:agg", max_attempts=1)
+    schema = {"name": "answer", "schema": {"type": "object", "properties": {}}}
+    bind = {"response_format": {"type": "json_schema", "json_schema": schema}}
+    tracer = Collect()
+    config: Any = {"callbacks": [tracer]}
+    question = {"messages": [HumanMessage(QUESTION)], "bind": bind}
+    with pytest.raises(AggregatorError) as info:
+        if stream_mode is None:
+            await graph.ainvoke(question, config, context=ctx)
+        else:
+            async for _ in graph.astream(question, config, context=ctx, stream_mode=stream_mode):
+                pass
+    assert server.requests_for("agg")[0].body["response_format"]["type"] == "json_schema"
+    traces = tracer.dump()
+    assert "Error code: 500 - upstream failed for key ***')" in traces  # the model's, masked
+    for text in (traces, str(info.value), repr(info.value)):
+        assert FAKE_KEY not in text and FAKE_KEY[10:] not in text
+
+
 def test_redact_masks_every_key_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TOGETHER_API_KEY", "together-value-123")
     monkeypatch.setenv("SOME_SERVICE_TOKEN", "token-value-456")

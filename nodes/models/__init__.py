@@ -5,7 +5,7 @@
 - providers.py: the registry turning ``provider:model`` into a LangChain chat model
 - resources.py: ``RESOURCES``, the one owner of clients, chat models and gates (and their scope)
 - http.py / cache.py: shared HTTP clients; chat models built once per setting and event loop
-- masking.py / redact.py: API keys kept out of errors and output
+- redact.py: API keys kept out of errors and output (http.py masks them in error replies)
 - ask.py: ``ask_model``, the one path of every call: build, fit to the window, call
 - calls.py: one call with timeouts and retries, failures classified
 - budget.py: fitting a request to the model's context window

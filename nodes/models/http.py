@@ -29,6 +29,12 @@ or not as that status is), and its text, read for the message, is cut at the bou
 compressed anyway (a proxy's gzip 502 page) is decoded here, within the bound (gzip and deflate;
 any other coding leaves the message empty), so that its status, not its encoding, decides.
 docs/reliability.md explains the bound.
+
+**No key in an error's text.** A provider may quote the rejected key in its error reply, and the
+SDK's exception carries that text to LangChain's callbacks (tracers such as LangSmith record it)
+before our call loop sees it. So an error reply is read whole (it is bounded) and every secret
+of the environment masked in it (``redact``) before the SDK reads it: whichever SDK method made
+the call (``create``, ``parse``, the beta stream a response format takes).
 """
 
 from __future__ import annotations
@@ -41,6 +47,8 @@ import importlib
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
+
+from langgraph_moa.nodes.models.redact import redact
 
 
 def running_loop() -> asyncio.AbstractEventLoop | None:
@@ -200,6 +208,15 @@ class _Meter:
         self._left -= len(chunk)
         return chunk
 
+    @property
+    def error(self) -> bool:
+        return self._error
+
+
+def _masked(body: bytes) -> bytes:
+    # Not UTF-8, such an error text would still be shown as text: read it as the SDK would.
+    return redact(body.decode("utf-8", "replace")).encode()
+
 
 @functools.cache
 def _bounded_streams() -> tuple[type, type]:
@@ -212,6 +229,12 @@ def _bounded_streams() -> tuple[type, type]:
             self._inner, self._meter = inner, meter
 
         def __iter__(self) -> Iterator[bytes]:
+            if self._meter.error:  # read whole, to mask the keys it may quote
+                yield _masked(b"".join(self._pieces()))
+            else:
+                yield from self._pieces()
+
+        def _pieces(self) -> Iterator[bytes]:
             for chunk in self._inner:
                 if piece := self._meter.take(chunk):
                     yield piece
@@ -226,6 +249,13 @@ def _bounded_streams() -> tuple[type, type]:
             self._inner, self._meter = inner, meter
 
         async def __aiter__(self) -> AsyncIterator[bytes]:
+            if self._meter.error:
+                yield _masked(b"".join([piece async for piece in self._pieces()]))
+            else:
+                async for piece in self._pieces():
+                    yield piece
+
+        async def _pieces(self) -> AsyncIterator[bytes]:
             async for chunk in self._inner:
                 if piece := self._meter.take(chunk):
                     yield piece

@@ -31,7 +31,6 @@ from langgraph_moa.nodes.models.catalog import (
 from langgraph_moa.nodes.models.chunks import plain_stream_chunks
 from langgraph_moa.nodes.models.http import shared_http_clients
 from langgraph_moa.nodes.models.limits import gate_for
-from langgraph_moa.nodes.models.masking import mask_keys_in_api_errors
 from langgraph_moa.nodes.models.redact import register_key_env
 from langgraph_moa.nodes.models.request_body import messages_as_body
 from langgraph_moa.nodes.models.settings import ModelSettings
@@ -203,7 +202,6 @@ def build_model(settings: ModelSettings) -> BaseChatModel:
     model = PROVIDERS.get(settings.provider, _langchain)(settings)
     plain_stream_chunks(model)  # first: the others wrap it
     messages_as_body(model)
-    mask_keys_in_api_errors(model)
     whole_arguments(model)  # a tool call's arguments: the streamed answers' rule
     # Every request waits its turn at the model's gate (rpm, and the pause after a 429).
     model.rate_limiter = gate_for(settings)
