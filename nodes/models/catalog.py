@@ -43,6 +43,9 @@ GATEWAY_KEY_ENV = "LANGSMITH_GATEWAY_API_KEY"  # the key langchain-openai would 
 _GATEWAY_DEFAULT = "https://gateway.smith.langchain.com"  # its value "true", "1" or "yes"
 _GATEWAY_OFF = ("", "false", "0", "no")
 _GATEWAY_ON = ("true", "1", "yes")
+# langchain-openai's proxy for ChatOpenAI (openai: models; ChatTogether does not read it). The
+# variables every HTTP client reads (HTTPS_PROXY, NO_PROXY...) hold for every model.
+OPENAI_PROXY_ENV = "OPENAI_PROXY"
 # The variables that move each provider's endpoint, where its client reads one (keys.py).
 BASE_ENV = {"together": (TOGETHER_BASE_ENV,), "openai": OPENAI_BASE_ENVS}
 # Each provider's own endpoint, where its client goes when nothing moves it (langchain-together's

@@ -75,31 +75,33 @@ def new_tls_context() -> Any:
     return http_library().create_ssl_context()
 
 
-def new_sync_client(tls: Any) -> Any:
-    """The SDK's sync client; every response is read within its bound (``bound_sync_response``)."""
+def new_sync_client(tls: Any, proxy: str | None = None) -> Any:
+    """The SDK's sync client; every response is read within its bound (``bound_sync_response``).
+    ``proxy``: every request through it (else the environment's: HTTPS_PROXY, NO_PROXY...)."""
     import openai
 
-    return openai.DefaultHttpxClient(**_options(tls, bound_sync_response))
+    return openai.DefaultHttpxClient(**_options(tls, bound_sync_response, proxy))
 
 
-def new_async_client(tls: Any, *, aiohttp: bool = False) -> Any:
+def new_async_client(tls: Any, *, aiohttp: bool = False, proxy: str | None = None) -> Any:
     """The SDK's async client; ``aiohttp``: with the SDK's aiohttp transport (``openai[aiohttp]``),
     whose session must be closed before its event loop (``Resources.owned_loop``). Every
-    response is read within its bound (``bound_response``)."""
+    response is read within its bound (``bound_response``). ``proxy``: as ``new_sync_client``."""
     import openai
 
-    options = _options(tls, bound_response)
+    options = _options(tls, bound_response, proxy)
     if aiohttp:
         return openai.DefaultAioHttpClient(**options)
     return openai.DefaultAsyncHttpxClient(**options)
 
 
-def _options(tls: Any, hook: Callable[[Any], Any]) -> dict[str, Any]:
+def _options(tls: Any, hook: Callable[[Any], Any], proxy: str | None) -> dict[str, Any]:
     return {
         "verify": tls,
         "follow_redirects": False,
         "headers": {"Accept-Encoding": "identity"},
         "event_hooks": {"response": [hook]},
+        **({"proxy": proxy} if proxy else {}),
     }
 
 
@@ -268,11 +270,11 @@ def _bounded_streams() -> tuple[type, type]:
     return Bounded, AsyncBounded
 
 
-def shared_http_clients() -> dict[str, Any]:
+def shared_http_clients(proxy: str | None = None) -> dict[str, Any]:
     """``http_client`` and ``http_async_client`` arguments for an OpenAI-style chat model."""
     from langgraph_moa.nodes.models.resources import RESOURCES
 
-    return RESOURCES.http_clients()
+    return RESOURCES.http_clients(proxy)
 
 
 def cached_loops() -> int:

@@ -25,6 +25,7 @@ from langgraph_moa.nodes.keys import (
 from langgraph_moa.nodes.models.catalog import (
     KEY_ENV,
     LOCAL_SERVERS,
+    OPENAI_PROXY_ENV,
     Endpoint,
     endpoint,
 )
@@ -92,7 +93,7 @@ def _common(settings: ModelSettings) -> dict[str, Any]:
     }
 
 
-def _openai_style(settings: ModelSettings) -> dict[str, Any]:
+def _openai_style(settings: ModelSettings, proxy: str | None = None) -> dict[str, Any]:
     """What every OpenAI-style client (ChatTogether, ChatOpenAI) gets.
 
     - The SDK's Timeout object, not a float: connect, every read, write and pool wait all get the
@@ -102,7 +103,7 @@ def _openai_style(settings: ModelSettings) -> dict[str, Any]:
     - No per-chunk timer: langchain-openai wraps every streamed chunk in asyncio.wait_for (a task
       per chunk, ~20% of a chunk's CPU); the call loop's per-attempt timeout bounds a stalled
       stream already.
-    - The shared HTTP clients (nodes/models/http.py).
+    - The shared HTTP clients (nodes/models/http.py), those of ``proxy`` when given.
     """
     import openai
 
@@ -111,7 +112,7 @@ def _openai_style(settings: ModelSettings) -> dict[str, Any]:
         "timeout": openai.Timeout(settings.timeout),
         "stream_usage": True,
         "stream_chunk_timeout": None,
-        **shared_http_clients(),
+        **shared_http_clients(proxy),
     }
 
 
@@ -135,7 +136,16 @@ def _openai_compatible(settings: ModelSettings) -> BaseChatModel:
     to = _endpoint(settings)
     required = not settings.base_url and settings.provider not in LOCAL_SERVERS
     key = _api_key(settings, required=required, url=to.url) or "not-needed"
-    return ChatOpenAI(model=settings.name, api_key=key, base_url=to.url, **_openai_style(settings))
+    # langchain-openai's own proxy variable, honoured by the clients we give it: given both, its
+    # client refuses to be built ("Cannot specify 'openai_proxy' if one of 'http_client'...").
+    proxy = os.environ.get(OPENAI_PROXY_ENV) if settings.provider == "openai" else None
+    return ChatOpenAI(
+        model=settings.name,
+        api_key=key,
+        base_url=to.url,
+        openai_proxy=None,
+        **_openai_style(settings, proxy),
+    )
 
 
 def _endpoint(settings: ModelSettings) -> Endpoint:

@@ -62,6 +62,7 @@ from langgraph_moa.nodes.models.catalog import (
     GATEWAY_ENV,
     LOCAL_SERVERS,
     OPENAI_BASE_ENVS,
+    OPENAI_PROXY_ENV,
 )
 from langgraph_moa.nodes.models.http import (
     new_async_client,
@@ -156,7 +157,8 @@ class _Gates:
 class _LoopState:
     """What belongs to one event loop."""
 
-    http: Any = None  # the async HTTP client
+    # The async HTTP clients, by proxy (None: the environment's; nodes/models/http.py).
+    http: dict[str | None, Any] = field(default_factory=dict)
     models: _Recent[BaseChatModel] = field(default_factory=lambda: _Recent(lambda: MAX_MODELS))
     aiohttp: bool = False  # the HTTP client sends over aiohttp (``Resources.owned_loop``)
 
@@ -167,7 +169,7 @@ class Resources:
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._tls: Any = None
-        self._sync_http: Any = None
+        self._sync_http: dict[str | None, Any] = {}  # by proxy, as ``_LoopState.http``
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
             weakref.WeakKeyDictionary()
         )
@@ -203,17 +205,22 @@ class Resources:
                 state = self._loops[loop] = _LoopState()
             return state
 
-    def http_clients(self) -> dict[str, Any]:
-        """``http_client`` and ``http_async_client`` arguments for an OpenAI-style chat model."""
+    def http_clients(self, proxy: str | None = None) -> dict[str, Any]:
+        """``http_client`` and ``http_async_client`` arguments for an OpenAI-style chat model;
+        ``proxy``: clients sending through it (one pair per proxy the process was given)."""
         here = self._here()
         with self._lock:
             if self._tls is None:
                 self._tls = new_tls_context()
-            if self._sync_http is None:
-                self._sync_http = new_sync_client(self._tls)
-            if here.http is None:
-                here.http = new_async_client(self._tls, aiohttp=here.aiohttp)
-            return {"http_client": self._sync_http, "http_async_client": here.http}
+            sync = self._sync_http.get(proxy)
+            if sync is None:
+                sync = self._sync_http[proxy] = new_sync_client(self._tls, proxy)
+            client = here.http.get(proxy)
+            if client is None:
+                client = here.http[proxy] = new_async_client(
+                    self._tls, aiohttp=here.aiohttp, proxy=proxy
+                )
+            return {"http_client": sync, "http_async_client": client}
 
     def chat_model(self, settings: ModelSettings, *, stream: bool = True) -> BaseChatModel:
         """The chat model for ``settings`` in this event loop, built on first use.
@@ -248,17 +255,17 @@ class Resources:
         """
         here = self._here()
         with self._lock:
-            if here.http is not None or here.models:
+            if here.http or here.models:
                 raise RuntimeError("owned_loop: clients were already built in this event loop")
             here.aiohttp = True
         try:
             yield
         finally:
             with self._lock:
-                http, here.http, here.aiohttp = here.http, None, False
-                here.models.clear()  # built on the client closed below
-            if http is not None:
-                await http.aclose()
+                clients, here.http, here.aiohttp = list(here.http.values()), {}, False
+                here.models.clear()  # built on the clients closed below
+            for client in clients:
+                await client.aclose()
 
     def models(self) -> int:
         """Chat models kept for this event loop (tests: they stay bounded)."""
@@ -345,15 +352,16 @@ def _other_length(
 
 @functools.cache
 def _endpoint_env(provider: str, named_url: bool) -> tuple[str, ...]:
-    """The variables that move ``provider``'s endpoint when a model names no base_url (a process
-    that changes one talks to the new endpoint from its next call on). Only its own: they are
-    read on every call, and each read of an unset variable costs an exception."""
+    """The variables that move ``provider``'s endpoint when a model names no base_url, and its
+    proxy (a process that changes one talks to the new endpoint from its next call on). Only its
+    own: they are read on every call, and each read of an unset variable costs an exception."""
+    proxy = (OPENAI_PROXY_ENV,) if provider == "openai" else ()
     if named_url:
-        return ()
+        return proxy
     if provider in LOCAL_SERVERS:
         return (LOCAL_SERVERS[provider][0],)
     if provider == "openai":
-        return (*OPENAI_BASE_ENVS, GATEWAY_ENV)
+        return (*OPENAI_BASE_ENVS, GATEWAY_ENV, *proxy)
     return BASE_ENV.get(provider, ())
 
 
