@@ -397,11 +397,24 @@ def test_a_teammate_resumes_with_the_cache(
     server.reset()
     refused = moa_as(BIN, "batch", data, "-o", out, "-c", cfg, "--retry-failed", groups=(TEAM,))
     assert refused.returncode == 2, refused.stderr
-    assert error_line(refused.stderr) == (
+    read_only = (
         f"moa: error: the call cache {cache}: it cannot be written: {cache} belongs to daemon, "
         "uid 1 and is read-only to you (mode 0644): ask them to let you write it (chmod g+w "
         f"{cache}, with you in its group), or choose another --cache, or pass --no-cache"
     )
+    assert error_line(refused.stderr) == read_only
+    # The same while another run writes to it (holding SQLite's write lock): read-only all the
+    # same, not "locked" (a busy cache is opened: tests/test_shared_use.py).
+    import sqlite3
+
+    holder = sqlite3.connect(cache, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        refused = moa_as(BIN, "batch", data, "-o", out, "-c", cfg, "--retry-failed", groups=(TEAM,))
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert refused.returncode == 2 and error_line(refused.stderr) == read_only, refused.stderr
     assert not server.requests
 
 

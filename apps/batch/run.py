@@ -61,7 +61,6 @@ from langgraph_moa.core.command import (
 )
 from langgraph_moa.nodes.context import Context, ModelSpec
 from langgraph_moa.nodes.errors import ConfigError, InputError
-from langgraph_moa.nodes.models.callcache import unstored_hint
 
 
 def _context(flags: dict[str, Any], replay: str | None) -> Context:
@@ -325,12 +324,12 @@ def _report(result: BatchResult, console: Console, cache: Path | None, *, limite
             f"moa batch: call cache {cache}"
             + (f" ({reused:,} calls answered from it, not paid again)" if reused else "")
         )
-    unstored, why = result.cache_unstored
-    if unstored:
+    unstored = result.cache_unstored
+    if unstored.count:
         say(
-            f"moa batch: the call cache {cache} could not store {unstored:,} answers ({why}): "
-            "they are in the output, but a rerun of their items would ask those calls again; "
-            f"{unstored_hint(cache, why) if cache is not None else ''}"
+            f"moa batch: the call cache {cache} could not store {unstored.count:,} answers "
+            f"({unstored.why}): they are in the output, but a rerun of their items would ask "
+            f"those calls again; {unstored.hint}"
         )
     if result.cache_rejected:
         say(
