@@ -398,9 +398,10 @@ def test_a_teammate_resumes_with_the_cache(
     refused = moa_as(BIN, "batch", data, "-o", out, "-c", cfg, "--retry-failed", groups=(TEAM,))
     assert refused.returncode == 2, refused.stderr
     read_only = (
-        f"moa: error: the call cache {cache}: it cannot be written: {cache} belongs to daemon, "
-        "uid 1 and is read-only to you (mode 0644): ask them to let you write it (chmod g+w "
-        f"{cache}, with you in its group), or choose another --cache, or pass --no-cache"
+        f"moa: error: the call cache {cache}: it cannot be written: {cache} belongs to another "
+        "user (daemon, uid 1) and you cannot write it (mode 0644): ask them to let you write it "
+        f"(chmod g+w {cache}, with you in its group), or choose another --cache, or pass "
+        "--no-cache"
     )
     assert error_line(refused.stderr) == read_only
     # The same while another run writes to it (holding SQLite's write lock): read-only all the

@@ -173,6 +173,17 @@ def test_files_every_user_can_write_are_refused(server: FakeOpenAIServer, tmp_pa
     assert "can change it (mode 0666), so anyone could rewrite your conversations" in error_line(
         chat.stderr
     )
+    # The folder of its lock files: anyone could replace a lock file there, and two chats hold
+    # one thread.
+    (threads / "chat-threads.sqlite").chmod(0o600)
+    (threads / "thread-locks").chmod(0o777)
+    chat = run_cli("chat", "-c", str(cfg), "--thread", "t", stdin="again\n", env=env)
+    assert chat.returncode == 2
+    assert error_line(chat.stderr).startswith(
+        f"moa: error: the chat thread store {threads}/chat-threads.sqlite: every user of this "
+        f"machine can change the folder {threads}/thread-locks (mode 0777) and replace what it "
+        "holds, so anyone could rewrite your conversations: make that folder yours alone"
+    )
 
 
 @pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")

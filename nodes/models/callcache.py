@@ -58,7 +58,14 @@ from langgraph_moa.nodes.errors import CallCacheError, StoredValueError
 from langgraph_moa.nodes.models.calls import CallResult
 from langgraph_moa.nodes.models.settings import ModelSettings
 from langgraph_moa.nodes.serde import SAFE_SERDE
-from langgraph_moa.nodes.shared_files import NOFOLLOW, check_shared, is_mine, owner_name
+from langgraph_moa.nodes.shared_files import (
+    check_shared,
+    create_new,
+    is_mine,
+    let_you_write,
+    not_yours_to_write,
+    sqlite_files,
+)
 
 NAMESPACE = ("moa-calls", "v1")  # bump the version when the key or the value changes
 TABLE = ("cache", ["ns", "key", "expiry", "encoding", "val"])  # SqliteCache's one table
@@ -75,8 +82,6 @@ DAMAGED_HINT = (
 
 
 FOLDER_HINT = "choose a folder you can use for it (--cache), or pass --no-cache"
-# SQLite's files beside a database: its write-ahead log, shared memory and rollback journal.
-COMPANIONS = ("-wal", "-shm", "-journal")
 BUSY_WAIT_S = 5.0  # how long a store waits for another writer's lock (sqlite3.connect's default)
 
 
@@ -122,20 +127,17 @@ def unstored_hint(path: Path, exc: sqlite3.Error) -> str:
 def read_only(path: Path) -> str:
     """Whose the cache (or the file of its beside it that SQLite could not write) is, and how to
     make it writable, for a cache the user cannot write."""
-    for name in (path, *(path.with_name(path.name + c) for c in COMPANIONS)):
+    for name in sqlite_files(path):
         try:
             st = name.stat()
         except OSError:
             continue
         if os.access(name, os.W_OK):
             continue
-        mode = stat.S_IMODE(st.st_mode)
         if is_mine(st):
+            mode = stat.S_IMODE(st.st_mode)
             return f"{name} is read-only (mode {mode:04o}): make it writable (chmod u+w {name})"
-        return (
-            f"{name} belongs to {owner_name(st.st_uid)} and is read-only to you (mode "
-            f"{mode:04o}): ask them to let you write it (chmod g+w {name}, with you in its group)"
-        )
+        return f"{name} {not_yours_to_write(st)}: ask them to {let_you_write(name)}"
     return f"{path.parent} cannot take SQLite's files beside {path.name}: make it writable"
 
 
@@ -186,24 +188,13 @@ def _check_ours(path: Path) -> None:
 def check_not_shared(path: Path) -> None:
     """Refuse a cache (or a file of SQLite's beside it) another user could have planted or could
     change (nodes/shared_files.py): its answers would be theirs."""
-    for name in (path, *(path.with_name(path.name + c) for c in COMPANIONS)):
+    for name in sqlite_files(path):
         check_shared(
             name,
             f"the call cache {path}",
             "change the answers it gives",
             ", or pass another --cache",
         )
-
-
-def _create(path: Path) -> None:
-    """Create the cache file as the user's other files are (0o666 less the umask: SQLite would
-    make it 0644, which a teammate resuming a run in a team folder cannot write), never through
-    a link; SQLite's -wal and -shm files take its mode."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o666)
-    except FileExistsError:  # made meanwhile (or a link): looked at like any file that is there
-        return
-    os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -224,8 +215,11 @@ class CallCache:
         try:
             check_not_shared(self.path)
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            # As the user's other files are (0o666 less the umask: SQLite would make it 0644,
+            # which a teammate resuming a run in a team folder cannot write); SQLite's -wal and
+            # -shm files take its mode.
             if not self.path.exists():
-                _create(self.path)
+                create_new(self.path, 0o666)
             check_not_shared(self.path)  # as it is now, made by us or not
             _check_ours(self.path)
             self._store: SqliteCache[dict[str, Any]] = SqliteCache(
