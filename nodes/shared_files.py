@@ -23,7 +23,9 @@ So before a command reads or writes one, its path is looked at from the root dow
 Where modes mean nothing (WSL's ``/mnt/c``, FAT and CIFS mounts show every file and folder as
 0777, and chmod changes nothing), the user may turn these checks off in their environment
 (``MOA_ALLOW_SHARED_FILES=1``), which a config cannot set. Whatever it says, files ``moa``
-creates for itself are opened without following a link (``O_NOFOLLOW``, ``O_EXCL``).
+creates for itself are opened without following a link (``O_NOFOLLOW``, ``O_EXCL``), and a file
+it rewrites whole takes the owner, group and mode of the one it replaces only from one these
+rules trust (``may_inherit``).
 """
 
 from __future__ import annotations
@@ -199,6 +201,20 @@ def _in_folder(
     if open_folder and entry_st is not None and _hard_linked(entry_st):
         return Exposure("linked", entry, entry_st, folder, folder_st)
     return None
+
+
+def may_inherit(path: Path, st: os.stat_result) -> bool:
+    """Whether a file moa writes whole in place of ``path`` (``st``: the file there now) may take
+    its owner, group and mode: only from one these rules trust, the user's own or root's, or a
+    teammate's in a folder only its owner and group may write (a team's 0640 output stays so).
+    Not from one another user could have planted, or every user may change, whatever
+    ``MOA_ALLOW_SHARED_FILES`` says: moa (as root, which may give files away) would hand what it
+    wrote to them, and keep it writable to all."""
+    if is_mine(st) or st.st_uid == ROOT_UID:
+        return True
+    if st.st_mode & stat.S_IWOTH:
+        return False
+    return _walk(Path(os.path.abspath(path)), holds=False) is None
 
 
 def _hard_linked(st: os.stat_result) -> bool:
