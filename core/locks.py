@@ -44,7 +44,8 @@ from langgraph_moa.nodes.shared_files import (
     OWN_FILES_RISK,
     check_shared,
     is_mine,
-    owner_name,
+    let_you_write,
+    not_yours_to_write,
 )
 
 _HELD: ContextVar[frozenset[str]] = ContextVar("moa_locks_held", default=frozenset())
@@ -108,10 +109,9 @@ def _cannot_lock(path: Path, what: str, exc: OSError) -> Exception:
         return LockFileError(
             str(path),
             what,
-            f"belongs to another user ({owner_name(st.st_uid)}) and you cannot write it (mode "
-            f"{stat.S_IMODE(st.st_mode):04o})",
+            not_yours_to_write(st),
             "it holds nothing but the lock: once no moa runs there, ask them to remove it or to "
-            f"let you write it (chmod g+w {path}, with you in its group)",
+            + let_you_write(path),
         )
     return InUseError(f"cannot lock {what} ({path}): {os_reason(exc)}")
 

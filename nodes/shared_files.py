@@ -23,7 +23,9 @@ So before a command reads or writes one, its path is looked at from the root dow
 Where modes mean nothing (WSL's ``/mnt/c``, FAT and CIFS mounts show every file and folder as
 0777, and chmod changes nothing), the user may turn these checks off in their environment
 (``MOA_ALLOW_SHARED_FILES=1``), which a config cannot set. Whatever it says, files ``moa``
-creates for itself are opened without following a link (``O_NOFOLLOW``, ``O_EXCL``).
+creates for itself are opened without following a link (``O_NOFOLLOW``, ``O_EXCL``), and a file
+it rewrites whole takes the owner, group and mode of the one it replaces only from one these
+rules trust (``may_inherit``).
 """
 
 from __future__ import annotations
@@ -91,6 +93,41 @@ def owner_name(uid: int) -> str:
         return f"uid {uid}"
 
 
+def belongs_to_another(st: os.stat_result) -> str:
+    return f"belongs to another user ({owner_name(st.st_uid)})"
+
+
+def not_yours_to_write(st: os.stat_result) -> str:
+    """Why a file of another user (``st``) that this process cannot write is in the way."""
+    return f"{belongs_to_another(st)} and you cannot write it (mode {stat.S_IMODE(st.st_mode):04o})"
+
+
+def let_you_write(path: object) -> str:
+    """What its owner can do about such a file (``not_yours_to_write``): "let you write it"."""
+    return f"let you write it (chmod g+w {path}, with you in its group)"
+
+
+# SQLite's files beside a database: its write-ahead log, shared memory and rollback journal;
+# whoever can write them can change the database as much as whoever can write the file itself.
+SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")
+
+
+def sqlite_files(path: Path) -> list[Path]:
+    """A SQLite database ``path`` and the files SQLite keeps beside it (there or not)."""
+    return [path, *(path.with_name(path.name + c) for c in SQLITE_COMPANIONS)]
+
+
+def create_new(path: Path, mode: int) -> None:
+    """Create the empty file ``path`` with ``mode`` (less the umask), never through a link
+    (``O_EXCL``, ``O_NOFOLLOW``); one already there (made meanwhile, or a link) is left as it is,
+    to be looked at like any file that is there."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, mode)
+    except FileExistsError:
+        return
+    os.close(fd)
+
+
 @dataclass(frozen=True)
 class Exposure:
     """Why another user could change a path: ``kind`` is ``file`` (``path`` every user may write),
@@ -106,22 +143,23 @@ class Exposure:
     folder_st: os.stat_result | None = None
 
 
-def exposure(path: str | Path) -> Exposure | None:
+def exposure(path: str | Path, *, holds: bool = False) -> Exposure | None:
     """Why another user of this machine could have put ``path`` (a file or folder, there or not
     yet) where it is, or could change it; None when nobody but the user, root and the user's team
-    could (module docstring). Looked at as given, then where its links lead."""
+    could (module docstring). Looked at as given, then where its links lead. ``holds``: ``path``
+    is a folder moa makes its files in, which every user may not replace either (a folder open to
+    all without the sticky bit)."""
     if os.name != "posix" or allowed():
         return None
     given = Path(os.path.abspath(path))
-    found = _walk(given)
+    found = _walk(given, holds)
     real = Path(os.path.realpath(given))
     if found is None and real != given:
-        found = _walk(real)
+        found = _walk(real, holds)
     return found
 
 
-def _walk(path: Path) -> Exposure | None:
-    mine = {os.geteuid(), ROOT_UID}
+def _walk(path: Path, holds: bool) -> Exposure | None:
     folder = Path(path.anchor)
     entry_st: os.stat_result | None = None
     for name in path.parts[1:]:
@@ -136,19 +174,47 @@ def _walk(path: Path) -> Exposure | None:
             entry_st = None
         except OSError:
             return None
-        open_folder = stat.S_ISDIR(folder_st.st_mode) and folder_st.st_mode & stat.S_IWOTH
-        if open_folder and not folder_st.st_mode & stat.S_ISVTX:
-            return Exposure("folder", folder, folder_st)
-        if open_folder and entry_st is not None and entry_st.st_uid not in mine:
-            return Exposure("planted", entry, entry_st, folder, folder_st)
-        if open_folder and entry_st is not None and _hard_linked(entry_st):
-            return Exposure("linked", entry, entry_st, folder, folder_st)
-        if entry_st is None:  # not there (yet): what is below it is made by whoever makes it
-            return None
+        found = _in_folder(folder, folder_st, entry, entry_st)
+        if found is not None or entry_st is None:  # not there (yet): made by whoever makes it
+            return found
         folder = entry
     if entry_st is not None and everyone_can_write(entry_st):
         return Exposure("file", path, entry_st)
+    if holds:  # a folder moa makes files in: as the folder of one not there yet
+        try:
+            return _in_folder(path, os.stat(path), path, None)
+        except OSError:
+            return None
     return None
+
+
+def _in_folder(
+    folder: Path, folder_st: os.stat_result, entry: Path, entry_st: os.stat_result | None
+) -> Exposure | None:
+    """Why another user could have put ``entry`` (``entry_st``; None: not there) in ``folder``,
+    or could replace it there; None when nobody but the user, root and the user's team could."""
+    open_folder = stat.S_ISDIR(folder_st.st_mode) and folder_st.st_mode & stat.S_IWOTH
+    if open_folder and not folder_st.st_mode & stat.S_ISVTX:
+        return Exposure("folder", folder, folder_st)
+    if open_folder and entry_st is not None and entry_st.st_uid not in {os.geteuid(), ROOT_UID}:
+        return Exposure("planted", entry, entry_st, folder, folder_st)
+    if open_folder and entry_st is not None and _hard_linked(entry_st):
+        return Exposure("linked", entry, entry_st, folder, folder_st)
+    return None
+
+
+def may_inherit(path: Path, st: os.stat_result) -> bool:
+    """Whether a file moa writes whole in place of ``path`` (``st``: the file there now) may take
+    its owner, group and mode: only from one these rules trust, the user's own or root's, or a
+    teammate's in a folder only its owner and group may write (a team's 0640 output stays so).
+    Not from one another user could have planted, or every user may change, whatever
+    ``MOA_ALLOW_SHARED_FILES`` says: moa (as root, which may give files away) would hand what it
+    wrote to them, and keep it writable to all."""
+    if is_mine(st) or st.st_uid == ROOT_UID:
+        return True
+    if st.st_mode & stat.S_IWOTH:
+        return False
+    return _walk(Path(os.path.abspath(path)), holds=False) is None
 
 
 def _hard_linked(st: os.stat_result) -> bool:
@@ -159,7 +225,16 @@ def check_shared(path: str | Path, what: str, risk: str, other: str = "") -> Non
     """Refuse ``path`` (``SharedFileError``) when another user could have put it there or could
     change it (``exposure``). ``what``: how the user calls it; ``risk``: what a stranger could do
     with it ("change the answers it gives"); ``other``: other ways out (", or give another -o")."""
-    found = exposure(path)
+    _refuse(exposure(path), path, what, risk, other)
+
+
+def check_folder(folder: str | Path, what: str, risk: str, other: str = "") -> None:
+    """Refuse a ``folder`` moa makes its files in (as ``check_shared``): one another user could
+    have put there, or one whose files every user may replace (``chmod 777``)."""
+    _refuse(exposure(folder, holds=True), folder, what, risk, other)
+
+
+def _refuse(found: Exposure | None, path: str | Path, what: str, risk: str, other: str) -> None:
     if found is None:
         return
     culprit = found.path
@@ -183,7 +258,7 @@ def check_shared(path: str | Path, what: str, risk: str, other: str = "") -> Non
         if stat.S_ISLNK(found.st.st_mode):
             name += f" (a link to {os.readlink(culprit)})"
         if found.kind == "planted":
-            whose = f"belongs to another user ({owner_name(found.st.st_uid)})"
+            whose = belongs_to_another(found.st)
             hint = f"check what it is, and have its owner or root remove it{other}"
         else:
             whose = f"is a file of {found.st.st_nlink} names (hard links)"

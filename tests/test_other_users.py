@@ -217,10 +217,44 @@ def test_a_planted_report_folder_is_refused(server: FakeOpenAIServer, base: Path
     result = run_cli(*args, "-o", str(shared / "report"), env=compare_env(server))
     assert result.returncode == 2
     assert error_line(result.stderr).startswith(
-        f"moa: error: report folder {shared}/report: {shared}/report belongs to another user "
-        "(nobody, uid 65534)"
+        f"moa: error: report folder {shared}/report: it belongs to another user (nobody, uid "
+        f"65534) in {shared}, where every user may create files (mode 1777)"
     )
     assert not server.requests
+
+
+def test_every_file_compare_writes_is_checked_and_never_handed_over(
+    server: FakeOpenAIServer, base: Path
+) -> None:
+    # Only results.json and the runs were checked: a preferences.jsonl another user planted
+    # 0666 in a sticky REPORT_DIR was rewritten, and as root kept its owner and mode (theirs,
+    # writable to all).
+    server.script("judge", always_a)
+    data = write_prompts(base / "p.jsonl", 2)
+    mix = write_mixture(base / "mix.toml")
+    args = ["compare", str(data), "--config", str(mix), "--judge", "together:judge"]
+    shared = folder(base / "shared", 0o1777)
+    for name in ("report.md", "plot.png", "preferences.jsonl"):
+        report = folder(shared / name.replace(".", "-"), 0o1777)
+        plant(f"touch {report}/{name} && chmod 666 {report}/{name}")
+        result = run_cli(*args, "-o", str(report), env=compare_env(server))
+        assert result.returncode == 2, result.stderr
+        assert error_line(result.stderr) == (
+            f"moa: error: {name} in report folder {report}: it belongs to another user (nobody, "
+            f"uid 65534) in {report}, where every user may create files (mode 1777), so whoever "
+            "put it there could make moa write into another of your files (a link) or resume "
+            "from records you did not write: check what it is, and have its owner or root remove "
+            "it, or give another -o"
+        )
+    assert not server.requests
+    # Allowed all the same (MOA_ALLOW_SHARED_FILES=1): what moa writes is its user's, not theirs.
+    report = shared / "preferences-jsonl"
+    allowed = run_cli(
+        *args, "-o", str(report), env={**compare_env(server), "MOA_ALLOW_SHARED_FILES": "1"}
+    )
+    assert allowed.returncode == 0, allowed.stderr
+    st = (report / "preferences.jsonl").stat()
+    assert st.st_uid == 0 and not st.st_mode & 0o022, oct(st.st_mode)
 
 
 # ------------------------------------------------------------------ 2. what moa reads there
@@ -397,11 +431,25 @@ def test_a_teammate_resumes_with_the_cache(
     server.reset()
     refused = moa_as(BIN, "batch", data, "-o", out, "-c", cfg, "--retry-failed", groups=(TEAM,))
     assert refused.returncode == 2, refused.stderr
-    assert error_line(refused.stderr) == (
-        f"moa: error: the call cache {cache}: it cannot be written: {cache} belongs to daemon, "
-        "uid 1 and is read-only to you (mode 0644): ask them to let you write it (chmod g+w "
-        f"{cache}, with you in its group), or choose another --cache, or pass --no-cache"
+    read_only = (
+        f"moa: error: the call cache {cache}: it cannot be written: {cache} belongs to another "
+        "user (daemon, uid 1) and you cannot write it (mode 0644): ask them to let you write it "
+        f"(chmod g+w {cache}, with you in its group), or choose another --cache, or pass "
+        "--no-cache"
     )
+    assert error_line(refused.stderr) == read_only
+    # The same while another run writes to it (holding SQLite's write lock): read-only all the
+    # same, not "locked" (a busy cache is opened: tests/test_shared_use.py).
+    import sqlite3
+
+    holder = sqlite3.connect(cache, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        refused = moa_as(BIN, "batch", data, "-o", out, "-c", cfg, "--retry-failed", groups=(TEAM,))
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert refused.returncode == 2 and error_line(refused.stderr) == read_only, refused.stderr
     assert not server.requests
 
 

@@ -173,6 +173,17 @@ def test_files_every_user_can_write_are_refused(server: FakeOpenAIServer, tmp_pa
     assert "can change it (mode 0666), so anyone could rewrite your conversations" in error_line(
         chat.stderr
     )
+    # The folder of its lock files: anyone could replace a lock file there, and two chats hold
+    # one thread.
+    (threads / "chat-threads.sqlite").chmod(0o600)
+    (threads / "thread-locks").chmod(0o777)
+    chat = run_cli("chat", "-c", str(cfg), "--thread", "t", stdin="again\n", env=env)
+    assert chat.returncode == 2
+    assert error_line(chat.stderr).startswith(
+        f"moa: error: the chat thread store {threads}/chat-threads.sqlite: every user of this "
+        f"machine can change the folder {threads}/thread-locks (mode 0777) and replace what it "
+        "holds, so anyone could rewrite your conversations: make that folder yours alone"
+    )
 
 
 @pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
@@ -1292,6 +1303,46 @@ def test_a_full_call_cache_keeps_the_answers_it_paid_for(
     said = re.search(rf"the call cache {re.escape(str(cache))} could not store (\d+) answers "
                      r"\(disk I/O error\)", full.stderr)  # fmt: skip
     assert said and 0 < int(said[1]) < 36, full.stderr
+
+
+def test_runs_sharing_a_call_cache_both_finish(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    # Two outputs in one folder on one --cache, or a resume beside another run: a data team's
+    # normal case. The cache's write probe needed SQLite's write lock: another writer holding it
+    # had the run wait 5 s, then refused ("database is locked: free some space ...").
+    server.script("agg", ttft=0.2)  # each run lasts long enough to overlap the other
+    cfg = write_config(tmp_path / "c.toml", server)
+    cache = tmp_path / "calls.sqlite"
+    runs = {
+        name: start_moa(
+            "batch", write_items(tmp_path / f"{name}.in.jsonl", prompts(6, start)),
+            "-o", tmp_path / f"{name}.jsonl", "-c", cfg, "--cache", cache, "-j", "2",
+        )
+        for name, start in (("a", 0), ("b", 3))  # q3..q5 in both: either may answer them first
+    }  # fmt: skip
+    for name, run in runs.items():
+        _, stderr = run.communicate(timeout=120)
+        assert run.returncode == 0, stderr
+        assert "could not store" not in stderr, stderr
+        assert [r["status"] for r in read_records(tmp_path / f"{name}.jsonl")] == ["ok"] * 6
+    # Another writer holding the lock as a run opens the cache (a sqlite3 shell with a
+    # transaction open, or a run's store at that instant): the run starts, and stores once the
+    # lock is let go.
+    import sqlite3
+
+    holder = sqlite3.connect(cache, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        data = write_items(tmp_path / "c.in.jsonl", prompts(2, 10))
+        server.reset()
+        third = start_moa("batch", data, "-o", tmp_path / "c.jsonl", "-c", cfg, "--cache", cache)
+        wait_until(lambda: bool(server.requests) or third.poll() is not None)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    _, stderr = third.communicate(timeout=120)
+    assert third.returncode == 0, stderr
+    assert "could not store" not in stderr, stderr
+    assert [r["status"] for r in read_records(tmp_path / "c.jsonl")] == ["ok"] * 2
 
 
 @pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")

@@ -329,3 +329,23 @@ def test_a_long_history_of_one_role_is_merged_in_linear_time() -> None:
     assert [m.type for m in view] == ["system", "human"]
     assert view[0].content == "s1\n\ns2"
     assert view[1].text.startswith("w0\n\nw1\n\n") and view[1].text.endswith("\n\nw149999")
+
+
+def test_a_call_cache_that_cannot_store_gets_advice_for_its_reason(tmp_path: Any) -> None:
+    import sqlite3
+
+    from langgraph_moa.nodes.models.callcache import unstored_hint
+
+    def error(words: str, code: int) -> sqlite3.OperationalError:
+        exc = sqlite3.OperationalError(words)
+        exc.sqlite_errorcode = code  # what SQLite sets on the errors it raises
+        return exc
+
+    cache = tmp_path / "calls.sqlite"
+    assert unstored_hint(cache, error("database is locked", sqlite3.SQLITE_BUSY)).startswith(
+        "another program kept it locked for over 5 s"
+    )
+    assert unstored_hint(cache, error("database or disk is full", sqlite3.SQLITE_FULL)) == (
+        "free some space on its disk, or choose another --cache, or pass --no-cache"
+    )
+    assert "choose a writable folder" in unstored_hint(cache, error("disk I/O error", 10))

@@ -61,7 +61,6 @@ from langgraph_moa.core.command import (
 )
 from langgraph_moa.nodes.context import Context, ModelSpec
 from langgraph_moa.nodes.errors import ConfigError, InputError
-from langgraph_moa.nodes.models.callcache import unstored_hint
 
 
 def _context(flags: dict[str, Any], replay: str | None) -> Context:
@@ -113,6 +112,19 @@ def _preflight(models: list[ModelSpec], ctx: Context) -> None:
 
     for spec in models:
         chat_model(settings_for(spec, ctx))
+
+
+def _cache_file(
+    cache: str | None, no_cache: bool, server: str | None, output: str | None
+) -> Path | None:
+    """The call cache a run reads and writes: ``--cache``, else the output's own; none with
+    ``--no-cache``, on a ``--server`` (its calls are made there), or with neither a cache nor an
+    output (a ``--dry-run`` without ``-o``)."""
+    if no_cache or server:
+        return None
+    if cache:
+        return Path(cache)
+    return default_cache(Path(output)) if output else None
 
 
 def batch(
@@ -189,8 +201,8 @@ def batch(
         out_path = Path(output)
         sources = [p for p in (input_path, replay) if p]
         check_output(out_path, journal, sources, journal_for(out_path))
-        if not no_cache and not server:
-            cache_path = Path(cache) if cache else default_cache(out_path)
+        cache_path = _cache_file(cache, no_cache, server, output)
+        if cache_path is not None:
             files = {"output": out_path, "run": journal, "input": input_path}
             check_cache(
                 cache_path, {**files, "replayed run": replay, "config": flags.get("config")}
@@ -235,9 +247,7 @@ def batch(
         if dry_run:
             redo = redo_statuses(retry_failed, retry_degraded)
             # The call cache the run would read: its calls are counted as if paid.
-            would_read = None
-            if not no_cache and not server and (cache or output):
-                would_read = Path(cache) if cache else default_cache(Path(str(output)))
+            would_read = _cache_file(cache, no_cache, server, output)
             return _dry_run(
                 items,
                 ctx,
@@ -325,12 +335,12 @@ def _report(result: BatchResult, console: Console, cache: Path | None, *, limite
             f"moa batch: call cache {cache}"
             + (f" ({reused:,} calls answered from it, not paid again)" if reused else "")
         )
-    unstored, why = result.cache_unstored
-    if unstored:
+    unstored = result.cache_unstored
+    if unstored.count:
         say(
-            f"moa batch: the call cache {cache} could not store {unstored:,} answers ({why}): "
-            "they are in the output, but a rerun of their items would ask those calls again; "
-            f"{unstored_hint(cache, why) if cache is not None else ''}"
+            f"moa batch: the call cache {cache} could not store {unstored.count:,} answers "
+            f"({unstored.why}): they are in the output, but a rerun of their items would ask "
+            f"those calls again; {unstored.hint}"
         )
     if result.cache_rejected:
         say(

@@ -35,12 +35,17 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph_moa.core.files import file_in_the_way, not_a_folder
 from langgraph_moa.nodes.errors import ConfigError, StoredValueError
 from langgraph_moa.nodes.serde import SAFE_SERDE
-from langgraph_moa.nodes.shared_files import NOFOLLOW, check_shared, is_mine
+from langgraph_moa.nodes.shared_files import (
+    check_folder,
+    check_shared,
+    create_new,
+    is_mine,
+    sqlite_files,
+)
 
 DATA_DIR_ENV = "MOA_DATA_DIR"
 DB_NAME = "chat-threads.sqlite"
 LOCKS = "thread-locks"  # one lock file per thread (thread_lock)
-COMPANIONS = ("-wal", "-shm", "-journal")  # SQLite's files beside the store
 PRIVATE_FOLDER, PRIVATE_FILE = 0o700, 0o600
 
 
@@ -58,10 +63,6 @@ def _default_dir() -> Path:
     return Path(user_data_dir("langgraph-moa", appauthor=False))
 
 
-def _store_files(path: Path) -> list[Path]:
-    return [path, *(path.with_name(path.name + c) for c in COMPANIONS)]
-
-
 def _make_private(path: Path) -> None:
     """The data folder (0700) and the store (0600), made so or, when ours, made so again: a
     folder of ours an earlier version made 0755 (the default folder only: one named by
@@ -72,10 +73,8 @@ def _make_private(path: Path) -> None:
     if not os.environ.get(DATA_DIR_ENV) and folder == _default_dir():
         _chmod_ours(folder, PRIVATE_FOLDER)
     _chmod_ours(folder / LOCKS, PRIVATE_FOLDER)
-    # SQLite would make it 0644 (and its -wal and -shm files after it); never through a link.
-    with contextlib.suppress(FileExistsError):
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, PRIVATE_FILE))
-    for name in _store_files(path):
+    create_new(path, PRIVATE_FILE)  # SQLite would make it 0644 (and its -wal and -shm after it)
+    for name in sqlite_files(path):
         _chmod_ours(name, PRIVATE_FILE)
 
 
@@ -91,15 +90,17 @@ def _chmod_ours(path: Path, mode: int) -> None:
 async def open_saver() -> AsyncIterator[AsyncSqliteSaver]:
     """The thread store, created on first use; a folder that cannot be used is one error line."""
     path = data_dir() / DB_NAME
-    for name in [*_store_files(path), path.parent / LOCKS / "x"]:
-        check_shared(name, f"the chat thread store {path}", "rewrite your conversations")
+    what, risk = f"the chat thread store {path}", "rewrite your conversations"
+    for name in sqlite_files(path):
+        check_shared(name, what, risk)
+    check_folder(path.parent / LOCKS, what, risk)
     async with AsyncExitStack() as stack:
         try:
             _make_private(path)
             conn = await stack.enter_async_context(aiosqlite.connect(str(path)))
             saver = AsyncSqliteSaver(conn, serde=SAFE_SERDE)  # what from_conn_string does, safely
             await saver.setup()
-            for name in _store_files(path):  # SQLite's new files: as the store, whatever came
+            for name in sqlite_files(path):  # SQLite's new files: as the store, whatever came
                 _chmod_ours(name, PRIVATE_FILE)
         except (OSError, sqlite3.Error) as exc:
             blocker = file_in_the_way(path)

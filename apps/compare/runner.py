@@ -29,12 +29,12 @@ from typing import Any
 
 from rich.console import Console
 
-from langgraph_moa.apps.compare.preferences import write_preferences
-from langgraph_moa.apps.compare.report import REPORT, RESULTS, write_report
+from langgraph_moa.apps.compare.preferences import PREFERENCES, write_preferences
+from langgraph_moa.apps.compare.report import PLOT, REPORT, RESULTS, write_report
 from langgraph_moa.apps.compare.results import Prompt, Record, build_results, judge_tasks
 from langgraph_moa.apps.compare.systems import System, safe_name
 from langgraph_moa.core.batch.inputs import Item, input_digest, parse_item
-from langgraph_moa.core.batch.outputs import RunFile, check_renames
+from langgraph_moa.core.batch.outputs import ANOTHER_O, RunFile, check_renames
 from langgraph_moa.core.batch.records import ANSWERED, settings_changes, settings_summary
 from langgraph_moa.core.batch.runner import (
     DEFAULT_CONCURRENCY,
@@ -46,11 +46,15 @@ from langgraph_moa.core.batch.runner import (
 from langgraph_moa.core.files import os_reason
 from langgraph_moa.core.locks import one_writer
 from langgraph_moa.core.terminal import stderr_console
+from langgraph_moa.nodes import shared_files
 from langgraph_moa.nodes.context import Context, ModelSpec, build_context
 from langgraph_moa.nodes.errors import ConfigError, RefusedError
 from langgraph_moa.nodes.shared_files import OWN_FILES_RISK, check_shared
 
 CACHE_NAME = "moa-cache.sqlite"
+# What a run writes in REPORT_DIR besides its runs, its cache and its lock (each checked where
+# it is opened).
+REPORT_FILES = (RESULTS, REPORT, PLOT, PREFERENCES)
 LOCK_HINT = "wait for it to finish, or give another -o (one run per report folder)"
 JUDGE_MAX_TOKENS = 512  # room for a few sentences of reasons and the verdict line
 
@@ -238,10 +242,12 @@ async def run_compare(
 
 
 def check_folder(folder: Path, runs: Sequence[Path] = ()) -> None:
-    """Refuse a REPORT_DIR another user could have put there or could change, with what it holds
-    that a run reads back: its results, its ``runs`` (answers and judgments files)."""
-    for path in (folder / RESULTS, *runs):
-        check_shared(path, f"report folder {folder}", OWN_FILES_RISK, ", or give another -o")
+    """Refuse a REPORT_DIR another user could have put there or could change, with every file a
+    run reads back or writes: its report files and its ``runs`` (answers and judgments)."""
+    what = f"report folder {folder}"
+    shared_files.check_folder(folder, what, OWN_FILES_RISK, ANOTHER_O)
+    for path in (*(folder / name for name in REPORT_FILES), *runs):
+        check_shared(path, f"{path.relative_to(folder)} in {what}", OWN_FILES_RISK, ANOTHER_O)
 
 
 async def _compare(

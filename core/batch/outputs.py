@@ -37,7 +37,7 @@ from langgraph_moa.core.files import file_in_the_way, not_a_folder, os_reason
 from langgraph_moa.nodes.errors import CallCacheError, MoAError, RefusedError
 from langgraph_moa.nodes.models.callcache import FOLDER_HINT
 from langgraph_moa.nodes.models.calls import LONE_SURROGATE  # written as U+FFFD
-from langgraph_moa.nodes.shared_files import NOFOLLOW, OWN_FILES_RISK, check_shared
+from langgraph_moa.nodes.shared_files import NOFOLLOW, OWN_FILES_RISK, check_shared, may_inherit
 
 SYNC_EVERY_S = 1.0
 RECORD_START = b'{"id":'  # how every record line starts (build_record puts the id first)
@@ -240,8 +240,9 @@ def atomic_writer(path: Path) -> Iterator[IO[bytes]]:
     (``mkstemp``: O_EXCL, so a planted file or symlink is never opened or followed); it is synced,
     renamed over ``path`` and the folder is synced, so after a crash ``path`` is the old file or
     the new one. A write error (a full disk, a read-only folder) names the file. The new file
-    keeps the mode, group and (where this process may give it) owner of the file it replaces;
-    a new name gets the mode a plain open() would give it (``_like``).
+    keeps the mode, group and (where this process may give it) owner of the file it replaces,
+    when that file is one the user can trust; a new name gets the mode a plain open() would give
+    it (``_like``).
     """
     tmp: str | None = None
     try:
@@ -267,12 +268,14 @@ def _like(fd: int, path: Path) -> None:
     """Give the new file ``fd`` what the file at ``path`` has: its owner where this process may
     (root), its group where it may (one of ours), then its mode (a 0600 output stays private, a
     team's 0664 stays the team's); 0o666 less the umask for a new name (or a link in its place,
-    which the rename replaces). Not every file system has modes (FAT, SMB): then as it comes."""
+    which the rename replaces), or in place of a file of another user that nodes/shared_files.py
+    does not trust (``may_inherit``). Not every file system has modes (FAT, SMB): then as it
+    comes."""
     try:
         st = os.lstat(path)
     except OSError:
         st = None
-    if st is None or not stat.S_ISREG(st.st_mode):
+    if st is None or not stat.S_ISREG(st.st_mode) or not may_inherit(path, st):
         with contextlib.suppress(OSError):
             os.fchmod(fd, 0o666 & ~_UMASK)
         return

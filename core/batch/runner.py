@@ -59,7 +59,7 @@ from langgraph_moa.core.locks import one_writer
 from langgraph_moa.core.terminal import stderr_console
 from langgraph_moa.nodes.context import Context
 from langgraph_moa.nodes.errors import ConfigError, InputError, MoAError, RunStoppedError
-from langgraph_moa.nodes.models.callcache import CallCache
+from langgraph_moa.nodes.models.callcache import CallCache, Unstored
 from langgraph_moa.nodes.models.paid import paid_calls
 from langgraph_moa.nodes.models.redact import redact
 
@@ -101,7 +101,8 @@ class BatchResult:
     output: Path
     written: int | None = None  # items in the --format output, once complete
     cache_rejected: int = 0  # call cache entries that were not a call's: asked again
-    cache_unstored: tuple[int, str] = (0, "")  # answers the cache could not store, and why
+    # Answers the cache could not store, why, and what to do.
+    cache_unstored: Unstored = field(default_factory=Unstored)
     not_in_input: int = 0  # records of items the input no longer holds: kept, last (jsonl) or
     # in the journal only (a --format output holds the input's items alone)
     progress: BatchProgress | None = field(default=None, repr=False)
@@ -496,7 +497,7 @@ async def _run_batch(
         output=output,
         progress=progress,
         cache_rejected=cache.rejected if cache is not None else 0,
-        cache_unstored=(cache.unstored, cache.unstored_why) if cache is not None else (0, ""),
+        cache_unstored=cache.unstored if cache is not None else Unstored(),
         not_in_input=not_in_input,
     )
     if complete:

@@ -46,6 +46,7 @@ import stat
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
@@ -57,7 +58,14 @@ from langgraph_moa.nodes.errors import CallCacheError, StoredValueError
 from langgraph_moa.nodes.models.calls import CallResult
 from langgraph_moa.nodes.models.settings import ModelSettings
 from langgraph_moa.nodes.serde import SAFE_SERDE
-from langgraph_moa.nodes.shared_files import NOFOLLOW, check_shared, is_mine, owner_name
+from langgraph_moa.nodes.shared_files import (
+    check_shared,
+    create_new,
+    is_mine,
+    let_you_write,
+    not_yours_to_write,
+    sqlite_files,
+)
 
 NAMESPACE = ("moa-calls", "v1")  # bump the version when the key or the value changes
 TABLE = ("cache", ["ns", "key", "expiry", "encoding", "val"])  # SqliteCache's one table
@@ -74,46 +82,62 @@ DAMAGED_HINT = (
 
 
 FOLDER_HINT = "choose a folder you can use for it (--cache), or pass --no-cache"
-# SQLite's files beside a database: its write-ahead log, shared memory and rollback journal.
-COMPANIONS = ("-wal", "-shm", "-journal")
+BUSY_WAIT_S = 5.0  # how long a store waits for another writer's lock (sqlite3.connect's default)
 
 
 def cache_error(path: Path, exc: sqlite3.Error) -> CallCacheError:
     """What went wrong with the cache file, and what to do, in one line (not a bare
     "DatabaseError"): SQLite says "file is not a database", "database disk image is malformed",
     "attempt to write a readonly database", "database or disk is full"."""
-    if isinstance(exc, sqlite3.OperationalError):
-        hint = unstored_hint(path, str(exc))
-    else:  # corrupt, and known to be ours (it had only our table when opened)
-        hint = DAMAGED_HINT
+    # Anything but an operational error: corrupt, and known to be ours (only our table in it).
+    hint = unstored_hint(path, exc) if isinstance(exc, sqlite3.OperationalError) else DAMAGED_HINT
     return CallCacheError(str(path), str(exc), hint)
 
 
-def unstored_hint(path: Path, why: str) -> str:
-    """What to do when the cache cannot store (``why``, SQLite's words): a read-only file is
-    said to be one, with whose it is; anything else is a full disk or a folder to change."""
-    if "readonly" in why:
+def _code(exc: sqlite3.Error) -> int:
+    """SQLite's primary result code of ``exc`` (SQLITE_READONLY for SQLITE_READONLY_DIRECTORY);
+    0 for one raised without a code (by Python code, not SQLite)."""
+    code: int = getattr(exc, "sqlite_errorcode", 0)
+    return code & 0xFF
+
+
+def _locked(exc: sqlite3.Error) -> bool:
+    """Whether ``exc`` says another connection holds the write lock now (a writer of another
+    process, a sqlite3 shell with a transaction open), not that this one cannot write."""
+    return _code(exc) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+def unstored_hint(path: Path, exc: sqlite3.Error) -> str:
+    """What to do when the cache cannot store (``exc``, SQLite's error): a read-only file is said
+    to be one, with whose it is; a lock held past the wait, a full disk and anything else (a
+    folder SQLite cannot make its files in, an I/O error) each have their own advice."""
+    code = _code(exc)
+    if code == sqlite3.SQLITE_READONLY:
         return f"{read_only(path)}, or choose another --cache, or pass --no-cache"
+    if _locked(exc):
+        return (
+            f"another program kept it locked for over {BUSY_WAIT_S:g} s (a sqlite3 shell or a "
+            "tool with a transaction open on it): close that, or choose another --cache"
+        )
+    if code == sqlite3.SQLITE_FULL:
+        return "free some space on its disk, or choose another --cache, or pass --no-cache"
     return "free some space or choose a writable folder for it (--cache), or pass --no-cache"
 
 
 def read_only(path: Path) -> str:
     """Whose the cache (or the file of its beside it that SQLite could not write) is, and how to
     make it writable, for a cache the user cannot write."""
-    for name in (path, *(path.with_name(path.name + c) for c in COMPANIONS)):
+    for name in sqlite_files(path):
         try:
             st = name.stat()
         except OSError:
             continue
         if os.access(name, os.W_OK):
             continue
-        mode = stat.S_IMODE(st.st_mode)
         if is_mine(st):
+            mode = stat.S_IMODE(st.st_mode)
             return f"{name} is read-only (mode {mode:04o}): make it writable (chmod u+w {name})"
-        return (
-            f"{name} belongs to {owner_name(st.st_uid)} and is read-only to you (mode "
-            f"{mode:04o}): ask them to let you write it (chmod g+w {name}, with you in its group)"
-        )
+        return f"{name} {not_yours_to_write(st)}: ask them to {let_you_write(name)}"
     return f"{path.parent} cannot take SQLite's files beside {path.name}: make it writable"
 
 
@@ -164,7 +188,7 @@ def _check_ours(path: Path) -> None:
 def check_not_shared(path: Path) -> None:
     """Refuse a cache (or a file of SQLite's beside it) another user could have planted or could
     change (nodes/shared_files.py): its answers would be theirs."""
-    for name in (path, *(path.with_name(path.name + c) for c in COMPANIONS)):
+    for name in sqlite_files(path):
         check_shared(
             name,
             f"the call cache {path}",
@@ -173,15 +197,14 @@ def check_not_shared(path: Path) -> None:
         )
 
 
-def _create(path: Path) -> None:
-    """Create the cache file as the user's other files are (0o666 less the umask: SQLite would
-    make it 0644, which a teammate resuming a run in a team folder cannot write), never through
-    a link; SQLite's -wal and -shm files take its mode."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o666)
-    except FileExistsError:  # made meanwhile (or a link): looked at like any file that is there
-        return
-    os.close(fd)
+@dataclass(frozen=True)
+class Unstored:
+    """Answers a cache could not store: how many, the last reason (SQLite's words) and what to
+    do about it (``unstored_hint``, as things stood then)."""
+
+    count: int = 0
+    why: str = ""
+    hint: str = ""
 
 
 class CallCache:
@@ -192,8 +215,11 @@ class CallCache:
         try:
             check_not_shared(self.path)
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            # As the user's other files are (0o666 less the umask: SQLite would make it 0644,
+            # which a teammate resuming a run in a team folder cannot write); SQLite's -wal and
+            # -shm files take its mode.
             if not self.path.exists():
-                _create(self.path)
+                create_new(self.path, 0o666)
             check_not_shared(self.path)  # as it is now, made by us or not
             _check_ours(self.path)
             self._store: SqliteCache[dict[str, Any]] = SqliteCache(
@@ -211,28 +237,37 @@ class CallCache:
             raise CallCacheError(str(self.path), exc.strerror or str(exc), FOLDER_HINT) from None
         self.hits = 0  # calls answered from the cache in this process
         self.rejected = 0  # entries found that were not a call's (edited, planted): asked again
-        self.unstored = 0  # answers that could not be stored (a full disk), the last reason:
-        self.unstored_why = ""
+        self.unstored = Unstored()
         self.stored = 0
 
     def _check_writable(self) -> None:
         """Refuse, before any call, a cache this process can read but not write (another user's
-        file, read-only to us): SQLite opens it read-only without a word, and every answer of
-        the run would then fail to be stored."""
+        file, read-only to us; a folder SQLite cannot make its files in): SQLite opens it
+        read-only without a word, and every answer of the run would then fail to be stored.
+
+        The probe is a write that changes nothing, asked without waiting: another run sharing
+        the cache may hold the write lock this instant, which says the file is in use, not that
+        this process cannot write it (SQLite reports a read-only file before it looks at locks).
+        """
         conn = self._connection()
+        conn.execute("PRAGMA busy_timeout = 0")
         try:
-            conn.execute(f"DELETE FROM {TABLE[0]} WHERE 0")  # a write that changes nothing
+            conn.execute(f"DELETE FROM {TABLE[0]} WHERE 0")
         except sqlite3.OperationalError as exc:
+            if _locked(exc):
+                return
             with contextlib.suppress(sqlite3.Error):
                 self.close()
-            if "readonly" not in str(exc):
+            if _code(exc) != sqlite3.SQLITE_READONLY:
                 raise
             raise CallCacheError(
-                str(self.path), "it cannot be written", unstored_hint(self.path, str(exc))
+                str(self.path), "it cannot be written", unstored_hint(self.path, exc)
             ) from None
         finally:
             with contextlib.suppress(sqlite3.Error):
                 conn.rollback()
+            with contextlib.suppress(sqlite3.Error):  # stores wait for a writer as before
+                conn.execute(f"PRAGMA busy_timeout = {int(BUSY_WAIT_S * 1000)}")
 
     async def lookup(self, key: str) -> CallResult | None:
         try:
@@ -276,8 +311,9 @@ class CallCache:
             # A full disk, a file made read-only mid-run, a writer holding it too long: the
             # answer was paid and is good, so the call keeps it (failing the item would throw it
             # away, and a rerun pay again); only its reuse is lost, which the run reports.
-            self.unstored += 1
-            self.unstored_why = str(exc)
+            self.unstored = Unstored(
+                self.unstored.count + 1, str(exc), unstored_hint(self.path, exc)
+            )
             return
         self.stored += 1
 
