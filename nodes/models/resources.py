@@ -10,24 +10,26 @@ aiohttp and are closed at the end). Every part is safe to use from any thread.
 
 Scope of each part:
 
-- **the process**, shared by every thread and event loop: the TLS context and the sync HTTP
-  client; the rate-limit gates (``ModelGate``, one per model, endpoint and limits: ``_Gates``),
-  so a model's ``rpm``/``tpm`` hold for every call in the process, as ``ModelSpec`` documents;
-  the models whose endpoint refused stop sequences (``refuses_stop``: asked without them from
-  then on, nodes/models/ask.py; the ``MAX_STOP_REFUSALS`` most recent); the digests of the
-  tool bindings a server's client sent that passed their checks (``bind_passed``: a run's later
-  steps check a ``turn_bind`` again only if it is another, nodes/untrusted.py; the
-  ``MAX_PASSED_BINDS`` most recent), and the objects themselves (``bind_object_passed``: the
-  very one the first step checked is known without a digest; the ``MAX_PASSED_BIND_OBJECTS``
-  most recent); the keys already warned about going over plain http to another machine
-  (``first_plain_http``: each endpoint and key variable once, nodes/keys.py; the
-  ``MAX_PLAIN_HTTP_WARNED`` most recent, so a server whose clients name endpoints stays bounded);
-  the background event loop that sync callers' nodes run on (``portal``, graphs/adapt.py),
-  started on first use; the sync callers' tasks in flight on it and, while the main thread's run
-  waits on several of them in LangGraph's worker threads or a ``cancel_on_interrupt()`` block
-  runs in the main thread, the SIGINT handler (``sync_runs``, sync_runs.py).
-- **an event loop**: the async HTTP client (its connection pool belongs to the loop that opened
-  it) and the chat models built on it, one per ``ModelSettings`` and key/endpoint environment.
+- **the process**, shared by every thread and event loop: the TLS context and the sync HTTP client
+  (one more per ``OPENAI_PROXY`` the process was given); the rate-limit gates (``ModelGate``, one
+  per model, endpoint and limits: ``_Gates``), so a model's ``rpm``/``tpm`` hold for every call in
+  the process, as ``ModelSpec`` documents; the models whose endpoint refused stop sequences
+  (``refuses_stop``: asked without them from then on, nodes/models/ask.py; the
+  ``MAX_STOP_REFUSALS`` most recent); the digests of the tool bindings a server's client sent that
+  passed their checks (``bind_passed``: a run's later steps check a ``turn_bind`` again only if it
+  is another, nodes/untrusted.py; the ``MAX_PASSED_BINDS`` most recent), and the objects
+  themselves (``bind_object_passed``: the very one the first step checked is known without a
+  digest; the ``MAX_PASSED_BIND_OBJECTS`` most recent); the keys already warned about going over
+  plain http to another machine (``first_plain_http``: each endpoint and key variable once,
+  nodes/keys.py; the ``MAX_PLAIN_HTTP_WARNED`` most recent, so a server whose clients name
+  endpoints stays bounded); the background event loop that sync callers' nodes run on (``portal``,
+  graphs/adapt.py), started on first use; the sync callers' tasks in flight on it and, while the
+  main thread's run waits on several of them in LangGraph's worker threads or a
+  ``cancel_on_interrupt()`` block runs in the main thread, the SIGINT handler (``sync_runs``,
+  sync_runs.py).
+- **an event loop**: the async HTTP client (one more per proxy, as above; its connection pool
+  belongs to the loop that opened it) and the chat models built on it, one per ``ModelSettings``
+  and key/endpoint environment.
   A closed loop's entries are dropped when a new loop first asks.
 - **a layer of a run**: the quorum groups (``layers``, nodes/models/quorum.py), created by the
   layer's first proposer call and removed by its last; the staircase runs (``staircases``,
