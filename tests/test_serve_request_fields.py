@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
+import math
 import socket
 from collections.abc import Iterator
 from typing import Any
@@ -335,3 +337,30 @@ def test_a_schema_too_large_for_the_aggregators_window_is_a_400_before_any_call(
     }
     reply = client(base).chat.completions.create(model="fake", messages=ASK, **fields)
     assert reply.choices[0].message.content == '{"x": 3}'
+
+
+@pytest.mark.parametrize("field", ["response_format", "tools"])
+@pytest.mark.parametrize("number", [math.nan, math.inf, -math.inf])
+def test_nan_in_a_schema_is_a_400_before_any_call(
+    server: FakeOpenAIServer, base: str, field: str, number: float
+) -> None:
+    # Python's json reads NaN and Infinity from a body; JSON cannot carry them on to the
+    # aggregator's provider, so the run paid its proposers, then answered a 502.
+    schema = {"type": "object", "properties": {"x": {"type": "number", "maximum": number}}}
+    part: Any = {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
+    if field == "tools":
+        part = [{"type": "function", "function": {"name": "f", "parameters": schema}}]
+    body = json.dumps({"model": "fake", "messages": ASK, field: part})  # NaN, Infinity as written
+    reply = httpx.post(
+        f"{base}/v1/chat/completions",
+        content=body,
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
+    assert reply.status_code == 400, reply.text
+    error = reply.json()["error"]
+    assert error["param"] == field
+    assert error["message"] == (
+        f"{field} holds NaN or Infinity, which JSON cannot carry: give finite numbers"
+    )
+    assert server.requests == []

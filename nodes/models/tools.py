@@ -136,7 +136,23 @@ def binding(
         if kind == "json_schema":
             _check_json_schema_format(response_format.get("json_schema"))
         bind["response_format"] = dict(response_format)
+    for part in ("tools", "response_format"):
+        if part in bind:
+            _check_json(bind[part], part)
     return bind or None
+
+
+def _check_json(value: Any, part: str) -> None:
+    # Sent whole in every aggregator request: what JSON cannot carry (NaN, Infinity: Python's
+    # json reads them from a request body) failed only there, after the proposers were paid.
+    try:
+        json.dumps(value, allow_nan=False)
+    except ValueError:
+        raise ConfigError(
+            f"{part} holds NaN or Infinity, which JSON cannot carry: give finite numbers"
+        ) from None
+    except TypeError as exc:
+        raise ConfigError(f"{part} holds a value JSON cannot carry ({exc})") from None
 
 
 # OpenAI takes up to 128 tools: every binding is held to it (ChatMoA.bind_tools, moa serve's /v1,
