@@ -74,13 +74,13 @@ def test_a_resume_reads_the_output_once(
     first = run_cli("batch", str(data), "-o", str(out), "-c", str(cfg), "--limit", "2")
     assert first.returncode == 0, first.stderr
     reads: list[Path] = []
-    records = RunFile.records
+    read = RunFile._read  # every read of the records goes through it
 
-    def counted(self: RunFile) -> Iterator[dict[str, Any]]:
+    def counted(self: RunFile) -> Iterator[tuple[int, int, dict[str, Any]]]:
         reads.append(self.path)
-        return records(self)
+        return read(self)
 
-    monkeypatch.setattr(RunFile, "records", counted)
+    monkeypatch.setattr(RunFile, "_read", counted)
     command = ["batch", str(data), "-o", str(out), "-c", str(cfg)]
     dry = CliRunner().invoke(build_app(), [*command, "--dry-run", "--json"])
     assert dry.exit_code == 0, dry.output

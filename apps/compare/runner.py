@@ -9,7 +9,8 @@ concurrency bound, per-model rate limits, model-call cache and resume. REPORT_DI
     results.json, report.md, plot.png
     preferences.jsonl       prompt/chosen/rejected pairs the judge decided (preferences.py)
 
-Nothing in REPORT_DIR is read or written where another user could have put it (a planted answers
+A prompt a system or the judge cannot hold is refused before any call (fits.py). Nothing in
+REPORT_DIR is read or written where another user could have put it (a planted answers
 file would be judged as the system's, nodes/shared_files.py), and a folder that could not take
 the report's files at the end is refused before any call.
 
@@ -29,6 +30,7 @@ from typing import Any
 
 from rich.console import Console
 
+from langgraph_moa.apps.compare.fits import check_fits
 from langgraph_moa.apps.compare.preferences import PREFERENCES, write_preferences
 from langgraph_moa.apps.compare.report import PLOT, REPORT, RESULTS, write_report
 from langgraph_moa.apps.compare.results import Prompt, Record, build_results, judge_tasks
@@ -220,6 +222,7 @@ async def run_compare(
     options = options or CompareOptions()
     console = console or stderr_console()
     folder = Path(folder)
+    check_fits(items, systems, judge_context(judge, options.judge_max_tokens))
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"-o {str(folder)!r} is a file: give a folder for the report")
     check_folder(

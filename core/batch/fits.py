@@ -14,6 +14,10 @@ earlier answers counted as empty) does not fit enough proposers of a layer (``mi
 or neither the aggregator nor its fallback, references cut to their marker. A model run in this
 process (``local:``) counts with its own tokenizer and window, known once it is loaded: it is
 not checked here.
+
+``moa compare`` asks it of each of its systems and of its judge (apps/compare/fits.py): a judge
+reads the prompt with two answers that do not exist yet, so their length, known only by its
+limit, is kept free (``added``).
 """
 
 from __future__ import annotations
@@ -42,10 +46,15 @@ MESSAGES = {"system": SystemMessage, "user": HumanMessage, "assistant": AIMessag
 
 
 class ContextCheck:
-    """Called on each item (``Dataset``'s ``validate``): ``ValueError`` when no call can hold it."""
+    """Called on each item (``Dataset``'s ``validate``): ``ValueError`` when no call can hold it.
 
-    def __init__(self, ctx: Context) -> None:
+    ``added``: tokens every call adds to the item's conversation (the answers a judge reads,
+    counted at their ``max_tokens``), kept free like the answer's own.
+    """
+
+    def __init__(self, ctx: Context, added: int = 0) -> None:
         self._ctx = ctx
+        self._added = added
         # (the models a step may call, how many must fit, references each is sent)
         self._steps: list[tuple[list[ModelSettings], int, int]] = []
         references = 0
@@ -69,7 +78,7 @@ class ContextCheck:
         frame = aggregation_system_prompt(ctx.aggregation_prompt, [TRUNCATED] * most)
         self._frame = math.ceil(len(frame) / CHARS_PER_TOKEN) + MESSAGE_OVERHEAD + 1
         self._room = min(
-            (context_window(s) - s.max_tokens for step in self._steps for s in step[0]),
+            (context_window(s) - s.max_tokens - added for step in self._steps for s in step[0]),
             default=None,
         )
 
@@ -85,22 +94,26 @@ class ContextCheck:
         return self._problem(settings, shortest, [TRUNCATED] * references or None) is None
 
     def __call__(self, item: Item) -> None:
+        if (problem := self.problem(item)) is not None:
+            raise ValueError(f"no call of the run can hold it: {problem}")
+
+    def problem(self, item: Item) -> str | None:
+        """Why no call of a step can hold ``item`` (a call's own words), or None when it fits."""
         if self._room is None:
-            return
+            return None
         texts = [m["content"] for m in item.history] + item.turns
         messages = len(texts) + len(item.turns) - 1  # and an empty answer before each later turn
         longest = REQUEST_OVERHEAD + messages * MESSAGE_OVERHEAD + self._frame
         longest += sum(math.ceil(len(t) / CHARS_PER_TOKEN) for t in texts)
         if longest <= self._room:
-            return
+            return None
         conversation = self._conversation(item)
         for models, need, references in self._steps:
             refs = [TRUNCATED] * references or None
             problems = [self._problem(s, conversation, refs) for s in models]
             if sum(p is None for p in problems) < need:
-                raise ValueError(
-                    "no call of the run can hold it: " + next(p for p in problems if p is not None)
-                )
+                return next(p for p in problems if p is not None)
+        return None
 
     def _conversation(self, item: Item) -> list[AnyMessage]:
         messages: list[AnyMessage] = [MESSAGES[m["role"]](m["content"]) for m in item.history]
@@ -113,8 +126,9 @@ class ContextCheck:
     def _problem(
         self, settings: ModelSettings, conversation: list[AnyMessage], refs: list[str] | None
     ) -> str | None:
+        added = (lambda _count: self._added) if self._added else None
         try:
-            fit_request(settings, None, conversation, refs, self._ctx.aggregation_prompt)
+            fit_request(settings, None, conversation, refs, self._ctx.aggregation_prompt, added)
         except CallFailedError as exc:
             return exc.message
         return None

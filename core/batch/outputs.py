@@ -14,6 +14,12 @@ It is both the output (``--format jsonl``) and the journal a rerun resumes from:
   the old file whole.
   A record written twice for one id (a failed item retried) keeps its last version.
 
+Where each id's last record is, and its status, is kept as the file is read (``open``) and
+written (``append``, the rewrites): the end of a run knows its statuses and whether the file is
+in order without reading it, and reads it once to put it in order (``finished`` hands out the
+records of that same read, for a -f output). A file of another size than the one written is
+read again instead.
+
 It is never written through a link (``O_NOFOLLOW``: a batch output that is the user's own link
 to a file is resolved first, ``output_path``), nor read or written where another user could have
 put it (nodes/shared_files.py): a planted journal would be resumed from, a planted link written
@@ -28,7 +34,7 @@ import os
 import stat
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
@@ -58,6 +64,10 @@ class OutputWriteError(MoAError):
     """Writing the output failed once the run had started (a full disk): what was paid is kept."""
 
 
+# Where an id's last record is in the run file, and its status: (offset, length, status).
+Place = tuple[int, int, str]
+
+
 class RunFile:
     """A batch run's records, one JSON line per item."""
 
@@ -66,6 +76,9 @@ class RunFile:
         self.repaired = 0  # bytes of a torn last line cut off by open()
         self._file: IO[bytes] | None = None
         self._synced = time.monotonic()
+        # Each id's last record, in the order of their first records; None: not read yet.
+        self._places: dict[str, Place] | None = None
+        self._size = 0  # the file's bytes, as the places were taken
 
     # ------------------------------------------------------------------ reading
     def open(self, each: Callable[[dict[str, Any]], None] | None = None) -> dict[str, str]:
@@ -75,8 +88,10 @@ class RunFile:
             raise OutputError(f"output {str(self.path)!r} is a folder; give a file name")
         check_shared(self.path, str(self.path), OWN_FILES_RISK, ANOTHER_O)  # before it is read
         status = {}
-        for record in self.records():
+        places: dict[str, Place] = {}
+        for offset, length, record in self._read():
             status[record["id"]] = record["status"]
+            places[str(record["id"])] = (offset, length, record["status"])
             if each is not None:
                 each(record)
         if self.path.exists():
@@ -84,7 +99,14 @@ class RunFile:
                 self._repair()  # only now: every whole line is a record, the file is ours
             except OSError as exc:  # read-only (chmod 444, chattr +i), or someone else's
                 raise OutputError(f"cannot write {self.path}: {os_reason(exc)}") from None
+        self._places, self._size = places, self._size_now()
         return status
+
+    def _size_now(self) -> int:
+        try:
+            return self.path.stat().st_size
+        except FileNotFoundError:
+            return 0
 
     def _repair(self) -> None:
         size = self.path.stat().st_size
@@ -115,14 +137,21 @@ class RunFile:
 
     def records(self) -> Iterator[dict[str, Any]]:
         """Every record, in file order."""
+        for _offset, _length, record in self._read():
+            yield record
+
+    def _read(self) -> Iterator[tuple[int, int, dict[str, Any]]]:
+        """Every record, in file order, with where its line is: (offset, length, record)."""
         if not self.path.exists():
             return
         try:
             f = self.path.open("rb")
         except OSError as exc:
             raise OutputError(f"cannot read {self.path}: {os_reason(exc)}") from None
+        offset = 0
         with f:
             for number, line in enumerate(f, 1):
+                offset += len(line)
                 if not line.strip() or not line.endswith(b"\n"):
                     continue  # a torn last line (open() cuts it off before a run) is not a record
                 try:
@@ -134,7 +163,7 @@ class RunFile:
                         f"{self.path}: line {number} is not a batch record; this file is not the "
                         "output of moa batch (or was edited): give another -o, or fix the line"
                     )
-                yield record
+                yield offset - len(line), len(line), record
 
     # ------------------------------------------------------------------ writing
     def __enter__(self) -> Self:
@@ -188,48 +217,86 @@ class RunFile:
             raise OutputWriteError(
                 f"cannot write {self.path}: {os_reason(exc)} (the finished items are kept)"
             ) from None
+        if self._places is not None and start == self._size:
+            self._places[str(record["id"])] = (start, len(data), record["status"])
+            self._size += len(data)
+        else:  # not opened, or written by someone else too: read again where it is needed
+            self._places = None
+
+    def statuses(self) -> dict[str, str]:
+        """The status of each id's last record."""
+        return {i: status for i, (_, _, status) in self._known().items()}
+
+    def _known(self) -> dict[str, Place]:
+        """Each id's last record: as kept, or read when the file is not the one it was kept of."""
+        if self._places is None or self._size_now() != self._size:
+            places: dict[str, Place] = {}
+            for offset, length, record in self._read():
+                places[str(record["id"])] = (offset, length, record["status"])
+            self._places, self._size = places, self._size_now()
+        return self._places
 
     def drop(self, ids: set[str]) -> None:
         """Remove the records of ``ids`` (failed items about to run again), before any call:
         a file that cannot be rewritten is refused (``OutputError``), not a failed run."""
         try:
-            self._rewrite(lambda order: [i for i in order if i not in ids])
+            for _ in self._rewrite(lambda order: [i for i in order if i not in ids], read=False):
+                pass
         except OutputWriteError as exc:
             raise OutputError(str(exc)) from None
 
     def finish(self, position: Callable[[str], int | None]) -> None:
         """Rewrite the file in input order (``position``: where an id is in the input; ids it
         does not know go last), when it is not in that order yet."""
+        for _ in self._rewrite(_in_order(position), read=False):
+            pass
 
-        def where(item_id: str) -> tuple[bool, int]:
-            found = position(item_id)
-            return found is None, found or 0
+    def finished(
+        self, position: Callable[[str], int | None]
+    ) -> Generator[dict[str, Any], None, None]:
+        """``finish``, handing out each record in that order as it goes: the records a -f
+        output is made of come from the read that rewrites the file. The new file replaces the
+        old one when the iteration ends; stopped before (an error), the old one stays whole."""
+        for line in self._rewrite(_in_order(position), read=True):
+            yield json.loads(line)
 
-        self._rewrite(lambda found: sorted(found, key=where))
-
-    def _rewrite(self, arrange: Callable[[list[str]], list[str]]) -> None:
+    def _rewrite(self, arrange: Callable[[list[str]], list[str]], *, read: bool) -> Iterator[bytes]:
+        """Rewrite the file with the ids ``arrange`` keeps, in its order (their last records),
+        unless it is so already; ``read``: yield each record's line of the new file."""
         if not self.path.exists():
             return
-        # Where each id's last record is: (offset, length); records are read back one by one.
-        where: dict[str, tuple[int, int]] = {}
-        current: list[str] = []
+        places = self._known()
+        current = list(places)
+        ids = arrange(current)
+        if ids == current and self._size == sum(length for _, length, _ in places.values()):
+            # Already in that order, one record per id, nothing else: read only when asked.
+            if read:
+                with self.path.open("rb") as f:
+                    yield from f
+            return
+        rewritten: dict[str, Place] = {}
         offset = 0
-        with self.path.open("rb") as f:
-            for line in f:
-                if line.strip():
-                    record_id = str(json.loads(line)["id"])
-                    if record_id not in where:
-                        current.append(record_id)
-                    where[record_id] = (offset, len(line))
-                offset += len(line)
-        ids = arrange(list(current))
-        if ids == current and offset == sum(n for _, n in where.values()):
-            return  # already in that order, one record per id, nothing else
         with self.path.open("rb") as src, atomic_writer(self.path) as dst:
             for record_id in ids:
-                start, length = where[record_id]
+                start, length, status = places[record_id]
                 src.seek(start)
-                dst.write(src.read(length))
+                line = src.read(length)
+                dst.write(line)
+                rewritten[record_id] = (offset, length, status)
+                offset += length
+                if read:
+                    yield line
+        self._places, self._size = rewritten, offset
+
+
+def _in_order(position: Callable[[str], int | None]) -> Callable[[list[str]], list[str]]:
+    """Ids sorted by ``position`` (where each is in the input), the ids it does not know last."""
+
+    def where(item_id: str) -> tuple[bool, int]:
+        found = position(item_id)
+        return found is None, found or 0
+
+    return lambda ids: sorted(ids, key=where)
 
 
 @contextlib.contextmanager

@@ -479,7 +479,7 @@ async def _run_batch(
                 run_file.append(record)
                 progress.record(record)
 
-    final = {r["id"]: r["status"] for r in run_file.records()}
+    final = run_file.statuses()  # as written: the file is not read for them
     counts = collections.Counter(s for i, s in final.items() if order.position(i) is not None)
     not_in_input = len(final) - counts.total()
     complete = counts.total() == len(order)
@@ -501,10 +501,14 @@ async def _run_batch(
         not_in_input=not_in_input,
     )
     if complete:
-        run_file.finish(order.position)
-        if options.fmt != "jsonl":
-            # The input's items only: an item removed from it since it was answered is no
-            # question of this evaluation (its record stays in the journal).
-            records = (r for r in run_file.records() if order.position(str(r["id"])) is not None)
-            result.written = write_format(options.fmt, records, output, options.generator)
+        if options.fmt == "jsonl":
+            run_file.finish(order.position)
+        else:
+            # One read puts the run file in order and gives the -f output its records (the run
+            # file is replaced once all are read, before the -f output is written). The input's
+            # items only: an item removed from it since it was answered is no question of this
+            # evaluation (its record stays in the journal, last).
+            with contextlib.closing(run_file.finished(order.position)) as ordered:
+                records = (r for r in ordered if order.position(str(r["id"])) is not None)
+                result.written = write_format(options.fmt, records, output, options.generator)
     return result
