@@ -417,6 +417,17 @@ def test_a_failed_items_paid_calls_are_in_its_spend(
     proposers = [failed["usage"][f"together:{p}"] for p in ("p1", "p2")]
     expected = sum(u["input_tokens"] * 1 + u["output_tokens"] * 2 for u in proposers) / 1e6
     assert failed["spent_usd"] == pytest.approx(expected) and expected > 0
+    calls = failed["failed_turn_calls"]
+    assert sorted((c["model"], c["attempts"]) for c in calls) == [
+        ("together:agg", 1),
+        ("together:p1", 1),
+        ("together:p2", 1),
+    ]
+    # The summary counts them too: 2 paid calls of each model, 6 requests, both items' spend.
+    total = re.search(r"^  total +(\d+) +(\d+) .* \$(\S+) ", result.stderr, re.MULTILINE)
+    assert total is not None, result.stderr
+    assert total.group(1, 2) == ("6", "6")
+    assert float(total.group(3)) == pytest.approx(failed["spent_usd"] + ok["spent_usd"], abs=1e-4)
 
 
 @pytest.mark.parametrize("aggregator_fails", [True, False], ids=["failed", "ok"])

@@ -105,7 +105,7 @@ class BatchProgress:
         self.done += 1
         self.failed += record["status"] == "failed"
         self.degraded += record["status"] == "degraded"
-        for call, kind in call_kinds(record["turns"]):
+        for call, kind in call_kinds(record["turns"], record.get("failed_turn_calls") or ()):
             row = self.models.setdefault(call["model"], ModelTotals())
             if kind == "cached":
                 row.cached += 1

@@ -186,14 +186,19 @@ def settings_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 CallKind = Literal["paid", "cached", "replayed"]
 
 
-def call_kinds(turns: Iterable[Mapping[str, Any]]) -> Iterator[tuple[Mapping[str, Any], CallKind]]:
-    """Every call of an item's turns (proposals, then the aggregator's) and who paid for it."""
+def call_kinds(
+    turns: Iterable[Mapping[str, Any]], failed_turn: Iterable[Mapping[str, Any]] = ()
+) -> Iterator[tuple[Mapping[str, Any], CallKind]]:
+    """Every call of an item's turns (proposals, then the aggregator's) and who paid for it, then
+    the calls of the turn that failed (a record's ``failed_turn_calls``): paid, all of them."""
     for t in turns:
         stored = bool(t.get("replayed"))
         for layer in t["layers"]:
             for p in layer:
                 yield p, "replayed" if stored else _kind(p)
         yield t["aggregator"], _kind(t["aggregator"])
+    for call in failed_turn:
+        yield call, "paid"
 
 
 def _kind(call: Mapping[str, Any]) -> CallKind:
@@ -241,8 +246,8 @@ def build_record(
     """``unrecorded``: calls paid in a turn that failed, so in none of ``turns``
     (nodes/models/paid.py)."""
     answers = [t["answer"] for t in turns]
-    calls = list(call_kinds(turns))
-    paid = [c for c, kind in calls if kind == "paid"] + list(unrecorded)
+    calls = list(call_kinds(turns, unrecorded))
+    paid = [c for c, kind in calls if kind == "paid"]
     reused = [c for c, kind in calls if kind != "paid"]
     ok = error is None
     missing = missing_proposals(turns) if ok else []
@@ -258,6 +263,7 @@ def build_record(
         "answer": answers[-1] if ok and answers else None,
         "answers": answers,
         "turns": turns,
+        "failed_turn_calls": list(unrecorded),
         "usage": (usage := _usage(paid)),
         "requests": sum(int(c["attempts"]) for c in paid),
         "cached_calls": sum(kind == "cached" for _, kind in calls),
