@@ -24,6 +24,7 @@ import ipaddress
 import os
 import re
 import sys
+import unicodedata
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
@@ -202,6 +203,16 @@ def _normal(url: str) -> tuple[str, ...]:
     return (parts.scheme.lower(), parts.hostname or "", shown, parts.path.rstrip("/"))
 
 
+def unprintable_at(url: str) -> int | None:
+    """Where ``url`` holds whitespace or a control character (a tab, a newline, a zero-width
+    space...), or None. ``urlsplit`` drops tabs and newlines, so such a URL passed for the one
+    listed, then the HTTP client refused it: an internal error, not the client's."""
+    for i, char in enumerate(url):
+        if char.isspace() or unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp", "Zs"):
+            return i
+    return None
+
+
 def check_base_url(url: str) -> str:
     """``url`` if it is an http(s) URL with a host; ``ValueError`` says why not."""
     parts = urlsplit(url)
@@ -222,6 +233,18 @@ def check_base_url(url: str) -> str:
         )
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"{url!r} is not an http:// or https:// URL")
+    if (at := unprintable_at(url)) is not None:
+        held = unicodedata.name(url[at], repr(url[at]))
+        raise ValueError(
+            f"{url[:200]!r} holds {held} at {at}: give the URL alone, with no whitespace or "
+            "control character"
+        )
+    try:
+        port = parts.port  # parsed when read: a ValueError for "abc" or 99999
+    except ValueError:
+        port = 0
+    if port is not None and not 1 <= port <= 65535:
+        raise ValueError(f"{url!r} has no valid port: give a number from 1 to 65535")
     return url
 
 

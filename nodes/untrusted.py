@@ -38,6 +38,7 @@ from langgraph_moa.nodes.caps import Caps
 from langgraph_moa.nodes.caps import from_env as caps_from_env
 from langgraph_moa.nodes.context import PARENT_FIELD, Context, ModelSpec
 from langgraph_moa.nodes.errors import ClientSettingError, ConfigError
+from langgraph_moa.nodes.keys import unprintable_at
 from langgraph_moa.nodes.models.catalog import KEY_ENV, LOCAL_SERVERS
 from langgraph_moa.nodes.models.local import BUNDLED
 from langgraph_moa.nodes.models.resources import RESOURCES
@@ -47,20 +48,10 @@ MODEL_FIELDS = ("proposers", "aggregator", "fallback_aggregator", "layer_propose
 ENDPOINTS_ENV = "MOA_CLIENT_ENDPOINTS"
 
 
-def _unprintable(url: str) -> int | None:
-    """Where ``url`` holds whitespace or a control character (a tab, a newline, a zero-width
-    space...), or None. ``urlsplit`` drops tabs and newlines, so such a URL passed for the one
-    listed, then the HTTP client refused it: an internal error, not the client's."""
-    for i, char in enumerate(url):
-        if char.isspace() or unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp", "Zs"):
-            return i
-    return None
-
-
 def _parts(url: str) -> SplitResult | None:
     """``url``'s parts, for http(s) URLs with a host and nothing unprintable; None for anything
     else."""
-    if _unprintable(url) is not None:
+    if unprintable_at(url) is not None:
         return None
     try:
         parts = urlsplit(url)
@@ -173,7 +164,7 @@ def _check_model(value: Any, at: str, endpoints: Endpoints) -> None:
                 "api_key_env",
             )
         url = value.get("base_url")
-        if isinstance(url, str) and (at_char := _unprintable(url)) is not None:
+        if isinstance(url, str) and (at_char := unprintable_at(url)) is not None:
             raise ClientSettingError(
                 at,
                 f"base_url {url[:200]!r} holds {unicodedata.name(url[at_char], repr(url[at_char]))}"

@@ -226,6 +226,25 @@ def test_a_base_url_must_be_http(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("http://127.0.0.1:abc/v1", "'http://127.0.0.1:abc/v1' has no valid port: give a number"),
+        ("http://127.0.0.1:99999/v1", "has no valid port: give a number from 1 to 65535"),
+        ("http://127.0.0.1:8000/v\t1", "holds '\\t' at 23: give the URL alone"),
+    ],
+)
+def test_a_base_url_the_http_client_cannot_take_is_one_line(
+    tmp_path: Path, url: str, said: str
+) -> None:
+    # They passed the config's check, then failed the first call: "unexpected InvalidURL", or
+    # "unhandled errors in a TaskGroup", exit 1.
+    spec = f'{{ model = "openai:agg", base_url = "{url}" }}'
+    result = run_cli("--config", str(config(tmp_path / "c.toml", spec)), "hi")
+    assert result.returncode == 2, result.stderr
+    assert said in error_line(result.stderr)
+
+
+@pytest.mark.parametrize(
     ("extra", "said"),
     [
         # The most common slip: the key pasted where its variable's name goes.
