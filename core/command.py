@@ -131,6 +131,7 @@ def fail(message: str, code: int = 1) -> NoReturn:
     """One line on stderr (API keys masked), then exit with ``code``."""
     from langgraph_moa.nodes.models.redact import redact
 
+    _end_line()
     err.print(f"moa: error: {redact(message)}", markup=False)
     raise typer.Exit(code)
 
@@ -259,9 +260,10 @@ def reader_gone() -> NoReturn:
     raise typer.Exit(141)
 
 
-def _to_devnull() -> None:
+def _to_devnull(*fds: int) -> None:
+    """/dev/null in place of ``fds`` (stdout and stderr by default)."""
     devnull = os.open(os.devnull, os.O_WRONLY)
-    for fd in (1, 2):
+    for fd in fds or (1, 2):
         with contextlib.suppress(OSError):
             os.dup2(devnull, fd)
 
@@ -275,7 +277,28 @@ def stdout_may_close() -> Iterator[None]:
         reader_gone()
 
 
+class _Stdout:
+    """Whether the text ``write`` last put on stdout left its line open (a partial answer)."""
+
+    line_open = False
+
+
 def write(text: str) -> None:
     """Model text to stdout (escape sequences made visible on a terminal: core/terminal.py)."""
     sys.stdout.write(to_stdout(text))
     sys.stdout.flush()
+    if text:
+        _Stdout.line_open = not text.endswith("\n")
+
+
+def _end_line() -> None:
+    """End a partial answer's line, so that an error after it (a run stopped mid-answer) starts a
+    line of its own on a terminal, where both streams show, and stdout ends with a newline."""
+    if not _Stdout.line_open:
+        return
+    try:
+        write("\n")
+    except ValueError:  # stdout closed: no line to end
+        pass
+    except OSError:  # the reader has gone: the interpreter's last flush must not fail again
+        _to_devnull(1)

@@ -154,3 +154,20 @@ def test_a_second_turn_after_a_cancelled_one_keeps_the_earlier_history(
         ("assistant", ANSWER),
         ("user", "last question"),
     ]
+
+
+def test_ctrl_c_mid_answer_ends_the_answers_line_before_the_error(
+    server: FakeOpenAIServer, chat_config: str
+) -> None:
+    """moa ask: the partial answer's line is ended, so the error starts a line of its own."""
+    server.script("agg", "streaming words " * 200, token_delay=0.05)
+    with PtySession(["ask", "--config", chat_config, "a question"], env(server)) as moa:
+        moa.expect("streaming words streaming words")  # the answer is on the screen
+        moa.send(CTRL_C)
+        moa.expect("moa: error: interrupted")
+        assert moa.wait(10) == 130
+        lines = moa.text.splitlines()
+    (at,) = [i for i, line in enumerate(lines) if "moa: error: interrupted" in line]
+    assert lines[at] == "moa: error: interrupted", lines[at]
+    # (^C: the terminal's echo of the key)
+    assert lines[at - 1].removesuffix("^C").endswith("streaming words "), lines[at - 1][-40:]

@@ -117,39 +117,53 @@ def start_moa(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     )
 
 
-def read_until(proc: subprocess.Popen[bytes], needle: bytes) -> None:
-    """Read stdout until ``needle`` shows (reading blocks until moa prints; EOF fails)."""
+def read_until(proc: subprocess.Popen[bytes], needle: bytes) -> str:
+    """Read stdout until ``needle`` shows (reading blocks until moa prints; EOF fails); what
+    was read."""
     assert proc.stdout is not None
     seen = b""
     while needle not in seen:
         chunk = proc.stdout.read1(4096)
         assert chunk, seen
         seen += chunk
+    return seen.decode()
 
 
 def terminate(proc: subprocess.Popen[bytes]) -> str:
     """SIGTERM, then moa's stderr once it exited."""
-    proc.send_signal(signal.SIGTERM)
+    return stop(proc, signal.SIGTERM)[1]
+
+
+def stop(proc: subprocess.Popen[bytes], sig: signal.Signals) -> tuple[str, str]:
+    """``sig``, then the rest of moa's stdout and its stderr once it exited."""
+    proc.send_signal(sig)
     try:
-        _, stderr = proc.communicate(timeout=60)
+        stdout, stderr = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    return stderr.decode()
+    return stdout.decode(), stderr.decode()
 
 
-def test_sigterm_mid_answer_stops_ask_with_one_line(
-    server: FakeOpenAIServer, tmp_path: Path
+@pytest.mark.parametrize(
+    ("sig", "code", "said"),
+    [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "stopped by SIGTERM")],
+)
+def test_a_signal_mid_answer_stops_ask_with_one_line_after_the_partial_one(
+    server: FakeOpenAIServer, tmp_path: Path, sig: signal.Signals, code: int, said: str
 ) -> None:
     answering_slowly(server)
     cfg = write_config(tmp_path / "c.toml", server)
     proc = start_moa(["ask", "-c", str(cfg), "a question"], compare_env(server))
-    read_until(proc, b"word word")  # the answer is streaming
-    stderr = terminate(proc)
-    assert proc.returncode == 143, stderr
+    shown = read_until(proc, b"word word")  # the answer is streaming
+    rest, stderr = stop(proc, sig)
+    stdout = shown + rest
+    assert proc.returncode == code, stderr
     assert "Traceback" not in stderr
-    assert stderr.splitlines()[-1] == "moa: error: stopped by SIGTERM"
+    assert stderr.splitlines()[-1] == f"moa: error: {said}"
+    # The partial answer's line is ended, once: on a terminal the error starts a line of its own.
+    assert stdout.endswith("word \n") and stdout.count("\n") == 1, stdout[-40:]
     assert server.wait_idle(10)  # its request was closed, not left to finish
 
 

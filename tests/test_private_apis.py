@@ -21,7 +21,7 @@ Each is used in exactly one place, with a comment there saying why:
   when the server received the run (here: the installed server sets it; against a real server:
   tests/test_batch_server.py);
 - uvicorn's ``H11Protocol`` (apps/serve/headers.py): its ``conn`` (h11) and the hooks a
-  subclass overrides, for the request headers' deadline and the send deadline (against a real
+  subclass overrides, for the request headers' deadline and the send deadlines (against a real
   server: tests/test_serve_slow_clients.py);
 - LangServe's stream error event (``_GENERIC_ERROR``, apps/serve/langserve_routes.py): the one
   event, in one body message, its ``/stream`` sends for any failure, which ``StreamErrors``

@@ -1,20 +1,29 @@
 """Clients that hold a connection without finishing their request (slow loris): one without the
 key is answered 401 on its headers, before the server reads or waits for any of its body; one with
 the key gets 408 when its body takes too long; one trickling its headers gets 408 too, and one
-that sends nothing is closed. Over raw sockets, as such a client sends."""
+that sends nothing is closed. A client that stops reading its response, or reads it too slowly,
+is cut and its slot freed. Over raw sockets, as such a client sends."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 
 import httpx
+import openai
 import pytest
 from conftest import fake_context
-from fake_openai import FakeOpenAIServer
-from serving import app_for, running
+from fake_openai import FakeOpenAIServer, RecordedRequest, message_text
+from fastapi import FastAPI
+from fastapi.responses import StreamingResponse
+from serving import ServeProcess, app_for, running, serve_env
+
+from langgraph_moa.apps.serve.settings import ServeSettings
 
 KEY = "slow-clients-server-key"
 WAIT_S = 10.0  # generous: each answer comes at once or after the 1 s request_timeout_s
@@ -191,3 +200,161 @@ def test_a_client_that_stops_reading_its_stream_is_cut_and_its_slot_freed(
             assert got < len(answer)
         said = [r.getMessage() for r in caplog.records if r.name == "moa.serve"]
         assert f"moa serve: {who} read nothing of its response for 1 s: connection closed" in said
+
+
+def _trickle_config(tmp_path: Path, server: FakeOpenAIServer, big: str) -> Path:
+    """A mixture whose answer is ``big`` when the question says "big", else a few words."""
+    server.script("p1", "a proposal")
+
+    def reply(record: RecordedRequest) -> str:
+        asked = " ".join(message_text(m.get("content")) for m in record.messages)
+        return big if "big" in asked else "a short answer"
+
+    server.script("agg", reply)
+    path = tmp_path / "trickle.toml"
+    path.write_text(  # max_tokens: room for the big answer's 1,100 words
+        "max_tokens = 2000\n"
+        f'proposers = [{{ model = "together:p1", base_url = "{server.base_url}" }}]\n'
+        f'aggregator = {{ model = "together:agg", base_url = "{server.base_url}" }}\n'
+    )
+    return path
+
+
+def test_a_trickle_reader_is_cut_past_the_run_limit_and_others_are_not(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    """A client taking a few bytes now and then of an answer the server's buffers hold: they
+    never fill, so --send-timeout never starts, and it held the connection and the answer for
+    as long as it liked; now --max-run-time + --send-timeout after its request at most. A client
+    reading normally beside it gets its whole answer."""
+    big = ("y" * 99 + " ") * 1100  # 110 kB: far more than the client's socket buffer
+    config = _trickle_config(tmp_path, server, big)
+    args = ("--config", str(config), "--max-run-time", "3", "--send-timeout", "3")
+    served = ServeProcess(*args, env=serve_env(server.base_url))
+    try:
+        port = int(served.url.rsplit(":", 1)[1])
+        body = json.dumps({"messages": [{"role": "user", "content": "big"}]})
+        trickler = socket.socket()
+        trickler.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        trickler.connect(("127.0.0.1", port))
+        who = f"127.0.0.1:{trickler.getsockname()[1]}"  # how the log names it
+        with trickler:
+            trickler.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: moa\r\n"
+                b"Content-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n{body}".encode()
+            )
+            started = time.monotonic()
+            trickler.settimeout(60)
+            got, cut, parallel = 0, False, None
+            while not cut and time.monotonic() - started < 90:
+                try:
+                    more = trickler.recv(512)  # 1 kB/s: the answer would take 2 minutes
+                except ConnectionResetError:
+                    more = b""
+                cut = not more
+                got += len(more)
+                if parallel is None and got:  # the trickler has its answer: another client
+                    parallel = _Reader(served.url)
+                    parallel.start()
+                time.sleep(0.5)
+            waited = time.monotonic() - started
+        assert cut and got < len(big), (got, waited)
+        assert waited < 60, waited  # generous: the cut is due 6 s after the request
+        assert parallel is not None
+        parallel.join(timeout=60)
+        assert parallel.out == {"text": "a short answer", "finish": "stop"}
+        health = f"{served.url}/health"
+        _wait(lambda: httpx.get(health).json()["runs_in_flight"] == 0, why="a slot stays taken")
+        line = f"moa serve: {who} had not taken all of its response 6 s after its request"
+        _wait(lambda: line in served.text(), why=served.text)
+    finally:
+        served.stop()
+    assert "Traceback" not in served.text()
+
+
+def test_a_response_still_going_past_the_run_limit_is_cut() -> None:
+    """Whatever keeps a response going (here a stand-in route that never ends, read as it comes),
+    it ends --max-run-time + --send-timeout after its request, its route cancelled."""
+    app = FastAPI()
+    app.state.settings = ServeSettings(max_run_s=1.0, send_timeout_s=1.0)
+    ended = threading.Event()
+
+    async def endless() -> AsyncIterator[bytes]:
+        try:
+            while True:
+                yield b"more\n"
+                await asyncio.sleep(0.1)
+        finally:
+            ended.set()
+
+    @app.get("/endless")
+    async def route() -> StreamingResponse:
+        return StreamingResponse(endless())
+
+    with running(app) as base:
+        started = time.monotonic()
+        with pytest.raises(httpx.TransportError), httpx.stream("GET", f"{base}/endless") as reply:
+            for _ in reply.iter_bytes():
+                assert time.monotonic() - started < 30  # generous: the cut is due after 2 s
+        assert ended.wait(timeout=10)
+
+
+def test_a_long_stream_read_as_it_comes_is_not_cut(
+    server: FakeOpenAIServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A slow provider's stream lasting longer than the send timeout, and a second one on the
+    same connection ending past the first request's limit: each is a request of its own."""
+    words = [f"w{i}" for i in range(50)]
+    server.script("p1", "a proposal")
+    server.script("agg", " ".join(words), token_delay=0.06)  # 3 s of answer
+    app = app_for(fake_context(server, ["p1"]), max_run_s=4.0, send_timeout_s=1.0)
+    with running(app) as base, httpx.Client(base_url=base, timeout=60) as client:
+        for _ in range(2):
+            body = {"stream": True, "messages": [{"role": "user", "content": "hi"}]}
+            text, finish, done = "", None, False
+            with client.stream("POST", "/v1/chat/completions", json=body) as reply:
+                assert reply.status_code == 200
+                for line in reply.iter_lines():
+                    if line == "data: [DONE]":
+                        done = True
+                    elif line.startswith("data: "):
+                        choices = json.loads(line[6:]).get("choices") or [{}]
+                        text += choices[0].get("delta", {}).get("content") or ""
+                        finish = choices[0].get("finish_reason") or finish
+            assert (text.split(), finish, done) == (words, "stop", True)
+    said = [r.getMessage() for r in caplog.records if r.name == "moa.serve"]
+    assert not [line for line in said if "had not taken all" in line], said
+
+
+class _Reader(threading.Thread):
+    """A client reading a short streamed answer as it comes: ``out`` has its text and finish
+    reason, or the error it got."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self.url = url
+        self.out: dict[str, str] = {}
+
+    def run(self) -> None:
+        client = openai.OpenAI(base_url=f"{self.url}/v1", api_key="unused", max_retries=0)
+        try:
+            stream = client.chat.completions.create(
+                model="trickle", messages=[{"role": "user", "content": "hi"}], stream=True
+            )
+            text = ""
+            for chunk in stream:
+                if chunk.choices:
+                    text += chunk.choices[0].delta.content or ""
+                    if chunk.choices[0].finish_reason:
+                        self.out["finish"] = chunk.choices[0].finish_reason
+            self.out["text"] = text
+        except openai.OpenAIError as exc:
+            self.out["error"] = str(exc)
+
+
+def _wait(check: Callable[[], bool], why: Callable[[], object] | str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, why() if callable(why) else why
+        time.sleep(0.1)

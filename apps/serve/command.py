@@ -83,7 +83,8 @@ def serve(
         float,
         typer.Option(
             "--send-timeout",
-            help="Seconds a client may read nothing of a response filling the buffers (then cut).",
+            help="Seconds a client may read nothing of a response filling the buffers, or take "
+            "past --max-run-time to read it all (then cut).",
         ),
     ] = serve_defaults.DEFAULT_SEND_TIMEOUT_S,
     task_shortcut: Annotated[

@@ -23,19 +23,32 @@ client kept its socket open without reading, so three such clients locked everyo
 server of three slots. The abort is a disconnect for the app: the route is cancelled, its run
 closed, its slot freed (apps/serve/disconnect.py). A client reading slowly but steadily is not cut:
 each time it takes enough, the deadline starts again.
+
+That leaves a client that takes just enough, now and then (a trickle reader): it held its slot,
+and the server's buffers of its response, for as long as the response took it to read. So each
+response must be all taken by the client (out of our buffer and, on Linux, of the socket's send
+queue) within ``max_run_s + send_timeout_s`` of its request's arrival (whole, body included: the
+run starts then), else the connection is aborted, the same disconnect as above. The run itself
+is stopped at ``max_run_s``, so a client that reads as the answer comes is never cut: the send
+timeout is the time it has to take the rest. A response complete but not all taken stays on the
+clock (a client pipelining requests behind a response it is slow to read has them counted from
+the earlier one).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import socket
+import struct
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from langgraph_moa.apps.serve.errors import OpenAIError
-from langgraph_moa.apps.serve.settings import DEFAULT_SEND_TIMEOUT_S
+from langgraph_moa.apps.serve.settings import DEFAULT_MAX_RUN_S, DEFAULT_SEND_TIMEOUT_S
 
 log = logging.getLogger("moa.serve")
 
@@ -63,18 +76,54 @@ def _peer(transport: asyncio.BaseTransport) -> str:
     return "a client"
 
 
+def _cut(transport: asyncio.Transport) -> None:
+    """Abort the connection, and with it what the system still holds to send: abort, not close,
+    which would wait to send our buffer to a client that does not read it; and a reset (linger
+    0), else the system goes on sending its socket buffer (megabytes) to that client after us."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):  # gone already: nothing left to send
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+
+
+def _unsent(transport: asyncio.Transport) -> int:
+    """Bytes written for the client that it has not taken: in our buffer and, where the system
+    says (Linux), in the socket's send queue, which grows to megabytes for a slow reader."""
+    unsent = transport.get_write_buffer_size()
+    sock = transport.get_extra_info("socket")
+    try:
+        import fcntl
+        import termios
+    except ImportError:  # Windows
+        return unsent
+    if sock is not None and hasattr(termios, "TIOCOUTQ"):
+        try:
+            queued = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4)
+            unsent += struct.unpack("i", queued)[0]
+        except OSError:  # not a TCP socket here (macOS): our buffer is all we know
+            pass
+    return unsent
+
+
 def with_header_deadline(
-    timeout_s: float, send_timeout_s: float = DEFAULT_SEND_TIMEOUT_S
+    timeout_s: float,
+    send_timeout_s: float = DEFAULT_SEND_TIMEOUT_S,
+    max_run_s: float = DEFAULT_MAX_RUN_S,
 ) -> type[H11Protocol]:
     """uvicorn's h11 protocol, closing a connection whose request headers take over
     ``timeout_s`` to arrive, or whose unread body (the app answered first) goes on longer; and
     aborting one that reads nothing of its response for ``send_timeout_s`` once the server's
-    write buffer is full."""
+    write buffer is full, or has not taken all of a response ``max_run_s + send_timeout_s``
+    after its request arrived."""
+    response_s = max_run_s + send_timeout_s
 
     class HeaderDeadline(H11Protocol):
         _deadline: asyncio.TimerHandle | None = None
         _draining = False  # the deadline is for a body nobody reads, not for headers
         _stall: asyncio.TimerHandle | None = None  # the client reads nothing of its response
+        _sending: asyncio.TimerHandle | None = None  # the response's whole deadline
+        _tail = False  # ``_sending`` is a complete response's, its end not all taken
 
         def pause_writing(self) -> None:
             super().pause_writing()
@@ -98,8 +147,7 @@ def with_header_deadline(
                 _peer(self.transport),
                 send_timeout_s,
             )
-            # abort, not close: close would wait to send the buffered bytes nobody reads.
-            self.transport.abort()
+            _cut(self.transport)
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -108,15 +156,55 @@ def with_header_deadline(
         def data_received(self, data: bytes) -> None:
             super().data_received(data)
             self._watch()
+            self._watch_response()
 
         def on_response_complete(self) -> None:
-            super().on_response_complete()
+            if _unsent(self.transport):
+                self._tail = True  # the client has yet to take its end
+            else:
+                self._stop_sending()
+            super().on_response_complete()  # may start a pipelined request
             self._watch()
+            self._watch_response()
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._stop()
             self._stop_stall()
+            self._stop_sending()
             super().connection_lost(exc)
+
+        def _owed(self) -> bool:
+            """A request has arrived whole and its response is not complete."""
+            # MUST_CLOSE: a whole request that asked to close the connection after its response.
+            whole = self.conn.their_state in (h11.DONE, h11.MUST_CLOSE)
+            return whole and self.conn.our_state in (h11.SEND_RESPONSE, h11.SEND_BODY)
+
+        def _watch_response(self) -> None:
+            if not self._owed():
+                return
+            # A tail all taken: the client's next request has its own clock.
+            if self._sending is None or (self._tail and not _unsent(self.transport)):
+                self._stop_sending()
+                loop = asyncio.get_running_loop()
+                self._sending = loop.call_later(response_s, self._sent_too_long)
+
+        def _stop_sending(self) -> None:
+            if self._sending is not None:
+                self._sending.cancel()
+                self._sending = None
+            self._tail = False
+
+        def _sent_too_long(self) -> None:
+            self._sending, self._tail = None, False
+            if not (self._owed() or _unsent(self.transport)):
+                return  # all taken in time (the tail was read, no request since)
+            log.warning(
+                "moa serve: %s had not taken all of its response %g s after its request: "
+                "connection closed",
+                _peer(self.transport),
+                response_s,
+            )
+            _cut(self.transport)  # as in _stalled: the disconnect frees the run and its slot
 
         def _watch(self) -> None:
             """A deadline while a request has begun and its headers are not all here, or while

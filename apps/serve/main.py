@@ -75,8 +75,10 @@ def uvicorn_config(app: Any, settings: ServeSettings, **overrides: Any) -> Any:
         "server_header": False,
         # The same HTTP stack wherever it is installed: uvicorn would pick httptools and uvloop
         # when they are present (langgraph-cli brings both), and the tests would exercise another
-        # server than users run. h11 also carries the headers' deadline and the send deadline.
-        "http": with_header_deadline(settings.request_timeout_s, settings.send_timeout_s),
+        # server than users run. h11 also carries the headers' deadline and the send deadlines.
+        "http": with_header_deadline(
+            settings.request_timeout_s, settings.send_timeout_s, settings.max_run_s
+        ),
         "loop": "asyncio",
     }
     return uvicorn.Config(app, **(options | overrides))

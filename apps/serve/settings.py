@@ -38,7 +38,9 @@ DEFAULT_KEEPALIVE_S = 5.0
 DEFAULT_REQUEST_TIMEOUT_S = 60.0
 # A client that reads nothing of its response for this long, once the server's write buffer for
 # it is full, is cut (apps/serve/headers.py): its run is cancelled and its slot freed. Clients
-# read as data comes; this is a client that stopped, or one holding a slot without reading.
+# read as data comes; this is a client that stopped, or one holding a slot without reading. It is
+# also the time a response has past DEFAULT_MAX_RUN_S from its request to be all sent: a client
+# taking a little now and then (a trickle reader) holds its slot no longer than both.
 DEFAULT_SEND_TIMEOUT_S = 30.0
 # An origin as browsers send it in the Origin header: scheme://host[:port], nothing after; the
 # host a name, an IPv4 address or a bracketed IPv6 one.
@@ -91,7 +93,8 @@ class ServeSettings(BaseModel):
         default=DEFAULT_SEND_TIMEOUT_S,
         gt=0,
         description="Seconds a client may read nothing of its response once the server's write "
-        "buffer for it is full; then the connection is closed and its run cancelled.",
+        "buffer for it is full, and a response has past max_run_s from its request to be all "
+        "sent; then the connection is closed and its run cancelled.",
     )
     keepalive_s: float = Field(
         default=DEFAULT_KEEPALIVE_S,
