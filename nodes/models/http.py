@@ -33,8 +33,12 @@ docs/reliability.md explains the bound.
 **No key in an error's text.** A provider may quote the rejected key in its error reply, and the
 SDK's exception carries that text to LangChain's callbacks (tracers such as LangSmith record it)
 before our call loop sees it. So an error reply is read whole (it is bounded) and every secret
-of the environment masked in it (``redact``) before the SDK reads it: whichever SDK method made
-the call (``create``, ``parse``, the beta stream a response format takes).
+of the environment masked in it before the SDK reads it: whichever SDK method made the call
+(``create``, ``parse``, the beta stream a response format takes). A JSON reply is masked as the
+SDK will read it, decoded (``redact_data``): a key written with escapes (``sk-a\\/b``,
+``\\u0073k-...``) is plain only then. A streamed answer (200, ``text/event-stream``) may carry an
+error too: the SDK raises on any event whose JSON has an ``error`` key (openai/_streaming.py), so
+such events are masked the same way (``_Events``); the others pass unchanged.
 """
 
 from __future__ import annotations
@@ -44,11 +48,13 @@ import contextlib
 import contextvars
 import functools
 import importlib
+import json
+import re
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
-from langgraph_moa.nodes.models.redact import redact
+from langgraph_moa.nodes.models.redact import redact, redact_data
 
 
 def running_loop() -> asyncio.AbstractEventLoop | None:
@@ -159,12 +165,12 @@ class ResponseTooLargeError(Exception):
 async def bound_response(response: Any) -> None:
     """The response event hook of the async clients: ``response`` is read within the bound of the
     request being sent (``answer_bound``; ``RESPONSE_MAX_BYTES`` outside any)."""
-    response.stream = _bounded_streams()[1](response.stream, _meter(response))
+    response.stream = _bounded_streams()[1](response.stream, _meter(response), _mask(response))
 
 
 def bound_sync_response(response: Any) -> None:
     """``bound_response`` for the sync client."""
-    response.stream = _bounded_streams()[0](response.stream, _meter(response))
+    response.stream = _bounded_streams()[0](response.stream, _meter(response), _mask(response))
 
 
 def _meter(response: Any) -> _Meter:
@@ -210,14 +216,103 @@ class _Meter:
         self._left -= len(chunk)
         return chunk
 
-    @property
-    def error(self) -> bool:
-        return self._error
+
+# --- no key in an error ------------------------------------------------------------------------
 
 
 def _masked(body: bytes) -> bytes:
-    # Not UTF-8, such an error text would still be shown as text: read it as the SDK would.
-    return redact(body.decode("utf-8", "replace")).encode()
+    """An error's text with every secret masked: in its JSON, decoded, when it is JSON (the SDK
+    decodes it), else in its text (not UTF-8, it would still be shown as text)."""
+    text = body.decode("utf-8", "replace")
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        return redact(text).encode()
+    masked = redact_data(data)
+    return body if masked == data else json.dumps(masked, ensure_ascii=False).encode()
+
+
+class _Whole:
+    """An error reply: read whole, then masked."""
+
+    def __init__(self) -> None:
+        self._pieces: list[bytes] = []
+
+    def feed(self, piece: bytes) -> bytes:
+        self._pieces.append(piece)
+        return b""
+
+    def finish(self) -> bytes:
+        return _masked(b"".join(self._pieces))
+
+
+# Runs of line ends: two or more line ends (CR LF, CR or LF) end an SSE event.
+_LINE_ENDS = re.compile(rb"[\r\n]{2,}")
+# What an event's JSON key "error" is written with: the word, or an escape of one of its letters.
+_MAYBE_ERROR = re.compile(rb"error|\\u00(?:65|72|6[fF])")
+
+
+class _Events:
+    """A streamed answer, handed on an event at a time (the SDK acts on none before its blank
+    line) so that a key split across chunks is whole when masked. Events that may be errors
+    (``_MAYBE_ERROR``: a byte search, the rest pass untouched) are read as the SDK reads them."""
+
+    def __init__(self) -> None:
+        self._held = b""
+
+    def feed(self, piece: bytes) -> bytes:
+        held = self._held + piece
+        end = 0
+        for run in _LINE_ENDS.finditer(held):
+            if run.group() != b"\r\n":  # one line end alone
+                end = run.end()
+        self._held = held[end:]
+        return _masked_events(held[:end])
+
+    def finish(self) -> bytes:
+        held, self._held = self._held, b""
+        return _masked_events(held)
+
+
+def _masked_events(events: bytes) -> bytes:
+    if not _MAYBE_ERROR.search(events):
+        return events
+    out: list[bytes] = []
+    event: list[bytes] = []
+    for line in events.splitlines(keepends=True):  # CR LF, CR, LF: the SDK's line ends
+        if line.strip(b"\r\n"):
+            event.append(line)
+        else:
+            out.extend(_masked_event(event))
+            out.append(line)
+            event = []
+    out.extend(_masked_event(event))  # the stream's end, not ended by a blank line
+    return b"".join(out)
+
+
+def _masked_event(lines: list[bytes]) -> list[bytes]:
+    """An event's lines, its data masked if the SDK would raise it as an error (named ``error``,
+    or its data JSON with an ``error`` key)."""
+    fields = [line.rstrip(b"\r\n").partition(b":") for line in lines]
+    data = b"\n".join(value.removeprefix(b" ") for name, _, value in fields if name == b"data")
+    named = any(name == b"event" and value.strip() == b"error" for name, _, value in fields)
+    try:
+        decoded = json.loads(data)
+    except (ValueError, RecursionError):
+        decoded = None
+    if not named and not (isinstance(decoded, dict) and "error" in decoded):
+        return lines
+    kept = [line for line, (name, _, _) in zip(lines, fields, strict=True) if name != b"data"]
+    return [*kept, *(b"data: " + part + b"\n" for part in _masked(data).split(b"\n"))]
+
+
+def _mask(response: Any) -> _Whole | _Events | None:
+    """How ``response``'s body is masked before the SDK reads it (None: not at all)."""
+    if response.status_code >= 400:
+        return _Whole()
+    if "text/event-stream" in response.headers.get("content-type", "").lower():
+        return _Events()
+    return None
 
 
 @functools.cache
@@ -227,14 +322,19 @@ def _bounded_streams() -> tuple[type, type]:
     library = http_library()
 
     class Bounded(library.SyncByteStream):  # type: ignore[misc,name-defined]
-        def __init__(self, inner: Any, meter: _Meter) -> None:
-            self._inner, self._meter = inner, meter
+        def __init__(self, inner: Any, meter: _Meter, mask: _Whole | _Events | None) -> None:
+            self._inner, self._meter, self._mask = inner, meter, mask
 
         def __iter__(self) -> Iterator[bytes]:
-            if self._meter.error:  # read whole, to mask the keys it may quote
-                yield _masked(b"".join(self._pieces()))
-            else:
+            mask = self._mask
+            if mask is None:
                 yield from self._pieces()
+                return
+            for piece in self._pieces():  # masked where the keys it may quote are whole
+                if masked := mask.feed(piece):
+                    yield masked
+            if masked := mask.finish():
+                yield masked
 
         def _pieces(self) -> Iterator[bytes]:
             for chunk in self._inner:
@@ -247,15 +347,20 @@ def _bounded_streams() -> tuple[type, type]:
             self._inner.close()
 
     class AsyncBounded(library.AsyncByteStream):  # type: ignore[misc,name-defined]
-        def __init__(self, inner: Any, meter: _Meter) -> None:
-            self._inner, self._meter = inner, meter
+        def __init__(self, inner: Any, meter: _Meter, mask: _Whole | _Events | None) -> None:
+            self._inner, self._meter, self._mask = inner, meter, mask
 
         async def __aiter__(self) -> AsyncIterator[bytes]:
-            if self._meter.error:
-                yield _masked(b"".join([piece async for piece in self._pieces()]))
-            else:
+            mask = self._mask
+            if mask is None:
                 async for piece in self._pieces():
                     yield piece
+                return
+            async for piece in self._pieces():
+                if masked := mask.feed(piece):
+                    yield masked
+            if masked := mask.finish():
+                yield masked
 
         async def _pieces(self) -> AsyncIterator[bytes]:
             async for chunk in self._inner:
