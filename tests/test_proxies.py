@@ -33,7 +33,11 @@ def _config(tmp_path: Path, server: FakeOpenAIServer, provider: str) -> Path:
 
 @pytest.mark.parametrize(
     ("variable", "provider"),
-    [("HTTP_PROXY", "together"), ("HTTP_PROXY", "openai"), ("OPENAI_PROXY", "openai")],
+    [
+        ("HTTP_PROXY", "together"),
+        *((variable, "openai") for variable in ("HTTP_PROXY", "http_proxy", "ALL_PROXY")),
+        ("OPENAI_PROXY", "openai"),
+    ],
 )
 def test_moa_ask_goes_through_the_proxy(
     server: FakeOpenAIServer, tmp_path: Path, variable: str, provider: str
@@ -46,6 +50,8 @@ def test_moa_ask_goes_through_the_proxy(
     assert "Through the proxy." in done.stdout
     assert len(server.requests) == 2
     assert len(proxy.forwarded) == 2  # proposer and aggregator, both through it
+    # Not langchain-openai's warning that the proxy is ignored: it is not (just above).
+    assert "proxy auto-detection" not in done.stderr and "langchain" not in done.stderr
 
 
 @pytest.mark.parametrize("variable", ["HTTP_PROXY", "OPENAI_PROXY"])

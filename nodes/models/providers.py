@@ -144,6 +144,10 @@ def _openai_compatible(settings: ModelSettings) -> BaseChatModel:
         api_key=key,
         base_url=to.url,
         openai_proxy=None,
+        # Socket options go only to clients langchain-openai builds, never to ours; left at its
+        # default, it warns on every run with a proxy variable set that httpx's proxy detection
+        # is off, which is false here (ours honour the proxy: tests/test_proxies.py).
+        http_socket_options=(),
         **_openai_style(settings, proxy),
     )
 
