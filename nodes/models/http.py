@@ -48,12 +48,16 @@ import contextlib
 import contextvars
 import functools
 import importlib
+import importlib.util
 import json
+import os
 import re
+import urllib.request
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+from langgraph_moa.nodes.errors import ProxyError
 from langgraph_moa.nodes.models.redact import redact, redact_data
 
 
@@ -102,6 +106,8 @@ def new_async_client(tls: Any, *, aiohttp: bool = False, proxy: str | None = Non
 
 
 def _options(tls: Any, hook: Callable[[Any], Any], proxy: str | None) -> dict[str, Any]:
+    if proxy is None:  # the client reads the environment's as it is built
+        check_environment_proxies()
     return {
         "verify": tls,
         "follow_redirects": False,
@@ -109,6 +115,50 @@ def _options(tls: Any, hook: Callable[[Any], Any], proxy: str | None) -> dict[st
         "event_hooks": {"response": [hook]},
         **({"proxy": proxy} if proxy else {}),
     }
+
+
+# --- proxies -----------------------------------------------------------------------------------
+
+# What the HTTP library sends through; socks5 only with the socksio package (not a dependency).
+_PROXY_SCHEMES = ("http", "https", "socks5", "socks5h")
+_PROXY_FIX = "set it to http://host:port, or unset it"
+
+
+def check_proxy(variable: str, value: str, url: str | None = None) -> None:
+    """Raise ``ProxyError`` if the HTTP library cannot send through ``url`` (the proxy
+    ``variable`` gives as ``value``), before it refuses as a client is built: with a message
+    that names neither the variable nor what to do, and quotes the proxy's user name."""
+    library = http_library()
+    try:
+        parsed = library.URL(url or value)
+    except library.InvalidURL as exc:
+        # Its reason may quote a part of a password holding "/" ("Invalid port: 'p'").
+        reason = "" if "@" in value else f" ({exc})"
+        raise ProxyError(variable, value, f"not a valid URL{reason}; {_PROXY_FIX}") from None
+    if parsed.scheme not in _PROXY_SCHEMES:
+        problem = "not an http://, https:// or socks5:// proxy URL"
+        raise ProxyError(variable, value, f"{problem}; {_PROXY_FIX}")
+    if not parsed.host:
+        raise ProxyError(variable, value, f"names no host; {_PROXY_FIX}")
+    if parsed.port is not None and not 0 < parsed.port < 65536:
+        raise ProxyError(
+            variable, value, f"port {parsed.port} out of range (1-65535); {_PROXY_FIX}"
+        )
+    if parsed.scheme.startswith("socks") and importlib.util.find_spec("socksio") is None:
+        problem = "a SOCKS proxy needs the socksio package: pip install socksio, or use an http://"
+        raise ProxyError(variable, value, f"{problem} proxy")
+
+
+def check_environment_proxies() -> None:
+    """``check_proxy`` for each proxy of the environment, read as the HTTP library reads them
+    (urllib's ``getproxies``: HTTP_PROXY, HTTPS_PROXY, ALL_PROXY, the lower-case name first; a
+    value without a scheme is an http:// one)."""
+    found = urllib.request.getproxies()
+    for scheme in ("http", "https", "all"):
+        if value := found.get(scheme):
+            names = (f"{scheme}_proxy", f"{scheme.upper()}_PROXY")
+            name = next((n for n in names if os.environ.get(n) == value), f"the {scheme} proxy")
+            check_proxy(name, value, value if "://" in value else f"http://{value}")
 
 
 # --- the size of an answer ---------------------------------------------------------------------
