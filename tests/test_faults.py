@@ -1078,6 +1078,18 @@ async def test_a_key_quoted_with_json_escapes_reaches_no_trace(
     assert QUOTED_KEY not in seen and QUOTED_KEY[8:] not in seen and escaped not in seen
 
 
+async def test_a_key_in_the_error_of_a_json_answer_reaches_no_trace(
+    quoting: tuple[ModelSpec, list[Any]],
+) -> None:
+    # A 200 answer holding an error: langchain-openai raises ValueError(its "error") as it is.
+    model, queued = quoting
+    answer = json.dumps({"error": {"message": f"bad key {QUOTED_KEY}"}}).encode()
+    queued.append((200, "application/json", [answer]))
+    seen = await traced_failure(Context(layers=1, aggregator=model, max_attempts=1))
+    assert "ValueError({'message': 'bad key ***'})" in seen
+    assert QUOTED_KEY not in seen and QUOTED_KEY[8:] not in seen
+
+
 @TRANSPORTS
 async def test_a_key_in_an_error_event_of_a_streamed_answer_reaches_no_trace(
     quoting: tuple[ModelSpec, list[Any]], aiohttp: bool

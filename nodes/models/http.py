@@ -38,7 +38,8 @@ of the environment masked in it before the SDK reads it: whichever SDK method ma
 SDK will read it, decoded (``redact_data``): a key written with escapes (``sk-a\\/b``,
 ``\\u0073k-...``) is plain only then. A streamed answer (200, ``text/event-stream``) may carry an
 error too: the SDK raises on any event whose JSON has an ``error`` key (openai/_streaming.py), so
-such events are masked the same way (``_Events``); the others pass unchanged.
+such events are masked the same way (``_Events``); the others pass unchanged. So is a JSON answer
+(200) with an ``error`` key, which langchain-openai raises as it is.
 """
 
 from __future__ import annotations
@@ -283,17 +284,31 @@ def _masked(body: bytes) -> bytes:
 
 
 class _Whole:
-    """An error reply: read whole, then masked."""
+    """An error reply, or a JSON answer (``answer``: masked only if it is an error, which
+    langchain-openai raises with its ``error`` as it is): read whole, as the SDK reads it."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, answer: bool = False) -> None:
         self._pieces: list[bytes] = []
+        self._answer = answer
 
     def feed(self, piece: bytes) -> bytes:
         self._pieces.append(piece)
         return b""
 
     def finish(self) -> bytes:
-        return _masked(b"".join(self._pieces))
+        body = b"".join(self._pieces)
+        return _masked(body) if not self._answer or _is_error(body) else body
+
+
+def _is_error(data: bytes) -> bool:
+    """Whether JSON ``data`` has an ``error`` key (a byte search first: answers pass untouched)."""
+    if not _MAYBE_ERROR.search(data):
+        return False
+    try:
+        decoded = json.loads(data)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(decoded, dict) and "error" in decoded
 
 
 # Runs of line ends: two or more line ends (CR LF, CR or LF) end an SSE event.
@@ -346,11 +361,7 @@ def _masked_event(lines: list[bytes]) -> list[bytes]:
     fields = [line.rstrip(b"\r\n").partition(b":") for line in lines]
     data = b"\n".join(value.removeprefix(b" ") for name, _, value in fields if name == b"data")
     named = any(name == b"event" and value.strip() == b"error" for name, _, value in fields)
-    try:
-        decoded = json.loads(data)
-    except (ValueError, RecursionError):
-        decoded = None
-    if not named and not (isinstance(decoded, dict) and "error" in decoded):
+    if not named and not _is_error(data):
         return lines
     kept = [line for line, (name, _, _) in zip(lines, fields, strict=True) if name != b"data"]
     return [*kept, *(b"data: " + part + b"\n" for part in _masked(data).split(b"\n"))]
@@ -360,8 +371,11 @@ def _mask(response: Any) -> _Whole | _Events | None:
     """How ``response``'s body is masked before the SDK reads it (None: not at all)."""
     if response.status_code >= 400:
         return _Whole()
-    if "text/event-stream" in response.headers.get("content-type", "").lower():
+    kind = response.headers.get("content-type", "").lower()
+    if "text/event-stream" in kind:
         return _Events()
+    if "application/json" in kind:
+        return _Whole(answer=True)
     return None
 
 
