@@ -14,6 +14,7 @@ wrong (``ConfigError``, ``CapabilityError``), a RuntimeError for what went wrong
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -52,6 +53,21 @@ class ClientSettingError(ConfigError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild, (type(self), (self.field, self.problem), {}))
+
+
+class ProxyError(ConfigError):
+    """A proxy variable (``OPENAI_PROXY``, ``HTTPS_PROXY``...) holds what the HTTP client cannot
+    send through (nodes/models/http.py ``check_proxy``). ``variable``: its name; ``problem``:
+    what is wrong and what to do; ``value``: the variable's, without any ``user:password@`` (all
+    before the last ``@``: a password may hold ``/`` or ``@``)."""
+
+    def __init__(self, variable: str, value: str, problem: str) -> None:
+        value = re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)?.*@", r"\1***@", value, flags=re.DOTALL)
+        super().__init__(f"{variable} = {value!r}: {problem}")
+        self.variable, self.value, self.problem = variable, value, problem
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), (self.variable, self.value, self.problem), {}))
 
 
 class CostCapError(ConfigError):

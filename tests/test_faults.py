@@ -1010,6 +1010,111 @@ async def test_no_api_key_in_traces_of_a_structured_output_run(
         assert FAKE_KEY not in text and FAKE_KEY[10:] not in text
 
 
+# A key with the characters JSON encoders escape (PHP's and Laravel's write "/" as "\\/").
+QUOTED_KEY = "sk-test/abc+def_1234567890XYZ"
+
+
+@pytest.fixture
+def quoting(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[ModelSpec, list[Any]]]:
+    """A provider that quotes the key it was sent (``QUOTED_KEY``, in QUOTED_API_KEY): answers
+    each reply queued, (status, content type, body pieces written apart), in order."""
+    monkeypatch.setenv("QUOTED_API_KEY", QUOTED_KEY)
+    queued: list[tuple[int, str, list[bytes]]] = []
+
+    class Quoting(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            status, kind, pieces = queued.pop(0)
+            self.send_response(status)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(sum(map(len, pieces))))
+            self.end_headers()
+            for piece in pieces:  # apart: the client reads them as separate chunks
+                self.wfile.write(piece)
+                self.wfile.flush()
+                time.sleep(0.05)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    with ThreadingHTTPServer(("127.0.0.1", 0), Quoting) as http:
+        threading.Thread(target=http.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{http.server_port}/v1"
+        yield ModelSpec(model="openai:quoting", base_url=url, api_key_env="QUOTED_API_KEY"), queued
+        http.shutdown()
+
+
+async def traced_failure(ctx: Context, stream_mode: str | None = None) -> str:
+    """What a tracer records of a run that fails (the error's text included)."""
+    tracer = Collect()
+    config: Any = {"callbacks": [tracer]}
+    with pytest.raises(AggregatorError) as info:
+        if stream_mode is None:
+            await graph.ainvoke({"messages": [HumanMessage(QUESTION)]}, config, context=ctx)
+        else:
+            question = {"messages": [HumanMessage(QUESTION)]}
+            async for _ in graph.astream(question, config, context=ctx, stream_mode=stream_mode):
+                pass
+    return tracer.dump() + str(info.value) + repr(info.value)
+
+
+@pytest.mark.parametrize(
+    "escaped",
+    [
+        QUOTED_KEY.replace("/", "\\/"),
+        "".join(f"\\u{ord(c):04x}" for c in QUOTED_KEY),
+    ],
+    ids=["slash", "unicode"],
+)
+async def test_a_key_quoted_with_json_escapes_reaches_no_trace(
+    quoting: tuple[ModelSpec, list[Any]], escaped: str
+) -> None:
+    # The SDK decodes the error's JSON: masked as bytes, an escaped key was plain once decoded.
+    model, queued = quoting
+    body = '{"error": {"message": "bad key ' + escaped + '", "type": "invalid_request_error"}}'
+    queued.append((401, "application/json", [body.encode()]))
+    seen = await traced_failure(Context(layers=1, aggregator=model, max_attempts=1))
+    assert "Error code: 401 - bad key ***" in seen
+    assert QUOTED_KEY not in seen and QUOTED_KEY[8:] not in seen and escaped not in seen
+
+
+async def test_a_key_in_the_error_of_a_json_answer_reaches_no_trace(
+    quoting: tuple[ModelSpec, list[Any]],
+) -> None:
+    # A 200 answer holding an error: langchain-openai raises ValueError(its "error") as it is.
+    model, queued = quoting
+    answer = json.dumps({"error": {"message": f"bad key {QUOTED_KEY}"}}).encode()
+    queued.append((200, "application/json", [answer]))
+    seen = await traced_failure(Context(layers=1, aggregator=model, max_attempts=1))
+    assert "ValueError({'message': 'bad key ***'})" in seen
+    assert QUOTED_KEY not in seen and QUOTED_KEY[8:] not in seen
+
+
+@TRANSPORTS
+async def test_a_key_in_an_error_event_of_a_streamed_answer_reaches_no_trace(
+    quoting: tuple[ModelSpec, list[Any]], aiohttp: bool
+) -> None:
+    # A 200 stream that fails midway: the SDK raises APIError with the event's message and body.
+    # The event comes in pieces cut inside the key, the word "error" and its blank line.
+    model, queued = quoting
+    said = json.dumps({"choices": [{"index": 0, "delta": {"content": "no error yet "}}]})
+    failed = json.dumps({"error": {"message": f"mid-stream failure, key {QUOTED_KEY}"}})
+    at_key, at_word = failed.index(QUOTED_KEY) + 6, failed.index("error") + 3
+    stream = [
+        f"data: {said}\r\n\r\ndata: {failed[:at_word]}".encode(),
+        failed[at_word:at_key].encode(),
+        f"{failed[at_key:]}\n".encode(),
+        b"\n",
+    ]
+    queued.append((200, "text/event-stream; charset=utf-8", stream))
+    async with transport(aiohttp):
+        seen = await traced_failure(
+            Context(layers=1, aggregator=model, max_attempts=1), stream_mode="messages"
+        )
+    assert "mid-stream failure, key ***" in seen and "no error yet" in seen  # the rest untouched
+    assert QUOTED_KEY not in seen and QUOTED_KEY[8:] not in seen
+
+
 def test_redact_masks_every_key_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TOGETHER_API_KEY", "together-value-123")
     monkeypatch.setenv("SOME_SERVICE_TOKEN", "token-value-456")

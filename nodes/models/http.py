@@ -33,8 +33,13 @@ docs/reliability.md explains the bound.
 **No key in an error's text.** A provider may quote the rejected key in its error reply, and the
 SDK's exception carries that text to LangChain's callbacks (tracers such as LangSmith record it)
 before our call loop sees it. So an error reply is read whole (it is bounded) and every secret
-of the environment masked in it (``redact``) before the SDK reads it: whichever SDK method made
-the call (``create``, ``parse``, the beta stream a response format takes).
+of the environment masked in it before the SDK reads it: whichever SDK method made the call
+(``create``, ``parse``, the beta stream a response format takes). A JSON reply is masked as the
+SDK will read it, decoded (``redact_data``): a key written with escapes (``sk-a\\/b``,
+``\\u0073k-...``) is plain only then. A streamed answer (200, ``text/event-stream``) may carry an
+error too: the SDK raises on any event whose JSON has an ``error`` key (openai/_streaming.py), so
+such events are masked the same way (``_Events``); the others pass unchanged. So is a JSON answer
+(200) with an ``error`` key, which langchain-openai raises as it is.
 """
 
 from __future__ import annotations
@@ -44,11 +49,17 @@ import contextlib
 import contextvars
 import functools
 import importlib
+import importlib.util
+import json
+import os
+import re
+import urllib.request
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
-from langgraph_moa.nodes.models.redact import redact
+from langgraph_moa.nodes.errors import ProxyError
+from langgraph_moa.nodes.models.redact import redact, redact_data
 
 
 def running_loop() -> asyncio.AbstractEventLoop | None:
@@ -96,6 +107,8 @@ def new_async_client(tls: Any, *, aiohttp: bool = False, proxy: str | None = Non
 
 
 def _options(tls: Any, hook: Callable[[Any], Any], proxy: str | None) -> dict[str, Any]:
+    if proxy is None:  # the client reads the environment's as it is built
+        check_environment_proxies()
     return {
         "verify": tls,
         "follow_redirects": False,
@@ -103,6 +116,50 @@ def _options(tls: Any, hook: Callable[[Any], Any], proxy: str | None) -> dict[st
         "event_hooks": {"response": [hook]},
         **({"proxy": proxy} if proxy else {}),
     }
+
+
+# --- proxies -----------------------------------------------------------------------------------
+
+# What the HTTP library sends through; socks5 only with the socksio package (not a dependency).
+_PROXY_SCHEMES = ("http", "https", "socks5", "socks5h")
+_PROXY_FIX = "set it to http://host:port, or unset it"
+
+
+def check_proxy(variable: str, value: str, url: str | None = None) -> None:
+    """Raise ``ProxyError`` if the HTTP library cannot send through ``url`` (the proxy
+    ``variable`` gives as ``value``), before it refuses as a client is built: with a message
+    that names neither the variable nor what to do, and quotes the proxy's user name."""
+    library = http_library()
+    try:
+        parsed = library.URL(url or value)
+    except library.InvalidURL as exc:
+        # Its reason may quote a part of a password holding "/" ("Invalid port: 'p'").
+        reason = "" if "@" in value else f" ({exc})"
+        raise ProxyError(variable, value, f"not a valid URL{reason}; {_PROXY_FIX}") from None
+    if parsed.scheme not in _PROXY_SCHEMES:
+        problem = "not an http://, https:// or socks5:// proxy URL"
+        raise ProxyError(variable, value, f"{problem}; {_PROXY_FIX}")
+    if not parsed.host:
+        raise ProxyError(variable, value, f"names no host; {_PROXY_FIX}")
+    if parsed.port is not None and not 0 < parsed.port < 65536:
+        raise ProxyError(
+            variable, value, f"port {parsed.port} out of range (1-65535); {_PROXY_FIX}"
+        )
+    if parsed.scheme.startswith("socks") and importlib.util.find_spec("socksio") is None:
+        problem = "a SOCKS proxy needs the socksio package: pip install socksio, or use an http://"
+        raise ProxyError(variable, value, f"{problem} proxy")
+
+
+def check_environment_proxies() -> None:
+    """``check_proxy`` for each proxy of the environment, read as the HTTP library reads them
+    (urllib's ``getproxies``: HTTP_PROXY, HTTPS_PROXY, ALL_PROXY, the lower-case name first; a
+    value without a scheme is an http:// one)."""
+    found = urllib.request.getproxies()
+    for scheme in ("http", "https", "all"):
+        if value := found.get(scheme):
+            names = (f"{scheme}_proxy", f"{scheme.upper()}_PROXY")
+            name = next((n for n in names if os.environ.get(n) == value), f"the {scheme} proxy")
+            check_proxy(name, value, value if "://" in value else f"http://{value}")
 
 
 # --- the size of an answer ---------------------------------------------------------------------
@@ -159,12 +216,12 @@ class ResponseTooLargeError(Exception):
 async def bound_response(response: Any) -> None:
     """The response event hook of the async clients: ``response`` is read within the bound of the
     request being sent (``answer_bound``; ``RESPONSE_MAX_BYTES`` outside any)."""
-    response.stream = _bounded_streams()[1](response.stream, _meter(response))
+    response.stream = _bounded_streams()[1](response.stream, _meter(response), _mask(response))
 
 
 def bound_sync_response(response: Any) -> None:
     """``bound_response`` for the sync client."""
-    response.stream = _bounded_streams()[0](response.stream, _meter(response))
+    response.stream = _bounded_streams()[0](response.stream, _meter(response), _mask(response))
 
 
 def _meter(response: Any) -> _Meter:
@@ -210,14 +267,116 @@ class _Meter:
         self._left -= len(chunk)
         return chunk
 
-    @property
-    def error(self) -> bool:
-        return self._error
+
+# --- no key in an error ------------------------------------------------------------------------
 
 
 def _masked(body: bytes) -> bytes:
-    # Not UTF-8, such an error text would still be shown as text: read it as the SDK would.
-    return redact(body.decode("utf-8", "replace")).encode()
+    """An error's text with every secret masked: in its JSON, decoded, when it is JSON (the SDK
+    decodes it), else in its text (not UTF-8, it would still be shown as text)."""
+    text = body.decode("utf-8", "replace")
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        return redact(text).encode()
+    masked = redact_data(data)
+    return body if masked == data else json.dumps(masked, ensure_ascii=False).encode()
+
+
+class _Whole:
+    """An error reply, or a JSON answer (``answer``: masked only if it is an error, which
+    langchain-openai raises with its ``error`` as it is): read whole, as the SDK reads it."""
+
+    def __init__(self, *, answer: bool = False) -> None:
+        self._pieces: list[bytes] = []
+        self._answer = answer
+
+    def feed(self, piece: bytes) -> bytes:
+        self._pieces.append(piece)
+        return b""
+
+    def finish(self) -> bytes:
+        body = b"".join(self._pieces)
+        return _masked(body) if not self._answer or _is_error(body) else body
+
+
+def _is_error(data: bytes) -> bool:
+    """Whether JSON ``data`` has an ``error`` key (a byte search first: answers pass untouched)."""
+    if not _MAYBE_ERROR.search(data):
+        return False
+    try:
+        decoded = json.loads(data)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(decoded, dict) and "error" in decoded
+
+
+# Runs of line ends: two or more line ends (CR LF, CR or LF) end an SSE event.
+_LINE_ENDS = re.compile(rb"[\r\n]{2,}")
+# What an event's JSON key "error" is written with: the word, or an escape of one of its letters.
+_MAYBE_ERROR = re.compile(rb"error|\\u00(?:65|72|6[fF])")
+
+
+class _Events:
+    """A streamed answer, handed on an event at a time (the SDK acts on none before its blank
+    line) so that a key split across chunks is whole when masked. Events that may be errors
+    (``_MAYBE_ERROR``: a byte search, the rest pass untouched) are read as the SDK reads them."""
+
+    def __init__(self) -> None:
+        self._held = b""
+
+    def feed(self, piece: bytes) -> bytes:
+        held = self._held + piece
+        end = 0
+        for run in _LINE_ENDS.finditer(held):
+            if run.group() != b"\r\n":  # one line end alone
+                end = run.end()
+        self._held = held[end:]
+        return _masked_events(held[:end])
+
+    def finish(self) -> bytes:
+        held, self._held = self._held, b""
+        return _masked_events(held)
+
+
+def _masked_events(events: bytes) -> bytes:
+    if not _MAYBE_ERROR.search(events):
+        return events
+    out: list[bytes] = []
+    event: list[bytes] = []
+    for line in events.splitlines(keepends=True):  # CR LF, CR, LF: the SDK's line ends
+        if line.strip(b"\r\n"):
+            event.append(line)
+        else:
+            out.extend(_masked_event(event))
+            out.append(line)
+            event = []
+    out.extend(_masked_event(event))  # the stream's end, not ended by a blank line
+    return b"".join(out)
+
+
+def _masked_event(lines: list[bytes]) -> list[bytes]:
+    """An event's lines, its data masked if the SDK would raise it as an error (named ``error``,
+    or its data JSON with an ``error`` key)."""
+    fields = [line.rstrip(b"\r\n").partition(b":") for line in lines]
+    data = b"\n".join(value.removeprefix(b" ") for name, _, value in fields if name == b"data")
+    named = any(name == b"event" and value.strip() == b"error" for name, _, value in fields)
+    if not named and not _is_error(data):
+        return lines
+    kept = [line for line, (name, _, _) in zip(lines, fields, strict=True) if name != b"data"]
+    return [*kept, *(b"data: " + part + b"\n" for part in _masked(data).split(b"\n"))]
+
+
+def _mask(response: Any) -> _Whole | _Events | None:
+    """How ``response``'s body is masked before the SDK reads it (None: not at all)."""
+    if response.status_code >= 400:
+        return _Whole()
+    kind = response.headers.get("content-type", "").lower()
+    if "text/event-stream" in kind:
+        return _Events()
+    if "application/json" in kind:
+        return _Whole(answer=True)
+    return None
 
 
 @functools.cache
@@ -227,14 +386,19 @@ def _bounded_streams() -> tuple[type, type]:
     library = http_library()
 
     class Bounded(library.SyncByteStream):  # type: ignore[misc,name-defined]
-        def __init__(self, inner: Any, meter: _Meter) -> None:
-            self._inner, self._meter = inner, meter
+        def __init__(self, inner: Any, meter: _Meter, mask: _Whole | _Events | None) -> None:
+            self._inner, self._meter, self._mask = inner, meter, mask
 
         def __iter__(self) -> Iterator[bytes]:
-            if self._meter.error:  # read whole, to mask the keys it may quote
-                yield _masked(b"".join(self._pieces()))
-            else:
+            mask = self._mask
+            if mask is None:
                 yield from self._pieces()
+                return
+            for piece in self._pieces():  # masked where the keys it may quote are whole
+                if masked := mask.feed(piece):
+                    yield masked
+            if masked := mask.finish():
+                yield masked
 
         def _pieces(self) -> Iterator[bytes]:
             for chunk in self._inner:
@@ -247,15 +411,20 @@ def _bounded_streams() -> tuple[type, type]:
             self._inner.close()
 
     class AsyncBounded(library.AsyncByteStream):  # type: ignore[misc,name-defined]
-        def __init__(self, inner: Any, meter: _Meter) -> None:
-            self._inner, self._meter = inner, meter
+        def __init__(self, inner: Any, meter: _Meter, mask: _Whole | _Events | None) -> None:
+            self._inner, self._meter, self._mask = inner, meter, mask
 
         async def __aiter__(self) -> AsyncIterator[bytes]:
-            if self._meter.error:
-                yield _masked(b"".join([piece async for piece in self._pieces()]))
-            else:
+            mask = self._mask
+            if mask is None:
                 async for piece in self._pieces():
                     yield piece
+                return
+            async for piece in self._pieces():
+                if masked := mask.feed(piece):
+                    yield masked
+            if masked := mask.finish():
+                yield masked
 
         async def _pieces(self) -> AsyncIterator[bytes]:
             async for chunk in self._inner:

@@ -30,7 +30,7 @@ from langgraph_moa.nodes.models.catalog import (
     endpoint,
 )
 from langgraph_moa.nodes.models.chunks import plain_stream_chunks
-from langgraph_moa.nodes.models.http import shared_http_clients
+from langgraph_moa.nodes.models.http import check_proxy, shared_http_clients
 from langgraph_moa.nodes.models.limits import gate_for
 from langgraph_moa.nodes.models.redact import register_key_env
 from langgraph_moa.nodes.models.request_body import messages_as_body
@@ -139,11 +139,17 @@ def _openai_compatible(settings: ModelSettings) -> BaseChatModel:
     # langchain-openai's own proxy variable, honoured by the clients we give it: given both, its
     # client refuses to be built ("Cannot specify 'openai_proxy' if one of 'http_client'...").
     proxy = os.environ.get(OPENAI_PROXY_ENV) if settings.provider == "openai" else None
+    if proxy:
+        check_proxy(OPENAI_PROXY_ENV, proxy)
     return ChatOpenAI(
         model=settings.name,
         api_key=key,
         base_url=to.url,
         openai_proxy=None,
+        # Socket options go only to clients langchain-openai builds, never to ours; left at its
+        # default, it warns on every run with a proxy variable set that httpx's proxy detection
+        # is off, which is false here (ours honour the proxy: tests/test_proxies.py).
+        http_socket_options=(),
         **_openai_style(settings, proxy),
     )
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+from typing import Any
 
 MASK = "***"
 # Variables whose value is a secret: every provider default (TOGETHER_API_KEY, OPENAI_API_KEY...)
@@ -43,7 +44,28 @@ def secret_values() -> list[str]:
 
 def redact(text: str) -> str:
     """``text`` with every secret value of the environment replaced by ``***``."""
-    for value in secret_values():
+    return _masked(text, secret_values())
+
+
+def redact_data(data: Any) -> Any:
+    """Decoded JSON ``data`` with every secret masked in each of its strings, keys included (a
+    secret the JSON wrote with escapes, ``sk-a\\/b`` or ``\\u0073k-...``, is plain once decoded)."""
+    values = secret_values()  # once: reading them scans the environment
+
+    def walk(item: Any) -> Any:
+        if isinstance(item, str):
+            return _masked(item, values)
+        if isinstance(item, list):
+            return [walk(x) for x in item]
+        if isinstance(item, dict):
+            return {_masked(k, values): walk(v) for k, v in item.items()}
+        return item
+
+    return walk(data)
+
+
+def _masked(text: str, values: list[str]) -> str:
+    for value in values:
         if value in text:
             text = text.replace(value, MASK)
     return text
