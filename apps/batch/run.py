@@ -236,9 +236,9 @@ def batch(
                         stream_items(
                             input_path,
                             skip_invalid=skip_invalid,
-                            check=check,
+                            on_first_read=check,
                             digests=resuming,
-                            validate=ContextCheck(ctx),  # what no call can hold: refused
+                            malformed_if=ContextCheck(ctx),  # what no call can hold
                         )
                     )
                 )

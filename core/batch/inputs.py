@@ -158,13 +158,13 @@ class Dataset:
         path: str,
         *,
         skip_invalid: bool = False,
-        check: Callable[[Item], None] | None = None,
+        on_first_read: Callable[[Item], None] | None = None,
         digests: bool = True,
-        validate: Callable[[Item], None] | None = None,
+        malformed_if: Callable[[Item], None] | None = None,
     ) -> None:
         self.name = "stdin" if path == "-" else path
         self.skip_invalid = skip_invalid
-        self._validate = validate
+        self._malformed_if = malformed_if
         self._digests = digests
         self.invalid = 0  # items that are not valid (only with skip_invalid: else an error)
         self._spool: IO[bytes] | None = None
@@ -183,7 +183,7 @@ class Dataset:
                         problem = exc.strerror or str(exc)
                         what = f"a copy of {self.name}"
                         raise ScratchError(tempfile.gettempdir(), what, problem) from None
-            self._first_pass(check)
+            self._first_pass(on_first_read)
         except BaseException:
             self.close()
             raise
@@ -269,8 +269,8 @@ class Dataset:
             if isinstance(value, _Malformed):
                 raise ValueError(value.why)
             item = parse_item(value, number)
-            if self._validate is not None:
-                self._validate(item)
+            if self._malformed_if is not None:
+                self._malformed_if(item)
             return item
         except ValueError as exc:
             message = f"{self.name}: {unit} {number}: {exc}"
@@ -627,21 +627,27 @@ def stream_items(
     path: str,
     *,
     skip_invalid: bool = False,
-    check: Callable[[Item], None] | None = None,
+    on_first_read: Callable[[Item], None] | None = None,
     digests: bool = True,
-    validate: Callable[[Item], None] | None = None,
+    malformed_if: Callable[[Item], None] | None = None,
 ) -> Dataset:
     """The items of ``path`` (``-``: stdin), checked, read one at a time when iterated.
 
-    ``check``: called on each valid item as the first pass reads it (a format's own checks,
+    ``on_first_read``: called on each valid item as the first pass reads it (a format's own checks,
     core/batch/formats.py), so they cost no pass of their own; what it raises stops the read.
-    ``validate``: called on each item as it is parsed, in every pass; a ``ValueError`` makes the
+    ``malformed_if``: called on each item as it is parsed, in every pass; a ``ValueError`` makes the
     item malformed like any other (named by its line; ``skip_invalid``: recorded failed), so it
     must say the same of an item every time (core/batch/fits.py: too long for every model).
     ``digests``: keep each item's ``input_digest``, so that a resumed output's edited items are
     refused (``Dataset``); ``moa batch`` leaves them out when there is no output to resume.
     """
-    return Dataset(path, skip_invalid=skip_invalid, check=check, digests=digests, validate=validate)
+    return Dataset(
+        path,
+        skip_invalid=skip_invalid,
+        on_first_read=on_first_read,
+        digests=digests,
+        malformed_if=malformed_if,
+    )
 
 
 def read_items(path: str, *, skip_invalid: bool = False) -> list[Item | InvalidItem]:
