@@ -89,6 +89,15 @@ def endpoint(provider: str, base_url: str | None) -> Endpoint | None:
     return None
 
 
+def endpoint_envs(provider: str) -> tuple[str, ...]:
+    """The variables ``endpoint`` reads for a ``provider`` model that names no base_url."""
+    if provider in LOCAL_SERVERS:
+        return (LOCAL_SERVERS[provider][0],)
+    if provider == "openai":
+        return (*OPENAI_BASE_ENVS, GATEWAY_ENV)
+    return BASE_ENV.get(provider, ())
+
+
 # The window assumed for a model nobody described: small enough for nearly every chat model.
 DEFAULT_WINDOW = 8192
 

@@ -59,13 +59,7 @@ from typing import Any, Generic, TypeVar
 
 from langchain_core.language_models import BaseChatModel
 
-from langgraph_moa.nodes.models.catalog import (
-    BASE_ENV,
-    GATEWAY_ENV,
-    LOCAL_SERVERS,
-    OPENAI_BASE_ENVS,
-    OPENAI_PROXY_ENV,
-)
+from langgraph_moa.nodes.models.catalog import OPENAI_PROXY_ENV, endpoint_envs
 from langgraph_moa.nodes.models.http import (
     new_async_client,
     new_sync_client,
@@ -358,13 +352,7 @@ def _endpoint_env(provider: str, named_url: bool) -> tuple[str, ...]:
     proxy (a process that changes one talks to the new endpoint from its next call on). Only its
     own: they are read on every call, and each read of an unset variable costs an exception."""
     proxy = (OPENAI_PROXY_ENV,) if provider == "openai" else ()
-    if named_url:
-        return proxy
-    if provider in LOCAL_SERVERS:
-        return (LOCAL_SERVERS[provider][0],)
-    if provider == "openai":
-        return (*OPENAI_BASE_ENVS, GATEWAY_ENV, *proxy)
-    return BASE_ENV.get(provider, ())
+    return proxy if named_url else (*endpoint_envs(provider), *proxy)
 
 
 def _env_fingerprint(settings: ModelSettings) -> tuple[str | None, ...]:
